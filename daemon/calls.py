@@ -1,0 +1,332 @@
+"""Legs -> calls: the pure classification of `call-semantics.md`.
+
+No I/O and no clock: `classify` turns the legs of one linkedid into a call record (every field
+but the callback ones); `link_callbacks` decides, for the calls of one external number, which
+missed call was returned by which later call. Times are UTC epoch milliseconds.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+APP_CHANNEL_PREFIXES = ("app:", "queue:", "voicemail")
+_PEER_CHANNEL = re.compile(r"^[A-Za-z0-9]+/(\d+)-[0-9a-fA-F]+")
+_NON_DIGITS = re.compile(r"\D")
+
+DIRECTIONS = ("incoming", "outgoing", "internal")
+STATUSES = ("answered", "transferred", "missed", "not_reached",
+            "client_called_back", "we_called_back", "application")
+
+
+@dataclass(frozen=True, slots=True)
+class Leg:
+    """One `cdr_general` row, times resolved to UTC epoch ms."""
+    uniqueid: str
+    linkedid: str
+    source_id: int
+    start: int
+    answer: int | None
+    end: int | None
+    src_chan: str = ""
+    src_num: str = ""
+    src_name: str = ""
+    dst_chan: str = ""
+    dst_num: str = ""
+    dst_name: str = ""
+    did: str = ""
+    disposition: str = ""
+    dialstatus: str = ""
+    recordingfile: str = ""
+    from_account: str = ""
+    to_account: str = ""
+    appname: str = ""
+    is_app: bool = False
+    transfer: int = 0
+    a_transfer: int = 0
+    duration: int | None = None
+    billsec: int | None = None
+
+    @property
+    def app(self) -> bool:
+        """IVR, queue, dialplan application or voicemail: never "answered by a human"."""
+        return self.is_app or self.dst_chan.lower().startswith(APP_CHANNEL_PREFIXES)
+
+    @property
+    def rang(self) -> bool:
+        """A busy or unregistered extension gives a leg with an empty dst_chan."""
+        return bool(self.dst_chan)
+
+    @property
+    def talk_seconds(self) -> int:
+        """Seconds talked after the answer: the PBX's billsec unless it is impossible."""
+        if self.answer is None:
+            return 0
+        end = self.end if self.end is not None else self.answer
+        measured = max(0, end - self.answer) // 1000
+        span = max(0, end - self.start) / 1000
+        if self.billsec is None or self.billsec < 0 or self.billsec > span + 1:
+            return measured
+        return self.billsec
+
+    @property
+    def talked(self) -> bool:
+        return not self.app and self.answer is not None and self.talk_seconds >= 1
+
+    @property
+    def status_word(self) -> str:
+        return self.dialstatus or self.disposition
+
+
+@dataclass
+class Directory:
+    """Who is who on this PBX (from its config DB), with a fallback for when it is unknown."""
+    employees: dict[str, str] = field(default_factory=dict)   # SIP extension -> name
+    pbx_numbers: set[str] = field(default_factory=set)        # queues, IVRs, apps, ...
+    mobiles: dict[str, str] = field(default_factory=dict)     # EXTERNAL number -> its employee
+    providers: dict[str, str] = field(default_factory=dict)   # trunk uniqid -> provider name
+    extension_length: int = 4
+    number_match_digits: int = 9
+
+    def is_employee(self, number: str) -> bool:
+        if self.employees:
+            return number in self.employees
+        return number.isdigit() and len(number) <= self.extension_length
+
+    def is_pbx_number(self, number: str) -> bool:
+        return number in self.pbx_numbers or self.is_employee(number)
+
+    def employee_of(self, number: str, channel: str = "") -> str | None:
+        """The employee extension a leg end belongs to (a forwarded mobile counts as its owner)."""
+        if number and self.is_employee(number):
+            return number
+        if number in self.mobiles:
+            return self.mobiles[number]
+        peer = _PEER_CHANNEL.match(channel or "")
+        if peer and self.is_employee(peer.group(1)):
+            return peer.group(1)
+        return None
+
+    def match_key(self, number: str | None) -> str | None:
+        """Last `number_match_digits` digits: `+7 916…`, `8916…` and `7916…` match."""
+        digits = _NON_DIGITS.sub("", number or "")
+        return digits[-self.number_match_digits:] if digits else None
+
+    def line_of(self, channel: str, account: str) -> str | None:
+        """Provider name of a trunk leg, from its channel `PJSIP/<uniqid>-<seq>` or account id."""
+        candidates = []
+        if "/" in channel:
+            candidates.append(channel.split("/", 1)[1].rsplit("-", 1)[0])
+        if account:
+            candidates.append(account)
+        for uniqid in candidates:
+            if uniqid in self.providers:
+                return self.providers[uniqid]
+        return None
+
+
+@dataclass
+class Call:
+    """The call record of `call-semantics.md` (times in UTC epoch ms)."""
+    linkedid: str
+    start: int
+    end: int
+    direction: str
+    status: str
+    reason: str | None
+    answered: bool
+    src: str
+    src_name: str
+    dst: str
+    dst_name: str
+    external_number: str | None
+    ext_key: str | None
+    did: str | None
+    line: str | None
+    answered_by: str | None
+    missed_by: list[str]
+    transferred_to: list[str]
+    employees: list[str]
+    wait_s: int
+    talk_s: int
+    duration_s: int
+    recordings: list[str]
+    leg_count: int
+    callback_of: str | None = None
+    returned_by: str | None = None
+    callback_attempts: int = 0
+
+
+def classify(legs: list[Leg], directory: Directory) -> Call:
+    """The call made of these legs (all of one linkedid), callback fields left empty."""
+    legs = sorted(legs, key=lambda leg: (leg.start, leg.source_id))
+    first = legs[0]
+    direction = _direction(first, directory)
+    party_key, party_chan = _party(first, direction, directory)
+
+    def with_party(leg: Leg) -> bool:
+        if party_chan and party_chan in (leg.src_chan, leg.dst_chan):
+            return True
+        return party_key is not None and party_key in (
+            directory.match_key(leg.src_num), directory.match_key(leg.dst_num))
+
+    def employee_side(leg: Leg) -> str | None:
+        """The employee on the other end of a leg with the party."""
+        if with_party_src(leg):
+            return directory.employee_of(leg.dst_num, leg.dst_chan)
+        return directory.employee_of(leg.src_num, leg.src_chan)
+
+    def with_party_src(leg: Leg) -> bool:
+        return (party_chan and leg.src_chan == party_chan) or (
+            party_key is not None and directory.match_key(leg.src_num) == party_key)
+
+    human = [leg for leg in legs if not leg.app]
+    talked = [leg for leg in human if leg.talked]
+    party_talks = [leg for leg in talked if with_party(leg)]
+    answered = bool(talked)
+
+    first_talk = (party_talks or talked or [None])[0]
+    answered_by = employee_side(first_talk) if first_talk else None
+    transferred_to = _unique(
+        who for who in map(employee_side, party_talks[1:]) if who and who != answered_by)
+    talkers = set(_unique(_employees_of(talked, directory)))
+    missed_by = _unique(
+        who for who in (directory.employee_of(leg.dst_num, leg.dst_chan)
+                        for leg in human if leg.rang)
+        if who and who not in talkers)
+
+    start = first.start
+    end = max(leg.end if leg.end is not None else (leg.answer or leg.start) for leg in legs)
+    if answered:
+        wait_ms = first_talk.answer - start
+        talk_legs = talked if direction == "internal" else party_talks
+        talk_s = sum(leg.talk_seconds for leg in talk_legs)
+    else:
+        wait_ms, talk_s = end - start, 0
+
+    status = _base_status(direction, answered, legs, transferred_to)
+    reason = None
+    if status in ("missed", "not_reached"):
+        reason = (human or legs)[-1].status_word or None
+
+    external = None if direction == "internal" else (
+        first.src_num if direction == "incoming" else first.dst_num)
+    return Call(
+        linkedid=first.linkedid, start=start, end=end, direction=direction,
+        status=status, reason=reason, answered=answered,
+        src=first.src_num, src_name=first.src_name or directory.employees.get(first.src_num, ""),
+        dst=first.dst_num, dst_name=first.dst_name or directory.employees.get(first.dst_num, ""),
+        external_number=external, ext_key=directory.match_key(external),
+        did=first.did or None, line=_line(legs, directory),
+        answered_by=answered_by, missed_by=missed_by, transferred_to=transferred_to,
+        employees=_unique(_employees_of(legs, directory)),
+        wait_s=max(0, round(wait_ms / 1000)), talk_s=talk_s,
+        duration_s=max(0, round((end - start) / 1000)),
+        recordings=_unique(leg.recordingfile for leg in talked
+                           if leg.recordingfile and leg.recordingfile != "-"),
+        leg_count=len(legs),
+    )
+
+
+def _direction(first: Leg, directory: Directory) -> str:
+    if not directory.is_employee(first.src_num):
+        return "incoming"
+    if first.app or directory.is_pbx_number(first.dst_num):
+        return "internal"
+    return "outgoing"
+
+
+def _party(first: Leg, direction: str, directory: Directory) -> tuple[str | None, str]:
+    """The other party of the call (match key, channel): who the employees talk *with*."""
+    if direction == "outgoing":
+        return directory.match_key(first.dst_num), first.dst_chan
+    return directory.match_key(first.src_num), first.src_chan
+
+
+def _base_status(direction: str, answered: bool, legs: list[Leg],
+                 transferred_to: list[str]) -> str:
+    if direction == "internal" and all(leg.app for leg in legs):
+        return "application"
+    if not answered:
+        return "missed" if direction == "incoming" else "not_reached"
+    return "transferred" if transferred_to else "answered"
+
+
+def _employees_of(legs, directory: Directory):
+    for leg in legs:
+        yield directory.employee_of(leg.src_num, leg.src_chan)
+        if not leg.app:
+            yield directory.employee_of(leg.dst_num, leg.dst_chan)
+
+
+def _line(legs: list[Leg], directory: Directory) -> str | None:
+    for leg in legs:
+        line = (directory.line_of(leg.src_chan, leg.from_account)
+                or directory.line_of(leg.dst_chan, leg.to_account))
+        if line:
+            return line
+    return None
+
+
+def _unique(values) -> list[str]:
+    """Distinct truthy values in first-seen order."""
+    seen: dict[str, None] = {}
+    for value in values:
+        if value:
+            seen.setdefault(value, None)
+    return list(seen)
+
+
+# --- callbacks -------------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class CallbackFacts:
+    """What callback linking needs of a call (one external match key)."""
+    linkedid: str
+    start: int
+    end: int
+    direction: str
+    answered: bool
+    base_status: str
+
+
+@dataclass(frozen=True, slots=True)
+class CallbackLinks:
+    callback_of: str | None
+    returned_by: str | None
+    callback_attempts: int
+    status: str
+
+
+def link_callbacks(calls: list[CallbackFacts], window_ms: int) -> dict[str, CallbackLinks]:
+    """Which missed call each later answered call returns (calls of one external number).
+
+    A missed call M is returned by the first later answered call C starting within
+    `window_ms` after M ended; unanswered outgoing attempts in between count on M.
+    """
+    calls = sorted(calls, key=lambda c: (c.start, c.linkedid))
+    answered = [c for c in calls if c.answered and c.direction != "internal"]
+    attempts = [c for c in calls if c.direction == "outgoing" and not c.answered]
+    returned_by: dict[str, str] = {}
+    callback_attempts: dict[str, int] = {}
+    latest_returned: dict[str, str] = {}
+    for missed in (c for c in calls if c.base_status == "missed"):
+        limit = missed.end + window_ms
+        returner = next((c for c in answered
+                         if missed.end <= c.start <= limit and c.linkedid != missed.linkedid),
+                        None)
+        until = returner.start if returner else limit + 1
+        callback_attempts[missed.linkedid] = sum(
+            1 for a in attempts if missed.end <= a.start < until)
+        if returner:
+            returned_by[missed.linkedid] = returner.linkedid
+            latest_returned[returner.linkedid] = missed.linkedid   # calls are in start order
+    links = {}
+    for call in calls:
+        callback_of = latest_returned.get(call.linkedid)
+        status = call.base_status
+        if callback_of:
+            status = "client_called_back" if call.direction == "incoming" else "we_called_back"
+        links[call.linkedid] = CallbackLinks(
+            callback_of=callback_of, returned_by=returned_by.get(call.linkedid),
+            callback_attempts=callback_attempts.get(call.linkedid, 0), status=status)
+    return links

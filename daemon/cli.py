@@ -1,0 +1,289 @@
+"""`extcdr`: one entry point, one subcommand per job. Errors are one line on stderr."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from datetime import date, datetime, timedelta
+from pathlib import Path
+
+from daemon.pbxtime import PbxClock
+from daemon.source import CdrSource, SourceBusy, SourceError, read_pbx_config
+from daemon.sync import Sync, SyncOptions
+from db.database import ModuleDbError, open_module_db
+from db.queries import CallFilter, QueryError, call_rows, calls_query, sync_state
+from db.records import call_record
+from db.store import Store
+
+
+class CliError(Exception):
+    """A problem the user can fix; printed as one line."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one readable line instead of usage + message
+        raise CliError(f"{self.prog}: {message} (see --help)")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="extcdr", description="Extended call history for MikoPBX.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    sync = sub.add_parser("sync", help="bring the mirror up to date with the PBX history")
+    sync.add_argument("--cdr-db", required=True, type=Path, help="the PBX's cdr.db")
+    sync.add_argument("--pbx-db", type=Path, help="the PBX config DB (mikopbx.db)")
+    sync.add_argument("--groups-db", type=Path,
+                      help="ModuleUsersGroups' module.db (default: found next to --pbx-db)")
+    sync.add_argument("--db", required=True, type=Path, help="the module's mirror (module.db)")
+    sync.add_argument("--once", action="store_true", help="catch up once and exit")
+    sync.add_argument("--timezone", help="PBX timezone (default: from the config DB)")
+    sync.add_argument("--callback-window", type=int, default=86_400, metavar="SECONDS",
+                      help="how long after a missed call a call counts as its callback")
+    sync.add_argument("--extension-length", type=int, default=4,
+                      help="without --pbx-db: numbers this short are internal")
+    sync.add_argument("--number-match-digits", type=int, default=9,
+                      help="trailing digits that identify an external number")
+    sync.add_argument("--interval", type=float, default=2.0, help="poll interval without --once")
+
+    calls = sub.add_parser("calls", help="list calls of the mirror, newest first")
+    calls.add_argument("--db", required=True, type=Path)
+    calls.add_argument("--format", choices=("jsonl", "table"), default="table")
+    calls.add_argument("--from", dest="start", metavar="DATE",
+                       help="YYYY-MM-DD or ISO date-time, PBX timezone (default: today)")
+    calls.add_argument("--to", dest="end", metavar="DATE",
+                       help="YYYY-MM-DD (whole day) or ISO date-time (default: end of today)")
+    calls.add_argument("--direction", help="incoming, outgoing, internal (comma-separated)")
+    calls.add_argument("--status", help="answered, transferred, missed, not_reached, "
+                       "client_called_back, we_called_back, application (comma-separated)")
+    calls.add_argument("--number", help="digits of a number, two numbers, or linkedid:/src:/dst:/did:")
+    calls.add_argument("--employee", help="extension(s), comma-separated")
+    calls.add_argument("--group", help="employee group name(s), comma-separated")
+    calls.add_argument("--min-talk", type=int, metavar="SECONDS")
+    calls.add_argument("--unreturned", action="store_true", help="missed calls nobody returned")
+    calls.add_argument("--limit", type=int, help="at most this many calls (default: all)")
+
+    status = sub.add_parser("status", help="mirror size, cursor and lag behind the PBX")
+    status.add_argument("--db", required=True, type=Path)
+    status.add_argument("--cdr-db", type=Path, help="the PBX's cdr.db, to measure the lag")
+    status.add_argument("--format", choices=("text", "json"), default="text")
+
+    demo = sub.add_parser("demo-data", help="generate a realistic demo PBX")
+    demo.add_argument("--out", required=True, type=Path)
+    demo.add_argument("--calls", type=int, default=5_000)
+    demo.add_argument("--seed", type=int, default=1)
+    demo.add_argument("--end-day", type=date.fromisoformat, help="last day (default: today)")
+    demo.add_argument("--timezone", default="Europe/Moscow")
+    return parser
+
+
+# --- sync ----------------------------------------------------------------------------------------
+
+def _groups_db(args) -> Path | None:
+    if args.groups_db:
+        return args.groups_db
+    if args.pbx_db:
+        guess = args.pbx_db.parent / "custom_modules/ModuleUsersGroups/db/module.db"
+        return guess if guess.is_file() else None
+    return None
+
+
+def cmd_sync(args) -> int:
+    config = read_pbx_config(args.pbx_db, _groups_db(args),
+                             extension_length=args.extension_length,
+                             number_match_digits=args.number_match_digits)
+    source = CdrSource(args.cdr_db)
+    source.check()
+    db = open_module_db(args.db)
+    try:
+        tz_name = args.timezone or config.timezone or sync_state(db).get("timezone") \
+            or _system_timezone()
+        sync = Sync(Store(db), source, config, _clock(tz_name),
+                    SyncOptions(callback_window_s=args.callback_window))
+        while True:
+            _catch_up(sync)
+            if args.once:
+                return 0
+            time.sleep(args.interval)
+    finally:
+        db.close()
+
+
+def _catch_up(sync: Sync, patience_s: float = 60.0) -> int:
+    """Catch up with a progress bar on a TTY; wait out a locked PBX file for a while."""
+    deadline = time.monotonic() + patience_s
+    while True:
+        try:
+            with _progress() as progress:
+                return sync.catch_up(progress)
+        except SourceBusy:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(1)
+
+
+class _progress:
+    """tqdm bar (rows, rows/s, ETA) on a terminal; nothing otherwise."""
+
+    def __enter__(self):
+        self.bar = None
+        return self if sys.stderr.isatty() else None
+
+    def __call__(self, read: int, pending: int):
+        if self.bar is None:
+            from tqdm import tqdm
+            self.bar = tqdm(total=read + pending, unit=" legs", unit_scale=True,
+                            desc="sync", file=sys.stderr)
+        self.bar.total = max(self.bar.total, self.bar.n + read + pending)
+        self.bar.update(read)
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _system_timezone() -> str:
+    tz = os.environ.get("TZ", "").lstrip(":")
+    if tz:
+        return tz
+    try:
+        return Path("/etc/timezone").read_text().strip() or "UTC"
+    except OSError:
+        return "UTC"
+
+
+def _clock(tz_name: str) -> PbxClock:
+    try:
+        return PbxClock(tz_name)
+    except (KeyError, ValueError) as exc:
+        raise CliError(f"unknown timezone {tz_name!r}") from exc
+
+
+# --- calls ---------------------------------------------------------------------------------------
+
+def _split(value: str | None) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else []
+
+
+def parse_moment(text: str, clock: PbxClock, *, end: bool) -> int:
+    """A --from/--to value as epoch ms; a bare date is the whole local day."""
+    try:
+        if len(text) == 10:
+            day = date.fromisoformat(text)
+            start, stop = clock.local_day_bounds(day)
+            return (stop if end else start) * 1000
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise CliError(f"bad date {text!r}: use YYYY-MM-DD or YYYY-MM-DDTHH:MM[:SS]") from None
+    if moment.tzinfo is None:
+        return clock.local_to_epoch(moment) * 1000
+    return int(moment.timestamp() * 1000)
+
+
+def cmd_calls(args) -> int:
+    db = open_module_db(args.db, readonly=True)
+    try:
+        clock = _clock(sync_state(db).get("timezone") or _system_timezone())
+        today = clock.to_local(time.time()).date()
+        day_start, day_end = (ms * 1000 for ms in clock.local_day_bounds(today))
+        start = parse_moment(args.start, clock, end=False) if args.start else None
+        stop = parse_moment(args.end, clock, end=True) if args.end else None
+        if start is None:
+            start = stop - 86_400_000 if stop is not None and stop <= day_start else day_start
+        if stop is None:
+            stop = day_end
+        flt = CallFilter(start_ms=start, end_ms=stop, directions=_split(args.direction),
+                         statuses=_split(args.status), number=args.number,
+                         employees=_split(args.employee), groups=_split(args.group),
+                         min_talk=args.min_talk, unreturned=args.unreturned, limit=args.limit)
+        rows = call_rows(calls_query(flt, db))
+        if args.format == "jsonl":
+            for row in rows:
+                sys.stdout.write(json.dumps(call_record(row, clock.tz), ensure_ascii=False) + "\n")
+        else:
+            _print_table((call_record(row, clock.tz) for row in rows))
+    finally:
+        db.close()
+    return 0
+
+
+def _print_table(records) -> None:
+    columns = ("start", "direction", "status", "src", "dst", "answered_by", "wait_s", "talk_s")
+    widths = (25, 9, 18, 16, 16, 11, 6, 6)
+    line = "  ".join(f"{c:<{w}}" for c, w in zip(columns, widths))
+    print(line.rstrip())
+    for record in records:
+        cells = ("" if record[c] is None else str(record[c]) for c in columns)
+        print("  ".join(f"{v[:w]:<{w}}" for v, w in zip(cells, widths)).rstrip())
+
+
+# --- status --------------------------------------------------------------------------------------
+
+def cmd_status(args) -> int:
+    db = open_module_db(args.db, readonly=True)
+    try:
+        state = sync_state(db)
+        conn = db.connection()
+        info = {
+            "calls": conn.execute("SELECT count(*) FROM call").fetchone()[0],
+            "legs": conn.execute("SELECT count(*) FROM leg").fetchone()[0],
+            "size_bytes": sum(p.stat().st_size for p in args.db.parent.glob(args.db.name + "*")),
+            "cursor": int(state.get("cursor", 0)),
+            "timezone": state.get("timezone"),
+            "resyncs": int(state.get("resyncs", 0)),
+        }
+        newest = conn.execute("SELECT max(start_ms) FROM call").fetchone()[0]
+        info["newest_call"] = (datetime.fromtimestamp(newest / 1000, PbxClock(
+            info["timezone"] or "UTC").tz).isoformat(timespec="seconds") if newest else None)
+    finally:
+        db.close()
+    if args.cdr_db:
+        with CdrSource(args.cdr_db).reading() as reader:
+            info["pbx_max_id"] = reader.max_id()
+        info["lag_rows"] = max(0, info["pbx_max_id"] - info["cursor"])
+    if args.format == "json":
+        print(json.dumps(info))
+    else:
+        for key, value in info.items():
+            print(f"{key}: {value}")
+    return 0
+
+
+# --- demo-data -----------------------------------------------------------------------------------
+
+def cmd_demo_data(args) -> int:
+    from daemon import demo
+    if args.calls < 1:
+        raise CliError("--calls must be at least 1")
+    _clock(args.timezone)
+    args.out.mkdir(parents=True, exist_ok=True)
+    stats = demo.generate(args.out, args.calls, args.seed, end_day=args.end_day,
+                          timezone=args.timezone)
+    print(f"demo PBX in {args.out}: {stats}")
+    return 0
+
+
+COMMANDS = {"sync": cmd_sync, "calls": cmd_calls, "status": cmd_status,
+            "demo-data": cmd_demo_data}
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = _parser().parse_args(argv)
+        return COMMANDS[args.command](args)
+    except (CliError, SourceError, ModuleDbError, QueryError, ValueError) as exc:
+        print(f"extcdr: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        sys.stderr.close()  # output cut by `| head`: not an error
+        return 0
+    except OSError as exc:
+        print(f"extcdr: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

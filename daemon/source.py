@@ -1,0 +1,238 @@
+"""Read-only readers of the PBX's databases: call legs (`cdr.db`) and who is who (`mikopbx.db`).
+
+The module never writes to PBX files. Each read opens the file with `mode=ro` (so SQLite also
+reads the newest rows still in `cdr.db-wal`) and closes it again, so a file replaced by a
+restored backup is seen at the next read.
+"""
+from __future__ import annotations
+
+import sqlite3
+from contextlib import closing, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from daemon.calls import Directory, Leg
+from daemon.pbxtime import PbxClock, linkedid_epoch_ms
+
+# The columns a leg is made of, in the order `leg_from_row` expects them.
+LEG_SOURCE_COLUMNS = (
+    "id", "UNIQUEID", "linkedid", "start", "answer", "endtime", "src_chan", "src_num",
+    "src_name", "dst_chan", "dst_num", "dst_name", "did", "disposition", "dialstatus",
+    "recordingfile", "from_account", "to_account", "appname", "is_app", "transfer",
+    "a_transfer", "duration", "billsec")
+_REQUIRED = {"id", "UNIQUEID", "linkedid", "start", "endtime", "src_num", "dst_num"}
+_CHUNK = 900
+
+
+class SourceError(Exception):
+    """A PBX database is missing, unreadable or not what it should be."""
+
+
+class SourceBusy(SourceError):
+    """The PBX database is locked by a writer for longer than the busy timeout."""
+
+
+@contextmanager
+def _read_only(path: Path, busy_timeout_ms: int):
+    if not path.is_file():
+        raise SourceError(f"{path}: no such file")
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None,
+                               timeout=busy_timeout_ms / 1000)
+    except sqlite3.Error as exc:
+        raise SourceError(f"{path}: cannot open: {exc}") from exc
+    with closing(conn):
+        try:
+            yield conn
+        except sqlite3.OperationalError as exc:
+            if "locked" in str(exc) or "busy" in str(exc):
+                raise SourceBusy(f"{path}: locked by another process ({exc})") from exc
+            raise SourceError(f"{path}: {exc}") from exc
+        except sqlite3.DatabaseError as exc:
+            raise SourceError(f"{path}: {exc}") from exc
+
+
+class CdrSource:
+    """The PBX call history table `cdr_general`, read by `id` ranges and by linkedid."""
+
+    def __init__(self, path: str | Path, busy_timeout_ms: int = 5_000):
+        self.path = Path(path)
+        self.busy_timeout_ms = busy_timeout_ms
+
+    @contextmanager
+    def reading(self):
+        """One read-only session: a consistent snapshot of the file for a whole step."""
+        with _read_only(self.path, self.busy_timeout_ms) as conn:
+            conn.execute("BEGIN")  # one snapshot for every query of this session
+            yield CdrReader(conn, self.path)
+
+    def check(self) -> None:
+        """Raise SourceError unless the file is a readable PBX history DB."""
+        with self.reading() as reader:
+            reader.max_id()
+
+
+class CdrReader:
+    def __init__(self, conn: sqlite3.Connection, path: Path):
+        self.conn = conn
+        present = {row[1] for row in conn.execute("PRAGMA table_info(cdr_general)")}
+        if not present:
+            raise SourceError(f"{path}: not a PBX history database (no cdr_general table)")
+        missing = _REQUIRED - present
+        if missing:
+            raise SourceError(f"{path}: cdr_general lacks columns {', '.join(sorted(missing))}")
+        # Older PBX releases lack some columns: read an empty value in their place.
+        self._select = "SELECT " + ", ".join(
+            c if c in present else f"'' AS {c}" for c in LEG_SOURCE_COLUMNS) + " FROM cdr_general"
+
+    def max_id(self) -> int:
+        return self.conn.execute("SELECT max(id) FROM cdr_general").fetchone()[0] or 0
+
+    def uniqueid_at(self, row_id: int) -> str | None:
+        row = self.conn.execute("SELECT UNIQUEID FROM cdr_general WHERE id = ?",
+                                (row_id,)).fetchone()
+        return row[0] if row else None
+
+    def rows_after(self, cursor: int, limit: int) -> list[tuple]:
+        return self.conn.execute(f"{self._select} WHERE id > ? ORDER BY id LIMIT ?",
+                                 (cursor, limit)).fetchall()
+
+    def rows_between(self, first: int, last: int) -> list[tuple]:
+        return self.conn.execute(f"{self._select} WHERE id BETWEEN ? AND ? ORDER BY id",
+                                 (first, last)).fetchall()
+
+    def rows_of(self, linkedids) -> list[tuple]:
+        ids = list(linkedids)
+        rows = []
+        for i in range(0, len(ids), _CHUNK):
+            chunk = ids[i:i + _CHUNK]
+            rows += self.conn.execute(
+                f"{self._select} WHERE linkedid IN ({','.join('?' * len(chunk))})", chunk)
+        return rows
+
+
+def _text(value) -> str:
+    return "" if value is None else str(value)
+
+
+def _int(value) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def leg_from_row(row: tuple, clock: PbxClock) -> Leg | None:
+    """A `cdr_general` row (LEG_SOURCE_COLUMNS order) as a Leg; None if it has no time at all."""
+    (row_id, uniqueid, linkedid, start, answer, endtime, src_chan, src_num, src_name, dst_chan,
+     dst_num, dst_name, did, disposition, dialstatus, recordingfile, from_account, to_account,
+     appname, is_app, transfer, a_transfer, duration, billsec) = row
+    uniqueid = _text(uniqueid) or f"cdr_general:{row_id}"
+    linkedid = _text(linkedid) or uniqueid
+    call_start = linkedid_epoch_ms(linkedid)
+    start_ms = clock.to_utc_ms(start, call_start)
+    anchor = start_ms if start_ms is not None else call_start
+    answer_ms = clock.to_utc_ms(answer, anchor)
+    end_ms = clock.to_utc_ms(endtime, anchor)
+    if start_ms is None:
+        start_ms = answer_ms or end_ms or call_start
+        if start_ms is None:
+            return None
+    return Leg(
+        uniqueid=uniqueid, linkedid=linkedid, source_id=row_id, start=start_ms,
+        answer=answer_ms, end=end_ms, src_chan=_text(src_chan), src_num=_text(src_num),
+        src_name=_text(src_name), dst_chan=_text(dst_chan), dst_num=_text(dst_num),
+        dst_name=_text(dst_name), did=_text(did), disposition=_text(disposition),
+        dialstatus=_text(dialstatus), recordingfile=_text(recordingfile),
+        from_account=_text(from_account), to_account=_text(to_account), appname=_text(appname),
+        is_app=_text(is_app).strip() == "1", transfer=_int(transfer) or 0,
+        a_transfer=_int(a_transfer) or 0, duration=_int(duration), billsec=_int(billsec))
+
+
+# --- the PBX configuration DB ------------------------------------------------------------------
+
+@dataclass
+class PbxConfig:
+    """What the module needs of the PBX configuration."""
+    directory: Directory
+    timezone: str | None = None
+    groups: dict[str, list[str]] = field(default_factory=dict)  # group name -> extensions
+
+
+def read_pbx_config(path: str | Path | None, groups_path: str | Path | None = None, *,
+                    extension_length: int = 4, number_match_digits: int = 9) -> PbxConfig:
+    """Employees, PBX numbers, providers and timezone; groups from ModuleUsersGroups' DB."""
+    directory = Directory(extension_length=extension_length,
+                          number_match_digits=number_match_digits)
+    config = PbxConfig(directory)
+    if path is None:
+        return config
+    path = Path(path)
+    with _read_only(path, 5_000) as conn:
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if "m_Extensions" not in tables:
+            raise SourceError(f"{path}: not a PBX configuration database (no m_Extensions)")
+        sip_of_user = _read_extensions(conn, tables, directory)
+        directory.providers = _read_providers(conn, tables)
+        if "m_PbxSettings" in tables:
+            row = conn.execute(
+                "SELECT value FROM m_PbxSettings WHERE key = 'PBXTimezone'").fetchone()
+            config.timezone = row[0] if row and row[0] else None
+    if groups_path is not None and Path(groups_path).is_file():
+        config.groups = _read_groups(Path(groups_path), sip_of_user)
+    return config
+
+
+def _read_extensions(conn, tables, directory: Directory) -> dict[int, str]:
+    users = {}
+    if "m_Users" in tables:
+        users = dict(conn.execute("SELECT id, username FROM m_Users"))
+    rows = conn.execute("SELECT number, type, callerid, userid FROM m_Extensions").fetchall()
+    sip_of_user = {}
+    for number, kind, callerid, userid in rows:
+        if not number:
+            continue
+        if kind == "SIP":
+            directory.employees[number] = callerid or users.get(userid) or ""
+            if userid is not None:
+                sip_of_user.setdefault(userid, number)
+        elif kind != "EXTERNAL":
+            directory.pbx_numbers.add(number)
+    for number, kind, _, userid in rows:
+        if kind == "EXTERNAL" and userid in sip_of_user:
+            directory.mobiles[number] = sip_of_user[userid]
+    return sip_of_user
+
+
+def _read_providers(conn, tables) -> dict[str, str]:
+    providers = {}
+    if "m_Providers" in tables:
+        for uniqid, sipuid, iaxuid, note in conn.execute(
+                "SELECT uniqid, sipuid, iaxuid, note FROM m_Providers"):
+            for key in (sipuid, iaxuid, uniqid):
+                if key:
+                    providers[key] = note or key
+    if "m_Sip" in tables:
+        for uniqid, description in conn.execute(
+                "SELECT uniqid, description FROM m_Sip WHERE uniqid IN "
+                "(SELECT sipuid FROM m_Providers)" if "m_Providers" in tables else
+                "SELECT uniqid, description FROM m_Sip WHERE 0"):
+            if uniqid and description:
+                providers[uniqid] = description
+    return providers
+
+
+def _read_groups(path: Path, sip_of_user: dict[int, str]) -> dict[str, list[str]]:
+    with _read_only(path, 5_000) as conn:
+        try:
+            rows = conn.execute(
+                "SELECT g.name, m.user_id FROM m_ModuleUsersGroups_GroupMembers m "
+                "JOIN m_ModuleUsersGroups_UsersGroups g ON g.id = m.group_id").fetchall()
+        except sqlite3.OperationalError:
+            return {}
+    groups: dict[str, list[str]] = {}
+    for name, user_id in rows:
+        extensions = groups.setdefault(name, [])
+        if user_id in sip_of_user:
+            extensions.append(sip_of_user[user_id])
+    return groups

@@ -1,0 +1,167 @@
+"""Read queries of the mirror: the one filter every page, API, CLI and export uses.
+
+Each filter maps onto an index range scan in newest-first order (see `db.schema`); paging is
+keyset on (start_ms, id), never OFFSET.
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+
+from peewee import SQL, SqliteDatabase, Tuple, fn
+
+from daemon.calls import DIRECTIONS, STATUSES
+from db.models import Call, CallEmployee, CallNumber, GroupMember, Leg, SyncState
+
+LIST_FIELDS = ("missed_by", "transferred_to", "employees", "recordings")
+
+
+class QueryError(ValueError):
+    """A filter value users can correct; the message says how."""
+
+
+@dataclass
+class CallFilter:
+    start_ms: int
+    end_ms: int                         # exclusive
+    directions: list[str] = field(default_factory=list)
+    statuses: list[str] = field(default_factory=list)
+    number: str | None = None
+    employees: list[str] = field(default_factory=list)
+    groups: list[str] = field(default_factory=list)
+    min_talk: int | None = None
+    unreturned: bool = False
+    limit: int | None = None
+    after: tuple[int, int] | None = None   # keyset cursor: (start_ms, id) of the last row seen
+
+    def __post_init__(self):
+        if self.end_ms <= self.start_ms:
+            raise QueryError("the period is empty: 'to' must be after 'from'")
+        _check_choice("direction", self.directions, DIRECTIONS)
+        _check_choice("status", self.statuses, STATUSES)
+        if self.min_talk is not None and self.min_talk < 0:
+            raise QueryError("minimum talk time must be 0 or more seconds")
+        if self.limit is not None and self.limit < 1:
+            raise QueryError("limit must be a positive number")
+        if self.number is not None:
+            parse_number_search(self.number)  # validate early
+
+
+def _check_choice(name: str, values: list[str], allowed: tuple[str, ...]) -> None:
+    unknown = [v for v in values if v not in allowed]
+    if unknown:
+        raise QueryError(f"unknown {name} {unknown[0]!r}; use one of: {', '.join(allowed)}")
+
+
+_PREFIXES = ("linkedid", "src", "dst", "did")
+_MIN_DIGITS = 3
+
+
+@dataclass(frozen=True)
+class NumberSearch:
+    """A parsed search box: digits substrings (all must match) or a field prefix."""
+    substrings: tuple[str, ...] = ()
+    prefix: str | None = None      # linkedid | src | dst | did
+    value: str = ""
+
+
+def parse_number_search(text: str) -> NumberSearch:
+    """`916` or `+7 (916) 123-45-67` (a number or a part of it), `201 79161234567` (calls
+    between two numbers), `linkedid:…`, `src:…`, `dst:…`, `did:…`."""
+    text = text.strip()
+    prefix, sep, rest = text.partition(":")
+    if sep and prefix.lower() in _PREFIXES:
+        value = rest.strip()
+        if not value:
+            raise QueryError(f"nothing after '{prefix}:'")
+        if prefix.lower() != "linkedid":
+            value = _digits(value, text)
+        return NumberSearch(prefix=prefix.lower(), value=value)
+    parts = text.split()
+    if len(parts) == 2 and all(len(re.sub(r"\D", "", p)) >= _MIN_DIGITS for p in parts):
+        return NumberSearch(substrings=tuple(_digits(p, text) for p in parts))
+    return NumberSearch(substrings=(_digits(text, text),))
+
+
+def _digits(part: str, whole: str) -> str:
+    if re.search(r"[^\d\s+()\-.]", part):
+        raise QueryError(f"search {whole!r}: use digits (a phone number or a part of it)")
+    digits = re.sub(r"\D", "", part)
+    if len(digits) < _MIN_DIGITS:
+        raise QueryError(f"search {whole!r}: type at least {_MIN_DIGITS} digits")
+    return digits
+
+
+def calls_query(f: CallFilter, db: SqliteDatabase):
+    """The filtered calls, newest first (a peewee query bound to `db`)."""
+    query = Call.select().where(Call.start_ms >= f.start_ms, Call.start_ms < f.end_ms)
+    if f.directions:
+        query = query.where(Call.direction.in_(f.directions))
+    if f.unreturned:
+        # Literal terms, so the planner can use the partial index call_unreturned.
+        query = query.where(SQL("status = 'missed' AND returned_by IS NULL"))
+    if f.statuses:
+        query = query.where(Call.status.in_(f.statuses))
+    if f.min_talk:
+        query = query.where(Call.talk_s >= f.min_talk)
+    extensions = employee_extensions(f, db)
+    if extensions is not None:
+        query = query.where(Call.id.in_(
+            CallEmployee.select(CallEmployee.call_id).where(
+                CallEmployee.extension.in_(extensions),
+                CallEmployee.start_ms >= f.start_ms, CallEmployee.start_ms < f.end_ms)))
+    if f.number:
+        query = _number_condition(query, parse_number_search(f.number))
+    if f.after:
+        query = query.where(Tuple(Call.start_ms, Call.id) < Tuple(*f.after))
+    query = query.order_by(Call.start_ms.desc(), Call.id.desc())
+    if f.limit:
+        query = query.limit(f.limit)
+    return query.bind(db)
+
+
+def employee_extensions(f: CallFilter, db: SqliteDatabase) -> list[str] | None:
+    """Extensions the employee/group filters select (None: no such filter)."""
+    if not f.employees and not f.groups:
+        return None
+    extensions = set(f.employees)
+    if f.groups:
+        members = GroupMember.select(GroupMember.group_name, GroupMember.extension).where(
+            GroupMember.group_name.in_(f.groups)).bind(db).tuples()
+        found = {name for name, _ in members}
+        unknown = [g for g in f.groups if g not in found]
+        if unknown:
+            raise QueryError(f"unknown employee group {unknown[0]!r}")
+        extensions |= {ext for _, ext in members}
+    return sorted(extensions)
+
+
+def _number_condition(query, search: NumberSearch):
+    if search.prefix == "linkedid":
+        return query.where(Call.linkedid == search.value)
+    terms = (search.value,) if search.prefix else search.substrings
+    match = " AND ".join(f'"{digits}"' for digits in terms)
+    query = query.where(Call.id.in_(
+        CallNumber.select(CallNumber.rowid).where(SQL("call_number MATCH ?", (match,)))))
+    if search.prefix:
+        column = {"src": Call.src, "dst": Call.dst, "did": Call.did}[search.prefix]
+        query = query.where(fn.replace(fn.replace(column, "+", ""), " ", "").contains(search.value))
+    return query
+
+
+def call_rows(query):
+    """Rows of a calls query as dicts with list fields decoded."""
+    for row in query.dicts().iterator():
+        for name in LIST_FIELDS:
+            row[name] = json.loads(row[name])
+        yield row
+
+
+def legs_of_call(linkedid: str, db: SqliteDatabase) -> list[dict]:
+    return list(Leg.select().where(Leg.linkedid == linkedid)
+                .order_by(Leg.start_ms, Leg.source_id).bind(db).dicts())
+
+
+def sync_state(db: SqliteDatabase) -> dict[str, str]:
+    return dict(SyncState.select(SyncState.key, SyncState.value).bind(db).tuples())

@@ -1,0 +1,24 @@
+"""Mirror rows -> the call record contract of `call-semantics.md` (JSON/JSONL, API, exports)."""
+from __future__ import annotations
+
+from zoneinfo import ZoneInfo
+from datetime import datetime
+
+RECORD_FIELDS = ("linkedid", "start", "end", "direction", "status", "reason", "src", "src_name",
+                 "dst", "dst_name", "external_number", "did", "line", "answered_by", "missed_by",
+                 "transferred_to", "employees", "wait_s", "talk_s", "duration_s", "recordings",
+                 "callback_of", "returned_by", "callback_attempts", "legs")
+
+
+def iso_time(epoch_ms: int, tz: ZoneInfo) -> str:
+    """ISO 8601 with the PBX timezone's offset at that instant."""
+    return datetime.fromtimestamp(epoch_ms / 1000, tz).isoformat(timespec="seconds")
+
+
+def call_record(row: dict, tz: ZoneInfo) -> dict:
+    """A call row (list fields decoded, see `queries.call_rows`) as the public record."""
+    record = {name: row.get(name) for name in RECORD_FIELDS}
+    record["start"] = iso_time(row["start_ms"], tz)
+    record["end"] = iso_time(row["end_ms"], tz)
+    record["legs"] = row["leg_count"]
+    return record

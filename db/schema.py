@@ -1,0 +1,95 @@
+"""Numbered migrations of the module's own database (`module.db`).
+
+`PRAGMA user_version` holds the number of the last step applied. Each step runs in one
+transaction, so a failed step leaves the previous version intact. Steps are never edited once
+released: a change of schema is a new step.
+"""
+from __future__ import annotations
+
+import sqlite3
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    # 1: legs, calls, employees of calls, number search, sync state, employees and groups.
+    (
+        """CREATE TABLE leg (
+            id INTEGER PRIMARY KEY,
+            uniqueid TEXT NOT NULL UNIQUE,
+            linkedid TEXT NOT NULL,
+            source_id INTEGER NOT NULL,
+            start_ms INTEGER NOT NULL,
+            answer_ms INTEGER,
+            end_ms INTEGER,
+            src_chan TEXT NOT NULL, src_num TEXT NOT NULL, src_name TEXT NOT NULL,
+            dst_chan TEXT NOT NULL, dst_num TEXT NOT NULL, dst_name TEXT NOT NULL,
+            did TEXT NOT NULL, disposition TEXT NOT NULL, dialstatus TEXT NOT NULL,
+            recordingfile TEXT NOT NULL, from_account TEXT NOT NULL, to_account TEXT NOT NULL,
+            appname TEXT NOT NULL, is_app INTEGER NOT NULL, transfer INTEGER NOT NULL,
+            a_transfer INTEGER NOT NULL, duration INTEGER, billsec INTEGER)""",
+        "CREATE INDEX leg_linkedid ON leg (linkedid)",
+        """CREATE TABLE call (
+            id INTEGER PRIMARY KEY,
+            linkedid TEXT NOT NULL UNIQUE,
+            start_ms INTEGER NOT NULL,
+            end_ms INTEGER NOT NULL,
+            direction TEXT NOT NULL,
+            status TEXT NOT NULL,
+            reason TEXT,
+            answered INTEGER NOT NULL,
+            src TEXT NOT NULL, src_name TEXT NOT NULL,
+            dst TEXT NOT NULL, dst_name TEXT NOT NULL,
+            external_number TEXT, ext_key TEXT,
+            did TEXT, line TEXT,
+            answered_by TEXT,
+            missed_by TEXT NOT NULL, transferred_to TEXT NOT NULL, employees TEXT NOT NULL,
+            wait_s INTEGER NOT NULL, talk_s INTEGER NOT NULL, duration_s INTEGER NOT NULL,
+            recordings TEXT NOT NULL,
+            callback_of TEXT, returned_by TEXT,
+            callback_attempts INTEGER NOT NULL DEFAULT 0,
+            leg_count INTEGER NOT NULL)""",
+        # Newest-first range scans for every filter; the rowid (id) breaks ties for keyset paging.
+        "CREATE INDEX call_period ON call (start_ms, talk_s)",
+        "CREATE INDEX call_direction ON call (direction, start_ms)",
+        "CREATE INDEX call_status ON call (status, start_ms)",
+        "CREATE INDEX call_unreturned ON call (start_ms) WHERE status = 'missed' AND returned_by IS NULL",
+        "CREATE INDEX call_ext_key ON call (ext_key, start_ms)",
+        """CREATE TABLE call_employee (
+            extension TEXT NOT NULL,
+            start_ms INTEGER NOT NULL,
+            call_id INTEGER NOT NULL,
+            PRIMARY KEY (extension, start_ms, call_id)) WITHOUT ROWID""",
+        "CREATE INDEX call_employee_call ON call_employee (call_id)",
+        # Substring search on numbers: trigrams make `LIKE '%916%'`/MATCH an index lookup.
+        "CREATE VIRTUAL TABLE call_number USING fts5(numbers, tokenize = 'trigram')",
+        "CREATE TABLE sync_state (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+        # Snapshot of the PBX's employees and ModuleUsersGroups' groups, refreshed by each sync,
+        # so readers of module.db filter by group without opening PBX files.
+        "CREATE TABLE employee (extension TEXT PRIMARY KEY, name TEXT NOT NULL) WITHOUT ROWID",
+        """CREATE TABLE group_member (
+            group_name TEXT NOT NULL, extension TEXT NOT NULL,
+            PRIMARY KEY (group_name, extension)) WITHOUT ROWID""",
+    ),
+)
+
+LATEST = len(MIGRATIONS)
+
+
+class SchemaTooNew(Exception):
+    """module.db was written by a newer version of the module."""
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Bring a module.db connection to the latest schema; returns the version it had."""
+    found = conn.execute("PRAGMA user_version").fetchone()[0]
+    if found > LATEST:
+        raise SchemaTooNew(f"module.db has schema {found}, this version knows up to {LATEST}")
+    for version in range(found + 1, LATEST + 1):
+        conn.execute("BEGIN IMMEDIATE")  # one transaction per step (autocommit connection)
+        try:
+            for statement in MIGRATIONS[version - 1]:
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {version}")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+    return found
