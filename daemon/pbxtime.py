@@ -68,8 +68,5 @@ def linkedid_epoch_ms(linkedid: str | None) -> int | None:
     """The call's start carried by a MikoPBX linkedid `mikopbx-<unix>.<seq>` (or `<unix>.<seq>`)."""
     if not linkedid:
         return None
-    stamp = linkedid.rsplit("-", 1)[-1]
-    try:
-        return int(float(stamp) * 1000) if "." in stamp else int(stamp) * 1000
-    except ValueError:
-        return None
+    seconds = linkedid.rsplit("-", 1)[-1].split(".", 1)[0]  # `.<seq>` is a counter, not a fraction
+    return int(seconds) * 1000 if seconds.isdigit() and len(seconds) >= 9 else None

@@ -99,8 +99,7 @@ def calls_query(f: CallFilter, db: SqliteDatabase):
     if f.directions:
         query = query.where(Call.direction.in_(f.directions))
     if f.unreturned:
-        # Literal terms, so the planner can use the partial index call_unreturned.
-        query = query.where(SQL("status = 'missed' AND returned_by IS NULL"))
+        query = query.where(Call.status == "missed", Call.returned_by.is_null())
     if f.statuses:
         query = query.where(Call.status.in_(f.statuses))
     if f.min_talk:

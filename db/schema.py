@@ -47,10 +47,10 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             callback_attempts INTEGER NOT NULL DEFAULT 0,
             leg_count INTEGER NOT NULL)""",
         # Newest-first range scans for every filter; the rowid (id) breaks ties for keyset paging.
-        "CREATE INDEX call_period ON call (start_ms, talk_s)",
+        # (start_ms, id) is the keyset order; talk_s rides along for the minimum-talk filter.
+        "CREATE INDEX call_period ON call (start_ms, id, talk_s)",
         "CREATE INDEX call_direction ON call (direction, start_ms)",
         "CREATE INDEX call_status ON call (status, start_ms)",
-        "CREATE INDEX call_unreturned ON call (start_ms) WHERE status = 'missed' AND returned_by IS NULL",
         "CREATE INDEX call_ext_key ON call (ext_key, start_ms)",
         """CREATE TABLE call_employee (
             extension TEXT NOT NULL,

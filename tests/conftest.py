@@ -1,0 +1,68 @@
+"""Shared fixtures: real PBX files in temp dirs and the CLI run in-process."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from daemon import pbxschema
+from daemon.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def write_cdr_rows(path: Path, rows: list[dict], *, older: bool = False) -> None:
+    """Append rows (column -> value) to a cdr.db with the PBX's real schema."""
+    conn = pbxschema.create(str(path), pbxschema.cdr_ddl(older=older))
+    with conn:
+        for row in rows:
+            cols = ", ".join(row)
+            conn.execute(f"INSERT INTO cdr_general ({cols}) VALUES ({','.join('?' * len(row))})",
+                         list(row.values()))
+    conn.close()
+
+
+class Cli:
+    """`extcdr` in-process: returns (exit code, stdout, stderr)."""
+
+    def __init__(self, capsys):
+        self.capsys = capsys
+
+    def __call__(self, *argv) -> tuple[int, str, str]:
+        self.capsys.readouterr()
+        code = main([str(a) for a in argv])
+        out, err = self.capsys.readouterr()
+        return code, out, err
+
+
+@pytest.fixture
+def cli(capsys) -> Cli:
+    return Cli(capsys)
+
+
+def run_extcdr(*argv, timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
+    """`extcdr` as a separate process (for signals, kill -9 and TTY behaviour)."""
+    return subprocess.run([sys.executable, "-m", "daemon.cli", *map(str, argv)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout, **kwargs)
+
+
+@pytest.fixture(scope="session")
+def demo_pbx(tmp_path_factory) -> Path:
+    """A generated demo PBX (a few thousand calls of every scenario), shared by the session."""
+    from daemon import demo
+    out = tmp_path_factory.mktemp("demo-pbx")
+    demo.generate(out, 3_000, seed=7)
+    return out
+
+
+@pytest.fixture(scope="session")
+def demo_mirror(demo_pbx, tmp_path_factory) -> Path:
+    """module.db synced once from the demo PBX (read-only use only)."""
+    db = tmp_path_factory.mktemp("mirror") / "module.db"
+    assert main(["sync", "--cdr-db", str(demo_pbx / "cdr.db"),
+                 "--pbx-db", str(demo_pbx / "mikopbx.db"), "--db", str(db), "--once"]) == 0
+    return db

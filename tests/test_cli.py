@@ -1,0 +1,156 @@
+"""The extcdr CLI contract: subcommands, filters, and one readable line for every bad input."""
+import json
+import sqlite3
+
+import pytest
+
+from tests.conftest import run_extcdr, write_cdr_rows
+
+ANSWERED = dict(start="2024-03-05 10:00:00.100", answer="2024-03-05 10:00:05.000",
+                endtime="2024-03-05 10:01:05.000", src_chan="PJSIP/SIP-TRUNK-1-00000001",
+                src_num="79161234567", dst_chan="PJSIP/201-00000002", dst_num="201",
+                UNIQUEID="1709622000.1_a1b2c3", linkedid="mikopbx-1709622000.1",
+                disposition="ANSWERED", dialstatus="ANSWER", billsec=60, duration=65, is_app="")
+
+
+@pytest.fixture
+def mirror(tmp_path, cli):
+    cdr = tmp_path / "cdr.db"
+    write_cdr_rows(cdr, [ANSWERED])
+    db = tmp_path / "module.db"
+    assert cli("sync", "--cdr-db", cdr, "--db", db, "--once", "--timezone", "Europe/Moscow")[0] == 0
+    return db
+
+
+def one_line_error(code, out, err):
+    assert code != 0
+    assert len(err.strip().splitlines()) == 1, err
+    assert "Traceback" not in err
+    assert err.startswith("extcdr")
+    return err
+
+
+@pytest.mark.parametrize("command", ["sync", "calls", "status", "demo-data"])
+def test_every_subcommand_has_help(command):
+    done = run_extcdr(command, "--help")
+    assert done.returncode == 0
+    assert "usage: extcdr" in done.stdout and "--" in done.stdout
+
+
+def test_missing_cdr_db(tmp_path, cli):
+    err = one_line_error(*cli("sync", "--cdr-db", tmp_path / "nope.db", "--db",
+                              tmp_path / "m.db", "--once"))
+    assert "nope.db" in err and "no such file" in err
+    assert not (tmp_path / "m.db").exists()
+
+
+def test_file_that_is_not_a_pbx_db(tmp_path, cli):
+    text = tmp_path / "notes.db"
+    text.write_text("this is not sqlite at all\n" * 100)
+    err = one_line_error(*cli("sync", "--cdr-db", text, "--db", tmp_path / "m.db", "--once"))
+    assert "notes.db" in err
+    other = tmp_path / "other.db"
+    sqlite3.connect(other).execute("CREATE TABLE t (x)").connection.close()
+    err = one_line_error(*cli("sync", "--cdr-db", other, "--db", tmp_path / "m.db", "--once"))
+    assert "not a PBX history database" in err
+
+
+def test_config_db_that_is_not_a_pbx_config(tmp_path, cli):
+    cdr = tmp_path / "cdr.db"
+    write_cdr_rows(cdr, [ANSWERED])
+    err = one_line_error(*cli("sync", "--cdr-db", cdr, "--pbx-db", cdr, "--db",
+                              tmp_path / "m.db", "--once"))
+    assert "not a PBX configuration database" in err
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--from", "2024-13-45"], "bad date"),
+    (["--from", "yesterday"], "bad date"),
+    (["--from", "2024-03-06", "--to", "2024-03-05"], "period is empty"),
+    (["--status", "lost"], "unknown status"),
+    (["--direction", "sideways"], "unknown direction"),
+    (["--number", "12"], "at least 3 digits"),
+    (["--number", "abc"], "use digits"),
+    (["--number", "src:"], "nothing after"),
+    (["--min-talk", "-5"], "minimum talk"),
+    (["--min-talk", "five"], "invalid int"),
+    (["--limit", "0"], "limit"),
+    (["--group", "Nobody"], "unknown employee group"),
+    (["--format", "xml"], "invalid choice"),
+])
+def test_bad_filters_are_one_line(mirror, cli, args, words):
+    err = one_line_error(*cli("calls", "--db", mirror, *args))
+    assert words in err
+
+
+def test_calls_on_a_missing_mirror(tmp_path, cli):
+    err = one_line_error(*cli("calls", "--db", tmp_path / "none.db"))
+    assert "none.db" in err
+
+
+def test_a_bad_input_is_one_line_from_a_real_process(tmp_path):
+    done = run_extcdr("calls", "--db", tmp_path / "none.db", "--from", "x")
+    assert done.returncode != 0
+    assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
+
+
+def test_jsonl_and_table_formats(mirror, cli):
+    code, out, _ = cli("calls", "--db", mirror, "--from", "2024-03-05", "--to", "2024-03-05",
+                       "--format", "jsonl")
+    assert code == 0
+    (record,) = [json.loads(line) for line in out.splitlines()]
+    assert record["start"] == "2024-03-05T10:00:00+03:00"
+    assert record["status"] == "answered" and record["answered_by"] == "201"
+    code, out, _ = cli("calls", "--db", mirror, "--from", "2024-03-05", "--to", "2024-03-05")
+    assert code == 0
+    header, row = out.splitlines()
+    assert header.split()[:3] == ["start", "direction", "status"]
+    assert "incoming" in row and "79161234567" in row
+
+
+def test_default_period_is_today(mirror, cli):
+    code, out, _ = cli("calls", "--db", mirror, "--format", "jsonl")
+    assert code == 0 and out == ""  # the only call is from 2024
+
+
+def test_iso_datetimes_narrow_the_period(mirror, cli):
+    _, out, _ = cli("calls", "--db", mirror, "--format", "jsonl",
+                    "--from", "2024-03-05T09:59", "--to", "2024-03-05T10:00:30")
+    assert len(out.splitlines()) == 1
+    _, out, _ = cli("calls", "--db", mirror, "--format", "jsonl",
+                    "--from", "2024-03-05T10:00:01+03:00", "--to", "2024-03-05T12:00")
+    assert out == ""
+
+
+def test_sync_twice_changes_nothing(mirror, tmp_path, cli):
+    before = sqlite3.connect(mirror).execute("SELECT * FROM call").fetchall()
+    assert cli("sync", "--cdr-db", tmp_path / "cdr.db", "--db", mirror, "--once")[0] == 0
+    assert sqlite3.connect(mirror).execute("SELECT * FROM call").fetchall() == before
+
+
+def test_status_reports_size_cursor_and_lag(mirror, tmp_path, cli):
+    write_cdr_rows(tmp_path / "cdr.db", [dict(ANSWERED, UNIQUEID="x2", linkedid="l2")])
+    code, out, _ = cli("status", "--db", mirror, "--cdr-db", tmp_path / "cdr.db",
+                       "--format", "json")
+    info = json.loads(out)
+    assert code == 0
+    assert info["calls"] == 1 and info["legs"] == 1 and info["cursor"] == 1
+    assert info["pbx_max_id"] == 2 and info["lag_rows"] == 1
+    assert info["timezone"] == "Europe/Moscow" and info["size_bytes"] > 0
+
+
+def test_older_pbx_schema_without_name_columns(tmp_path, cli):
+    cdr = tmp_path / "cdr.db"
+    write_cdr_rows(cdr, [ANSWERED], older=True)
+    db = tmp_path / "m.db"
+    assert cli("sync", "--cdr-db", cdr, "--db", db, "--once", "--timezone", "Europe/Moscow")[0] == 0
+    _, out, _ = cli("calls", "--db", db, "--from", "2024-03-05", "--format", "jsonl")
+    record = json.loads(out)
+    assert record["src_name"] == "" and record["answered_by"] == "201"
+
+
+def test_progress_bar_only_on_a_terminal(tmp_path):
+    cdr = tmp_path / "cdr.db"
+    write_cdr_rows(cdr, [ANSWERED])
+    done = run_extcdr("sync", "--cdr-db", cdr, "--db", tmp_path / "m.db", "--once")
+    assert done.returncode == 0 and done.stderr == "" and done.stdout == ""
