@@ -13,7 +13,9 @@ from daemon.pbxtime import PbxClock
 from daemon.source import CdrSource, SourceBusy, SourceError, read_pbx_config
 from daemon.sync import Sync, SyncOptions
 from db.database import ModuleDbError, open_module_db
-from db.queries import CallFilter, QueryError, call_rows, calls_query, sync_state
+from daemon.calls import DIRECTIONS, STATUSES
+from db.queries import (CallFilter, QueryError, call_rows, calls_query,
+                        counts_by_direction_and_status, sync_state)
 from db.records import call_record
 from db.store import Store
 
@@ -46,10 +48,15 @@ def _parser() -> argparse.ArgumentParser:
     sync.add_argument("--number-match-digits", type=int, default=9,
                       help="trailing digits that identify an external number")
     sync.add_argument("--interval", type=float, default=2.0, help="poll interval without --once")
+    sync.add_argument("--wait", type=float, default=60.0, metavar="SECONDS",
+                      help="how long to wait for a PBX history DB locked by a writer")
+    sync.add_argument("--batch-rows", type=int, default=SyncOptions.batch_rows,
+                      help="rows per transaction")
 
     calls = sub.add_parser("calls", help="list calls of the mirror, newest first")
     calls.add_argument("--db", required=True, type=Path)
-    calls.add_argument("--format", choices=("jsonl", "table"), default="table")
+    calls.add_argument("--format", choices=("jsonl", "table", "summary"), default="table",
+                       help="one JSON object per call, a table, or counts by direction x status")
     calls.add_argument("--from", dest="start", metavar="DATE",
                        help="YYYY-MM-DD or ISO date-time, PBX timezone (default: today)")
     calls.add_argument("--to", dest="end", metavar="DATE",
@@ -93,16 +100,20 @@ def cmd_sync(args) -> int:
     config = read_pbx_config(args.pbx_db, _groups_db(args),
                              extension_length=args.extension_length,
                              number_match_digits=args.number_match_digits)
-    source = CdrSource(args.cdr_db)
-    source.check()
+    if args.batch_rows < 1 or args.callback_window < 0:
+        raise CliError("--batch-rows must be positive and --callback-window not negative")
+    source = CdrSource(args.cdr_db, busy_timeout_ms=int(min(args.wait, 5) * 1000))
+    _patiently(source.check, args.wait)  # a missing or foreign file fails before module.db exists
     db = open_module_db(args.db)
     try:
         tz_name = args.timezone or config.timezone or sync_state(db).get("timezone") \
             or _system_timezone()
         sync = Sync(Store(db), source, config, _clock(tz_name),
-                    SyncOptions(callback_window_s=args.callback_window))
+                    SyncOptions(callback_window_s=args.callback_window,
+                                batch_rows=args.batch_rows))
         while True:
-            _catch_up(sync)
+            with _progress() as progress:
+                _patiently(lambda: sync.catch_up(progress), args.wait)
             if args.once:
                 return 0
             time.sleep(args.interval)
@@ -110,17 +121,16 @@ def cmd_sync(args) -> int:
         db.close()
 
 
-def _catch_up(sync: Sync, patience_s: float = 60.0) -> int:
-    """Catch up with a progress bar on a TTY; wait out a locked PBX file for a while."""
+def _patiently(work, patience_s: float):
+    """Run `work`, retrying while the PBX history DB is locked by a writer, up to a limit."""
     deadline = time.monotonic() + patience_s
     while True:
         try:
-            with _progress() as progress:
-                return sync.catch_up(progress)
+            return work()
         except SourceBusy:
             if time.monotonic() > deadline:
                 raise
-            time.sleep(1)
+            time.sleep(0.5)
 
 
 class _progress:
@@ -197,6 +207,9 @@ def cmd_calls(args) -> int:
                          statuses=_split(args.status), number=args.number,
                          employees=_split(args.employee), groups=_split(args.group),
                          min_talk=args.min_talk, unreturned=args.unreturned, limit=args.limit)
+        if args.format == "summary":
+            _print_summary(counts_by_direction_and_status(flt, db))
+            return 0
         rows = call_rows(calls_query(flt, db))
         if args.format == "jsonl":
             for row in rows:
@@ -216,6 +229,17 @@ def _print_table(records) -> None:
     for record in records:
         cells = ("" if record[c] is None else str(record[c]) for c in columns)
         print("  ".join(f"{v[:w]:<{w}}" for v, w in zip(cells, widths)).rstrip())
+
+
+def _print_summary(counts: dict[tuple[str, str], int]) -> None:
+    statuses = [s for s in STATUSES if any(k[1] == s for k in counts)]
+    print(f"{'':<10}" + "".join(f"{s:>20}" for s in statuses) + f"{'total':>8}")
+    for direction in DIRECTIONS:
+        row = [counts.get((direction, s), 0) for s in statuses]
+        print(f"{direction:<10}" + "".join(f"{n:>20}" for n in row) + f"{sum(row):>8}")
+    print(f"{'total':<10}" + "".join(
+        f"{sum(n for (_, s), n in counts.items() if s == st):>20}" for st in statuses)
+        + f"{sum(counts.values()):>8}")
 
 
 # --- status --------------------------------------------------------------------------------------

@@ -120,6 +120,13 @@ def calls_query(f: CallFilter, db: SqliteDatabase):
     return query.bind(db)
 
 
+def counts_by_direction_and_status(f: CallFilter, db: SqliteDatabase) -> dict[tuple[str, str], int]:
+    """How many calls the filter selects, per (direction, status)."""
+    query = (calls_query(f, db).select(Call.direction, Call.status, fn.COUNT(Call.id))
+             .order_by().limit(None).group_by(Call.direction, Call.status))
+    return {(direction, status): n for direction, status, n in query.tuples()}
+
+
 def employee_extensions(f: CallFilter, db: SqliteDatabase) -> list[str] | None:
     """Extensions the employee/group filters select (None: no such filter)."""
     if not f.employees and not f.groups:

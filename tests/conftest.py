@@ -66,3 +66,12 @@ def demo_mirror(demo_pbx, tmp_path_factory) -> Path:
     assert main(["sync", "--cdr-db", str(demo_pbx / "cdr.db"),
                  "--pbx-db", str(demo_pbx / "mikopbx.db"), "--db", str(db), "--once"]) == 0
     return db
+
+
+@pytest.fixture(scope="session")
+def demo_reference(demo_pbx, tmp_path_factory) -> dict:
+    """The demo PBX's rows and the mirror a clean one-batch sync makes of them."""
+    from tests.mirror import dump, pbx_rows, sync_once
+    db = tmp_path_factory.mktemp("reference") / "module.db"
+    sync_once(demo_pbx / "cdr.db", demo_pbx / "mikopbx.db", db, batch_rows=10**9)
+    return {"rows": pbx_rows(demo_pbx / "cdr.db"), "dump": dump(db)}

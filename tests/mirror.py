@@ -1,0 +1,72 @@
+"""Helpers for tests that compare whole mirrors."""
+from __future__ import annotations
+
+import random
+import sqlite3
+from pathlib import Path
+
+from daemon import pbxschema
+from daemon.pbxtime import PbxClock
+from daemon.source import CdrSource, read_pbx_config
+from daemon.sync import Sync, SyncOptions
+from db.database import open_module_db
+from db.store import Store
+
+# Everything a user can see of a mirror; row ids and PBX row ids depend on arrival order.
+_CALL_COLUMNS = """linkedid, start_ms, end_ms, direction, status, reason, answered, src, src_name,
+    dst, dst_name, external_number, ext_key, did, line, answered_by, missed_by, transferred_to,
+    employees, wait_s, talk_s, duration_s, recordings, callback_of, returned_by,
+    callback_attempts, leg_count"""
+
+
+def dump(db_path: Path) -> dict:
+    """The content of a mirror, independent of the order rows arrived in."""
+    conn = sqlite3.connect(db_path)
+    try:
+        return {
+            "calls": conn.execute(f"SELECT {_CALL_COLUMNS} FROM call ORDER BY linkedid").fetchall(),
+            # leg columns but id (0) and source_id (3)
+            "legs": [row[1:3] + row[4:]
+                     for row in conn.execute("SELECT * FROM leg ORDER BY uniqueid")],
+            "employees": conn.execute(
+                "SELECT ce.extension, ce.start_ms, c.linkedid FROM call_employee ce "
+                "JOIN call c ON c.id = ce.call_id ORDER BY 1, 2, 3").fetchall(),
+            "numbers": conn.execute(
+                "SELECT c.linkedid, n.numbers FROM call_number n JOIN call c ON c.id = n.rowid "
+                "ORDER BY 1").fetchall(),
+        }
+    finally:
+        conn.close()
+
+
+def pbx_rows(cdr: Path) -> tuple[list[str], list[tuple]]:
+    """Columns (without id) and rows of a cdr_general, in id order."""
+    conn = sqlite3.connect(cdr)
+    cols = [r[1] for r in conn.execute("PRAGMA table_info(cdr_general)") if r[1] != "id"]
+    rows = conn.execute(f"SELECT {', '.join(cols)} FROM cdr_general ORDER BY id").fetchall()
+    conn.close()
+    return cols, rows
+
+
+def append_rows(cdr: Path, cols: list[str], rows: list[tuple]) -> None:
+    conn = pbxschema.create(str(cdr), pbxschema.cdr_ddl())
+    with conn:
+        conn.executemany(f"INSERT INTO cdr_general ({', '.join(cols)}) "
+                         f"VALUES ({', '.join('?' * len(cols))})", rows)
+    conn.close()
+
+
+def sync_once(cdr: Path, pbx: Path, db: Path, batch_rows: int = 20_000) -> None:
+    config = read_pbx_config(pbx)
+    database = open_module_db(db)
+    try:
+        Sync(Store(database), CdrSource(cdr), config, PbxClock(config.timezone or "UTC"),
+             SyncOptions(batch_rows=batch_rows)).catch_up()
+    finally:
+        database.close()
+
+
+def shuffled(rows: list, seed: int) -> list:
+    rows = list(rows)
+    random.Random(seed).shuffle(rows)
+    return rows

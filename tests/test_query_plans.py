@@ -1,0 +1,69 @@
+"""Every filter of the history page is an index range scan in newest-first order."""
+import pytest
+
+from db.database import open_module_db
+from db.queries import CallFilter, calls_query
+
+DAY_MS = 86_400_000
+
+
+@pytest.fixture(scope="module")
+def mirror(demo_mirror):
+    db = open_module_db(demo_mirror, readonly=True)
+    yield db
+    db.close()
+
+
+def plan(db, **filters) -> list[str]:
+    end = db.execute_sql("SELECT max(start_ms) FROM call").fetchone()[0] + 1
+    query = calls_query(CallFilter(start_ms=end - 7 * DAY_MS, end_ms=end, limit=50, **filters), db)
+    sql, params = query.sql()
+    steps = [row[3] for row in db.execute_sql("EXPLAIN QUERY PLAN " + sql, params)]
+    print(filters, steps)
+    return steps
+
+
+def no_full_scan(steps):
+    """A full scan of `call` (or of the employees table) reads every call ever mirrored."""
+    assert not any(s.startswith("SCAN") and "VIRTUAL TABLE" not in s for s in steps), steps
+
+
+@pytest.mark.parametrize("filters, index", [
+    ({}, "call_period (start_ms>? AND start_ms<?)"),
+    ({"directions": ["incoming"]}, "call_direction (direction=? AND start_ms>? AND start_ms<?)"),
+    ({"statuses": ["missed"]}, "call_status (status=? AND start_ms>? AND start_ms<?)"),
+    ({"unreturned": True}, "call_status (status=? AND start_ms>? AND start_ms<?)"),
+    ({"min_talk": 30}, "call_period (start_ms>? AND start_ms<?)"),
+    ({"after": (1_700_000_000_000, 10)}, "call_period (start_ms>? AND start_ms<?)"),
+])
+def test_single_range_scan_already_in_page_order(mirror, filters, index):
+    steps = plan(mirror, **filters)
+    assert any(f"USING INDEX {index}" in s or f"USING COVERING INDEX {index}" in s
+               for s in steps), steps
+    assert not any("TEMP B-TREE" in s for s in steps), steps   # no sort: rows come in order
+    no_full_scan(steps)
+
+
+@pytest.mark.parametrize("filters", [
+    {"employees": ["201"]},
+    {"employees": ["201", "202", "203"]},
+])
+def test_employee_filter_is_a_range_of_the_employee_index(mirror, filters):
+    steps = plan(mirror, **filters)
+    assert any("call_employee USING PRIMARY KEY (extension=? AND start_ms>? AND start_ms<?)"
+               in s.replace("t2", "call_employee") or
+               "USING PRIMARY KEY (extension=? AND start_ms>? AND start_ms<?)" in s
+               for s in steps), steps
+    no_full_scan(steps)
+
+
+def test_number_substring_uses_the_trigram_index(mirror):
+    steps = plan(mirror, number="916")
+    assert any("VIRTUAL TABLE INDEX" in s and ":M" in s for s in steps), steps  # FTS5 MATCH
+    no_full_scan(steps)
+
+
+def test_several_statuses_scan_one_range_per_status(mirror):
+    steps = plan(mirror, statuses=["missed", "answered"])
+    assert any("call_status (status=? AND start_ms>? AND start_ms<?)" in s for s in steps)
+    no_full_scan(steps)

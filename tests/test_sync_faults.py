@@ -1,0 +1,176 @@
+"""A faulty PBX source or a killed sync never crashes, corrupts or silently empties the mirror."""
+import os
+import random
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from tests.conftest import ROOT, run_extcdr
+from tests.mirror import append_rows, dump, pbx_rows, sync_once
+
+
+def sync_args(pbx_dir, db, *extra):
+    return ["sync", "--cdr-db", pbx_dir / "cdr.db", "--pbx-db", pbx_dir / "mikopbx.db",
+            "--db", db, "--once", *extra]
+
+
+@pytest.fixture
+def pbx_copy(demo_pbx, tmp_path):
+    """A private copy of the demo PBX that a test may damage."""
+    target = tmp_path / "pbx"
+    shutil.copytree(demo_pbx, target, ignore=shutil.ignore_patterns("monitor"))
+    return target
+
+
+def test_kill_9_at_random_moments_then_restart_gives_the_clean_mirror(pbx_copy, tmp_path,
+                                                                      demo_reference):
+    def command(db):
+        return [sys.executable, "-m", "daemon.cli",
+                *map(str, sync_args(pbx_copy, db, "--batch-rows", "150"))]
+
+    db = tmp_path / "module.db"
+    probe = time.perf_counter()
+    subprocess.run(command(tmp_path / "probe.db"), cwd=ROOT, check=True)
+    full_run = time.perf_counter() - probe
+    rng = random.Random(20261123)
+    kills = 0
+    for _ in range(12):
+        proc = subprocess.Popen(command(db), cwd=ROOT, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE)
+        time.sleep(rng.uniform(0.3, 0.3 + full_run * 0.6))
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
+        proc.wait()
+        assert proc.returncode in (0, -signal.SIGKILL), proc.stderr.read()
+        # The mirror is a valid database at every instant.
+        assert sqlite3.connect(db).execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    assert kills >= 10, f"only {kills} runs were killed mid-way"
+    assert run_extcdr(*sync_args(pbx_copy, db)).returncode == 0
+    assert dump(db) == demo_reference["dump"]
+
+
+def test_pbx_db_locked_by_a_writer_is_waited_for(pbx_copy, tmp_path, demo_reference):
+    cdr = pbx_copy / "cdr.db"
+    db = tmp_path / "module.db"
+    locker = sqlite3.connect(cdr, isolation_level=None)
+    locker.execute("PRAGMA journal_mode=DELETE")      # a writer's lock blocks readers here
+    locker.execute("BEGIN EXCLUSIVE")
+    releaser = threading.Timer(3.0, lambda: locker.execute("COMMIT"))
+    releaser.start()
+    started = time.monotonic()
+    done = run_extcdr(*sync_args(pbx_copy, db, "--wait", "30"))
+    releaser.join()
+    locker.close()
+    assert done.returncode == 0, done.stderr
+    assert time.monotonic() - started >= 2.5
+    assert dump(db) == demo_reference["dump"]
+
+
+def test_pbx_db_locked_too_long_fails_clearly_and_keeps_the_mirror(pbx_copy, tmp_path):
+    db = tmp_path / "module.db"
+    cols, rows = pbx_rows(pbx_copy / "cdr.db")
+    assert run_extcdr(*sync_args(pbx_copy, db)).returncode == 0
+    before = dump(db)
+    locker = sqlite3.connect(pbx_copy / "cdr.db", isolation_level=None)
+    locker.execute("PRAGMA journal_mode=DELETE")
+    locker.execute("BEGIN EXCLUSIVE")
+    try:
+        done = run_extcdr(*sync_args(pbx_copy, db, "--wait", "1"))
+    finally:
+        locker.execute("ROLLBACK")
+        locker.close()
+    assert done.returncode != 0
+    assert "locked" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    assert dump(db) == before
+
+
+def test_missing_pbx_db_keeps_the_mirror(pbx_copy, tmp_path):
+    db = tmp_path / "module.db"
+    assert run_extcdr(*sync_args(pbx_copy, db)).returncode == 0
+    before = dump(db)
+    (pbx_copy / "cdr.db").rename(pbx_copy / "cdr.db.moved")
+    done = run_extcdr(*sync_args(pbx_copy, db))
+    assert done.returncode != 0 and "no such file" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert dump(db) == before
+
+
+def test_pbx_db_replaced_by_garbage_keeps_the_mirror(pbx_copy, tmp_path):
+    db = tmp_path / "module.db"
+    assert run_extcdr(*sync_args(pbx_copy, db)).returncode == 0
+    before = dump(db)
+    for leftover in pbx_copy.glob("cdr.db*"):
+        leftover.unlink()
+    (pbx_copy / "cdr.db").write_bytes(os.urandom(64 * 1024))
+    done = run_extcdr(*sync_args(pbx_copy, db))
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert dump(db) == before
+
+
+def test_restored_backup_is_detected_and_nothing_is_lost(pbx_copy, tmp_path, demo_reference):
+    """A backup with the older half of the rows replaces the file; new calls arrive after it."""
+    cols, rows = pbx_rows(pbx_copy / "cdr.db")
+    half = len(rows) // 2
+    db = tmp_path / "module.db"
+    assert run_extcdr(*sync_args(pbx_copy, db)).returncode == 0
+    for leftover in pbx_copy.glob("cdr.db*"):
+        leftover.unlink()
+    append_rows(pbx_copy / "cdr.db", cols, rows[:half])            # the restored backup
+    done = run_extcdr(*sync_args(pbx_copy, db))
+    assert done.returncode == 0
+    assert "replaced" in done.stderr
+    assert dump(db) == demo_reference["dump"]                    # nothing silently removed
+    append_rows(pbx_copy / "cdr.db", cols, rows[half:])            # the PBX goes on writing
+    assert run_extcdr(*sync_args(pbx_copy, db)).returncode == 0
+    assert dump(db) == demo_reference["dump"]
+    status = run_extcdr("status", "--db", db, "--format", "json")
+    assert '"resyncs": 1' in status.stdout
+
+
+def test_retention_deleting_old_rows_loses_nothing(pbx_copy, tmp_path, demo_reference):
+    cols, rows = pbx_rows(pbx_copy / "cdr.db")
+    cdr = pbx_copy / "cdr.db"
+    for leftover in pbx_copy.glob("cdr.db*"):
+        leftover.unlink()
+    two_thirds = len(rows) * 2 // 3
+    append_rows(cdr, cols, rows[:two_thirds])
+    db = tmp_path / "module.db"
+    assert run_extcdr(*sync_args(pbx_copy, db)).returncode == 0
+    with sqlite3.connect(cdr) as conn:                      # the PBX's retention cleanup
+        conn.execute("DELETE FROM cdr_general WHERE id <= ?", (len(rows) // 3,))
+    append_rows(cdr, cols, rows[two_thirds:])
+    done = run_extcdr(*sync_args(pbx_copy, db))
+    assert done.returncode == 0 and "replaced" not in done.stderr
+    assert dump(db) == demo_reference["dump"]
+
+
+def test_rows_updated_after_insert_are_picked_up(pbx_copy, tmp_path):
+    """The PBX rewrites rows it already moved (e.g. a recording file name)."""
+    db = tmp_path / "module.db"
+    assert run_extcdr(*sync_args(pbx_copy, db)).returncode == 0
+    cdr = pbx_copy / "cdr.db"
+    with sqlite3.connect(cdr) as conn:
+        row_id, linkedid = conn.execute(
+            "SELECT id, linkedid FROM cdr_general WHERE billsec > 5 AND is_app = '' "
+            "ORDER BY id DESC LIMIT 1").fetchone()
+        conn.execute("UPDATE cdr_general SET recordingfile = ? WHERE id = ?",
+                     ("/storage/usbdisk1/mikopbx/astspool/monitor/rewritten.mp3", row_id))
+    assert run_extcdr(*sync_args(pbx_copy, db)).returncode == 0
+    recordings = sqlite3.connect(db).execute(
+        "SELECT recordings FROM call WHERE linkedid = ?", (linkedid,)).fetchone()[0]
+    assert "rewritten.mp3" in recordings
+
+
+def test_module_db_that_is_not_a_mirror_is_refused(pbx_copy, tmp_path):
+    db = tmp_path / "module.db"
+    db.write_bytes(b"not a database" * 1000)
+    done = run_extcdr(*sync_args(pbx_copy, db))
+    assert done.returncode != 0 and "module.db" in done.stderr
+    assert db.read_bytes() == b"not a database" * 1000
