@@ -45,19 +45,16 @@ class Leg:
     a_transfer: int = 0
     duration: int | None = None
     billsec: int | None = None
+    # Derived once at construction (classification asks for them many times).
+    app: bool = field(init=False, compare=False, repr=False)
+    talk_seconds: int = field(init=False, compare=False, repr=False)
 
-    @property
-    def app(self) -> bool:
-        """IVR, queue, dialplan application or voicemail: never "answered by a human"."""
-        return self.is_app or self.dst_chan.lower().startswith(APP_CHANNEL_PREFIXES)
+    def __post_init__(self):
+        app = self.is_app or self.dst_chan.lower().startswith(APP_CHANNEL_PREFIXES)
+        object.__setattr__(self, "app", app)  # IVR, queue, app, voicemail: never a human
+        object.__setattr__(self, "talk_seconds", self._talk_seconds())
 
-    @property
-    def rang(self) -> bool:
-        """A busy or unregistered extension gives a leg with an empty dst_chan."""
-        return bool(self.dst_chan)
-
-    @property
-    def talk_seconds(self) -> int:
+    def _talk_seconds(self) -> int:
         """Seconds talked after the answer: the PBX's billsec unless it is impossible."""
         if self.answer is None:
             return 0
@@ -69,8 +66,13 @@ class Leg:
         return self.billsec
 
     @property
+    def rang(self) -> bool:
+        """A busy or unregistered extension gives a leg with an empty dst_chan."""
+        return bool(self.dst_chan)
+
+    @property
     def talked(self) -> bool:
-        return not self.app and self.answer is not None and self.talk_seconds >= 1
+        return not self.app and self.talk_seconds >= 1
 
     @property
     def status_word(self) -> str:
@@ -86,6 +88,7 @@ class Directory:
     providers: dict[str, str] = field(default_factory=dict)   # trunk uniqid -> provider name
     extension_length: int = 4
     number_match_digits: int = 9
+    _keys: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     def is_employee(self, number: str) -> bool:
         if self.employees:
@@ -108,8 +111,16 @@ class Directory:
 
     def match_key(self, number: str | None) -> str | None:
         """Last `number_match_digits` digits: `+7 916…`, `8916…` and `7916…` match."""
-        digits = _NON_DIGITS.sub("", number or "")
-        return digits[-self.number_match_digits:] if digits else None
+        if not number:
+            return None
+        key = self._keys.get(number)
+        if key is None:
+            digits = _NON_DIGITS.sub("", number)
+            key = digits[-self.number_match_digits:] if digits else ""
+            if len(self._keys) > 200_000:
+                self._keys.clear()
+            self._keys[number] = key
+        return key or None
 
     def line_of(self, channel: str, account: str) -> str | None:
         """Provider name of a trunk leg, from its channel `PJSIP/<uniqid>-<seq>` or account id."""
@@ -158,41 +169,25 @@ class Call:
 
 def classify(legs: list[Leg], directory: Directory) -> Call:
     """The call made of these legs (all of one linkedid), callback fields left empty."""
-    legs = sorted(legs, key=lambda leg: (leg.start, leg.source_id))
+    if len(legs) > 1:
+        legs = sorted(legs, key=lambda leg: (leg.start, leg.source_id))
     first = legs[0]
     direction = _direction(first, directory)
-    party_key, party_chan = _party(first, direction, directory)
-
-    def with_party(leg: Leg) -> bool:
-        if party_chan and party_chan in (leg.src_chan, leg.dst_chan):
-            return True
-        return party_key is not None and party_key in (
-            directory.match_key(leg.src_num), directory.match_key(leg.dst_num))
-
-    def employee_side(leg: Leg) -> str | None:
-        """The employee on the other end of a leg with the party."""
-        if with_party_src(leg):
-            return directory.employee_of(leg.dst_num, leg.dst_chan)
-        return directory.employee_of(leg.src_num, leg.src_chan)
-
-    def with_party_src(leg: Leg) -> bool:
-        return (party_chan and leg.src_chan == party_chan) or (
-            party_key is not None and directory.match_key(leg.src_num) == party_key)
-
+    party = _Party(first, direction, directory)
     human = [leg for leg in legs if not leg.app]
-    talked = [leg for leg in human if leg.talked]
-    party_talks = [leg for leg in talked if with_party(leg)]
+    talked = [leg for leg in human if leg.talk_seconds >= 1]
+    party_talks = [leg for leg in talked if party.in_leg(leg)]
     answered = bool(talked)
 
-    first_talk = (party_talks or talked or [None])[0]
-    answered_by = employee_side(first_talk) if first_talk else None
+    first_talk = party_talks[0] if party_talks else talked[0] if talked else None
+    answered_by = party.employee_across(first_talk) if first_talk else None
     transferred_to = _unique(
-        who for who in map(employee_side, party_talks[1:]) if who and who != answered_by)
-    talkers = set(_unique(_employees_of(talked, directory)))
+        who for who in map(party.employee_across, party_talks[1:]) if who != answered_by)
+    talkers = set(_employees_of(talked, directory))
     missed_by = _unique(
         who for who in (directory.employee_of(leg.dst_num, leg.dst_chan)
                         for leg in human if leg.rang)
-        if who and who not in talkers)
+        if who not in talkers)
 
     start = first.start
     end = max(leg.end if leg.end is not None else (leg.answer or leg.start) for leg in legs)
@@ -221,10 +216,35 @@ def classify(legs: list[Leg], directory: Directory) -> Call:
         employees=_unique(_employees_of(legs, directory)),
         wait_s=max(0, round(wait_ms / 1000)), talk_s=talk_s,
         duration_s=max(0, round((end - start) / 1000)),
-        recordings=_unique(leg.recordingfile for leg in talked
-                           if leg.recordingfile and leg.recordingfile != "-"),
+        recordings=_unique(leg.recordingfile for leg in talked if leg.recordingfile != "-"),
         leg_count=len(legs),
     )
+
+
+class _Party:
+    """The other party of a call — who the employees talk *with*: the external number of
+    an incoming or outgoing call, the caller of an internal one. Known by its number (any
+    format) or by its channel (queue legs through Local/ channels keep the caller's channel)."""
+
+    def __init__(self, first: Leg, direction: str, directory: Directory):
+        self.directory = directory
+        number, self.chan = ((first.dst_num, first.dst_chan) if direction == "outgoing"
+                             else (first.src_num, first.src_chan))
+        self.key = directory.match_key(number)
+
+    def is_src_of(self, leg: Leg) -> bool:
+        return bool(self.chan) and leg.src_chan == self.chan or (
+            self.key is not None and self.directory.match_key(leg.src_num) == self.key)
+
+    def in_leg(self, leg: Leg) -> bool:
+        return self.is_src_of(leg) or bool(self.chan) and leg.dst_chan == self.chan or (
+            self.key is not None and self.directory.match_key(leg.dst_num) == self.key)
+
+    def employee_across(self, leg: Leg) -> str | None:
+        """The employee at the other end of a leg with the party."""
+        if self.is_src_of(leg):
+            return self.directory.employee_of(leg.dst_num, leg.dst_chan)
+        return self.directory.employee_of(leg.src_num, leg.src_chan)
 
 
 def _direction(first: Leg, directory: Directory) -> str:
@@ -233,13 +253,6 @@ def _direction(first: Leg, directory: Directory) -> str:
     if first.app or directory.is_pbx_number(first.dst_num):
         return "internal"
     return "outgoing"
-
-
-def _party(first: Leg, direction: str, directory: Directory) -> tuple[str | None, str]:
-    """The other party of the call (match key, channel): who the employees talk *with*."""
-    if direction == "outgoing":
-        return directory.match_key(first.dst_num), first.dst_chan
-    return directory.match_key(first.src_num), first.src_chan
 
 
 def _base_status(direction: str, answered: bool, legs: list[Leg],

@@ -22,9 +22,10 @@ import shutil
 import sqlite3
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone as dt_timezone
+from datetime import date, datetime, timedelta
+from itertools import accumulate
 from operator import itemgetter
-from typing import Callable, NamedTuple
+from typing import Callable, Iterable, Iterator, NamedTuple
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from daemon.pbxschema import (PBX_CONFIG_DDL, USERS_GROUPS_DDL, cdr_column_names, cdr_ddl,
@@ -112,8 +113,7 @@ _CALLER_POOL = 4000
 
 # Local hours of weekday calls with weights: business hours, a few early and evening calls.
 _HOURS = (8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21)
-_HOUR_CUM = tuple(__import__("itertools").accumulate(
-    (0.6, 6, 10, 11, 10, 7, 9, 10, 10, 8, 5, 1.5, 0.8, 0.4)))
+_HOUR_CUM = tuple(accumulate((0.6, 6, 10, 11, 10, 7, 9, 10, 10, 8, 5, 1.5, 0.8, 0.4)))
 
 _MINUTE_MS = 60_000
 _HOUR_MS = 3_600_000
@@ -261,7 +261,7 @@ class _WallClock:
     "YYYY-MM-DD HH:MM:" prefix per local minute, so a string costs two dict lookups.
     """
 
-    _CACHE_LIMIT = 200_000
+    _CACHE_LIMIT = 50_000
 
     def __init__(self, tz: ZoneInfo):
         self._tz = tz
@@ -280,19 +280,20 @@ class _WallClock:
 
     def format(self, wall_ms: int) -> str:
         """`YYYY-MM-DD HH:MM:SS.mmm`."""
-        return self._minute(wall_ms // _MINUTE_MS) + _SECOND_MS[wall_ms % _MINUTE_MS]
+        minute, within = divmod(wall_ms, _MINUTE_MS)
+        return (self._minutes.get(minute) or self._minute(minute)) + _SECOND_MS[within]
 
     def format_seconds(self, wall_ms: int) -> str:
         """`YYYY-MM-DD HH:MM:SS`, as phone-side transfer rows are written."""
-        return self._minute(wall_ms // _MINUTE_MS) + _SECOND[wall_ms // 1000 % 60]
+        minute, within = divmod(wall_ms, _MINUTE_MS)
+        return (self._minutes.get(minute) or self._minute(minute)) + _SECOND[within // 1000]
 
     def _minute(self, minute: int) -> str:
-        text = self._minutes.get(minute)
-        if text is None:
-            if len(self._minutes) > self._CACHE_LIMIT:
-                self._minutes.clear()
-            text = (_EPOCH + timedelta(minutes=minute)).strftime("%Y-%m-%d %H:%M:")
-            self._minutes[minute] = text
+        """Format a local minute's "YYYY-MM-DD HH:MM:" and cache it."""
+        if len(self._minutes) > self._CACHE_LIMIT:
+            self._minutes.clear()
+        text = self._minutes[minute] = (_EPOCH + timedelta(minutes=minute)).strftime(
+            "%Y-%m-%d %H:%M:")
         return text
 
 
@@ -570,9 +571,9 @@ class DemoPbx:
     def _dial_out(self, call: _Call, t: int, status: str, callee: Caller | None = None, *,
                   talk: int | None = None) -> None:
         """An employee dials an external number through a trunk."""
+        src = self._phone(self._employee())
         callee = callee or self._caller()
-        number = self._dialled(callee.digits)
-        trunk = self._trunk(self._outgoing_provider(), number, "")
+        trunk = self._trunk(self._outgoing_provider(), self._dialled(callee.digits), "")
         if status == "CHANUNAVAIL":
             trunk = trunk._replace(chan="", call_id="")
         if status == "ANSWER":
@@ -580,7 +581,7 @@ class DemoPbx:
             end = answer + (talk or self._talk())
         else:
             answer, end = None, t + self._ms(*_FAILED_RING_S[status])
-        self._leg(call, self._phone(self._employee()), trunk, t, answer, end, status)
+        self._leg(call, src, trunk, t, answer, end, status)
 
     def _answer_in(self, call: _Call, t: int, src: _Party) -> None:
         """An incoming call straight to an employee who answers."""
@@ -772,8 +773,8 @@ class DemoPbx:
 # -- the traffic plan --------------------------------------------------------------------------
 
 def plan_calls(calls: int, end_day: date, tz: ZoneInfo,
-               rng: random.Random) -> list[tuple[date, list[tuple[int, str]]]]:
-    """Days ending on `end_day`, each with its calls as (start UTC ms, kind), in start order.
+               rng: random.Random) -> Iterator[tuple[int, str]]:
+    """(start UTC ms, kind) of `calls` calls on the days ending on `end_day`, in start order.
 
     About 500-1300 calls per weekday, a few at weekends; the oldest day gets what is left.
     On a day the clocks go back, one long call crosses the change.
@@ -786,17 +787,15 @@ def plan_calls(calls: int, end_day: date, tz: ZoneInfo,
         left -= n
         day -= timedelta(days=1)
     kinds = list(SCENARIO_WEIGHTS)
-    cum_weights = list(__import__("itertools").accumulate(SCENARIO_WEIGHTS.values()))
-    plan = []
+    cum_weights = list(accumulate(SCENARIO_WEIGHTS.values()))
     for day, n in reversed(volumes):
-        starts = _day_starts(day, n, tz, rng)
-        day_calls = list(zip(starts, rng.choices(kinds, cum_weights=cum_weights, k=n)))
+        day_calls = list(zip(_day_starts(day, n, tz, rng),
+                             rng.choices(kinds, cum_weights=cum_weights, k=n)))
         fall_back = _fall_back(day, tz)
         if fall_back is not None:
             day_calls[-1] = (fall_back - 25 * _MINUTE_MS - rng.randrange(180_000), "long_call")
             day_calls.sort()
-        plan.append((day, day_calls))
-    return plan
+        yield from day_calls
 
 
 def _day_volume(day: date, rng: random.Random) -> int:
@@ -903,25 +902,30 @@ def _prepare(out: pathlib.Path, overwrite: bool) -> None:
     existing = [p for p in databases if p.exists()]
     if existing and not overwrite:
         raise ValueError(f"{existing[0]} already exists; choose an empty folder or overwrite")
+    if overwrite:
+        _remove_demo(out, databases)
+    (out / GROUPS_DB).parent.mkdir(parents=True, exist_ok=True)
+
+
+def _remove_demo(out: pathlib.Path, databases: list[pathlib.Path]) -> None:
     for db in databases:
         for path in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")):
             path.unlink(missing_ok=True)
     shutil.rmtree(out / MONITOR, ignore_errors=True)
-    (out / GROUPS_DB).parent.mkdir(parents=True, exist_ok=True)
 
 
-def _replay(pbx: DemoPbx, plan, writer: _CdrWriter,
+def _replay(pbx: DemoPbx, plan: Iterable[tuple[int, str]], writer: _CdrWriter,
             progress: Callable[[int], None] | None) -> Counter:
+    """Run the planned calls through the PBX into the writer; count them by kind."""
     kinds: Counter = Counter()
     done = 0
-    for _day, day_calls in plan:
-        for start_ms, kind in day_calls:
-            writer.move_until(start_ms)
-            writer.add(pbx.call_legs(kind, start_ms / 1000), start_ms)
-            kinds[kind] += 1
-            done += 1
-            if progress and done % 10_000 == 0:
-                progress(done)
+    for start_ms, kind in plan:
+        writer.move_until(start_ms)
+        writer.add(pbx.call_legs(kind, start_ms / 1000), start_ms)
+        kinds[kind] += 1
+        done += 1
+        if progress and done % 10_000 == 0:
+            progress(done)
     writer.move_until(None)
     if progress and done % 10_000:
         progress(done)
@@ -943,7 +947,6 @@ class _CdrWriter:
         self._conn = create(str(path), self._ddl[:1] + cdr_ddl("cdr"))
         self._conn.execute("PRAGMA journal_mode=OFF")
         self._conn.execute("PRAGMA synchronous=OFF")
-        self._conn.execute("PRAGMA cache_size=-131072")
         columns = [c for c in cdr_column_names() if c != "id"]
         self._insert = (f"INSERT INTO cdr_general ({', '.join(columns)}) "
                         f"VALUES ({', '.join('?' * len(columns))})")

@@ -8,7 +8,6 @@ earliest instant not before it wins.
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
-from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 UTC = timezone.utc
@@ -23,30 +22,36 @@ class PbxClock:
     def __init__(self, tz_name: str):
         self.tz_name = tz_name
         self.tz = ZoneInfo(tz_name)
-        # Offsets depend only on the local hour: cache them per "YYYY-MM-DD HH".
-        self._offsets = lru_cache(maxsize=65536)(self._hour_offsets)
+        # UTC ms of the two readings (fold 0, fold 1) of each local "YYYY-MM-DD HH": minutes,
+        # seconds and milliseconds then add up without datetime arithmetic (hot path).
+        self._hours: dict[str, tuple[int, int]] = {}
 
-    def _hour_offsets(self, hour_key: str) -> tuple[int, int]:
-        """UTC offsets (ms) of the two readings (fold 0 and 1) of a local hour."""
-        naive = datetime.fromisoformat(hour_key + ":30:00")
-        first = naive.replace(tzinfo=self.tz, fold=0).utcoffset()
-        second = naive.replace(tzinfo=self.tz, fold=1).utcoffset()
-        return int(first.total_seconds() * 1000), int(second.total_seconds() * 1000)
+    def _hour_starts(self, hour_key: str) -> tuple[int, int]:
+        naive = datetime.fromisoformat(hour_key + ":00:00")
+        wall_ms = (naive - _EPOCH) // timedelta(milliseconds=1)
+        starts = tuple(
+            wall_ms - int(naive.replace(tzinfo=self.tz, fold=fold).utcoffset().total_seconds())
+            * 1000 for fold in (0, 1))
+        if len(self._hours) > 100_000:
+            self._hours.clear()
+        self._hours[hour_key] = starts
+        return starts
 
     def to_utc_ms(self, text: str | None, not_before: int | None = None) -> int | None:
         """Epoch ms of a local time string; None for empty or unparsable values."""
-        if not text or len(text) < 19:
+        if not text or len(text) < 19 or text[13] != ":" or text[16] != ":":
             return None
         try:
-            naive = datetime.fromisoformat(text[:23] if len(text) > 19 else text[:19])
+            starts = self._hours.get(text[:13]) or self._hour_starts(text[:13])
+            offset = int(text[14:16]) * 60_000 + int(text[17:19]) * 1000
+            if len(text) > 20:
+                offset += int((text[20:23] + "00")[:3])
         except ValueError:
             return None
-        wall_ms = (naive - _EPOCH) // timedelta(milliseconds=1)
-        off0, off1 = self._offsets(text[:13])
-        early, late = wall_ms - max(off0, off1), wall_ms - min(off0, off1)
-        if early == late or not_before is None:
-            # Unambiguous, or no hint: fold 0 (the first reading, as zoneinfo does).
-            return wall_ms - off0
+        first, second = starts[0] + offset, starts[1] + offset
+        if first == second or not_before is None:
+            return first  # unambiguous, or no hint: the first reading, as zoneinfo does
+        early, late = min(first, second), max(first, second)
         return early if early >= not_before - _ANCHOR_SLACK_MS else late
 
     def to_local(self, epoch_s: float) -> datetime:
@@ -68,5 +73,5 @@ def linkedid_epoch_ms(linkedid: str | None) -> int | None:
     """The call's start carried by a MikoPBX linkedid `mikopbx-<unix>.<seq>` (or `<unix>.<seq>`)."""
     if not linkedid:
         return None
-    seconds = linkedid.rsplit("-", 1)[-1].split(".", 1)[0]  # `.<seq>` is a counter, not a fraction
-    return int(seconds) * 1000 if seconds.isdigit() and len(seconds) >= 9 else None
+    seconds = linkedid[linkedid.rfind("-") + 1:].partition(".")[0]  # `.<seq>` is a counter
+    return int(seconds) * 1000 if len(seconds) >= 9 and seconds.isdigit() else None

@@ -3,7 +3,9 @@ callbacks those calls touch. No full rebuild; the cursor commits with the rows i
 """
 from __future__ import annotations
 
+import gc
 import logging
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable
 
@@ -23,6 +25,19 @@ class SyncOptions:
     batch_rows: int = 20_000
     # Rows before the cursor that are re-read each pass: the PBX updates rows after insert.
     trailing_rows: int = 2_000
+
+
+@contextmanager
+def _no_cycle_collection():
+    """A batch makes ~10^5 short-lived acyclic objects; the cycle collector would rescan them
+    over and over (it doubles the time of a backfill). Reference counting frees them."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 class Sync:
@@ -59,7 +74,7 @@ class Sync:
 
     def step(self) -> tuple[int, int]:
         """One batch of new rows: (rows read, rows still pending after it)."""
-        with self.source.reading() as reader:
+        with _no_cycle_collection(), self.source.reading() as reader:
             cursor = self._cursor(reader)
             rows = reader.rows_after(cursor, self.options.batch_rows)
             if rows:
@@ -69,14 +84,14 @@ class Sync:
 
     def recheck_tail(self) -> int:
         """Re-read the last rows before the cursor; apply those the PBX changed since."""
-        with self.source.reading() as reader:
+        with _no_cycle_collection(), self.source.reading() as reader:
             cursor = self._cursor(reader)
             rows = reader.rows_between(cursor - self.options.trailing_rows + 1, cursor)
             return self._apply_changed(rows)
 
     def refresh(self, linkedids) -> int:
         """Re-read these calls from the PBX (an AMI event said they changed)."""
-        with self.source.reading() as reader:
+        with _no_cycle_collection(), self.source.reading() as reader:
             return self._apply_changed(reader.rows_of(linkedids))
 
     # --- internals -----------------------------------------------------------------------------
@@ -132,8 +147,8 @@ class Sync:
         directory = self.config.directory
         calls = [classify(list(call_legs.values()), directory)
                  for call_legs in by_call.values()]
-        self.store.upsert_calls(calls, existing=set(before))
-        self._relink(calls, before.values())
+        self.store.upsert_calls(calls, existing={lid: span[0] for lid, span in before.items()})
+        self._relink(calls, [span[1:] for span in before.values()])
 
     def _relink(self, calls: list[Call], before) -> None:
         """Recompute callback links near every touched call, on its old and new number."""

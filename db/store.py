@@ -14,7 +14,7 @@ from peewee import SqliteDatabase
 
 from daemon.calls import Call, CallbackFacts, CallbackLinks, Leg
 
-LEG_FIELDS = [f.name for f in fields(Leg)]
+LEG_FIELDS = [f.name for f in fields(Leg) if f.init]
 _LEG_COLUMNS = [name if name not in ("start", "answer", "end") else f"{name}_ms"
                 for name in LEG_FIELDS]
 _CALL_COLUMNS = ("linkedid", "start_ms", "end_ms", "direction", "status", "reason", "answered",
@@ -72,29 +72,39 @@ class Store:
 
     # --- calls ---------------------------------------------------------------------------------
 
-    def call_spans(self, linkedids) -> dict[str, tuple[str | None, int, int]]:
-        """linkedid -> (ext_key, start, end) of calls already mirrored."""
+    def call_spans(self, linkedids) -> dict[str, tuple[int, str | None, int, int]]:
+        """linkedid -> (id, ext_key, start, end) of calls already mirrored."""
         spans = {}
         for chunk in _chunks(list(linkedids)):
             marks = ",".join("?" * len(chunk))
-            for linkedid, key, start, end in self.conn.execute(
-                    f"SELECT linkedid, ext_key, start_ms, end_ms FROM call "
+            for linkedid, *span in self.conn.execute(
+                    f"SELECT linkedid, id, ext_key, start_ms, end_ms FROM call "
                     f"WHERE linkedid IN ({marks})", chunk):
-                spans[linkedid] = (key, start, end)
+                spans[linkedid] = tuple(span)
         return spans
 
-    def upsert_calls(self, calls: list[Call], existing: set[str]) -> None:
-        """Write calls (base fields), their employees and their searchable numbers."""
+    def upsert_calls(self, calls: list[Call], existing: dict[str, int]) -> None:
+        """Write calls (base fields), their employees and their searchable numbers.
+
+        `existing` maps the linkedids already mirrored to their ids; new calls get the next
+        ids explicitly (this is the only writer, inside its transaction), which spares a
+        look-up of every id after the insert.
+        """
         cols = ", ".join(_CALL_COLUMNS)
         marks = ", ".join("?" * len(_CALL_COLUMNS))
-        updates = ", ".join(f"{c} = excluded.{c}" for c in _CALL_COLUMNS if c != "linkedid")
+        new = [c for c in calls if c.linkedid not in existing]
+        known = [c for c in calls if c.linkedid in existing]
+        next_id = self.conn.execute("SELECT coalesce(max(id), 0) + 1 FROM call").fetchone()[0]
+        ids = dict(existing)
+        ids.update((c.linkedid, next_id + i) for i, c in enumerate(new))
         self.conn.executemany(
-            f"INSERT INTO call ({cols}) VALUES ({marks}) "
-            f"ON CONFLICT (linkedid) DO UPDATE SET {updates}",
-            (_call_row(call) for call in calls))
-        ids = self._ids([c.linkedid for c in calls])
-        stale = [(ids[linkedid],) for linkedid in existing]
-        if stale:
+            f"INSERT INTO call (id, {cols}) VALUES (?, {marks})",
+            ((ids[c.linkedid], *_call_row(c)) for c in new))
+        if known:
+            self.conn.executemany(
+                f"UPDATE call SET ({cols}) = ({marks}) WHERE id = ?",
+                ((*_call_row(c), ids[c.linkedid]) for c in known))
+            stale = [(ids[c.linkedid],) for c in known]
             self.conn.executemany("DELETE FROM call_employee WHERE call_id = ?", stale)
             self.conn.executemany("DELETE FROM call_number WHERE rowid = ?", stale)
         self.conn.executemany(
@@ -104,23 +114,22 @@ class Store:
             "INSERT INTO call_number (rowid, numbers) VALUES (?, ?)",
             ((ids[c.linkedid], _searchable_numbers(c)) for c in calls))
 
-    def _ids(self, linkedids: list[str]) -> dict[str, int]:
-        ids = {}
-        for chunk in _chunks(linkedids):
-            marks = ",".join("?" * len(chunk))
-            ids.update(self.conn.execute(
-                f"SELECT linkedid, id FROM call WHERE linkedid IN ({marks})", chunk))
-        return ids
-
     def callback_context(self, keys, lo: int, hi: int):
-        """(facts, current links) of calls with these external keys starting in [lo, hi]."""
+        """(facts, current links) of calls with these external keys starting in [lo, hi].
+
+        Only keys where linking can matter: with a missed call, or with links to clear.
+        """
         out: dict[str, list[tuple[CallbackFacts, CallbackLinks]]] = {}
-        for chunk in _chunks(sorted(keys)):
+        for chunk in _chunks(sorted(keys), _CHUNK // 2):
             marks = ",".join("?" * len(chunk))
             rows = self.conn.execute(
                 f"SELECT ext_key, linkedid, start_ms, end_ms, direction, answered, status, "
                 f"transferred_to, callback_of, returned_by, callback_attempts FROM call "
-                f"WHERE ext_key IN ({marks}) AND start_ms BETWEEN ? AND ?", [*chunk, lo, hi])
+                f"WHERE start_ms BETWEEN ? AND ? AND ext_key IN ("
+                f"  SELECT DISTINCT ext_key FROM call WHERE ext_key IN ({marks}) "
+                f"  AND start_ms BETWEEN ? AND ? AND (status = 'missed' OR callback_of IS NOT NULL"
+                f"  OR returned_by IS NOT NULL OR callback_attempts > 0))",
+                [lo, hi, *chunk, lo, hi])
             for (key, linkedid, start, end, direction, answered, status, transferred,
                  callback_of, returned_by, attempts) in rows:
                 facts = CallbackFacts(linkedid, start, end, direction, bool(answered),
@@ -166,17 +175,23 @@ def _base_status(direction: str, answered: bool, status: str, transferred_to: st
     return status
 
 
+def _json_list(values: list[str]) -> str:
+    return json.dumps(values) if values else "[]"
+
+
 def _call_row(call: Call) -> tuple:
     return (call.linkedid, call.start, call.end, call.direction, call.status, call.reason,
             int(call.answered), call.src, call.src_name, call.dst, call.dst_name,
             call.external_number, call.ext_key, call.did, call.line, call.answered_by,
-            json.dumps(call.missed_by), json.dumps(call.transferred_to),
-            json.dumps(call.employees), call.wait_s, call.talk_s, call.duration_s,
-            json.dumps(call.recordings), call.leg_count)
+            _json_list(call.missed_by), _json_list(call.transferred_to),
+            _json_list(call.employees), call.wait_s, call.talk_s, call.duration_s,
+            _json_list(call.recordings), call.leg_count)
+
+
+_DIGITS_ONLY = str.maketrans("", "", "+-() .#*")
 
 
 def _searchable_numbers(call: Call) -> str:
-    """Every number of the call, as written and as bare digits, for substring search."""
+    """Every number of the call as bare digits (searches are digits too)."""
     numbers = {call.src, call.dst, call.external_number or "", call.did or "", *call.employees}
-    digits = {"".join(ch for ch in n if ch.isdigit()) for n in numbers}
-    return " ".join(sorted((numbers | digits) - {""}))
+    return " ".join(sorted({n.translate(_DIGITS_ONLY) for n in numbers} - {""}))
