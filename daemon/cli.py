@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import time
 from datetime import date, datetime, timedelta
@@ -143,8 +144,9 @@ class _progress:
     def __call__(self, read: int, pending: int):
         if self.bar is None:
             from tqdm import tqdm
-            self.bar = tqdm(total=read + pending, unit=" legs", unit_scale=True,
-                            desc="sync", file=sys.stderr)
+            size = shutil.get_terminal_size()  # a terminal that reports no size gets 80x24
+            self.bar = tqdm(total=read + pending, unit=" legs", unit_scale=True, desc="sync",
+                            file=sys.stderr, ncols=size.columns, nrows=size.lines)
         self.bar.total = max(self.bar.total, self.bar.n + read + pending)
         self.bar.update(read)
 
@@ -194,7 +196,8 @@ def parse_moment(text: str, clock: PbxClock, *, end: bool) -> int:
 def cmd_calls(args) -> int:
     db = open_module_db(args.db, readonly=True)
     try:
-        clock = _clock(sync_state(db).get("timezone") or _system_timezone())
+        state = sync_state(db)
+        clock = _clock(state.get("timezone") or _system_timezone())
         today = clock.to_local(time.time()).date()
         day_start, day_end = (ms * 1000 for ms in clock.local_day_bounds(today))
         start = parse_moment(args.start, clock, end=False) if args.start else None
@@ -206,7 +209,8 @@ def cmd_calls(args) -> int:
         flt = CallFilter(start_ms=start, end_ms=stop, directions=_split(args.direction),
                          statuses=_split(args.status), number=args.number,
                          employees=_split(args.employee), groups=_split(args.group),
-                         min_talk=args.min_talk, unreturned=args.unreturned, limit=args.limit)
+                         min_talk=args.min_talk, unreturned=args.unreturned, limit=args.limit,
+                         number_match_digits=int(state.get("number_match_digits", 9)))
         if args.format == "summary":
             _print_summary(counts_by_direction_and_status(flt, db))
             return 0
@@ -262,8 +266,10 @@ def cmd_status(args) -> int:
             info["timezone"] or "UTC").tz).isoformat(timespec="seconds") if newest else None)
     finally:
         db.close()
-    if args.cdr_db:
-        with CdrSource(args.cdr_db).reading() as reader:
+    cdr_db = args.cdr_db or (Path(state["cdr_db"]) if state.get("cdr_db") else None)
+    if cdr_db:
+        info["cdr_db"] = str(cdr_db)
+        with CdrSource(cdr_db).reading() as reader:
             info["pbx_max_id"] = reader.max_id()
         info["lag_rows"] = max(0, info["pbx_max_id"] - info["cursor"])
     if args.format == "json":

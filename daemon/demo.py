@@ -243,7 +243,7 @@ def _callers(rng: random.Random) -> tuple[Caller, ...]:
     callers = [Caller(_random_digits(rng), rng.choice(_CALLER_NAMES) if rng.random() < 0.3 else "")
                for _ in range(_CALLER_POOL)]
     # Hostile names among frequent callers, so that even a small demo shows them.
-    for name, i in zip(HOSTILE_NAMES, rng.sample(range(10, 200), len(HOSTILE_NAMES))):
+    for name, i in zip(HOSTILE_NAMES, rng.sample(range(1, 40), len(HOSTILE_NAMES))):
         callers[i] = Caller(callers[i].digits, name)
     return tuple(callers)
 
@@ -428,14 +428,7 @@ class DemoPbx:
         """Several phones ring in parallel; one answers, the others are cancelled."""
         src = self._inbound(call, self._caller())
         members = self._rng.sample(self.directory.employees, self._rng.randint(2, 4))
-        answer = t + self._ms(3, 15)
-        for i, member in enumerate(members):
-            start = t + i * self._ms(0.005, 0.03)
-            if i == 0:
-                self._leg(call, src, self._phone(member), start, answer,
-                          answer + self._talk(), "ANSWER")
-            else:
-                self._leg(call, src, self._phone(member), start, None, answer + 10 + i, "CANCEL")
+        self._ring(call, src, members, t, t + self._ms(3, 15), "CANCEL", answered=True)
 
     def _two_devices(self, call: _Call, t: int) -> None:
         """One extension registered on two devices: the second gives a `<id>_PJSIP/…` row."""
@@ -604,28 +597,27 @@ class DemoPbx:
         """
         number = self._rng.choice((SALES_QUEUE, SUPPORT_QUEUE))
         members = self.directory.queues[number]
-        rounds = self._rng.randint(1, 3)
         round_start = t + self._ms(0.5, 2)
-        for n in range(rounds):
-            ringing = self._rng.sample(members, min(len(members), self._rng.randint(1, 3)))
-            starts = [round_start + i * self._ms(0.005, 0.03) for i in range(len(ringing))]
-            if n < rounds - 1:
-                for member, start in zip(ringing, starts):
-                    self._leg(call, src, self._phone(member), start, None, round_start + 15_000 + 7,
-                              "NOANSWER")
-                round_start += 15_000 + 5_000
-                continue
-            left = round_start + self._ms(2, 12)
-            for i, (member, start) in enumerate(zip(ringing, starts)):
-                if answered and i == 0:
-                    self._leg(call, src, self._phone(member), start, left, left + self._talk(),
-                              "ANSWER")
-                else:
-                    self._leg(call, src, self._phone(member), start, None, left + 10 + i,
-                              "CANCEL")
+        for _ in range(self._rng.randint(0, 2)):  # rounds nobody answers: 15 s, 5 s pause
+            self._ring(call, src, self._some(members), round_start, round_start + 15_000,
+                       "NOANSWER")
+            round_start += 20_000
+        left = round_start + self._ms(2, 12)
+        self._ring(call, src, self._some(members), round_start, left, "CANCEL", answered=answered)
         self._leg(call, src, self._app(number), t, left if answered else None, left,
                   "ANSWER" if answered else "NOANSWER", app=True, recorded=False)
         return left
+
+    def _ring(self, call: _Call, src: _Party, members: list[Employee], start: int, until: int,
+              status: str, *, answered: bool = False) -> None:
+        """Ring phones in parallel until `until`: the first answers then if `answered`."""
+        for i, member in enumerate(members):
+            leg_start = start + i * self._ms(0.005, 0.03)
+            if answered and i == 0:
+                self._leg(call, src, self._phone(member), leg_start, until,
+                          until + self._talk(), "ANSWER")
+            else:
+                self._leg(call, src, self._phone(member), leg_start, None, until + 7 + i, status)
 
     def _leg(self, call: _Call, src: _Party, dst: _Party, start: int, answer: int | None,
              end: int, status: str, *, app: bool = False, recorded: bool | None = None,
@@ -721,6 +713,10 @@ class DemoPbx:
 
     def _employee(self) -> Employee:
         return self._rng.choice(self.directory.employees)
+
+    def _some(self, members: tuple[Employee, ...]) -> list[Employee]:
+        """One to three of a queue's members, as a ring round reaches them."""
+        return self._rng.sample(members, min(len(members), self._rng.randint(1, 3)))
 
     def _two_employees(self) -> list[Employee]:
         return self._rng.sample(self.directory.employees, 2)

@@ -137,7 +137,7 @@ def leg_from_row(row: tuple, clock: PbxClock) -> Leg | None:
     start_ms = clock.to_utc_ms(start, call_start)
     anchor = call_start if start_ms is None else start_ms
     answer_ms = clock.to_utc_ms(answer, anchor) if answer else None
-    end_ms = clock.to_utc_ms(endtime, anchor)
+    end_ms = clock.to_utc_ms(endtime, answer_ms or anchor)  # a leg ends after its answer
     if start_ms is None:
         start_ms = answer_ms or end_ms or call_start
         if start_ms is None:

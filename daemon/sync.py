@@ -60,7 +60,9 @@ class Sync:
         """Read every new row, then re-check the trailing window; returns rows read."""
         with self.store.batch():
             self.store.replace_directory(self.config.directory.employees, self.config.groups)
-            self.store.set_state(timezone=self.clock.tz_name)
+            self.store.set_state(timezone=self.clock.tz_name,
+                                 cdr_db=str(self.source.path.resolve()),
+                                 number_match_digits=self.config.directory.number_match_digits)
         total = 0
         while True:
             read, pending = self.step()

@@ -34,6 +34,7 @@ class CallFilter:
     unreturned: bool = False
     limit: int | None = None
     after: tuple[int, int] | None = None   # keyset cursor: (start_ms, id) of the last row seen
+    number_match_digits: int = 9           # as the mirror was built (sync_state)
 
     def __post_init__(self):
         if self.end_ms <= self.start_ms:
@@ -45,7 +46,7 @@ class CallFilter:
         if self.limit is not None and self.limit < 1:
             raise QueryError("limit must be a positive number")
         if self.number is not None:
-            parse_number_search(self.number)  # validate early
+            parse_number_search(self.number, self.number_match_digits)  # validate early
 
 
 def _check_choice(name: str, values: list[str], allowed: tuple[str, ...]) -> None:
@@ -66,7 +67,7 @@ class NumberSearch:
     value: str = ""
 
 
-def parse_number_search(text: str) -> NumberSearch:
+def parse_number_search(text: str, match_digits: int = 9) -> NumberSearch:
     """`916` or `+7 (916) 123-45-67` (a number or a part of it), `201 79161234567` (calls
     between two numbers), `linkedid:…`, `src:…`, `dst:…`, `did:…`."""
     text = text.strip()
@@ -76,21 +77,23 @@ def parse_number_search(text: str) -> NumberSearch:
         if not value:
             raise QueryError(f"nothing after '{prefix}:'")
         if prefix.lower() != "linkedid":
-            value = _digits(value, text)
+            value = _digits(value, text, match_digits)
         return NumberSearch(prefix=prefix.lower(), value=value)
     parts = text.split()
     if len(parts) == 2 and all(len(re.sub(r"\D", "", p)) >= _MIN_DIGITS for p in parts):
-        return NumberSearch(substrings=tuple(_digits(p, text) for p in parts))
-    return NumberSearch(substrings=(_digits(text, text),))
+        return NumberSearch(substrings=tuple(_digits(p, text, match_digits) for p in parts))
+    return NumberSearch(substrings=(_digits(text, text, match_digits),))
 
 
-def _digits(part: str, whole: str) -> str:
+def _digits(part: str, whole: str, match_digits: int) -> str:
+    """The digits to look for; a whole number is cut to its match key, so `+7916…`, `8916…`
+    and `916…` find the same client (as callbacks match them)."""
     if re.search(r"[^\d\s+()\-.]", part):
         raise QueryError(f"search {whole!r}: use digits (a phone number or a part of it)")
     digits = re.sub(r"\D", "", part)
     if len(digits) < _MIN_DIGITS:
         raise QueryError(f"search {whole!r}: type at least {_MIN_DIGITS} digits")
-    return digits
+    return digits[-match_digits:]
 
 
 def calls_query(f: CallFilter, db: SqliteDatabase):
@@ -111,7 +114,7 @@ def calls_query(f: CallFilter, db: SqliteDatabase):
                 CallEmployee.extension.in_(extensions),
                 CallEmployee.start_ms >= f.start_ms, CallEmployee.start_ms < f.end_ms)))
     if f.number:
-        query = _number_condition(query, parse_number_search(f.number))
+        query = _number_condition(query, parse_number_search(f.number, f.number_match_digits))
     if f.after:
         query = query.where(Tuple(Call.start_ms, Call.id) < Tuple(*f.after))
     query = query.order_by(Call.start_ms.desc(), Call.id.desc())

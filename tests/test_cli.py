@@ -154,3 +154,37 @@ def test_progress_bar_only_on_a_terminal(tmp_path):
     write_cdr_rows(cdr, [ANSWERED])
     done = run_extcdr("sync", "--cdr-db", cdr, "--db", tmp_path / "m.db", "--once")
     assert done.returncode == 0 and done.stderr == "" and done.stdout == ""
+
+
+def test_progress_bar_with_rate_and_eta_on_a_terminal(demo_pbx, tmp_path):
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "daemon.cli", "sync", "--cdr-db", demo_pbx / "cdr.db",
+         "--pbx-db", demo_pbx / "mikopbx.db", "--db", tmp_path / "m.db", "--once",
+         "--batch-rows", "500"], cwd=ROOT, stdin=follower, stdout=follower, stderr=follower)
+    os.close(follower)
+    screen = b""
+    while True:
+        try:
+            chunk = os.read(leader, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        screen += chunk
+    assert proc.wait(timeout=120) == 0
+    text = screen.decode(errors="replace")
+    assert "legs/s" in text and "100%" in text, text[-500:]
+    assert "<" in text  # tqdm's "elapsed<remaining" ETA
+
+
+def test_status_finds_the_pbx_db_it_was_synced_from(mirror, cli):
+    code, out, _ = cli("status", "--db", mirror, "--format", "json")
+    info = json.loads(out)
+    assert code == 0 and info["lag_rows"] == 0 and info["cdr_db"].endswith("cdr.db")

@@ -203,6 +203,23 @@ def test_incoming_call(pbx, legs, expected):
            transferred_to=[], recordings=[], start="2024-03-05T10:00:00+03:00", **expected)
 
 
+def test_short_outside_numbers_are_external_when_the_pbx_db_says_so(pbx):
+    """With a PBX DB, internal means an employee extension there — not "at most 4 digits"."""
+    bank = pbx.call("""
+        start    | answer   | end      | src | dst
+        10:00:00 | 10:00:04 | 10:01:04 | 900 | 201
+        """, did=DID)
+    emergency = pbx.call("""
+        start    | answer   | end      | src | dst
+        11:00:00 | 11:00:02 | 11:00:32 | 202 | 112
+        """)
+    pbx.sync()
+    expect(record(pbx, bank), direction="incoming", external_number="900", answered_by="201",
+           line=PROVIDER_NAME)
+    expect(record(pbx, emergency), direction="outgoing", external_number="112",
+           answered_by="202", line=PROVIDER_NAME)
+
+
 def test_employee_mobile_is_an_external_number(pbx):
     """m_Extensions type EXTERNAL (an employee's mobile) is not an internal number."""
     incoming = pbx.call("""
@@ -287,6 +304,20 @@ def test_ring_group_rings_everyone_one_answers(pbx):
            external_number=None, wait_s=9, talk_s=120, duration_s=129, **NOTHING_ELSE)
 
 
+def test_internal_call_to_a_group_nobody_answers_is_not_an_application_call(pbx):
+    """The queue leg is an app leg, but agents rang: the caller did not reach anyone."""
+    linkedid = pbx.call("""
+        start    | end      | src | dst  | dialstatus
+        12:00:00 | 12:00:30 | 205 | 2000 | NOANSWER
+        12:00:00 | 12:00:30 | 205 | 201  | CANCEL
+        12:00:00 | 12:00:30 | 205 | 202  | CANCEL
+        """)
+    pbx.sync()
+    expect(record(pbx, linkedid), direction="internal", status="not_reached", reason="CANCEL",
+           answered_by=None, missed_by=["201", "202"], employees=["201", "202", "205"],
+           wait_s=30, talk_s=0)
+
+
 TWO_DEVICES = {
     # 201's desk phone and softphone ring; the softphone answers.
     "answered on the second device": ("""
@@ -357,14 +388,14 @@ def test_employee_dials_service_numbers(pbx):
 
 def test_blind_transfer(pbx):
     # The transfer row comes from a phone-side REFER: UNIQUEID without `_`, times without
-    # milliseconds; its transfer flag was reset to 0 when the row closed.
-    linkedid = pbx.call("""
-        start               | answer              | end                 | src          | dst | UNIQUEID
-        10:00:00            | 10:00:05            | 10:01:00            | +79161234567 | 201 |
-        2024-03-05 10:01:00 | 2024-03-05 10:01:08 | 2024-03-05 10:03:08 | +79161234567 | 202 | mikopbx-1709622060.77
-        """, did=DID)
+    # milliseconds, no DID; its transfer flag was reset to 0 when the row closed.
+    linkedid = pbx.call(f"""
+        start               | answer              | end                 | src          | dst | UNIQUEID              | did
+        10:00:00            | 10:00:05            | 10:01:00            | +79161234567 | 201 |                       | {DID}
+        2024-03-05 10:01:00 | 2024-03-05 10:01:08 | 2024-03-05 10:03:08 | +79161234567 | 202 | mikopbx-1709622060.77 | ''
+        """)
     pbx.sync()
-    expect(record(pbx, linkedid), direction="incoming", status="transferred",
+    expect(record(pbx, linkedid), direction="incoming", status="transferred", did=DID,
            answered_by="201", transferred_to=["202"], missed_by=[], employees=["201", "202"],
            wait_s=5, talk_s=55 + 120, duration_s=188, end="2024-03-05T10:03:08+03:00")
 
@@ -397,6 +428,36 @@ def test_cancelled_attended_transfer_stays_answered(pbx):
     expect(record(pbx, linkedid), direction="incoming", status="answered", answered_by="201",
            transferred_to=[], missed_by=[], employees=["201", "202"],
            wait_s=5, talk_s=175, duration_s=180)
+
+
+def test_internal_attended_transfer_counts_every_talk(pbx):
+    linkedid = pbx.call("""
+        start    | answer   | end      | src   | dst
+        10:00:00 | 10:00:05 | 10:01:25 | 201   | 202
+        # 202 consults 203, then connects 201 with 203
+        10:01:00 | 10:01:05 | 10:01:25 | 202#2 | 203
+        10:01:25 | 10:01:25 | 10:03:05 | 201   | 203
+        """)
+    pbx.sync()
+    # Internal calls: talk_s is the talk of every leg that talked, the consultation included.
+    expect(record(pbx, linkedid), direction="internal", status="transferred",
+           answered_by="202", transferred_to=["203"], missed_by=[],
+           employees=["201", "202", "203"], external_number=None,
+           wait_s=5, talk_s=80 + 20 + 100, duration_s=185)
+
+
+def test_outgoing_call_transferred_to_a_colleague(pbx):
+    linkedid = pbx.call("""
+        start    | answer   | end      | src         | dst
+        10:00:00 | 10:00:10 | 10:01:10 | 201         | 89161234567
+        # 201 blind-transfers the client to 202
+        10:01:10 | 10:01:15 | 10:02:15 | 89161234567 | 202
+        """)
+    pbx.sync()
+    expect(record(pbx, linkedid), direction="outgoing", status="transferred",
+           answered_by="201", transferred_to=["202"], missed_by=[], employees=["201", "202"],
+           external_number="89161234567", line=PROVIDER_NAME,
+           wait_s=10, talk_s=60 + 60, duration_s=135)
 
 
 def test_forwarding_of_unregistered_extension_is_not_a_transfer(pbx):
@@ -562,9 +623,63 @@ def test_two_missed_calls_returned_by_one_call(pbx):
     pbx.sync()
     assert [c["linkedid"] for c in pbx.calls()] == [back, second, first], "newest first"
     expect(record(pbx, back), status="we_called_back", callback_of=second)
-    expect(record(pbx, first), status="missed", returned_by=back)
-    expect(record(pbx, second), status="missed", returned_by=back)
+    # The client's second (incoming) try is not an attempt of ours to call them back.
+    expect(record(pbx, first), status="missed", returned_by=back, callback_attempts=0)
+    expect(record(pbx, second), status="missed", returned_by=back, callback_attempts=0)
     assert unreturned(pbx) == []
+
+
+@pytest.mark.parametrize("number", ["anonymous", "''"])
+def test_callers_without_a_number_are_not_linked(pbx, number):
+    missed = pbx.call(f"""
+        start    | end      | src      | dst | dialstatus
+        10:00:00 | 10:00:25 | {number} | 201 | CANCEL
+        """, did=DID)
+    other = pbx.call(f"""
+        start    | answer   | end      | src      | dst
+        11:00:00 | 11:00:05 | 11:01:05 | {number} | 202
+        """, did=DID)
+    pbx.sync()
+    # Spec silent: without a number nobody can tell the two callers are the same person.
+    expect(record(pbx, missed), direction="incoming", status="missed", returned_by=None)
+    expect(record(pbx, other), direction="incoming", status="answered", callback_of=None)
+    assert unreturned(pbx) == [missed]
+
+
+def test_late_leg_of_an_old_call_unlinks_its_callback(pbx):
+    call = pbx.build("""
+        start    | answer   | end      | src          | dst | dialstatus
+        10:00:00 |          | 10:00:07 | +79161234567 | 201 | CANCEL
+        10:00:07 | 10:00:07 | 10:02:07 | +79161234567 | 202 | ANSWER
+        """, did=DID)
+    pbx.write(call.rows[:1])
+    later = pbx.call("""
+        start    | answer   | end      | src         | dst
+        12:00:00 | 12:00:05 | 12:03:05 | 89161234567 | 203
+        """, did=DID)
+    pbx.sync()
+    expect(record(pbx, call.linkedid), status="missed", returned_by=later)
+    expect(record(pbx, later), status="client_called_back", callback_of=call.linkedid)
+    # The pickup leg reaches cdr_general late: the first call was answered after all.
+    pbx.write(call.rows[1:])
+    pbx.sync()
+    expect(record(pbx, call.linkedid), status="answered", answered_by="202", returned_by=None)
+    expect(record(pbx, later), status="answered", callback_of=None)
+    assert unreturned(pbx) == []
+
+
+def test_missed_call_arriving_after_its_return_is_linked(pbx):
+    missed = pbx.build(MISSED_AT_10, did=DID)
+    back = pbx.call("""
+        start    | answer   | end      | src          | dst
+        12:00:00 | 12:00:05 | 12:03:05 | +79161234567 | 202
+        """, did=DID)
+    pbx.sync()
+    expect(record(pbx, back), status="answered", callback_of=None)
+    pbx.write(missed.rows)
+    pbx.sync()
+    expect(record(pbx, back), status="client_called_back", callback_of=missed.linkedid)
+    expect(record(pbx, missed.linkedid), status="missed", returned_by=back)
 
 
 DST_WINDOWS = {
@@ -588,9 +703,10 @@ def test_callback_window_is_real_time_across_dst(make_pbx, day1, day2, back_at, 
         {back_at} | 10:30:00 | 10:35:00 | 004915112345678 | 202
         """, day=day2)
     pbx.sync()
-    expect(record(pbx, missed), status="missed", returned_by=back if returned else None)
+    expect(record(pbx, missed), status="missed", external_number="+4915112345678",
+           returned_by=back if returned else None)
     expect(record(pbx, back), status="client_called_back" if returned else "answered",
-           callback_of=missed if returned else None)
+           external_number="004915112345678", callback_of=missed if returned else None)
 
 
 # ---- recordings -------------------------------------------------------------------------------
@@ -650,6 +766,33 @@ def test_call_across_dst_fall_back(make_pbx):
            end="2024-10-27T02:25:05+01:00", talk_s=300, duration_s=305)
 
 
+def test_impossible_billsec_is_replaced_by_the_real_talk(pbx):
+    """A billsec larger than the leg itself cannot be true: the talk is end − answer."""
+    linkedid = pbx.call("""
+        start    | answer   | end      | src          | dst | billsec
+        10:00:00 | 10:00:05 | 10:01:05 | +79161234567 | 201 | 3600
+        """, did=DID)
+    pbx.sync()
+    expect(record(pbx, linkedid), status="answered", talk_s=60, wait_s=5, duration_s=65)
+
+
+def test_talk_that_goes_on_across_the_dst_fall_back(make_pbx):
+    """Answered at 02:01 in the first 02:xx hour, hung up at 02:00:30 in the second one.
+
+    Only one reading is possible: the hang-up comes after the answer, so it is 02:00:30 CET.
+    The PBX's billsec from the strings is −30: the talk is end − answer in real time.
+    """
+    pbx = make_pbx(tz="Europe/Berlin", day="2024-10-27")
+    linkedid = pbx.call("""
+        start    | answer   | end      | src            | dst
+        01:59:00 | 02:01:00 | 02:00:30 | +4915112345678 | 201
+        """, linkedid=linkedid_at("2024-10-26 23:59:00", 21))
+    pbx.sync()
+    expect(record(pbx, linkedid), status="answered", answered_by="201",
+           start="2024-10-27T01:59:00+02:00", end="2024-10-27T02:00:30+01:00",
+           wait_s=120, talk_s=3570, duration_s=3690)
+
+
 # ---- PBX releases and arrival order -----------------------------------------------------------
 
 def test_older_schema_without_names(make_pbx):
@@ -662,6 +805,42 @@ def test_older_schema_without_names(make_pbx):
     expect(rec, direction="incoming", status="answered", answered_by="202",
            missed_by=["201", "203"], talk_s=180, wait_s=31, line=PROVIDER_NAME)
     assert not rec["src_name"], "an outside caller has no name in an older PBX"
+
+
+def test_nulls_where_the_pbx_usually_writes_empty_strings(pbx):
+    """Every cdr_general column is nullable: NULL reads like an empty value."""
+    busy = pbx.call("""
+        start    | answer | end      | src | dst | dst_chan | dialstatus | recordingfile | did
+        10:00:00 | NULL   | 10:00:01 | 201 | 202 | NULL     | BUSY       | NULL          | NULL
+        """)
+    missed = pbx.call("""
+        start    | answer | end      | src          | dst | dialstatus | recordingfile | is_app
+        11:00:00 | NULL   | 11:00:20 | +79161234567 | 203 | NOANSWER   | NULL          | NULL
+        """)
+    answered = pbx.call("""
+        start    | answer   | end      | src          | dst | recordingfile | appname | is_app
+        12:00:00 | 12:00:05 | 12:01:05 | +79037654321 | 204 | NULL          | NULL    | NULL
+        """)
+    pbx.sync()
+    expect(record(pbx, busy), status="not_reached", reason="BUSY", missed_by=[], recordings=[])
+    expect(record(pbx, missed), status="missed", missed_by=["203"], recordings=[])
+    expect(record(pbx, answered), status="answered", answered_by="204", talk_s=60,
+           recordings=[])
+
+
+def test_calls_in_progress_are_not_reported(pbx):
+    """Legs still in the PBX's temporary `cdr` table are not finished calls."""
+    finished = pbx.call("""
+        start    | answer   | end      | src | dst
+        10:00:00 | 10:00:05 | 10:01:05 | 201 | 202
+        """)
+    talking = pbx.build("""
+        start    | answer   | end | src          | dst | work_completed
+        10:05:00 | 10:05:03 | ''  | +79161234567 | 203 | 0
+        """, did=DID)
+    pbx.write(talking.rows, table="cdr")
+    pbx.sync()
+    assert [c["linkedid"] for c in pbx.calls()] == [finished]
 
 
 def test_without_pbx_config_db_short_numbers_are_internal(make_pbx):
@@ -697,7 +876,8 @@ ATTENDED = f"""
     10:01:00 | 10:01:04 | 10:01:30 | 201#2        | 202 | {REC}/consult-201-202.mp3
     10:01:30 | 10:01:30 | 10:04:30 | +79161234567 | 202 | {REC}/transfer-202.mp3
     """
-# Pieces in the order the PBX moves finished legs: (indexes of the legs per batch).
+# Legs in the order the PBX moves them into cdr_general (so their ids), split into the batches
+# the mirror syncs: (indexes of the legs per batch).
 PIECES = {
     "queue: answered agent first": (IVR_QUEUE, [[6], [2, 3, 4], [0, 1, 5, 7]]),
     "queue: one leg at a time, reversed": (IVR_QUEUE, [[7], [6], [5], [4], [3], [2], [1], [0]]),
@@ -709,14 +889,97 @@ PIECES = {
 def test_arrival_in_pieces_gives_the_same_call(make_pbx, legs, batches):
     at_once, in_pieces = make_pbx(), make_pbx()
     call = at_once.build(legs, did=DID)
-    at_once.write(call.rows)
+    # The same PBX table (same move order, same ids) read in one go or batch by batch.
+    at_once.write([call.rows[i] for batch in batches for i in batch])
     at_once.sync()
     for batch in batches:
         in_pieces.write([call.rows[i] for i in batch])
         in_pieces.sync()
+    in_pieces.sync()  # nothing new: changes nothing
     whole = record(at_once, call.linkedid)
     assert whole["direction"] == "incoming" and whole["status"] in ("answered", "transferred")
     assert comparable(record(in_pieces, call.linkedid)) == comparable(whole)
+
+
+# ---- periods and filters ----------------------------------------------------------------------
+
+def test_period_is_read_in_the_pbx_timezone(pbx):
+    late = pbx.call("""
+        start    | answer   | end      | src | dst
+        23:50:00 | 23:50:05 | 23:51:05 | 201 | 202
+        """, day="2024-03-05")
+    # 00:30 in Moscow is still the 5th in UTC: it belongs to the 6th all the same.
+    early = pbx.call("""
+        start    | answer   | end      | src | dst
+        00:30:00 | 00:30:05 | 00:31:05 | 203 | 204
+        """, day="2024-03-06")
+    pbx.sync()
+
+    def period(date_from, date_to):
+        return [c["linkedid"] for c in pbx.calls(date_from=date_from, date_to=date_to)]
+    assert period("2024-03-05", "2024-03-05") == [late]
+    assert period("2024-03-06", "2024-03-06") == [early]
+    assert period("2024-03-05", "2024-03-06") == [early, late]
+    assert period("2024-03-05T23:00:00", "2024-03-06T00:00:00") == [late]
+    expect(record(pbx, early), start="2024-03-06T00:30:00+03:00")
+
+
+def test_filters_narrow_the_list(pbx):
+    queue = pbx.call("""
+        start    | answer   | end      | src          | dst  | dialstatus
+        09:00:00 | 09:00:10 | 09:00:10 | +79031110000 | 2000 | ANSWER
+        09:00:00 |          | 09:00:10 | +79031110000 | 203  | CANCEL
+        09:00:00 | 09:00:10 | 09:00:40 | +79031110000 | 201  | ANSWER
+        """, did=DID)
+    outgoing = pbx.call("""
+        start    | answer   | end      | src | dst
+        10:00:00 | 10:00:10 | 10:02:10 | 202 | 89162220000
+        """)
+    missed = pbx.call("""
+        start    | end      | src          | dst | dialstatus
+        11:00:00 | 11:00:20 | +79033330000 | 203 | CANCEL
+        """, did=DID)
+    internal = pbx.call("""
+        start    | answer   | end      | src | dst
+        12:00:00 | 12:00:02 | 12:00:12 | 201 | 202
+        """)
+    pbx.sync()
+
+    def ids(*filters):
+        return [c["linkedid"] for c in pbx.calls(*filters)]
+    assert ids() == [internal, missed, outgoing, queue]
+    assert ids("--direction", "incoming") == [missed, queue]
+    assert ids("--status", "missed") == [missed]
+    assert ids("--employee", "203") == [missed, queue]
+    assert ids("--min-talk", "60") == [outgoing]
+    assert ids("--direction", "internal", "--min-talk", "5") == [internal]
+    assert ids("--number", "89162220000") == [outgoing]
+    assert ids("--limit", "2") == [internal, missed]
+
+
+def test_number_search_finds_the_client_in_any_format(pbx):
+    missed = pbx.call("""
+        start    | end      | src         | dst | dialstatus
+        09:00:00 | 09:00:20 | 89161234567 | 201 | CANCEL
+        """, did=DID)
+    back = pbx.call("""
+        start    | answer   | end      | src | dst
+        10:00:00 | 10:00:10 | 10:02:10 | 202 | +79161234567
+        """)
+    again = pbx.call("""
+        start    | answer   | end      | src        | dst
+        11:00:00 | 11:00:05 | 11:01:05 | 9161234567 | 203
+        """, did=DID)
+    pbx.call("""
+        start    | answer   | end      | src          | dst
+        12:00:00 | 12:00:05 | 12:01:05 | +79037654321 | 204
+        """, did=DID)
+    pbx.sync()
+    # Spec silent on search: a supervisor looking up a client's number expects every call of
+    # that client, whichever of the formats the match key equates (+7 916…, 8916…, 916…).
+    for typed in ("+79161234567", "89161234567"):
+        found = [c["linkedid"] for c in pbx.calls("--number", typed)]
+        assert found == [again, back, missed], typed
 
 
 # ---- bad input ----------------------------------------------------------------------------------
@@ -731,7 +994,8 @@ def test_sync_refuses_a_missing_cdr_db(pbx, tmp_path):
     assert rc != 0 and one_readable_line(err), err
 
 
-@pytest.mark.parametrize("content", ["not a database at all\n", "sqlite without cdr_general"])
+@pytest.mark.parametrize("content", ["not a database at all\n", "sqlite without cdr_general"],
+                         ids=["text file", "foreign sqlite file"])
 def test_sync_refuses_a_file_that_is_not_a_pbx_cdr_db(pbx, tmp_path, content):
     bogus = tmp_path / "bogus.db"
     if content.startswith("sqlite"):
