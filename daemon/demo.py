@@ -208,9 +208,9 @@ def _employees(rng: random.Random) -> tuple[Employee, ...]:
         number = str(201 + i)
         mobile = f"79{rng.randrange(10 ** 9):09d}" if rng.random() < 0.4 else ""
         language = "en-en" if name[0] < "А" else "ru-ru"
-        employees.append(Employee(user_id=i + 1, number=number, name=name,
-                                  email=f"{number}@demo-pbx.example", language=language,
-                                  mobile=mobile, sip_uniqid=f"SIP-PHONE-{rng.getrandbits(64):016X}"))
+        employees.append(Employee(
+            user_id=i + 1, number=number, name=name, email=f"{number}@demo-pbx.example",
+            language=language, mobile=mobile, sip_uniqid=f"SIP-PHONE-{rng.getrandbits(64):016X}"))
     return tuple(employees)
 
 
@@ -234,9 +234,12 @@ def _providers(rng: random.Random) -> tuple[Provider, ...]:
     return tuple(
         Provider(uniqid=f"SIP-TRUNK-{rng.getrandbits(32):08X}", name=name, host=host,
                  number_prefix=prefix,
-                 dids=tuple(f"7{rng.choice(('495', '499', '812', '800'))}{rng.randrange(10 ** 7):07d}"
-                            for _ in range(rng.randint(1, 3))))
+                 dids=tuple(_did(rng) for _ in range(rng.randint(1, 3))))
         for (name, host), prefix in zip(chosen, prefixes))
+
+
+def _did(rng: random.Random) -> str:
+    return f"7{rng.choice(('495', '499', '812', '800'))}{rng.randrange(10 ** 7):07d}"
 
 
 def _callers(rng: random.Random) -> tuple[Caller, ...]:
@@ -654,7 +657,8 @@ class DemoPbx:
             "start": start_text, "endtime": fmt(end_wall), "answer": answer_text,
             "src_chan": src.chan, "src_num": src.num, "dst_chan": dst.chan, "dst_num": dst.num,
             "UNIQUEID": uniqueid, "linkedid": call.linkedid, "did": call.did,
-            "disposition": "ANSWERED" if billsec > 0 else _KEPT_DISPOSITIONS.get(status, "NOANSWER"),
+            "disposition": ("ANSWERED" if billsec > 0
+                            else _KEPT_DISPOSITIONS.get(status, "NOANSWER")),
             "recordingfile": recording, "from_account": src.account, "to_account": dst.account,
             "dialstatus": status, "appname": appname, "transfer": 0, "is_app": "1" if app else "",
             "duration": max(0, end_wall // 1000 - start_wall // 1000), "billsec": billsec,
@@ -996,6 +1000,10 @@ class _CdrWriter:
         conn.close()
 
 
+_INSERT_SIP = ("INSERT INTO m_Sip (uniqid, disabled, extension, type, host, port, username, "
+               "secret, description) VALUES (?, '0', ?, ?, ?, 5060, ?, ?, ?)")
+
+
 def write_config_db(path: pathlib.Path, directory: Directory, timezone: str) -> None:
     """The PBX config DB: users, extensions, SIP peers and trunks, providers, settings."""
     conn = create(str(path), PBX_CONFIG_DDL)
@@ -1004,17 +1012,15 @@ def write_config_db(path: pathlib.Path, directory: Directory, timezone: str) -> 
             conn.execute("INSERT INTO m_Users (id, email, username, language, avatar) "
                          "VALUES (?, ?, ?, ?, '')", (e.user_id, e.email, e.name, e.language))
             _insert_extension(conn, e.number, "SIP", e.name, e.user_id, general=True)
-            conn.execute("INSERT INTO m_Sip (uniqid, disabled, extension, type, host, port, "
-                          "username, secret, description) VALUES (?, '0', ?, 'peer', '', 5060, ?, ?, ?)",
-                          (e.sip_uniqid, e.number, e.number, _fake_secret(e.sip_uniqid), e.name))
+            conn.execute(_INSERT_SIP, (e.sip_uniqid, e.number, "peer", "", e.number,
+                                       _fake_secret(e.sip_uniqid), e.name))
             if e.mobile:
                 _insert_extension(conn, e.mobile, "EXTERNAL", e.name, e.user_id, general=False)
         for app in directory.applications:
             _insert_extension(conn, app.number, app.type, app.name, None, general=False)
         for p in directory.providers:
-            conn.execute("INSERT INTO m_Sip (uniqid, disabled, extension, type, host, port, "
-                         "username, secret, description) VALUES (?, '0', '', 'friend', ?, 5060, ?, ?, ?)",
-                         (p.uniqid, p.host, p.dids[0], _fake_secret(p.uniqid), p.name))
+            conn.execute(_INSERT_SIP, (p.uniqid, "", "friend", p.host, p.dids[0],
+                                       _fake_secret(p.uniqid), p.name))
             conn.execute("INSERT INTO m_Providers (uniqid, type, sipuid, iaxuid, note) "
                          "VALUES (?, 'SIP', ?, '', ?)", (p.uniqid, p.uniqid, p.name))
         conn.executemany("INSERT INTO m_PbxSettings (key, value) VALUES (?, ?)", (

@@ -225,8 +225,8 @@ def test_config_db_has_employees_trunks_and_services(pbx):
     assert users == {u for _, u in sip}
     peers = conn.execute("SELECT extension FROM m_Sip WHERE type = 'peer'").fetchall()
     assert sorted(n for (n,) in peers) == sorted(n for n, _ in sip)
-    trunks = conn.execute("SELECT s.uniqid, s.description, p.note FROM m_Sip s "
-                          "JOIN m_Providers p ON p.sipuid = s.uniqid WHERE s.type = 'friend'").fetchall()
+    trunks = conn.execute("SELECT s.uniqid, s.description, p.note FROM m_Sip s JOIN m_Providers p "
+                          "ON p.sipuid = s.uniqid WHERE s.type = 'friend'").fetchall()
     assert 2 <= len(trunks) <= 3
     assert all(re.fullmatch(r"SIP-TRUNK-[0-9A-F]{8}", u) and d == n for u, d, n in trunks)
     settings = dict(conn.execute("SELECT key, value FROM m_PbxSettings"))

@@ -31,29 +31,39 @@ def pbx_copy(demo_pbx, tmp_path):
 def test_kill_9_at_random_moments_then_restart_gives_the_clean_mirror(tmp_path):
     from daemon import demo
     pbx = tmp_path / "pbx"
-    demo.generate(pbx, 15_000, seed=99, recordings_limit=0)
+    demo.generate(pbx, 20_000, seed=99, recordings_limit=0)
 
     def command(db):
         return [sys.executable, "-m", "daemon.cli",
                 *map(str, sync_args(pbx, db, "--batch-rows", "200"))]
 
     clean = tmp_path / "clean.db"
+    started = time.monotonic()
     subprocess.run(command(clean), cwd=ROOT, check=True)
+    full_run = time.monotonic() - started
     db = tmp_path / "module.db"
     rng = random.Random(20261123)
     kills = 0
+    cursors = set()
     for _ in range(40):
         proc = subprocess.Popen(command(db), cwd=ROOT, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE)
-        time.sleep(rng.uniform(0.3, 0.7))            # start-up, then somewhere mid-batch
+        # Anywhere from start-up to a slice of the work: every run dies, most mid-batch.
+        time.sleep(rng.uniform(0.15, 0.25 + full_run / 25))
         if proc.poll() is not None:
             break                                      # it finished: the backfill is done
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         kills += 1
         # The mirror is a valid database after every kill.
-        assert sqlite3.connect(db).execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        conn = sqlite3.connect(db)
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'sync_state'").fetchone():
+            cursors |= {v for (v,) in conn.execute(
+                "SELECT value FROM sync_state WHERE key = 'cursor'")}
+        conn.close()
     assert kills >= 10, f"only {kills} runs were killed mid-way"
+    assert len(cursors) >= 5, f"kills landed at only {len(cursors)} points of the backfill"
     assert run_extcdr(*sync_args(pbx, db)).returncode == 0
     assert dump(db) == dump(clean)
 
