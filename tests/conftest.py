@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from datetime import date
 import shutil
 import subprocess
 import sys
@@ -55,7 +56,7 @@ def demo_pbx(tmp_path_factory) -> Path:
     """A generated demo PBX (a few thousand calls of every scenario), shared by the session."""
     from daemon import demo
     out = tmp_path_factory.mktemp("demo-pbx")
-    demo.generate(out, 3_000, seed=7)
+    demo.generate(out, 3_000, seed=7, end_day=date(2024, 10, 31))  # a DST change inside
     return out
 
 
