@@ -42,3 +42,10 @@ def test_one_leg_at_a_time_gives_the_same_mirror(demo_pbx, demo_reference, tmp_p
         sync_once(cdr, demo_pbx / "mikopbx.db", db)
     sync_once(cdr, demo_pbx / "mikopbx.db", whole)
     assert dump(db) == dump(whole)
+
+
+def test_demo_holds_a_call_across_the_dst_fall_back(demo_reference):
+    """The arrival tests above cover the repeated hour: a leg there has a negative billsec."""
+    cols, rows = demo_reference["rows"]
+    billsec = cols.index("billsec")
+    assert any(row[billsec] is not None and row[billsec] < 0 for row in rows)
