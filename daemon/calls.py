@@ -247,6 +247,14 @@ class _Party:
         return self.directory.employee_of(leg.src_num, leg.src_chan)
 
 
+def calls_of(legs: list[Leg], directory: Directory) -> list[Call]:
+    """Classify legs grouped by linkedid (a call per linkedid, from these legs only)."""
+    by_call: dict[str, list[Leg]] = {}
+    for leg in legs:
+        by_call.setdefault(leg.linkedid, []).append(leg)
+    return [classify(call_legs, directory) for call_legs in by_call.values()]
+
+
 def _direction(first: Leg, directory: Directory) -> str:
     if not directory.is_employee(first.src_num):
         return "incoming"

@@ -154,6 +154,12 @@ def leg_from_row(row: tuple, clock: PbxClock) -> Leg | None:
         billsec if type(billsec) is int else _int(billsec))
 
 
+def legs_from_rows(rows: list[tuple], clock: PbxClock) -> list[Leg]:
+    """The legs of these rows (rows without any time are skipped)."""
+    legs = [leg_from_row(row, clock) for row in rows]
+    return [leg for leg in legs if leg is not None]
+
+
 # --- the PBX configuration DB ------------------------------------------------------------------
 
 @dataclass

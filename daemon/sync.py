@@ -1,19 +1,24 @@
 """Brings the mirror up to date with the PBX: new rows by `id` cursor, changed linkedids, the
 callbacks those calls touch. No full rebuild; the cursor commits with the rows it covers.
+
+A batch goes: PBX rows -> legs -> calls classified from the batch's legs (pure) -> staged rows
+-> merged into module.db by the single writer, which re-classifies calls whose other legs it
+already had and re-links the callbacks around every touched call, all in one transaction.
 """
 from __future__ import annotations
 
 import gc
 import logging
+import os
 from contextlib import contextmanager
-from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
-from daemon.calls import Call, Leg, classify, link_callbacks
+from daemon import backfill
+from daemon.calls import calls_of, classify, link_callbacks
 from daemon.pbxtime import PbxClock
-from daemon.source import CdrReader, CdrSource, PbxConfig, leg_from_row
+from daemon.source import CdrReader, CdrSource, PbxConfig, legs_from_rows
 from db.store import Store
 
 log = logging.getLogger("extcdr.sync")
@@ -27,56 +32,8 @@ class SyncOptions:
     batch_rows: int = 20_000
     # Rows before the cursor that are re-read each pass: the PBX updates rows after insert.
     trailing_rows: int = 2_000
-
-
-@dataclass
-class _Batch:
-    legs: list[Leg]
-    calls: list[Call]
-    legs_by_call: dict[str, dict[str, Leg]]   # every leg of every call in `calls`
-
-
-class _Writer:
-    """Commits prepared batches on its own thread and connection, one batch at a time, at
-    most two behind the reader; the first error is raised in the caller's thread."""
-
-    def __init__(self, sync: "Sync"):
-        self.sync = sync
-        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="extcdr-writer")
-        self.pending: deque = deque()            # (future, batch)
-        self.store: Store | None = None
-
-    @property
-    def in_flight(self) -> list[dict[str, dict[str, Leg]]]:
-        """Legs of batches submitted but perhaps not committed yet."""
-        return [batch.legs_by_call for _, batch in self.pending]
-
-    def commit(self, batch: _Batch, cursor_row: tuple) -> None:
-        while len(self.pending) >= 2:
-            future, _ = self.pending.popleft()
-            future.result()
-        self.pending.append((self.pool.submit(self._commit, batch, cursor_row), batch))
-
-    def _commit(self, batch: _Batch, cursor_row: tuple) -> None:
-        if self.store is None:  # peewee gives this thread its own connection
-            self.store = Store(self.sync.store.db)
-        self.sync._commit(self.store, batch, cursor_row)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, exc_type, *exc):
-        try:
-            while self.pending:
-                future, _ = self.pending.popleft()
-                if exc_type is None:
-                    future.result()
-                else:
-                    future.cancel() or future.exception()
-        finally:
-            if self.store is not None:
-                self.pool.submit(self.store.db.close).result()
-            self.pool.shutdown()
+    # Worker processes that classify ranges in parallel when many rows are pending.
+    workers: int = min(2, os.cpu_count() or 1)
 
 
 @contextmanager
@@ -111,8 +68,8 @@ class Sync:
     def catch_up(self, progress: Callable[[int, int], None] | None = None) -> int:
         """Read every new row, then re-check the trailing window; returns rows read.
 
-        Batches are pipelined: while a writer thread commits batch N (SQLite works without
-        the GIL), this thread reads and classifies batch N+1 — a backfill uses both cores.
+        Many pending rows are classified by worker processes in parallel (see `backfill`);
+        the last few batches, and every live update, go through `step()`.
         """
         with self.store.batch():
             self.store.replace_directory(self.config.directory.employees, self.config.groups)
@@ -120,21 +77,18 @@ class Sync:
                                  cdr_db=str(self.source.path.resolve()),
                                  number_match_digits=self.config.directory.number_match_digits)
         total = 0
-        with _no_cycle_collection(), _Writer(self) as writer:
-            cursor = None
-            while True:
-                with self.source.reading() as reader:
-                    if cursor is None:
-                        cursor = self._cursor(reader)
-                    rows = reader.rows_after(cursor, self.options.batch_rows)
-                    pending = max(0, reader.max_id() - rows[-1][0]) if rows else 0
-                if not rows:
-                    break
-                writer.commit(self._prepare(self._legs(rows), writer.in_flight), rows[-1])
-                cursor = rows[-1][0]
-                total += len(rows)
-                if progress:
-                    progress(len(rows), pending)
+        while True:
+            with self.source.reading() as reader:
+                cursor, last = self._cursor(reader), reader.max_id()
+            if self.options.workers > 1 and last - cursor > 4 * self.options.batch_rows:
+                total += self._parallel(cursor, last, progress)
+                continue
+            read, pending = self.step()
+            total += read
+            if progress:
+                progress(read, pending)
+            if not read:
+                break
         self.recheck_tail()
         return total
 
@@ -145,8 +99,7 @@ class Sync:
             rows = reader.rows_after(cursor, self.options.batch_rows)
             if not rows:
                 return 0, 0
-            batch = self._prepare(self._legs(rows))
-            self._commit(self.store, batch, cursor_row=rows[-1])
+            self._apply(rows, cursor_row=(rows[-1][0], rows[-1][1] or ""))
             return len(rows), max(0, reader.max_id() - rows[-1][0])
 
     def recheck_tail(self) -> int:
@@ -181,62 +134,75 @@ class Sync:
                                  resyncs=int(state.get("resyncs", 0)) + 1)
         return 0
 
+    def _parallel(self, cursor: int, last: int, progress) -> int:
+        """Catch up to row `last` with worker processes; returns rows read."""
+        total = 0
+        with _no_cycle_collection():
+            for staged in backfill.staged_ranges(
+                    self.source, self.clock, self.config.directory, cursor, last,
+                    self.options.batch_rows, self.options.workers):
+                if staged.path is not None:
+                    with self.store.attached(staged.path) as schema:
+                        self._commit(schema, staged.last_row)
+                    Path(staged.path).unlink()
+                total += staged.rows
+                if progress:
+                    progress(staged.rows, max(0, last - cursor - total))
+        return total
+
     def _apply_changed(self, rows: list[tuple]) -> int:
-        legs = self._legs(rows)
+        legs = legs_from_rows(rows, self.clock)
         known = self.store.legs_of({leg.linkedid for leg in legs})
         mirrored = {leg.uniqueid: leg for group in known.values() for leg in group}
         changed = [leg for leg in legs if mirrored.get(leg.uniqueid) != leg]
         if changed:
-            self._commit(self.store, self._prepare(changed))
+            self._apply_legs(changed)
         return len(changed)
 
-    def _legs(self, rows: list[tuple]) -> list[Leg]:
-        legs = [leg_from_row(row, self.clock) for row in rows]
-        return [leg for leg in legs if leg is not None]
+    def _apply(self, rows: list[tuple], cursor_row: tuple) -> None:
+        self._apply_legs(legs_from_rows(rows, self.clock), cursor_row)
 
-    def _prepare(self, legs: list[Leg], in_flight=()) -> _Batch:
-        """Classify every call these legs belong to, with the call's other legs from the
-        mirror and from batches still being committed (`in_flight`)."""
-        linkedids = {leg.linkedid for leg in legs}
-        by_call: dict[str, dict[str, Leg]] = {}
-        for linkedid, mirrored in self.store.legs_of(linkedids).items():
-            by_call[linkedid] = {leg.uniqueid: leg for leg in mirrored}
-        for earlier in in_flight:
-            for linkedid in linkedids & earlier.keys():
-                by_call.setdefault(linkedid, {}).update(earlier[linkedid])
-        for leg in legs:
-            by_call.setdefault(leg.linkedid, {})[leg.uniqueid] = leg
-        directory = self.config.directory
-        calls = [classify(list(call_legs.values()), directory) for call_legs in by_call.values()]
-        return _Batch(legs, calls, by_call)
+    def _apply_legs(self, legs, cursor_row: tuple | None = None) -> None:
+        with self.store.batch():
+            schema = self.store.stage(legs, calls_of(legs, self.config.directory))
+            self._merge(schema, cursor_row)
 
-    def _commit(self, store: Store, batch: _Batch, cursor_row: tuple | None = None) -> None:
-        """Write a batch, re-link the callbacks it touches and move the cursor: one transaction."""
-        with store.batch():
-            store.upsert_legs(batch.legs)
-            before = store.call_spans(batch.legs_by_call.keys())
-            store.upsert_calls(batch.calls, existing={lid: s[0] for lid, s in before.items()})
-            self._relink(store, batch.calls, [span[1:] for span in before.values()])
-            if cursor_row is not None:
-                store.set_state(cursor=cursor_row[0], cursor_uniqueid=cursor_row[1] or "")
+    def _commit(self, schema: str, cursor_row: tuple | None) -> None:
+        with self.store.batch():
+            self._merge(schema, cursor_row)
 
-    def _relink(self, store: Store, calls: list[Call], before) -> None:
-        """Recompute callback links near every touched call, on its old and new number."""
-        spans: dict[str, list[int]] = {}
-        for key, start, end in [(c.ext_key, c.start, c.end) for c in calls] + list(before):
+    def _merge(self, schema: str, cursor_row: tuple | None) -> None:
+        """Merge a staged batch, complete the calls it only partly had, re-link callbacks and
+        move the cursor (inside the caller's transaction)."""
+        store = self.store
+        before = store.merge(schema)
+        linkedids = store.staged_linkedids(schema)
+        partial = store.spanning(schema)
+        if partial:
+            directory = self.config.directory
+            complete = [classify(legs, directory) for legs in store.legs_of(partial).values()]
+            before += store.merge(store.stage([], complete))
+        self._relink(before + store.spans(linkedids))
+        if cursor_row is not None:
+            store.set_state(cursor=cursor_row[0], cursor_uniqueid=cursor_row[1])
+
+    def _relink(self, spans: list[tuple[str | None, int, int]]) -> None:
+        """Recompute callback links near every touched call (old and new number and time)."""
+        by_key: dict[str, list[int]] = {}
+        for key, start, end in spans:
             if key:
-                lo_hi = spans.setdefault(key, [start, end])
+                lo_hi = by_key.setdefault(key, [start, end])
                 lo_hi[0], lo_hi[1] = min(lo_hi[0], start), max(lo_hi[1], end)
-        if not spans:
+        if not by_key:
             return
-        lo = min(s[0] for s in spans.values()) - 2 * self.reach_ms
-        hi = max(s[1] for s in spans.values()) + 2 * self.reach_ms
+        lo = min(s[0] for s in by_key.values()) - 2 * self.reach_ms
+        hi = max(s[1] for s in by_key.values()) + 2 * self.reach_ms
         changed = {}
-        for key, entries in store.callback_context(spans.keys(), lo, hi).items():
-            key_lo, key_hi = spans[key][0] - self.reach_ms, spans[key][1] + self.reach_ms
+        for key, entries in self.store.callback_context(by_key.keys(), lo, hi).items():
+            key_lo, key_hi = by_key[key][0] - self.reach_ms, by_key[key][1] + self.reach_ms
             links = link_callbacks([facts for facts, _ in entries], self.window_ms)
             for facts, current in entries:
                 new = links[facts.linkedid]
                 if key_lo <= facts.start <= key_hi and new != current:
                     changed[facts.linkedid] = new
-        store.update_links(changed)
+        self.store.update_links(changed)

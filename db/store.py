@@ -1,27 +1,19 @@
-"""The single writer of module.db: batched upserts of legs and calls, callback links, state.
+"""The single writer of module.db: merges staged batches, links callbacks, keeps sync state.
 
-The hot path of a backfill, so it talks SQL through the peewee-managed sqlite3 connection
-with `executemany`; reads for pages and the CLI go through `db.queries`.
+Batches arrive as rows in a staging schema (`db.staging`) and are merged with INSERT … SELECT,
+so the writer spends no Python time per row; reads for pages and the CLI go through
+`db.queries`.
 """
 from __future__ import annotations
 
-import json
 from contextlib import contextmanager
-from dataclasses import fields
-from operator import attrgetter
 
 from peewee import SqliteDatabase
 
 from daemon.calls import Call, CallbackFacts, CallbackLinks, Leg
+from db import staging
+from db.staging import CALL_COLUMNS, LEG_COLUMNS
 
-LEG_FIELDS = [f.name for f in fields(Leg) if f.init]
-_LEG_COLUMNS = [name if name not in ("start", "answer", "end") else f"{name}_ms"
-                for name in LEG_FIELDS]
-_CALL_COLUMNS = ("linkedid", "start_ms", "end_ms", "direction", "status", "reason", "answered",
-                 "src", "src_name", "dst", "dst_name", "external_number", "ext_key", "did",
-                 "line", "answered_by", "missed_by", "transferred_to", "employees", "wait_s",
-                 "talk_s", "duration_s", "recordings", "leg_count")
-_leg_row = attrgetter(*LEG_FIELDS)
 _CHUNK = 900  # stays under SQLite's bound-parameter limit
 
 
@@ -36,6 +28,10 @@ class Store:
     def __init__(self, db: SqliteDatabase):
         self.db = db
         self.conn = db.connection()
+        if not self.conn.execute(
+                "SELECT 1 FROM pragma_database_list WHERE name = 'scratch'").fetchone():
+            self.conn.execute("ATTACH DATABASE ':memory:' AS scratch")
+            staging.create(self.conn, "scratch")
 
     @contextmanager
     def batch(self):
@@ -52,7 +48,7 @@ class Store:
 
     def legs_of(self, linkedids) -> dict[str, list[Leg]]:
         found: dict[str, list[Leg]] = {}
-        cols = ", ".join(_LEG_COLUMNS)
+        cols = ", ".join(LEG_COLUMNS)
         for chunk in _chunks(list(linkedids)):
             marks = ",".join("?" * len(chunk))
             for row in self.conn.execute(
@@ -61,58 +57,71 @@ class Store:
                 found.setdefault(leg.linkedid, []).append(leg)
         return found
 
-    def upsert_legs(self, legs: list[Leg]) -> None:
-        cols = ", ".join(_LEG_COLUMNS)
-        marks = ", ".join("?" * len(_LEG_COLUMNS))
-        updates = ", ".join(f"{c} = excluded.{c}" for c in _LEG_COLUMNS if c != "uniqueid")
-        self.conn.executemany(
-            f"INSERT INTO leg ({cols}) VALUES ({marks}) "
-            f"ON CONFLICT (uniqueid) DO UPDATE SET {updates}",
-            map(_leg_row, legs))
-
     # --- calls ---------------------------------------------------------------------------------
 
-    def call_spans(self, linkedids) -> dict[str, tuple[int, str | None, int, int]]:
-        """linkedid -> (id, ext_key, start, end) of calls already mirrored."""
-        spans = {}
+    @contextmanager
+    def attached(self, path: str, schema: str = "batch"):
+        """A staged batch in a scratch file (from a worker), readable as `schema`."""
+        self.conn.execute("ATTACH DATABASE ? AS " + schema, (path,))
+        try:
+            yield schema
+        finally:
+            self.conn.execute("DETACH DATABASE " + schema)
+
+    def stage(self, legs: list[Leg], calls: list[Call]) -> str:
+        """Stage rows in the in-memory scratch schema (replacing what it held)."""
+        staging.clear(self.conn, "scratch")
+        staging.stage(self.conn, legs, calls, "scratch")
+        return "scratch"
+
+    def merge(self, schema: str) -> list[tuple[str | None, int, int]]:
+        """Upsert the staged legs and calls (with their employees and numbers); returns the
+        (ext_key, start, end) the replaced calls had before."""
+        conn = self.conn
+        replaced = f"SELECT c.id FROM {schema}.call s JOIN call c ON c.linkedid = s.linkedid"
+        before = conn.execute(
+            f"SELECT c.ext_key, c.start_ms, c.end_ms FROM {schema}.call s "
+            f"JOIN call c ON c.linkedid = s.linkedid").fetchall()
+        leg_cols = ", ".join(LEG_COLUMNS)
+        conn.execute(
+            f"INSERT INTO leg ({leg_cols}) SELECT {leg_cols} FROM {schema}.leg WHERE true "
+            f"ON CONFLICT (uniqueid) DO UPDATE SET "
+            + ", ".join(f"{c} = excluded.{c}" for c in LEG_COLUMNS if c != "uniqueid"))
+        if before:
+            conn.execute(f"DELETE FROM call_employee WHERE call_id IN ({replaced})")
+            conn.execute(f"DELETE FROM call_number WHERE rowid IN ({replaced})")
+        call_cols = ", ".join(CALL_COLUMNS)
+        conn.execute(
+            f"INSERT INTO call ({call_cols}) SELECT {call_cols} FROM {schema}.call WHERE true "
+            f"ON CONFLICT (linkedid) DO UPDATE SET "
+            + ", ".join(f"{c} = excluded.{c}" for c in CALL_COLUMNS if c != "linkedid"))
+        conn.execute(
+            f"INSERT OR IGNORE INTO call_employee (extension, start_ms, call_id) "
+            f"SELECT e.extension, e.start_ms, c.id FROM {schema}.employee e "
+            f"JOIN call c ON c.linkedid = e.linkedid")
+        conn.execute(
+            f"INSERT INTO call_number (rowid, numbers) SELECT c.id, n.numbers "
+            f"FROM {schema}.number n JOIN call c ON c.linkedid = n.linkedid")
+        return before
+
+    def staged_linkedids(self, schema: str) -> list[str]:
+        return [lid for (lid,) in self.conn.execute(f"SELECT linkedid FROM {schema}.call")]
+
+    def spanning(self, schema: str) -> list[str]:
+        """Staged calls classified without some of their legs (those legs came in earlier
+        batches, or in a batch staged at the same time)."""
+        return [lid for (lid,) in self.conn.execute(
+            f"SELECT s.linkedid FROM {schema}.call s "
+            f"WHERE s.leg_count < (SELECT count(*) FROM leg l WHERE l.linkedid = s.linkedid)")]
+
+    def spans(self, linkedids) -> list[tuple[str | None, int, int]]:
+        """(ext_key, start, end) of these calls."""
+        spans = []
         for chunk in _chunks(list(linkedids)):
-            marks = ",".join("?" * len(chunk))
-            for linkedid, *span in self.conn.execute(
-                    f"SELECT linkedid, id, ext_key, start_ms, end_ms FROM call "
-                    f"WHERE linkedid IN ({marks})", chunk):
-                spans[linkedid] = tuple(span)
+            spans += self.conn.execute(
+                f"SELECT ext_key, start_ms, end_ms FROM call "
+                f"WHERE linkedid IN ({','.join('?' * len(chunk))})", chunk).fetchall()
         return spans
-
-    def upsert_calls(self, calls: list[Call], existing: dict[str, int]) -> None:
-        """Write calls (base fields), their employees and their searchable numbers.
-
-        `existing` maps the linkedids already mirrored to their ids; new calls get the next
-        ids explicitly (this is the only writer, inside its transaction), which spares a
-        look-up of every id after the insert.
-        """
-        cols = ", ".join(_CALL_COLUMNS)
-        marks = ", ".join("?" * len(_CALL_COLUMNS))
-        new = [c for c in calls if c.linkedid not in existing]
-        known = [c for c in calls if c.linkedid in existing]
-        next_id = self.conn.execute("SELECT coalesce(max(id), 0) + 1 FROM call").fetchone()[0]
-        ids = dict(existing)
-        ids.update((c.linkedid, next_id + i) for i, c in enumerate(new))
-        self.conn.executemany(
-            f"INSERT INTO call (id, {cols}) VALUES (?, {marks})",
-            ((ids[c.linkedid], *_call_row(c)) for c in new))
-        if known:
-            self.conn.executemany(
-                f"UPDATE call SET ({cols}) = ({marks}) WHERE id = ?",
-                ((*_call_row(c), ids[c.linkedid]) for c in known))
-            stale = [(ids[c.linkedid],) for c in known]
-            self.conn.executemany("DELETE FROM call_employee WHERE call_id = ?", stale)
-            self.conn.executemany("DELETE FROM call_number WHERE rowid = ?", stale)
-        self.conn.executemany(
-            "INSERT OR IGNORE INTO call_employee (extension, start_ms, call_id) VALUES (?, ?, ?)",
-            ((ext, c.start, ids[c.linkedid]) for c in calls for ext in c.employees))
-        self.conn.executemany(
-            "INSERT INTO call_number (rowid, numbers) VALUES (?, ?)",
-            ((ids[c.linkedid], _searchable_numbers(c)) for c in calls))
 
     def callback_context(self, keys, lo: int, hi: int):
         """(facts, current links) of calls with these external keys starting in [lo, hi].
@@ -173,25 +182,3 @@ def _base_status(direction: str, answered: bool, status: str, transferred_to: st
     if status in ("client_called_back", "we_called_back"):
         return "transferred" if transferred_to != "[]" else "answered"
     return status
-
-
-def _json_list(values: list[str]) -> str:
-    return json.dumps(values) if values else "[]"
-
-
-def _call_row(call: Call) -> tuple:
-    return (call.linkedid, call.start, call.end, call.direction, call.status, call.reason,
-            int(call.answered), call.src, call.src_name, call.dst, call.dst_name,
-            call.external_number, call.ext_key, call.did, call.line, call.answered_by,
-            _json_list(call.missed_by), _json_list(call.transferred_to),
-            _json_list(call.employees), call.wait_s, call.talk_s, call.duration_s,
-            _json_list(call.recordings), call.leg_count)
-
-
-_DIGITS_ONLY = str.maketrans("", "", "+-() .#*")
-
-
-def _searchable_numbers(call: Call) -> str:
-    """Every number of the call as bare digits (searches are digits too)."""
-    numbers = {call.src, call.dst, call.external_number or "", call.did or "", *call.employees}
-    return " ".join(sorted({n.translate(_DIGITS_ONLY) for n in numbers} - {""}))

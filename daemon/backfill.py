@@ -1,0 +1,77 @@
+"""Parallel staging for a long catch-up: worker processes read id ranges of `cdr_general`,
+classify them and write each range's rows to a scratch SQLite file; the single writer merges
+the files in id order (`Sync.catch_up`). Classification is pure, so ranges are independent;
+a call whose legs straddle two ranges is re-classified by the writer at merge time.
+"""
+from __future__ import annotations
+
+import multiprocessing
+import sqlite3
+import tempfile
+from collections import deque
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Iterator, NamedTuple
+
+from daemon.calls import Directory, calls_of
+from daemon.pbxtime import PbxClock
+from daemon.source import CdrSource, legs_from_rows
+from db import staging
+
+# Worker process state, set once per worker by `_start_worker`.
+_worker: dict = {}
+
+
+class StagedRange(NamedTuple):
+    path: str | None          # scratch DB with the staged rows; None for a range without rows
+    rows: int
+    last_row: tuple | None    # (id, UNIQUEID) of the range's last row: the cursor after it
+
+
+def _start_worker(cdr_path: str, busy_timeout_ms: int, tz_name: str,
+                  directory: Directory) -> None:
+    _worker.update(source=CdrSource(cdr_path, busy_timeout_ms), clock=PbxClock(tz_name),
+                   directory=directory)
+
+
+def _stage_range(first_id: int, last_id: int, scratch_dir: str) -> StagedRange:
+    import gc
+    gc.disable()  # short-lived acyclic objects only; the process ends with the pool
+    with _worker["source"].reading() as reader:
+        rows = reader.rows_between(first_id, last_id)
+    if not rows:
+        return StagedRange(None, 0, None)
+    legs = legs_from_rows(rows, _worker["clock"])
+    calls = calls_of(legs, _worker["directory"])
+    path = str(Path(scratch_dir) / f"batch-{first_id}.db")
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode = OFF")
+    conn.execute("PRAGMA synchronous = OFF")
+    conn.execute("BEGIN")
+    staging.create(conn)
+    staging.stage(conn, legs, calls)
+    conn.execute("COMMIT")
+    conn.close()
+    return StagedRange(path, len(rows), (rows[-1][0], rows[-1][1] or ""))
+
+
+def staged_ranges(source: CdrSource, clock: PbxClock, directory: Directory, after: int,
+                  last: int, batch_rows: int, workers: int) -> Iterator[StagedRange]:
+    """Stage the rows with `after < id <= last`, in id order, `workers` ranges at a time.
+
+    The scratch files live in a temporary directory removed when the generator ends.
+    """
+    context = multiprocessing.get_context("spawn")  # no SQLite handle crosses a fork
+    with tempfile.TemporaryDirectory(prefix="extcdr-backfill-") as scratch, \
+            ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker,
+                                initargs=(str(source.path), source.busy_timeout_ms,
+                                          clock.tz_name, directory)) as pool:
+        starts = iter(range(after + 1, last + 1, batch_rows))
+        pending: deque = deque()
+        for first in starts:
+            pending.append(pool.submit(
+                _stage_range, first, min(first + batch_rows - 1, last), scratch))
+            if len(pending) > workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
