@@ -61,7 +61,9 @@ def staged_ranges(source: CdrSource, clock: PbxClock, directory: Directory, afte
 
     The scratch files live in a temporary directory removed when the generator ends.
     """
-    context = multiprocessing.get_context("spawn")  # no SQLite handle crosses a fork
+    # fork: workers start at once and need no importable __main__; they never touch the
+    # parent's SQLite handles (they open their own and leave through os._exit).
+    context = multiprocessing.get_context("fork")
     with tempfile.TemporaryDirectory(prefix="extcdr-backfill-") as scratch, \
             ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker,
                                 initargs=(str(source.path), source.busy_timeout_ms,

@@ -23,13 +23,10 @@ from db.store import Store
 
 log = logging.getLogger("extcdr.sync")
 
-DAY_MS = 86_400_000
-
-
 @dataclass(frozen=True)
 class SyncOptions:
     callback_window_s: int = 86_400
-    batch_rows: int = 20_000
+    batch_rows: int = 40_000
     # Rows before the cursor that are re-read each pass: the PBX updates rows after insert.
     trailing_rows: int = 2_000
     # Worker processes that classify ranges in parallel when many rows are pending.
@@ -60,8 +57,6 @@ class Sync:
         self.clock = clock
         self.options = options
         self.window_ms = options.callback_window_s * 1000
-        # How far a change can reach: the callback window plus the longest plausible call.
-        self.reach_ms = self.window_ms + DAY_MS
 
     # --- passes --------------------------------------------------------------------------------
 
@@ -176,30 +171,38 @@ class Sync:
         move the cursor (inside the caller's transaction)."""
         store = self.store
         before = store.merge(schema)
-        linkedids = store.staged_linkedids(schema)
         partial = store.spanning(schema)
         if partial:
             directory = self.config.directory
             complete = [classify(legs, directory) for legs in store.legs_of(partial).values()]
-            before += store.merge(store.stage([], complete))
-        self._relink(before + store.spans(linkedids))
+            before += store.merge(store.stage([], complete, "fixup"))
+        after = store.spans(schema)
+        longest = max([int(store.state().get("longest_call_ms", 0))]
+                      + [end - start for _, start, end in before + after])
+        store.set_state(longest_call_ms=longest)
+        self._relink(before + after, reach_ms=self.window_ms + longest)
         if cursor_row is not None:
             store.set_state(cursor=cursor_row[0], cursor_uniqueid=cursor_row[1])
 
-    def _relink(self, spans: list[tuple[str | None, int, int]]) -> None:
-        """Recompute callback links near every touched call (old and new number and time)."""
-        by_key: dict[str, list[int]] = {}
+    def _relink(self, spans: list[tuple[str | None, int, int]], reach_ms: int) -> None:
+        """Recompute callback links near every touched call (old and new number and time).
+
+        A call's links depend on calls starting within the window plus a call's length of it
+        (`reach_ms`, from the longest call mirrored): links are recomputed for calls within
+        that reach of a touched call, from the calls within twice that reach.
+        """
+        windows: dict[str, tuple[int, int]] = {}
         for key, start, end in spans:
             if key:
-                lo_hi = by_key.setdefault(key, [start, end])
-                lo_hi[0], lo_hi[1] = min(lo_hi[0], start), max(lo_hi[1], end)
-        if not by_key:
+                lo, hi = windows.get(key, (start, end))
+                windows[key] = (min(lo, start), max(hi, end))
+        if not windows:
             return
-        lo = min(s[0] for s in by_key.values()) - 2 * self.reach_ms
-        hi = max(s[1] for s in by_key.values()) + 2 * self.reach_ms
+        context = self.store.callback_context(
+            {key: (lo - 2 * reach_ms, hi + 2 * reach_ms) for key, (lo, hi) in windows.items()})
         changed = {}
-        for key, entries in self.store.callback_context(by_key.keys(), lo, hi).items():
-            key_lo, key_hi = by_key[key][0] - self.reach_ms, by_key[key][1] + self.reach_ms
+        for key, entries in context.items():
+            key_lo, key_hi = windows[key][0] - reach_ms, windows[key][1] + reach_ms
             links = link_callbacks([facts for facts, _ in entries], self.window_ms)
             for facts, current in entries:
                 new = links[facts.linkedid]

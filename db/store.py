@@ -30,8 +30,11 @@ class Store:
         self.conn = db.connection()
         if not self.conn.execute(
                 "SELECT 1 FROM pragma_database_list WHERE name = 'scratch'").fetchone():
-            self.conn.execute("ATTACH DATABASE ':memory:' AS scratch")
-            staging.create(self.conn, "scratch")
+            for schema in ("scratch", "fixup"):
+                self.conn.execute(f"ATTACH DATABASE ':memory:' AS {schema}")
+                staging.create(self.conn, schema)
+            self.conn.execute(
+                "CREATE TABLE scratch.relink_window (ext_key PRIMARY KEY, lo, hi) WITHOUT ROWID")
 
     @contextmanager
     def batch(self):
@@ -68,11 +71,11 @@ class Store:
         finally:
             self.conn.execute("DETACH DATABASE " + schema)
 
-    def stage(self, legs: list[Leg], calls: list[Call]) -> str:
-        """Stage rows in the in-memory scratch schema (replacing what it held)."""
-        staging.clear(self.conn, "scratch")
-        staging.stage(self.conn, legs, calls, "scratch")
-        return "scratch"
+    def stage(self, legs: list[Leg], calls: list[Call], schema: str = "scratch") -> str:
+        """Stage rows in an in-memory schema (`scratch` or `fixup`), replacing what it held."""
+        staging.clear(self.conn, schema)
+        staging.stage(self.conn, legs, calls, schema)
+        return schema
 
     def merge(self, schema: str) -> list[tuple[str | None, int, int]]:
         """Upsert the staged legs and calls (with their employees and numbers); returns the
@@ -104,9 +107,6 @@ class Store:
             f"FROM {schema}.number n JOIN call c ON c.linkedid = n.linkedid")
         return before
 
-    def staged_linkedids(self, schema: str) -> list[str]:
-        return [lid for (lid,) in self.conn.execute(f"SELECT linkedid FROM {schema}.call")]
-
     def spanning(self, schema: str) -> list[str]:
         """Staged calls classified without some of their legs (those legs came in earlier
         batches, or in a batch staged at the same time)."""
@@ -114,38 +114,36 @@ class Store:
             f"SELECT s.linkedid FROM {schema}.call s "
             f"WHERE s.leg_count < (SELECT count(*) FROM leg l WHERE l.linkedid = s.linkedid)")]
 
-    def spans(self, linkedids) -> list[tuple[str | None, int, int]]:
-        """(ext_key, start, end) of these calls."""
-        spans = []
-        for chunk in _chunks(list(linkedids)):
-            spans += self.conn.execute(
-                f"SELECT ext_key, start_ms, end_ms FROM call "
-                f"WHERE linkedid IN ({','.join('?' * len(chunk))})", chunk).fetchall()
-        return spans
+    def spans(self, schema: str) -> list[tuple[str | None, int, int]]:
+        """(ext_key, start, end) of the staged calls as mirrored now."""
+        return self.conn.execute(
+            f"SELECT c.ext_key, c.start_ms, c.end_ms FROM {schema}.call s "
+            f"JOIN call c ON c.linkedid = s.linkedid").fetchall()
 
-    def callback_context(self, keys, lo: int, hi: int):
-        """(facts, current links) of calls with these external keys starting in [lo, hi].
+    def callback_context(self, windows: dict[str, tuple[int, int]]):
+        """(facts, current links) of the calls of each external key starting in its window.
 
         Only keys where linking can matter: with a missed call, or with links to clear.
         """
+        self.conn.execute("DELETE FROM scratch.relink_window")
+        self.conn.executemany("INSERT INTO scratch.relink_window VALUES (?, ?, ?)",
+                              ((key, lo, hi) for key, (lo, hi) in windows.items()))
+        rows = self.conn.execute(
+            "SELECT c.ext_key, c.linkedid, c.start_ms, c.end_ms, c.direction, c.answered, "
+            "c.status, c.transferred_to, c.callback_of, c.returned_by, c.callback_attempts "
+            "FROM scratch.relink_window w "  # CROSS JOIN: the windows drive the loop
+            "CROSS JOIN call c ON c.ext_key = w.ext_key AND c.start_ms BETWEEN w.lo AND w.hi "
+            "WHERE EXISTS (SELECT 1 FROM call m WHERE m.ext_key = w.ext_key "
+            "  AND m.start_ms BETWEEN w.lo AND w.hi AND (m.status = 'missed' "
+            "  OR m.callback_of IS NOT NULL OR m.returned_by IS NOT NULL "
+            "  OR m.callback_attempts > 0))")
         out: dict[str, list[tuple[CallbackFacts, CallbackLinks]]] = {}
-        for chunk in _chunks(sorted(keys), _CHUNK // 2):
-            marks = ",".join("?" * len(chunk))
-            rows = self.conn.execute(
-                f"SELECT ext_key, linkedid, start_ms, end_ms, direction, answered, status, "
-                f"transferred_to, callback_of, returned_by, callback_attempts FROM call "
-                f"WHERE start_ms BETWEEN ? AND ? AND ext_key IN ("
-                f"  SELECT DISTINCT ext_key FROM call WHERE ext_key IN ({marks}) "
-                f"  AND start_ms BETWEEN ? AND ? AND (status = 'missed' OR callback_of IS NOT NULL"
-                f"  OR returned_by IS NOT NULL OR callback_attempts > 0))",
-                [lo, hi, *chunk, lo, hi])
-            for (key, linkedid, start, end, direction, answered, status, transferred,
-                 callback_of, returned_by, attempts) in rows:
-                facts = CallbackFacts(linkedid, start, end, direction, bool(answered),
-                                      _base_status(direction, bool(answered), status,
-                                                   transferred))
-                links = CallbackLinks(callback_of, returned_by, attempts, status)
-                out.setdefault(key, []).append((facts, links))
+        for (key, linkedid, start, end, direction, answered, status, transferred,
+             callback_of, returned_by, attempts) in rows:
+            facts = CallbackFacts(linkedid, start, end, direction, bool(answered),
+                                  _base_status(direction, bool(answered), status, transferred))
+            links = CallbackLinks(callback_of, returned_by, attempts, status)
+            out.setdefault(key, []).append((facts, links))
         return out
 
     def update_links(self, changed: dict[str, CallbackLinks]) -> None:
