@@ -171,16 +171,18 @@ class Sync:
         move the cursor (inside the caller's transaction)."""
         store = self.store
         before = store.merge(schema)
-        partial = store.spanning(schema)
+        after = store.spans(schema)
+        partial = store.spanning(schema, before.keys())
         if partial:
             directory = self.config.directory
             complete = [classify(legs, directory) for legs in store.legs_of(partial).values()]
-            before += store.merge(store.stage([], complete, "fixup"))
-        after = store.spans(schema)
+            store.merge(store.stage([], complete, "fixup"))
+            after += store.spans("fixup")  # a superseded span only widens the windows
+        spans = [*before.values(), *after]
         longest = max([int(store.state().get("longest_call_ms", 0))]
-                      + [end - start for _, start, end in before + after])
+                      + [end - start for _, start, end in spans])
         store.set_state(longest_call_ms=longest)
-        self._relink(before + after, reach_ms=self.window_ms + longest)
+        self._relink(spans, reach_ms=self.window_ms + longest)
         if cursor_row is not None:
             store.set_state(cursor=cursor_row[0], cursor_uniqueid=cursor_row[1])
 

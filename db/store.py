@@ -77,14 +77,14 @@ class Store:
         staging.stage(self.conn, legs, calls, schema)
         return schema
 
-    def merge(self, schema: str) -> list[tuple[str | None, int, int]]:
-        """Upsert the staged legs and calls (with their employees and numbers); returns the
-        (ext_key, start, end) the replaced calls had before."""
+    def merge(self, schema: str) -> dict[str, tuple[str | None, int, int]]:
+        """Upsert the staged legs and calls (with their employees and numbers); returns
+        linkedid -> (ext_key, start, end) of the calls it replaced, as they were."""
         conn = self.conn
         replaced = f"SELECT c.id FROM {schema}.call s JOIN call c ON c.linkedid = s.linkedid"
-        before = conn.execute(
-            f"SELECT c.ext_key, c.start_ms, c.end_ms FROM {schema}.call s "
-            f"JOIN call c ON c.linkedid = s.linkedid").fetchall()
+        before = {linkedid: tuple(span) for linkedid, *span in conn.execute(
+            f"SELECT c.linkedid, c.ext_key, c.start_ms, c.end_ms FROM {schema}.call s "
+            f"JOIN call c ON c.linkedid = s.linkedid")}
         leg_cols = ", ".join(LEG_COLUMNS)
         conn.execute(
             f"INSERT INTO leg ({leg_cols}) SELECT {leg_cols} FROM {schema}.leg WHERE true "
@@ -107,18 +107,20 @@ class Store:
             f"FROM {schema}.number n JOIN call c ON c.linkedid = n.linkedid")
         return before
 
-    def spanning(self, schema: str) -> list[str]:
-        """Staged calls classified without some of their legs (those legs came in earlier
-        batches, or in a batch staged at the same time)."""
-        return [lid for (lid,) in self.conn.execute(
-            f"SELECT s.linkedid FROM {schema}.call s "
-            f"WHERE s.leg_count < (SELECT count(*) FROM leg l WHERE l.linkedid = s.linkedid)")]
+    def spanning(self, schema: str, replaced) -> list[str]:
+        """Replaced calls whose staged version missed some of their legs (those came in an
+        earlier batch: a call that was not mirrored yet had no other legs to miss)."""
+        partial = []
+        for chunk in _chunks(list(replaced)):
+            partial += [lid for (lid,) in self.conn.execute(
+                f"SELECT s.linkedid FROM {schema}.call s WHERE s.linkedid IN "
+                f"({','.join('?' * len(chunk))}) AND s.leg_count < "
+                f"(SELECT count(*) FROM leg l WHERE l.linkedid = s.linkedid)", chunk)]
+        return partial
 
     def spans(self, schema: str) -> list[tuple[str | None, int, int]]:
-        """(ext_key, start, end) of the staged calls as mirrored now."""
-        return self.conn.execute(
-            f"SELECT c.ext_key, c.start_ms, c.end_ms FROM {schema}.call s "
-            f"JOIN call c ON c.linkedid = s.linkedid").fetchall()
+        """(ext_key, start, end) of the staged calls."""
+        return self.conn.execute(f"SELECT ext_key, start_ms, end_ms FROM {schema}.call").fetchall()
 
     def callback_context(self, windows: dict[str, tuple[int, int]]):
         """(facts, current links) of the calls of each external key starting in its window.
