@@ -7,6 +7,7 @@ and indexes as the PBX's) measured in the same run. Run: ./bin/bench backfill [-
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import sqlite3
 import subprocess
@@ -38,6 +39,7 @@ def _count(path: Path) -> int:
 def bare_copy(cdr: Path, target: Path) -> float:
     conn = pbxschema.create(str(target), pbxschema.cdr_ddl())
     conn.execute("ATTACH DATABASE ? AS src", (f"file:{cdr}?mode=ro",))
+    os.sync()  # each timed phase starts with no earlier writes still being flushed
     started = time.perf_counter()
     with conn:
         conn.execute("INSERT INTO main.cdr_general SELECT * FROM src.cdr_general")
@@ -47,6 +49,7 @@ def bare_copy(cdr: Path, target: Path) -> float:
 
 
 def backfill(cdr: Path, pbx: Path, mirror: Path) -> tuple[float, int]:
+    os.sync()
     started = time.perf_counter()
     subprocess.run([sys.executable, "-m", "daemon.cli", "sync", "--cdr-db", str(cdr),
                     "--pbx-db", str(pbx), "--db", str(mirror), "--once"], cwd=ROOT, check=True)
