@@ -94,7 +94,7 @@ class Sync:
             rows = reader.rows_after(cursor, self.options.batch_rows)
             if not rows:
                 return 0, 0
-            self._apply(rows, cursor_row=(rows[-1][0], rows[-1][1] or ""))
+            self._apply_legs(legs_from_rows(rows, self.clock), (rows[-1][0], rows[-1][1] or ""))
             return len(rows), max(0, reader.max_id() - rows[-1][0])
 
     def recheck_tail(self) -> int:
@@ -154,15 +154,14 @@ class Sync:
             self._apply_legs(changed)
         return len(changed)
 
-    def _apply(self, rows: list[tuple], cursor_row: tuple) -> None:
-        self._apply_legs(legs_from_rows(rows, self.clock), cursor_row)
-
     def _apply_legs(self, legs, cursor_row: tuple | None = None) -> None:
+        """Classify and stage legs in this process, then merge them: one transaction."""
         with self.store.batch():
             schema = self.store.stage(legs, calls_of(legs, self.config.directory))
             self._merge(schema, cursor_row)
 
     def _commit(self, schema: str, cursor_row: tuple | None) -> None:
+        """Merge a batch a worker staged: one transaction."""
         with self.store.batch():
             self._merge(schema, cursor_row)
 

@@ -56,12 +56,13 @@ def append_rows(cdr: Path, cols: list[str], rows: list[tuple]) -> None:
     conn.close()
 
 
-def sync_once(cdr: Path, pbx: Path, db: Path, batch_rows: int = 20_000) -> None:
+def sync_once(cdr: Path, pbx: Path, db: Path, batch_rows: int = 20_000,
+              workers: int = SyncOptions.workers) -> None:
     config = read_pbx_config(pbx)
     database = open_module_db(db)
     try:
         Sync(Store(database), CdrSource(cdr), config, PbxClock(config.timezone or "UTC"),
-             SyncOptions(batch_rows=batch_rows)).catch_up()
+             SyncOptions(batch_rows=batch_rows, workers=workers)).catch_up()
     finally:
         database.close()
 
