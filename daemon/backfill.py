@@ -5,7 +5,11 @@ a call whose legs straddle two ranges is re-classified by the writer at merge ti
 """
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
+import os
+import shutil
+import signal
 import sqlite3
 import tempfile
 from collections import deque
@@ -20,6 +24,8 @@ from db import staging
 
 # Worker process state, set once per worker by `_start_worker`.
 _worker: dict = {}
+_PR_SET_PDEATHSIG = 1
+_SCRATCH_PREFIX = "extcdr-backfill-"
 
 
 class StagedRange(NamedTuple):
@@ -29,9 +35,20 @@ class StagedRange(NamedTuple):
 
 
 def _start_worker(cdr_path: str, busy_timeout_ms: int, tz_name: str,
-                  directory: Directory) -> None:
+                  directory: Directory, parent: int) -> None:
+    _die_with(parent)
     _worker.update(source=CdrSource(cdr_path, busy_timeout_ms), clock=PbxClock(tz_name),
                    directory=directory)
+
+
+def _die_with(parent: int) -> None:
+    """A writer killed with -9 must not leave its workers behind (Linux: parent-death signal)."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass  # not Linux: workers then end when their queue breaks
+    if os.getppid() != parent:  # the parent died before the signal was armed
+        os._exit(1)
 
 
 def _stage_range(first_id: int, last_id: int, scratch_dir: str) -> StagedRange:
@@ -64,10 +81,11 @@ def staged_ranges(source: CdrSource, clock: PbxClock, directory: Directory, afte
     # fork: workers start at once and need no importable __main__; they never touch the
     # parent's SQLite handles (they open their own and leave through os._exit).
     context = multiprocessing.get_context("fork")
-    with tempfile.TemporaryDirectory(prefix="extcdr-backfill-") as scratch, \
+    _remove_orphaned_scratch()
+    with tempfile.TemporaryDirectory(prefix=f"{_SCRATCH_PREFIX}{os.getpid()}-") as scratch, \
             ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker,
                                 initargs=(str(source.path), source.busy_timeout_ms,
-                                          clock.tz_name, directory)) as pool:
+                                          clock.tz_name, directory, os.getpid())) as pool:
         starts = iter(range(after + 1, last + 1, batch_rows))
         pending: deque = deque()
         for first in starts:
@@ -77,3 +95,21 @@ def staged_ranges(source: CdrSource, clock: PbxClock, directory: Directory, afte
                 yield pending.popleft().result()
         while pending:
             yield pending.popleft().result()
+
+
+def _remove_orphaned_scratch() -> None:
+    """Scratch directories of syncs that were killed (their pid is gone)."""
+    for path in Path(tempfile.gettempdir()).glob(f"{_SCRATCH_PREFIX}*-*"):
+        pid = path.name[len(_SCRATCH_PREFIX):].split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -6,8 +6,10 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -73,6 +75,12 @@ def test_kill_9_at_random_moments_then_restart_gives_the_clean_mirror(tmp_path):
     assert len(set(cursors)) >= 10, f"only {len(set(cursors))} kills landed mid-backfill"
     assert run_extcdr(*sync_args(pbx, db)).returncode == 0
     assert dump(db) == dump(clean)
+    # The killed syncs' worker processes died with them (they would hold files open forever).
+    time.sleep(0.5)
+    leftovers = subprocess.run(["pgrep", "-f", str(db)], capture_output=True, text=True)
+    assert leftovers.stdout == "", "worker processes outlived their killed sync"
+    # ... and their scratch files were swept by the next sync.
+    assert not list(Path(tempfile.gettempdir()).glob("extcdr-backfill-*")), "scratch left over"
 
 
 def test_pbx_db_locked_by_a_writer_is_waited_for(pbx_copy, tmp_path, demo_reference):
