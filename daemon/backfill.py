@@ -81,7 +81,6 @@ def staged_ranges(source: CdrSource, clock: PbxClock, directory: Directory, afte
     # fork: workers start at once and need no importable __main__; they never touch the
     # parent's SQLite handles (they open their own and leave through os._exit).
     context = multiprocessing.get_context("fork")
-    _remove_orphaned_scratch()
     with tempfile.TemporaryDirectory(prefix=f"{_SCRATCH_PREFIX}{os.getpid()}-") as scratch, \
             ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker,
                                 initargs=(str(source.path), source.busy_timeout_ms,
@@ -97,7 +96,7 @@ def staged_ranges(source: CdrSource, clock: PbxClock, directory: Directory, afte
             yield pending.popleft().result()
 
 
-def _remove_orphaned_scratch() -> None:
+def remove_orphaned_scratch() -> None:
     """Scratch directories of syncs that were killed (their pid is gone)."""
     for path in Path(tempfile.gettempdir()).glob(f"{_SCRATCH_PREFIX}*-*"):
         pid = path.name[len(_SCRATCH_PREFIX):].split("-", 1)[0]

@@ -71,6 +71,7 @@ class Sync:
             self.store.set_state(timezone=self.clock.tz_name,
                                  cdr_db=str(self.source.path.resolve()),
                                  number_match_digits=self.config.directory.number_match_digits)
+        backfill.remove_orphaned_scratch()
         total = 0
         while True:
             with self.source.reading() as reader:
