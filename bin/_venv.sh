@@ -20,10 +20,13 @@ apt_install() {
 
 ensure_venv() {
     local extra="${1:-}"
-    local spec="." stamp
+    local spec="." hash stamp
     [ -n "$extra" ] && spec=".[$extra]"
-    stamp="$VENV/.extcdr-$(cat "$ROOT/setup.cfg" | sha1sum | cut -c1-12)-${extra:-base}"
+    hash="$(sha1sum < "$ROOT/setup.cfg" | cut -c1-12)"
+    stamp="$VENV/.extcdr-$hash-${extra:-base}"
     [ -f "$stamp" ] && return 0
+    # The test install includes everything the base install has.
+    [ -z "$extra" ] && [ -f "$VENV/.extcdr-$hash-test" ] && return 0
     if [ ! -x "$VENV/bin/python" ]; then
         python3 -m venv "$VENV" 2>/dev/null || {
             rm -rf "$VENV"
@@ -33,6 +36,6 @@ ensure_venv() {
     fi
     echo "extcdr: installing Python dependencies into .venv ..." >&2
     (cd "$ROOT" && "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e "$spec")
-    rm -f "$VENV"/.extcdr-*
+    find "$VENV" -maxdepth 1 -name '.extcdr-*' ! -name ".extcdr-$hash-*" -delete
     touch "$stamp"
 }

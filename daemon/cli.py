@@ -83,6 +83,8 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=1)
     demo.add_argument("--end-day", type=date.fromisoformat, help="last day (default: today)")
     demo.add_argument("--timezone", default="Europe/Moscow")
+    demo.add_argument("--overwrite", action="store_true",
+                      help="replace a demo PBX already in --out")
     return parser
 
 
@@ -289,8 +291,10 @@ def cmd_demo_data(args) -> int:
     _clock(args.timezone)
     args.out.mkdir(parents=True, exist_ok=True)
     stats = demo.generate(args.out, args.calls, args.seed, end_day=args.end_day,
-                          timezone=args.timezone)
-    print(f"demo PBX in {args.out}: {stats}")
+                          timezone=args.timezone, overwrite=args.overwrite)
+    span = f"{stats.first_start:%Y-%m-%d} .. {stats.last_end:%Y-%m-%d}" if stats.legs else "-"
+    print(f"demo PBX in {args.out}: {stats.calls:,} calls ({len(stats.calls_by_kind)} kinds), "
+          f"{stats.legs:,} legs, {stats.recordings_written:,} recording files, {span}")
     return 0
 
 

@@ -188,3 +188,17 @@ def test_status_finds_the_pbx_db_it_was_synced_from(mirror, cli):
     code, out, _ = cli("status", "--db", mirror, "--format", "json")
     info = json.loads(out)
     assert code == 0 and info["lag_rows"] == 0 and info["cdr_db"].endswith("cdr.db")
+
+
+def test_demo_data_refuses_to_overwrite_silently(tmp_path, cli):
+    out = tmp_path / "pbx"
+    code, text, _ = cli("demo-data", "--out", out, "--calls", 200, "--seed", 5)
+    assert code == 0 and "200 calls" in text
+    first = (out / "cdr.db").read_bytes()
+    err = one_line_error(*cli("demo-data", "--out", out, "--calls", 300, "--seed", 6))
+    assert "already exists" in err and (out / "cdr.db").read_bytes() == first
+    assert cli("demo-data", "--out", out, "--calls", 300, "--seed", 6, "--overwrite")[0] == 0
+    with sqlite3.connect(out / "cdr.db") as conn:
+        assert conn.execute("SELECT count(DISTINCT linkedid) FROM cdr_general").fetchone()[0] == 300
+    err = one_line_error(*cli("demo-data", "--out", out / "cdr.db", "--calls", 5))
+    assert "cdr.db" in err
