@@ -216,20 +216,23 @@ def _read_extensions(conn, tables, directory: Directory) -> dict[int, str]:
 
 
 def _read_providers(conn, tables) -> dict[str, str]:
+    """Trunk id (as in channel names and accounts) -> provider name (its SIP/IAX description)."""
+    if "m_Providers" not in tables:
+        return {}
     providers = {}
-    if "m_Providers" in tables:
-        for uniqid, sipuid, iaxuid, note in conn.execute(
-                "SELECT uniqid, sipuid, iaxuid, note FROM m_Providers"):
-            for key in (sipuid, iaxuid, uniqid):
-                if key:
-                    providers[key] = note or key
-    if "m_Sip" in tables:
-        for uniqid, description in conn.execute(
-                "SELECT uniqid, description FROM m_Sip WHERE uniqid IN "
-                "(SELECT sipuid FROM m_Providers)" if "m_Providers" in tables else
-                "SELECT uniqid, description FROM m_Sip WHERE 0"):
-            if uniqid and description:
-                providers[uniqid] = description
+    for uniqid, sipuid, iaxuid, note in conn.execute(
+            "SELECT uniqid, sipuid, iaxuid, note FROM m_Providers"):
+        for key in (sipuid, iaxuid, uniqid):
+            if key:
+                providers[key] = note or key
+    for table in ("m_Sip", "m_Iax"):
+        columns = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+        if {"uniqid", "description"} <= columns:
+            for uniqid, description in conn.execute(
+                    f"SELECT uniqid, description FROM {table} WHERE uniqid IN "
+                    f"(SELECT sipuid FROM m_Providers UNION SELECT iaxuid FROM m_Providers)"):
+                if uniqid and description:
+                    providers[uniqid] = description
     return providers
 
 
