@@ -174,23 +174,42 @@ def classify(legs: list[Leg], directory: Directory) -> Call:
     first = legs[0]
     direction = _direction(first, directory)
     party = _Party(first, direction, directory)
-    human = [leg for leg in legs if not leg.app]
-    talked = [leg for leg in human if leg.talk_seconds >= 1]
-    party_talks = [leg for leg in talked if party.in_leg(leg)]
+    employee_of = directory.employee_of
+
+    # One pass over the legs (the backfill's hot path): who took part, who rang, who talked.
+    human, talked, party_talks = [], [], []
+    employees: dict[str, None] = {}    # ordered sets
+    rang: dict[str, None] = {}
+    talkers: set[str] = set()
+    end = first.start
+    for leg in legs:
+        leg_end = leg.end if leg.end is not None else (leg.answer or leg.start)
+        end = leg_end if leg_end > end else end
+        caller = employee_of(leg.src_num, leg.src_chan)
+        if caller:
+            employees[caller] = None
+        if leg.app:
+            continue
+        human.append(leg)
+        callee = employee_of(leg.dst_num, leg.dst_chan)
+        if callee:
+            employees[callee] = None
+            if leg.rang:
+                rang[callee] = None
+        if leg.talk_seconds >= 1:
+            talked.append(leg)
+            talkers.update(who for who in (caller, callee) if who)
+            if party.in_leg(leg):
+                party_talks.append(leg)
     answered = bool(talked)
 
     first_talk = party_talks[0] if party_talks else talked[0] if talked else None
     answered_by = party.employee_across(first_talk) if first_talk else None
     transferred_to = _unique(
         who for who in map(party.employee_across, party_talks[1:]) if who != answered_by)
-    talkers = set(_employees_of(talked, directory))
-    missed_by = _unique(
-        who for who in (directory.employee_of(leg.dst_num, leg.dst_chan)
-                        for leg in human if leg.rang)
-        if who not in talkers)
+    missed_by = [who for who in rang if who not in talkers]
 
     start = first.start
-    end = max(leg.end if leg.end is not None else (leg.answer or leg.start) for leg in legs)
     if answered:
         wait_ms = first_talk.answer - start
         talk_legs = talked if direction == "internal" else party_talks
@@ -198,7 +217,7 @@ def classify(legs: list[Leg], directory: Directory) -> Call:
     else:
         wait_ms, talk_s = end - start, 0
 
-    status = _base_status(direction, answered, legs, transferred_to)
+    status = _base_status(direction, answered, human, transferred_to)
     reason = None
     if status in ("missed", "not_reached"):
         reason = (human or legs)[-1].status_word or None
@@ -213,7 +232,7 @@ def classify(legs: list[Leg], directory: Directory) -> Call:
         external_number=external, ext_key=directory.match_key(external),
         did=first.did or None, line=_line(legs, directory),
         answered_by=answered_by, missed_by=missed_by, transferred_to=transferred_to,
-        employees=_unique(_employees_of(legs, directory)),
+        employees=list(employees),
         wait_s=max(0, round(wait_ms / 1000)), talk_s=talk_s,
         duration_s=max(0, round((end - start) / 1000)),
         recordings=_unique(leg.recordingfile for leg in talked if leg.recordingfile != "-"),
@@ -263,20 +282,13 @@ def _direction(first: Leg, directory: Directory) -> str:
     return "outgoing"
 
 
-def _base_status(direction: str, answered: bool, legs: list[Leg],
+def _base_status(direction: str, answered: bool, human: list[Leg],
                  transferred_to: list[str]) -> str:
-    if direction == "internal" and all(leg.app for leg in legs):
+    if direction == "internal" and not human:
         return "application"
     if not answered:
         return "missed" if direction == "incoming" else "not_reached"
     return "transferred" if transferred_to else "answered"
-
-
-def _employees_of(legs, directory: Directory):
-    for leg in legs:
-        yield directory.employee_of(leg.src_num, leg.src_chan)
-        if not leg.app:
-            yield directory.employee_of(leg.dst_num, leg.dst_chan)
 
 
 def _line(legs: list[Leg], directory: Directory) -> str | None:
