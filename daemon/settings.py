@@ -1,0 +1,184 @@
+"""The module's settings: one table of every key with its type, default and one-line doc.
+
+Read from one TOML file (`extcdr daemon --config FILE`); command-line flags override single
+keys. The README's configuration section is generated from `SETTINGS` (and a test keeps it in
+step). A wrong key or value stops start-up with one line naming the key and what is allowed.
+Secrets never appear in logs: `Settings.describe()` masks them.
+"""
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Setting:
+    section: str
+    name: str
+    kind: type
+    default: Any
+    doc: str
+    secret: bool = False
+    minimum: float | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.section}.{self.name}"
+
+
+PBX_CDR_DB = "/storage/usbdisk1/mikopbx/astlogs/asterisk/cdr.db"
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("pbx", "cdr_db", Path, Path(PBX_CDR_DB), "the PBX's call history DB, read-only"),
+    Setting("pbx", "config_db", Path, Path("/cf/conf/mikopbx.db"),
+            "the PBX configuration DB (employees, providers, timezone)"),
+    Setting("pbx", "groups_db", Path,
+            Path("/storage/usbdisk1/mikopbx/custom_modules/ModuleUsersGroups/db/module.db"),
+            "ModuleUsersGroups' DB; employee groups are off when it is missing"),
+    Setting("pbx", "recordings_root", Path, Path("/storage/usbdisk1/mikopbx/astspool/monitor"),
+            "only recordings under this folder are ever served"),
+    Setting("pbx", "timezone", str, "", "IANA timezone of the PBX; empty: from the config DB"),
+    Setting("ami", "enabled", bool, True, "follow the PBX live over AMI"),
+    Setting("ami", "host", str, "127.0.0.1", "AMI address"),
+    Setting("ami", "port", int, 5038, "AMI port", minimum=1),
+    Setting("ami", "username", str, "extcdr", "AMI user"),
+    Setting("ami", "secret", str, "", "AMI password", secret=True),
+    Setting("module", "db", Path, Path(__file__).resolve().parent.parent / "db" / "module.db",
+            "the module's own mirror"),
+    Setting("calls", "extension_length", int, 4,
+            "without a config DB, numbers this short are internal", minimum=1),
+    Setting("calls", "number_match_digits", int, 9,
+            "trailing digits that identify an external number", minimum=3),
+    Setting("calls", "callback_window", int, 86_400,
+            "seconds after a missed call in which a call returns it", minimum=0),
+    Setting("sync", "batch_rows", int, 40_000, "PBX rows per transaction", minimum=1),
+    Setting("sync", "poll_interval", float, 30.0,
+            "seconds between safety-net polls of the PBX DB", minimum=0.1),
+    Setting("sync", "debounce", float, 0.05,
+            "seconds to gather file-change and AMI triggers into one read", minimum=0),
+    Setting("log", "level", str, "info", "debug, info, warning or error"),
+)
+
+_BY_KEY = {s.key: s for s in SETTINGS}
+_LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+class SettingsError(ValueError):
+    """A settings file or value that cannot be used; the message names the key."""
+
+
+class Settings:
+    """Validated values by `section.name`, e.g. `settings["pbx.cdr_db"]`."""
+
+    def __init__(self, values: dict[str, Any], source: Path | None = None):
+        self._values = values
+        self.source = source
+
+    def __getitem__(self, key: str) -> Any:
+        return self._values[key]
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Settings) and self._values == other._values
+
+    def section(self, name: str) -> dict[str, Any]:
+        return {k.split(".", 1)[1]: v for k, v in self._values.items() if k.startswith(name + ".")}
+
+    def describe(self) -> str:
+        """One line for the log; secrets masked."""
+        return ", ".join(f"{k}={'***' if _BY_KEY[k].secret and v else v}"
+                         for k, v in self._values.items())
+
+
+def load(path: Path | None = None, overrides: dict[str, Any] | None = None) -> Settings:
+    """Defaults, then the TOML file, then `overrides` (`{"section.name": value}`)."""
+    values = {s.key: s.default for s in SETTINGS}
+    if path is not None:
+        for key, raw in _read_toml(path).items():
+            values[key] = _convert(key, raw)
+    for key, raw in (overrides or {}).items():
+        if raw is not None:
+            values[_known(key).key] = _convert(key, raw)
+    return Settings(values, path)
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as file:
+            document = tomllib.load(file)
+    except OSError as exc:
+        raise SettingsError(f"{path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(f"{path}: not valid TOML ({exc})") from None
+    flat = {}
+    for section, table in document.items():
+        if not isinstance(table, dict):
+            raise SettingsError(f"{path}: '{section}' must be a [section]; sections are "
+                                f"{', '.join(sorted({s.section for s in SETTINGS}))}")
+        for name, raw in table.items():
+            flat[f"{section}.{name}"] = raw
+    return flat
+
+
+def _known(key: str) -> Setting:
+    if key not in _BY_KEY:
+        raise SettingsError(f"unknown setting '{key}'; known: {', '.join(_BY_KEY)}")
+    return _BY_KEY[key]
+
+
+def _convert(key: str, raw: Any) -> Any:
+    setting = _known(key)
+    value = _coerce(setting.kind, raw)
+    if value is None:
+        raise SettingsError(f"setting '{key}' must be {_kind_name(setting.kind)}, not {raw!r}")
+    if setting.minimum is not None and value < setting.minimum:
+        raise SettingsError(f"setting '{key}' must be at least {setting.minimum}, not {value}")
+    if key == "log.level" and value not in _LOG_LEVELS:
+        raise SettingsError(f"setting 'log.level' must be one of {', '.join(_LOG_LEVELS)}")
+    if key == "pbx.timezone" and value:
+        _check_timezone(value)
+    return value
+
+
+def _coerce(kind: type, raw: Any) -> Any:
+    """`raw` as `kind`, or None. TOML gives typed values; command-line overrides give text."""
+    if isinstance(raw, str) and kind in (bool, int, float):
+        words = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
+        try:
+            raw = words[raw.lower()] if kind is bool else kind(raw)
+        except (KeyError, ValueError):
+            return None
+    if isinstance(raw, bool):
+        return raw if kind is bool else None
+    if kind is int:
+        return raw if isinstance(raw, int) else None
+    if kind is float:
+        return float(raw) if isinstance(raw, (int, float)) else None
+    if kind in (str, Path):
+        return kind(raw) if isinstance(raw, str) else None
+    return None
+
+
+def _check_timezone(name: str) -> None:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise SettingsError(f"setting 'pbx.timezone' must be an IANA timezone, not {name!r}") \
+            from None
+
+
+def _kind_name(kind: type) -> str:
+    return {bool: "true or false", int: "a whole number", float: "a number",
+            str: "text", Path: "a path"}[kind]
+
+
+def readme_table() -> str:
+    """The configuration table of the README (generated from SETTINGS)."""
+    lines = ["| key | type | default | meaning |", "|---|---|---|---|"]
+    for s in SETTINGS:
+        default = "(module folder)/db/module.db" if s.key == "module.db" else (
+            "" if s.secret else s.default)
+        lines.append(f"| `{s.key}` | {_kind_name(s.kind)} | `{default}` | {s.doc} |")
+    return "\n".join(lines)
