@@ -85,15 +85,18 @@ def staged_ranges(source: CdrSource, clock: PbxClock, directory: Directory, afte
             ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker,
                                 initargs=(str(source.path), source.busy_timeout_ms,
                                           clock.tz_name, directory, os.getpid())) as pool:
-        starts = iter(range(after + 1, last + 1, batch_rows))
         pending: deque = deque()
-        for first in starts:
-            pending.append(pool.submit(
-                _stage_range, first, min(first + batch_rows - 1, last), scratch))
-            if len(pending) > workers:
+        try:
+            for first in range(after + 1, last + 1, batch_rows):
+                pending.append(pool.submit(
+                    _stage_range, first, min(first + batch_rows - 1, last), scratch))
+                if len(pending) > workers:
+                    yield pending.popleft().result()
+            while pending:
                 yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
+        finally:  # stopped early: drop the ranges not started, wait for the running ones
+            for future in pending:
+                future.cancel()
 
 
 def remove_orphaned_scratch() -> None:

@@ -72,6 +72,16 @@ def _parser() -> argparse.ArgumentParser:
     calls.add_argument("--unreturned", action="store_true", help="missed calls nobody returned")
     calls.add_argument("--limit", type=int, help="at most this many calls (default: all)")
 
+    daemon = sub.add_parser("daemon", help="resident: follow the PBX live and keep the mirror "
+                            "up to date (SIGTERM stops, SIGHUP reloads the settings)")
+    daemon.add_argument("--config", type=Path, help="settings file (TOML)")
+    daemon.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="override one setting (repeatable)")
+    daemon.add_argument("--cdr-db", type=Path, help="same as --set pbx.cdr_db=PATH")
+    daemon.add_argument("--pbx-db", type=Path, help="same as --set pbx.config_db=PATH")
+    daemon.add_argument("--db", type=Path, help="same as --set module.db=PATH")
+    daemon.add_argument("--syslog", action="store_true", help="log to syslog, not stderr")
+
     status = sub.add_parser("status", help="mirror size, cursor and lag behind the PBX")
     status.add_argument("--db", required=True, type=Path)
     status.add_argument("--cdr-db", type=Path, help="the PBX's cdr.db, to measure the lag")
@@ -172,6 +182,39 @@ def _clock(tz_name: str) -> PbxClock:
         return PbxClock(tz_name)
     except (KeyError, ValueError) as exc:
         raise CliError(f"unknown timezone {tz_name!r}") from exc
+
+
+# --- daemon --------------------------------------------------------------------------------------
+
+def cmd_daemon(args) -> int:
+    from daemon import settings as settings_module
+    from daemon.runner import AlreadyRunning, serve
+    overrides = {"pbx.cdr_db": args.cdr_db, "pbx.config_db": args.pbx_db, "module.db": args.db}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise CliError(f"--set {item!r}: use SECTION.KEY=VALUE")
+        overrides[key.strip()] = value.strip()
+    settings = settings_module.load(args.config, overrides)
+    _setup_logging(settings["log.level"], args.syslog)
+    try:
+        return serve(settings)
+    except AlreadyRunning as exc:
+        raise CliError(str(exc)) from None
+
+
+def _setup_logging(level: str, syslog: bool) -> None:
+    """One line per event worth knowing, in the PBX's style (syslog tag `extcdr`)."""
+    import logging
+    import logging.handlers
+    if syslog and Path("/dev/log").exists():
+        handler = logging.handlers.SysLogHandler(address="/dev/log")
+        handler.setFormatter(logging.Formatter("extcdr[%(process)d]: %(levelname)s %(message)s"))
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter(
+            "%(asctime)s extcdr[%(process)d] %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
 
 
 # --- calls ---------------------------------------------------------------------------------------
@@ -298,7 +341,7 @@ def cmd_demo_data(args) -> int:
     return 0
 
 
-COMMANDS = {"sync": cmd_sync, "calls": cmd_calls, "status": cmd_status,
+COMMANDS = {"sync": cmd_sync, "daemon": cmd_daemon, "calls": cmd_calls, "status": cmd_status,
             "demo-data": cmd_demo_data}
 
 

@@ -72,9 +72,11 @@ class SettingsError(ValueError):
 class Settings:
     """Validated values by `section.name`, e.g. `settings["pbx.cdr_db"]`."""
 
-    def __init__(self, values: dict[str, Any], source: Path | None = None):
+    def __init__(self, values: dict[str, Any], source: Path | None = None,
+                 overrides: dict[str, Any] | None = None):
         self._values = values
         self.source = source
+        self.overrides = overrides or {}
 
     def __getitem__(self, key: str) -> Any:
         return self._values[key]
@@ -92,7 +94,8 @@ class Settings:
 
 
 def load(path: Path | None = None, overrides: dict[str, Any] | None = None) -> Settings:
-    """Defaults, then the TOML file, then `overrides` (`{"section.name": value}`)."""
+    """Defaults, then the TOML file, then `overrides` (`{"section.name": value}`, e.g. from
+    the command line; a reload re-reads the file and applies the same overrides again)."""
     values = {s.key: s.default for s in SETTINGS}
     if path is not None:
         for key, raw in _read_toml(path).items():
@@ -100,7 +103,7 @@ def load(path: Path | None = None, overrides: dict[str, Any] | None = None) -> S
     for key, raw in (overrides or {}).items():
         if raw is not None:
             values[_known(key).key] = _convert(key, raw)
-    return Settings(values, path)
+    return Settings(values, path, overrides)
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -155,8 +158,10 @@ def _coerce(kind: type, raw: Any) -> Any:
         return raw if isinstance(raw, int) else None
     if kind is float:
         return float(raw) if isinstance(raw, (int, float)) else None
-    if kind in (str, Path):
-        return kind(raw) if isinstance(raw, str) else None
+    if kind is Path:
+        return Path(raw) if isinstance(raw, (str, Path)) else None
+    if kind is str:
+        return raw if isinstance(raw, str) else None
     return None
 
 

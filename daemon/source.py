@@ -33,23 +33,28 @@ class SourceBusy(SourceError):
 
 
 @contextmanager
+def _pbx_errors(path: Path):
+    """sqlite3 errors of a PBX file as SourceBusy/SourceError — only around PBX queries, so a
+    failure of the module's own DB is never blamed on the PBX."""
+    try:
+        yield
+    except sqlite3.OperationalError as exc:
+        if "locked" in str(exc) or "busy" in str(exc):
+            raise SourceBusy(f"{path}: locked by another process ({exc})") from exc
+        raise SourceError(f"{path}: {exc}") from exc
+    except sqlite3.DatabaseError as exc:
+        raise SourceError(f"{path}: {exc}") from exc
+
+
+@contextmanager
 def _read_only(path: Path, busy_timeout_ms: int):
     if not path.is_file():
         raise SourceError(f"{path}: no such file")
-    try:
+    with _pbx_errors(path):
         conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None,
                                timeout=busy_timeout_ms / 1000)
-    except sqlite3.Error as exc:
-        raise SourceError(f"{path}: cannot open: {exc}") from exc
     with closing(conn):
-        try:
-            yield conn
-        except sqlite3.OperationalError as exc:
-            if "locked" in str(exc) or "busy" in str(exc):
-                raise SourceBusy(f"{path}: locked by another process ({exc})") from exc
-            raise SourceError(f"{path}: {exc}") from exc
-        except sqlite3.DatabaseError as exc:
-            raise SourceError(f"{path}: {exc}") from exc
+        yield conn
 
 
 class CdrSource:
@@ -63,8 +68,10 @@ class CdrSource:
     def reading(self):
         """One read-only session: a consistent snapshot of the file for a whole step."""
         with _read_only(self.path, self.busy_timeout_ms) as conn:
-            conn.execute("BEGIN")  # one snapshot for every query of this session
-            yield CdrReader(conn, self.path)
+            with _pbx_errors(self.path):
+                conn.execute("BEGIN")  # one snapshot for every query of this session
+                reader = CdrReader(conn, self.path)
+            yield reader
 
     def check(self) -> None:
         """Raise SourceError unless the file is a readable PBX history DB."""
@@ -75,6 +82,7 @@ class CdrSource:
 class CdrReader:
     def __init__(self, conn: sqlite3.Connection, path: Path):
         self.conn = conn
+        self.path = path
         present = {row[1] for row in conn.execute("PRAGMA table_info(cdr_general)")}
         if not present:
             raise SourceError(f"{path}: not a PBX history database (no cdr_general table)")
@@ -85,28 +93,30 @@ class CdrReader:
         self._select = "SELECT " + ", ".join(
             c if c in present else f"'' AS {c}" for c in LEG_SOURCE_COLUMNS) + " FROM cdr_general"
 
+    def _fetch(self, sql: str, params=()) -> list[tuple]:
+        with _pbx_errors(self.path):
+            return self.conn.execute(sql, params).fetchall()
+
     def max_id(self) -> int:
-        return self.conn.execute("SELECT max(id) FROM cdr_general").fetchone()[0] or 0
+        return self._fetch("SELECT max(id) FROM cdr_general")[0][0] or 0
 
     def uniqueid_at(self, row_id: int) -> str | None:
-        row = self.conn.execute("SELECT UNIQUEID FROM cdr_general WHERE id = ?",
-                                (row_id,)).fetchone()
-        return row[0] if row else None
+        rows = self._fetch("SELECT UNIQUEID FROM cdr_general WHERE id = ?", (row_id,))
+        return rows[0][0] if rows else None
 
     def rows_after(self, cursor: int, limit: int) -> list[tuple]:
-        return self.conn.execute(f"{self._select} WHERE id > ? ORDER BY id LIMIT ?",
-                                 (cursor, limit)).fetchall()
+        return self._fetch(f"{self._select} WHERE id > ? ORDER BY id LIMIT ?", (cursor, limit))
 
     def rows_between(self, first: int, last: int) -> list[tuple]:
-        return self.conn.execute(f"{self._select} WHERE id BETWEEN ? AND ? ORDER BY id",
-                                 (first, last)).fetchall()
+        return self._fetch(f"{self._select} WHERE id BETWEEN ? AND ? ORDER BY id",
+                           (first, last))
 
     def rows_of(self, linkedids) -> list[tuple]:
         ids = list(linkedids)
         rows = []
         for i in range(0, len(ids), _CHUNK):
             chunk = ids[i:i + _CHUNK]
-            rows += self.conn.execute(
+            rows += self._fetch(
                 f"{self._select} WHERE linkedid IN ({','.join('?' * len(chunk))})", chunk)
         return rows
 
@@ -179,7 +189,7 @@ def read_pbx_config(path: str | Path | None, groups_path: str | Path | None = No
     if path is None:
         return config
     path = Path(path)
-    with _read_only(path, 5_000) as conn:
+    with _read_only(path, 5_000) as conn, _pbx_errors(path):
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         if "m_Extensions" not in tables:
             raise SourceError(f"{path}: not a PBX configuration database (no m_Extensions)")
@@ -237,7 +247,7 @@ def _read_providers(conn, tables) -> dict[str, str]:
 
 
 def _read_groups(path: Path, sip_of_user: dict[int, str]) -> dict[str, list[str]]:
-    with _read_only(path, 5_000) as conn:
+    with _read_only(path, 5_000) as conn, _pbx_errors(path):
         try:
             rows = conn.execute(
                 "SELECT g.name, m.user_id FROM m_ModuleUsersGroups_GroupMembers m "

@@ -10,7 +10,7 @@ from __future__ import annotations
 import gc
 import logging
 import os
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -60,11 +60,13 @@ class Sync:
 
     # --- passes --------------------------------------------------------------------------------
 
-    def catch_up(self, progress: Callable[[int, int], None] | None = None) -> int:
+    def catch_up(self, progress: Callable[[int, int], None] | None = None,
+                 should_stop: Callable[[], bool] = lambda: False) -> int:
         """Read every new row, then re-check the trailing window; returns rows read.
 
         Many pending rows are classified by worker processes in parallel (see `backfill`);
-        the last few batches, and every live update, go through `step()`.
+        the last few batches, and every live update, go through `step()`. `should_stop` is
+        asked between batches: a stopping daemon leaves after the batch it is committing.
         """
         with self.store.batch():
             self.store.replace_directory(self.config.directory.employees, self.config.groups)
@@ -73,11 +75,11 @@ class Sync:
                                  number_match_digits=self.config.directory.number_match_digits)
         backfill.remove_orphaned_scratch()
         total = 0
-        while True:
+        while not should_stop():
             with self.source.reading() as reader:
                 cursor, last = self._cursor(reader), reader.max_id()
             if self.options.workers > 1 and last - cursor > 4 * self.options.batch_rows:
-                total += self._parallel(cursor, last, progress)
+                total += self._parallel(cursor, last, progress, should_stop)
                 continue
             read, pending = self.step()
             total += read
@@ -85,7 +87,8 @@ class Sync:
                 progress(read, pending)
             if not read:
                 break
-        self.recheck_tail()
+        if not should_stop():
+            self.recheck_tail()
         return total
 
     def step(self) -> tuple[int, int]:
@@ -130,13 +133,13 @@ class Sync:
                                  resyncs=int(state.get("resyncs", 0)) + 1)
         return 0
 
-    def _parallel(self, cursor: int, last: int, progress) -> int:
+    def _parallel(self, cursor: int, last: int, progress, should_stop) -> int:
         """Catch up to row `last` with worker processes; returns rows read."""
         total = 0
-        with _no_cycle_collection():
-            for staged in backfill.staged_ranges(
-                    self.source, self.clock, self.config.directory, cursor, last,
-                    self.options.batch_rows, self.options.workers):
+        with _no_cycle_collection(), closing(backfill.staged_ranges(
+                self.source, self.clock, self.config.directory, cursor, last,
+                self.options.batch_rows, self.options.workers)) as ranges:
+            for staged in ranges:
                 if staged.path is not None:
                     with self.store.attached(staged.path) as schema:
                         self._commit(schema, staged.last_row)
@@ -144,6 +147,8 @@ class Sync:
                 total += staged.rows
                 if progress:
                     progress(staged.rows, max(0, last - cursor - total))
+                if should_stop():
+                    break
         return total
 
     def _apply_changed(self, rows: list[tuple]) -> int:

@@ -1,0 +1,247 @@
+"""`extcdr daemon`: one resident process that keeps the mirror up to date, forever.
+
+A loop of one step: `Daemon.step(now)` does whatever is due (read new rows, refresh calls an
+AMI event named, the safety-net poll) and says when it next has work; `run()` only calls it
+and sleeps until then or until a trigger wakes it. Triggers come from other threads — the AMI
+link (`refresh`) and the file watcher (`changed`) — through a queue; signals only set flags.
+Only this loop writes module.db.
+"""
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import queue
+import signal
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Callable
+
+from daemon.pbxtime import PbxClock
+from daemon.settings import Settings, SettingsError, load
+from daemon.source import CdrSource, SourceBusy, SourceError, read_pbx_config
+from daemon.sync import Sync, SyncOptions
+from db.database import open_module_db
+from db.store import Store
+
+log = logging.getLogger("extcdr.daemon")
+
+_RETRY_BUSY_S = 1.0      # PBX DB locked by a writer
+_RETRY_WRITE_S = 5.0     # module.db could not be written (disk full, ...)
+_NEW_ROWS = object()     # queue item: "read new rows"
+
+
+class AlreadyRunning(Exception):
+    """Another daemon holds the mirror."""
+
+
+class InstanceLock:
+    """One daemon per module.db: an exclusive flock on `<module.db>.lock`, holding our pid."""
+
+    def __init__(self, db_path: Path):
+        self.path = Path(f"{db_path}.lock")
+        self.file = None
+
+    def __enter__(self):
+        self.file = open(self.path, "a+")
+        try:
+            fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.file.seek(0)
+            holder = self.file.read().strip() or "?"
+            self.file.close()
+            raise AlreadyRunning(f"another extcdr daemon (pid {holder}) is running on "
+                                 f"{self.path.with_suffix('')}") from None
+        self.file.truncate(0)
+        self.file.write(str(os.getpid()))
+        self.file.flush()
+        return self
+
+    def __exit__(self, *exc):
+        self.file.close()  # closing releases the lock
+
+
+class Daemon:
+    """The mirror's writer with its triggers. Thread-safe entry points: `changed`, `refresh`,
+    `request_stop`, `request_reload`; everything else runs on the loop's thread."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.on_reload: Callable[[Settings, Settings], None] | None = None
+        self.requests: queue.SimpleQueue = queue.SimpleQueue()
+        self.wake = threading.Event()
+        self.stopping = False
+        self.reloading = False
+        self.new_rows_due: float | None = 0.0     # catch up at start
+        self.refresh_due: dict[str, float] = {}
+        self.next_poll = 0.0
+        self.backfilled = False
+        self._complaint: str | None = None        # the last problem logged (logged once)
+        self.db = open_module_db(settings["module.db"])
+        self.sync = self._new_sync()
+
+    # --- triggers (any thread) ----------------------------------------------------------------
+
+    def changed(self) -> None:
+        """The PBX history file changed (watchdog) or a call ended (AMI): read new rows."""
+        self.requests.put(_NEW_ROWS)
+        self.wake.set()
+
+    def refresh(self, linkedid: str) -> None:
+        """AMI named a call whose rows may have changed."""
+        self.requests.put(linkedid)
+        self.wake.set()
+
+    def request_stop(self, *_) -> None:
+        self.stopping = True
+        self.wake.set()
+
+    def request_reload(self, *_) -> None:
+        self.reloading = True
+        self.wake.set()
+
+    # --- the loop ------------------------------------------------------------------------------
+
+    def step(self, now: float) -> float:
+        """Do what is due at `now`; returns seconds until something else is due."""
+        debounce = self.settings["sync.debounce"]
+        while True:
+            try:
+                item = self.requests.get_nowait()
+            except queue.Empty:
+                break
+            if item is _NEW_ROWS:
+                due = now + debounce
+                self.new_rows_due = due if self.new_rows_due is None else min(self.new_rows_due, due)
+            else:
+                self.refresh_due.setdefault(item, now + debounce)
+        if now >= self.next_poll:
+            self.new_rows_due = now
+        if self.new_rows_due is not None and now >= self.new_rows_due:
+            self._guarded(now, self._read_new_rows, now)
+        due = [linkedid for linkedid, at in self.refresh_due.items() if at <= now]
+        if due:
+            self._guarded(now, self._refresh, due)
+        return self._next_due(now)
+
+    def run(self, on_start: Callable[["Daemon"], None] | None = None) -> int:
+        """Run until SIGTERM/SIGINT; SIGHUP reloads the settings."""
+        signal.signal(signal.SIGTERM, self.request_stop)
+        signal.signal(signal.SIGINT, self.request_stop)
+        signal.signal(signal.SIGHUP, self.request_reload)
+        log.info("started: mirror %s of %s", self.settings["module.db"],
+                 self.settings["pbx.cdr_db"])
+        if on_start:
+            on_start(self)
+        while not self.stopping:
+            if self.reloading:
+                self.reload()
+            wait = self.step(time.monotonic())
+            self.wake.wait(wait)
+            self.wake.clear()
+        self.db.close()
+        log.info("stopped")
+        return 0
+
+    def reload(self) -> None:
+        """Re-read the settings file; a bad one is reported and the running settings kept."""
+        self.reloading = False
+        try:
+            fresh = load(self.settings.source, self.settings.overrides)
+        except SettingsError as exc:
+            log.error("settings not reloaded, keeping the running ones: %s", exc)
+            return
+        if fresh == self.settings:
+            return
+        if fresh["module.db"] != self.settings["module.db"]:
+            log.error("settings not reloaded: module.db cannot change while running")
+            return
+        previous, self.settings = self.settings, fresh
+        self.sync = self._new_sync()
+        self.new_rows_due = 0.0
+        self.backfilled = False
+        log.info("settings reloaded: %s", fresh.describe())
+        if self.on_reload:
+            self.on_reload(previous, fresh)
+
+    # --- internals -----------------------------------------------------------------------------
+
+    def _new_sync(self) -> Sync:
+        s = self.settings
+        config_db = s["pbx.config_db"] if s["pbx.config_db"].is_file() else None
+        if config_db is None:
+            log.warning("%s: no PBX config DB; numbers of up to %d digits count as internal",
+                        s["pbx.config_db"], s["calls.extension_length"])
+        config = read_pbx_config(config_db, s["pbx.groups_db"],
+                                 extension_length=s["calls.extension_length"],
+                                 number_match_digits=s["calls.number_match_digits"])
+        tz_name = s["pbx.timezone"] or config.timezone or "UTC"
+        return Sync(Store(self.db), CdrSource(s["pbx.cdr_db"], busy_timeout_ms=1_000), config,
+                    PbxClock(tz_name),
+                    SyncOptions(callback_window_s=s["calls.callback_window"],
+                                batch_rows=s["sync.batch_rows"]))
+
+    def _read_new_rows(self, now: float) -> None:
+        self.new_rows_due = None
+        if now >= self.next_poll or not self.backfilled:
+            # The safety net, and the first pass: everything, the tail re-check included.
+            self.next_poll = now + self.settings["sync.poll_interval"]
+            read = self.sync.catch_up(should_stop=lambda: self.stopping)
+            if not self.backfilled and read:
+                log.info("caught up with the PBX history (%d rows)", read)
+            self.backfilled = True
+            return
+        while not self.stopping and self.sync.step()[0]:
+            pass
+
+    def _refresh(self, linkedids: list[str]) -> None:
+        for linkedid in linkedids:
+            del self.refresh_due[linkedid]
+        self.sync.refresh(linkedids)
+
+    def _guarded(self, now: float, work, *args) -> None:
+        """Run a piece of work; a PBX or disk problem is logged once and retried later."""
+        try:
+            work(*args)
+        except SourceBusy as exc:
+            self._complain(f"PBX history locked, retrying: {exc}")
+            self.new_rows_due = now + _RETRY_BUSY_S
+            return
+        except SourceError as exc:
+            self._complain(f"PBX history unreadable, retrying: {exc}")
+            self.next_poll = now + self.settings["sync.poll_interval"]
+            return
+        except sqlite3.Error as exc:
+            self._complain(f"module DB not written, retrying (nothing lost): {exc}")
+            self.new_rows_due = now + _RETRY_WRITE_S
+            return
+        if self._complaint is not None:
+            log.info("back to normal after: %s", self._complaint)
+            self._complaint = None
+
+    def _complain(self, message: str) -> None:
+        if message != self._complaint:
+            log.warning(message)
+            self._complaint = message
+
+    def _next_due(self, now: float) -> float:
+        times = [self.next_poll, *self.refresh_due.values()]
+        if self.new_rows_due is not None:
+            times.append(self.new_rows_due)
+        return max(0.0, min(times) - now)
+
+
+def serve(settings: Settings) -> int:
+    """The resident process: lock, loop, file watcher and AMI link; returns the exit code."""
+    from daemon import watch
+    with InstanceLock(settings["module.db"]):
+        daemon = Daemon(settings)
+        watcher = watch.start(settings["pbx.cdr_db"], settings.source,
+                              on_history=daemon.changed, on_settings=daemon.request_reload)
+        try:
+            return daemon.run()
+        finally:
+            watcher.stop()
+            watcher.join(2)
