@@ -191,3 +191,24 @@ def test_sighup_reloads_and_a_bad_file_keeps_the_running_settings(pbx, tmp_path)
     log = proc.stderr.read()
     assert "settings reloaded" in log and "callback_window=7200" in log
     assert "settings not reloaded" in log and "calls.callback_window" in log
+
+
+def test_file_watcher_fires_on_pbx_writes_not_on_our_own_reads(pbx):
+    from daemon import watch
+    from daemon.source import CdrSource
+    append_rows(pbx["cdr"], pbx["cols"], pbx["rows"][:10])
+    fired = []
+    observer = watch.start(pbx["cdr"], None, on_history=lambda: fired.append(1),
+                           on_settings=lambda: None)
+    try:
+        time.sleep(0.3)
+        for _ in range(5):                      # the daemon reading: inotify sees "modified"
+            with CdrSource(pbx["cdr"]).reading() as reader:
+                reader.max_id()
+        time.sleep(0.5)
+        assert fired == []
+        append_rows(pbx["cdr"], pbx["cols"], pbx["rows"][10:20])    # the PBX writing
+        assert wait_for(lambda: fired, 3)
+    finally:
+        observer.stop()
+        observer.join(2)
