@@ -197,6 +197,8 @@ def test_file_watcher_fires_on_pbx_writes_not_on_our_own_reads(pbx):
     from daemon import watch
     from daemon.source import CdrSource
     append_rows(pbx["cdr"], pbx["cols"], pbx["rows"][:10])
+    with CdrSource(pbx["cdr"]).reading() as reader:   # (re)creates the -wal the writer removed
+        reader.max_id()
     fired = []
     observer = watch.start(pbx["cdr"], None, on_history=lambda: fired.append(1),
                            on_settings=lambda: None)
