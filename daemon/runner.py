@@ -21,7 +21,8 @@ from typing import Callable
 
 from daemon.pbxtime import PbxClock
 from daemon.settings import Settings, SettingsError, load
-from daemon.source import CdrSource, SourceBusy, SourceError, read_pbx_config
+from daemon.source import (LEG_SOURCE_COLUMNS, CdrSource, SourceBusy, SourceError,
+                           read_pbx_config)
 from daemon.sync import Sync, SyncOptions
 from db.database import open_module_db
 from db.store import Store
@@ -76,6 +77,7 @@ class Daemon:
         self.reloading = False
         self.new_rows_due: float | None = 0.0     # catch up at start
         self.refresh_due: dict[str, float] = {}
+        self.event_rows: list[tuple] = []           # legs from AMI `Cdr` events, not yet mirrored
         self.next_poll = 0.0
         self.backfilled = False
         self._complaint: str | None = None        # the last problem logged (logged once)
@@ -92,6 +94,11 @@ class Daemon:
     def refresh(self, linkedid: str) -> None:
         """AMI named a call whose rows may have changed."""
         self.requests.put(linkedid)
+        self.wake.set()
+
+    def add_row(self, row: tuple) -> None:
+        """A finished leg from an AMI `Cdr` event (LEG_SOURCE_COLUMNS order)."""
+        self.requests.put(row)
         self.wake.set()
 
     def request_stop(self, *_) -> None:
@@ -115,6 +122,8 @@ class Daemon:
             if item is _NEW_ROWS:
                 due = now + debounce
                 self.new_rows_due = due if self.new_rows_due is None else min(self.new_rows_due, due)
+            elif isinstance(item, tuple):
+                self.event_rows.append(item)
             else:
                 self.refresh_due.setdefault(item, now + debounce)
         if now >= self.next_poll:
@@ -124,6 +133,8 @@ class Daemon:
         due = [linkedid for linkedid, at in self.refresh_due.items() if at <= now]
         if due:
             self._guarded(now, self._refresh, due)
+        if self.event_rows:
+            self._guarded(now, self._apply_event_rows)
         return self._next_due(now)
 
     def run(self, on_start: Callable[["Daemon"], None] | None = None) -> int:
@@ -185,6 +196,8 @@ class Daemon:
 
     def _read_new_rows(self, now: float) -> None:
         self.new_rows_due = None
+        if self.settings["ami.cdr_events"]:
+            return  # no history file: legs come from AMI `Cdr` events
         if now >= self.next_poll or not self.backfilled:
             # The safety net, and the first pass: everything, the tail re-check included.
             self.next_poll = now + self.settings["sync.poll_interval"]
@@ -195,6 +208,10 @@ class Daemon:
             return
         while not self.stopping and self.sync.step()[0]:
             pass
+
+    def _apply_event_rows(self) -> None:
+        self.sync.apply_rows(self.event_rows)
+        self.event_rows = []
 
     def _refresh(self, linkedids: list[str]) -> None:
         for linkedid in linkedids:
@@ -240,8 +257,55 @@ def serve(settings: Settings) -> int:
         daemon = Daemon(settings)
         watcher = watch.start(settings["pbx.cdr_db"], settings.source,
                               on_history=daemon.changed, on_settings=daemon.request_reload)
+        ami = _AmiFollower(daemon)
+        ami.start(settings)
+        daemon.on_reload = ami.settings_changed
         try:
             return daemon.run()
         finally:
+            ami.stop()
             watcher.stop()
             watcher.join(2)
+
+
+class _AmiFollower:
+    """The AMI link of a running daemon: its events trigger the daemon; restarted when the
+    `[ami]` settings change."""
+
+    def __init__(self, daemon: Daemon):
+        self.daemon = daemon
+        self.link = None
+
+    def start(self, settings: Settings) -> None:
+        if not settings["ami.enabled"]:
+            return
+        from daemon.ami import AmiLink
+        handlers = {"Hangup": self._call_changed, "UserEvent": self._call_changed}
+        if settings["ami.cdr_events"]:
+            handlers["Cdr"] = self._cdr_event
+        self.link = AmiLink(settings["ami.host"], settings["ami.port"],
+                            settings["ami.username"], settings["ami.secret"], handlers)
+        self.link.start()
+
+    def settings_changed(self, old: Settings, new: Settings) -> None:
+        if old.section("ami") != new.section("ami"):
+            self.stop()
+            self.start(new)
+
+    def stop(self) -> None:
+        if self.link is not None:
+            self.link.stop()
+            self.link = None
+
+    def _call_changed(self, event) -> None:
+        from daemon.ami import linkedid_of_event
+        linkedid = linkedid_of_event(event)
+        if linkedid:
+            self.daemon.refresh(linkedid)
+            self.daemon.changed()
+
+    def _cdr_event(self, event) -> None:
+        from daemon.ami import cdr_event_to_row
+        row = cdr_event_to_row(event)
+        self.daemon.add_row(tuple(0 if column == "id" else row.get(column, "")
+                                  for column in LEG_SOURCE_COLUMNS))

@@ -45,6 +45,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("ami", "port", int, 5038, "AMI port", minimum=1),
     Setting("ami", "username", str, "extcdr", "AMI user"),
     Setting("ami", "secret", str, "", "AMI password", secret=True),
+    Setting("ami", "cdr_events", bool, False,
+            "stock Asterisk without MikoPBX's cdr.db: build legs from AMI `Cdr` events"),
     Setting("module", "db", Path, Path(__file__).resolve().parent.parent / "db" / "module.db",
             "the module's own mirror"),
     Setting("calls", "extension_length", int, 4,

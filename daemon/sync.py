@@ -113,6 +113,12 @@ class Sync:
         with _no_cycle_collection(), self.source.reading() as reader:
             return self._apply_changed(reader.rows_of(linkedids))
 
+    def apply_rows(self, rows: list[tuple]) -> int:
+        """Mirror rows that did not come from the history file (AMI `Cdr` events), in
+        LEG_SOURCE_COLUMNS order; returns the legs applied."""
+        with _no_cycle_collection():
+            return self._apply_changed(rows)
+
     # --- internals -----------------------------------------------------------------------------
 
     def _cursor(self, reader: CdrReader) -> int:
