@@ -82,6 +82,11 @@ def _parser() -> argparse.ArgumentParser:
     daemon.add_argument("--db", type=Path, help="same as --set module.db=PATH")
     daemon.add_argument("--syslog", action="store_true", help="log to syslog, not stderr")
 
+    emulator = sub.add_parser("ami-emulator", help="an AMI server for tests and the demo: "
+                              "live calls into a demo cdr.db, transcripts, faults")
+    from daemon import amiemu
+    amiemu.add_arguments(emulator)
+
     status = sub.add_parser("status", help="mirror size, cursor and lag behind the PBX")
     status.add_argument("--db", required=True, type=Path)
     status.add_argument("--cdr-db", type=Path, help="the PBX's cdr.db, to measure the lag")
@@ -341,8 +346,13 @@ def cmd_demo_data(args) -> int:
     return 0
 
 
+def cmd_ami_emulator(args) -> int:
+    from daemon import amiemu
+    return amiemu.run(args)
+
+
 COMMANDS = {"sync": cmd_sync, "daemon": cmd_daemon, "calls": cmd_calls, "status": cmd_status,
-            "demo-data": cmd_demo_data}
+            "demo-data": cmd_demo_data, "ami-emulator": cmd_ami_emulator}
 
 
 def main(argv: list[str] | None = None) -> int:
