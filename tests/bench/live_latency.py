@@ -1,0 +1,105 @@
+"""Live latency: time from a call's last hang-up (the emulator's final event and cdr.db move)
+to the finished call being readable in module.db, for 500 calls played at a realistic rate
+through the AMI emulator and `extcdr daemon` (budget: p95 <= 1 s).
+
+Run: ./bin/bench live_latency [--calls 500] [--per-second 8] [--speed 10]
+"""
+from __future__ import annotations
+
+import argparse
+import random
+import signal
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from daemon import demo
+from daemon.amiemu import AmiEmulator
+
+ROOT = Path(__file__).resolve().parents[2]
+SEED = 5
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--calls", type=int, default=500)
+    parser.add_argument("--per-second", type=float, default=8.0, help="calls started per second")
+    parser.add_argument("--speed", type=float, default=10.0, help="call durations divided by")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="extcdr-latency-") as tmp:
+        root = Path(tmp)
+        demo.generate(root, 0, SEED, recordings_limit=0)
+        with AmiEmulator(cdr_db=root / "cdr.db") as emulator:
+            host, port = emulator.address
+            daemon = subprocess.Popen(
+                [sys.executable, "-m", "daemon.cli", "daemon", "--cdr-db", str(root / "cdr.db"),
+                 "--pbx-db", str(root / "mikopbx.db"), "--db", str(root / "module.db"),
+                 "--set", f"ami.host={host}", "--set", f"ami.port={port}",
+                 "--set", "ami.secret=extcdr-demo", "--set", "sync.poll_interval=600"],
+                cwd=ROOT, stderr=subprocess.DEVNULL)
+            try:
+                emulator.wait_for_listeners(1, timeout=15)
+                latencies = measure(emulator, root / "module.db", args)
+            finally:
+                daemon.send_signal(signal.SIGTERM)
+                daemon.wait(10)
+    latencies.sort()
+    p50 = statistics.median(latencies)
+    p95 = latencies[int(0.95 * (len(latencies) - 1))]
+    print(f"{len(latencies)} calls, hang-up -> readable in module.db: p50 {p50 * 1000:.0f} ms, "
+          f"p95 {p95 * 1000:.0f} ms, max {latencies[-1] * 1000:.0f} ms   (budget p95 <= 1000 ms)")
+
+
+def measure(emulator: AmiEmulator, db: Path, args) -> list[float]:
+    pbx = demo.DemoPbx(SEED, "Europe/Moscow")
+    rng = random.Random(SEED)
+    kinds, weights = list(demo.SCENARIO_WEIGHTS), list(demo.SCENARIO_WEIGHTS.values())
+    hung_up: dict[str, float] = {}      # linkedid -> when its last leg moved
+    expected: dict[str, int] = {}       # linkedid -> legs
+    seen: dict[str, float] = {}
+    done = threading.Event()
+
+    def watch_mirror() -> None:
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+        while not done.is_set():
+            now = time.monotonic()
+            try:
+                for linkedid, legs in conn.execute("SELECT linkedid, leg_count FROM call"):
+                    if linkedid not in seen and expected.get(linkedid) == legs:
+                        seen[linkedid] = now
+            except sqlite3.Error:
+                pass
+            time.sleep(0.005)
+        conn.close()
+
+    watcher = threading.Thread(target=watch_mirror, daemon=True)
+    watcher.start()
+    futures = []
+    for _ in range(args.calls):
+        legs = pbx.call_legs(rng.choices(kinds, weights)[0], time.time())
+        linkedid = legs[0].row["linkedid"]
+        expected[linkedid] = len(legs)
+        future = emulator.play_call(legs, speed=args.speed)
+        future.add_done_callback(lambda _, lid=linkedid: hung_up.setdefault(lid, time.monotonic()))
+        futures.append(future)
+        time.sleep(1 / args.per_second)
+    for future in futures:
+        future.result(timeout=600)
+    deadline = time.monotonic() + 10
+    while len(seen) < len(expected) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    done.set()
+    watcher.join()
+    missing = len(expected) - len(seen)
+    if missing:
+        print(f"{missing} calls never became readable", file=sys.stderr)
+    return [seen[lid] - hung_up[lid] for lid in seen]
+
+
+if __name__ == "__main__":
+    main()
