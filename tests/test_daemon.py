@@ -214,3 +214,29 @@ def test_file_watcher_fires_on_pbx_writes_not_on_our_own_reads(pbx):
     finally:
         observer.stop()
         observer.join(2)
+
+
+def test_pbx_db_locked_by_a_writer_is_waited_out(pbx, caplog, tmp_path):
+    """A writer holding the history DB (rollback-journal lock) only delays the mirror."""
+    caplog.set_level(logging.INFO, "extcdr")
+    daemon = Daemon(settings_for(pbx))
+    append_rows(pbx["cdr"], pbx["cols"], pbx["rows"][:200])
+    daemon.step(0.0)
+    append_rows(pbx["cdr"], pbx["cols"], pbx["rows"][200:])
+    locker = sqlite3.connect(pbx["cdr"], isolation_level=None)
+    locker.execute("PRAGMA journal_mode=DELETE")
+    locker.execute("BEGIN EXCLUSIVE")
+    try:
+        daemon.changed()
+        for now in (1.0, 2.5, 4.0):                 # each attempt waits out the busy timeout
+            daemon.step(now)
+        assert daemon.sync is not None
+        assert sum("locked" in r.message for r in caplog.records) == 1
+    finally:
+        locker.execute("COMMIT")
+        locker.close()
+    daemon.step(6.0)
+    assert any("back to normal" in r.message for r in caplog.records)
+    clean = tmp_path / "clean.db"
+    sync_once(pbx["cdr"], pbx["config"], clean)
+    assert dump(pbx["db"]) == dump(clean)
