@@ -76,6 +76,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, NamedTuple, Sequence
+from zoneinfo import ZoneInfoNotFoundError
 
 from daemon.demo import CONFIG_DB, SCENARIO_WEIGHTS, DemoPbx, MovedLeg
 from daemon.pbxschema import cdr_column_names, cdr_ddl, create
@@ -541,7 +542,6 @@ class AmiEmulator:
             self.stop()
             raise
         self.address = self._server.sockets[0].getsockname()[:2]
-        log.info("AMI emulator listening on %s:%d", *self.address)
         return self.address
 
     def stop(self) -> None:
@@ -639,12 +639,15 @@ class AmiEmulator:
         Calls of every scenario kind (by `demo.SCENARIO_WEIGHTS`) start at random moments,
         `calls_per_minute` on average in real time, from `DemoPbx(seed, timezone)`: the same
         seed as the demo PBX's gives the same employees, trunks and queues. Each call plays at
-        `speed` in parallel with the others.
+        `speed` in parallel with the others; calls under way when traffic stops still finish.
         """
         _check_speed(speed)
         if calls_per_minute <= 0:
             raise ValueError("calls_per_minute must be positive")
-        pbx = DemoPbx(seed, timezone)
+        try:
+            pbx = DemoPbx(seed, timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown timezone {timezone!r}") from None
         rng = random.Random(f"extcdr-demo:{seed}:live")
         return self._submit(self._traffic(pbx, rng, calls_per_minute, speed))
 
@@ -825,7 +828,7 @@ class AmiEmulator:
             if self._cdr is not None:
                 write = self._cdr.finish_leg if step.leg_done else self._cdr.begin_leg
                 await self._loop.run_in_executor(self._db_thread, write, step.row)
-            self.stats.legs_moved += step.leg_done
+            self.stats.legs_moved += int(step.leg_done)
             for headers in step.after:
                 self._broadcast(encode_message(headers), 1)
         self.stats.calls_played += 1
@@ -868,7 +871,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the seed the demo PBX was generated with (same employees)")
     parser.add_argument("--timezone", help="PBX timezone of the calls (default: from "
                         f"{CONFIG_DB} next to --cdr-db, else {DEFAULT_TIMEZONE})")
-    parser.add_argument("--calls-per-minute", type=float, default=6.0,
+    parser.add_argument("--calls-per-minute", type=float, default=12.0,
                         help="new calls per minute on average (0: no calls)")
     parser.add_argument("--speed", type=float, default=1.0,
                         help="how fast calls and --replay play (1: real time, 0: no waiting)")
@@ -899,7 +902,7 @@ def _pbx_timezone(cdr_db: Path | None) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Serve until SIGINT or SIGTERM."""
+    """Serve until SIGINT or SIGTERM; the bound address is printed once everything runs."""
     chunks = load_transcript(args.replay) if args.replay else None
     _check_speed(args.speed)
     emulator = AmiEmulator(host=args.listen[0], port=args.listen[1], username=args.username,
@@ -908,13 +911,16 @@ def run(args: argparse.Namespace) -> int:
     stopping = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stopping.set())
-    host, port = emulator.start()
-    print(f"AMI emulator listening on {host}:{port}", flush=True)
+    try:
+        host, port = emulator.start()
+    except sqlite3.Error as exc:
+        raise ValueError(f"{args.cdr_db}: {exc}") from None
     try:
         if args.calls_per_minute > 0:
             emulator.start_traffic(args.seed, args.calls_per_minute,
                                    timezone=args.timezone or _pbx_timezone(args.cdr_db),
                                    speed=args.speed)
+        print(f"AMI emulator listening on {host}:{port}", flush=True)
         while not stopping.wait(0.2):
             if chunks is not None and emulator.listeners():
                 emulator.replay(chunks, speed=args.speed)
@@ -933,7 +939,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(name)s: %(message)s")
     try:
         return run(args)
-    except (OSError, ValueError, sqlite3.Error) as exc:
+    except (OSError, ValueError) as exc:
         print(f"extcdr ami-emulator: {exc}", file=sys.stderr)
         return 2
 

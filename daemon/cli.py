@@ -199,6 +199,9 @@ def cmd_daemon(args) -> int:
         key, sep, value = item.partition("=")
         if not sep:
             raise CliError(f"--set {item!r}: use SECTION.KEY=VALUE")
+        if settings_module.is_secret(key.strip()):
+            raise CliError(f"--set {key.strip()}: secrets go in the settings file (--config), "
+                           f"never on a command line")
         overrides[key.strip()] = value.strip()
     settings = settings_module.load(args.config, overrides)
     _setup_logging(settings["log.level"], args.syslog)

@@ -108,6 +108,10 @@ def load(path: Path | None = None, overrides: dict[str, Any] | None = None) -> S
     return Settings(values, path, overrides)
 
 
+def is_secret(key: str) -> bool:
+    return key in _BY_KEY and _BY_KEY[key].secret
+
+
 def _read_toml(path: Path) -> dict[str, Any]:
     try:
         with open(path, "rb") as file:

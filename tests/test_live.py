@@ -49,11 +49,12 @@ class LivePbx:
         self.pbx = demo.DemoPbx(SEED, "Europe/Moscow")
         self.rng = random.Random(SEED)
         self.calls = 0
+        config = root / "extcdr.toml"   # the AMI secret never goes on a command line
+        config.write_text(f'[ami]\nhost = "{host}"\nport = {port}\nsecret = "extcdr-demo"\n')
         self.daemon = subprocess.Popen(
-            [sys.executable, "-m", "daemon.cli", "daemon", "--cdr-db", str(self.cdr),
-             "--pbx-db", str(root / "mikopbx.db"), "--db", str(self.db),
-             "--set", f"ami.host={host}", "--set", f"ami.port={port}",
-             "--set", "ami.secret=extcdr-demo", "--set", "sync.poll_interval=600"],
+            [sys.executable, "-m", "daemon.cli", "daemon", "--config", str(config),
+             "--cdr-db", str(self.cdr), "--pbx-db", str(root / "mikopbx.db"),
+             "--db", str(self.db), "--set", "sync.poll_interval=600"],
             cwd=ROOT, stderr=subprocess.PIPE, text=True)
         assert wait_for(lambda: mirrored(self.db) == 0, 15), "daemon did not start"
 
@@ -133,3 +134,11 @@ def test_refused_login_is_logged_once_and_the_file_watcher_still_mirrors(live, t
     assert sum("login" in line.lower() and "WARNING" in line for line in log.splitlines()) == 1
     assert "extcdr-demo" not in log         # the secret is never logged
     assert_exact(pbx, tmp_path)
+
+
+def test_secrets_are_refused_on_the_command_line(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "daemon.cli", "daemon", "--db",
+                           str(tmp_path / "m.db"), "--set", "ami.secret=hunter2"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=30)
+    assert done.returncode != 0 and "settings file" in done.stderr
+    assert not (tmp_path / "m.db").exists()
