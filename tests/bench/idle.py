@@ -1,7 +1,8 @@
 """Idle cost of `extcdr daemon`: CPU used over a quiet minute (budget: under 1% of a core).
 
-Run: ./bin/bench idle [--seconds 60]. The daemon mirrors a small demo PBX, catches up, then
-nothing happens; its CPU time (user + system, from /proc) over the window is reported.
+Run: ./bin/bench idle [--seconds 60]. The daemon mirrors a small demo PBX, catches up and keeps
+its AMI link to a quiet emulator (keepalive pings), its file watcher and its safety-net poll;
+its CPU time (user + system, from /proc) over the window is reported.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import time
 from pathlib import Path
 
 from daemon import demo
+from daemon.amiemu import AmiEmulator
 
 ROOT = Path(__file__).resolve().parents[2]
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -28,15 +30,18 @@ def cpu_seconds(pid: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=60.0)
-    parser.add_argument("--ami", action="store_true", help="also keep an idle AMI link")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="extcdr-idle-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="extcdr-idle-") as tmp, \
+            AmiEmulator() as emulator:          # a quiet PBX: the link stays up and pings
         pbx = Path(tmp)
         demo.generate(pbx, 2_000, seed=3)
+        host, port = emulator.address
+        config = pbx / "extcdr.toml"
+        config.write_text(f'[ami]\nhost = "{host}"\nport = {port}\nsecret = "extcdr-demo"\n')
         proc = subprocess.Popen(
-            [sys.executable, "-m", "daemon.cli", "daemon", "--cdr-db", str(pbx / "cdr.db"),
-             "--pbx-db", str(pbx / "mikopbx.db"), "--db", str(pbx / "module.db"),
-             "--set", "ami.enabled=false"], cwd=ROOT, stderr=subprocess.DEVNULL)
+            [sys.executable, "-m", "daemon.cli", "daemon", "--config", str(config),
+             "--cdr-db", str(pbx / "cdr.db"), "--pbx-db", str(pbx / "mikopbx.db"),
+             "--db", str(pbx / "module.db")], cwd=ROOT, stderr=subprocess.DEVNULL)
         try:
             time.sleep(5)                      # start-up and the first catch-up
             before, started = cpu_seconds(proc.pid), time.monotonic()
