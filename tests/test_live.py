@@ -142,3 +142,65 @@ def test_secrets_are_refused_on_the_command_line(tmp_path):
                           cwd=ROOT, capture_output=True, text=True, timeout=30)
     assert done.returncode != 0 and "settings file" in done.stderr
     assert not (tmp_path / "m.db").exists()
+
+
+def test_stock_asterisk_cdr_events_are_a_leg_source(tmp_path):
+    """No MikoPBX cdr.db: the daemon builds legs from AMI `Cdr` events (cdr_manager)."""
+    transcript = ROOT / "tests" / "transcripts" / "asterisk-cdr-manager.txt"
+    with AmiEmulator() as emulator:
+        host, port = emulator.address
+        config = tmp_path / "extcdr.toml"
+        config.write_text(f'[ami]\nhost = "{host}"\nport = {port}\nsecret = "extcdr-demo"\n'
+                          f'cdr_events = true\n[pbx]\ntimezone = "Europe/Berlin"\n')
+        db = tmp_path / "module.db"
+        daemon = subprocess.Popen(
+            [sys.executable, "-m", "daemon.cli", "daemon", "--config", str(config),
+             "--cdr-db", str(tmp_path / "no-cdr.db"), "--db", str(db)],
+            cwd=ROOT, stderr=subprocess.PIPE, text=True)
+        try:
+            emulator.wait_for_listeners(1, timeout=15)
+            emulator.replay(transcript, speed=0).result(10)
+            assert wait_for(lambda: mirrored(db) == 2, 10)
+        finally:
+            daemon.send_signal(signal.SIGTERM)
+            daemon.wait(10)
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute("SELECT direction, status, src FROM call ORDER BY start_ms").fetchall()
+    assert [r[:2] for r in rows] == [("outgoing", "answered"), ("outgoing", "not_reached")]
+    assert all(src == "202" for *_, src in rows)
+
+
+def test_a_peer_that_closes_before_the_banner_is_retried(live, tmp_path):
+    pbx = live(Faults(close_before_banner=True))
+    pbx.play(5)
+    time.sleep(1.5)
+    pbx.emulator.faults.close_before_banner = False
+    assert wait_for(lambda: pbx.emulator.listeners() == 1, 20), "never reconnected"
+    pbx.play(5)
+    assert pbx.settled(20)
+    assert "Traceback" not in pbx.close()
+    assert_exact(pbx, tmp_path)
+
+
+def test_history_db_locked_for_30_seconds_delays_but_loses_nothing(live, tmp_path):
+    pbx = live()
+    assert wait_for(lambda: pbx.emulator.listeners() == 1, 10)
+    pbx.play(5)
+    assert pbx.settled()
+    locker = sqlite3.connect(pbx.cdr, isolation_level=None, timeout=60)
+    locker.execute("BEGIN EXCLUSIVE")                # a writer holds the PBX DB for 30 s
+    held = time.monotonic()
+    kinds = list(demo.SCENARIO_WEIGHTS)
+    pending = [pbx.emulator.play_call(pbx.pbx.call_legs(pbx.rng.choice(kinds),
+                                                        time.time() - 600), speed=0)
+               for _ in range(5)]                    # the PBX's own writes queue up behind it
+    pbx.calls += len(pending)
+    time.sleep(max(0.0, 30 - (time.monotonic() - held)))
+    assert pbx.daemon.poll() is None
+    locker.execute("COMMIT")
+    locker.close()
+    for future in pending:
+        future.result(60)
+    assert pbx.settled(20)
+    assert "Traceback" not in pbx.close()
+    assert_exact(pbx, tmp_path)
