@@ -1,9 +1,7 @@
 """Shared fixtures: real PBX files in temp dirs and the CLI run in-process."""
 from __future__ import annotations
 
-import os
 from datetime import date
-import shutil
 import subprocess
 import sys
 from pathlib import Path

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import random
 import sqlite3
+import time
 from pathlib import Path
 
 from daemon import pbxschema
@@ -71,3 +72,22 @@ def shuffled(rows: list, seed: int) -> list:
     rows = list(rows)
     random.Random(seed).shuffle(rows)
     return rows
+
+
+def call_count(db: Path) -> int | None:
+    """Calls in a mirror, read-only; None while it does not exist (or is not migrated) yet."""
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+            return conn.execute("SELECT count(*) FROM call").fetchone()[0]
+    except sqlite3.Error:
+        return None
+
+
+def wait_for(predicate, timeout: float = 10.0) -> bool:
+    """Poll `predicate` until it is true or `timeout` seconds passed."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return False

@@ -26,7 +26,6 @@ from __future__ import annotations
 import itertools
 import json
 import re
-import sqlite3
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path

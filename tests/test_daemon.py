@@ -1,6 +1,5 @@
 """`extcdr daemon`: the loop of one step, triggers, faults, signals, the lock, reloads."""
 import logging
-import os
 import signal
 import sqlite3
 import subprocess
@@ -12,7 +11,7 @@ import pytest
 from daemon.runner import Daemon
 from daemon.settings import load
 from tests.conftest import ROOT
-from tests.mirror import append_rows, dump, pbx_rows, sync_once
+from tests.mirror import append_rows, call_count, dump, pbx_rows, sync_once, wait_for
 
 
 @pytest.fixture
@@ -29,15 +28,6 @@ def settings_for(pbx, **extra):
                  "module.db": pbx["db"], "ami.enabled": "false", "sync.poll_interval": "30",
                  "sync.debounce": "0.05", **extra}
     return load(None, overrides)
-
-
-def call_count(db) -> int | None:
-    """Calls in the mirror; None while it does not exist yet."""
-    try:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
-            return conn.execute("SELECT count(*) FROM call").fetchone()[0]
-    except sqlite3.Error:
-        return None
 
 
 def test_triggers_are_debounced_and_polls_are_the_safety_net(pbx):
@@ -128,15 +118,6 @@ def start_daemon(pbx, *extra, config=None):
         args += ["--config", config]
     return subprocess.Popen([str(a) for a in args], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
-
-
-def wait_for(predicate, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 def test_a_new_call_shows_up_within_a_second_without_polling(pbx):

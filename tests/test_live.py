@@ -14,26 +14,9 @@ import pytest
 from daemon import demo
 from daemon.amiemu import AmiEmulator, Faults
 from tests.conftest import ROOT
-from tests.mirror import dump, sync_once
+from tests.mirror import call_count, dump, sync_once, wait_for
 
 SEED = 11
-
-
-def wait_for(predicate, timeout):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
-
-
-def mirrored(db: Path) -> int:
-    try:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
-            return conn.execute("SELECT count(*) FROM call").fetchone()[0]
-    except sqlite3.Error:
-        return -1
 
 
 class LivePbx:
@@ -56,7 +39,7 @@ class LivePbx:
              "--cdr-db", str(self.cdr), "--pbx-db", str(root / "mikopbx.db"),
              "--db", str(self.db), "--set", "sync.poll_interval=600"],
             cwd=ROOT, stderr=subprocess.PIPE, text=True)
-        assert wait_for(lambda: mirrored(self.db) == 0, 15), "daemon did not start"
+        assert wait_for(lambda: call_count(self.db) == 0, 15), "daemon did not start"
 
     def play(self, count: int) -> None:
         kinds = list(demo.SCENARIO_WEIGHTS)
@@ -66,7 +49,7 @@ class LivePbx:
             self.calls += 1
 
     def settled(self, timeout=15) -> bool:
-        return wait_for(lambda: mirrored(self.db) == self.calls, timeout)
+        return wait_for(lambda: call_count(self.db) == self.calls, timeout)
 
     def close(self) -> str:
         self.daemon.send_signal(signal.SIGTERM)
@@ -160,7 +143,7 @@ def test_stock_asterisk_cdr_events_are_a_leg_source(tmp_path):
         try:
             emulator.wait_for_listeners(1, timeout=15)
             emulator.replay(transcript, speed=0).result(10)
-            assert wait_for(lambda: mirrored(db) == 2, 10)
+            assert wait_for(lambda: call_count(db) == 2, 10)
         finally:
             daemon.send_signal(signal.SIGTERM)
             daemon.wait(10)

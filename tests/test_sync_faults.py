@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT, run_extcdr
-from tests.mirror import append_rows, dump, pbx_rows, sync_once
+from tests.mirror import append_rows, dump, pbx_rows
 
 
 def sync_args(pbx_dir, db, *extra):

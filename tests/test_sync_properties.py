@@ -3,7 +3,7 @@ import shutil
 
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from tests.mirror import append_rows, dump, pbx_rows, shuffled, sync_once
+from tests.mirror import append_rows, dump, shuffled, sync_once
 
 
 @settings(max_examples=12, deadline=None,
