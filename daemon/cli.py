@@ -15,7 +15,7 @@ from daemon.source import CdrSource, SourceBusy, SourceError, read_pbx_config
 from daemon.sync import Sync, SyncOptions
 from db.database import ModuleDbError, open_module_db
 from daemon.calls import DIRECTIONS, STATUSES
-from db.queries import (CallFilter, QueryError, call_rows, calls_query,
+from db.queries import (QueryError, call_filter, call_rows, calls_query,
                         counts_by_direction_and_status, sync_state)
 from db.records import call_record
 from db.store import Store
@@ -227,43 +227,18 @@ def _setup_logging(level: str, syslog: bool) -> None:
 
 # --- calls ---------------------------------------------------------------------------------------
 
-def _split(value: str | None) -> list[str]:
-    return [v.strip() for v in value.split(",") if v.strip()] if value else []
-
-
-def parse_moment(text: str, clock: PbxClock, *, end: bool) -> int:
-    """A --from/--to value as epoch ms; a bare date is the whole local day."""
-    try:
-        if len(text) == 10:
-            day = date.fromisoformat(text)
-            start, stop = clock.local_day_bounds(day)
-            return (stop if end else start) * 1000
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise CliError(f"bad date {text!r}: use YYYY-MM-DD or YYYY-MM-DDTHH:MM[:SS]") from None
-    if moment.tzinfo is None:
-        return clock.local_to_epoch(moment) * 1000
-    return int(moment.timestamp() * 1000)
-
-
 def cmd_calls(args) -> int:
     db = open_module_db(args.db, readonly=True)
     try:
         state = sync_state(db)
         clock = _clock(state.get("timezone") or _system_timezone())
-        today = clock.to_local(time.time()).date()
-        day_start, day_end = (ms * 1000 for ms in clock.local_day_bounds(today))
-        start = parse_moment(args.start, clock, end=False) if args.start else None
-        stop = parse_moment(args.end, clock, end=True) if args.end else None
-        if start is None:
-            start = stop - 86_400_000 if stop is not None and stop <= day_start else day_start
-        if stop is None:
-            stop = day_end
-        flt = CallFilter(start_ms=start, end_ms=stop, directions=_split(args.direction),
-                         statuses=_split(args.status), number=args.number,
-                         employees=_split(args.employee), groups=_split(args.group),
-                         min_talk=args.min_talk, unreturned=args.unreturned, limit=args.limit,
-                         number_match_digits=int(state.get("number_match_digits", 9)))
+        params = {"from": args.start, "to": args.end, "direction": args.direction,
+                  "status": args.status, "number": args.number, "employee": args.employee,
+                  "group": args.group, "min_talk": args.min_talk,
+                  "unreturned": args.unreturned, "limit": args.limit}
+        flt = call_filter({k: v for k, v in params.items() if v is not None}, clock,
+                          time.time(),
+                          number_match_digits=int(state.get("number_match_digits", 9)))
         if args.format == "summary":
             _print_summary(counts_by_direction_and_status(flt, db))
             return 0

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
+from datetime import date, datetime
 
 from peewee import SQL, SqliteDatabase, Tuple, fn
 
@@ -35,6 +36,7 @@ class CallFilter:
     limit: int | None = None
     after: tuple[int, int] | None = None   # keyset cursor: (start_ms, id) of the last row seen
     number_match_digits: int = 9           # as the mirror was built (sync_state)
+    visible_to: list[str] | None = None    # an operator's extensions: only calls they were in
 
     def __post_init__(self):
         if self.end_ms <= self.start_ms:
@@ -96,6 +98,89 @@ def _digits(part: str, whole: str, match_digits: int) -> str:
     return digits[-match_digits:]
 
 
+FILTER_PARAMETERS = ("from", "to", "direction", "status", "number", "employee", "group",
+                     "min_talk", "unreturned", "limit", "cursor")
+DAY_MS = 86_400_000
+
+
+def call_filter(params, clock, now_s: float, *, number_match_digits: int = 9,
+                visible_to: list[str] | None = None) -> CallFilter:
+    """The filter of the page, the JSON API and the CLI, from their text parameters
+    (FILTER_PARAMETERS; lists comma-separated; dates in the PBX timezone, default today)."""
+    unknown = [name for name in params if name not in FILTER_PARAMETERS]
+    if unknown:
+        raise QueryError(f"unknown parameter {unknown[0]!r}; use: {', '.join(FILTER_PARAMETERS)}")
+    start_ms, end_ms = _period(params.get("from"), params.get("to"), clock, now_s)
+    return CallFilter(
+        start_ms=start_ms, end_ms=end_ms, directions=_list(params.get("direction")),
+        statuses=_list(params.get("status")), number=params.get("number") or None,
+        employees=_list(params.get("employee")), groups=_list(params.get("group")),
+        min_talk=_whole(params, "min_talk"), unreturned=_flag(params.get("unreturned")),
+        limit=_whole(params, "limit"), after=_cursor(params.get("cursor")),
+        number_match_digits=number_match_digits, visible_to=visible_to)
+
+
+def _period(start: str | None, end: str | None, clock, now_s: float) -> tuple[int, int]:
+    today = clock.to_local(now_s).date()
+    day_start, day_end = (s * 1000 for s in clock.local_day_bounds(today))
+    start_ms = _moment(start, clock, end=False) if start else None
+    end_ms = _moment(end, clock, end=True) if end else None
+    if start_ms is None:
+        start_ms = end_ms - DAY_MS if end_ms is not None and end_ms <= day_start else day_start
+    return start_ms, day_end if end_ms is None else end_ms
+
+
+def _moment(text: str, clock, *, end: bool) -> int:
+    """A from/to value as epoch ms; a bare date is the whole local day."""
+    try:
+        if len(text) == 10:
+            day_start, day_end = clock.local_day_bounds(date.fromisoformat(text))
+            return (day_end if end else day_start) * 1000
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise QueryError(f"bad date {text!r}: use YYYY-MM-DD or YYYY-MM-DDTHH:MM[:SS]") from None
+    if moment.tzinfo is None:
+        return clock.local_to_epoch(moment) * 1000
+    return int(moment.timestamp() * 1000)
+
+
+def _list(value: str | None) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else []
+
+
+def _whole(params, name: str) -> int | None:
+    value = params.get(name)
+    if value in (None, ""):
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise QueryError(f"{name} must be a whole number, not {value!r}") from None
+
+
+def _flag(value) -> bool:
+    if value in (None, "", False):
+        return False
+    if value is True or str(value).lower() in ("1", "true", "yes", "on"):
+        return True
+    if str(value).lower() in ("0", "false", "no", "off"):
+        return False
+    raise QueryError(f"unreturned must be true or false, not {value!r}")
+
+
+def encode_cursor(start_ms: int, call_id: int) -> str:
+    return f"{start_ms}.{call_id}"
+
+
+def _cursor(value: str | None) -> tuple[int, int] | None:
+    if not value:
+        return None
+    start, _, call_id = value.partition(".")
+    if not (start.isdigit() and call_id.isdigit()):
+        raise QueryError(f"bad cursor {value!r}: pass back the next_cursor of the previous page")
+    return int(start), int(call_id)
+
+
 def calls_query(f: CallFilter, db: SqliteDatabase):
     """The filtered calls, newest first (a peewee query bound to `db`)."""
     query = Call.select().where(Call.start_ms >= f.start_ms, Call.start_ms < f.end_ms)
@@ -107,12 +192,12 @@ def calls_query(f: CallFilter, db: SqliteDatabase):
         query = query.where(Call.status.in_(f.statuses))
     if f.min_talk:
         query = query.where(Call.talk_s >= f.min_talk)
-    extensions = employee_extensions(f, db)
-    if extensions is not None:
-        query = query.where(Call.id.in_(
-            CallEmployee.select(CallEmployee.call_id).where(
-                CallEmployee.extension.in_(extensions),
-                CallEmployee.start_ms >= f.start_ms, CallEmployee.start_ms < f.end_ms)))
+    for extensions in (employee_extensions(f, db), f.visible_to):
+        if extensions is not None:
+            query = query.where(Call.id.in_(
+                CallEmployee.select(CallEmployee.call_id).where(
+                    CallEmployee.extension.in_(extensions),
+                    CallEmployee.start_ms >= f.start_ms, CallEmployee.start_ms < f.end_ms)))
     if f.number:
         query = _number_condition(query, parse_number_search(f.number, f.number_match_digits))
     if f.after:
