@@ -82,6 +82,12 @@ def _parser() -> argparse.ArgumentParser:
     daemon.add_argument("--db", type=Path, help="same as --set module.db=PATH")
     daemon.add_argument("--syslog", action="store_true", help="log to syslog, not stderr")
 
+    web = sub.add_parser("web", help="serve the history pages and the JSON API (waitress), "
+                         "behind the PBX admin shell's nginx")
+    web.add_argument("--config", type=Path, help="settings file (TOML; holds web.proxy_token)")
+    web.add_argument("--db", type=Path, help="same as --set module.db=PATH")
+    web.add_argument("--listen", metavar="HOST:PORT", help="same as --set web.listen=HOST:PORT")
+
     emulator = sub.add_parser("ami-emulator", help="an AMI server for tests and the demo: "
                               "live calls into a demo cdr.db, transcripts, faults")
     from daemon import amiemu
@@ -324,13 +330,32 @@ def cmd_demo_data(args) -> int:
     return 0
 
 
+def cmd_web(args) -> int:
+    from waitress import serve
+
+    from daemon import settings as settings_module
+    from web import create_app
+    settings = settings_module.load(args.config, {"module.db": args.db,
+                                                  "web.listen": args.listen})
+    if not settings["web.proxy_token"]:
+        raise CliError("web.proxy_token is empty: set it in the settings file (and in the "
+                       "nginx location), or no request can be trusted")
+    host, _, port = settings["web.listen"].rpartition(":")
+    if not host or not port.isdigit():
+        raise CliError(f"web.listen {settings['web.listen']!r}: use HOST:PORT")
+    _setup_logging(settings["log.level"], syslog=False)
+    serve(create_app(settings), host=host, port=int(port), threads=4,
+          trusted_proxy="127.0.0.1", trusted_proxy_headers="x-forwarded-for x-forwarded-proto")
+    return 0
+
+
 def cmd_ami_emulator(args) -> int:
     from daemon import amiemu
     return amiemu.run(args)
 
 
 COMMANDS = {"sync": cmd_sync, "daemon": cmd_daemon, "calls": cmd_calls, "status": cmd_status,
-            "demo-data": cmd_demo_data, "ami-emulator": cmd_ami_emulator}
+            "demo-data": cmd_demo_data, "ami-emulator": cmd_ami_emulator, "web": cmd_web}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -60,6 +60,12 @@ SETTINGS: tuple[Setting, ...] = (
             "seconds between safety-net polls of the PBX DB", minimum=0.1),
     Setting("sync", "debounce", float, 0.05,
             "seconds to gather file-change and AMI triggers into one read", minimum=0),
+    Setting("web", "listen", str, "127.0.0.1:8765", "where the pages and API listen (HOST:PORT)"),
+    Setting("web", "prefix", str, "/admin-cabinet/module-extended-cdr/",
+            "URL prefix inside the PBX admin shell"),
+    Setting("web", "proxy_token", str, "",
+            "shared with the nginx location: requests without it did not come through the "
+            "admin shell and are refused", secret=True),
     Setting("log", "level", str, "info", "debug, info, warning or error"),
 )
 

@@ -246,10 +246,19 @@ def _number_condition(query, search: NumberSearch):
 
 def call_rows(query):
     """Rows of a calls query as dicts with list fields decoded."""
-    for row in query.dicts().iterator():
-        for name in LIST_FIELDS:
-            row[name] = json.loads(row[name])
-        yield row
+    return map(_decoded, query.dicts().iterator())
+
+
+def find_call(linkedid: str, db: SqliteDatabase) -> dict | None:
+    """One call row (list fields decoded) by linkedid."""
+    row = Call.select().where(Call.linkedid == linkedid).bind(db).dicts().first()
+    return _decoded(row) if row else None
+
+
+def _decoded(row: dict) -> dict:
+    for name in LIST_FIELDS:
+        row[name] = json.loads(row[name])
+    return row
 
 
 def legs_of_call(linkedid: str, db: SqliteDatabase) -> list[dict]:

@@ -202,3 +202,8 @@ def test_demo_data_refuses_to_overwrite_silently(tmp_path, cli):
         assert conn.execute("SELECT count(DISTINCT linkedid) FROM cdr_general").fetchone()[0] == 300
     err = one_line_error(*cli("demo-data", "--out", out / "cdr.db", "--calls", 5))
     assert "cdr.db" in err
+
+
+def test_web_refuses_to_start_without_a_proxy_token(mirror, cli):
+    err = one_line_error(*cli("web", "--db", mirror, "--listen", "127.0.0.1:0"))
+    assert "web.proxy_token" in err

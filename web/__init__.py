@@ -1,0 +1,46 @@
+"""The module's pages and JSON API (Flask): thin views over `db.queries`, behind the PBX admin
+shell's nginx, which authenticates every request and passes the user in headers."""
+from __future__ import annotations
+
+from flask import Flask, jsonify
+
+from daemon.settings import Settings
+from db.database import open_module_db
+from db.queries import QueryError, sync_state
+from daemon.pbxtime import PbxClock
+from web import auth
+from web.api import api
+
+
+def create_app(settings: Settings) -> Flask:
+    """The WSGI app for one mirror; serve it with waitress (`extcdr web`)."""
+    app = Flask(__name__)
+    db = open_module_db(settings["module.db"], readonly=True)
+    state = sync_state(db)
+    app.config.update(
+        EXTCDR_DB=db,
+        EXTCDR_CLOCK=PbxClock(settings["pbx.timezone"] or state.get("timezone") or "UTC"),
+        EXTCDR_MATCH_DIGITS=int(state.get("number_match_digits", 9)),
+        EXTCDR_PROXY_TOKEN=settings["web.proxy_token"],
+    )
+    prefix = "/" + settings["web.prefix"].strip("/")
+    app.before_request(auth.require_user)
+    app.register_blueprint(api, url_prefix=f"{prefix}/api/v1")
+
+    @app.errorhandler(QueryError)
+    def bad_filter(error):
+        return jsonify(error=str(error)), 400
+
+    @app.errorhandler(404)
+    def not_found(_):
+        return jsonify(error="not found"), 404
+
+    @app.errorhandler(405)
+    def not_allowed(_):
+        return jsonify(error="method not allowed"), 405
+
+    @app.errorhandler(500)
+    def failed(_):
+        return jsonify(error="internal error; see the module log"), 500
+
+    return app

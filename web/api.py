@@ -1,0 +1,65 @@
+"""The versioned JSON API (`api/v1`): the call record contract of call-semantics.md, with
+the history page's filters, keyset paging, and the user's role applied in the query."""
+from __future__ import annotations
+
+import time
+
+from flask import Blueprint, abort, current_app, g, jsonify, request
+
+from db.queries import (QueryError, call_filter, call_rows, calls_query, encode_cursor,
+                        find_call, legs_of_call)
+from db.records import call_record, iso_time
+
+api = Blueprint("api_v1", __name__)
+
+PAGE = 50
+MAX_PAGE = 500
+
+
+@api.get("/calls")
+def calls():
+    """Calls newest first; `next_cursor` fetches the next page (keyset, no OFFSET)."""
+    params = request.args.to_dict()
+    page = _page_size(params.pop("limit", None))
+    flt = call_filter(params, _clock(), time.time(),
+                      number_match_digits=current_app.config["EXTCDR_MATCH_DIGITS"],
+                      visible_to=g.user.visible_to)
+    flt.limit = page + 1                     # one more tells whether a next page exists
+    rows = list(call_rows(calls_query(flt, _db())))
+    tz = _clock().tz
+    last = rows[page - 1] if len(rows) > page else None
+    return jsonify(calls=[call_record(row, tz) for row in rows[:page]],
+                   next_cursor=encode_cursor(last["start_ms"], last["id"]) if last else None)
+
+
+@api.get("/calls/<linkedid>")
+def call(linkedid: str):
+    """One call with its legs; another user's call is 404, as if it did not exist."""
+    row = find_call(linkedid, _db())
+    visible = g.user.visible_to
+    if row is None or (visible is not None and not set(row["employees"]) & set(visible)):
+        abort(404)
+    tz = _clock().tz
+    legs = legs_of_call(linkedid, _db())
+    for leg in legs:
+        leg.pop("id")
+        for name in ("start", "answer", "end"):
+            value = leg.pop(f"{name}_ms")
+            leg[name] = iso_time(value, tz) if value is not None else None
+    return jsonify(call=call_record(row, tz), legs=legs)
+
+
+def _page_size(value: str | None) -> int:
+    if value in (None, ""):
+        return PAGE
+    if not value.isdigit() or not 1 <= int(value) <= MAX_PAGE:
+        raise QueryError(f"limit must be a whole number from 1 to {MAX_PAGE}, not {value!r}")
+    return int(value)
+
+
+def _db():
+    return current_app.config["EXTCDR_DB"]
+
+
+def _clock():
+    return current_app.config["EXTCDR_CLOCK"]

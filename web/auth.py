@@ -1,0 +1,44 @@
+"""Who is asking. nginx (the PBX admin shell) authenticates each request with `auth_request`
+and sets these headers; a request that does not carry the shared proxy token did not come
+through it, and its identity headers are not believed."""
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass
+
+from flask import current_app, g, jsonify, request
+
+ROLES = ("admin", "supervisor", "operator")
+USER_HEADER = "X-Extcdr-User"
+ROLE_HEADER = "X-Extcdr-Role"
+EXTENSIONS_HEADER = "X-Extcdr-Extensions"
+TOKEN_HEADER = "X-Extcdr-Proxy-Token"
+
+
+@dataclass(frozen=True)
+class User:
+    name: str
+    role: str
+    extensions: tuple[str, ...]
+
+    @property
+    def visible_to(self) -> list[str] | None:
+        """Extensions an operator is limited to; None: every call (admin, supervisor)."""
+        return list(self.extensions) if self.role == "operator" else None
+
+
+def require_user():
+    """before_request: set `g.user`, or answer 401."""
+    expected = current_app.config["EXTCDR_PROXY_TOKEN"]
+    given = request.headers.get(TOKEN_HEADER, "")
+    if not expected or not hmac.compare_digest(given.encode(), expected.encode()):
+        return jsonify(error="not authenticated: open this page through the PBX admin "
+                             "interface"), 401
+    role = request.headers.get(ROLE_HEADER, "")
+    name = request.headers.get(USER_HEADER, "")
+    if role not in ROLES or not name:
+        return jsonify(error="not authenticated: no user or role from the admin shell"), 401
+    extensions = tuple(e.strip() for e in request.headers.get(EXTENSIONS_HEADER, "").split(",")
+                       if e.strip())
+    g.user = User(name, role, extensions)
+    return None
