@@ -87,6 +87,10 @@ def _parser() -> argparse.ArgumentParser:
     web.add_argument("--config", type=Path, help="settings file (TOML; holds web.proxy_token)")
     web.add_argument("--db", type=Path, help="same as --set module.db=PATH")
     web.add_argument("--listen", metavar="HOST:PORT", help="same as --set web.listen=HOST:PORT")
+    web.add_argument("--standin", action="store_true",
+                     help="run the admin-shell stand-in (login, session, auth) in this process")
+    web.add_argument("--users", type=Path,
+                     help="with --standin: JSON list of {name, password, role, extensions}")
 
     emulator = sub.add_parser("ami-emulator", help="an AMI server for tests and the demo: "
                               "live calls into a demo cdr.db, transcripts, faults")
@@ -337,14 +341,22 @@ def cmd_web(args) -> int:
     from web import create_app
     settings = settings_module.load(args.config, {"module.db": args.db,
                                                   "web.listen": args.listen})
-    if not settings["web.proxy_token"]:
+    accounts = None
+    if args.standin:
+        from web.standin import load_users
+        accounts = load_users(args.users)
+        if args.users is None:
+            print("stand-in shell users: " + ", ".join(
+                f"{a.user.name}/{a.password} ({a.user.role})" for a in accounts.values()))
+    elif not settings["web.proxy_token"]:
         raise CliError("web.proxy_token is empty: set it in the settings file (and in the "
                        "nginx location), or no request can be trusted")
     host, _, port = settings["web.listen"].rpartition(":")
     if not host or not port.isdigit():
         raise CliError(f"web.listen {settings['web.listen']!r}: use HOST:PORT")
     _setup_logging(settings["log.level"], syslog=False)
-    serve(create_app(settings), host=host, port=int(port), threads=4,
+    print(f"listening on http://{host}:{port}{settings['web.prefix']}", flush=True)
+    serve(create_app(settings, standin_accounts=accounts), host=host, port=int(port), threads=4,
           trusted_proxy="127.0.0.1", trusted_proxy_headers="x-forwarded-for x-forwarded-proto")
     return 0
 

@@ -2,6 +2,8 @@
 shell's nginx, which authenticates every request and passes the user in headers."""
 from __future__ import annotations
 
+import secrets
+
 from flask import Flask, jsonify
 
 from daemon.settings import Settings
@@ -12,8 +14,9 @@ from web import auth
 from web.api import api
 
 
-def create_app(settings: Settings) -> Flask:
-    """The WSGI app for one mirror; serve it with waitress (`extcdr web`)."""
+def create_app(settings: Settings, *, standin_accounts: dict | None = None) -> Flask:
+    """The WSGI app for one mirror; serve it with waitress (`extcdr web`). With
+    `standin_accounts` the admin-shell stand-in (login, session, `auth`) runs in-process."""
     app = Flask(__name__)
     db = open_module_db(settings["module.db"], readonly=True)
     state = sync_state(db)
@@ -22,8 +25,16 @@ def create_app(settings: Settings) -> Flask:
         EXTCDR_CLOCK=PbxClock(settings["pbx.timezone"] or state.get("timezone") or "UTC"),
         EXTCDR_MATCH_DIGITS=int(state.get("number_match_digits", 9)),
         EXTCDR_PROXY_TOKEN=settings["web.proxy_token"],
+        EXTCDR_STANDIN=standin_accounts is not None,
     )
     prefix = "/" + settings["web.prefix"].strip("/")
+    if standin_accounts is not None:
+        from web.standin import csrf_token, standin
+        app.config.update(EXTCDR_ACCOUNTS=standin_accounts, EXTCDR_HOME=f"{prefix}/api/v1/calls",
+                          SECRET_KEY=secrets.token_bytes(32), SESSION_COOKIE_HTTPONLY=True,
+                          SESSION_COOKIE_SAMESITE="Lax")
+        app.jinja_env.globals["csrf_token"] = csrf_token
+        app.register_blueprint(standin)
     app.before_request(auth.require_user)
     app.register_blueprint(api, url_prefix=f"{prefix}/api/v1")
 

@@ -1,0 +1,116 @@
+"""A small stand-in for the PBX admin shell, for development, tests and the demo: a login
+form (CSRF-protected), users with roles from a JSON file, a session cookie, and the `auth`
+endpoint nginx asks with `auth_request` (200 plus the user headers, or 401)."""
+from __future__ import annotations
+
+import hmac
+import json
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from flask import (Blueprint, abort, current_app, make_response, redirect, render_template,
+                   request, session, url_for)
+
+from web.auth import EXTENSIONS_HEADER, ROLE_HEADER, ROLES, USER_HEADER, User
+
+standin = Blueprint("standin", __name__)
+
+DEMO_USERS = (
+    {"name": "admin", "password": "admin", "role": "admin", "extensions": []},
+    {"name": "supervisor", "password": "supervisor", "role": "supervisor", "extensions": []},
+    {"name": "operator201", "password": "operator201", "role": "operator",
+     "extensions": ["201"]},
+)
+
+
+class UsersFileError(ValueError):
+    """A users file that cannot be used; the message says why."""
+
+
+@dataclass(frozen=True)
+class Account:
+    user: User
+    password: str
+
+
+def load_users(path: Path | None) -> dict[str, Account]:
+    """Accounts from a JSON list of {name, password, role, extensions}; demo users without."""
+    entries = DEMO_USERS
+    if path is not None:
+        try:
+            entries = json.loads(Path(path).read_text())
+        except (OSError, ValueError) as exc:
+            raise UsersFileError(f"{path}: {exc}") from None
+    accounts = {}
+    for entry in entries:
+        try:
+            name, password, role = entry["name"], entry["password"], entry["role"]
+            extensions = tuple(str(e) for e in entry.get("extensions", []))
+        except (KeyError, TypeError):
+            raise UsersFileError(f"{path}: each user needs name, password and role") from None
+        if role not in ROLES:
+            raise UsersFileError(f"{path}: user {name!r} has role {role!r}; use one of "
+                                 f"{', '.join(ROLES)}")
+        accounts[name] = Account(User(name, role, extensions), password)
+    return accounts
+
+
+def session_user() -> User | None:
+    """The user logged in to the stand-in shell, from the signed session cookie."""
+    account = current_app.config["EXTCDR_ACCOUNTS"].get(session.get("user", ""))
+    return account.user if account else None
+
+
+def csrf_token() -> str:
+    if "csrf" not in session:
+        session["csrf"] = secrets.token_urlsafe(32)
+    return session["csrf"]
+
+
+def check_csrf() -> None:
+    """State-changing requests must carry the session's CSRF token."""
+    given = request.form.get("csrf_token") or request.headers.get("X-CSRF-Token", "")
+    if not session.get("csrf") or not hmac.compare_digest(given, session["csrf"]):
+        abort(make_response(render_template("message.html", title="Request refused",
+                                            message="The form expired or did not come from "
+                                                    "this page. Reload it and try again."),
+                            403))
+
+
+@standin.get("/login")
+def login_form():
+    return render_template("login.html", csrf_token=csrf_token(), error=None)
+
+
+@standin.post("/login")
+def login():
+    check_csrf()
+    account = current_app.config["EXTCDR_ACCOUNTS"].get(request.form.get("username", ""))
+    password = request.form.get("password", "")
+    if account is None or not hmac.compare_digest(password.encode(), account.password.encode()):
+        return render_template("login.html", csrf_token=csrf_token(),
+                               error="Wrong user name or password."), 401
+    session.clear()
+    session["user"] = account.user.name
+    return redirect(current_app.config["EXTCDR_HOME"])
+
+
+@standin.post("/logout")
+def logout():
+    check_csrf()
+    session.clear()
+    return redirect(url_for("standin.login_form"))
+
+
+@standin.get("/auth")
+def auth():
+    """For nginx `auth_request`: 200 with the user headers, or 401."""
+    user = session_user()
+    if user is None:
+        return "", 401
+    reply = make_response("", 200)
+    reply.headers[USER_HEADER] = user.name
+    reply.headers[ROLE_HEADER] = user.role
+    reply.headers[EXTENSIONS_HEADER] = ",".join(user.extensions)
+    return reply
