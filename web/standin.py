@@ -78,6 +78,29 @@ def check_csrf() -> None:
                             403))
 
 
+def create_shell_app(accounts: dict[str, Account], home: str):
+    """The stand-in shell alone (behind nginx, beside the module's app)."""
+    from flask import Flask
+    app = Flask(__name__)
+    app.config.update(EXTCDR_ACCOUNTS=accounts, EXTCDR_HOME=home,
+                      SECRET_KEY=secrets.token_bytes(32), SESSION_COOKIE_HTTPONLY=True,
+                      SESSION_COOKIE_SAMESITE="Lax")
+    app.register_blueprint(standin)
+    return app
+
+
+def nginx_config(*, run_dir: Path, listen: str, shell: str, app: str, prefix: str,
+                 proxy_token: str) -> str:
+    """nginx.conf of the stand-in shell with the module's location (tests and the demo)."""
+    from jinja2 import Environment, FileSystemLoader, StrictUndefined
+    templates = Environment(loader=FileSystemLoader(Path(__file__).parent / "nginx"),
+                            undefined=StrictUndefined, keep_trailing_newline=True)
+    location = templates.get_template("location.conf.j2").render(
+        prefix=prefix, auth_location="/extcdr-auth", proxy_token=proxy_token, app=app)
+    return templates.get_template("standin-server.conf.j2").render(
+        run_dir=run_dir, listen=listen, shell=shell, prefix=prefix, module_location=location)
+
+
 @standin.get("/login")
 def login_form():
     return render_template("login.html", csrf_token=csrf_token(), error=None)

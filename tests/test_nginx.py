@@ -1,0 +1,120 @@
+"""Through real nginx: the stand-in admin shell authenticates every request of the module's
+location with auth_request; user and role reach the app only in headers nginx sets."""
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+import urllib.parse
+
+import pytest
+from waitress import create_server
+
+from daemon.settings import load
+from tests.test_web_standin import Browser
+from web import create_app
+from web.standin import create_shell_app, load_users, nginx_config
+
+PREFIX = "/admin-cabinet/module-extended-cdr/"
+PERIOD = {"from": "2024-10-20", "to": "2024-10-28", "limit": 500}
+TOKEN = "nginx-only-7f3a9c"
+
+
+def nginx_binary() -> str:
+    found = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx")
+                                      else None)
+    if found is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("nginx is missing: ./bin/test installs it (apt-get install nginx)")
+        pytest.skip("nginx is not installed")
+    return found
+
+
+def serve(app) -> str:
+    server = create_server(app, host="127.0.0.1", port=0, threads=4)
+    threading.Thread(target=server.run, daemon=True).start()
+    return f"127.0.0.1:{server.effective_port}", server
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def shell(demo_mirror, tmp_path_factory):
+    nginx = nginx_binary()
+    run_dir = tmp_path_factory.mktemp("nginx")
+    accounts = load_users(None)
+    shell_addr, shell_server = serve(create_shell_app(accounts, PREFIX + "api/v1/calls"))
+    config = run_dir / "extcdr.toml"
+    config.write_text(f'[web]\nproxy_token = "{TOKEN}"\n')
+    app_addr, app_server = serve(create_app(load(config, {"module.db": demo_mirror})))
+    port = free_port()
+    listen = f"127.0.0.1:{port}"
+    (run_dir / "nginx.conf").write_text(nginx_config(
+        run_dir=run_dir, listen=listen, shell=shell_addr, app=app_addr, prefix=PREFIX,
+        proxy_token=TOKEN))
+    proc = subprocess.Popen([nginx, "-p", str(run_dir), "-c", str(run_dir / "nginx.conf"),
+                             "-e", str(run_dir / "error.log"), "-g", "daemon off;"],
+                            stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            time.sleep(0.05)
+    yield {"base": f"http://{listen}", "app": f"http://{app_addr}"}
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(10)
+    shell_server.close()
+    app_server.close()
+
+
+def api(browser, **headers):
+    status, _, body = browser.request(f"{PREFIX}api/v1/calls?" + urllib.parse.urlencode(PERIOD),
+                                      headers=headers)
+    return status, (json.loads(body) if body.startswith("{") else body)
+
+
+def test_not_logged_in_is_401_through_nginx(shell):
+    status, _ = api(Browser(shell["base"]))
+    assert status == 401
+
+
+def test_login_through_nginx_then_the_api_per_role(shell):
+    admin = Browser(shell["base"])
+    status, headers, _ = admin.login("admin", "admin")
+    assert status == 302
+    status, body = api(admin)
+    assert status == 200 and body["calls"]
+    operator = Browser(shell["base"])
+    operator.login("operator201", "operator201")
+    status, mine = api(operator)
+    assert status == 200 and all("201" in c["employees"] for c in mine["calls"])
+    assert len(mine["calls"]) < len(body["calls"])
+
+
+def test_client_sent_identity_headers_are_overwritten_by_nginx(shell):
+    operator = Browser(shell["base"])
+    operator.login("operator201", "operator201")
+    status, body = api(operator, **{"X-Extcdr-Role": "admin", "X-Extcdr-Extensions": "",
+                                    "X-Extcdr-Proxy-Token": "guess"})
+    assert status == 200 and all("201" in c["employees"] for c in body["calls"])
+
+
+def test_the_app_itself_refuses_requests_that_skip_nginx(shell):
+    direct = Browser(shell["app"])
+    status, body = api(direct, **{"X-Extcdr-User": "admin", "X-Extcdr-Role": "admin"})
+    assert status == 401 and "admin interface" in body["error"]
+
+
+def test_login_page_through_nginx_has_the_csrf_field(shell):
+    status, _, page = Browser(shell["base"]).request("/login")
+    assert status == 200 and re.search(r'name="csrf_token" value="[^"]{32,}"', page)
