@@ -39,6 +39,8 @@ SETTINGS: tuple[Setting, ...] = (
             "ModuleUsersGroups' DB; employee groups are off when it is missing"),
     Setting("pbx", "recordings_root", Path, Path("/storage/usbdisk1/mikopbx/astspool/monitor"),
             "only recordings under this folder are ever served"),
+    Setting("pbx", "recordings_written_as", str, "/storage/usbdisk1/mikopbx/astspool/monitor",
+            "the folder the PBX writes in recording paths (mapped onto recordings_root)"),
     Setting("pbx", "timezone", str, "", "IANA timezone of the PBX; empty: from the config DB"),
     Setting("ami", "enabled", bool, True, "follow the PBX live over AMI"),
     Setting("ami", "host", str, "127.0.0.1", "AMI address"),

@@ -10,6 +10,7 @@ import subprocess
 import threading
 import time
 import urllib.parse
+import urllib.request
 
 import pytest
 from waitress import create_server
@@ -47,19 +48,21 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def shell(demo_mirror, tmp_path_factory):
+def shell(demo_mirror, demo_pbx, tmp_path_factory):
     nginx = nginx_binary()
     run_dir = tmp_path_factory.mktemp("nginx")
     accounts = load_users(None)
     shell_addr, shell_server = serve(create_shell_app(accounts, PREFIX + "api/v1/calls"))
     config = run_dir / "extcdr.toml"
     config.write_text(f'[web]\nproxy_token = "{TOKEN}"\n')
-    app_addr, app_server = serve(create_app(load(config, {"module.db": demo_mirror})))
+    app_addr, app_server = serve(create_app(load(config, {
+        "module.db": demo_mirror, "pbx.recordings_root": demo_pbx / "monitor"})))
     port = free_port()
     listen = f"127.0.0.1:{port}"
     (run_dir / "nginx.conf").write_text(nginx_config(
         run_dir=run_dir, listen=listen, shell=shell_addr, app=app_addr, prefix=PREFIX,
-        proxy_token=TOKEN))
+        proxy_token=TOKEN, recordings_root=demo_pbx / "monitor",
+        user="root" if os.geteuid() == 0 else None))
     proc = subprocess.Popen([nginx, "-p", str(run_dir), "-c", str(run_dir / "nginx.conf"),
                              "-e", str(run_dir / "error.log"), "-g", "daemon off;"],
                             stderr=subprocess.PIPE)
@@ -118,3 +121,19 @@ def test_the_app_itself_refuses_requests_that_skip_nginx(shell):
 def test_login_page_through_nginx_has_the_csrf_field(shell):
     status, _, page = Browser(shell["base"]).request("/login")
     assert status == 200 and re.search(r'name="csrf_token" value="[^"]{32,}"', page)
+
+
+def test_a_recording_leaves_through_nginx_with_ranges(shell, demo_pbx):
+    admin = Browser(shell["base"])
+    admin.login("admin", "admin")
+    _, body = api(admin)
+    call = next(c for c in body["calls"] if c["recordings"] and (
+        demo_pbx / "monitor" / c["recordings"][0].split("/monitor/", 1)[1]).is_file())
+    expected = (demo_pbx / "monitor" / call["recordings"][0].split("/monitor/", 1)[1]).read_bytes()
+    status, headers, _ = admin.request(f"{PREFIX}recordings/{call['linkedid']}/1")
+    assert status == 200 and headers["Content-Type"].startswith("audio/")
+    req_headers = {"Range": "bytes=10-29"}
+    req = urllib.request.Request(f"{shell['base']}{PREFIX}recordings/{call['linkedid']}/1",
+                                 headers=req_headers)
+    with admin.opener.open(req) as reply:
+        assert reply.status == 206 and reply.read() == expected[10:30]

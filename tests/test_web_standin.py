@@ -48,9 +48,9 @@ class Browser:
         req = urllib.request.Request(self.base + path, data=body, headers=headers or {})
         try:
             with self.opener.open(req) as reply:
-                return reply.status, reply.headers, reply.read().decode()
+                return reply.status, reply.headers, reply.read().decode(errors="replace")
         except urllib.error.HTTPError as error:
-            return error.code, error.headers, error.read().decode()
+            return error.code, error.headers, error.read().decode(errors="replace")
 
     def csrf(self) -> str:
         _, _, page = self.request("/login")

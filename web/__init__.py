@@ -12,6 +12,7 @@ from db.queries import QueryError, sync_state
 from daemon.pbxtime import PbxClock
 from web import auth
 from web.api import api
+from web.recordings import recordings
 
 
 def create_app(settings: Settings, *, standin_accounts: dict | None = None) -> Flask:
@@ -26,6 +27,8 @@ def create_app(settings: Settings, *, standin_accounts: dict | None = None) -> F
         EXTCDR_MATCH_DIGITS=int(state.get("number_match_digits", 9)),
         EXTCDR_PROXY_TOKEN=settings["web.proxy_token"],
         EXTCDR_STANDIN=standin_accounts is not None,
+        EXTCDR_RECORDINGS_ROOT=settings["pbx.recordings_root"],
+        EXTCDR_RECORDINGS_WRITTEN_AS=settings["pbx.recordings_written_as"],
     )
     prefix = "/" + settings["web.prefix"].strip("/")
     if standin_accounts is not None:
@@ -37,6 +40,7 @@ def create_app(settings: Settings, *, standin_accounts: dict | None = None) -> F
         app.register_blueprint(standin)
     app.before_request(auth.require_user)
     app.register_blueprint(api, url_prefix=f"{prefix}/api/v1")
+    app.register_blueprint(recordings, url_prefix=prefix)
 
     @app.errorhandler(QueryError)
     def bad_filter(error):

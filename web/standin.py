@@ -90,15 +90,18 @@ def create_shell_app(accounts: dict[str, Account], home: str):
 
 
 def nginx_config(*, run_dir: Path, listen: str, shell: str, app: str, prefix: str,
-                 proxy_token: str) -> str:
+                 proxy_token: str, recordings_root: Path, user: str | None = None) -> str:
     """nginx.conf of the stand-in shell with the module's location (tests and the demo)."""
     from jinja2 import Environment, FileSystemLoader, StrictUndefined
     templates = Environment(loader=FileSystemLoader(Path(__file__).parent / "nginx"),
                             undefined=StrictUndefined, keep_trailing_newline=True)
+    from web.recordings import ACCEL_LOCATION
     location = templates.get_template("location.conf.j2").render(
-        prefix=prefix, auth_location="/extcdr-auth", proxy_token=proxy_token, app=app)
+        prefix=prefix, auth_location="/extcdr-auth", proxy_token=proxy_token, app=app,
+        accel_location=ACCEL_LOCATION, recordings_root=Path(recordings_root).resolve())
     return templates.get_template("standin-server.conf.j2").render(
-        run_dir=run_dir, listen=listen, shell=shell, prefix=prefix, module_location=location)
+        run_dir=run_dir, listen=listen, shell=shell, prefix=prefix, module_location=location,
+        user=user)
 
 
 @standin.get("/login")

@@ -1,0 +1,95 @@
+"""Recordings: served only from the recordings root, never by traversal or a symlink out of
+it; a file the PBX deleted is "unavailable", not an error; an operator only gets their own."""
+import json
+import re
+import threading
+import urllib.request
+
+import pytest
+from waitress import create_server
+
+from daemon.settings import load
+from tests.test_web_standin import Browser
+from web import create_app
+from web.recordings import resolve
+from web.standin import load_users
+
+PREFIX = "/admin-cabinet/module-extended-cdr/"
+WRITTEN_AS = "/storage/usbdisk1/mikopbx/astspool/monitor"
+
+
+def test_resolve_keeps_to_the_root(tmp_path):
+    root = tmp_path / "monitor"
+    (root / "2024/10/25").mkdir(parents=True)
+    good = root / "2024/10/25/a.mp3"
+    good.write_bytes(b"ID3")
+    outside = tmp_path / "secret.txt"
+    outside.write_text("no")
+    (root / "2024/10/25/escape.mp3").symlink_to(outside)
+    assert resolve(f"{WRITTEN_AS}/2024/10/25/a.mp3", root, WRITTEN_AS) == good.resolve()
+    for written in (f"{WRITTEN_AS}/../../../etc/passwd", f"{WRITTEN_AS}/2024/../../secret.txt",
+                    "/etc/passwd", f"{WRITTEN_AS}//etc/passwd", f"{WRITTEN_AS}/",
+                    f"{WRITTEN_AS}/2024/10/25/escape.mp3", f"{WRITTEN_AS}x/a.mp3",
+                    f"{WRITTEN_AS}/a\x00.mp3"):
+        assert resolve(written, root, WRITTEN_AS) is None, written
+
+
+@pytest.fixture(scope="module")
+def base(demo_mirror, demo_pbx):
+    settings = load(None, {"module.db": demo_mirror, "pbx.recordings_root": demo_pbx / "monitor"})
+    app = create_app(settings, standin_accounts=load_users(None))
+    server = create_server(app, host="127.0.0.1", port=0, threads=4)
+    threading.Thread(target=server.run, daemon=True).start()
+    yield f"http://127.0.0.1:{server.effective_port}"
+    server.close()
+
+
+def first_file(call, demo_pbx):
+    return demo_pbx / "monitor" / call["recordings"][0][len(WRITTEN_AS) + 1:]
+
+
+def calls_with_recordings(browser, demo_pbx):
+    """(calls whose first recording is on disk, calls whose file the PBX deleted)."""
+    _, _, body = browser.request(f"{PREFIX}api/v1/calls?from=2024-10-20&to=2024-10-28&limit=500")
+    calls = [c for c in json.loads(body)["calls"] if c["recordings"]]
+    return ([c for c in calls if first_file(c, demo_pbx).is_file()],
+            [c for c in calls if not first_file(c, demo_pbx).is_file()])
+
+
+def test_a_recording_with_ranges_and_a_readable_name(base, demo_pbx):
+    admin = Browser(base)
+    admin.login("admin", "admin")
+    present, _ = calls_with_recordings(admin, demo_pbx)
+    call = present[0]
+    data = first_file(call, demo_pbx).read_bytes()
+    status, headers, _ = admin.request(f"{PREFIX}recordings/{call['linkedid']}/1")
+    assert status == 200
+    assert re.search(r'filename="?\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d_\w+-\w+_1\.mp3',
+                     headers["Content-Disposition"])
+    req = urllib.request.Request(f"{base}{PREFIX}recordings/{call['linkedid']}/1",
+                                 headers={"Range": "bytes=4-11"})
+    with admin.opener.open(req) as reply:
+        assert reply.status == 206 and reply.read() == data[4:12]
+
+
+def test_missing_file_is_unavailable_and_bad_numbers_are_404(base, demo_pbx):
+    admin = Browser(base)
+    admin.login("admin", "admin")
+    present, gone = calls_with_recordings(admin, demo_pbx)
+    if gone:
+        status, _, body = admin.request(f"{PREFIX}recordings/{gone[0]['linkedid']}/1")
+        assert status == 404 and "unavailable" in body
+    linkedid = present[0]["linkedid"]
+    for number in (0, 99):
+        assert admin.request(f"{PREFIX}recordings/{linkedid}/{number}")[0] == 404
+    assert admin.request(f"{PREFIX}recordings/{linkedid}/..%2F..%2Fetc%2Fpasswd")[0] == 404
+
+
+def test_an_operator_gets_only_recordings_of_their_calls(base, demo_pbx):
+    admin = Browser(base)
+    admin.login("admin", "admin")
+    present, _ = calls_with_recordings(admin, demo_pbx)
+    foreign = next(c for c in present if "201" not in c["employees"])
+    operator = Browser(base)
+    operator.login("operator201", "operator201")
+    assert operator.request(f"{PREFIX}recordings/{foreign['linkedid']}/1")[0] == 404
