@@ -197,6 +197,7 @@ class Daemon:
     def _read_new_rows(self, now: float) -> None:
         self.new_rows_due = None
         if self.settings["ami.cdr_events"]:
+            self.next_poll = now + self.settings["sync.poll_interval"]
             return  # no history file: legs come from AMI `Cdr` events
         if now >= self.next_poll or not self.backfilled:
             # The safety net, and the first pass: everything, the tail re-check included.

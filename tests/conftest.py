@@ -4,6 +4,7 @@ from __future__ import annotations
 from datetime import date
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,16 @@ from daemon import pbxschema
 from daemon.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def wait_for(predicate, timeout: float = 10.0) -> bool:
+    """Poll `predicate` until it holds or `timeout` seconds pass; returns whether it held."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.005)
+    return bool(predicate())
 
 
 def write_cdr_rows(path: Path, rows: list[dict], *, older: bool = False) -> None:

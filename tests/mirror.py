@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import random
 import sqlite3
-import time
 from pathlib import Path
 
 from daemon import pbxschema
@@ -81,13 +80,3 @@ def call_count(db: Path) -> int | None:
             return conn.execute("SELECT count(*) FROM call").fetchone()[0]
     except sqlite3.Error:
         return None
-
-
-def wait_for(predicate, timeout: float = 10.0) -> bool:
-    """Poll `predicate` until it is true or `timeout` seconds passed."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return False

@@ -22,22 +22,13 @@ from daemon import ami
 from daemon.ami import (AmiLink, Backoff, FrameReader, Headers, cdr_connector_payload,
                         cdr_event_to_row, linkedid_of_event, parse_message)
 from daemon.pbxschema import cdr_column_names
+from tests.conftest import wait_for
 
 # pyst2's Manager() calls Thread.setDaemon, deprecated since Python 3.10 and harmless.
 pytestmark = pytest.mark.filterwarnings("ignore:setDaemon:DeprecationWarning")
 
 BANNER = b"Asterisk Call Manager/5.0.2\r\n"
 FAST = dict(connect_timeout=0.3, ping_interval=0.15, ping_timeout=0.15, backoff=(0.02, 0.1))
-
-
-def wait_until(predicate, timeout: float = 3.0) -> bool:
-    """Poll `predicate` until it holds or `timeout` passes; returns whether it held."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.005)
-    return bool(predicate())
 
 
 def event(name: str, **headers) -> bytes:
@@ -83,7 +74,7 @@ class FakeAmi:
 
     def push(self, data: bytes) -> None:
         """Send raw bytes on the latest logged-in connection."""
-        assert wait_until(lambda: self.live is not None), "nobody logged in"
+        assert wait_for(lambda: self.live is not None), "nobody logged in"
         self.live.sendall(data)
 
     def close(self) -> None:
@@ -209,7 +200,7 @@ def make_link():
 def connected_link(make_link, server, names=("Hangup", "UserEvent", "Cdr", "Test")):
     recorder = Recorder()
     link = make_link(server, {name: recorder for name in names})
-    assert wait_until(lambda: link.connected)
+    assert wait_for(lambda: link.connected)
     return link, recorder
 
 
@@ -226,7 +217,7 @@ def test_logs_in_with_events_on_and_dispatches_events(server, make_link):
     assert login["Username"] == "extcdr" and login["Events"] == "on" and login["ActionID"]
     server.push(event("Hangup", Channel="PJSIP/201-00000001", Uniqueid="1700000000.1",
                       Linkedid="mikopbx-1700000000.1", Cause="16"))
-    assert wait_until(lambda: recorder.named("Hangup"))
+    assert wait_for(lambda: recorder.named("Hangup"))
     hangup = recorder.named("Hangup")[0]
     assert hangup["Linkedid"] == hangup["LinkedID"] == "mikopbx-1700000000.1"
     assert link.stats.events >= 2  # FullyBooted counted though nobody handles it
@@ -236,68 +227,68 @@ def test_refused_login_is_logged_once_and_retried_at_the_slowest_pace(server, ma
                                                                       caplog):
     server.mode = "refuse"
     link = make_link(server, backoff=(0.02, 0.25))
-    assert wait_until(lambda: len(server.login_times) >= 3, timeout=3)
+    assert wait_for(lambda: len(server.login_times) >= 3, timeout=3)
     gaps = [b - a for a, b in zip(server.login_times, server.login_times[1:])]
     assert all(gap >= 0.25 * (1 - ami._JITTER) - 0.01 for gap in gaps), gaps
     refusals = [m for m in ami_warnings(caplog) if "refused" in m]
     assert len(refusals) == 1 and "'extcdr'" in refusals[0] and "pw" not in refusals[0]
     assert not link.connected
     server.mode = "normal"
-    assert wait_until(lambda: link.connected, timeout=2)
+    assert wait_for(lambda: link.connected, timeout=2)
 
 
 def test_keepalive_pings_a_silent_peer_and_keeps_the_session(server, make_link):
     link, _ = connected_link(make_link, server)
-    assert wait_until(lambda: server.pings >= 3, timeout=2)
+    assert wait_for(lambda: server.pings >= 3, timeout=2)
     assert server.accepted == 1 and link.connected and link.stats.reconnects == 0
 
 
 def test_responses_are_matched_by_action_id(server, make_link):
     server.mode = "stray"
     link, _ = connected_link(make_link, server)
-    assert wait_until(lambda: server.pings >= 3, timeout=2)
+    assert wait_for(lambda: server.pings >= 3, timeout=2)
     assert server.accepted == 1 and link.connected
 
 
 def test_unanswered_ping_means_dead_and_the_link_reconnects(server, make_link, caplog):
     server.script = ["deaf"]
     link, recorder = connected_link(make_link, server)
-    assert wait_until(lambda: server.logins_ok >= 2 and link.connected, timeout=3)
+    assert wait_for(lambda: server.logins_ok >= 2 and link.connected, timeout=3)
     assert link.stats.reconnects == 1
     assert any("no answer to Ping" in m for m in ami_warnings(caplog))
     server.push(event("Test", N="after"))
-    assert wait_until(lambda: recorder.named("Test"))
+    assert wait_for(lambda: recorder.named("Test"))
 
 
 def test_peer_drop_reconnects_and_events_flow_again(server, make_link):
     server.script = ["drop"]
     link, recorder = connected_link(make_link, server)
-    assert wait_until(lambda: server.logins_ok >= 2 and link.connected, timeout=3)
+    assert wait_for(lambda: server.logins_ok >= 2 and link.connected, timeout=3)
     server.push(event("Test", N="1"))
-    assert wait_until(lambda: recorder.named("Test"))
+    assert wait_for(lambda: recorder.named("Test"))
     assert link.stats.reconnects == 1
 
 
 def test_a_peer_that_never_sends_a_banner_is_given_up_on(server, make_link, caplog):
     server.mode = "no_banner"
     link = make_link(server, connect_timeout=0.1)
-    assert wait_until(lambda: server.accepted >= 3, timeout=3)
+    assert wait_for(lambda: server.accepted >= 3, timeout=3)
     assert not link.connected
     assert [m for m in ami_warnings(caplog) if "unavailable" in m] == [
         f"AMI 127.0.0.1:{server.port} unavailable (no AMI banner within 0.1 s); retrying, "
         "backing off up to 0.1 s"]
     server.mode = "normal"
-    assert wait_until(lambda: link.connected, timeout=2)
+    assert wait_for(lambda: link.connected, timeout=2)
 
 
 def test_a_reset_before_the_banner_is_retried(server, make_link, caplog):
     server.mode = "reset"
     link = make_link(server)
-    assert wait_until(lambda: server.accepted >= 4, timeout=3)
+    assert wait_for(lambda: server.accepted >= 4, timeout=3)
     unavailable = [m for m in ami_warnings(caplog) if "unavailable" in m]
     assert len(unavailable) == 1 and "Connection reset by peer" in unavailable[0]
     server.mode = "normal"
-    assert wait_until(lambda: link.connected, timeout=2)
+    assert wait_for(lambda: link.connected, timeout=2)
 
 
 def test_a_refused_connection_is_logged_once_and_retried(caplog):
@@ -322,7 +313,7 @@ def test_a_refused_connection_is_logged_once_and_retried(caplog):
 def test_stop_returns_fast_while_the_peer_stalls(server, make_link):
     server.mode = "deaf"
     link = make_link(server, ping_interval=0.05, ping_timeout=5)
-    assert wait_until(lambda: link.connected)
+    assert wait_for(lambda: link.connected)
     time.sleep(0.1)  # a Ping is now waiting for an answer that never comes
     started = time.monotonic()
     link.stop(timeout=2)
@@ -333,7 +324,7 @@ def test_stop_returns_fast_while_the_peer_stalls(server, make_link):
 def test_stop_returns_fast_while_waiting_for_a_banner(server, make_link):
     server.mode = "no_banner"
     link = make_link(server, connect_timeout=5)
-    assert wait_until(lambda: server.accepted >= 1)
+    assert wait_for(lambda: server.accepted >= 1)
     started = time.monotonic()
     link.stop(timeout=2)
     assert time.monotonic() - started < 0.5
@@ -346,7 +337,7 @@ def test_garbage_bytes_do_not_stop_later_events(server, make_link):
     server.push(bytes(range(256)) * 10 + b"\r\n\r\n" + b"\xff\xfe: junk\r\nnot a header\r\n\r\n")
     server.push(b"\x00garbage\r\n" + event("Test", N="1"))
     server.push(event("Test", N="2"))
-    assert wait_until(lambda: len(recorder.named("Test")) == 2)
+    assert wait_for(lambda: len(recorder.named("Test")) == 2)
     assert [e["N"] for e in recorder.named("Test")] == ["1", "2"]
     assert link.connected and server.accepted == 1
 
@@ -356,7 +347,7 @@ def test_a_1mb_line_is_dropped_with_one_log_line(server, make_link, caplog):
     for _ in range(2):
         server.push(b"Event: Test\r\nBlob: " + b"x" * 1_000_000 + b"\r\n\r\n")
     server.push(event("Test", N="after"))
-    assert wait_until(lambda: recorder.named("Test"))
+    assert wait_for(lambda: recorder.named("Test"))
     assert [e["N"] for e in recorder.named("Test")] == ["after"]
     assert link.stats.oversize_dropped == 2
     assert len([m for m in ami_warnings(caplog) if "longer than" in m]) == 1
@@ -370,7 +361,7 @@ def test_repeated_chan_variables_become_a_dict(server, make_link):
                 b"ChanVariable: EMPTY=\r\nDestChanVariable: X=1\r\nDestChanVariable: Y=2\r\n"
                 b"LocalOneChanVariable: Z=3\r\n\r\n")
     server.push(event("Hangup", Linkedid="L2"))
-    assert wait_until(lambda: len(recorder.named("Hangup")) == 2)
+    assert wait_for(lambda: len(recorder.named("Hangup")) == 2)
     first = recorder.named("Hangup")[0]
     assert first["ChanVariable"] == {"FROM_DID": "74951234567", "MIKO": "a=b", "EMPTY": ""}
     assert first["DestChanVariable"] == {"X": "1", "Y": "2"}
@@ -381,7 +372,7 @@ def test_a_bare_lf_stays_inside_its_value(server, make_link):
     _, recorder = connected_link(make_link, server)
     server.push(b"Event: Test\r\nN: 1\r\nCallerIDName: two\nlines\r\nReportBlock:\r\n\r\n")
     server.push(event("Test", N="2"))
-    assert wait_until(lambda: len(recorder.named("Test")) == 2)
+    assert wait_for(lambda: len(recorder.named("Test")) == 2)
     first = recorder.named("Test")[0]
     assert first["CallerIDName"] == "two\nlines" and first["ReportBlock"] == ""
 
@@ -396,10 +387,10 @@ def test_a_raising_handler_is_logged_once_and_later_events_still_arrive(server, 
             raise KeyError("boom")
 
     link = make_link(server, {"Test": fragile})
-    assert wait_until(lambda: link.connected)
+    assert wait_for(lambda: link.connected)
     for n in ("bad1", "bad2", "ok"):
         server.push(event("Test", N=n))
-    assert wait_until(lambda: seen == ["bad1", "bad2", "ok"])
+    assert wait_for(lambda: seen == ["bad1", "bad2", "ok"])
     assert link.stats.handler_errors == 2
     assert len([m for m in ami_warnings(caplog) if "handler failed" in m]) == 1
 
@@ -409,7 +400,7 @@ def test_unknown_events_are_ignored(server, make_link):
     before = link.stats.events
     server.push(event("Newexten", Extension="201") + event("VarSet", Variable="A", Value="1")
                 + event("SomethingNew", X="y") + event("Test", N="1"))
-    assert wait_until(lambda: recorder.named("Test"))
+    assert wait_for(lambda: recorder.named("Test"))
     assert [e["Event"] for e in recorder.events] == ["Test"]
     assert link.stats.events - before == 4 and link.stats.handler_errors == 0
 
@@ -559,7 +550,7 @@ def test_emulator_mikopbx_call_names_its_linkedid(make_link, emulator):
     linkedid = "mikopbx-1730109600.311"
     # dial, dial_answer, hangup_chan, then hangup_update_cdr (gzipped): only the last one
     # says a leg reached cdr_general
-    assert wait_until(lambda: [n for n in named if n[0] == "CdrConnector"] == [
+    assert wait_for(lambda: [n for n in named if n[0] == "CdrConnector"] == [
         ("CdrConnector", None)] * 3 + [("CdrConnector", linkedid)])
     assert ("CrmLookup", None) in named
     assert {n for n in named if n[0] == "Hangup"} == {("Hangup", linkedid)}
@@ -569,7 +560,7 @@ def test_emulator_stock_asterisk_cdr_events_become_rows(make_link, emulator):
     rows = []
     emulator_link(make_link, emulator, {"Cdr": lambda e: rows.append(cdr_event_to_row(e))})
     emulator.replay(TRANSCRIPTS / "asterisk-cdr-manager.txt", speed=0).result(timeout=5)
-    assert wait_until(lambda: len(rows) == 2)
+    assert wait_for(lambda: len(rows) == 2)
     answered = rows[0]
     assert (answered["UNIQUEID"], answered["src_name"], answered["billsec"],
             answered["dialstatus"]) == ("1730113200.15", "Петрова Мария", 62, "ANSWER")
@@ -581,8 +572,8 @@ def test_emulator_faults_do_not_stop_the_link(make_link, emulator):
     emulator.send_garbage()
     emulator.send_huge_line()
     emulator.drop_connections()
-    assert wait_until(lambda: link.stats.reconnects == 1 and link.connected)
+    assert wait_for(lambda: link.stats.reconnects == 1 and link.connected)
     emulator.wait_for_listeners(1, timeout=3)
     emulator.send_event([("Event", "Test"), ("N", "after")])
-    assert wait_until(lambda: recorder.named("Test"))
+    assert wait_for(lambda: recorder.named("Test"))
     assert link.stats.oversize_dropped == 1

@@ -10,8 +10,8 @@ import pytest
 
 from daemon.runner import Daemon
 from daemon.settings import load
-from tests.conftest import ROOT
-from tests.mirror import append_rows, call_count, dump, pbx_rows, sync_once, wait_for
+from tests.conftest import ROOT, wait_for
+from tests.mirror import append_rows, call_count, dump, pbx_rows, sync_once
 
 
 @pytest.fixture
@@ -221,3 +221,10 @@ def test_pbx_db_locked_by_a_writer_is_waited_out(pbx, caplog, tmp_path):
     clean = tmp_path / "clean.db"
     sync_once(pbx["cdr"], pbx["config"], clean)
     assert dump(pbx["db"]) == dump(clean)
+
+
+def test_without_a_history_file_the_loop_sleeps(pbx):
+    """AMI `Cdr` events as the only source: nothing to poll, so no busy loop."""
+    daemon = Daemon(settings_for(pbx, **{"ami.cdr_events": "true"}))
+    assert daemon.step(0.0) == pytest.approx(30.0)
+    assert daemon.step(0.5) == pytest.approx(29.5)

@@ -13,8 +13,8 @@ import pytest
 
 from daemon import demo
 from daemon.amiemu import AmiEmulator, Faults
-from tests.conftest import ROOT
-from tests.mirror import call_count, dump, sync_once, wait_for
+from tests.conftest import ROOT, wait_for
+from tests.mirror import call_count, dump, sync_once
 
 SEED = 11
 
