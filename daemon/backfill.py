@@ -6,6 +6,7 @@ a call whose legs straddle two ranges is re-classified by the writer at merge ti
 from __future__ import annotations
 
 import ctypes
+import gc
 import multiprocessing
 import os
 import shutil
@@ -52,7 +53,6 @@ def _die_with(parent: int) -> None:
 
 
 def _stage_range(first_id: int, last_id: int, scratch_dir: str) -> StagedRange:
-    import gc
     gc.disable()  # short-lived acyclic objects only; the process ends with the pool
     with _worker["source"].reading() as reader:
         rows = reader.rows_between(first_id, last_id)

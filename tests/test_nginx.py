@@ -16,7 +16,7 @@ import pytest
 from waitress import create_server
 
 from daemon.settings import load
-from tests.test_web_standin import Browser
+from tests.webclient import Browser
 from web import create_app
 from web.standin import create_shell_app, load_users, nginx_config
 

@@ -9,7 +9,7 @@ import pytest
 from waitress import create_server
 
 from daemon.settings import load
-from tests.test_web_standin import Browser
+from tests.webclient import Browser
 from web import create_app
 from web.recordings import resolve
 from web.standin import load_users

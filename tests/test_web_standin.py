@@ -1,6 +1,5 @@
 """The admin-shell stand-in over real HTTP: CSRF-protected login, session, roles, the auth
 endpoint nginx asks, and no trust in identity headers without the proxy."""
-import http.cookiejar
 import json
 import re
 import threading
@@ -13,6 +12,7 @@ from waitress import create_server
 
 from daemon.settings import load
 from web import create_app
+from tests.webclient import Browser
 from web.standin import UsersFileError, load_users
 
 PREFIX = "/admin-cabinet/module-extended-cdr"
@@ -30,35 +30,6 @@ def base(demo_mirror, tmp_path_factory):
     threading.Thread(target=server.run, daemon=True).start()
     yield f"http://127.0.0.1:{server.effective_port}"
     server.close()
-
-
-class Browser:
-    """A cookie-keeping HTTP client that does not follow redirects."""
-
-    def __init__(self, base):
-        self.base = base
-        self.jar = http.cookiejar.CookieJar()
-        no_redirect = type("NoRedirect", (urllib.request.HTTPRedirectHandler,),
-                           {"redirect_request": lambda *a, **k: None})
-        self.opener = urllib.request.build_opener(
-            urllib.request.HTTPCookieProcessor(self.jar), no_redirect)
-
-    def request(self, path, data=None, headers=None):
-        body = urllib.parse.urlencode(data).encode() if data is not None else None
-        req = urllib.request.Request(self.base + path, data=body, headers=headers or {})
-        try:
-            with self.opener.open(req) as reply:
-                return reply.status, reply.headers, reply.read().decode(errors="replace")
-        except urllib.error.HTTPError as error:
-            return error.code, error.headers, error.read().decode(errors="replace")
-
-    def csrf(self) -> str:
-        _, _, page = self.request("/login")
-        return re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
-
-    def login(self, name, password):
-        return self.request("/login", {"username": name, "password": password,
-                                       "csrf_token": self.csrf()})
 
 
 def test_login_form_carries_a_csrf_token_and_a_post_without_it_is_refused(base):

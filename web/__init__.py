@@ -2,14 +2,12 @@
 shell's nginx, which authenticates every request and passes the user in headers."""
 from __future__ import annotations
 
-import secrets
-
 from flask import Flask, jsonify
 
+from daemon.pbxtime import PbxClock
 from daemon.settings import Settings
 from db.database import open_module_db
 from db.queries import QueryError, sync_state
-from daemon.pbxtime import PbxClock
 from web import auth
 from web.api import api
 from web.recordings import recordings
@@ -32,12 +30,8 @@ def create_app(settings: Settings, *, standin_accounts: dict | None = None) -> F
     )
     prefix = "/" + settings["web.prefix"].strip("/")
     if standin_accounts is not None:
-        from web.standin import csrf_token, standin
-        app.config.update(EXTCDR_ACCOUNTS=standin_accounts, EXTCDR_HOME=f"{prefix}/api/v1/calls",
-                          SECRET_KEY=secrets.token_bytes(32), SESSION_COOKIE_HTTPONLY=True,
-                          SESSION_COOKIE_SAMESITE="Lax")
-        app.jinja_env.globals["csrf_token"] = csrf_token
-        app.register_blueprint(standin)
+        from web import standin
+        standin.install(app, standin_accounts, f"{prefix}/api/v1/calls")
     app.before_request(auth.require_user)
     app.register_blueprint(api, url_prefix=f"{prefix}/api/v1")
     app.register_blueprint(recordings, url_prefix=prefix)

@@ -35,10 +35,7 @@ def calls():
 @api.get("/calls/<linkedid>")
 def call(linkedid: str):
     """One call with its legs; another user's call is 404, as if it did not exist."""
-    row = find_call(linkedid, _db())
-    visible = g.user.visible_to
-    if row is None or (visible is not None and not set(row["employees"]) & set(visible)):
-        abort(404)
+    row = visible_call(linkedid)
     tz = _clock().tz
     legs = legs_of_call(linkedid, _db())
     for leg in legs:
@@ -47,6 +44,14 @@ def call(linkedid: str):
             value = leg.pop(f"{name}_ms")
             leg[name] = iso_time(value, tz) if value is not None else None
     return jsonify(call=call_record(row, tz), legs=legs)
+
+
+def visible_call(linkedid: str) -> dict:
+    """The call row, or 404 — also for a call this user may not see, as if it did not exist."""
+    row = find_call(linkedid, _db())
+    if row is None or not g.user.may_see(row):
+        abort(404)
+    return row
 
 
 def _page_size(value: str | None) -> int:

@@ -26,6 +26,10 @@ class User:
         """Extensions an operator is limited to; None: every call (admin, supervisor)."""
         return list(self.extensions) if self.role == "operator" else None
 
+    def may_see(self, call: dict) -> bool:
+        """Whether this user may open the call (a decoded call row)."""
+        return self.role != "operator" or bool(set(call["employees"]) & set(self.extensions))
+
 
 def require_user():
     """before_request: set `g.user`, or answer 401. Behind nginx the user comes from the

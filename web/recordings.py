@@ -8,9 +8,9 @@ import mimetypes
 import os
 from pathlib import Path
 
-from flask import Blueprint, abort, current_app, g, jsonify, make_response, send_file
+from flask import Blueprint, abort, current_app, jsonify, make_response, send_file
 
-from db.queries import find_call
+from web.api import visible_call
 
 recordings = Blueprint("recordings", __name__)
 
@@ -34,10 +34,7 @@ def resolve(written: str, root: Path, written_as: str) -> Path | None:
 
 @recordings.get("/recordings/<linkedid>/<int:number>")
 def recording(linkedid: str, number: int):
-    row = find_call(linkedid, current_app.config["EXTCDR_DB"])
-    visible = g.user.visible_to
-    if row is None or (visible is not None and not set(row["employees"]) & set(visible)):
-        abort(404)
+    row = visible_call(linkedid)
     if not 1 <= number <= len(row["recordings"]):
         abort(404)
     config = current_app.config

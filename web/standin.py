@@ -78,14 +78,19 @@ def check_csrf() -> None:
                             403))
 
 
-def create_shell_app(accounts: dict[str, Account], home: str):
-    """The stand-in shell alone (behind nginx, beside the module's app)."""
-    from flask import Flask
-    app = Flask(__name__)
+def install(app, accounts: dict[str, Account], home: str) -> None:
+    """Add the stand-in shell to an app: its pages, accounts and a signed session cookie."""
     app.config.update(EXTCDR_ACCOUNTS=accounts, EXTCDR_HOME=home,
                       SECRET_KEY=secrets.token_bytes(32), SESSION_COOKIE_HTTPONLY=True,
                       SESSION_COOKIE_SAMESITE="Lax")
     app.register_blueprint(standin)
+
+
+def create_shell_app(accounts: dict[str, Account], home: str):
+    """The stand-in shell alone (behind nginx, beside the module's app)."""
+    from flask import Flask
+    app = Flask(__name__)
+    install(app, accounts, home)
     return app
 
 
