@@ -15,7 +15,7 @@ from daemon.source import CdrSource, SourceBusy, SourceError, read_pbx_config
 from daemon.sync import Sync, SyncOptions
 from db.database import ModuleDbError, open_module_db
 from daemon.calls import DIRECTIONS, STATUSES
-from db.queries import (QueryError, call_filter, call_rows, calls_query,
+from db.queries import (PERIODS, QueryError, call_filter, call_rows, calls_query,
                         counts_by_direction_and_status, sync_state)
 from db.records import call_record
 from db.store import Store
@@ -58,6 +58,8 @@ def _parser() -> argparse.ArgumentParser:
     calls.add_argument("--db", required=True, type=Path)
     calls.add_argument("--format", choices=("jsonl", "table", "summary"), default="table",
                        help="one JSON object per call, a table, or counts by direction x status")
+    calls.add_argument("--period", choices=PERIODS,
+                       help="a period relative to today instead of --from/--to")
     calls.add_argument("--from", dest="start", metavar="DATE",
                        help="YYYY-MM-DD or ISO date-time, PBX timezone (default: today)")
     calls.add_argument("--to", dest="end", metavar="DATE",
@@ -242,7 +244,7 @@ def cmd_calls(args) -> int:
     try:
         state = sync_state(db)
         clock = _clock(state.get("timezone") or _system_timezone())
-        params = {"from": args.start, "to": args.end, "direction": args.direction,
+        params = {"period": args.period, "from": args.start, "to": args.end, "direction": args.direction,
                   "status": args.status, "number": args.number, "employee": args.employee,
                   "group": args.group, "min_talk": args.min_talk,
                   "unreturned": args.unreturned, "limit": args.limit}

@@ -3,7 +3,7 @@
 Models are not bound to a database: queries are bound to the connection they run on
 (`query.bind(db)`), so a process can hold several mirrors at once.
 """
-from peewee import BooleanField, IntegerField, Model, TextField
+from peewee import BooleanField, CompositeKey, IntegerField, Model, TextField
 
 
 class Base(Model):
@@ -100,3 +100,19 @@ class GroupMember(Base):
 class SyncState(Base):
     key = TextField(primary_key=True)
     value = TextField()
+
+
+class SavedFilter(Base):
+    user = TextField()
+    name = TextField()
+    params = TextField()                 # JSON of the page's filter parameters
+    is_default = IntegerField(default=0)
+
+
+class UserSetting(Base):
+    user = TextField()
+    key = TextField()
+    value = TextField()
+
+    class Meta:
+        primary_key = CompositeKey("user", "key")

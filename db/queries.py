@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
-from datetime import date, datetime
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime, timedelta
 
 from peewee import SQL, SqliteDatabase, Tuple, fn
 
@@ -33,6 +33,7 @@ class CallFilter:
     groups: list[str] = field(default_factory=list)
     min_talk: int | None = None
     unreturned: bool = False
+    tab: str = "all"                       # the page's tab, on top of the other conditions
     limit: int | None = None
     after: tuple[int, int] | None = None   # keyset cursor: (start_ms, id) of the last row seen
     number_match_digits: int = 9           # as the mirror was built (sync_state)
@@ -43,6 +44,7 @@ class CallFilter:
             raise QueryError("the period is empty: 'to' must be after 'from'")
         _check_choice("direction", self.directions, DIRECTIONS)
         _check_choice("status", self.statuses, STATUSES)
+        _check_choice("tab", [self.tab], tuple(TABS))
         if self.min_talk is not None and self.min_talk < 0:
             raise QueryError("minimum talk time must be 0 or more seconds")
         if self.limit is not None and self.limit < 1:
@@ -98,8 +100,18 @@ def _digits(part: str, whole: str, match_digits: int) -> str:
     return digits[-match_digits:]
 
 
-FILTER_PARAMETERS = ("from", "to", "direction", "status", "number", "employee", "group",
-                     "min_talk", "unreturned", "limit", "cursor")
+# The history page's tabs: each narrows the filter by one more condition.
+TABS = {
+    "all": None,
+    "incoming": Call.direction == "incoming",
+    "missed": Call.status == "missed",
+    "outgoing": Call.direction == "outgoing",
+    "internal": Call.direction == "internal",
+    "unreturned": (Call.status == "missed") & Call.returned_by.is_null(),
+}
+PERIODS = ("today", "yesterday", "this_week", "last_week", "this_month", "last_month")
+FILTER_PARAMETERS = ("period", "from", "to", "direction", "status", "number", "employee",
+                     "group", "min_talk", "unreturned", "tab", "limit", "cursor")
 DAY_MS = 86_400_000
 
 
@@ -110,14 +122,41 @@ def call_filter(params, clock, now_s: float, *, number_match_digits: int = 9,
     unknown = [name for name in params if name not in FILTER_PARAMETERS]
     if unknown:
         raise QueryError(f"unknown parameter {unknown[0]!r}; use: {', '.join(FILTER_PARAMETERS)}")
-    start_ms, end_ms = _period(params.get("from"), params.get("to"), clock, now_s)
+    if params.get("period"):
+        if params.get("from") or params.get("to"):
+            raise QueryError("give either a period or from/to, not both")
+        start_ms, end_ms = period_bounds(params["period"], clock, now_s)
+    else:
+        start_ms, end_ms = _period(params.get("from"), params.get("to"), clock, now_s)
     return CallFilter(
         start_ms=start_ms, end_ms=end_ms, directions=_list(params.get("direction")),
         statuses=_list(params.get("status")), number=params.get("number") or None,
         employees=_list(params.get("employee")), groups=_list(params.get("group")),
         min_talk=_whole(params, "min_talk"), unreturned=_flag(params.get("unreturned")),
-        limit=_whole(params, "limit"), after=_cursor(params.get("cursor")),
+        tab=params.get("tab") or "all",
+        limit=_whole(params, "limit"), after=decode_cursor(params.get("cursor")),
         number_match_digits=number_match_digits, visible_to=visible_to)
+
+
+def period_bounds(period: str, clock, now_s: float) -> tuple[int, int]:
+    """A named period relative to today (the PBX's local calendar; weeks start on Monday)
+    as [start, end) epoch ms."""
+    today = clock.to_local(now_s).date()
+    if period == "today":
+        first, last = today, today
+    elif period == "yesterday":
+        first = last = today - timedelta(days=1)
+    elif period in ("this_week", "last_week"):
+        first = today - timedelta(days=today.weekday() + (7 if period == "last_week" else 0))
+        last = first + timedelta(days=6)
+    elif period in ("this_month", "last_month"):
+        first = today.replace(day=1)
+        if period == "last_month":
+            first = (first - timedelta(days=1)).replace(day=1)
+        last = (first + timedelta(days=32)).replace(day=1) - timedelta(days=1)
+    else:
+        raise QueryError(f"unknown period {period!r}; use one of: {', '.join(PERIODS)}")
+    return clock.local_day_bounds(first)[0] * 1000, clock.local_day_bounds(last)[1] * 1000
 
 
 def _period(start: str | None, end: str | None, clock, now_s: float) -> tuple[int, int]:
@@ -172,7 +211,7 @@ def encode_cursor(start_ms: int, call_id: int) -> str:
     return f"{start_ms}.{call_id}"
 
 
-def _cursor(value: str | None) -> tuple[int, int] | None:
+def decode_cursor(value: str | None) -> tuple[int, int] | None:
     if not value:
         return None
     start, _, call_id = value.partition(".")
@@ -192,6 +231,8 @@ def calls_query(f: CallFilter, db: SqliteDatabase):
         query = query.where(Call.status.in_(f.statuses))
     if f.min_talk:
         query = query.where(Call.talk_s >= f.min_talk)
+    if TABS[f.tab] is not None:
+        query = query.where(TABS[f.tab])
     for extensions in (employee_extensions(f, db), f.visible_to):
         if extensions is not None:
             query = query.where(Call.id.in_(
@@ -213,6 +254,22 @@ def counts_by_direction_and_status(f: CallFilter, db: SqliteDatabase) -> dict[tu
     query = (calls_query(f, db).select(Call.direction, Call.status, fn.COUNT(Call.id))
              .order_by().limit(None).group_by(Call.direction, Call.status))
     return {(direction, status): n for direction, status, n in query.tuples()}
+
+
+def tab_counts(f: CallFilter, db: SqliteDatabase) -> dict[str, int]:
+    """How many calls each tab would show with the rest of the filter (one grouped scan)."""
+    unreturned = Call.returned_by.is_null()
+    query = (calls_query(replace(f, tab="all", after=None), db)
+             .select(Call.direction, Call.status, unreturned, fn.COUNT(Call.id))
+             .order_by().limit(None).group_by(Call.direction, Call.status, unreturned))
+    counts = dict.fromkeys(TABS, 0)
+    for direction, status, not_returned, n in query.tuples():
+        counts["all"] += n
+        counts[direction] += n
+        if status == "missed":
+            counts["missed"] += n
+            counts["unreturned"] += n if not_returned else 0
+    return counts
 
 
 def employee_extensions(f: CallFilter, db: SqliteDatabase) -> list[str] | None:

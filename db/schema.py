@@ -70,6 +70,20 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             group_name TEXT NOT NULL, extension TEXT NOT NULL,
             PRIMARY KEY (group_name, extension)) WITHOUT ROWID""",
     ),
+    # 2: what users keep (written by the web process in short transactions, never by the sync):
+    # named filters, one of them the default, and per-user settings (columns, language).
+    (
+        """CREATE TABLE saved_filter (
+            id INTEGER PRIMARY KEY,
+            user TEXT NOT NULL,
+            name TEXT NOT NULL,
+            params TEXT NOT NULL,
+            is_default INTEGER NOT NULL DEFAULT 0,
+            UNIQUE (user, name))""",
+        """CREATE TABLE user_setting (
+            user TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL,
+            PRIMARY KEY (user, key)) WITHOUT ROWID""",
+    ),
 )
 
 LATEST = len(MIGRATIONS)

@@ -50,7 +50,7 @@ def test_wrong_password_is_refused_readably(base):
 def test_login_gives_a_session_and_the_api_answers_per_role(base):
     admin = Browser(base)
     status, headers, _ = admin.login("boss", "b0ss")
-    assert status == 302 and headers["Location"].endswith(f"{PREFIX}/api/v1/calls")
+    assert status == 302 and headers["Location"].endswith(f"{PREFIX}/")
     status, _, body = admin.request(f"{PREFIX}/api/v1/calls?" + urllib.parse.urlencode(PERIOD))
     everyone = json.loads(body)["calls"]
     assert status == 200 and everyone

@@ -2,54 +2,79 @@
 shell's nginx, which authenticates every request and passes the user in headers."""
 from __future__ import annotations
 
-from flask import Flask, jsonify
+import hashlib
+import secrets
+from pathlib import Path
+
+from flask import Flask, jsonify, render_template, request
 
 from daemon.pbxtime import PbxClock
 from daemon.settings import Settings
 from db.database import open_module_db
 from db.queries import QueryError, sync_state
-from web import auth
+from web import auth, present
 from web.api import api
+from web.history import history
 from web.recordings import recordings
+
+STATIC = Path(__file__).parent / "static"
 
 
 def create_app(settings: Settings, *, standin_accounts: dict | None = None) -> Flask:
     """The WSGI app for one mirror; serve it with waitress (`extcdr web`). With
     `standin_accounts` the admin-shell stand-in (login, session, `auth`) runs in-process."""
-    app = Flask(__name__)
+    prefix = "/" + settings["web.prefix"].strip("/")
+    app = Flask(__name__, static_folder=str(STATIC), static_url_path=f"{prefix}/static")
+    user_db = open_module_db(settings["module.db"])      # migrates; users' tables only
     db = open_module_db(settings["module.db"], readonly=True)
     state = sync_state(db)
+    token = settings["web.proxy_token"]
     app.config.update(
-        EXTCDR_DB=db,
+        EXTCDR_DB=db, EXTCDR_USER_DB=user_db,
         EXTCDR_CLOCK=PbxClock(settings["pbx.timezone"] or state.get("timezone") or "UTC"),
         EXTCDR_MATCH_DIGITS=int(state.get("number_match_digits", 9)),
-        EXTCDR_PROXY_TOKEN=settings["web.proxy_token"],
+        EXTCDR_PROXY_TOKEN=token,
         EXTCDR_STANDIN=standin_accounts is not None,
         EXTCDR_RECORDINGS_ROOT=settings["pbx.recordings_root"],
         EXTCDR_RECORDINGS_WRITTEN_AS=settings["pbx.recordings_written_as"],
+        EXTCDR_STATIC=f"{prefix}/static/",
+        SECRET_KEY=(hashlib.sha256(f"extcdr:{token}".encode()).digest() if token
+                    else secrets.token_bytes(32)),
+        SEND_FILE_MAX_AGE_DEFAULT=86_400,
     )
-    prefix = "/" + settings["web.prefix"].strip("/")
     if standin_accounts is not None:
         from web import standin
-        standin.install(app, standin_accounts, f"{prefix}/api/v1/calls")
+        standin.install(app, standin_accounts, f"{prefix}/")
     app.before_request(auth.require_user)
     app.register_blueprint(api, url_prefix=f"{prefix}/api/v1")
     app.register_blueprint(recordings, url_prefix=prefix)
+    app.register_blueprint(history, url_prefix=prefix)
+    present.install(app)
 
     @app.errorhandler(QueryError)
     def bad_filter(error):
-        return jsonify(error=str(error)), 400
+        return _error(400, "Bad filter", str(error))
 
     @app.errorhandler(404)
     def not_found(_):
-        return jsonify(error="not found"), 404
+        return _error(404, "Not found", "not found")
 
     @app.errorhandler(405)
     def not_allowed(_):
-        return jsonify(error="method not allowed"), 405
+        return _error(405, "Request refused", "method not allowed")
 
     @app.errorhandler(500)
     def failed(_):
-        return jsonify(error="internal error; see the module log"), 500
+        return _error(500, "Error", "internal error; see the module log")
 
     return app
+
+
+def _error(status: int, title: str, message: str):
+    """JSON for the API and for the page's scripts, a readable page for people."""
+    wants_page = (request.blueprint == "history" and request.method == "GET"
+                  and request.endpoint not in ("history.more_rows", "history.events",
+                                               "history.details"))
+    if wants_page or (request.blueprint == "history" and request.method == "POST"):
+        return render_template("message.html", title=title, message=message), status
+    return jsonify(error=message), status

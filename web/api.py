@@ -2,13 +2,11 @@
 the history page's filters, keyset paging, and the user's role applied in the query."""
 from __future__ import annotations
 
-import time
+from flask import Blueprint, abort, g, jsonify, request
 
-from flask import Blueprint, abort, current_app, g, jsonify, request
-
-from db.queries import (QueryError, call_filter, call_rows, calls_query, encode_cursor,
-                        find_call, legs_of_call)
+from db.queries import QueryError, call_rows, calls_query, encode_cursor, find_call, legs_of_call
 from db.records import call_record, iso_time
+from web.context import clock, mirror, request_filter
 
 api = Blueprint("api_v1", __name__)
 
@@ -21,12 +19,10 @@ def calls():
     """Calls newest first; `next_cursor` fetches the next page (keyset, no OFFSET)."""
     params = request.args.to_dict()
     page = _page_size(params.pop("limit", None))
-    flt = call_filter(params, _clock(), time.time(),
-                      number_match_digits=current_app.config["EXTCDR_MATCH_DIGITS"],
-                      visible_to=g.user.visible_to)
+    flt = request_filter(params)
     flt.limit = page + 1                     # one more tells whether a next page exists
-    rows = list(call_rows(calls_query(flt, _db())))
-    tz = _clock().tz
+    rows = list(call_rows(calls_query(flt, mirror())))
+    tz = clock().tz
     last = rows[page - 1] if len(rows) > page else None
     return jsonify(calls=[call_record(row, tz) for row in rows[:page]],
                    next_cursor=encode_cursor(last["start_ms"], last["id"]) if last else None)
@@ -36,8 +32,8 @@ def calls():
 def call(linkedid: str):
     """One call with its legs; another user's call is 404, as if it did not exist."""
     row = visible_call(linkedid)
-    tz = _clock().tz
-    legs = legs_of_call(linkedid, _db())
+    tz = clock().tz
+    legs = legs_of_call(linkedid, mirror())
     for leg in legs:
         leg.pop("id")
         for name in ("start", "answer", "end"):
@@ -48,7 +44,7 @@ def call(linkedid: str):
 
 def visible_call(linkedid: str) -> dict:
     """The call row, or 404 — also for a call this user may not see, as if it did not exist."""
-    row = find_call(linkedid, _db())
+    row = find_call(linkedid, mirror())
     if row is None or not g.user.may_see(row):
         abort(404)
     return row
@@ -60,11 +56,3 @@ def _page_size(value: str | None) -> int:
     if not value.isdigit() or not 1 <= int(value) <= MAX_PAGE:
         raise QueryError(f"limit must be a whole number from 1 to {MAX_PAGE}, not {value!r}")
     return int(value)
-
-
-def _db():
-    return current_app.config["EXTCDR_DB"]
-
-
-def _clock():
-    return current_app.config["EXTCDR_CLOCK"]

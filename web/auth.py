@@ -3,15 +3,17 @@ and sets these headers; a request that does not carry the shared proxy token did
 through it, and its identity headers are not believed."""
 from __future__ import annotations
 
+import hashlib
 import hmac
 from dataclasses import dataclass
 
-from flask import current_app, g, jsonify, request
+from flask import abort, current_app, g, jsonify, make_response, render_template, request
 
 ROLES = ("admin", "supervisor", "operator")
 USER_HEADER = "X-Extcdr-User"
 ROLE_HEADER = "X-Extcdr-Role"
 EXTENSIONS_HEADER = "X-Extcdr-Extensions"
+LANGUAGE_HEADER = "X-Extcdr-Language"
 TOKEN_HEADER = "X-Extcdr-Proxy-Token"
 
 
@@ -20,6 +22,7 @@ class User:
     name: str
     role: str
     extensions: tuple[str, ...]
+    language: str = ""          # the admin shell's language for this user, if it tells
 
     @property
     def visible_to(self) -> list[str] | None:
@@ -35,7 +38,7 @@ def require_user():
     """before_request: set `g.user`, or answer 401. Behind nginx the user comes from the
     proxy's headers; with the in-process stand-in shell, only from its session cookie
     (identity headers are then never believed)."""
-    if request.blueprint == "standin":
+    if request.blueprint == "standin" or request.endpoint == "static":
         return None
     if current_app.config["EXTCDR_STANDIN"]:
         from web.standin import session_user
@@ -54,5 +57,23 @@ def require_user():
         return jsonify(error="not authenticated: no user or role from the admin shell"), 401
     extensions = tuple(e.strip() for e in request.headers.get(EXTENSIONS_HEADER, "").split(",")
                        if e.strip())
-    g.user = User(name, role, extensions)
+    g.user = User(name, role, extensions, request.headers.get(LANGUAGE_HEADER, ""))
     return None
+
+
+def csrf_token() -> str:
+    """The user's token for state-changing requests: an HMAC of the user with the app's
+    secret, so a page of another site cannot know it."""
+    key = current_app.config["SECRET_KEY"]
+    key = key if isinstance(key, bytes) else key.encode()
+    return hmac.new(key, f"csrf:{g.user.name}".encode(), hashlib.sha256).hexdigest()
+
+
+def check_csrf() -> None:
+    """Refuse a state-changing request without the user's CSRF token (form field or header)."""
+    given = request.form.get("csrf_token") or request.headers.get("X-CSRF-Token", "")
+    if not hmac.compare_digest(given.encode(), csrf_token().encode()):
+        abort(make_response(render_template(
+            "message.html", title="Request refused",
+            message="The form expired or did not come from this page. Reload it and try "
+                    "again."), 403))

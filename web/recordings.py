@@ -8,7 +8,7 @@ import mimetypes
 import os
 from pathlib import Path
 
-from flask import Blueprint, abort, current_app, jsonify, make_response, send_file
+from flask import Blueprint, abort, current_app, jsonify, make_response, request, send_file
 
 from web.api import visible_call
 
@@ -37,22 +37,34 @@ def recording(linkedid: str, number: int):
     row = visible_call(linkedid)
     if not 1 <= number <= len(row["recordings"]):
         abort(404)
-    config = current_app.config
-    path = resolve(row["recordings"][number - 1], config["EXTCDR_RECORDINGS_ROOT"],
-                   config["EXTCDR_RECORDINGS_WRITTEN_AS"])
+    path = recording_path(row["recordings"][number - 1])
     if path is None:
         return jsonify(error="this recording is outside the recordings folder"), 403
     if not path.is_file():
         return jsonify(error="recording unavailable: the PBX no longer has the file"), 404
     name = _download_name(row, number, path.suffix)
+    attachment = request.args.get("download") == "1"
+    config = current_app.config
     if config["EXTCDR_STANDIN"]:
-        return send_file(path, conditional=True, download_name=name)
+        return send_file(path, conditional=True, download_name=name, as_attachment=attachment)
     reply = make_response("")
     reply.headers["X-Accel-Redirect"] = ACCEL_LOCATION + str(
         path.relative_to(config["EXTCDR_RECORDINGS_ROOT"].resolve()))
     reply.headers["Content-Type"] = mimetypes.guess_type(path.name)[0] or "audio/mpeg"
-    reply.headers["Content-Disposition"] = f"inline; filename=\"{name}\""
+    disposition = "attachment" if attachment else "inline"
+    reply.headers["Content-Disposition"] = f"{disposition}; filename=\"{name}\""
     return reply
+
+
+def recording_path(written: str) -> Path | None:
+    """The file of a call's recording as the PBX wrote its path, if inside the root."""
+    config = current_app.config
+    return resolve(written, config["EXTCDR_RECORDINGS_ROOT"], config["EXTCDR_RECORDINGS_WRITTEN_AS"])
+
+
+def recording_available(written: str) -> bool:
+    path = recording_path(written)
+    return path is not None and path.is_file()
 
 
 def _download_name(row: dict, number: int, suffix: str) -> str:

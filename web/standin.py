@@ -12,7 +12,7 @@ from pathlib import Path
 from flask import (Blueprint, abort, current_app, make_response, redirect, render_template,
                    request, session, url_for)
 
-from web.auth import EXTENSIONS_HEADER, ROLE_HEADER, ROLES, USER_HEADER, User
+from web.auth import EXTENSIONS_HEADER, LANGUAGE_HEADER, ROLE_HEADER, ROLES, USER_HEADER, User
 
 standin = Blueprint("standin", __name__)
 
@@ -20,7 +20,7 @@ DEMO_USERS = (
     {"name": "admin", "password": "admin", "role": "admin", "extensions": []},
     {"name": "supervisor", "password": "supervisor", "role": "supervisor", "extensions": []},
     {"name": "operator201", "password": "operator201", "role": "operator",
-     "extensions": ["201"]},
+     "extensions": ["201"], "language": "ru"},
 )
 
 
@@ -47,12 +47,13 @@ def load_users(path: Path | None) -> dict[str, Account]:
         try:
             name, password, role = entry["name"], entry["password"], entry["role"]
             extensions = tuple(str(e) for e in entry.get("extensions", []))
+            language = str(entry.get("language", ""))
         except (KeyError, TypeError):
             raise UsersFileError(f"{path}: each user needs name, password and role") from None
         if role not in ROLES:
             raise UsersFileError(f"{path}: user {name!r} has role {role!r}; use one of "
                                  f"{', '.join(ROLES)}")
-        accounts[name] = Account(User(name, role, extensions), password)
+        accounts[name] = Account(User(name, role, extensions, language), password)
     return accounts
 
 
@@ -89,8 +90,12 @@ def install(app, accounts: dict[str, Account], home: str) -> None:
 def create_shell_app(accounts: dict[str, Account], home: str):
     """The stand-in shell alone (behind nginx, beside the module's app)."""
     from flask import Flask
-    app = Flask(__name__)
+
+    from web import present
+    app = Flask(__name__, static_folder=None)
+    app.config["EXTCDR_STATIC"] = home.rstrip("/") + "/static/"
     install(app, accounts, home)
+    present.install(app)
     return app
 
 
@@ -127,6 +132,12 @@ def login():
     return redirect(current_app.config["EXTCDR_HOME"])
 
 
+@standin.get("/logout")
+def logout_form():
+    return render_template("message.html", title="Log out", message="",
+                           logout_csrf=csrf_token())
+
+
 @standin.post("/logout")
 def logout():
     check_csrf()
@@ -144,4 +155,5 @@ def auth():
     reply.headers[USER_HEADER] = user.name
     reply.headers[ROLE_HEADER] = user.role
     reply.headers[EXTENSIONS_HEADER] = ",".join(user.extensions)
+    reply.headers[LANGUAGE_HEADER] = user.language
     return reply

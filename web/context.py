@@ -1,0 +1,30 @@
+"""What every view needs from the app: the mirror, the users' tables, the PBX clock, and the
+request's filter with the user's visibility applied in the query."""
+from __future__ import annotations
+
+import time
+
+from flask import current_app, g
+
+from db.queries import CallFilter, call_filter
+
+
+def mirror():
+    """module.db, read-only: the calls."""
+    return current_app.config["EXTCDR_DB"]
+
+
+def user_db():
+    """module.db, writable: saved filters and user settings only."""
+    return current_app.config["EXTCDR_USER_DB"]
+
+
+def clock():
+    return current_app.config["EXTCDR_CLOCK"]
+
+
+def request_filter(params: dict[str, str]) -> CallFilter:
+    """The filter of the page or API parameters, limited to the calls this user may see."""
+    return call_filter(params, clock(), time.time(),
+                       number_match_digits=current_app.config["EXTCDR_MATCH_DIGITS"],
+                       visible_to=g.user.visible_to)

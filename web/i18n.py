@@ -1,0 +1,80 @@
+"""Russian and English for the pages. Texts are written in English in the templates and
+looked up here; the language follows the user's choice, else the admin shell's (the PBX
+user's language), else the browser's."""
+from __future__ import annotations
+
+LANGUAGES = {"en": "English", "ru": "Русский"}
+
+# The PBX's own wording (the module's manual) for the call statuses.
+STATUS_LABELS = {
+    "en": {"answered": "ok", "transferred": "transfer", "missed": "missed",
+           "not_reached": "not reached", "client_called_back": "client called back",
+           "we_called_back": "we called back", "application": "application"},
+    "ru": {"answered": "ok", "transferred": "перевод", "missed": "пропущен",
+           "not_reached": "недозвон", "client_called_back": "перезвонил клиент",
+           "we_called_back": "перезвонили", "application": "приложение"},
+}
+
+RUSSIAN = {
+    "Call history": "История звонков",
+    "Extended call history": "Расширенная история звонков",
+    "Telephony": "Телефония",
+    "Employees": "Сотрудники",
+    "Modules": "Модули",
+    "System": "Система",
+    "Log out": "Выйти",
+    "Today": "Сегодня", "Yesterday": "Вчера", "This week": "Эта неделя",
+    "Last week": "Прошлая неделя", "This month": "Этот месяц", "Last month": "Прошлый месяц",
+    "Custom": "Произвольный",
+    "From": "С", "To": "По", "Apply": "Применить", "Reset": "Сбросить",
+    "All": "Все", "Incoming": "Входящие", "Missed": "Пропущенные", "Outgoing": "Исходящие",
+    "Internal": "Внутренние", "Unreturned missed": "Не перезвонили",
+    "Find a number...": "Найти...",
+    "Employee": "Сотрудник", "Employees...": "Сотрудники...", "Groups...": "Группы...",
+    "Statuses...": "Статусы...", "Min. talk, s": "Разговор от, с",
+    "Save": "Сохранить", "Saved filters": "Сохранённые отборы", "Filter name": "Название отбора",
+    "Open this filter by default": "Открывать этот отбор по умолчанию",
+    "default": "по умолчанию", "Delete": "Удалить", "Make default": "Сделать основным",
+    "Cancel": "Отмена", "Columns": "Колонки",
+    "Live": "Онлайн", "Paused": "Пауза", "Show more": "Показать ещё",
+    "No calls match this filter.": "Нет звонков по этому отбору.",
+    "Date": "Дата звонка", "Who": "Кто", "Whom": "Кому", "Line": "Линия", "Status": "Статус",
+    "Answered": "Ответил", "Wait": "Ожидание", "Talk": "Разговор", "Record": "Запись",
+    "Direction": "Направление",
+    "incoming": "входящий", "outgoing": "исходящий", "internal": "внутренний",
+    "Rang": "Звонил", "answered": "ответил", "no answer": "не ответил", "busy": "занято",
+    "Missed by": "Пропустили", "Answered by": "Ответил", "Transferred to": "Переведён на",
+    "Returns the missed call": "Перезвон на пропущенный",
+    "Returned by": "Перезвонили звонком",
+    "Call back attempts": "Попыток перезвонить",
+    "Recording unavailable": "Запись недоступна",
+    "Download": "Скачать", "Legs": "Каналы", "Call": "Звонок",
+    "Language": "Язык",
+    "Request refused": "Запрос отклонён",
+    "Bad filter": "Неверный отбор",
+    "Not found": "Не найдено",
+    "Nothing to save: that filter is gone.": "Нечего сохранять: отбор уже удалён.",
+    "The form expired or did not come from this page. Reload it and try again.":
+        "Форма устарела или отправлена не с этой страницы. Обновите страницу и повторите.",
+    "Synced up to": "Синхронизировано до",
+    "calls": "звонков",
+}
+
+
+def negotiate(choice: str | None, shell: str | None, accept: str | None) -> str:
+    """The page language: the user's saved choice, the admin shell's, the browser's, English."""
+    for candidate in (choice, shell):
+        if candidate and candidate[:2].lower() in LANGUAGES:
+            return candidate[:2].lower()
+    for part in (accept or "").split(","):
+        code = part.split(";")[0].strip()[:2].lower()
+        if code in LANGUAGES:
+            return code
+    return "en"
+
+
+def translator(language: str):
+    """`_` for the templates."""
+    if language == "ru":
+        return lambda text: RUSSIAN.get(text, text)
+    return lambda text: text

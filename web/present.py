@@ -1,0 +1,56 @@
+"""How the pages show things: the PBX's local time, durations, links that change one filter
+value, and the per-page context (language, `_`, status labels, CSRF token)."""
+from __future__ import annotations
+
+from urllib.parse import urlencode
+
+from flask import current_app, g, request, url_for
+
+from db.userdata import user_settings
+from web import auth
+from web.i18n import LANGUAGES, STATUS_LABELS, negotiate, translator
+
+
+def install(app) -> None:
+    app.jinja_env.filters.update(local_time=local_time, duration=duration)
+    app.jinja_env.globals.update(page_url=page_url, filter_query=filter_query)
+    app.context_processor(page_context)
+
+
+def page_context() -> dict:
+    user = g.get("user")
+    choice = None
+    if user is not None and "EXTCDR_USER_DB" in current_app.config:
+        choice = user_settings(current_app.config["EXTCDR_USER_DB"], user.name).get("language")
+    language = negotiate(choice, user.language if user else None,
+                         request.headers.get("Accept-Language"))
+    return {"lang": language, "_": translator(language), "languages": LANGUAGES,
+            "status_labels": STATUS_LABELS[language], "user": user,
+            "csrf": auth.csrf_token() if user else "",
+            "static": lambda path: current_app.config["EXTCDR_STATIC"] + path}
+
+
+def local_time(epoch_ms: int | None, fmt: str = "%Y-%m-%d %H:%M:%S") -> str:
+    if epoch_ms is None:
+        return ""
+    return current_app.config["EXTCDR_CLOCK"].to_local(epoch_ms / 1000).strftime(fmt)
+
+
+def duration(seconds: int | None) -> str:
+    """0:07, 12:30, 1:02:03."""
+    if seconds is None:
+        return ""
+    hours, rest = divmod(int(seconds), 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02}:{secs:02}" if hours else f"{minutes}:{secs:02}"
+
+
+def page_url(params: dict[str, str], **changes) -> str:
+    """The history page with `params`, some changed (None removes one)."""
+    return url_for("history.page") + "?" + filter_query({**params, **changes})
+
+
+def filter_query(params: dict[str, str]) -> str:
+    """The query string of a filter (today when empty: an empty query restores the default)."""
+    query = {k: v for k, v in params.items() if v not in (None, "")}
+    return urlencode(query or {"period": "today"})

@@ -1,0 +1,115 @@
+/* ModuleExtendedCDR history page: filter controls, details, "show more", live updates. */
+(function () {
+  "use strict";
+  var form = document.getElementById("filters");
+  var body = document.getElementById("calls");
+  if (!form || !body) { return; }
+  var base = form.getAttribute("action");
+
+  $(".ui.dropdown").dropdown({ clearable: true, fullTextSearch: true });
+  $(".ui.checkbox").checkbox();
+
+  // Period: presets apply at once; "custom" shows the dates.
+  $(form.elements.period).on("change", function () {
+    var custom = this.value === "custom";
+    $(".custom-period").toggleClass("hidden", !custom);
+    if (!custom) { form.elements.from.value = ""; form.elements.to.value = ""; submit(); }
+  });
+
+  function submit() {
+    // Send only the fields that are set: short, shareable URLs.
+    var data = new FormData(form), query = new URLSearchParams();
+    data.forEach(function (value, name) { if (value !== "" && value !== "all") { query.append(name, value); } });
+    if (data.get("period") === "custom") { query.delete("period"); }
+    location.href = base + "?" + (query.toString() || "period=today");
+  }
+  form.addEventListener("submit", function (event) { event.preventDefault(); submit(); });
+
+  // Clicking a number searches for it; clicking elsewhere on a row opens its details.
+  body.addEventListener("click", function (event) {
+    var number = event.target.closest("a.number");
+    if (number) {
+      event.preventDefault();
+      form.elements.number.value = number.dataset.number;
+      submit();
+      return;
+    }
+    var play = event.target.closest("button.play");
+    var row = event.target.closest("tr.call");
+    if (!row || event.target.closest("a, audio, .details")) { return; }
+    toggleDetails(row, !!play);
+  });
+
+  function toggleDetails(row, autoplay) {
+    var next = row.nextElementSibling;
+    if (next && next.classList.contains("details")) {
+      if (!autoplay) { next.remove(); }
+      return;
+    }
+    var url = base + "calls/" + encodeURIComponent(row.dataset.linkedid) + "/details";
+    fetch(url, { credentials: "same-origin" }).then(function (reply) {
+      if (!reply.ok) { throw new Error(reply.status); }
+      return reply.text();
+    }).then(function (html) {
+      var details = document.createElement("tr");
+      details.className = "details";
+      details.innerHTML = '<td colspan="' + row.children.length + '"></td>';
+      details.firstChild.innerHTML = html;
+      row.after(details);
+      var audio = details.querySelector("audio");
+      if (autoplay && audio) { audio.play(); }
+    });
+  }
+
+  // Show more: the next page by keyset cursor.
+  var more = document.querySelector(".show-more");
+  if (more) {
+    more.addEventListener("click", function (event) {
+      event.preventDefault();
+      var query = new URLSearchParams(body.dataset.query);
+      query.set("cursor", more.dataset.cursor);
+      fetch(base + "rows?" + query, { credentials: "same-origin" })
+        .then(function (reply) { return reply.json(); })
+        .then(function (page) {
+          body.insertAdjacentHTML("beforeend", page.html);
+          if (page.next_cursor) { more.dataset.cursor = page.next_cursor; } else { more.remove(); }
+        });
+    });
+  }
+
+  // Live: new and changed calls of this filter arrive as server-sent events.
+  var live = document.getElementById("live");
+  var stream = null;
+  live.checked = localStorage.getItem("extcdr-live") !== "off";
+  function follow() {
+    if (stream) { stream.close(); stream = null; }
+    $(".ui.checkbox.live").toggleClass("paused", !live.checked);
+    if (!live.checked || new URLSearchParams(location.search).has("cursor")) { return; }
+    var query = new URLSearchParams(body.dataset.query);
+    query.set("after", body.dataset.liveAfter);
+    stream = new EventSource(base + "events?" + query);
+    stream.onmessage = function (event) {
+      var update = JSON.parse(event.data);
+      body.dataset.liveAfter = event.lastEventId || body.dataset.liveAfter;
+      update.calls.slice().reverse().forEach(showCall);
+      Object.keys(update.counts).forEach(function (tab) {
+        $(".tabs .tab-" + tab + " .count").text(update.counts[tab]);
+      });
+    };
+  }
+  function showCall(call) {
+    var template = document.createElement("tbody");
+    template.innerHTML = call.html.trim();
+    var row = template.querySelector("tr.call");
+    if (!row) { return; }
+    var old = body.querySelector('tr.call[data-linkedid="' + CSS.escape(call.linkedid) + '"]');
+    if (old) { old.replaceWith(row); } else { body.prepend(row); }
+    row.classList.add("fresh");
+    $(".ui.message.empty").remove();
+  }
+  live.addEventListener("change", function () {
+    localStorage.setItem("extcdr-live", live.checked ? "on" : "off");
+    follow();
+  });
+  follow();
+})();
