@@ -113,6 +113,7 @@ PERIODS = ("today", "yesterday", "this_week", "last_week", "this_month", "last_m
 FILTER_PARAMETERS = ("period", "from", "to", "direction", "status", "number", "employee",
                      "group", "min_talk", "unreturned", "tab", "limit", "cursor")
 DAY_MS = 86_400_000
+FIRST_YEAR, LAST_YEAR = 1990, 2200      # dates outside are typing mistakes
 
 
 def call_filter(params, clock, now_s: float, *, number_match_digits: int = 9,
@@ -173,11 +174,17 @@ def _moment(text: str, clock, *, end: bool) -> int:
     """A from/to value as epoch ms; a bare date is the whole local day."""
     try:
         if len(text) == 10:
-            day_start, day_end = clock.local_day_bounds(date.fromisoformat(text))
-            return (day_end if end else day_start) * 1000
-        moment = datetime.fromisoformat(text)
+            day = date.fromisoformat(text)
+            moment = datetime(day.year, day.month, day.day)
+        else:
+            moment = datetime.fromisoformat(text)
     except ValueError:
         raise QueryError(f"bad date {text!r}: use YYYY-MM-DD or YYYY-MM-DDTHH:MM[:SS]") from None
+    if not FIRST_YEAR <= moment.year <= LAST_YEAR:
+        raise QueryError(f"bad date {text!r}: a year from {FIRST_YEAR} to {LAST_YEAR}")
+    if len(text) == 10:
+        day_start, day_end = clock.local_day_bounds(moment.date())
+        return (day_end if end else day_start) * 1000
     if moment.tzinfo is None:
         return clock.local_to_epoch(moment) * 1000
     return int(moment.timestamp() * 1000)

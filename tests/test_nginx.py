@@ -1,83 +1,23 @@
 """Through real nginx: the stand-in admin shell authenticates every request of the module's
 location with auth_request; user and role reach the app only in headers nginx sets."""
 import json
-import os
 import re
-import shutil
-import signal
-import socket
-import subprocess
-import threading
-import time
 import urllib.parse
 import urllib.request
 
 import pytest
-from waitress import create_server
 
-from daemon.settings import load
+from tests.stack import PREFIX, admin_shell
 from tests.webclient import Browser
-from web import create_app
-from web.standin import create_shell_app, load_users, nginx_config
 
-PREFIX = "/admin-cabinet/module-extended-cdr/"
 PERIOD = {"from": "2024-10-20", "to": "2024-10-28", "limit": 500}
-TOKEN = "nginx-only-7f3a9c"
-
-
-def nginx_binary() -> str:
-    found = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx")
-                                      else None)
-    if found is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("nginx is missing: ./bin/test installs it (apt-get install nginx)")
-        pytest.skip("nginx is not installed")
-    return found
-
-
-def serve(app) -> str:
-    server = create_server(app, host="127.0.0.1", port=0, threads=4)
-    threading.Thread(target=server.run, daemon=True).start()
-    return f"127.0.0.1:{server.effective_port}", server
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def shell(demo_mirror, demo_pbx, tmp_path_factory):
-    nginx = nginx_binary()
     run_dir = tmp_path_factory.mktemp("nginx")
-    accounts = load_users(None)
-    shell_addr, shell_server = serve(create_shell_app(accounts, PREFIX + "api/v1/calls"))
-    config = run_dir / "extcdr.toml"
-    config.write_text(f'[web]\nproxy_token = "{TOKEN}"\n')
-    app_addr, app_server = serve(create_app(load(config, {
-        "module.db": demo_mirror, "pbx.recordings_root": demo_pbx / "monitor"})))
-    port = free_port()
-    listen = f"127.0.0.1:{port}"
-    (run_dir / "nginx.conf").write_text(nginx_config(
-        run_dir=run_dir, listen=listen, shell=shell_addr, app=app_addr, prefix=PREFIX,
-        proxy_token=TOKEN, recordings_root=demo_pbx / "monitor",
-        user="root" if os.geteuid() == 0 else None))
-    proc = subprocess.Popen([nginx, "-p", str(run_dir), "-c", str(run_dir / "nginx.conf"),
-                             "-e", str(run_dir / "error.log"), "-g", "daemon off;"],
-                            stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            time.sleep(0.05)
-    yield {"base": f"http://{listen}", "app": f"http://{app_addr}"}
-    proc.send_signal(signal.SIGTERM)
-    proc.wait(10)
-    shell_server.close()
-    app_server.close()
+    with admin_shell(demo_mirror, demo_pbx / "monitor", run_dir) as stack:
+        yield stack
 
 
 def api(browser, **headers):

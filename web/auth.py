@@ -7,7 +7,8 @@ import hashlib
 import hmac
 from dataclasses import dataclass
 
-from flask import abort, current_app, g, jsonify, make_response, render_template, request
+from flask import (abort, current_app, g, jsonify, make_response, redirect, render_template,
+                   request)
 
 ROLES = ("admin", "supervisor", "operator")
 USER_HEADER = "X-Extcdr-User"
@@ -44,6 +45,8 @@ def require_user():
         from web.standin import session_user
         g.user = session_user()
         if g.user is None:
+            if request.endpoint == "history.page":
+                return redirect("/login")
             return jsonify(error="not authenticated: log in first"), 401
         return None
     expected = current_app.config["EXTCDR_PROXY_TOKEN"]

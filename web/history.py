@@ -38,6 +38,7 @@ LIVE_SECONDS = 600            # an event stream ends after this; the browser rec
 LIVE_CHECK = 0.5              # how often a stream looks for a new commit of the mirror
 LIVE_KEEPALIVE = 15
 RECENT_MS = 3_600_000         # calls this recent may still change (legs arriving late)
+MAX_PERIOD_DAYS = 1096        # the page counts every call of its period: three years at most
 
 
 def page_params(args) -> dict[str, str]:
@@ -55,15 +56,24 @@ def page_params(args) -> dict[str, str]:
     return params
 
 
+def page_filter(params: dict[str, str]):
+    """The request's filter for the page, whose period is bounded (its tabs count it all)."""
+    flt = request_filter(params)
+    if flt.end_ms - flt.start_ms > MAX_PERIOD_DAYS * 86_400_000:
+        raise QueryError(f"the period is too long: at most {MAX_PERIOD_DAYS} days on this "
+                         f"page; choose a shorter one")
+    return flt
+
+
 @history.get("/")
 def page():
     params = page_params(request.args)
     restored = default_filter(user_db(), g.user.name) if not request.args else None
     try:
-        flt = request_filter(restored["params"] if restored else params)
+        flt = page_filter(restored["params"] if restored else params)
         params = restored["params"] if restored else params
     except QueryError:          # a saved filter that no longer opens (a group was removed)
-        restored, flt = None, request_filter(params)
+        restored, flt = None, page_filter(params)
     counts = tab_counts(flt, mirror())
     rows, next_cursor = _rows(flt, request.args.get("cursor"))
     settings = user_settings(user_db(), g.user.name)
@@ -79,7 +89,7 @@ def page():
 @history.get("/rows")
 def more_rows():
     """The next page of rows (keyset) as HTML for "show more"."""
-    flt = request_filter(page_params(request.args))
+    flt = page_filter(page_params(request.args))
     rows, next_cursor = _rows(flt, request.args.get("cursor"))
     settings = user_settings(user_db(), g.user.name)
     html = render_template("history/rows.html", rows=rows, columns=_columns(settings),
@@ -103,7 +113,7 @@ def details(linkedid: str):
 def events():
     """Server-sent events: new and changed calls of the current filter, and the counters."""
     params = page_params(request.args)
-    flt = request_filter(params)
+    flt = page_filter(params)
     after = _whole(request.headers.get("Last-Event-ID") or request.args.get("after") or "0")
     columns = _columns(user_settings(user_db(), g.user.name))
     names = _employee_names()
@@ -145,7 +155,7 @@ def events():
 def save():
     check_csrf()
     params = page_params(_query_args(request.form.get("query", "")))
-    request_filter(params)                           # refuse a filter that would not open
+    page_filter(params)                              # refuse a filter that would not open
     try:
         save_filter(user_db(), g.user.name, request.form.get("name", ""), params,
                     default=request.form.get("default") == "on")

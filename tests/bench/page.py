@@ -1,0 +1,369 @@
+"""History page benchmark: server time of the page and the JSON API on a mirror of a generated
+~1,000,000-call PBX, with the PBX's own history queries on `cdr_general` as the baseline.
+
+A demo PBX with `--calls` calls ending today (PBX time) is generated and mirrored with
+`extcdr sync --once`; the real Flask app then answers through its test client (the whole WSGI
+app in-process, logged in through the stand-in login form as admin and as operator201). Each
+case is timed `--runs` times after `--warmup` unmeasured runs; p50/p95 are wall times of the
+request, body included. Budgets (p95): first page of the history page and of `api/v1/calls`
+<= 50 ms, number search <= 150 ms, tab counters alone (`db.queries.tab_counts`) <= 250 ms,
+keyset next pages <= 50 ms. Also prints the page's weight (HTML and static assets, raw and
+gzip). Nothing fails on time: the figures and ratios are for reading.
+
+Run: ./bin/bench page [--calls 1000000] [--runs 30] [--keep DIR]
+`--keep DIR` builds the PBX and mirror in DIR and reuses them in later runs with the same
+--calls and --seed on the same day (1,000,000 calls take a minute or two to generate and sync).
+"""
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import re
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import Callable
+from urllib.parse import urlencode
+from zoneinfo import ZoneInfo
+
+from daemon import demo
+from daemon.settings import load
+from db.queries import TABS, call_filter, period_bounds, tab_counts
+from web import create_app
+from web.standin import load_users
+
+ROOT = Path(__file__).resolve().parents[2]
+TIMEZONE = "Europe/Moscow"                  # the demo PBX's default timezone
+PREFIX = "/admin-cabinet/module-extended-cdr"
+ADMIN, OPERATOR = "admin", "operator201"    # stand-in demo users (password = name)
+OPERATOR_EXTENSIONS = ["201"]
+EMPLOYEE, GROUP = "201", "Sales"            # in every demo PBX
+PAGE_BUDGET_MS, SEARCH_BUDGET_MS, COUNTS_BUDGET_MS = 50, 150, 250
+DEPTHS = (2, 10, 40)                        # keyset pages timed, followed via next_cursor
+
+
+@dataclass
+class Case:
+    """One timed thing: `run()` once per sample."""
+    name: str
+    run: Callable[[], object]
+    budget_ms: float | None = None
+    calls: int | None = None                # how many calls its filter selects
+    baseline: str | None = None             # key of the PBX baseline it is compared with
+
+
+@dataclass
+class Timing:
+    case: Case
+    p50: float
+    p95: float
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--calls", type=int, default=1_000_000)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--runs", type=int, default=30, help="measured runs per case")
+    parser.add_argument("--warmup", type=int, default=3, help="unmeasured runs per case")
+    parser.add_argument("--keep", type=Path, metavar="DIR",
+                        help="build the PBX and mirror here and reuse them in later runs")
+    args = parser.parse_args()
+    end_day = datetime.now(ZoneInfo(TIMEZONE)).date()
+    if args.keep:
+        args.keep.mkdir(parents=True, exist_ok=True)
+        run(args.keep, args, end_day)
+    else:
+        with tempfile.TemporaryDirectory(prefix="extcdr-page-") as tmp:
+            run(Path(tmp), args, end_day)
+
+
+def run(root: Path, args, end_day: date) -> None:
+    prepare(root, args.calls, args.seed, end_day)
+    app = make_app(root)
+    clients = {name: logged_in(app, name, name) for name in (ADMIN, OPERATOR)}
+    numbers = search_numbers(app)
+    baselines = pbx_baselines(root / "pbx" / demo.CDR_DB, end_day, numbers["4 digits"])
+    cases = (first_page_cases(app, clients, end_day) + search_cases(app, clients, numbers)
+             + counter_cases(app, end_day) + keyset_cases(app, clients))
+    baseline_timings = {key: measure(case, args) for key, case in baselines.items()}
+    print_baselines(root / "pbx" / demo.CDR_DB, baseline_timings)
+    print_cases([measure(case, args) for case in cases], baseline_timings)
+    print_weight(clients[ADMIN])
+
+
+# -- the PBX and its mirror ----------------------------------------------------------------------
+
+def prepare(root: Path, calls: int, seed: int, end_day: date) -> None:
+    """Generate the demo PBX into root/pbx and mirror it into root/module.db, unless a build
+    of the same calls, seed and end day is already there."""
+    marker = root / "built.json"
+    wanted = {"calls": calls, "seed": seed, "end_day": end_day.isoformat()}
+    if marker.is_file() and json.loads(marker.read_text()) == wanted:
+        print(f"reusing the demo PBX and mirror in {root} ({calls:,} calls up to {end_day})")
+        return
+    marker.unlink(missing_ok=True)
+    for stale in ("module.db", "module.db-wal", "module.db-shm"):
+        (root / stale).unlink(missing_ok=True)
+    started = time.perf_counter()
+    stats = demo.generate(root / "pbx", calls, seed, end_day=end_day, recordings_limit=0,
+                          overwrite=True)
+    generated = time.perf_counter()
+    print(f"generated {stats.calls:,} calls ({stats.legs:,} legs, {stats.first_start:%Y-%m-%d} "
+          f"to {stats.last_end:%Y-%m-%d}) in {generated - started:.1f} s", flush=True)
+    pbx = root / "pbx"
+    subprocess.run([sys.executable, "-m", "daemon.cli", "sync", "--cdr-db", str(pbx / demo.CDR_DB),
+                    "--pbx-db", str(pbx / demo.CONFIG_DB), "--groups-db", str(pbx / demo.GROUPS_DB),
+                    "--db", str(root / "module.db"), "--once"], cwd=ROOT, check=True)
+    done = time.perf_counter()
+    print(f"mirrored in {done - generated:.1f} s; generation + sync {done - started:.1f} s")
+    marker.write_text(json.dumps(wanted))
+
+
+def make_app(root: Path):
+    """The real app on the mirror, with the stand-in admin shell's login in-process."""
+    settings = load(None, {"module.db": str(root / "module.db"),
+                           "pbx.recordings_root": str(root / "pbx" / demo.MONITOR)})
+    return create_app(settings, standin_accounts=load_users(None))
+
+
+def logged_in(app, name: str, password: str):
+    """A test client logged in through the stand-in login form (CSRF token included)."""
+    client = app.test_client()
+    form = client.get("/login").get_data(as_text=True)
+    token = re.search(r'name="csrf_token" value="([^"]+)"', form).group(1)
+    reply = client.post("/login", data={"username": name, "password": password,
+                                        "csrf_token": token})
+    if reply.status_code != 302:
+        raise SystemExit(f"login as {name} failed: HTTP {reply.status_code}")
+    return client
+
+
+def search_numbers(app) -> dict[str, str]:
+    """Number searches built from real data: the most frequent client of this month, parts of
+    its number, and it with the employee who answered it most."""
+    db = app.config["EXTCDR_DB"]
+    start_ms, end_ms = period_bounds("this_month", app.config["EXTCDR_CLOCK"], time.time())
+    number, employee = db.execute_sql(
+        "SELECT external_number, answered_by FROM call WHERE start_ms >= ? AND start_ms < ? "
+        "AND external_number IS NOT NULL AND answered_by IS NOT NULL "
+        "GROUP BY external_number, answered_by ORDER BY count(*) DESC, 1, 2 LIMIT 1",
+        (start_ms, end_ms)).fetchone()
+    digits = re.sub(r"\D", "", number)[-10:]
+    return {"3 digits": digits[-4:-1], "4 digits": digits[-7:-3], "full number": number,
+            "two numbers": f"{employee} {number}"}
+
+
+# -- cases ----------------------------------------------------------------------------------------
+
+def typical_filters(end_day: date) -> list[tuple[str, dict[str, str], str]]:
+    """(label, query parameters, user) of the filters people use most."""
+    month = {"period": "this_month"}
+    week_ago = (end_day - timedelta(days=6)).isoformat()
+    return [
+        ("today", {"period": "today"}, ADMIN),
+        ("this week", {"period": "this_week"}, ADMIN),
+        ("this month", month, ADMIN),
+        ("last 7 days (from/to)", {"from": week_ago, "to": end_day.isoformat()}, ADMIN),
+        *((f"this month, tab {tab}", {**month, "tab": tab}, ADMIN) for tab in TABS if tab != "all"),
+        ("this month, status missed+not_reached", {**month, "status": "missed,not_reached"}, ADMIN),
+        (f"this month, employee {EMPLOYEE}", {**month, "employee": EMPLOYEE}, ADMIN),
+        (f"this month, group {GROUP}", {**month, "group": GROUP}, ADMIN),
+        ("this month, min_talk 60", {**month, "min_talk": "60"}, ADMIN),
+        (f"this month, as {OPERATOR}", month, OPERATOR),
+    ]
+
+
+def first_page_cases(app, clients, end_day: date) -> list[Case]:
+    cases = []
+    for label, params, user in typical_filters(end_day):
+        calls = selected(app, params, user)
+        cases += [Case(f"page {label}", get(clients[user], page_url(params)), PAGE_BUDGET_MS,
+                       calls, "period"),
+                  Case(f"api  {label}", get(clients[user], api_url(params)), PAGE_BUDGET_MS,
+                       calls, "period")]
+    return cases
+
+
+def search_cases(app, clients, numbers: dict[str, str]) -> list[Case]:
+    cases = []
+    for label, number in numbers.items():
+        params = {"period": "this_month", "number": number}
+        calls = selected(app, params, ADMIN)
+        cases += [Case(f"page search {label} '{number}'", get(clients[ADMIN], page_url(params)),
+                       SEARCH_BUDGET_MS, calls, "search"),
+                  Case(f"api  search {label} '{number}'", get(clients[ADMIN], api_url(params)),
+                       SEARCH_BUDGET_MS, calls, "search")]
+    return cases
+
+
+def counter_cases(app, end_day: date) -> list[Case]:
+    """`tab_counts` alone, called directly, for growing periods."""
+    db = app.config["EXTCDR_DB"]
+    quarter = {"from": (end_day - timedelta(days=91)).isoformat(), "to": end_day.isoformat()}
+    cases = []
+    for label, params in (("this week", {"period": "this_week"}),
+                          ("this month", {"period": "this_month"}),
+                          ("last 3 months", quarter)):
+        flt = filter_of(app, params, ADMIN)
+        cases.append(Case(f"tab_counts {label}", lambda flt=flt: tab_counts(flt, db),
+                          COUNTS_BUDGET_MS, tab_counts(flt, db)["all"], "count"))
+    return cases
+
+
+def keyset_cases(app, clients) -> list[Case]:
+    """Pages DEPTHS deep, reached by following next_cursor, of the API and of "show more"."""
+    cases = []
+    for label, params in (("this month", {"period": "this_month"}),
+                          ("this month, tab missed", {"period": "this_month", "tab": "missed"})):
+        calls = selected(app, params, ADMIN)
+        for kind, url in (("api ", api_url), ("rows", rows_url)):
+            cursors = follow(clients[ADMIN], url(params), max(DEPTHS))
+            for depth in DEPTHS:
+                paged = url({**params, "cursor": cursors[depth]})
+                cases.append(Case(f"{kind} {label}, page {depth}", get(clients[ADMIN], paged),
+                                  PAGE_BUDGET_MS, calls, "offset"))
+    return cases
+
+
+def follow(client, url: str, depth: int) -> dict[int, str]:
+    """The cursor that opens each page 2..depth, following next_cursor from the first page."""
+    cursors, cursor = {}, None
+    for page in range(2, depth + 1):
+        reply = client.get(url + (f"&cursor={cursor}" if cursor else ""))
+        cursor = reply.get_json()["next_cursor"]
+        if cursor is None:
+            raise SystemExit(f"{url}: fewer than {depth} pages")
+        cursors[page] = cursor
+    return cursors
+
+
+def selected(app, params: dict[str, str], user: str) -> int:
+    """How many calls the filter (tab included) selects for the user."""
+    flt = filter_of(app, params, user)
+    return tab_counts(flt, app.config["EXTCDR_DB"])[flt.tab]
+
+
+def filter_of(app, params: dict[str, str], user: str):
+    """The filter the app builds for these parameters and this user."""
+    return call_filter(params, app.config["EXTCDR_CLOCK"], time.time(),
+                       number_match_digits=app.config["EXTCDR_MATCH_DIGITS"],
+                       visible_to=OPERATOR_EXTENSIONS if user == OPERATOR else None)
+
+
+def page_url(params: dict[str, str]) -> str:
+    return f"{PREFIX}/?{urlencode(params)}"
+
+
+def api_url(params: dict[str, str]) -> str:
+    return f"{PREFIX}/api/v1/calls?{urlencode(params)}"
+
+
+def rows_url(params: dict[str, str]) -> str:
+    return f"{PREFIX}/rows?{urlencode(params)}"
+
+
+def get(client, url: str) -> Callable[[], bytes]:
+    """A GET of `url` through the whole WSGI app, body read; anything but 200 stops the run."""
+    def run() -> bytes:
+        reply = client.get(url)
+        body = reply.get_data()
+        if reply.status_code != 200:
+            raise SystemExit(f"GET {url}: HTTP {reply.status_code} {body[:300]!r}")
+        return body
+    return run
+
+
+# -- the PBX's own queries ------------------------------------------------------------------------
+
+def pbx_baselines(cdr: Path, end_day: date, digits: str) -> dict[str, Case]:
+    """What the PBX's history page runs on cdr_general (legs, its own indexes), this month."""
+    conn = sqlite3.connect(f"file:{cdr}?mode=ro", uri=True, check_same_thread=False)
+    first = end_day.replace(day=1)
+    last = (first + timedelta(days=32)).replace(day=1) - timedelta(days=1)
+    month = (f"{first} 00:00:00", f"{last} 23:59:59.999")
+    like = f"%{digits}%"
+    queries = {
+        "newest": ("newest 50 legs", "SELECT * FROM cdr_general ORDER BY start DESC LIMIT 50", ()),
+        "period": ("newest 50 legs of this month",
+                   "SELECT * FROM cdr_general WHERE start BETWEEN ? AND ? "
+                   "ORDER BY start DESC LIMIT 50", month),
+        "offset": ("this month, page 40 (OFFSET 1950)",
+                   "SELECT * FROM cdr_general WHERE start BETWEEN ? AND ? "
+                   "ORDER BY start DESC LIMIT 50 OFFSET 1950", month),
+        "search": (f"this month, src_num/dst_num LIKE '{like}'",
+                   "SELECT * FROM cdr_general WHERE start BETWEEN ? AND ? AND "
+                   "(src_num LIKE ? OR dst_num LIKE ?) ORDER BY start DESC LIMIT 50",
+                   month + (like, like)),
+        "search_all": (f"all time, src_num/dst_num LIKE '{like}'",
+                       "SELECT * FROM cdr_general WHERE src_num LIKE ? OR dst_num LIKE ? "
+                       "ORDER BY start DESC LIMIT 50", (like, like)),
+        "count": ("count legs of this month",
+                  "SELECT count(*) FROM cdr_general WHERE start BETWEEN ? AND ?", month),
+    }
+    return {key: Case(f"PBX {label}", lambda sql=sql, params=params:
+                      conn.execute(sql, params).fetchall())
+            for key, (label, sql, params) in queries.items()}
+
+
+# -- measuring and printing ------------------------------------------------------------------------
+
+def measure(case: Case, args) -> Timing:
+    """p50 and p95 (ms) of the case over args.runs runs after args.warmup unmeasured ones."""
+    for _ in range(args.warmup):
+        case.run()
+    samples = []
+    for _ in range(args.runs):
+        started = time.perf_counter()
+        case.run()
+        samples.append((time.perf_counter() - started) * 1000)
+    samples.sort()
+    return Timing(case, statistics.median(samples), samples[int(0.95 * (len(samples) - 1))])
+
+
+def print_baselines(cdr: Path, timings: dict[str, Timing]) -> None:
+    with sqlite3.connect(f"file:{cdr}?mode=ro", uri=True) as conn:
+        legs = conn.execute("SELECT max(id) FROM cdr_general").fetchone()[0]
+    print(f"\nBaseline: the PBX's own queries on cdr.db (cdr_general, {legs:,} legs, the PBX's "
+          f"indexes), p50 / p95 ms")
+    for key, timing in timings.items():
+        print(f"  {key:<11} {timing.case.name:<62} {timing.p50:8.2f} {timing.p95:8.2f}")
+
+
+def print_cases(timings: list[Timing], baselines: dict[str, Timing]) -> None:
+    print(f"\n{'case':<58} {'calls':>7} {'p50 ms':>7} {'p95 ms':>7} {'budget':>6} "
+          f"{'p95/budget':>10}  {'p50 vs PBX':<18}")
+    for t in timings:
+        base = baselines[t.case.baseline]
+        versus = f"{t.p50 / base.p50:7.0f}x {t.case.baseline}"
+        print(f"{t.case.name:<58} {t.case.calls:>7,} {t.p50:7.1f} {t.p95:7.1f} "
+              f"{t.case.budget_ms:6.0f} {t.p95 / t.case.budget_ms:9.2f}x  {versus}")
+    over = [t for t in timings if t.p95 > t.case.budget_ms]
+    worst = max(timings, key=lambda t: t.p95 / t.case.budget_ms)
+    print(f"\n{len(timings) - len(over)} of {len(timings)} cases within budget"
+          + (f"; over: {', '.join(t.case.name for t in over)}" if over else "")
+          + f"; worst p95/budget {worst.p95 / worst.case.budget_ms:.2f}x ({worst.case.name})")
+
+
+def print_weight(client) -> None:
+    """Bytes of the first page's HTML and of the static files it references, raw and gzip."""
+    html = get(client, page_url({"period": "this_month"}))()
+    assets = re.findall(rf'(?:href|src)="({re.escape(PREFIX)}/static/[^"]+)"', html.decode())
+    print(f"\nPage weight (first page, this month, 50 rows), bytes raw / gzip -6:")
+    total_raw, total_gzip = 0, 0
+    for name, body in [("HTML", html)] + [(url, get(client, url)()) for url in assets]:
+        packed = len(gzip.compress(body, compresslevel=6))
+        total_raw, total_gzip = total_raw + len(body), total_gzip + packed
+        print(f"  {name:<62} {len(body):>9,} {packed:>9,}")
+    print(f"  {'total (fonts the CSS loads not counted)':<62} {total_raw:>9,} {total_gzip:>9,}")
+
+
+if __name__ == "__main__":
+    main()
