@@ -94,6 +94,19 @@ def _parser() -> argparse.ArgumentParser:
     web.add_argument("--users", type=Path,
                      help="with --standin: JSON list of {name, password, role, extensions}")
 
+    shell = sub.add_parser("admin-shell", help="development/demo: the admin-shell stand-in "
+                           "(login, users, auth) and nginx in front of a running `extcdr web`")
+    shell.add_argument("--config", type=Path, required=True,
+                       help="the settings file `extcdr web` runs with (prefix, proxy token)")
+    shell.add_argument("--listen", metavar="HOST:PORT", required=True,
+                       help="where nginx listens (loopback)")
+    shell.add_argument("--app", metavar="HOST:PORT", required=True,
+                       help="where `extcdr web` listens")
+    shell.add_argument("--run-dir", type=Path, required=True,
+                       help="nginx's configuration, logs and temp files go here")
+    shell.add_argument("--users", type=Path,
+                       help="JSON list of {name, password, role, extensions[, language]}")
+
     emulator = sub.add_parser("ami-emulator", help="an AMI server for tests and the demo: "
                               "live calls into a demo cdr.db, transcripts, faults")
     from daemon import amiemu
@@ -358,9 +371,55 @@ def cmd_web(args) -> int:
         raise CliError(f"web.listen {settings['web.listen']!r}: use HOST:PORT")
     _setup_logging(settings["log.level"], syslog=False)
     print(f"listening on http://{host}:{port}{settings['web.prefix']}", flush=True)
-    serve(create_app(settings, standin_accounts=accounts), host=host, port=int(port), threads=4,
+    # Each open page holds a thread for its live updates (server-sent events).
+    serve(create_app(settings, standin_accounts=accounts), host=host, port=int(port), threads=16,
           trusted_proxy="127.0.0.1", trusted_proxy_headers="x-forwarded-for x-forwarded-proto")
     return 0
+
+
+def cmd_admin_shell(args) -> int:
+    """nginx with the module's location, authenticating against the stand-in shell."""
+    import signal
+    import subprocess
+    import threading
+
+    from waitress import create_server
+
+    from daemon import settings as settings_module
+    from web.standin import create_shell_app, load_users, nginx_config
+    settings = settings_module.load(args.config, {})
+    nginx = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin")
+    if nginx is None:
+        raise CliError("nginx is not installed (apt-get install nginx), or use "
+                       "`extcdr web --standin`")
+    prefix = "/" + settings["web.prefix"].strip("/") + "/"
+    accounts = load_users(args.users)
+    shell = create_server(create_shell_app(accounts, prefix), host="127.0.0.1", port=0,
+                          threads=4)
+    threading.Thread(target=shell.run, daemon=True).start()
+    args.run_dir.mkdir(parents=True, exist_ok=True)
+    conf = args.run_dir / "nginx.conf"
+    conf.write_text(nginx_config(
+        run_dir=args.run_dir.resolve(), listen=args.listen,
+        shell=f"127.0.0.1:{shell.effective_port}", app=args.app, prefix=prefix,
+        proxy_token=settings["web.proxy_token"], recordings_root=settings["pbx.recordings_root"],
+        user="root" if os.geteuid() == 0 else None))
+    conf.chmod(0o600)                                       # it holds the proxy token
+    proc = subprocess.Popen([nginx, "-p", str(args.run_dir.resolve()), "-c", str(conf.resolve()),
+                             "-e", str((args.run_dir / "error.log").resolve()),
+                             "-g", "daemon off;"])
+    signal.signal(signal.SIGTERM, lambda *_: proc.terminate())
+    print(f"admin shell on http://{args.listen}{prefix}", flush=True)
+    if args.users is None:
+        print("users: " + ", ".join(f"{a.user.name}/{a.password} ({a.user.role})"
+                                    for a in accounts.values()), flush=True)
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        proc.terminate()
+        return proc.wait()
+    finally:
+        shell.close()
 
 
 def cmd_ami_emulator(args) -> int:
@@ -369,7 +428,8 @@ def cmd_ami_emulator(args) -> int:
 
 
 COMMANDS = {"sync": cmd_sync, "daemon": cmd_daemon, "calls": cmd_calls, "status": cmd_status,
-            "demo-data": cmd_demo_data, "ami-emulator": cmd_ami_emulator, "web": cmd_web}
+            "demo-data": cmd_demo_data, "ami-emulator": cmd_ami_emulator, "web": cmd_web,
+            "admin-shell": cmd_admin_shell}
 
 
 def main(argv: list[str] | None = None) -> int:
