@@ -1,0 +1,60 @@
+"""module.db migrations: numbered steps, each applied once, from every older version, keeping
+what is there; a newer schema than the code knows is refused readably."""
+import sqlite3
+
+import pytest
+
+from db import schema
+from db.database import ModuleDbError, open_module_db
+from db.userdata import default_filter, save_filter, saved_filters
+from tests.mirror import dump
+
+
+def at_version(path, version: int) -> None:
+    """A module.db migrated only up to `version`, as an older release left it."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    for step in schema.MIGRATIONS[:version]:
+        for statement in step:
+            conn.execute(statement)
+    conn.execute(f"PRAGMA user_version = {version}")
+    conn.close()
+
+
+@pytest.mark.parametrize("version", range(0, schema.LATEST))
+def test_every_older_schema_migrates_to_the_latest(tmp_path, version):
+    path = tmp_path / "module.db"
+    at_version(path, version)
+    open_module_db(path).close()
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == schema.LATEST
+    tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master")}
+    assert {"call", "leg", "saved_filter", "user_setting"} <= tables
+    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_a_mirror_of_schema_1_keeps_its_calls_and_gains_the_users_tables(demo_mirror, tmp_path):
+    old = tmp_path / "module.db"
+    source = sqlite3.connect(demo_mirror)
+    source.backup(sqlite3.connect(old))
+    conn = sqlite3.connect(old, isolation_level=None)
+    conn.execute("DROP TABLE IF EXISTS saved_filter")
+    conn.execute("DROP TABLE IF EXISTS user_setting")
+    conn.execute("PRAGMA user_version = 1")
+    conn.close()
+    before = dump(old)
+    db = open_module_db(old)
+    save_filter(db, "anna", "Missed today", {"period": "today", "tab": "missed"}, default=True)
+    assert default_filter(db, "anna")["params"] == {"period": "today", "tab": "missed"}
+    assert saved_filters(db, "boris") == []
+    db.close()
+    assert dump(old) == before
+
+
+def test_a_newer_schema_is_refused(tmp_path):
+    path = tmp_path / "module.db"
+    at_version(path, schema.LATEST)
+    sqlite3.connect(path).execute(f"PRAGMA user_version = {schema.LATEST + 1}")
+    with pytest.raises(ModuleDbError, match="newer"):
+        open_module_db(path, readonly=True)
+    with pytest.raises(ModuleDbError, match=f"schema {schema.LATEST + 1}"):
+        open_module_db(path)
