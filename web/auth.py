@@ -76,7 +76,12 @@ def check_csrf() -> None:
     """Refuse a state-changing request without the user's CSRF token (form field or header)."""
     given = request.form.get("csrf_token") or request.headers.get("X-CSRF-Token", "")
     if not hmac.compare_digest(given.encode(), csrf_token().encode()):
-        abort(make_response(render_template(
-            "message.html", title="Request refused",
-            message="The form expired or did not come from this page. Reload it and try "
-                    "again."), 403))
+        refuse_forged_request()
+
+
+def refuse_forged_request() -> None:
+    """Stop a state-changing request whose CSRF token is missing or wrong (403 page)."""
+    abort(make_response(render_template(
+        "message.html", title="Request refused",
+        message="The form expired or did not come from this page. Reload it and try again."),
+        403))

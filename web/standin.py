@@ -9,10 +9,11 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-from flask import (Blueprint, abort, current_app, make_response, redirect, render_template,
+from flask import (Blueprint, current_app, make_response, redirect, render_template,
                    request, session, url_for)
 
-from web.auth import EXTENSIONS_HEADER, LANGUAGE_HEADER, ROLE_HEADER, ROLES, USER_HEADER, User
+from web.auth import (EXTENSIONS_HEADER, LANGUAGE_HEADER, ROLE_HEADER, ROLES, USER_HEADER, User,
+                      refuse_forged_request)
 
 standin = Blueprint("standin", __name__)
 
@@ -73,10 +74,7 @@ def check_csrf() -> None:
     """State-changing requests must carry the session's CSRF token."""
     given = request.form.get("csrf_token") or request.headers.get("X-CSRF-Token", "")
     if not session.get("csrf") or not hmac.compare_digest(given, session["csrf"]):
-        abort(make_response(render_template("message.html", title="Request refused",
-                                            message="The form expired or did not come from "
-                                                    "this page. Reload it and try again."),
-                            403))
+        refuse_forged_request()
 
 
 def install(app, accounts: dict[str, Account], home: str) -> None:

@@ -56,7 +56,7 @@ class Case:
     run: Callable[[], object]
     budget_ms: float | None = None
     calls: int | None = None                # how many calls its filter selects
-    baseline: str | None = None             # key of the PBX baseline it is compared with
+    baseline: str | None = None             # key of the PBX baseline it compares with
 
 
 @dataclass
@@ -147,18 +147,23 @@ def logged_in(app, name: str, password: str):
 
 
 def search_numbers(app) -> dict[str, str]:
-    """Number searches built from real data: the most frequent client of this month, parts of
-    its number, and it with the employee who answered it most."""
+    """Number searches built from this month's calls: parts of the most frequent client's
+    number, the whole number, it with the employee who answered it most, and the area code of
+    the busiest line (digits that many numbers share)."""
     db = app.config["EXTCDR_DB"]
-    start_ms, end_ms = period_bounds("this_month", app.config["EXTCDR_CLOCK"], time.time())
+    month = period_bounds("this_month", app.config["EXTCDR_CLOCK"], time.time())
     number, employee = db.execute_sql(
         "SELECT external_number, answered_by FROM call WHERE start_ms >= ? AND start_ms < ? "
         "AND external_number IS NOT NULL AND answered_by IS NOT NULL "
         "GROUP BY external_number, answered_by ORDER BY count(*) DESC, 1, 2 LIMIT 1",
-        (start_ms, end_ms)).fetchone()
+        month).fetchone()
+    (did,) = db.execute_sql(
+        "SELECT did FROM call WHERE start_ms >= ? AND start_ms < ? AND did IS NOT NULL "
+        "GROUP BY did ORDER BY count(*) DESC, 1 LIMIT 1", month).fetchone()
     digits = re.sub(r"\D", "", number)[-10:]
     return {"3 digits": digits[-4:-1], "4 digits": digits[-7:-3], "full number": number,
-            "two numbers": f"{employee} {number}"}
+            "two numbers": f"{employee} {number}",
+            "area code": re.sub(r"\D", "", did)[-10:-7]}
 
 
 # -- cases ----------------------------------------------------------------------------------------
@@ -167,6 +172,7 @@ def typical_filters(end_day: date) -> list[tuple[str, dict[str, str], str]]:
     """(label, query parameters, user) of the filters people use most."""
     month = {"period": "this_month"}
     week_ago = (end_day - timedelta(days=6)).isoformat()
+    quarter = last_days(end_day, 91)
     return [
         ("today", {"period": "today"}, ADMIN),
         ("this week", {"period": "this_week"}, ADMIN),
@@ -178,7 +184,14 @@ def typical_filters(end_day: date) -> list[tuple[str, dict[str, str], str]]:
         (f"this month, group {GROUP}", {**month, "group": GROUP}, ADMIN),
         ("this month, min_talk 60", {**month, "min_talk": "60"}, ADMIN),
         (f"this month, as {OPERATOR}", month, OPERATOR),
+        ("last 3 months", quarter, ADMIN),
+        (f"last 3 months, group {GROUP}", {**quarter, "group": GROUP}, ADMIN),
     ]
+
+
+def last_days(end_day: date, days: int) -> dict[str, str]:
+    """from/to of the `days` whole days ending on end_day."""
+    return {"from": (end_day - timedelta(days=days - 1)).isoformat(), "to": end_day.isoformat()}
 
 
 def first_page_cases(app, clients, end_day: date) -> list[Case]:
@@ -207,24 +220,25 @@ def search_cases(app, clients, numbers: dict[str, str]) -> list[Case]:
 def counter_cases(app, end_day: date) -> list[Case]:
     """`tab_counts` alone, called directly, for growing periods."""
     db = app.config["EXTCDR_DB"]
-    quarter = {"from": (end_day - timedelta(days=91)).isoformat(), "to": end_day.isoformat()}
     cases = []
     for label, params in (("this week", {"period": "this_week"}),
                           ("this month", {"period": "this_month"}),
-                          ("last 3 months", quarter)):
+                          ("last 3 months", last_days(end_day, 91)),
+                          ("last 12 months", last_days(end_day, 365))):
         flt = filter_of(app, params, ADMIN)
         cases.append(Case(f"tab_counts {label}", lambda flt=flt: tab_counts(flt, db),
-                          COUNTS_BUDGET_MS, tab_counts(flt, db)["all"], "count"))
+                          COUNTS_BUDGET_MS, tab_counts(flt, db)["all"],
+                          "count" if label == "this month" else None))
     return cases
 
 
 def keyset_cases(app, clients, end_day: date) -> list[Case]:
     """Pages DEPTHS deep (as far as the filter has pages), reached by following next_cursor,
     of the API and of the page's "show more"."""
-    quarter = {"from": (end_day - timedelta(days=91)).isoformat(), "to": end_day.isoformat()}
+    missed = {**last_days(end_day, 91), "tab": "missed"}
     cases = []
     for label, params in (("this month", {"period": "this_month"}),
-                          ("last 3 months, tab missed", {**quarter, "tab": "missed"})):
+                          ("last 3 months, tab missed", missed)):
         calls = selected(app, params, ADMIN)
         for kind, url in (("api ", api_url), ("rows", rows_url)):
             cursors = follow(clients[ADMIN], url(params), max(DEPTHS))
@@ -343,8 +357,8 @@ def print_cases(timings: list[Timing], baselines: dict[str, Timing]) -> None:
     print(f"\n{'case':<58} {'calls':>7} {'p50 ms':>7} {'p95 ms':>7} {'budget':>6} "
           f"{'p95/budget':>10}  {'p50 vs PBX':<18}")
     for t in timings:
-        base = baselines[t.case.baseline]
-        versus = f"{t.p50 / base.p50:7.0f}x {t.case.baseline}"
+        base = baselines.get(t.case.baseline)
+        versus = f"{t.p50 / base.p50:7.0f}x {t.case.baseline}" if base else f"{'-':>8}"
         print(f"{t.case.name:<58} {t.case.calls:>7,} {t.p50:7.1f} {t.p95:7.1f} "
               f"{t.case.budget_ms:6.0f} {t.p95 / t.case.budget_ms:9.2f}x  {versus}")
     over = [t for t in timings if t.p95 > t.case.budget_ms]
@@ -358,7 +372,7 @@ def print_weight(client) -> None:
     """Bytes of the first page's HTML and of the static files it references, raw and gzip."""
     html = get(client, page_url({"period": "this_month"}))()
     assets = re.findall(rf'(?:href|src)="({re.escape(PREFIX)}/static/[^"]+)"', html.decode())
-    print(f"\nPage weight (first page, this month, 50 rows), bytes raw / gzip -6:")
+    print("\nPage weight (first page, this month, 50 rows), bytes raw / gzip -6:")
     total_raw, total_gzip = 0, 0
     for name, body in [("HTML", html)] + [(url.split("/static/", 1)[1], get(client, url)())
                                           for url in assets]:
