@@ -373,6 +373,7 @@ def cmd_web(args) -> int:
     print(f"listening on http://{host}:{port}{settings['web.prefix']}", flush=True)
     # Each open page holds a thread for its live updates (server-sent events).
     serve(create_app(settings, standin_accounts=accounts), host=host, port=int(port), threads=16,
+          channel_request_lookahead=1,
           trusted_proxy="127.0.0.1", trusted_proxy_headers="x-forwarded-for x-forwarded-proto")
     return 0
 

@@ -53,7 +53,8 @@ def free_port() -> int:
 
 def serve(app, threads: int = 4):
     """A WSGI app on a free loopback port in a daemon thread: (host:port, server)."""
-    server = create_server(app, host=LOOPBACK, port=0, threads=threads)
+    server = create_server(app, host=LOOPBACK, port=0, threads=threads,
+                           channel_request_lookahead=1)  # as `extcdr web`: sees left pages
     threading.Thread(target=server.run, daemon=True).start()
     return f"{LOOPBACK}:{server.effective_port}", server
 

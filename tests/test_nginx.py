@@ -26,8 +26,12 @@ def api(browser, **headers):
     return status, (json.loads(body) if body.startswith("{") else body)
 
 
-def test_not_logged_in_is_401_through_nginx(shell):
+def test_not_logged_in_the_page_goes_to_the_login_and_the_rest_is_401_through_nginx(shell):
     status, _ = api(Browser(shell["base"]))
+    assert status == 401
+    status, headers, _ = Browser(shell["base"]).request(PREFIX)
+    assert status == 302 and headers["Location"].endswith("/login")
+    status, _, _ = Browser(shell["base"]).request(PREFIX + "rows?period=today")
     assert status == 401
 
 

@@ -15,7 +15,7 @@ from werkzeug.datastructures import MultiDict
 from daemon.calls import STATUSES
 from db.models import Call, Employee, GroupMember
 from db.queries import (PERIODS, QueryError, TABS, call_rows, calls_query, decode_cursor,
-                        encode_cursor, legs_of_call, sync_state, tab_counts)
+                        encode_cursor, legs_of_call, tab_counts)
 from db.userdata import (UserDataError, default_filter, delete_filter, make_default,
                          save_filter, saved_filters, set_user_setting, user_settings)
 from web.api import visible_call
@@ -82,8 +82,7 @@ def page():
         tabs=TABS, periods=PERIODS, statuses=STATUSES, columns=_columns(settings),
         all_columns=COLUMNS, employees=_employees(), groups=_groups(),
         saved=saved_filters(user_db(), g.user.name), restored=restored,
-        names=_employee_names(), live_after=_newest_call_id(),
-        synced=sync_state(mirror()).get("synced_at"))
+        names=_employee_names(), live_after=_newest_call_id())
 
 
 @history.get("/rows")
@@ -117,12 +116,15 @@ def events():
     after = _whole(request.headers.get("Last-Event-ID") or request.args.get("after") or "0")
     columns = _columns(user_settings(user_db(), g.user.name))
     names = _employee_names()
+    # waitress (with channel_request_lookahead) tells when the page was left: stop at once,
+    # giving the thread back, instead of finding out at the next write.
+    left = request.environ.get("waitress.client_disconnected", lambda: False)
 
     def stream():
         newest, seen, sent_counts = after, _recent(flt), None
         version, deadline, quiet = None, time.monotonic() + LIVE_SECONDS, time.monotonic()
         yield "retry: 2000\n\n"
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and not left():
             current = mirror().execute_sql("PRAGMA data_version").fetchone()[0]
             if current != version:     # the daemon committed: look for new and changed calls
                 version = current

@@ -106,6 +106,7 @@ def nginx_config(*, run_dir: Path, listen: str, shell: str, app: str, prefix: st
     from web.recordings import ACCEL_LOCATION
     location = templates.get_template("location.conf.j2").render(
         prefix=prefix, auth_location="/extcdr-auth", proxy_token=proxy_token, app=app,
+        login_url="/login",
         accel_location=ACCEL_LOCATION, recordings_root=Path(recordings_root).resolve())
     return templates.get_template("standin-server.conf.j2").render(
         run_dir=run_dir, listen=listen, shell=shell, prefix=prefix, module_location=location,
