@@ -58,21 +58,20 @@ def _parser() -> argparse.ArgumentParser:
     calls.add_argument("--db", required=True, type=Path)
     calls.add_argument("--format", choices=("jsonl", "table", "summary"), default="table",
                        help="one JSON object per call, a table, or counts by direction x status")
-    calls.add_argument("--period", choices=PERIODS,
-                       help="a period relative to today instead of --from/--to")
-    calls.add_argument("--from", dest="start", metavar="DATE",
-                       help="YYYY-MM-DD or ISO date-time, PBX timezone (default: today)")
-    calls.add_argument("--to", dest="end", metavar="DATE",
-                       help="YYYY-MM-DD (whole day) or ISO date-time (default: end of today)")
-    calls.add_argument("--direction", help="incoming, outgoing, internal (comma-separated)")
-    calls.add_argument("--status", help="answered, transferred, missed, not_reached, "
-                       "client_called_back, we_called_back, application (comma-separated)")
-    calls.add_argument("--number", help="digits of a number, two numbers, or linkedid:/src:/dst:/did:")
-    calls.add_argument("--employee", help="extension(s), comma-separated")
-    calls.add_argument("--group", help="employee group name(s), comma-separated")
-    calls.add_argument("--min-talk", type=int, metavar="SECONDS")
-    calls.add_argument("--unreturned", action="store_true", help="missed calls nobody returned")
+    _add_filter_arguments(calls)
     calls.add_argument("--limit", type=int, help="at most this many calls (default: all)")
+
+    export = sub.add_parser("export", help="write the calls of a filter to a file (Excel, CSV, "
+                            "JSON Lines), as the page's export does")
+    export.add_argument("--db", required=True, type=Path)
+    export.add_argument("--format", required=True, help="xlsx, csv or jsonl")
+    export.add_argument("--out", required=True, type=Path, help="the file to write")
+    export.add_argument("--user", help="export only what this user may see (an operator: "
+                        "calls of their extensions); from --users")
+    export.add_argument("--users", type=Path, help="JSON list of {name, password, role, "
+                        "extensions[, language]} (default: the demo users)")
+    export.add_argument("--language", choices=("en", "ru"), default="en")
+    _add_filter_arguments(export)
 
     daemon = sub.add_parser("daemon", help="resident: follow the PBX live and keep the mirror "
                             "up to date (SIGTERM stops, SIGHUP reloads the settings)")
@@ -252,17 +251,40 @@ def _setup_logging(level: str, syslog: bool) -> None:
 
 # --- calls ---------------------------------------------------------------------------------------
 
+def _add_filter_arguments(parser) -> None:
+    """The history page's filters, shared by `calls` and `export`."""
+    parser.add_argument("--period", choices=PERIODS,
+                       help="a period relative to today instead of --from/--to")
+    parser.add_argument("--from", dest="start", metavar="DATE",
+                       help="YYYY-MM-DD or ISO date-time, PBX timezone (default: today)")
+    parser.add_argument("--to", dest="end", metavar="DATE",
+                       help="YYYY-MM-DD (whole day) or ISO date-time (default: end of today)")
+    parser.add_argument("--direction", help="incoming, outgoing, internal (comma-separated)")
+    parser.add_argument("--status", help="answered, transferred, missed, not_reached, "
+                       "client_called_back, we_called_back, application (comma-separated)")
+    parser.add_argument("--number", help="digits of a number, two numbers, or linkedid:/src:/dst:/did:")
+    parser.add_argument("--employee", help="extension(s), comma-separated")
+    parser.add_argument("--group", help="employee group name(s), comma-separated")
+    parser.add_argument("--min-talk", type=int, metavar="SECONDS")
+    parser.add_argument("--unreturned", action="store_true", help="missed calls nobody returned")
+
+
+def _filter_params(args) -> dict[str, object]:
+    params = {"period": args.period, "from": args.start, "to": args.end,
+              "direction": args.direction, "status": args.status, "number": args.number,
+              "employee": args.employee, "group": args.group, "min_talk": args.min_talk,
+              "unreturned": args.unreturned}
+    return {k: v for k, v in params.items() if v not in (None, False)}
+
+
 def cmd_calls(args) -> int:
     db = open_module_db(args.db, readonly=True)
     try:
         state = sync_state(db)
         clock = _clock(state.get("timezone") or _system_timezone())
-        params = {"period": args.period, "from": args.start, "to": args.end, "direction": args.direction,
-                  "status": args.status, "number": args.number, "employee": args.employee,
-                  "group": args.group, "min_talk": args.min_talk,
-                  "unreturned": args.unreturned, "limit": args.limit}
-        flt = call_filter({k: v for k, v in params.items() if v is not None}, clock,
-                          time.time(),
+        params = {**_filter_params(args),
+                  **({"limit": args.limit} if args.limit is not None else {})}
+        flt = call_filter(params, clock, time.time(),
                           number_match_digits=int(state.get("number_match_digits", 9)))
         if args.format == "summary":
             _print_summary(counts_by_direction_and_status(flt, db))
@@ -275,6 +297,36 @@ def cmd_calls(args) -> int:
             _print_table((call_record(row, clock.tz) for row in rows))
     finally:
         db.close()
+    return 0
+
+
+def cmd_export(args) -> int:
+    """The page's export from the command line; the file appears whole or not at all."""
+    from web.exports import export_file
+    visible_to = None
+    if args.user is not None:
+        from web.standin import load_users
+        account = load_users(args.users).get(args.user)
+        if account is None:
+            raise CliError(f"unknown user {args.user!r}" + (f" in {args.users}" if args.users
+                                                             else " (give --users FILE)"))
+        visible_to = account.user.visible_to
+    if not args.out.parent.is_dir():
+        raise CliError(f"{args.out.parent}: no such directory")
+    db = open_module_db(args.db, readonly=True)
+    try:
+        state = sync_state(db)
+        clock = _clock(state.get("timezone") or _system_timezone())
+        flt = call_filter(_filter_params(args), clock, time.time(),
+                          number_match_digits=int(state.get("number_match_digits", 9)),
+                          visible_to=visible_to)
+        about = [("Exported by", args.user or "extcdr export"),
+                 ("Exported at", clock.to_local(time.time()).strftime("%Y-%m-%d %H:%M:%S"))]
+        about += [(name, str(value)) for name, value in _filter_params(args).items()]
+        count = export_file(args.out, args.format, flt, db, clock, args.language, about)
+    finally:
+        db.close()
+    print(f"{count:,} calls written to {args.out}", file=sys.stderr)
     return 0
 
 
@@ -429,7 +481,7 @@ def cmd_ami_emulator(args) -> int:
 
 
 COMMANDS = {"sync": cmd_sync, "daemon": cmd_daemon, "calls": cmd_calls, "status": cmd_status,
-            "demo-data": cmd_demo_data, "ami-emulator": cmd_ami_emulator, "web": cmd_web,
+            "demo-data": cmd_demo_data, "ami-emulator": cmd_ami_emulator, "web": cmd_web, "export": cmd_export,
             "admin-shell": cmd_admin_shell}
 
 

@@ -14,6 +14,7 @@ from db.database import open_module_db
 from db.queries import QueryError, sync_state
 from web import auth, present
 from web.api import api
+from web.download import download
 from web.history import history
 from web.recordings import recordings
 
@@ -49,6 +50,7 @@ def create_app(settings: Settings, *, standin_accounts: dict | None = None) -> F
     app.register_blueprint(api, url_prefix=f"{prefix}/api/v1")
     app.register_blueprint(recordings, url_prefix=prefix)
     app.register_blueprint(history, url_prefix=prefix)
+    app.register_blueprint(download, url_prefix=prefix)
     present.install(app)
 
     @app.errorhandler(QueryError)
@@ -72,7 +74,7 @@ def create_app(settings: Settings, *, standin_accounts: dict | None = None) -> F
 
 def _error(status: int, title: str, message: str):
     """JSON for the API and for the page's scripts, a readable page for people."""
-    wants_page = (request.blueprint == "history" and request.method == "GET"
+    wants_page = (request.blueprint in ("history", "download") and request.method == "GET"
                   and request.endpoint not in ("history.more_rows", "history.events",
                                                "history.details"))
     if wants_page or (request.blueprint == "history" and request.method == "POST"):

@@ -79,7 +79,7 @@ def page():
     settings = user_settings(user_db(), g.user.name)
     return render_template(
         "history/page.html", params=params, counts=counts, rows=rows, next_cursor=next_cursor,
-        tabs=TABS, periods=PERIODS, statuses=STATUSES, columns=_columns(settings),
+        tabs=TABS, periods=PERIODS, statuses=STATUSES, columns=page_columns(settings),
         all_columns=COLUMNS, employees=_employees(), groups=_groups(),
         saved=saved_filters(user_db(), g.user.name), restored=restored,
         names=_employee_names(), live_after=_newest_call_id())
@@ -91,7 +91,7 @@ def more_rows():
     flt = page_filter(page_params(request.args))
     rows, next_cursor = _rows(flt, request.args.get("cursor"))
     settings = user_settings(user_db(), g.user.name)
-    html = render_template("history/rows.html", rows=rows, columns=_columns(settings),
+    html = render_template("history/rows.html", rows=rows, columns=page_columns(settings),
                            params=page_params(request.args), names=_employee_names())
     return {"html": html, "next_cursor": next_cursor}
 
@@ -114,7 +114,7 @@ def events():
     params = page_params(request.args)
     flt = page_filter(params)
     after = _whole(request.headers.get("Last-Event-ID") or request.args.get("after") or "0")
-    columns = _columns(user_settings(user_db(), g.user.name))
+    columns = page_columns(user_settings(user_db(), g.user.name))
     names = _employee_names()
     # waitress (with channel_request_lookahead) tells when the page was left: stop at once,
     # giving the thread back, instead of finding out at the next write.
@@ -235,7 +235,8 @@ def _newest_call_id() -> int:
     return Call.select(Call.id).order_by(Call.id.desc()).limit(1).bind(mirror()).scalar() or 0
 
 
-def _columns(settings: dict[str, str]) -> tuple[str, ...]:
+def page_columns(settings: dict[str, str]) -> tuple[str, ...]:
+    """The user's chosen columns, in the page's order."""
     chosen = settings.get("columns")
     return tuple(c for c in chosen.split(",") if c in COLUMNS) if chosen else DEFAULT_COLUMNS
 

@@ -56,8 +56,13 @@ RUSSIAN = {
     "Nothing to save: that filter is gone.": "Нечего сохранять: отбор уже удалён.",
     "The form expired or did not come from this page. Reload it and try again.":
         "Форма устарела или отправлена не с этой страницы. Обновите страницу и повторите.",
-    "Synced up to": "Синхронизировано до",
     "calls": "звонков",
+    "Call ID": "ID звонка", "Who (name)": "Кто (имя)", "Whom (name)": "Кому (имя)",
+    "Records": "Записи", "Filter": "Отбор", "Calls": "Звонки", "Exported by": "Выгрузил",
+    "Exported at": "Выгружено", "Period": "Период", "Back": "Назад",
+    "Log in": "Вход", "User name": "Имя пользователя", "Password": "Пароль",
+    "Wrong user name or password.": "Неверное имя пользователя или пароль.",
+    "transfer": "перевод",
 }
 
 

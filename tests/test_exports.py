@@ -1,0 +1,201 @@
+"""Exports: exactly the calls of the page's filter and the user's role, read back from the
+files (openpyxl, csv, json), with local times, durations, numbers kept as text and formula
+starts neutralised; the CLI writes whole files or none."""
+import csv
+import io
+import json
+import re
+import tempfile
+import threading
+import urllib.parse
+from datetime import datetime, timedelta
+
+import pytest
+from openpyxl import load_workbook
+from waitress import create_server
+
+from daemon.settings import load
+from tests.webclient import Browser
+from web import create_app
+from web.exports import neutralised
+from web.i18n import STATUS_LABELS, translator
+from web.standin import load_users
+
+PREFIX = "/admin-cabinet/module-extended-cdr/"
+PERIOD = {"from": "2024-10-20", "to": "2024-10-28"}
+
+
+@pytest.fixture(scope="module")
+def base(demo_mirror, tmp_path_factory):
+    app = create_app(load(None, {"module.db": demo_mirror}), standin_accounts=load_users(None))
+    server = create_server(app, host="127.0.0.1", port=0, threads=4)
+    threading.Thread(target=server.run, daemon=True).start()
+    yield f"http://127.0.0.1:{server.effective_port}"
+    server.close()
+
+
+def user(base, name):
+    browser = Browser(base)
+    assert browser.login(name, name)[0] == 302
+    return browser
+
+
+def api_calls(browser, **params):
+    calls, cursor = [], None
+    while True:
+        query = {**params, "limit": 500, **({"cursor": cursor} if cursor else {})}
+        status, _, body = browser.request(PREFIX + "api/v1/calls?" + urllib.parse.urlencode(query))
+        assert status == 200, body
+        reply = json.loads(body)
+        calls += reply["calls"]
+        cursor = reply["next_cursor"]
+        if not cursor:
+            return calls
+
+
+def download(browser, fmt, **params) -> bytes:
+    import urllib.request
+    url = browser.base + PREFIX + "export?" + urllib.parse.urlencode({"format": fmt, **params})
+    with browser.opener.open(urllib.request.Request(url)) as reply:
+        assert reply.status == 200
+        assert "attachment" in reply.headers["Content-Disposition"]
+        return reply.read()
+
+
+def local(iso: str) -> datetime:
+    return datetime.fromisoformat(iso).replace(tzinfo=None)
+
+
+@pytest.mark.parametrize("name, extra", [("admin", {}), ("operator201", {}),
+                                         ("admin", {"tab": "missed", "number": "201"})])
+def test_excel_holds_every_call_of_the_filter_the_user_may_see(base, name, extra):
+    browser = user(base, name)
+    expected = api_calls(browser, **PERIOD, **extra)
+    book = load_workbook(io.BytesIO(download(browser, "xlsx", **PERIOD, **extra)))
+    language = "ru" if name == "operator201" else "en"          # the operator reads Russian
+    say = translator(language)
+    about, calls = book.worksheets
+    assert about.title == say("Filter") and calls.title == say("Calls")
+    assert dict(about.iter_rows(values_only=True))[say("Exported by")].startswith(name)
+    rows = list(calls.iter_rows(values_only=True))
+    header, rows = rows[0], rows[1:]
+    assert calls.freeze_panes == "A2" and calls.auto_filter.ref.startswith("A1:")
+    assert len(rows) == len(expected) > 0
+    at = {title: i for i, title in enumerate(header)}
+    for row, call in zip(rows, expected):
+        assert row[at[say("Call ID")]] == call["linkedid"]
+        assert row[at[say("Date")]] == local(call["start"])      # a real datetime, local
+        assert row[at[say("Talk")]] == timedelta(seconds=call["talk_s"])
+        assert row[at[say("Who")]] == neutralised(call["src"])    # text, leading + kept
+        assert row[at[say("Status")]] == STATUS_LABELS[language][call["status"]]
+    if name == "operator201":
+        assert all("201" in c["employees"] for c in expected)
+
+
+def test_csv_streams_the_same_calls_with_a_bom_and_the_locale_delimiter(base):
+    browser = user(base, "admin")
+    expected = api_calls(browser, **PERIOD)
+    text = download(browser, "csv", **PERIOD).decode("utf-8")
+    assert text.startswith("\ufeff")
+    rows = list(csv.reader(io.StringIO(text[1:])))
+    assert len(rows) - 1 == len(expected)
+    at = {title: i for i, title in enumerate(rows[0])}
+    assert [r[at["Call ID"]] for r in rows[1:]] == [c["linkedid"] for c in expected]
+    assert rows[1][at["Date"]] == local(expected[0]["start"]).strftime("%Y-%m-%d %H:%M:%S")
+    russian = user(base, "operator201")                          # a Russian-speaking user
+    text = download(russian, "csv", **PERIOD).decode("utf-8")
+    assert text.splitlines()[0].count(";") >= 5 and "Дата звонка" in text
+
+
+def test_jsonl_is_the_call_record_contract(base):
+    browser = user(base, "admin")
+    lines = download(browser, "jsonl", **PERIOD).decode().splitlines()
+    assert [json.loads(line) for line in lines] == api_calls(browser, **PERIOD)
+
+
+def test_calls_on_both_sides_of_the_dst_change_export_their_own_local_time(base):
+    browser = user(base, "admin")
+    day = {"from": "2024-10-27", "to": "2024-10-27"}         # Berlin falls back at 03:00
+    calls = api_calls(browser, **day)
+    offsets = {c["start"][-6:] for c in calls}
+    assert offsets == {"+02:00", "+01:00"}, "the demo has calls before and after the change"
+    book = load_workbook(io.BytesIO(download(browser, "xlsx", **day)))
+    rows = list(book.worksheets[1].iter_rows(values_only=True))[1:]
+    assert [r[0] for r in rows] == [local(c["start"]) for c in calls]
+
+
+def test_formula_starts_are_neutralised_and_phone_numbers_survive():
+    assert neutralised("=HYPERLINK(\"http://evil\")") == "'=HYPERLINK(\"http://evil\")"
+    for payload in ("+1+2", "-2+3", "@SUM(A1)", "\tx", "\rx", "=1+2"):
+        assert neutralised(payload).startswith("'"), payload
+    for fine in ("+79161234567", "201", "Ivan", "", "79161234567"):
+        assert neutralised(fine) == fine
+
+
+def test_hostile_names_reach_the_files_as_text(base):
+    browser = user(base, "admin")
+    hostile = [c for c in api_calls(browser, **PERIOD) if c["src_name"].startswith(("=", "+"))]
+    assert hostile, "the demo has caller names that look like formulas"
+    call = hostile[0]
+    params = {**PERIOD, "number": f"linkedid:{call['linkedid']}"}
+    book = load_workbook(io.BytesIO(download(browser, "xlsx", **params)))
+    header, row = list(book.worksheets[1].iter_rows(values_only=True))
+    assert row[header.index("Who (name)")] == "'" + call["src_name"]
+    text = download(browser, "csv", **params).decode("utf-8-sig")
+    assert list(csv.reader(io.StringIO(text)))[1][header.index("Who (name)")] == \
+        "'" + call["src_name"]
+
+
+def test_bad_export_requests_are_refused_readably(base):
+    browser = user(base, "admin")
+    for query, message in (("format=docx", "unknown format"),
+                           ("format=xlsx&from=2024-99-01", "bad date"),
+                           ("format=csv&status=lost", "unknown status")):
+        status, _, body = browser.request(PREFIX + "export?" + query)
+        assert status == 400 and message in body and "Traceback" not in body
+    status, _, _ = Browser(base).request(PREFIX + "export?format=csv")
+    assert status == 401
+
+
+def test_a_client_that_leaves_mid_download_leaves_no_temp_file(base, monkeypatch, tmp_path):
+    import urllib.request
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    browser = user(base, "admin")
+    url = base + PREFIX + "export?" + urllib.parse.urlencode({"format": "xlsx", **PERIOD})
+    reply = browser.opener.open(urllib.request.Request(url))
+    reply.read(1000)
+    reply.close()
+    from tests.conftest import wait_for
+    assert wait_for(lambda: not list(tmp_path.iterdir()), 10), list(tmp_path.iterdir())
+
+
+# --- the command line ------------------------------------------------------------------------
+
+def test_cli_export_writes_the_same_calls_and_applies_a_users_role(cli, demo_mirror, tmp_path,
+                                                                   base):
+    out = tmp_path / "calls.xlsx"
+    code, _, err = cli("export", "--db", str(demo_mirror), "--format", "xlsx", "--out", str(out),
+                       "--from", "2024-10-20", "--to", "2024-10-28", "--user", "operator201")
+    assert code == 0 and re.search(r"[\d,]+ calls written", err)
+    rows = list(load_workbook(out).worksheets[1].iter_rows(values_only=True))[1:]
+    expected = api_calls(user(base, "operator201"), **PERIOD)
+    assert [r[-1] for r in rows] == [c["linkedid"] for c in expected]
+    code, _, _ = cli("export", "--db", str(demo_mirror), "--format", "jsonl",
+                     "--out", str(tmp_path / "all.jsonl"), "--from", "2024-10-20",
+                     "--to", "2024-10-28")
+    assert code == 0
+    assert len((tmp_path / "all.jsonl").read_text().splitlines()) == len(
+        api_calls(user(base, "admin"), **PERIOD))
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--format", "docx"], "unknown format"),
+    (["--format", "csv", "--status", "lost"], "unknown status"),
+    (["--format", "csv", "--user", "nobody"], "unknown user"),
+])
+def test_cli_export_errors_are_one_line_and_leave_no_file(cli, demo_mirror, tmp_path, args,
+                                                          message):
+    out = tmp_path / "out.file"
+    code, _, err = cli("export", "--db", str(demo_mirror), "--out", str(out), *args)
+    assert code != 0 and message in err and len(err.strip().splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []

@@ -1,0 +1,67 @@
+"""`export`: the page's filter as a file (Excel, CSV, JSON Lines) — every call of the filter
+that the user may see, streamed; an Excel file is built in a temp file removed after sending,
+also when the client goes away."""
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+from flask import Blueprint, Response, g, request, stream_with_context
+
+from db.queries import QueryError
+from db.userdata import user_settings
+from web.context import clock, mirror, request_filter, user_db
+from web.exports import (FORMATS, MEDIA_TYPES, CallCells, csv_chunks, export_columns,
+                         export_file, jsonl_chunks, rows_of)
+from web.history import page_columns, page_params
+from web.present import page_context
+
+download = Blueprint("download", __name__)
+
+CHUNK = 256 * 1024
+
+
+@download.get("/export")
+def export():
+    args = request.args.copy()
+    fmt = args.pop("format", "xlsx")
+    if fmt not in FORMATS:
+        raise QueryError(f"unknown format {fmt!r}; use one of: {', '.join(FORMATS)}")
+    params = page_params(args)
+    flt = request_filter(params)
+    language = page_context()["lang"]
+    columns = page_columns(user_settings(user_db(), g.user.name))
+    cells = CallCells(export_columns(columns), clock(), language)
+    name = f"calls_{time.strftime('%Y-%m-%d_%H-%M')}.{fmt}"
+    headers = {"Content-Disposition": f'attachment; filename="{name}"',
+               "Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+    if fmt == "csv":
+        delimiter = ";" if language == "ru" else ","
+        body = csv_chunks(rows_of(flt, mirror()), cells, delimiter)
+    elif fmt == "jsonl":
+        body = jsonl_chunks(rows_of(flt, mirror()), clock().tz)
+    else:
+        body = _xlsx(flt, language, _about(params), columns)
+    return Response(stream_with_context(body), mimetype=MEDIA_TYPES[fmt], headers=headers)
+
+
+def _xlsx(flt, language: str, about, columns):
+    """Build the workbook in a temp dir, send it in chunks, delete it whatever happens (a
+    client that goes away closes this generator)."""
+    with tempfile.TemporaryDirectory(prefix="extcdr-export-") as tmp:
+        path = Path(tmp) / "calls.xlsx"
+        export_file(path, "xlsx", flt, mirror(), clock(), language, about, columns)
+        with open(path, "rb") as file:
+            while chunk := file.read(CHUNK):
+                yield chunk
+
+
+def _about(params: dict[str, str]) -> list[tuple[str, str]]:
+    """The first sheet: the filter, the period and who exported it, when."""
+    period = params.get("period") or f"{params.get('from', '')} — {params.get('to', '')}"
+    return ([("Exported by", f"{g.user.name} ({g.user.role})"),
+             ("Exported at", time.strftime("%Y-%m-%d %H:%M:%S")),
+             ("Period", period)]
+            + [(name, value) for name, value in params.items() if name not in
+               ("period", "from", "to")])

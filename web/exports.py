@@ -1,0 +1,235 @@
+"""Exports of exactly what a filter selects: Excel (openpyxl write_only), CSV, JSON Lines.
+Rows come from `db.queries` one at a time, so memory does not grow with the number of calls.
+Nothing here imports Flask: the page, the CLI and the mailed reports share it."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from openpyxl import Workbook
+from openpyxl.cell import WriteOnlyCell
+from openpyxl.styles import Alignment, Font
+from openpyxl.utils import get_column_letter
+
+from db.queries import CallFilter, call_rows, calls_query
+from db.records import call_record
+from web.i18n import STATUS_LABELS, translator
+
+FORMATS = ("xlsx", "csv", "jsonl")
+MEDIA_TYPES = {
+    "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+    "csv": "text/csv; charset=utf-8",
+    "jsonl": "application/x-ndjson",
+}
+# Characters that make a spreadsheet read a cell as a formula (a caller name is untrusted).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+@dataclass(frozen=True)
+class Column:
+    key: str
+    title: str         # English; translated for the file's language
+    width: int
+    kind: str = "text"  # text | time | duration | count
+
+
+# Export columns in order; the page's column choice selects among them (see COLUMNS_OF_PAGE).
+EXPORT_COLUMNS = (
+    Column("time", "Date", 20, "time"),
+    Column("direction", "Direction", 12),
+    Column("src", "Who", 18), Column("src_name", "Who (name)", 22),
+    Column("dst", "Whom", 18), Column("dst_name", "Whom (name)", 22),
+    Column("line", "Line", 16), Column("did", "DID", 16),
+    Column("status", "Status", 18),
+    Column("answered_by", "Answered by", 14), Column("missed_by", "Missed by", 18),
+    Column("wait", "Wait", 9, "duration"), Column("talk", "Talk", 9, "duration"),
+    Column("recordings", "Records", 8, "count"),
+    Column("linkedid", "Call ID", 26),
+)
+COLUMNS_OF_PAGE = {"direction": ("direction",), "time": ("time",), "src": ("src", "src_name"),
+                   "dst": ("dst", "dst_name"), "line": ("line", "did"), "status": ("status",),
+                   "answered": ("answered_by", "missed_by"), "wait": ("wait",),
+                   "talk": ("talk",), "record": ("recordings",)}
+
+
+def export_columns(page_columns: Iterable[str] | None) -> list[Column]:
+    """The export's columns for the page's chosen ones (all when None); the call id last."""
+    if page_columns is None:
+        return list(EXPORT_COLUMNS)
+    keys = {key for c in page_columns for key in COLUMNS_OF_PAGE.get(c, ())} | {"linkedid"}
+    return [column for column in EXPORT_COLUMNS if column.key in keys]
+
+
+def neutralised(text: str) -> str:
+    """Text a spreadsheet shows as typed: formula starts get a leading apostrophe-like quote.
+    A phone number `+79161234567` stays as it is (digits only after the plus)."""
+    if text and text.startswith(FORMULA_STARTS) and not _phone_number(text):
+        return "'" + text
+    return text
+
+
+def _phone_number(text: str) -> bool:
+    return text[0] == "+" and len(text) > 1 and text[1:].isdigit()
+
+
+class CallCells:
+    """One call row → the export's cell values (Python types), in the PBX's local time."""
+
+    def __init__(self, columns: list[Column], clock, language: str):
+        self.columns = columns
+        self.clock = clock
+        self.statuses = STATUS_LABELS[language]
+        self.say = translator(language)
+
+    def titles(self) -> list[str]:
+        return [self.say(c.title) for c in self.columns]
+
+    def values(self, row: dict) -> list:
+        return [self._value(column.key, row) for column in self.columns]
+
+    def _value(self, key: str, row: dict):
+        if key == "time":
+            return self.clock.to_local(row["start_ms"] // 1000).replace(tzinfo=None)
+        if key == "direction":
+            return self.say(row["direction"])
+        if key == "status":
+            return self.statuses[row["status"]]
+        if key == "wait":
+            return timedelta(seconds=row["wait_s"])
+        if key == "talk":
+            return timedelta(seconds=row["talk_s"])
+        if key == "recordings":
+            return len(row["recordings"])
+        if key == "missed_by":
+            return ", ".join(row["missed_by"])
+        return neutralised(row[key] or "")
+
+
+def export_file(out: Path, fmt: str, flt: CallFilter, db, clock, language: str,
+                about: list[tuple[str, str]], page_columns: Iterable[str] | None = None) -> int:
+    """Write the calls of `flt` to `out` in `fmt`; the file appears whole or not at all.
+    Returns the number of calls."""
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown format {fmt!r}; use one of: {', '.join(FORMATS)}")
+    cells = CallCells(export_columns(page_columns), clock, language)
+    counted = _Counted(rows_of(flt, db))
+    partial = out.with_name(f".{out.name}.partial")
+    try:
+        if fmt == "xlsx":
+            write_xlsx(partial, counted, cells, about)
+        else:
+            chunks = (csv_chunks(counted, cells, ";" if language == "ru" else ",")
+                      if fmt == "csv" else jsonl_chunks(counted, clock.tz))
+            with open(partial, "w", encoding="utf-8", newline="") as file:
+                file.writelines(chunks)
+        partial.replace(out)
+    finally:
+        partial.unlink(missing_ok=True)
+    return counted.count
+
+
+class _Counted:
+    """Rows passed through, counted."""
+
+    def __init__(self, rows: Iterable[dict]):
+        self.rows = rows
+        self.count = 0
+
+    def __iter__(self):
+        for row in self.rows:
+            self.count += 1
+            yield row
+
+
+def rows_of(flt: CallFilter, db) -> Iterator[dict]:
+    """Every call of the filter, newest first, streamed (no limit, no page)."""
+    flt.limit = None
+    flt.after = None
+    return call_rows(calls_query(flt, db))
+
+
+def write_xlsx(out: Path, rows: Iterable[dict], cells: CallCells,
+               about: list[tuple[str, str]]) -> None:
+    """An Excel workbook: a sheet describing the export, then the calls with a frozen header,
+    an autofilter, widths, real datetimes and durations, numbers as text."""
+    book = Workbook(write_only=True)
+    say = cells.say
+    summary = book.create_sheet(say("Filter"))
+    summary.column_dimensions["A"].width = 22
+    summary.column_dimensions["B"].width = 60
+    for name, value in about:
+        summary.append([_bold(summary, say(name)), neutralised(value)])
+    sheet = book.create_sheet(say("Calls"))
+    sheet.freeze_panes = "A2"
+    for index, column in enumerate(cells.columns, start=1):
+        sheet.column_dimensions[get_column_letter(index)].width = column.width
+    sheet.append([_bold(sheet, title) for title in cells.titles()])
+    formats = [_number_format(c.kind) for c in cells.columns]
+    count = 0
+    for count, row in enumerate(rows, start=1):
+        line = []
+        for value, number_format in zip(cells.values(row), formats):
+            if number_format:
+                cell = WriteOnlyCell(sheet, value=value)
+                cell.number_format = number_format
+                line.append(cell)
+            else:
+                line.append(value)
+        sheet.append(line)
+    sheet.auto_filter.ref = f"A1:{get_column_letter(len(cells.columns))}{count + 1}"
+    book.save(out)
+
+
+def _bold(sheet, text: str) -> WriteOnlyCell:
+    cell = WriteOnlyCell(sheet, value=text)
+    cell.font = Font(bold=True)
+    cell.alignment = Alignment(vertical="top")
+    return cell
+
+
+def _number_format(kind: str) -> str | None:
+    return {"time": "yyyy-mm-dd hh:mm:ss", "duration": "[h]:mm:ss"}.get(kind)
+
+
+def csv_chunks(rows: Iterable[dict], cells: CallCells, delimiter: str = ",") -> Iterator[str]:
+    """CSV as it is produced: UTF-8 with a BOM (Excel opens it right), a header line."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, delimiter=delimiter, lineterminator="\r\n")
+    writer.writerow(cells.titles())
+    yield "\ufeff" + buffer.getvalue()
+    for batch in _batches(rows, 500):
+        buffer.seek(0)
+        buffer.truncate()
+        writer.writerows([_csv_value(v) for v in cells.values(row)] for row in batch)
+        yield buffer.getvalue()
+
+
+def _csv_value(value):
+    if isinstance(value, datetime):
+        return value.strftime("%Y-%m-%d %H:%M:%S")
+    if isinstance(value, timedelta):
+        seconds = int(value.total_seconds())
+        return f"{seconds // 3600}:{seconds // 60 % 60:02}:{seconds % 60:02}"
+    return value
+
+
+def jsonl_chunks(rows: Iterable[dict], tz) -> Iterator[str]:
+    """The call record contract, one JSON object per line."""
+    for batch in _batches(rows, 500):
+        yield "".join(json.dumps(call_record(row, tz), ensure_ascii=False) + "\n" for row in batch)
+
+
+def _batches(rows: Iterable[dict], size: int) -> Iterator[list[dict]]:
+    batch = []
+    for row in rows:
+        batch.append(row)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
