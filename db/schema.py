@@ -84,6 +84,11 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             user TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL,
             PRIMARY KEY (user, key)) WITHOUT ROWID""",
     ),
+    # 3: the page's tab counters read only the period index: it carries what they group by.
+    (
+        "DROP INDEX call_period",
+        "CREATE INDEX call_period ON call (start_ms, id, talk_s, direction, status, returned_by)",
+    ),
 )
 
 LATEST = len(MIGRATIONS)

@@ -2,7 +2,10 @@
 import pytest
 
 from db.database import open_module_db
-from db.queries import CallFilter, calls_query
+from peewee import fn
+
+from db.models import Call
+from db.queries import CallFilter, calls_query, tab_counts
 
 DAY_MS = 86_400_000
 
@@ -50,6 +53,9 @@ def test_single_range_scan_already_in_page_order(mirror, filters, index):
 ])
 def test_employee_filter_is_a_range_of_the_employee_index(mirror, filters):
     steps = plan(mirror, **filters)
+    # a page walks the period newest first and stops after its rows: no sort of all the
+    # employees' calls of the period
+    assert not any("TEMP B-TREE" in s for s in steps), steps
     assert any("call_employee USING PRIMARY KEY (extension=? AND start_ms>? AND start_ms<?)"
                in s.replace("t2", "call_employee") or
                "USING PRIMARY KEY (extension=? AND start_ms>? AND start_ms<?)" in s
@@ -57,10 +63,25 @@ def test_employee_filter_is_a_range_of_the_employee_index(mirror, filters):
     no_full_scan(steps)
 
 
-def test_number_substring_uses_the_trigram_index(mirror):
+def test_number_substring_uses_the_trigram_index_within_the_periods_ids(mirror):
     steps = plan(mirror, number="916")
-    assert any("VIRTUAL TABLE INDEX" in s and ":M" in s for s in steps), steps  # FTS5 MATCH
+    # FTS5 MATCH (M) with a rowid range (the ids of the period's calls), not all of history
+    assert any("VIRTUAL TABLE INDEX" in s and ":M" in s and ">" in s.split(":")[-1]
+               and "<" in s.split(":")[-1] for s in steps), steps
     no_full_scan(steps)
+
+
+def test_tab_counters_read_only_the_period_index(mirror):
+    end = mirror.execute_sql("SELECT max(start_ms) FROM call").fetchone()[0] + 1
+    flt = CallFilter(start_ms=end - 30 * DAY_MS, end_ms=end)
+    query = calls_query(flt, mirror, counting=True).select(
+        Call.direction, Call.status, Call.returned_by.is_null(), fn.COUNT(Call.id)).order_by(
+        ).group_by(Call.direction, Call.status, Call.returned_by.is_null())
+    sql, params = query.sql()
+    steps = [row[3] for row in mirror.execute_sql("EXPLAIN QUERY PLAN " + sql, params)]
+    assert any("USING COVERING INDEX call_period (start_ms>? AND start_ms<?)" in s
+               for s in steps), steps
+    assert tab_counts(flt, mirror)["all"] == calls_query(flt, mirror, counting=True).count()
 
 
 def test_several_statuses_scan_one_range_per_status(mirror):

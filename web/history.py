@@ -38,7 +38,7 @@ LIVE_SECONDS = 600            # an event stream ends after this; the browser rec
 LIVE_CHECK = 0.5              # how often a stream looks for a new commit of the mirror
 LIVE_KEEPALIVE = 15
 RECENT_MS = 3_600_000         # calls this recent may still change (legs arriving late)
-MAX_PERIOD_DAYS = 1096        # the page counts every call of its period: three years at most
+MAX_PERIOD_DAYS = 366         # the page counts every call of its period: a year at most
 
 
 def page_params(args) -> dict[str, str]:

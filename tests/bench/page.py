@@ -61,6 +61,7 @@ class Case:
 
 @dataclass
 class Timing:
+    """A case's measured percentiles, in ms."""
     case: Case
     p50: float
     p95: float
@@ -86,6 +87,7 @@ def main() -> None:
 
 
 def run(root: Path, args, end_day: date) -> None:
+    """Build (or reuse) the PBX and mirror in root, time every case, print the tables."""
     prepare(root, args.calls, args.seed, end_day)
     app = make_app(root)
     clients = {name: logged_in(app, name, name) for name in (ADMIN, OPERATOR)}
@@ -195,6 +197,7 @@ def last_days(end_day: date, days: int) -> dict[str, str]:
 
 
 def first_page_cases(app, clients, end_day: date) -> list[Case]:
+    """The first page of the history page (counters included) and of the API, per filter."""
     cases = []
     for label, params, user in typical_filters(end_day):
         calls = selected(app, params, user)
@@ -206,6 +209,7 @@ def first_page_cases(app, clients, end_day: date) -> list[Case]:
 
 
 def search_cases(app, clients, numbers: dict[str, str]) -> list[Case]:
+    """Number searches in this month, on the history page and the API."""
     cases = []
     for label, number in numbers.items():
         params = {"period": "this_month", "number": number}
