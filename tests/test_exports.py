@@ -8,6 +8,7 @@ import re
 import tempfile
 import threading
 import urllib.parse
+import urllib.request
 from datetime import datetime, timedelta
 
 import pytest
@@ -40,21 +41,11 @@ def user(base, name):
     return browser
 
 
-def api_calls(browser, **params):
-    calls, cursor = [], None
-    while True:
-        query = {**params, "limit": 500, **({"cursor": cursor} if cursor else {})}
-        status, _, body = browser.request(PREFIX + "api/v1/calls?" + urllib.parse.urlencode(query))
-        assert status == 200, body
-        reply = json.loads(body)
-        calls += reply["calls"]
-        cursor = reply["next_cursor"]
-        if not cursor:
-            return calls
+def api_calls(browser, **params) -> list[dict]:
+    return browser.calls(PREFIX, **params)
 
 
 def download(browser, fmt, **params) -> bytes:
-    import urllib.request
     url = browser.base + PREFIX + "export?" + urllib.parse.urlencode({"format": fmt, **params})
     with browser.opener.open(urllib.request.Request(url)) as reply:
         assert reply.status == 200
@@ -158,7 +149,6 @@ def test_bad_export_requests_are_refused_readably(base):
 
 
 def test_a_client_that_leaves_mid_download_leaves_no_temp_file(base, monkeypatch, tmp_path):
-    import urllib.request
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     browser = user(base, "admin")
     url = base + PREFIX + "export?" + urllib.parse.urlencode({"format": "xlsx", **PERIOD})

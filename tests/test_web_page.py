@@ -77,16 +77,7 @@ def page(browser, **params):
 
 
 def api_calls(browser, **params) -> list[dict]:
-    calls, cursor = [], None
-    while True:
-        query = {**params, "limit": 500, **({"cursor": cursor} if cursor else {})}
-        status, _, body = browser.request(PREFIX + "api/v1/calls?" + urllib.parse.urlencode(query))
-        assert status == 200, body
-        reply = json.loads(body)
-        calls += reply["calls"]
-        cursor = reply["next_cursor"]
-        if not cursor:
-            return calls
+    return browser.calls(PREFIX, **params)
 
 
 def shown(body) -> list[str]:

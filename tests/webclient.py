@@ -1,5 +1,6 @@
 """A cookie-keeping HTTP client for tests of the pages (the stand-in shell's login included)."""
 import http.cookiejar
+import json
 import re
 import urllib.error
 import urllib.parse
@@ -33,3 +34,16 @@ class Browser:
     def login(self, name, password):
         return self.request("/login", {"username": name, "password": password,
                                        "csrf_token": self.csrf()})
+
+    def calls(self, prefix: str, **params) -> list[dict]:
+        """Every call the JSON API gives this user for `params`, following its cursor."""
+        calls, cursor = [], None
+        while True:
+            query = {**params, "limit": 500, **({"cursor": cursor} if cursor else {})}
+            status, _, body = self.request(prefix + "api/v1/calls?" + urllib.parse.urlencode(query))
+            assert status == 200, body
+            reply = json.loads(body)
+            calls += reply["calls"]
+            cursor = reply["next_cursor"]
+            if not cursor:
+                return calls
