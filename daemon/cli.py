@@ -64,7 +64,7 @@ def _parser() -> argparse.ArgumentParser:
     export = sub.add_parser("export", help="write the calls of a filter to a file (Excel, CSV, "
                             "JSON Lines), as the page's export does")
     export.add_argument("--db", required=True, type=Path)
-    export.add_argument("--format", required=True, help="xlsx, csv or jsonl")
+    export.add_argument("--format", required=True, help="xlsx, csv, pdf or jsonl")
     export.add_argument("--out", required=True, type=Path, help="the file to write")
     export.add_argument("--user", help="export only what this user may see (an operator: "
                         "calls of their extensions); from --users")

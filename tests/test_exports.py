@@ -189,3 +189,27 @@ def test_cli_export_errors_are_one_line_and_leave_no_file(cli, demo_mirror, tmp_
     code, _, err = cli("export", "--db", str(demo_mirror), "--out", str(out), *args)
     assert code != 0 and message in err and len(err.strip().splitlines()) == 1
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("name", ["admin", "operator201"])
+def test_pdf_lists_the_calls_with_totals(base, name):
+    from pypdf import PdfReader
+    browser = user(base, name)
+    day = {"from": "2024-10-27", "to": "2024-10-27"}
+    expected = api_calls(browser, **day)
+    text = "\n".join(page.extract_text() for page in PdfReader(io.BytesIO(
+        download(browser, "pdf", **day))).pages)
+    say = translator("ru" if name == "operator201" else "en")
+    assert f"{say('Calls')}: {len(expected):,}" in text
+    for call in expected:
+        assert local(call["start"]).strftime("%Y-%m-%d %H:%M:%S") in text
+    talk = sum(c["talk_s"] for c in expected)
+    assert f"{say('Talk')}: {talk // 3600}:{talk // 60 % 60:02}:{talk % 60:02}" in text
+
+
+def test_a_pdf_too_long_to_print_is_refused_before_anything_is_sent(base, monkeypatch):
+    import sys
+    monkeypatch.setattr(sys.modules["web.download"], "PDF_LIMIT", 10)
+    status, _, body = user(base, "admin").request(
+        PREFIX + "export?" + urllib.parse.urlencode({"format": "pdf", **PERIOD}))
+    assert status == 400 and "at most 10 calls" in body

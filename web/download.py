@@ -1,4 +1,4 @@
-"""`export`: the page's filter as a file (Excel, CSV, JSON Lines) — every call of the filter
+"""`export`: the page's filter as a file (Excel, CSV, PDF, JSON Lines) — every call of the filter
 that the user may see, streamed; an Excel file is built in a temp file removed after sending,
 also when the client goes away."""
 from __future__ import annotations
@@ -9,11 +9,11 @@ from pathlib import Path
 
 from flask import Blueprint, Response, g, request, stream_with_context
 
-from db.queries import QueryError
+from db.queries import QueryError, calls_query
 from db.userdata import user_settings
 from web.context import clock, mirror, request_filter, user_db
-from web.exports import (FORMATS, MEDIA_TYPES, CallCells, csv_chunks, export_columns,
-                         export_file, jsonl_chunks, rows_of)
+from web.exports import (FORMATS, MEDIA_TYPES, PDF_LIMIT, CallCells, csv_chunks,
+                         export_columns, export_file, jsonl_chunks, rows_of)
 from web.history import page_columns, page_params
 from web.present import page_context
 
@@ -42,16 +42,19 @@ def export():
     elif fmt == "jsonl":
         body = jsonl_chunks(rows_of(flt, mirror()), clock().tz)
     else:
-        body = _xlsx(flt, language, _about(params), columns)
+        if fmt == "pdf" and calls_query(flt, mirror(), counting=True).count() > PDF_LIMIT:
+            raise QueryError(f"a PDF holds at most {PDF_LIMIT:,} calls; narrow the filter or "
+                             f"export Excel or CSV")
+        body = _built(fmt, flt, language, _about(params), columns)
     return Response(stream_with_context(body), mimetype=MEDIA_TYPES[fmt], headers=headers)
 
 
-def _xlsx(flt, language: str, about, columns):
-    """Build the workbook in a temp dir, send it in chunks, delete it whatever happens (a
-    client that goes away closes this generator)."""
+def _built(fmt: str, flt, language: str, about, columns):
+    """Build the workbook or PDF in a temp dir, send it in chunks, delete it whatever happens
+    (a client that goes away closes this generator)."""
     with tempfile.TemporaryDirectory(prefix="extcdr-export-") as tmp:
-        path = Path(tmp) / "calls.xlsx"
-        export_file(path, "xlsx", flt, mirror(), clock(), language, about, columns)
+        path = Path(tmp) / f"calls.{fmt}"
+        export_file(path, fmt, flt, mirror(), clock(), language, about, columns)
         with open(path, "rb") as file:
             while chunk := file.read(CHUNK):
                 yield chunk

@@ -20,12 +20,15 @@ from db.queries import CallFilter, call_rows, calls_query
 from db.records import call_record
 from web.i18n import STATUS_LABELS, translator
 
-FORMATS = ("xlsx", "csv", "jsonl")
+FORMATS = ("xlsx", "csv", "pdf", "jsonl")
+PDF_LIMIT = 20_000       # a PDF is a printable list (about 500 pages); Excel and CSV have no limit
 MEDIA_TYPES = {
+    "pdf": "application/pdf",
     "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
     "csv": "text/csv; charset=utf-8",
     "jsonl": "application/x-ndjson",
 }
+FONTS = Path(__file__).parent / "fonts"        # DejaVu: Cyrillic in PDFs (licence beside it)
 # Characters that make a spreadsheet read a cell as a formula (a caller name is untrusted).
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
@@ -122,6 +125,8 @@ def export_file(out: Path, fmt: str, flt: CallFilter, db, clock, language: str,
     try:
         if fmt == "xlsx":
             write_xlsx(partial, counted, cells, about)
+        elif fmt == "pdf":
+            write_pdf(partial, counted, cells, about)
         else:
             chunks = (csv_chunks(counted, cells, ";" if language == "ru" else ",")
                       if fmt == "csv" else jsonl_chunks(counted, clock.tz))
@@ -194,6 +199,84 @@ def _bold(sheet, text: str) -> WriteOnlyCell:
 
 def _number_format(kind: str) -> str | None:
     return {"time": "yyyy-mm-dd hh:mm:ss", "duration": "[h]:mm:ss"}.get(kind)
+
+
+class TooManyForPdf(ValueError):
+    """A PDF of more calls than anyone prints."""
+
+
+def write_pdf(out: Path, rows: Iterable[dict], cells: CallCells,
+              about: list[tuple[str, str]]) -> None:
+    """A printable list (A4 landscape) with the filter on top and totals at the end."""
+    from fpdf import FPDF
+    from fpdf.fonts import FontFace
+    say = cells.say
+    pdf = FPDF(orientation="L", format="A4")
+    pdf.set_auto_page_break(True, margin=12)
+    pdf.add_font("DejaVu", "", FONTS / "DejaVuSansCondensed.ttf")
+    pdf.add_font("DejaVu", "B", FONTS / "DejaVuSansCondensed-Bold.ttf")
+    pdf.add_page()
+    pdf.set_font("DejaVu", "B", 13)
+    pdf.cell(0, 8, say("Extended call history"), new_x="LMARGIN", new_y="NEXT")
+    pdf.set_font("DejaVu", "", 8)
+    for name, value in about:
+        pdf.cell(0, 4.5, f"{say(name)}: {value}", new_x="LMARGIN", new_y="NEXT")
+    pdf.ln(2)
+    shown = [i for i, c in enumerate(cells.columns) if c.key != "linkedid"]
+    widths = [{"time": 27, "duration": 12, "count": 9}.get(cells.columns[i].kind,
+              max(cells.columns[i].width, 17)) for i in shown]
+    totals = _Totals()
+    pdf.set_font("DejaVu", "", 7)
+    with pdf.table(col_widths=widths, line_height=3.8,
+                   headings_style=FontFace(emphasis="BOLD", fill_color=(235, 238, 242)),
+                   first_row_as_headings=True, repeat_headings=1) as table:
+        table.row([cells.titles()[i] for i in shown])
+        for count, row in enumerate(rows, start=1):
+            if count > PDF_LIMIT:
+                raise TooManyForPdf(f"a PDF holds at most {PDF_LIMIT:,} calls; narrow the filter "
+                                    f"or export Excel or CSV")
+            values = cells.values(row)
+            table.row([_text(values[i]) for i in shown])
+            totals.add(row)
+    pdf.ln(3)
+    pdf.set_font("DejaVu", "B", 9)
+    for line in totals.lines(cells):
+        pdf.cell(0, 5, line, new_x="LMARGIN", new_y="NEXT")
+    pdf.output(str(out))
+
+
+class _Totals:
+    """Calls by direction and status, talk and wait time, for the end of a PDF."""
+
+    def __init__(self):
+        self.calls = 0
+        self.by_direction: dict[str, int] = {}
+        self.by_status: dict[str, int] = {}
+        self.talk = self.wait = 0
+
+    def add(self, row: dict) -> None:
+        self.calls += 1
+        self.by_direction[row["direction"]] = self.by_direction.get(row["direction"], 0) + 1
+        self.by_status[row["status"]] = self.by_status.get(row["status"], 0) + 1
+        self.talk += row["talk_s"]
+        self.wait += row["wait_s"]
+
+    def lines(self, cells: CallCells) -> list[str]:
+        say = cells.say
+        average_wait = self.wait // self.calls if self.calls else 0
+        return [
+            f"{say('Calls')}: {self.calls:,}   " + ", ".join(
+                f"{say(d)}: {n:,}" for d, n in sorted(self.by_direction.items())),
+            f"{say('Status')}: " + ", ".join(
+                f"{cells.statuses[s]}: {n:,}" for s, n in sorted(self.by_status.items())),
+            f"{say('Talk')}: {_text(timedelta(seconds=self.talk))}   "
+            f"{say('Average wait')}: {_text(timedelta(seconds=average_wait))}",
+        ]
+
+
+def _text(value) -> str:
+    value = _csv_value(value)
+    return "" if value is None else " ".join(str(value).split())   # no tabs or line breaks
 
 
 def csv_chunks(rows: Iterable[dict], cells: CallCells, delimiter: str = ",") -> Iterator[str]:

@@ -62,7 +62,7 @@ RUSSIAN = {
     "Exported at": "Выгружено", "Period": "Период", "Back": "Назад",
     "Log in": "Вход", "User name": "Имя пользователя", "Password": "Пароль",
     "Wrong user name or password.": "Неверное имя пользователя или пароль.",
-    "transfer": "перевод",
+    "transfer": "перевод", "Average wait": "Среднее ожидание",
 }
 
 
