@@ -93,3 +93,34 @@ def test_an_operator_gets_only_recordings_of_their_calls(base, demo_pbx):
     operator = Browser(base)
     operator.login("operator201", "operator201")
     assert operator.request(f"{PREFIX}recordings/{foreign['linkedid']}/1")[0] == 404
+
+
+@pytest.mark.parametrize("name", ["admin", "operator201"])
+def test_the_recordings_of_a_filter_as_one_zip(base, demo_pbx, name):
+    import io
+    import zipfile
+    browser = Browser(base)
+    browser.login(name, name)
+    day = {"from": "2024-10-27", "to": "2024-10-28"}
+    calls = browser.calls(PREFIX, **day)
+    request = urllib.request.Request(base + PREFIX + "recordings.zip?from=2024-10-27&to=2024-10-28")
+    with browser.opener.open(request) as reply:
+        status, headers, data = reply.status, reply.headers, reply.read()
+    assert status == 200 and "attachment" in headers["Content-Disposition"]
+    archive = zipfile.ZipFile(io.BytesIO(data))
+    assert archive.testzip() is None
+    files = [f for f in archive.namelist() if f != "unavailable.txt"]
+    wanted = [(c, n) for c in calls for n, _ in enumerate(c["recordings"], start=1)]
+    on_disk = [(c, n) for c, n in wanted
+               if (demo_pbx / "monitor" / c["recordings"][n - 1][len(WRITTEN_AS) + 1:]).is_file()]
+    assert len(files) == len(on_disk) > 0
+    for (call, number), file in zip(on_disk, files):
+        assert re.fullmatch(r"\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d_\w+-\w+_%d(_\d+)?\.\w+" % number,
+                            file), file
+        source = demo_pbx / "monitor" / call["recordings"][number - 1][len(WRITTEN_AS) + 1:]
+        assert archive.read(file) == source.read_bytes()
+    missing = len(wanted) - len(on_disk)
+    if missing:
+        assert len(archive.read("unavailable.txt").decode().splitlines()) == missing + 1
+    if name == "operator201":
+        assert all("201" in c["employees"] for c in calls)

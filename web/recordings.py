@@ -1,16 +1,24 @@
 """Recordings of a call: only files inside the recordings root are ever served — no `..`, no
 absolute path elsewhere, no symlink out of the root. Behind nginx the file goes out through
 `X-Accel-Redirect` (an internal location; nginx handles ranges); without nginx (the in-process
-stand-in) Flask sends it with range support."""
+stand-in) Flask sends it with range support. The recordings of a whole filter go out as one
+ZIP, streamed as it is written."""
 from __future__ import annotations
 
+import io
 import mimetypes
 import os
+import time
+import zipfile
 from pathlib import Path
+from typing import Iterator
 
-from flask import Blueprint, abort, current_app, jsonify, make_response, request, send_file
+from flask import (Blueprint, Response, abort, current_app, jsonify, make_response, request,
+                   send_file, stream_with_context)
 
 from web.api import visible_call
+from web.context import mirror, request_filter
+from web.exports import rows_of
 
 recordings = Blueprint("recordings", __name__)
 
@@ -54,6 +62,69 @@ def recording(linkedid: str, number: int):
     disposition = "attachment" if attachment else "inline"
     reply.headers["Content-Disposition"] = f"{disposition}; filename=\"{name}\""
     return reply
+
+
+@recordings.get("/recordings.zip")
+def recordings_zip():
+    """Every recording of the calls of the page's filter that this user may see, named
+    `date_time_from-to_n.ext`; files the PBX no longer has are listed in `unavailable.txt`."""
+    from web.history import page_params
+    flt = request_filter(page_params(request.args))
+    name = f"recordings_{time.strftime('%Y-%m-%d_%H-%M')}.zip"
+    return Response(stream_with_context(_zip_chunks(_files(flt))), mimetype="application/zip",
+                    headers={"Content-Disposition": f'attachment; filename="{name}"',
+                             "Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
+
+def _files(flt):
+    """(name in the archive, file or None when unavailable) of the filter's recordings."""
+    names = set()
+    for row in rows_of(flt, mirror()):
+        for number, written in enumerate(row["recordings"], start=1):
+            path = recording_path(written)
+            available = path if path is not None and path.is_file() else None
+            name = _download_name(row, number, Path(written).suffix)
+            if name in names:                    # two calls of the same second and numbers
+                name = f"{Path(name).stem}_{row['id']}{Path(name).suffix}"
+            names.add(name)
+            yield name, available
+
+
+class _Pipe(io.RawIOBase):
+    """A write-only stream whose bytes are taken out as they come (ZipFile writes into it)."""
+
+    def __init__(self):
+        self.chunks: list[bytes] = []
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        self.chunks.append(bytes(data))
+        return len(data)
+
+    def take(self) -> bytes:
+        data, self.chunks = b"".join(self.chunks), []
+        return data
+
+
+def _zip_chunks(files) -> Iterator[bytes]:
+    """A ZIP written while it is sent: audio is already compressed, so stored as it is."""
+    pipe, unavailable = _Pipe(), []
+    with zipfile.ZipFile(pipe, "w", compression=zipfile.ZIP_STORED) as archive:
+        for name, path in files:
+            if path is None:
+                unavailable.append(name)
+                continue
+            with open(path, "rb") as source, archive.open(name, "w", force_zip64=True) as target:
+                while chunk := source.read(256 * 1024):
+                    target.write(chunk)
+                    yield pipe.take()
+            yield pipe.take()
+        if unavailable:
+            archive.writestr("unavailable.txt", "The PBX no longer has these recordings:\n"
+                             + "\n".join(unavailable) + "\n")
+    yield pipe.take()
 
 
 def recording_path(written: str) -> Path | None:
