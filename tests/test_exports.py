@@ -213,3 +213,24 @@ def test_a_pdf_too_long_to_print_is_refused_before_anything_is_sent(base, monkey
     status, _, body = user(base, "admin").request(
         PREFIX + "export?" + urllib.parse.urlencode({"format": "pdf", **PERIOD}))
     assert status == 400 and "at most 10 calls" in body
+
+
+def test_libreoffice_opens_the_excel_file_with_every_call(base, tmp_path):
+    """An Excel-compatible file: LibreOffice reads every sheet and every call of it."""
+    import subprocess
+    from tests.stack import required_binary
+    soffice = required_binary("LibreOffice", ("soffice", "libreoffice"),
+                              "./bin/test installs it (apt-get install libreoffice-calc-nogui)")
+    browser = user(base, "admin")
+    expected = api_calls(browser, **PERIOD)
+    (tmp_path / "calls.xlsx").write_bytes(download(browser, "xlsx", **PERIOD))
+    subprocess.run([soffice, f"-env:UserInstallation=file://{tmp_path}/profile", "--headless",
+                    "--convert-to", "csv:Text - txt - csv (StarCalc):44,34,76,1,,0,false,true,"
+                    "false,false,false,-1", "--outdir", str(tmp_path), str(tmp_path / "calls.xlsx")],
+                   check=True, capture_output=True, timeout=120)
+    sheets = {path.stem.rsplit("-", 1)[-1]: path for path in tmp_path.glob("calls*.csv")}
+    assert set(sheets) == {"Filter", "Calls"}, sheets
+    rows = list(csv.reader(open(sheets["Calls"], encoding="utf-8")))
+    assert rows[0][-1] == "Call ID"
+    assert [r[-1] for r in rows[1:]] == [c["linkedid"] for c in expected]
+    assert rows[1][0] == local(expected[0]["start"]).strftime("%Y-%m-%d %H:%M:%S")
