@@ -676,3 +676,21 @@ def test_leaving_pages_does_not_block_the_module(browser, mirror, pbx, tmp_path_
             raise
         finally:
             context.close()
+
+
+@pytest.mark.parametrize("big", [False, True])
+def test_the_excel_button_downloads_what_is_filtered(open_as, monkeypatch, tmp_path, big):
+    """Small exports download at once; big ones show a progress bar, then download."""
+    import sys
+    from openpyxl import load_workbook
+    if big:                       # make this filter "big" for the page
+        monkeypatch.setattr(sys.modules["web.history"], "BACKGROUND_FROM", 1)
+    tab = open_as("admin").open(**PERIOD, tab="missed")
+    expected = tab.api(**PERIOD, tab="missed")
+    with tab.page.expect_download(timeout=30_000) as started:
+        tab.page.click('.buttons.export a[data-format="xlsx"]')
+    saved = tmp_path / "calls.xlsx"
+    started.value.save_as(saved)
+    assert tab.page.locator(".export-progress").is_visible() == big
+    rows = list(load_workbook(saved).worksheets[1].iter_rows(values_only=True))[1:]
+    assert [r[-1] for r in rows] == [c["linkedid"] for c in expected]

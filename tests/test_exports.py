@@ -16,6 +16,7 @@ from openpyxl import load_workbook
 from waitress import create_server
 
 from daemon.settings import load
+from tests.conftest import wait_for
 from tests.webclient import Browser
 from web import create_app
 from web.exports import neutralised
@@ -155,7 +156,6 @@ def test_a_client_that_leaves_mid_download_leaves_no_temp_file(base, monkeypatch
     reply = browser.opener.open(urllib.request.Request(url))
     reply.read(1000)
     reply.close()
-    from tests.conftest import wait_for
     assert wait_for(lambda: not list(tmp_path.iterdir()), 10), list(tmp_path.iterdir())
 
 
@@ -234,3 +234,47 @@ def test_libreoffice_opens_the_excel_file_with_every_call(base, tmp_path):
     assert rows[0][-1] == "Call ID"
     assert [r[-1] for r in rows[1:]] == [c["linkedid"] for c in expected]
     assert rows[1][0] == local(expected[0]["start"]).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def test_a_big_export_runs_as_a_job_with_progress_for_its_owner_only(base):
+    admin, operator = user(base, "admin"), user(base, "operator201")
+    _, _, page = admin.request(PREFIX + "?" + urllib.parse.urlencode(PERIOD))
+    token = re.search(r'<meta name="csrf-token" content="([^"]+)"', page).group(1)
+    query = urllib.parse.urlencode({**PERIOD, "tab": "incoming"})
+    status, _, _ = admin.request(PREFIX + "export/jobs", {"format": "xlsx", "query": query})
+    assert status == 403                                     # no CSRF token
+    status, _, body = admin.request(PREFIX + "export/jobs", {"format": "xlsx", "query": query,
+                                                             "csrf_token": token})
+    job = json.loads(body)
+    expected = api_calls(admin, **PERIOD, tab="incoming")
+    assert status == 200 and job["total"] == len(expected)
+    states = []
+
+    def ready():
+        states.append(json.loads(admin.request(job["status"])[2]))
+        return states[-1]["ready"]
+
+    assert wait_for(ready, 30), states[-1]
+    assert states[-1]["done"] == states[-1]["total"] == len(expected)
+    for path in (job["status"], job["status"] + "/file"):
+        assert operator.request(path)[0] == 404              # another user's job
+    status, headers, _ = admin.request(job["status"] + "/file")
+    assert status == 200 and "attachment" in headers["Content-Disposition"]
+    with admin.opener.open(urllib.request.Request(base + job["status"] + "/file")) as reply:
+        rows = list(load_workbook(io.BytesIO(reply.read())).worksheets[1].iter_rows(
+            values_only=True))[1:]
+    assert [r[-1] for r in rows] == [c["linkedid"] for c in expected]
+
+
+def test_finished_jobs_and_their_files_go_after_an_hour(tmp_path):
+    import time
+    from web.jobs import KEEP_SECONDS, ExportJobs
+    jobs = ExportJobs(tmp_path)
+    job_id = jobs.start("anna", "csv", 1, lambda path, progress: path.write_text("x"))
+    assert wait_for(lambda: jobs.get("anna", job_id).path is not None, 5)
+    assert jobs.get("boris", job_id) is None
+    failing = jobs.start("anna", "csv", 1, lambda path, progress: 1 / 0)
+    assert wait_for(lambda: jobs.get("anna", failing).error is not None, 5)
+    assert not (tmp_path / failing).exists()                 # a failed job leaves nothing
+    jobs.sweep(time.time() + KEEP_SECONDS + 1)
+    assert jobs.get("anna", job_id) is None and list(tmp_path.iterdir()) == []

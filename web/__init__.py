@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import tempfile
 from pathlib import Path
 
 from flask import Flask, jsonify, render_template, request
@@ -16,6 +17,7 @@ from web import auth, present
 from web.api import api
 from web.download import download
 from web.history import history
+from web.jobs import ExportJobs
 from web.recordings import recordings
 
 STATIC = Path(__file__).parent / "static"
@@ -42,6 +44,7 @@ def create_app(settings: Settings, *, standin_accounts: dict | None = None) -> F
         SECRET_KEY=(hashlib.sha256(f"extcdr:{token}".encode()).digest() if token
                     else secrets.token_bytes(32)),
         SEND_FILE_MAX_AGE_DEFAULT=86_400,
+        EXTCDR_EXPORT_JOBS=ExportJobs(Path(tempfile.mkdtemp(prefix="extcdr-exports-"))),
     )
     if standin_accounts is not None:
         from web import standin

@@ -114,13 +114,14 @@ class CallCells:
 
 
 def export_file(out: Path, fmt: str, flt: CallFilter, db, clock, language: str,
-                about: list[tuple[str, str]], page_columns: Iterable[str] | None = None) -> int:
+                about: list[tuple[str, str]], page_columns: Iterable[str] | None = None,
+                progress=None) -> int:
     """Write the calls of `flt` to `out` in `fmt`; the file appears whole or not at all.
-    Returns the number of calls."""
+    `progress(calls so far)` is told every thousand calls. Returns the number of calls."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; use one of: {', '.join(FORMATS)}")
     cells = CallCells(export_columns(page_columns), clock, language)
-    counted = _Counted(rows_of(flt, db))
+    counted = _Counted(rows_of(flt, db), progress)
     partial = out.with_name(f".{out.name}.partial")
     try:
         if fmt == "xlsx":
@@ -139,16 +140,21 @@ def export_file(out: Path, fmt: str, flt: CallFilter, db, clock, language: str,
 
 
 class _Counted:
-    """Rows passed through, counted."""
+    """Rows passed through, counted (and the count reported every thousand rows)."""
 
-    def __init__(self, rows: Iterable[dict]):
+    def __init__(self, rows: Iterable[dict], progress=None):
         self.rows = rows
         self.count = 0
+        self.progress = progress
 
     def __iter__(self):
         for row in self.rows:
             self.count += 1
+            if self.progress is not None and self.count % 1000 == 0:
+                self.progress(self.count)
             yield row
+        if self.progress is not None:
+            self.progress(self.count)
 
 
 def rows_of(flt: CallFilter, db) -> Iterator[dict]:

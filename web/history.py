@@ -38,6 +38,7 @@ LIVE_SECONDS = 600            # an event stream ends after this; the browser rec
 LIVE_CHECK = 0.5              # how often a stream looks for a new commit of the mirror
 LIVE_KEEPALIVE = 15
 RECENT_MS = 3_600_000         # calls this recent may still change (legs arriving late)
+BACKGROUND_FROM = 20_000      # calls: a bigger export is built in the background, with progress
 MAX_PERIOD_DAYS = 366         # the page counts every call of its period: a year at most
 
 
@@ -82,7 +83,7 @@ def page():
         tabs=TABS, periods=PERIODS, statuses=STATUSES, columns=page_columns(settings),
         all_columns=COLUMNS, employees=_employees(), groups=_groups(),
         saved=saved_filters(user_db(), g.user.name), restored=restored,
-        names=_employee_names(), live_after=_newest_call_id())
+        names=_employee_names(), live_after=_newest_call_id(), background_from=BACKGROUND_FROM)
 
 
 @history.get("/rows")
@@ -156,7 +157,7 @@ def events():
 @history.post("/filters")
 def save():
     check_csrf()
-    params = page_params(_query_args(request.form.get("query", "")))
+    params = page_params(query_args(request.form.get("query", "")))
     page_filter(params)                              # refuse a filter that would not open
     try:
         save_filter(user_db(), g.user.name, request.form.get("name", ""), params,
@@ -264,7 +265,8 @@ def _whole(text: str) -> int:
     return int(text)
 
 
-def _query_args(query: str) -> MultiDict:
+def query_args(query: str) -> MultiDict:
+    """A query string (a form field holding the page's filter) as request arguments."""
     return MultiDict(parse_qsl(query.lstrip("?")))
 
 

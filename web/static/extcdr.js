@@ -77,6 +77,43 @@
     });
   }
 
+  // Exports: small ones download at once; big ones are built in the background while a
+  // progress bar shows how far, then the file downloads.
+  var exports = document.querySelector(".buttons.export");
+  if (exports && Number(exports.dataset.count) >= Number(exports.dataset.backgroundFrom)) {
+    exports.addEventListener("click", function (event) {
+      var button = event.target.closest("a[data-format]");
+      if (!button) { return; }
+      event.preventDefault();
+      var body = new URLSearchParams({ format: button.dataset.format, query: exports.dataset.query,
+        csrf_token: document.querySelector('meta[name="csrf-token"]').content });
+      fetch(exports.dataset.jobs, { method: "POST", body: body, credentials: "same-origin" })
+        .then(function (reply) { return reply.json(); })
+        .then(function (job) { if (job.error) { showProgress(job.error); } else { watch(job); } });
+    });
+  }
+  function showProgress(text, done, total) {
+    var box = $(".export-progress").removeClass("hidden");
+    box.find(".text").text(text);
+    box.find("progress").attr("max", total || 1).attr("value", done || 0);
+    return box;
+  }
+  function watch(job) {
+    fetch(job.status, { credentials: "same-origin" })
+      .then(function (reply) { return reply.json(); })
+      .then(function (state) {
+        if (state.error) { showProgress(state.error); return; }
+        var box = showProgress(state.done.toLocaleString() + " / " + state.total.toLocaleString(),
+                               state.done, state.total);
+        if (state.ready) {
+          box.find("a.file").removeClass("hidden").attr("href", state.file).text("⬇");
+          location.href = state.file;
+          return;
+        }
+        setTimeout(function () { watch(job); }, 1000);
+      });
+  }
+
   // Live: new and changed calls of this filter arrive as server-sent events.
   var live = document.getElementById("live");
   var stream = null;

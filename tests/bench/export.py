@@ -1,0 +1,357 @@
+"""Export benchmark: Excel and CSV exports (`web.exports.export_file`) on a mirror of a generated
+~1,000,000-call PBX, each against a bare writer of the same cells measured in the same run.
+
+The PBX and mirror are built (or reused) exactly as `./bin/bench page` builds them, so one
+`--keep DIR` serves both benchmarks. Subsets are the newest calls: the period starts at the
+start second of the Nth newest call (a few more calls share that second) and ends 2099-12-31.
+
+* XLSX of `--xlsx-calls` calls: `export_file(…, "xlsx", …)` against a bare openpyxl
+  `Workbook(write_only=True)` fed by the same query and the same `CallCells.values` (one sheet,
+  header and rows; no filter sheet, styles, number formats, widths or autofilter). Both sides
+  include the query, the row decoding and the cell values; a separate pass of those alone is
+  printed so that the writers' own share can be read off. Budget: <= 1.3x.
+* Peak RSS of `extcdr export --format xlsx` (a fresh process each, its own peak from wait4)
+  of `--rss-calls` SMALL,LARGE calls. Budget: LARGE - SMALL <= 30 MB.
+* CSV of every call (2000-01-01 to 2099-12-31): `export_file(…, "csv", …)` against a bare
+  `csv.writer` writing the header and the same `CallCells.values` (it prints datetimes and
+  durations as the export does, so the files must match byte for byte, the BOM aside — checked).
+  Budget: <= 1.5x. Then the same CSV over HTTP: the real app served by waitress in this process,
+  logged in through the stand-in as admin; time to the first body byte (budget <= 1 s) and the
+  whole download (compared with the file export, no budget).
+
+Each timed pass runs `--runs` times, the fastest counts; export and baseline alternate.
+Nothing fails on time: the figures and ratios are for reading.
+
+Run: ./bin/bench export [--calls 1000000] [--xlsx-calls 100000] [--rss-calls 10000,200000]
+                        [--runs 1] [--keep DIR]
+`--keep DIR` builds the PBX and mirror in DIR and reuses them in later runs with the same
+--calls and --seed on the same day (1,000,000 calls take a minute or two to generate and sync).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Callable, Iterable
+from urllib.parse import urlencode
+from zoneinfo import ZoneInfo
+
+from openpyxl import Workbook
+from waitress import create_server
+
+from daemon.pbxtime import PbxClock
+from db.database import open_module_db
+from db.queries import CallFilter, call_filter, sync_state
+from tests.bench.page import PREFIX, TIMEZONE, make_app, prepare
+from tests.webclient import Browser
+from web.exports import CallCells, export_columns, export_file, rows_of
+
+ROOT = Path(__file__).resolve().parents[2]
+ALL_FROM, PERIOD_END = "2000-01-01", "2099-12-31"     # whole days, PBX time
+ABOUT = [("Exported by", "bench"), ("Exported at", "now"), ("Period", "the newest calls")]
+LANGUAGE = "en"                                      # "," as the CSV delimiter
+XLSX_RATIO, CSV_RATIO, RSS_GROWTH_MB, FIRST_BYTE_S = 1.3, 1.5, 30, 1.0
+DOWNLOAD_CHUNK = 256 * 1024
+
+
+@dataclass
+class Result:
+    """One row of the final table. `compare`: "ratio" (value / baseline <= budget),
+    "difference" (value - baseline <= budget), "absolute" (value <= budget) or "none"."""
+    case: str
+    calls: int
+    value: float
+    baseline: float | None
+    unit: str                      # "s" or "MB"
+    compare: str
+    budget: float | None = None
+
+    def score(self) -> float | None:
+        if self.compare == "ratio" or (self.compare == "none" and self.baseline):
+            return self.value / self.baseline
+        if self.compare == "difference":
+            return self.value - self.baseline
+        return self.value if self.compare == "absolute" else None
+
+    def within(self) -> bool | None:
+        return None if self.budget is None else self.score() <= self.budget
+
+
+class Mirror:
+    """The mirror opened read-only as `extcdr export` opens it, with its clock."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.db = open_module_db(path, readonly=True)
+        state = sync_state(self.db)
+        self.clock = PbxClock(state.get("timezone") or TIMEZONE)
+        self.match_digits = int(state.get("number_match_digits", 9))
+
+    def newest_from(self, calls: int) -> str:
+        """`from` (local ISO date-time) of a period holding about the newest `calls` calls."""
+        row = self.db.execute_sql("SELECT start_ms FROM call ORDER BY start_ms DESC, id DESC "
+                                  "LIMIT 1 OFFSET ?", (calls - 1,)).fetchone()
+        if row is None:
+            return ALL_FROM
+        return self.clock.to_local(row[0] // 1000).replace(tzinfo=None).isoformat()
+
+    def filter(self, start: str) -> CallFilter:
+        """The filter from `start` to PERIOD_END, as the page and the CLI build it."""
+        return call_filter({"from": start, "to": PERIOD_END}, self.clock, time.time(),
+                           number_match_digits=self.match_digits)
+
+    def rows(self, start: str) -> Iterable[dict]:
+        """The export's rows (`web.exports.rows_of`) of the filter from `start`."""
+        return rows_of(self.filter(start), self.db)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--calls", type=int, default=1_000_000, help="calls of the demo PBX")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--xlsx-calls", type=int, default=100_000)
+    parser.add_argument("--rss-calls", default="10000,200000", metavar="SMALL,LARGE")
+    parser.add_argument("--runs", type=int, default=1, help="timed passes per side; fastest counts")
+    parser.add_argument("--keep", type=Path, metavar="DIR",
+                        help="build the PBX and mirror here and reuse them in later runs")
+    args = parser.parse_args()
+    args.rss_calls = tuple(int(n) for n in args.rss_calls.split(","))
+    end_day = datetime.now(ZoneInfo(TIMEZONE)).date()
+    if args.keep:
+        args.keep.mkdir(parents=True, exist_ok=True)
+        run(args.keep, args, end_day)
+    else:
+        with tempfile.TemporaryDirectory(prefix="extcdr-export-") as tmp:
+            run(Path(tmp), args, end_day)
+
+
+def run(root: Path, args, end_day) -> None:
+    """Build (or reuse) the PBX and mirror in root, measure every case, print the table."""
+    prepare(root, args.calls, args.seed, end_day)
+    mirror = Mirror(root / "module.db")
+    cells = CallCells(export_columns(None), mirror.clock, LANGUAGE)
+    with tempfile.TemporaryDirectory(prefix="extcdr-export-out-") as out:
+        out = Path(out)
+        results = [xlsx_case(mirror, cells, out, args.xlsx_calls, args.runs),
+                   rss_case(mirror, out, args.rss_calls)]
+        csv_result = csv_case(mirror, cells, out, args.runs)
+        results += [csv_result, *http_cases(root, csv_result)]
+    print_table(results)
+
+
+# -- the cases ---------------------------------------------------------------------------------------
+
+def xlsx_case(mirror: Mirror, cells: CallCells, out: Path, calls: int, runs: int) -> Result:
+    """`export_file` xlsx of the newest `calls` calls against a bare write_only workbook."""
+    start = mirror.newest_from(calls)
+    print(f"\nXLSX of the calls from {start}:", flush=True)
+    values_s = values_pass(mirror.rows(start), cells)
+    export_s, bare_s, count = fastest_pair(
+        lambda: export_file(out / "calls.xlsx", "xlsx", mirror.filter(start), mirror.db,
+                            mirror.clock, LANGUAGE, ABOUT),
+        lambda: bare_xlsx(out / "bare.xlsx", mirror.rows(start), cells), runs)
+    print_pair(count, values_s, export_s, bare_s, out / "calls.xlsx", out / "bare.xlsx")
+    return Result("XLSX export_file vs bare write_only", count, export_s, bare_s, "s", "ratio",
+                  XLSX_RATIO)
+
+
+def rss_case(mirror: Mirror, out: Path, sizes: tuple[int, int]) -> Result:
+    """Peak RSS of `extcdr export --format xlsx` of the newest SMALL and LARGE calls."""
+    print("\nPeak RSS of `extcdr export --format xlsx`, a fresh process each:", flush=True)
+    peaks = {}
+    for calls in sizes:
+        start = mirror.newest_from(calls)
+        started = time.perf_counter()
+        peak_mb, stderr = peak_rss_mb(
+            [sys.executable, "-m", "daemon.cli", "export", "--db", str(mirror.path),
+             "--format", "xlsx", "--out", str(out / f"cli-{calls}.xlsx"),
+             "--from", start, "--to", PERIOD_END])
+        count = int(stderr.split()[0].replace(",", ""))        # "N calls written to …"
+        print(f"  {count:>9,} calls: {peak_mb:6.1f} MB peak, {time.perf_counter() - started:6.2f} s",
+              flush=True)
+        peaks[calls] = (count, peak_mb)
+    (_, small_mb), (large_count, large_mb) = peaks[sizes[0]], peaks[sizes[1]]
+    return Result(f"XLSX peak RSS, {sizes[1]:,} vs {sizes[0]:,} (CLI)", large_count, large_mb,
+                  small_mb, "MB", "difference", RSS_GROWTH_MB)
+
+
+def csv_case(mirror: Mirror, cells: CallCells, out: Path, runs: int) -> Result:
+    """`export_file` csv of every call against a bare csv.writer of the same values."""
+    print(f"\nCSV of every call ({ALL_FROM} to {PERIOD_END}):", flush=True)
+    values_s = values_pass(mirror.rows(ALL_FROM), cells)
+    export_s, bare_s, count = fastest_pair(
+        lambda: export_file(out / "calls.csv", "csv", mirror.filter(ALL_FROM), mirror.db,
+                            mirror.clock, LANGUAGE, ABOUT),
+        lambda: bare_csv(out / "bare.csv", mirror.rows(ALL_FROM), cells), runs)
+    print_pair(count, values_s, export_s, bare_s, out / "calls.csv", out / "bare.csv")
+    same = sha256(out / "calls.csv", skip=len("\ufeff".encode())) == sha256(out / "bare.csv")
+    print(f"  same bytes as the bare writer's (BOM aside): {'yes' if same else 'NO'}")
+    return Result("CSV export_file vs bare csv.writer", count, export_s, bare_s, "s", "ratio",
+                  CSV_RATIO)
+
+
+def http_cases(root: Path, csv_result: Result) -> list[Result]:
+    """The page's CSV export of every call over HTTP: first byte and whole download."""
+    print("\nCSV over HTTP (waitress, 4 threads, in this process; admin via the stand-in):",
+          flush=True)
+    server = create_server(make_app(root), host="127.0.0.1", port=0, threads=4)
+    threading.Thread(target=server.run, daemon=True).start()
+    try:
+        browser = Browser(f"http://127.0.0.1:{server.effective_port}")
+        status, _, body = browser.login("admin", "admin")
+        if status != 302:
+            raise SystemExit(f"login as admin failed: HTTP {status} {body[:300]!r}")
+        url = f"{PREFIX}/export?" + urlencode({"format": "csv", "from": ALL_FROM,
+                                                "to": PERIOD_END})
+        first_s, total_s, size, lines = download(browser, url)
+    finally:
+        server.close()
+    print(f"  {size / 1e6:,.1f} MB, {lines - 1:,} calls; first byte {first_s:.3f} s, "
+          f"whole {total_s:.2f} s ({size / 1e6 / total_s:.1f} MB/s)", flush=True)
+    return [Result("CSV over HTTP, first byte", lines - 1, first_s, None, "s", "absolute",
+                   FIRST_BYTE_S),
+            Result("CSV over HTTP, whole vs export_file", lines - 1, total_s, csv_result.value,
+                   "s", "none")]
+
+
+# -- the work measured ----------------------------------------------------------------------------
+
+def values_pass(rows: Iterable[dict], cells: CallCells) -> float:
+    """Seconds to run the query and compute every row's cells, writing nothing (also warms
+    the page cache for the passes after it)."""
+    started = time.perf_counter()
+    for row in rows:
+        cells.values(row)
+    return time.perf_counter() - started
+
+
+def bare_xlsx(out: Path, rows: Iterable[dict], cells: CallCells) -> int:
+    """The same header and cell values in a bare write_only workbook; returns the calls."""
+    book = Workbook(write_only=True)
+    sheet = book.create_sheet()
+    sheet.append(cells.titles())
+    count = 0
+    for count, row in enumerate(rows, start=1):
+        sheet.append(cells.values(row))
+    book.save(out)
+    return count
+
+
+def bare_csv(out: Path, rows: Iterable[dict], cells: CallCells) -> int:
+    """The same header and cell values through a bare csv.writer; returns the calls."""
+    count = 0
+    with open(out, "w", encoding="utf-8", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(cells.titles())
+        for count, row in enumerate(rows, start=1):
+            writer.writerow(cells.values(row))
+    return count
+
+
+def fastest_pair(export: Callable[[], int], baseline: Callable[[], int],
+                 runs: int) -> tuple[float, float, int]:
+    """The fastest of `runs` alternating passes of each (s), and the calls the export wrote
+    (the baseline must write as many)."""
+    export_times, baseline_times = [], []
+    for _ in range(runs):
+        export_s, exported = timed(export)
+        baseline_s, written = timed(baseline)
+        if written != exported:
+            raise SystemExit(f"the baseline wrote {written:,} calls, the export {exported:,}")
+        export_times.append(export_s)
+        baseline_times.append(baseline_s)
+    return min(export_times), min(baseline_times), exported
+
+
+def timed(fn: Callable[[], int]) -> tuple[float, int]:
+    """Seconds fn took, and what it returned."""
+    started = time.perf_counter()
+    result = fn()
+    return time.perf_counter() - started, result
+
+
+def peak_rss_mb(command: list[str]) -> tuple[float, str]:
+    """Run `command`; its own peak RSS in MB (wait4, not the max over all children) and its
+    stderr. A failure stops the run."""
+    proc = subprocess.Popen(command, cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    stderr = proc.stderr.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode:
+        raise SystemExit(f"{' '.join(command)}: exit {proc.returncode}: {stderr.strip()}")
+    return usage.ru_maxrss / 1024, stderr
+
+
+def download(browser: Browser, url: str) -> tuple[float, float, int, int]:
+    """GET url with the browser's session: seconds to the first body byte and to the end,
+    bytes and lines received. Anything but 200 stops the run."""
+    started = time.perf_counter()
+    with browser.opener.open(browser.base + url) as reply:
+        first = reply.read(1)
+        first_s = time.perf_counter() - started
+        if reply.status != 200 or not first:
+            raise SystemExit(f"GET {url}: HTTP {reply.status}, first byte {first!r}")
+        size, lines = 1, first.count(b"\n")
+        while chunk := reply.read(DOWNLOAD_CHUNK):
+            size += len(chunk)
+            lines += chunk.count(b"\n")
+    return first_s, time.perf_counter() - started, size, lines
+
+
+def sha256(path: Path, skip: int = 0) -> str:
+    """Digest of a file's bytes after the first `skip`."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        file.seek(skip)
+        while chunk := file.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+# -- printing -----------------------------------------------------------------------------------------
+
+def print_pair(calls: int, values_s: float, export_s: float, bare_s: float,
+               export_out: Path, bare_out: Path) -> None:
+    """An export against its baseline, and the writers' own share (the query and cell values
+    taken out of both)."""
+    print(f"  {calls:,} calls; query + CallCells.values alone {values_s:.2f} s")
+    print(f"  export_file {export_s:.2f} s ({export_out.stat().st_size / 1e6:.1f} MB), "
+          f"bare writer {bare_s:.2f} s ({bare_out.stat().st_size / 1e6:.1f} MB): "
+          f"{export_s / bare_s:.2f}x")
+    if bare_s > values_s:
+        print(f"  writers alone: export {export_s - values_s:.2f} s, bare {bare_s - values_s:.2f} s"
+              f": {(export_s - values_s) / (bare_s - values_s):.2f}x", flush=True)
+
+
+def print_table(results: list[Result]) -> None:
+    print(f"\n{'case':<42} {'calls':>9} {'measured':>10} {'baseline':>10} {'ratio':>8} "
+          f"{'budget':>9}  within")
+    for r in results:
+        baseline = f"{r.baseline:.2f} {r.unit}" if r.baseline is not None else "-"
+        score = r.score()
+        ratio = ("-" if score is None or r.compare == "absolute"
+                 else f"{score:+.1f} {r.unit}" if r.compare == "difference" else f"{score:.2f}x")
+        budget = ("-" if r.budget is None
+                  else {"ratio": f"<= {r.budget:g}x", "difference": f"<= +{r.budget:g} {r.unit}",
+                        "absolute": f"<= {r.budget:g} {r.unit}"}[r.compare])
+        within = {None: "-", True: "yes", False: "NO"}[r.within()]
+        print(f"{r.case:<42} {r.calls:>9,} {r.value:>8.2f} {r.unit:<2}{baseline:>10} {ratio:>8} "
+              f"{budget:>9}  {within}")
+    budgeted = [r for r in results if r.budget is not None]
+    over = [r.case for r in budgeted if not r.within()]
+    print(f"\n{len(budgeted) - len(over)} of {len(budgeted)} budgets met"
+          + (f"; over: {', '.join(over)}" if over else ""))
+
+
+if __name__ == "__main__":
+    main()
