@@ -291,10 +291,15 @@ def csv_chunks(rows: Iterable[dict], cells: CallCells, delimiter: str = ",") -> 
     writer = csv.writer(buffer, delimiter=delimiter, lineterminator="\r\n")
     writer.writerow(cells.titles())
     yield "\ufeff" + buffer.getvalue()
+    as_text = [i for i, c in enumerate(cells.columns) if c.kind in ("time", "duration")]
     for batch in _batches(rows, 500):
         buffer.seek(0)
         buffer.truncate()
-        writer.writerows([_csv_value(v) for v in cells.values(row)] for row in batch)
+        for row in batch:
+            values = cells.values(row)
+            for i in as_text:                # only times and durations need formatting
+                values[i] = _csv_value(values[i])
+            writer.writerow(values)
         yield buffer.getvalue()
 
 

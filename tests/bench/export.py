@@ -10,8 +10,8 @@ start second of the Nth newest call (a few more calls share that second) and end
   header and rows; no filter sheet, styles, number formats, widths or autofilter). Both sides
   include the query, the row decoding and the cell values; a separate pass of those alone is
   printed so that the writers' own share can be read off. Budget: <= 1.3x.
-* Peak RSS of `extcdr export --format xlsx` (a fresh process each, its own peak from wait4)
-  of `--rss-calls` SMALL,LARGE calls. Budget: LARGE - SMALL <= 30 MB.
+* Peak RSS of `extcdr export --format xlsx` of `--rss-calls` SMALL,LARGE calls, a fresh
+  process each (its own VmHWM, read by the child at its end). Budget: LARGE - SMALL <= 30 MB.
 * CSV of every call (2000-01-01 to 2099-12-31): `export_file(…, "csv", …)` against a bare
   `csv.writer` writing the header and the same `CallCells.values` (it prints datetimes and
   durations as the export does, so the files must match byte for byte, the BOM aside — checked).
@@ -19,11 +19,12 @@ start second of the Nth newest call (a few more calls share that second) and end
   logged in through the stand-in as admin; time to the first body byte (budget <= 1 s) and the
   whole download (compared with the file export, no budget).
 
-Each timed pass runs `--runs` times, the fastest counts; export and baseline alternate.
+After one unmeasured pass of the query and cell values (page cache, imports), that pass, the
+export and the baseline run in turn `--runs` times; the fastest of each counts.
 Nothing fails on time: the figures and ratios are for reading.
 
 Run: ./bin/bench export [--calls 1000000] [--xlsx-calls 100000] [--rss-calls 10000,200000]
-                        [--runs 1] [--keep DIR]
+                        [--runs 2] [--keep DIR]
 `--keep DIR` builds the PBX and mirror in DIR and reuses them in later runs with the same
 --calls and --seed on the same day (1,000,000 calls take a minute or two to generate and sync).
 """
@@ -32,16 +33,16 @@ from __future__ import annotations
 import argparse
 import csv
 import hashlib
-import os
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator, TypeVar
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
@@ -61,6 +62,11 @@ ABOUT = [("Exported by", "bench"), ("Exported at", "now"), ("Period", "the newes
 LANGUAGE = "en"                                      # "," as the CSV delimiter
 XLSX_RATIO, CSV_RATIO, RSS_GROWTH_MB, FIRST_BYTE_S = 1.3, 1.5, 30, 1.0
 DOWNLOAD_CHUNK = 256 * 1024
+T = TypeVar("T")
+# `python -m daemon.cli ARGS`, then the process's own peak RSS (VmHWM, kB) on stderr.
+PEAK_PROBE = ("import sys; from daemon.cli import main; code = main(sys.argv[1:]); "
+              "status = open('/proc/self/status').read(); "
+              "print(status.split('VmHWM:')[1].split()[0], 'kB', file=sys.stderr); sys.exit(code)")
 
 
 @dataclass
@@ -121,7 +127,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--xlsx-calls", type=int, default=100_000)
     parser.add_argument("--rss-calls", default="10000,200000", metavar="SMALL,LARGE")
-    parser.add_argument("--runs", type=int, default=1, help="timed passes per side; fastest counts")
+    parser.add_argument("--runs", type=int, default=2, help="timed passes per side; fastest counts")
     parser.add_argument("--keep", type=Path, metavar="DIR",
                         help="build the PBX and mirror here and reuse them in later runs")
     args = parser.parse_args()
@@ -140,8 +146,8 @@ def run(root: Path, args, end_day) -> None:
     prepare(root, args.calls, args.seed, end_day)
     mirror = Mirror(root / "module.db")
     cells = CallCells(export_columns(None), mirror.clock, LANGUAGE)
-    with tempfile.TemporaryDirectory(prefix="extcdr-export-out-") as out:
-        out = Path(out)
+    with tempfile.TemporaryDirectory(prefix="extcdr-export-out-") as tmp:
+        out = Path(tmp)
         results = [xlsx_case(mirror, cells, out, args.xlsx_calls, args.runs),
                    rss_case(mirror, out, args.rss_calls)]
         csv_result = csv_case(mirror, cells, out, args.runs)
@@ -149,38 +155,32 @@ def run(root: Path, args, end_day) -> None:
     print_table(results)
 
 
-# -- the cases ---------------------------------------------------------------------------------------
+# -- the cases ------------------------------------------------------------------------------------
 
 def xlsx_case(mirror: Mirror, cells: CallCells, out: Path, calls: int, runs: int) -> Result:
     """`export_file` xlsx of the newest `calls` calls against a bare write_only workbook."""
     start = mirror.newest_from(calls)
     print(f"\nXLSX of the calls from {start}:", flush=True)
-    values_s = values_pass(mirror.rows(start), cells)
-    export_s, bare_s, count = fastest_pair(
+    pair = compare(
+        lambda: values_pass(mirror.rows(start), cells),
         lambda: export_file(out / "calls.xlsx", "xlsx", mirror.filter(start), mirror.db,
                             mirror.clock, LANGUAGE, ABOUT),
         lambda: bare_xlsx(out / "bare.xlsx", mirror.rows(start), cells), runs)
-    print_pair(count, values_s, export_s, bare_s, out / "calls.xlsx", out / "bare.xlsx")
-    return Result("XLSX export_file vs bare write_only", count, export_s, bare_s, "s", "ratio",
-                  XLSX_RATIO)
+    print_pair(pair, out / "calls.xlsx", out / "bare.xlsx")
+    return Result("XLSX export_file vs bare write_only", pair.calls, pair.export_s,
+                  pair.baseline_s, "s", "ratio", XLSX_RATIO)
 
 
 def rss_case(mirror: Mirror, out: Path, sizes: tuple[int, int]) -> Result:
     """Peak RSS of `extcdr export --format xlsx` of the newest SMALL and LARGE calls."""
     print("\nPeak RSS of `extcdr export --format xlsx`, a fresh process each:", flush=True)
-    peaks = {}
+    peaks = []
     for calls in sizes:
-        start = mirror.newest_from(calls)
-        started = time.perf_counter()
-        peak_mb, stderr = peak_rss_mb(
-            [sys.executable, "-m", "daemon.cli", "export", "--db", str(mirror.path),
-             "--format", "xlsx", "--out", str(out / f"cli-{calls}.xlsx"),
-             "--from", start, "--to", PERIOD_END])
-        count = int(stderr.split()[0].replace(",", ""))        # "N calls written to …"
-        print(f"  {count:>9,} calls: {peak_mb:6.1f} MB peak, {time.perf_counter() - started:6.2f} s",
-              flush=True)
-        peaks[calls] = (count, peak_mb)
-    (_, small_mb), (large_count, large_mb) = peaks[sizes[0]], peaks[sizes[1]]
+        seconds, (count, peak_mb) = timed(lambda: cli_export_peak(
+            mirror, out / f"cli-{calls}.xlsx", mirror.newest_from(calls)))
+        print(f"  {count:>9,} calls: {peak_mb:6.1f} MB peak, {seconds:6.2f} s", flush=True)
+        peaks.append((count, peak_mb))
+    (_, small_mb), (large_count, large_mb) = peaks
     return Result(f"XLSX peak RSS, {sizes[1]:,} vs {sizes[0]:,} (CLI)", large_count, large_mb,
                   small_mb, "MB", "difference", RSS_GROWTH_MB)
 
@@ -188,51 +188,59 @@ def rss_case(mirror: Mirror, out: Path, sizes: tuple[int, int]) -> Result:
 def csv_case(mirror: Mirror, cells: CallCells, out: Path, runs: int) -> Result:
     """`export_file` csv of every call against a bare csv.writer of the same values."""
     print(f"\nCSV of every call ({ALL_FROM} to {PERIOD_END}):", flush=True)
-    values_s = values_pass(mirror.rows(ALL_FROM), cells)
-    export_s, bare_s, count = fastest_pair(
+    pair = compare(
+        lambda: values_pass(mirror.rows(ALL_FROM), cells),
         lambda: export_file(out / "calls.csv", "csv", mirror.filter(ALL_FROM), mirror.db,
                             mirror.clock, LANGUAGE, ABOUT),
         lambda: bare_csv(out / "bare.csv", mirror.rows(ALL_FROM), cells), runs)
-    print_pair(count, values_s, export_s, bare_s, out / "calls.csv", out / "bare.csv")
+    print_pair(pair, out / "calls.csv", out / "bare.csv")
     same = sha256(out / "calls.csv", skip=len("\ufeff".encode())) == sha256(out / "bare.csv")
     print(f"  same bytes as the bare writer's (BOM aside): {'yes' if same else 'NO'}")
-    return Result("CSV export_file vs bare csv.writer", count, export_s, bare_s, "s", "ratio",
-                  CSV_RATIO)
+    return Result("CSV export_file vs bare csv.writer", pair.calls, pair.export_s,
+                  pair.baseline_s, "s", "ratio", CSV_RATIO)
 
 
 def http_cases(root: Path, csv_result: Result) -> list[Result]:
-    """The page's CSV export of every call over HTTP: first byte and whole download."""
+    """The page's CSV export of every call over HTTP: first byte and whole download (the
+    page's default columns, so a little less than the file export's)."""
     print("\nCSV over HTTP (waitress, 4 threads, in this process; admin via the stand-in):",
           flush=True)
-    server = create_server(make_app(root), host="127.0.0.1", port=0, threads=4)
-    threading.Thread(target=server.run, daemon=True).start()
-    try:
-        browser = Browser(f"http://127.0.0.1:{server.effective_port}")
+    url = f"{PREFIX}/export?" + urlencode({"format": "csv", "from": ALL_FROM, "to": PERIOD_END})
+    with serving(make_app(root)) as base:
+        browser = Browser(base)
         status, _, body = browser.login("admin", "admin")
         if status != 302:
             raise SystemExit(f"login as admin failed: HTTP {status} {body[:300]!r}")
-        url = f"{PREFIX}/export?" + urlencode({"format": "csv", "from": ALL_FROM,
-                                                "to": PERIOD_END})
         first_s, total_s, size, lines = download(browser, url)
-    finally:
-        server.close()
-    print(f"  {size / 1e6:,.1f} MB, {lines - 1:,} calls; first byte {first_s:.3f} s, "
-          f"whole {total_s:.2f} s ({size / 1e6 / total_s:.1f} MB/s)", flush=True)
+    print(f"  {size / 1e6:,.1f} MB (the page's default columns), {lines - 1:,} calls; first byte "
+          f"{first_s:.3f} s, whole {total_s:.2f} s ({size / 1e6 / total_s:.1f} MB/s)", flush=True)
     return [Result("CSV over HTTP, first byte", lines - 1, first_s, None, "s", "absolute",
                    FIRST_BYTE_S),
             Result("CSV over HTTP, whole vs export_file", lines - 1, total_s, csv_result.value,
                    "s", "none")]
 
 
+@contextmanager
+def serving(app) -> Iterator[str]:
+    """The app served by waitress (4 threads) in a thread of this process; yields its base URL.
+    On the way out the request threads finish before the server closes."""
+    server = create_server(app, host="127.0.0.1", port=0, threads=4)
+    threading.Thread(target=server.run, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.effective_port}"
+    finally:
+        server.task_dispatcher.shutdown(cancel_pending=False)
+        server.close()
+
+
 # -- the work measured ----------------------------------------------------------------------------
 
-def values_pass(rows: Iterable[dict], cells: CallCells) -> float:
-    """Seconds to run the query and compute every row's cells, writing nothing (also warms
-    the page cache for the passes after it)."""
-    started = time.perf_counter()
-    for row in rows:
+def values_pass(rows: Iterable[dict], cells: CallCells) -> int:
+    """Run the query and compute every row's cells, writing nothing; returns the calls."""
+    count = 0
+    for count, row in enumerate(rows, start=1):
         cells.values(row)
-    return time.perf_counter() - started
+    return count
 
 
 def bare_xlsx(out: Path, rows: Iterable[dict], cells: CallCells) -> int:
@@ -258,38 +266,51 @@ def bare_csv(out: Path, rows: Iterable[dict], cells: CallCells) -> int:
     return count
 
 
-def fastest_pair(export: Callable[[], int], baseline: Callable[[], int],
-                 runs: int) -> tuple[float, float, int]:
-    """The fastest of `runs` alternating passes of each (s), and the calls the export wrote
-    (the baseline must write as many)."""
-    export_times, baseline_times = [], []
+@dataclass
+class Pair:
+    """An export against its baseline: the fastest passes, in seconds."""
+    calls: int
+    values_s: float                # the query and the cell values alone
+    export_s: float
+    baseline_s: float
+
+
+def compare(values: Callable[[], int], export: Callable[[], int], baseline: Callable[[], int],
+            runs: int) -> Pair:
+    """After one unmeasured `values` pass (page cache, imports), `runs` rounds of the three;
+    the fastest of each counts. All three must see as many calls."""
+    values()
+    times: dict[Callable, list[float]] = {values: [], export: [], baseline: []}
+    counts = set()
     for _ in range(runs):
-        export_s, exported = timed(export)
-        baseline_s, written = timed(baseline)
-        if written != exported:
-            raise SystemExit(f"the baseline wrote {written:,} calls, the export {exported:,}")
-        export_times.append(export_s)
-        baseline_times.append(baseline_s)
-    return min(export_times), min(baseline_times), exported
+        for fn, samples in times.items():
+            seconds, count = timed(fn)
+            samples.append(seconds)
+            counts.add(count)
+    if len(counts) != 1:
+        raise SystemExit(f"the passes saw different numbers of calls: {sorted(counts)}")
+    return Pair(counts.pop(), *(min(samples) for samples in times.values()))
 
 
-def timed(fn: Callable[[], int]) -> tuple[float, int]:
+def timed(fn: Callable[[], T]) -> tuple[float, T]:
     """Seconds fn took, and what it returned."""
     started = time.perf_counter()
     result = fn()
     return time.perf_counter() - started, result
 
 
-def peak_rss_mb(command: list[str]) -> tuple[float, str]:
-    """Run `command`; its own peak RSS in MB (wait4, not the max over all children) and its
-    stderr. A failure stops the run."""
-    proc = subprocess.Popen(command, cwd=ROOT, stderr=subprocess.PIPE, text=True)
-    stderr = proc.stderr.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode:
-        raise SystemExit(f"{' '.join(command)}: exit {proc.returncode}: {stderr.strip()}")
-    return usage.ru_maxrss / 1024, stderr
+def cli_export_peak(mirror: Mirror, out: Path, start: str) -> tuple[int, float]:
+    """`extcdr export --format xlsx` of the calls from `start` in a fresh process: the calls it
+    wrote and its own peak RSS in MB. The child reads its VmHWM itself: the ru_maxrss of wait4
+    or RUSAGE_CHILDREN also counts the parent's memory the child had until exec. A failure
+    stops the run."""
+    command = [sys.executable, "-c", PEAK_PROBE, "export", "--db", str(mirror.path),
+               "--format", "xlsx", "--out", str(out), "--from", start, "--to", PERIOD_END]
+    done = subprocess.run(command, cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    if done.returncode:
+        raise SystemExit(f"extcdr export: exit {done.returncode}: {done.stderr.strip()}")
+    written, peak = done.stderr.splitlines()[-2:]           # "N calls written to …", "K kB"
+    return int(written.split()[0].replace(",", "")), int(peak.split()[0]) / 1024
 
 
 def download(browser: Browser, url: str) -> tuple[float, float, int, int]:
@@ -318,26 +339,25 @@ def sha256(path: Path, skip: int = 0) -> str:
     return digest.hexdigest()
 
 
-# -- printing -----------------------------------------------------------------------------------------
+# -- printing -------------------------------------------------------------------------------------
 
-def print_pair(calls: int, values_s: float, export_s: float, bare_s: float,
-               export_out: Path, bare_out: Path) -> None:
+def print_pair(pair: Pair, export_out: Path, bare_out: Path) -> None:
     """An export against its baseline, and the writers' own share (the query and cell values
     taken out of both)."""
-    print(f"  {calls:,} calls; query + CallCells.values alone {values_s:.2f} s")
+    export_s, bare_s, values_s = pair.export_s, pair.baseline_s, pair.values_s
+    print(f"  {pair.calls:,} calls; query + CallCells.values alone {values_s:.2f} s")
     print(f"  export_file {export_s:.2f} s ({export_out.stat().st_size / 1e6:.1f} MB), "
           f"bare writer {bare_s:.2f} s ({bare_out.stat().st_size / 1e6:.1f} MB): "
           f"{export_s / bare_s:.2f}x")
-    if bare_s > values_s:
-        print(f"  writers alone: export {export_s - values_s:.2f} s, bare {bare_s - values_s:.2f} s"
-              f": {(export_s - values_s) / (bare_s - values_s):.2f}x", flush=True)
+    print(f"  writers alone: export {export_s - values_s:.2f} s, bare {bare_s - values_s:.2f} s: "
+          f"{(export_s - values_s) / (bare_s - values_s):.2f}x", flush=True)
 
 
 def print_table(results: list[Result]) -> None:
-    print(f"\n{'case':<42} {'calls':>9} {'measured':>10} {'baseline':>10} {'ratio':>8} "
+    print(f"\n{'case':<42} {'calls':>9} {'measured':>11} {'baseline':>11} {'ratio':>8} "
           f"{'budget':>9}  within")
     for r in results:
-        baseline = f"{r.baseline:.2f} {r.unit}" if r.baseline is not None else "-"
+        baseline = f"{r.baseline:.3f} {r.unit}" if r.baseline is not None else "-"
         score = r.score()
         ratio = ("-" if score is None or r.compare == "absolute"
                  else f"{score:+.1f} {r.unit}" if r.compare == "difference" else f"{score:.2f}x")
@@ -345,7 +365,7 @@ def print_table(results: list[Result]) -> None:
                   else {"ratio": f"<= {r.budget:g}x", "difference": f"<= +{r.budget:g} {r.unit}",
                         "absolute": f"<= {r.budget:g} {r.unit}"}[r.compare])
         within = {None: "-", True: "yes", False: "NO"}[r.within()]
-        print(f"{r.case:<42} {r.calls:>9,} {r.value:>8.2f} {r.unit:<2}{baseline:>10} {ratio:>8} "
+        print(f"{r.case:<42} {r.calls:>9,} {r.value:>9.3f} {r.unit:<2}{baseline:>11} {ratio:>8} "
               f"{budget:>9}  {within}")
     budgeted = [r for r in results if r.budget is not None]
     over = [r.case for r in budgeted if not r.within()]
