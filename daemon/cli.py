@@ -277,15 +277,21 @@ def _filter_params(args) -> dict[str, object]:
     return {k: v for k, v in params.items() if v not in (None, False)}
 
 
+def _mirror_filter(db, params: dict, visible_to: list[str] | None = None):
+    """The filter of `params` on this mirror (its timezone and number matching): (filter, clock)."""
+    state = sync_state(db)
+    clock = _clock(state.get("timezone") or _system_timezone())
+    flt = call_filter(params, clock, time.time(),
+                      number_match_digits=int(state.get("number_match_digits", 9)),
+                      visible_to=visible_to)
+    return flt, clock
+
+
 def cmd_calls(args) -> int:
     db = open_module_db(args.db, readonly=True)
     try:
-        state = sync_state(db)
-        clock = _clock(state.get("timezone") or _system_timezone())
-        params = {**_filter_params(args),
-                  **({"limit": args.limit} if args.limit is not None else {})}
-        flt = call_filter(params, clock, time.time(),
-                          number_match_digits=int(state.get("number_match_digits", 9)))
+        flt, clock = _mirror_filter(db, {
+            **_filter_params(args), **({"limit": args.limit} if args.limit is not None else {})})
         if args.format == "summary":
             _print_summary(counts_by_direction_and_status(flt, db))
             return 0
@@ -302,7 +308,7 @@ def cmd_calls(args) -> int:
 
 def cmd_export(args) -> int:
     """The page's export from the command line; the file appears whole or not at all."""
-    from web.exports import export_file
+    from web.exports import about, export_file
     visible_to = None
     if args.user is not None:
         from web.standin import load_users
@@ -315,15 +321,10 @@ def cmd_export(args) -> int:
         raise CliError(f"{args.out.parent}: no such directory")
     db = open_module_db(args.db, readonly=True)
     try:
-        state = sync_state(db)
-        clock = _clock(state.get("timezone") or _system_timezone())
-        flt = call_filter(_filter_params(args), clock, time.time(),
-                          number_match_digits=int(state.get("number_match_digits", 9)),
-                          visible_to=visible_to)
-        about = [("Exported by", args.user or "extcdr export"),
-                 ("Exported at", clock.to_local(time.time()).strftime("%Y-%m-%d %H:%M:%S"))]
-        about += [(name, str(value)) for name, value in _filter_params(args).items()]
-        count = export_file(args.out, args.format, flt, db, clock, args.language, about)
+        params = _filter_params(args)
+        flt, clock = _mirror_filter(db, params, visible_to)
+        count = export_file(args.out, args.format, flt, db, clock, args.language,
+                            about(args.user or "extcdr export", params, flt, clock))
     finally:
         db.close()
     print(f"{count:,} calls written to {args.out}", file=sys.stderr)

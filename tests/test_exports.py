@@ -209,7 +209,7 @@ def test_pdf_lists_the_calls_with_totals(base, name):
 
 def test_a_pdf_too_long_to_print_is_refused_before_anything_is_sent(base, monkeypatch):
     import sys
-    monkeypatch.setattr(sys.modules["web.download"], "PDF_LIMIT", 10)
+    monkeypatch.setattr(sys.modules["web.exports"], "PDF_LIMIT", 10)
     status, _, body = user(base, "admin").request(
         PREFIX + "export?" + urllib.parse.urlencode({"format": "pdf", **PERIOD}))
     assert status == 400 and "at most 10 calls" in body

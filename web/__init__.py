@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-import tempfile
 from pathlib import Path
 
 from flask import Flask, jsonify, render_template, request
@@ -44,7 +43,7 @@ def create_app(settings: Settings, *, standin_accounts: dict | None = None) -> F
         SECRET_KEY=(hashlib.sha256(f"extcdr:{token}".encode()).digest() if token
                     else secrets.token_bytes(32)),
         SEND_FILE_MAX_AGE_DEFAULT=86_400,
-        EXTCDR_EXPORT_JOBS=ExportJobs(Path(tempfile.mkdtemp(prefix="extcdr-exports-"))),
+        EXTCDR_EXPORT_JOBS=ExportJobs(),
     )
     if standin_accounts is not None:
         from web import standin

@@ -7,6 +7,7 @@ import time
 from flask import current_app, g
 
 from db.queries import CallFilter, call_filter
+from db.userdata import user_settings
 
 
 def mirror():
@@ -17,6 +18,13 @@ def mirror():
 def user_db():
     """module.db, writable: saved filters and user settings only."""
     return current_app.config["EXTCDR_USER_DB"]
+
+
+def user_prefs() -> dict[str, str]:
+    """The user's settings (columns, language), read once per request."""
+    if "user_prefs" not in g:
+        g.user_prefs = user_settings(user_db(), g.user.name)
+    return g.user_prefs
 
 
 def clock():

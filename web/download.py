@@ -1,76 +1,81 @@
 """`export`: the page's filter as a file (Excel, CSV, PDF, JSON Lines) — every call of the filter
-that the user may see, streamed; an Excel file is built in a temp file removed after sending,
-also when the client goes away."""
+that the user may see. CSV and JSON Lines stream as they are produced; an Excel or PDF file is
+built in a temp file removed after sending, also when the client goes away. A big export runs
+as a background job (`export/jobs`) whose progress the page shows."""
 from __future__ import annotations
 
 import tempfile
-import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from flask import (Blueprint, Response, abort, current_app, g, request, send_file,
                    stream_with_context, url_for)
 
-from db.queries import QueryError, calls_query
-from db.userdata import user_settings
+from daemon.pbxtime import PbxClock
+from db.queries import CallFilter, QueryError, calls_query
 from web.auth import check_csrf
-from web.context import clock, mirror, request_filter, user_db
-from web.exports import (FORMATS, MEDIA_TYPES, PDF_LIMIT, CallCells, csv_chunks,
-                         export_columns, export_file, jsonl_chunks, rows_of)
+from web.context import clock, mirror, request_filter
+from web.exports import (FORMATS, MEDIA_TYPES, CallCells, about, check_pdf_size, export_columns,
+                         export_file, file_name, rows_of, text_chunks)
 from web.history import page_columns, page_params, query_args
-from web.present import page_context
+from web.present import user_language
 
 download = Blueprint("download", __name__)
 
 CHUNK = 256 * 1024
 
 
-@download.get("/export")
-def export():
-    args = request.args.copy()
-    fmt = args.pop("format", "xlsx")
+@dataclass(frozen=True)
+class ExportRequest:
+    """What an export of the page holds: format, filter, the user's language and columns."""
+    fmt: str
+    flt: CallFilter
+    language: str
+    columns: tuple[str, ...]
+    about: list[tuple[str, str]]
+    clock: PbxClock
+
+    def write(self, path: Path, db, progress=None) -> int:
+        return export_file(path, self.fmt, self.flt, db, self.clock, self.language, self.about,
+                           self.columns, progress)
+
+
+def export_request(fmt: str, args) -> ExportRequest:
+    """The export the page asks for; a PDF too long to print is refused before anything."""
     if fmt not in FORMATS:
         raise QueryError(f"unknown format {fmt!r}; use one of: {', '.join(FORMATS)}")
     params = page_params(args)
     flt = request_filter(params)
-    language = page_context()["lang"]
-    columns = page_columns(user_settings(user_db(), g.user.name))
-    cells = CallCells(export_columns(columns), clock(), language)
-    name = f"calls_{time.strftime('%Y-%m-%d_%H-%M')}.{fmt}"
-    headers = {"Content-Disposition": f'attachment; filename="{name}"',
-               "Cache-Control": "no-store", "X-Accel-Buffering": "no"}
-    if fmt == "csv":
-        delimiter = ";" if language == "ru" else ","
-        body = csv_chunks(rows_of(flt, mirror()), cells, delimiter)
-    elif fmt == "jsonl":
-        body = jsonl_chunks(rows_of(flt, mirror()), clock().tz)
+    if fmt == "pdf":
+        check_pdf_size(calls_query(flt, mirror(), counting=True).count())
+    return ExportRequest(fmt, flt, user_language(), page_columns(),
+                         about(f"{g.user.name} ({g.user.role})", params, flt, clock()), clock())
+
+
+@download.get("/export")
+def export():
+    args = request.args.copy()
+    wanted = export_request(args.pop("format", "xlsx"), args)
+    if wanted.fmt in ("csv", "jsonl"):
+        cells = CallCells(export_columns(wanted.columns), wanted.clock, wanted.language)
+        body = text_chunks(wanted.fmt, rows_of(wanted.flt, mirror()), cells)
     else:
-        if fmt == "pdf" and calls_query(flt, mirror(), counting=True).count() > PDF_LIMIT:
-            raise QueryError(f"a PDF holds at most {PDF_LIMIT:,} calls; narrow the filter or "
-                             f"export Excel or CSV")
-        body = _built(fmt, flt, language, _about(params), columns)
-    return Response(stream_with_context(body), mimetype=MEDIA_TYPES[fmt], headers=headers)
+        body = _built(wanted)
+    return Response(stream_with_context(body), mimetype=MEDIA_TYPES[wanted.fmt], headers={
+        "Content-Disposition": f'attachment; filename="{file_name(wanted.fmt, clock())}"',
+        "Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
 
 @download.post("/export/jobs")
 def start_job():
     """Start building a big export; the page polls `job` and then fetches `job_file`."""
     check_csrf()
-    fmt = request.form.get("format", "xlsx")
-    if fmt not in FORMATS:
-        raise QueryError(f"unknown format {fmt!r}; use one of: {', '.join(FORMATS)}")
-    params = page_params(query_args(request.form.get("query", "")))
-    flt = request_filter(params)
-    total = calls_query(flt, mirror(), counting=True).count()
-    if fmt == "pdf" and total > PDF_LIMIT:
-        raise QueryError(f"a PDF holds at most {PDF_LIMIT:,} calls; narrow the filter or "
-                         f"export Excel or CSV")
-    db, pbx_clock, language = mirror(), clock(), page_context()["lang"]
-    columns, about = page_columns(user_settings(user_db(), g.user.name)), _about(params)
-
-    def build(path, progress):
-        export_file(path, fmt, flt, db, pbx_clock, language, about, columns, progress)
-
-    job_id = _jobs().start(g.user.name, fmt, total, build)
+    wanted = export_request(request.form.get("format", "xlsx"),
+                            query_args(request.form.get("query", "")))
+    total = calls_query(wanted.flt, mirror(), counting=True).count()
+    db = mirror()
+    job_id = _jobs().start(g.user.name, wanted.fmt, total,
+                           lambda path, progress: wanted.write(path, db, progress))
     return {"job": job_id, "total": total, "status": url_for("download.job", job_id=job_id)}
 
 
@@ -89,7 +94,7 @@ def job_file(job_id: str):
     if found.path is None:
         abort(404)
     return send_file(found.path, as_attachment=True, mimetype=MEDIA_TYPES[found.fmt],
-                     download_name=f"calls_{time.strftime('%Y-%m-%d_%H-%M')}.{found.fmt}")
+                     download_name=file_name(found.fmt, clock()))
 
 
 def _job(job_id: str):
@@ -104,22 +109,12 @@ def _jobs():
     return current_app.config["EXTCDR_EXPORT_JOBS"]
 
 
-def _built(fmt: str, flt, language: str, about, columns):
+def _built(wanted: ExportRequest):
     """Build the workbook or PDF in a temp dir, send it in chunks, delete it whatever happens
     (a client that goes away closes this generator)."""
     with tempfile.TemporaryDirectory(prefix="extcdr-export-") as tmp:
-        path = Path(tmp) / f"calls.{fmt}"
-        export_file(path, fmt, flt, mirror(), clock(), language, about, columns)
+        path = Path(tmp) / f"calls.{wanted.fmt}"
+        wanted.write(path, mirror())
         with open(path, "rb") as file:
             while chunk := file.read(CHUNK):
                 yield chunk
-
-
-def _about(params: dict[str, str]) -> list[tuple[str, str]]:
-    """The first sheet: the filter, the period and who exported it, when."""
-    period = params.get("period") or f"{params.get('from', '')} — {params.get('to', '')}"
-    return ([("Exported by", f"{g.user.name} ({g.user.role})"),
-             ("Exported at", time.strftime("%Y-%m-%d %H:%M:%S")),
-             ("Period", period)]
-            + [(name, value) for name, value in params.items() if name not in
-               ("period", "from", "to")])

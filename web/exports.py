@@ -1,4 +1,4 @@
-"""Exports of exactly what a filter selects: Excel (openpyxl write_only), CSV, JSON Lines.
+"""Exports of exactly what a filter selects: Excel (openpyxl write_only), CSV, PDF, JSON Lines.
 Rows come from `db.queries` one at a time, so memory does not grow with the number of calls.
 Nothing here imports Flask: the page, the CLI and the mailed reports share it."""
 from __future__ import annotations
@@ -6,7 +6,9 @@ from __future__ import annotations
 import csv
 import io
 import json
-from dataclasses import dataclass
+import time
+from collections import Counter
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -16,7 +18,7 @@ from openpyxl.cell import WriteOnlyCell
 from openpyxl.styles import Alignment, Font
 from openpyxl.utils import get_column_letter
 
-from db.queries import CallFilter, call_rows, calls_query
+from db.queries import CallFilter, QueryError, call_rows, calls_query
 from db.records import call_record
 from web.i18n import STATUS_LABELS, translator
 
@@ -86,6 +88,7 @@ class CallCells:
     def __init__(self, columns: list[Column], clock, language: str):
         self.columns = columns
         self.clock = clock
+        self.delimiter = ";" if language == "ru" else ","   # what Excel expects in that locale
         self.statuses = STATUS_LABELS[language]
         self.say = translator(language)
 
@@ -113,6 +116,28 @@ class CallCells:
         return neutralised(row[key] or "")
 
 
+def about(exported_by: str, params: dict[str, object], flt: CallFilter,
+          clock) -> list[tuple[str, str]]:
+    """What heads an export: who made it, when, the period it covers (PBX time) and the rest
+    of the filter."""
+    def local(epoch_ms: int) -> str:
+        return clock.to_local(epoch_ms / 1000).strftime("%Y-%m-%d %H:%M:%S")
+    return ([("Exported by", exported_by), ("Exported at", local(time.time() * 1000)),
+             ("Period", f"{local(flt.start_ms)} — {local(flt.end_ms - 1000)}")]
+            + [(name, str(value)) for name, value in params.items()
+               if name not in ("from", "to")])
+
+
+def file_name(fmt: str, clock) -> str:
+    return f"calls_{clock.to_local(time.time()).strftime('%Y-%m-%d_%H-%M')}.{fmt}"
+
+
+def check_pdf_size(calls: int) -> None:
+    if calls > PDF_LIMIT:
+        raise TooManyForPdf(f"a PDF holds at most {PDF_LIMIT:,} calls; narrow the filter or "
+                            f"export Excel or CSV")
+
+
 def export_file(out: Path, fmt: str, flt: CallFilter, db, clock, language: str,
                 about: list[tuple[str, str]], page_columns: Iterable[str] | None = None,
                 progress=None) -> int:
@@ -129,10 +154,8 @@ def export_file(out: Path, fmt: str, flt: CallFilter, db, clock, language: str,
         elif fmt == "pdf":
             write_pdf(partial, counted, cells, about)
         else:
-            chunks = (csv_chunks(counted, cells, ";" if language == "ru" else ",")
-                      if fmt == "csv" else jsonl_chunks(counted, clock.tz))
             with open(partial, "w", encoding="utf-8", newline="") as file:
-                file.writelines(chunks)
+                file.writelines(text_chunks(fmt, counted, cells))
         partial.replace(out)
     finally:
         partial.unlink(missing_ok=True)
@@ -159,9 +182,7 @@ class _Counted:
 
 def rows_of(flt: CallFilter, db) -> Iterator[dict]:
     """Every call of the filter, newest first, streamed (no limit, no page)."""
-    flt.limit = None
-    flt.after = None
-    return call_rows(calls_query(flt, db))
+    return call_rows(calls_query(replace(flt, limit=None, after=None), db))
 
 
 def write_xlsx(out: Path, rows: Iterable[dict], cells: CallCells,
@@ -207,7 +228,7 @@ def _number_format(kind: str) -> str | None:
     return {"time": "yyyy-mm-dd hh:mm:ss", "duration": "[h]:mm:ss"}.get(kind)
 
 
-class TooManyForPdf(ValueError):
+class TooManyForPdf(QueryError):
     """A PDF of more calls than anyone prints."""
 
 
@@ -238,9 +259,7 @@ def write_pdf(out: Path, rows: Iterable[dict], cells: CallCells,
                    first_row_as_headings=True, repeat_headings=1) as table:
         table.row([cells.titles()[i] for i in shown])
         for count, row in enumerate(rows, start=1):
-            if count > PDF_LIMIT:
-                raise TooManyForPdf(f"a PDF holds at most {PDF_LIMIT:,} calls; narrow the filter "
-                                    f"or export Excel or CSV")
+            check_pdf_size(count)
             values = cells.values(row)
             table.row([_text(values[i]) for i in shown])
             totals.add(row)
@@ -256,14 +275,14 @@ class _Totals:
 
     def __init__(self):
         self.calls = 0
-        self.by_direction: dict[str, int] = {}
-        self.by_status: dict[str, int] = {}
+        self.by_direction: Counter[str] = Counter()
+        self.by_status: Counter[str] = Counter()
         self.talk = self.wait = 0
 
     def add(self, row: dict) -> None:
         self.calls += 1
-        self.by_direction[row["direction"]] = self.by_direction.get(row["direction"], 0) + 1
-        self.by_status[row["status"]] = self.by_status.get(row["status"], 0) + 1
+        self.by_direction[row["direction"]] += 1
+        self.by_status[row["status"]] += 1
         self.talk += row["talk_s"]
         self.wait += row["wait_s"]
 
@@ -285,10 +304,16 @@ def _text(value) -> str:
     return "" if value is None else " ".join(str(value).split())   # no tabs or line breaks
 
 
-def csv_chunks(rows: Iterable[dict], cells: CallCells, delimiter: str = ",") -> Iterator[str]:
-    """CSV as it is produced: UTF-8 with a BOM (Excel opens it right), a header line."""
+def text_chunks(fmt: str, rows: Iterable[dict], cells: CallCells) -> Iterator[str]:
+    """A CSV or JSON Lines export as it is produced (to a file or a response)."""
+    return csv_chunks(rows, cells) if fmt == "csv" else jsonl_chunks(rows, cells.clock.tz)
+
+
+def csv_chunks(rows: Iterable[dict], cells: CallCells) -> Iterator[str]:
+    """CSV as it is produced: UTF-8 with a BOM (Excel opens it right), a header line, the
+    delimiter of the user's locale."""
     buffer = io.StringIO()
-    writer = csv.writer(buffer, delimiter=delimiter, lineterminator="\r\n")
+    writer = csv.writer(buffer, delimiter=cells.delimiter, lineterminator="\r\n")
     writer.writerow(cells.titles())
     yield "\ufeff" + buffer.getvalue()
     as_text = [i for i, c in enumerate(cells.columns) if c.kind in ("time", "duration")]

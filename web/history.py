@@ -14,13 +14,13 @@ from werkzeug.datastructures import MultiDict
 
 from daemon.calls import STATUSES
 from db.models import Call, Employee, GroupMember
-from db.queries import (PERIODS, QueryError, TABS, call_rows, calls_query, decode_cursor,
+from db.queries import (DAY_MS, PERIODS, QueryError, TABS, call_rows, calls_query, decode_cursor,
                         encode_cursor, legs_of_call, tab_counts)
 from db.userdata import (UserDataError, default_filter, delete_filter, make_default,
-                         save_filter, saved_filters, set_user_setting, user_settings)
+                         save_filter, saved_filters, set_user_setting)
 from web.api import visible_call
 from web.auth import check_csrf
-from web.context import mirror, request_filter, user_db
+from web.context import mirror, request_filter, user_db, user_prefs
 from web.i18n import LANGUAGES
 from web.present import page_url
 from web.recordings import recording_available
@@ -60,7 +60,7 @@ def page_params(args) -> dict[str, str]:
 def page_filter(params: dict[str, str]):
     """The request's filter for the page, whose period is bounded (its tabs count it all)."""
     flt = request_filter(params)
-    if flt.end_ms - flt.start_ms > MAX_PERIOD_DAYS * 86_400_000:
+    if flt.end_ms - flt.start_ms > MAX_PERIOD_DAYS * DAY_MS:
         raise QueryError(f"the period is too long: at most {MAX_PERIOD_DAYS} days on this "
                          f"page; choose a shorter one")
     return flt
@@ -77,23 +77,25 @@ def page():
         restored, flt = None, page_filter(params)
     counts = tab_counts(flt, mirror())
     rows, next_cursor = _rows(flt, request.args.get("cursor"))
-    settings = user_settings(user_db(), g.user.name)
+    names = _employee_names()
+    visible = g.user.visible_to
+    employees = [(ext, name) for ext, name in sorted(names.items())
+                 if visible is None or ext in visible]
     return render_template(
         "history/page.html", params=params, counts=counts, rows=rows, next_cursor=next_cursor,
-        tabs=TABS, periods=PERIODS, statuses=STATUSES, columns=page_columns(settings),
-        all_columns=COLUMNS, employees=_employees(), groups=_groups(),
+        tabs=TABS, periods=PERIODS, statuses=STATUSES, columns=page_columns(),
+        all_columns=COLUMNS, employees=employees, groups=_groups(),
         saved=saved_filters(user_db(), g.user.name), restored=restored,
-        names=_employee_names(), live_after=_newest_call_id(), background_from=BACKGROUND_FROM)
+        names=names, live_after=_newest_call_id(), background_from=BACKGROUND_FROM)
 
 
 @history.get("/rows")
 def more_rows():
     """The next page of rows (keyset) as HTML for "show more"."""
-    flt = page_filter(page_params(request.args))
-    rows, next_cursor = _rows(flt, request.args.get("cursor"))
-    settings = user_settings(user_db(), g.user.name)
-    html = render_template("history/rows.html", rows=rows, columns=page_columns(settings),
-                           params=page_params(request.args), names=_employee_names())
+    params = page_params(request.args)
+    rows, next_cursor = _rows(page_filter(params), request.args.get("cursor"))
+    html = render_template("history/rows.html", rows=rows, columns=page_columns(),
+                           params=params, names=_employee_names())
     return {"html": html, "next_cursor": next_cursor}
 
 
@@ -105,8 +107,7 @@ def details(linkedid: str):
                   for n, path in enumerate(row["recordings"], start=1)]
     recording_of_leg = {path: n for n, path in enumerate(row["recordings"], start=1)}
     return render_template("history/details.html", call=row, legs=legs, recordings=recordings,
-                           recording_of_leg=recording_of_leg, names=_employee_names(),
-                           params=page_params(request.args))
+                           recording_of_leg=recording_of_leg, names=_employee_names())
 
 
 @history.get("/events")
@@ -115,7 +116,7 @@ def events():
     params = page_params(request.args)
     flt = page_filter(params)
     after = _whole(request.headers.get("Last-Event-ID") or request.args.get("after") or "0")
-    columns = page_columns(user_settings(user_db(), g.user.name))
+    columns = page_columns()
     names = _employee_names()
     # waitress (with channel_request_lookahead) tells when the page was left: stop at once,
     # giving the thread back, instead of finding out at the next write.
@@ -236,18 +237,10 @@ def _newest_call_id() -> int:
     return Call.select(Call.id).order_by(Call.id.desc()).limit(1).bind(mirror()).scalar() or 0
 
 
-def page_columns(settings: dict[str, str]) -> tuple[str, ...]:
+def page_columns() -> tuple[str, ...]:
     """The user's chosen columns, in the page's order."""
-    chosen = settings.get("columns")
+    chosen = user_prefs().get("columns")
     return tuple(c for c in chosen.split(",") if c in COLUMNS) if chosen else DEFAULT_COLUMNS
-
-
-def _employees() -> list[tuple[str, str]]:
-    query = Employee.select(Employee.extension, Employee.name).order_by(Employee.extension)
-    visible = g.user.visible_to
-    if visible is not None:
-        query = query.where(Employee.extension.in_(visible))
-    return list(query.bind(mirror()).tuples())
 
 
 def _employee_names() -> dict[str, str]:

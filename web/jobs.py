@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import secrets
 import shutil
+import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -22,7 +23,6 @@ class ExportJob:
     path: Path | None = None
     error: str | None = None
     finished_at: float | None = None
-    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def progress(self, done: int) -> None:
         self.done = done
@@ -35,10 +35,18 @@ class ExportJob:
 class ExportJobs:
     """The running and finished export jobs of this process, by id; each user sees only theirs."""
 
-    def __init__(self, directory: Path):
-        self.directory = directory
+    def __init__(self, directory: Path | None = None):
+        self._directory = directory
         self.jobs: dict[str, ExportJob] = {}
         self.lock = threading.Lock()
+
+    @property
+    def directory(self) -> Path:
+        """Where the files go: a private temp dir made for the first job of the process."""
+        with self.lock:
+            if self._directory is None:
+                self._directory = Path(tempfile.mkdtemp(prefix="extcdr-exports-"))
+            return self._directory
 
     def start(self, user: str, fmt: str, total: int,
               build: Callable[[Path, Callable[[int], None]], object]) -> str:

@@ -6,8 +6,8 @@ from urllib.parse import urlencode
 
 from flask import current_app, g, request, url_for
 
-from db.userdata import user_settings
 from web import auth
+from web.context import user_prefs
 from web.i18n import LANGUAGES, STATUS_LABELS, negotiate, translator
 
 
@@ -17,13 +17,18 @@ def install(app) -> None:
     app.context_processor(page_context)
 
 
+def user_language() -> str:
+    """The user's language: their choice, else the admin shell's, else the browser's."""
+    user = g.get("user")
+    choice = user_prefs().get("language") if user and "EXTCDR_USER_DB" in current_app.config \
+        else None
+    return negotiate(choice, user.language if user else None,
+                     request.headers.get("Accept-Language"))
+
+
 def page_context() -> dict:
     user = g.get("user")
-    choice = None
-    if user is not None and "EXTCDR_USER_DB" in current_app.config:
-        choice = user_settings(current_app.config["EXTCDR_USER_DB"], user.name).get("language")
-    language = negotiate(choice, user.language if user else None,
-                         request.headers.get("Accept-Language"))
+    language = user_language()
     return {"lang": language, "_": translator(language), "languages": LANGUAGES,
             "status_labels": STATUS_LABELS[language], "user": user,
             "csrf": auth.csrf_token() if user else "",
