@@ -4,7 +4,8 @@ A loop of one step: `Daemon.step(now)` does whatever is due (read new rows, refr
 AMI event named, the safety-net poll) and says when it next has work; `run()` only calls it
 and sleeps until then or until a trigger wakes it. Triggers come from other threads — the AMI
 link (`refresh`) and the file watcher (`changed`) — through a queue; signals only set flags.
-Only this loop writes module.db.
+Only this loop writes the mirror; the mailed reports' scheduler (`daemon.reports`, its own
+thread) writes only the reports' rows.
 """
 from __future__ import annotations
 
@@ -254,16 +255,25 @@ class Daemon:
 def serve(settings: Settings) -> int:
     """The resident process: lock, loop, file watcher and AMI link; returns the exit code."""
     from daemon import watch
+    from daemon.reports import ReportScheduler
     with InstanceLock(settings["module.db"]):
         daemon = Daemon(settings)
         watcher = watch.start(settings["pbx.cdr_db"], settings.source,
                               on_history=daemon.changed, on_settings=daemon.request_reload)
         ami = _AmiFollower(daemon)
         ami.start(settings)
-        daemon.on_reload = ami.settings_changed
+        reports = ReportScheduler(settings)
+        reports.start()
+
+        def reloaded(old: Settings, new: Settings) -> None:
+            ami.settings_changed(old, new)
+            reports.settings = new
+
+        daemon.on_reload = reloaded
         try:
             return daemon.run()
         finally:
+            reports.close()
             ami.stop()
             watcher.stop()
             watcher.join(2)

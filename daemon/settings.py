@@ -68,11 +68,35 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("web", "proxy_token", str, "",
             "shared with the nginx location: requests without it did not come through the "
             "admin shell and are refused", secret=True),
+    Setting("mail", "host", str, "",
+            "SMTP server for mailed reports; empty: the PBX's mail settings (m_PbxSettings). "
+            "When set, the [mail] keys replace the PBX's settings"),
+    Setting("mail", "port", int, 25, "SMTP port (with mail.host)", minimum=1),
+    Setting("mail", "encryption", str, "none", "none, tls (STARTTLS) or ssl (with mail.host)"),
+    Setting("mail", "cert_check", bool, True, "verify the server's certificate (with mail.host)"),
+    Setting("mail", "username", str, "", "SMTP login; empty: no login (with mail.host)"),
+    Setting("mail", "password", str, "", "SMTP password (with mail.host)", secret=True),
+    Setting("mail", "sender", str, "", "From address; empty: mail.username (with mail.host)"),
+    Setting("mail", "sender_name", str, "MikoPBX", "From name (with mail.host)"),
+    Setting("reports", "dir", str, "",
+            "where mailed reports' files wait for their download links; empty: `reports/` "
+            "beside module.db"),
+    Setting("reports", "check_interval", float, 30.0,
+            "seconds between looks for reports that are due", minimum=0.1),
+    Setting("reports", "retries", int, 3, "further attempts when mailing fails", minimum=0),
+    Setting("reports", "retry_delay", float, 60.0,
+            "seconds before the first retry (doubling after each)", minimum=0.1),
+    Setting("reports", "attach_limit_mb", float, 10.0,
+            "bigger files are sent as a download link instead of attached", minimum=0.1),
+    Setting("reports", "link_base", str, "",
+            "start of download links in mails (https://pbx.example.com); empty: the address "
+            "the report's owner used"),
     Setting("log", "level", str, "info", "debug, info, warning or error"),
 )
 
 _BY_KEY = {s.key: s for s in SETTINGS}
 _LOG_LEVELS = ("debug", "info", "warning", "error")
+MAIL_ENCRYPTIONS = ("none", "tls", "ssl")
 
 
 class SettingsError(ValueError):
@@ -153,6 +177,9 @@ def _convert(key: str, raw: Any) -> Any:
         raise SettingsError(f"setting '{key}' must be at least {setting.minimum}, not {value}")
     if key == "log.level" and value not in _LOG_LEVELS:
         raise SettingsError(f"setting 'log.level' must be one of {', '.join(_LOG_LEVELS)}")
+    if key == "mail.encryption" and value not in MAIL_ENCRYPTIONS:
+        raise SettingsError(f"setting 'mail.encryption' must be one of "
+                            f"{', '.join(MAIL_ENCRYPTIONS)}")
     if key == "pbx.timezone" and value:
         _check_timezone(value)
     return value
@@ -191,6 +218,11 @@ def _check_timezone(name: str) -> None:
 def _kind_name(kind: type) -> str:
     return {bool: "true or false", int: "a whole number", float: "a number",
             str: "text", Path: "a path"}[kind]
+
+
+def reports_dir(settings: Settings) -> Path:
+    """Where mailed reports' files are kept."""
+    return Path(settings["reports.dir"] or settings["module.db"].parent / "reports")
 
 
 def readme_table() -> str:

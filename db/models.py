@@ -3,7 +3,7 @@
 Models are not bound to a database: queries are bound to the connection they run on
 (`query.bind(db)`), so a process can hold several mirrors at once.
 """
-from peewee import BooleanField, CompositeKey, IntegerField, Model, TextField
+from peewee import BlobField, BooleanField, CompositeKey, IntegerField, Model, TextField
 
 
 class Base(Model):
@@ -116,3 +116,49 @@ class UserSetting(Base):
 
     class Meta:
         primary_key = CompositeKey("user", "key")
+
+
+class Report(Base):
+    owner = TextField()
+    owner_role = TextField()
+    owner_extensions = TextField()       # JSON list: the owner's extensions (operators)
+    name = TextField()
+    filter_id = IntegerField()
+    period = TextField()                 # one of db.queries.PERIODS, relative to each send
+    frequency = TextField()              # once | daily | weekly | monthly
+    at_time = TextField()                # HH:MM, PBX local time
+    on_day = IntegerField(null=True)     # weekly: 0 = Monday; monthly: 1..31
+    on_date = TextField(null=True)       # once: YYYY-MM-DD
+    format = TextField()                 # xlsx | csv | pdf
+    delivery = TextField()               # attach | link
+    link_hours = IntegerField()
+    recipients = TextField()             # JSON list
+    subject = TextField()                # Jinja (sandboxed)
+    body = TextField()                   # Jinja (sandboxed)
+    language = TextField()
+    link_base = TextField()              # scheme://host the owner used: links start here
+    enabled = IntegerField(default=1)
+    next_run_ms = IntegerField(null=True)
+    requested_ms = IntegerField(null=True)   # "send now"
+
+
+class ReportSend(Base):
+    report_id = IntegerField()
+    due_ms = IntegerField()
+    period_start_ms = IntegerField()
+    period_end_ms = IntegerField()
+    status = TextField()                 # sending | retrying | sent | failed
+    attempts = IntegerField(default=0)
+    next_attempt_ms = IntegerField(null=True)
+    finished_ms = IntegerField(null=True)
+    calls = IntegerField(null=True)
+    recipients = TextField()             # JSON list, as sent
+    delivery = TextField()               # attach | link, as sent
+    file = TextField(null=True)          # relative to the reports folder
+    expires_ms = IntegerField(null=True)
+    error = TextField(null=True)
+
+
+class ModuleSecret(Base):
+    name = TextField(primary_key=True)
+    value = BlobField()

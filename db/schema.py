@@ -89,6 +89,57 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "DROP INDEX call_period",
         "CREATE INDEX call_period ON call (start_ms, id, talk_s, direction, status, returned_by)",
     ),
+    # 4: mailed reports (written by the web: definitions; by the daemon's scheduler: sends).
+    # A report mails its owner's saved filter over a relative period; the owner's role and
+    # extensions as of their last visit bound what it holds. Each send is logged; its file
+    # waits in the reports folder until `expires_ms`, reachable by a signed link.
+    (
+        """CREATE TABLE report (
+            id INTEGER PRIMARY KEY,
+            owner TEXT NOT NULL,
+            owner_role TEXT NOT NULL,
+            owner_extensions TEXT NOT NULL,
+            name TEXT NOT NULL,
+            filter_id INTEGER NOT NULL,
+            period TEXT NOT NULL,
+            frequency TEXT NOT NULL,
+            at_time TEXT NOT NULL,
+            on_day INTEGER,
+            on_date TEXT,
+            format TEXT NOT NULL,
+            delivery TEXT NOT NULL,
+            link_hours INTEGER NOT NULL,
+            recipients TEXT NOT NULL,
+            subject TEXT NOT NULL,
+            body TEXT NOT NULL,
+            language TEXT NOT NULL,
+            link_base TEXT NOT NULL,
+            enabled INTEGER NOT NULL DEFAULT 1,
+            next_run_ms INTEGER,
+            requested_ms INTEGER,
+            UNIQUE (owner, name))""",
+        "CREATE INDEX report_next_run ON report (next_run_ms)",
+        """CREATE TABLE report_send (
+            id INTEGER PRIMARY KEY,
+            report_id INTEGER NOT NULL,
+            due_ms INTEGER NOT NULL,
+            period_start_ms INTEGER NOT NULL,
+            period_end_ms INTEGER NOT NULL,
+            status TEXT NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_attempt_ms INTEGER,
+            finished_ms INTEGER,
+            calls INTEGER,
+            recipients TEXT NOT NULL,
+            delivery TEXT NOT NULL,
+            file TEXT,
+            expires_ms INTEGER,
+            error TEXT)""",
+        "CREATE INDEX report_send_of_report ON report_send (report_id, id)",
+        "CREATE INDEX report_send_retry ON report_send (next_attempt_ms)",
+        "CREATE TABLE module_secret (name TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID",
+        "INSERT INTO module_secret (name, value) VALUES ('report_links', randomblob(32))",
+    ),
 )
 
 LATEST = len(MIGRATIONS)

@@ -28,7 +28,7 @@ def test_every_older_schema_migrates_to_the_latest(tmp_path, version):
     conn = sqlite3.connect(path)
     assert conn.execute("PRAGMA user_version").fetchone()[0] == schema.LATEST
     tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master")}
-    assert {"call", "leg", "saved_filter", "user_setting"} <= tables
+    assert {"call", "leg", "saved_filter", "user_setting", "report", "report_send"} <= tables
     assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
 
@@ -37,8 +37,8 @@ def test_a_mirror_of_schema_1_keeps_its_calls_and_gains_the_users_tables(demo_mi
     source = sqlite3.connect(demo_mirror)
     source.backup(sqlite3.connect(old))
     conn = sqlite3.connect(old, isolation_level=None)
-    conn.execute("DROP TABLE IF EXISTS saved_filter")
-    conn.execute("DROP TABLE IF EXISTS user_setting")
+    for table in ("saved_filter", "user_setting", "report", "report_send", "module_secret"):
+        conn.execute(f"DROP TABLE IF EXISTS {table}")
     conn.execute("PRAGMA user_version = 1")
     conn.close()
     before = dump(old)

@@ -9,7 +9,7 @@ from pathlib import Path
 from flask import Flask, jsonify, render_template, request
 
 from daemon.pbxtime import PbxClock
-from daemon.settings import Settings
+from daemon.settings import Settings, reports_dir
 from db.database import open_module_db
 from db.queries import QueryError, sync_state
 from web import auth, present
@@ -18,6 +18,7 @@ from web.download import download
 from web.history import history
 from web.jobs import ExportJobs
 from web.recordings import recordings
+from web.reports import reports
 
 STATIC = Path(__file__).parent / "static"
 
@@ -44,15 +45,18 @@ def create_app(settings: Settings, *, standin_accounts: dict | None = None) -> F
                     else secrets.token_bytes(32)),
         SEND_FILE_MAX_AGE_DEFAULT=86_400,
         EXTCDR_EXPORT_JOBS=ExportJobs(),
+        EXTCDR_REPORTS_DIR=reports_dir(settings),
     )
     if standin_accounts is not None:
         from web import standin
         standin.install(app, standin_accounts, f"{prefix}/")
     app.before_request(auth.require_user)
+    app.before_request(auth.remember_owner)
     app.register_blueprint(api, url_prefix=f"{prefix}/api/v1")
     app.register_blueprint(recordings, url_prefix=prefix)
     app.register_blueprint(history, url_prefix=prefix)
     app.register_blueprint(download, url_prefix=prefix)
+    app.register_blueprint(reports, url_prefix=prefix)
     present.install(app)
 
     @app.errorhandler(QueryError)
@@ -76,9 +80,10 @@ def create_app(settings: Settings, *, standin_accounts: dict | None = None) -> F
 
 def _error(status: int, title: str, message: str):
     """JSON for the API and for the page's scripts, a readable page for people."""
-    wants_page = (request.blueprint in ("history", "download") and request.method == "GET"
+    wants_page = (request.blueprint in ("history", "download", "reports")
+                  and request.method == "GET"
                   and request.endpoint not in ("history.more_rows", "history.events",
                                                "history.details"))
-    if wants_page or (request.blueprint == "history" and request.method == "POST"):
+    if wants_page or (request.blueprint in ("history", "reports") and request.method == "POST"):
         return render_template("message.html", title=title, message=message), status
     return jsonify(error=message), status

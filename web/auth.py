@@ -10,12 +10,16 @@ from dataclasses import dataclass
 from flask import (abort, current_app, g, jsonify, make_response, redirect, render_template,
                    request)
 
+from db import reports as report_data
+
 ROLES = ("admin", "supervisor", "operator")
 USER_HEADER = "X-Extcdr-User"
 ROLE_HEADER = "X-Extcdr-Role"
 EXTENSIONS_HEADER = "X-Extcdr-Extensions"
 LANGUAGE_HEADER = "X-Extcdr-Language"
 TOKEN_HEADER = "X-Extcdr-Proxy-Token"
+# Reachable without a user: static files, and a mailed report's signed download link.
+PUBLIC_ENDPOINTS = ("static", "reports.mailed_file")
 
 
 @dataclass(frozen=True)
@@ -39,7 +43,7 @@ def require_user():
     """before_request: set `g.user`, or answer 401. Behind nginx the user comes from the
     proxy's headers; with the in-process stand-in shell, only from its session cookie
     (identity headers are then never believed)."""
-    if request.blueprint == "standin" or request.endpoint == "static":
+    if request.blueprint == "standin" or request.endpoint in PUBLIC_ENDPOINTS:
         return None
     if current_app.config["EXTCDR_STANDIN"]:
         from web.standin import session_user
@@ -61,6 +65,20 @@ def require_user():
     extensions = tuple(e.strip() for e in request.headers.get(EXTENSIONS_HEADER, "").split(",")
                        if e.strip())
     g.user = User(name, role, extensions, request.headers.get(LANGUAGE_HEADER, ""))
+    return None
+
+
+def remember_owner():
+    """before_request: reports follow their owner's role and extensions as the admin shell
+    gives them now (written when they change, once per process and user otherwise)."""
+    user = g.get("user")
+    if user is None:
+        return None
+    seen = current_app.config.setdefault("EXTCDR_OWNERS_SEEN", {})
+    if seen.get(user.name) != (user.role, user.extensions):
+        report_data.remember_owner(current_app.config["EXTCDR_USER_DB"],
+                                   report_data.Owner(user.name, user.role, user.extensions))
+        seen[user.name] = (user.role, user.extensions)
     return None
 
 

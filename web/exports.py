@@ -62,6 +62,18 @@ COLUMNS_OF_PAGE = {"direction": ("direction",), "time": ("time",), "src": ("src"
                    "talk": ("talk",), "record": ("recordings",)}
 
 
+# The page's columns (the user picks among them), and those shown until they pick.
+PAGE_COLUMNS = tuple(COLUMNS_OF_PAGE)
+DEFAULT_PAGE_COLUMNS = tuple(c for c in PAGE_COLUMNS if c != "answered")
+
+
+def chosen_columns(setting: str | None) -> tuple[str, ...]:
+    """The page columns a user chose (their `columns` setting), in the page's order."""
+    if not setting:
+        return DEFAULT_PAGE_COLUMNS
+    return tuple(c for c in PAGE_COLUMNS if c in setting.split(","))
+
+
 def export_columns(page_columns: Iterable[str] | None) -> list[Column]:
     """The export's columns for the page's chosen ones (all when None); the call id last."""
     if page_columns is None:

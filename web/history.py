@@ -16,11 +16,13 @@ from daemon.calls import STATUSES
 from db.models import Call, Employee, GroupMember
 from db.queries import (DAY_MS, PERIODS, QueryError, TABS, call_rows, calls_query, decode_cursor,
                         encode_cursor, legs_of_call, tab_counts)
+from db.reports import reports_using
 from db.userdata import (UserDataError, default_filter, delete_filter, make_default,
                          save_filter, saved_filters, set_user_setting)
 from web.api import visible_call
 from web.auth import check_csrf
 from web.context import mirror, request_filter, user_db, user_prefs
+from web.exports import PAGE_COLUMNS, chosen_columns
 from web.i18n import LANGUAGES
 from web.present import page_url
 from web.recordings import recording_available
@@ -31,9 +33,6 @@ PAGE = 50
 # The page's own parameters (a subset of db.queries.FILTER_PARAMETERS, plus paging).
 PAGE_PARAMETERS = ("period", "from", "to", "number", "employee", "group", "status", "min_talk",
                    "tab")
-COLUMNS = ("direction", "time", "src", "dst", "line", "status", "answered", "wait", "talk",
-           "record")
-DEFAULT_COLUMNS = tuple(c for c in COLUMNS if c != "answered")
 LIVE_SECONDS = 600            # an event stream ends after this; the browser reconnects
 LIVE_CHECK = 0.5              # how often a stream looks for a new commit of the mirror
 LIVE_KEEPALIVE = 15
@@ -84,7 +83,7 @@ def page():
     return render_template(
         "history/page.html", params=params, counts=counts, rows=rows, next_cursor=next_cursor,
         tabs=TABS, periods=PERIODS, statuses=STATUSES, columns=page_columns(),
-        all_columns=COLUMNS, employees=employees, groups=_groups(),
+        all_columns=PAGE_COLUMNS, employees=employees, groups=_groups(),
         saved=saved_filters(user_db(), g.user.name), restored=restored,
         names=names, live_after=_newest_call_id(), background_from=BACKGROUND_FROM)
 
@@ -178,6 +177,10 @@ def set_default(filter_id: int):
 @history.post("/filters/<int:filter_id>/delete")
 def delete(filter_id: int):
     check_csrf()
+    mailing = reports_using(user_db(), g.user.name, filter_id)
+    if mailing:
+        raise QueryError(f"this filter is mailed by the report {mailing[0]!r}; change or delete "
+                         f"the report first")
     _owned(delete_filter, filter_id)
     return redirect(_back())
 
@@ -193,11 +196,11 @@ def settings():
         set_user_setting(user_db(), g.user.name, "language", language)
     if "columns" in request.form:
         chosen = [c for c in request.form.getlist("columns") if c]
-        unknown = [c for c in chosen if c not in COLUMNS]
+        unknown = [c for c in chosen if c not in PAGE_COLUMNS]
         if unknown:
-            raise QueryError(f"unknown column {unknown[0]!r}; use: {', '.join(COLUMNS)}")
+            raise QueryError(f"unknown column {unknown[0]!r}; use: {', '.join(PAGE_COLUMNS)}")
         set_user_setting(user_db(), g.user.name, "columns",
-                         ",".join(c for c in COLUMNS if c in chosen) or "time")
+                         ",".join(c for c in PAGE_COLUMNS if c in chosen) or "time")
     return redirect(_back())
 
 
@@ -239,8 +242,7 @@ def _newest_call_id() -> int:
 
 def page_columns() -> tuple[str, ...]:
     """The user's chosen columns, in the page's order."""
-    chosen = user_prefs().get("columns")
-    return tuple(c for c in chosen.split(",") if c in COLUMNS) if chosen else DEFAULT_COLUMNS
+    return chosen_columns(user_prefs().get("columns"))
 
 
 def _employee_names() -> dict[str, str]:

@@ -1,0 +1,313 @@
+"""The daemon's scheduler of mailed reports. `ReportScheduler.step(now)` sends what is due —
+reports whose time came, "send now" requests and retries — and says when to look again;
+`run()` calls it from its own thread. Every send is a row of `report_send` (the log users see):
+the file is built with the exports' own writer from the owner's saved filter over the report's
+period, limited to what the owner may see, then mailed attached or as a signed link. A failure
+to mail is retried with growing delays; a report that cannot be built fails at once."""
+from __future__ import annotations
+
+import json
+import logging
+import re
+import shutil
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+from daemon.mailer import MailError, mail_settings, message, pbx_settings, send
+from daemon.pbxtime import PbxClock
+from daemon.settings import Settings, reports_dir
+from db.database import open_module_db
+from db.models import Report, ReportSend, SavedFilter
+from db.queries import QueryError, call_filter, sync_state
+from db.reports import Owner, Timing, link_secret, link_signature, render
+from db.userdata import user_settings
+from web.exports import MEDIA_TYPES, about, chosen_columns, export_file
+
+log = logging.getLogger("extcdr.reports")
+
+_SEND_COLUMNS = ("id", "report_id", "due_ms", "attempts", "file")
+
+
+class SendFailed(Exception):
+    """A send that cannot succeed by retrying (the report itself must change)."""
+
+
+@dataclass
+class _Due:
+    report: dict
+    send: dict
+
+
+class ReportScheduler:
+    """Sends due reports; owns its own connection to module.db (report and report_send rows)."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.db = open_module_db(settings["module.db"])
+        self.stop = threading.Event()
+        self.thread: threading.Thread | None = None
+
+    # --- the loop ------------------------------------------------------------------------------
+
+    def step(self, now_s: float) -> float:
+        """Send whatever is due at `now_s`; returns seconds until the next look."""
+        now_ms = int(now_s * 1000)
+        self._sweep(now_ms)
+        for due in self._claim_due(now_s):
+            self._attempt(due, now_s)
+        for due in self._retries_due(now_ms):
+            self._attempt(due, now_s)
+        return self._next_look(now_ms)
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                wait = self.step(time.time())
+            except Exception:          # the database was busy or broken: try again later
+                log.exception("mailed reports: look for due reports failed")
+                wait = self.settings["reports.check_interval"]
+            self.stop.wait(wait)
+
+    def start(self) -> None:
+        self.thread = threading.Thread(target=self.run, name="reports", daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.stop.set()
+        if self.thread is not None:
+            self.thread.join(10)
+        self.db.close()
+
+    # --- what is due ---------------------------------------------------------------------------
+
+    def _claim_due(self, now_s: float) -> list[_Due]:
+        """Due reports become `sending` rows of the log, and their next run moves on, in one
+        transaction: a crash afterwards resumes the send, never repeats it."""
+        now_ms = int(now_s * 1000)
+        claimed = []
+        with self.db.atomic("IMMEDIATE"):
+            reports = list(Report.select().where(
+                ((Report.enabled == 1) & (Report.next_run_ms <= now_ms))
+                | Report.requested_ms.is_null(False)).bind(self.db).dicts())
+            for report in reports:
+                requested = report["requested_ms"] is not None
+                due_ms = report["requested_ms"] if requested else report["next_run_ms"]
+                changes = {Report.requested_ms: None}
+                if not requested or (report["next_run_ms"] or now_ms + 1) <= now_ms:
+                    timing = Timing(report["frequency"], report["at_time"], report["on_day"],
+                                    report["on_date"])
+                    following = timing.next_after(now_s, self._clock())
+                    changes[Report.next_run_ms] = None if following is None \
+                        else int(following * 1000)
+                Report.update(changes).where(Report.id == report["id"]).bind(self.db).execute()
+                send_id = ReportSend.insert(
+                    report_id=report["id"], due_ms=due_ms, period_start_ms=0, period_end_ms=0,
+                    status="sending", recipients=report["recipients"],
+                    delivery=report["delivery"]).bind(self.db).execute()
+                claimed.append(_Due(report, {"id": send_id, "report_id": report["id"],
+                                             "due_ms": due_ms, "attempts": 0, "file": None}))
+        return claimed
+
+    def _retries_due(self, now_ms: int) -> list[_Due]:
+        """Sends to try again: retries whose time came, and sends a crash interrupted."""
+        sends = list(ReportSend.select(*(getattr(ReportSend, c) for c in _SEND_COLUMNS)).where(
+            ((ReportSend.status == "retrying") & (ReportSend.next_attempt_ms <= now_ms))
+            | (ReportSend.status == "sending")).bind(self.db).dicts())
+        found = []
+        for send_row in sends:
+            report = Report.select().where(Report.id == send_row["report_id"]) \
+                .bind(self.db).dicts().first()
+            if report is not None:
+                found.append(_Due(report, send_row))
+        return found
+
+    def _next_look(self, now_ms: int) -> float:
+        times = [t for t in (
+            Report.select(Report.next_run_ms).where(Report.enabled == 1)
+            .order_by(Report.next_run_ms).limit(1).bind(self.db).scalar(),
+            ReportSend.select(ReportSend.next_attempt_ms)
+            .where(ReportSend.status == "retrying")
+            .order_by(ReportSend.next_attempt_ms).limit(1).bind(self.db).scalar()) if t]
+        # Users add and change reports at any time: look at least every check_interval.
+        wait = self.settings["reports.check_interval"]
+        return max(0.0, min([wait] + [(t - now_ms) / 1000 for t in times]))
+
+    # --- one send ------------------------------------------------------------------------------
+
+    def _attempt(self, due: _Due, now_s: float) -> None:
+        report, send_row = due.report, due.send
+        attempts = send_row["attempts"] + 1
+        try:
+            outcome = self._send(report, send_row, now_s)
+        except SendFailed as exc:
+            self._finish(send_row["id"], now_s, attempts, "failed", str(exc))
+            log.warning("report %r of %s not sent: %s", report["name"], report["owner"], exc)
+        except (MailError, OSError) as exc:
+            retries = self.settings["reports.retries"]
+            if attempts <= retries:
+                delay = self.settings["reports.retry_delay"] * 2 ** (attempts - 1)
+                self._finish(send_row["id"], now_s, attempts, "retrying", str(exc),
+                             next_attempt_ms=int((now_s + delay) * 1000))
+                log.warning("report %r of %s not sent (attempt %d of %d), retrying in %.0f s: "
+                            "%s", report["name"], report["owner"], attempts, retries + 1,
+                            delay, exc)
+            else:
+                self._finish(send_row["id"], now_s, attempts, "failed", str(exc))
+                log.error("report %r of %s not sent after %d attempts: %s", report["name"],
+                          report["owner"], attempts, exc)
+        except Exception as exc:        # a bug must not stop the other reports
+            log.exception("report %r of %s not sent", report["name"], report["owner"])
+            self._finish(send_row["id"], now_s, attempts, "failed", f"internal error: {exc}")
+        else:
+            self._finish(send_row["id"], now_s, attempts, "sent", outcome)
+            log.info("report %r of %s sent to %s", report["name"], report["owner"],
+                     ", ".join(json.loads(report["recipients"])))
+
+    def _send(self, report: dict, send_row: dict, now_s: float) -> str | None:
+        """Build (or reuse) the file and mail it; returns a note for the log (refusals)."""
+        clock = self._clock()
+        owner = Owner(report["owner"], report["owner_role"],
+                      tuple(json.loads(report["owner_extensions"])))
+        params = self._filter_params(report)
+        try:
+            flt = call_filter(params, clock, send_row["due_ms"] / 1000,
+                              number_match_digits=self._match_digits(),
+                              visible_to=owner.visible_to)
+        except QueryError as exc:
+            raise SendFailed(f"the saved filter no longer works: {exc}") from None
+        file_name = _file_name(report["name"], clock, flt.start_ms, flt.end_ms, report["format"])
+        path = reports_dir(self.settings) / str(send_row["id"]) / file_name
+        if not path.is_file():        # a retry mails the file built the first time
+            path.parent.mkdir(parents=True, exist_ok=True)
+            prefs = user_settings(self.db, owner.name)
+            try:
+                calls = export_file(
+                    path, report["format"], flt, self.db, clock, report["language"],
+                    about(f"{owner.name} ({owner.role}), {report['name']}", params, flt, clock),
+                    chosen_columns(prefs.get("columns")))
+            except QueryError as exc:           # a PDF too long to print
+                shutil.rmtree(path.parent, ignore_errors=True)
+                raise SendFailed(str(exc)) from None
+            self._record(send_row["id"], period_start_ms=flt.start_ms,
+                         period_end_ms=flt.end_ms, calls=calls,
+                         file=f"{send_row['id']}/{file_name}",
+                         expires_ms=int((now_s + report["link_hours"] * 3600) * 1000))
+        else:
+            calls = ReportSend.select(ReportSend.calls).where(
+                ReportSend.id == send_row["id"]).bind(self.db).scalar()
+        expires_ms = ReportSend.select(ReportSend.expires_ms).where(
+            ReportSend.id == send_row["id"]).bind(self.db).scalar()
+        too_big = path.stat().st_size > self.settings["reports.attach_limit_mb"] * 1_000_000
+        delivery = "link" if report["delivery"] == "link" or too_big else "attach"
+        link = self._link(report, send_row["id"], expires_ms // 1000, file_name) \
+            if delivery == "link" else ""
+        values = self._template_values(report, owner, clock, flt, calls, file_name, link,
+                                       expires_ms, now_s)
+        try:
+            subject, body = render(report["subject"], values), render(report["body"], values)
+        except Exception as exc:     # the sandbox refused something, or the template broke
+            raise SendFailed(f"the message template does not work: {exc}") from None
+        mail = mail_settings(self.settings)
+        msg = message(mail, json.loads(report["recipients"]), subject, body,
+                      (path, file_name, MEDIA_TYPES[report["format"]])
+                      if delivery == "attach" else None)
+        self._record(send_row["id"], delivery=delivery)
+        refused = send(mail, msg)
+        return f"refused by the server: {', '.join(refused)}" if refused else None
+
+    def _filter_params(self, report: dict) -> dict:
+        """The owner's saved filter with the report's period instead of its own."""
+        saved = SavedFilter.select(SavedFilter.params).where(
+            SavedFilter.id == report["filter_id"], SavedFilter.user == report["owner"]) \
+            .bind(self.db).scalar()
+        if saved is None:
+            raise SendFailed("its saved filter was deleted; choose another one")
+        params = {k: v for k, v in json.loads(saved).items() if k not in ("period", "from", "to")}
+        return {**params, "period": report["period"]}
+
+    def _link(self, report: dict, send_id: int, expires_s: int, file_name: str) -> str:
+        base = (self.settings["reports.link_base"] or report["link_base"]).rstrip("/")
+        prefix = "/" + self.settings["web.prefix"].strip("/")
+        signature = link_signature(link_secret(self.db), send_id, expires_s)
+        return (f"{base}{prefix}/reports/file/{send_id}/{expires_s}/{signature}/"
+                f"{quote(file_name)}")
+
+    def _template_values(self, report, owner, clock, flt, calls, file_name, link, expires_ms,
+                         now_s) -> dict:
+        def day(epoch_ms: int) -> str:
+            return clock.to_local(epoch_ms / 1000).strftime("%Y-%m-%d")
+        first, last = day(flt.start_ms), day(flt.end_ms - 1000)
+        return {
+            "report": report["name"], "period": first if first == last else f"{first} — {last}",
+            "period_start": first, "period_end": last, "calls": calls, "file_name": file_name,
+            "format": report["format"], "link": link,
+            "link_expires": clock.to_local(expires_ms / 1000).strftime("%Y-%m-%d %H:%M")
+            if link else "",
+            "owner": owner.name, "pbx": self._pbx_name(),
+            "sent_at": clock.to_local(now_s).strftime("%Y-%m-%d %H:%M"),
+        }
+
+    def _pbx_name(self) -> str:
+        config_db = self.settings["pbx.config_db"]
+        try:
+            name = pbx_settings(config_db).get("Name") if config_db.is_file() else None
+        except MailError:
+            name = None
+        return name or "MikoPBX"
+
+    # --- bookkeeping ---------------------------------------------------------------------------
+
+    def _record(self, send_id: int, **values) -> None:
+        with self.db.atomic("IMMEDIATE"):
+            ReportSend.update(values).where(ReportSend.id == send_id).bind(self.db).execute()
+
+    def _finish(self, send_id: int, now_s: float, attempts: int, status: str,
+                note: str | None, next_attempt_ms: int | None = None) -> None:
+        self._record(send_id, status=status, attempts=attempts, error=note,
+                     next_attempt_ms=next_attempt_ms,
+                     finished_ms=None if status == "retrying" else int(now_s * 1000))
+
+    def _sweep(self, now_ms: int) -> None:
+        """Files whose links expired go, and folders of sends that no longer exist."""
+        folder: Path = reports_dir(self.settings)
+        expired = list(ReportSend.select(ReportSend.id).where(
+            ReportSend.file.is_null(False) & (ReportSend.expires_ms <= now_ms)
+            & ReportSend.status.in_(("sent", "failed"))).bind(self.db).tuples())
+        for (send_id,) in expired:
+            shutil.rmtree(folder / str(send_id), ignore_errors=True)
+        if expired:
+            self._record_many([i for (i,) in expired])
+        if folder.is_dir():
+            known = {str(i) for (i,) in ReportSend.select(ReportSend.id)
+                     .where(ReportSend.file.is_null(False)).bind(self.db).tuples()}
+            for entry in folder.iterdir():
+                if entry.is_dir() and entry.name.isdigit() and entry.name not in known \
+                        and not self._sending(int(entry.name)):
+                    shutil.rmtree(entry, ignore_errors=True)
+
+    def _record_many(self, send_ids: list[int]) -> None:
+        with self.db.atomic("IMMEDIATE"):
+            ReportSend.update(file=None).where(ReportSend.id.in_(send_ids)).bind(self.db).execute()
+
+    def _sending(self, send_id: int) -> bool:
+        return ReportSend.select().where(ReportSend.id == send_id,
+                                         ReportSend.status.in_(("sending", "retrying"))) \
+            .bind(self.db).exists()
+
+    def _clock(self) -> PbxClock:
+        tz = self.settings["pbx.timezone"] or sync_state(self.db).get("timezone") or "UTC"
+        return PbxClock(tz)
+
+    def _match_digits(self) -> int:
+        return int(sync_state(self.db).get("number_match_digits", 9))
+
+
+def _file_name(report: str, clock, start_ms: int, end_ms: int, fmt: str) -> str:
+    """`<report name>_<first day>[_<last day>].<fmt>`: readable, safe as a file name."""
+    first = clock.to_local(start_ms / 1000).strftime("%Y-%m-%d")
+    last = clock.to_local((end_ms - 1000) / 1000).strftime("%Y-%m-%d")
+    stem = re.sub(r"[^\w-]+", "_", report).strip("_")[:60] or "report"
+    return f"{stem}_{first}{'' if first == last else '_' + last}.{fmt}"
