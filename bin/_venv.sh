@@ -1,5 +1,6 @@
 # Sourced by bin/* scripts: make sure .venv exists and matches setup.cfg.
-# Usage: ensure_venv [extra]   (extra: "test" installs the test tools too)
+# Usage: ensure_venv [extra]   (extra: "demo" adds the demo's mail catcher, "test" the test
+# tools and everything the demo has)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.venv"
@@ -25,8 +26,8 @@ ensure_venv() {
     hash="$(sha1sum < "$ROOT/setup.cfg" | cut -c1-12)"
     stamp="$VENV/.extcdr-$hash-${extra:-base}"
     [ -f "$stamp" ] && return 0
-    # The test install includes everything the base install has.
-    [ -z "$extra" ] && [ -f "$VENV/.extcdr-$hash-test" ] && return 0
+    # The test install includes everything the base and demo installs have.
+    [ "$extra" != test ] && [ -f "$VENV/.extcdr-$hash-test" ] && return 0
     if [ ! -x "$VENV/bin/python" ]; then
         python3 -m venv "$VENV" 2>/dev/null || {
             rm -rf "$VENV"

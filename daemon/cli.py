@@ -111,6 +111,11 @@ def _parser() -> argparse.ArgumentParser:
     from daemon import amiemu
     amiemu.add_arguments(emulator)
 
+    catcher = sub.add_parser("mail-catcher", help="demo/development: an SMTP server that keeps "
+                             "every mail as an .eml file")
+    from daemon import mailcatcher
+    mailcatcher.add_arguments(catcher)
+
     status = sub.add_parser("status", help="mirror size, cursor and lag behind the PBX")
     status.add_argument("--db", required=True, type=Path)
     status.add_argument("--cdr-db", type=Path, help="the PBX's cdr.db, to measure the lag")
@@ -481,7 +486,12 @@ def cmd_ami_emulator(args) -> int:
     return amiemu.run(args)
 
 
-COMMANDS = {"sync": cmd_sync, "daemon": cmd_daemon, "calls": cmd_calls, "status": cmd_status,
+def cmd_mail_catcher(args) -> int:
+    from daemon import mailcatcher
+    return mailcatcher.run(args)
+
+
+COMMANDS = {"mail-catcher": cmd_mail_catcher, "sync": cmd_sync, "daemon": cmd_daemon, "calls": cmd_calls, "status": cmd_status,
             "demo-data": cmd_demo_data, "ami-emulator": cmd_ami_emulator, "web": cmd_web, "export": cmd_export,
             "admin-shell": cmd_admin_shell}
 

@@ -1068,3 +1068,26 @@ def _write_recordings(monitor: pathlib.Path, monitor_dir: str, paths) -> int:
             target.write_bytes(_MP3)
             written += 1
     return written
+
+
+def add_demo_report(module_db: pathlib.Path, link_base: str) -> None:
+    """The demo's admin mails "Missed calls" every morning (made once; kept when changed)."""
+    from db.database import open_module_db
+    from db.queries import sync_state
+    from db.reports import Owner, report_form, reports_of, save_report
+    from db.userdata import save_filter
+    from daemon.pbxtime import PbxClock
+    db = open_module_db(module_db)
+    try:
+        if reports_of(db, "admin"):
+            return
+        filter_id = save_filter(db, "admin", "Missed calls", {"period": "today", "tab": "missed"},
+                                default=False)
+        form = report_form({"name": "Missed calls every morning", "filter": str(filter_id),
+                            "period": "yesterday", "frequency": "daily", "at": "08:00",
+                            "format": "xlsx", "delivery": "attach", "link_hours": "72",
+                            "recipients": "manager@demo.example"}, "en")
+        clock = PbxClock(sync_state(db).get("timezone") or "UTC")
+        save_report(db, Owner("admin", "admin", ()), form, link_base=link_base, clock=clock)
+    finally:
+        db.close()

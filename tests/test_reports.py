@@ -529,3 +529,28 @@ def test_the_running_daemon_mails_a_due_report(site, smtp, boss, tmp_path):
         _, err = proc.communicate(timeout=10)
     assert proc.returncode == 0, err
     assert "report 'From the daemon' of boss sent to boss@example.com" in err
+
+
+def test_through_nginx_a_mailed_link_needs_no_login_and_expires(site, smtp, tmp_path):
+    from tests.stack import admin_shell
+    with admin_shell(site["db"], site["pbx"] / "monitor", tmp_path) as stack:
+        admin = Browser(stack["base"])
+        assert admin.login("admin", "admin")[0] == 302
+        filter_id = saved_filter(admin, "Via nginx", "period=today")
+        report_id = new_report(admin, name="Via nginx", filter=filter_id, format="xlsx",
+                               delivery="link", link_hours="120")
+        due_at(site, report_id, DUE)
+        site["scheduler"].step(time.time())
+        [mail] = smtp.take()
+        link = re.search(r"(http://\S+)", mail.get_content()).group(1)
+        assert link.startswith(stack["base"] + PREFIX + "reports/file/")   # where admin was
+        status, body = fetch(link)
+        assert status == 200 and body.startswith(b"PK")
+        assert load_workbook(io.BytesIO(body)).worksheets[1].max_row > 1
+        # Everything else of the module still needs the admin session
+        assert fetch(stack["base"] + PREFIX + "reports")[0] in (401, 302)
+        due_at(site, report_id, DUE)
+        site["scheduler"].step(time.time() - 121 * 3600)
+        [old] = smtp.take()
+        status, body = fetch(re.search(r"(http://\S+)", old.get_content()).group(1))
+        assert status == 410 and b"no longer kept" in body

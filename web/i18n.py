@@ -63,6 +63,39 @@ RUSSIAN = {
     "Log in": "Вход", "User name": "Имя пользователя", "Password": "Пароль",
     "Wrong user name or password.": "Неверное имя пользователя или пароль.",
     "transfer": "перевод", "Average wait": "Среднее ожидание",
+    # Mailed reports
+    "Mailed reports": "Отчёты по почте", "Mail this filter": "Отправлять этот отбор по почте",
+    "Your saved filters, mailed on a schedule. Each report holds only the calls you may see.":
+        "Ваши сохранённые отборы по расписанию на почту. В отчёт попадают только звонки, "
+        "которые вам доступны.",
+    "New report": "Новый отчёт", "No reports yet.": "Отчётов пока нет.",
+    "Save a filter on the history page first: a report mails a saved filter.":
+        "Сначала сохраните отбор на странице истории: отчёт отправляет сохранённый отбор.",
+    "Report": "Отчёт", "Saved filter": "Сохранённый отбор", "When": "Когда",
+    "Format": "Формат", "Recipients": "Получатели", "Next": "Следующая отправка",
+    "Last sent": "Последняя отправка", "Send now": "Отправить сейчас",
+    "How often": "Как часто", "At (PBX time)": "Время (АТС)", "Date (once)": "Дата (однократно)",
+    "Weekday (weekly)": "День недели (еженедельно)",
+    "Day of month (monthly)": "День месяца (ежемесячно)",
+    "State": "Состояние", "active": "активен", "paused": "приостановлен",
+    "Delivery": "Доставка", "file attached": "файл во вложении", "download link": "ссылка",
+    "attached": "вложение", "link": "ссылка",
+    "Link valid, hours": "Ссылка действует, часов", "at most": "не более",
+    "separate with ;": "через ;", "Subject": "Тема", "Message": "Письмо",
+    "Template values": "Подстановки", "Saved.": "Сохранено.",
+    "The report goes out within a minute; its line appears in the log below.":
+        "Отчёт уйдёт в течение минуты; строка о нём появится в журнале ниже.",
+    "Delete this report and its log?": "Удалить отчёт и его журнал?",
+    "Sent": "Отправки", "Attempts": "Попытки", "File": "Файл", "until": "до",
+    "Not sent yet.": "Ещё не отправлялся.",
+    "once": "однократно", "daily": "ежедневно", "weekly": "еженедельно",
+    "monthly": "ежемесячно", "day": "день",
+    "sent": "отправлен", "sending": "отправляется", "retrying": "повтор", "failed": "ошибка",
+    "Monday": "Понедельник", "Tuesday": "Вторник", "Wednesday": "Среда", "Thursday": "Четверг",
+    "Friday": "Пятница", "Saturday": "Суббота", "Sunday": "Воскресенье",
+    "Link expired": "Ссылка устарела",
+    "This report is no longer kept. Ask for it to be sent again.":
+        "Этот отчёт больше не хранится. Попросите отправить его снова.",
 }
 
 
