@@ -290,10 +290,12 @@ def save_report(db: SqliteDatabase, owner: Owner, form: ReportForm, *, link_base
         return report_id
 
 
-def reports_of(db: SqliteDatabase, owner: str) -> list[dict]:
-    """The owner's reports by name, each with its last send."""
-    rows = list(Report.select().where(Report.owner == owner).order_by(Report.name)
-                .bind(db).dicts())
+def reports_of(db: SqliteDatabase, owner: str | None) -> list[dict]:
+    """The owner's reports (everyone's for None) by owner and name, each with its last send."""
+    query = Report.select().order_by(Report.owner, Report.name)
+    if owner is not None:
+        query = query.where(Report.owner == owner)
+    rows = list(query.bind(db).dicts())
     for row in rows:
         row["recipients"] = json.loads(row["recipients"])
         row["timing"] = Timing(row["frequency"], row["at_time"], row["on_day"], row["on_date"])
@@ -334,8 +336,9 @@ def request_send(db: SqliteDatabase, owner: str, report_id: int, now_s: float) -
             .bind(db).execute()
 
 
-def delete_report(db: SqliteDatabase, owner: str, report_id: int) -> None:
-    """The report and its log go; the scheduler removes files no send refers to."""
+def delete_report(db: SqliteDatabase, owner: str | None, report_id: int) -> None:
+    """The report and its log go; the scheduler removes files no send refers to. `owner`
+    None: any user's (an admin stopping the reports of someone who left)."""
     with db.atomic("IMMEDIATE"):
         _owned(db, owner, report_id)
         ReportSend.delete().where(ReportSend.report_id == report_id).bind(db).execute()
@@ -358,6 +361,9 @@ def remember_owner(db: SqliteDatabase, owner: Owner) -> None:
         ).bind(db).execute()
 
 
-def _owned(db: SqliteDatabase, owner: str, report_id: int) -> None:
-    if not Report.select().where(Report.id == report_id, Report.owner == owner).bind(db).exists():
+def _owned(db: SqliteDatabase, owner: str | None, report_id: int) -> None:
+    query = Report.select().where(Report.id == report_id)
+    if owner is not None:
+        query = query.where(Report.owner == owner)
+    if not query.bind(db).exists():
         raise LookupError(report_id)

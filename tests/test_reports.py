@@ -554,3 +554,35 @@ def test_through_nginx_a_mailed_link_needs_no_login_and_expires(site, smtp, tmp_
         [old] = smtp.take()
         status, body = fetch(re.search(r"(http://\S+)", old.get_content()).group(1))
         assert status == 410 and b"no longer kept" in body
+
+
+def test_an_admin_sees_and_may_delete_everyone_s_reports_others_only_their_own(site, boss, olga):
+    filter_id = saved_filter(olga, "Departed", "period=today")
+    report_id = new_report(olga, name="Left behind", filter=filter_id)
+    _, _, listing = boss.request(PREFIX + "reports")
+    assert 'data-owner="olga"' in listing and "Left behind" in listing
+    assert boss.request(PREFIX + f"reports/{report_id}")[0] == 404     # not theirs to edit
+    assert boss.request(PREFIX + f"reports/{report_id}/delete",
+                        {"csrf_token": csrf(boss)})[0] == 302
+    _, _, mine = olga.request(PREFIX + "reports")
+    assert "Left behind" not in mine
+
+
+def test_the_demo_mail_catcher_keeps_each_mail_as_a_file(tmp_path):
+    import smtplib
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "daemon.cli", "mail-catcher", "--listen",
+                             f"127.0.0.1:{port}", "--out", str(tmp_path / "mail")], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().startswith("mail catcher listening on")
+        with smtplib.SMTP("127.0.0.1", port) as client:
+            client.sendmail("pbx@example.com", ["boss@example.com"],
+                            "Subject: Отчёт\r\n\r\nbody".encode())
+        assert wait_for(lambda: list((tmp_path / "mail").glob("*.eml")), 5)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=10)
+    assert proc.returncode == 0
+    [kept] = (tmp_path / "mail").glob("*.eml")
+    assert email.message_from_bytes(kept.read_bytes(), policy=policy.default)["Subject"] == "Отчёт"

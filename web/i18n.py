@@ -94,6 +94,7 @@ RUSSIAN = {
     "Monday": "Понедельник", "Tuesday": "Вторник", "Wednesday": "Среда", "Thursday": "Четверг",
     "Friday": "Пятница", "Saturday": "Суббота", "Sunday": "Воскресенье",
     "Link expired": "Ссылка устарела",
+    "Other users' reports": "Отчёты других пользователей", "Owner": "Владелец",
     "This report is no longer kept. Ask for it to be sent again.":
         "Этот отчёт больше не хранится. Попросите отправить его снова.",
 }

@@ -28,8 +28,12 @@ WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", 
 
 @reports.get("/reports")
 def page():
-    return render_template("reports/list.html", reports=reports_of(user_db(), g.user.name),
-                           filters=_filter_names(), weekdays=WEEKDAYS)
+    """The user's reports; an admin also sees everyone else's (and may delete them)."""
+    everyone = reports_of(user_db(), None if g.user.role == "admin" else g.user.name)
+    return render_template(
+        "reports/list.html", reports=[r for r in everyone if r["owner"] == g.user.name],
+        others=[r for r in everyone if r["owner"] != g.user.name], filters=_filter_names(),
+        weekdays=WEEKDAYS)
 
 
 @reports.get("/reports/new")
@@ -69,7 +73,10 @@ def send_now(report_id: int):
 @reports.post("/reports/<int:report_id>/delete")
 def delete(report_id: int):
     check_csrf()
-    _owned(delete_report, report_id)
+    try:
+        delete_report(user_db(), None if g.user.role == "admin" else g.user.name, report_id)
+    except LookupError:
+        abort(404)
     return redirect(url_for("reports.page"))
 
 

@@ -1,6 +1,12 @@
-/* The report form: show only the fields the chosen frequency uses (all show without scripts). */
+/* The reports pages: deleting asks first; the form shows only the fields the chosen frequency
+   uses (without scripts every field shows and nothing is asked). */
 (function () {
   "use strict";
+  document.querySelectorAll("form[data-confirm]").forEach(function (form) {
+    form.addEventListener("submit", function (event) {
+      if (!window.confirm(form.dataset.confirm)) { event.preventDefault(); }
+    });
+  });
   var frequency = document.getElementById("frequency");
   if (!frequency) { return; }
   function show() {
