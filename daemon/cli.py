@@ -111,6 +111,10 @@ def _parser() -> argparse.ArgumentParser:
     from daemon import amiemu
     amiemu.add_arguments(emulator)
 
+    package = sub.add_parser("package", help="build the marketplace archive (module.json at its "
+                             "root; reproducible) and print its checksums")
+    package.add_argument("--out", required=True, type=Path, help="the .zip to write")
+
     catcher = sub.add_parser("mail-catcher", help="demo/development: an SMTP server that keeps "
                              "every mail as an .eml file")
     from daemon import mailcatcher
@@ -486,12 +490,21 @@ def cmd_ami_emulator(args) -> int:
     return amiemu.run(args)
 
 
+def cmd_package(args) -> int:
+    from daemon.package import build
+    if not args.out.parent.is_dir():
+        raise CliError(f"{args.out.parent}: no such directory")
+    built = build(args.out)
+    print(json.dumps(built))
+    return 0
+
+
 def cmd_mail_catcher(args) -> int:
     from daemon import mailcatcher
     return mailcatcher.run(args)
 
 
-COMMANDS = {"mail-catcher": cmd_mail_catcher, "sync": cmd_sync, "daemon": cmd_daemon, "calls": cmd_calls, "status": cmd_status,
+COMMANDS = {"mail-catcher": cmd_mail_catcher, "package": cmd_package, "sync": cmd_sync, "daemon": cmd_daemon, "calls": cmd_calls, "status": cmd_status,
             "demo-data": cmd_demo_data, "ami-emulator": cmd_ami_emulator, "web": cmd_web, "export": cmd_export,
             "admin-shell": cmd_admin_shell}
 

@@ -1,0 +1,52 @@
+"""The module as the PBX marketplace takes it: `module.json` with the fields MikoPBX reads, and
+`extcdr package` building a reproducible archive with module.json at its root and nothing of
+the tests, data or virtualenv."""
+import configparser
+import hashlib
+import json
+import re
+import zipfile
+
+from tests.conftest import ROOT
+
+DESCRIPTION = json.loads((ROOT / "module.json").read_text(encoding="utf-8"))
+
+
+def test_module_json_has_what_mikopbx_reads():
+    d = DESCRIPTION
+    assert re.fullmatch(r"Module[A-Za-z0-9]+", d["moduleUniqueID"])
+    assert re.fullmatch(r"\d+\.\d+\.\d+", d["version"])
+    assert re.fullmatch(r"\d{4}\.\d+\.\d+", d["min_pbx_version"])
+    assert d["developer"].strip()
+    assert re.fullmatch(r"[^@\s]+@[^@\s]+\.[a-z]{2,}", d["support_email"])
+    assert isinstance(d["lic_product_id"], int) and isinstance(d["lic_feature_id"], int)
+    assert isinstance(d["release_settings"]["publish_release"], bool)
+    assert set(d["wiki_links"]) >= {"ru", "en"}
+    assert all(url.startswith("https://") for url in d["wiki_links"].values())
+    setup = configparser.ConfigParser()
+    setup.read(ROOT / "setup.cfg")
+    assert d["version"] == setup["metadata"]["version"]
+
+
+def test_the_archive_is_reproducible_and_holds_the_module_only(cli, tmp_path):
+    first, second = tmp_path / "a.zip", tmp_path / "b.zip"
+    code, out, _ = cli("package", "--out", first)
+    assert code == 0
+    built = json.loads(out)
+    assert cli("package", "--out", second)[0] == 0
+    assert first.read_bytes() == second.read_bytes()
+    assert built["sha256"] == hashlib.sha256(first.read_bytes()).hexdigest()
+    assert built["version"] == DESCRIPTION["version"]
+    with zipfile.ZipFile(first) as archive:
+        names = archive.namelist()
+        assert json.loads(archive.read("module.json")) == DESCRIPTION
+        assert archive.testzip() is None
+        assert (archive.getinfo("bin/demo").external_attr >> 16) & 0o111
+    assert {"daemon/cli.py", "web/__init__.py", "db/schema.py", "setup.cfg"} <= set(names)
+    assert not [n for n in names if n.startswith(("tests/", ".venv/", ".demo/", ".git"))
+                or n.endswith((".db", ".pyc")) or "__pycache__" in n]
+
+
+def test_a_missing_folder_is_a_clear_error(cli, tmp_path):
+    code, _, err = cli("package", "--out", tmp_path / "nowhere" / "m.zip")
+    assert code == 2 and "no such directory" in err
