@@ -93,10 +93,11 @@ class ReportScheduler:
                 ((Report.enabled == 1) & (Report.next_run_ms <= now_ms))
                 | Report.requested_ms.is_null(False)).bind(self.db).dicts())
             for report in reports:
-                requested = report["requested_ms"] is not None
-                due_ms = report["requested_ms"] if requested else report["next_run_ms"]
+                scheduled = bool(report["enabled"]) and report["next_run_ms"] is not None \
+                    and report["next_run_ms"] <= now_ms
+                due_ms = report["next_run_ms"] if scheduled else report["requested_ms"]
                 changes = {Report.requested_ms: None}
-                if not requested or (report["next_run_ms"] or now_ms + 1) <= now_ms:
+                if scheduled:           # "send now" alone leaves the schedule as it is
                     timing = Timing(report["frequency"], report["at_time"], report["on_day"],
                                     report["on_date"])
                     following = timing.next_after(now_s, self._clock())
