@@ -10,6 +10,8 @@ import time
 from datetime import date, datetime
 from pathlib import Path
 
+from daemon.lifecycle import LifecycleError
+from daemon.marketplace import MarketplaceError
 from daemon.pbxtime import PbxClock
 from daemon.source import CdrSource, SourceBusy, SourceError, read_pbx_config
 from daemon.sync import Sync, SyncOptions
@@ -114,6 +116,41 @@ def _parser() -> argparse.ArgumentParser:
     package = sub.add_parser("package", help="build the marketplace archive (module.json at its "
                              "root; reproducible) and print its checksums")
     package.add_argument("--out", required=True, type=Path, help="the .zip to write")
+
+    migrate = sub.add_parser("migrate", help="create module.db or bring it to this version's "
+                             "schema (all steps in one transaction)")
+    migrate.add_argument("--db", required=True, type=Path)
+
+    pbx_help = "the PBX's storage folder (mikopbx.db, custom_modules/)"
+    module_id = _module_id()
+    for name, text in (("install", "install the module on a PBX (disabled until enabled)"),
+                       ("upgrade", "upgrade the installed module, keeping its data")):
+        step = sub.add_parser(name, help=text)
+        step.add_argument("--pbx", required=True, type=Path, help=pbx_help)
+        step.add_argument("--archive", type=Path,
+                          help="the module's archive (default: the newest from the PBX's "
+                               "marketplace)")
+    for name, text in (("enable", "turn the module's workers and pages on (needs a licence)"),
+                       ("disable", "turn the module's workers and pages off; data stays"),
+                       ("uninstall", "remove the module from the PBX")):
+        step = sub.add_parser(name, help=text)
+        step.add_argument("--pbx", required=True, type=Path, help=pbx_help)
+        step.add_argument("--module", default=module_id, help=f"module id (default {module_id})")
+    sub.choices["uninstall"].add_argument(
+        "--keep-settings", action="store_true",
+        help="keep the history, saved filters and reports for the next install")
+    licence = sub.add_parser("licence", help="the module's licence on a PBX: show it, or "
+                             "activate a key or coupon with the marketplace")
+    licence.add_argument("action", choices=("show", "activate"))
+    licence.add_argument("key", nargs="?", help="with activate: MIKO-XXXXX-XXXXX-XXXXX-XXXXX "
+                         "or MIKOUPD-XXXXX-XXXXX-XXXXX-XXXXX; - reads it from stdin")
+    licence.add_argument("--pbx", required=True, type=Path, help=pbx_help)
+    licence.add_argument("--module", default=module_id, help=f"module id (default {module_id})")
+
+    market = sub.add_parser("marketplace", help="tests/demo: a stand-in module marketplace "
+                            "(archives and signed licences) on loopback")
+    from daemon import marketplace
+    marketplace.add_arguments(market)
 
     catcher = sub.add_parser("mail-catcher", help="demo/development: an SMTP server that keeps "
                              "every mail as an .eml file")
@@ -499,21 +536,86 @@ def cmd_package(args) -> int:
     return 0
 
 
+def cmd_migrate(args) -> int:
+    from db import schema
+    open_module_db(args.db).close()
+    print(f"{args.db}: schema {schema.LATEST}")
+    return 0
+
+
+def _module_id() -> str:
+    from daemon.package import manifest
+    return manifest()["moduleUniqueID"]
+
+
+def cmd_lifecycle(args) -> int:
+    """install, upgrade, enable, disable, uninstall: one line of what was done."""
+    import tempfile
+
+    from daemon import lifecycle
+    tree = lifecycle.PbxTree.open(args.pbx)
+    if args.command in ("install", "upgrade"):
+        with tempfile.TemporaryDirectory() as scratch:
+            archive = args.archive or lifecycle.fetch(tree, _module_id(), Path(scratch))
+            step = lifecycle.install if args.command == "install" else lifecycle.upgrade
+            print(step(tree, archive))
+        return 0
+    if args.command == "uninstall":
+        print(lifecycle.uninstall(tree, args.module, keep_settings=args.keep_settings))
+        return 0
+    print({"enable": lifecycle.enable, "disable": lifecycle.disable}[args.command](
+        tree, args.module))
+    return 0
+
+
+def cmd_licence(args) -> int:
+    import time as clock
+
+    from daemon import lifecycle
+    from daemon.licence import LicenceError, masked
+    tree = lifecycle.PbxTree.open(args.pbx)
+    if args.action == "activate":
+        if not args.key:
+            raise CliError("licence activate: give the key or coupon (or - to read it from stdin)")
+        key = sys.stdin.readline() if args.key == "-" else args.key
+        grant = lifecycle.activate(tree, args.module, key)
+    else:
+        try:
+            grant = lifecycle.licence_check(tree, args.module).grant()
+        except LicenceError as exc:
+            print(f"{args.module}: no valid licence: {exc}")
+            return 1
+    until = clock.strftime("%Y-%m-%d", clock.gmtime(grant.expires))
+    print(f"{args.module}: licensed to this PBX until {until} ({masked(grant.key)}, "
+          f"product {grant.product_id}, feature {grant.feature_id})")
+    return 0
+
+
+def cmd_marketplace(args) -> int:
+    from daemon import marketplace
+    return marketplace.run(args)
+
+
 def cmd_mail_catcher(args) -> int:
     from daemon import mailcatcher
     return mailcatcher.run(args)
 
 
-COMMANDS = {"mail-catcher": cmd_mail_catcher, "package": cmd_package, "sync": cmd_sync, "daemon": cmd_daemon, "calls": cmd_calls, "status": cmd_status,
-            "demo-data": cmd_demo_data, "ami-emulator": cmd_ami_emulator, "web": cmd_web, "export": cmd_export,
-            "admin-shell": cmd_admin_shell}
+COMMANDS = {"sync": cmd_sync, "daemon": cmd_daemon, "calls": cmd_calls, "status": cmd_status,
+            "export": cmd_export, "web": cmd_web, "migrate": cmd_migrate,
+            "install": cmd_lifecycle, "upgrade": cmd_lifecycle, "enable": cmd_lifecycle,
+            "disable": cmd_lifecycle, "uninstall": cmd_lifecycle, "licence": cmd_licence,
+            "package": cmd_package, "demo-data": cmd_demo_data,
+            "ami-emulator": cmd_ami_emulator, "admin-shell": cmd_admin_shell,
+            "marketplace": cmd_marketplace, "mail-catcher": cmd_mail_catcher}
 
 
 def main(argv: list[str] | None = None) -> int:
     try:
         args = _parser().parse_args(argv)
         return COMMANDS[args.command](args)
-    except (CliError, SourceError, ModuleDbError, QueryError, ValueError) as exc:
+    except (CliError, SourceError, ModuleDbError, QueryError, ValueError, LifecycleError,
+            MarketplaceError) as exc:
         print(f"extcdr: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

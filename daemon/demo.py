@@ -1025,8 +1025,12 @@ def write_config_db(path: pathlib.Path, directory: Directory, timezone: str) -> 
                          "VALUES (?, 'SIP', ?, '', ?)", (p.uniqid, p.uniqid, p.name))
         conn.executemany("INSERT INTO m_PbxSettings (key, value) VALUES (?, ?)", (
             ("Name", "Demo PBX"), ("PBXTimezone", timezone), ("PBXLanguage", "ru-ru"),
-            ("PBXInternalExtensionLength", "3"), ("PBXRecordCalls", "1")))
+            ("PBXInternalExtensionLength", "3"), ("PBXRecordCalls", "1"),
+            ("PBXVersion", DEMO_PBX_VERSION), ("AMIPort", "5038")))
     conn.close()
+
+
+DEMO_PBX_VERSION = "2024.2.20"
 
 
 def _insert_extension(conn: sqlite3.Connection, number: str, kind: str, callerid: str,

@@ -22,6 +22,11 @@ class PackageError(ValueError):
     """The tree cannot be packaged; the message says why."""
 
 
+def manifest(root: Path = ROOT) -> dict:
+    """The module's `module.json`."""
+    return json.loads((root / "module.json").read_text(encoding="utf-8"))
+
+
 def module_files(root: Path = ROOT) -> list[Path]:
     """The files the archive holds, relative to `root`, sorted."""
     found = []
@@ -43,7 +48,7 @@ def module_files(root: Path = ROOT) -> list[Path]:
 
 def build(out: Path, root: Path = ROOT) -> dict:
     """Write the archive to `out` (whole or not at all); returns {file, version, sha256, md5}."""
-    description = json.loads((root / "module.json").read_text(encoding="utf-8"))
+    description = manifest(root)
     partial = out.with_name(f".{out.name}.partial")
     try:
         with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as archive:

@@ -80,6 +80,19 @@ PBX_CONFIG_DDL = (
         uniqid TEXT, type TEXT, sipuid TEXT, iaxuid TEXT, note TEXT)""",
     """CREATE TABLE IF NOT EXISTS m_PbxSettings (
         key TEXT PRIMARY KEY NOT NULL, value TEXT)""",
+    # Installed modules, as MikoPBX's PbxExtensionModules model keeps them.
+    """CREATE TABLE IF NOT EXISTS m_PbxExtensionModules (
+        id INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL,
+        uniqid TEXT, name TEXT, version TEXT, developer TEXT, supportemail TEXT, path TEXT,
+        description TEXT, wiki_links TEXT, disabled TEXT NOT NULL DEFAULT '1',
+        disableReason TEXT, disableReasonText TEXT)""",
+    # AMI users (manager.conf is generated from them); modules add their own.
+    """CREATE TABLE IF NOT EXISTS m_AsteriskManagerUsers (
+        id INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL,
+        username TEXT, secret TEXT, call TEXT, cdr TEXT, originate TEXT, reporting TEXT,
+        agent TEXT, config TEXT, dialplan TEXT, dtmf TEXT, log TEXT, system TEXT, user TEXT,
+        verbose TEXT, command TEXT, networkfilterid TEXT, eventfilter TEXT, description TEXT,
+        weakSecret TEXT DEFAULT '0')""",
 )
 
 # ModuleUsersGroups' own DB (custom_modules/ModuleUsersGroups/db/module.db).

@@ -18,6 +18,7 @@ from urllib.parse import quote
 
 from daemon.mailer import MailError, mail_settings, message, pbx_settings, send
 from daemon.pbxtime import PbxClock
+from daemon.licence import LicenceCheck
 from daemon.settings import Settings, reports_dir
 from db.database import open_module_db
 from db.models import Report, ReportSend, SavedFilter
@@ -53,7 +54,10 @@ class ReportScheduler:
     # --- the loop ------------------------------------------------------------------------------
 
     def step(self, now_s: float) -> float:
-        """Send whatever is due at `now_s`; returns seconds until the next look."""
+        """Send whatever is due at `now_s`; returns seconds until the next look. Without a
+        valid licence nothing is sent: due reports wait and go once it is back."""
+        if LicenceCheck.of(self.settings).problem() is not None:
+            return self.settings["reports.check_interval"]
         now_ms = int(now_s * 1000)
         self._sweep(now_ms)
         for due in self._claim_due(now_s):

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from daemon.licence import LicenceCheck
 from daemon.pbxtime import PbxClock
 from daemon.settings import Settings, SettingsError, load
 from daemon.source import (LEG_SOURCE_COLUMNS, CdrSource, SourceBusy, SourceError,
@@ -32,6 +33,7 @@ log = logging.getLogger("extcdr.daemon")
 
 _RETRY_BUSY_S = 1.0      # PBX DB locked by a writer
 _RETRY_WRITE_S = 5.0     # module.db could not be written (disk full, ...)
+_LICENCE_RECHECK_S = 5.0  # while paused for want of a licence
 _NEW_ROWS = object()     # queue item: "read new rows"
 
 
@@ -113,7 +115,13 @@ class Daemon:
     # --- the loop ------------------------------------------------------------------------------
 
     def step(self, now: float) -> float:
-        """Do what is due at `now`; returns seconds until something else is due."""
+        """Do what is due at `now`; returns seconds until something else is due. Without a
+        valid licence nothing is done (the triggers wait in the queue) until it is back."""
+        problem = LicenceCheck.of(self.settings).problem()
+        if problem is not None:
+            self._complain(f"paused, the mirror is kept as it is: {problem}")
+            self.new_rows_due = 0.0                 # catch up once licensed again
+            return _LICENCE_RECHECK_S
         debounce = self.settings["sync.debounce"]
         while True:
             try:

@@ -91,6 +91,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("reports", "link_base", str, "",
             "start of download links in mails (https://pbx.example.com); empty: the address "
             "the report's owner used"),
+    Setting("licence", "public_key", str, "",
+            "the marketplace's Ed25519 public key (base64) licences are checked with; empty: "
+            "a development run outside a PBX, nothing checked (`extcdr install` sets it)"),
+    Setting("licence", "file", Path, Path("/storage/usbdisk1/mikopbx/licences/191-55.json"),
+            "the module's licence as the marketplace signed it"),
+    Setting("licence", "host_id_file", Path, Path("/etc/machine-id"),
+            "this PBX's identity, which the licence is bound to"),
     Setting("log", "level", str, "info", "debug, info, warning or error"),
 )
 

@@ -1,7 +1,8 @@
 """Numbered migrations of the module's own database (`module.db`).
 
-`PRAGMA user_version` holds the number of the last step applied. Each step runs in one
-transaction, so a failed step leaves the previous version intact. Steps are never edited once
+`PRAGMA user_version` holds the number of the last step applied. All pending steps run in one
+transaction, so a failed step leaves the database exactly as the installed version left it
+(an upgrade that fails keeps the old version working). Steps are never edited once
 released: a change of schema is a new step.
 """
 from __future__ import annotations
@@ -154,14 +155,16 @@ def migrate(conn: sqlite3.Connection) -> int:
     found = conn.execute("PRAGMA user_version").fetchone()[0]
     if found > LATEST:
         raise SchemaTooNew(f"module.db has schema {found}, this version knows up to {LATEST}")
-    for version in range(found + 1, LATEST + 1):
-        conn.execute("BEGIN IMMEDIATE")  # one transaction per step (autocommit connection)
-        try:
+    if found == LATEST:
+        return found
+    conn.execute("BEGIN IMMEDIATE")      # every pending step in one transaction
+    try:
+        for version in range(found + 1, LATEST + 1):
             for statement in MIGRATIONS[version - 1]:
                 conn.execute(statement)
-            conn.execute(f"PRAGMA user_version = {version}")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+        conn.execute(f"PRAGMA user_version = {LATEST}")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
     return found

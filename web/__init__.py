@@ -12,7 +12,8 @@ from daemon.pbxtime import PbxClock
 from daemon.settings import Settings, reports_dir
 from db.database import open_module_db
 from db.queries import QueryError, sync_state
-from web import auth, present
+from daemon.licence import LicenceCheck
+from web import auth, licensing, present
 from web.api import api
 from web.download import download
 from web.history import history
@@ -46,11 +47,13 @@ def create_app(settings: Settings, *, standin_accounts: dict | None = None) -> F
         SEND_FILE_MAX_AGE_DEFAULT=86_400,
         EXTCDR_EXPORT_JOBS=ExportJobs(),
         EXTCDR_REPORTS_DIR=reports_dir(settings),
+        EXTCDR_LICENCE=LicenceCheck.of(settings),
     )
     if standin_accounts is not None:
         from web import standin
         standin.install(app, standin_accounts, f"{prefix}/")
     app.before_request(auth.require_user)
+    app.before_request(licensing.gate)
     app.before_request(auth.remember_owner)
     app.register_blueprint(api, url_prefix=f"{prefix}/api/v1")
     app.register_blueprint(recordings, url_prefix=prefix)

@@ -97,6 +97,15 @@ RUSSIAN = {
     "Other users' reports": "Отчёты других пользователей", "Owner": "Владелец",
     "This report is no longer kept. Ask for it to be sent again.":
         "Этот отчёт больше не хранится. Попросите отправить его снова.",
+    "Extended call history is not licensed": "Расширенная история звонков не лицензирована",
+    "Activate a licence key (MIKO-…) or coupon (MIKOUPD-…) for this PBX in Module marketplace → "
+    "Licence management. The call history and saved filters are kept and come back as they were.":
+        "Активируйте лицензионный ключ (MIKO-…) или купон (MIKOUPD-…) для этой АТС в разделе "
+        "«Маркетплейс модулей» → «Управление лицензией». История звонков и сохранённые отборы "
+        "сохранены и вернутся в прежнем виде.",
+    "Activate a licence": "Активировать лицензию",
+    "The module's licence is not active. Please ask your PBX administrator.":
+        "Лицензия модуля не активна. Обратитесь к администратору АТС.",
 }
 
 

@@ -12,10 +12,12 @@ from pathlib import Path
 from flask import (Blueprint, current_app, make_response, redirect, render_template,
                    request, session, url_for)
 
+from web.recordings import ACCEL_LOCATION
 from web.auth import (EXTENSIONS_HEADER, LANGUAGE_HEADER, ROLE_HEADER, ROLES, USER_HEADER, User,
                       refuse_forged_request)
 
 standin = Blueprint("standin", __name__)
+NGINX_TEMPLATES = Path(__file__).parent / "nginx"
 
 DEMO_USERS = (
     {"name": "admin", "password": "admin", "role": "admin", "extensions": []},
@@ -100,17 +102,28 @@ def create_shell_app(accounts: dict[str, Account], home: str):
 def nginx_config(*, run_dir: Path, listen: str, shell: str, app: str, prefix: str,
                  proxy_token: str, recordings_root: Path, user: str | None = None) -> str:
     """nginx.conf of the stand-in shell with the module's location (tests and the demo)."""
-    from jinja2 import Environment, FileSystemLoader, StrictUndefined
-    templates = Environment(loader=FileSystemLoader(Path(__file__).parent / "nginx"),
-                            undefined=StrictUndefined, keep_trailing_newline=True)
-    from web.recordings import ACCEL_LOCATION
-    location = templates.get_template("location.conf.j2").render(
+    location = _templates(NGINX_TEMPLATES).get_template("location.conf.j2").render(
         prefix=prefix, auth_location="/extcdr-auth", proxy_token=proxy_token, app=app,
-        login_url="/login",
-        accel_location=ACCEL_LOCATION, recordings_root=Path(recordings_root).resolve())
-    return templates.get_template("standin-server.conf.j2").render(
+        login_url="/login", accel_location=ACCEL_LOCATION,
+        recordings_root=Path(recordings_root).resolve())
+    return _templates(NGINX_TEMPLATES).get_template("standin-server.conf.j2").render(
         run_dir=run_dir, listen=listen, shell=shell, prefix=prefix, module_location=location,
         user=user)
+
+
+def location_config(templates: Path, settings, *, auth_location: str) -> str:
+    """The module's nginx location for its settings, from the template in `templates`."""
+    prefix = "/" + settings["web.prefix"].strip("/") + "/"
+    return _templates(templates).get_template("location.conf.j2").render(
+        prefix=prefix, auth_location=auth_location, proxy_token=settings["web.proxy_token"],
+        app=settings["web.listen"], login_url="/login", accel_location=ACCEL_LOCATION,
+        recordings_root=Path(settings["pbx.recordings_root"]).resolve())
+
+
+def _templates(folder: Path):
+    from jinja2 import Environment, FileSystemLoader, StrictUndefined
+    return Environment(loader=FileSystemLoader(folder), undefined=StrictUndefined,
+                       keep_trailing_newline=True)
 
 
 @standin.get("/login")
