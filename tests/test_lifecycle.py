@@ -1,0 +1,507 @@
+"""The module's life on a PBX, through the `extcdr` commands the PBX calls: install from the
+built archive into a fresh PBX tree, licences from a stand-in marketplace over real HTTP,
+enable/disable, upgrade from a previous schema, a failing migration, uninstall and reinstall."""
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+from daemon import package
+from daemon.licence import Grant, LicenceCheck, sign
+from daemon.marketplace import serve as serve_marketplace
+from db import schema
+from tests.conftest import ROOT
+
+MODULE = "ModuleExtendedCDR"
+COUPON = "MIKOUPD-7K2QX-44ZMA-0PL9D-3VW8E"
+KEY = "MIKO-AB12C-DE34F-GH56J-KL78M"
+OTHER_PRODUCT_KEY = "MIKO-ZZZZZ-ZZZZZ-ZZZZZ-00001"
+
+
+# --- archives --------------------------------------------------------------------------------
+
+def build_variant(work: Path, version: str, schema_edit=None) -> Path:
+    """The module's archive as another release: this tree with another version and, if given,
+    its schema file edited (an older or a newer list of migrations)."""
+    source = work / f"src-{version}"
+    for relative in package.module_files():
+        (source / relative).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / relative, source / relative)
+    description = json.loads((source / "module.json").read_text())
+    description["version"] = version
+    (source / "module.json").write_text(json.dumps(description, indent=2, ensure_ascii=False))
+    if schema_edit:
+        code = (source / "db" / "schema.py").read_text()
+        (source / "db" / "schema.py").write_text(schema_edit(code))
+    out = work / f"{MODULE}-{version}.zip"
+    package.build(out, source)
+    return out
+
+
+@pytest.fixture(scope="session")
+def archive(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("archive") / f"{MODULE}.zip"
+    package.build(out)
+    return out
+
+
+# --- a marketplace and PBXs --------------------------------------------------------------------
+
+@pytest.fixture
+def market(tmp_path, archive):
+    folder = tmp_path / "market"
+    (folder / "archives").mkdir(parents=True)
+    shutil.copy(archive, folder / "archives" / archive.name)
+    (folder / "keys.json").write_text(json.dumps({
+        COUPON: {"product_id": 191, "features": [55], "days": 365},
+        KEY: {"product_id": 191, "features": [55], "days": 30},
+        OTHER_PRODUCT_KEY: {"product_id": 191, "features": [12], "days": 30},
+    }))
+    server, url = serve_marketplace(folder)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server.market
+    server.shutdown()
+    server.server_close()
+
+
+def make_pbx(where: Path, market, cli, *, calls: int = 300, version: str | None = None) -> Path:
+    """A fresh PBX tree (config DB, history, recordings) trusting the stand-in marketplace."""
+    code, _, err = cli("demo-data", "--out", where, "--calls", calls, "--seed", 7,
+                       "--end-day", "2026-11-20")
+    assert code == 0, err
+    shutil.copy(market.folder / "endpoint.json", where / "marketplace.json")
+    if version:
+        with sqlite3.connect(where / "mikopbx.db") as conn:
+            conn.execute("UPDATE m_PbxSettings SET value = ? WHERE key = 'PBXVersion'", (version,))
+    return where
+
+
+@pytest.fixture
+def pbx(tmp_path, market, cli) -> Path:
+    return make_pbx(tmp_path / "pbx", market, cli)
+
+
+def registration(pbx: Path) -> dict | None:
+    with sqlite3.connect(pbx / "mikopbx.db") as conn:
+        conn.row_factory = sqlite3.Row
+        row = conn.execute("SELECT * FROM m_PbxExtensionModules WHERE uniqid = ?",
+                           (MODULE,)).fetchone()
+    return dict(row) if row else None
+
+
+def module_db(pbx: Path) -> Path:
+    return pbx / "custom_modules" / MODULE / "db" / "module.db"
+
+
+def sync_history(pbx: Path, cli) -> int:
+    """Mirror the PBX's history into the installed module's DB; returns the number of calls."""
+    code, _, err = cli("sync", "--cdr-db", pbx / "cdr.db", "--pbx-db", pbx / "mikopbx.db",
+                       "--db", module_db(pbx), "--once")
+    assert code == 0, err
+    return count(pbx, "call")
+
+
+def count(pbx: Path, table: str) -> int:
+    with sqlite3.connect(module_db(pbx)) as conn:
+        return conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+
+
+def user_data(pbx: Path) -> dict:
+    """What users made: saved filters and mailed reports."""
+    with sqlite3.connect(module_db(pbx)) as conn:
+        filters = conn.execute("SELECT user, name, params FROM saved_filter ORDER BY id").fetchall()
+        reports = conn.execute("SELECT name FROM report ORDER BY id").fetchall() \
+            if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'report'").fetchone() else []
+    return {"filters": filters, "reports": reports}
+
+
+def save_filter(pbx: Path, name: str, params: dict | None = None) -> int:
+    from db.database import open_module_db
+    from db.userdata import save_filter as save
+    db = open_module_db(module_db(pbx))
+    try:
+        return save(db, "admin", name, params or {"status": "missed"}, default=False)
+    finally:
+        db.close()
+
+
+def licensed(pbx: Path, cli, key: str = COUPON) -> None:
+    code, out, err = cli("licence", "activate", key, "--pbx", pbx)
+    assert code == 0, err
+    assert "licensed to this PBX until" in out
+
+
+# --- install -----------------------------------------------------------------------------------
+
+def test_install_from_the_built_archive_puts_a_working_module_in_a_fresh_pbx(pbx, archive, cli):
+    code, out, err = cli("install", "--pbx", pbx, "--archive", archive)
+    assert code == 0, err
+    assert f"installed {MODULE} 0.1.0" in out and "disabled until enabled" in out
+    installed = pbx / "custom_modules" / MODULE
+    assert json.loads((installed / "module.json").read_text())["version"] == "0.1.0"
+    assert (installed / "daemon" / "cli.py").is_file() and not (installed / "tests").exists()
+    with sqlite3.connect(module_db(pbx)) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == schema.LATEST
+    row = registration(pbx)
+    assert (row["version"], row["disabled"], row["path"]) == ("0.1.0", "1", str(installed))
+    settings = installed / "db" / "extcdr.toml"
+    assert settings.stat().st_mode & 0o777 == 0o600          # holds the proxy token and secrets
+    with sqlite3.connect(pbx / "mikopbx.db") as conn:         # its own AMI user for manager.conf
+        assert conn.execute("SELECT count(*) FROM m_AsteriskManagerUsers WHERE username = "
+                            "'extcdr'").fetchone()[0] == 1
+    registered = json.loads((installed / "registration.json").read_text())
+    assert registered["sidebar"]["href"] == "/admin-cabinet/module-extended-cdr/"
+    assert set(registered["workers"]) == {"daemon", "web"}
+    # The installed code runs by itself: the mirror fills with the PBX's calls.
+    done = subprocess.run([sys.executable, "-m", "daemon.cli", "sync", "--cdr-db", pbx / "cdr.db",
+                           "--db", module_db(pbx), "--once"], cwd=installed,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert count(pbx, "call") > 0
+    # Idempotent: a second install changes nothing and says so.
+    code, out, _ = cli("install", "--pbx", pbx, "--archive", archive)
+    assert (code, out.strip()) == (0, f"{MODULE} 0.1.0 is already installed")
+
+
+def test_install_refuses_an_older_pbx_and_a_bad_archive_and_leaves_nothing(tmp_path, market,
+                                                                          archive, cli):
+    old = make_pbx(tmp_path / "old", market, cli, calls=20, version="2023.2.180")
+    code, _, err = cli("install", "--pbx", old, "--archive", archive)
+    assert code == 2
+    assert err.strip() == (f"extcdr: {MODULE} 0.1.0 needs MikoPBX 2024.1.114 or newer; this "
+                           "PBX runs 2023.2.180")
+    assert registration(old) is None
+    assert [p.name for p in (old / "custom_modules").iterdir() if p.name != "ModuleUsersGroups"
+            and not p.name.startswith(".lifecycle")] == []
+    evil = tmp_path / "evil.zip"
+    import zipfile
+    with zipfile.ZipFile(evil, "w") as z:
+        z.writestr("module.json", (ROOT / "module.json").read_text())
+        z.writestr("../../escape.txt", "x")
+    pbx = make_pbx(tmp_path / "pbx", market, cli, calls=20)
+    code, _, err = cli("install", "--pbx", pbx, "--archive", evil)
+    assert code == 2 and "unsafe path '../../escape.txt'" in err
+    assert not (tmp_path / "escape.txt").exists() and registration(pbx) is None
+    code, _, err = cli("install", "--pbx", tmp_path / "nowhere", "--archive", archive)
+    assert code == 2 and "not a PBX (no mikopbx.db)" in err
+
+
+def test_install_from_the_marketplace_downloads_the_offered_archive(pbx, market, cli):
+    code, out, err = cli("install", "--pbx", pbx)
+    assert code == 0, err
+    assert f"installed {MODULE} 0.1.0" in out
+    assert "GET /api/v1/modules" in market.requests
+    assert f"GET /api/v1/modules/{MODULE}/0.1.0.zip" in market.requests
+
+
+# --- licence -----------------------------------------------------------------------------------
+
+def test_enable_without_a_licence_is_refused_and_says_why(pbx, archive, cli):
+    cli("install", "--pbx", pbx, "--archive", archive)
+    code, _, err = cli("enable", "--pbx", pbx)
+    assert code == 2
+    assert f"{MODULE} stays disabled by licence: the module has no licence" in err
+    row = registration(pbx)
+    assert (row["disabled"], row["disableReason"]) == ("1", "DisabledByLicense")
+    assert "no licence" in row["disableReasonText"]
+    assert not (pbx / "nginx" / "modules_locations" / f"{MODULE}.conf").exists()
+
+
+@pytest.mark.parametrize("key", ["MIKO-1234", "MIKO-12345-12345-12345", "MIKOUPD-ABCDE-ABCDE-ABCDE-ABCD!",
+                                 "KEY-12345-12345-12345-12345", "МИКО-12345-12345-12345-12345",
+                                 "MIKO-12345-12345-12345-12345-1"])
+def test_a_malformed_key_is_refused_before_any_request(pbx, market, cli, key):
+    code, _, err = cli("licence", "activate", key, "--pbx", pbx)
+    assert code == 2
+    assert "is not a licence key MIKO-XXXXX-XXXXX-XXXXX-XXXXX or a coupon MIKOUPD-" in err
+    assert market.requests == []
+    assert not (pbx / "licences").exists()
+
+
+def test_a_coupon_activates_the_module_for_this_pbx_and_enable_turns_it_on(pbx, market, archive,
+                                                                            cli, tmp_path):
+    cli("install", "--pbx", pbx, "--archive", archive)
+    code, out, err = cli("licence", "activate", COUPON.lower().replace("-", "- "), "--pbx", pbx)
+    assert code == 0, err
+    assert "licensed to this PBX until" in out and "MIKOUPD-*****-*****-*****-3VW8E" in out
+    assert market.requests == ["POST /api/v1/licences"]
+    licence = json.loads((pbx / "licences" / "191-55.json").read_text())
+    assert licence["grant"]["host_id"] == (pbx / "host-id").read_text().strip()
+    assert licence["grant"]["expires"] - time.time() > 364 * 86_400
+    code, out, err = cli("enable", "--pbx", pbx)
+    assert (code, out.strip()) == (0, f"{MODULE} is enabled"), err
+    row = registration(pbx)
+    assert (row["disabled"], row["disableReason"]) == ("0", "")
+    location = (pbx / "nginx" / "modules_locations" / f"{MODULE}.conf").read_text()
+    assert "location /admin-cabinet/module-extended-cdr/ {" in location
+    assert cli("enable", "--pbx", pbx)[1].strip() == f"{MODULE} is already enabled"
+    # The same coupon on another PBX: the marketplace refuses, the other PBX stays unlicensed.
+    other = make_pbx(tmp_path / "other", market, cli, calls=20)
+    code, _, err = cli("licence", "activate", COUPON, "--pbx", other)
+    assert code == 2 and "this key was already activated on another PBX" in err
+    # A key without this module's feature, and an unknown one.
+    code, _, err = cli("licence", "activate", OTHER_PRODUCT_KEY, "--pbx", other)
+    assert code == 2 and "does not include product 191 feature 55" in err
+    code, _, err = cli("licence", "activate", "MIKO-00000-00000-00000-00000", "--pbx", other)
+    assert code == 2 and "unknown" in err
+    assert not (other / "licences").exists()
+
+
+def test_an_edited_a_copied_and_an_expired_licence_are_rejected(tmp_path, pbx, market, archive,
+                                                                cli):
+    cli("install", "--pbx", pbx, "--archive", archive)
+    licensed(pbx, cli, KEY)
+    licence_file = pbx / "licences" / "191-55.json"
+    genuine = licence_file.read_text()
+
+    edited = json.loads(genuine)
+    edited["grant"]["expires"] += 10 * 365 * 86_400              # a longer licence by hand
+    licence_file.write_text(json.dumps(edited))
+    code, _, err = cli("enable", "--pbx", pbx)
+    assert code == 2 and "was not issued by the marketplace or was altered" in err
+
+    other = make_pbx(tmp_path / "other", market, cli, calls=20)
+    cli("install", "--pbx", other, "--archive", archive)
+    (other / "licences").mkdir()
+    (other / "licences" / "191-55.json").write_text(genuine)     # copied from the first PBX
+    code, _, err = cli("enable", "--pbx", other)
+    assert code == 2 and "the licence was issued for another PBX" in err
+    assert registration(other)["disableReason"] == "DisabledByLicense"
+
+    signing_key = load_pem_private_key((market.folder / "signing.key").read_bytes(), None)
+    grant = Grant(**json.loads(genuine)["grant"])
+    expired = Grant(**{**grant.__dict__, "expires": int(time.time()) - 60})
+    licence_file.write_text(sign(expired, signing_key))
+    code, _, err = cli("enable", "--pbx", pbx)
+    assert code == 2 and "the licence expired on" in err
+    code, out, _ = cli("licence", "show", "--pbx", pbx)
+    assert code == 1 and "no valid licence: the licence expired on" in out
+
+    licence_file.write_text(genuine)
+    assert cli("enable", "--pbx", pbx)[0] == 0
+    # A licence signed by someone else's key is refused like an edited one.
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    licence_file.write_text(sign(grant, Ed25519PrivateKey.generate()))
+    check = LicenceCheck.of(_installed_settings(pbx))
+    assert "was not issued by the marketplace" in check.problem()
+    assert base64.b64decode(check.public_key) and check.required
+
+
+def _installed_settings(pbx: Path):
+    from daemon import settings
+    return settings.load(pbx / "custom_modules" / MODULE / "db" / "extcdr.toml")
+
+
+# --- enable / disable / uninstall ---------------------------------------------------------------
+
+def test_enable_disable_enable_keeps_the_data(pbx, archive, cli):
+    cli("install", "--pbx", pbx, "--archive", archive)
+    licensed(pbx, cli)
+    calls = sync_history(pbx, cli)
+    save_filter(pbx, "Missed today")
+    before = user_data(pbx)
+    location = pbx / "nginx" / "modules_locations" / f"{MODULE}.conf"
+    assert cli("enable", "--pbx", pbx)[0] == 0 and location.exists()
+    code, out, _ = cli("disable", "--pbx", pbx)
+    assert (code, out.strip()) == (0, f"{MODULE} is disabled")
+    assert not location.exists()
+    row = registration(pbx)
+    assert (row["disabled"], row["disableReason"]) == ("1", "DisabledByUser")
+    assert cli("disable", "--pbx", pbx)[1].strip() == f"{MODULE} is already disabled"
+    assert cli("enable", "--pbx", pbx)[0] == 0 and location.exists()
+    assert count(pbx, "call") == calls and user_data(pbx) == before
+
+
+def test_uninstall_keeping_settings_then_install_restores_history_filters_and_reports(
+        pbx, archive, cli):
+    cli("install", "--pbx", pbx, "--archive", archive)
+    licensed(pbx, cli)
+    cli("enable", "--pbx", pbx)
+    calls = sync_history(pbx, cli)
+    filter_id = save_filter(pbx, "Missed calls of Sales", {"status": "missed", "group": "Sales"})
+    from daemon.pbxtime import PbxClock
+    from db.database import open_module_db
+    from db.reports import Owner, report_form, save_report
+    db = open_module_db(module_db(pbx))
+    form = report_form({"name": "Every morning", "filter": str(filter_id), "frequency": "daily",
+                        "at": "08:00", "period": "yesterday", "format": "xlsx",
+                        "delivery": "attach", "link_hours": "48",
+                        "recipients": "boss@example.com"}, "en")
+    save_report(db, Owner("admin", "admin", ()), form, link_base="", clock=PbxClock("UTC"))
+    db.close()
+    before = user_data(pbx)
+    settings_before = (module_db(pbx).parent / "extcdr.toml").read_text()
+
+    code, out, err = cli("uninstall", "--pbx", pbx, "--keep-settings")
+    assert code == 0, err
+    assert f"uninstalled {MODULE}; its data is kept in" in out
+    assert not (pbx / "custom_modules" / MODULE).exists() and registration(pbx) is None
+    assert not (pbx / "nginx" / "modules_locations" / f"{MODULE}.conf").exists()
+    assert (pbx / "custom_modules" / "Backup" / MODULE / "db" / "module.db").is_file()
+    assert not list((pbx / "custom_modules" / "Backup" / MODULE / "db").glob("*.py"))
+    assert cli("uninstall", "--pbx", pbx)[1].strip() == f"{MODULE} is not installed"
+
+    code, out, err = cli("install", "--pbx", pbx, "--archive", archive)
+    assert code == 0, err
+    assert "with the history, filters and reports kept at uninstall" in out
+    assert count(pbx, "call") == calls and user_data(pbx) == before
+    assert (module_db(pbx).parent / "extcdr.toml").read_text() == settings_before
+    assert registration(pbx)["disabled"] == "1"          # installed modules start disabled
+    assert cli("enable", "--pbx", pbx)[0] == 0           # the licence is the PBX's: kept
+
+    # Without --keep-settings the data goes, and the next install starts empty.
+    assert cli("uninstall", "--pbx", pbx)[0] == 0
+    assert not (pbx / "custom_modules" / "Backup" / MODULE).exists()
+    assert cli("install", "--pbx", pbx, "--archive", archive)[0] == 0
+    assert count(pbx, "call") == 0 and user_data(pbx) == {"filters": [], "reports": []}
+
+
+# --- upgrade -----------------------------------------------------------------------------------
+
+def _without_last_migration(code: str) -> str:
+    return code.replace("LATEST = len(MIGRATIONS)",
+                        "MIGRATIONS = MIGRATIONS[:-1]\nLATEST = len(MIGRATIONS)")
+
+
+def _with_failing_migrations(code: str) -> str:
+    return code.replace("LATEST = len(MIGRATIONS)", """MIGRATIONS = MIGRATIONS + (
+    ("CREATE TABLE call_note (call_id INTEGER, note TEXT)",),
+    ("CREATE INDEX call_note_call ON call_note (call_id)",
+     "ALTER TABLE no_such_table ADD COLUMN broken TEXT"),
+)
+LATEST = len(MIGRATIONS)""")
+
+
+def test_upgrade_from_the_previous_schema_version_keeps_everything(tmp_path, pbx, archive, cli):
+    previous = build_variant(tmp_path, "0.0.9", _without_last_migration)
+    assert cli("install", "--pbx", pbx, "--archive", previous)[0] == 0
+    with sqlite3.connect(module_db(pbx)) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == schema.LATEST - 1
+        assert not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'report'").fetchone()
+    licensed(pbx, cli)
+    assert cli("enable", "--pbx", pbx)[0] == 0
+    calls = sync_history(pbx, cli)
+    save_filter(pbx, "Long calls", {"min_talk": "300"})
+    before = user_data(pbx)
+    settings_before = (module_db(pbx).parent / "extcdr.toml").read_text()
+
+    code, out, err = cli("upgrade", "--pbx", pbx, "--archive", archive)
+    assert code == 0, err
+    assert out.strip() == f"upgraded {MODULE} 0.0.9 -> 0.1.0, data kept"
+    with sqlite3.connect(module_db(pbx)) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == schema.LATEST
+        assert conn.execute("SELECT count(*) FROM module_secret").fetchone()[0] == 1
+    assert count(pbx, "call") == calls and user_data(pbx) == before
+    assert (module_db(pbx).parent / "extcdr.toml").read_text() == settings_before
+    row = registration(pbx)
+    assert (row["version"], row["disabled"]) == ("0.1.0", "0")        # enabled as before
+    assert (pbx / "nginx" / "modules_locations" / f"{MODULE}.conf").exists()
+    assert json.loads((pbx / "custom_modules" / MODULE / "module.json").read_text())[
+        "version"] == "0.1.0"
+    assert cli("upgrade", "--pbx", pbx, "--archive", archive)[1].strip() == \
+        f"{MODULE} is already at version 0.1.0"
+    code, _, err = cli("upgrade", "--pbx", pbx, "--archive", previous)
+    assert code == 2 and "0.0.9 is older" in err
+
+
+def test_a_failing_migration_leaves_the_old_version_installed_and_working(tmp_path, pbx, archive,
+                                                                         cli):
+    cli("install", "--pbx", pbx, "--archive", archive)
+    licensed(pbx, cli)
+    cli("enable", "--pbx", pbx)
+    calls = sync_history(pbx, cli)
+    save_filter(pbx, "Kept")
+    broken = build_variant(tmp_path, "0.2.0", _with_failing_migrations)
+
+    code, _, err = cli("upgrade", "--pbx", pbx, "--archive", broken)
+    assert code == 2
+    assert f"upgrade to 0.2.0 failed, {MODULE} 0.1.0 is still installed and unchanged" in err
+    assert "no such table: no_such_table" in err
+    with sqlite3.connect(module_db(pbx)) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == schema.LATEST
+        assert not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'call_note'").fetchone()
+    installed = pbx / "custom_modules" / MODULE
+    assert json.loads((installed / "module.json").read_text())["version"] == "0.1.0"
+    assert (registration(pbx)["version"], registration(pbx)["disabled"]) == ("0.1.0", "0")
+    assert not any(p.name.startswith(f".{MODULE}") for p in (pbx / "custom_modules").iterdir())
+    # The old version still works: its own code lists the calls from its DB.
+    done = subprocess.run([sys.executable, "-m", "daemon.cli", "calls", "--db", module_db(pbx),
+                           "--format", "jsonl", "--from", "2000-01-01"], cwd=installed, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert len(done.stdout.splitlines()) == calls and user_data(pbx)["filters"]
+
+
+# --- without a licence: pages and daemon ----------------------------------------------------------
+
+def test_without_a_valid_licence_pages_show_activation_or_a_notice_and_the_api_refuses(
+        pbx, market, archive, cli):
+    from tests.stack import serve
+    from tests.webclient import Browser
+    from web import create_app
+    from web.standin import load_users
+    cli("install", "--pbx", pbx, "--archive", archive)
+    settings = _installed_settings(pbx)
+    prefix = settings["web.prefix"]
+    address, server = serve(create_app(settings, standin_accounts=load_users(None)))
+    try:
+        admin, operator = Browser(f"http://{address}"), Browser(f"http://{address}")
+        admin.login("admin", "admin")
+        operator.login("operator201", "operator201")
+        status, _, page = admin.request(prefix)
+        assert status == 403
+        assert "Extended call history is not licensed" in page
+        assert "the module has no licence" in page
+        assert 'href="/admin-cabinet/licensing/modify/"' in page
+        status, _, page = operator.request(prefix, headers={"Accept-Language": "ru"})
+        assert status == 403
+        assert "Лицензия модуля не активна. Обратитесь к администратору АТС." in page
+        assert "no licence" not in page and "licensing/modify" not in page
+        status, _, body = admin.request(prefix + "api/v1/calls")
+        assert status == 403 and json.loads(body)["error"].startswith("the module is not licensed")
+        status, _, _ = admin.request(prefix + "export?format=csv")
+        assert status == 403
+
+        licensed(pbx, cli)                                   # takes effect at the next request
+        assert admin.request(prefix)[0] == 200
+        assert admin.request(prefix + "api/v1/calls")[0] == 200
+
+        licence_file = pbx / "licences" / "191-55.json"
+        signing_key = load_pem_private_key((market.folder / "signing.key").read_bytes(), None)
+        grant = Grant(**json.loads(licence_file.read_text())["grant"])
+        licence_file.write_text(sign(Grant(**{**grant.__dict__, "expires": int(time.time()) - 1}),
+                                     signing_key))
+        status, _, page = admin.request(prefix)
+        assert status == 403 and "the licence expired on" in page
+    finally:
+        server.close()
+
+
+def test_the_daemon_pauses_without_a_licence_and_catches_up_once_licensed(pbx, archive, cli,
+                                                                          caplog):
+    from daemon.runner import Daemon
+    cli("install", "--pbx", pbx, "--archive", archive)
+    daemon = Daemon(_installed_settings(pbx))
+    try:
+        with caplog.at_level("WARNING", logger="extcdr.daemon"):
+            wait = daemon.step(time.monotonic())
+            daemon.step(time.monotonic())
+        assert wait == 5.0 and count(pbx, "call") == 0
+        paused = [r.message for r in caplog.records if "paused" in r.message]
+        assert paused == ["paused, the mirror is kept as it is: the module has no licence: "
+                          "activate a key or coupon in Module marketplace → Licence management"]
+        licensed(pbx, cli)
+        daemon.step(time.monotonic())
+        assert count(pbx, "call") > 0
+    finally:
+        daemon.db.close()
