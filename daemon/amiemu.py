@@ -73,6 +73,7 @@ import sqlite3
 import sys
 import threading
 import time
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, NamedTuple, Sequence
@@ -500,10 +501,12 @@ class AmiEmulator:
     def __init__(self, *, host: str = "127.0.0.1", port: int = 0,
                  username: str = DEFAULT_USERNAME, secret: str = DEFAULT_SECRET,
                  cdr_db: Path | str | None = None, faults: Faults | None = None,
-                 banner: str = DEFAULT_BANNER, auth_failure_delay: float = AUTH_FAILURE_DELAY_S):
+                 banner: str = DEFAULT_BANNER, auth_failure_delay: float = AUTH_FAILURE_DELAY_S,
+                 users_db: Path | str | None = None):
         self.host, self.port = host, port
         self.username = username
         self._secret = secret
+        self.users_db = Path(users_db) if users_db is not None else None
         self.cdr_db = Path(cdr_db) if cdr_db is not None else None
         self.faults = faults or Faults()
         self.banner = banner
@@ -756,13 +759,22 @@ class AmiEmulator:
             return True
         return await handler(session, request, action_id)
 
+    def _secret_of(self, username: str) -> str | None:
+        """The password of an AMI user: as Asterisk reads manager.conf, which MikoPBX writes
+        from m_AsteriskManagerUsers (with `users_db`), else the one user given."""
+        if self.users_db is None:
+            return self._secret if username.lower() == self.username.lower() else None
+        with closing(sqlite3.connect(f"file:{self.users_db}?mode=ro", uri=True)) as conn:
+            row = conn.execute("SELECT secret FROM m_AsteriskManagerUsers WHERE username = ?",
+                               (username,)).fetchone()
+        return row[0] if row and row[0] else None
+
     async def _login(self, session: _Session, request: _Request, action_id: str) -> bool:
         if session.logged_in:
             session.send(_response("Success", action_id, [("Message", "Already authenticated")]))
             return True
         username = request.get("Username")
-        if (self.faults.refuse_login or username.lower() != self.username.lower()
-                or request.get("Secret") != self._secret):
+        if self.faults.refuse_login or request.get("Secret") != self._secret_of(username):
             self.stats.logins_failed += 1
             log.info("AMI login as %r from %s failed", username, session.peer)
             await asyncio.sleep(self.auth_failure_delay)
@@ -877,6 +889,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="how fast calls and --replay play (1: real time, 0: no waiting)")
     parser.add_argument("--replay", type=Path, metavar="TRANSCRIPT",
                         help="send this transcript once the first client listens for events")
+    parser.add_argument("--users-db", type=Path, metavar="MIKOPBX_DB",
+                        help="accept the AMI users of this PBX config DB "
+                             "(m_AsteriskManagerUsers) instead of --username/--secret")
     parser.add_argument("--username", default=DEFAULT_USERNAME)
     parser.add_argument("--secret", help=f"the password (default: ${SECRET_ENV}, "
                         f"else {DEFAULT_SECRET!r})")
@@ -907,7 +922,7 @@ def run(args: argparse.Namespace) -> int:
     _check_speed(args.speed)
     emulator = AmiEmulator(host=args.listen[0], port=args.listen[1], username=args.username,
                            secret=args.secret or os.environ.get(SECRET_ENV) or DEFAULT_SECRET,
-                           cdr_db=args.cdr_db)
+                           cdr_db=args.cdr_db, users_db=args.users_db)
     stopping = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stopping.set())

@@ -10,7 +10,7 @@ import time
 from datetime import date, datetime
 from pathlib import Path
 
-from daemon.lifecycle import LifecycleError
+from daemon.lifecycle import MODULE_ID, LifecycleError
 from daemon.marketplace import MarketplaceError
 from daemon.pbxtime import PbxClock
 from daemon.source import CdrSource, SourceBusy, SourceError, read_pbx_config
@@ -96,13 +96,17 @@ def _parser() -> argparse.ArgumentParser:
                      help="with --standin: JSON list of {name, password, role, extensions}")
 
     shell = sub.add_parser("admin-shell", help="development/demo: the admin-shell stand-in "
-                           "(login, users, auth) and nginx in front of a running `extcdr web`")
-    shell.add_argument("--config", type=Path, required=True,
-                       help="the settings file `extcdr web` runs with (prefix, proxy token)")
+                           "(login, users, auth) and nginx; with --pbx the PBX's admin panel "
+                           "that installs, licenses and runs modules, else in front of a "
+                           "running `extcdr web`")
+    shell.add_argument("--pbx", type=Path, help="a PBX folder: manage its modules (marketplace, "
+                       "licences, enable switches) and run the enabled ones' workers")
+    shell.add_argument("--config", type=Path,
+                       help="without --pbx: the settings file `extcdr web` runs with")
+    shell.add_argument("--app", metavar="HOST:PORT", help="without --pbx: where `extcdr web` "
+                       "listens")
     shell.add_argument("--listen", metavar="HOST:PORT", required=True,
                        help="where nginx listens (loopback)")
-    shell.add_argument("--app", metavar="HOST:PORT", required=True,
-                       help="where `extcdr web` listens")
     shell.add_argument("--run-dir", type=Path, required=True,
                        help="nginx's configuration, logs and temp files go here")
     shell.add_argument("--users", type=Path,
@@ -122,7 +126,7 @@ def _parser() -> argparse.ArgumentParser:
     migrate.add_argument("--db", required=True, type=Path)
 
     pbx_help = "the PBX's storage folder (mikopbx.db, custom_modules/)"
-    module_id = _module_id()
+    module_id = MODULE_ID
     for name, text in (("install", "install the module on a PBX (disabled until enabled)"),
                        ("upgrade", "upgrade the installed module, keeping its data")):
         step = sub.add_parser(name, help=text)
@@ -478,38 +482,60 @@ def cmd_web(args) -> int:
 
 
 def cmd_admin_shell(args) -> int:
-    """nginx with the module's location, authenticating against the stand-in shell."""
+    """nginx in front of the stand-in shell and the module's pages."""
     import signal
     import subprocess
     import threading
 
     from waitress import create_server
 
-    from daemon import settings as settings_module
-    from web.standin import create_shell_app, load_users, nginx_config
-    settings = settings_module.load(args.config, {})
+    from web.standin import create_shell_app, load_users, nginx_config, pbx_nginx_config
     nginx = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin")
     if nginx is None:
         raise CliError("nginx is not installed (apt-get install nginx), or use "
                        "`extcdr web --standin`")
-    prefix = "/" + settings["web.prefix"].strip("/") + "/"
+    if args.pbx is None and (args.config is None or args.app is None):
+        raise CliError("admin-shell: give --pbx, or --config and --app")
     accounts = load_users(args.users)
-    shell = create_server(create_shell_app(accounts, prefix), host="127.0.0.1", port=0,
-                          threads=4)
-    threading.Thread(target=shell.run, daemon=True).start()
+    user = "root" if os.geteuid() == 0 else None      # nginx workers must read the recordings
     args.run_dir.mkdir(parents=True, exist_ok=True)
-    conf = args.run_dir / "nginx.conf"
-    conf.write_text(nginx_config(
-        run_dir=args.run_dir.resolve(), listen=args.listen,
-        shell=f"127.0.0.1:{shell.effective_port}", app=args.app, prefix=prefix,
-        proxy_token=settings["web.proxy_token"], recordings_root=settings["pbx.recordings_root"],
-        user="root" if os.geteuid() == 0 else None))
+    run_dir = args.run_dir.resolve()
+    conf = run_dir / "nginx.conf"
+    proc: subprocess.Popen | None = None
+    supervisor = None
+    if args.pbx is not None:
+        from daemon.lifecycle import PbxTree
+        from daemon.supervisor import Supervisor
+        tree = PbxTree.open(args.pbx)
+        tree.locations.mkdir(parents=True, exist_ok=True)
+        supervisor = Supervisor(tree, reload_nginx=lambda: proc and proc.send_signal(
+            signal.SIGHUP))
+        home = "/admin-cabinet/"
+        shell = create_server(create_shell_app(accounts, home, pbx=tree, supervisor=supervisor),
+                              host="127.0.0.1", port=0, threads=4)
+        text = pbx_nginx_config(run_dir=run_dir, listen=args.listen,
+                                shell=f"127.0.0.1:{shell.effective_port}",
+                                modules_locations=tree.locations, user=user)
+    else:
+        from daemon import settings as settings_module
+        settings = settings_module.load(args.config, {})
+        home = "/" + settings["web.prefix"].strip("/") + "/"
+        shell = create_server(create_shell_app(accounts, home), host="127.0.0.1", port=0,
+                              threads=4)
+        text = nginx_config(
+            run_dir=run_dir, listen=args.listen, shell=f"127.0.0.1:{shell.effective_port}",
+            app=args.app, prefix=home, proxy_token=settings["web.proxy_token"],
+            recordings_root=settings["pbx.recordings_root"], user=user)
+    threading.Thread(target=shell.run, daemon=True).start()
+    conf.write_text(text)
     conf.chmod(0o600)                                       # it holds the proxy token
-    proc = subprocess.Popen([nginx, "-p", str(args.run_dir.resolve()), "-c", str(conf.resolve()),
-                             "-e", str((args.run_dir / "error.log").resolve()),
-                             "-g", "daemon off;"])
+    proc = subprocess.Popen([nginx, "-p", str(run_dir), "-c", str(conf),
+                             "-e", str(run_dir / "error.log"), "-g", "daemon off;"])
+    if supervisor is not None:
+        supervisor.reconcile()
+        threading.Thread(target=supervisor.run, daemon=True).start()
     signal.signal(signal.SIGTERM, lambda *_: proc.terminate())
-    print(f"admin shell on http://{args.listen}{prefix}", flush=True)
+    print(f"admin shell on http://{args.listen}{home}", flush=True)
     if args.users is None:
         print("users: " + ", ".join(f"{a.user.name}/{a.password} ({a.user.role})"
                                     for a in accounts.values()), flush=True)
@@ -519,6 +545,8 @@ def cmd_admin_shell(args) -> int:
         proc.terminate()
         return proc.wait()
     finally:
+        if supervisor is not None:
+            supervisor.close()
         shell.close()
 
 
@@ -543,11 +571,6 @@ def cmd_migrate(args) -> int:
     return 0
 
 
-def _module_id() -> str:
-    from daemon.package import manifest
-    return manifest()["moduleUniqueID"]
-
-
 def cmd_lifecycle(args) -> int:
     """install, upgrade, enable, disable, uninstall: one line of what was done."""
     import tempfile
@@ -556,7 +579,7 @@ def cmd_lifecycle(args) -> int:
     tree = lifecycle.PbxTree.open(args.pbx)
     if args.command in ("install", "upgrade"):
         with tempfile.TemporaryDirectory() as scratch:
-            archive = args.archive or lifecycle.fetch(tree, _module_id(), Path(scratch))
+            archive = args.archive or lifecycle.fetch(tree, MODULE_ID, Path(scratch))
             step = lifecycle.install if args.command == "install" else lifecycle.upgrade
             print(step(tree, archive))
         return 0

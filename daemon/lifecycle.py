@@ -32,8 +32,10 @@ from pathlib import Path, PurePosixPath
 
 from daemon.licence import Grant, LicenceCheck, LicenceError, check_key, verify
 from daemon.marketplace import MarketplaceClient, version_key
+from daemon.package import manifest
 from daemon.pbxschema import PBX_CONFIG_DDL
 
+MODULE_ID = manifest()["moduleUniqueID"]   # this module, for the licence it activates
 DISABLED_BY_USER = "DisabledByUser"          # MikoPBX's PbxExtensionState reasons
 DISABLED_BY_LICENSE = "DisabledByLicense"
 AMI_USER = "extcdr"
@@ -391,7 +393,6 @@ def _installed_row(tree: PbxTree, module_id: str) -> dict:
 def _description(tree: PbxTree, module_id: str) -> dict:
     """module.json of the installed module, else of this code (activation before install)."""
     installed = tree.module_dir(module_id) / "module.json"
-    from daemon.package import manifest
     if installed.is_file():
         return json.loads(installed.read_text(encoding="utf-8"))
     description = manifest()

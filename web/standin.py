@@ -87,13 +87,33 @@ def install(app, accounts: dict[str, Account], home: str) -> None:
     app.register_blueprint(standin)
 
 
-def create_shell_app(accounts: dict[str, Account], home: str):
-    """The stand-in shell alone (behind nginx, beside the module's app)."""
+def create_shell_app(accounts: dict[str, Account], home: str, *, pbx=None, supervisor=None):
+    """The stand-in shell alone (behind nginx, beside the module's app). With `pbx` (a
+    `daemon.lifecycle.PbxTree`) it is the PBX's admin panel too: modules, marketplace,
+    licences, with its own copy of the static files."""
     from flask import Flask
 
     from web import present
-    app = Flask(__name__, static_folder=None)
-    app.config["EXTCDR_STATIC"] = home.rstrip("/") + "/static/"
+    if pbx is None:
+        app = Flask(__name__, static_folder=None)
+        app.config["EXTCDR_STATIC"] = home.rstrip("/") + "/static/"
+    else:
+        from web.shell_admin import shell_admin
+        app = Flask(__name__, static_folder=str(Path(__file__).parent / "static"),
+                    static_url_path="/admin-cabinet/assets")
+        app.config.update(EXTCDR_STATIC="/admin-cabinet/assets/", EXTCDR_PBX=pbx,
+                          EXTCDR_SUPERVISOR=supervisor)
+        app.register_blueprint(shell_admin)
+
+        @app.errorhandler(404)
+        def no_such_page(_):
+            return render_template("message.html", title="Not found", message=(
+                "This page is not available: its module is disabled or not installed.")), 404
+
+        @app.errorhandler(403)
+        def admins_only(_):
+            return render_template("message.html", title="Request refused", message=(
+                "Only PBX administrators manage modules and licences.")), 403
     install(app, accounts, home)
     present.install(app)
     return app
@@ -107,8 +127,16 @@ def nginx_config(*, run_dir: Path, listen: str, shell: str, app: str, prefix: st
         login_url="/login", accel_location=ACCEL_LOCATION,
         recordings_root=Path(recordings_root).resolve())
     return _templates(NGINX_TEMPLATES).get_template("standin-server.conf.j2").render(
-        run_dir=run_dir, listen=listen, shell=shell, prefix=prefix, module_location=location,
-        user=user)
+        run_dir=run_dir, listen=listen, shell=shell, home=prefix, module_location=location,
+        modules_locations="", user=user)
+
+
+def pbx_nginx_config(*, run_dir: Path, listen: str, shell: str, modules_locations: Path,
+                     user: str | None = None) -> str:
+    """nginx.conf of the stand-in PBX: the shell's pages plus the enabled modules' locations."""
+    return _templates(NGINX_TEMPLATES).get_template("standin-server.conf.j2").render(
+        run_dir=run_dir, listen=listen, shell=shell, home="/admin-cabinet/", module_location="",
+        modules_locations=f"{modules_locations}/*.conf", user=user)
 
 
 def location_config(templates: Path, settings, *, auth_location: str) -> str:

@@ -1,0 +1,153 @@
+"""The administrator's whole path in real Chromium through real nginx and the stand-in PBX's
+admin panel (`extcdr admin-shell --pbx`): install the module from the stand-in marketplace,
+enabling refused without a licence, activate a coupon in Licence management, enable, and the
+history page opens with the PBX's calls served by the module's own workers."""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+import threading
+from datetime import date, timedelta
+
+import pytest
+from playwright.sync_api import sync_playwright
+
+from daemon.marketplace import serve as serve_marketplace
+from tests.conftest import ROOT, wait_for
+from tests.stack import PREFIX, free_port, nginx_binary
+from tests.test_browser import ARTIFACTS, CHROMIUM_ARGS, chromium_binary
+from tests.test_lifecycle import COUPON, MODULE, archive, registration  # noqa: F401 (fixture)
+from tests.webclient import Browser
+
+
+@pytest.fixture
+def pbx_shell(tmp_path, archive, cli):
+    nginx_binary()
+    chromium_binary()
+    market_dir = tmp_path / "market"
+    (market_dir / "archives").mkdir(parents=True)
+    shutil.copy(archive, market_dir / "archives")
+    (market_dir / "keys.json").write_text(json.dumps(
+        {COUPON: {"product_id": 191, "features": [55], "days": 365}}))
+    market, _ = serve_marketplace(market_dir)
+    threading.Thread(target=market.serve_forever, daemon=True).start()
+    pbx = tmp_path / "pbx"
+    code, _, err = cli("demo-data", "--out", pbx, "--calls", 400, "--seed", 3,
+                       "--end-day", (date.today() - timedelta(days=1)).isoformat())
+    assert code == 0, err
+    shutil.copy(market_dir / "endpoint.json", pbx / "marketplace.json")
+    port = free_port()
+    log = (tmp_path / "shell.log").open("w")
+    shell = subprocess.Popen([sys.executable, "-m", "daemon.cli", "admin-shell", "--pbx", pbx,
+                              "--listen", f"127.0.0.1:{port}", "--run-dir", tmp_path / "nginx"],
+                             cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        assert wait_for(lambda: _serving(base), 20), \
+            (tmp_path / "shell.log").read_text()
+        yield {"base": base, "pbx": pbx, "market": market.market}
+    finally:
+        shell.terminate()
+        shell.wait(30)
+        log.close()
+        market.shutdown()
+        market.server_close()
+    assert not list((pbx / "run").glob("*.pid"))       # the workers stopped with the shell
+
+
+def _serving(base: str) -> bool:
+    try:
+        return Browser(base).request("/login")[0] == 200
+    except OSError:
+        return False
+
+
+def test_install_activate_enable_then_the_history_page_opens(pbx_shell):
+    base, pbx = pbx_shell["base"], pbx_shell["pbx"]
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=chromium_binary(), headless=True,
+                                              args=CHROMIUM_ARGS)
+        page = chromium.new_page(locale="en-US", viewport={"width": 1400, "height": 900})
+        page.set_default_timeout(20_000)
+        errors: list[str] = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.goto(f"{base}/")
+        page.fill("#username", "admin")
+        page.fill("#password", "admin")
+        with page.expect_navigation():
+            page.click("button[type=submit]")
+        page.wait_for_url(re.compile("pbx-extension-modules"))
+        assert page.locator("p.no-modules").is_visible()
+
+        offer = page.locator(f"table.marketplace-offers tr[data-module={MODULE}]")
+        assert "Extended call history" in offer.inner_text()
+        with page.expect_navigation():
+            offer.locator("button", has_text="Install").click()
+        assert f"installed {MODULE} 0.1.0" in page.locator(".message.done").inner_text()
+        row = page.locator(f"table.installed-modules tr[data-module={MODULE}]")
+        assert row.locator("td.version").inner_text() == "0.1.0"
+        assert row.locator("button.module-switch").inner_text().strip() == "Disabled"
+
+        with page.expect_navigation():
+            row.locator("button.module-switch").click()          # no licence yet
+        alert = page.locator("[role=alert]").inner_text()
+        assert f"{MODULE} stays disabled by licence: the module has no licence" in alert
+        assert "Disabled by licence" in row.locator(".disabled-reason").inner_text()
+        assert page.locator("a.module-entry").count() == 0
+
+        page.click("text=Licence management")
+        page.fill("#key", "MIKO-123")
+        with page.expect_navigation():
+            page.click("form.activate button[type=submit]")
+        assert "is not a licence key" in page.locator("[role=alert]").inner_text()
+        assert page.input_value("#key") == "MIKO-123"          # what was typed is kept
+        assert not [r for r in pbx_shell["market"].requests if r.startswith("POST")]
+        page.fill("#key", COUPON)
+        with page.expect_navigation():
+            page.click("form.activate button[type=submit]")
+        assert "activated for this PBX until" in page.locator(".message.done").inner_text()
+        assert "valid until" in page.locator(".licence-state").inner_text()
+
+        page.click("text=Module marketplace")
+        with page.expect_navigation():
+            row.locator("button.module-switch").click()
+        assert f"{MODULE} is enabled" in page.locator(".message.done").inner_text()
+        assert row.locator("button.module-switch").inner_text().strip() == "Enabled"
+        assert registration(pbx)["disabled"] == "0"
+        entry = page.locator("a.module-entry", has_text="Extended call history")
+        with page.expect_navigation():
+            entry.click()
+        assert page.url == f"{base}{PREFIX}"
+        assert page.title().startswith("Extended call history")
+        # The module's own daemon mirrors the PBX: its calls appear on the page.
+        page.goto(f"{base}{PREFIX}?from={date.today() - timedelta(days=30)}")
+        page.wait_for_selector("table.calls tbody tr")
+        assert page.locator("table.calls tbody tr").count() > 0
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "lifecycle-history.png"))
+
+        # Disabled again: the pages are gone, the data is not.
+        page.goto(f"{base}/admin-cabinet/pbx-extension-modules/index/")
+        with page.expect_navigation():
+            row.locator("button.module-switch").click()
+        assert page.goto(f"{base}{PREFIX}").status == 404
+        assert (pbx / "custom_modules" / MODULE / "db" / "module.db").stat().st_size > 0
+        chromium.close()
+    assert errors == []
+
+
+def test_only_administrators_reach_the_admin_panel(pbx_shell):
+    operator = Browser(pbx_shell["base"])
+    operator.login("operator201", "operator201")
+    for path in ("/admin-cabinet/pbx-extension-modules/index/",
+                 "/admin-cabinet/licensing/modify/"):
+        status, _, page = operator.request(path)
+        assert status == 403 and "Only PBX administrators manage modules" in page
+    status, _, _ = operator.request("/admin-cabinet/pbx-extension-modules/install",
+                                    {"module": MODULE})
+    assert status == 403 and registration(pbx_shell["pbx"]) is None
+    status, _, _ = Browser(pbx_shell["base"]).request("/admin-cabinet/pbx-extension-modules/index/")
+    assert status == 302                                  # not logged in: to the login form
