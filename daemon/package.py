@@ -13,7 +13,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 # What a module needs on the PBX: its description, code, pages, launchers and metadata.
 INCLUDED = ("module.json", "README.md", "setup.cfg", "daemon", "db", "web", "bin")
-EXCLUDED_NAMES = {"__pycache__", ".pytest_cache", "reports"}
+EXCLUDED_NAMES = {"__pycache__", ".pytest_cache"}
+EXCLUDED_DATA = {Path("db/reports")}    # run-time data beside module.db: mailed reports' files
 EXCLUDED_SUFFIXES = (".pyc", ".pyo", ".db", ".db-wal", ".db-shm", ".lock", ".partial")
 _TIME = (1980, 1, 1, 0, 0, 0)          # the earliest a ZIP can say: no build time leaks in
 
@@ -38,7 +39,9 @@ def module_files(root: Path = ROOT) -> list[Path]:
         if not top.is_dir():
             raise PackageError(f"{top}: missing")
         for folder, dirs, files in os.walk(top):
-            dirs[:] = sorted(d for d in dirs if d not in EXCLUDED_NAMES and not d.startswith("."))
+            here = Path(folder).relative_to(root)
+            dirs[:] = sorted(d for d in dirs if d not in EXCLUDED_NAMES and not d.startswith(".")
+                             and here / d not in EXCLUDED_DATA)
             for file in files:
                 if file.endswith(EXCLUDED_SUFFIXES) or file.startswith("."):
                     continue

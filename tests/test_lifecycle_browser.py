@@ -128,6 +128,9 @@ def test_install_activate_enable_then_the_history_page_opens(pbx_shell):
         assert page.locator("table.calls tbody tr").count() > 0
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "lifecycle-history.png"))
+        with page.expect_navigation():                   # every page of the installed copy
+            page.click("text=Mailed reports")
+        assert page.url == f"{base}{PREFIX}reports" and page.locator("h1").is_visible()
 
         # Disabled again: the pages are gone, the data is not.
         page.goto(f"{base}/admin-cabinet/pbx-extension-modules/index/")

@@ -43,6 +43,12 @@ def test_the_archive_is_reproducible_and_holds_the_module_only(cli, tmp_path):
         assert archive.testzip() is None
         assert (archive.getinfo("bin/demo").external_attr >> 16) & 0o111
     assert {"daemon/cli.py", "web/__init__.py", "db/schema.py", "setup.cfg"} <= set(names)
+    # Every page template, script and style the module serves is in it.
+    served = {p.relative_to(ROOT).as_posix() for folder in ("web/templates", "web/static",
+                                                            "web/nginx")
+              for p in (ROOT / folder).rglob("*") if p.is_file()}
+    assert served - set(names) == set()
+    assert "web/templates/reports/list.html" in names
     assert not [n for n in names if n.startswith(("tests/", ".venv/", ".demo/", ".git"))
                 or n.endswith((".db", ".pyc")) or "__pycache__" in n]
 
