@@ -17,6 +17,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import secrets
 import shutil
 import socket
@@ -41,12 +42,20 @@ DISABLED_BY_LICENSE = "DisabledByLicense"
 AMI_USER = "extcdr"
 AUTH_LOCATION = "/extcdr-auth"               # the stand-in shell's session check for nginx
 SETTINGS_FILE = "db/extcdr.toml"
+MODULE_ID_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
 REQUIRED_FIELDS = ("moduleUniqueID", "version", "min_pbx_version", "lic_product_id",
                    "lic_feature_id")
 
 
 class LifecycleError(Exception):
     """A step that cannot be done; the message says why and what to do."""
+
+
+def checked_id(module_id: str) -> str:
+    """A module id as MikoPBX names them (a folder name, never a path)."""
+    if not MODULE_ID_PATTERN.fullmatch(module_id or "") or module_id == "Backup":
+        raise LifecycleError(f"{module_id[:60]!r} is not a module id (letters, digits, _)")
+    return module_id
 
 
 @dataclass(frozen=True)
@@ -72,13 +81,13 @@ class PbxTree:
     host_id_file = property(lambda self: self.root / "host-id")
 
     def module_dir(self, module_id: str) -> Path:
-        return self.modules / module_id
+        return self.modules / checked_id(module_id)
 
     def backup_dir(self, module_id: str) -> Path:
-        return self.modules / "Backup" / module_id
+        return self.modules / "Backup" / checked_id(module_id)
 
     def location_file(self, module_id: str) -> Path:
-        return self.locations / f"{module_id}.conf"
+        return self.locations / f"{checked_id(module_id)}.conf"
 
     def licence_file(self, product_id: int, feature_id: int) -> Path:
         return self.root / "licences" / f"{product_id}-{feature_id}.json"
@@ -163,6 +172,12 @@ def read_archive(path: Path) -> dict:
     missing = [f for f in REQUIRED_FIELDS if not description.get(f)]
     if missing:
         raise LifecycleError(f"{path}: module.json lacks {', '.join(missing)}")
+    checked_id(str(description["moduleUniqueID"]))
+    try:
+        version_key(str(description["version"]))
+        version_key(str(description["min_pbx_version"]))
+    except ValueError as exc:
+        raise LifecycleError(f"{path}: module.json: {exc}") from None
     return description
 
 
@@ -340,7 +355,7 @@ def licence_check(tree: PbxTree, module_id: str) -> LicenceCheck:
 def fetch(tree: PbxTree, module_id: str, into: Path) -> Path:
     """The newest archive of a module from the PBX's marketplace."""
     url, _ = tree.marketplace()
-    archive = into / f"{module_id}.zip"
+    archive = into / f"{checked_id(module_id)}.zip"
     MarketplaceClient(url).download(module_id, archive)
     return archive
 
@@ -480,7 +495,7 @@ def _write_settings(tree: PbxTree, description: dict, folder: Path) -> None:
         current = tomllib.loads(path.read_text()) if path.exists() else {}
     except tomllib.TOMLDecodeError as exc:
         raise LifecycleError(f"{path}: not valid TOML ({exc})") from None
-    _, public_key = tree.marketplace() if (tree.root / "marketplace.json").exists() else ("", "")
+    _, public_key = tree.marketplace()        # licences are checked against its key
     product, feature = int(description["lic_product_id"]), int(description["lic_feature_id"])
     web = current.setdefault("web", {})
     web.setdefault("listen", f"127.0.0.1:{_free_port()}")

@@ -86,6 +86,7 @@ class Daemon:
         self._complaint: str | None = None        # the last problem logged (logged once)
         self.db = open_module_db(settings["module.db"])
         self.sync = self._new_sync()
+        self.licence = LicenceCheck.of(settings)
 
     # --- triggers (any thread) ----------------------------------------------------------------
 
@@ -117,7 +118,7 @@ class Daemon:
     def step(self, now: float) -> float:
         """Do what is due at `now`; returns seconds until something else is due. Without a
         valid licence nothing is done (the triggers wait in the queue) until it is back."""
-        problem = LicenceCheck.of(self.settings).problem()
+        problem = self.licence.problem()
         if problem is not None:
             self._complain(f"paused, the mirror is kept as it is: {problem}")
             self.new_rows_due = 0.0                 # catch up once licensed again
@@ -180,6 +181,7 @@ class Daemon:
             return
         previous, self.settings = self.settings, fresh
         self.sync = self._new_sync()
+        self.licence = LicenceCheck.of(fresh)
         self.new_rows_due = 0.0
         self.backfilled = False
         log.info("settings reloaded: %s", fresh.describe())

@@ -86,3 +86,12 @@ def demo_reference(demo_pbx, tmp_path_factory) -> dict:
     db = tmp_path_factory.mktemp("reference") / "module.db"
     sync_once(demo_pbx / "cdr.db", demo_pbx / "mikopbx.db", db, batch_rows=10**9)
     return {"rows": pbx_rows(demo_pbx / "cdr.db"), "dump": dump(db)}
+
+
+@pytest.fixture(scope="session")
+def archive(tmp_path_factory) -> Path:
+    """The module's marketplace archive, built from this tree (`extcdr package`)."""
+    from daemon import package
+    out = tmp_path_factory.mktemp("archive") / "ModuleExtendedCDR.zip"
+    package.build(out)
+    return out

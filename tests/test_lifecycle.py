@@ -48,13 +48,6 @@ def build_variant(work: Path, version: str, schema_edit=None) -> Path:
     return out
 
 
-@pytest.fixture(scope="session")
-def archive(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("archive") / f"{MODULE}.zip"
-    package.build(out)
-    return out
-
-
 # --- a marketplace and PBXs --------------------------------------------------------------------
 
 @pytest.fixture
@@ -505,3 +498,19 @@ def test_the_daemon_pauses_without_a_licence_and_catches_up_once_licensed(pbx, a
         assert count(pbx, "call") > 0
     finally:
         daemon.db.close()
+
+
+def test_a_module_id_is_never_a_path(pbx, archive, cli, tmp_path):
+    cli("install", "--pbx", pbx, "--archive", archive)
+    (tmp_path / "precious").mkdir()
+    for bad in ("../precious", "..", "Backup", "a/b", ""):
+        code, _, err = cli("uninstall", "--pbx", pbx, "--module", bad)
+        assert code == 2 and "is not a module id" in err
+    assert (tmp_path / "precious").is_dir() and registration(pbx) is not None
+
+
+def test_a_pbx_that_trusts_no_marketplace_gets_no_unlicensed_install(pbx, archive, cli):
+    (pbx / "marketplace.json").unlink()
+    code, _, err = cli("install", "--pbx", pbx, "--archive", archive)
+    assert code == 2 and "this PBX has no marketplace set up" in err
+    assert registration(pbx) is None and not (pbx / "custom_modules" / MODULE).exists()

@@ -19,7 +19,7 @@ from daemon.marketplace import serve as serve_marketplace
 from tests.conftest import ROOT, wait_for
 from tests.stack import PREFIX, free_port, nginx_binary
 from tests.test_browser import ARTIFACTS, CHROMIUM_ARGS, chromium_binary
-from tests.test_lifecycle import COUPON, MODULE, archive, registration  # noqa: F401 (fixture)
+from tests.test_lifecycle import COUPON, MODULE, registration
 from tests.webclient import Browser
 
 
