@@ -20,6 +20,7 @@ from typing import Iterator, NamedTuple
 
 from daemon.calls import Directory, calls_of
 from daemon.pbxtime import PbxClock
+from daemon.pids import alive
 from daemon.source import CdrSource, legs_from_rows
 from db import staging
 
@@ -103,15 +104,5 @@ def remove_orphaned_scratch() -> None:
     """Scratch directories of syncs that were killed (their pid is gone)."""
     for path in Path(tempfile.gettempdir()).glob(f"{_SCRATCH_PREFIX}*-*"):
         pid = path.name[len(_SCRATCH_PREFIX):].split("-", 1)[0]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not alive(int(pid)):
             shutil.rmtree(path, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

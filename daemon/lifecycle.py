@@ -35,6 +35,7 @@ from daemon.licence import Grant, LicenceCheck, LicenceError, check_key, verify
 from daemon.marketplace import MarketplaceClient, version_key
 from daemon.package import manifest
 from daemon.pbxschema import PBX_CONFIG_DDL
+from daemon.pids import alive
 
 MODULE_ID = manifest()["moduleUniqueID"]   # this module, for the licence it activates
 DISABLED_BY_USER = "DisabledByUser"          # MikoPBX's PbxExtensionState reasons
@@ -374,26 +375,14 @@ def stop_workers(tree: PbxTree, module_id: str, patience_s: float = 15.0) -> Non
             pid = int(pid_file.read_text())
         except (OSError, ValueError):
             continue
-        while _alive(pid) and time.monotonic() < deadline:
+        while alive(pid) and time.monotonic() < deadline:
             time.sleep(0.1)
-        if _alive(pid):
+        if alive(pid):
             os.kill(pid, 15)
-            while _alive(pid):
+            while alive(pid):
                 time.sleep(0.1)
         pid_file.unlink(missing_ok=True)
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:   # a zombie (exited, not yet reaped by its parent) is not running
-        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 # --- helpers -----------------------------------------------------------------------------------

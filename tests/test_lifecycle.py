@@ -128,6 +128,24 @@ def save_filter(pbx: Path, name: str, params: dict | None = None) -> int:
         db.close()
 
 
+def add_report(pbx: Path) -> int:
+    """Admin's daily report of a saved filter; returns its id."""
+    from daemon.pbxtime import PbxClock
+    from db.database import open_module_db
+    from db.reports import Owner, report_form, save_report
+    filter_id = save_filter(pbx, "Missed calls of Sales", {"status": "missed", "group": "Sales"})
+    db = open_module_db(module_db(pbx))
+    try:
+        form = report_form({"name": "Every morning", "filter": str(filter_id),
+                            "frequency": "daily", "at": "08:00", "period": "yesterday",
+                            "format": "xlsx", "delivery": "attach", "link_hours": "48",
+                            "recipients": "boss@example.com"}, "en")
+        return save_report(db, Owner("admin", "admin", ()), form, link_base="",
+                           clock=PbxClock("UTC"))
+    finally:
+        db.close()
+
+
 def licensed(pbx: Path, cli, key: str = COUPON) -> None:
     code, out, err = cli("licence", "activate", key, "--pbx", pbx)
     assert code == 0, err
@@ -321,17 +339,7 @@ def test_uninstall_keeping_settings_then_install_restores_history_filters_and_re
     licensed(pbx, cli)
     cli("enable", "--pbx", pbx)
     calls = sync_history(pbx, cli)
-    filter_id = save_filter(pbx, "Missed calls of Sales", {"status": "missed", "group": "Sales"})
-    from daemon.pbxtime import PbxClock
-    from db.database import open_module_db
-    from db.reports import Owner, report_form, save_report
-    db = open_module_db(module_db(pbx))
-    form = report_form({"name": "Every morning", "filter": str(filter_id), "frequency": "daily",
-                        "at": "08:00", "period": "yesterday", "format": "xlsx",
-                        "delivery": "attach", "link_hours": "48",
-                        "recipients": "boss@example.com"}, "en")
-    save_report(db, Owner("admin", "admin", ()), form, link_base="", clock=PbxClock("UTC"))
-    db.close()
+    add_report(pbx)
     before = user_data(pbx)
     settings_before = (module_db(pbx).parent / "extcdr.toml").read_text()
 
@@ -446,38 +454,36 @@ def test_without_a_valid_licence_pages_show_activation_or_a_notice_and_the_api_r
     cli("install", "--pbx", pbx, "--archive", archive)
     settings = _installed_settings(pbx)
     prefix = settings["web.prefix"]
-    address, server = serve(create_app(settings, standin_accounts=load_users(None)))
-    try:
-        admin, operator = Browser(f"http://{address}"), Browser(f"http://{address}")
-        admin.login("admin", "admin")
-        operator.login("operator201", "operator201")
-        status, _, page = admin.request(prefix)
-        assert status == 403
-        assert "Extended call history is not licensed" in page
-        assert "the module has no licence" in page
-        assert 'href="/admin-cabinet/licensing/modify/"' in page
-        status, _, page = operator.request(prefix, headers={"Accept-Language": "ru"})
-        assert status == 403
-        assert "Лицензия модуля не активна. Обратитесь к администратору АТС." in page
-        assert "no licence" not in page and "licensing/modify" not in page
-        status, _, body = admin.request(prefix + "api/v1/calls")
-        assert status == 403 and json.loads(body)["error"].startswith("the module is not licensed")
-        status, _, _ = admin.request(prefix + "export?format=csv")
-        assert status == 403
+    # Served until the test process ends (closing waitress under its loop thread races).
+    address, _ = serve(create_app(settings, standin_accounts=load_users(None)))
+    admin, operator = Browser(f"http://{address}"), Browser(f"http://{address}")
+    admin.login("admin", "admin")
+    operator.login("operator201", "operator201")
+    status, _, page = admin.request(prefix)
+    assert status == 403
+    assert "Extended call history is not licensed" in page
+    assert "the module has no licence" in page
+    assert 'href="/admin-cabinet/licensing/modify/"' in page
+    status, _, page = operator.request(prefix, headers={"Accept-Language": "ru"})
+    assert status == 403
+    assert "Лицензия модуля не активна. Обратитесь к администратору АТС." in page
+    assert "no licence" not in page and "licensing/modify" not in page
+    status, _, body = admin.request(prefix + "api/v1/calls")
+    assert status == 403 and json.loads(body)["error"].startswith("the module is not licensed")
+    status, _, _ = admin.request(prefix + "export?format=csv")
+    assert status == 403
 
-        licensed(pbx, cli)                                   # takes effect at the next request
-        assert admin.request(prefix)[0] == 200
-        assert admin.request(prefix + "api/v1/calls")[0] == 200
+    licensed(pbx, cli)                                   # takes effect at the next request
+    assert admin.request(prefix)[0] == 200
+    assert admin.request(prefix + "api/v1/calls")[0] == 200
 
-        licence_file = pbx / "licences" / "191-55.json"
-        signing_key = load_pem_private_key((market.folder / "signing.key").read_bytes(), None)
-        grant = Grant(**json.loads(licence_file.read_text())["grant"])
-        licence_file.write_text(sign(Grant(**{**grant.__dict__, "expires": int(time.time()) - 1}),
-                                     signing_key))
-        status, _, page = admin.request(prefix)
-        assert status == 403 and "the licence expired on" in page
-    finally:
-        server.close()
+    licence_file = pbx / "licences" / "191-55.json"
+    signing_key = load_pem_private_key((market.folder / "signing.key").read_bytes(), None)
+    grant = Grant(**json.loads(licence_file.read_text())["grant"])
+    licence_file.write_text(sign(Grant(**{**grant.__dict__, "expires": int(time.time()) - 1}),
+                                 signing_key))
+    status, _, page = admin.request(prefix)
+    assert status == 403 and "the licence expired on" in page
 
 
 def test_the_daemon_pauses_without_a_licence_and_catches_up_once_licensed(pbx, archive, cli,
@@ -514,3 +520,23 @@ def test_a_pbx_that_trusts_no_marketplace_gets_no_unlicensed_install(pbx, archiv
     code, _, err = cli("install", "--pbx", pbx, "--archive", archive)
     assert code == 2 and "this PBX has no marketplace set up" in err
     assert registration(pbx) is None and not (pbx / "custom_modules" / MODULE).exists()
+
+
+def test_mailed_reports_wait_for_the_licence_and_go_once_it_is_back(pbx, archive, cli):
+    from daemon.reports import ReportScheduler
+    from db.database import open_module_db
+    from db.reports import request_send
+    cli("install", "--pbx", pbx, "--archive", archive)
+    report_id = add_report(pbx)
+    db = open_module_db(module_db(pbx))
+    request_send(db, "admin", report_id, time.time())              # "Send now"
+    db.close()
+    scheduler = ReportScheduler(_installed_settings(pbx))
+    try:
+        scheduler.step(time.time())
+        assert count(pbx, "report_send") == 0                     # unlicensed: nothing goes
+        licensed(pbx, cli)
+        scheduler.step(time.time())
+        assert count(pbx, "report_send") == 1                     # the request was kept
+    finally:
+        scheduler.close()
