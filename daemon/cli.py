@@ -126,7 +126,6 @@ def _parser() -> argparse.ArgumentParser:
     migrate.add_argument("--db", required=True, type=Path)
 
     pbx_help = "the PBX's storage folder (mikopbx.db, custom_modules/)"
-    module_id = MODULE_ID
     for name, text in (("install", "install the module on a PBX (disabled until enabled)"),
                        ("upgrade", "upgrade the installed module, keeping its data")):
         step = sub.add_parser(name, help=text)
@@ -139,7 +138,7 @@ def _parser() -> argparse.ArgumentParser:
                        ("uninstall", "remove the module from the PBX")):
         step = sub.add_parser(name, help=text)
         step.add_argument("--pbx", required=True, type=Path, help=pbx_help)
-        step.add_argument("--module", default=module_id, help=f"module id (default {module_id})")
+        step.add_argument("--module", default=MODULE_ID, help=f"module id (default {MODULE_ID})")
     sub.choices["uninstall"].add_argument(
         "--keep-settings", action="store_true",
         help="keep the history, saved filters and reports for the next install")
@@ -149,7 +148,7 @@ def _parser() -> argparse.ArgumentParser:
     licence.add_argument("key", nargs="?", help="with activate: MIKO-XXXXX-XXXXX-XXXXX-XXXXX "
                          "or MIKOUPD-XXXXX-XXXXX-XXXXX-XXXXX; - reads it from stdin")
     licence.add_argument("--pbx", required=True, type=Path, help=pbx_help)
-    licence.add_argument("--module", default=module_id, help=f"module id (default {module_id})")
+    licence.add_argument("--module", default=MODULE_ID, help=f"module id (default {MODULE_ID})")
 
     market = sub.add_parser("marketplace", help="tests/demo: a stand-in module marketplace "
                             "(archives and signed licences) on loopback")

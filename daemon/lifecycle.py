@@ -247,6 +247,7 @@ def upgrade(tree: PbxTree, archive: Path) -> str:
             raise LifecycleError(f"{module_id} {row['version']} is installed; {version} is "
                                  "older (uninstall with --keep-settings first to go back)")
         _check_compatible(tree, description)
+        tree.marketplace()            # its settings need it: fail before anything changes
         staging = tree.modules / f".{module_id}.staging"
         _unpack(archive, staging)
         live = tree.module_dir(module_id)
