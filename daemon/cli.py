@@ -504,11 +504,10 @@ def cmd_admin_shell(args) -> int:
     supervisor = None
     if args.pbx is not None:
         from daemon.lifecycle import PbxTree
-        from daemon.supervisor import Supervisor
+        from daemon.supervisor import Supervisor, reload_nginx
         tree = PbxTree.open(args.pbx)
         tree.locations.mkdir(parents=True, exist_ok=True)
-        supervisor = Supervisor(tree, reload_nginx=lambda: proc and proc.send_signal(
-            signal.SIGHUP))
+        supervisor = Supervisor(tree, reload_nginx=lambda: proc and reload_nginx(proc))
         home = "/admin-cabinet/"
         shell = create_server(create_shell_app(accounts, home, pbx=tree, supervisor=supervisor),
                               host="127.0.0.1", port=0, threads=4)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -49,6 +50,11 @@ class Supervisor:
     def reconcile(self) -> None:
         """Bring workers and nginx in line with the modules' state now."""
         with self.lock:
+            # nginx first: a module going away leaves no location pointing at stopped workers.
+            locations = self._locations()
+            if locations != self.locations:
+                self.locations = locations
+                self.reload_nginx()
             wanted = self._wanted()
             for key in [k for k, w in self.workers.items()
                         if k not in wanted or wanted[k][1] != w.version]:
@@ -65,10 +71,6 @@ class Supervisor:
                     self.exited[key] = now
                 if now - self.exited.get(key, -_RESTART_DELAY_S) >= _RESTART_DELAY_S:
                     self._start(key, argv, version, cwd)
-            locations = self._locations()
-            if locations != self.locations:
-                self.locations = locations
-                self.reload_nginx()
 
     def wait_listening(self, module_id: str, address: str, timeout: float = 15.0) -> bool:
         """Whether the module's web worker accepts connections within `timeout`."""
@@ -127,3 +129,24 @@ class Supervisor:
     def _locations(self) -> tuple:
         return tuple(sorted((p.name, p.stat().st_mtime_ns)
                             for p in self.tree.locations.glob("*.conf")))
+
+
+def reload_nginx(master: subprocess.Popen, patience_s: float = 5.0) -> None:
+    """Make nginx re-read its configuration, and return once workers with the new one run
+    (the old ones stop taking connections then), so the next request sees the change."""
+    before = _children(master.pid)
+    master.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + patience_s
+    while time.monotonic() < deadline and not (_children(master.pid) - before):
+        time.sleep(0.02)
+
+
+def _children(pid: int) -> set[int]:
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.add(int(stat.parent.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return found
