@@ -106,6 +106,21 @@ RUSSIAN = {
     "Activate a licence": "Активировать лицензию",
     "Module marketplace": "Маркетплейс модулей",
     "Licence management": "Управление лицензией",
+    "Installed modules": "Установленные модули", "Module": "Модуль", "Version": "Версия",
+    "Licence": "Лицензия", "Enabled": "Включён", "Disabled": "Выключен",
+    "Disabled by licence": "Выключен по лицензии", "Keep settings": "Сохранить настройки",
+    "Uninstall": "Удалить", "No modules are installed.": "Модули не установлены.",
+    "Available in the marketplace": "Доступно в маркетплейсе",
+    "Needs MikoPBX": "Требуется MikoPBX", "Install": "Установить", "Upgrade": "Обновить",
+    "Installed": "Установлен", "This PBX": "Эта АТС",
+    "Licence key or coupon": "Лицензионный ключ или купон", "Activate": "Активировать",
+    "Nothing to show": "Нечего показать",
+    "No module is enabled yet. Ask your PBX administrator.":
+        "Ни один модуль ещё не включён. Обратитесь к администратору АТС.",
+    "This page is not available: its module is disabled or not installed.":
+        "Страница недоступна: её модуль выключен или не установлен.",
+    "Only PBX administrators manage modules and licences.":
+        "Модулями и лицензиями управляют только администраторы АТС.",
     "The module's licence is not active. Please ask your PBX administrator.":
         "Лицензия модуля не активна. Обратитесь к администратору АТС.",
 }
