@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from daemon.licence import Grant, LicenceCheck, LicenceError, check_key, verify
-from daemon.marketplace import MarketplaceClient, version_key
+from daemon.marketplace import MarketplaceClient, MarketplaceService, version_key
 from daemon.package import manifest
 from daemon.pbxschema import PBX_CONFIG_DDL
 from daemon.pids import alive
@@ -108,6 +108,10 @@ class PbxTree:
         if not self.host_id_file.exists():
             self.host_id_file.write_text(secrets.token_hex(16) + "\n")
         return self.host_id_file.read_text().strip()
+
+    def market(self, timeout: float = 15.0) -> MarketplaceService:
+        """The marketplace this PBX uses (the one adapter that speaks its protocol)."""
+        return MarketplaceClient(self.marketplace()[0], timeout)
 
     def marketplace(self) -> tuple[str, str]:
         """(URL, public key) of the marketplace this PBX trusts."""
@@ -325,14 +329,12 @@ def uninstall(tree: PbxTree, module_id: str, *, keep_settings: bool) -> str:
     return f"uninstalled {module_id}{kept}"
 
 
-def activate(tree: PbxTree, module_id: str, key: str,
-             client: MarketplaceClient | None = None) -> Grant:
+def activate(tree: PbxTree, module_id: str, key: str) -> Grant:
     """Ask the marketplace for this host's licence of the module and keep it; a malformed key
     is refused before any request."""
     key = check_key(key)
     description = _description(tree, module_id)
-    url, _ = tree.marketplace()
-    text = (client or MarketplaceClient(url)).activate(
+    text = tree.market().activate(
         key, host_id=tree.host_id(), product_id=int(description["lic_product_id"]),
         feature_id=int(description["lic_feature_id"]))
     check = licence_check(tree, module_id)
@@ -356,9 +358,8 @@ def licence_check(tree: PbxTree, module_id: str) -> LicenceCheck:
 
 def fetch(tree: PbxTree, module_id: str, into: Path) -> Path:
     """The newest archive of a module from the PBX's marketplace."""
-    url, _ = tree.marketplace()
     archive = into / f"{checked_id(module_id)}.zip"
-    MarketplaceClient(url).download(module_id, archive)
+    tree.market().download(module_id, archive)
     return archive
 
 

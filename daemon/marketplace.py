@@ -25,6 +25,7 @@ import urllib.request
 import zipfile
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Protocol
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import (Encoding, NoEncryption,
@@ -40,6 +41,18 @@ class MarketplaceError(Exception):
 
 
 # --- the client: the marketplace protocol, in one place --------------------------------------
+
+class MarketplaceService(Protocol):
+    """What the PBX side asks of a marketplace. `MarketplaceClient` speaks the stand-in's HTTP;
+    an adapter to MikoPBX's own licence service (its `MarketPlaceProvider`) offers the same
+    three calls and returns a licence text `daemon.licence.verify` accepts."""
+
+    def modules(self) -> list[dict]: ...
+
+    def download(self, uniqid: str, dest: Path) -> dict: ...
+
+    def activate(self, key: str, *, host_id: str, product_id: int, feature_id: int) -> str: ...
+
 
 class MarketplaceClient:
     def __init__(self, url: str, timeout: float = 15.0):

@@ -15,7 +15,7 @@ from flask import (Blueprint, abort, current_app, flash, g, redirect, render_tem
 
 from daemon import lifecycle
 from daemon.licence import LicenceError, masked
-from daemon.marketplace import MarketplaceClient, MarketplaceError, version_key
+from daemon.marketplace import MarketplaceError, version_key
 from web.standin import check_csrf, csrf_token, session_user
 
 shell_admin = Blueprint("shell_admin", __name__)
@@ -55,7 +55,7 @@ def modules(error: str | None = None, status: int = 200):
     for row in installed:
         row["licence"] = _licence_state(tree, row["uniqid"])
     try:
-        offers = MarketplaceClient(tree.marketplace()[0], timeout=5).modules()
+        offers = tree.market(timeout=5).modules()
         versions = {row["uniqid"]: row["version"] for row in installed}
         for offer in offers:
             have = versions.get(offer["uniqid"])
