@@ -40,6 +40,7 @@ from daemon.pids import alive
 MODULE_ID = manifest()["moduleUniqueID"]   # this module, for the licence it activates
 DISABLED_BY_USER = "DisabledByUser"          # MikoPBX's PbxExtensionState reasons
 DISABLED_BY_LICENSE = "DisabledByLicense"
+DISABLED_BY_CRASH_LOOP = "DisabledByCrashLoop"
 AMI_USER = "extcdr"
 AUTH_LOCATION = "/extcdr-auth"               # the stand-in shell's session check for nginx
 SETTINGS_FILE = "db/extcdr.toml"

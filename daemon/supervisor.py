@@ -17,10 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from daemon.lifecycle import PbxTree, worker_pid_file
+from daemon.lifecycle import DISABLED_BY_CRASH_LOOP, PbxTree, worker_pid_file
 
 log = logging.getLogger("extcdr.supervisor")
 _RESTART_DELAY_S = 2.0
+_CRASH_LIMIT = 5          # exits within the window that disable a module, as MikoPBX does
+_CRASH_WINDOW_S = 120.0
 
 
 @dataclass
@@ -35,7 +37,7 @@ class Supervisor:
         self.tree = tree
         self.reload_nginx = reload_nginx
         self.workers: dict[tuple[str, str], _Worker] = {}
-        self.exited: dict[tuple[str, str], float] = {}
+        self.exits: dict[tuple[str, str], list[float]] = {}     # recent exits, oldest first
         self.locations: tuple = self._locations()
         self.lock = threading.Lock()
         self.stopping = threading.Event()
@@ -64,13 +66,32 @@ class Supervisor:
                 worker = self.workers.get(key)
                 if worker is not None and worker.process.poll() is None:
                     continue
-                if worker is not None:
-                    log.warning("%s %s worker exited with %s; restarting", *key,
-                                worker.process.returncode)
-                    self.workers.pop(key)
-                    self.exited[key] = now
-                if now - self.exited.get(key, -_RESTART_DELAY_S) >= _RESTART_DELAY_S:
+                if worker is not None and self._exited(key, worker, now):
+                    continue
+                exits = self.exits.get(key, [])
+                if not exits or now - exits[-1] >= _RESTART_DELAY_S:
                     self._start(key, argv, version, cwd)
+
+    def _exited(self, key: tuple[str, str], worker: _Worker, now: float) -> bool:
+        """Note a worker's exit; True when its module was disabled for exiting too often."""
+        self.workers.pop(key)
+        worker_pid_file(self.tree, *key).unlink(missing_ok=True)
+        exits = [t for t in self.exits.get(key, []) if now - t < _CRASH_WINDOW_S] + [now]
+        self.exits[key] = exits
+        module_id, name = key
+        log_file = self.tree.root / "logs" / f"{module_id}.{name}.log"
+        if len(exits) < _CRASH_LIMIT:
+            log.warning("%s %s worker exited with %s; restarting", module_id, name,
+                        worker.process.returncode)
+            return False
+        reason = (f"its {name} worker exited {len(exits)} times within "
+                  f"{_CRASH_WINDOW_S:.0f} s (exit code {worker.process.returncode}); see "
+                  f"{log_file}")
+        log.error("%s disabled: %s", module_id, reason)
+        self.tree.set_state(module_id, disabled=True, reason=DISABLED_BY_CRASH_LOOP, text=reason)
+        self.tree.location_file(module_id).unlink(missing_ok=True)
+        self.exits.pop(key)
+        return True
 
     def wait_listening(self, module_id: str, address: str, timeout: float = 15.0) -> bool:
         """Whether the module's web worker accepts connections within `timeout`."""
@@ -132,13 +153,22 @@ class Supervisor:
 
 
 def reload_nginx(master: subprocess.Popen, patience_s: float = 5.0) -> None:
-    """Make nginx re-read its configuration, and return once workers with the new one run
-    (the old ones stop taking connections then), so the next request sees the change."""
+    """Make nginx re-read its configuration, and return once no worker with the old one takes
+    connections (each has exited or says it is shutting down, which it does when it closes
+    its listening sockets), so the next request sees the change."""
     before = _children(master.pid)
     master.send_signal(signal.SIGHUP)
     deadline = time.monotonic() + patience_s
-    while time.monotonic() < deadline and not (_children(master.pid) - before):
+    while time.monotonic() < deadline and any(_accepting(pid) for pid in before):
         time.sleep(0.02)
+
+
+def _accepting(pid: int) -> bool:
+    try:
+        title = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return bool(title) and b"shutting down" not in title
 
 
 def _children(pid: int) -> set[int]:

@@ -205,3 +205,36 @@ def test_upgrade_and_uninstall_from_the_admin_panel_keep_the_data(pbx_shell, tmp
     act("enable")
     assert (count(pbx, "call"), user_data(pbx)) == before
     assert admin.request(PREFIX)[0] == 200
+
+
+def test_a_worker_that_dies_is_restarted_and_one_that_keeps_dying_disables_its_module(pbx_shell,
+                                                                                      archive,
+                                                                                      cli):
+    import os
+    import signal
+    pbx = pbx_shell["pbx"]
+    for step in (("install", "--pbx", pbx, "--archive", archive),
+                 ("licence", "activate", COUPON, "--pbx", pbx), ("enable", "--pbx", pbx)):
+        code, _, err = cli(*step)
+        assert code == 0, err
+    pid_file = pbx / "run" / f"{MODULE}.daemon.pid"
+    assert wait_for(pid_file.exists, 10)                # the shell noticed within its second
+    first = int(pid_file.read_text())
+    os.kill(first, signal.SIGKILL)
+    assert wait_for(lambda: pid_file.exists() and int(pid_file.read_text()) != first, 10)
+    # A daemon that cannot start (its settings broken) exits again and again: after five
+    # exits the module is disabled with the reason, its pages go, its data stays.
+    settings = pbx / "custom_modules" / MODULE / "db" / "extcdr.toml"
+    settings.write_text(settings.read_text() + "\n[broken\n")
+    os.kill(int(pid_file.read_text()), signal.SIGTERM)
+    assert wait_for(lambda: registration(pbx)["disabled"] == "1", 40)
+    row = registration(pbx)
+    assert row["disableReason"] == "DisabledByCrashLoop"
+    assert "its daemon worker exited 5 times" in row["disableReasonText"]
+    assert not (pbx / "nginx" / "modules_locations" / f"{MODULE}.conf").exists()
+    assert wait_for(lambda: not list((pbx / "run").glob("*.pid")), 15)
+    admin = Browser(pbx_shell["base"])
+    admin.login("admin", "admin")
+    _, _, page = admin.request("/admin-cabinet/pbx-extension-modules/index/")
+    assert "Stopped after repeated crashes" in page
+    assert admin.request(PREFIX)[0] == 404               # nginx reloaded before it stopped
