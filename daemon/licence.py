@@ -13,7 +13,7 @@ import binascii
 import json
 import re
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
@@ -91,9 +91,19 @@ def verify(text: str, public_key: str, *, host_id: str, product_id: int, feature
         raise LicenceError(f"the licence is for product {grant.product_id} feature "
                            f"{grant.feature_id}, not this module's ({product_id}/{feature_id})")
     if (time.time() if now is None else now) >= grant.expires:
-        raise LicenceError(f"the licence expired on {time.strftime('%Y-%m-%d', time.gmtime(grant.expires))}: "
-                           "renew it or activate a new key")
+        raise LicenceError(_expired(grant))
     return grant
+
+
+def _expired(grant: Grant) -> str:
+    day = time.strftime("%Y-%m-%d", time.gmtime(grant.expires))
+    return f"the licence expired on {day}: renew it or activate a new key"
+
+
+def _stamp(path: Path) -> tuple:
+    """What changes when a file is written or replaced."""
+    st = path.stat()
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
 
 
 def _public_key(text: str) -> Ed25519PublicKey:
@@ -112,6 +122,7 @@ class LicenceCheck:
     host_id_file: Path
     product_id: int
     feature_id: int
+    _verified: dict = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def of(cls, settings) -> "LicenceCheck":
@@ -136,15 +147,33 @@ class LicenceCheck:
         return None
 
     def grant(self, now: float | None = None) -> Grant:
+        """The valid grant, or LicenceError. A file verified once is not verified again until
+        it (or the host id) changes; its expiry is checked every time."""
         try:
-            text = self.file.read_text(encoding="utf-8")
+            stamp = _stamp(self.file)
         except FileNotFoundError:
             raise LicenceError("the module has no licence: activate a key or coupon in "
                                "Module marketplace → Licence management") from None
         except OSError as exc:
             raise LicenceError(f"the licence cannot be read: {exc.strerror}") from None
-        return verify(text, self.public_key, host_id=read_host_id(self.host_id_file),
-                      product_id=self.product_id, feature_id=self.feature_id, now=now)
+        try:
+            stamp += _stamp(self.host_id_file)
+        except OSError:
+            raise LicenceError(f"this PBX's host id cannot be read ({self.host_id_file})") \
+                from None
+        verified = self._verified.get(stamp)
+        if verified is None:
+            try:
+                text = self.file.read_text(encoding="utf-8")
+            except OSError as exc:
+                raise LicenceError(f"the licence cannot be read: {exc.strerror}") from None
+            verified = verify(text, self.public_key, host_id=read_host_id(self.host_id_file),
+                              product_id=self.product_id, feature_id=self.feature_id, now=0)
+            self._verified.clear()
+            self._verified[stamp] = verified
+        if (time.time() if now is None else now) >= verified.expires:
+            raise LicenceError(_expired(verified))
+        return verified
 
 
 def read_host_id(path: Path) -> str:
