@@ -175,6 +175,8 @@ def read_archive(path: Path) -> dict:
         raise LifecycleError(f"{path}: no module.json at the archive's root") from None
     except ValueError as exc:
         raise LifecycleError(f"{path}: module.json is not valid JSON ({exc})") from None
+    if not isinstance(description, dict):
+        raise LifecycleError(f"{path}: module.json is not an object")
     missing = [f for f in REQUIRED_FIELDS if not description.get(f)]
     if missing:
         raise LifecycleError(f"{path}: module.json lacks {', '.join(missing)}")

@@ -203,6 +203,12 @@ def test_install_refuses_an_older_pbx_and_a_bad_archive_and_leaves_nothing(tmp_p
     code, _, err = cli("install", "--pbx", pbx, "--archive", evil)
     assert code == 2 and "unsafe path '../../escape.txt'" in err
     assert not (tmp_path / "escape.txt").exists() and registration(pbx) is None
+    for name, member, text in (("list.zip", "module.json", "[1]"),
+                               ("none.zip", "README.md", "no manifest")):
+        with zipfile.ZipFile(tmp_path / name, "w") as z:
+            z.writestr(member, text)
+        code, _, err = cli("install", "--pbx", pbx, "--archive", tmp_path / name)
+        assert code == 2 and ("not an object" in err or "no module.json" in err), err
     code, _, err = cli("install", "--pbx", tmp_path / "nowhere", "--archive", archive)
     assert code == 2 and "not a PBX (no mikopbx.db)" in err
 
