@@ -139,6 +139,10 @@ def _parser() -> argparse.ArgumentParser:
         step = sub.add_parser(name, help=text)
         step.add_argument("--pbx", required=True, type=Path, help=pbx_help)
         step.add_argument("--module", default=MODULE_ID, help=f"module id (default {MODULE_ID})")
+    sub.choices["enable"].add_argument(
+        "--wait", nargs="?", type=float, const=15.0, metavar="SECONDS",
+        help="return once the module's pages are served (the PBX has started its workers); "
+             "fail after SECONDS (default 15)")
     sub.choices["uninstall"].add_argument(
         "--keep-settings", action="store_true",
         help="keep the history, saved filters and reports for the next install")
@@ -586,6 +590,11 @@ def cmd_lifecycle(args) -> int:
         return 0
     print({"enable": lifecycle.enable, "disable": lifecycle.disable}[args.command](
         tree, args.module))
+    if (args.command == "enable" and args.wait is not None
+            and not lifecycle.wait_for_pages(tree, args.module, args.wait)):
+        raise lifecycle.LifecycleError(
+            f"{args.module} is enabled but its pages did not start within {args.wait:g} s: is the PBX "
+            f"running its workers? See {tree.root / 'logs'}")
     return 0
 
 

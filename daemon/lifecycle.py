@@ -30,6 +30,7 @@ import zipfile
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Callable
 
 from daemon.licence import Grant, LicenceCheck, LicenceError, check_key, verify
 from daemon.marketplace import MarketplaceClient, MarketplaceService, version_key
@@ -388,6 +389,25 @@ def stop_workers(tree: PbxTree, module_id: str, patience_s: float = 15.0) -> Non
                 time.sleep(0.1)
         pid_file.unlink(missing_ok=True)
 
+
+def wait_for_pages(tree: PbxTree, module_id: str, timeout: float = 15.0,
+                   meanwhile: Callable[[], None] = lambda: None) -> bool:
+    """Whether the enabled module's pages are served (its web worker listens) within `timeout`;
+    `meanwhile` runs between tries (the shell starts workers there)."""
+    config = tree.module_dir(module_id) / SETTINGS_FILE
+    if _installed_row(tree, module_id)["disabled"] != "0" or not config.is_file():
+        return False
+    with config.open("rb") as file:
+        host, _, port = tomllib.load(file)["web"]["listen"].rpartition(":")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection((host, int(port)), timeout=0.5).close()
+            return True
+        except OSError:
+            time.sleep(0.1)
+            meanwhile()
+    return False
 
 
 # --- helpers -----------------------------------------------------------------------------------

@@ -8,7 +8,6 @@ import json
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -92,19 +91,6 @@ class Supervisor:
         self.tree.location_file(module_id).unlink(missing_ok=True)
         self.exits.pop(key)
         return True
-
-    def wait_listening(self, module_id: str, address: str, timeout: float = 15.0) -> bool:
-        """Whether the module's web worker accepts connections within `timeout`."""
-        host, _, port = address.rpartition(":")
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection((host, int(port)), timeout=0.5).close()
-                return True
-            except OSError:
-                time.sleep(0.1)
-                self.reconcile()
-        return False
 
     def close(self) -> None:
         self.stopping.set()

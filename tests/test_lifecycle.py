@@ -262,6 +262,10 @@ def test_a_coupon_activates_the_module_for_this_pbx_and_enable_turns_it_on(pbx, 
     location = (pbx / "nginx" / "modules_locations" / f"{MODULE}.conf").read_text()
     assert "location /admin-cabinet/module-extended-cdr/ {" in location
     assert cli("enable", "--pbx", pbx)[1].strip() == f"{MODULE} is already enabled"
+    # Nothing runs the PBX's workers here: waiting for the pages says so instead of hanging.
+    code, out, err = cli("enable", "--pbx", pbx, "--wait", "0.5")
+    assert code == 2 and "its pages did not start within 0.5 s" in err, err
+    assert registration(pbx)["disabled"] == "0"
     # The same coupon on another PBX: the marketplace refuses, the other PBX stays unlicensed.
     other = make_pbx(tmp_path / "other", market, cli, calls=20)
     code, _, err = cli("licence", "activate", COUPON, "--pbx", other)

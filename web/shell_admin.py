@@ -95,7 +95,7 @@ def change(action: str):
         return modules(error=str(exc), status=400)
     supervisor.reconcile()
     if action in ("enable", "upgrade"):
-        _wait_for_pages(tree, module_id)
+        lifecycle.wait_for_pages(tree, module_id, meanwhile=supervisor.reconcile)
     flash(done)
     return redirect(url_for("shell_admin.modules"), 303)
 
@@ -145,12 +145,3 @@ def _licence_state(tree: lifecycle.PbxTree, module_id: str) -> dict:
 
 def _day(epoch_s: int) -> str:
     return time.strftime("%Y-%m-%d", time.gmtime(epoch_s))
-
-
-def _wait_for_pages(tree: lifecycle.PbxTree, module_id: str) -> None:
-    """Answer once the module's pages are served (its web worker listens), or after 15 s."""
-    from daemon import settings as settings_module
-    config = tree.module_dir(module_id) / lifecycle.SETTINGS_FILE
-    if tree.registered(module_id)["disabled"] == "0" and config.is_file():
-        address = settings_module.load(config)["web.listen"]
-        current_app.config["EXTCDR_SUPERVISOR"].wait_listening(module_id, address)
