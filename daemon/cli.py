@@ -593,8 +593,8 @@ def cmd_lifecycle(args) -> int:
     if (args.command == "enable" and args.wait is not None
             and not lifecycle.wait_for_pages(tree, args.module, args.wait)):
         raise lifecycle.LifecycleError(
-            f"{args.module} is enabled but its pages did not start within {args.wait:g} s: is the PBX "
-            f"running its workers? See {tree.root / 'logs'}")
+            f"{args.module} is enabled but its pages did not start within {args.wait:g} s: "
+            f"is the PBX running its workers? See {tree.root / 'logs'}")
     return 0
 
 

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Callable
 
+from daemon import settings
 from daemon.licence import Grant, LicenceCheck, LicenceError, check_key, verify
 from daemon.marketplace import MarketplaceClient, MarketplaceService, version_key
 from daemon.package import manifest
@@ -394,11 +395,10 @@ def wait_for_pages(tree: PbxTree, module_id: str, timeout: float = 15.0,
                    meanwhile: Callable[[], None] = lambda: None) -> bool:
     """Whether the enabled module's pages are served (its web worker listens) within `timeout`;
     `meanwhile` runs between tries (the shell starts workers there)."""
-    config = tree.module_dir(module_id) / SETTINGS_FILE
-    if _installed_row(tree, module_id)["disabled"] != "0" or not config.is_file():
+    if (_installed_row(tree, module_id)["disabled"] != "0"
+            or not (tree.module_dir(module_id) / SETTINGS_FILE).is_file()):
         return False
-    with config.open("rb") as file:
-        host, _, port = tomllib.load(file)["web"]["listen"].rpartition(":")
+    host, _, port = _module_settings(tree, module_id)["web.listen"].rpartition(":")
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -543,14 +543,16 @@ def _write_settings(tree: PbxTree, description: dict, folder: Path) -> None:
     (folder / "registration.json").write_text(json.dumps(registration, indent=1) + "\n")
 
 
+def _module_settings(tree: PbxTree, module_id: str) -> settings.Settings:
+    return settings.load(tree.module_dir(module_id) / SETTINGS_FILE)
+
+
 def _write_location(tree: PbxTree, module_id: str) -> None:
     """The module's nginx location for the admin shell, from the installed module's template."""
-    from daemon import settings as settings_module
     from web.standin import location_config
-    live = tree.module_dir(module_id)
-    settings = settings_module.load(live / SETTINGS_FILE)
     tree.locations.mkdir(parents=True, exist_ok=True)
-    text = location_config(live / "web" / "nginx", settings, auth_location=AUTH_LOCATION)
+    text = location_config(tree.module_dir(module_id) / "web" / "nginx",
+                           _module_settings(tree, module_id), auth_location=AUTH_LOCATION)
     partial = tree.location_file(module_id).with_suffix(".partial")
     fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)   # the proxy token
     with os.fdopen(fd, "w") as file:
