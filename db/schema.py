@@ -141,6 +141,22 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE TABLE module_secret (name TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID",
         "INSERT INTO module_secret (name, value) VALUES ('report_links', randomblob(32))",
     ),
+    # 5: calls in progress (some leg still in the PBX's `cdr` table, or channels up on AMI).
+    # The daemon replaces these rows on every sync; `call` holds finished calls only, so a call
+    # in progress is never counted, listed as missed, exported or mailed.
+    (
+        """CREATE TABLE live_call (
+            linkedid TEXT PRIMARY KEY,
+            start_ms INTEGER NOT NULL,
+            direction TEXT NOT NULL,
+            state TEXT NOT NULL,
+            since_ms INTEGER NOT NULL,
+            src TEXT NOT NULL, src_name TEXT NOT NULL,
+            dst TEXT NOT NULL, dst_name TEXT NOT NULL,
+            external_number TEXT, did TEXT, line TEXT,
+            employees TEXT NOT NULL,
+            parties TEXT NOT NULL) WITHOUT ROWID""",
+    ),
 )
 
 LATEST = len(MIGRATIONS)
