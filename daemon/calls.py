@@ -172,7 +172,7 @@ def classify(legs: list[Leg], directory: Directory) -> Call:
     if len(legs) > 1:
         legs = sorted(legs, key=lambda leg: (leg.start, leg.source_id))
     first = legs[0]
-    direction = _direction(first, directory)
+    direction = direction_of(first, directory)
     party = _Party(first, direction, directory)
     employee_of = directory.employee_of
 
@@ -274,7 +274,8 @@ def calls_of(legs: list[Leg], directory: Directory) -> list[Call]:
     return [classify(call_legs, directory) for call_legs in by_call.values()]
 
 
-def _direction(first: Leg, directory: Directory) -> str:
+def direction_of(first: Leg, directory: Directory) -> str:
+    """A call's direction, decided by its first leg."""
     if not directory.is_employee(first.src_num):
         return "incoming"
     if first.app or directory.is_pbx_number(first.dst_num):

@@ -17,9 +17,9 @@ from daemon.source import CdrSource, SourceBusy, SourceError, read_pbx_config
 from daemon.sync import Sync, SyncOptions
 from db.database import ModuleDbError, open_module_db
 from daemon.calls import DIRECTIONS, STATUSES
-from db.queries import (PERIODS, QueryError, call_filter, call_rows, calls_query,
-                        counts_by_direction_and_status, sync_state)
-from db.records import call_record
+from db.queries import (PERIODS, QueryError, call_filter, call_rows, calls_in_progress,
+                        calls_query, counts_by_direction_and_status, sync_state)
+from db.records import call_record, live_record
 from db.store import Store
 
 
@@ -62,6 +62,8 @@ def _parser() -> argparse.ArgumentParser:
                        help="one JSON object per call, a table, or counts by direction x status")
     _add_filter_arguments(calls)
     calls.add_argument("--limit", type=int, help="at most this many calls (default: all)")
+    calls.add_argument("--in-progress", action="store_true",
+                       help="the calls under way now instead (jsonl or table)")
 
     export = sub.add_parser("export", help="write the calls of a filter to a file (Excel, CSV, "
                             "JSON Lines), as the page's export does")
@@ -342,6 +344,11 @@ def _mirror_filter(db, params: dict, visible_to: list[str] | None = None):
 
 def cmd_calls(args) -> int:
     db = open_module_db(args.db, readonly=True)
+    if args.in_progress:
+        try:
+            return _print_in_progress(db, args.format)
+        finally:
+            db.close()
     try:
         flt, clock = _mirror_filter(db, {
             **_filter_params(args), **({"limit": args.limit} if args.limit is not None else {})})
@@ -392,6 +399,31 @@ def _print_table(records) -> None:
     for record in records:
         cells = ("" if record[c] is None else str(record[c]) for c in columns)
         print("  ".join(f"{v[:w]:<{w}}" for v, w in zip(cells, widths)).rstrip())
+
+
+def _print_in_progress(db, fmt: str) -> int:
+    """The calls under way: who talks to whom, since when (PBX time)."""
+    if fmt == "summary":
+        raise CliError("--in-progress prints jsonl or a table, not a summary")
+    clock = _clock(sync_state(db).get("timezone") or _system_timezone())
+    records = [live_record(row, clock.tz) for row in calls_in_progress(db)]
+    if fmt == "jsonl":
+        for record in records:
+            sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
+        return 0
+    print(f"{'since':<8}  {'state':<9}  {'direction':<9}  who")
+    for record in records:
+        parties = "; ".join(
+            f"{_named(p['from'], p['from_name'])} -> {_named(p['to'], p['to_name'])} "
+            f"({p['state']})" for p in record["parties"])
+        print(f"{record['since'][11:19]:<8}  {record['state']:<9}  {record['direction']:<9}  "
+              f"{parties}")
+    print(f"{len(records)} call{'s' if len(records) != 1 else ''} in progress")
+    return 0
+
+
+def _named(number: str, name: str) -> str:
+    return f"{number} {name}" if name and name != number else number
 
 
 def _print_summary(counts: dict[tuple[str, str], int]) -> None:

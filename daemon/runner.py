@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Callable
 
 from daemon.licence import LicenceCheck
+from daemon.live import ChannelTable
 from daemon.pbxtime import PbxClock
 from daemon.settings import Settings, SettingsError, load
 from daemon.source import (LEG_SOURCE_COLUMNS, CdrSource, SourceBusy, SourceError,
@@ -85,6 +86,7 @@ class Daemon:
         self.backfilled = False
         self._complaint: str | None = None        # the last problem logged (logged once)
         self.db = open_module_db(settings["module.db"])
+        self.channels = ChannelTable()              # stock Asterisk: channels up, from AMI
         self.sync = self._new_sync()
         self.licence = LicenceCheck.of(settings)
 
@@ -203,12 +205,14 @@ class Daemon:
         return Sync(Store(self.db), CdrSource(s["pbx.cdr_db"], busy_timeout_ms=1_000), config,
                     PbxClock(tz_name),
                     SyncOptions(callback_window_s=s["calls.callback_window"],
-                                batch_rows=s["sync.batch_rows"]))
+                                batch_rows=s["sync.batch_rows"]),
+                    live_legs=self.channels.legs if s["ami.cdr_events"] else None)
 
     def _read_new_rows(self, now: float) -> None:
         self.new_rows_due = None
         if self.settings["ami.cdr_events"]:
             self.next_poll = now + self.settings["sync.poll_interval"]
+            self.sync.follow_live()
             return  # no history file: legs come from AMI `Cdr` events
         if now >= self.next_poll or not self.backfilled:
             # The safety net, and the first pass: everything, the tail re-check included.
@@ -303,7 +307,8 @@ class _AmiFollower:
         from daemon.ami import AmiLink
         handlers = {"Hangup": self._call_changed, "UserEvent": self._call_changed}
         if settings["ami.cdr_events"]:
-            handlers["Cdr"] = self._cdr_event
+            handlers.update(Cdr=self._cdr_event, Newchannel=self._channel_event,
+                            Newstate=self._channel_event, Hangup=self._hangup)
         self.link = AmiLink(settings["ami.host"], settings["ami.port"],
                             settings["ami.username"], settings["ami.secret"], handlers)
         self.link.start()
@@ -324,6 +329,15 @@ class _AmiFollower:
         if linkedid:
             self.daemon.refresh(linkedid)
             self.daemon.changed()
+
+    def _channel_event(self, event) -> None:
+        """Stock Asterisk: a channel came up or changed state (calls in progress)."""
+        if self.daemon.channels.record(event):
+            self.daemon.changed()
+
+    def _hangup(self, event) -> None:
+        self.daemon.channels.record(event)
+        self._call_changed(event)
 
     def _cdr_event(self, event) -> None:
         from daemon.ami import cdr_event_to_row

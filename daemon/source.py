@@ -89,9 +89,11 @@ class CdrReader:
         missing = _REQUIRED - present
         if missing:
             raise SourceError(f"{path}: cdr_general lacks columns {', '.join(sorted(missing))}")
-        # Older PBX releases lack some columns: read an empty value in their place.
-        self._select = "SELECT " + ", ".join(
-            c if c in present else f"'' AS {c}" for c in LEG_SOURCE_COLUMNS) + " FROM cdr_general"
+        self._select = _select_legs("cdr_general", present)
+        # Legs of calls in progress (MikoPBX's temporary table; absent on other PBXs).
+        in_progress = {row[1] for row in conn.execute("PRAGMA table_info(cdr)")}
+        self._select_live = (_select_legs("cdr", in_progress)
+                             if _REQUIRED <= in_progress else None)
 
     def _fetch(self, sql: str, params=()) -> list[tuple]:
         with _pbx_errors(self.path):
@@ -111,6 +113,17 @@ class CdrReader:
         return self._fetch(f"{self._select} WHERE id BETWEEN ? AND ? ORDER BY id",
                            (first, last))
 
+    def newest_start(self) -> str | None:
+        """The start of the leg moved last (local time string)."""
+        rows = self._fetch("SELECT start FROM cdr_general ORDER BY id DESC LIMIT 1")
+        return rows[0][0] if rows else None
+
+    def live_rows(self) -> list[tuple]:
+        """The legs still in progress (MikoPBX's `cdr` table), in LEG_SOURCE_COLUMNS order."""
+        if self._select_live is None:
+            return []
+        return self._fetch(self._select_live)
+
     def rows_of(self, linkedids) -> list[tuple]:
         ids = list(linkedids)
         rows = []
@@ -119,6 +132,12 @@ class CdrReader:
             rows += self._fetch(
                 f"{self._select} WHERE linkedid IN ({','.join('?' * len(chunk))})", chunk)
         return rows
+
+
+def _select_legs(table: str, present: set[str]) -> str:
+    """SELECT of LEG_SOURCE_COLUMNS; older PBX releases lack some: an empty value instead."""
+    return "SELECT " + ", ".join(
+        c if c in present else f"'' AS {c}" for c in LEG_SOURCE_COLUMNS) + f" FROM {table}"
 
 
 def _text(value) -> str:

@@ -4,6 +4,10 @@ callbacks those calls touch. No full rebuild; the cursor commits with the rows i
 A batch goes: PBX rows -> legs -> calls classified from the batch's legs (pure) -> staged rows
 -> merged into module.db by the single writer, which re-classifies calls whose other legs it
 already had and re-links the callbacks around every touched call, all in one transaction.
+
+Calls in progress (a leg still in the PBX's `cdr` table, or, on a stock Asterisk, a channel up
+on AMI) are held back: their finished legs are mirrored, the call is not, and `live_call` shows
+them. The batch in which a call's last leg moves classifies it from all its legs.
 """
 from __future__ import annotations
 
@@ -16,7 +20,8 @@ from pathlib import Path
 from typing import Callable
 
 from daemon import backfill
-from daemon.calls import calls_of, classify, link_callbacks
+from daemon.calls import Leg, calls_of, classify, link_callbacks
+from daemon.live import live_calls
 from daemon.pbxtime import PbxClock
 from daemon.source import CdrReader, CdrSource, PbxConfig, legs_from_rows
 from db.store import Store
@@ -31,6 +36,8 @@ class SyncOptions:
     trailing_rows: int = 2_000
     # Worker processes that classify ranges in parallel when many rows are pending.
     workers: int = min(2, os.cpu_count() or 1)
+    # A leg in the PBX's in-progress table longer than this is a leftover (a crash), not a call.
+    live_max_age_s: int = 12 * 3600
 
 
 @contextmanager
@@ -50,13 +57,17 @@ class Sync:
     """One writer's view of the PBX history: call `step()` until it returns 0."""
 
     def __init__(self, store: Store, source: CdrSource, config: PbxConfig, clock: PbxClock,
-                 options: SyncOptions = SyncOptions()):
+                 options: SyncOptions = SyncOptions(), *,
+                 live_legs: Callable[[], list[Leg]] | None = None):
+        """`live_legs` gives the legs in progress where the PBX has no `cdr` table (AMI)."""
         self.store = store
         self.source = source
         self.config = config
         self.clock = clock
         self.options = options
         self.window_ms = options.callback_window_s * 1000
+        self.live_legs = live_legs
+        self._live_shown: tuple | None = None    # what live_call holds, to skip equal writes
 
     # --- passes --------------------------------------------------------------------------------
 
@@ -96,9 +107,12 @@ class Sync:
         with _no_cycle_collection(), self.source.reading() as reader:
             cursor = self._cursor(reader)
             rows = reader.rows_after(cursor, self.options.batch_rows)
+            live = self._live(reader)
             if not rows:
+                self._follow(live)
                 return 0, 0
-            self._apply_legs(legs_from_rows(rows, self.clock), (rows[-1][0], rows[-1][1] or ""))
+            self._apply_legs(legs_from_rows(rows, self.clock), live,
+                             (rows[-1][0], rows[-1][1] or ""))
             return len(rows), max(0, reader.max_id() - rows[-1][0])
 
     def recheck_tail(self) -> int:
@@ -106,20 +120,59 @@ class Sync:
         with _no_cycle_collection(), self.source.reading() as reader:
             cursor = self._cursor(reader)
             rows = reader.rows_between(cursor - self.options.trailing_rows + 1, cursor)
-            return self._apply_changed(rows)
+            return self._apply_changed(rows, self._live(reader))
 
     def refresh(self, linkedids) -> int:
         """Re-read these calls from the PBX (an AMI event said they changed)."""
         with _no_cycle_collection(), self.source.reading() as reader:
-            return self._apply_changed(reader.rows_of(linkedids))
+            return self._apply_changed(reader.rows_of(linkedids), self._live(reader))
 
     def apply_rows(self, rows: list[tuple]) -> int:
         """Mirror rows that did not come from the history file (AMI `Cdr` events), in
         LEG_SOURCE_COLUMNS order; returns the legs applied."""
         with _no_cycle_collection():
-            return self._apply_changed(rows)
+            return self._apply_changed(rows, self._live(None))
+
+    def follow_live(self) -> None:
+        """Bring the calls in progress up to date (no new finished legs needed)."""
+        if self.live_legs is not None:
+            self._follow(self._live(None))
+            return
+        with self.source.reading() as reader:
+            self._follow(self._live(reader))
 
     # --- internals -----------------------------------------------------------------------------
+
+    def _live(self, reader: CdrReader | None) -> list[Leg]:
+        """The legs in progress now: the PBX's `cdr` table, or the AMI channels that are up.
+
+        A leg that began `live_max_age_s` before the PBX's newest activity (the newest leg in
+        progress or moved) is a leftover of a crash and holds nothing back. The PBX's own
+        times are the measure, not this machine's clock: a history restored or replayed from
+        another day keeps its calls in progress as the PBX left them.
+        """
+        if self.live_legs is not None:
+            legs = self.live_legs()
+        elif reader is not None:
+            legs = legs_from_rows(reader.live_rows(), self.clock)
+        else:
+            return []
+        if not legs:
+            return legs
+        newest = max(leg.start for leg in legs)
+        if reader is not None:
+            newest = max(newest, self.clock.to_utc_ms(reader.newest_start()) or newest)
+        oldest = newest - self.options.live_max_age_s * 1000
+        return [leg for leg in legs if leg.start >= oldest]
+
+    def _follow(self, live: list[Leg]) -> None:
+        """Write the calls in progress when they changed (and finish the calls that ended)."""
+        if self._live_key(live) != self._live_shown:
+            self._apply_legs([], live)
+
+    @staticmethod
+    def _live_key(live: list[Leg]) -> tuple:
+        return tuple(sorted((leg.uniqueid, leg.answer, leg.dst_chan) for leg in live))
 
     def _cursor(self, reader: CdrReader) -> int:
         """The id cursor, reset to 0 when the PBX file was replaced (e.g. a restored backup)."""
@@ -142,13 +195,15 @@ class Sync:
     def _parallel(self, cursor: int, last: int, progress, should_stop) -> int:
         """Catch up to row `last` with worker processes; returns rows read."""
         total = 0
+        with self.source.reading() as reader:
+            live = self._live(reader)
         with _no_cycle_collection(), closing(backfill.staged_ranges(
                 self.source, self.clock, self.config.directory, cursor, last,
                 self.options.batch_rows, self.options.workers)) as ranges:
             for staged in ranges:
                 if staged.path is not None:
                     with self.store.attached(staged.path) as schema:
-                        self._commit(schema, staged.last_row)
+                        self._commit(schema, live, staged.last_row)
                     Path(staged.path).unlink()
                 total += staged.rows
                 if progress:
@@ -157,39 +212,49 @@ class Sync:
                     break
         return total
 
-    def _apply_changed(self, rows: list[tuple]) -> int:
+    def _apply_changed(self, rows: list[tuple], live: list[Leg]) -> int:
         legs = legs_from_rows(rows, self.clock)
         known = self.store.legs_of({leg.linkedid for leg in legs})
         mirrored = {leg.uniqueid: leg for group in known.values() for leg in group}
         changed = [leg for leg in legs if mirrored.get(leg.uniqueid) != leg]
         if changed:
-            self._apply_legs(changed)
+            self._apply_legs(changed, live)
+        else:
+            self._follow(live)
         return len(changed)
 
-    def _apply_legs(self, legs, cursor_row: tuple | None = None) -> None:
+    def _apply_legs(self, legs, live: list[Leg], cursor_row: tuple | None = None) -> None:
         """Classify and stage legs in this process, then merge them: one transaction."""
         with self.store.batch():
             schema = self.store.stage(legs, calls_of(legs, self.config.directory))
-            self._merge(schema, cursor_row)
+            self._merge(schema, live, cursor_row)
+        self._live_shown = self._live_key(live)
 
-    def _commit(self, schema: str, cursor_row: tuple | None) -> None:
+    def _commit(self, schema: str, live: list[Leg], cursor_row: tuple | None) -> None:
         """Merge a batch a worker staged: one transaction."""
         with self.store.batch():
-            self._merge(schema, cursor_row)
+            self._merge(schema, live, cursor_row)
+        self._live_shown = self._live_key(live)
 
-    def _merge(self, schema: str, cursor_row: tuple | None) -> None:
-        """Merge a staged batch, complete the calls it only partly had, re-link callbacks and
-        move the cursor (inside the caller's transaction)."""
+    def _merge(self, schema: str, live: list[Leg], cursor_row: tuple | None) -> None:
+        """Merge a staged batch, hold back the calls still in progress, complete the calls it
+        only partly had and those that just ended, re-link callbacks and move the cursor
+        (inside the caller's transaction)."""
         store = self.store
+        directory = self.config.directory
+        in_progress = {leg.linkedid for leg in live}
+        store.hold_back(schema, in_progress)
+        reopened = store.reopen(in_progress)
         before = store.merge(schema)
         after = store.spans(schema)
-        partial = store.spanning(schema, before.keys())
+        ended = store.live_ids() - in_progress
+        partial = set(store.spanning(schema, before.keys())) | ended
         if partial:
-            directory = self.config.directory
             complete = [classify(legs, directory) for legs in store.legs_of(partial).values()]
             store.merge(store.stage([], complete, "fixup"))
             after += store.spans("fixup")  # a superseded span only widens the windows
-        spans = [*before.values(), *after]
+        store.replace_live(live_calls(live, store.legs_of(in_progress), directory))
+        spans = [*before.values(), *after, *reopened]
         longest = max([int(store.state().get("longest_call_ms", 0))]
                       + [end - start for _, start, end in spans])
         store.set_state(longest_call_ms=longest)

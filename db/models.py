@@ -69,6 +69,24 @@ class Call(Base):
     leg_count = IntegerField()
 
 
+class LiveCall(Base):
+    """A call in progress (replaced by the daemon on every sync)."""
+    linkedid = TextField(primary_key=True)
+    start_ms = IntegerField()
+    direction = TextField()
+    state = TextField()
+    since_ms = IntegerField()
+    src = TextField()
+    src_name = TextField()
+    dst = TextField()
+    dst_name = TextField()
+    external_number = TextField(null=True)
+    did = TextField(null=True)
+    line = TextField(null=True)
+    employees = TextField()        # JSON list
+    parties = TextField()          # JSON list of {state, since, from, from_name, to, to_name}
+
+
 class CallEmployee(Base):
     extension = TextField()
     start_ms = IntegerField()

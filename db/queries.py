@@ -13,7 +13,7 @@ from datetime import date, datetime, timedelta
 from peewee import SQL, SqliteDatabase, Tuple, fn
 
 from daemon.calls import DIRECTIONS, STATUSES
-from db.models import Call, CallEmployee, CallNumber, GroupMember, Leg, SyncState
+from db.models import Call, CallEmployee, CallNumber, GroupMember, Leg, LiveCall, SyncState
 
 LIST_FIELDS = ("missed_by", "transferred_to", "employees", "recordings")
 
@@ -340,6 +340,18 @@ def _decoded(row: dict) -> dict:
     for name in LIST_FIELDS:
         row[name] = json.loads(row[name])
     return row
+
+
+def calls_in_progress(db: SqliteDatabase, visible_to: list[str] | None = None) -> list[dict]:
+    """The calls in progress, newest first; an operator's (`visible_to`) only those they are in.
+    A handful at a time: filtered here rather than indexed."""
+    rows = []
+    for row in LiveCall.select().order_by(LiveCall.start_ms.desc()).bind(db).dicts():
+        row["employees"] = json.loads(row["employees"])
+        row["parties"] = json.loads(row["parties"])
+        if visible_to is None or set(visible_to) & set(row["employees"]):
+            rows.append(row)
+    return rows
 
 
 def legs_of_call(linkedid: str, db: SqliteDatabase) -> list[dict]:

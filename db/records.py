@@ -15,6 +15,20 @@ def iso_time(epoch_ms: int, tz: ZoneInfo) -> str:
     return datetime.fromtimestamp(epoch_ms / 1000, tz).isoformat(timespec="seconds")
 
 
+LIVE_FIELDS = ("linkedid", "start", "direction", "state", "since", "src", "src_name", "dst",
+               "dst_name", "external_number", "did", "line", "employees", "parties")
+
+
+def live_record(row: dict, tz: ZoneInfo) -> dict:
+    """A call in progress (see `queries.calls_in_progress`) as a public record."""
+    record = {name: row.get(name) for name in LIVE_FIELDS}
+    record["start"] = iso_time(row["start_ms"], tz)
+    record["since"] = iso_time(row["since_ms"], tz)
+    record["parties"] = [{**party, "since": iso_time(party["since"], tz)}
+                         for party in row["parties"]]
+    return record
+
+
 def call_record(row: dict, tz: ZoneInfo) -> dict:
     """A call row (list fields decoded, see `queries.call_rows`) as the public record."""
     record = {name: row.get(name) for name in RECORD_FIELDS}

@@ -10,7 +10,10 @@ from contextlib import contextmanager
 
 from peewee import SqliteDatabase
 
+import json
+
 from daemon.calls import Call, CallbackFacts, CallbackLinks, Leg
+from daemon.live import LiveCall
 from db import staging
 from db.staging import CALL_COLUMNS, LEG_COLUMNS
 
@@ -106,6 +109,49 @@ class Store:
             f"INSERT INTO call_number (rowid, numbers) SELECT c.id, n.numbers "
             f"FROM {schema}.number n JOIN call c ON c.linkedid = n.linkedid")
         return before
+
+    # --- calls in progress --------------------------------------------------------------------
+
+    def hold_back(self, schema: str, linkedids) -> None:
+        """Drop the staged calls still in progress (their legs stay staged)."""
+        for chunk in _chunks(list(linkedids)):
+            marks = ",".join("?" * len(chunk))
+            for table in ("call", "employee", "number"):
+                self.conn.execute(
+                    f"DELETE FROM {schema}.{table} WHERE linkedid IN ({marks})", chunk)
+
+    def reopen(self, linkedids) -> list[tuple[str | None, int, int]]:
+        """Remove mirrored calls that are in progress again (a leg of theirs reappeared in the
+        PBX's in-progress table); returns their (ext_key, start, end) for re-linking."""
+        spans = []
+        for chunk in _chunks(list(linkedids)):
+            marks = ",".join("?" * len(chunk))
+            found = self.conn.execute(
+                f"SELECT id, ext_key, start_ms, end_ms FROM call WHERE linkedid IN ({marks})",
+                chunk).fetchall()
+            if not found:
+                continue
+            ids = [row[0] for row in found]
+            id_marks = ",".join("?" * len(ids))
+            self.conn.execute(f"DELETE FROM call_employee WHERE call_id IN ({id_marks})", ids)
+            self.conn.execute(f"DELETE FROM call_number WHERE rowid IN ({id_marks})", ids)
+            self.conn.execute(f"DELETE FROM call WHERE id IN ({id_marks})", ids)
+            spans += [tuple(row[1:]) for row in found]
+        return spans
+
+    def live_ids(self) -> set[str]:
+        """The calls shown in progress by the last sync."""
+        return {linkedid for (linkedid,) in self.conn.execute("SELECT linkedid FROM live_call")}
+
+    def replace_live(self, calls: list[LiveCall]) -> None:
+        self.conn.execute("DELETE FROM live_call")
+        self.conn.executemany(
+            "INSERT INTO live_call (linkedid, start_ms, direction, state, since_ms, src, "
+            "src_name, dst, dst_name, external_number, did, line, employees, parties) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            ((c.linkedid, c.start, c.direction, c.state, c.since, c.src, c.src_name, c.dst,
+              c.dst_name, c.external_number, c.did, c.line, json.dumps(c.employees),
+              json.dumps(c.parties, ensure_ascii=False)) for c in calls))
 
     def spanning(self, schema: str, replaced) -> list[str]:
         """Replaced calls whose staged version missed some of their legs (those came in an
