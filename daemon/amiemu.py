@@ -75,6 +75,7 @@ import threading
 import time
 from contextlib import closing
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Callable, Iterable, NamedTuple, Sequence
 from zoneinfo import ZoneInfoNotFoundError
@@ -223,10 +224,15 @@ def load_transcript(path: Path | str) -> list[TranscriptChunk]:
 class CallStep(NamedTuple):
     """One moment of a call: events, then a write to cdr.db, then more events."""
     at_ms: int  # UTC
-    leg_done: bool  # False: the leg starts (into `cdr`); True: it moves to `cdr_general`
+    write: str  # "begin": the leg starts (into `cdr`); "answer": its `cdr` row gets the
+                # answer time; "finish": it moves to `cdr_general`
     row: dict
     before: list[Headers]
     after: list[Headers]
+
+    @property
+    def leg_done(self) -> bool:
+        return self.write == "finish"
 
 
 # Hangup causes by the leg's dial status (Asterisk's causes.h texts).
@@ -291,14 +297,18 @@ def call_script(legs: Sequence[MovedLeg], new_uniqueid: Callable[[int], str]) ->
     steps = []
     for index, leg in enumerate(by_start):
         row, start, end = leg.row, _leg_start_ms(leg), leg.moved_ms
-        steps.append(CallStep(start, False, _in_progress(row), [
+        steps.append(CallStep(start, "begin", _in_progress(row), [
             _channel_event("Newchannel", start, row, channel, uniqueids[channel])
             for channel in opened.get(index, [])], []))
-        steps.append(CallStep(end, True, row, [
+        answered = _answer_ms(row, start)
+        if answered is not None and answered < end:
+            steps.append(CallStep(answered, "answer", row, [], []))
+        steps.append(CallStep(end, "finish", row, [
             _hangup_event(end, row, channel, uniqueids[channel])
             for channel in _channels(row) if closing[channel] == index],
             [_cdr_connector_event(end, row)]))
-    return sorted(steps, key=lambda step: (step.at_ms, step.leg_done))
+    order = {"begin": 0, "answer": 1, "finish": 2}
+    return sorted(steps, key=lambda step: (step.at_ms, order[step.write]))
 
 
 def _leg_start_ms(leg: MovedLeg) -> int:
@@ -310,6 +320,17 @@ def _leg_start_ms(leg: MovedLeg) -> int:
         return leg.moved_ms
     millis = row["start"].rpartition(".")[2] if len(row["start"]) > 19 else "0"
     return int(seconds) * 1000 + int(millis)
+
+
+def _answer_ms(row: dict, start_ms: int) -> int | None:
+    """When the leg was answered (UTC ms), from its local answer and start strings."""
+    if not row["answer"] or not row["start"]:
+        return None
+    try:
+        answered = datetime.fromisoformat(row["answer"]) - datetime.fromisoformat(row["start"])
+    except ValueError:
+        return None
+    return start_ms + max(0, round(answered.total_seconds() * 1000))
 
 
 def _channels(row: dict) -> list[str]:
@@ -394,6 +415,12 @@ class PbxCdrWriter:
     def begin_leg(self, row: dict) -> None:
         with self._conn:
             self._insert("cdr", row)
+
+    def answer_leg(self, row: dict) -> None:
+        """The leg was answered: the PBX updates its row in `cdr`."""
+        with self._conn:
+            self._conn.execute("UPDATE cdr SET answer = ? WHERE UNIQUEID = ?",
+                               (row["answer"], row["UNIQUEID"]))
 
     def finish_leg(self, row: dict) -> None:
         with self._conn:
@@ -838,7 +865,8 @@ class AmiEmulator:
             for headers in step.before:
                 self._broadcast(encode_message(headers), 1)
             if self._cdr is not None:
-                write = self._cdr.finish_leg if step.leg_done else self._cdr.begin_leg
+                write = {"begin": self._cdr.begin_leg, "answer": self._cdr.answer_leg,
+                         "finish": self._cdr.finish_leg}[step.write]
                 await self._loop.run_in_executor(self._db_thread, write, step.row)
             self.stats.legs_moved += int(step.leg_done)
             for headers in step.after:

@@ -289,8 +289,11 @@ def test_call_script_creates_and_hangs_up_each_channel_once():
     assert [s.at_ms for s in steps] == sorted(s.at_ms for s in steps)
     assert [s.row["UNIQUEID"] for s in steps if s.leg_done] == [
         leg.row["UNIQUEID"] for leg in legs]
-    started = [s.row["UNIQUEID"] for s in steps if not s.leg_done]
+    started = [s.row["UNIQUEID"] for s in steps if s.write == "begin"]
     assert sorted(started) == sorted(leg.row["UNIQUEID"] for leg in legs)
+    answered = [s.row["UNIQUEID"] for s in steps if s.write == "answer"]
+    assert sorted(answered) == sorted(leg.row["UNIQUEID"] for leg in legs
+                                      if leg.row["answer"] and leg.row["answer"] < leg.row["endtime"])
     events = [dict(e) for s in steps for e in s.before + s.after]
     created = [e["Channel"] for e in events if e["Event"] == "Newchannel"]
     hung_up = [e["Channel"] for e in events if e["Event"] == "Hangup"]
@@ -304,9 +307,10 @@ def test_call_script_creates_and_hangs_up_each_channel_once():
 def test_a_leg_starts_at_the_time_in_its_uniqueid():
     (leg,) = demo.DemoPbx(5).call_legs("internal_answered", CALL_START + 0.25)
     row = {**leg.row, "UNIQUEID": "mikopbx-" + leg.row["UNIQUEID"]}
-    begin, end = call_script([demo.MovedLeg(leg.moved_ms, row)], "mikopbx-{}.9".format)
-    assert (begin.at_ms, begin.leg_done, end.at_ms) == (CALL_START * 1000 + 250, False,
-                                                        leg.moved_ms)
+    begin, answer, end = call_script([demo.MovedLeg(leg.moved_ms, row)], "mikopbx-{}.9".format)
+    assert (begin.at_ms, begin.write, end.at_ms) == (CALL_START * 1000 + 250, "begin",
+                                                     leg.moved_ms)
+    assert answer.write == "answer" and begin.at_ms < answer.at_ms < end.at_ms
 
 
 def test_play_call_moves_every_leg_to_cdr_general_and_announces_it(tmp_path, connect):
