@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from flask import Blueprint, abort, g, jsonify, request
 
-from db.queries import QueryError, call_rows, calls_query, encode_cursor, find_call, legs_of_call
-from db.records import call_record, iso_time
+from db.queries import (QueryError, call_rows, calls_in_progress, calls_query, encode_cursor,
+                        find_call, legs_of_call)
+from db.records import call_record, iso_time, live_record
 from web.context import clock, mirror, request_filter
 
 api = Blueprint("api_v1", __name__)
@@ -26,6 +27,14 @@ def calls():
     last = rows[page - 1] if len(rows) > page else None
     return jsonify(calls=[call_record(row, tz) for row in rows[:page]],
                    next_cursor=encode_cursor(last["start_ms"], last["id"]) if last else None)
+
+
+@api.get("/calls/in-progress")
+def in_progress():
+    """The calls under way now (not finished calls: no status yet), newest first."""
+    tz = clock().tz
+    return jsonify(calls=[live_record(row, tz)
+                          for row in calls_in_progress(mirror(), g.user.visible_to)])
 
 
 @api.get("/calls/<linkedid>")

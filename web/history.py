@@ -14,8 +14,8 @@ from werkzeug.datastructures import MultiDict
 
 from daemon.calls import STATUSES
 from db.models import Call, Employee, GroupMember
-from db.queries import (DAY_MS, PERIODS, QueryError, TABS, call_rows, calls_query, decode_cursor,
-                        encode_cursor, legs_of_call, tab_counts)
+from db.queries import (DAY_MS, PERIODS, QueryError, TABS, call_rows, calls_in_progress,
+                        calls_query, decode_cursor, encode_cursor, legs_of_call, tab_counts)
 from db.reports import reports_using
 from db.userdata import (UserDataError, default_filter, delete_filter, make_default,
                          save_filter, saved_filters, set_user_setting)
@@ -37,6 +37,7 @@ LIVE_SECONDS = 600            # an event stream ends after this; the browser rec
 LIVE_CHECK = 0.5              # how often a stream looks for a new commit of the mirror
 LIVE_KEEPALIVE = 15
 RECENT_MS = 3_600_000         # calls this recent may still change (legs arriving late)
+RECENT_LIMIT = 200
 BACKGROUND_FROM = 20_000      # calls: a bigger export is built in the background, with progress
 MAX_PERIOD_DAYS = 366         # the page counts every call of its period: a year at most
 
@@ -85,7 +86,8 @@ def page():
         tabs=TABS, periods=PERIODS, statuses=STATUSES, columns=page_columns(),
         all_columns=PAGE_COLUMNS, employees=employees, groups=_groups(),
         saved=saved_filters(user_db(), g.user.name), restored=restored,
-        names=names, live_after=_newest_call_id(), background_from=BACKGROUND_FROM)
+        names=names, live_after=_newest_call_id(), background_from=BACKGROUND_FROM,
+        live=calls_in_progress(mirror(), visible))
 
 
 @history.get("/rows")
@@ -122,7 +124,7 @@ def events():
     left = request.environ.get("waitress.client_disconnected", lambda: False)
 
     def stream():
-        newest, seen, sent_counts = after, _recent(flt), None
+        newest, seen, sent_counts, sent_now = after, _recent(flt), None, None
         version, deadline, quiet = None, time.monotonic() + LIVE_SECONDS, time.monotonic()
         yield "retry: 2000\n\n"
         while time.monotonic() < deadline and not left():
@@ -133,16 +135,21 @@ def events():
                 fresh = _new_calls(flt, newest) + [
                     row for linkedid, row in recent.items()
                     if row["id"] <= newest and seen.get(linkedid, row) != row]
+                gone = _gone(seen, recent)
                 seen = recent
                 counts = tab_counts(flt, mirror())
-                if fresh or counts != sent_counts:
+                now = render_template("history/now.html",
+                                      live=calls_in_progress(mirror(), g.user.visible_to))
+                if fresh or gone or counts != sent_counts or now != sent_now:
                     newest = max([newest] + [row["id"] for row in fresh])
-                    payload = {"counts": counts, "calls": [
-                        {"linkedid": row["linkedid"],
+                    payload = {"counts": counts, "gone": gone, "calls": [
+                        {"linkedid": row["linkedid"], "start": row["start_ms"], "id": row["id"],
                          "html": render_template("history/rows.html", rows=[row],
                                                  columns=columns, params=params, names=names)}
                         for row in fresh]}
-                    sent_counts = counts
+                    if now != sent_now:
+                        payload["now"] = now
+                    sent_counts, sent_now = counts, now
                     quiet = time.monotonic()
                     yield f"id: {newest}\ndata: {json.dumps(payload)}\n\n"
             if time.monotonic() - quiet > LIVE_KEEPALIVE:
@@ -225,8 +232,18 @@ def _recent(flt) -> dict[str, dict]:
     since = max(flt.start_ms, int(time.time() * 1000) - RECENT_MS)
     if since >= flt.end_ms:
         return {}
-    recent = replace(flt, start_ms=since, after=None, limit=200)
+    recent = replace(flt, start_ms=since, after=None, limit=RECENT_LIMIT)
     return {r["linkedid"]: r for r in call_rows(calls_query(recent, mirror()))}
+
+
+def _gone(seen: dict[str, dict], recent: dict[str, dict]) -> list[str]:
+    """Recent calls that left the filter (a missed call returned since, a call found to be
+    still in progress), not those that only grew older than the recent window."""
+    oldest = int(time.time() * 1000) - RECENT_MS
+    if len(recent) >= RECENT_LIMIT:
+        oldest = max(oldest, min(row["start_ms"] for row in recent.values()))
+    return [linkedid for linkedid, row in seen.items()
+            if linkedid not in recent and row["start_ms"] >= oldest]
 
 
 def _new_calls(flt, after_id: int) -> list[dict]:

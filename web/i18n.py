@@ -15,6 +15,14 @@ STATUS_LABELS = {
            "we_called_back": "перезвонили", "application": "приложение"},
 }
 
+# What a call in progress is doing (`daemon.live.LIVE_STATES`).
+LIVE_LABELS = {
+    "en": {"talking": "talking", "queue": "in queue", "ringing": "ringing", "ivr": "in IVR",
+           "voicemail": "voicemail", "dialing": "dialling"},
+    "ru": {"talking": "разговор", "queue": "в очереди", "ringing": "звонит", "ivr": "в меню",
+           "voicemail": "голосовая почта", "dialing": "набор"},
+}
+
 RUSSIAN = {
     "Call history": "История звонков",
     "Extended call history": "Расширенная история звонков",
@@ -37,6 +45,7 @@ RUSSIAN = {
     "default": "по умолчанию", "Delete": "Удалить", "Make default": "Сделать основным",
     "Cancel": "Отмена", "Columns": "Колонки",
     "Live": "Онлайн", "Paused": "Пауза", "Show more": "Показать ещё",
+    "Calls in progress": "Идущие звонки", "since": "с",
     "No calls match this filter.": "Нет звонков по этому отбору.",
     "Date": "Дата звонка", "Who": "Кто", "Whom": "Кому", "Line": "Линия", "Status": "Статус",
     "Answered": "Ответил", "Wait": "Ожидание", "Talk": "Разговор", "Record": "Запись",

@@ -2,18 +2,20 @@
 value, and the per-page context (language, `_`, status labels, CSRF token)."""
 from __future__ import annotations
 
+import time
 from urllib.parse import urlencode
 
 from flask import current_app, g, request, url_for
 
 from web import auth
 from web.context import user_prefs
-from web.i18n import LANGUAGES, STATUS_LABELS, negotiate, translator
+from web.i18n import LANGUAGES, LIVE_LABELS, STATUS_LABELS, negotiate, translator
 
 
 def install(app) -> None:
     app.jinja_env.filters.update(local_time=local_time, duration=duration)
-    app.jinja_env.globals.update(page_url=page_url, filter_query=filter_query)
+    app.jinja_env.globals.update(page_url=page_url, filter_query=filter_query,
+                                 server_now_ms=lambda: int(time.time() * 1000))
     app.context_processor(page_context)
 
 
@@ -30,7 +32,8 @@ def page_context() -> dict:
     user = g.get("user")
     language = user_language()
     return {"lang": language, "_": translator(language), "languages": LANGUAGES,
-            "status_labels": STATUS_LABELS[language], "user": user,
+            "status_labels": STATUS_LABELS[language], "live_labels": LIVE_LABELS[language],
+            "user": user,
             "csrf": auth.csrf_token() if user else "",
             "static": lambda path: current_app.config["EXTCDR_STATIC"] + path}
 

@@ -128,22 +128,75 @@
     stream.onmessage = function (event) {
       var update = JSON.parse(event.data);
       body.dataset.liveAfter = event.lastEventId || body.dataset.liveAfter;
-      update.calls.slice().reverse().forEach(showCall);
+      (update.gone || []).forEach(function (linkedid) { removeRow(rowOf(linkedid)); });
+      update.calls.forEach(showCall);
       Object.keys(update.counts).forEach(function (tab) {
         $(".tabs .tab-" + tab + " .count").text(update.counts[tab]);
       });
+      if (update.now !== undefined) { showNow(update.now); }
     };
+  }
+  function rowOf(linkedid) {
+    return body.querySelector('tr.call[data-linkedid="' + CSS.escape(linkedid) + '"]');
+  }
+  function removeRow(row) {
+    if (!row) { return null; }
+    var details = row.nextElementSibling;
+    if (details && details.classList.contains("details")) { details.remove(); } else { details = null; }
+    row.remove();
+    return details;
+  }
+  // Rows stay newest first (start, then id, as the server pages them): a call that changed
+  // replaces its own row, a new or late-finishing one goes where its start puts it.
+  function newer(start, id, row) {
+    var rowStart = Number(row.dataset.start), rowId = Number(row.dataset.id);
+    return start > rowStart || (start === rowStart && id > rowId);
   }
   function showCall(call) {
     var template = document.createElement("tbody");
     template.innerHTML = call.html.trim();
     var row = template.querySelector("tr.call");
     if (!row) { return; }
-    var old = body.querySelector('tr.call[data-linkedid="' + CSS.escape(call.linkedid) + '"]');
-    if (old) { old.replaceWith(row); } else { body.prepend(row); }
+    var details = removeRow(rowOf(call.linkedid));
+    var rows = body.querySelectorAll("tr.call"), before = null;
+    for (var i = 0; i < rows.length && !before; i++) {
+      if (newer(call.start, call.id, rows[i])) { before = rows[i]; }
+    }
+    if (before) {
+      before.before(row);
+    } else if (document.querySelector(".show-more")) {
+      return;                      // older than every row shown: it comes with "show more"
+    } else {
+      body.append(row);
+    }
+    if (details) { row.after(details); }
     row.classList.add("fresh");
     $(".ui.message.empty").remove();
   }
+
+  // Calls in progress: replaced as a whole; the timers tick here, in the PBX's time.
+  var clockOffset = 0;
+  function showNow(html) {
+    var now = document.getElementById("now");
+    if (!now) { return; }
+    now.outerHTML = html;
+    tick();
+  }
+  function tick() {
+    var now = document.getElementById("now");
+    if (!now) { return; }
+    if (now.dataset.serverNow) {
+      clockOffset = Number(now.dataset.serverNow) - Date.now();
+      delete now.dataset.serverNow;
+    }
+    now.querySelectorAll(".timer[data-since]").forEach(function (timer) {
+      var seconds = Math.max(0, Math.floor((Date.now() + clockOffset - Number(timer.dataset.since)) / 1000));
+      var h = Math.floor(seconds / 3600), m = Math.floor(seconds % 3600 / 60), s = seconds % 60;
+      timer.textContent = (h ? h + ":" + String(m).padStart(2, "0") : m) + ":" + String(s).padStart(2, "0");
+    });
+  }
+  tick();
+  setInterval(tick, 1000);
   live.addEventListener("change", function () {
     localStorage.setItem("extcdr-live", live.checked ? "on" : "off");
     follow();
