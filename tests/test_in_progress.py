@@ -9,12 +9,17 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 
 import pytest
+from waitress import create_server
 
 from daemon.live import ChannelTable
+from daemon.settings import load
 from tests.mirror import dump
 from tests.pbxfixture import DID, Pbx
+from tests.test_web_api import PREFIX, TOKEN, get
+from web import create_app
 
 # An incoming call: the IVR, then the queue rings 201 and 202; 202 answers.
 IVR_QUEUE_ANSWERED = """
@@ -235,3 +240,42 @@ def test_stock_asterisk_channels_up_are_legs_in_progress():
     assert leg.answer == 1700000005000
     assert table.record({**callee, "Event": "Hangup"}) and table.record({**caller, "Event": "Hangup"})
     assert table.legs() == []
+
+
+def test_the_api_lists_calls_in_progress_by_role_and_not_as_calls(pbx, tmp_path):
+    """`api/v1/calls/in-progress` over real HTTP: an operator sees only calls they are in; the
+    call list and the call itself do not have it until it ends."""
+    call = pbx.build(IVR_QUEUE_ANSWERED, did=DID)
+    ivr, queue, agent1, agent2 = call.rows
+    pbx.write([ivr])
+    pbx.write(under_way([queue, agent1, {**agent2, "answer": ""}]), table="cdr")
+    other = pbx.build("""
+        start    | answer   | end | src | dst
+        10:01:00 | 10:01:02 | ''  | 204 | 89035550000
+        """)
+    pbx.write(under_way(other.rows), table="cdr")
+    pbx.sync()
+    config = tmp_path / "extcdr.toml"
+    config.write_text(f'[web]\nproxy_token = "{TOKEN}"\n')
+    http = create_server(create_app(load(config, {"module.db": pbx.module_db})),
+                         host="127.0.0.1", port=0, threads=2)
+    threading.Thread(target=http.run, daemon=True).start()
+    base = f"http://127.0.0.1:{http.effective_port}{PREFIX}"
+    try:
+        status, body = get(base, "/api/v1/calls/in-progress")
+        assert status == 200
+        assert {c["linkedid"]: c["state"] for c in body["calls"]} == {
+            call.linkedid: "queue", other.linkedid: "talking"}
+        assert "status" not in body["calls"][0]
+        status, body = get(base, "/api/v1/calls/in-progress", role="operator",
+                           extensions="201")
+        assert status == 200 and [c["linkedid"] for c in body["calls"]] == [call.linkedid]
+        status, body = get(base, "/api/v1/calls/in-progress", role="operator",
+                           extensions="205")
+        assert status == 200 and body["calls"] == []
+        status, body = get(base, "/api/v1/calls", {"from": "2024-03-05", "to": "2024-03-05"})
+        assert status == 200 and body["calls"] == []
+        status, _ = get(base, f"/api/v1/calls/{call.linkedid}")
+        assert status == 404
+    finally:
+        http.close()

@@ -187,3 +187,44 @@ def test_history_db_locked_for_30_seconds_delays_but_loses_nothing(live, tmp_pat
     assert pbx.settled(20)
     assert "Traceback" not in pbx.close()
     assert_exact(pbx, tmp_path)
+
+
+def test_a_call_under_way_is_in_progress_until_its_last_leg_moves(live, tmp_path):
+    """The daemon follows a call as the PBX writes it: while a leg of it is in `cdr` it is in
+    progress (shown with its state, never in the finished calls, even after its IVR leg has
+    moved); when the last leg has moved it is a finished call and no longer in progress."""
+    pbx = live()
+    assert wait_for(lambda: pbx.emulator.listeners() == 1, 10)
+    legs = pbx.pbx.call_legs("ivr_queue_answered", time.time())
+    linkedid = legs[0].row["linkedid"]
+    first_moved = min(leg.moved_ms for leg in legs)
+    last_moved = max(leg.moved_ms for leg in legs)
+    assert last_moved - first_moved > 10_000               # the IVR leg moves long before
+    playing = pbx.emulator.play_call(legs, speed=(last_moved - first_moved) / 6000)
+    seen = {}
+
+    def look() -> bool:
+        with sqlite3.connect(f"file:{pbx.db}?mode=ro", uri=True) as conn:
+            live_row = conn.execute("SELECT state FROM live_call WHERE linkedid = ?",
+                                    (linkedid,)).fetchone()
+            finished = conn.execute("SELECT status FROM call WHERE linkedid = ?",
+                                    (linkedid,)).fetchone()
+            moved = conn.execute("SELECT count(*) FROM leg WHERE linkedid = ?",
+                                 (linkedid,)).fetchone()[0]
+        if live_row:
+            seen.setdefault(live_row[0], moved)
+            assert finished is None, f"finished as {finished[0]} while in progress"
+        return playing.done()
+
+    assert wait_for(look, 30)
+    playing.result()
+    assert {"ivr", "talking"} <= seen.keys(), seen
+    assert max(seen.values()) >= 1                         # in progress with a leg moved
+    pbx.calls += 1
+    assert pbx.settled()
+    with sqlite3.connect(pbx.db) as conn:
+        assert conn.execute("SELECT status FROM call WHERE linkedid = ?",
+                            (linkedid,)).fetchone() == ("answered",)
+        assert wait_for(lambda: conn.execute("SELECT count(*) FROM live_call").fetchone()[0] == 0)
+    assert "Traceback" not in pbx.close()
+    assert_exact(pbx, tmp_path)
