@@ -479,15 +479,18 @@ class AmiLink:
     is the silence after which the link pings; `backoff` is (first, longest) delay between
     attempts; `max_message` the longest message kept (bytes). `connected` is True while logged
     in; `stats` counts events, reconnects, dropped oversize messages and handler errors.
-    The secret is never logged.
+    `on_login(send_action)` runs after each login (e.g. to ask what is under way); what it
+    raises is logged and the session goes on. The secret is never logged.
     """
 
     def __init__(self, host: str, port: int, username: str, secret: str,
                  handlers: Mapping[str, Handler], *, connect_timeout: float = 5.0,
                  ping_interval: float = 10.0, ping_timeout: float = 5.0,
                  backoff: tuple[float, float] = (1.0, 30.0),
-                 max_message: int = DEFAULT_MAX_MESSAGE, log: logging.Logger = log):
+                 max_message: int = DEFAULT_MAX_MESSAGE, log: logging.Logger = log,
+                 on_login: Callable[[Callable[..., ManagerMsg]], None] | None = None):
         self.host, self.port = host, int(port)
+        self.on_login = on_login
         self.username, self._secret = username, secret
         self.handlers = dict(handlers)
         self.connect_timeout = connect_timeout
@@ -566,6 +569,11 @@ class AmiLink:
                 return self._backoff.next()
             started = time.monotonic()
             self._logged_in(banner)
+            if self.on_login is not None:
+                try:
+                    self.on_login(manager.send_action)
+                except ManagerException as exc:
+                    self._log.info("AMI %s: after login: %s", self.where, exc)
             reason = self._keepalive(manager)
             if reason is None:
                 return 0.0

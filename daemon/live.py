@@ -119,7 +119,8 @@ class _Channel:
 
 
 class ChannelTable:
-    """The channels AMI says are up (`Newchannel`, `Newstate`, `Hangup`), as legs in progress.
+    """The channels AMI says are up (`Newchannel`, `Newstate`, `Hangup`, and after a login the
+    `CoreShowChannel` list), as legs in progress.
 
     For a PBX without MikoPBX's `cdr` table: a call is in progress while a channel of its
     linkedid is up. Thread-safe: the AMI thread records events, the sync loop reads legs.
@@ -144,10 +145,11 @@ class ChannelTable:
                 channel = self._channels[uniqueid] = _Channel(
                     uniqueid, str(event.get("Linkedid", "") or uniqueid),
                     str(event.get("Channel", "")), _number(event.get("CallerIDNum")),
-                    _number(event.get("CallerIDName")), str(event.get("Exten", "") or ""), at_ms)
+                    _number(event.get("CallerIDName")), str(event.get("Exten", "") or ""),
+                    at_ms - _seconds(event.get("Duration")) * 1000)
             if str(event.get("ChannelState", "")) == "6" and channel.up_ms is None:
                 channel.up_ms = at_ms
-            return name == "Newchannel" or channel.up_ms == at_ms
+            return name in ("Newchannel", "CoreShowChannel") or channel.up_ms == at_ms
 
     def clear(self) -> None:
         """The AMI link was lost: what was up is unknown until channels report again."""
@@ -186,6 +188,15 @@ def _leg(linkedid: str, caller: _Channel, callee: _Channel | None) -> Leg:
     return Leg(f"ami:{callee.uniqueid}", linkedid, 0, callee.created_ms, answered, None,
                src_chan=caller.channel, src_num=caller.number, src_name=caller.name,
                dst_chan=callee.channel, dst_num=number)
+
+
+def _seconds(value) -> int:
+    """`CoreShowChannel`'s `Duration` (HH:MM:SS) in seconds; 0 when absent."""
+    try:
+        hours, minutes, seconds = str(value).split(":")
+        return int(hours) * 3600 + int(minutes) * 60 + int(seconds)
+    except ValueError:
+        return 0
 
 
 def _number(value) -> str:

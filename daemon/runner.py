@@ -309,8 +309,11 @@ class _AmiFollower:
         if settings["ami.cdr_events"]:
             handlers.update(Cdr=self._cdr_event, Newchannel=self._channel_event,
                             Newstate=self._channel_event, Hangup=self._hangup)
+        if settings["ami.cdr_events"]:
+            handlers["CoreShowChannel"] = self._channel_event
         self.link = AmiLink(settings["ami.host"], settings["ami.port"],
-                            settings["ami.username"], settings["ami.secret"], handlers)
+                            settings["ami.username"], settings["ami.secret"], handlers,
+                            on_login=self._logged_in if settings["ami.cdr_events"] else None)
         self.link.start()
 
     def settings_changed(self, old: Settings, new: Settings) -> None:
@@ -329,6 +332,12 @@ class _AmiFollower:
         if linkedid:
             self.daemon.refresh(linkedid)
             self.daemon.changed()
+
+    def _logged_in(self, send_action) -> None:
+        """(Re)connected: what was up before is unknown; Asterisk lists what is up now."""
+        self.daemon.channels.clear()
+        self.daemon.changed()
+        send_action({"Action": "CoreShowChannels"})
 
     def _channel_event(self, event) -> None:
         """Stock Asterisk: a channel came up or changed state (calls in progress)."""

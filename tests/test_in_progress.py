@@ -279,3 +279,21 @@ def test_the_api_lists_calls_in_progress_by_role_and_not_as_calls(pbx, tmp_path)
         assert status == 404
     finally:
         http.close()
+
+
+def test_after_a_reconnect_asterisk_lists_what_is_up():
+    """A Hangup missed while AMI was down must not hold a call back forever: the table is
+    cleared on login and rebuilt from `CoreShowChannel` (which carries the call's age)."""
+    table = ChannelTable()
+    table.record({"Event": "Newchannel", "Uniqueid": "1.1", "Linkedid": "1.1",
+                  "Channel": "PJSIP/201-00000001", "CallerIDNum": "201", "Exten": "202",
+                  "Timestamp": "1700000000.0"})
+    table.clear()
+    assert table.legs() == []
+    assert table.record({"Event": "CoreShowChannel", "Uniqueid": "2.1", "Linkedid": "2.1",
+                         "Channel": "PJSIP/203-00000003", "CallerIDNum": "203",
+                         "Exten": "89161234567", "ChannelState": "6", "Duration": "00:01:05",
+                         "Timestamp": "1700000100.0"})
+    (leg,) = table.legs()
+    assert (leg.linkedid, leg.src_num, leg.dst_num, leg.start) == (
+        "2.1", "203", "89161234567", 1700000035000)
