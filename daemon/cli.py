@@ -446,6 +446,7 @@ def cmd_status(args) -> int:
         conn = db.connection()
         info = {
             "calls": conn.execute("SELECT count(*) FROM call").fetchone()[0],
+            "in_progress": conn.execute("SELECT count(*) FROM live_call").fetchone()[0],
             "legs": conn.execute("SELECT count(*) FROM leg").fetchone()[0],
             "size_bytes": sum(p.stat().st_size for p in args.db.parent.glob(args.db.name + "*")),
             "cursor": int(state.get("cursor", 0)),

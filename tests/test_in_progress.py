@@ -217,6 +217,8 @@ def test_in_progress_table_lists_who_talks_to_whom(pbx):
     assert "outgoing" in out and out.strip().endswith("1 call in progress")
     rc, _, err = pbx.cli("calls", "--db", pbx.module_db, "--in-progress", "--format", "summary")
     assert rc != 0 and "summary" in err and "Traceback" not in err
+    rc, out, err = pbx.cli("status", "--db", pbx.module_db, "--format", "json")
+    assert rc == 0 and json.loads(out)["in_progress"] == 1 and json.loads(out)["calls"] == 0
 
 
 def test_stock_asterisk_channels_up_are_legs_in_progress():
