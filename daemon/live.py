@@ -71,7 +71,8 @@ def live_calls(live: list[Leg], moved: Mapping[str, list[Leg]],
 
 
 def _live_call(live: list[Leg], moved: list[Leg], directory: Directory) -> LiveCall:
-    ended = [leg for leg in moved if leg.uniqueid not in {l.uniqueid for l in live}]
+    under_way = {leg.uniqueid for leg in live}
+    ended = [leg for leg in moved if leg.uniqueid not in under_way]
     legs = sorted(ended + live, key=lambda leg: (leg.start, leg.source_id))
     first = legs[0]
     direction = direction_of(first, directory)
