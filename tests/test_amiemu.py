@@ -376,7 +376,10 @@ def test_live_traffic_writes_into_a_generated_demo_pbx(tmp_path):
         while emulator.stats.calls_played < 10 and time.monotonic() < deadline:
             time.sleep(0.02)
         traffic.cancel()
-        while pbx_rows(cdr_db, "cdr") and time.monotonic() < deadline:
+        quiet_since = time.monotonic()      # calls under way finish: `cdr` stays empty
+        while time.monotonic() - quiet_since < 0.5 and time.monotonic() < deadline:
+            if pbx_rows(cdr_db, "cdr"):
+                quiet_since = time.monotonic()
             time.sleep(0.02)
         played = emulator.stats.calls_played
     assert played >= 10
