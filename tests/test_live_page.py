@@ -217,3 +217,28 @@ def shoot(tab: UserPage, name: str) -> None:
     path = ARTIFACTS / name
     tab.page.screenshot(path=str(path), full_page=True)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.slow
+def test_a_long_list_of_calls_in_progress_folds_and_stays_unfolded(browser, stack, live):
+    tab = open_page(browser, stack, "supervisor", 1024, "en", **live.period())
+    ringing = [live.build([(1 + i / 10, None, 0, f"+7903777000{i}", "205")], did=DID)
+               for i in range(8)]
+    for call in ringing[:7]:
+        live.under_way(call.rows)
+    live.sync()
+    tab.page.wait_for_function("() => document.querySelectorAll('#now .now-call').length == 7")
+    visible = "() => [...document.querySelectorAll('#now .now-call')].filter(e => e.offsetParent).length"
+    assert tab.page.evaluate(visible) == 6
+    tab.page.click("#now .more-now")
+    assert tab.page.evaluate(visible) == 7
+    live.under_way(ringing[7].rows)                     # an update keeps it unfolded
+    live.sync()
+    tab.page.wait_for_function("() => document.querySelectorAll('#now .now-call').length == 8")
+    assert tab.page.evaluate(visible) == 8
+    assert tab.page.locator("#now .more-now").inner_text() == "Show fewer"
+    live.move([row for call in ringing for row in call.rows])
+    live.sync()
+    tab.page.locator("#now").wait_for(state="hidden")
+    assert not tab.errors, tab.errors
+    tab.context.close()

@@ -174,14 +174,27 @@
     $(".ui.message.empty").remove();
   }
 
-  // Calls in progress: replaced as a whole; the timers tick here, in the PBX's time.
-  var clockOffset = 0;
+  // Calls in progress: replaced as a whole; the timers tick here, in the PBX's time. A long
+  // list shows its first calls until the user unfolds it (and stays unfolded on updates).
+  var clockOffset = 0, nowUnfolded = false;
   function showNow(html) {
     var now = document.getElementById("now");
     if (!now) { return; }
     now.outerHTML = html;
+    fold();
     tick();
   }
+  function fold() {
+    var now = document.getElementById("now"), more = now && now.querySelector(".more-now");
+    if (!now) { return; }
+    now.querySelector(".now-calls").classList.toggle("folded", !nowUnfolded);
+    if (more) { more.textContent = nowUnfolded ? more.dataset.less : more.dataset.more; }
+  }
+  document.addEventListener("click", function (event) {
+    if (!event.target.closest("#now .more-now")) { return; }
+    nowUnfolded = !nowUnfolded;
+    fold();
+  });
   function tick() {
     var now = document.getElementById("now");
     if (!now) { return; }
