@@ -52,6 +52,7 @@ RUSSIAN = {
     "Language": "Язык",
     "Request refused": "Запрос отклонён",
     "Bad filter": "Неверный отбор",
+    "Correct the filter and apply it again.": "Исправьте отбор и примените его снова.",
     "Not found": "Не найдено",
     "Nothing to save: that filter is gone.": "Нечего сохранять: отбор уже удалён.",
     "The form expired or did not come from this page. Reload it and try again.":
