@@ -352,7 +352,7 @@ def test_english_words_for_an_answered_call_agree_everywhere(open_page, mirror, 
     details = tab.locator(f'#calls tr.call[data-linkedid="{linkedid}"] + tr.details')
     details.locator(".call-details").wait_for()
     assert f"· {word}" in details.locator("table.facts tr").first.inner_text()
-    assert details.locator("table.facts th").all_inner_texts()[1] == "Answered by"
+    assert "Answered by" in details.locator("table.facts th").all_inner_texts()
     legs_header = details.locator("table.legs thead th").all_inner_texts()
     assert "Rang" not in legs_header and legs_header[3] == "Wait"
     # the chooser and the export name the answered-by column alike
