@@ -259,7 +259,9 @@ LAYOUT = """() => {
             }
         }
     }
-    const outside = sel => [...document.querySelectorAll(sel)].map(el => {
+    // (closed popovers keep a layout box, hidden: only what is shown counts)
+    const outside = sel => [...document.querySelectorAll(sel)].filter(
+            el => el.checkVisibility()).map(el => {
         const edge = limit(el);
         return {what: el.dataset.tab || el.className, right: right(el), limit: edge.right,
                 scrolls: edge.scrolls};
@@ -271,7 +273,7 @@ LAYOUT = """() => {
     return {
         page: {scroll: root.scrollWidth, client: root.clientWidth},
         tabs: outside('.tabs .item'),
-        header: outside('table.calls thead th'),
+        header: outside('table.calls > thead th'),
         fields: outside('#filters .field'),
         toolbar: outside('.toolbar .button, .toolbar .checkbox'),
         placeholder: {text: talk.placeholder,
