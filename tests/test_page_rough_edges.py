@@ -125,6 +125,7 @@ BAD = [
     ({"from": "2024-10-28", "to": "2024-10-01"}, "to", "2024-10-01", "the period is empty"),
     ({**PERIOD, "status": "lost"}, "number", "", "unknown status"),
     ({**PERIOD, "number": "916", "limit": "10"}, "number", "916", "unknown parameter"),
+    ({**PERIOD, "number": '7"><b>x</b>'}, "number", '7"><b>x</b>', "use digits"),
 ]
 
 
@@ -138,7 +139,7 @@ def test_bad_filter_input_is_a_400_inside_the_page_with_what_was_typed(stack, pa
     assert 'id="filters"' in body and 'class="ui pointing secondary menu tabs"' in body
     alert = bad_filter_message(body)
     assert "Bad filter" in alert and message in alert and "Traceback" not in body
-    assert field_value(body, field) == typed
+    assert field_value(body, field) == typed and "<b>x</b>" not in body   # typed text stays text
     assert '<tr class="call' not in body and "circular label count" not in body
     assert "No calls match" not in body          # the filter was not run: nothing to say about it
     # the page's scripts get JSON with the same message

@@ -45,7 +45,8 @@ RUSSIAN = {
     "incoming": "входящий", "outgoing": "исходящий", "internal": "внутренний",
     "answered": "ответил", "no answer": "не ответил", "busy": "занято",
     "via": "через",
-    "Before the answer, or until the caller hung up": "До ответа или до того, как звонящий положил трубку",
+    "Before the answer, or until the caller hung up":
+        "До ответа или до того, как звонящий положил трубку",
     "Missed by": "Пропустили", "Answered by": "Ответил", "Transferred to": "Переведён на",
     "Returns the missed call": "Перезвон на пропущенный",
     "Returned by": "Перезвонили звонком",
