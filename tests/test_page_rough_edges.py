@@ -233,12 +233,35 @@ def test_the_save_popover_shows_its_label_on_one_line(open_page, width, language
     assert popover["x"] + popover["width"] <= width
     ARTIFACTS.mkdir(exist_ok=True)
     tab.screenshot(path=str(ARTIFACTS / f"save-filter-{width}-{language}.png"))
-    # saving with the box as it came leaves the default as it was
-    form.locator('input[name="name"]').fill("Not the default")
-    with tab.expect_navigation():
-        form.locator('button[type="submit"]').click()
-    assert tab.locator('.saved-filter[data-name="Not the default"]').count() == 1
-    assert tab.locator(".saved-filter.default").count() == 0
+
+
+def test_the_save_popover_changes_the_default_only_when_ticked(open_page):
+    tab = open_page("rough-save-chromium", 1024, **PERIOD)
+
+    def save(name: str, tick: bool):
+        tab.click(".toolbar details.save-filter > summary")
+        form = tab.locator(".toolbar details.save-filter form")
+        assert not form.locator('input[name="default"]').is_checked()
+        form.locator('input[name="name"]').fill(name)
+        if tick:
+            form.locator('label[for="save-default"]').click()
+        with tab.expect_navigation():
+            form.locator('button[type="submit"]').click()
+        assert tab.locator(f'.saved-filter[data-name="{name}"]').count() == 1
+
+    def default() -> list[str]:
+        return [label.get_attribute("data-name")
+                for label in tab.locator(".saved-filters .saved-filter.default").all()]
+
+    save("Ticked", tick=True)
+    assert default() == ["Ticked"]
+    save("Left as it came", tick=False)
+    assert default() == ["Ticked"]
+    tab.goto(tab.url.split("?")[0])                    # no parameters: the default filter
+    assert tab.locator(".tabs .item.active").get_attribute("data-tab") == "all"
+    assert tab.locator('#filters input[name="from"]').input_value() == PERIOD["from"]
+    save("Ticked later", tick=True)
+    assert default() == ["Ticked later"]
 
 
 # --- 3. the page fits at 1024 px ----------------------------------------------------------------
