@@ -47,6 +47,11 @@ def page_params(args) -> dict[str, str]:
     unknown = [name for name in args if name not in PAGE_PARAMETERS + ("cursor", "after")]
     if unknown:
         raise QueryError(f"unknown parameter {unknown[0]!r}; use: {', '.join(PAGE_PARAMETERS)}")
+    return typed_params(args)
+
+
+def typed_params(args) -> dict[str, str]:
+    """The page's parameters as the user typed them, not checked (to show them again)."""
     params = {}
     for name in PAGE_PARAMETERS:
         value = ",".join(v.strip() for v in args.getlist(name) if v.strip())
@@ -68,21 +73,32 @@ def page_filter(params: dict[str, str]):
 
 @history.get("/")
 def page():
-    params = page_params(request.args)
-    restored = default_filter(user_db(), g.user.name) if not request.args else None
     try:
-        flt = page_filter(restored["params"] if restored else params)
-        params = restored["params"] if restored else params
-    except QueryError:          # a saved filter that no longer opens (a group was removed)
-        restored, flt = None, page_filter(params)
-    counts = tab_counts(flt, mirror())
-    rows, next_cursor = _rows(flt, request.args.get("cursor"))
+        params = page_params(request.args)
+        restored = default_filter(user_db(), g.user.name) if not request.args else None
+        try:
+            flt = page_filter(restored["params"] if restored else params)
+            params = restored["params"] if restored else params
+        except QueryError:      # a saved filter that no longer opens (a group was removed)
+            restored, flt = None, page_filter(params)
+        counts = tab_counts(flt, mirror())
+        rows, next_cursor = _rows(flt, request.args.get("cursor"))
+    except QueryError as error:
+        # The whole page, with the fields as typed and what is wrong beside them; no calls.
+        return _page(typed_params(request.args), error=str(error)), 400
+    return _page(params, counts=counts, rows=rows, next_cursor=next_cursor, restored=restored)
+
+
+def _page(params: dict[str, str], *, counts: dict | None = None, rows: list | None = None,
+          next_cursor: str | None = None, restored: dict | None = None,
+          error: str | None = None) -> str:
     names = _employee_names()
     visible = g.user.visible_to
     employees = [(ext, name) for ext, name in sorted(names.items())
                  if visible is None or ext in visible]
     return render_template(
-        "history/page.html", params=params, counts=counts, rows=rows, next_cursor=next_cursor,
+        "history/page.html", params=params, counts=counts or {}, rows=rows or [],
+        next_cursor=next_cursor, error=error,
         tabs=TABS, periods=PERIODS, statuses=STATUSES, columns=page_columns(),
         all_columns=PAGE_COLUMNS, employees=employees, groups=_groups(),
         saved=saved_filters(user_db(), g.user.name), restored=restored,

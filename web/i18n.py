@@ -5,9 +5,10 @@ from __future__ import annotations
 
 LANGUAGES = {"en": "English", "ru": "Русский"}
 
-# The PBX's own wording (the module's manual) for the call statuses.
+# The call statuses: in Russian the PBX's own wording (the module's manual: "ok" for an
+# answered call); in English plain words, the same on the page, in its filter and in exports.
 STATUS_LABELS = {
-    "en": {"answered": "ok", "transferred": "transfer", "missed": "missed",
+    "en": {"answered": "answered", "transferred": "transfer", "missed": "missed",
            "not_reached": "not reached", "client_called_back": "client called back",
            "we_called_back": "we called back", "application": "application"},
     "ru": {"answered": "ok", "transferred": "перевод", "missed": "пропущен",
@@ -49,10 +50,13 @@ RUSSIAN = {
     "Show fewer": "Свернуть",
     "No calls match this filter.": "Нет звонков по этому отбору.",
     "Date": "Дата звонка", "Who": "Кто", "Whom": "Кому", "Line": "Линия", "Status": "Статус",
-    "Answered": "Ответил", "Wait": "Ожидание", "Talk": "Разговор", "Record": "Запись",
+    "Wait": "Ожидание", "Talk": "Разговор", "Record": "Запись",
     "Direction": "Направление",
     "incoming": "входящий", "outgoing": "исходящий", "internal": "внутренний",
-    "Rang": "Звонил", "answered": "ответил", "no answer": "не ответил", "busy": "занято",
+    "answered": "ответил", "no answer": "не ответил", "busy": "занято",
+    "via": "через",
+    "Before the answer, or until the caller hung up":
+        "До ответа или до того, как звонящий положил трубку",
     "Missed by": "Пропустили", "Answered by": "Ответил", "Transferred to": "Переведён на",
     "Returns the missed call": "Перезвон на пропущенный",
     "Returned by": "Перезвонили звонком",
@@ -62,6 +66,7 @@ RUSSIAN = {
     "Language": "Язык",
     "Request refused": "Запрос отклонён",
     "Bad filter": "Неверный отбор",
+    "Correct the filter and apply it again.": "Исправьте отбор и примените его снова.",
     "Not found": "Не найдено",
     "Nothing to save: that filter is gone.": "Нечего сохранять: отбор уже удалён.",
     "The form expired or did not come from this page. Reload it and try again.":

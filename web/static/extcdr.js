@@ -121,7 +121,8 @@
   function follow() {
     if (stream) { stream.close(); stream = null; }
     $(".ui.checkbox.live").toggleClass("paused", !live.checked);
-    if (!live.checked || new URLSearchParams(location.search).has("cursor")) { return; }
+    if (!live.checked || new URLSearchParams(location.search).has("cursor") ||
+        "badFilter" in body.dataset) { return; }
     var query = new URLSearchParams(body.dataset.query);
     query.set("after", body.dataset.liveAfter);
     stream = new EventSource(base + "events?" + query);
