@@ -13,6 +13,7 @@ from pathlib import Path
 from daemon.lifecycle import MODULE_ID, LifecycleError
 from daemon.marketplace import MarketplaceError
 from daemon.pbxtime import PbxClock
+from daemon.pbxzone import PbxZone
 from daemon.source import CdrSource, SourceBusy, SourceError, read_pbx_config
 from daemon.sync import Sync, SyncOptions
 from db.database import ModuleDbError, open_module_db
@@ -62,6 +63,7 @@ def _parser() -> argparse.ArgumentParser:
                        help="one JSON object per call, a table, or counts by direction x status")
     _add_filter_arguments(calls)
     calls.add_argument("--limit", type=int, help="at most this many calls (default: all)")
+    _add_timezone_arguments(calls)
 
     export = sub.add_parser("export", help="write the calls of a filter to a file (Excel, CSV, "
                             "JSON Lines), as the page's export does")
@@ -74,6 +76,7 @@ def _parser() -> argparse.ArgumentParser:
                         "extensions[, language]} (default: the demo users)")
     export.add_argument("--language", choices=("en", "ru"), default="en")
     _add_filter_arguments(export)
+    _add_timezone_arguments(export)
 
     daemon = sub.add_parser("daemon", help="resident: follow the PBX live and keep the mirror "
                             "up to date (SIGTERM stops, SIGHUP reloads the settings)")
@@ -201,9 +204,7 @@ def cmd_sync(args) -> int:
     _patiently(source.check, args.wait)  # a missing or foreign file fails before module.db exists
     db = open_module_db(args.db)
     try:
-        tz_name = args.timezone or config.timezone or sync_state(db).get("timezone") \
-            or _system_timezone()
-        sync = Sync(Store(db), source, config, _clock(tz_name),
+        sync = Sync(Store(db), source, config, _zone(db, args.pbx_db, args.timezone).clock(),
                     SyncOptions(callback_window_s=args.callback_window,
                                 batch_rows=args.batch_rows))
         while True:
@@ -249,14 +250,12 @@ class _progress:
             self.bar.close()
 
 
-def _system_timezone() -> str:
-    tz = os.environ.get("TZ", "").lstrip(":")
-    if tz:
-        return tz
+def _zone(db, config_db: Path | None, timezone: str | None) -> PbxZone:
+    """The PBX's timezone as the pages and the daemon find it (daemon.pbxzone)."""
     try:
-        return Path("/etc/timezone").read_text().strip() or "UTC"
-    except OSError:
-        return "UTC"
+        return PbxZone(config_db, timezone or "", lambda: sync_state(db).get("timezone"))
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
 
 
 def _clock(tz_name: str) -> PbxClock:
@@ -322,6 +321,14 @@ def _add_filter_arguments(parser) -> None:
     parser.add_argument("--unreturned", action="store_true", help="missed calls nobody returned")
 
 
+def _add_timezone_arguments(parser) -> None:
+    """Where `calls` and `export` learn the PBX's timezone: where the daemon and pages do."""
+    parser.add_argument("--config", type=Path,
+                        help="settings file (TOML): its pbx.config_db and pbx.timezone")
+    parser.add_argument("--pbx-db", type=Path, help="the PBX config DB, whose PBXTimezone "
+                        "times are shown in (default: pbx.config_db; else the mirror's)")
+
+
 def _filter_params(args) -> dict[str, object]:
     params = {"period": args.period, "from": args.start, "to": args.end,
               "direction": args.direction, "status": args.status, "number": args.number,
@@ -330,10 +337,13 @@ def _filter_params(args) -> dict[str, object]:
     return {k: v for k, v in params.items() if v not in (None, False)}
 
 
-def _mirror_filter(db, params: dict, visible_to: list[str] | None = None):
-    """The filter of `params` on this mirror (its timezone and number matching): (filter, clock)."""
+def _mirror_filter(args, db, params: dict, visible_to: list[str] | None = None):
+    """The filter of `params` on this mirror (the PBX's timezone, the mirror's number
+    matching): (filter, clock)."""
+    from daemon import settings as settings_module
+    settings = settings_module.load(args.config, {"pbx.config_db": args.pbx_db})
+    clock = _zone(db, settings["pbx.config_db"], settings["pbx.timezone"]).clock()
     state = sync_state(db)
-    clock = _clock(state.get("timezone") or _system_timezone())
     flt = call_filter(params, clock, time.time(),
                       number_match_digits=int(state.get("number_match_digits", 9)),
                       visible_to=visible_to)
@@ -343,7 +353,7 @@ def _mirror_filter(db, params: dict, visible_to: list[str] | None = None):
 def cmd_calls(args) -> int:
     db = open_module_db(args.db, readonly=True)
     try:
-        flt, clock = _mirror_filter(db, {
+        flt, clock = _mirror_filter(args, db, {
             **_filter_params(args), **({"limit": args.limit} if args.limit is not None else {})})
         if args.format == "summary":
             _print_summary(counts_by_direction_and_status(flt, db))
@@ -375,7 +385,7 @@ def cmd_export(args) -> int:
     db = open_module_db(args.db, readonly=True)
     try:
         params = _filter_params(args)
-        flt, clock = _mirror_filter(db, params, visible_to)
+        flt, clock = _mirror_filter(args, db, params, visible_to)
         count = export_file(args.out, args.format, flt, db, clock, args.language,
                             about(args.user or "extcdr export", params, flt, clock))
     finally:
