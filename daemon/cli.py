@@ -543,10 +543,12 @@ def cmd_admin_shell(args) -> int:
     conf.chmod(0o600)                                       # it holds the proxy token
     proc = subprocess.Popen([nginx, "-p", str(run_dir), "-c", str(conf),
                              "-e", str(run_dir / "error.log"), "-g", "daemon off;"])
+    # From here on, stopping means nginx first, then (below) the workers: never leave them.
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, lambda *_: proc.terminate())
     if supervisor is not None:
         supervisor.reconcile()
         threading.Thread(target=supervisor.run, daemon=True).start()
-    signal.signal(signal.SIGTERM, lambda *_: proc.terminate())
     print(f"admin shell on http://{args.listen}{home}", flush=True)
     if args.users is None:
         print("users: " + ", ".join(f"{a.user.name}/{a.password} ({a.user.role})"
