@@ -19,15 +19,21 @@ apt_install() {
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 }
 
+extra_rank() {
+    # Each install includes the ones below it: test ⊇ demo ⊇ base.
+    case "$1" in test) echo 2 ;; demo) echo 1 ;; *) echo 0 ;; esac
+}
+
 ensure_venv() {
     local extra="${1:-}"
     local spec="." hash stamp
     [ -n "$extra" ] && spec=".[$extra]"
     hash="$(sha1sum < "$ROOT/setup.cfg" | cut -c1-12)"
-    stamp="$VENV/.extcdr-$hash-${extra:-base}"
-    [ -f "$stamp" ] && return 0
-    # The test install includes everything the base and demo installs have.
-    [ "$extra" != test ] && [ -f "$VENV/.extcdr-$hash-test" ] && return 0
+    # One stamp: the setup.cfg installed from, holding the biggest extra installed from it.
+    stamp="$VENV/.extcdr-$hash"
+    if [ -f "$stamp" ] && [ "$(extra_rank "$(cat "$stamp")")" -ge "$(extra_rank "$extra")" ]; then
+        return 0
+    fi
     if [ ! -x "$VENV/bin/python" ]; then
         python3 -m venv "$VENV" 2>/dev/null || {
             rm -rf "$VENV"
@@ -37,6 +43,6 @@ ensure_venv() {
     fi
     echo "extcdr: installing Python dependencies into .venv ..." >&2
     (cd "$ROOT" && "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e "$spec")
-    find "$VENV" -maxdepth 1 -name '.extcdr-*' ! -name ".extcdr-$hash-*" -delete
-    touch "$stamp"
+    find "$VENV" -maxdepth 1 -name '.extcdr-*' ! -name ".extcdr-$hash" -delete
+    echo "${extra:-base}" > "$stamp"
 }

@@ -19,7 +19,9 @@ What it does
   `cdr.db` the way MikoPBX does it (`CallDetailRecordsTmp` / `UpdateDataInDB` in mikopbx/Core):
   at a leg's start a row goes into the in-progress table `cdr`; when the leg ends Asterisk
   reports `Hangup` for the channels that end with it, the row moves to `cdr_general` (work
-  completed) and is deleted from `cdr`, then the PBX's call-events worker announces it with a
+  completed; its recording, as long as its talk, is already in the `monitor/` folder beside
+  `cdr.db`, where the demo PBX keeps them) and is deleted from `cdr`, then the PBX's
+  call-events worker announces it with a
   `UserEvent` `CdrConnector` whose `AgiData` is the row as base64 JSON (`action`
   `hangup_update_cdr`, `GZ:`-prefixed gzip when long, as `AsteriskManager::encodeCdrData`).
   Events look as on a MikoPBX: `Timestamp` and `SystemName: mikopbx` in each, uniqueids
@@ -80,7 +82,7 @@ from pathlib import Path
 from typing import Callable, Iterable, NamedTuple, Sequence
 from zoneinfo import ZoneInfoNotFoundError
 
-from daemon.demo import CONFIG_DB, SCENARIO_WEIGHTS, DemoPbx, MovedLeg
+from daemon.demo import CONFIG_DB, MONITOR, SCENARIO_WEIGHTS, DemoPbx, MovedLeg, RecordingFiles
 from daemon.pbxschema import cdr_column_names, cdr_ddl, create
 
 log = logging.getLogger("extcdr.amiemu")
@@ -548,6 +550,10 @@ class AmiEmulator:
         self._started_at = 0.0
         self._db_thread: concurrent.futures.ThreadPoolExecutor | None = None
         self._cdr: PbxCdrWriter | None = None
+        # Recordings live calls name under the PBX's monitor dir are written where the demo
+        # PBX keeps its own (the module serves them from there).
+        self._recordings = (RecordingFiles(self.cdr_db.parent / MONITOR)
+                            if self.cdr_db is not None else None)
         self._uniqueid_seq = itertools.count(1)
         self._actions = {"login": self._login, "logoff": self._logoff, "ping": self._ping,
                          "events": self._events}
@@ -864,6 +870,9 @@ class AmiEmulator:
             await self._wait_until(origin, (step.at_ms - first_ms) / 1000, speed)
             for headers in step.before:
                 self._broadcast(encode_message(headers), 1)
+            if step.leg_done and self._recordings is not None:  # on disk before the row moves
+                await self._loop.run_in_executor(self._db_thread, self._recordings.write,
+                                                 step.row["recordingfile"], step.row["billsec"])
             if self._cdr is not None:
                 write = {"begin": self._cdr.begin_leg, "answer": self._cdr.answer_leg,
                          "finish": self._cdr.finish_leg}[step.write]

@@ -13,6 +13,7 @@ from pathlib import Path
 from daemon.lifecycle import MODULE_ID, LifecycleError
 from daemon.marketplace import MarketplaceError
 from daemon.pbxtime import PbxClock
+from daemon.pbxzone import PbxZone
 from daemon.source import CdrSource, SourceBusy, SourceError, read_pbx_config
 from daemon.sync import Sync, SyncOptions
 from db.database import ModuleDbError, open_module_db
@@ -64,6 +65,7 @@ def _parser() -> argparse.ArgumentParser:
     calls.add_argument("--limit", type=int, help="at most this many calls (default: all)")
     calls.add_argument("--in-progress", action="store_true",
                        help="the calls under way now instead (jsonl or table)")
+    _add_timezone_arguments(calls)
 
     export = sub.add_parser("export", help="write the calls of a filter to a file (Excel, CSV, "
                             "JSON Lines), as the page's export does")
@@ -76,6 +78,7 @@ def _parser() -> argparse.ArgumentParser:
                         "extensions[, language]} (default: the demo users)")
     export.add_argument("--language", choices=("en", "ru"), default="en")
     _add_filter_arguments(export)
+    _add_timezone_arguments(export)
 
     daemon = sub.add_parser("daemon", help="resident: follow the PBX live and keep the mirror "
                             "up to date (SIGTERM stops, SIGHUP reloads the settings)")
@@ -203,9 +206,7 @@ def cmd_sync(args) -> int:
     _patiently(source.check, args.wait)  # a missing or foreign file fails before module.db exists
     db = open_module_db(args.db)
     try:
-        tz_name = args.timezone or config.timezone or sync_state(db).get("timezone") \
-            or _system_timezone()
-        sync = Sync(Store(db), source, config, _clock(tz_name),
+        sync = Sync(Store(db), source, config, _zone(db, args.pbx_db, args.timezone).clock(),
                     SyncOptions(callback_window_s=args.callback_window,
                                 batch_rows=args.batch_rows))
         while True:
@@ -251,14 +252,12 @@ class _progress:
             self.bar.close()
 
 
-def _system_timezone() -> str:
-    tz = os.environ.get("TZ", "").lstrip(":")
-    if tz:
-        return tz
+def _zone(db, config_db: Path | None, timezone: str | None) -> PbxZone:
+    """The PBX's timezone as the pages and the daemon find it (daemon.pbxzone)."""
     try:
-        return Path("/etc/timezone").read_text().strip() or "UTC"
-    except OSError:
-        return "UTC"
+        return PbxZone(config_db, timezone or "", lambda: sync_state(db).get("timezone"))
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
 
 
 def _clock(tz_name: str) -> PbxClock:
@@ -324,6 +323,14 @@ def _add_filter_arguments(parser) -> None:
     parser.add_argument("--unreturned", action="store_true", help="missed calls nobody returned")
 
 
+def _add_timezone_arguments(parser) -> None:
+    """Where `calls` and `export` learn the PBX's timezone: where the daemon and pages do."""
+    parser.add_argument("--config", type=Path,
+                        help="settings file (TOML): its pbx.config_db and pbx.timezone")
+    parser.add_argument("--pbx-db", type=Path, help="the PBX config DB, whose PBXTimezone "
+                        "times are shown in (default: pbx.config_db; else the mirror's)")
+
+
 def _filter_params(args) -> dict[str, object]:
     params = {"period": args.period, "from": args.start, "to": args.end,
               "direction": args.direction, "status": args.status, "number": args.number,
@@ -332,10 +339,18 @@ def _filter_params(args) -> dict[str, object]:
     return {k: v for k, v in params.items() if v not in (None, False)}
 
 
-def _mirror_filter(db, params: dict, visible_to: list[str] | None = None):
-    """The filter of `params` on this mirror (its timezone and number matching): (filter, clock)."""
+def _pbx_clock(args, db) -> PbxClock:
+    """The PBX's clock for what this command prints (see `_add_timezone_arguments`)."""
+    from daemon import settings as settings_module
+    settings = settings_module.load(args.config, {"pbx.config_db": args.pbx_db})
+    return _zone(db, settings["pbx.config_db"], settings["pbx.timezone"]).clock()
+
+
+def _mirror_filter(args, db, params: dict, visible_to: list[str] | None = None):
+    """The filter of `params` on this mirror (the PBX's timezone, the mirror's number
+    matching): (filter, clock)."""
+    clock = _pbx_clock(args, db)
     state = sync_state(db)
-    clock = _clock(state.get("timezone") or _system_timezone())
     flt = call_filter(params, clock, time.time(),
                       number_match_digits=int(state.get("number_match_digits", 9)),
                       visible_to=visible_to)
@@ -346,11 +361,11 @@ def cmd_calls(args) -> int:
     db = open_module_db(args.db, readonly=True)
     if args.in_progress:
         try:
-            return _print_in_progress(db, args.format)
+            return _print_in_progress(db, args.format, _pbx_clock(args, db))
         finally:
             db.close()
     try:
-        flt, clock = _mirror_filter(db, {
+        flt, clock = _mirror_filter(args, db, {
             **_filter_params(args), **({"limit": args.limit} if args.limit is not None else {})})
         if args.format == "summary":
             _print_summary(counts_by_direction_and_status(flt, db))
@@ -382,7 +397,7 @@ def cmd_export(args) -> int:
     db = open_module_db(args.db, readonly=True)
     try:
         params = _filter_params(args)
-        flt, clock = _mirror_filter(db, params, visible_to)
+        flt, clock = _mirror_filter(args, db, params, visible_to)
         count = export_file(args.out, args.format, flt, db, clock, args.language,
                             about(args.user or "extcdr export", params, flt, clock))
     finally:
@@ -401,11 +416,10 @@ def _print_table(records) -> None:
         print("  ".join(f"{v[:w]:<{w}}" for v, w in zip(cells, widths)).rstrip())
 
 
-def _print_in_progress(db, fmt: str) -> int:
+def _print_in_progress(db, fmt: str, clock: PbxClock) -> int:
     """The calls under way: who talks to whom, since when (PBX time)."""
     if fmt == "summary":
         raise CliError("--in-progress prints jsonl or a table, not a summary")
-    clock = _clock(sync_state(db).get("timezone") or _system_timezone())
     records = [live_record(row, clock.tz) for row in calls_in_progress(db)]
     if fmt == "jsonl":
         for record in records:
@@ -566,10 +580,12 @@ def cmd_admin_shell(args) -> int:
     conf.chmod(0o600)                                       # it holds the proxy token
     proc = subprocess.Popen([nginx, "-p", str(run_dir), "-c", str(conf),
                              "-e", str(run_dir / "error.log"), "-g", "daemon off;"])
+    # From here on, stopping means nginx first, then (below) the workers: never leave them.
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, lambda *_: proc.terminate())
     if supervisor is not None:
         supervisor.reconcile()
         threading.Thread(target=supervisor.run, daemon=True).start()
-    signal.signal(signal.SIGTERM, lambda *_: proc.terminate())
     print(f"admin shell on http://{args.listen}{home}", flush=True)
     if args.users is None:
         print("users: " + ", ".join(f"{a.user.name}/{a.password} ({a.user.role})"

@@ -16,6 +16,7 @@ from __future__ import annotations
 import bisect
 import hashlib
 import heapq
+import os
 import pathlib
 import random
 import shutil
@@ -952,11 +953,12 @@ class _CdrWriter:
                         f"VALUES ({', '.join('?' * len(columns))})")
         self._as_tuple = itemgetter(*columns)
         self._recording_at = columns.index("recordingfile")
+        self._billsec_at = columns.index("billsec")
         self._pending: list[tuple[int, int, tuple]] = []
         self._batch: list[tuple] = []
         self._queued = 0
         self._recordings_limit = recordings_limit
-        self.recordings: OrderedDict[str, None] = OrderedDict()
+        self.recordings: OrderedDict[str, int] = OrderedDict()  # path -> seconds of talk
         self.legs = 0
         self.first_ms: int | None = None
         self.last_ms: int | None = None
@@ -974,18 +976,18 @@ class _CdrWriter:
         while pending and (ms is None or pending[0][0] <= ms):
             moved_ms, _, row = heapq.heappop(pending)
             batch.append(row)
-            self._note_recording(row[self._recording_at])
+            self._note_recording(row[self._recording_at], row[self._billsec_at])
             self.last_ms = moved_ms
         if len(batch) >= self._BATCH or (ms is None and batch):
             self._conn.executemany(self._insert, batch)
             self.legs += len(batch)
             batch.clear()
 
-    def _note_recording(self, path: str) -> None:
-        """Keep the newest `recordings_limit` distinct recordings, by the order rows arrive."""
+    def _note_recording(self, path: str, billsec: int) -> None:
+        """Keep the newest `recordings_limit` distinct recordings, by the order rows arrive,
+        with the longest talk of the legs naming each (a consultation's shares its file)."""
         if len(path) > 1 and self._recordings_limit:
-            self.recordings.pop(path, None)
-            self.recordings[path] = None
+            self.recordings[path] = max(billsec, self.recordings.pop(path, 0))
             if len(self.recordings) > self._recordings_limit:
                 self.recordings.popitem(last=False)
 
@@ -1056,22 +1058,52 @@ def write_groups_db(path: pathlib.Path, directory: Directory) -> None:
     conn.close()
 
 
-# One MPEG-1 Layer III frame (128 kbit/s, 44.1 kHz, mono) of silence, twice.
-_MP3_FRAME = b"\xff\xfb\x90\xc4" + bytes(413)
-_MP3 = _MP3_FRAME * 2
+# One MPEG-2 Layer III frame of silence: 8 kbit/s (the lowest), 16 kHz, mono; 576 samples
+# (36 ms) in 36 bytes — header, zeroed side information (no audio data), zero bytes.
+_MP3_FRAME = b"\xff\xf3\x18\xc0" + bytes(32)
+_MP3_FRAMES_PER_9_S = 250
 
 
-def _write_recordings(monitor: pathlib.Path, monitor_dir: str, paths) -> int:
-    """Small MP3 files for the recordings the rows name under `monitor_dir`."""
-    prefix = monitor_dir.rstrip("/") + "/"
-    written = 0
-    for path in paths:
-        if path.startswith(prefix):
-            target = monitor / path[len(prefix):]
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(_MP3)
-            written += 1
-    return written
+def silent_mp3(seconds: int) -> bytes:
+    """A constant-bitrate MP3 of silence lasting `seconds` (rounded up to a frame), 1 KB/s."""
+    return _MP3_FRAME * max(1, -(-max(0, seconds) * _MP3_FRAMES_PER_9_S // 9))
+
+
+class RecordingFiles:
+    """Recording files as long as their legs' talk, under `folder`, for paths the rows name
+    under `written_as` (the PBX's monitor dir). Cheap: one file per distinct length is
+    written; the others of that length are hard links to it."""
+
+    def __init__(self, folder: pathlib.Path, written_as: str = PBX_MONITOR_DIR):
+        self.folder = pathlib.Path(folder)
+        self.prefix = written_as.rstrip("/") + "/"
+        self._by_length: dict[int, pathlib.Path] = {}
+
+    def write(self, path: str, seconds: int) -> bool:
+        """The file of one recording path; False when the path is not under `written_as`."""
+        if not path.startswith(self.prefix):
+            return False
+        target = self.folder / path[len(self.prefix):]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.unlink(missing_ok=True)      # never write through a link into another file
+        seconds = max(0, seconds)
+        same = self._by_length.get(seconds)
+        if same is not None:
+            try:
+                os.link(same, target)
+                return True
+            except OSError:                  # gone meanwhile, or no hard links here
+                pass
+        target.write_bytes(silent_mp3(seconds))
+        self._by_length[seconds] = target
+        return True
+
+
+def _write_recordings(monitor: pathlib.Path, monitor_dir: str, recordings: dict[str, int]) -> int:
+    """Silent MP3 files, as long as the talk, for the recordings the rows name under
+    `monitor_dir`."""
+    files = RecordingFiles(monitor, monitor_dir)
+    return sum(files.write(path, seconds) for path, seconds in recordings.items())
 
 
 def add_demo_report(module_db: pathlib.Path, link_base: str) -> None:

@@ -18,6 +18,7 @@ from urllib.parse import quote
 
 from daemon.mailer import MailError, mail_settings, message, pbx_settings, send
 from daemon.pbxtime import PbxClock
+from daemon.pbxzone import PbxZone
 from daemon.licence import LicenceCheck
 from daemon.settings import Settings, reports_dir
 from db.database import open_module_db
@@ -46,10 +47,20 @@ class ReportScheduler:
     """Sends due reports; owns its own connection to module.db (report and report_send rows)."""
 
     def __init__(self, settings: Settings):
-        self.settings = settings
         self.db = open_module_db(settings["module.db"])
+        self.settings = settings
         self.stop = threading.Event()
         self.thread: threading.Thread | None = None
+
+    @property
+    def settings(self) -> Settings:
+        return self._settings
+
+    @settings.setter
+    def settings(self, settings: Settings) -> None:
+        """New settings (the daemon reloaded them) bring the PBX clock they name."""
+        self._settings = settings
+        self.zone = PbxZone.of(settings, lambda: sync_state(self.db).get("timezone"))
 
     # --- the loop ------------------------------------------------------------------------------
 
@@ -303,8 +314,7 @@ class ReportScheduler:
             .bind(self.db).exists()
 
     def _clock(self) -> PbxClock:
-        tz = self.settings["pbx.timezone"] or sync_state(self.db).get("timezone") or "UTC"
-        return PbxClock(tz)
+        return self.zone.clock()
 
     def _match_digits(self) -> int:
         return int(sync_state(self.db).get("number_match_digits", 9))

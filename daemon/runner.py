@@ -22,12 +22,13 @@ from typing import Callable
 
 from daemon.licence import LicenceCheck
 from daemon.live import ChannelTable
-from daemon.pbxtime import PbxClock
+from daemon.pbxzone import PbxZone
 from daemon.settings import Settings, SettingsError, load
 from daemon.source import (LEG_SOURCE_COLUMNS, CdrSource, SourceBusy, SourceError,
                            read_pbx_config)
 from daemon.sync import Sync, SyncOptions
 from db.database import open_module_db
+from db.queries import sync_state
 from db.store import Store
 
 log = logging.getLogger("extcdr.daemon")
@@ -87,6 +88,7 @@ class Daemon:
         self._complaint: str | None = None        # the last problem logged (logged once)
         self.db = open_module_db(settings["module.db"])
         self.channels = ChannelTable()              # stock Asterisk: channels up, from AMI
+        self.zone = self._new_zone()
         self.sync = self._new_sync()
         self.licence = LicenceCheck.of(settings)
 
@@ -125,6 +127,8 @@ class Daemon:
             self._complain(f"paused, the mirror is kept as it is: {problem}")
             self.new_rows_due = 0.0                 # catch up once licensed again
             return _LICENCE_RECHECK_S
+        if self.zone.clock() is not self.sync.clock:
+            self.sync = self._new_sync()            # the PBX's timezone changed: new rows use it
         debounce = self.settings["sync.debounce"]
         while True:
             try:
@@ -182,6 +186,7 @@ class Daemon:
             log.error("settings not reloaded: module.db cannot change while running")
             return
         previous, self.settings = self.settings, fresh
+        self.zone = self._new_zone()
         self.sync = self._new_sync()
         self.licence = LicenceCheck.of(fresh)
         self.new_rows_due = 0.0
@@ -192,6 +197,9 @@ class Daemon:
 
     # --- internals -----------------------------------------------------------------------------
 
+    def _new_zone(self) -> PbxZone:
+        return PbxZone.of(self.settings, lambda: sync_state(self.db).get("timezone"))
+
     def _new_sync(self) -> Sync:
         s = self.settings
         config_db = s["pbx.config_db"] if s["pbx.config_db"].is_file() else None
@@ -201,9 +209,8 @@ class Daemon:
         config = read_pbx_config(config_db, s["pbx.groups_db"],
                                  extension_length=s["calls.extension_length"],
                                  number_match_digits=s["calls.number_match_digits"])
-        tz_name = s["pbx.timezone"] or config.timezone or "UTC"
         return Sync(Store(self.db), CdrSource(s["pbx.cdr_db"], busy_timeout_ms=1_000), config,
-                    PbxClock(tz_name),
+                    self.zone.clock(),
                     SyncOptions(callback_window_s=s["calls.callback_window"],
                                 batch_rows=s["sync.batch_rows"]),
                     live_legs=self.channels.legs if s["ami.cdr_events"] else None)

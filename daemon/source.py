@@ -214,13 +214,25 @@ def read_pbx_config(path: str | Path | None, groups_path: str | Path | None = No
             raise SourceError(f"{path}: not a PBX configuration database (no m_Extensions)")
         sip_of_user = _read_extensions(conn, tables, directory)
         directory.providers = _read_providers(conn, tables)
-        if "m_PbxSettings" in tables:
-            row = conn.execute(
-                "SELECT value FROM m_PbxSettings WHERE key = 'PBXTimezone'").fetchone()
-            config.timezone = row[0] if row and row[0] else None
+        config.timezone = _timezone(conn, tables)
     if groups_path is not None and Path(groups_path).is_file():
         config.groups = _read_groups(Path(groups_path), sip_of_user)
     return config
+
+
+def read_pbx_timezone(path: str | Path, busy_timeout_ms: int = 1_000) -> str | None:
+    """Only the PBX's timezone (`PBXTimezone`): a cheap read, done again when the file changes."""
+    path = Path(path)
+    with _read_only(path, busy_timeout_ms) as conn, _pbx_errors(path):
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        return _timezone(conn, tables)
+
+
+def _timezone(conn, tables) -> str | None:
+    if "m_PbxSettings" not in tables:
+        return None
+    row = conn.execute("SELECT value FROM m_PbxSettings WHERE key = 'PBXTimezone'").fetchone()
+    return row[0] if row and row[0] else None
 
 
 def _read_extensions(conn, tables, directory: Directory) -> dict[int, str]:

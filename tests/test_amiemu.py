@@ -392,6 +392,33 @@ def test_live_traffic_writes_into_a_generated_demo_pbx(tmp_path):
     assert pbx_rows(cdr_db, "cdr") == []
 
 
+def test_a_live_calls_recording_is_on_disk_as_long_as_its_talk_when_its_leg_moves(
+        tmp_path, monkeypatch):
+    from daemon import amiemu
+    from tests.test_demo_data import mp3_seconds
+    moved = []  # (talk, seconds of the file named, read when the row moved; None: no file)
+    finish = amiemu.PbxCdrWriter.finish_leg
+
+    def finish_leg(writer, row):
+        if row["recordingfile"].startswith(demo.PBX_MONITOR_DIR + "/"):
+            file = tmp_path / demo.MONITOR / row["recordingfile"][len(demo.PBX_MONITOR_DIR) + 1:]
+            moved.append((row["billsec"],
+                          mp3_seconds(file.read_bytes()) if file.is_file() else None))
+        finish(writer, row)
+
+    monkeypatch.setattr(amiemu.PbxCdrWriter, "finish_leg", finish_leg)
+    with AmiEmulator(cdr_db=tmp_path / demo.CDR_DB) as emulator:
+        traffic = emulator.start_traffic(5, calls_per_minute=3000, speed=0)
+        deadline = time.monotonic() + WAIT_S
+        while len(moved) < 10 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        traffic.cancel()
+    assert len(moved) >= 10
+    assert all(seconds is not None and abs(seconds - max(talk, 0)) <= 1
+               for talk, seconds in moved), moved
+    assert max(talk for talk, _ in moved) > 30
+
+
 # -- faults ------------------------------------------------------------------------------------
 
 def test_fault_close_before_banner():

@@ -152,7 +152,8 @@ def test_older_pbx_schema_without_name_columns(tmp_path, cli):
 def test_progress_bar_only_on_a_terminal(tmp_path):
     cdr = tmp_path / "cdr.db"
     write_cdr_rows(cdr, [ANSWERED])
-    done = run_extcdr("sync", "--cdr-db", cdr, "--db", tmp_path / "m.db", "--once")
+    done = run_extcdr("sync", "--cdr-db", cdr, "--db", tmp_path / "m.db", "--once",
+                      "--timezone", "Europe/Moscow")   # no timezone at all would be said
     assert done.returncode == 0 and done.stderr == "" and done.stdout == ""
 
 

@@ -173,8 +173,48 @@ def test_only_the_newest_recordings_have_files(pbx):
         assert re.search(r"/\d{4}/\d\d/\d\d/\d\d/[^/]+\.mp3$", path)
         return out / demo.MONITOR / path[len(demo.PBX_MONITOR_DIR) + 1:]
 
-    assert all(file_of(p).read_bytes()[:2] == b"\xff\xfb" for p in newest_first[:RECORDINGS])
+    assert all(mp3_seconds(file_of(p).read_bytes()) > 0 for p in newest_first[:RECORDINGS])
     assert not any(file_of(p).exists() for p in newest_first[RECORDINGS:])
+
+
+# MPEG audio Layer III: kbit/s by bitrate index, Hz by sample-rate index, per MPEG version
+# (3: MPEG-1, 2: MPEG-2, 0: MPEG-2.5), as in ISO 11172-3 / 13818-3.
+_KBITS = {3: (0, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320),
+          2: (0, 8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160)}
+_HZ = {3: (44100, 48000, 32000), 2: (22050, 24000, 16000), 0: (11025, 12000, 8000)}
+
+
+def mp3_seconds(data: bytes) -> float:
+    """The playing time of an MP3 file, frame by frame (every byte must be a frame)."""
+    seconds, at = 0.0, 0
+    while at < len(data):
+        assert data[at] == 0xFF and data[at + 1] & 0xE0 == 0xE0, f"no frame at byte {at}"
+        version, layer = data[at + 1] >> 3 & 3, data[at + 1] >> 1 & 3
+        assert layer == 1, "not Layer III"
+        kbits = _KBITS[3 if version == 3 else 2][data[at + 2] >> 4]
+        hz = _HZ[version][data[at + 2] >> 2 & 3]
+        samples = 1152 if version == 3 else 576
+        at += samples // 8 * kbits * 1000 // hz + (data[at + 2] >> 1 & 1)
+        seconds += samples / hz
+    assert at == len(data), "a cut frame at the end"
+    return seconds
+
+
+def test_recordings_last_as_long_as_their_talk_and_cost_one_file_per_length(pbx):
+    out, _, rows, _ = pbx
+    talk: dict[str, int] = defaultdict(int)
+    for row in rows:                                  # a consultation's legs share a file
+        if len(row["recordingfile"]) > 1:
+            talk[row["recordingfile"]] = max(talk[row["recordingfile"]], row["billsec"])
+    files = {path: out / demo.MONITOR / path[len(demo.PBX_MONITOR_DIR) + 1:] for path in talk}
+    present = {path: file for path, file in files.items() if file.exists()}
+    assert len(present) == RECORDINGS
+    for path, file in present.items():
+        assert path.endswith(".mp3")
+        assert abs(mp3_seconds(file.read_bytes()) - talk[path]) <= 1, path
+    assert max(talk[path] for path in present) > 300  # long calls have long recordings
+    inodes = {file.stat().st_ino for file in present.values()}
+    assert len(inodes) == len({talk[path] for path in present}) < RECORDINGS
 
 
 def test_external_numbers_come_in_mixed_formats_and_come_back(pbx):

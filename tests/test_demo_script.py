@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import threading
 import time
 from datetime import date, timedelta
+from pathlib import Path
 
 from tests.conftest import ROOT
 from tests.stack import PREFIX, free_port, nginx_binary
@@ -58,3 +60,61 @@ def test_the_demo_walks_from_the_marketplace_to_the_history_page(tmp_path):
     while list(pids.glob("*.pid")) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not list(pids.glob("*.pid"))             # the module's workers stopped with it
+
+
+def session_processes(session: int) -> list[tuple[int, str]]:
+    """(pid, name) of the live processes of a session: everything a program started in its
+    own session left running, wherever it moved in the process tree (/proc, no psutil)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        state, _, _, sid = text.rsplit(")", 1)[1].split()[:4]
+        if int(sid) == session and state != "Z":
+            found.append((int(stat.parent.name), text[text.find("(") + 1:text.rfind(")")]))
+    return found
+
+
+def test_sigterm_to_the_demo_stops_everything_it_started(tmp_path):
+    nginx_binary()
+    port = free_port()
+    env = {**os.environ, "EXTCDR_DEMO_DIR": str(tmp_path / "demo"),
+           "EXTCDR_DEMO_PORT": str(port), "EXTCDR_DEMO_CALLS": "300"}
+    demo = subprocess.Popen(["bash", str(ROOT / "bin" / "demo")], cwd=ROOT, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True)           # its session: what it started
+    output: list[str] = []
+    ready = threading.Event()
+
+    def read():
+        for line in demo.stdout:
+            output.append(line)
+            if "Press Ctrl-C" in line:
+                ready.set()
+
+    threading.Thread(target=read, daemon=True).start()
+    try:
+        assert ready.wait(240), "".join(output)[-3000:]
+        status, _, _ = Browser(f"http://127.0.0.1:{port}").request(PREFIX)
+        assert status in (200, 302)
+        started = session_processes(demo.pid)
+        assert len(started) >= 8, started    # bash, 4 programs, nginx, the module's 2 workers
+        os.kill(demo.pid, signal.SIGTERM)    # as `kill <pid>` does: the script alone
+        demo.wait(60)
+        deadline = time.monotonic() + 15
+        while session_processes(demo.pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert session_processes(demo.pid) == [], f"left running of {started}"
+        with socket.socket() as listener:             # nothing holds the admin panel's port
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)   # as nginx does
+            listener.bind(("127.0.0.1", port))
+            listener.listen()
+    finally:
+        for pid, _ in session_processes(demo.pid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:               # gone with its parent meanwhile
+                pass
+        demo.wait(10)

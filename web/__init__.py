@@ -8,7 +8,7 @@ from pathlib import Path
 
 from flask import Flask, jsonify, render_template, request
 
-from daemon.pbxtime import PbxClock
+from daemon.pbxzone import PbxZone
 from daemon.settings import Settings, reports_dir
 from db.database import open_module_db
 from db.queries import QueryError, sync_state
@@ -33,9 +33,12 @@ def create_app(settings: Settings, *, standin_accounts: dict | None = None) -> F
     db = open_module_db(settings["module.db"], readonly=True)
     state = sync_state(db)
     token = settings["web.proxy_token"]
+    # The PBX's timezone as it is at each request, not as the mirror had it at start.
+    zone = PbxZone.of(settings, lambda: sync_state(db).get("timezone"))
+    zone.clock()                                          # logs which timezone times are in
     app.config.update(
         EXTCDR_DB=db, EXTCDR_USER_DB=user_db,
-        EXTCDR_CLOCK=PbxClock(settings["pbx.timezone"] or state.get("timezone") or "UTC"),
+        EXTCDR_ZONE=zone,
         EXTCDR_MATCH_DIGITS=int(state.get("number_match_digits", 9)),
         EXTCDR_PROXY_TOKEN=token,
         EXTCDR_STANDIN=standin_accounts is not None,

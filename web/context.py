@@ -28,7 +28,10 @@ def user_prefs() -> dict[str, str]:
 
 
 def clock():
-    return current_app.config["EXTCDR_CLOCK"]
+    """The PBX's clock, one for the whole request (the PBX's timezone may change meanwhile)."""
+    if "clock" not in g:
+        g.clock = current_app.config["EXTCDR_ZONE"].clock()
+    return g.clock
 
 
 def request_filter(params: dict[str, str]) -> CallFilter:

@@ -8,7 +8,7 @@ from urllib.parse import urlencode
 from flask import current_app, g, request, url_for
 
 from web import auth
-from web.context import user_prefs
+from web.context import clock, user_prefs
 from web.i18n import LANGUAGES, LIVE_LABELS, STATUS_LABELS, negotiate, translator
 
 
@@ -41,7 +41,7 @@ def page_context() -> dict:
 def local_time(epoch_ms: int | None, fmt: str = "%Y-%m-%d %H:%M:%S") -> str:
     if epoch_ms is None:
         return ""
-    return current_app.config["EXTCDR_CLOCK"].to_local(epoch_ms / 1000).strftime(fmt)
+    return clock().to_local(epoch_ms / 1000).strftime(fmt)
 
 
 def duration(seconds: int | None) -> str:

@@ -17,7 +17,7 @@ from flask import (Blueprint, Response, abort, current_app, jsonify, make_respon
                    send_file, stream_with_context)
 
 from web.api import visible_call
-from web.context import mirror, request_filter
+from web.context import clock, mirror, request_filter
 from web.exports import rows_of
 
 recordings = Blueprint("recordings", __name__)
@@ -140,8 +140,7 @@ def recording_available(written: str) -> bool:
 
 def _download_name(row: dict, number: int, suffix: str) -> str:
     """A readable name: local date and time of the call, its two numbers, the part number."""
-    clock = current_app.config["EXTCDR_CLOCK"]
-    stamp = clock.to_local(row["start_ms"] / 1000).strftime("%Y-%m-%d_%H-%M-%S")
+    stamp = clock().to_local(row["start_ms"] / 1000).strftime("%Y-%m-%d_%H-%M-%S")
     return f"{stamp}_{_safe(row['src'])}-{_safe(row['dst'])}_{number}{suffix}"
 
 

@@ -153,7 +153,7 @@ def search_numbers(app) -> dict[str, str]:
     number, the whole number, it with the employee who answered it most, and the area code of
     the busiest line (digits that many numbers share)."""
     db = app.config["EXTCDR_DB"]
-    month = period_bounds("this_month", app.config["EXTCDR_CLOCK"], time.time())
+    month = period_bounds("this_month", app.config["EXTCDR_ZONE"].clock(), time.time())
     number, employee = db.execute_sql(
         "SELECT external_number, answered_by FROM call WHERE start_ms >= ? AND start_ms < ? "
         "AND external_number IS NOT NULL AND answered_by IS NOT NULL "
@@ -273,7 +273,7 @@ def selected(app, params: dict[str, str], user: str) -> int:
 
 def filter_of(app, params: dict[str, str], user: str):
     """The filter the app builds for these parameters and this user."""
-    return call_filter(params, app.config["EXTCDR_CLOCK"], time.time(),
+    return call_filter(params, app.config["EXTCDR_ZONE"].clock(), time.time(),
                        number_match_digits=app.config["EXTCDR_MATCH_DIGITS"],
                        visible_to=OPERATOR_EXTENSIONS if user == OPERATOR else None)
 
