@@ -315,7 +315,8 @@ def _add_filter_arguments(parser) -> None:
     parser.add_argument("--direction", help="incoming, outgoing, internal (comma-separated)")
     parser.add_argument("--status", help="answered, transferred, missed, not_reached, "
                        "client_called_back, we_called_back, application (comma-separated)")
-    parser.add_argument("--number", help="digits of a number, two numbers, or linkedid:/src:/dst:/did:")
+    parser.add_argument("--number", help="digits of a number, two numbers, a part of a name, a "
+                        "linkedid, or linkedid:/src:/dst:/did:")
     parser.add_argument("--employee", help="extension(s), comma-separated")
     parser.add_argument("--group", help="employee group name(s), comma-separated")
     parser.add_argument("--min-talk", type=int, metavar="SECONDS")

@@ -9,6 +9,12 @@ from __future__ import annotations
 
 import sqlite3
 
+# What `call_name` holds of a call row (its two names, once, on separate lines so that a search
+# never matches across them). Migration 6 fills the table with it and the writer's merge keeps
+# it up to date: a change is a new migration that rebuilds the table.
+CALL_NAMES = ("CASE WHEN dst_name IN ('', src_name) THEN src_name WHEN src_name = '' THEN dst_name "
+              "ELSE src_name || char(10) || dst_name END")
+
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
     # 1: legs, calls, employees of calls, number search, sync state, employees and groups.
     (
@@ -156,6 +162,15 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             external_number TEXT, did TEXT, line TEXT,
             employees TEXT NOT NULL,
             parties TEXT NOT NULL) WITHOUT ROWID""",
+    ),
+    # 6: substring search on names (the caller's and the callee's as the PBX wrote them), like
+    # `call_number`; rowid = call.id. Employees' current names are matched through `employee`
+    # and `call_employee` at query time, so a renamed employee is found under the new name.
+    (
+        "CREATE VIRTUAL TABLE call_name USING fts5(names, tokenize = 'trigram')",
+        "INSERT INTO call_name (call_name, rank) VALUES ('automerge', 8)",
+        f"INSERT INTO call_name (rowid, names) SELECT id, {CALL_NAMES} FROM call "
+        f"WHERE src_name <> '' OR dst_name <> ''",
     ),
 )
 

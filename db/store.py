@@ -12,6 +12,7 @@ from peewee import SqliteDatabase
 
 from daemon.calls import Call, CallbackFacts, CallbackLinks, Leg
 from db import staging
+from db.schema import CALL_NAMES
 from db.staging import CALL_COLUMNS, LEG_COLUMNS
 
 _CHUNK = 900  # stays under SQLite's bound-parameter limit
@@ -78,7 +79,7 @@ class Store:
         return schema
 
     def merge(self, schema: str) -> dict[str, tuple[str | None, int, int]]:
-        """Upsert the staged legs and calls (with their employees and numbers); returns
+        """Upsert the staged legs and calls (with their employees, numbers and names); returns
         linkedid -> (ext_key, start, end) of the calls it replaced, as they were."""
         conn = self.conn
         replaced = f"SELECT c.id FROM {schema}.call s JOIN call c ON c.linkedid = s.linkedid"
@@ -93,6 +94,7 @@ class Store:
         if before:
             conn.execute(f"DELETE FROM call_employee WHERE call_id IN ({replaced})")
             conn.execute(f"DELETE FROM call_number WHERE rowid IN ({replaced})")
+            conn.execute(f"DELETE FROM call_name WHERE rowid IN ({replaced})")
         call_cols = ", ".join(CALL_COLUMNS)
         conn.execute(
             f"INSERT INTO call ({call_cols}) SELECT {call_cols} FROM {schema}.call WHERE true "
@@ -105,6 +107,10 @@ class Store:
         conn.execute(
             f"INSERT INTO call_number (rowid, numbers) SELECT c.id, n.numbers "
             f"FROM {schema}.number n JOIN call c ON c.linkedid = n.linkedid")
+        conn.execute(
+            f"INSERT INTO call_name (rowid, names) SELECT id, {CALL_NAMES} FROM call "
+            f"WHERE linkedid IN (SELECT linkedid FROM {schema}.call) "
+            f"AND (src_name <> '' OR dst_name <> '')")
         return before
 
     def spanning(self, schema: str, replaced) -> list[str]:
