@@ -15,6 +15,10 @@ STATUS_LABELS = {
            "we_called_back": "перезвонили", "application": "приложение"},
 }
 
+# The history page's tabs, as they are labelled (English; translated through RUSSIAN).
+TAB_LABELS = {"all": "All", "incoming": "Incoming", "missed": "Missed", "outgoing": "Outgoing",
+              "internal": "Internal", "unreturned": "Unreturned missed"}
+
 RUSSIAN = {
     "Call history": "История звонков",
     "Extended call history": "Расширенная история звонков",
