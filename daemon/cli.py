@@ -383,7 +383,8 @@ def cmd_export(args) -> int:
         params = _filter_params(args)
         flt, clock = _mirror_filter(db, params, visible_to)
         count = export_file(args.out, args.format, flt, db, clock, args.language,
-                            about(args.user or "extcdr export", params, flt, clock))
+                            about(args.user or "extcdr export", params, flt, clock,
+                                  args.language, db))
     finally:
         db.close()
     print(f"{count:,} calls written to {args.out}", file=sys.stderr)
