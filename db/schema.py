@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import sqlite3
 
-# What `call_name` holds of a call row (its two names, once, on separate lines so that a search
-# never matches across them). Migration 6 fills the table with it and the writer's merge keeps
-# it up to date: a change is a new migration that rebuilds the table.
-CALL_NAMES = ("CASE WHEN dst_name IN ('', src_name) THEN src_name WHEN src_name = '' THEN dst_name "
-              "ELSE src_name || char(10) || dst_name END")
+# What `call_name` holds of a call row: its caller's and callee's names on separate lines (a
+# search never matches across them), each once; a "name" of digits only is left out (a search
+# with no letters is a number search). Calls without names have no row. Migration 6 fills the
+# table with it and the writer's merge keeps it up to date: a change is a new migration.
+_NAMED = "GLOB '*[^0-9+ ()-]*'"
+CALL_NAMES = (f"SELECT id, names FROM (SELECT id, trim("
+              f"CASE WHEN src_name {_NAMED} THEN src_name ELSE '' END || char(10) || "
+              f"CASE WHEN dst_name {_NAMED} AND dst_name <> src_name THEN dst_name ELSE '' END, "
+              f"char(10)) AS names FROM call WHERE {{calls}}) WHERE names <> ''")
 
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
     # 1: legs, calls, employees of calls, number search, sync state, employees and groups.
@@ -169,8 +173,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (
         "CREATE VIRTUAL TABLE call_name USING fts5(names, tokenize = 'trigram')",
         "INSERT INTO call_name (call_name, rank) VALUES ('automerge', 8)",
-        f"INSERT INTO call_name (rowid, names) SELECT id, {CALL_NAMES} FROM call "
-        f"WHERE src_name <> '' OR dst_name <> ''",
+        "INSERT INTO call_name (rowid, names) " + CALL_NAMES.format(calls="true"),
     ),
 )
 

@@ -107,10 +107,8 @@ class Store:
         conn.execute(
             f"INSERT INTO call_number (rowid, numbers) SELECT c.id, n.numbers "
             f"FROM {schema}.number n JOIN call c ON c.linkedid = n.linkedid")
-        conn.execute(
-            f"INSERT INTO call_name (rowid, names) SELECT id, {CALL_NAMES} FROM call "
-            f"WHERE linkedid IN (SELECT linkedid FROM {schema}.call) "
-            f"AND (src_name <> '' OR dst_name <> '')")
+        conn.execute("INSERT INTO call_name (rowid, names) " + CALL_NAMES.format(
+            calls=f"linkedid IN (SELECT linkedid FROM {schema}.call)"))
         return before
 
     def spanning(self, schema: str, replaced) -> list[str]:
