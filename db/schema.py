@@ -13,11 +13,12 @@ import sqlite3
 # search never matches across them), each once; a "name" of digits only is left out (a search
 # with no letters is a number search). Calls without names have no row. Migration 6 fills the
 # table with it and the writer's merge keeps it up to date: a change is a new migration.
+# Rows go in id order: FTS5 flushes its pending terms whenever a rowid is not above the last.
 _NAMED = "GLOB '*[^0-9+ ()-]*'"
 CALL_NAMES = (f"SELECT id, names FROM (SELECT id, trim("
               f"CASE WHEN src_name {_NAMED} THEN src_name ELSE '' END || char(10) || "
               f"CASE WHEN dst_name {_NAMED} AND dst_name <> src_name THEN dst_name ELSE '' END, "
-              f"char(10)) AS names FROM call WHERE {{calls}}) WHERE names <> ''")
+              f"char(10)) AS names FROM call WHERE {{calls}}) WHERE names <> '' ORDER BY id")
 
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
     # 1: legs, calls, employees of calls, number search, sync state, employees and groups.
