@@ -7,6 +7,7 @@ import os
 import shutil
 import sys
 import time
+from dataclasses import replace
 from datetime import date, datetime
 from pathlib import Path
 
@@ -316,7 +317,8 @@ def _add_filter_arguments(parser) -> None:
     parser.add_argument("--direction", help="incoming, outgoing, internal (comma-separated)")
     parser.add_argument("--status", help="answered, transferred, missed, not_reached, "
                        "client_called_back, we_called_back, application (comma-separated)")
-    parser.add_argument("--number", help="digits of a number, two numbers, or linkedid:/src:/dst:/did:")
+    parser.add_argument("--number", help="digits of a number, two numbers, a part of a name, a "
+                        "linkedid, or linkedid:/src:/dst:/did:")
     parser.add_argument("--employee", help="extension(s), comma-separated")
     parser.add_argument("--group", help="employee group name(s), comma-separated")
     parser.add_argument("--min-talk", type=int, metavar="SECONDS")
@@ -374,8 +376,12 @@ def cmd_calls(args) -> int:
         if args.format == "jsonl":
             for row in rows:
                 sys.stdout.write(json.dumps(call_record(row, clock.tz), ensure_ascii=False) + "\n")
-        else:
-            _print_table((call_record(row, clock.tz) for row in rows))
+            return 0
+        shown = _print_table((call_record(row, clock.tz) for row in rows))
+        if flt.limit is not None and shown == flt.limit:
+            total = calls_query(replace(flt, limit=None), db, counting=True).count()
+            if total > shown:
+                print(f"… {shown:,} of {total:,} calls shown; use --limit to see more")
     finally:
         db.close()
     return 0
@@ -399,21 +405,29 @@ def cmd_export(args) -> int:
         params = _filter_params(args)
         flt, clock = _mirror_filter(args, db, params, visible_to)
         count = export_file(args.out, args.format, flt, db, clock, args.language,
-                            about(args.user or "extcdr export", params, flt, clock))
+                            about(args.user or "extcdr export", params, flt, clock,
+                                  args.language, db))
     finally:
         db.close()
     print(f"{count:,} calls written to {args.out}", file=sys.stderr)
     return 0
 
 
-def _print_table(records) -> None:
-    columns = ("start", "direction", "status", "src", "dst", "answered_by", "wait_s", "talk_s")
-    widths = (25, 9, 18, 16, 16, 11, 6, 6)
+def _print_table(records) -> int:
+    """The calls as the page lists them (numbers with their names); returns how many."""
+    columns = ("start", "direction", "status", "src", "src_name", "dst", "dst_name",
+               "answered_by", "wait_s", "talk_s")
+    widths = (25, 9, 18, 16, 20, 16, 20, 11, 6, 6)
     line = "  ".join(f"{c:<{w}}" for c, w in zip(columns, widths))
     print(line.rstrip())
-    for record in records:
+    shown = 0
+    for shown, record in enumerate(records, start=1):
+        for side in ("src", "dst"):      # a name that only repeats the number is not shown
+            if record[f"{side}_name"] == record[side]:
+                record[f"{side}_name"] = ""
         cells = ("" if record[c] is None else str(record[c]) for c in columns)
         print("  ".join(f"{v[:w]:<{w}}" for v, w in zip(cells, widths)).rstrip())
+    return shown
 
 
 def _print_in_progress(db, fmt: str, clock: PbxClock) -> int:
@@ -441,12 +455,17 @@ def _named(number: str, name: str) -> str:
 
 
 def _print_summary(counts: dict[tuple[str, str], int]) -> None:
+    """Calls by direction (rows) and status (columns), in the page's words."""
+    from web.i18n import STATUS_LABELS, TAB_LABELS
+    labels = STATUS_LABELS["en"]
+    total = TAB_LABELS["all"]
     statuses = [s for s in STATUSES if any(k[1] == s for k in counts)]
-    print(f"{'':<10}" + "".join(f"{s:>20}" for s in statuses) + f"{'total':>8}")
+    print(f"{'':<10}" + "".join(f"{labels[s]:>20}" for s in statuses) + f"{total:>8}")
     for direction in DIRECTIONS:
         row = [counts.get((direction, s), 0) for s in statuses]
-        print(f"{direction:<10}" + "".join(f"{n:>20}" for n in row) + f"{sum(row):>8}")
-    print(f"{'total':<10}" + "".join(
+        print(f"{TAB_LABELS[direction]:<10}" + "".join(f"{n:>20}" for n in row)
+              + f"{sum(row):>8}")
+    print(f"{total:<10}" + "".join(
         f"{sum(n for (_, s), n in counts.items() if s == st):>20}" for st in statuses)
         + f"{sum(counts.values()):>8}")
 

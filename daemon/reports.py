@@ -202,7 +202,8 @@ class ReportScheduler:
             try:
                 calls = export_file(
                     path, report["format"], flt, self.db, clock, report["language"],
-                    about(f"{owner.name} ({owner.role}), {report['name']}", params, flt, clock),
+                    about(f"{owner.name} ({owner.role}), {report['name']}", params, flt, clock,
+                          report["language"], self.db),
                     chosen_columns(prefs.get("columns")))
             except QueryError as exc:           # a PDF too long to print
                 shutil.rmtree(path.parent, ignore_errors=True)

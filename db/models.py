@@ -102,6 +102,12 @@ class CallNumber(Base):
     numbers = TextField()
 
 
+class CallName(Base):
+    """FTS5 trigram index of a call's caller and callee names; rowid = call.id."""
+    rowid = IntegerField(primary_key=True)
+    names = TextField()
+
+
 class Employee(Base):
     extension = TextField(primary_key=True)
     name = TextField()

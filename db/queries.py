@@ -13,7 +13,8 @@ from datetime import date, datetime, timedelta
 from peewee import SQL, SqliteDatabase, Tuple, fn
 
 from daemon.calls import DIRECTIONS, STATUSES
-from db.models import Call, CallEmployee, CallNumber, GroupMember, Leg, LiveCall, SyncState
+from db.models import (Call, CallEmployee, CallName, CallNumber, Employee, GroupMember, Leg,
+                       LiveCall, SyncState)
 
 LIST_FIELDS = ("missed_by", "transferred_to", "employees", "recordings")
 
@@ -60,20 +61,26 @@ def _check_choice(name: str, values: list[str], allowed: tuple[str, ...]) -> Non
 
 
 _PREFIXES = ("linkedid", "src", "dst", "did")
-_MIN_DIGITS = 3
+_MIN_CHARS = 3
+# A linkedid as the details panel and the PBX's journal show it: `mikopbx-1700000000.123`, or
+# Asterisk's own `1700000000.123` (the call's start in epoch seconds, a dot, a counter).
+_LINKEDID = re.compile(r"(?:[A-Za-z][\w.-]*-)?\d{9,11}\.\d+")
+_NUMBER_CHARS = re.compile(r"[\d\s+()\-.]*")
 
 
 @dataclass(frozen=True)
 class NumberSearch:
-    """A parsed search box: digits substrings (all must match) or a field prefix."""
+    """A parsed search box: digit substrings (all must match), a name, or a field prefix."""
     substrings: tuple[str, ...] = ()
     prefix: str | None = None      # linkedid | src | dst | did
     value: str = ""
+    name: str = ""                 # a part of a caller's, callee's or employee's name
 
 
 def parse_number_search(text: str, match_digits: int = 9) -> NumberSearch:
     """`916` or `+7 (916) 123-45-67` (a number or a part of it), `201 79161234567` (calls
-    between two numbers), `linkedid:…`, `src:…`, `dst:…`, `did:…`."""
+    between two numbers), `Иван` (a part of a name), a linkedid (`mikopbx-1700000000.123`),
+    `linkedid:…`, `src:…`, `dst:…`, `did:…`."""
     text = text.strip()
     prefix, sep, rest = text.partition(":")
     if sep and prefix.lower() in _PREFIXES:
@@ -81,10 +88,19 @@ def parse_number_search(text: str, match_digits: int = 9) -> NumberSearch:
         if not value:
             raise QueryError(f"nothing after '{prefix}:'")
         if prefix.lower() != "linkedid":
+            if not _NUMBER_CHARS.fullmatch(value):
+                raise QueryError(f"search {text!r}: {prefix.lower()}: takes digits (a phone "
+                                 f"number or a part of it)")
             value = _digits(value, text, match_digits)
         return NumberSearch(prefix=prefix.lower(), value=value)
+    if _LINKEDID.fullmatch(text):
+        return NumberSearch(prefix="linkedid", value=text)
+    if not _NUMBER_CHARS.fullmatch(text):
+        if len(text) < _MIN_CHARS:
+            raise QueryError(_too_short(text))
+        return NumberSearch(name=text)
     parts = text.split()
-    if len(parts) == 2 and all(len(re.sub(r"\D", "", p)) >= _MIN_DIGITS for p in parts):
+    if len(parts) == 2 and all(len(re.sub(r"\D", "", p)) >= _MIN_CHARS for p in parts):
         return NumberSearch(substrings=tuple(_digits(p, text, match_digits) for p in parts))
     return NumberSearch(substrings=(_digits(text, text, match_digits),))
 
@@ -92,12 +108,15 @@ def parse_number_search(text: str, match_digits: int = 9) -> NumberSearch:
 def _digits(part: str, whole: str, match_digits: int) -> str:
     """The digits to look for; a whole number is cut to its match key, so `+7916…`, `8916…`
     and `916…` find the same client (as callbacks match them)."""
-    if re.search(r"[^\d\s+()\-.]", part):
-        raise QueryError(f"search {whole!r}: use digits (a phone number or a part of it)")
     digits = re.sub(r"\D", "", part)
-    if len(digits) < _MIN_DIGITS:
-        raise QueryError(f"search {whole!r}: type at least {_MIN_DIGITS} digits")
+    if len(digits) < _MIN_CHARS:
+        raise QueryError(_too_short(whole))
     return digits[-match_digits:]
+
+
+def _too_short(text: str) -> str:
+    return (f"search {text!r}: type at least {_MIN_CHARS} digits of a number or "
+            f"{_MIN_CHARS} letters of a name")
 
 
 # The history page's tabs: each narrows the filter by one more condition.
@@ -253,8 +272,13 @@ def calls_query(f: CallFilter, db: SqliteDatabase, *, counting: bool = False):
                     CallEmployee.extension.in_(extensions),
                     CallEmployee.start_ms >= f.start_ms, CallEmployee.start_ms < f.end_ms)))
     if f.number:
-        query = _number_condition(query, parse_number_search(f.number, f.number_match_digits),
-                                  _id_range(period, db))
+        search = parse_number_search(f.number, f.number_match_digits)
+        named = _employees_named(search.name, db) if search.name else []
+        query = _number_condition(query, search, _id_range(period, db),
+                                  CallEmployee.select(CallEmployee.call_id).where(
+                                      CallEmployee.extension.in_(named),
+                                      CallEmployee.start_ms >= f.start_ms,
+                                      CallEmployee.start_ms < f.end_ms) if named else None)
     if f.after:
         query = query.where(Tuple(Call.start_ms, Call.id) < Tuple(*f.after))
     query = query.order_by(Call.start_ms.desc(), Call.id.desc())
@@ -309,11 +333,30 @@ def employee_extensions(f: CallFilter, db: SqliteDatabase) -> list[str] | None:
     return sorted(extensions)
 
 
-def _number_condition(query, search: NumberSearch, ids: tuple[int, int]):
-    """Calls whose numbers match. The trigram index is searched within the period's id range:
-    a common fragment (an area code) would otherwise fetch every match of all time."""
+def _employees_named(part: str, db: SqliteDatabase) -> list[str]:
+    """Extensions of the employees whose current name holds `part` (any case; the PBX's
+    employees are a few hundred rows, so a renamed employee is found by the new name)."""
+    part = part.casefold()
+    return [extension for extension, name in Employee.select(Employee.extension, Employee.name)
+            .bind(db).tuples() if part in name.casefold()]
+
+
+def _linkedid_forms(linkedid: str) -> list[str]:
+    """A linkedid as typed and, for a bare `1700000000.123`, as MikoPBX writes it."""
+    return [linkedid] + ([f"mikopbx-{linkedid}"] if linkedid[:1].isdigit() else [])
+
+
+def _number_condition(query, search: NumberSearch, ids: tuple[int, int], of_employees=None):
+    """Calls whose numbers (or names) match. The trigram index is searched within the period's
+    id range: a common fragment (an area code) would otherwise fetch every match of all time.
+    `of_employees`: the calls of the employees a name search found, also matching."""
     if search.prefix == "linkedid":
-        return query.where(Call.linkedid == search.value)
+        return query.where(Call.linkedid.in_(_linkedid_forms(search.value)))
+    if search.name:
+        phrase = '"' + search.name.replace('"', '""') + '"'
+        named = Call.id.in_(CallName.select(CallName.rowid).where(
+            SQL("call_name MATCH ?", (phrase,)), CallName.rowid.between(*ids)))
+        return query.where(named if of_employees is None else named | Call.id.in_(of_employees))
     terms = (search.value,) if search.prefix else search.substrings
     match = " AND ".join(f'"{digits}"' for digits in terms)
     query = query.where(Call.id.in_(

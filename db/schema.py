@@ -9,6 +9,17 @@ from __future__ import annotations
 
 import sqlite3
 
+# What `call_name` holds of a call row: its caller's and callee's names on separate lines (a
+# search never matches across them), each once; a "name" of digits only is left out (a search
+# with no letters is a number search). Calls without names have no row. Migration 6 fills the
+# table with it and the writer's merge keeps it up to date: a change is a new migration.
+# Rows go in id order: FTS5 flushes its pending terms whenever a rowid is not above the last.
+_NAMED = "GLOB '*[^0-9+ ()-]*'"
+CALL_NAMES = (f"SELECT id, names FROM (SELECT id, trim("
+              f"CASE WHEN src_name {_NAMED} THEN src_name ELSE '' END || char(10) || "
+              f"CASE WHEN dst_name {_NAMED} AND dst_name <> src_name THEN dst_name ELSE '' END, "
+              f"char(10)) AS names FROM call WHERE {{calls}}) WHERE names <> '' ORDER BY id")
+
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
     # 1: legs, calls, employees of calls, number search, sync state, employees and groups.
     (
@@ -156,6 +167,14 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             external_number TEXT, did TEXT, line TEXT,
             employees TEXT NOT NULL,
             parties TEXT NOT NULL) WITHOUT ROWID""",
+    ),
+    # 6: substring search on names (the caller's and the callee's as the PBX wrote them), like
+    # `call_number`; rowid = call.id. Employees' current names are matched through `employee`
+    # and `call_employee` at query time, so a renamed employee is found under the new name.
+    (
+        "CREATE VIRTUAL TABLE call_name USING fts5(names, tokenize = 'trigram')",
+        "INSERT INTO call_name (call_name, rank) VALUES ('automerge', 8)",
+        "INSERT INTO call_name (rowid, names) " + CALL_NAMES.format(calls="true"),
     ),
 )
 

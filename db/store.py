@@ -15,6 +15,7 @@ import json
 from daemon.calls import Call, CallbackFacts, CallbackLinks, Leg
 from daemon.live import LiveCall
 from db import staging
+from db.schema import CALL_NAMES
 from db.staging import CALL_COLUMNS, LEG_COLUMNS
 
 _CHUNK = 900  # stays under SQLite's bound-parameter limit
@@ -81,7 +82,7 @@ class Store:
         return schema
 
     def merge(self, schema: str) -> dict[str, tuple[str | None, int, int]]:
-        """Upsert the staged legs and calls (with their employees and numbers); returns
+        """Upsert the staged legs and calls (with their employees, numbers and names); returns
         linkedid -> (ext_key, start, end) of the calls it replaced, as they were."""
         conn = self.conn
         replaced = f"SELECT c.id FROM {schema}.call s JOIN call c ON c.linkedid = s.linkedid"
@@ -96,6 +97,7 @@ class Store:
         if before:
             conn.execute(f"DELETE FROM call_employee WHERE call_id IN ({replaced})")
             conn.execute(f"DELETE FROM call_number WHERE rowid IN ({replaced})")
+            conn.execute(f"DELETE FROM call_name WHERE rowid IN ({replaced})")
         call_cols = ", ".join(CALL_COLUMNS)
         conn.execute(
             f"INSERT INTO call ({call_cols}) SELECT {call_cols} FROM {schema}.call WHERE true "
@@ -108,6 +110,8 @@ class Store:
         conn.execute(
             f"INSERT INTO call_number (rowid, numbers) SELECT c.id, n.numbers "
             f"FROM {schema}.number n JOIN call c ON c.linkedid = n.linkedid")
+        conn.execute("INSERT INTO call_name (rowid, names) " + CALL_NAMES.format(
+            calls=f"linkedid IN (SELECT linkedid FROM {schema}.call)"))
         return before
 
     # --- calls in progress --------------------------------------------------------------------
@@ -134,7 +138,8 @@ class Store:
             ids = [row[0] for row in found]
             id_marks = ",".join("?" * len(ids))
             self.conn.execute(f"DELETE FROM call_employee WHERE call_id IN ({id_marks})", ids)
-            self.conn.execute(f"DELETE FROM call_number WHERE rowid IN ({id_marks})", ids)
+            for table in ("call_number", "call_name"):
+                self.conn.execute(f"DELETE FROM {table} WHERE rowid IN ({id_marks})", ids)
             self.conn.execute(f"DELETE FROM call WHERE id IN ({id_marks})", ids)
             spans += [tuple(row[1:]) for row in found]
         return spans

@@ -34,6 +34,9 @@ def dump(db_path: Path) -> dict:
             "numbers": conn.execute(
                 "SELECT c.linkedid, n.numbers FROM call_number n JOIN call c ON c.id = n.rowid "
                 "ORDER BY 1").fetchall(),
+            "names": conn.execute(
+                "SELECT c.linkedid, n.names FROM call_name n JOIN call c ON c.id = n.rowid "
+                "ORDER BY 1").fetchall(),
         }
     finally:
         conn.close()

@@ -5,6 +5,7 @@ import sqlite3
 import pytest
 
 from tests.conftest import run_extcdr, write_cdr_rows
+from web.i18n import STATUS_LABELS
 
 ANSWERED = dict(start="2024-03-05 10:00:00.100", answer="2024-03-05 10:00:05.000",
                 endtime="2024-03-05 10:01:05.000", src_chan="PJSIP/SIP-TRUNK-1-00000001",
@@ -70,7 +71,8 @@ def test_config_db_that_is_not_a_pbx_config(tmp_path, cli):
     (["--status", "lost"], "unknown status"),
     (["--direction", "sideways"], "unknown direction"),
     (["--number", "12"], "at least 3 digits"),
-    (["--number", "abc"], "use digits"),
+    (["--number", "ab"], "3 letters of a name"),
+    (["--number", "src:abc"], "src: takes digits"),
     (["--number", "src:"], "nothing after"),
     (["--min-talk", "-5"], "minimum talk"),
     (["--min-talk", "five"], "invalid int"),
@@ -208,3 +210,40 @@ def test_demo_data_refuses_to_overwrite_silently(tmp_path, cli):
 def test_web_refuses_to_start_without_a_proxy_token(mirror, cli):
     err = one_line_error(*cli("web", "--db", mirror, "--listen", "127.0.0.1:0"))
     assert "web.proxy_token" in err
+
+
+def test_table_shows_names_and_says_when_limit_cut_the_list(demo_mirror):
+    period = ("--from", "2024-10-01", "--to", "2024-10-28")
+    done = run_extcdr("calls", "--db", demo_mirror, *period, "--limit", "50")
+    assert done.returncode == 0, done.stderr
+    header, *rows, last = done.stdout.splitlines()
+    assert header.split() == ["start", "direction", "status", "src", "src_name", "dst",
+                              "dst_name", "answered_by", "wait_s", "talk_s"]
+    assert len(rows) == 50
+    total = len(run_extcdr("calls", "--db", demo_mirror, *period, "--format",
+                           "jsonl").stdout.splitlines())
+    assert total > 50
+    assert last == f"… 50 of {total:,} calls shown; use --limit to see more"
+    records = [json.loads(line) for line in run_extcdr(
+        "calls", "--db", demo_mirror, *period, "--limit", "50", "--format", "jsonl"
+    ).stdout.splitlines()]
+    for row, record in zip(rows, records):      # names as the page shows them
+        for side in ("src_name", "dst_name"):
+            if record[side] and record[side] != record[side[:3]]:
+                assert record[side][:20].strip() in row, (row, record)
+    # a limit that cut nothing, and no limit: no note
+    whole = run_extcdr("calls", "--db", demo_mirror, *period, "--limit", str(total + 1))
+    assert len(whole.stdout.splitlines()) == total + 1 and "shown" not in whole.stdout
+    exact = run_extcdr("calls", "--db", demo_mirror, *period, "--limit", str(total))
+    assert "use --limit" not in exact.stdout
+
+
+def test_summary_uses_the_words_of_the_page(demo_mirror):
+    done = run_extcdr("calls", "--db", demo_mirror, "--from", "2024-10-01", "--to", "2024-10-28",
+                      "--format", "summary")
+    assert done.returncode == 0, done.stderr
+    header, *rows = done.stdout.splitlines()
+    assert [row.split()[0] for row in rows] == ["Incoming", "Outgoing", "Internal", "All"]
+    for words in (*STATUS_LABELS["en"].values(), "All"):
+        assert words in header
+    assert "not_reached" not in header and "client_called_back" not in header

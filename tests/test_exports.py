@@ -278,3 +278,73 @@ def test_finished_jobs_and_their_files_go_after_an_hour(tmp_path):
     assert not (tmp_path / failing).exists()                 # a failed job leaves nothing
     jobs.sweep(time.time() + KEEP_SECONDS + 1)
     assert jobs.get("anna", job_id) is None and list(tmp_path.iterdir()) == []
+
+
+def download_reply(browser, path: str, **params):
+    url = browser.base + PREFIX + path + "?" + urllib.parse.urlencode(params)
+    with browser.opener.open(urllib.request.Request(url)) as reply:
+        return reply.headers, reply.read()
+
+
+def pbx_now() -> datetime:
+    """Now in the demo PBX's timezone (the mirror's; not the machine's UTC)."""
+    from zoneinfo import ZoneInfo
+    return datetime.now(ZoneInfo("Europe/Berlin")).replace(tzinfo=None)
+
+
+def test_file_names_carry_the_filter_and_the_pbx_local_time(base):
+    browser = user(base, "admin")
+    before = pbx_now()
+    headers, _ = download_reply(browser, "export", format="xlsx", **PERIOD, tab="missed",
+                                status="missed", employee="201")
+    name = re.fullmatch(r'attachment; filename="([^"]+)"', headers["Content-Disposition"])[1]
+    made = re.fullmatch(r"calls_(\d{4}-\d\d-\d\d_\d{4})_2024-10-20--2024-10-28_missed_missed_201"
+                        r"\.xlsx", name)
+    assert made, name
+    stamp = datetime.strptime(made[1], "%Y-%m-%d_%H%M")
+    assert before.replace(second=0, microsecond=0) <= stamp <= pbx_now()
+    headers, _ = download_reply(browser, "export", format="csv", period="yesterday",
+                                group="Бухгалтерия", number="+7 (916) 123")
+    value = headers["Content-Disposition"]
+    assert "_yesterday_" in value and "_+7-916-123" in value
+    assert "filename*=UTF-8''" in value and urllib.parse.quote("Бухгалтерия") in value
+
+
+def test_filter_sheet_and_pdf_header_say_the_filter_in_words(base):
+    from pypdf import PdfReader
+    from zoneinfo import ZoneInfo
+    yesterday = (datetime.now(ZoneInfo("Europe/Berlin")).date() - timedelta(days=1))
+    day = yesterday.strftime("%d.%m.%Y")
+    english, russian = user(base, "admin"), user(base, "operator201")
+    params = {"period": "yesterday", "status": "missed", "employee": "201", "tab": "incoming"}
+    _, data = download_reply(english, "export", format="xlsx", **params)
+    about = dict(load_workbook(io.BytesIO(data)).worksheets[0].iter_rows(values_only=True))
+    assert about["Period"] == f"yesterday ({day} – {day})"
+    assert about["Status"] == "missed" and about["Tab"] == "Incoming"
+    assert re.fullmatch(r"201 \S.*", about["Employees"]), about
+    _, data = download_reply(russian, "export", format="xlsx", **params)
+    about = dict(load_workbook(io.BytesIO(data)).worksheets[0].iter_rows(values_only=True))
+    assert about["Период"] == f"вчера ({day} – {day})"
+    assert about["Статус"] == "пропущен" and about["Вкладка"] == "Входящие"
+    _, data = download_reply(english, "export", format="pdf", **PERIOD, status="missed,answered",
+                             min_talk="5")
+    text = PdfReader(io.BytesIO(data)).pages[0].extract_text()
+    assert "Period: 20.10.2024 – 28.10.2024" in text
+    assert "Status: missed, answered" in text and "Min. talk: 5 s" in text
+    assert "period:" not in text and "status:" not in text     # no raw keys
+
+
+@pytest.mark.parametrize("language, headings", [
+    ("en", "Date Direction Who Who (name) Whom Whom (name) Line DID Status Answered by "
+           "Missed by Wait Talk Records"),
+    ("ru", "Дата звонка Направление Кто Кто (имя) Кому Кому (имя) Линия DID Статус Ответил "
+           "Пропустили Ожидание Разговор Записи"),
+])
+def test_pdf_headings_do_not_wrap(cli, demo_mirror, tmp_path, language, headings):
+    from pypdf import PdfReader
+    out = tmp_path / "calls.pdf"          # the CLI exports every column: the widest table
+    code, _, err = cli("export", "--db", demo_mirror, "--format", "pdf", "--out", out,
+                       "--language", language, "--from", "2024-10-27", "--to", "2024-10-27")
+    assert code == 0, err
+    text = PdfReader(out).pages[0].extract_text()
+    assert headings in text, text[:600]

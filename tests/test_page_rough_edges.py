@@ -125,7 +125,7 @@ BAD = [
     ({"from": "2024-10-28", "to": "2024-10-01"}, "to", "2024-10-01", "the period is empty"),
     ({**PERIOD, "status": "lost"}, "number", "", "unknown status"),
     ({**PERIOD, "number": "916", "limit": "10"}, "number", "916", "unknown parameter"),
-    ({**PERIOD, "number": '7"><b>x</b>'}, "number", '7"><b>x</b>', "use digits"),
+    ({**PERIOD, "number": 'src:7"><b>x</b>'}, "number", 'src:7"><b>x</b>', "takes digits"),
 ]
 
 

@@ -71,6 +71,17 @@ def test_number_substring_uses_the_trigram_index_within_the_periods_ids(mirror):
     no_full_scan(steps)
 
 
+@pytest.mark.parametrize("number", ["Анна", "tom"])
+def test_name_search_uses_the_name_trigram_index_within_the_periods_ids(mirror, number):
+    steps = plan(mirror, number=number)
+    assert any("VIRTUAL TABLE INDEX" in s and ":M" in s and ">" in s.split(":")[-1]
+               and "<" in s.split(":")[-1] for s in steps), steps
+    # employees of that name: their calls of the period, a range of the employee index
+    assert number != "Анна" or any(
+        "USING PRIMARY KEY (extension=? AND start_ms>? AND start_ms<?)" in s for s in steps), steps
+    no_full_scan(steps)
+
+
 def test_tab_counters_read_only_the_period_index(mirror):
     end = mirror.execute_sql("SELECT max(start_ms) FROM call").fetchone()[0] + 1
     flt = CallFilter(start_ms=end - 30 * DAY_MS, end_ms=end)

@@ -233,7 +233,7 @@ BAD = [
     ({"period": "today", "from": "2024-10-01"}, "either a period or from/to"),
     ({"status": "lost"}, "unknown status"),
     ({"tab": "spam"}, "unknown tab"),
-    ({"number": "ab"}, "use digits"),
+    ({"number": "ab"}, "3 letters of a name"),
     ({"number": "12"}, "at least 3 digits"),
     ({"number": "src:"}, "nothing after"),
     ({"min_talk": "soon"}, "min_talk must be a whole number"),

@@ -3,6 +3,7 @@ it; a file the PBX deleted is "unavailable", not an error; an operator only gets
 import json
 import re
 import threading
+import urllib.parse
 import urllib.request
 
 import pytest
@@ -124,3 +125,25 @@ def test_the_recordings_of_a_filter_as_one_zip(base, demo_pbx, name):
         assert len(archive.read("unavailable.txt").decode().splitlines()) == missing + 1
     if name == "operator201":
         assert all("201" in c["employees"] for c in calls)
+
+
+@pytest.mark.parametrize("name, words", [
+    ("admin", "No call of this filter has a recording"),
+    ("operator201", "Ни у одного звонка этого отбора нет записи"),
+])
+def test_a_filter_without_recordings_gets_a_message_not_an_empty_zip(base, name, words):
+    browser = Browser(base)
+    browser.login(name, name)
+    day = {"from": "2024-10-27", "to": "2024-10-28", "status": "missed"}
+    calls = browser.calls(PREFIX, **day)
+    assert calls and not any(c["recordings"] for c in calls)
+    status, headers, body = browser.request(
+        PREFIX + "recordings.zip?" + urllib.parse.urlencode(day))
+    assert status == 404 and "Content-Disposition" not in headers
+    assert words in body and "<html" in body.lower()
+    # the file name of an archive: its filter and the PBX's local time
+    status, headers, _ = browser.request(
+        PREFIX + "recordings.zip?from=2024-10-27&to=2024-10-28&status=answered")
+    assert status == 200
+    assert re.fullmatch(r'attachment; filename="recordings_\d{4}-\d\d-\d\d_\d{4}_'
+                        r'2024-10-27--2024-10-28_answered\.zip"', headers["Content-Disposition"])

@@ -18,7 +18,7 @@ from web.context import clock, mirror, request_filter
 from web.exports import (FORMATS, MEDIA_TYPES, CallCells, about, check_pdf_size, export_columns,
                          export_file, file_name, rows_of, text_chunks)
 from web.history import page_columns, page_params, query_args
-from web.present import user_language
+from web.present import attachment, user_language
 
 download = Blueprint("download", __name__)
 
@@ -34,6 +34,7 @@ class ExportRequest:
     columns: tuple[str, ...]
     about: list[tuple[str, str]]
     clock: PbxClock
+    name: str                 # the file's name, as the user will keep it
 
     def write(self, path: Path, db, progress=None) -> int:
         return export_file(path, self.fmt, self.flt, db, self.clock, self.language, self.about,
@@ -48,8 +49,11 @@ def export_request(fmt: str, args) -> ExportRequest:
     flt = request_filter(params)
     if fmt == "pdf":
         check_pdf_size(calls_query(flt, mirror(), counting=True).count())
-    return ExportRequest(fmt, flt, user_language(), page_columns(),
-                         about(f"{g.user.name} ({g.user.role})", params, flt, clock()), clock())
+    language = user_language()
+    return ExportRequest(fmt, flt, language, page_columns(),
+                         about(f"{g.user.name} ({g.user.role})", params, flt, clock(), language,
+                               mirror()),
+                         clock(), file_name("calls", fmt, params, flt, clock()))
 
 
 @download.get("/export")
@@ -62,7 +66,7 @@ def export():
     else:
         body = _built(wanted)
     return Response(stream_with_context(body), mimetype=MEDIA_TYPES[wanted.fmt], headers={
-        "Content-Disposition": f'attachment; filename="{file_name(wanted.fmt, clock())}"',
+        "Content-Disposition": attachment(wanted.name),
         "Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
 
@@ -75,7 +79,7 @@ def start_job():
     total = calls_query(wanted.flt, mirror(), counting=True).count()
     db = mirror()
     job_id = _jobs().start(g.user.name, wanted.fmt, total,
-                           lambda path, progress: wanted.write(path, db, progress))
+                           lambda path, progress: wanted.write(path, db, progress), wanted.name)
     return {"job": job_id, "total": total, "status": url_for("download.job", job_id=job_id)}
 
 
@@ -94,7 +98,7 @@ def job_file(job_id: str):
     if found.path is None:
         abort(404)
     return send_file(found.path, as_attachment=True, mimetype=MEDIA_TYPES[found.fmt],
-                     download_name=file_name(found.fmt, clock()))
+                     download_name=found.download_name)
 
 
 def _job(job_id: str):

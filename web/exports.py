@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import time
 from collections import Counter
 from dataclasses import dataclass, replace
@@ -18,9 +19,10 @@ from openpyxl.cell import WriteOnlyCell
 from openpyxl.styles import Alignment, Font
 from openpyxl.utils import get_column_letter
 
+from db.models import Employee
 from db.queries import CallFilter, QueryError, call_rows, calls_query
 from db.records import call_record
-from web.i18n import STATUS_LABELS, translator
+from web.i18n import PERIOD_LABELS, STATUS_LABELS, TAB_LABELS, translator
 
 FORMATS = ("xlsx", "csv", "pdf", "jsonl")
 PDF_LIMIT = 20_000       # a PDF is a printable list (about 500 pages); Excel and CSV have no limit
@@ -128,20 +130,74 @@ class CallCells:
         return neutralised(row[key] or "")
 
 
-def about(exported_by: str, params: dict[str, object], flt: CallFilter,
-          clock) -> list[tuple[str, str]]:
-    """What heads an export: who made it, when, the period it covers (PBX time) and the rest
-    of the filter."""
-    def local(epoch_ms: int) -> str:
-        return clock.to_local(epoch_ms / 1000).strftime("%Y-%m-%d %H:%M:%S")
-    return ([("Exported by", exported_by), ("Exported at", local(time.time() * 1000)),
-             ("Period", f"{local(flt.start_ms)} — {local(flt.end_ms - 1000)}")]
-            + [(name, str(value)) for name, value in params.items()
-               if name not in ("from", "to")])
+def about(exported_by: str, params: dict[str, object], flt: CallFilter, clock, language: str,
+          db) -> list[tuple[str, str]]:
+    """What heads an export, in words of the user's language: who made it, when, the period it
+    covers (PBX time) and the rest of the filter. Names are English (translated where the file
+    is written); values are already in `language`."""
+    say = translator(language)
+    lines = [("Exported by", exported_by),
+             ("Exported at", clock.to_local(time.time()).strftime("%d.%m.%Y %H:%M")),
+             ("Period", _period_in_words(params.get("period"), flt, clock, say))]
+    if flt.tab != "all":
+        lines.append(("Tab", say(TAB_LABELS[flt.tab])))
+    if flt.directions:
+        lines.append(("Direction", ", ".join(say(d) for d in flt.directions)))
+    if flt.statuses:
+        lines.append(("Status", ", ".join(STATUS_LABELS[language][s] for s in flt.statuses)))
+    if flt.unreturned:
+        lines.append(("Unreturned missed", say("yes")))
+    if flt.number:
+        lines.append(("Search", flt.number))
+    if flt.employees:
+        names = dict(Employee.select(Employee.extension, Employee.name)
+                     .where(Employee.extension.in_(flt.employees)).bind(db).tuples())
+        lines.append(("Employees", ", ".join(f"{ext} {names.get(ext, '')}".strip()
+                                             for ext in flt.employees)))
+    if flt.groups:
+        lines.append(("Groups", ", ".join(flt.groups)))
+    if flt.min_talk:
+        lines.append(("Min. talk", f"{flt.min_talk} {say('s')}"))
+    return lines
 
 
-def file_name(fmt: str, clock) -> str:
-    return f"calls_{clock.to_local(time.time()).strftime('%Y-%m-%d_%H-%M')}.{fmt}"
+def _period_in_words(period, flt: CallFilter, clock, say) -> str:
+    """`yesterday (03.12.2026 – 03.12.2026)`, `01.12.2026 – 03.12.2026` (whole days) or
+    `03.12.2026 09:30 – 03.12.2026 12:00`."""
+    start = clock.to_local(flt.start_ms / 1000)
+    end = clock.to_local(flt.end_ms / 1000)
+    if start.time() == end.time() == datetime.min.time():      # whole local days
+        days = f"{start:%d.%m.%Y} – {clock.to_local(flt.end_ms / 1000 - 1):%d.%m.%Y}"
+        return f"{say(PERIOD_LABELS[period]).lower()} ({days})" if period in PERIOD_LABELS \
+            else days
+    return f"{start:%d.%m.%Y %H:%M} – {end:%d.%m.%Y %H:%M}"
+
+
+def file_name(kind: str, fmt: str, params: dict[str, object], flt: CallFilter, clock) -> str:
+    """`calls_2026-12-04_1530_yesterday_missed_201.xlsx`: what it holds, made when (PBX time),
+    and its filter in a short form safe as a file name."""
+    values = ([flt.tab] if flt.tab != "all" else []) + flt.statuses + flt.directions \
+        + (["unreturned"] if flt.unreturned else []) + flt.employees + flt.groups \
+        + ([flt.number] if flt.number else []) + ([f"talk{flt.min_talk}s"] if flt.min_talk else [])
+    parts = [kind, clock.to_local(time.time()).strftime("%Y-%m-%d_%H%M"),
+             _period_part(params.get("period"), flt, clock), *map(_safe_part, values)]
+    return "_".join(filter(None, parts))[:150].rstrip("_-") + f".{fmt}"
+
+
+def _period_part(period, flt: CallFilter, clock) -> str:
+    """`yesterday`, `2026-12-03`, `2026-12-01--2026-12-03` or `2026-12-03T0930--2026-12-03T1200`."""
+    if period in PERIOD_LABELS:
+        return str(period)
+    start, end = (clock.to_local(ms / 1000) for ms in (flt.start_ms, flt.end_ms))
+    if start.time() != datetime.min.time() or end.time() != datetime.min.time():
+        return f"{start:%Y-%m-%dT%H%M}--{end:%Y-%m-%dT%H%M}"
+    last = clock.to_local(flt.end_ms / 1000 - 1)
+    return f"{start:%Y-%m-%d}" + ("" if start.date() == last.date() else f"--{last:%Y-%m-%d}")
+
+
+def _safe_part(text: str) -> str:
+    """Letters, digits, + and - (no separators, quotes or dots), at most 24 characters."""
+    return re.sub(r"[^\w+-]+", "-", text).strip("-")[:24]
 
 
 def check_pdf_size(calls: int) -> None:
@@ -262,14 +318,20 @@ def write_pdf(out: Path, rows: Iterable[dict], cells: CallCells,
         pdf.cell(0, 4.5, f"{say(name)}: {value}", new_x="LMARGIN", new_y="NEXT")
     pdf.ln(2)
     shown = [i for i, c in enumerate(cells.columns) if c.key != "linkedid"]
-    widths = [{"time": 27, "duration": 12, "count": 9}.get(cells.columns[i].kind,
-              max(cells.columns[i].width, 17)) for i in shown]
+    titles = [cells.titles()[i] for i in shown]
+    # Every heading fits on one line (its bold width and the cell's padding); the widths are
+    # then stretched to the page's, never narrowed (all the headings take half of it).
+    pdf.set_font("DejaVu", "B", 7)
+    widths = [max({"time": 27, "duration": 12, "count": 9}.get(cells.columns[i].kind,
+                                                               max(cells.columns[i].width, 17)),
+                  pdf.get_string_width(title) + 2 * pdf.c_margin + 1)
+              for i, title in zip(shown, titles)]
     totals = _Totals()
     pdf.set_font("DejaVu", "", 7)
     with pdf.table(col_widths=widths, line_height=3.8,
                    headings_style=FontFace(emphasis="BOLD", fill_color=(235, 238, 242)),
                    first_row_as_headings=True, repeat_headings=1) as table:
-        table.row([cells.titles()[i] for i in shown])
+        table.row(titles)
         for count, row in enumerate(rows, start=1):
             check_pdf_size(count)
             values = cells.values(row)

@@ -24,6 +24,14 @@ LIVE_LABELS = {
            "voicemail": "голосовая почта", "dialing": "набор"},
 }
 
+# The history page's tabs, as they are labelled (English; translated through RUSSIAN).
+TAB_LABELS = {"all": "All", "incoming": "Incoming", "missed": "Missed", "outgoing": "Outgoing",
+              "internal": "Internal", "unreturned": "Unreturned missed"}
+
+# The page's named periods, as they are labelled.
+PERIOD_LABELS = {"today": "Today", "yesterday": "Yesterday", "this_week": "This week",
+                 "last_week": "Last week", "this_month": "This month", "last_month": "Last month"}
+
 RUSSIAN = {
     "Call history": "История звонков",
     "Extended call history": "Расширенная история звонков",
@@ -78,6 +86,12 @@ RUSSIAN = {
     "Log in": "Вход", "User name": "Имя пользователя", "Password": "Пароль",
     "Wrong user name or password.": "Неверное имя пользователя или пароль.",
     "transfer": "перевод", "Average wait": "Среднее ожидание",
+    # What an export's Filter sheet and PDF header say of the filter
+    "No recordings": "Нет записей",
+    "No call of this filter has a recording. Change the filter and try again.":
+        "Ни у одного звонка этого отбора нет записи разговора. Измените отбор и повторите.",
+    "Tab": "Вкладка", "Search": "Поиск", "Groups": "Группы", "yes": "да",
+    "Min. talk": "Разговор от", "s": "с",
     # Mailed reports
     "Mailed reports": "Отчёты по почте", "Mail this filter": "Отправлять этот отбор по почте",
     "Your saved filters, mailed on a schedule. Each report holds only the calls you may see.":

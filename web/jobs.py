@@ -23,6 +23,7 @@ class ExportJob:
     path: Path | None = None
     error: str | None = None
     finished_at: float | None = None
+    download_name: str = ""           # the file's name for the user (its filter, when asked)
 
     def progress(self, done: int) -> None:
         self.done = done
@@ -49,11 +50,12 @@ class ExportJobs:
             return self._directory
 
     def start(self, user: str, fmt: str, total: int,
-              build: Callable[[Path, Callable[[int], None]], object]) -> str:
+              build: Callable[[Path, Callable[[int], None]], object],
+              download_name: str = "") -> str:
         """Run `build(path, progress)` in a thread; returns the job's id."""
         self.sweep()
         job_id = secrets.token_urlsafe(16)
-        job = ExportJob(user, fmt, total)
+        job = ExportJob(user, fmt, total, download_name=download_name or f"calls.{fmt}")
         with self.lock:
             self.jobs[job_id] = job
         folder = self.directory / job_id

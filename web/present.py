@@ -3,7 +3,8 @@ value, and the per-page context (language, `_`, status labels, CSRF token)."""
 from __future__ import annotations
 
 import time
-from urllib.parse import urlencode
+import unicodedata
+from urllib.parse import quote, urlencode
 
 from flask import current_app, g, request, url_for
 
@@ -62,3 +63,11 @@ def filter_query(params: dict[str, str]) -> str:
     """The query string of a filter (today when empty: an empty query restores the default)."""
     query = {k: v for k, v in params.items() if v not in (None, "")}
     return urlencode(query or {"period": "today"})
+
+
+def attachment(name: str) -> str:
+    """Content-Disposition of a download named `name`; a name with other than ASCII letters
+    (a Cyrillic group or search) also goes as RFC 6266 `filename*`, which browsers prefer."""
+    plain = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
+    header = f'attachment; filename="{plain}"'
+    return header if plain == name else header + f"; filename*=UTF-8''{quote(name)}"

@@ -8,17 +8,19 @@ from __future__ import annotations
 import io
 import mimetypes
 import os
-import time
 import zipfile
 from pathlib import Path
 from typing import Iterator
 
-from flask import (Blueprint, Response, abort, current_app, jsonify, make_response, request,
-                   send_file, stream_with_context)
+from flask import (Blueprint, Response, abort, current_app, jsonify, make_response,
+                   render_template, request, send_file, stream_with_context)
 
 from web.api import visible_call
+from db.models import Call
+from db.queries import calls_query
 from web.context import clock, mirror, request_filter
-from web.exports import rows_of
+from web.exports import file_name, rows_of
+from web.present import attachment
 
 recordings = Blueprint("recordings", __name__)
 
@@ -64,15 +66,29 @@ def recording(linkedid: str, number: int):
     return reply
 
 
+class NoRecordings(Exception):
+    """The filter's calls have no recordings: there is nothing to put in an archive."""
+
+
+@recordings.errorhandler(NoRecordings)
+def no_recordings(_):
+    message = "No call of this filter has a recording. Change the filter and try again."
+    return render_template("message.html", title="No recordings", message=message), 404
+
+
 @recordings.get("/recordings.zip")
 def recordings_zip():
     """Every recording of the calls of the page's filter that this user may see, named
-    `date_time_from-to_n.ext`; files the PBX no longer has are listed in `unavailable.txt`."""
+    `date_time_from-to_n.ext`; files the PBX no longer has are listed in `unavailable.txt`.
+    A filter without recordings gets a message instead of an empty archive."""
     from web.history import page_params
-    flt = request_filter(page_params(request.args))
-    name = f"recordings_{time.strftime('%Y-%m-%d_%H-%M')}.zip"
+    params = page_params(request.args)
+    flt = request_filter(params)
+    if not calls_query(flt, mirror()).where(Call.recordings != "[]").exists():
+        raise NoRecordings()
+    name = file_name("recordings", "zip", params, flt, clock())
     return Response(stream_with_context(_zip_chunks(_files(flt))), mimetype="application/zip",
-                    headers={"Content-Disposition": f'attachment; filename="{name}"',
+                    headers={"Content-Disposition": attachment(name),
                              "Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
 

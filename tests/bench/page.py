@@ -74,6 +74,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--runs", type=int, default=30, help="measured runs per case")
     parser.add_argument("--warmup", type=int, default=3, help="unmeasured runs per case")
+    parser.add_argument("--only", default="", metavar="TEXT",
+                        help="time only the cases whose label holds TEXT (e.g. 'search')")
     parser.add_argument("--keep", type=Path, metavar="DIR",
                         help="build the PBX and mirror here and reuse them in later runs")
     args = parser.parse_args()
@@ -93,8 +95,9 @@ def run(root: Path, args, end_day: date) -> None:
     clients = {name: logged_in(app, name, name) for name in (ADMIN, OPERATOR)}
     numbers = search_numbers(app)
     baselines = pbx_baselines(root / "pbx" / demo.CDR_DB, end_day, numbers["4 digits"])
-    cases = (first_page_cases(app, clients, end_day) + search_cases(app, clients, numbers)
+    cases = (first_page_cases(app, clients, end_day) + search_cases(app, clients, numbers, end_day)
              + counter_cases(app, end_day) + keyset_cases(app, clients, end_day))
+    cases = [case for case in cases if args.only in case.name]
     baseline_timings = {key: measure(case, args) for key, case in baselines.items()}
     print_baselines(root / "pbx" / demo.CDR_DB, baseline_timings)
     print_cases([measure(case, args) for case in cases], baseline_timings)
@@ -162,10 +165,24 @@ def search_numbers(app) -> dict[str, str]:
     (did,) = db.execute_sql(
         "SELECT did FROM call WHERE start_ms >= ? AND start_ms < ? AND did IS NOT NULL "
         "GROUP BY did ORDER BY count(*) DESC, 1 LIMIT 1", month).fetchone()
+    (caller,) = db.execute_sql(
+        "SELECT src_name FROM call WHERE start_ms >= ? AND start_ms < ? AND direction = "
+        "'incoming' AND length(src_name) > 5 AND src_name GLOB '*[a-zA-Zа-яА-Я]*' "
+        "GROUP BY src_name ORDER BY count(*) DESC, 1 LIMIT 1", month).fetchone()
+    (linkedid,) = db.execute_sql("SELECT linkedid FROM call WHERE start_ms >= ? AND start_ms < ? "
+                                 "ORDER BY start_ms LIMIT 1", month).fetchone()
     digits = re.sub(r"\D", "", number)[-10:]
     return {"3 digits": digits[-4:-1], "4 digits": digits[-7:-3], "full number": number,
             "two numbers": f"{employee} {number}",
-            "area code": re.sub(r"\D", "", did)[-10:-7]}
+            "area code": re.sub(r"\D", "", did)[-10:-7],
+            "employee's name": _name_of(db, employee).split()[0].lower(),
+            "caller's name": caller[1:5], "3 letters": caller[1:4].upper(),
+            "no such name": "Quetzalcoatl", "linkedid": linkedid}
+
+
+def _name_of(db, extension: str) -> str:
+    return db.execute_sql("SELECT name FROM employee WHERE extension = ?", (extension,)
+                          ).fetchone()[0]
 
 
 # -- cases ----------------------------------------------------------------------------------------
@@ -208,16 +225,22 @@ def first_page_cases(app, clients, end_day: date) -> list[Case]:
     return cases
 
 
-def search_cases(app, clients, numbers: dict[str, str]) -> list[Case]:
-    """Number searches in this month, on the history page and the API."""
+def search_cases(app, clients, numbers: dict[str, str], end_day: date) -> list[Case]:
+    """Number and name searches in this month (names also in the last 3 months), on the
+    history page and the API."""
     cases = []
+    periods = {"": {"period": "this_month"}, ", last 3 months": last_days(end_day, 91)}
     for label, number in numbers.items():
-        params = {"period": "this_month", "number": number}
-        calls = selected(app, params, ADMIN)
-        cases += [Case(f"page search {label} '{number}'", get(clients[ADMIN], page_url(params)),
-                       SEARCH_BUDGET_MS, calls, "search"),
-                  Case(f"api  search {label} '{number}'", get(clients[ADMIN], api_url(params)),
-                       SEARCH_BUDGET_MS, calls, "search")]
+        for period_label, period in periods.items():
+            if period_label and "name" not in label and "letters" not in label:
+                continue
+            params = {**period, "number": number}
+            calls = selected(app, params, ADMIN)
+            name = f"search {label}{period_label} '{number}'"
+            cases += [Case(f"page {name}", get(clients[ADMIN], page_url(params)),
+                           SEARCH_BUDGET_MS, calls, "search"),
+                      Case(f"api  {name}", get(clients[ADMIN], api_url(params)),
+                           SEARCH_BUDGET_MS, calls, "search")]
     return cases
 
 
