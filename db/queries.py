@@ -13,6 +13,7 @@ from datetime import date, datetime, timedelta
 from peewee import SQL, SqliteDatabase, Tuple, fn
 
 from daemon.calls import DIRECTIONS, STATUSES
+from daemon.pbxtime import linkedid_epoch_ms
 from db.models import (Call, CallEmployee, CallName, CallNumber, Employee, GroupMember, Leg,
                        LiveCall, SyncState)
 
@@ -148,6 +149,7 @@ def call_filter(params, clock, now_s: float, *, number_match_digits: int = 9,
         start_ms, end_ms = period_bounds(params["period"], clock, now_s)
     else:
         start_ms, end_ms = _period(params.get("from"), params.get("to"), clock, now_s)
+    start_ms, end_ms = _linkedid_period(params.get("number")) or (start_ms, end_ms)
     return CallFilter(
         start_ms=start_ms, end_ms=end_ms, directions=_list(params.get("direction")),
         statuses=_list(params.get("status")), number=params.get("number") or None,
@@ -156,6 +158,19 @@ def call_filter(params, clock, now_s: float, *, number_match_digits: int = 9,
         tab=params.get("tab") or "all",
         limit=_whole(params, "limit"), after=decode_cursor(params.get("cursor")),
         number_match_digits=number_match_digits, visible_to=visible_to)
+
+
+def _linkedid_period(number: str | None) -> tuple[int, int] | None:
+    """A linkedid names one call, whatever the period: MikoPBX's carries the call's start
+    (`mikopbx-<unix>.<n>`), so the period becomes the day either side of it."""
+    if not number:
+        return None
+    try:
+        search = parse_number_search(number)
+    except QueryError:
+        return None                             # CallFilter says what is wrong with it
+    at = linkedid_epoch_ms(search.value) if search.prefix == "linkedid" else None
+    return (at - DAY_MS, at + DAY_MS) if at is not None else None
 
 
 def period_bounds(period: str, clock, now_s: float) -> tuple[int, int]:

@@ -61,6 +61,16 @@ def test_a_bare_linkedid_finds_its_call_as_the_prefix_does(cli, demo_mirror):
     assert found(cli, demo_mirror, some["linkedid"].removeprefix("mikopbx-")) == [some]
 
 
+def test_a_linkedid_finds_its_call_whatever_the_period(cli, demo_mirror):
+    """Pasted from the PBX's journal while the page shows another day: still that call."""
+    linkedid = _a_linkedid(demo_mirror)
+    for number in (linkedid, "linkedid:" + linkedid, linkedid.removeprefix("mikopbx-")):
+        code, out, err = cli("calls", "--db", demo_mirror, "--from", "2020-01-01", "--to",
+                             "2020-01-01", "--number", number, "--format", "jsonl")
+        assert code == 0, err
+        assert [json.loads(line)["linkedid"] for line in out.splitlines()] == [linkedid]
+
+
 def _a_linkedid(db) -> str:
     conn = sqlite3.connect(db)
     try:

@@ -46,7 +46,7 @@ RUSSIAN = {
     "From": "С", "To": "По", "Apply": "Применить", "Reset": "Сбросить",
     "All": "Все", "Incoming": "Входящие", "Missed": "Пропущенные", "Outgoing": "Исходящие",
     "Internal": "Внутренние", "Unreturned missed": "Не перезвонили",
-    "Find a number...": "Найти...",
+    "Number, name, call ID...": "Номер, имя, ID звонка...",
     "Employee": "Сотрудник", "Employees...": "Сотрудники...", "Groups...": "Группы...",
     "Statuses...": "Статусы...", "Min. talk, s": "Разговор от, с",
     "Save": "Сохранить", "Saved filters": "Сохранённые отборы", "Filter name": "Название отбора",
