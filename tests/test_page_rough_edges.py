@@ -290,21 +290,23 @@ LAYOUT = """() => {
         return {what: el.dataset.tab || el.className, right: right(el), limit: edge.right,
                 scrolls: edge.scrolls};
     }).filter(box => box.right > box.limit + 0.5 || box.scrolls);
-    const talk = document.querySelector('#filters input[name="min_talk"]');
-    const style = getComputedStyle(talk);
     const text = document.createElement('canvas').getContext('2d');
-    text.font = style.font;
+    const placeholder = input => {
+        const style = getComputedStyle(input);
+        text.font = style.font;
+        return {text: input.placeholder, width: text.measureText(input.placeholder).width,
+                room: input.clientWidth - parseFloat(style.paddingLeft)
+                      - parseFloat(style.paddingRight),
+                scroll: input.scrollWidth, client: input.clientWidth};
+    };
     return {
         page: {scroll: root.scrollWidth, client: root.clientWidth},
         tabs: outside('.tabs .item'),
         header: outside('table.calls > thead th'),
         fields: outside('#filters .field'),
         toolbar: outside('.toolbar .button, .toolbar .checkbox'),
-        placeholder: {text: talk.placeholder,
-                      width: text.measureText(talk.placeholder).width,
-                      room: talk.clientWidth - parseFloat(style.paddingLeft)
-                            - parseFloat(style.paddingRight),
-                      scroll: talk.scrollWidth, client: talk.clientWidth},
+        placeholders: ['min_talk', 'number'].map(
+            name => placeholder(document.querySelector(`#filters input[name="${name}"]`))),
     };
 }"""
 
@@ -321,9 +323,9 @@ def test_the_page_fits_its_width_in_both_languages(open_page, mirror, width, lan
     assert layout["page"]["scroll"] <= layout["page"]["client"], layout["page"]
     for part in ("tabs", "header", "fields", "toolbar"):
         assert layout[part] == [], (part, layout[part])
-    placeholder = layout["placeholder"]
-    assert placeholder["width"] <= placeholder["room"], placeholder
-    assert placeholder["scroll"] <= placeholder["client"], placeholder
+    for placeholder in layout["placeholders"]:
+        assert placeholder["width"] <= placeholder["room"], placeholder
+        assert placeholder["scroll"] <= placeholder["client"], placeholder
     ARTIFACTS.mkdir(exist_ok=True)
     path = ARTIFACTS / f"page-{width}-{language}.png"
     tab.screenshot(path=str(path), full_page=True)
