@@ -2,6 +2,7 @@
 the admin panel and the module's pages served through nginx by the module's own workers."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -15,6 +16,7 @@ from tests.conftest import ROOT
 from tests.stack import PREFIX, free_port, nginx_binary
 from tests.webclient import Browser
 
+DEMO_OFFSET = "+03:00"          # the demo PBX is in Moscow
 STORY = ("installed ModuleExtendedCDR 0.1.0; it is disabled until enabled",
          "ModuleExtendedCDR: licensed to this PBX until",
          "ModuleExtendedCDR is enabled")
@@ -22,24 +24,8 @@ STORY = ("installed ModuleExtendedCDR 0.1.0; it is disabled until enabled",
 
 def test_the_demo_walks_from_the_marketplace_to_the_history_page(tmp_path):
     nginx_binary()
-    port = free_port()
-    env = {**os.environ, "EXTCDR_DEMO_DIR": str(tmp_path / "demo"),
-           "EXTCDR_DEMO_PORT": str(port), "EXTCDR_DEMO_CALLS": "1500"}
-    demo = subprocess.Popen(["bash", str(ROOT / "bin" / "demo")], cwd=ROOT, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            start_new_session=True)
-    output: list[str] = []
-    ready = threading.Event()
-
-    def read():
-        for line in demo.stdout:
-            output.append(line)
-            if "Press Ctrl-C" in line:
-                ready.set()
-
-    threading.Thread(target=read, daemon=True).start()
+    demo, port, output = start_demo(tmp_path, calls=1500)
     try:
-        assert ready.wait(240), "".join(output)[-3000:]
         text = "".join(output)
         assert all(step in text for step in STORY), text
         admin = Browser(f"http://127.0.0.1:{port}")
@@ -52,6 +38,19 @@ def test_the_demo_walks_from_the_marketplace_to_the_history_page(tmp_path):
         assert status == 200 and "Missed calls every morning" in page
         status, _, page = admin.request("/admin-cabinet/pbx-extension-modules/index/")
         assert status == 200 and "MIKOUPD-*****-*****-*****-R0001" in page
+        # Live calls: seen in progress first, then finished, in the PBX's time throughout.
+        seen, deadline = {}, time.monotonic() + 180
+        while time.monotonic() < deadline:
+            status, _, body = admin.request(PREFIX + "api/v1/calls/in-progress")
+            assert status == 200
+            seen.update((c["linkedid"], c) for c in json.loads(body)["calls"])
+            finished = [c for c in admin.calls(PREFIX, period="today") if c["linkedid"] in seen]
+            if finished:
+                break
+            time.sleep(2)
+        assert finished, f"no call seen in progress finished ({len(seen)} seen)"
+        call = finished[0]
+        assert call["start"][19:] == seen[call["linkedid"]]["start"][19:] == DEMO_OFFSET
     finally:
         os.killpg(demo.pid, signal.SIGTERM)
         demo.wait(60)
@@ -79,24 +78,8 @@ def session_processes(session: int) -> list[tuple[int, str]]:
 
 def test_sigterm_to_the_demo_stops_everything_it_started(tmp_path):
     nginx_binary()
-    port = free_port()
-    env = {**os.environ, "EXTCDR_DEMO_DIR": str(tmp_path / "demo"),
-           "EXTCDR_DEMO_PORT": str(port), "EXTCDR_DEMO_CALLS": "300"}
-    demo = subprocess.Popen(["bash", str(ROOT / "bin" / "demo")], cwd=ROOT, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            start_new_session=True)           # its session: what it started
-    output: list[str] = []
-    ready = threading.Event()
-
-    def read():
-        for line in demo.stdout:
-            output.append(line)
-            if "Press Ctrl-C" in line:
-                ready.set()
-
-    threading.Thread(target=read, daemon=True).start()
+    demo, port, _ = start_demo(tmp_path, calls=300)
     try:
-        assert ready.wait(240), "".join(output)[-3000:]
         status, _, _ = Browser(f"http://127.0.0.1:{port}").request(PREFIX)
         assert status in (200, 302)
         started = session_processes(demo.pid)
@@ -118,3 +101,28 @@ def test_sigterm_to_the_demo_stops_everything_it_started(tmp_path):
             except ProcessLookupError:               # gone with its parent meanwhile
                 pass
         demo.wait(10)
+
+
+def start_demo(tmp_path: Path, calls: int) -> tuple[subprocess.Popen, int, list[str]]:
+    """`./bin/demo` in a session of its own (what it started can be found), on a free port,
+    once it says it is ready: (process, port, its output so far and to come)."""
+    port = free_port()
+    env = {**os.environ, "EXTCDR_DEMO_DIR": str(tmp_path / "demo"),
+           "EXTCDR_DEMO_PORT": str(port), "EXTCDR_DEMO_CALLS": str(calls)}
+    demo = subprocess.Popen(["bash", str(ROOT / "bin" / "demo")], cwd=ROOT, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    output: list[str] = []
+    ready = threading.Event()
+
+    def read():
+        for line in demo.stdout:
+            output.append(line)
+            if "Press Ctrl-C" in line:
+                ready.set()
+
+    threading.Thread(target=read, daemon=True).start()
+    if not ready.wait(240):
+        os.killpg(demo.pid, signal.SIGKILL)
+        raise AssertionError("".join(output)[-3000:])
+    return demo, port, output

@@ -29,6 +29,12 @@ IVR_QUEUE_ANSWERED = """
     10:00:20 |          | 10:00:40 | +79161234567 | 201
     10:00:20 | 10:00:40 | 10:03:40 | +79161234567 | 202
     """
+# The IVR, then 201 rings and nobody answers.
+IVR_THEN_201_RINGS = """
+    start    | answer   | end      | src          | dst
+    10:00:00 | 10:00:00 | 10:00:20 | +79161234567 | 2020
+    10:00:20 |          | 10:00:50 | +79161234567 | 201
+    """
 
 
 @pytest.fixture
@@ -134,11 +140,7 @@ def test_a_call_in_progress_is_no_missed_call_for_callbacks(pbx):
 
 
 def test_a_call_in_progress_that_ends_missed_is_then_missed_and_returned(pbx):
-    call = pbx.build("""
-        start    | answer   | end      | src          | dst
-        10:00:00 | 10:00:00 | 10:00:20 | +79161234567 | 2020
-        10:00:20 |          | 10:00:50 | +79161234567 | 201
-        """, did=DID)
+    call = pbx.build(IVR_THEN_201_RINGS, did=DID)
     ivr, ringing = call.rows
     pbx.write([ivr])
     pbx.write(under_way([ringing]), table="cdr")
@@ -187,11 +189,7 @@ def test_arriving_leg_by_leg_gives_the_mirror_of_one_sync_at_the_end(tmp_path, c
 
 def test_a_leg_left_in_cdr_by_a_crash_holds_nothing_back(pbx):
     """A leg that began half a day before the PBX's newest activity is a leftover."""
-    stuck = pbx.build("""
-        start    | answer   | end      | src          | dst
-        10:00:00 | 10:00:00 | 10:00:20 | +79161234567 | 2020
-        10:00:20 |          | 10:00:50 | +79161234567 | 201
-        """, did=DID, day="2024-03-04")
+    stuck = pbx.build(IVR_THEN_201_RINGS, did=DID, day="2024-03-04")
     ivr, ringing = stuck.rows
     pbx.write([ivr])
     pbx.write(under_way([ringing]), table="cdr")           # never cleaned up

@@ -18,8 +18,8 @@ import pytest
 from tests.mirror import sync_once
 from tests.pbxfixture import DID, Pbx
 from tests.stack import PREFIX, admin_shell
-from tests.test_browser import (ARTIFACTS, CHROMIUM_ARGS, UserPage, chromium_binary, login,
-                                sync_playwright)
+from tests.test_browser import ARTIFACTS, UserPage, chromium_binary, login
+from tests.test_browser import browser  # noqa: F401  (the fixture, on this module's stack)
 from web.standin import DEMO_USERS
 
 TZ = "Europe/Moscow"
@@ -84,15 +84,6 @@ def stack(live, tmp_path_factory):
     with admin_shell(live.module_db, live.pbx.root, tmp_path_factory.mktemp("live-nginx"),
                      users=list(DEMO_USERS), app_threads=8) as running:
         yield running
-
-
-@pytest.fixture(scope="module")
-def browser(stack):
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=chromium_binary(), headless=True,
-                                              args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
 
 
 def open_page(browser, stack, user: str, width: int, language: str, **params) -> UserPage:
