@@ -100,3 +100,22 @@ def test_bad_users_file(tmp_path, content, words):
     path.write_text(content)
     with pytest.raises(UsersFileError, match=words):
         load_users(path)
+
+
+def test_a_session_cookie_kept_from_before_a_logout_is_worth_nothing(base):
+    """Logging out ends the session on the server: a copy of the cookie taken while logged in
+    (a shared computer, a stolen cookie) no longer opens the pages."""
+    browser = Browser(base)
+    assert browser.login("boss", "b0ss")[0] == 302
+    kept = [(cookie.name, cookie.value) for cookie in browser.jar]
+    assert browser.request(PREFIX + "/api/v1/calls?" + urllib.parse.urlencode(PERIOD))[0] == 200
+    _, _, page = browser.request("/logout")
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+    assert browser.request("/logout", {"csrf_token": token})[0] == 302
+    replay = Browser(base)
+    cookie_header = "; ".join(f"{name}={value}" for name, value in kept)
+    status, _, _ = replay.request(PREFIX + "/api/v1/calls?" + urllib.parse.urlencode(PERIOD),
+                                  headers={"Cookie": cookie_header})
+    assert status in (302, 401)
+    assert browser.login("boss", "b0ss")[0] == 302          # logging in again works
+    assert browser.request(PREFIX + "/api/v1/calls?" + urllib.parse.urlencode(PERIOD))[0] == 200

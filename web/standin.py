@@ -6,6 +6,7 @@ from __future__ import annotations
 import hmac
 import json
 import secrets
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,9 +61,18 @@ def load_users(path: Path | None) -> dict[str, Account]:
     return accounts
 
 
+SESSION_HOURS = 12      # a login lasts this long at most
+
+
 def session_user() -> User | None:
-    """The user logged in to the stand-in shell, from the signed session cookie."""
-    account = current_app.config["EXTCDR_ACCOUNTS"].get(session.get("user", ""))
+    """The user logged in to the stand-in shell: the signed session cookie names a session
+    this shell still holds (a cookie kept from before a logout, or from an earlier run of the
+    shell, is worth nothing)."""
+    sessions = current_app.config["EXTCDR_SESSIONS"]
+    name, until = sessions.get(session.get("sid", ""), (None, 0.0))
+    if name is None or name != session.get("user") or until < time.time():
+        return None
+    account = current_app.config["EXTCDR_ACCOUNTS"].get(name)
     return account.user if account else None
 
 
@@ -81,7 +91,7 @@ def check_csrf() -> None:
 
 def install(app, accounts: dict[str, Account], home: str) -> None:
     """Add the stand-in shell to an app: its pages, accounts and a signed session cookie."""
-    app.config.update(EXTCDR_ACCOUNTS=accounts, EXTCDR_HOME=home,
+    app.config.update(EXTCDR_ACCOUNTS=accounts, EXTCDR_HOME=home, EXTCDR_SESSIONS={},
                       SECRET_KEY=secrets.token_bytes(32), SESSION_COOKIE_HTTPONLY=True,
                       SESSION_COOKIE_SAMESITE="Lax")
     app.register_blueprint(standin)
@@ -167,8 +177,15 @@ def login():
     if account is None or not hmac.compare_digest(password.encode(), account.password.encode()):
         return render_template("login.html", csrf_token=csrf_token(),
                                error="Wrong user name or password."), 401
+    sessions = current_app.config["EXTCDR_SESSIONS"]
+    now = time.time()
+    for sid, (_, until) in list(sessions.items()):
+        if until < now:
+            sessions.pop(sid, None)
     session.clear()
+    session["sid"] = secrets.token_urlsafe(24)
     session["user"] = account.user.name
+    sessions[session["sid"]] = (account.user.name, now + SESSION_HOURS * 3600)
     return redirect(current_app.config["EXTCDR_HOME"])
 
 
@@ -181,6 +198,7 @@ def logout_form():
 @standin.post("/logout")
 def logout():
     check_csrf()
+    current_app.config["EXTCDR_SESSIONS"].pop(session.get("sid", ""), None)
     session.clear()
     return redirect(url_for("standin.login_form"))
 
