@@ -9,7 +9,6 @@ import ctypes
 import gc
 import multiprocessing
 import os
-import shutil
 import signal
 import sqlite3
 import tempfile
@@ -20,7 +19,7 @@ from typing import Iterator, NamedTuple
 
 from daemon.calls import Directory, calls_of
 from daemon.pbxtime import PbxClock
-from daemon.pids import alive
+from daemon.pids import remove_orphaned_folders
 from daemon.source import CdrSource, legs_from_rows
 from db import staging
 
@@ -102,7 +101,4 @@ def staged_ranges(source: CdrSource, clock: PbxClock, directory: Directory, afte
 
 def remove_orphaned_scratch() -> None:
     """Scratch directories of syncs that were killed (their pid is gone)."""
-    for path in Path(tempfile.gettempdir()).glob(f"{_SCRATCH_PREFIX}*-*"):
-        pid = path.name[len(_SCRATCH_PREFIX):].split("-", 1)[0]
-        if pid.isdigit() and not alive(int(pid)):
-            shutil.rmtree(path, ignore_errors=True)
+    remove_orphaned_folders(_SCRATCH_PREFIX)

@@ -5,18 +5,21 @@ import csv
 import io
 import json
 import re
+import subprocess
+import sys
 import tempfile
 import threading
 import urllib.parse
 import urllib.request
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import pytest
 from openpyxl import load_workbook
 from waitress import create_server
 
 from daemon.settings import load
-from tests.conftest import wait_for
+from tests.conftest import ROOT, wait_for
 from tests.webclient import Browser
 from web import create_app
 from web.exports import neutralised
@@ -278,6 +281,45 @@ def test_finished_jobs_and_their_files_go_after_an_hour(tmp_path):
     assert not (tmp_path / failing).exists()                 # a failed job leaves nothing
     jobs.sweep(time.time() + KEEP_SECONDS + 1)
     assert jobs.get("anna", job_id) is None and list(tmp_path.iterdir()) == []
+
+
+def test_exports_in_the_background_are_capped_per_user_and_per_process(tmp_path):
+    from web.jobs import RUNNING, USER_KEPT, USER_RUNNING, ExportJobs, JobRefused
+    jobs, release = ExportJobs(tmp_path), threading.Event()
+
+    def slow(path, progress):
+        release.wait(10)
+        path.write_text("x")
+
+    started = [jobs.start("anna", "csv", 1, slow) for _ in range(USER_RUNNING)]
+    with pytest.raises(JobRefused, match="being built"):
+        jobs.start("anna", "csv", 1, slow)
+    others = [jobs.start(f"user{i}", "csv", 1, slow) for i in range(RUNNING - USER_RUNNING)]
+    with pytest.raises(JobRefused, match="other exports"):
+        jobs.start("boris", "csv", 1, slow)
+    release.set()
+    assert wait_for(lambda: all(job.finished_at for job in jobs.jobs.values()), 5)
+    assert all(jobs.get("anna", job_id).path for job_id in started)
+    kept = list(started)
+    while len(kept) < USER_KEPT:
+        kept.append(jobs.start("anna", "csv", 1, slow))
+        assert wait_for(lambda: jobs.get("anna", kept[-1]).finished_at, 5)
+    with pytest.raises(JobRefused, match="waiting to be downloaded"):
+        jobs.start("anna", "csv", 1, slow)
+    assert len(kept) == USER_KEPT and len(others) == RUNNING - USER_RUNNING
+
+
+def test_export_files_of_a_killed_web_process_are_swept_at_the_next_start():
+    from web.jobs import ExportJobs
+    code = ("import os, sys; from web.jobs import ExportJobs; jobs = ExportJobs(); "
+            "print(jobs.directory, flush=True); (jobs.directory / 'calls.xlsx').write_text('x'); "
+            "os.kill(os.getpid(), 9)")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                          timeout=60)
+    left = Path(done.stdout.strip())
+    assert done.returncode == -9 and left.is_dir() and left.parent == Path(tempfile.gettempdir())
+    ExportJobs()                                             # the next web process starts
+    assert not left.exists()
 
 
 def download_reply(browser, path: str, **params):

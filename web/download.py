@@ -18,6 +18,7 @@ from web.context import clock, mirror, request_filter
 from web.exports import (FORMATS, MEDIA_TYPES, CallCells, about, check_pdf_size, export_columns,
                          export_file, file_name, rows_of, text_chunks)
 from web.history import page_columns, page_params, query_args
+from web.jobs import JobRefused
 from web.present import attachment, user_language
 
 download = Blueprint("download", __name__)
@@ -78,8 +79,12 @@ def start_job():
                             query_args(request.form.get("query", "")))
     total = calls_query(wanted.flt, mirror(), counting=True).count()
     db = mirror()
-    job_id = _jobs().start(g.user.name, wanted.fmt, total,
-                           lambda path, progress: wanted.write(path, db, progress), wanted.name)
+    try:
+        job_id = _jobs().start(g.user.name, wanted.fmt, total,
+                               lambda path, progress: wanted.write(path, db, progress),
+                               wanted.name)
+    except JobRefused as refused:
+        return {"error": str(refused)}, 429
     return {"job": job_id, "total": total, "status": url_for("download.job", job_id=job_id)}
 
 
