@@ -89,8 +89,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("reports", "attach_limit_mb", float, 10.0,
             "bigger files are sent as a download link instead of attached", minimum=0.1),
     Setting("reports", "link_base", str, "",
-            "start of download links in mails (https://pbx.example.com); empty: the address "
-            "the report's owner used"),
+            "start of download links in mails (https://pbx.example.com); empty: the PBX's own "
+            "address (its internet interface and HTTPS port), else where its nginx was reached "
+            "— never a client's Host header"),
     Setting("licence", "public_key", str, "",
             "the marketplace's Ed25519 public key (base64) licences are checked with; empty: "
             "a development run outside a PBX, nothing checked (`extcdr install` sets it)"),

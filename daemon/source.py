@@ -228,6 +228,37 @@ def read_pbx_timezone(path: str | Path, busy_timeout_ms: int = 1_000) -> str | N
         return _timezone(conn, tables)
 
 
+def read_pbx_web_address(path: str | Path) -> str | None:
+    """The PBX's own web address (`https://host[:port]`): the external host name or address of
+    its internet interface (`m_LanInterfaces`), else that interface's address, with the admin
+    shell's HTTPS port (`WEBHTTPSPort`). None when the config DB does not say."""
+    path = Path(path)
+    with _read_only(path, 1_000) as conn, _pbx_errors(path):
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if "m_LanInterfaces" not in tables:
+            return None
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(m_LanInterfaces)")}
+        wanted = [c for c in ("exthostname", "extipaddr", "ipaddr") if c in columns]
+        order = "internet = '1' DESC, id" if "internet" in columns else "id"
+        host = None
+        for row in conn.execute(f"SELECT {', '.join(wanted) or 'NULL'} FROM m_LanInterfaces "
+                                f"WHERE coalesce(disabled, '0') != '1' ORDER BY {order}"
+                                if "disabled" in columns else
+                                f"SELECT {', '.join(wanted) or 'NULL'} FROM m_LanInterfaces "
+                                f"ORDER BY {order}"):
+            host = next((value.split(":")[0] for value in row if value), None)
+            if host:
+                break
+        port = None
+        if "m_PbxSettings" in tables:
+            found = conn.execute(
+                "SELECT value FROM m_PbxSettings WHERE key = 'WEBHTTPSPort'").fetchone()
+            port = found[0] if found and found[0] else None
+    if not host:
+        return None
+    return f"https://{host}" + (f":{port}" if port and str(port) != "443" else "")
+
+
 def _timezone(conn, tables) -> str | None:
     if "m_PbxSettings" not in tables:
         return None

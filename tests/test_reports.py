@@ -167,13 +167,13 @@ def saved_filter(browser, name: str, query: str) -> int:
                .group(1))
 
 
-def post_report(browser, report_id=None, **fields):
+def post_report(browser, report_id=None, headers=None, **fields):
     data = {"name": "Daily", "period": "last_week", "frequency": "daily", "at": "08:00",
             "weekday": "0", "monthday": "1", "format": "xlsx", "delivery": "attach",
             "link_hours": "72", "recipients": "boss@example.com", "subject": "", "body": "",
             "enabled": "on", "csrf_token": csrf(browser), **fields}
     path = PREFIX + "reports" + (f"/{report_id}" if report_id else "")
-    return browser.request(path, data)
+    return browser.request(path, data, headers)
 
 
 def new_report(browser, **fields) -> int:
@@ -586,3 +586,42 @@ def test_the_demo_mail_catcher_keeps_each_mail_as_a_file(tmp_path):
     assert proc.returncode == 0
     [kept] = (tmp_path / "mail").glob("*.eml")
     assert email.message_from_bytes(kept.read_bytes(), policy=policy.default)["Subject"] == "Отчёт"
+
+
+def test_a_forged_host_header_never_becomes_the_start_of_mailed_links(site, smtp, tmp_path):
+    """A user who sends the page a Host header of their choosing must not get the PBX to mail
+    links to that site: links start at the PBX's own address (here: where nginx was reached)."""
+    from tests.stack import admin_shell
+    with admin_shell(site["db"], site["pbx"] / "monitor", tmp_path) as stack:
+        admin = Browser(stack["base"])
+        assert admin.login("admin", "admin")[0] == 302
+        filter_id = saved_filter(admin, "Forged host", "period=today")
+        status, headers, body = post_report(
+            admin, name="Forged host", filter=filter_id, delivery="link",
+            headers={"Host": "evil.example:8443", "X-Forwarded-Host": "evil.example"})
+        assert status == 302, body[:300]
+        report_id = int(re.search(r"/reports/(\d+)", headers["Location"]).group(1))
+        assert report_row(site, report_id)["link_base"] == stack["base"]
+        due_at(site, report_id, DUE)
+        site["scheduler"].step(time.time())
+        [mail] = smtp.take()
+        assert "evil.example" not in mail.get_content()
+        assert re.search(r"(http://\S+)", mail.get_content()).group(1).startswith(stack["base"])
+
+
+def test_the_pbx_s_own_web_address_starts_mailed_links(tmp_path):
+    """On a PBX, its internet interface's external name and HTTPS port (config DB)."""
+    from daemon.source import read_pbx_web_address
+    config = tmp_path / "mikopbx.db"
+    with sqlite3.connect(config) as conn:
+        conn.execute("CREATE TABLE m_LanInterfaces (id INTEGER PRIMARY KEY, ipaddr TEXT, "
+                     "exthostname TEXT, extipaddr TEXT, internet TEXT, disabled TEXT)")
+        conn.execute("CREATE TABLE m_PbxSettings (key TEXT PRIMARY KEY, value TEXT)")
+        conn.execute("INSERT INTO m_LanInterfaces VALUES (1, '10.0.0.5', '', '', '0', '0'), "
+                     "(2, '192.168.1.10', 'pbx.example.com', '203.0.113.7:5060', '1', '0')")
+        conn.execute("INSERT INTO m_PbxSettings VALUES ('WEBHTTPSPort', '8443')")
+    assert read_pbx_web_address(config) == "https://pbx.example.com:8443"
+    with sqlite3.connect(config) as conn:
+        conn.execute("UPDATE m_LanInterfaces SET exthostname = '' WHERE id = 2")
+        conn.execute("UPDATE m_PbxSettings SET value = '443'")
+    assert read_pbx_web_address(config) == "https://203.0.113.7"

@@ -51,6 +51,7 @@ def create_app(settings: Settings, *, standin_accounts: dict | None = None) -> F
         EXTCDR_EXPORT_JOBS=ExportJobs(),
         EXTCDR_REPORTS_DIR=reports_dir(settings),
         EXTCDR_LICENCE=LicenceCheck.of(settings),
+        EXTCDR_CONFIG_DB=settings["pbx.config_db"],
     )
     if standin_accounts is not None:
         from web import standin

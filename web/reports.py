@@ -9,6 +9,7 @@ import time
 from flask import (Blueprint, abort, current_app, g, redirect, render_template, request,
                    send_file, url_for)
 
+from daemon.source import SourceError, read_pbx_web_address
 from db.models import ReportSend
 from db.queries import PERIODS
 from db.reports import (DEFAULT_BODY, DEFAULT_SUBJECT, DELIVERIES, FREQUENCIES, LINK_HOURS,
@@ -162,9 +163,23 @@ def _filter_names() -> dict[int, str]:
 
 
 def _link_base() -> str:
-    """Where the owner reached the PBX: the mails' links start there."""
+    """Where the mails' links start: the PBX's own web address (its config DB), else the
+    address its nginx was reached on. Never the client's Host header, which a user could point
+    at any site to have the PBX mail links there. (`reports.link_base` overrides both.)"""
+    try:
+        own = read_pbx_web_address(current_app.config["EXTCDR_CONFIG_DB"])
+    except SourceError:           # no config DB (development, tests): nginx's own address
+        own = None
+    if own:
+        return own
     scheme = request.headers.get("X-Forwarded-Proto") or request.scheme
-    return f"{scheme}://{request.host}"
+    address = request.headers.get("X-Extcdr-Server-Address")
+    if not address:               # no nginx in front: `extcdr web --standin`, development only
+        return f"{scheme}://{request.host}"
+    port = request.headers.get("X-Extcdr-Server-Port", "")
+    host = f"[{address}]" if ":" in address else address
+    default = {"http": "80", "https": "443"}.get(scheme)
+    return f"{scheme}://{host}" + (f":{port}" if port and port != default else "")
 
 
 def _owned(action, *args):
