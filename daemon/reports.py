@@ -24,7 +24,8 @@ from daemon.settings import Settings, reports_dir
 from db.database import open_module_db
 from db.models import Report, ReportSend, SavedFilter
 from db.queries import QueryError, call_filter, sync_state
-from db.reports import Owner, Timing, link_secret, link_signature, render
+from db import message_templates
+from db.reports import Owner, Timing, link_secret, link_signature
 from db.userdata import user_settings
 from web.exports import MEDIA_TYPES, about, chosen_columns, export_file
 
@@ -224,9 +225,9 @@ class ReportScheduler:
         values = self._template_values(report, owner, clock, flt, calls, file_name, link,
                                        expires_ms, now_s)
         try:
-            subject, body = render(report["subject"], values), render(report["body"], values)
-        except Exception as exc:     # the sandbox refused something, or the template broke
-            raise SendFailed(f"the message template does not work: {exc}") from None
+            subject, body = message_templates.render([report["subject"], report["body"]], values)
+        except message_templates.TemplateRefused as exc:
+            raise SendFailed(f"the message template is refused: {exc}") from None
         mail = mail_settings(self.settings)
         msg = message(mail, json.loads(report["recipients"]), subject, body,
                       (path, file_name, MEDIA_TYPES[report["format"]])

@@ -14,10 +14,10 @@ import time
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
-from jinja2 import StrictUndefined, TemplateError
-from jinja2.sandbox import SandboxedEnvironment
 from peewee import SqliteDatabase
 
+from db import message_templates
+from db.message_templates import TemplateRefused
 from db.models import ModuleSecret, Report, ReportSend, SavedFilter
 from db.queries import PERIODS
 
@@ -54,10 +54,6 @@ TEMPLATE_VALUES = {
     "format": "xlsx", "link": "https://pbx.example.com/…", "link_expires": "2026-11-26 08:00",
     "owner": "admin", "pbx": "MikoPBX", "sent_at": "2026-11-24 08:00",
 }
-
-_SANDBOX = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False,
-                                keep_trailing_newline=True)
-
 
 class ReportError(ValueError):
     """A report definition users can correct; the message says how."""
@@ -148,21 +144,16 @@ def recipients(text: str) -> list[str]:
     return found
 
 
-def render(template: str, values: dict) -> str:
-    """A message template filled in the sandbox (no access to anything but `values`)."""
-    return _SANDBOX.from_string(template).render(values)
-
-
 def check_template(what: str, template: str, limit: int) -> str:
-    """A template that compiles and renders with the report's values; else a readable error."""
+    """A template that renders with the report's values within its bounds (see
+    `db.message_templates`); else a readable error."""
     if len(template) > limit:
         raise ReportError(f"the {what} has at most {limit:,} characters")
     try:
-        render(template, TEMPLATE_VALUES)
-    except TemplateError as exc:
-        where = f" (line {exc.lineno})" if getattr(exc, "lineno", None) else ""
-        raise ReportError(f"the {what} template does not work{where}: {(exc.message or '').rstrip('.')}; "
-                          f"values: {', '.join(TEMPLATE_VALUES)}") from None
+        message_templates.render([template], TEMPLATE_VALUES)
+    except TemplateRefused as exc:
+        raise ReportError(f"the {what} template is refused: {exc}; values: "
+                          f"{', '.join(TEMPLATE_VALUES)}") from None
     return template
 
 
