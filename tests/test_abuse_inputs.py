@@ -1,0 +1,130 @@
+"""Bad files and bad numbers never crash anything (issue 15): a licence file that is garbage,
+numbers too big for SQLite or for Python's int(), and module databases that are damaged or
+belong to another program — each is a readable refusal, never a traceback or a 500."""
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from daemon.licence import Grant, public_key_text, sign
+from daemon.settings import load
+from tests.conftest import wait_for
+from tests.stack import serve
+from tests.test_daemon import pbx, start_daemon  # noqa: F401 (pbx: a fixture)
+from tests.test_web_api import PREFIX, TOKEN
+from tests.webclient import Browser
+from web import create_app
+
+HOST_ID = "0123456789abcdef0123456789abcdef"
+
+
+# --- licence files -----------------------------------------------------------------------------
+
+class LicenceFiles:
+    """A marketplace key of our own, this PBX's host id, and the licence file to spoil."""
+
+    def __init__(self, folder):
+        self.key = Ed25519PrivateKey.generate()
+        self.file = folder / "licences" / "191-55.json"
+        self.file.parent.mkdir()
+        self.host_id_file = folder / "machine-id"
+        self.host_id_file.write_text(HOST_ID + "\n")
+
+    def settings(self) -> dict:
+        return {"licence.public_key": public_key_text(self.key), "licence.file": self.file,
+                "licence.host_id_file": self.host_id_file}
+
+    def signed(self, *, feature_id: int = 55) -> str:
+        now = int(time.time())
+        return sign(Grant("MIKOUPD-7K2QX-44ZMA-0PL9D-3VW8E", HOST_ID, 191, feature_id, now,
+                          now + 86_400), self.key)
+
+    def write(self, content: bytes | str | None) -> None:
+        """The licence file as `content`; None: a directory in its place."""
+        if self.file.is_dir():
+            self.file.rmdir()
+        if content is None:
+            self.file.unlink(missing_ok=True)
+            self.file.mkdir()
+        elif isinstance(content, str):
+            self.file.write_text(content)
+        else:
+            self.file.write_bytes(content)
+
+
+def spoiled_licences(files: LicenceFiles) -> dict[str, bytes | str | None]:
+    """Licence files that must each mean "not licensed"."""
+    good = files.signed()
+    return {
+        "non-UTF-8 bytes": b'{"grant": {"key": "\xff\xfe\xc0"}, "signature": "\x80"}',
+        "truncated": good[: len(good) // 2],
+        "empty": b"",
+        "a directory": None,
+        "another product's": files.signed(feature_id=12),
+        "binary garbage": bytes(range(256)) * 64,
+        "nested too deep": "[" * 100_000,
+    }
+
+
+@pytest.fixture
+def licence_files(tmp_path) -> LicenceFiles:
+    return LicenceFiles(tmp_path)
+
+
+def test_a_damaged_or_foreign_licence_file_shows_the_licence_pages_never_a_500(
+        demo_mirror, licence_files, tmp_path):
+    config = tmp_path / "extcdr.toml"
+    config.write_text(f'[web]\nproxy_token = "{TOKEN}"\n')
+    app = create_app(load(config, {"module.db": demo_mirror, **licence_files.settings()}))
+    address, _ = serve(app)
+    browser = Browser(f"http://{address}{PREFIX}")
+
+    def as_user(role: str) -> dict:
+        return {"X-Extcdr-User": role, "X-Extcdr-Role": role, "X-Extcdr-Extensions": "201",
+                "X-Extcdr-Proxy-Token": TOKEN}
+
+    licence_files.write(licence_files.signed())
+    assert browser.request("/", headers=as_user("admin"))[0] == 200
+    for name, content in spoiled_licences(licence_files).items():
+        licence_files.write(content)
+        status, _, page = browser.request("/", headers=as_user("admin"))
+        assert status == 403, name
+        assert "Extended call history is not licensed" in page, name
+        assert "licensing/modify" in page, name
+        status, _, page = browser.request("/", headers=as_user("operator"))
+        assert status == 403 and "ask your PBX administrator" in page, name
+        status, _, body = browser.request("/api/v1/calls", headers=as_user("admin"))
+        assert status == 403, name
+        assert json.loads(body)["error"].startswith("the module is not licensed"), name
+        assert browser.request("/export?format=csv", headers=as_user("admin"))[0] == 403, name
+
+
+def test_the_daemon_pauses_on_any_spoiled_licence_file(pbx, licence_files):  # noqa: F811
+    from daemon.runner import Daemon
+    from tests.test_daemon import settings_for
+    daemon = Daemon(settings_for(pbx, **licence_files.settings()))
+    try:
+        for name, content in spoiled_licences(licence_files).items():
+            licence_files.write(content)
+            assert daemon.step(time.monotonic()) == 5.0, name
+    finally:
+        daemon.db.close()
+
+
+def test_a_daemon_with_a_non_utf8_licence_file_keeps_running_and_says_so_once(
+        pbx, licence_files):  # noqa: F811
+    licence_files.write(b"\xff\xfe garbage \x80\x81")
+    extra = [f"{key}={value}" for key, value in licence_files.settings().items()]
+    proc = start_daemon(pbx, *(arg for item in extra for arg in ("--set", item)))
+    try:
+        assert not wait_for(lambda: proc.poll() is not None, 7.0)   # past a re-check (5 s)
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=10)
+    assert "Traceback" not in err
+    paused = [line for line in err.splitlines() if "paused" in line]
+    assert len(paused) == 1 and paused[0].endswith(
+        "the licence file is damaged: activate the key again"), err
