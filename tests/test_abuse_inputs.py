@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.parse
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -14,11 +15,18 @@ from daemon.settings import load
 from tests.conftest import wait_for
 from tests.stack import serve
 from tests.test_daemon import pbx, start_daemon  # noqa: F401 (pbx: a fixture)
-from tests.test_web_api import PREFIX, TOKEN
+from tests.test_web_api import PERIOD, PREFIX, TOKEN, server  # noqa: F401 (server: a fixture)
+from tests.test_web_page import csrf_of
 from tests.webclient import Browser
 from web import create_app
 
 HOST_ID = "0123456789abcdef0123456789abcdef"
+
+
+def as_user(role: str) -> dict:
+    """The headers the admin shell's nginx sets for a user of this role."""
+    return {"X-Extcdr-User": role, "X-Extcdr-Role": role, "X-Extcdr-Extensions": "201",
+            "X-Extcdr-Proxy-Token": TOKEN}
 
 
 # --- licence files -----------------------------------------------------------------------------
@@ -81,11 +89,6 @@ def test_a_damaged_or_foreign_licence_file_shows_the_licence_pages_never_a_500(
     app = create_app(load(config, {"module.db": demo_mirror, **licence_files.settings()}))
     address, _ = serve(app)
     browser = Browser(f"http://{address}{PREFIX}")
-
-    def as_user(role: str) -> dict:
-        return {"X-Extcdr-User": role, "X-Extcdr-Role": role, "X-Extcdr-Extensions": "201",
-                "X-Extcdr-Proxy-Token": TOKEN}
-
     licence_files.write(licence_files.signed())
     assert browser.request("/", headers=as_user("admin"))[0] == 200
     for name, content in spoiled_licences(licence_files).items():
@@ -128,3 +131,69 @@ def test_a_daemon_with_a_non_utf8_licence_file_keeps_running_and_says_so_once(
     paused = [line for line in err.splitlines() if "paused" in line]
     assert len(paused) == 1 and paused[0].endswith(
         "the licence file is damaged: activate the key again"), err
+
+
+# --- numbers too big -------------------------------------------------------------------------------
+
+HUGE = {"30 digits": "9" * 30, "2**63": str(2**63), "4,301 digits": "7" * 4301,
+        "a superscript two": "\u00b2"}
+
+
+def bad_request(browser: Browser, path: str, params: dict, headers=None) -> str:
+    """The 400's message (JSON or page) of a GET that must be refused."""
+    status, reply_headers, body = browser.request(
+        f"{path}?{urllib.parse.urlencode(params)}", headers=headers or as_user("admin"))
+    assert status == 400, (path, params, status, body[:300])
+    assert "Traceback" not in body and "internal error" not in body
+    return json.loads(body)["error"] if reply_headers["Content-Type"].startswith(
+        "application/json") else body
+
+
+@pytest.mark.parametrize("number", HUGE.values(), ids=HUGE.keys())
+def test_oversized_numbers_in_any_parameter_are_a_readable_400(server, number):  # noqa: F811
+    browser = Browser(server)
+    api = "/api/v1/calls"
+    assert "limit must be a whole number from 1 to 500" in bad_request(
+        browser, api, {**PERIOD, "limit": number})
+    for path in (api, "/", "/rows", "/export"):
+        extra = {"format": "csv"} if path == "/export" else {}
+        assert "min_talk must be a whole number from 0 to" in bad_request(
+            browser, path, {**PERIOD, "min_talk": number, **extra})
+    for path in (api, "/", "/rows"):
+        for cursor in (f"{number}.1", f"1.{number}"):
+            assert "bad cursor" in bad_request(browser, path, {**PERIOD, "cursor": cursor})
+    assert "after (a call id) must be a whole number" in bad_request(
+        browser, "/events", {**PERIOD, "after": number})
+
+
+def test_the_event_stream_refuses_a_25_digit_last_event_id(server):  # noqa: F811
+    headers = {**as_user("admin"), "Last-Event-ID": "1" * 25}
+    assert "after (a call id) must be a whole number from 0 to" in bad_request(
+        Browser(server), "/events", PERIOD, headers)
+
+
+@pytest.mark.parametrize("number", HUGE.values(), ids=HUGE.keys())
+def test_a_report_form_with_an_oversized_filter_id_says_what_to_choose(server, number):  # noqa: F811
+    browser = Browser(server)
+    quoted = urllib.parse.quote(number)
+    status, _, _ = browser.request(f"/reports/new?filter={quoted}", headers=as_user("admin"))
+    assert status == 200
+    status, _, page = browser.request("/", headers=as_user("admin"))
+    form = {"csrf_token": csrf_of(page), "name": "Huge", "filter": number,
+            "period": "yesterday", "frequency": "daily", "at": "08:00", "format": "csv",
+            "delivery": "attach", "link_hours": "48", "recipients": "boss@example.com"}
+    status, _, page = browser.request("/reports", form, headers=as_user("admin"))
+    assert status == 400 and "choose one of your saved filters" in page
+    for path in (f"/reports/{quoted}", f"/reports/sends/{quoted}/file"):
+        assert browser.request(path, headers=as_user("admin"))[0] == 404
+    status, _, _ = browser.request(f"/filters/{quoted}/delete", {"csrf_token": form["csrf_token"]},
+                                   headers=as_user("admin"))
+    assert status == 404
+
+
+@pytest.mark.parametrize("option", ["--limit", "--min-talk"])
+def test_oversized_numbers_on_the_command_line_are_one_line(demo_mirror, cli, option):
+    from tests.test_cli import one_line_error
+    err = one_line_error(*cli("calls", "--db", demo_mirror, "--from", PERIOD["from"],
+                              "--to", PERIOD["to"], option, "9" * 30))
+    assert "must be a whole number from" in err

@@ -7,11 +7,12 @@ import secrets
 from pathlib import Path
 
 from flask import Flask, jsonify, render_template, request
+from werkzeug.routing import IntegerConverter
 
 from daemon.pbxzone import PbxZone
 from daemon.settings import Settings, reports_dir
 from db.database import open_module_db
-from db.queries import QueryError, sync_state
+from db.queries import SQLITE_MAX, QueryError, sync_state
 from daemon.licence import LicenceCheck
 from web import auth, licensing, present
 from web.api import api
@@ -29,6 +30,7 @@ def create_app(settings: Settings, *, standin_accounts: dict | None = None) -> F
     `standin_accounts` the admin-shell stand-in (login, session, `auth`) runs in-process."""
     prefix = "/" + settings["web.prefix"].strip("/")
     app = Flask(__name__, static_folder=str(STATIC), static_url_path=f"{prefix}/static")
+    app.url_map.converters["int"] = RowId
     user_db = open_module_db(settings["module.db"])      # migrates; users' tables only
     db = open_module_db(settings["module.db"], readonly=True)
     state = sync_state(db)
@@ -82,6 +84,14 @@ def create_app(settings: Settings, *, standin_accounts: dict | None = None) -> F
         return _error(500, "Error", "internal error; see the module log")
 
     return app
+
+
+class RowId(IntegerConverter):
+    """`<int:…>` in a URL: a row id, so at most SQLite's 64-bit range (a bigger one is no row,
+    404, rather than an OverflowError in the query)."""
+
+    def __init__(self, map, *args, **kwargs):
+        super().__init__(map, *args, **{"max": SQLITE_MAX, **kwargs})
 
 
 def _error(status: int, title: str, message: str):
