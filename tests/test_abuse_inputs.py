@@ -4,8 +4,11 @@ belong to another program — each is a readable refusal, never a traceback or a
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 import urllib.parse
+from contextlib import closing
+from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -197,3 +200,133 @@ def test_oversized_numbers_on_the_command_line_are_one_line(demo_mirror, cli, op
     err = one_line_error(*cli("calls", "--db", demo_mirror, "--from", PERIOD["from"],
                               "--to", PERIOD["to"], option, "9" * 30))
     assert "must be a whole number from" in err
+
+
+# --- damaged and foreign databases ---------------------------------------------------------------
+
+def damaged_copy(mirror: Path, where: Path) -> Path:
+    """A copy of a mirror whose calls' and legs' tables and indexes have garbage for their root
+    pages: the file opens (header, schema and sync state are intact) and the damage is found
+    by the first query of calls, as a failing disk leaves it."""
+    copy = where / "damaged.db"
+    with closing(sqlite3.connect(mirror)) as source, closing(sqlite3.connect(copy)) as target:
+        source.backup(target)
+        page_size = target.execute("PRAGMA page_size").fetchone()[0]
+        roots = [page for (page,) in target.execute(
+            "SELECT rootpage FROM sqlite_master WHERE tbl_name IN ('call', 'leg', 'live_call',"
+            " 'call_employee') AND rootpage > 1")]
+    with copy.open("r+b") as file:
+        for page in roots:
+            file.seek((page - 1) * page_size)
+            file.write(b"\x5a" * page_size)
+    return copy
+
+
+def another_programs_db(where: Path) -> Path:
+    path = where / "notes.db"
+    with closing(sqlite3.connect(path)) as conn, conn:
+        conn.execute("CREATE TABLE notes (id INTEGER PRIMARY KEY, text TEXT)")
+        conn.execute("INSERT INTO notes (text) VALUES ('buy milk')")
+    return path
+
+
+@pytest.mark.parametrize("command", [
+    ["status"], ["calls", "--from", "2024-10-20", "--to", "2024-10-28"],
+    ["calls", "--format", "summary", "--from", "2024-10-20", "--to", "2024-10-28"],
+    ["export", "--format", "csv", "--from", "2024-10-20", "--to", "2024-10-28"]])
+def test_a_damaged_mirror_is_one_line_and_a_failure_for_every_command(demo_mirror, tmp_path,
+                                                                      cli, command):
+    from tests.test_cli import one_line_error
+    damaged = damaged_copy(demo_mirror, tmp_path)
+    out = ["--out", tmp_path / "calls.csv"] if command[0] == "export" else []
+    err = one_line_error(*cli(command[0], "--db", damaged, *command[1:], *out))
+    assert "damaged.db is damaged or not a database (database disk image is malformed)" in err
+    assert not (tmp_path / "calls.csv").exists()
+
+
+@pytest.mark.parametrize("command", ["sync", "status", "calls", "export", "migrate"])
+def test_another_programs_database_is_refused_and_left_as_it_was(demo_pbx, tmp_path, cli,
+                                                                 command):
+    from tests.test_cli import one_line_error
+    notes = another_programs_db(tmp_path)
+    before = notes.read_bytes()
+    args = {"sync": ["--cdr-db", demo_pbx / "cdr.db", "--once"],
+            "export": ["--format", "csv", "--out", tmp_path / "calls.csv"]}.get(command, [])
+    err = one_line_error(*cli(command, "--db", notes, *args))
+    assert err.strip() == f"extcdr: {notes} is not an extcdr module database"
+    assert notes.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.db"]
+
+
+def test_a_file_that_is_no_database_at_all_is_refused_in_one_line(tmp_path, cli):
+    from tests.test_cli import one_line_error
+    garbage = tmp_path / "module.db"
+    garbage.write_bytes(bytes(range(256)) * 64)
+    err = one_line_error(*cli("status", "--db", garbage))
+    assert "is damaged or not a database" in err
+    assert garbage.read_bytes() == bytes(range(256)) * 64
+
+
+def test_the_mirror_carries_the_module_id_and_a_mirror_from_before_gets_it(demo_mirror,
+                                                                          tmp_path, cli):
+    from db import schema
+    from tests.test_schema import at_version
+
+    def application_id(path: Path) -> int:
+        with closing(sqlite3.connect(path)) as conn:
+            return conn.execute("PRAGMA application_id").fetchone()[0]
+
+    assert application_id(demo_mirror) == schema.APPLICATION_ID
+    before = tmp_path / "module.db"
+    at_version(before, schema.LATEST - 1)                  # as the previous release left it
+    assert application_id(before) == 0
+    code, out, err = cli("status", "--db", before)         # readable before migrating
+    assert code == 0, err
+    assert cli("migrate", "--db", before)[0] == 0
+    assert application_id(before) == schema.APPLICATION_ID
+    empty = tmp_path / "empty.db"
+    sqlite3.connect(empty).close()                         # an empty file is ours to create
+    assert cli("migrate", "--db", empty)[0] == 0
+    assert application_id(empty) == schema.APPLICATION_ID
+
+
+def test_a_daemon_on_another_programs_database_waits_and_says_so_once(pbx, tmp_path):  # noqa: F811
+    pbx = {**pbx, "db": another_programs_db(tmp_path)}
+    before = pbx["db"].read_bytes()
+    proc = start_daemon(pbx)
+    try:
+        assert not wait_for(lambda: proc.poll() is not None, 3.0)
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=10)
+    assert proc.returncode == 0 and "Traceback" not in err
+    said = [line for line in err.splitlines() if "not an extcdr module database" in line]
+    assert len(said) == 1 and "waiting" in said[0], err
+    assert pbx["db"].read_bytes() == before
+
+
+def test_a_daemon_on_a_damaged_mirror_keeps_running_and_says_so_once(pbx, demo_pbx,  # noqa: F811
+                                                                     demo_mirror, tmp_path):
+    pbx = {**pbx, "cdr": demo_pbx / "cdr.db", "db": damaged_copy(demo_mirror, tmp_path)}
+    proc = start_daemon(pbx)
+    try:
+        assert not wait_for(lambda: proc.poll() is not None, 7.0)   # past a retry (5 s)
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=10)
+    assert "Traceback" not in err
+    said = [line for line in err.splitlines() if "malformed" in line]
+    assert len(said) == 1 and "is damaged or not a database" in said[0], err
+
+
+def test_a_damaged_mirror_is_a_readable_503_page(demo_mirror, tmp_path):
+    config = tmp_path / "extcdr.toml"
+    config.write_text(f'[web]\nproxy_token = "{TOKEN}"\n')
+    app = create_app(load(config, {"module.db": damaged_copy(demo_mirror, tmp_path)}))
+    browser = Browser(f"http://{serve(app)[0]}{PREFIX}")
+    params = urllib.parse.urlencode({"from": "2024-01-01", "to": "2024-10-28"})  # every call
+    status, headers, page = browser.request(f"/?{params}", headers=as_user("admin"))
+    assert status == 503 and headers["Content-Type"].startswith("text/html")
+    assert "Call history unavailable" in page and "is damaged" in page
+    status, _, body = browser.request(f"/rows?{params}", headers=as_user("admin"))
+    assert status == 503 and "is damaged" in json.loads(body)["error"]

@@ -3,15 +3,18 @@ shell's nginx, which authenticates every request and passes the user in headers.
 from __future__ import annotations
 
 import hashlib
+import logging
 import secrets
+import sqlite3
 from pathlib import Path
 
+import peewee
 from flask import Flask, jsonify, render_template, request
 from werkzeug.routing import IntegerConverter
 
 from daemon.pbxzone import PbxZone
 from daemon.settings import Settings, reports_dir
-from db.database import open_module_db
+from db.database import open_module_db, problem
 from db.queries import SQLITE_MAX, QueryError, sync_state
 from daemon.licence import LicenceCheck
 from web import auth, licensing, present
@@ -23,6 +26,7 @@ from web.recordings import recordings
 from web.reports import reports
 
 STATIC = Path(__file__).parent / "static"
+log = logging.getLogger("extcdr.web")
 
 
 def create_app(settings: Settings, *, standin_accounts: dict | None = None) -> Flask:
@@ -78,6 +82,12 @@ def create_app(settings: Settings, *, standin_accounts: dict | None = None) -> F
     @app.errorhandler(405)
     def not_allowed(_):
         return _error(405, "Request refused", "method not allowed")
+
+    @app.errorhandler(sqlite3.DatabaseError)
+    @app.errorhandler(peewee.DatabaseError)
+    def database_failed(error):
+        log.error("%s", problem(settings["module.db"], error))
+        return _error(503, "Call history unavailable", problem("the call history database", error))
 
     @app.errorhandler(500)
     def failed(_):
