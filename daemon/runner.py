@@ -316,13 +316,19 @@ def _daemon_once_db_opens(settings: Settings) -> Daemon | None:
     complaint = None
     while not stop.is_set():
         try:
-            return Daemon(settings)
+            daemon = Daemon(settings)
         except ModuleDbError as exc:
             if str(exc) != complaint:
                 complaint = str(exc)
                 log.error("waiting, nothing is mirrored until it is repaired or replaced: %s",
                           exc)
-        stop.wait(_DB_RECHECK_S)
+            stop.wait(_DB_RECHECK_S)
+            continue
+        for signum in (signal.SIGTERM, signal.SIGINT):     # a stop from now on reaches it
+            signal.signal(signum, daemon.request_stop)
+        if stop.is_set():                                  # one came while it was starting
+            daemon.request_stop()
+        return daemon
     return None
 
 
