@@ -330,3 +330,23 @@ def test_a_damaged_mirror_is_a_readable_503_page(demo_mirror, tmp_path):
     assert "Call history unavailable" in page and "is damaged" in page
     status, _, body = browser.request(f"/rows?{params}", headers=as_user("admin"))
     assert status == 503 and "is damaged" in json.loads(body)["error"]
+
+
+@pytest.mark.parametrize("kind", ["another program's", "no database at all"])
+def test_a_web_worker_on_a_file_it_cannot_use_serves_a_503_saying_why(tmp_path, kind):
+    if kind == "no database at all":
+        path = tmp_path / "module.db"
+        path.write_bytes(bytes(range(256)) * 64)
+        words = "is damaged or not a database (file is not a database)"
+    else:
+        path, words = another_programs_db(tmp_path), "is not an extcdr module database"
+    config = tmp_path / "extcdr.toml"
+    config.write_text(f'[web]\nproxy_token = "{TOKEN}"\n')
+    before = path.read_bytes()
+    browser = Browser(f"http://{serve(create_app(load(config, {'module.db': path})))[0]}{PREFIX}")
+    status, headers, page = browser.request("/", headers=as_user("admin"))
+    assert status == 503 and headers["Content-Type"].startswith("text/html")
+    assert "Call history unavailable" in page and words in page
+    status, _, body = browser.request("/api/v1/calls", headers=as_user("operator"))
+    assert status == 503 and words in json.loads(body)["error"]
+    assert path.read_bytes() == before
