@@ -20,7 +20,7 @@ from daemon.pbxtime import PbxClock
 from daemon.pbxzone import PbxZone
 from daemon.source import CdrSource, SourceBusy, SourceError, read_pbx_config
 from daemon.sync import Sync, SyncOptions
-from db.database import ModuleDbError, open_module_db, problem
+from db.database import ModuleDbError, open_module_db, readable_error
 from daemon.calls import DIRECTIONS, STATUSES
 from db.queries import (PERIODS, QueryError, call_filter, call_rows, calls_in_progress,
                         calls_query, counts_by_direction_and_status, sync_state)
@@ -717,7 +717,7 @@ def main(argv: list[str] | None = None) -> int:
         args = _parser().parse_args(argv)
         return COMMANDS[args.command](args)
     except (sqlite3.DatabaseError, peewee.DatabaseError) as exc:   # module.db damaged
-        print(f"extcdr: {problem(getattr(args, 'db', None) or 'module.db', exc)}",
+        print(f"extcdr: {readable_error(getattr(args, 'db', None) or 'module.db', exc)}",
               file=sys.stderr)
         return 1
     except (CliError, SourceError, ModuleDbError, QueryError, ValueError, LifecycleError,

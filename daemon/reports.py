@@ -24,7 +24,7 @@ from daemon.pbxtime import PbxClock
 from daemon.pbxzone import PbxZone
 from daemon.licence import LicenceCheck
 from daemon.settings import Settings, reports_dir
-from db.database import open_module_db, problem
+from db.database import open_module_db, readable_error
 from db.models import Report, ReportSend, SavedFilter
 from db.queries import QueryError, call_filter, sync_state
 from db.reports import Owner, Timing, link_secret, link_signature, render
@@ -88,8 +88,8 @@ class ReportScheduler:
                 wait = self.step(time.time())
                 complaint = None
             except (sqlite3.DatabaseError, peewee.DatabaseError) as exc:  # damaged: said once
-                if problem(self.settings["module.db"], exc) != complaint:
-                    complaint = problem(self.settings["module.db"], exc)
+                said, complaint = complaint, readable_error(self.settings["module.db"], exc)
+                if complaint != said:
                     log.error("mailed reports wait: %s", complaint)
             except Exception:          # anything else: try again later
                 log.exception("mailed reports: look for due reports failed")

@@ -29,7 +29,7 @@ from daemon.settings import Settings, SettingsError, load
 from daemon.source import (LEG_SOURCE_COLUMNS, CdrSource, SourceBusy, SourceError,
                            read_pbx_config)
 from daemon.sync import Sync, SyncOptions
-from db.database import ModuleDbError, open_module_db, problem
+from db.database import ModuleDbError, open_module_db, readable_error
 from db.queries import sync_state
 from db.store import Store
 
@@ -258,7 +258,7 @@ class Daemon:
             return
         except (sqlite3.Error, peewee.DatabaseError) as exc:
             self._complain(f"module DB not written, retrying (nothing lost): "
-                           f"{problem(self.settings['module.db'], exc)}")
+                           f"{readable_error(self.settings['module.db'], exc)}")
             self.new_rows_due = now + _RETRY_WRITE_S
             return
         if self._complaint is not None:

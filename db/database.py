@@ -40,7 +40,7 @@ def open_module_db(path: str | Path, *, readonly: bool = False) -> SqliteDatabas
             db = SqliteDatabase(str(path), pragmas=PRAGMAS)
         db.connect()
     except (sqlite3.Error, DatabaseError) as exc:  # not a database, damaged, permission, ...
-        raise ModuleDbError(problem(path, exc)) from exc
+        raise ModuleDbError(readable_error(path, exc)) from exc
     try:
         conn = db.connection()
         version = conn.execute("PRAGMA user_version").fetchone()[0]
@@ -53,7 +53,7 @@ def open_module_db(path: str | Path, *, readonly: bool = False) -> SqliteDatabas
         raise
     except Exception as exc:  # sqlite3.DatabaseError: damaged, disk full, ...
         db.close()
-        raise ModuleDbError(problem(path, exc)) from exc
+        raise ModuleDbError(readable_error(path, exc)) from exc
     return db
 
 
@@ -79,7 +79,7 @@ def _check_identity(path: Path, *, readonly: bool) -> None:
     raise ModuleDbError(f"{path} is not an extcdr module database")
 
 
-def problem(path: str | Path, exc: Exception) -> str:
+def readable_error(path: str | Path, exc: Exception) -> str:
     """One readable line for an SQLite error of module.db (CLI, daemon log, web page)."""
     text = str(exc)
     if "malformed" in text or "not a database" in text:

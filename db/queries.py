@@ -137,7 +137,8 @@ FIRST_YEAR, LAST_YEAR = 1990, 2200      # dates outside are typing mistakes
 SQLITE_MAX = 2**63 - 1                  # the largest integer SQLite stores
 MAX_LIMIT = 1_000_000_000               # calls of one list (the CLI's --limit)
 MAX_TALK_S = 366 * 86_400               # a minimum talk time longer than a year finds nothing
-_WHOLE = re.compile(r"[0-9]{1,19}")     # ASCII digits only: int() also takes '١٢' and '²' fails
+# ASCII digits (str.isdigit() passes '²', which int() refuses), no more than SQLite holds.
+_WHOLE = re.compile(r"[0-9]{1,19}")
 
 
 def call_filter(params, clock, now_s: float, *, number_match_digits: int = 9,
@@ -158,9 +159,10 @@ def call_filter(params, clock, now_s: float, *, number_match_digits: int = 9,
         start_ms=start_ms, end_ms=end_ms, directions=_list(params.get("direction")),
         statuses=_list(params.get("status")), number=params.get("number") or None,
         employees=_list(params.get("employee")), groups=_list(params.get("group")),
-        min_talk=_whole(params, "min_talk", MAX_TALK_S), unreturned=_flag(params.get("unreturned")),
+        min_talk=_whole(params, "min_talk", 0, MAX_TALK_S),
+        unreturned=_flag(params.get("unreturned")),
         tab=params.get("tab") or "all",
-        limit=_whole(params, "limit", MAX_LIMIT), after=decode_cursor(params.get("cursor")),
+        limit=_whole(params, "limit", 1, MAX_LIMIT), after=decode_cursor(params.get("cursor")),
         number_match_digits=number_match_digits, visible_to=visible_to)
 
 
@@ -232,11 +234,9 @@ def _list(value: str | None) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()] if value else []
 
 
-def _whole(params, name: str, high: int) -> int | None:
+def _whole(params, name: str, low: int, high: int) -> int | None:
     value = params.get(name)
-    if value in (None, ""):
-        return None
-    return whole_number(value, name, 0 if name == "min_talk" else 1, high)
+    return None if value in (None, "") else whole_number(value, name, low, high)
 
 
 def whole_number(value, name: str, low: int = 0, high: int = SQLITE_MAX) -> int:

@@ -14,7 +14,7 @@ from werkzeug.routing import IntegerConverter
 
 from daemon.pbxzone import PbxZone
 from daemon.settings import Settings, reports_dir
-from db.database import ModuleDbError, open_module_db, problem
+from db.database import ModuleDbError, open_module_db, readable_error
 from db.queries import SQLITE_MAX, QueryError, sync_state
 from daemon.licence import LicenceCheck
 from web import auth, licensing, present
@@ -92,8 +92,9 @@ def create_app(settings: Settings, *, standin_accounts: dict | None = None) -> F
     @app.errorhandler(sqlite3.DatabaseError)
     @app.errorhandler(peewee.DatabaseError)
     def database_failed(error):
-        log.error("%s", problem(settings["module.db"], error))
-        return _error(503, "Call history unavailable", problem("the call history database", error))
+        log.error("%s", readable_error(settings["module.db"], error))
+        return _error(503, "Call history unavailable",
+                      readable_error("the call history database", error))
 
     @app.errorhandler(500)
     def failed(_):
@@ -116,7 +117,7 @@ def _open_mirror(path):
     except (sqlite3.DatabaseError, peewee.DatabaseError) as exc:
         user_db.close()
         db.close()
-        raise ModuleDbError(problem(path, exc)) from exc
+        raise ModuleDbError(readable_error(path, exc)) from exc
 
 
 def _database_gate():
