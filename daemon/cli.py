@@ -5,11 +5,14 @@ import argparse
 import json
 import os
 import shutil
+import sqlite3
 import sys
 import time
 from dataclasses import replace
 from datetime import date, datetime
 from pathlib import Path
+
+import peewee
 
 from daemon.lifecycle import MODULE_ID, LifecycleError
 from daemon.marketplace import MarketplaceError
@@ -17,7 +20,7 @@ from daemon.pbxtime import PbxClock
 from daemon.pbxzone import PbxZone
 from daemon.source import CdrSource, SourceBusy, SourceError, read_pbx_config
 from daemon.sync import Sync, SyncOptions
-from db.database import ModuleDbError, open_module_db
+from db.database import ModuleDbError, open_module_db, readable_error
 from daemon.calls import DIRECTIONS, STATUSES
 from db.queries import (PERIODS, QueryError, call_filter, call_rows, calls_in_progress,
                         calls_query, counts_by_direction_and_status, sync_state)
@@ -709,9 +712,14 @@ COMMANDS = {"sync": cmd_sync, "daemon": cmd_daemon, "calls": cmd_calls, "status"
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = None
     try:
         args = _parser().parse_args(argv)
         return COMMANDS[args.command](args)
+    except (sqlite3.DatabaseError, peewee.DatabaseError) as exc:   # module.db damaged
+        print(f"extcdr: {readable_error(getattr(args, 'db', None) or 'module.db', exc)}",
+              file=sys.stderr)
+        return 1
     except (CliError, SourceError, ModuleDbError, QueryError, ValueError, LifecycleError,
             MarketplaceError) as exc:
         print(f"extcdr: {exc}", file=sys.stderr)

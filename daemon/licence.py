@@ -24,6 +24,9 @@ KEY_PATTERN = re.compile(r"(MIKO|MIKOUPD)(-[0-9A-Z]{5}){4}")
 KEY_FORMATS = "a licence key MIKO-XXXXX-XXXXX-XXXXX-XXXXX or a coupon MIKOUPD-XXXXX-XXXXX-XXXXX-XXXXX"
 
 
+DAMAGED = "the licence file is damaged: activate the key again"
+
+
 class LicenceError(ValueError):
     """No usable licence; the message says why and is shown to the user as it is."""
 
@@ -77,8 +80,8 @@ def verify(text: str, public_key: str, *, host_id: str, product_id: int, feature
         document = json.loads(text)
         grant = Grant(**{name: document["grant"][name] for name in Grant.__dataclass_fields__})
         signature = base64.b64decode(document["signature"], validate=True)
-    except (ValueError, KeyError, TypeError, binascii.Error):
-        raise LicenceError("the licence file is damaged: activate the key again") from None
+    except (ValueError, KeyError, TypeError, RecursionError, binascii.Error):
+        raise LicenceError(DAMAGED) from None
     try:
         _public_key(public_key).verify(signature, grant.payload())
     except InvalidSignature:
@@ -167,6 +170,8 @@ class LicenceCheck:
                 text = self.file.read_text(encoding="utf-8")
             except OSError as exc:
                 raise LicenceError(f"the licence cannot be read: {exc.strerror}") from None
+            except UnicodeDecodeError:      # binary garbage, a file of another program
+                raise LicenceError(DAMAGED) from None
             verified = verify(text, self.public_key, host_id=read_host_id(self.host_id_file),
                               product_id=self.product_id, feature_id=self.feature_id, now=0)
             self._verified.clear()

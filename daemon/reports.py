@@ -10,18 +10,21 @@ import json
 import logging
 import re
 import shutil
+import sqlite3
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
+import peewee
+
 from daemon.mailer import MailError, mail_settings, message, pbx_settings, send
 from daemon.pbxtime import PbxClock
 from daemon.pbxzone import PbxZone
 from daemon.licence import LicenceCheck
 from daemon.settings import Settings, reports_dir
-from db.database import open_module_db
+from db.database import open_module_db, readable_error
 from db.models import Report, ReportSend, SavedFilter
 from db.queries import QueryError, call_filter, sync_state
 from db import message_templates
@@ -79,12 +82,18 @@ class ReportScheduler:
         return self._next_look(now_ms)
 
     def run(self) -> None:
+        complaint = None
         while not self.stop.is_set():
+            wait = self.settings["reports.check_interval"]
             try:
                 wait = self.step(time.time())
-            except Exception:          # the database was busy or broken: try again later
+                complaint = None
+            except (sqlite3.DatabaseError, peewee.DatabaseError) as exc:  # damaged: said once
+                said, complaint = complaint, readable_error(self.settings["module.db"], exc)
+                if complaint != said:
+                    log.error("mailed reports wait: %s", complaint)
+            except Exception:          # anything else: try again later
                 log.exception("mailed reports: look for due reports failed")
-                wait = self.settings["reports.check_interval"]
             self.stop.wait(wait)
 
     def start(self) -> None:

@@ -20,6 +20,8 @@ import time
 from pathlib import Path
 from typing import Callable
 
+import peewee
+
 from daemon.licence import LicenceCheck
 from daemon.live import ChannelTable
 from daemon.pbxzone import PbxZone
@@ -27,7 +29,7 @@ from daemon.settings import Settings, SettingsError, load
 from daemon.source import (LEG_SOURCE_COLUMNS, CdrSource, SourceBusy, SourceError,
                            read_pbx_config)
 from daemon.sync import Sync, SyncOptions
-from db.database import open_module_db
+from db.database import ModuleDbError, open_module_db, readable_error
 from db.queries import sync_state
 from db.store import Store
 
@@ -36,6 +38,7 @@ log = logging.getLogger("extcdr.daemon")
 _RETRY_BUSY_S = 1.0      # PBX DB locked by a writer
 _RETRY_WRITE_S = 5.0     # module.db could not be written (disk full, ...)
 _LICENCE_RECHECK_S = 5.0  # while paused for want of a licence
+_DB_RECHECK_S = 30.0      # while module.db is damaged or another program's file
 _NEW_ROWS = object()     # queue item: "read new rows"
 
 
@@ -253,8 +256,9 @@ class Daemon:
             self._complain(f"PBX history unreadable, retrying: {exc}")
             self.next_poll = now + self.settings["sync.poll_interval"]
             return
-        except sqlite3.Error as exc:
-            self._complain(f"module DB not written, retrying (nothing lost): {exc}")
+        except (sqlite3.Error, peewee.DatabaseError) as exc:
+            self._complain(f"module DB not written, retrying (nothing lost): "
+                           f"{readable_error(self.settings['module.db'], exc)}")
             self.new_rows_due = now + _RETRY_WRITE_S
             return
         if self._complaint is not None:
@@ -278,7 +282,9 @@ def serve(settings: Settings) -> int:
     from daemon import watch
     from daemon.reports import ReportScheduler
     with InstanceLock(settings["module.db"]):
-        daemon = Daemon(settings)
+        daemon = _daemon_once_db_opens(settings)
+        if daemon is None:
+            return 0
         watcher = watch.start(settings["pbx.cdr_db"], settings.source,
                               on_history=daemon.changed, on_settings=daemon.request_reload)
         ami = _AmiFollower(daemon)
@@ -298,6 +304,32 @@ def serve(settings: Settings) -> int:
             ami.stop()
             watcher.stop()
             watcher.join(2)
+
+
+def _daemon_once_db_opens(settings: Settings) -> Daemon | None:
+    """The daemon, once module.db opens. A damaged file, or another program's, is logged once
+    and looked at again every _DB_RECHECK_S until it is repaired or replaced: exiting would
+    only have the PBX restart the worker in a loop. None: stopped (SIGTERM) while waiting."""
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    complaint = None
+    while not stop.is_set():
+        try:
+            daemon = Daemon(settings)
+        except ModuleDbError as exc:
+            if str(exc) != complaint:
+                complaint = str(exc)
+                log.error("waiting, nothing is mirrored until it is repaired or replaced: %s",
+                          exc)
+            stop.wait(_DB_RECHECK_S)
+            continue
+        for signum in (signal.SIGTERM, signal.SIGINT):     # a stop from now on reaches it
+            signal.signal(signum, daemon.request_stop)
+        if stop.is_set():                                  # one came while it was starting
+            daemon.request_stop()
+        return daemon
+    return None
 
 
 class _AmiFollower:

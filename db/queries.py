@@ -134,6 +134,11 @@ FILTER_PARAMETERS = ("period", "from", "to", "direction", "status", "number", "e
                      "group", "min_talk", "unreturned", "tab", "limit", "cursor")
 DAY_MS = 86_400_000
 FIRST_YEAR, LAST_YEAR = 1990, 2200      # dates outside are typing mistakes
+SQLITE_MAX = 2**63 - 1                  # the largest integer SQLite stores
+MAX_LIMIT = 1_000_000_000               # calls of one list (the CLI's --limit)
+MAX_TALK_S = 366 * 86_400               # a minimum talk time longer than a year finds nothing
+# ASCII digits (str.isdigit() passes '²', which int() refuses), no more than SQLite holds.
+_WHOLE = re.compile(r"[0-9]{1,19}")
 
 
 def call_filter(params, clock, now_s: float, *, number_match_digits: int = 9,
@@ -154,9 +159,10 @@ def call_filter(params, clock, now_s: float, *, number_match_digits: int = 9,
         start_ms=start_ms, end_ms=end_ms, directions=_list(params.get("direction")),
         statuses=_list(params.get("status")), number=params.get("number") or None,
         employees=_list(params.get("employee")), groups=_list(params.get("group")),
-        min_talk=_whole(params, "min_talk"), unreturned=_flag(params.get("unreturned")),
+        min_talk=_whole(params, "min_talk", 0, MAX_TALK_S),
+        unreturned=_flag(params.get("unreturned")),
         tab=params.get("tab") or "all",
-        limit=_whole(params, "limit"), after=decode_cursor(params.get("cursor")),
+        limit=_whole(params, "limit", 1, MAX_LIMIT), after=decode_cursor(params.get("cursor")),
         number_match_digits=number_match_digits, visible_to=visible_to)
 
 
@@ -228,14 +234,26 @@ def _list(value: str | None) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()] if value else []
 
 
-def _whole(params, name: str) -> int | None:
+def _whole(params, name: str, low: int, high: int) -> int | None:
     value = params.get(name)
-    if value in (None, ""):
-        return None
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        raise QueryError(f"{name} must be a whole number, not {value!r}") from None
+    return None if value in (None, "") else whole_number(value, name, low, high)
+
+
+def whole_number(value, name: str, low: int = 0, high: int = SQLITE_MAX) -> int:
+    """A whole number typed by a user, within [low, high] (at most SQLite's 64-bit range);
+    QueryError saying the range otherwise. The digits are checked before int() is called:
+    Python refuses more than 4,300 of them and SQLite more than 19."""
+    text = str(value).strip()
+    number = int(text) if _WHOLE.fullmatch(text) else None
+    if number is None or not low <= number <= high:
+        raise QueryError(f"{name} must be a whole number from {low:,} to {high:,}, "
+                         f"not {_shown(str(value))!r}")
+    return number
+
+
+def _shown(text: str) -> str:
+    """At most 24 characters of what was typed, for a message."""
+    return text if len(text) <= 24 else text[:21] + "..."
 
 
 def _flag(value) -> bool:
@@ -253,12 +271,15 @@ def encode_cursor(start_ms: int, call_id: int) -> str:
 
 
 def decode_cursor(value: str | None) -> tuple[int, int] | None:
+    """The (start_ms, id) of a `next_cursor`; QueryError for anything else."""
     if not value:
         return None
     start, _, call_id = value.partition(".")
-    if not (start.isdigit() and call_id.isdigit()):
-        raise QueryError(f"bad cursor {value!r}: pass back the next_cursor of the previous page")
-    return int(start), int(call_id)
+    try:
+        return whole_number(start, "cursor"), whole_number(call_id, "cursor")
+    except QueryError:
+        raise QueryError(f"bad cursor {_shown(value)!r}: pass back the next_cursor of the "
+                         f"previous page") from None
 
 
 def calls_query(f: CallFilter, db: SqliteDatabase, *, counting: bool = False):

@@ -19,7 +19,7 @@ from peewee import SqliteDatabase
 from db import message_templates
 from db.message_templates import TemplateRefused
 from db.models import ModuleSecret, Report, ReportSend, SavedFilter
-from db.queries import PERIODS
+from db.queries import PERIODS, QueryError, whole_number
 
 FREQUENCIES = ("once", "daily", "weekly", "monthly")
 REPORT_FORMATS = ("xlsx", "csv", "pdf")
@@ -218,8 +218,8 @@ def report_form(form, language: str) -> ReportForm:
         raise ReportError(f"a download link is valid for {LINK_HOURS[0]} to {LINK_HOURS[1]} "
                           f"hours")
     try:
-        filter_id = int(form.get("filter", ""))
-    except ValueError:
+        filter_id = whole_number(form.get("filter", ""), "filter", 1)
+    except QueryError:
         raise ReportError("choose one of your saved filters") from None
     subject = " ".join((form.get("subject") or DEFAULT_SUBJECT[language]).split())
     body = (form.get("body") or DEFAULT_BODY[language]).replace("\r\n", "\n")

@@ -20,6 +20,13 @@ CALL_NAMES = (f"SELECT id, names FROM (SELECT id, trim("
               f"CASE WHEN dst_name {_NAMED} AND dst_name <> src_name THEN dst_name ELSE '' END, "
               f"char(10)) AS names FROM call WHERE {{calls}}) WHERE names <> '' ORDER BY id")
 
+# `PRAGMA application_id` of every module.db ("ECDR"), set by migration 7.
+APPLICATION_ID = 0x45434452
+# Tables every module.db has had since migration 1: a mirror of a release before migration 7
+# (no application id yet) is known by them.
+MIRROR_TABLES = frozenset({"leg", "call", "call_employee", "sync_state", "employee",
+                           "group_member"})
+
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
     # 1: legs, calls, employees of calls, number search, sync state, employees and groups.
     (
@@ -175,6 +182,11 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE VIRTUAL TABLE call_name USING fts5(names, tokenize = 'trigram')",
         "INSERT INTO call_name (call_name, rank) VALUES ('automerge', 8)",
         "INSERT INTO call_name (rowid, names) " + CALL_NAMES.format(calls="true"),
+    ),
+    # 7: the file says it is a module.db, so another program's SQLite file given as the
+    # mirror is recognised and refused, never read or written (see db.database).
+    (
+        f"PRAGMA application_id = {APPLICATION_ID}",
     ),
 )
 

@@ -74,7 +74,7 @@ def test_config_db_that_is_not_a_pbx_config(tmp_path, cli):
     (["--number", "ab"], "3 letters of a name"),
     (["--number", "src:abc"], "src: takes digits"),
     (["--number", "src:"], "nothing after"),
-    (["--min-talk", "-5"], "minimum talk"),
+    (["--min-talk", "-5"], "min_talk must be a whole number from 0"),
     (["--min-talk", "five"], "invalid int"),
     (["--limit", "0"], "limit"),
     (["--group", "Nobody"], "unknown employee group"),

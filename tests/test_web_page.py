@@ -237,7 +237,7 @@ BAD = [
     ({"number": "12"}, "at least 3 digits"),
     ({"number": "src:"}, "nothing after"),
     ({"min_talk": "soon"}, "min_talk must be a whole number"),
-    ({"min_talk": "-5"}, "0 or more"),
+    ({"min_talk": "-5"}, "min_talk must be a whole number from 0 to"),
     ({"group": "no such group"}, "unknown employee group"),
     ({"cursor": "1;2"}, "bad cursor"),
     ({"limit": "10"}, "unknown parameter"),

@@ -3,15 +3,19 @@ shell's nginx, which authenticates every request and passes the user in headers.
 from __future__ import annotations
 
 import hashlib
+import logging
 import secrets
+import sqlite3
 from pathlib import Path
 
-from flask import Flask, jsonify, render_template, request
+import peewee
+from flask import Flask, current_app, jsonify, render_template, request
+from werkzeug.routing import IntegerConverter
 
 from daemon.pbxzone import PbxZone
 from daemon.settings import Settings, reports_dir
-from db.database import open_module_db
-from db.queries import QueryError, sync_state
+from db.database import ModuleDbError, open_module_db, readable_error
+from db.queries import SQLITE_MAX, QueryError, sync_state
 from daemon.licence import LicenceCheck
 from web import auth, licensing, present
 from web.api import api
@@ -22,6 +26,7 @@ from web.recordings import recordings
 from web.reports import reports
 
 STATIC = Path(__file__).parent / "static"
+log = logging.getLogger("extcdr.web")
 
 
 def create_app(settings: Settings, *, standin_accounts: dict | None = None) -> Flask:
@@ -29,15 +34,21 @@ def create_app(settings: Settings, *, standin_accounts: dict | None = None) -> F
     `standin_accounts` the admin-shell stand-in (login, session, `auth`) runs in-process."""
     prefix = "/" + settings["web.prefix"].strip("/")
     app = Flask(__name__, static_folder=str(STATIC), static_url_path=f"{prefix}/static")
-    user_db = open_module_db(settings["module.db"])      # migrates; users' tables only
-    db = open_module_db(settings["module.db"], readonly=True)
-    state = sync_state(db)
+    app.url_map.converters["int"] = RowId
+    try:
+        user_db, db, state = _open_mirror(settings["module.db"])
+        unavailable = None
+    except ModuleDbError as exc:
+        # Served all the same, every page saying why (503): a web worker that exits would
+        # only be restarted by the PBX in a loop. Its workers are restarted once it is fixed.
+        log.error("%s", exc)
+        user_db, db, state, unavailable = None, None, {}, str(exc)
     token = settings["web.proxy_token"]
     # The PBX's timezone as it is at each request, not as the mirror had it at start.
-    zone = PbxZone.of(settings, lambda: sync_state(db).get("timezone"))
+    zone = PbxZone.of(settings, lambda: sync_state(db).get("timezone") if db else None)
     zone.clock()                                          # logs which timezone times are in
     app.config.update(
-        EXTCDR_DB=db, EXTCDR_USER_DB=user_db,
+        EXTCDR_DB=db, EXTCDR_USER_DB=user_db, EXTCDR_DB_UNAVAILABLE=unavailable,
         EXTCDR_ZONE=zone,
         EXTCDR_MATCH_DIGITS=int(state.get("number_match_digits", 9)),
         EXTCDR_PROXY_TOKEN=token,
@@ -58,6 +69,7 @@ def create_app(settings: Settings, *, standin_accounts: dict | None = None) -> F
         standin.install(app, standin_accounts, f"{prefix}/")
     app.before_request(auth.require_user)
     app.before_request(licensing.gate)
+    app.before_request(_database_gate)
     app.before_request(auth.remember_owner)
     app.register_blueprint(api, url_prefix=f"{prefix}/api/v1")
     app.register_blueprint(recordings, url_prefix=prefix)
@@ -78,11 +90,51 @@ def create_app(settings: Settings, *, standin_accounts: dict | None = None) -> F
     def not_allowed(_):
         return _error(405, "Request refused", "method not allowed")
 
+    @app.errorhandler(sqlite3.DatabaseError)
+    @app.errorhandler(peewee.DatabaseError)
+    def database_failed(error):
+        log.error("%s", readable_error(settings["module.db"], error))
+        return _error(503, "Call history unavailable",
+                      readable_error("the call history database", error))
+
     @app.errorhandler(500)
     def failed(_):
         return _error(500, "Error", "internal error; see the module log")
 
     return app
+
+
+def _open_mirror(path):
+    """module.db for the users' tables (migrated here), for reading calls, and its sync state;
+    ModuleDbError when it cannot be used."""
+    user_db = open_module_db(path)
+    try:
+        db = open_module_db(path, readonly=True)
+    except ModuleDbError:
+        user_db.close()
+        raise
+    try:
+        return user_db, db, sync_state(db)
+    except (sqlite3.DatabaseError, peewee.DatabaseError) as exc:
+        user_db.close()
+        db.close()
+        raise ModuleDbError(readable_error(path, exc)) from exc
+
+
+def _database_gate():
+    """before_request: a module.db that could not be opened is a 503 saying why."""
+    unavailable = current_app.config["EXTCDR_DB_UNAVAILABLE"]
+    if unavailable is None or request.blueprint == "standin" or request.endpoint == "static":
+        return None
+    return _error(503, "Call history unavailable", unavailable)
+
+
+class RowId(IntegerConverter):
+    """`<int:…>` in a URL: a row id, so at most SQLite's 64-bit range (a bigger one is no row,
+    404, rather than an OverflowError in the query)."""
+
+    def __init__(self, map, *args, **kwargs):
+        super().__init__(map, *args, **{"max": SQLITE_MAX, **kwargs})
 
 
 def _error(status: int, title: str, message: str):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from flask import Blueprint, abort, g, jsonify, request
 
-from db.queries import (QueryError, call_rows, calls_in_progress, calls_query, encode_cursor,
-                        find_call, legs_of_call)
+from db.queries import (call_rows, calls_in_progress, calls_query, encode_cursor, find_call,
+                        legs_of_call, whole_number)
 from db.records import call_record, iso_time, live_record
 from web.context import clock, mirror, request_filter
 
@@ -62,6 +62,4 @@ def visible_call(linkedid: str) -> dict:
 def _page_size(value: str | None) -> int:
     if value in (None, ""):
         return PAGE
-    if not value.isdigit() or not 1 <= int(value) <= MAX_PAGE:
-        raise QueryError(f"limit must be a whole number from 1 to {MAX_PAGE}, not {value!r}")
-    return int(value)
+    return whole_number(value, "limit", 1, MAX_PAGE)

@@ -15,7 +15,8 @@ from werkzeug.datastructures import MultiDict
 from daemon.calls import STATUSES
 from db.models import Call, Employee, GroupMember
 from db.queries import (DAY_MS, PERIODS, QueryError, TABS, call_rows, calls_in_progress,
-                        calls_query, decode_cursor, encode_cursor, legs_of_call, tab_counts)
+                        calls_query, decode_cursor, encode_cursor, legs_of_call, tab_counts,
+                        whole_number)
 from db.reports import reports_using
 from db.userdata import (UserDataError, default_filter, delete_filter, make_default,
                          save_filter, saved_filters, set_user_setting)
@@ -132,7 +133,8 @@ def events():
     """Server-sent events: new and changed calls of the current filter, and the counters."""
     params = page_params(request.args)
     flt = page_filter(params)
-    after = _whole(request.headers.get("Last-Event-ID") or request.args.get("after") or "0")
+    after = whole_number(request.headers.get("Last-Event-ID") or request.args.get("after") or "0",
+                         "after (a call id)")
     columns = page_columns()
     names = _employee_names()
     # waitress (with channel_request_lookahead) tells when the page was left: stop at once,
@@ -285,12 +287,6 @@ def _employee_names() -> dict[str, str]:
 def _groups() -> list[str]:
     return [name for (name,) in GroupMember.select(GroupMember.group_name).distinct()
             .order_by(GroupMember.group_name).bind(mirror()).tuples()]
-
-
-def _whole(text: str) -> int:
-    if not text.isdigit():
-        raise QueryError(f"'after' must be a call id (a whole number), not {text!r}")
-    return int(text)
 
 
 def query_args(query: str) -> MultiDict:

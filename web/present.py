@@ -23,8 +23,8 @@ def install(app) -> None:
 def user_language() -> str:
     """The user's language: their choice, else the admin shell's, else the browser's."""
     user = g.get("user")
-    choice = user_prefs().get("language") if user and "EXTCDR_USER_DB" in current_app.config \
-        else None
+    choice = user_prefs().get("language") \
+        if user and current_app.config.get("EXTCDR_USER_DB") is not None else None
     return negotiate(choice, user.language if user else None,
                      request.headers.get("Accept-Language"))
 

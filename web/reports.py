@@ -11,7 +11,7 @@ from flask import (Blueprint, abort, current_app, g, redirect, render_template, 
 
 from daemon.source import SourceError, read_pbx_web_address
 from db.models import ReportSend
-from db.queries import PERIODS
+from db.queries import PERIODS, QueryError, whole_number
 from db.reports import (DEFAULT_BODY, DEFAULT_SUBJECT, DELIVERIES, FREQUENCIES, LINK_HOURS,
                         MAX_RECIPIENTS, REPORT_FORMATS, TEMPLATE_VALUES, Owner, ReportError,
                         delete_report, link_secret, link_valid, report_form, report_of,
@@ -150,8 +150,11 @@ def _form(report_id: int | None, values: dict, *, error: str | None = None, stat
 
 def _defaults() -> dict:
     language = user_language()
-    chosen = request.args.get("filter", "")
-    return {"filter": int(chosen) if chosen.isdigit() else "", "period": "yesterday",
+    try:
+        chosen = whole_number(request.args.get("filter", ""), "filter", 1)
+    except QueryError:
+        chosen = ""                       # no saved filter chosen yet
+    return {"filter": chosen, "period": "yesterday",
             "frequency": "daily", "at": "08:00", "weekday": 0, "monthday": 1,
             "format": "xlsx", "delivery": "attach", "link_hours": 72, "enabled": "on",
             "subject": DEFAULT_SUBJECT[language], "body": DEFAULT_BODY[language],
