@@ -3,30 +3,27 @@
 A template is Jinja in a sandbox: it reaches nothing but the values it is given. The sandbox
 does not bound the work, though: a loop of loops, a string of a billion characters or a number
 of five thousand digits would hold a web thread or the reports' scheduler and grow the process
-without end. So templates render in a child process (forked from a clean, single-threaded
-server process) with a CPU-time and an address-space limit and a wall-clock timeout after
-which it is killed; its answer is checked for size. Whatever goes wrong becomes one readable
-`TemplateRefused`.
+without end. So templates render in a child process of their own (`python -m
+db.message_templates`, values and answer as JSON over its pipes) that limits its own CPU time
+and address space before it reads anything; the parent kills it after a wall-clock timeout and
+checks the answer's size. Whatever goes wrong becomes one readable `TemplateRefused`.
 """
 from __future__ import annotations
 
-import multiprocessing
+import json
+import os
 import resource
 import signal
+import subprocess
+import sys
+from pathlib import Path
 from typing import Sequence
-
-from jinja2 import StrictUndefined, TemplateError
-from jinja2.sandbox import SandboxedEnvironment
 
 SECONDS = 2                   # wall clock for all templates of one message
 CPU_SECONDS = 2
 MEMORY_MB = 256               # more address space than the renderer had when it started
 OUTPUT_CHARS = 1_000_000      # all templates of one message together
-
-_SANDBOX = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False,
-                                keep_trailing_newline=True)
-_context = multiprocessing.get_context("forkserver")
-_context.set_forkserver_preload(["db.message_templates", "jinja2", "jinja2.sandbox"])
+_ROOT = Path(__file__).resolve().parent.parent
 
 
 class TemplateRefused(ValueError):
@@ -35,49 +32,55 @@ class TemplateRefused(ValueError):
 
 def render(templates: Sequence[str], values: dict) -> list[str]:
     """Each template filled with `values`, in a bounded child process."""
-    receiver, sender = _context.Pipe(duplex=False)
-    child = _context.Process(target=_render_in_child, args=(list(templates), values, sender),
-                             daemon=True)
-    child.start()
-    sender.close()
+    request = json.dumps({"templates": list(templates), "values": values})
+    child = subprocess.Popen(
+        [sys.executable, "-m", "db.message_templates"], cwd=_ROOT,
+        env={**os.environ, "PYTHONPATH": str(_ROOT)}, stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
-        if not receiver.poll(SECONDS):
-            raise TemplateRefused(f"it takes too long to fill in (more than {SECONDS} s)")
-        try:
-            kind, answer = receiver.recv()
-        except EOFError:               # killed by a limit before it could answer
-            raise TemplateRefused(_death(child)) from None
-    finally:
-        if child.is_alive():
-            child.kill()
-        child.join(1)
-        receiver.close()
+        out, _ = child.communicate(request, timeout=SECONDS + 1)   # + the interpreter's start
+    except subprocess.TimeoutExpired:
+        child.kill()
+        child.communicate()
+        raise TemplateRefused(f"it takes too long to fill in (more than {SECONDS} s)") from None
+    if len(out) > 2 * OUTPUT_CHARS + 1000:
+        raise TemplateRefused(f"it makes more than {OUTPUT_CHARS:,} characters")
+    try:
+        kind, answer = json.loads(out)
+    except ValueError:                # killed by a limit before it could answer
+        raise TemplateRefused(_death(child.returncode)) from None
     if kind == "refused":
         raise TemplateRefused(answer)
     return answer
 
 
-def _render_in_child(templates: list[str], values: dict, sender) -> None:
+def _render_here() -> None:
+    """The child: limits first, then the request from stdin, the answer to stdout."""
     _limit(resource.RLIMIT_CPU, CPU_SECONDS)
     _limit(resource.RLIMIT_AS, _address_space() + MEMORY_MB * 1024 * 1024)
+    from jinja2 import StrictUndefined, TemplateError
+    from jinja2.sandbox import SandboxedEnvironment
+    request = json.loads(sys.stdin.read())
+    sandbox = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False,
+                                   keep_trailing_newline=True)
     try:
-        filled = [_SANDBOX.from_string(template).render(values) for template in templates]
+        filled = [sandbox.from_string(template).render(request["values"])
+                  for template in request["templates"]]
         if sum(map(len, filled)) > OUTPUT_CHARS:
             raise TemplateRefused(f"it makes more than {OUTPUT_CHARS:,} characters")
-        sender.send(("filled", filled))
+        answer = ["filled", filled]
     except TemplateRefused as exc:
-        sender.send(("refused", str(exc)))
+        answer = ["refused", str(exc)]
     except TemplateError as exc:
         where = f" (line {exc.lineno})" if getattr(exc, "lineno", None) else ""
-        sender.send(("refused", f"it does not work{where}: {(exc.message or '').rstrip('.')}"))
+        answer = ["refused", f"it does not work{where}: {(exc.message or '').rstrip('.')}"]
     except MemoryError:
-        sender.send(("refused", f"it needs too much memory (more than {MEMORY_MB} MB)"))
+        answer = ["refused", f"it needs too much memory (more than {MEMORY_MB} MB)"]
     except RecursionError:
-        sender.send(("refused", "it nests too deep"))
+        answer = ["refused", "it nests too deep"]
     except Exception as exc:       # 1/0, 10**5000 printed, calls + 'x': the template's faults
-        sender.send(("refused", f"it fails: {_said(exc)}"))
-    finally:
-        sender.close()
+        answer = ["refused", f"it fails: {_said(exc)}"]
+    sys.stdout.write(json.dumps(answer))
 
 
 def _limit(kind: int, soft: int) -> None:
@@ -95,9 +98,8 @@ def _address_space() -> int:
     return 0
 
 
-def _death(child) -> str:
-    child.join(1)
-    if child.exitcode in (-signal.SIGXCPU, -signal.SIGKILL):
+def _death(returncode: int | None) -> str:
+    if returncode in (-signal.SIGXCPU, -signal.SIGKILL):
         return f"it takes too long to fill in (more than {CPU_SECONDS} s of work)"
     return f"it needs too much memory (more than {MEMORY_MB} MB)"
 
@@ -105,3 +107,7 @@ def _death(child) -> str:
 def _said(exc: Exception) -> str:
     text = str(exc).split("\n")[0][:200]
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+if __name__ == "__main__":
+    _render_here()
