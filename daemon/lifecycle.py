@@ -218,12 +218,12 @@ def read_archive(path: Path) -> dict:
     if not isinstance(description, dict):
         raise LifecycleError(f"{path}: module.json is not an object")
     for field, (required, valid, must_be) in MANIFEST_FIELDS.items():
-        if field not in description and not required:
-            continue
-        if not valid(description.get(field)):
-            shown = json.dumps(description.get(field), ensure_ascii=False)[:60]
-            raise LifecycleError(f"{path}: module.json: {field} must be {must_be}, "
-                                 f"not {shown if field in description else 'missing'}")
+        if field not in description:
+            if required:
+                raise LifecycleError(f"{path}: module.json lacks {field} ({must_be})")
+        elif not valid(description[field]):
+            shown = json.dumps(description[field], ensure_ascii=False)[:60]
+            raise LifecycleError(f"{path}: module.json: {field} must be {must_be}, not {shown}")
     if description["moduleUniqueID"] != MODULE_ID:
         raise LifecycleError(f"{path}: the archive is {description['moduleUniqueID']}, not "
                              f"{MODULE_ID}: this installer installs only {MODULE_ID}")
