@@ -27,11 +27,11 @@ import sys
 import time
 import tomllib
 import zipfile
-from zlib import error as zlib_error
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Callable
+from zlib import error as zlib_error
 
 from daemon import settings
 from daemon.licence import Grant, LicenceCheck, LicenceError, check_key, verify
@@ -463,7 +463,7 @@ def licence_check(tree: PbxTree, module_id: str) -> LicenceCheck:
 def fetch(tree: PbxTree, module_id: str, into: Path) -> Path:
     """The newest archive of a module from the PBX's marketplace."""
     archive = into / f"{checked_id(module_id)}.zip"
-    tree.market().download(module_id, archive)
+    tree.market().download(module_id, archive, max_bytes=MAX_ARCHIVE_BYTES)
     return archive
 
 
