@@ -263,12 +263,15 @@ def _unpacked(name: str) -> bool:
 
 def _unpack(archive: Path, into: Path) -> None:
     """Unpack member by member in chunks, counting the bytes actually written: a member that
-    expands beyond what the central directory declared, or beyond the bound, stops it."""
+    expands beyond what the central directory declared, or beyond the bound, stops it. The
+    members are checked again here: the file may have changed since `read_archive`."""
     into.mkdir(parents=True)
     budget = MAX_EXPANDED_BYTES
     try:
         with zipfile.ZipFile(archive) as z:
-            for info in z.infolist():
+            members = z.infolist()
+            _check_members(archive, members)
+            for info in members:
                 if not _unpacked(info.filename):
                     continue
                 target = into / info.filename
