@@ -18,15 +18,16 @@ import pytest
 
 from daemon import lifecycle
 from tests.conftest import ROOT
-from tests.test_lifecycle import (MODULE, build_variant, market, module_db,  # noqa: F401
-                                  pbx, registration)
+from tests.test_lifecycle import (MODULE, _with_failing_migrations, build_variant,  # noqa: F401
+                                  market, module_db, pbx, registration)
 
 OTHER = "ModuleUsersGroups"            # another module demo-data installs
 
 
 def variant(archive: Path, out: Path, *, manifest: dict | None = None,
             members: dict[str, bytes] | None = None, stored: bool = False) -> Path:
-    """`archive` rewritten: module.json fields replaced by `manifest`, `members` added."""
+    """`archive` rewritten: module.json fields replaced by `manifest`, `members` added
+    (uncompressed when `stored`)."""
     method = zipfile.ZIP_STORED if stored else zipfile.ZIP_DEFLATED
     with zipfile.ZipFile(archive) as source, zipfile.ZipFile(out, "w", method) as target:
         for info in source.infolist():
@@ -198,7 +199,6 @@ def test_a_damaged_archive_leaves_no_staging_folder(pbx, archive, cli, tmp_path)
 
 def test_a_failing_install_leaves_nothing_and_stale_staging_folders_are_swept(
         pbx, archive, cli, tmp_path):
-    from tests.test_lifecycle import _with_failing_migrations
     for stale in (f".{MODULE}.staging", f".{OTHER}.staging"):       # of killed installs
         (pbx / "custom_modules" / stale / "db").mkdir(parents=True)
         (pbx / "custom_modules" / stale / "db" / "junk").write_text("x")
