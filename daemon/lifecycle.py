@@ -31,6 +31,7 @@ from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Callable
+from zlib import error as zlib_error
 
 from daemon import settings
 from daemon.licence import Grant, LicenceCheck, LicenceError, check_key, verify
@@ -47,8 +48,12 @@ AMI_USER = "extcdr"
 AUTH_LOCATION = "/extcdr-auth"               # the stand-in shell's session check for nginx
 SETTINGS_FILE = "db/extcdr.toml"
 MODULE_ID_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
-REQUIRED_FIELDS = ("moduleUniqueID", "version", "min_pbx_version", "lic_product_id",
-                   "lic_feature_id")
+# An archive is untrusted input: bounds checked from its central directory before anything is
+# unpacked, and again on the bytes actually unpacked (a header may lie). Ours is about 0.5 MB.
+MAX_ARCHIVE_BYTES = 50 * 2**20
+MAX_EXPANDED_BYTES = 200 * 2**20
+MAX_MEMBERS = 5_000
+MAX_MANIFEST_BYTES = 64 * 2**10
 
 
 class LifecycleError(Exception):
@@ -159,19 +164,52 @@ class PbxTree:
 
 # --- archives ----------------------------------------------------------------------------------
 
+def _text(value) -> bool:
+    return isinstance(value, str) and value.strip() != ""
+
+
+def _version(value) -> bool:
+    return _text(value) and re.match(r"\d+(\.\d+)*", value.strip()) is not None
+
+
+def _positive_number(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _texts_by_language(value) -> bool:
+    return isinstance(value, dict) and all(isinstance(v, str) for v in value.values())
+
+
+# module.json fields: (required, check, what the value must be). Core reads these too
+# (PbxExtensionSetupBase); the optional ones end up in m_PbxExtensionModules.
+MANIFEST_FIELDS = {
+    "moduleUniqueID": (True, lambda v: _text(v) and MODULE_ID_PATTERN.fullmatch(v) is not None,
+                       "a module id (text: letters, digits, _)"),
+    "version": (True, _version, "a version number as text, e.g. \"1.2.3\""),
+    "min_pbx_version": (True, _version, "a MikoPBX version as text, e.g. \"2024.1.114\""),
+    "lic_product_id": (True, _positive_number, "a positive whole number"),
+    "lic_feature_id": (True, _positive_number, "a positive whole number"),
+    "developer": (False, lambda v: isinstance(v, str), "text"),
+    "support_email": (False, lambda v: isinstance(v, str), "text"),
+    "name": (False, _texts_by_language, "an object of texts by language"),
+    "description": (False, _texts_by_language, "an object of texts by language"),
+    "wiki_links": (False, _texts_by_language, "an object of texts by language"),
+}
+
+
 def read_archive(path: Path) -> dict:
-    """The module.json of a marketplace archive, after checking the archive is safe to unpack."""
+    """The module.json of a marketplace archive of this module, after checking the archive is
+    safe to unpack: its size, its expanded size and member count (from the central
+    directory), its paths, and every field of module.json."""
     try:
+        if path.stat().st_size > MAX_ARCHIVE_BYTES:
+            raise LifecycleError(f"{path}: the archive is larger than "
+                                 f"{MAX_ARCHIVE_BYTES // 2**20} MB")
         with zipfile.ZipFile(path) as archive:
-            for info in archive.infolist():
-                name = PurePosixPath(info.filename)
-                if name.is_absolute() or ".." in name.parts or "\\" in info.filename:
-                    raise LifecycleError(f"{path}: unsafe path {info.filename!r} in the archive")
-                if (info.external_attr >> 16) & 0o170000 == 0o120000:
-                    raise LifecycleError(f"{path}: the archive holds a symbolic link "
-                                         f"({info.filename})")
-            description = json.loads(archive.read("module.json"))
-    except (OSError, zipfile.BadZipFile) as exc:
+            members = archive.infolist()
+            _check_members(path, members)
+            description = json.loads(_read_member(archive, "module.json", MAX_MANIFEST_BYTES))
+    except (OSError, zipfile.BadZipFile, EOFError, zlib_error) as exc:
         raise LifecycleError(f"{path}: not a module archive ({exc})") from None
     except KeyError:
         raise LifecycleError(f"{path}: no module.json at the archive's root") from None
@@ -179,30 +217,94 @@ def read_archive(path: Path) -> dict:
         raise LifecycleError(f"{path}: module.json is not valid JSON ({exc})") from None
     if not isinstance(description, dict):
         raise LifecycleError(f"{path}: module.json is not an object")
-    missing = [f for f in REQUIRED_FIELDS if not description.get(f)]
-    if missing:
-        raise LifecycleError(f"{path}: module.json lacks {', '.join(missing)}")
-    checked_id(str(description["moduleUniqueID"]))
-    try:
-        version_key(str(description["version"]))
-        version_key(str(description["min_pbx_version"]))
-    except ValueError as exc:
-        raise LifecycleError(f"{path}: module.json: {exc}") from None
+    for field, (required, valid, must_be) in MANIFEST_FIELDS.items():
+        if field not in description:
+            if required:
+                raise LifecycleError(f"{path}: module.json lacks {field} ({must_be})")
+        elif not valid(description[field]):
+            shown = json.dumps(description[field], ensure_ascii=False)[:60]
+            raise LifecycleError(f"{path}: module.json: {field} must be {must_be}, not {shown}")
+    if description["moduleUniqueID"] != MODULE_ID:
+        raise LifecycleError(f"{path}: the archive is {description['moduleUniqueID']}, not "
+                             f"{MODULE_ID}: this installer installs only {MODULE_ID}")
     return description
 
 
+def _check_members(path: Path, members: list[zipfile.ZipInfo]) -> None:
+    if len(members) > MAX_MEMBERS:
+        raise LifecycleError(f"{path}: the archive holds more than {MAX_MEMBERS} files")
+    if sum(info.file_size for info in members) > MAX_EXPANDED_BYTES:
+        raise LifecycleError(f"{path}: the archive expands to more than "
+                             f"{MAX_EXPANDED_BYTES // 2**20} MB")
+    for info in members:
+        name = PurePosixPath(info.filename)
+        if name.is_absolute() or ".." in name.parts or "\\" in info.filename:
+            raise LifecycleError(f"{path}: unsafe path {info.filename!r} in the archive")
+        if (info.external_attr >> 16) & 0o170000 == 0o120000:
+            raise LifecycleError(f"{path}: the archive holds a symbolic link "
+                                 f"({info.filename})")
+
+
+def _read_member(archive: zipfile.ZipFile, name: str, limit: int) -> bytes:
+    with archive.open(name) as member:
+        data = member.read(limit + 1)
+    if len(data) > limit:
+        raise LifecycleError(f"{archive.filename}: {name} is larger than {limit // 1024} KB")
+    return data
+
+
+def _unpacked(name: str) -> bool:
+    """Whether an archive member is unpacked. `db/` is the module's data folder on the PBX
+    (module.db, settings): only the code of the `db` package comes from an archive, never
+    data or settings."""
+    parts = PurePosixPath(name).parts
+    return parts[0] != "db" or (len(parts) == 2 and parts[1].endswith(".py"))
+
+
 def _unpack(archive: Path, into: Path) -> None:
-    if into.exists():
-        shutil.rmtree(into)                      # left by an interrupted step
-    with zipfile.ZipFile(archive) as z:
-        for info in z.infolist():
-            target = into / info.filename
-            if info.is_dir():
-                target.mkdir(parents=True, exist_ok=True)
-                continue
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(z.read(info))
-            target.chmod(0o755 if (info.external_attr >> 16) & 0o111 else 0o644)
+    """Unpack member by member in chunks, counting the bytes actually written: a member that
+    expands beyond what the central directory declared, or beyond the bound, stops it. The
+    members are checked again here: the file may have changed since `read_archive`."""
+    into.mkdir(parents=True)
+    budget = MAX_EXPANDED_BYTES
+    try:
+        with zipfile.ZipFile(archive) as z:
+            members = z.infolist()
+            _check_members(archive, members)
+            for info in members:
+                if not _unpacked(info.filename):
+                    continue
+                target = into / info.filename
+                if info.is_dir():
+                    target.mkdir(parents=True, exist_ok=True)
+                    continue
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with z.open(info) as member, open(target, "wb") as out:
+                    written = 0
+                    while chunk := member.read(2**20):
+                        written += len(chunk)
+                        if written > info.file_size or written > budget:
+                            raise LifecycleError(f"{archive}: {info.filename} expands beyond "
+                                                 "its declared size")
+                        out.write(chunk)
+                budget -= written
+                target.chmod(0o755 if (info.external_attr >> 16) & 0o111 else 0o644)
+    except (zipfile.BadZipFile, EOFError, zlib_error) as exc:
+        raise LifecycleError(f"{archive}: damaged archive ({exc})") from None
+
+
+@contextmanager
+def _staging(tree: PbxTree, module_id: str):
+    """A folder beside the modules to unpack into; removed whatever happens, unless moved in
+    place. Staging folders of earlier steps that were killed are swept first (the lock is
+    held: no other step is using one)."""
+    for stale in tree.modules.glob(".*.staging"):
+        shutil.rmtree(stale, ignore_errors=True)
+    staging = tree.modules / f".{checked_id(module_id)}.staging"
+    try:
+        yield staging
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 # --- the steps ---------------------------------------------------------------------------------
@@ -220,22 +322,18 @@ def install(tree: PbxTree, archive: Path) -> str:
             raise LifecycleError(f"{module_id} {row['version']} is installed: use "
                                  f"`extcdr upgrade` to go to {version}")
         _check_compatible(tree, description)
-        staging = tree.modules / f".{module_id}.staging"
-        _unpack(archive, staging)
-        backup = tree.backup_dir(module_id) / "db"
-        leftover = tree.module_dir(module_id) / "db"     # files without a registration
-        restored = backup.is_dir() or leftover.is_dir()
-        for data in (backup, leftover):
-            if data.is_dir():
-                _copy_data(data, staging / "db")
-        try:
+        with _staging(tree, module_id) as staging:
+            _unpack(archive, staging)
+            backup = tree.backup_dir(module_id) / "db"
+            leftover = tree.module_dir(module_id) / "db"     # files without a registration
+            restored = backup.is_dir() or leftover.is_dir()
+            for data in (backup, leftover):
+                if data.is_dir():
+                    _copy_data(data, staging / "db")
             _write_settings(tree, description, staging)
             _migrate(staging, staging / "db" / "module.db")
-        except LifecycleError:
-            shutil.rmtree(staging)
-            raise
-        shutil.rmtree(tree.module_dir(module_id), ignore_errors=True)
-        staging.rename(tree.module_dir(module_id))
+            shutil.rmtree(tree.module_dir(module_id), ignore_errors=True)
+            staging.rename(tree.module_dir(module_id))
         _register(tree, description)
     kept = " with the history, filters and reports kept at uninstall" if restored else ""
     return f"installed {module_id} {version}{kept}; it is disabled until enabled"
@@ -257,28 +355,32 @@ def upgrade(tree: PbxTree, archive: Path) -> str:
                                  "older (uninstall with --keep-settings first to go back)")
         _check_compatible(tree, description)
         tree.marketplace()            # its settings need it: fail before anything changes
-        staging = tree.modules / f".{module_id}.staging"
-        _unpack(archive, staging)
-        live = tree.module_dir(module_id)
-        was_enabled = row["disabled"] == "0"
-        if was_enabled:
-            tree.set_state(module_id, disabled=True)      # the PBX stops its workers
-        try:
-            stop_workers(tree, module_id)
-            _migrate(staging, live / "db" / "module.db")
-        except LifecycleError as exc:
-            shutil.rmtree(staging)
+        with _staging(tree, module_id) as staging:
+            _unpack(archive, staging)
+            live = tree.module_dir(module_id)
+            was_enabled = row["disabled"] == "0"
             if was_enabled:
-                tree.set_state(module_id, disabled=False)
-            raise LifecycleError(f"upgrade to {version} failed, {module_id} {row['version']} "
-                                 f"is still installed and unchanged: {exc}") from None
-        _move_data(live / "db", staging / "db")
-        _write_settings(tree, description, staging)
-        previous = tree.modules / f".{module_id}.previous"
-        shutil.rmtree(previous, ignore_errors=True)
-        live.rename(previous)
-        staging.rename(live)
-        shutil.rmtree(previous)
+                tree.set_state(module_id, disabled=True)      # the PBX stops its workers
+            try:
+                stop_workers(tree, module_id)
+                _migrate(staging, live / "db" / "module.db")
+            except LifecycleError as exc:
+                if was_enabled:
+                    tree.set_state(module_id, disabled=False)
+                raise LifecycleError(f"upgrade to {version} failed, {module_id} "
+                                     f"{row['version']} is still installed and unchanged: "
+                                     f"{exc}") from None
+            _move_data(live / "db", staging / "db")
+            try:
+                _write_settings(tree, description, staging)
+            except BaseException:
+                _move_data(staging / "db", live / "db")   # the data back before staging goes
+                raise
+            previous = tree.modules / f".{module_id}.previous"
+            shutil.rmtree(previous, ignore_errors=True)
+            live.rename(previous)
+            staging.rename(live)
+            shutil.rmtree(previous)
         _register(tree, description)
         if was_enabled:
             _write_location(tree, module_id)
@@ -364,7 +466,7 @@ def licence_check(tree: PbxTree, module_id: str) -> LicenceCheck:
 def fetch(tree: PbxTree, module_id: str, into: Path) -> Path:
     """The newest archive of a module from the PBX's marketplace."""
     archive = into / f"{checked_id(module_id)}.zip"
-    tree.market().download(module_id, archive)
+    tree.market().download(module_id, archive, max_bytes=MAX_ARCHIVE_BYTES)
     return archive
 
 
@@ -375,18 +477,21 @@ def worker_pid_file(tree: PbxTree, module_id: str, name: str) -> Path:
 
 
 def stop_workers(tree: PbxTree, module_id: str, patience_s: float = 15.0) -> None:
-    """Wait for the PBX to stop the module's workers; stop those it leaves running."""
+    """Wait for the PBX to stop the module's workers; stop those it leaves running. A pid file
+    naming a process that is not one of the module's workers (stale, the pid reused) is only
+    removed: nothing else is ever signalled."""
     deadline = time.monotonic() + patience_s
-    for pid_file in sorted(tree.run_dir.glob(f"{module_id}.*.pid")):
+    ours = str(tree.module_dir(module_id)) + "/"      # in every worker's --config path
+    for pid_file in sorted(tree.run_dir.glob(f"{checked_id(module_id)}.*.pid")):
         try:
             pid = int(pid_file.read_text())
         except (OSError, ValueError):
-            continue
-        while alive(pid) and time.monotonic() < deadline:
+            pid = 0
+        while pid > 0 and alive(pid, running=ours) and time.monotonic() < deadline:
             time.sleep(0.1)
-        if alive(pid):
+        if pid > 0 and alive(pid, running=ours):
             os.kill(pid, 15)
-            while alive(pid):
+            while alive(pid, running=ours):
                 time.sleep(0.1)
         pid_file.unlink(missing_ok=True)
 

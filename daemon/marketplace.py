@@ -49,7 +49,7 @@ class MarketplaceService(Protocol):
 
     def modules(self) -> list[dict]: ...
 
-    def download(self, uniqid: str, dest: Path) -> dict: ...
+    def download(self, uniqid: str, dest: Path, *, max_bytes: int) -> dict: ...
 
     def activate(self, key: str, *, host_id: str, product_id: int, feature_id: int) -> str: ...
 
@@ -63,13 +63,15 @@ class MarketplaceClient:
         """Modules on offer: {uniqid, version, min_pbx_version, name, sha256, size}."""
         return json.loads(self._request("api/v1/modules"))
 
-    def download(self, uniqid: str, dest: Path) -> dict:
-        """The newest archive of a module into `dest` (checksum checked); its listing entry."""
+    def download(self, uniqid: str, dest: Path, *, max_bytes: int) -> dict:
+        """The newest archive of a module into `dest` (checksum checked, at most `max_bytes`
+        read); its listing entry."""
         offers = [m for m in self.modules() if m["uniqid"] == uniqid]
         if not offers:
             raise MarketplaceError(f"the marketplace does not offer {uniqid}")
         offer = max(offers, key=lambda m: version_key(m["version"]))
-        data = self._request(f"api/v1/modules/{uniqid}/{offer['version']}.zip")
+        data = self._request(f"api/v1/modules/{uniqid}/{offer['version']}.zip",
+                             max_bytes=max_bytes)
         if hashlib.sha256(data).hexdigest() != offer["sha256"]:
             raise MarketplaceError(f"{uniqid} {offer['version']}: the download is damaged "
                                    "(checksum differs); try again")
@@ -89,16 +91,19 @@ class MarketplaceClient:
         except MarketplaceError as exc:
             raise LicenceError(str(exc)) from None
 
-    def _request(self, path: str, body: dict | None = None) -> bytes:
+    def _request(self, path: str, body: dict | None = None, *,
+                 max_bytes: int = 2**20) -> bytes:
+        """The answer's body; one larger than `max_bytes` (a listing or licence: 1 MB) is
+        refused, not read whole."""
         data = None if body is None else json.dumps(body).encode()
         request = urllib.request.Request(self.url + path, data=data, headers={
             "Content-Type": "application/json", "Accept": "application/json"})
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as reply:
-                return reply.read()
+                answer = reply.read(max_bytes + 1)
         except urllib.error.HTTPError as exc:
             try:
-                reason = json.loads(exc.read())["error"]
+                reason = json.loads(exc.read(2**16))["error"]
             except (ValueError, KeyError, TypeError):
                 reason = f"HTTP {exc.code}"
             raise MarketplaceError(f"the marketplace refused: {reason}") from None
@@ -106,6 +111,10 @@ class MarketplaceClient:
             reason = getattr(exc, "reason", exc)
             raise MarketplaceError(f"the marketplace at {self.url} cannot be reached: "
                                    f"{reason}") from None
+        if len(answer) > max_bytes:
+            raise MarketplaceError(f"the marketplace's answer to {path} is larger than "
+                                   f"{max_bytes // 2**20} MB: refused")
+        return answer
 
 
 def version_key(version: str) -> tuple[int, ...]:

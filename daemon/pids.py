@@ -7,16 +7,23 @@ import tempfile
 from pathlib import Path
 
 
-def alive(pid: int) -> bool:
-    """True while `pid` runs; a zombie (exited, not yet reaped by its parent) does not."""
+def alive(pid: int, *, running: str | None = None) -> bool:
+    """True while `pid` runs; a zombie (exited, not yet reaped by its parent) does not. With
+    `running`, only while its command line contains that text too: a pid read from a file may
+    have been reused by an unrelated process since."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
+        return running is None           # another user's process is never one of ours
     try:
-        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+        if Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z":
+            return False
+        if running is None:
+            return True
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+        return running in command.decode(errors="replace")
     except OSError:
         return False
 
