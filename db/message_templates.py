@@ -7,6 +7,10 @@ without end. So templates render in a child process of their own (`python -m
 db.message_templates`, values and answer as JSON over its pipes) that limits its own CPU time
 and address space before it reads anything; the parent kills it after a wall-clock timeout and
 checks the answer's size. Whatever goes wrong becomes one readable `TemplateRefused`.
+
+So that many at once cannot crowd out everyone else, a process renders at most `AT_ONCE`
+messages at a time (more are refused at once, holding no thread) and the renderer runs at the
+lowest CPU priority.
 """
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ import resource
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Sequence
 
@@ -23,7 +28,9 @@ SECONDS = 2                   # wall clock for all templates of one message
 CPU_SECONDS = 2
 MEMORY_MB = 256               # more address space than the renderer had when it started
 OUTPUT_CHARS = 1_000_000      # all templates of one message together
+AT_ONCE = 2                   # messages rendered at the same time by one process
 _ROOT = Path(__file__).resolve().parent.parent
+_slots = threading.BoundedSemaphore(AT_ONCE)
 
 
 class TemplateRefused(ValueError):
@@ -32,6 +39,16 @@ class TemplateRefused(ValueError):
 
 def render(templates: Sequence[str], values: dict) -> list[str]:
     """Each template filled with `values`, in a bounded child process."""
+    if not _slots.acquire(blocking=False):
+        raise TemplateRefused("other messages are being checked just now; try again in a few "
+                              "seconds")
+    try:
+        return _render_in_child(templates, values)
+    finally:
+        _slots.release()
+
+
+def _render_in_child(templates: Sequence[str], values: dict) -> list[str]:
     request = json.dumps({"templates": list(templates), "values": values})
     child = subprocess.Popen(
         [sys.executable, "-m", "db.message_templates"], cwd=_ROOT,
@@ -56,6 +73,7 @@ def render(templates: Sequence[str], values: dict) -> list[str]:
 
 def _render_here() -> None:
     """The child: limits first, then the request from stdin, the answer to stdout."""
+    os.nice(19)
     _limit(resource.RLIMIT_CPU, CPU_SECONDS)
     _limit(resource.RLIMIT_AS, _address_space() + MEMORY_MB * 1024 * 1024)
     from jinja2 import StrictUndefined, TemplateError

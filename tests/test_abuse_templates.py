@@ -5,13 +5,14 @@ process; one that is harmless at save and explodes at send fails only its own se
 another report due at the same moment still goes out."""
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
 
 from db.message_templates import SECONDS, TemplateRefused, render
-from tests.test_reports import (DUE, boss, due_at, new_report, post_report, saved_filter,  # noqa: F401
-                                sends, site, smtp)
+from tests.test_reports import (DUE, PREFIX, boss, due_at, new_report, post_report,  # noqa: F401
+                                saved_filter, sends, site, smtp)
 
 ATTACKS = [
     ("{% for i in range(100000) %}{% for j in range(1000) %}{% endfor %}{% endfor %}",
@@ -77,3 +78,27 @@ def test_a_template_that_explodes_at_send_fails_only_its_own_send(site, smtp, bo
     assert sends(site, fine)[-1]["status"] == "sent"
     failed = sends(site, bomb)[-1]
     assert failed["status"] == "failed" and "too long" in failed["error"]
+
+
+def test_sixteen_hostile_saves_at_once_hold_no_one_else_up(site, boss):  # noqa: F811
+    """At most two messages render at once per process (more are refused at once), so sixteen
+    attackers cannot take the web server's threads or CPU from another user's page."""
+    filter_id = saved_filter(boss, "Crowd", "period=today")
+    answers: list[int] = []
+
+    def attack(n: int) -> None:
+        status, _, _ = post_report(boss, name=f"Crowd {n}", filter=filter_id, body=ATTACKS[0][0])
+        answers.append(status)
+
+    threads = [threading.Thread(target=attack, args=(n,)) for n in range(16)]
+    for thread in threads:
+        thread.start()
+    slowest = 0.0
+    while any(thread.is_alive() for thread in threads):
+        started = time.monotonic()
+        assert boss.request(PREFIX + "?period=today")[0] == 200
+        slowest = max(slowest, time.monotonic() - started)
+    for thread in threads:
+        thread.join()
+    assert answers == [400] * 16
+    assert slowest < 1.0
