@@ -24,8 +24,8 @@ from web.api import visible_call
 from web.auth import check_csrf
 from web.context import mirror, request_filter, user_db, user_prefs
 from web.exports import PAGE_COLUMNS, chosen_columns
-from web.i18n import LANGUAGES
-from web.present import page_url
+from web.i18n import LANGUAGES, say_error
+from web.present import page_url, user_language
 from web.recordings import recording_available
 
 history = Blueprint("history", __name__)
@@ -86,7 +86,8 @@ def page():
         rows, next_cursor = _rows(flt, request.args.get("cursor"))
     except QueryError as error:
         # The whole page, with the fields as typed and what is wrong beside them; no calls.
-        return _page(typed_params(request.args), error=str(error)), 400
+        return _page(typed_params(request.args),
+                     error=say_error(str(error), user_language())), 400
     return _page(params, counts=counts, rows=rows, next_cursor=next_cursor, restored=restored)
 
 

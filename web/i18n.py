@@ -3,6 +3,8 @@ looked up here; the language follows the user's choice, else the admin shell's (
 user's language), else the browser's."""
 from __future__ import annotations
 
+import re
+
 LANGUAGES = {"en": "English", "ru": "Русский"}
 
 # The call statuses: in Russian the PBX's own wording (the module's manual: "ok" for an
@@ -173,3 +175,40 @@ def translator(language: str):
     if language == "ru":
         return lambda text: RUSSIAN.get(text, text)
     return lambda text: text
+
+
+# What a filter says is wrong with it (`db.queries.QueryError`), as the page shows it in Russian:
+# the English sentence's pattern and its Russian wording (the values typed are kept as typed).
+_RUSSIAN_ERRORS = tuple((re.compile(pattern), russian) for pattern, russian in (
+    (r"the period is empty: 'to' must be after 'from'",
+     "период пуст: дата «по» должна быть позже даты «с»"),
+    (r"the period is too long: at most (\d+) days on this page; choose a shorter one",
+     "период слишком длинный: на этой странице не больше {0} дней; выберите период короче"),
+    (r"search (.*): type at least (\d+) digits of a number or \d+ letters of a name",
+     "поиск {0}: введите не меньше {1} цифр номера или {1} букв имени"),
+    (r"search (.*): (\w+): takes digits .*",
+     "поиск {0}: после «{1}:» нужны цифры (номер или его часть)"),
+    (r"nothing after '(\w+):'", "после «{0}:» ничего не указано"),
+    (r"min_talk must be a whole number from ([\d,]+) to ([\d,]+), not (.*)",
+     "«Разговор от» — целое число секунд от {0} до {1}, а не {2}"),
+    (r"(\w+) must be a whole number from ([\d,]+) to ([\d,]+), not (.*)",
+     "{0}: нужно целое число от {1} до {2}, а не {3}"),
+    (r"bad date (.*): use YYYY-MM-DD or YYYY-MM-DDTHH:MM\[:SS\]",
+     "неверная дата {0}: используйте ГГГГ-ММ-ДД или ГГГГ-ММ-ДДTЧЧ:ММ[:СС]"),
+    (r"bad date (.*): a year from (\d+) to (\d+)", "неверная дата {0}: год от {1} до {2}"),
+    (r"give either a period or from/to, not both",
+     "укажите либо период, либо даты «с» и «по», но не то и другое"),
+    (r"unknown employee group (.*)", "нет такой группы сотрудников: {0}"),
+    (r"unknown (\w+) (.*); use one of: (.*)", "неизвестное значение {1} ({0}); допустимо: {2}"),
+    (r"unknown parameter (.*); use: (.*)", "неизвестный параметр {0}; допустимы: {1}"),
+))
+
+
+def say_error(message: str, language: str) -> str:
+    """A filter's error message in the page's language (English as it is raised)."""
+    if language == "ru":
+        for pattern, russian in _RUSSIAN_ERRORS:
+            found = pattern.fullmatch(message)
+            if found:
+                return russian.format(*found.groups())
+    return message
