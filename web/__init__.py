@@ -21,6 +21,7 @@ from web import auth, licensing, present
 from web.api import api
 from web.download import download
 from web.history import history
+from web.i18n import say_error
 from web.jobs import ExportJobs
 from web.recordings import recordings
 from web.reports import reports
@@ -144,5 +145,6 @@ def _error(status: int, title: str, message: str):
                   and request.endpoint not in ("history.more_rows", "history.events",
                                                "history.details"))
     if wants_page or (request.blueprint in ("history", "reports") and request.method == "POST"):
-        return render_template("message.html", title=title, message=message), status
+        return render_template("message.html", title=title,
+                               message=say_error(message, present.user_language())), status
     return jsonify(error=message), status
