@@ -264,3 +264,17 @@ def test_a_sync_that_finds_no_timezone_says_so(tmp_path):
                       env={**os.environ, "TZ": ""})
     assert done.returncode == 0
     assert "no PBX timezone found" in done.stderr and len(done.stderr.splitlines()) == 1
+
+
+def test_a_worker_follows_how_the_mirror_matches_numbers_without_a_restart(site, pbx):
+    """Searches match numbers by as many trailing digits as the mirror was built with (its sync
+    state), read at each request, not as the worker found it at start (the caller is
+    +79161234567: its last 7 digits are in +7 999 123 45 67, its last 9 are not)."""
+    pbx.sync()
+    admin = site["admin"]
+    assert admin.calls(PREFIX, **DAY, number="+7 999 123 45 67") == []
+    with sqlite3.connect(pbx.module_db) as conn:        # as a sync with 7 match digits leaves it
+        conn.execute("UPDATE sync_state SET value = '7' WHERE key = 'number_match_digits'")
+    conn.close()
+    assert [c["linkedid"] for c in admin.calls(PREFIX, **DAY, number="+7 999 123 45 67")] == [
+        pbx.linkedid]

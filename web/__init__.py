@@ -37,13 +37,13 @@ def create_app(settings: Settings, *, standin_accounts: dict | None = None) -> F
     app = Flask(__name__, static_folder=str(STATIC), static_url_path=f"{prefix}/static")
     app.url_map.converters["int"] = RowId
     try:
-        user_db, db, state = _open_mirror(settings["module.db"])
+        user_db, db = _open_mirror(settings["module.db"])
         unavailable = None
     except ModuleDbError as exc:
         # Served all the same, every page saying why (503): a web worker that exits would
         # only be restarted by the PBX in a loop. Its workers are restarted once it is fixed.
         log.error("%s", exc)
-        user_db, db, state, unavailable = None, None, {}, str(exc)
+        user_db, db, unavailable = None, None, str(exc)
     token = settings["web.proxy_token"]
     # The PBX's timezone as it is at each request, not as the mirror had it at start.
     zone = PbxZone.of(settings, lambda: sync_state(db).get("timezone") if db else None)
@@ -51,7 +51,7 @@ def create_app(settings: Settings, *, standin_accounts: dict | None = None) -> F
     app.config.update(
         EXTCDR_DB=db, EXTCDR_USER_DB=user_db, EXTCDR_DB_UNAVAILABLE=unavailable,
         EXTCDR_ZONE=zone,
-        EXTCDR_MATCH_DIGITS=int(state.get("number_match_digits", 9)),
+        EXTCDR_MATCH_DIGITS=settings["calls.number_match_digits"],     # until the first sync
         EXTCDR_PROXY_TOKEN=token,
         EXTCDR_STANDIN=standin_accounts is not None,
         EXTCDR_RECORDINGS_ROOT=settings["pbx.recordings_root"],
@@ -106,8 +106,8 @@ def create_app(settings: Settings, *, standin_accounts: dict | None = None) -> F
 
 
 def _open_mirror(path):
-    """module.db for the users' tables (migrated here), for reading calls, and its sync state;
-    ModuleDbError when it cannot be used."""
+    """module.db for the users' tables (migrated here) and for reading calls, once it was
+    found readable; ModuleDbError when it cannot be used."""
     user_db = open_module_db(path)
     try:
         db = open_module_db(path, readonly=True)
@@ -115,7 +115,8 @@ def _open_mirror(path):
         user_db.close()
         raise
     try:
-        return user_db, db, sync_state(db)
+        sync_state(db)
+        return user_db, db
     except (sqlite3.DatabaseError, peewee.DatabaseError) as exc:
         user_db.close()
         db.close()

@@ -6,6 +6,7 @@ import time
 
 from flask import current_app, g
 
+from db.models import SyncState
 from db.queries import CallFilter, call_filter
 from db.userdata import user_settings
 
@@ -34,8 +35,16 @@ def clock():
     return g.clock
 
 
+def match_digits() -> int:
+    """The trailing digits that identify a number, as the mirror was built (its sync state),
+    read at each request: a worker started before the first sync, or before the setting
+    changed, follows it. Until the first sync: the `calls.number_match_digits` setting."""
+    found = SyncState.select(SyncState.value).where(
+        SyncState.key == "number_match_digits").bind(mirror()).scalar()
+    return int(found) if found else current_app.config["EXTCDR_MATCH_DIGITS"]
+
+
 def request_filter(params: dict[str, str]) -> CallFilter:
     """The filter of the page or API parameters, limited to the calls this user may see."""
-    return call_filter(params, clock(), time.time(),
-                       number_match_digits=current_app.config["EXTCDR_MATCH_DIGITS"],
+    return call_filter(params, clock(), time.time(), number_match_digits=match_digits(),
                        visible_to=g.user.visible_to)

@@ -35,7 +35,7 @@ from zoneinfo import ZoneInfo
 
 from daemon import demo
 from daemon.settings import load
-from db.queries import TABS, call_filter, period_bounds, tab_counts
+from db.queries import TABS, call_filter, period_bounds, sync_state, tab_counts
 from web import create_app
 from web.standin import load_users
 
@@ -297,7 +297,8 @@ def selected(app, params: dict[str, str], user: str) -> int:
 def filter_of(app, params: dict[str, str], user: str):
     """The filter the app builds for these parameters and this user."""
     return call_filter(params, app.config["EXTCDR_ZONE"].clock(), time.time(),
-                       number_match_digits=app.config["EXTCDR_MATCH_DIGITS"],
+                       number_match_digits=int(sync_state(app.config["EXTCDR_DB"]).get(
+                           "number_match_digits", 9)),
                        visible_to=OPERATOR_EXTENSIONS if user == OPERATOR else None)
 
 
