@@ -6,6 +6,7 @@ import json
 import re
 import shutil
 import threading
+import time
 import urllib.parse
 
 import pytest
@@ -387,4 +388,11 @@ def test_live_updates_stream_new_calls_of_the_filter_and_the_counters(site, boss
     assert update["counts"]["all"] == all_before + 1
     row = next(c for c in update["calls"] if c["linkedid"] == linkedid)["html"]
     assert "74951110099" in row and 'class="call ' in row
+    # A commit that changes nothing this page shows (a user's saved filter) sends nothing.
+    sent = len(events)
+    for n in range(2):
+        assert boss.request(PREFIX + "filters", {"name": f"Quiet {n}", "query": "period=today",
+                                                 "csrf_token": csrf_of(body)})[0] == 302
+    time.sleep(2)
+    assert len(events) == sent
     stream.close()

@@ -143,7 +143,7 @@ def events():
     left = request.environ.get("waitress.client_disconnected", lambda: False)
 
     def stream():
-        newest, seen, sent_counts, sent_now = after, _recent(flt), None, None
+        newest, seen, sent_counts, sent_live = after, _recent(flt), None, None
         version, deadline, quiet = None, time.monotonic() + LIVE_SECONDS, time.monotonic()
         yield "retry: 2000\n\n"
         while time.monotonic() < deadline and not left():
@@ -157,18 +157,17 @@ def events():
                 gone = _gone(seen, recent)
                 seen = recent
                 counts = tab_counts(flt, mirror())
-                now = render_template("history/now.html",
-                                      live=calls_in_progress(mirror(), g.user.visible_to))
-                if fresh or gone or counts != sent_counts or now != sent_now:
+                live = calls_in_progress(mirror(), g.user.visible_to)
+                if fresh or gone or counts != sent_counts or live != sent_live:
                     newest = max([newest] + [row["id"] for row in fresh])
                     payload = {"counts": counts, "gone": gone, "calls": [
                         {"linkedid": row["linkedid"], "start": row["start_ms"], "id": row["id"],
                          "html": render_template("history/rows.html", rows=[row],
                                                  columns=columns, params=params, names=names)}
                         for row in fresh]}
-                    if now != sent_now:
-                        payload["now"] = now
-                    sent_counts, sent_now = counts, now
+                    if live != sent_live:
+                        payload["now"] = render_template("history/now.html", live=live)
+                    sent_counts, sent_live = counts, live
                     quiet = time.monotonic()
                     yield f"id: {newest}\ndata: {json.dumps(payload)}\n\n"
             if time.monotonic() - quiet > LIVE_KEEPALIVE:
