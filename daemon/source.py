@@ -239,30 +239,26 @@ def read_pbx_web_address(path: str | Path) -> str | None:
             return None
         columns = {row[1] for row in conn.execute("PRAGMA table_info(m_LanInterfaces)")}
         wanted = [c for c in ("exthostname", "extipaddr", "ipaddr") if c in columns]
+        enabled = "WHERE coalesce(disabled, '0') != '1'" if "disabled" in columns else ""
         order = "internet = '1' DESC, id" if "internet" in columns else "id"
-        host = None
-        for row in conn.execute(f"SELECT {', '.join(wanted) or 'NULL'} FROM m_LanInterfaces "
-                                f"WHERE coalesce(disabled, '0') != '1' ORDER BY {order}"
-                                if "disabled" in columns else
-                                f"SELECT {', '.join(wanted) or 'NULL'} FROM m_LanInterfaces "
-                                f"ORDER BY {order}"):
-            host = next((value.split(":")[0] for value in row if value), None)
-            if host:
-                break
-        port = None
-        if "m_PbxSettings" in tables:
-            found = conn.execute(
-                "SELECT value FROM m_PbxSettings WHERE key = 'WEBHTTPSPort'").fetchone()
-            port = found[0] if found and found[0] else None
+        host = next((value.split(":")[0] for row in conn.execute(
+            f"SELECT {', '.join(wanted) or 'NULL'} FROM m_LanInterfaces {enabled} ORDER BY {order}")
+            for value in row if value), None)
+        port = _pbx_setting(conn, tables, "WEBHTTPSPort")
     if not host:
         return None
     return f"https://{host}" + (f":{port}" if port and str(port) != "443" else "")
 
 
 def _timezone(conn, tables) -> str | None:
+    return _pbx_setting(conn, tables, "PBXTimezone")
+
+
+def _pbx_setting(conn, tables, key: str) -> str | None:
+    """A value of `m_PbxSettings`; None when it is missing or empty."""
     if "m_PbxSettings" not in tables:
         return None
-    row = conn.execute("SELECT value FROM m_PbxSettings WHERE key = 'PBXTimezone'").fetchone()
+    row = conn.execute("SELECT value FROM m_PbxSettings WHERE key = ?", (key,)).fetchone()
     return row[0] if row and row[0] else None
 
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 
-from peewee import SqliteDatabase
-
 import json
+
+from peewee import SqliteDatabase
 
 from daemon.calls import Call, CallbackFacts, CallbackLinks, Leg
 from daemon.live import LiveCall
@@ -95,9 +95,7 @@ class Store:
             f"ON CONFLICT (uniqueid) DO UPDATE SET "
             + ", ".join(f"{c} = excluded.{c}" for c in LEG_COLUMNS if c != "uniqueid"))
         if before:
-            conn.execute(f"DELETE FROM call_employee WHERE call_id IN ({replaced})")
-            conn.execute(f"DELETE FROM call_number WHERE rowid IN ({replaced})")
-            conn.execute(f"DELETE FROM call_name WHERE rowid IN ({replaced})")
+            self._forget_indexes(replaced)
         call_cols = ", ".join(CALL_COLUMNS)
         conn.execute(
             f"INSERT INTO call ({call_cols}) SELECT {call_cols} FROM {schema}.call WHERE true "
@@ -113,6 +111,13 @@ class Store:
         conn.execute("INSERT INTO call_name (rowid, names) " + CALL_NAMES.format(
             calls=f"linkedid IN (SELECT linkedid FROM {schema}.call)"))
         return before
+
+    def _forget_indexes(self, call_ids: str, params=()) -> None:
+        """Remove what indexes these calls (`call_ids`: SQL giving their ids) by employee,
+        number and name, before they are written again or removed."""
+        self.conn.execute(f"DELETE FROM call_employee WHERE call_id IN ({call_ids})", params)
+        for table in ("call_number", "call_name"):
+            self.conn.execute(f"DELETE FROM {table} WHERE rowid IN ({call_ids})", params)
 
     # --- calls in progress --------------------------------------------------------------------
 
@@ -137,9 +142,7 @@ class Store:
                 continue
             ids = [row[0] for row in found]
             id_marks = ",".join("?" * len(ids))
-            self.conn.execute(f"DELETE FROM call_employee WHERE call_id IN ({id_marks})", ids)
-            for table in ("call_number", "call_name"):
-                self.conn.execute(f"DELETE FROM {table} WHERE rowid IN ({id_marks})", ids)
+            self._forget_indexes(id_marks, ids)
             self.conn.execute(f"DELETE FROM call WHERE id IN ({id_marks})", ids)
             spans += [tuple(row[1:]) for row in found]
         return spans
