@@ -546,9 +546,11 @@ def cmd_web(args) -> int:
         raise CliError(f"web.listen {settings['web.listen']!r}: use HOST:PORT")
     _setup_logging(settings["log.level"], syslog=False)
     print(f"listening on http://{host}:{port}{settings['web.prefix']}", flush=True)
-    # Each open page holds a thread for its live updates (server-sent events).
-    serve(create_app(settings, standin_accounts=accounts), host=host, port=int(port), threads=16,
-          channel_request_lookahead=1,
+    app = create_app(settings, standin_accounts=accounts)
+    if not args.standin:            # nginx's nchan tells open pages that calls changed
+        app.extensions["extcdr_changes"].start()
+    # No thread waits for an open page: requests only (live updates go through nginx).
+    serve(app, host=host, port=int(port), threads=16,
           trusted_proxy="127.0.0.1", trusted_proxy_headers="x-forwarded-for x-forwarded-proto")
     return 0
 
@@ -561,11 +563,15 @@ def cmd_admin_shell(args) -> int:
 
     from waitress import create_server
 
-    from web.standin import create_shell_app, load_users, nginx_config, pbx_nginx_config
+    from web.standin import (NCHAN_MODULE, NCHAN_PACKAGE, create_shell_app, load_users,
+                             nginx_config, pbx_nginx_config)
     nginx = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin")
     if nginx is None:
         raise CliError("nginx is not installed (apt-get install nginx), or use "
                        "`extcdr web --standin`")
+    if not NCHAN_MODULE.exists():
+        raise CliError(f"nginx's nchan module ({NCHAN_MODULE}) is missing, which open pages' "
+                       f"live updates need (apt-get install {NCHAN_PACKAGE})")
     if args.pbx is None and (args.config is None or args.app is None):
         raise CliError("admin-shell: give --pbx, or --config and --app")
     accounts = load_users(args.users)
@@ -580,6 +586,8 @@ def cmd_admin_shell(args) -> int:
         from daemon.supervisor import Supervisor, reload_nginx
         tree = PbxTree.open(args.pbx)
         tree.locations.mkdir(parents=True, exist_ok=True)
+        # Where the PBX's nginx listens, as MikoPBX keeps it (modules reach it on this machine).
+        tree.set_setting("WEBPort", args.listen.rpartition(":")[2])
         supervisor = Supervisor(tree, reload_nginx=lambda: proc and reload_nginx(proc))
         home = "/admin-cabinet/"
         shell = create_server(create_shell_app(accounts, home, pbx=tree, supervisor=supervisor),

@@ -111,6 +111,11 @@ class PbxTree:
             row = conn.execute("SELECT value FROM m_PbxSettings WHERE key = ?", (key,)).fetchone()
         return row[0] if row and row[0] is not None else default
 
+    def set_setting(self, key: str, value: str) -> None:
+        with self.config() as conn:
+            conn.execute("INSERT OR REPLACE INTO m_PbxSettings (key, value) VALUES (?, ?)",
+                         (key, value))
+
     def host_id(self) -> str:
         """This PBX's identity, made once."""
         if not self.host_id_file.exists():

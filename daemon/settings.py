@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import tomllib
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +69,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("web", "proxy_token", str, "",
             "shared with the nginx location: requests without it did not come through the "
             "admin shell and are refused", secret=True),
+    Setting("web", "publish_url", str, "",
+            "nginx's nchan publisher location, where the web process says that calls changed "
+            "(open pages then ask for what changed); empty: http://127.0.0.1:<the PBX's "
+            "WEBPort><prefix>changes/publish; `off`: pages are not updated live"),
     Setting("mail", "host", str, "",
             "SMTP server for mailed reports; empty: the PBX's mail settings (m_PbxSettings). "
             "When set, the [mail] keys replace the PBX's settings"),
@@ -185,6 +190,10 @@ def _convert(key: str, raw: Any) -> Any:
         raise SettingsError(f"setting '{key}' must be at least {setting.minimum}, not {value}")
     if key == "log.level" and value not in _LOG_LEVELS:
         raise SettingsError(f"setting 'log.level' must be one of {', '.join(_LOG_LEVELS)}")
+    if key == "web.publish_url" and value not in ("", "off") and (
+            urlsplit(value).scheme not in ("http", "https") or not urlsplit(value).hostname):
+        raise SettingsError("setting 'web.publish_url' must be an http:// URL of nginx's "
+                            "publisher location, '' or 'off'")
     if key == "mail.encryption" and value not in MAIL_ENCRYPTIONS:
         raise SettingsError(f"setting 'mail.encryption' must be one of "
                             f"{', '.join(MAIL_ENCRYPTIONS)}")

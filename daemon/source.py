@@ -250,6 +250,14 @@ def read_pbx_web_address(path: str | Path) -> str | None:
     return f"https://{host}" + (f":{port}" if port and str(port) != "443" else "")
 
 
+def read_pbx_setting(path: str | Path, key: str) -> str | None:
+    """One value of the PBX's settings (`m_PbxSettings`); None when the config DB does not say."""
+    path = Path(path)
+    with _read_only(path, 1_000) as conn, _pbx_errors(path):
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        return _pbx_setting(conn, tables, key)
+
+
 def _timezone(conn, tables) -> str | None:
     return _pbx_setting(conn, tables, "PBXTimezone")
 

@@ -67,6 +67,14 @@ class Call(Base):
     returned_by = TextField(null=True)
     callback_attempts = IntegerField()
     leg_count = IntegerField()
+    revision = IntegerField(default=0)   # the writer transaction that last wrote it
+
+
+class CallGone(Base):
+    """A call taken back out of `call` (still in progress), until it is written again."""
+    linkedid = TextField(primary_key=True)
+    revision = IntegerField()
+    employees = TextField()        # JSON list: who may be told it went
 
 
 class LiveCall(Base):

@@ -14,8 +14,8 @@ from peewee import SQL, SqliteDatabase, Tuple, fn
 
 from daemon.calls import DIRECTIONS, STATUSES
 from daemon.pbxtime import linkedid_epoch_ms
-from db.models import (Call, CallEmployee, CallName, CallNumber, Employee, GroupMember, Leg,
-                       LiveCall, SyncState)
+from db.models import (Call, CallEmployee, CallGone, CallName, CallNumber, Employee,
+                       GroupMember, Leg, LiveCall, SyncState)
 
 LIST_FIELDS = ("missed_by", "transferred_to", "employees", "recordings")
 
@@ -431,6 +431,42 @@ def calls_in_progress(db: SqliteDatabase, visible_to: list[str] | None = None) -
         if visible_to is None or set(visible_to) & set(row["employees"]):
             rows.append(row)
     return rows
+
+
+CHANGES_LIMIT = 500     # calls written since a page's revision that it is told of, at most
+
+
+def changes_since(f: CallFilter, revision: int,
+                  db: SqliteDatabase) -> tuple[list[dict], list[str]] | None:
+    """What a page showing filter `f` as of `revision` must change: the calls of the filter
+    written since (new or changed) and the linkedids of the calls it may show that have left
+    the filter since (changed so they no longer match, or taken back out while in progress).
+    Only calls the filter's user may see are named. None when more than CHANGES_LIMIT calls
+    were written since (a page back after a long pause): the page starts afresh."""
+    written = list(Call.select(Call.id, Call.linkedid, Call.employees)
+                   .where(Call.revision > revision).order_by(Call.revision.desc())
+                   .limit(CHANGES_LIMIT + 1).bind(db).tuples())
+    if len(written) > CHANGES_LIMIT:
+        return None
+    taken_out = list(CallGone.select(CallGone.linkedid, CallGone.employees)
+                     .where(CallGone.revision > revision).bind(db).tuples())
+    if not written and not taken_out:
+        return [], []
+    rows = list(call_rows(calls_query(replace(f, after=None, limit=len(written) or 1), db)
+                          .where(Call.id.in_([call_id for call_id, _, _ in written]))))
+    kept = {row["linkedid"] for row in rows}
+    visible = None if f.visible_to is None else set(f.visible_to)
+    gone = [linkedid for linkedid, employees in
+            [(linkedid, employees) for _, linkedid, employees in written] + taken_out
+            if linkedid not in kept and (visible is None or visible & set(json.loads(employees)))]
+    return rows, gone
+
+
+def mirror_revision(db: SqliteDatabase) -> int:
+    """The revision of the mirror's newest change of what pages show (0: none yet)."""
+    value = (SyncState.select(SyncState.value).where(SyncState.key == "revision")
+             .bind(db).scalar())
+    return int(value or 0)
 
 
 def legs_of_call(linkedid: str, db: SqliteDatabase) -> list[dict]:

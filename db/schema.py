@@ -188,6 +188,19 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (
         f"PRAGMA application_id = {APPLICATION_ID}",
     ),
+    # 8: what open pages ask for. Each writer transaction that changes what pages show takes
+    # the next `revision` (sync_state) and stamps the calls it writes; a call taken back out
+    # (found still in progress) leaves `call_gone` until it is written again. A page asks for
+    # the calls stamped after the revision it has (see web.history `updates`).
+    (
+        "ALTER TABLE call ADD COLUMN revision INTEGER NOT NULL DEFAULT 0",
+        "CREATE INDEX call_revision ON call (revision)",
+        """CREATE TABLE call_gone (
+            linkedid TEXT PRIMARY KEY,
+            revision INTEGER NOT NULL,
+            employees TEXT NOT NULL) WITHOUT ROWID""",
+        "CREATE INDEX call_gone_revision ON call_gone (revision)",
+    ),
 )
 
 LATEST = len(MIGRATIONS)

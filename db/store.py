@@ -32,6 +32,7 @@ class Store:
     def __init__(self, db: SqliteDatabase):
         self.db = db
         self.conn = db.connection()
+        self._revision: int | None = None
         if not self.conn.execute(
                 "SELECT 1 FROM pragma_database_list WHERE name = 'scratch'").fetchone():
             for schema in ("scratch", "fixup"):
@@ -44,12 +45,21 @@ class Store:
     def batch(self):
         """One transaction: rows and the sync cursor commit together, or not at all."""
         self.conn.execute("BEGIN IMMEDIATE")
+        self._revision = None
         try:
             yield self
         except BaseException:
             self.conn.execute("ROLLBACK")
             raise
         self.conn.execute("COMMIT")
+
+    def _stamp(self) -> int:
+        """This transaction's revision (taken at its first change of what pages show): the
+        calls it writes carry it, so open pages ask for what changed since theirs."""
+        if self._revision is None:
+            self._revision = int(self.state().get("revision", 0)) + 1
+            self.set_state(revision=self._revision)
+        return self._revision
 
     # --- legs ----------------------------------------------------------------------------------
 
@@ -98,9 +108,11 @@ class Store:
             self._forget_indexes(replaced)
         call_cols = ", ".join(CALL_COLUMNS)
         conn.execute(
-            f"INSERT INTO call ({call_cols}) SELECT {call_cols} FROM {schema}.call WHERE true "
-            f"ON CONFLICT (linkedid) DO UPDATE SET "
-            + ", ".join(f"{c} = excluded.{c}" for c in CALL_COLUMNS if c != "linkedid"))
+            f"INSERT INTO call ({call_cols}, revision) SELECT {call_cols}, ? FROM {schema}.call "
+            f"WHERE true ON CONFLICT (linkedid) DO UPDATE SET "
+            + ", ".join(f"{c} = excluded.{c}" for c in (*CALL_COLUMNS, "revision")
+                        if c != "linkedid"), (self._stamp(),))
+        conn.execute(f"DELETE FROM call_gone WHERE linkedid IN (SELECT linkedid FROM {schema}.call)")
         conn.execute(
             f"INSERT OR IGNORE INTO call_employee (extension, start_ms, call_id) "
             f"SELECT e.extension, e.start_ms, c.id FROM {schema}.employee e "
@@ -143,6 +155,10 @@ class Store:
             ids = [row[0] for row in found]
             id_marks = ",".join("?" * len(ids))
             self._forget_indexes(id_marks, ids)
+            self.conn.execute(
+                f"INSERT OR REPLACE INTO call_gone (linkedid, revision, employees) "
+                f"SELECT linkedid, ?, employees FROM call WHERE id IN ({id_marks})",
+                (self._stamp(), *ids))
             self.conn.execute(f"DELETE FROM call WHERE id IN ({id_marks})", ids)
             spans += [tuple(row[1:]) for row in found]
         return spans
@@ -152,6 +168,7 @@ class Store:
         return {linkedid for (linkedid,) in self.conn.execute("SELECT linkedid FROM live_call")}
 
     def replace_live(self, calls: list[LiveCall]) -> None:
+        self._stamp()
         self.conn.execute("DELETE FROM live_call")
         self.conn.executemany(
             "INSERT INTO live_call (linkedid, start_ms, direction, state, since_ms, src, "
@@ -203,10 +220,13 @@ class Store:
         return out
 
     def update_links(self, changed: dict[str, CallbackLinks]) -> None:
+        if not changed:
+            return
+        revision = self._stamp()
         self.conn.executemany(
-            "UPDATE call SET callback_of = ?, returned_by = ?, callback_attempts = ?, status = ? "
-            "WHERE linkedid = ?",
-            ((l.callback_of, l.returned_by, l.callback_attempts, l.status, linkedid)
+            "UPDATE call SET callback_of = ?, returned_by = ?, callback_attempts = ?, status = ?, "
+            "revision = ? WHERE linkedid = ?",
+            ((l.callback_of, l.returned_by, l.callback_attempts, l.status, revision, linkedid)
              for linkedid, l in changed.items()))
 
     def replace_directory(self, employees: dict[str, str], groups: dict[str, list[str]]) -> None:

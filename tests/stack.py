@@ -4,6 +4,8 @@ waitress on loopback ports. Used by tests/test_nginx.py and tests/test_browser.p
 from __future__ import annotations
 
 import json
+import logging
+import multiprocessing
 import os
 import shutil
 import signal
@@ -20,7 +22,8 @@ from waitress import create_server
 
 from daemon.settings import load
 from web import create_app
-from web.standin import create_shell_app, load_users, nginx_config
+from web.standin import (NCHAN_MODULE, NCHAN_PACKAGE, create_shell_app, load_users,
+                         nginx_config)
 
 PREFIX = "/admin-cabinet/module-extended-cdr/"
 TOKEN = "nginx-only-7f3a9c"
@@ -35,14 +38,23 @@ def required_binary(what: str, candidates: tuple[str, ...], install_hint: str) -
                                             and os.access(candidate, os.X_OK) else None)
         if found:
             return found
+    missing(what, install_hint)
+
+
+def missing(what: str, install_hint: str):
     if os.environ.get("CI") == "true":
         pytest.fail(f"{what} is missing: {install_hint}")
     pytest.skip(f"{what} is not installed")
 
 
 def nginx_binary() -> str:
-    return required_binary("nginx", ("nginx", "/usr/sbin/nginx"),
-                           "./bin/test installs it (apt-get install nginx)")
+    """nginx with the nchan module (live updates), as MikoPBX's nginx is built."""
+    nginx = required_binary("nginx", ("nginx", "/usr/sbin/nginx"),
+                            "./bin/test installs it (apt-get install nginx)")
+    if not NCHAN_MODULE.exists():
+        missing(f"nginx's nchan module ({NCHAN_MODULE})",
+                f"./bin/test installs it (apt-get install {NCHAN_PACKAGE})")
+    return nginx
 
 
 def free_port() -> int:
@@ -53,10 +65,31 @@ def free_port() -> int:
 
 def serve(app, threads: int = 4):
     """A WSGI app on a free loopback port in a daemon thread: (host:port, server)."""
-    server = create_server(app, host=LOOPBACK, port=0, threads=threads,
-                           channel_request_lookahead=1)  # as `extcdr web`: sees left pages
+    server = create_server(app, host=LOOPBACK, port=0, threads=threads)
     threading.Thread(target=server.run, daemon=True).start()
     return f"{LOOPBACK}:{server.effective_port}", server
+
+
+class Apart:
+    """A WSGI app made and served in a forked process of its own, as the PBX runs the module's
+    web process and its login (benchmarks: the server shares no interpreter with the load)."""
+
+    def __init__(self, make_app, threads: int):
+        ready = multiprocessing.get_context("fork").Queue()
+
+        def run():
+            logging.getLogger("waitress.queue").setLevel(logging.ERROR)   # load is the point
+            server = create_server(make_app(), host=LOOPBACK, port=0, threads=threads)
+            ready.put(server.effective_port)
+            server.run()
+
+        self.process = multiprocessing.get_context("fork").Process(target=run, daemon=True)
+        self.process.start()
+        self.address = f"{LOOPBACK}:{ready.get(timeout=60)}"
+
+    def close(self):
+        self.process.terminate()
+        self.process.join(10)
 
 
 def _wait_listening(port: int, proc: subprocess.Popen, log: Path, timeout: float = 10) -> None:
@@ -76,11 +109,12 @@ def _wait_listening(port: int, proc: subprocess.Popen, log: Path, timeout: float
 @contextmanager
 def admin_shell(mirror_path: Path, recordings_root: Path, run_dir: Path,
                 users: Path | list[dict] | None = None, *, proxy_token: str = TOKEN,
-                app_threads: int = 4) -> Iterator[dict]:
+                app_threads: int = 4, apart: bool = False) -> Iterator[dict]:
     """nginx + stand-in shell + module app over `mirror_path` (module.db) and the PBX's
     `recordings_root`; files under `run_dir`. `users`: a users JSON file, a list of user
     entries, or None for the demo users. Yields {"base": nginx URL, "app": the app's own URL
-    (bypassing nginx), "shell": the stand-in's own URL, "prefix", "run_dir"}."""
+    (bypassing nginx), "shell": the stand-in's own URL, "prefix", "run_dir"}. `apart`: the
+    shell and the app each in a process of its own (see Apart)."""
     nginx = nginx_binary()
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -89,16 +123,30 @@ def admin_shell(mirror_path: Path, recordings_root: Path, run_dir: Path,
         users = run_dir / "users.json"
     accounts = load_users(users)
     with ExitStack() as cleanup:
-        shell_addr, shell_server = serve(create_shell_app(accounts, PREFIX))
+        if apart:
+            shell = Apart(lambda: create_shell_app(accounts, PREFIX), threads=4)
+            shell_addr, shell_server = shell.address, shell
+        else:
+            shell_addr, shell_server = serve(create_shell_app(accounts, PREFIX))
         cleanup.callback(shell_server.close)
-        config = run_dir / "extcdr.toml"
-        config.write_text(f'[web]\nproxy_token = "{proxy_token}"\n')
-        app_addr, app_server = serve(create_app(load(config, {
-            "module.db": mirror_path, "pbx.recordings_root": recordings_root})),
-            threads=app_threads)
-        cleanup.callback(app_server.close)
         port = free_port()
         listen = f"{LOOPBACK}:{port}"
+        config = run_dir / "extcdr.toml"
+        config.write_text(f'[web]\nproxy_token = "{proxy_token}"\n'
+                          f'publish_url = "http://{listen}{PREFIX}changes/publish"\n')
+        def make_app():
+            app = create_app(load(config, {
+                "module.db": mirror_path, "pbx.recordings_root": recordings_root}))
+            app.extensions["extcdr_changes"].start()      # as `extcdr web`
+            return app
+        if apart:
+            app_server = Apart(make_app, threads=app_threads)
+            app_addr = app_server.address
+        else:
+            app = make_app()
+            app_addr, app_server = serve(app, threads=app_threads)
+            cleanup.callback(app.extensions["extcdr_changes"].stop)
+        cleanup.callback(app_server.close)
         (run_dir / "nginx.conf").write_text(nginx_config(
             run_dir=run_dir, listen=listen, shell=shell_addr, app=app_addr, prefix=PREFIX,
             proxy_token=proxy_token, recordings_root=recordings_root,

@@ -511,7 +511,7 @@ def test_a_new_call_appears_live_and_not_while_paused(open_as, pbx, mirror):
     watching = open_as("admin")
     control = open_as("admin")        # a second tab that stays live: proof an update went out
     for tab in (watching, control):
-        with tab.page.expect_response(lambda r: "/events?" in r.url):
+        with tab.page.expect_response(lambda r: "/updates?" in r.url):
             tab.open(**PERIOD)
     all_before = watching.count("all")
     assert all_before == len(watching.api(**PERIOD))

@@ -95,7 +95,7 @@ def open_page(browser, stack, user: str, width: int, language: str, **params) ->
     tab.page.set_default_timeout(10_000)
     tab.page.on("pageerror", lambda error: tab.errors.append(str(error)))
     login(tab.page, stack, user, user)
-    with tab.page.expect_response(lambda r: "/events?" in r.url):
+    with tab.page.expect_response(lambda r: "/updates?" in r.url):
         tab.open(**params)
     return tab
 

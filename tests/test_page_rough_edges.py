@@ -143,7 +143,7 @@ def test_bad_filter_input_is_a_400_inside_the_page_with_what_was_typed(stack, pa
     assert '<tr class="call' not in body and "circular label count" not in body
     assert "No calls match" not in body          # the filter was not run: nothing to say about it
     # the page's scripts get JSON with the same message
-    for path in ("rows", "events"):
+    for path in ("rows", "updates"):
         status, headers, reply = page_html(client, path, **params)
         assert status == 400 and headers["Content-Type"].startswith("application/json"), path
         assert message in json.loads(reply)["error"], path

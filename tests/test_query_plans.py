@@ -5,7 +5,8 @@ from db.database import open_module_db
 from peewee import fn
 
 from db.models import Call
-from db.queries import CallFilter, calls_query, tab_counts
+from db import queries
+from db.queries import CallFilter, calls_query, changes_since, mirror_revision, tab_counts
 
 DAY_MS = 86_400_000
 
@@ -99,3 +100,28 @@ def test_several_statuses_scan_one_range_per_status(mirror):
     steps = plan(mirror, statuses=["missed", "answered"])
     assert any("call_status (status=? AND start_ms>? AND start_ms<?)" in s for s in steps)
     no_full_scan(steps)
+
+
+def test_what_open_pages_ask_at_each_change_reads_only_the_calls_written_since(mirror,
+                                                                              monkeypatch):
+    """Every open page asks at every change: by the revision index, never the whole history."""
+    monkeypatch.setattr(queries, "CHANGES_LIMIT", 10_000)   # the demo history came in one write
+    statements = []
+    end = mirror.execute_sql("SELECT max(start_ms) FROM call").fetchone()[0] + 1
+    flt = CallFilter(start_ms=end - 7 * DAY_MS, end_ms=end, limit=50, visible_to=["201"])
+    since = mirror_revision(mirror) - 1
+    conn = mirror.connection()
+    conn.set_trace_callback(statements.append)
+    try:
+        rows, _ = changes_since(flt, since, mirror)
+    finally:
+        conn.set_trace_callback(None)
+    assert rows is not None and len(statements) >= 3, statements
+    for statement in statements:
+        steps = [row[3] for row in mirror.execute_sql("EXPLAIN QUERY PLAN " + statement)]
+        print(statement, steps)
+        no_full_scan(steps)
+        assert not any(s.startswith("SCAN call_gone") for s in steps), steps
+    plans = " ".join(row[3] for statement in statements[:2]
+                     for row in mirror.execute_sql("EXPLAIN QUERY PLAN " + statement))
+    assert "call_revision (revision>?)" in plans and "call_gone_revision (revision>?)" in plans

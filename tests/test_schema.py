@@ -35,13 +35,7 @@ def test_every_older_schema_migrates_to_the_latest(tmp_path, version):
 
 def test_a_mirror_of_schema_1_keeps_its_calls_and_gains_the_users_tables(demo_mirror, tmp_path):
     old = tmp_path / "module.db"
-    source = sqlite3.connect(demo_mirror)
-    source.backup(sqlite3.connect(old))
-    conn = sqlite3.connect(old, isolation_level=None)
-    for table in tables_created(schema.MIGRATIONS[1:]):
-        conn.execute(f"DROP TABLE IF EXISTS {table}")
-    conn.execute("PRAGMA user_version = 1")
-    conn.close()
+    downgraded(demo_mirror, old, 1)
     before = dump(demo_mirror)         # the later steps rebuild the names index as it was
     db = open_module_db(old)
     save_filter(db, "anna", "Missed today", {"period": "today", "tab": "missed"}, default=True)
@@ -51,10 +45,25 @@ def test_a_mirror_of_schema_1_keeps_its_calls_and_gains_the_users_tables(demo_mi
     assert dump(old) == before
 
 
-def tables_created(steps) -> list[str]:
-    """The tables these migration steps create."""
-    return [match for step in steps for statement in step
-            for match in re.findall(r"CREATE (?:VIRTUAL )?TABLE (\w+)", statement)]
+def downgraded(mirror, to, version: int) -> None:
+    """A copy of `mirror` at `to` as a release of schema `version` left it: what the later
+    steps created (tables, indexes, columns) taken away, newest first, its data kept."""
+    sqlite3.connect(mirror).backup(sqlite3.connect(to))
+    conn = sqlite3.connect(to, isolation_level=None)
+    for statement in reversed([s for step in schema.MIGRATIONS[version:] for s in step]):
+        if table := re.match(r"\s*CREATE (?:VIRTUAL )?TABLE (\w+)", statement):
+            conn.execute(f"DROP TABLE IF EXISTS {table[1]}")
+        elif index := re.match(r"\s*CREATE (?:UNIQUE )?INDEX (\w+)", statement):
+            conn.execute(f"DROP INDEX IF EXISTS {index[1]}")
+        elif index := re.match(r"\s*DROP INDEX (\w+)", statement):     # rebuilt: as it was
+            conn.execute(next(s for step in schema.MIGRATIONS[:version] for s in step
+                              if re.match(rf"\s*CREATE (?:UNIQUE )?INDEX {index[1]}\b", s)))
+        elif column := re.match(r"\s*ALTER TABLE (\w+) ADD COLUMN (\w+)", statement):
+            conn.execute(f"ALTER TABLE {column[1]} DROP COLUMN {column[2]}")
+        elif statement.startswith("PRAGMA application_id"):
+            conn.execute("PRAGMA application_id = 0")
+    conn.execute(f"PRAGMA user_version = {version}")
+    conn.close()
 
 
 def test_a_newer_schema_is_refused(tmp_path):

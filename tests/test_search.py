@@ -4,6 +4,7 @@ the page, the API, the CLI and the exports (`db.queries`)."""
 import json
 import shutil
 import sqlite3
+from contextlib import closing
 
 import pytest
 
@@ -136,13 +137,11 @@ def test_a_renamed_employee_is_found_under_the_new_name_after_the_next_sync(
 
 def test_migration_6_indexes_the_names_of_calls_already_mirrored(demo_mirror, tmp_path):
     from db.database import open_module_db
+    from tests.test_schema import downgraded
     old = tmp_path / "module.db"
-    sqlite3.connect(demo_mirror).backup(sqlite3.connect(old))
-    conn = sqlite3.connect(old, isolation_level=None)
-    expected = conn.execute("SELECT rowid, names FROM call_name ORDER BY rowid").fetchall()
-    conn.execute("DROP TABLE call_name")
-    conn.execute("PRAGMA user_version = 5")
-    conn.close()
+    with closing(sqlite3.connect(demo_mirror)) as conn:
+        expected = conn.execute("SELECT rowid, names FROM call_name ORDER BY rowid").fetchall()
+    downgraded(demo_mirror, old, 5)
     open_module_db(old).close()
     conn = sqlite3.connect(old)
     assert conn.execute("SELECT rowid, names FROM call_name ORDER BY rowid").fetchall() == expected

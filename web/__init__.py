@@ -19,6 +19,8 @@ from db.queries import SQLITE_MAX, QueryError, sync_state
 from daemon.licence import LicenceCheck
 from web import auth, licensing, present
 from web.api import api
+from web.changes import ChangePublisher
+from web.coalesce import Coalesced
 from web.download import download
 from web.history import history
 from web.i18n import say_error
@@ -64,7 +66,9 @@ def create_app(settings: Settings, *, standin_accounts: dict | None = None) -> F
         EXTCDR_REPORTS_DIR=reports_dir(settings),
         EXTCDR_LICENCE=LicenceCheck.of(settings),
         EXTCDR_CONFIG_DB=settings["pbx.config_db"],
+        EXTCDR_SHARED=Coalesced(),       # answers many pages ask at once (web.history), by revision
     )
+    app.extensions["extcdr_changes"] = ChangePublisher(db, settings)
     if standin_accounts is not None:
         from web import standin
         standin.install(app, standin_accounts, f"{prefix}/")
@@ -143,7 +147,7 @@ def _error(status: int, title: str, message: str):
     """JSON for the API and for the page's scripts, a readable page for people."""
     wants_page = (request.blueprint in ("history", "download", "reports")
                   and request.method == "GET"
-                  and request.endpoint not in ("history.more_rows", "history.events",
+                  and request.endpoint not in ("history.more_rows", "history.updates",
                                                "history.details"))
     if wants_page or (request.blueprint in ("history", "reports") and request.method == "POST"):
         return render_template("message.html", title=title,

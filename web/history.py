@@ -3,20 +3,20 @@ saved filters, column choice and live updates. Views only gather; `db.queries` f
 templates format."""
 from __future__ import annotations
 
+import hashlib
 import json
-import time
 from dataclasses import replace
 from urllib.parse import parse_qsl
 
-from flask import (Blueprint, Response, abort, g, redirect, render_template, request,
-                   stream_with_context, url_for)
+from flask import (Blueprint, abort, current_app, g, redirect, render_template, request,
+                   url_for)
 from werkzeug.datastructures import MultiDict
 
 from daemon.calls import STATUSES
-from db.models import Call, Employee, GroupMember
+from db.models import Employee, GroupMember
 from db.queries import (DAY_MS, PERIODS, QueryError, TABS, call_rows, calls_in_progress,
-                        calls_query, decode_cursor, encode_cursor, legs_of_call, tab_counts,
-                        whole_number)
+                        calls_query, changes_since, decode_cursor, encode_cursor, legs_of_call,
+                        mirror_revision, tab_counts, whole_number)
 from db.reports import reports_using
 from db.userdata import (UserDataError, default_filter, delete_filter, make_default,
                          save_filter, saved_filters, set_user_setting)
@@ -34,18 +34,13 @@ PAGE = 50
 # The page's own parameters (a subset of db.queries.FILTER_PARAMETERS, plus paging).
 PAGE_PARAMETERS = ("period", "from", "to", "number", "employee", "group", "status", "min_talk",
                    "tab")
-LIVE_SECONDS = 600            # an event stream ends after this; the browser reconnects
-LIVE_CHECK = 0.5              # how often a stream looks for a new commit of the mirror
-LIVE_KEEPALIVE = 15
-RECENT_MS = 3_600_000         # calls this recent may still change (legs arriving late)
-RECENT_LIMIT = 200
 BACKGROUND_FROM = 20_000      # calls: a bigger export is built in the background, with progress
 MAX_PERIOD_DAYS = 366         # the page counts every call of its period: a year at most
 
 
 def page_params(args) -> dict[str, str]:
     """The filter in a query string; repeated values (multi-selects) join with commas."""
-    unknown = [name for name in args if name not in PAGE_PARAMETERS + ("cursor", "after")]
+    unknown = [name for name in args if name not in PAGE_PARAMETERS + ("cursor", "since", "now")]
     if unknown:
         raise QueryError(f"unknown parameter {unknown[0]!r}; use: {', '.join(PAGE_PARAMETERS)}")
     return typed_params(args)
@@ -82,20 +77,23 @@ def page():
             params = restored["params"] if restored else params
         except QueryError:      # a saved filter that no longer opens (a group was removed)
             restored, flt = None, page_filter(params)
-        counts = tab_counts(flt, mirror())
+        revision = mirror_revision(mirror())          # before the reads: nothing is missed
+        counts = counts_at(revision, flt)
         rows, next_cursor = _rows(flt, request.args.get("cursor"))
     except QueryError as error:
         # The whole page, with the fields as typed and what is wrong beside them; no calls.
-        return _page(typed_params(request.args),
+        return _page(typed_params(request.args), revision=0,
                      error=say_error(str(error), user_language())), 400
-    return _page(params, counts=counts, rows=rows, next_cursor=next_cursor, restored=restored)
+    return _page(params, revision=revision, counts=counts, rows=rows, next_cursor=next_cursor,
+                 restored=restored)
 
 
-def _page(params: dict[str, str], *, counts: dict | None = None, rows: list | None = None,
-          next_cursor: str | None = None, restored: dict | None = None,
-          error: str | None = None) -> str:
+def _page(params: dict[str, str], *, revision: int, counts: dict | None = None,
+          rows: list | None = None, next_cursor: str | None = None,
+          restored: dict | None = None, error: str | None = None) -> str:
     names = _employee_names()
     visible = g.user.visible_to
+    live = calls_in_progress(mirror(), visible)
     employees = [(ext, name) for ext, name in sorted(names.items())
                  if visible is None or ext in visible]
     return render_template(
@@ -104,8 +102,8 @@ def _page(params: dict[str, str], *, counts: dict | None = None, rows: list | No
         tabs=TABS, periods=PERIODS, statuses=STATUSES, columns=page_columns(),
         all_columns=PAGE_COLUMNS, employees=employees, groups=_groups(),
         saved=saved_filters(user_db(), g.user.name), restored=restored,
-        names=names, live_after=_newest_call_id(), background_from=BACKGROUND_FROM,
-        live=calls_in_progress(mirror(), visible))
+        names=names, revision=revision, background_from=BACKGROUND_FROM,
+        live=live, now_key=now_key(live))
 
 
 @history.get("/rows")
@@ -129,54 +127,59 @@ def details(linkedid: str):
                            recording_of_leg=recording_of_leg, names=_employee_names())
 
 
-@history.get("/events")
-def events():
-    """Server-sent events: new and changed calls of the current filter, and the counters."""
+@history.get("/updates")
+def updates():
+    """What changed for this page since the revision it shows (nginx told it that calls
+    changed): the new and changed calls of its filter as rows, the calls that left it, the
+    counters, and the calls in progress unless the page shows them already (`now`, their key).
+    Every open page asks at each change, so it reads only the calls written since, and pages
+    asking the same (filter, visibility, role, columns, language) share one answer."""
     params = page_params(request.args)
     flt = page_filter(params)
-    after = whole_number(request.headers.get("Last-Event-ID") or request.args.get("after") or "0",
-                         "after (a call id)")
-    columns = page_columns()
-    names = _employee_names()
-    # waitress (with channel_request_lookahead) tells when the page was left: stop at once,
-    # giving the thread back, instead of finding out at the next write.
-    left = request.environ.get("waitress.client_disconnected", lambda: False)
+    since = whole_number(request.args.get("since") or "0", "since (a revision)")
+    revision = mirror_revision(mirror())              # before the reads: nothing is missed
+    if since > revision:                              # a history started afresh
+        shared_answers().clear()
+        return {"revision": revision, "reload": True}
+    columns, language = page_columns(), user_language()
+    key = ("updates", revision, since, repr(flt), tuple(sorted(params.items())), columns,
+           language, g.user.role, request.args.get("now"))
+    return shared_answers().get(key, lambda: _update(params, flt, since, revision, columns))
 
-    def stream():
-        newest, seen, sent_counts, sent_live = after, _recent(flt), None, None
-        version, deadline, quiet = None, time.monotonic() + LIVE_SECONDS, time.monotonic()
-        yield "retry: 2000\n\n"
-        while time.monotonic() < deadline and not left():
-            current = mirror().execute_sql("PRAGMA data_version").fetchone()[0]
-            if current != version:     # the daemon committed: look for new and changed calls
-                version = current
-                recent = _recent(flt)
-                fresh = _new_calls(flt, newest) + [
-                    row for linkedid, row in recent.items()
-                    if row["id"] <= newest and seen.get(linkedid, row) != row]
-                gone = _gone(seen, recent)
-                seen = recent
-                counts = tab_counts(flt, mirror())
-                live = calls_in_progress(mirror(), g.user.visible_to)
-                if fresh or gone or counts != sent_counts or live != sent_live:
-                    newest = max([newest] + [row["id"] for row in fresh])
-                    payload = {"counts": counts, "gone": gone, "calls": [
-                        {"linkedid": row["linkedid"], "start": row["start_ms"], "id": row["id"],
+
+def _update(params: dict[str, str], flt, since: int, revision: int, columns) -> dict:
+    changes = changes_since(flt, since, mirror()) if since < revision else ([], [])
+    if changes is None:                               # back after a long pause
+        return {"revision": revision, "reload": True}
+    rows, gone = changes
+    names = _employee_names()
+    update = {"revision": revision, "counts": counts_at(revision, flt), "gone": gone,
+              "calls": [{"linkedid": row["linkedid"], "start": row["start_ms"], "id": row["id"],
                          "html": render_template("history/rows.html", rows=[row],
                                                  columns=columns, params=params, names=names)}
-                        for row in fresh]}
-                    if live != sent_live:
-                        payload["now"] = render_template("history/now.html", live=live)
-                    sent_counts, sent_live = counts, live
-                    quiet = time.monotonic()
-                    yield f"id: {newest}\ndata: {json.dumps(payload)}\n\n"
-            if time.monotonic() - quiet > LIVE_KEEPALIVE:
-                quiet = time.monotonic()
-                yield ": keep-alive\n\n"
-            time.sleep(LIVE_CHECK)
+                        for row in rows]}
+    live = calls_in_progress(mirror(), flt.visible_to)
+    key = now_key(live)
+    if request.args.get("now") != key:
+        update["now"] = render_template("history/now.html", live=live, now_key=key)
+    return update
 
-    return Response(stream_with_context(stream()), mimetype="text/event-stream",
-                    headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+def counts_at(revision: int, flt) -> dict[str, int]:
+    """The tab counters of `flt` as of `revision`: one count for all the pages that ask at
+    once with the same filter and visibility (every open page asks when a call is written)."""
+    key = ("counts", revision, repr(replace(flt, tab="all", after=None, limit=None)))
+    return shared_answers().get(key, lambda: tab_counts(flt, mirror()))
+
+
+def shared_answers():
+    return current_app.config["EXTCDR_SHARED"]
+
+
+def now_key(live: list[dict]) -> str:
+    """Names the calls in progress as a page shows them (it sends the key back to be spared
+    an unchanged list)."""
+    return hashlib.sha1(json.dumps(live, sort_keys=True).encode()).hexdigest()[:16]
 
 
 @history.post("/filters")
@@ -243,36 +246,6 @@ def _rows(flt, cursor: str | None) -> tuple[list[dict], str | None]:
     rows = list(call_rows(calls_query(flt, mirror())))
     last = rows[PAGE - 1] if len(rows) > PAGE else None
     return rows[:PAGE], encode_cursor(last["start_ms"], last["id"]) if last else None
-
-
-def _recent(flt) -> dict[str, dict]:
-    """Calls of the filter that began within the last hour (they may still change)."""
-    since = max(flt.start_ms, int(time.time() * 1000) - RECENT_MS)
-    if since >= flt.end_ms:
-        return {}
-    recent = replace(flt, start_ms=since, after=None, limit=RECENT_LIMIT)
-    return {r["linkedid"]: r for r in call_rows(calls_query(recent, mirror()))}
-
-
-def _gone(seen: dict[str, dict], recent: dict[str, dict]) -> list[str]:
-    """Recent calls that left the filter (a missed call returned since, a call found to be
-    still in progress), not those that only grew older than the recent window."""
-    oldest = int(time.time() * 1000) - RECENT_MS
-    if len(recent) >= RECENT_LIMIT:
-        oldest = max(oldest, min(row["start_ms"] for row in recent.values()))
-    return [linkedid for linkedid, row in seen.items()
-            if linkedid not in recent and row["start_ms"] >= oldest]
-
-
-def _new_calls(flt, after_id: int) -> list[dict]:
-    """Calls of the filter added to the mirror after `after_id`, of any age."""
-    newer = replace(flt, after=None, limit=200)
-    query = calls_query(newer, mirror()).where(Call.id > after_id)
-    return list(call_rows(query))
-
-
-def _newest_call_id() -> int:
-    return Call.select(Call.id).order_by(Call.id.desc()).limit(1).bind(mirror()).scalar() or 0
 
 
 def page_columns() -> tuple[str, ...]:

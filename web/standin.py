@@ -19,6 +19,9 @@ from web.auth import (EXTENSIONS_HEADER, LANGUAGE_HEADER, ROLE_HEADER, ROLES, US
 
 standin = Blueprint("standin", __name__)
 NGINX_TEMPLATES = Path(__file__).parent / "nginx"
+# The nginx module MikoPBX's nginx is built with that live updates need (Debian's package).
+NCHAN_MODULE = Path("/usr/lib/nginx/modules/ngx_nchan_module.so")
+NCHAN_PACKAGE = "libnginx-mod-nchan"
 
 DEMO_USERS = (
     {"name": "admin", "password": "admin", "role": "admin", "extensions": []},
@@ -138,7 +141,7 @@ def nginx_config(*, run_dir: Path, listen: str, shell: str, app: str, prefix: st
         recordings_root=Path(recordings_root).resolve())
     return _templates(NGINX_TEMPLATES).get_template("standin-server.conf.j2").render(
         run_dir=run_dir, listen=listen, shell=shell, home=prefix, module_location=location,
-        modules_locations="", user=user)
+        modules_locations="", user=user, nchan_module=NCHAN_MODULE)
 
 
 def pbx_nginx_config(*, run_dir: Path, listen: str, shell: str, modules_locations: Path,
@@ -146,7 +149,7 @@ def pbx_nginx_config(*, run_dir: Path, listen: str, shell: str, modules_location
     """nginx.conf of the stand-in PBX: the shell's pages plus the enabled modules' locations."""
     return _templates(NGINX_TEMPLATES).get_template("standin-server.conf.j2").render(
         run_dir=run_dir, listen=listen, shell=shell, home="/admin-cabinet/", module_location="",
-        modules_locations=f"{modules_locations}/*.conf", user=user)
+        modules_locations=f"{modules_locations}/*.conf", user=user, nchan_module=NCHAN_MODULE)
 
 
 def location_config(templates: Path, settings, *, auth_location: str) -> str:

@@ -114,28 +114,47 @@
       });
   }
 
-  // Live: new and changed calls of this filter arrive as server-sent events.
+  // Live: nginx tells every open page that calls changed (its channel carries only the
+  // history's revision number, no call data); the page then asks `updates` what changed for
+  // its filter and its user since the revision it shows. No server thread waits per page.
   var live = document.getElementById("live");
-  var stream = null;
+  var changes = null, asking = false, askAgain = false;
   live.checked = localStorage.getItem("extcdr-live") !== "off";
   function follow() {
-    if (stream) { stream.close(); stream = null; }
+    if (changes) { changes.close(); changes = null; }
     $(".ui.checkbox.live").toggleClass("paused", !live.checked);
     if (!live.checked || new URLSearchParams(location.search).has("cursor") ||
         "badFilter" in body.dataset) { return; }
-    var query = new URLSearchParams(body.dataset.query);
-    query.set("after", body.dataset.liveAfter);
-    stream = new EventSource(base + "events?" + query);
-    stream.onmessage = function (event) {
-      var update = JSON.parse(event.data);
-      body.dataset.liveAfter = event.lastEventId || body.dataset.liveAfter;
-      (update.gone || []).forEach(function (linkedid) { removeRow(rowOf(linkedid)); });
-      update.calls.forEach(showCall);
-      Object.keys(update.counts).forEach(function (tab) {
-        $(".tabs .tab-" + tab + " .count").text(update.counts[tab]);
-      });
-      if (update.now !== undefined) { showNow(update.now); }
+    changes = new EventSource(base + "changes");
+    changes.onopen = ask;               // (re)connected: what changed while it was not
+    changes.onmessage = function (event) {
+      if (Number(event.data) !== Number(body.dataset.revision)) { ask(); }
     };
+  }
+  function ask() {
+    if (asking) { askAgain = true; return; }
+    asking = true;
+    var query = new URLSearchParams(body.dataset.query), now = document.getElementById("now");
+    query.set("since", body.dataset.revision);
+    if (now) { query.set("now", now.dataset.key); }
+    fetch(base + "updates?" + query, { credentials: "same-origin" })
+      .then(function (reply) { return reply.ok ? reply.json() : null; })
+      .then(function (update) {
+        if (!update) { return; }
+        if (update.reload) { location.reload(); return; }
+        body.dataset.revision = update.revision;
+        update.gone.forEach(function (linkedid) { removeRow(rowOf(linkedid)); });
+        update.calls.forEach(showCall);
+        Object.keys(update.counts).forEach(function (tab) {
+          $(".tabs .tab-" + tab + " .count").text(update.counts[tab]);
+        });
+        if (update.now !== undefined) { showNow(update.now); }
+      })
+      .catch(function () {})            // the next change asks again
+      .finally(function () {
+        asking = false;
+        if (askAgain) { askAgain = false; ask(); }
+      });
   }
   function rowOf(linkedid) {
     return body.querySelector('tr.call[data-linkedid="' + CSS.escape(linkedid) + '"]');
