@@ -464,9 +464,14 @@ def changes_since(f: CallFilter, revision: int,
 
 def mirror_revision(db: SqliteDatabase) -> int:
     """The revision of the mirror's newest change of what pages show (0: none yet)."""
-    value = (SyncState.select(SyncState.value).where(SyncState.key == "revision")
-             .bind(db).scalar())
-    return int(value or 0)
+    return int(state_value(db, "revision") or 0)
+
+
+def state_value(db: SqliteDatabase, key: str) -> str | None:
+    """One value of `sync_state`. Every request and every open page's ask reads some: plain
+    SQL, without building the query each time (a third of a cached ask's time)."""
+    row = db.execute_sql("SELECT value FROM sync_state WHERE key = ?", (key,)).fetchone()
+    return row[0] if row else None
 
 
 def legs_of_call(linkedid: str, db: SqliteDatabase) -> list[dict]:

@@ -73,8 +73,8 @@ def _make_default(db: SqliteDatabase, user: str, filter_id: int) -> None:
 
 
 def user_settings(db: SqliteDatabase, user: str) -> dict[str, str]:
-    return dict(UserSetting.select(UserSetting.key, UserSetting.value)
-                .where(UserSetting.user == user).bind(db).tuples())
+    """Read at every request (columns, language): plain SQL, not a query built each time."""
+    return dict(db.execute_sql("SELECT key, value FROM user_setting WHERE user = ?", (user,)))
 
 
 def set_user_setting(db: SqliteDatabase, user: str, key: str, value: str) -> None:

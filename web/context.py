@@ -6,8 +6,7 @@ import time
 
 from flask import current_app, g
 
-from db.models import SyncState
-from db.queries import CallFilter, call_filter
+from db.queries import CallFilter, call_filter, state_value
 from db.userdata import user_settings
 
 
@@ -39,8 +38,7 @@ def match_digits() -> int:
     """The trailing digits that identify a number, as the mirror was built (its sync state),
     read at each request: a worker started before the first sync, or before the setting
     changed, follows it. Until the first sync: the `calls.number_match_digits` setting."""
-    found = SyncState.select(SyncState.value).where(
-        SyncState.key == "number_match_digits").bind(mirror()).scalar()
+    found = state_value(mirror(), "number_match_digits")
     return int(found) if found else current_app.config["EXTCDR_MATCH_DIGITS"]
 
 

@@ -1,31 +1,33 @@
 """Abuse benchmark: what hostile users cost everyone else.
 
-A demo PBX (`--calls`) is mirrored; its pages are served by the real app on waitress (16
-threads, as `extcdr web`), logged in through the stand-in form. Measured:
+A demo PBX (`--calls`) is mirrored; its pages are served by the real app on waitress (as
+many threads as `extcdr web`), logged in through the stand-in form. Measured:
 
 * **templates** — other users' page p95 while 16 users save report templates that would run
   unbounded (loops of loops, a billion-character string) at once, against the same page idle
   (budget: ≤ 1.5× idle), and how long each refusal took.
 * **pages** — 200 open pages with live updates (subscribed through real nginx and its nchan
   module, each asking `updates` when told, as the page's script does) plus 20 clients paging
-  the JSON API as fast as they are answered, while a new call is written every 2 s (by
-  `extcdr sync --once` in a process of its own): the API's p95 (budget ≤ 100 ms), errors, how
-  long a new call takes from its commit to every open page (budget ≤ 1 s), and how many
-  connections to the app the open pages hold (budget: none). The app (16 threads) and the
-  stand-in login each run in a process of their own, as on a PBX; the load is one asyncio
-  loop. All of it shares this machine's cores.
+  the JSON API (as fast as they are answered, or `--think` ms between pages), while a new
+  call is written every 2 s (synced by a resident process of its own, as the daemon): the API's p95
+  (budget ≤ 100 ms), errors, how long a new call takes from its commit to every open page
+  (budget ≤ 1 s), and how many connections to the app the open pages hold (budget: none). The
+  app (`extcdr web`'s threads) and the stand-in login each run in a process of their own, as
+  on a PBX; the load is one asyncio loop. All of it shares this machine's cores.
 
-Run: ./bin/bench abuse [--calls 20000] [--runs 40] [--pages 200] [--seconds 30] [--only pages]
+Run: ./bin/bench abuse [--calls 20000] [--runs 40] [--pages 200] [--api-clients 20]
+                      [--think 0] [--seconds 30] [--only templates|pages]
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
 import json
+import multiprocessing
+import random
 import re
 import sqlite3
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -37,7 +39,7 @@ from pathlib import Path
 from waitress import create_server
 
 from daemon import demo
-from daemon.cli import main as extcdr
+from daemon.cli import WEB_THREADS, main as extcdr
 from daemon.settings import load
 from tests.mirror import append_rows, pbx_rows
 from tests.stack import admin_shell
@@ -53,6 +55,8 @@ USERS = ([{"name": f"user{i}", "password": f"user{i}", "role": "admin", "extensi
          + [{"name": f"operator{i}", "password": f"operator{i}", "role": "operator",
              "extensions": ["201"]} for i in range(10)])
 NEW_CALL_EVERY = 2.0
+APP_THREADS = WEB_THREADS                    # as `extcdr web`
+ASK_SPREAD = 0.3                             # web/static/extcdr.js ASK_SPREAD
 
 
 def main() -> None:
@@ -61,6 +65,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=40)
     parser.add_argument("--pages", type=int, default=200)
     parser.add_argument("--api-clients", type=int, default=20)
+    parser.add_argument("--think", type=int, default=0, help="ms an API client waits per page")
     parser.add_argument("--seconds", type=int, default=30)
     parser.add_argument("--only", choices=("templates", "pages"))
     args = parser.parse_args()
@@ -73,7 +78,7 @@ def main() -> None:
             app = create_app(load(None, {"module.db": root / "module.db",
                                          "pbx.config_db": root / "pbx" / "mikopbx.db"}),
                              standin_accounts=load_users(root / "users.json"))
-            server = create_server(app, host="127.0.0.1", port=0, threads=16)
+            server = create_server(app, host="127.0.0.1", port=0, threads=APP_THREADS)
             threading.Thread(target=server.run, daemon=True).start()
             try:
                 templates(f"http://127.0.0.1:{server.effective_port}", args.runs)
@@ -81,19 +86,43 @@ def main() -> None:
                 server.close()
         if args.only in (None, "pages"):
             with admin_shell(root / "module.db", root / "pbx" / "monitor", root / "nginx",
-                             root / "users.json", app_threads=16, apart=True) as stack:
+                             root / "users.json", app_threads=APP_THREADS, apart=True) as stack:
                 pages(root, stack, args)
 
 
-def sync(root: Path, process: bool = False) -> None:
-    """`extcdr sync --once`: here, or (while the load runs) in a process of its own, as the
-    daemon is."""
-    argv = ["sync", "--cdr-db", str(root / "pbx" / "cdr.db"), "--pbx-db",
-            str(root / "pbx" / "mikopbx.db"), "--db", str(root / "module.db"), "--once"]
-    if process:
-        subprocess.run([sys.executable, "-m", "daemon.cli", *argv], check=True)
-    else:
-        assert extcdr(argv) == 0
+def sync(root: Path) -> None:
+    assert extcdr(["sync", "--cdr-db", str(root / "pbx" / "cdr.db"), "--pbx-db",
+                   str(root / "pbx" / "mikopbx.db"), "--db", str(root / "module.db"),
+                   "--once"]) == 0
+
+
+class Writer:
+    """The PBX and the daemon: a resident process that, when asked, writes a finished call to
+    the PBX's history and syncs it into the mirror (no interpreter started per call)."""
+
+    def __init__(self, root: Path):
+        context = multiprocessing.get_context("fork")
+        self.pipe, theirs = context.Pipe()
+        self.process = context.Process(target=self._serve, args=(root, theirs), daemon=True)
+        self.process.start()
+
+    @staticmethod
+    def _serve(root: Path, pipe) -> None:
+        cols, rows = pbx_rows(root / "pbx" / "cdr.db")
+        template = dict(zip(cols, rows[-1]))
+        while (n := pipe.recv()) is not None:
+            linkedid = f"mikopbx-{2_000_000_000 + n}.{n}"
+            append_rows(root / "pbx" / "cdr.db", cols, [new_call(cols, template, linkedid, n)])
+            sync(root)
+            pipe.send(linkedid)
+
+    def write(self, n: int) -> str:
+        self.pipe.send(n)
+        return self.pipe.recv()
+
+    def close(self) -> None:
+        self.pipe.send(None)
+        self.process.join(10)
 
 
 class Commits(threading.Thread):
@@ -180,7 +209,8 @@ class OpenPage:
         assert status == 200, body[:200]
         self.revision = int(re.search(r'data-revision="(\d+)"', body).group(1))
         self.now = re.search(r'id="now" data-key="([^"]+)"', body).group(1)
-        self.errors, self.asking, self.again = 0, False, False
+        self.errors, self.reloads, self.asking, self.again = 0, 0, False, False
+        self.tasks: set[asyncio.Task] = set()
 
     async def listen(self, subscribed: asyncio.Event) -> None:
         reader, writer = await asyncio.open_connection(*self.address)
@@ -191,29 +221,44 @@ class OpenPage:
         try:
             while line := await reader.readline():
                 if line.startswith(b"data: ") and int(line[6:]) != self.revision:
-                    asyncio.ensure_future(self.ask())
+                    task = asyncio.ensure_future(self.ask_soon())
+                    self.tasks.add(task)                 # the loop keeps only weak references
+                    task.add_done_callback(self.tasks.discard)
         finally:
             writer.close()
+
+    async def ask_soon(self) -> None:
+        await asyncio.sleep(random.random() * ASK_SPREAD)    # as the page spreads its asks
+        await self.ask()
 
     async def ask(self) -> None:
         if self.asking:
             self.again = True
             return
         self.asking = True
-        while True:
-            status, body = await http_get(
-                self.address, f"{PREFIX}updates?{self.QUERY}&since={self.revision}&now={self.now}",
-                self.cookie)
-            if status != 200:
-                self.errors += 1
-            else:
-                self.apply(json.loads(body))
-            if not self.again:
-                break
-            self.again = False
-        self.asking = False
+        try:
+            while True:
+                status, body = await http_get(
+                    self.address,
+                    f"{PREFIX}updates?{self.QUERY}&since={self.revision}&now={self.now}",
+                    self.cookie)
+                if status != 200:
+                    self.errors += 1
+                else:
+                    self.apply(json.loads(body))
+                if not self.again:
+                    break
+                self.again = False
+        except Exception as exc:                      # counted, and the page asks again later
+            self.errors += 1
+            print(f"a page's ask failed: {exc!r}", file=sys.stderr)
+        finally:
+            self.asking = False
 
     def apply(self, update: dict) -> None:
+        if update.get("reload"):
+            self.reloads += 1
+            return
         self.revision = update["revision"]
         if "now" in update:
             self.now = re.search(r'data-key="([^"]+)"', update["now"]).group(1)
@@ -225,8 +270,8 @@ class OpenPage:
 class ApiClient:
     """An integration paging the JSON API through nginx as fast as it is answered."""
 
-    def __init__(self, user: Browser, address: tuple[str, int], answers: list):
-        self.address, self.answers = address, answers
+    def __init__(self, user: Browser, address: tuple[str, int], answers: list, think_ms: int):
+        self.address, self.answers, self.think = address, answers, think_ms / 1000
         self.cookie = "; ".join(f"{c.name}={c.value}" for c in user.jar)
 
     async def page_through(self, stop: asyncio.Event) -> None:
@@ -238,6 +283,7 @@ class ApiClient:
                                           self.cookie)
             self.answers.append((status, (time.perf_counter() - began) * 1000))
             cursor = json.loads(body).get("next_cursor") if status == 200 else None
+            await asyncio.sleep(self.think)
 
 
 def pages(root: Path, stack: dict, args) -> None:
@@ -247,11 +293,10 @@ def pages(root: Path, stack: dict, args) -> None:
     users = [logged_in(base, entry["name"]) for entry in USERS[-20:]]   # 10 admins, 10 operators
     opened = [OpenPage(users[n % len(users)], address, seen) for n in range(args.pages)]
     api: list[tuple[int, float]] = []
-    clients = [ApiClient(logged_in(base, USERS[n % 17]["name"]), address, api)
+    clients = [ApiClient(logged_in(base, USERS[n % 17]["name"]), address, api, args.think)
                for n in range(args.api_clients)]
     written: dict[str, float] = {}
-    cols, rows = pbx_rows(root / "pbx" / "cdr.db")
-    template = dict(zip(cols, rows[-1]))
+    writer = Writer(root)
     commits = Commits(root / "module.db")
     commits.start()
 
@@ -268,12 +313,13 @@ def pages(root: Path, stack: dict, args) -> None:
         n = 0
         while time.monotonic() < deadline:
             n += 1
-            linkedid = f"mikopbx-{2_000_000_000 + n}.{n}"
-            append_rows(root / "pbx" / "cdr.db", cols, [new_call(cols, template, linkedid, n)])
-            await asyncio.to_thread(sync, root, True)          # the daemon's commit
+            linkedid = await asyncio.to_thread(writer.write, n)
             written[linkedid] = commits.of_call(linkedid)
             await asyncio.sleep(NEW_CALL_EVERY)
-        await asyncio.sleep(2)
+        settle = time.monotonic() + 5         # the last call's asks, or what never comes
+        while time.monotonic() < settle and any(
+                len(seen.get(linkedid, ())) < len(opened) for linkedid in written):
+            await asyncio.sleep(0.1)
         stop.set()
         await asyncio.gather(*paging)
         for task in listening:
@@ -282,10 +328,13 @@ def pages(root: Path, stack: dict, args) -> None:
 
     held = asyncio.run(load())
     commits.stopped.set()
+    writer.close()
     api_ms = [ms for _, ms in api]
     errors = sum(1 for status, _ in api if status != 200) + sum(p.errors for p in opened)
-    print(f"pages: {len(opened)} open pages (20 users), {args.api_clients} API clients, "
-          f"{len(written)} new calls in {args.seconds} s; app threads 16, its own process")
+    print(f"pages: {len(opened)} open pages (20 users), {args.api_clients} API clients "
+          f"({args.think} ms between pages), "
+          f"{len(written)} new calls in {args.seconds} s; app threads {APP_THREADS}, its own "
+          f"process")
     print(f"       API p95 {p95(api_ms):.1f} ms over {len(api_ms)} requests "
           f"(budget <= 100 ms) = {p95(api_ms) / 100:.2f}x; errors {errors}")
     print(f"       connections to the app held by the open pages: {held} (budget 0)")
@@ -294,9 +343,11 @@ def pages(root: Path, stack: dict, args) -> None:
     reach = [max(seen.get(linkedid, {}).values(), default=float("inf")) - at
              for linkedid, at in written.items()]
     missing = sum(len(opened) - len(seen.get(linkedid, {})) for linkedid in written)
+    print("       each new call -> its last page: "
+          + ", ".join(f"{r * 1000:.0f}" for r in reach) + " ms")
     print(f"       new call -> every open page: p50 {statistics.median(reach) * 1000:.0f} ms, "
           f"max {max(reach) * 1000:.0f} ms (budget <= 1000 ms) = {max(reach):.2f}x; "
-          f"page-calls never arrived {missing}")
+          f"page-calls never arrived {missing}; reloads {sum(p.reloads for p in opened)}")
 
 
 def new_call(cols: list[str], template: dict, linkedid: str, n: int) -> tuple:

@@ -128,8 +128,16 @@
     changes = new EventSource(base + "changes");
     changes.onopen = ask;               // (re)connected: what changed while it was not
     changes.onmessage = function (event) {
-      if (Number(event.data) !== Number(body.dataset.revision)) { ask(); }
+      if (Number(event.data) !== Number(body.dataset.revision)) { askSoon(); }
     };
+  }
+  // Every open page is told at the same moment: each asks within ASK_SPREAD ms, so that
+  // two hundred pages do not queue in front of everyone else's requests at once.
+  var ASK_SPREAD = 300, askTimer = null;
+  function askSoon() {
+    if (askTimer === null) {
+      askTimer = setTimeout(function () { askTimer = null; ask(); }, Math.random() * ASK_SPREAD);
+    }
   }
   function ask() {
     if (asking) { askAgain = true; return; }
