@@ -452,8 +452,9 @@ def changes_since(f: CallFilter, revision: int,
                      .where(CallGone.revision > revision).bind(db).tuples())
     if not written and not taken_out:
         return [], []
-    rows = list(call_rows(calls_query(replace(f, after=None, limit=len(written) or 1), db)
-                          .where(Call.id.in_([call_id for call_id, _, _ in written]))))
+    rows = list(call_rows(calls_query(replace(f, after=None, limit=len(written)), db)
+                          .where(Call.id.in_([call_id for call_id, _, _ in written])))
+                ) if written else []
     kept = {row["linkedid"] for row in rows}
     visible = None if f.visible_to is None else set(f.visible_to)
     gone = [linkedid for linkedid, employees in

@@ -40,6 +40,8 @@ def test_file_then_overrides(tmp_path):
     ("[pbx]\ntimezone = 'Mars/Olympus'\n", "must be an IANA timezone"),
     ("[pbx]\ntimezone = 3\n", "setting 'pbx.timezone' must be text"),
     ("[log]\nlevel = 'loud'\n", "must be one of debug, info, warning, error"),
+    ("[web]\npublish_url = 'ftp://127.0.0.1/x'\n", "'web.publish_url' must be an http:// URL"),
+    ("[web]\npublish_url = 'http://'\n", "'web.publish_url' must be an http:// URL"),
     ("port = 1\n", "'port' must be a [section]"),
     ("[ami\nport = 1\n", "not valid TOML"),
 ])

@@ -19,11 +19,12 @@ from peewee import Database
 from daemon.settings import Settings
 from daemon.source import SourceError, read_pbx_setting
 from db.queries import mirror_revision
+from web.auth import TOKEN_HEADER
 
 log = logging.getLogger("extcdr.web")
 
 CHECK_SECONDS = 0.1        # how often the revision is looked at (one indexed row)
-PROXY_TOKEN_HEADER = "X-Extcdr-Proxy-Token"
+RETRY_SECONDS = 2          # while nginx (or the PBX's web port) cannot be reached
 
 
 class ChangePublisher:
@@ -50,7 +51,7 @@ class ChangePublisher:
 
     def _run(self) -> None:
         published = None
-        while not self._stop.wait(CHECK_SECONDS):
+        while not self._stop.wait(RETRY_SECONDS if self._failing else CHECK_SECONDS):
             try:
                 revision = mirror_revision(self.db)
             except Exception as exc:            # a damaged file: the pages say why
@@ -65,7 +66,7 @@ class ChangePublisher:
             return False
         request = urllib.request.Request(
             url, data=str(revision).encode(), method="POST",
-            headers={PROXY_TOKEN_HEADER: self.settings["web.proxy_token"],
+            headers={TOKEN_HEADER: self.settings["web.proxy_token"],
                      "Content-Type": "text/plain"})
         try:
             with urllib.request.urlopen(request, timeout=2) as reply:

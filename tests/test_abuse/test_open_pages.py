@@ -2,7 +2,9 @@
 history's revision, every open page subscribes behind the same access check as the pages and
 asks `updates` what changed for its filter and user. No thread of the app waits for a page."""
 import http.client
+import http.server
 import json
+import logging
 import re
 import shutil
 import socket
@@ -15,10 +17,14 @@ import urllib.request
 import pytest
 
 from daemon.cli import main
+from daemon.settings import load
+from db.database import open_module_db
+from db.queries import mirror_revision
 from tests.conftest import wait_for
 from tests.mirror import append_rows, pbx_rows
-from tests.stack import PREFIX, TOKEN, admin_shell
+from tests.stack import PREFIX, TOKEN, admin_shell, free_port
 from tests.webclient import Browser
+from web.changes import ChangePublisher
 
 PERIOD = {"from": "2024-10-20", "to": "2024-10-28"}
 APP_THREADS = 4
@@ -198,3 +204,41 @@ def test_the_proxy_token_is_what_nginx_publishes_with(site):
         assert reply.status in (201, 202)
     assert wait_for(lambda: "77" in listening.messages, 5)
     listening.close()
+
+
+def test_a_publisher_without_nginx_says_so_once_and_publishes_when_nginx_is_back(site, caplog):
+    """nginx down (a reload, a restart): one warning, no retry storm, and the revision goes out
+    as soon as a publisher location answers again."""
+    port = free_port()
+    settings = load(None, {"module.db": site["db"],
+                           "web.publish_url": f"http://127.0.0.1:{port}/changes/publish"})
+    db = open_module_db(site["db"], readonly=True)
+    publisher = ChangePublisher(db, settings)
+    received: list[bytes] = []
+
+    class Publisher(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            received.append(self.rfile.read(int(self.headers["Content-Length"])))
+            self.send_response(202)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    with caplog.at_level(logging.WARNING, logger="extcdr.web"):
+        publisher.start()
+        try:
+            time.sleep(1.0)
+            warnings = [r for r in caplog.records if "cannot tell open pages" in r.message]
+            assert len(warnings) == 1, [r.message for r in caplog.records]
+            server = http.server.HTTPServer(("127.0.0.1", port), Publisher)
+            threading.Thread(target=server.serve_forever, daemon=True).start()
+            try:
+                assert wait_for(lambda: received, 5), "published once nginx answered"
+                assert received[0] == str(mirror_revision(db)).encode()
+            finally:
+                server.shutdown()
+                server.server_close()
+        finally:
+            publisher.stop()
+            db.close()

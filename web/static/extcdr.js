@@ -118,10 +118,13 @@
   // history's revision number, no call data); the page then asks `updates` what changed for
   // its filter and its user since the revision it shows. No server thread waits per page.
   var live = document.getElementById("live");
-  var changes = null, asking = false, askAgain = false;
+  var changes = null, asking = false, askAgain = false, askTimer = null;
+  var ASK_SPREAD = 300;    // ms: every open page is told at once; each asks within this
   live.checked = localStorage.getItem("extcdr-live") !== "off";
   function follow() {
     if (changes) { changes.close(); changes = null; }
+    clearTimeout(askTimer);
+    askTimer = null;
     $(".ui.checkbox.live").toggleClass("paused", !live.checked);
     if (!live.checked || new URLSearchParams(location.search).has("cursor") ||
         "badFilter" in body.dataset) { return; }
@@ -131,9 +134,7 @@
       if (Number(event.data) !== Number(body.dataset.revision)) { askSoon(); }
     };
   }
-  // Every open page is told at the same moment: each asks within ASK_SPREAD ms, so that
-  // two hundred pages do not queue in front of everyone else's requests at once.
-  var ASK_SPREAD = 300, askTimer = null;
+  // Spread, so that two hundred pages do not queue in front of everyone else's requests.
   function askSoon() {
     if (askTimer === null) {
       askTimer = setTimeout(function () { askTimer = null; ask(); }, Math.random() * ASK_SPREAD);
@@ -148,7 +149,7 @@
     fetch(base + "updates?" + query, { credentials: "same-origin" })
       .then(function (reply) { return reply.ok ? reply.json() : null; })
       .then(function (update) {
-        if (!update) { return; }
+        if (!update || !changes) { return; }    // failed, or paused meanwhile
         if (update.reload) { location.reload(); return; }
         body.dataset.revision = update.revision;
         update.gone.forEach(function (linkedid) { removeRow(rowOf(linkedid)); });
