@@ -46,7 +46,7 @@ from typing import Callable, Iterable, Mapping
 from asterisk.manager import (Manager, ManagerAuthException, ManagerException, ManagerMsg,
                               ManagerSocketException)
 
-from daemon.pbxschema import cdr_column_names
+from pbx.tables import cdr_column_names
 
 Handler = Callable[["Headers"], None]
 

@@ -20,11 +20,12 @@ from pathlib import Path
 from typing import Callable
 
 from daemon import backfill
-from daemon.calls import Leg, calls_of, classify, link_callbacks
-from daemon.live import live_calls
-from daemon.pbxtime import PbxClock
-from daemon.source import CdrReader, CdrSource, PbxConfig, legs_from_rows
-from db.store import Store
+from mirror.calls import Leg, calls_of, classify, link_callbacks
+from mirror.live import live_calls
+from mirror.pbxtime import PbxClock
+from mirror.settings import Settings
+from mirror.store import Store
+from pbx.cdr import CdrReader, CdrSource, PbxConfig, legs_from_rows, read_pbx_config
 
 log = logging.getLogger("extcdr.sync")
 
@@ -38,6 +39,21 @@ class SyncOptions:
     workers: int = min(2, os.cpu_count() or 1)
     # A leg in the PBX's in-progress table longer than this is a leftover (a crash), not a call.
     live_max_age_s: int = 12 * 3600
+
+
+def mirror_sync(settings: Settings, db, clock: PbxClock, *, busy_timeout_ms: int = 1_000,
+                live_legs: Callable[[], list[Leg]] | None = None) -> Sync:
+    """The mirror's writer as the settings make it: the daemon's and `extcdr sync`'s. Without
+    the PBX config DB, numbers of up to `calls.extension_length` digits count as internal."""
+    config_db = settings["pbx.config_db"] if settings["pbx.config_db"].is_file() else None
+    config = read_pbx_config(config_db, settings["pbx.groups_db"],
+                             extension_length=settings["calls.extension_length"],
+                             number_match_digits=settings["calls.number_match_digits"])
+    return Sync(Store(db), CdrSource(settings["pbx.cdr_db"], busy_timeout_ms=busy_timeout_ms),
+                config, clock,
+                SyncOptions(callback_window_s=settings["calls.callback_window"],
+                            batch_rows=settings["sync.batch_rows"]),
+                live_legs=live_legs)
 
 
 @contextmanager

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from daemon import pbxschema
-from daemon.cli import main
+from pbx import tables as pbxschema
+from standin.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -56,14 +56,14 @@ def cli(capsys) -> Cli:
 
 def run_extcdr(*argv, timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
     """`extcdr` as a separate process (for signals, kill -9 and TTY behaviour)."""
-    return subprocess.run([sys.executable, "-m", "daemon.cli", *map(str, argv)], cwd=ROOT,
+    return subprocess.run([sys.executable, "-m", "standin", *map(str, argv)], cwd=ROOT,
                           capture_output=True, text=True, timeout=timeout, **kwargs)
 
 
 @pytest.fixture(scope="session")
 def demo_pbx(tmp_path_factory) -> Path:
     """A generated demo PBX (a few thousand calls of every scenario), shared by the session."""
-    from daemon import demo
+    from standin import demo
     out = tmp_path_factory.mktemp("demo-pbx")
     # Berlin, ending just after the 2024 fall-back: the DST hour is in every arrival test.
     demo.generate(out, 3_000, seed=7, end_day=date(2024, 10, 28), timezone="Europe/Berlin")
@@ -91,7 +91,7 @@ def demo_reference(demo_pbx, tmp_path_factory) -> dict:
 @pytest.fixture(scope="session")
 def archive(tmp_path_factory) -> Path:
     """The module's marketplace archive, built from this tree (`extcdr package`)."""
-    from daemon import package
+    from pbxmodule import package
     out = tmp_path_factory.mktemp("archive") / "ModuleExtendedCDR.zip"
     package.build(out)
     return out

@@ -5,12 +5,12 @@ import random
 import sqlite3
 from pathlib import Path
 
-from daemon import pbxschema
-from daemon.pbxtime import PbxClock
-from daemon.source import CdrSource, read_pbx_config
+from pbx import tables as pbxschema
+from mirror.pbxtime import PbxClock
+from pbx.cdr import CdrSource, read_pbx_config
 from daemon.sync import Sync, SyncOptions
-from db.database import open_module_db
-from db.store import Store
+from mirror.database import open_module_db
+from mirror.store import Store
 
 # Everything a user can see of a mirror; row ids and PBX row ids depend on arrival order.
 _CALL_COLUMNS = """linkedid, start_ms, end_ms, direction, status, reason, answered, src, src_name,

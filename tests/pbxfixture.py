@@ -19,7 +19,7 @@ Table cells:
   channel within a call; `202#2` is employee 202's second channel (a consultation line);
 * an empty cell means "the default"; `''` is an explicit empty string, `NULL` an SQL NULL.
 
-The module under test is driven through its CLI (`daemon.cli.main`) in-process.
+The module under test is driven through its CLI (`cli.main`) in-process.
 """
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from daemon import pbxschema
+from pbx import tables as pbxschema
 
 PROVIDER_ID = "SIP-TRUNK-4B2E1A3C"
 PROVIDER_NAME = "Beeline"
@@ -268,7 +268,7 @@ class Pbx:
 
     def cli(self, *args: str) -> tuple[int, str, str]:
         """Run `extcdr ARGS` in-process: (exit code, stdout, stderr)."""
-        from daemon.cli import main
+        from standin.cli import main
 
         self.capsys.readouterr()
         try:

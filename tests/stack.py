@@ -20,10 +20,10 @@ from typing import Iterator
 import pytest
 from waitress import create_server
 
-from daemon.settings import load
+from mirror.settings import load
 from web import create_app
-from web.standin import (NCHAN_MODULE, NCHAN_PACKAGE, create_shell_app, load_users,
-                         nginx_config)
+from standin.admin_panel import create_shell_app
+from standin.shell import (NCHAN_MODULE, NCHAN_PACKAGE, load_users, nginx_config)
 
 PREFIX = "/admin-cabinet/module-extended-cdr/"
 TOKEN = "nginx-only-7f3a9c"

@@ -21,7 +21,7 @@ import pytest
 from daemon import ami
 from daemon.ami import (AmiLink, Backoff, FrameReader, Headers, cdr_connector_payload,
                         cdr_event_to_row, linkedid_of_event, parse_message)
-from daemon.pbxschema import cdr_column_names
+from pbx.tables import cdr_column_names
 from tests.conftest import wait_for
 
 # pyst2's Manager() calls Thread.setDaemon, deprecated since Python 3.10 and harmless.
@@ -526,7 +526,7 @@ TRANSCRIPTS = Path(__file__).resolve().parent / "transcripts"
 
 @pytest.fixture
 def emulator():
-    from daemon import amiemu
+    from standin import amiemu
     with amiemu.AmiEmulator(username="extcdr", secret="pw", auth_failure_delay=0) as emu:
         yield emu
 

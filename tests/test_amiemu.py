@@ -19,10 +19,10 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from daemon import demo
-from daemon.amiemu import (DEFAULT_BANNER, DEFAULT_SECRET, DEFAULT_USERNAME, AmiEmulator, Faults,
+from standin import demo
+from standin.amiemu import (DEFAULT_BANNER, DEFAULT_SECRET, DEFAULT_USERNAME, AmiEmulator, Faults,
                            call_script, load_transcript, parse_transcript)
-from daemon.pbxschema import cdr_ddl, create
+from pbx.tables import cdr_ddl, create
 
 ROOT = Path(__file__).resolve().parent.parent
 TRANSCRIPTS = sorted((ROOT / "tests" / "transcripts").glob("*.txt"))
@@ -394,7 +394,7 @@ def test_live_traffic_writes_into_a_generated_demo_pbx(tmp_path):
 
 def test_a_live_calls_recording_is_on_disk_as_long_as_its_talk_when_its_leg_moves(
         tmp_path, monkeypatch):
-    from daemon import amiemu
+    from standin import amiemu
     from tests.test_demo_data import mp3_seconds
     moved = []  # (talk, seconds of the file named, read when the row moved; None: no file)
     finish = amiemu.PbxCdrWriter.finish_leg
@@ -557,7 +557,7 @@ def test_pyst2_trap_chan_variable_kills_its_reader(emulator, monkeypatch):
 def test_command_line_serves_and_replays_until_sigterm():
     transcript = ROOT / "tests" / "transcripts" / "asterisk-cdr-manager.txt"
     process = subprocess.Popen(
-        [sys.executable, "-m", "daemon.amiemu", "--listen", "127.0.0.1:0", "--secret", "s3",
+        [sys.executable, "-m", "standin.amiemu", "--listen", "127.0.0.1:0", "--secret", "s3",
          "--calls-per-minute", "0", "--replay", str(transcript), "--speed", "0"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -583,7 +583,7 @@ def test_command_line_rings_a_generated_demo_pbx(tmp_path):
     cdr_db = tmp_path / demo.CDR_DB
     generated = len(pbx_rows(cdr_db, "cdr_general"))
     process = subprocess.Popen(
-        [sys.executable, "-m", "daemon.amiemu", "--listen", "127.0.0.1:0", "--cdr-db", str(cdr_db),
+        [sys.executable, "-m", "standin.amiemu", "--listen", "127.0.0.1:0", "--cdr-db", str(cdr_db),
          "--seed", "4", "--calls-per-minute", "3000", "--speed", "0"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

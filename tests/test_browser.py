@@ -21,10 +21,10 @@ from pathlib import Path
 
 import pytest
 
-from daemon.demo import HOSTILE_NAMES
+from standin.demo import HOSTILE_NAMES
 from tests.mirror import append_rows, sync_once
 from tests.stack import PREFIX, admin_shell, required_binary
-from web.standin import DEMO_USERS
+from standin.shell import DEMO_USERS
 
 try:
     from playwright.sync_api import Error as PlaywrightError

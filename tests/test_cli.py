@@ -5,7 +5,7 @@ import sqlite3
 import pytest
 
 from tests.conftest import run_extcdr, write_cdr_rows
-from web.i18n import STATUS_LABELS
+from i18n import STATUS_LABELS
 
 ANSWERED = dict(start="2024-03-05 10:00:00.100", answer="2024-03-05 10:00:05.000",
                 endtime="2024-03-05 10:01:05.000", src_chan="PJSIP/SIP-TRUNK-1-00000001",
@@ -168,7 +168,7 @@ def test_progress_bar_with_rate_and_eta_on_a_terminal(demo_pbx, tmp_path):
     from tests.conftest import ROOT
     leader, follower = pty.openpty()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "daemon.cli", "sync", "--cdr-db", demo_pbx / "cdr.db",
+        [sys.executable, "-m", "standin", "sync", "--cdr-db", demo_pbx / "cdr.db",
          "--pbx-db", demo_pbx / "mikopbx.db", "--db", tmp_path / "m.db", "--once",
          "--batch-rows", "500"], cwd=ROOT, stdin=follower, stdout=follower, stderr=follower)
     os.close(follower)

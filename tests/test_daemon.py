@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from daemon.runner import Daemon
-from daemon.settings import load
+from daemon.resident import Daemon
+from mirror.settings import load
 from tests.conftest import ROOT, wait_for
 from tests.mirror import append_rows, call_count, dump, pbx_rows, sync_once
 
@@ -111,7 +111,7 @@ def test_module_db_full_loses_nothing(pbx, caplog, tmp_path):
 
 
 def start_daemon(pbx, *extra, config=None):
-    args = [sys.executable, "-m", "daemon.cli", "daemon", "--cdr-db", pbx["cdr"],
+    args = [sys.executable, "-m", "standin", "daemon", "--cdr-db", pbx["cdr"],
             "--pbx-db", pbx["config"], "--db", pbx["db"], "--set", "ami.enabled=false",
             *extra]
     if config:
@@ -138,7 +138,7 @@ def test_sigterm_exits_within_five_seconds_and_a_second_daemon_is_refused(pbx):
     proc = start_daemon(pbx)
     try:
         assert wait_for(lambda: call_count(pbx["db"]) is not None, 10)
-        second = subprocess.run([sys.executable, "-m", "daemon.cli", "daemon", "--cdr-db",
+        second = subprocess.run([sys.executable, "-m", "standin", "daemon", "--cdr-db",
                                  str(pbx["cdr"]), "--db", str(pbx["db"])],
                                 cwd=ROOT, capture_output=True, text=True, timeout=30)
         assert second.returncode != 0
@@ -176,7 +176,7 @@ def test_sighup_reloads_and_a_bad_file_keeps_the_running_settings(pbx, tmp_path)
 
 def test_file_watcher_fires_on_pbx_writes_not_on_our_own_reads(pbx):
     from daemon import watch
-    from daemon.source import CdrSource
+    from pbx.cdr import CdrSource
     append_rows(pbx["cdr"], pbx["cols"], pbx["rows"][:10])
     with CdrSource(pbx["cdr"]).reading() as reader:   # (re)creates the -wal the writer removed
         reader.max_id()

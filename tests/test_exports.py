@@ -18,13 +18,13 @@ import pytest
 from openpyxl import load_workbook
 from waitress import create_server
 
-from daemon.settings import load
+from mirror.settings import load
 from tests.conftest import ROOT, wait_for
 from tests.webclient import Browser
 from web import create_app
-from web.exports import neutralised
-from web.i18n import STATUS_LABELS, translator
-from web.standin import load_users
+from exports.writers import neutralised
+from i18n import STATUS_LABELS, translator
+from standin.shell import StandinLogin
 
 PREFIX = "/admin-cabinet/module-extended-cdr/"
 PERIOD = {"from": "2024-10-20", "to": "2024-10-28"}
@@ -32,7 +32,7 @@ PERIOD = {"from": "2024-10-20", "to": "2024-10-28"}
 
 @pytest.fixture(scope="module")
 def base(demo_mirror, tmp_path_factory):
-    app = create_app(load(None, {"module.db": demo_mirror}), standin_accounts=load_users(None))
+    app = create_app(load(None, {"module.db": demo_mirror}), login=StandinLogin.from_file(None))
     server = create_server(app, host="127.0.0.1", port=0, threads=4)
     threading.Thread(target=server.run, daemon=True).start()
     yield f"http://127.0.0.1:{server.effective_port}"
@@ -212,7 +212,7 @@ def test_pdf_lists_the_calls_with_totals(base, name):
 
 def test_a_pdf_too_long_to_print_is_refused_before_anything_is_sent(base, monkeypatch):
     import sys
-    monkeypatch.setattr(sys.modules["web.exports"], "PDF_LIMIT", 10)
+    monkeypatch.setattr(sys.modules["exports.writers"], "PDF_LIMIT", 10)
     status, _, body = user(base, "admin").request(
         PREFIX + "export?" + urllib.parse.urlencode({"format": "pdf", **PERIOD}))
     assert status == 400 and "at most 10 calls" in body

@@ -14,8 +14,8 @@ import threading
 import pytest
 from waitress import create_server
 
-from daemon.live import ChannelTable
-from daemon.settings import load
+from mirror.live import ChannelTable
+from mirror.settings import load
 from tests.mirror import dump
 from tests.pbxfixture import DID, Pbx
 from tests.test_web_api import PREFIX, TOKEN, get

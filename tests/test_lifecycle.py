@@ -16,10 +16,11 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
-from daemon import package
-from daemon.licence import Grant, LicenceCheck, sign
-from daemon.marketplace import serve as serve_marketplace
-from db import schema
+from pbxmodule import package
+from pbxmodule.licence import Grant, LicenceCheck
+from standin.marketplace_server import sign
+from standin.marketplace_server import serve as serve_marketplace
+from mirror import schema
 from tests.conftest import ROOT
 
 MODULE = "ModuleExtendedCDR"
@@ -41,8 +42,8 @@ def build_variant(work: Path, version: str, schema_edit=None) -> Path:
     description["version"] = version
     (source / "module.json").write_text(json.dumps(description, indent=2, ensure_ascii=False))
     if schema_edit:
-        code = (source / "db" / "schema.py").read_text()
-        (source / "db" / "schema.py").write_text(schema_edit(code))
+        code = (source / "mirror" / "schema.py").read_text()
+        (source / "mirror" / "schema.py").write_text(schema_edit(code))
     out = work / f"{MODULE}-{version}.zip"
     package.build(out, source)
     return out
@@ -119,8 +120,8 @@ def user_data(pbx: Path) -> dict:
 
 
 def save_filter(pbx: Path, name: str, params: dict | None = None) -> int:
-    from db.database import open_module_db
-    from db.userdata import save_filter as save
+    from mirror.database import open_module_db
+    from mirror.userdata import save_filter as save
     db = open_module_db(module_db(pbx))
     try:
         return save(db, "admin", name, params or {"status": "missed"}, default=False)
@@ -130,9 +131,9 @@ def save_filter(pbx: Path, name: str, params: dict | None = None) -> int:
 
 def add_report(pbx: Path) -> int:
     """Admin's daily report of a saved filter; returns its id."""
-    from daemon.pbxtime import PbxClock
-    from db.database import open_module_db
-    from db.reports import Owner, report_form, save_report
+    from mirror.pbxtime import PbxClock
+    from mirror.database import open_module_db
+    from reports.definitions import Owner, report_form, save_report
     filter_id = save_filter(pbx, "Missed calls of Sales", {"status": "missed", "group": "Sales"})
     db = open_module_db(module_db(pbx))
     try:
@@ -160,7 +161,8 @@ def test_install_from_the_built_archive_puts_a_working_module_in_a_fresh_pbx(pbx
     assert f"installed {MODULE} 0.1.0" in out and "disabled until enabled" in out
     installed = pbx / "custom_modules" / MODULE
     assert json.loads((installed / "module.json").read_text())["version"] == "0.1.0"
-    assert (installed / "daemon" / "cli.py").is_file() and not (installed / "tests").exists()
+    assert (installed / "cli" / "__init__.py").is_file() and not (installed / "tests").exists()
+    assert not (installed / "standin").exists()
     with sqlite3.connect(module_db(pbx)) as conn:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == schema.LATEST
     row = registration(pbx)
@@ -174,7 +176,7 @@ def test_install_from_the_built_archive_puts_a_working_module_in_a_fresh_pbx(pbx
     assert registered["sidebar"]["href"] == "/admin-cabinet/module-extended-cdr/"
     assert set(registered["workers"]) == {"daemon", "web"}
     # The installed code runs by itself: the mirror fills with the PBX's calls.
-    done = subprocess.run([sys.executable, "-m", "daemon.cli", "sync", "--cdr-db", pbx / "cdr.db",
+    done = subprocess.run([sys.executable, "-m", "standin", "sync", "--cdr-db", pbx / "cdr.db",
                            "--db", module_db(pbx), "--once"], cwd=installed,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
@@ -319,7 +321,7 @@ def test_an_edited_a_copied_and_an_expired_licence_are_rejected(tmp_path, pbx, m
 
 
 def _installed_settings(pbx: Path):
-    from daemon import settings
+    from mirror import settings
     return settings.load(pbx / "custom_modules" / MODULE / "db" / "extcdr.toml")
 
 
@@ -452,7 +454,7 @@ def test_a_failing_migration_leaves_the_old_version_installed_and_working(tmp_pa
     assert (registration(pbx)["version"], registration(pbx)["disabled"]) == ("0.1.0", "0")
     assert not any(p.name.startswith(f".{MODULE}") for p in (pbx / "custom_modules").iterdir())
     # The old version still works: its own code lists the calls from its DB.
-    done = subprocess.run([sys.executable, "-m", "daemon.cli", "calls", "--db", module_db(pbx),
+    done = subprocess.run([sys.executable, "-m", "standin", "calls", "--db", module_db(pbx),
                            "--format", "jsonl", "--from", "2000-01-01"], cwd=installed, capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 0, done.stderr
@@ -466,12 +468,12 @@ def test_without_a_valid_licence_pages_show_activation_or_a_notice_and_the_api_r
     from tests.stack import serve
     from tests.webclient import Browser
     from web import create_app
-    from web.standin import load_users
+    from standin.shell import StandinLogin
     cli("install", "--pbx", pbx, "--archive", archive)
     settings = _installed_settings(pbx)
     prefix = settings["web.prefix"]
     # Served until the test process ends (closing waitress under its loop thread races).
-    address, _ = serve(create_app(settings, standin_accounts=load_users(None)))
+    address, _ = serve(create_app(settings, login=StandinLogin.from_file(None)))
     admin, operator = Browser(f"http://{address}"), Browser(f"http://{address}")
     admin.login("admin", "admin")
     operator.login("operator201", "operator201")
@@ -504,7 +506,7 @@ def test_without_a_valid_licence_pages_show_activation_or_a_notice_and_the_api_r
 
 def test_the_daemon_pauses_without_a_licence_and_catches_up_once_licensed(pbx, archive, cli,
                                                                           caplog):
-    from daemon.runner import Daemon
+    from daemon.resident import Daemon
     cli("install", "--pbx", pbx, "--archive", archive)
     daemon = Daemon(_installed_settings(pbx))
     try:
@@ -539,9 +541,9 @@ def test_a_pbx_that_trusts_no_marketplace_gets_no_unlicensed_install(pbx, archiv
 
 
 def test_mailed_reports_wait_for_the_licence_and_go_once_it_is_back(pbx, archive, cli):
-    from daemon.reports import ReportScheduler
-    from db.database import open_module_db
-    from db.reports import request_send
+    from reports.scheduler import ReportScheduler
+    from mirror.database import open_module_db
+    from mirror.report_rows import request_send
     cli("install", "--pbx", pbx, "--archive", archive)
     report_id = add_report(pbx)
     db = open_module_db(module_db(pbx))

@@ -15,7 +15,7 @@ from datetime import date, timedelta
 import pytest
 from playwright.sync_api import sync_playwright
 
-from daemon.marketplace import serve as serve_marketplace
+from standin.marketplace_server import serve as serve_marketplace
 from tests.conftest import ROOT, wait_for
 from tests.stack import PREFIX, free_port, nginx_binary
 from tests.test_browser import ARTIFACTS, CHROMIUM_ARGS, chromium_binary
@@ -41,7 +41,7 @@ def pbx_shell(tmp_path, archive, cli):
     shutil.copy(market_dir / "endpoint.json", pbx / "marketplace.json")
     port = free_port()
     log = (tmp_path / "shell.log").open("w")
-    shell = subprocess.Popen([sys.executable, "-m", "daemon.cli", "admin-shell", "--pbx", pbx,
+    shell = subprocess.Popen([sys.executable, "-m", "standin", "admin-shell", "--pbx", pbx,
                               "--listen", f"127.0.0.1:{port}", "--run-dir", tmp_path / "nginx"],
                              cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"

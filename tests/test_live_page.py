@@ -20,7 +20,7 @@ from tests.pbxfixture import DID, Pbx
 from tests.stack import PREFIX, admin_shell
 from tests.test_browser import ARTIFACTS, UserPage, chromium_binary, login
 from tests.test_browser import browser  # noqa: F401  (the fixture, on this module's stack)
-from web.standin import DEMO_USERS
+from standin.shell import DEMO_USERS
 
 TZ = "Europe/Moscow"
 

@@ -1,6 +1,7 @@
 """The module as the PBX marketplace takes it: `module.json` with the fields MikoPBX reads, and
 `extcdr package` building a reproducible archive with module.json at its root and nothing of
 the tests, data or virtualenv."""
+import ast
 import configparser
 import hashlib
 import json
@@ -41,16 +42,42 @@ def test_the_archive_is_reproducible_and_holds_the_module_only(cli, tmp_path):
         names = archive.namelist()
         assert json.loads(archive.read("module.json")) == DESCRIPTION
         assert archive.testzip() is None
-        assert (archive.getinfo("bin/demo").external_attr >> 16) & 0o111
-    assert {"daemon/cli.py", "web/__init__.py", "db/schema.py", "setup.cfg"} <= set(names)
+        assert (archive.getinfo("bin/extcdr").external_attr >> 16) & 0o111
+    assert {"cli/__init__.py", "daemon/resident.py", "web/__init__.py", "mirror/schema.py",
+            "setup.cfg"} <= set(names)
     # Every page template, script and style the module serves is in it.
     served = {p.relative_to(ROOT).as_posix() for folder in ("web/templates", "web/static",
                                                             "web/nginx")
               for p in (ROOT / folder).rglob("*") if p.is_file()}
     assert served - set(names) == set()
     assert "web/templates/reports/list.html" in names
-    assert not [n for n in names if n.startswith(("tests/", ".venv/", ".demo/", ".git"))
+    assert not [n for n in names if n.startswith(("tests/", "standin/", ".venv/", ".demo/", ".git",
+                                                  "db/", "bin/demo", "bin/test", "bin/bench"))
                 or n.endswith((".db", ".pyc")) or "__pycache__" in n]
+
+
+def test_the_archives_python_imports_nothing_of_the_stand_in(cli, tmp_path):
+    """What a PBX runs must work without the development tree's stand-in PBX: no module of the
+    archive imports `standin`, at the top or inside a function."""
+    out = tmp_path / "m.zip"
+    assert cli("package", "--out", out)[0] == 0
+    with zipfile.ZipFile(out) as archive:
+        sources = {n: archive.read(n).decode() for n in archive.namelist() if n.endswith(".py")}
+        launcher = archive.read("bin/extcdr").decode()
+    assert len(sources) > 40
+    found = []
+    for name, text in sources.items():
+        for node in ast.walk(ast.parse(text, name)):
+            if isinstance(node, ast.Import):
+                modules = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                modules = [node.module or ""]
+            else:
+                continue
+            found += [f"{name}: {m}" for m in modules if m.split(".")[0] == "standin"]
+    assert found == []
+    # The launcher runs the production command line when the stand-in is not beside it.
+    assert 'exec "$VENV/bin/python" -m cli "$@"' in launcher
 
 
 def test_a_missing_folder_is_a_clear_error(cli, tmp_path):

@@ -21,7 +21,7 @@ import pytest
 from tests.stack import PREFIX, admin_shell
 from tests.test_browser import ARTIFACTS, CHROMIUM_ARGS, chromium_binary, login
 from tests.webclient import Browser
-from web.standin import DEMO_USERS
+from standin.shell import DEMO_USERS
 
 from playwright.sync_api import sync_playwright
 

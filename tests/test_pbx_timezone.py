@@ -20,17 +20,17 @@ from aiosmtpd.controller import Controller
 from openpyxl import load_workbook
 from waitress import create_server
 
-from daemon import pbxzone
-from daemon.pbxzone import PbxZone
-from daemon.reports import ReportScheduler
-from daemon.runner import Daemon
-from daemon.settings import load
+from pbx import zone as pbxzone
+from pbx.zone import PbxZone
+from reports.scheduler import ReportScheduler
+from daemon.resident import Daemon
+from mirror.settings import load
 from tests.conftest import run_extcdr
 from tests.pbxfixture import Pbx
 from tests.test_reports import Inbox, due_at, free_port, new_report, saved_filter
 from tests.webclient import Browser
 from web import create_app
-from web.standin import load_users
+from standin.shell import StandinLogin
 
 PREFIX = "/admin-cabinet/module-extended-cdr/"
 DAY = {"from": "2024-03-05", "to": "2024-03-05"}
@@ -66,7 +66,7 @@ def site(pbx):
     """The web worker started on an empty mirror, as on a fresh install: the daemon has not
     synced yet, so the mirror knows no timezone."""
     settings = load(None, {"module.db": pbx.module_db, "pbx.config_db": pbx.pbx_db})
-    app = create_app(settings, standin_accounts=load_users(None))
+    app = create_app(settings, login=StandinLogin.from_file(None))
     server = create_server(app, host="127.0.0.1", port=0, threads=4)
     threading.Thread(target=server.run, daemon=True).start()
     admin = Browser(f"http://127.0.0.1:{server.effective_port}")

@@ -1,7 +1,7 @@
 """Local PBX time strings -> UTC across DST changes."""
 from datetime import datetime, timezone
 
-from daemon.pbxtime import PbxClock, linkedid_epoch_ms
+from mirror.pbxtime import PbxClock, linkedid_epoch_ms
 
 
 def utc_ms(text: str) -> int:

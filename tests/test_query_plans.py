@@ -1,12 +1,12 @@
 """Every filter of the history page is an index range scan in newest-first order."""
 import pytest
 
-from db.database import open_module_db
+from mirror.database import open_module_db
 from peewee import fn
 
-from db.models import Call
-from db import queries
-from db.queries import CallFilter, calls_query, changes_since, mirror_revision, tab_counts
+from mirror.models import Call
+from mirror import queries
+from mirror.queries import CallFilter, calls_query, changes_since, mirror_revision, tab_counts
 
 DAY_MS = 86_400_000
 

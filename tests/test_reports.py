@@ -26,16 +26,16 @@ from aiosmtpd.controller import Controller
 from openpyxl import load_workbook
 from waitress import create_server
 
-from daemon.cli import main
-from daemon.pbxtime import PbxClock
-from daemon.reports import ReportScheduler
-from daemon.settings import load
-from db.reports import ReportError, Timing, check_template, recipients, timing
+from standin.cli import main
+from mirror.pbxtime import PbxClock
+from reports.scheduler import ReportScheduler
+from mirror.settings import load
+from reports.definitions import ReportError, Timing, check_template, recipients, timing
 from tests.conftest import ROOT, wait_for
 from tests.webclient import Browser
 from web import create_app
-from web.i18n import translator
-from web.standin import load_users
+from i18n import translator
+from standin.shell import StandinLogin
 
 PREFIX = "/admin-cabinet/module-extended-cdr/"
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -98,7 +98,7 @@ def site(demo_pbx, smtp, tmp_path_factory):
     users.write_text(json.dumps(USERS))
     settings = load(None, {"module.db": root / "module.db", "pbx.config_db": pbx / "mikopbx.db",
                            "reports.retries": 2, "reports.retry_delay": 1})
-    app = create_app(settings, standin_accounts=load_users(users))
+    app = create_app(settings, login=StandinLogin.from_file(users))
     server = create_server(app, host="127.0.0.1", port=0, threads=6)
     threading.Thread(target=server.run, daemon=True).start()
     scheduler = ReportScheduler(settings)
@@ -488,7 +488,7 @@ def test_a_report_follows_its_owners_extensions_as_the_admin_shell_gives_them(si
     # The admin moves olga to extension 203: her next visit tells the module.
     moved = site["root"] / "moved.json"
     moved.write_text(json.dumps([{**USERS[1], "extensions": ["203"]}]))
-    app = create_app(site["settings"], standin_accounts=load_users(moved))
+    app = create_app(site["settings"], login=StandinLogin.from_file(moved))
     server = create_server(app, host="127.0.0.1", port=0, threads=2)
     threading.Thread(target=server.run, daemon=True).start()
     try:
@@ -516,7 +516,7 @@ def test_the_running_daemon_mails_a_due_report(site, smtp, boss, tmp_path):
     due_at(site, report_id, time.time() - 60)
     pbx = site["pbx"]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "daemon.cli", "daemon", "--cdr-db", str(pbx / "cdr.db"),
+        [sys.executable, "-m", "standin", "daemon", "--cdr-db", str(pbx / "cdr.db"),
          "--pbx-db", str(pbx / "mikopbx.db"), "--db", str(site["db"]),
          "--set", "ami.enabled=false", "--set", "reports.check_interval=0.2"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -571,7 +571,7 @@ def test_an_admin_sees_and_may_delete_everyone_s_reports_others_only_their_own(s
 def test_the_demo_mail_catcher_keeps_each_mail_as_a_file(tmp_path):
     import smtplib
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "daemon.cli", "mail-catcher", "--listen",
+    proc = subprocess.Popen([sys.executable, "-m", "standin", "mail-catcher", "--listen",
                              f"127.0.0.1:{port}", "--out", str(tmp_path / "mail")], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -611,7 +611,7 @@ def test_a_forged_host_header_never_becomes_the_start_of_mailed_links(site, smtp
 
 def test_the_pbx_s_own_web_address_starts_mailed_links(tmp_path):
     """On a PBX, its internet interface's external name and HTTPS port (config DB)."""
-    from daemon.source import read_pbx_web_address
+    from pbx.cdr import read_pbx_web_address
     config = tmp_path / "mikopbx.db"
     with sqlite3.connect(config) as conn:
         conn.execute("CREATE TABLE m_LanInterfaces (id INTEGER PRIMARY KEY, ipaddr TEXT, "

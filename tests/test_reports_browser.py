@@ -12,13 +12,13 @@ import time
 import pytest
 from openpyxl import load_workbook
 
-from daemon.reports import ReportScheduler
-from daemon.settings import load
+from reports.scheduler import ReportScheduler
+from mirror.settings import load
 from tests.mirror import sync_once
 from tests.stack import PREFIX, admin_shell
 from tests.test_browser import ARTIFACTS, CHROMIUM_ARGS, chromium_binary, login
 from tests.test_reports import Inbox, free_port, set_pbx_mail
-from web.standin import DEMO_USERS
+from standin.shell import DEMO_USERS
 
 from aiosmtpd.controller import Controller
 from playwright.sync_api import sync_playwright

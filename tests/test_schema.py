@@ -5,9 +5,9 @@ import sqlite3
 
 import pytest
 
-from db import schema
-from db.database import ModuleDbError, open_module_db
-from db.userdata import default_filter, save_filter, saved_filters
+from mirror import schema
+from mirror.database import ModuleDbError, open_module_db
+from mirror.userdata import default_filter, save_filter, saved_filters
 from tests.mirror import dump
 
 

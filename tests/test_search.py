@@ -1,6 +1,6 @@
 """The search box accepts what the page shows: numbers, a linkedid as the details panel and the
 PBX's journal show it, and names (the caller's, the callee's, the employees'). One filter for
-the page, the API, the CLI and the exports (`db.queries`)."""
+the page, the API, the CLI and the exports (`mirror.queries`)."""
 import json
 import shutil
 import sqlite3
@@ -8,7 +8,7 @@ from contextlib import closing
 
 import pytest
 
-from db.queries import NumberSearch, QueryError, parse_number_search
+from mirror.queries import NumberSearch, QueryError, parse_number_search
 
 PERIOD = ("--from", "2024-09-01", "--to", "2024-10-28")
 
@@ -136,7 +136,7 @@ def test_a_renamed_employee_is_found_under_the_new_name_after_the_next_sync(
 
 
 def test_migration_6_indexes_the_names_of_calls_already_mirrored(demo_mirror, tmp_path):
-    from db.database import open_module_db
+    from mirror.database import open_module_db
     from tests.test_schema import downgraded
     old = tmp_path / "module.db"
     with closing(sqlite3.connect(demo_mirror)) as conn:

@@ -3,8 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from daemon import settings
-from daemon.settings import SettingsError, load
+from mirror import settings
+from mirror.settings import SettingsError, load
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -42,12 +42,12 @@ def _cursor(db) -> int:
 
 
 def test_kill_9_at_random_moments_then_restart_gives_the_clean_mirror(tmp_path):
-    from daemon import demo
+    from standin import demo
     pbx = tmp_path / "pbx"
     demo.generate(pbx, 20_000, seed=99, recordings_limit=0)
 
     def command(db):
-        return [sys.executable, "-m", "daemon.cli",
+        return [sys.executable, "-m", "standin",
                 *map(str, sync_args(pbx, db, "--batch-rows", "200"))]
 
     clean = tmp_path / "clean.db"

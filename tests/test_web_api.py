@@ -9,7 +9,7 @@ import urllib.request
 import pytest
 from waitress import create_server
 
-from daemon.settings import load
+from mirror.settings import load
 from web import create_app
 
 TOKEN = "proxy-secret"

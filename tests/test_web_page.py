@@ -13,13 +13,13 @@ import pytest
 from markupsafe import escape
 from waitress import create_server
 
-from daemon.settings import load
+from mirror.settings import load
 from tests.conftest import wait_for
-from daemon.cli import main
+from standin.cli import main
 from tests.mirror import append_rows, pbx_rows
 from tests.webclient import Browser
 from web import create_app
-from web.standin import load_users
+from standin.shell import StandinLogin
 
 PREFIX = "/admin-cabinet/module-extended-cdr/"
 PERIOD = {"from": "2024-10-20", "to": "2024-10-28"}
@@ -40,7 +40,7 @@ def site(demo_pbx, tmp_path_factory):
         {"name": "olga", "password": "o1ga", "role": "operator", "extensions": ["202"]}]))
     app = create_app(load(None, {"module.db": root / "module.db",
                                  "pbx.recordings_root": pbx / "monitor"}),
-                     standin_accounts=load_users(users))
+                     login=StandinLogin.from_file(users))
     server = create_server(app, host="127.0.0.1", port=0, threads=8)
     threading.Thread(target=server.run, daemon=True).start()
     yield {"base": f"http://127.0.0.1:{server.effective_port}", "pbx": pbx,

@@ -9,11 +9,11 @@ import urllib.request
 import pytest
 from waitress import create_server
 
-from daemon.settings import load
+from mirror.settings import load
 from tests.webclient import Browser
 from web import create_app
 from web.recordings import resolve
-from web.standin import load_users
+from standin.shell import StandinLogin
 
 PREFIX = "/admin-cabinet/module-extended-cdr/"
 WRITTEN_AS = "/storage/usbdisk1/mikopbx/astspool/monitor"
@@ -38,7 +38,7 @@ def test_resolve_keeps_to_the_root(tmp_path):
 @pytest.fixture(scope="module")
 def base(demo_mirror, demo_pbx):
     settings = load(None, {"module.db": demo_mirror, "pbx.recordings_root": demo_pbx / "monitor"})
-    app = create_app(settings, standin_accounts=load_users(None))
+    app = create_app(settings, login=StandinLogin.from_file(None))
     server = create_server(app, host="127.0.0.1", port=0, threads=4)
     threading.Thread(target=server.run, daemon=True).start()
     yield f"http://127.0.0.1:{server.effective_port}"

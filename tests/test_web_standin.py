@@ -10,10 +10,10 @@ import urllib.request
 import pytest
 from waitress import create_server
 
-from daemon.settings import load
+from mirror.settings import load
 from web import create_app
 from tests.webclient import Browser
-from web.standin import UsersFileError, load_users
+from standin.shell import UsersFileError, StandinLogin, load_users
 
 PREFIX = "/admin-cabinet/module-extended-cdr"
 PERIOD = {"from": "2024-10-20", "to": "2024-10-28", "limit": 500}
@@ -25,7 +25,7 @@ def base(demo_mirror, tmp_path_factory):
     users.write_text(json.dumps([
         {"name": "boss", "password": "b0ss", "role": "admin", "extensions": []},
         {"name": "olga", "password": "o1ga", "role": "operator", "extensions": ["202"]}]))
-    app = create_app(load(None, {"module.db": demo_mirror}), standin_accounts=load_users(users))
+    app = create_app(load(None, {"module.db": demo_mirror}), login=StandinLogin.from_file(users))
     server = create_server(app, host="127.0.0.1", port=0, threads=4)
     threading.Thread(target=server.run, daemon=True).start()
     yield f"http://127.0.0.1:{server.effective_port}"

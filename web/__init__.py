@@ -1,4 +1,4 @@
-"""The module's pages and JSON API (Flask): thin views over `db.queries`, behind the PBX admin
+"""The module's pages and JSON API (Flask): thin views over `mirror.queries`, behind the PBX admin
 shell's nginx, which authenticates every request and passes the user in headers."""
 from __future__ import annotations
 
@@ -12,29 +12,29 @@ import peewee
 from flask import Flask, current_app, jsonify, render_template, request
 from werkzeug.routing import IntegerConverter
 
-from daemon.pbxzone import PbxZone
-from daemon.settings import Settings, reports_dir
-from db.database import ModuleDbError, open_module_db, readable_error
-from db.queries import SQLITE_MAX, QueryError, sync_state
-from daemon.licence import LicenceCheck
+from pbx.mirror_context import MirrorContext
+from mirror.settings import Settings, reports_dir
+from mirror.database import ModuleDbError, open_module_db, readable_error
+from mirror.queries import SQLITE_MAX, QueryError, sync_state
+from pbxmodule.licence import LicenceCheck
 from web import auth, licensing, present
 from web.api import api
 from web.changes import ChangePublisher
 from web.coalesce import Coalesced
 from web.download import download
 from web.history import history
-from web.i18n import say_error
+from i18n import say_error
 from web.jobs import ExportJobs
 from web.recordings import recordings
-from web.reports import reports
+from web.report_views import reports
 
 STATIC = Path(__file__).parent / "static"
 log = logging.getLogger("extcdr.web")
 
 
-def create_app(settings: Settings, *, standin_accounts: dict | None = None) -> Flask:
-    """The WSGI app for one mirror; serve it with waitress (`extcdr web`). With
-    `standin_accounts` the admin-shell stand-in (login, session, `auth`) runs in-process."""
+def create_app(settings: Settings, *, login: auth.Login | None = None) -> Flask:
+    """The WSGI app for one mirror; serve it with waitress (`extcdr web`). Users come from
+    the PBX's nginx, or from `login` run in-process (development)."""
     prefix = "/" + settings["web.prefix"].strip("/")
     app = Flask(__name__, static_folder=str(STATIC), static_url_path=f"{prefix}/static")
     app.url_map.converters["int"] = RowId
@@ -48,14 +48,12 @@ def create_app(settings: Settings, *, standin_accounts: dict | None = None) -> F
         user_db, db, unavailable = None, None, str(exc)
     token = settings["web.proxy_token"]
     # The PBX's timezone as it is at each request, not as the mirror had it at start.
-    zone = PbxZone.of(settings, lambda: sync_state(db).get("timezone") if db else None)
-    zone.clock()                                          # logs which timezone times are in
+    context = MirrorContext(settings, db)
+    context.clock()                                       # logs which timezone times are in
     app.config.update(
         EXTCDR_DB=db, EXTCDR_USER_DB=user_db, EXTCDR_DB_UNAVAILABLE=unavailable,
-        EXTCDR_ZONE=zone,
-        EXTCDR_MATCH_DIGITS=settings["calls.number_match_digits"],     # until the first sync
+        EXTCDR_CONTEXT=context,
         EXTCDR_PROXY_TOKEN=token,
-        EXTCDR_STANDIN=standin_accounts is not None,
         EXTCDR_RECORDINGS_ROOT=settings["pbx.recordings_root"],
         EXTCDR_RECORDINGS_WRITTEN_AS=settings["pbx.recordings_written_as"],
         EXTCDR_STATIC=f"{prefix}/static/",
@@ -69,9 +67,9 @@ def create_app(settings: Settings, *, standin_accounts: dict | None = None) -> F
         EXTCDR_SHARED=Coalesced(),       # answers many pages ask at once (web.history), by revision
     )
     app.extensions["extcdr_changes"] = ChangePublisher(db, settings)
-    if standin_accounts is not None:
-        from web import standin
-        standin.install(app, standin_accounts, f"{prefix}/")
+    if login is not None:
+        app.extensions["extcdr_login"] = login
+        login.install(app, f"{prefix}/")
     app.before_request(auth.require_user)
     app.before_request(licensing.gate)
     app.before_request(_database_gate)
@@ -130,7 +128,7 @@ def _open_mirror(path):
 def _database_gate():
     """before_request: a module.db that could not be opened is a 503 saying why."""
     unavailable = current_app.config["EXTCDR_DB_UNAVAILABLE"]
-    if unavailable is None or request.blueprint == "standin" or request.endpoint == "static":
+    if unavailable is None or auth.on_login_page() or request.endpoint == "static":
         return None
     return _error(503, "Call history unavailable", unavailable)
 

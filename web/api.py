@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from flask import Blueprint, abort, g, jsonify, request
 
-from db.queries import (call_rows, calls_in_progress, calls_query, encode_cursor, find_call,
+from mirror.queries import (call_rows, calls_in_progress, calls_query, encode_cursor, find_call,
                         legs_of_call, whole_number)
-from db.records import call_record, iso_time, live_record
+from mirror.records import call_record, iso_time, live_record
 from web.context import clock, mirror, request_filter
 
 api = Blueprint("api_v1", __name__)

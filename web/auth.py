@@ -6,11 +6,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 from dataclasses import dataclass
+from typing import Protocol
 
 from flask import (abort, current_app, g, jsonify, make_response, redirect, render_template,
                    request)
 
-from db import reports as report_data
+from mirror import report_rows as report_data
 
 ROLES = ("admin", "supervisor", "operator")
 USER_HEADER = "X-Extcdr-User"
@@ -39,18 +40,41 @@ class User:
         return self.role != "operator" or bool(set(call["employees"]) & set(self.extensions))
 
 
+class Login(Protocol):
+    """An in-process login for the app (development: the admin-shell stand-in) instead of the
+    PBX's nginx: its own pages in the blueprint `blueprint`, and who is logged in."""
+    blueprint: str
+    login_url: str
+
+    def install(self, app, home: str) -> None:
+        """Add the login's pages to `app`; `home` is where a login leads."""
+
+    def user(self) -> User | None:
+        """The user logged in with this request, if any."""
+
+
+def in_process_login() -> Login | None:
+    return current_app.extensions.get("extcdr_login")
+
+
+def on_login_page() -> bool:
+    """Whether the request is for the in-process login's own pages."""
+    login = in_process_login()
+    return login is not None and request.blueprint == login.blueprint
+
+
 def require_user():
     """before_request: set `g.user`, or answer 401. Behind nginx the user comes from the
-    proxy's headers; with the in-process stand-in shell, only from its session cookie
-    (identity headers are then never believed)."""
-    if request.blueprint == "standin" or request.endpoint in PUBLIC_ENDPOINTS:
+    proxy's headers; with an in-process login, only from that login (identity headers are
+    then never believed)."""
+    if on_login_page() or request.endpoint in PUBLIC_ENDPOINTS:
         return None
-    if current_app.config["EXTCDR_STANDIN"]:
-        from web.standin import session_user
-        g.user = session_user()
+    login = in_process_login()
+    if login is not None:
+        g.user = login.user()
         if g.user is None:
             if request.endpoint == "history.page":
-                return redirect("/login")
+                return redirect(login.login_url)
             return jsonify(error="not authenticated: log in first"), 401
         return None
     expected = current_app.config["EXTCDR_PROXY_TOKEN"]

@@ -1,6 +1,6 @@
 """Tells open pages that calls changed, without holding a thread per page.
 
-One thread per web process watches the history's revision (`db.queries.mirror_revision`: each
+One thread per web process watches the history's revision (`mirror.queries.mirror_revision`: each
 writer transaction that changes what pages show takes the next one) and publishes it to the
 PBX nginx's nchan channel. Every open page subscribes to that channel through nginx, behind
 the same access check as the pages; on a message it asks `updates` (role-checked) what changed
@@ -16,9 +16,9 @@ import urllib.request
 
 from peewee import Database
 
-from daemon.settings import Settings
-from daemon.source import SourceError, read_pbx_setting
-from db.queries import mirror_revision
+from mirror.settings import Settings
+from pbx.cdr import SourceError, read_pbx_setting
+from mirror.queries import mirror_revision
 from web.auth import TOKEN_HEADER
 
 log = logging.getLogger("extcdr.web")

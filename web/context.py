@@ -6,8 +6,11 @@ import time
 
 from flask import current_app, g
 
-from db.queries import CallFilter, call_filter, state_value
-from db.userdata import user_settings
+from mirror.queries import CallFilter, QueryError, call_filter
+from mirror.userdata import user_settings
+
+PAGE_PARAMETERS = ("period", "from", "to", "number", "employee", "group", "status", "min_talk",
+                   "tab")
 
 
 def mirror():
@@ -30,19 +33,32 @@ def user_prefs() -> dict[str, str]:
 def clock():
     """The PBX's clock, one for the whole request (the PBX's timezone may change meanwhile)."""
     if "clock" not in g:
-        g.clock = current_app.config["EXTCDR_ZONE"].clock()
+        g.clock = current_app.config["EXTCDR_CONTEXT"].clock()
     return g.clock
-
-
-def match_digits() -> int:
-    """The trailing digits that identify a number, as the mirror was built (its sync state),
-    read at each request: a worker started before the first sync, or before the setting
-    changed, follows it. Until the first sync: the `calls.number_match_digits` setting."""
-    found = state_value(mirror(), "number_match_digits")
-    return int(found) if found else current_app.config["EXTCDR_MATCH_DIGITS"]
 
 
 def request_filter(params: dict[str, str]) -> CallFilter:
     """The filter of the page or API parameters, limited to the calls this user may see."""
-    return call_filter(params, clock(), time.time(), number_match_digits=match_digits(),
+    context = current_app.config["EXTCDR_CONTEXT"]
+    return call_filter(params, clock(), time.time(), number_match_digits=context.match_digits(),
                        visible_to=g.user.visible_to)
+
+
+def page_params(args) -> dict[str, str]:
+    """The filter in a query string; repeated values (multi-selects) join with commas."""
+    unknown = [name for name in args if name not in PAGE_PARAMETERS + ("cursor", "since", "now")]
+    if unknown:
+        raise QueryError(f"unknown parameter {unknown[0]!r}; use: {', '.join(PAGE_PARAMETERS)}")
+    return typed_params(args)
+
+
+def typed_params(args) -> dict[str, str]:
+    """The page's parameters as the user typed them, not checked (to show them again)."""
+    params = {}
+    for name in PAGE_PARAMETERS:
+        value = ",".join(v.strip() for v in args.getlist(name) if v.strip())
+        if value:
+            params[name] = value
+    if params.get("period") == "custom":
+        del params["period"]
+    return params

@@ -11,13 +11,13 @@ from pathlib import Path
 from flask import (Blueprint, Response, abort, current_app, g, request, send_file,
                    stream_with_context, url_for)
 
-from daemon.pbxtime import PbxClock
-from db.queries import CallFilter, QueryError, calls_query
+from mirror.pbxtime import PbxClock
+from mirror.queries import CallFilter, QueryError, calls_query
 from web.auth import check_csrf
-from web.context import clock, mirror, request_filter
-from web.exports import (FORMATS, MEDIA_TYPES, CallCells, about, check_pdf_size, export_columns,
+from web.context import clock, mirror, page_params, request_filter
+from exports.writers import (FORMATS, MEDIA_TYPES, CallCells, about, check_pdf_size, export_columns,
                          export_file, file_name, rows_of, text_chunks)
-from web.history import page_columns, page_params, query_args
+from web.history import page_columns, query_args
 from web.jobs import JobRefused
 from web.present import attachment, user_language
 

@@ -1,5 +1,5 @@
 """The history page: filter bar with tab counters, call rows, call details, keyset "show more",
-saved filters, column choice and live updates. Views only gather; `db.queries` filters,
+saved filters, column choice and live updates. Views only gather; `mirror.queries` filters,
 templates format."""
 from __future__ import annotations
 
@@ -12,50 +12,29 @@ from flask import (Blueprint, abort, current_app, g, redirect, render_template, 
                    url_for)
 from werkzeug.datastructures import MultiDict
 
-from daemon.calls import STATUSES
-from db.models import Employee, GroupMember
-from db.queries import (DAY_MS, PERIODS, QueryError, TABS, call_rows, calls_in_progress,
+from mirror.calls import STATUSES
+from mirror.models import Employee, GroupMember
+from mirror.queries import (DAY_MS, PERIODS, QueryError, TABS, call_rows, calls_in_progress,
                         calls_query, changes_since, decode_cursor, encode_cursor, legs_of_call,
                         mirror_revision, tab_counts, whole_number)
-from db.reports import reports_using
-from db.userdata import (UserDataError, default_filter, delete_filter, make_default,
+from mirror.report_rows import reports_using
+from mirror.userdata import (UserDataError, default_filter, delete_filter, make_default,
                          save_filter, saved_filters, set_user_setting)
 from web.api import visible_call
 from web.auth import check_csrf
-from web.context import mirror, request_filter, user_db, user_prefs
-from web.exports import PAGE_COLUMNS, chosen_columns
-from web.i18n import LANGUAGES, say_error
+from web.context import (mirror, page_params, request_filter, typed_params,
+                         user_db, user_prefs)
+from exports.writers import PAGE_COLUMNS, chosen_columns
+from i18n import LANGUAGES, say_error
 from web.present import page_url, user_language
 from web.recordings import recording_available
 
 history = Blueprint("history", __name__)
 
 PAGE = 50
-# The page's own parameters (a subset of db.queries.FILTER_PARAMETERS, plus paging).
-PAGE_PARAMETERS = ("period", "from", "to", "number", "employee", "group", "status", "min_talk",
-                   "tab")
+# The page's own parameters (a subset of mirror.queries.FILTER_PARAMETERS, plus paging).
 BACKGROUND_FROM = 20_000      # calls: a bigger export is built in the background, with progress
 MAX_PERIOD_DAYS = 366         # the page counts every call of its period: a year at most
-
-
-def page_params(args) -> dict[str, str]:
-    """The filter in a query string; repeated values (multi-selects) join with commas."""
-    unknown = [name for name in args if name not in PAGE_PARAMETERS + ("cursor", "since", "now")]
-    if unknown:
-        raise QueryError(f"unknown parameter {unknown[0]!r}; use: {', '.join(PAGE_PARAMETERS)}")
-    return typed_params(args)
-
-
-def typed_params(args) -> dict[str, str]:
-    """The page's parameters as the user typed them, not checked (to show them again)."""
-    params = {}
-    for name in PAGE_PARAMETERS:
-        value = ",".join(v.strip() for v in args.getlist(name) if v.strip())
-        if value:
-            params[name] = value
-    if params.get("period") == "custom":
-        del params["period"]
-    return params
 
 
 def page_filter(params: dict[str, str]):

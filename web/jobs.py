@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from daemon.pids import remove_orphaned_folders
+from pbxmodule.pids import remove_orphaned_folders
 
 KEEP_SECONDS = 3600
 USER_RUNNING = 2

@@ -10,7 +10,7 @@ from flask import current_app, g, request, url_for
 
 from web import auth
 from web.context import clock, user_prefs
-from web.i18n import LANGUAGES, LIVE_LABELS, STATUS_LABELS, negotiate, translator
+from i18n import LANGUAGES, LIVE_LABELS, STATUS_LABELS, negotiate, translator
 
 
 def install(app) -> None:

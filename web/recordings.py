@@ -15,16 +15,17 @@ from typing import Iterator
 from flask import (Blueprint, Response, abort, current_app, jsonify, make_response,
                    render_template, request, send_file, stream_with_context)
 
+from pbxmodule.nginx import ACCEL_LOCATION
 from web.api import visible_call
-from db.models import Call
-from db.queries import calls_query
-from web.context import clock, mirror, request_filter
-from web.exports import file_name, rows_of
+from web.auth import in_process_login
+from mirror.models import Call
+from mirror.queries import calls_query
+from web.context import clock, mirror, page_params, request_filter
+from exports.writers import file_name, rows_of
 from web.present import attachment
 
 recordings = Blueprint("recordings", __name__)
 
-ACCEL_LOCATION = "/extcdr-recordings/"
 
 
 def resolve(written: str, root: Path, written_as: str) -> Path | None:
@@ -55,7 +56,7 @@ def recording(linkedid: str, number: int):
     name = _download_name(row, number, path.suffix)
     attachment = request.args.get("download") == "1"
     config = current_app.config
-    if config["EXTCDR_STANDIN"]:
+    if in_process_login() is not None:            # no nginx in front to send the file
         return send_file(path, conditional=True, download_name=name, as_attachment=attachment)
     reply = make_response("")
     reply.headers["X-Accel-Redirect"] = ACCEL_LOCATION + str(
@@ -81,7 +82,6 @@ def recordings_zip():
     """Every recording of the calls of the page's filter that this user may see, named
     `date_time_from-to_n.ext`; files the PBX no longer has are listed in `unavailable.txt`.
     A filter without recordings gets a message instead of an empty archive."""
-    from web.history import page_params
     params = page_params(request.args)
     flt = request_filter(params)
     if not calls_query(flt, mirror()).where(Call.recordings != "[]").exists():

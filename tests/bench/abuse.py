@@ -38,14 +38,15 @@ from pathlib import Path
 
 from waitress import create_server
 
-from daemon import demo
-from daemon.cli import WEB_THREADS, main as extcdr
-from daemon.settings import load
+from standin import demo
+from cli.serve import WEB_THREADS
+from standin.cli import main as extcdr
+from mirror.settings import load
 from tests.mirror import append_rows, pbx_rows
 from tests.stack import admin_shell
 from tests.webclient import Browser
 from web import create_app
-from web.standin import load_users
+from standin.shell import StandinLogin
 
 PREFIX = "/admin-cabinet/module-extended-cdr/"
 HOSTILE = ("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
@@ -77,7 +78,7 @@ def main() -> None:
         if args.only in (None, "templates"):
             app = create_app(load(None, {"module.db": root / "module.db",
                                          "pbx.config_db": root / "pbx" / "mikopbx.db"}),
-                             standin_accounts=load_users(root / "users.json"))
+                             login=StandinLogin.from_file(root / "users.json"))
             server = create_server(app, host="127.0.0.1", port=0, threads=APP_THREADS)
             threading.Thread(target=server.run, daemon=True).start()
             try:

@@ -1,4 +1,4 @@
-"""Export benchmark: Excel and CSV exports (`web.exports.export_file`) on a mirror of a generated
+"""Export benchmark: Excel and CSV exports (`exports.writers.export_file`) on a mirror of a generated
 ~1,000,000-call PBX, each against a bare writer of the same cells measured in the same run.
 
 The PBX and mirror are built (or reused) exactly as `./bin/bench page` builds them, so one
@@ -49,12 +49,12 @@ from zoneinfo import ZoneInfo
 from openpyxl import Workbook
 from waitress import create_server
 
-from daemon.pbxtime import PbxClock
-from db.database import open_module_db
-from db.queries import CallFilter, call_filter, sync_state
+from mirror.pbxtime import PbxClock
+from mirror.database import open_module_db
+from mirror.queries import CallFilter, call_filter, sync_state
 from tests.bench.page import PREFIX, TIMEZONE, make_app, prepare
 from tests.webclient import Browser
-from web.exports import CallCells, export_columns, export_file, rows_of
+from exports.writers import CallCells, export_columns, export_file, rows_of
 
 ROOT = Path(__file__).resolve().parents[2]
 ALL_FROM, PERIOD_END = "2000-01-01", "2099-12-31"     # whole days, PBX time
@@ -63,8 +63,8 @@ LANGUAGE = "en"                                      # "," as the CSV delimiter
 XLSX_RATIO, CSV_RATIO, RSS_GROWTH_MB, FIRST_BYTE_S = 1.3, 1.5, 30, 1.0
 DOWNLOAD_CHUNK = 256 * 1024
 T = TypeVar("T")
-# `python -m daemon.cli ARGS`, then the process's own peak RSS (VmHWM, kB) on stderr.
-PEAK_PROBE = ("import sys; from daemon.cli import main; code = main(sys.argv[1:]); "
+# `python -m standin ARGS`, then the process's own peak RSS (VmHWM, kB) on stderr.
+PEAK_PROBE = ("import sys; from standin.cli import main; code = main(sys.argv[1:]); "
               "status = open('/proc/self/status').read(); "
               "print(status.split('VmHWM:')[1].split()[0], 'kB', file=sys.stderr); sys.exit(code)")
 
@@ -116,7 +116,7 @@ class Mirror:
                            number_match_digits=self.match_digits)
 
     def rows(self, start: str) -> Iterable[dict]:
-        """The export's rows (`web.exports.rows_of`) of the filter from `start`."""
+        """The export's rows (`exports.writers.rows_of`) of the filter from `start`."""
         return rows_of(self.filter(start), self.db)
 
 

@@ -15,8 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from daemon import demo
-from daemon.amiemu import AmiEmulator
+from standin import demo
+from standin.amiemu import AmiEmulator
 
 ROOT = Path(__file__).resolve().parents[2]
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -39,7 +39,7 @@ def main() -> None:
         config = pbx / "extcdr.toml"
         config.write_text(f'[ami]\nhost = "{host}"\nport = {port}\nsecret = "extcdr-demo"\n')
         proc = subprocess.Popen(
-            [sys.executable, "-m", "daemon.cli", "daemon", "--config", str(config),
+            [sys.executable, "-m", "standin", "daemon", "--config", str(config),
              "--cdr-db", str(pbx / "cdr.db"), "--pbx-db", str(pbx / "mikopbx.db"),
              "--db", str(pbx / "module.db")], cwd=ROOT, stderr=subprocess.DEVNULL)
         try:

@@ -6,7 +6,7 @@ A demo PBX with `--calls` calls ending today (PBX time) is generated and mirrore
 app in-process, logged in through the stand-in login form as admin and as operator201). Each
 case is timed `--runs` times after `--warmup` unmeasured runs; p50/p95 are wall times of the
 request, body included. Budgets (p95): first page of the history page and of `api/v1/calls`
-<= 50 ms, number search <= 150 ms, tab counters alone (`db.queries.tab_counts`) <= 250 ms,
+<= 50 ms, number search <= 150 ms, tab counters alone (`mirror.queries.tab_counts`) <= 250 ms,
 keyset next pages <= 50 ms. Also prints the page's weight (HTML and static assets, raw and
 gzip). Nothing fails on time: the figures and ratios are for reading.
 
@@ -33,11 +33,11 @@ from typing import Callable
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
-from daemon import demo
-from daemon.settings import load
-from db.queries import TABS, call_filter, period_bounds, sync_state, tab_counts
+from standin import demo
+from mirror.settings import load
+from mirror.queries import TABS, call_filter, period_bounds, sync_state, tab_counts
 from web import create_app
-from web.standin import load_users
+from standin.shell import StandinLogin
 
 ROOT = Path(__file__).resolve().parents[2]
 TIMEZONE = "Europe/Moscow"                  # the demo PBX's default timezone
@@ -124,7 +124,7 @@ def prepare(root: Path, calls: int, seed: int, end_day: date) -> None:
     print(f"generated {stats.calls:,} calls ({stats.legs:,} legs, {stats.first_start:%Y-%m-%d} "
           f"to {stats.last_end:%Y-%m-%d}) in {generated - started:.1f} s", flush=True)
     pbx = root / "pbx"
-    subprocess.run([sys.executable, "-m", "daemon.cli", "sync", "--cdr-db", str(pbx / demo.CDR_DB),
+    subprocess.run([sys.executable, "-m", "standin", "sync", "--cdr-db", str(pbx / demo.CDR_DB),
                     "--pbx-db", str(pbx / demo.CONFIG_DB), "--groups-db", str(pbx / demo.GROUPS_DB),
                     "--db", str(root / "module.db"), "--once"], cwd=ROOT, check=True)
     done = time.perf_counter()
@@ -136,7 +136,7 @@ def make_app(root: Path):
     """The real app on the mirror, with the stand-in admin shell's login in-process."""
     settings = load(None, {"module.db": str(root / "module.db"),
                            "pbx.recordings_root": str(root / "pbx" / demo.MONITOR)})
-    return create_app(settings, standin_accounts=load_users(None))
+    return create_app(settings, login=StandinLogin.from_file(None))
 
 
 def logged_in(app, name: str, password: str):
@@ -156,7 +156,7 @@ def search_numbers(app) -> dict[str, str]:
     number, the whole number, it with the employee who answered it most, and the area code of
     the busiest line (digits that many numbers share)."""
     db = app.config["EXTCDR_DB"]
-    month = period_bounds("this_month", app.config["EXTCDR_ZONE"].clock(), time.time())
+    month = period_bounds("this_month", app.config["EXTCDR_CONTEXT"].clock(), time.time())
     number, employee = db.execute_sql(
         "SELECT external_number, answered_by FROM call WHERE start_ms >= ? AND start_ms < ? "
         "AND external_number IS NOT NULL AND answered_by IS NOT NULL "
@@ -296,7 +296,7 @@ def selected(app, params: dict[str, str], user: str) -> int:
 
 def filter_of(app, params: dict[str, str], user: str):
     """The filter the app builds for these parameters and this user."""
-    return call_filter(params, app.config["EXTCDR_ZONE"].clock(), time.time(),
+    return call_filter(params, app.config["EXTCDR_CONTEXT"].clock(), time.time(),
                        number_match_digits=int(sync_state(app.config["EXTCDR_DB"]).get(
                            "number_match_digits", 9)),
                        visible_to=OPERATOR_EXTENSIONS if user == OPERATOR else None)

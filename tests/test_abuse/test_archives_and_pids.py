@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon import lifecycle
+from pbxmodule import lifecycle
 from tests.conftest import ROOT
 from tests.test_lifecycle import (MODULE, _with_failing_migrations, build_variant,  # noqa: F401
                                   market, module_db, pbx, registration)
@@ -116,6 +116,7 @@ PLANTED = {
     "db/extcdr.toml": b'[web]\nlisten = "0.0.0.0:8080"\nproxy_token = "planted"\n',
     "db/reports/planted.pdf": b"%PDF-1.4 planted",
     "db/notes.txt": b"planted",
+    "db/schema.py": b"raise SystemExit('planted')\n",
 }
 
 
@@ -137,7 +138,7 @@ def test_settings_and_data_planted_under_db_are_never_unpacked(pbx, archive, cli
     assert not (data / "reports").exists() and not (data / "notes.txt").exists()
     with sqlite3.connect(module_db(pbx)) as conn:
         assert not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'planted'").fetchone()
-    assert (data / "schema.py").is_file()           # the db package's code does come with it
+    assert not list(data.glob("*.py"))               # nor code: the data folder holds data only
     # An upgrade carrying the same plants keeps the settings the installer wrote.
     newer = variant(build_variant(tmp_path, "0.2.0"), tmp_path / "planted-0.2.0.zip",
                     members=members)
@@ -242,7 +243,7 @@ def _peak_rss_mb_of(*argv) -> tuple[subprocess.CompletedProcess, float]:
     """`extcdr` as its own process: its result and its own peak memory in MB."""
     # VmHWM: the peak of this program's own memory (ru_maxrss would count the pages of the
     # test process it was forked from).
-    measured = ("import re, sys\nfrom daemon.cli import main\ncode = main(sys.argv[1:])\n"
+    measured = ("import re, sys\nfrom standin.cli import main\ncode = main(sys.argv[1:])\n"
                 "print(re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read())[1])\n"
                 "sys.exit(code)")
     done = subprocess.run([sys.executable, "-c", measured, *map(str, argv)], cwd=ROOT,

@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from daemon.licence import Grant, public_key_text, sign
-from daemon.settings import load
+from pbxmodule.licence import Grant
+from standin.marketplace_server import public_key_text, sign
+from mirror.settings import load
 from tests.conftest import wait_for
 from tests.stack import serve
 from tests.test_daemon import pbx, start_daemon  # noqa: F401 (pbx: a fixture)
@@ -109,7 +110,7 @@ def test_a_damaged_or_foreign_licence_file_shows_the_licence_pages_never_a_500(
 
 
 def test_the_daemon_pauses_on_any_spoiled_licence_file(pbx, licence_files):  # noqa: F811
-    from daemon.runner import Daemon
+    from daemon.resident import Daemon
     from tests.test_daemon import settings_for
     daemon = Daemon(settings_for(pbx, **licence_files.settings()))
     try:
@@ -263,7 +264,7 @@ def test_a_file_that_is_no_database_at_all_is_refused_in_one_line(tmp_path, cli)
 
 def test_the_mirror_carries_the_module_id_and_a_mirror_from_before_gets_it(demo_mirror,
                                                                           tmp_path, cli):
-    from db import schema
+    from mirror import schema
     from tests.test_schema import at_version
 
     def application_id(path: Path) -> int:

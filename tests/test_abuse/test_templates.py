@@ -1,5 +1,5 @@
 """Mailed reports' message templates cannot hold the module: each renders in a child process
-bounded in CPU time, memory, wall time and output (`db.message_templates`). The red team's
+bounded in CPU time, memory, wall time and output (`reports.templates`). The red team's
 templates are refused at save with a readable 400, quickly and without growing the web
 process; one that is harmless at save and explodes at send fails only its own send, while
 another report due at the same moment still goes out."""
@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from db.message_templates import SECONDS, TemplateRefused, render
+from reports.templates import SECONDS, TemplateRefused, render
 from tests.test_reports import (DUE, PREFIX, boss, due_at, new_report, post_report,  # noqa: F401
                                 saved_filter, sends, site, smtp)
 

@@ -1,0 +1,428 @@
+"""Exports of exactly what a filter selects: Excel (openpyxl write_only), CSV, PDF, JSON Lines.
+Rows come from `mirror.queries` one at a time, so memory does not grow with the number of calls.
+Nothing here imports Flask: the page, the CLI and the mailed reports share it."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+import time
+from collections import Counter
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from openpyxl import Workbook
+from openpyxl.cell import WriteOnlyCell
+from openpyxl.styles import Alignment, Font
+from openpyxl.utils import get_column_letter
+
+from mirror.models import Employee
+from mirror.queries import CallFilter, QueryError, call_rows, calls_query
+from mirror.records import call_record
+from i18n import PERIOD_LABELS, STATUS_LABELS, TAB_LABELS, translator
+
+FORMATS = ("xlsx", "csv", "pdf", "jsonl")
+PDF_LIMIT = 20_000       # a PDF is a printable list (about 500 pages); Excel and CSV have no limit
+MEDIA_TYPES = {
+    "pdf": "application/pdf",
+    "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+    "csv": "text/csv; charset=utf-8",
+    "jsonl": "application/x-ndjson",
+}
+FONTS = Path(__file__).parent / "fonts"        # DejaVu: Cyrillic in PDFs (licence beside it)
+# Characters that make a spreadsheet read a cell as a formula (a caller name is untrusted).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+@dataclass(frozen=True)
+class Column:
+    key: str
+    title: str         # English; translated for the file's language
+    width: int
+    kind: str = "text"  # text | time | duration | count
+
+
+# Export columns in order; the page's column choice selects among them (see COLUMNS_OF_PAGE).
+EXPORT_COLUMNS = (
+    Column("time", "Date", 20, "time"),
+    Column("direction", "Direction", 12),
+    Column("src", "Who", 18), Column("src_name", "Who (name)", 22),
+    Column("dst", "Whom", 18), Column("dst_name", "Whom (name)", 22),
+    Column("line", "Line", 16), Column("did", "DID", 16),
+    Column("status", "Status", 18),
+    Column("answered_by", "Answered by", 14), Column("missed_by", "Missed by", 18),
+    Column("wait", "Wait", 9, "duration"), Column("talk", "Talk", 9, "duration"),
+    Column("recordings", "Records", 8, "count"),
+    Column("linkedid", "Call ID", 26),
+)
+COLUMNS_OF_PAGE = {"direction": ("direction",), "time": ("time",), "src": ("src", "src_name"),
+                   "dst": ("dst", "dst_name"), "line": ("line", "did"), "status": ("status",),
+                   "answered": ("answered_by", "missed_by"), "wait": ("wait",),
+                   "talk": ("talk",), "record": ("recordings",)}
+
+
+# The page's columns (the user picks among them), and those shown until they pick.
+PAGE_COLUMNS = tuple(COLUMNS_OF_PAGE)
+DEFAULT_PAGE_COLUMNS = tuple(c for c in PAGE_COLUMNS if c != "answered")
+
+
+def chosen_columns(setting: str | None) -> tuple[str, ...]:
+    """The page columns a user chose (their `columns` setting), in the page's order."""
+    if not setting:
+        return DEFAULT_PAGE_COLUMNS
+    return tuple(c for c in PAGE_COLUMNS if c in setting.split(","))
+
+
+def export_columns(page_columns: Iterable[str] | None) -> list[Column]:
+    """The export's columns for the page's chosen ones (all when None); the call id last."""
+    if page_columns is None:
+        return list(EXPORT_COLUMNS)
+    keys = {key for c in page_columns for key in COLUMNS_OF_PAGE.get(c, ())} | {"linkedid"}
+    return [column for column in EXPORT_COLUMNS if column.key in keys]
+
+
+def neutralised(text: str) -> str:
+    """Text a spreadsheet shows as typed: formula starts get a leading apostrophe-like quote.
+    A phone number `+79161234567` stays as it is (digits only after the plus)."""
+    if text and text.startswith(FORMULA_STARTS) and not _phone_number(text):
+        return "'" + text
+    return text
+
+
+def _phone_number(text: str) -> bool:
+    return text[0] == "+" and len(text) > 1 and text[1:].isdigit()
+
+
+class CallCells:
+    """One call row → the export's cell values (Python types), in the PBX's local time."""
+
+    def __init__(self, columns: list[Column], clock, language: str):
+        self.columns = columns
+        self.clock = clock
+        self.delimiter = ";" if language == "ru" else ","   # what Excel expects in that locale
+        self.statuses = STATUS_LABELS[language]
+        self.say = translator(language)
+
+    def titles(self) -> list[str]:
+        return [self.say(c.title) for c in self.columns]
+
+    def values(self, row: dict) -> list:
+        return [self._value(column.key, row) for column in self.columns]
+
+    def _value(self, key: str, row: dict):
+        if key == "time":
+            return self.clock.to_local(row["start_ms"] // 1000).replace(tzinfo=None)
+        if key == "direction":
+            return self.say(row["direction"])
+        if key == "status":
+            return self.statuses[row["status"]]
+        if key == "wait":
+            return timedelta(seconds=row["wait_s"])
+        if key == "talk":
+            return timedelta(seconds=row["talk_s"])
+        if key == "recordings":
+            return len(row["recordings"])
+        if key == "missed_by":
+            return ", ".join(row["missed_by"])
+        return neutralised(row[key] or "")
+
+
+def about(exported_by: str, params: dict[str, object], flt: CallFilter, clock, language: str,
+          db) -> list[tuple[str, str]]:
+    """What heads an export, in words of the user's language: who made it, when, the period it
+    covers (PBX time) and the rest of the filter. Names are English (translated where the file
+    is written); values are already in `language`."""
+    say = translator(language)
+    lines = [("Exported by", exported_by),
+             ("Exported at", clock.to_local(time.time()).strftime("%d.%m.%Y %H:%M")),
+             ("Period", _period_in_words(params.get("period"), flt, clock, say))]
+    if flt.tab != "all":
+        lines.append(("Tab", say(TAB_LABELS[flt.tab])))
+    if flt.directions:
+        lines.append(("Direction", ", ".join(say(d) for d in flt.directions)))
+    if flt.statuses:
+        lines.append(("Status", ", ".join(STATUS_LABELS[language][s] for s in flt.statuses)))
+    if flt.unreturned:
+        lines.append(("Unreturned missed", say("yes")))
+    if flt.number:
+        lines.append(("Search", flt.number))
+    if flt.employees:
+        names = dict(Employee.select(Employee.extension, Employee.name)
+                     .where(Employee.extension.in_(flt.employees)).bind(db).tuples())
+        lines.append(("Employees", ", ".join(f"{ext} {names.get(ext, '')}".strip()
+                                             for ext in flt.employees)))
+    if flt.groups:
+        lines.append(("Groups", ", ".join(flt.groups)))
+    if flt.min_talk:
+        lines.append(("Min. talk", f"{flt.min_talk} {say('s')}"))
+    return lines
+
+
+def _period_in_words(period, flt: CallFilter, clock, say) -> str:
+    """`yesterday (03.12.2026 – 03.12.2026)`, `01.12.2026 – 03.12.2026` (whole days) or
+    `03.12.2026 09:30 – 03.12.2026 12:00`."""
+    start = clock.to_local(flt.start_ms / 1000)
+    end = clock.to_local(flt.end_ms / 1000)
+    if start.time() == end.time() == datetime.min.time():      # whole local days
+        days = f"{start:%d.%m.%Y} – {clock.to_local(flt.end_ms / 1000 - 1):%d.%m.%Y}"
+        return f"{say(PERIOD_LABELS[period]).lower()} ({days})" if period in PERIOD_LABELS \
+            else days
+    return f"{start:%d.%m.%Y %H:%M} – {end:%d.%m.%Y %H:%M}"
+
+
+def file_name(kind: str, fmt: str, params: dict[str, object], flt: CallFilter, clock) -> str:
+    """`calls_2026-12-04_1530_yesterday_missed_201.xlsx`: what it holds, made when (PBX time),
+    and its filter in a short form safe as a file name."""
+    values = ([flt.tab] if flt.tab != "all" else []) + flt.statuses + flt.directions \
+        + (["unreturned"] if flt.unreturned else []) + flt.employees + flt.groups \
+        + ([flt.number] if flt.number else []) + ([f"talk{flt.min_talk}s"] if flt.min_talk else [])
+    parts = [kind, clock.to_local(time.time()).strftime("%Y-%m-%d_%H%M"),
+             _period_part(params.get("period"), flt, clock), *map(_safe_part, values)]
+    return "_".join(filter(None, parts))[:150].rstrip("_-") + f".{fmt}"
+
+
+def _period_part(period, flt: CallFilter, clock) -> str:
+    """`yesterday`, `2026-12-03`, `2026-12-01--2026-12-03` or `2026-12-03T0930--2026-12-03T1200`."""
+    if period in PERIOD_LABELS:
+        return str(period)
+    start, end = (clock.to_local(ms / 1000) for ms in (flt.start_ms, flt.end_ms))
+    if start.time() != datetime.min.time() or end.time() != datetime.min.time():
+        return f"{start:%Y-%m-%dT%H%M}--{end:%Y-%m-%dT%H%M}"
+    last = clock.to_local(flt.end_ms / 1000 - 1)
+    return f"{start:%Y-%m-%d}" + ("" if start.date() == last.date() else f"--{last:%Y-%m-%d}")
+
+
+def _safe_part(text: str) -> str:
+    """Letters, digits, + and - (no separators, quotes or dots), at most 24 characters."""
+    return re.sub(r"[^\w+-]+", "-", text).strip("-")[:24]
+
+
+def check_pdf_size(calls: int) -> None:
+    if calls > PDF_LIMIT:
+        raise TooManyForPdf(f"a PDF holds at most {PDF_LIMIT:,} calls; narrow the filter or "
+                            f"export Excel or CSV")
+
+
+def export_file(out: Path, fmt: str, flt: CallFilter, db, clock, language: str,
+                about: list[tuple[str, str]], page_columns: Iterable[str] | None = None,
+                progress=None) -> int:
+    """Write the calls of `flt` to `out` in `fmt`; the file appears whole or not at all.
+    `progress(calls so far)` is told every thousand calls. Returns the number of calls."""
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown format {fmt!r}; use one of: {', '.join(FORMATS)}")
+    cells = CallCells(export_columns(page_columns), clock, language)
+    counted = _Counted(rows_of(flt, db), progress)
+    partial = out.with_name(f".{out.name}.partial")
+    try:
+        if fmt == "xlsx":
+            write_xlsx(partial, counted, cells, about)
+        elif fmt == "pdf":
+            write_pdf(partial, counted, cells, about)
+        else:
+            with open(partial, "w", encoding="utf-8", newline="") as file:
+                file.writelines(text_chunks(fmt, counted, cells))
+        partial.replace(out)
+    finally:
+        partial.unlink(missing_ok=True)
+    return counted.count
+
+
+class _Counted:
+    """Rows passed through, counted (and the count reported every thousand rows)."""
+
+    def __init__(self, rows: Iterable[dict], progress=None):
+        self.rows = rows
+        self.count = 0
+        self.progress = progress
+
+    def __iter__(self):
+        for row in self.rows:
+            self.count += 1
+            if self.progress is not None and self.count % 1000 == 0:
+                self.progress(self.count)
+            yield row
+        if self.progress is not None:
+            self.progress(self.count)
+
+
+def rows_of(flt: CallFilter, db) -> Iterator[dict]:
+    """Every call of the filter, newest first, streamed (no limit, no page)."""
+    return call_rows(calls_query(replace(flt, limit=None, after=None), db))
+
+
+def write_xlsx(out: Path, rows: Iterable[dict], cells: CallCells,
+               about: list[tuple[str, str]]) -> None:
+    """An Excel workbook: a sheet describing the export, then the calls with a frozen header,
+    an autofilter, widths, real datetimes and durations, numbers as text."""
+    book = Workbook(write_only=True)
+    say = cells.say
+    summary = book.create_sheet(say("Filter"))
+    summary.column_dimensions["A"].width = 22
+    summary.column_dimensions["B"].width = 60
+    for name, value in about:
+        summary.append([_bold(summary, say(name)), neutralised(value)])
+    sheet = book.create_sheet(say("Calls"))
+    sheet.freeze_panes = "A2"
+    for index, column in enumerate(cells.columns, start=1):
+        sheet.column_dimensions[get_column_letter(index)].width = column.width
+    sheet.append([_bold(sheet, title) for title in cells.titles()])
+    formats = [_number_format(c.kind) for c in cells.columns]
+    count = 0
+    for count, row in enumerate(rows, start=1):
+        line = []
+        for value, number_format in zip(cells.values(row), formats):
+            if number_format:
+                cell = WriteOnlyCell(sheet, value=value)
+                cell.number_format = number_format
+                line.append(cell)
+            else:
+                line.append(value)
+        sheet.append(line)
+    sheet.auto_filter.ref = f"A1:{get_column_letter(len(cells.columns))}{count + 1}"
+    book.save(out)
+
+
+def _bold(sheet, text: str) -> WriteOnlyCell:
+    cell = WriteOnlyCell(sheet, value=text)
+    cell.font = Font(bold=True)
+    cell.alignment = Alignment(vertical="top")
+    return cell
+
+
+def _number_format(kind: str) -> str | None:
+    return {"time": "yyyy-mm-dd hh:mm:ss", "duration": "[h]:mm:ss"}.get(kind)
+
+
+class TooManyForPdf(QueryError):
+    """A PDF of more calls than anyone prints."""
+
+
+def write_pdf(out: Path, rows: Iterable[dict], cells: CallCells,
+              about: list[tuple[str, str]]) -> None:
+    """A printable list (A4 landscape) with the filter on top and totals at the end."""
+    from fpdf import FPDF
+    from fpdf.fonts import FontFace
+    say = cells.say
+    pdf = FPDF(orientation="L", format="A4")
+    pdf.set_auto_page_break(True, margin=12)
+    pdf.add_font("DejaVu", "", FONTS / "DejaVuSansCondensed.ttf")
+    pdf.add_font("DejaVu", "B", FONTS / "DejaVuSansCondensed-Bold.ttf")
+    pdf.add_page()
+    pdf.set_font("DejaVu", "B", 13)
+    pdf.cell(0, 8, say("Extended call history"), new_x="LMARGIN", new_y="NEXT")
+    pdf.set_font("DejaVu", "", 8)
+    for name, value in about:
+        pdf.cell(0, 4.5, f"{say(name)}: {value}", new_x="LMARGIN", new_y="NEXT")
+    pdf.ln(2)
+    shown = [i for i, c in enumerate(cells.columns) if c.key != "linkedid"]
+    titles = [cells.titles()[i] for i in shown]
+    # Every heading fits on one line (its bold width and the cell's padding); the widths are
+    # then stretched to the page's, never narrowed (all the headings take half of it).
+    pdf.set_font("DejaVu", "B", 7)
+    widths = [max({"time": 27, "duration": 12, "count": 9}.get(cells.columns[i].kind,
+                                                               max(cells.columns[i].width, 17)),
+                  pdf.get_string_width(title) + 2 * pdf.c_margin + 1)
+              for i, title in zip(shown, titles)]
+    totals = _Totals()
+    pdf.set_font("DejaVu", "", 7)
+    with pdf.table(col_widths=widths, line_height=3.8,
+                   headings_style=FontFace(emphasis="BOLD", fill_color=(235, 238, 242)),
+                   first_row_as_headings=True, repeat_headings=1) as table:
+        table.row(titles)
+        for count, row in enumerate(rows, start=1):
+            check_pdf_size(count)
+            values = cells.values(row)
+            table.row([_text(values[i]) for i in shown])
+            totals.add(row)
+    pdf.ln(3)
+    pdf.set_font("DejaVu", "B", 9)
+    for line in totals.lines(cells):
+        pdf.cell(0, 5, line, new_x="LMARGIN", new_y="NEXT")
+    pdf.output(str(out))
+
+
+class _Totals:
+    """Calls by direction and status, talk and wait time, for the end of a PDF."""
+
+    def __init__(self):
+        self.calls = 0
+        self.by_direction: Counter[str] = Counter()
+        self.by_status: Counter[str] = Counter()
+        self.talk = self.wait = 0
+
+    def add(self, row: dict) -> None:
+        self.calls += 1
+        self.by_direction[row["direction"]] += 1
+        self.by_status[row["status"]] += 1
+        self.talk += row["talk_s"]
+        self.wait += row["wait_s"]
+
+    def lines(self, cells: CallCells) -> list[str]:
+        say = cells.say
+        average_wait = self.wait // self.calls if self.calls else 0
+        return [
+            f"{say('Calls')}: {self.calls:,}   " + ", ".join(
+                f"{say(d)}: {n:,}" for d, n in sorted(self.by_direction.items())),
+            f"{say('Status')}: " + ", ".join(
+                f"{cells.statuses[s]}: {n:,}" for s, n in sorted(self.by_status.items())),
+            f"{say('Talk')}: {_text(timedelta(seconds=self.talk))}   "
+            f"{say('Average wait')}: {_text(timedelta(seconds=average_wait))}",
+        ]
+
+
+def _text(value) -> str:
+    value = _csv_value(value)
+    return "" if value is None else " ".join(str(value).split())   # no tabs or line breaks
+
+
+def text_chunks(fmt: str, rows: Iterable[dict], cells: CallCells) -> Iterator[str]:
+    """A CSV or JSON Lines export as it is produced (to a file or a response)."""
+    return csv_chunks(rows, cells) if fmt == "csv" else jsonl_chunks(rows, cells.clock.tz)
+
+
+def csv_chunks(rows: Iterable[dict], cells: CallCells) -> Iterator[str]:
+    """CSV as it is produced: UTF-8 with a BOM (Excel opens it right), a header line, the
+    delimiter of the user's locale."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, delimiter=cells.delimiter, lineterminator="\r\n")
+    writer.writerow(cells.titles())
+    yield "\ufeff" + buffer.getvalue()
+    as_text = [i for i, c in enumerate(cells.columns) if c.kind in ("time", "duration")]
+    for batch in _batches(rows, 500):
+        buffer.seek(0)
+        buffer.truncate()
+        for row in batch:
+            values = cells.values(row)
+            for i in as_text:                # only times and durations need formatting
+                values[i] = _csv_value(values[i])
+            writer.writerow(values)
+        yield buffer.getvalue()
+
+
+def _csv_value(value):
+    if isinstance(value, datetime):
+        return value.strftime("%Y-%m-%d %H:%M:%S")
+    if isinstance(value, timedelta):
+        seconds = int(value.total_seconds())
+        return f"{seconds // 3600}:{seconds // 60 % 60:02}:{seconds % 60:02}"
+    return value
+
+
+def jsonl_chunks(rows: Iterable[dict], tz) -> Iterator[str]:
+    """The call record contract, one JSON object per line."""
+    for batch in _batches(rows, 500):
+        yield "".join(json.dumps(call_record(row, tz), ensure_ascii=False) + "\n" for row in batch)
+
+
+def _batches(rows: Iterable[dict], size: int) -> Iterator[list[dict]]:
+    batch = []
+    for row in rows:
+        batch.append(row)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch

@@ -1,0 +1,214 @@
+"""Russian and English for the pages. Texts are written in English in the templates and
+looked up here; the language follows the user's choice, else the admin shell's (the PBX
+user's language), else the browser's."""
+from __future__ import annotations
+
+import re
+
+LANGUAGES = {"en": "English", "ru": "Русский"}
+
+# The call statuses: in Russian the PBX's own wording (the module's manual: "ok" for an
+# answered call); in English plain words, the same on the page, in its filter and in exports.
+STATUS_LABELS = {
+    "en": {"answered": "answered", "transferred": "transfer", "missed": "missed",
+           "not_reached": "not reached", "client_called_back": "client called back",
+           "we_called_back": "we called back", "application": "application"},
+    "ru": {"answered": "ok", "transferred": "перевод", "missed": "пропущен",
+           "not_reached": "недозвон", "client_called_back": "перезвонил клиент",
+           "we_called_back": "перезвонили", "application": "приложение"},
+}
+
+# What a call in progress is doing (`mirror.live.LIVE_STATES`).
+LIVE_LABELS = {
+    "en": {"talking": "talking", "queue": "in queue", "ringing": "ringing", "ivr": "in IVR",
+           "voicemail": "voicemail", "dialing": "dialling"},
+    "ru": {"talking": "разговор", "queue": "в очереди", "ringing": "звонит", "ivr": "в меню",
+           "voicemail": "голосовая почта", "dialing": "набор"},
+}
+
+# The history page's tabs, as they are labelled (English; translated through RUSSIAN).
+TAB_LABELS = {"all": "All", "incoming": "Incoming", "missed": "Missed", "outgoing": "Outgoing",
+              "internal": "Internal", "unreturned": "Unreturned missed"}
+
+# The page's named periods, as they are labelled.
+PERIOD_LABELS = {"today": "Today", "yesterday": "Yesterday", "this_week": "This week",
+                 "last_week": "Last week", "this_month": "This month", "last_month": "Last month"}
+
+RUSSIAN = {
+    "Call history": "История звонков",
+    "Extended call history": "Расширенная история звонков",
+    "Telephony": "Телефония",
+    "Employees": "Сотрудники",
+    "Modules": "Модули",
+    "System": "Система",
+    "Log out": "Выйти",
+    "Today": "Сегодня", "Yesterday": "Вчера", "This week": "Эта неделя",
+    "Last week": "Прошлая неделя", "This month": "Этот месяц", "Last month": "Прошлый месяц",
+    "Custom": "Произвольный",
+    "From": "С", "To": "По", "Apply": "Применить", "Reset": "Сбросить",
+    "All": "Все", "Incoming": "Входящие", "Missed": "Пропущенные", "Outgoing": "Исходящие",
+    "Internal": "Внутренние", "Unreturned missed": "Не перезвонили",
+    "Number, name, call ID...": "Номер, имя, ID звонка...",
+    "Employee": "Сотрудник", "Employees...": "Сотрудники...", "Groups...": "Группы...",
+    "Statuses...": "Статусы...", "Min. talk, s": "Разговор от, с",
+    "Save": "Сохранить", "Saved filters": "Сохранённые отборы", "Filter name": "Название отбора",
+    "Open this filter by default": "Открывать этот отбор по умолчанию",
+    "default": "по умолчанию", "Delete": "Удалить", "Make default": "Сделать основным",
+    "Cancel": "Отмена", "Columns": "Колонки",
+    "Live": "Онлайн", "Paused": "Пауза", "Show more": "Показать ещё",
+    "Calls in progress": "Идущие звонки", "since": "с", "Show all": "Показать все",
+    "Show fewer": "Свернуть",
+    "No calls match this filter.": "Нет звонков по этому отбору.",
+    "Date": "Дата звонка", "Who": "Кто", "Whom": "Кому", "Line": "Линия", "Status": "Статус",
+    "Wait": "Ожидание", "Talk": "Разговор", "Record": "Запись",
+    "Direction": "Направление",
+    "incoming": "входящий", "outgoing": "исходящий", "internal": "внутренний",
+    "answered": "ответил", "no answer": "не ответил", "busy": "занято",
+    "via": "через",
+    "Before the answer, or until the caller hung up":
+        "До ответа или до того, как звонящий положил трубку",
+    "Missed by": "Пропустили", "Answered by": "Ответил", "Transferred to": "Переведён на",
+    "Returns the missed call": "Перезвон на пропущенный",
+    "Returned by": "Перезвонили звонком",
+    "Call back attempts": "Попыток перезвонить",
+    "Recording unavailable": "Запись недоступна",
+    "Download": "Скачать", "Legs": "Каналы", "Call": "Звонок",
+    "Language": "Язык",
+    "Request refused": "Запрос отклонён",
+    "Bad filter": "Неверный отбор",
+    "Correct the filter and apply it again.": "Исправьте отбор и примените его снова.",
+    "Not found": "Не найдено",
+    "Nothing to save: that filter is gone.": "Нечего сохранять: отбор уже удалён.",
+    "The form expired or did not come from this page. Reload it and try again.":
+        "Форма устарела или отправлена не с этой страницы. Обновите страницу и повторите.",
+    "calls": "звонков",
+    "Call ID": "ID звонка", "Who (name)": "Кто (имя)", "Whom (name)": "Кому (имя)",
+    "Records": "Записи", "Filter": "Отбор", "Calls": "Звонки", "Exported by": "Выгрузил",
+    "Exported at": "Выгружено", "Period": "Период", "Back": "Назад",
+    "Log in": "Вход", "User name": "Имя пользователя", "Password": "Пароль",
+    "Wrong user name or password.": "Неверное имя пользователя или пароль.",
+    "transfer": "перевод", "Average wait": "Среднее ожидание",
+    # What an export's Filter sheet and PDF header say of the filter
+    "No recordings": "Нет записей",
+    "No call of this filter has a recording. Change the filter and try again.":
+        "Ни у одного звонка этого отбора нет записи разговора. Измените отбор и повторите.",
+    "Tab": "Вкладка", "Search": "Поиск", "Groups": "Группы", "yes": "да",
+    "Min. talk": "Разговор от", "s": "с",
+    # Mailed reports
+    "Mailed reports": "Отчёты по почте", "Mail this filter": "Отправлять этот отбор по почте",
+    "Your saved filters, mailed on a schedule. Each report holds only the calls you may see.":
+        "Ваши сохранённые отборы по расписанию на почту. В отчёт попадают только звонки, "
+        "которые вам доступны.",
+    "New report": "Новый отчёт", "No reports yet.": "Отчётов пока нет.",
+    "Save a filter on the history page first: a report mails a saved filter.":
+        "Сначала сохраните отбор на странице истории: отчёт отправляет сохранённый отбор.",
+    "Report": "Отчёт", "Saved filter": "Сохранённый отбор", "When": "Когда",
+    "Format": "Формат", "Recipients": "Получатели", "Next": "Следующая отправка",
+    "Last sent": "Последняя отправка", "Send now": "Отправить сейчас",
+    "How often": "Как часто", "At (PBX time)": "Время (АТС)", "Date (once)": "Дата (однократно)",
+    "Weekday (weekly)": "День недели (еженедельно)",
+    "Day of month (monthly)": "День месяца (ежемесячно)",
+    "State": "Состояние", "active": "активен", "paused": "приостановлен",
+    "Delivery": "Доставка", "file attached": "файл во вложении", "download link": "ссылка",
+    "attached": "вложение", "link": "ссылка",
+    "Link valid, hours": "Ссылка действует, часов", "at most": "не более",
+    "separate with ;": "через ;", "Subject": "Тема", "Message": "Письмо",
+    "Template values": "Подстановки", "Saved.": "Сохранено.",
+    "The report goes out within a minute; its line appears in the log below.":
+        "Отчёт уйдёт в течение минуты; строка о нём появится в журнале ниже.",
+    "Delete this report and its log?": "Удалить отчёт и его журнал?",
+    "Sent": "Отправки", "Attempts": "Попытки", "File": "Файл", "until": "до",
+    "Not sent yet.": "Ещё не отправлялся.",
+    "once": "однократно", "daily": "ежедневно", "weekly": "еженедельно",
+    "monthly": "ежемесячно", "day": "день",
+    "sent": "отправлен", "sending": "отправляется", "retrying": "повтор", "failed": "ошибка",
+    "Monday": "Понедельник", "Tuesday": "Вторник", "Wednesday": "Среда", "Thursday": "Четверг",
+    "Friday": "Пятница", "Saturday": "Суббота", "Sunday": "Воскресенье",
+    "Link expired": "Ссылка устарела",
+    "Other users' reports": "Отчёты других пользователей", "Owner": "Владелец",
+    "This report is no longer kept. Ask for it to be sent again.":
+        "Этот отчёт больше не хранится. Попросите отправить его снова.",
+    "Extended call history is not licensed": "Расширенная история звонков не лицензирована",
+    "Activate a licence key (MIKO-…) or coupon (MIKOUPD-…) for this PBX in Module marketplace → "
+    "Licence management. The call history and saved filters are kept and come back as they were.":
+        "Активируйте лицензионный ключ (MIKO-…) или купон (MIKOUPD-…) для этой АТС в разделе "
+        "«Маркетплейс модулей» → «Управление лицензией». История звонков и сохранённые отборы "
+        "сохранены и вернутся в прежнем виде.",
+    "Activate a licence": "Активировать лицензию",
+    "Module marketplace": "Маркетплейс модулей",
+    "Licence management": "Управление лицензией",
+    "Installed modules": "Установленные модули", "Module": "Модуль", "Version": "Версия",
+    "Licence": "Лицензия", "Enabled": "Включён", "Disabled": "Выключен",
+    "Disabled by licence": "Выключен по лицензии",
+    "Stopped after repeated crashes": "Остановлен после повторных сбоев", "Keep settings": "Сохранить настройки",
+    "Uninstall": "Удалить", "No modules are installed.": "Модули не установлены.",
+    "Available in the marketplace": "Доступно в маркетплейсе",
+    "Needs MikoPBX": "Требуется MikoPBX", "Install": "Установить", "Upgrade": "Обновить",
+    "Installed": "Установлен", "This PBX": "Эта АТС",
+    "Licence key or coupon": "Лицензионный ключ или купон", "Activate": "Активировать",
+    "Nothing to show": "Нечего показать",
+    "No module is enabled yet. Ask your PBX administrator.":
+        "Ни один модуль ещё не включён. Обратитесь к администратору АТС.",
+    "This page is not available: its module is disabled or not installed.":
+        "Страница недоступна: её модуль выключен или не установлен.",
+    "Only PBX administrators manage modules and licences.":
+        "Модулями и лицензиями управляют только администраторы АТС.",
+    "The module's licence is not active. Please ask your PBX administrator.":
+        "Лицензия модуля не активна. Обратитесь к администратору АТС.",
+}
+
+
+def negotiate(choice: str | None, shell: str | None, accept: str | None) -> str:
+    """The page language: the user's saved choice, the admin shell's, the browser's, English."""
+    for candidate in (choice, shell):
+        if candidate and candidate[:2].lower() in LANGUAGES:
+            return candidate[:2].lower()
+    for part in (accept or "").split(","):
+        code = part.split(";")[0].strip()[:2].lower()
+        if code in LANGUAGES:
+            return code
+    return "en"
+
+
+def translator(language: str):
+    """`_` for the templates."""
+    if language == "ru":
+        return lambda text: RUSSIAN.get(text, text)
+    return lambda text: text
+
+
+# What a filter says is wrong with it (`mirror.queries.QueryError`), as the page shows it in Russian:
+# the English sentence's pattern and its Russian wording (the values typed are kept as typed).
+_RUSSIAN_ERRORS = tuple((re.compile(pattern), russian) for pattern, russian in (
+    (r"the period is empty: 'to' must be after 'from'",
+     "период пуст: дата «по» должна быть позже даты «с»"),
+    (r"the period is too long: at most (\d+) days on this page; choose a shorter one",
+     "период слишком длинный: на этой странице не больше {0} дней; выберите период короче"),
+    (r"search (.*): type at least (\d+) digits of a number or \d+ letters of a name",
+     "поиск {0}: введите не меньше {1} цифр номера или {1} букв имени"),
+    (r"search (.*): (\w+): takes digits .*",
+     "поиск {0}: после «{1}:» нужны цифры (номер или его часть)"),
+    (r"nothing after '(\w+):'", "после «{0}:» ничего не указано"),
+    (r"min_talk must be a whole number from ([\d,]+) to ([\d,]+), not (.*)",
+     "«Разговор от» — целое число секунд от {0} до {1}, а не {2}"),
+    (r"(\w+) must be a whole number from ([\d,]+) to ([\d,]+), not (.*)",
+     "{0}: нужно целое число от {1} до {2}, а не {3}"),
+    (r"bad date (.*): use YYYY-MM-DD or YYYY-MM-DDTHH:MM\[:SS\]",
+     "неверная дата {0}: используйте ГГГГ-ММ-ДД или ГГГГ-ММ-ДДTЧЧ:ММ[:СС]"),
+    (r"bad date (.*): a year from (\d+) to (\d+)", "неверная дата {0}: год от {1} до {2}"),
+    (r"give either a period or from/to, not both",
+     "укажите либо период, либо даты «с» и «по», но не то и другое"),
+    (r"unknown employee group (.*)", "нет такой группы сотрудников: {0}"),
+    (r"unknown (\w+) (.*); use one of: (.*)", "неизвестное значение {1} ({0}); допустимо: {2}"),
+    (r"unknown parameter (.*); use: (.*)", "неизвестный параметр {0}; допустимы: {1}"),
+))
+
+
+def say_error(message: str, language: str) -> str:
+    """A filter's error message in the page's language (English as it is raised)."""
+    if language == "ru":
+        for pattern, russian in _RUSSIAN_ERRORS:
+            found = pattern.fullmatch(message)
+            if found:
+                return russian.format(*found.groups())
+    return message

@@ -1,0 +1,196 @@
+"""peewee models of module.db (the tables are created by `mirror.schema` migrations).
+
+Models are not bound to a database: queries are bound to the connection they run on
+(`query.bind(db)`), so a process can hold several mirrors at once.
+"""
+from peewee import BlobField, BooleanField, CompositeKey, IntegerField, Model, TextField
+
+
+class Base(Model):
+    class Meta:
+        database = None
+        legacy_table_names = False
+
+
+class Leg(Base):
+    uniqueid = TextField(unique=True)
+    linkedid = TextField(index=True)
+    source_id = IntegerField()
+    start_ms = IntegerField()
+    answer_ms = IntegerField(null=True)
+    end_ms = IntegerField(null=True)
+    src_chan = TextField()
+    src_num = TextField()
+    src_name = TextField()
+    dst_chan = TextField()
+    dst_num = TextField()
+    dst_name = TextField()
+    did = TextField()
+    disposition = TextField()
+    dialstatus = TextField()
+    recordingfile = TextField()
+    from_account = TextField()
+    to_account = TextField()
+    appname = TextField()
+    is_app = BooleanField()
+    transfer = IntegerField()
+    a_transfer = IntegerField()
+    duration = IntegerField(null=True)
+    billsec = IntegerField(null=True)
+
+
+class Call(Base):
+    linkedid = TextField(unique=True)
+    start_ms = IntegerField()
+    end_ms = IntegerField()
+    direction = TextField()
+    status = TextField()
+    reason = TextField(null=True)
+    answered = BooleanField()
+    src = TextField()
+    src_name = TextField()
+    dst = TextField()
+    dst_name = TextField()
+    external_number = TextField(null=True)
+    ext_key = TextField(null=True)
+    did = TextField(null=True)
+    line = TextField(null=True)
+    answered_by = TextField(null=True)
+    missed_by = TextField()        # JSON list
+    transferred_to = TextField()   # JSON list
+    employees = TextField()        # JSON list
+    wait_s = IntegerField()
+    talk_s = IntegerField()
+    duration_s = IntegerField()
+    recordings = TextField()       # JSON list
+    callback_of = TextField(null=True)
+    returned_by = TextField(null=True)
+    callback_attempts = IntegerField()
+    leg_count = IntegerField()
+    revision = IntegerField(default=0)   # the writer transaction that last wrote it
+
+
+class CallGone(Base):
+    """A call taken back out of `call` (still in progress), until it is written again."""
+    linkedid = TextField(primary_key=True)
+    revision = IntegerField()
+    employees = TextField()        # JSON list: who may be told it went
+
+
+class LiveCall(Base):
+    """A call in progress (replaced by the daemon on every sync)."""
+    linkedid = TextField(primary_key=True)
+    start_ms = IntegerField()
+    direction = TextField()
+    state = TextField()
+    since_ms = IntegerField()
+    src = TextField()
+    src_name = TextField()
+    dst = TextField()
+    dst_name = TextField()
+    external_number = TextField(null=True)
+    did = TextField(null=True)
+    line = TextField(null=True)
+    employees = TextField()        # JSON list
+    parties = TextField()          # JSON list of {state, since, from, from_name, to, to_name}
+
+
+class CallEmployee(Base):
+    extension = TextField()
+    start_ms = IntegerField()
+    call_id = IntegerField()
+
+    class Meta:
+        primary_key = False
+
+
+class CallNumber(Base):
+    """FTS5 trigram index of a call's numbers; rowid = call.id."""
+    rowid = IntegerField(primary_key=True)
+    numbers = TextField()
+
+
+class CallName(Base):
+    """FTS5 trigram index of a call's caller and callee names; rowid = call.id."""
+    rowid = IntegerField(primary_key=True)
+    names = TextField()
+
+
+class Employee(Base):
+    extension = TextField(primary_key=True)
+    name = TextField()
+
+
+class GroupMember(Base):
+    group_name = TextField()
+    extension = TextField()
+
+    class Meta:
+        primary_key = False
+
+
+class SyncState(Base):
+    key = TextField(primary_key=True)
+    value = TextField()
+
+
+class SavedFilter(Base):
+    user = TextField()
+    name = TextField()
+    params = TextField()                 # JSON of the page's filter parameters
+    is_default = IntegerField(default=0)
+
+
+class UserSetting(Base):
+    user = TextField()
+    key = TextField()
+    value = TextField()
+
+    class Meta:
+        primary_key = CompositeKey("user", "key")
+
+
+class Report(Base):
+    owner = TextField()
+    owner_role = TextField()
+    owner_extensions = TextField()       # JSON list: the owner's extensions (operators)
+    name = TextField()
+    filter_id = IntegerField()
+    period = TextField()                 # one of mirror.queries.PERIODS, relative to each send
+    frequency = TextField()              # once | daily | weekly | monthly
+    at_time = TextField()                # HH:MM, PBX local time
+    on_day = IntegerField(null=True)     # weekly: 0 = Monday; monthly: 1..31
+    on_date = TextField(null=True)       # once: YYYY-MM-DD
+    format = TextField()                 # xlsx | csv | pdf
+    delivery = TextField()               # attach | link
+    link_hours = IntegerField()
+    recipients = TextField()             # JSON list
+    subject = TextField()                # Jinja (sandboxed)
+    body = TextField()                   # Jinja (sandboxed)
+    language = TextField()
+    link_base = TextField()              # scheme://host the owner used: links start here
+    enabled = IntegerField(default=1)
+    next_run_ms = IntegerField(null=True)
+    requested_ms = IntegerField(null=True)   # "send now"
+
+
+class ReportSend(Base):
+    report_id = IntegerField()
+    due_ms = IntegerField()
+    period_start_ms = IntegerField()
+    period_end_ms = IntegerField()
+    status = TextField()                 # sending | retrying | sent | failed
+    attempts = IntegerField(default=0)
+    next_attempt_ms = IntegerField(null=True)
+    finished_ms = IntegerField(null=True)
+    calls = IntegerField(null=True)
+    recipients = TextField()             # JSON list, as sent
+    delivery = TextField()               # attach | link, as sent
+    file = TextField(null=True)          # relative to the reports folder
+    expires_ms = IntegerField(null=True)
+    error = TextField(null=True)
+
+
+class ModuleSecret(Base):
+    name = TextField(primary_key=True)
+    value = BlobField()

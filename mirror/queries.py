@@ -1,0 +1,484 @@
+"""Read queries of the mirror: the one filter every page, API, CLI and export uses.
+
+Each filter maps onto an index range scan in newest-first order (see `mirror.schema`); paging is
+keyset on (start_ms, id), never OFFSET.
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime, timedelta
+
+from peewee import SQL, SqliteDatabase, Tuple, fn
+
+from mirror.calls import DIRECTIONS, STATUSES
+from mirror.pbxtime import linkedid_epoch_ms
+from mirror.models import (Call, CallEmployee, CallGone, CallName, CallNumber, Employee,
+                       GroupMember, Leg, LiveCall, SyncState)
+
+LIST_FIELDS = ("missed_by", "transferred_to", "employees", "recordings")
+
+
+class QueryError(ValueError):
+    """A filter value users can correct; the message says how."""
+
+
+@dataclass
+class CallFilter:
+    start_ms: int
+    end_ms: int                         # exclusive
+    directions: list[str] = field(default_factory=list)
+    statuses: list[str] = field(default_factory=list)
+    number: str | None = None
+    employees: list[str] = field(default_factory=list)
+    groups: list[str] = field(default_factory=list)
+    min_talk: int | None = None
+    unreturned: bool = False
+    tab: str = "all"                       # the page's tab, on top of the other conditions
+    limit: int | None = None
+    after: tuple[int, int] | None = None   # keyset cursor: (start_ms, id) of the last row seen
+    number_match_digits: int = 9           # as the mirror was built (sync_state)
+    visible_to: list[str] | None = None    # an operator's extensions: only calls they were in
+
+    def __post_init__(self):
+        if self.end_ms <= self.start_ms:
+            raise QueryError("the period is empty: 'to' must be after 'from'")
+        _check_choice("direction", self.directions, DIRECTIONS)
+        _check_choice("status", self.statuses, STATUSES)
+        _check_choice("tab", [self.tab], tuple(TABS))
+        if self.min_talk is not None and self.min_talk < 0:
+            raise QueryError("minimum talk time must be 0 or more seconds")
+        if self.limit is not None and self.limit < 1:
+            raise QueryError("limit must be a positive number")
+        if self.number is not None:
+            parse_number_search(self.number, self.number_match_digits)  # validate early
+
+
+def _check_choice(name: str, values: list[str], allowed: tuple[str, ...]) -> None:
+    unknown = [v for v in values if v not in allowed]
+    if unknown:
+        raise QueryError(f"unknown {name} {unknown[0]!r}; use one of: {', '.join(allowed)}")
+
+
+_PREFIXES = ("linkedid", "src", "dst", "did")
+_MIN_CHARS = 3
+# A linkedid as the details panel and the PBX's journal show it: `mikopbx-1700000000.123`, or
+# Asterisk's own `1700000000.123` (the call's start in epoch seconds, a dot, a counter).
+_LINKEDID = re.compile(r"(?:[A-Za-z][\w.-]*-)?\d{9,11}\.\d+")
+_NUMBER_CHARS = re.compile(r"[\d\s+()\-.]*")
+
+
+@dataclass(frozen=True)
+class NumberSearch:
+    """A parsed search box: digit substrings (all must match), a name, or a field prefix."""
+    substrings: tuple[str, ...] = ()
+    prefix: str | None = None      # linkedid | src | dst | did
+    value: str = ""
+    name: str = ""                 # a part of a caller's, callee's or employee's name
+
+
+def parse_number_search(text: str, match_digits: int = 9) -> NumberSearch:
+    """`916` or `+7 (916) 123-45-67` (a number or a part of it), `201 79161234567` (calls
+    between two numbers), `Иван` (a part of a name), a linkedid (`mikopbx-1700000000.123`),
+    `linkedid:…`, `src:…`, `dst:…`, `did:…`."""
+    text = text.strip()
+    prefix, sep, rest = text.partition(":")
+    if sep and prefix.lower() in _PREFIXES:
+        value = rest.strip()
+        if not value:
+            raise QueryError(f"nothing after '{prefix}:'")
+        if prefix.lower() != "linkedid":
+            if not _NUMBER_CHARS.fullmatch(value):
+                raise QueryError(f"search {text!r}: {prefix.lower()}: takes digits (a phone "
+                                 f"number or a part of it)")
+            value = _digits(value, text, match_digits)
+        return NumberSearch(prefix=prefix.lower(), value=value)
+    if _LINKEDID.fullmatch(text):
+        return NumberSearch(prefix="linkedid", value=text)
+    if not _NUMBER_CHARS.fullmatch(text):
+        if len(text) < _MIN_CHARS:
+            raise QueryError(_too_short(text))
+        return NumberSearch(name=text)
+    parts = text.split()
+    if len(parts) == 2 and all(len(re.sub(r"\D", "", p)) >= _MIN_CHARS for p in parts):
+        return NumberSearch(substrings=tuple(_digits(p, text, match_digits) for p in parts))
+    return NumberSearch(substrings=(_digits(text, text, match_digits),))
+
+
+def _digits(part: str, whole: str, match_digits: int) -> str:
+    """The digits to look for; a whole number is cut to its match key, so `+7916…`, `8916…`
+    and `916…` find the same client (as callbacks match them)."""
+    digits = re.sub(r"\D", "", part)
+    if len(digits) < _MIN_CHARS:
+        raise QueryError(_too_short(whole))
+    return digits[-match_digits:]
+
+
+def _too_short(text: str) -> str:
+    return (f"search {text!r}: type at least {_MIN_CHARS} digits of a number or "
+            f"{_MIN_CHARS} letters of a name")
+
+
+# The history page's tabs: each narrows the filter by one more condition.
+TABS = {
+    "all": None,
+    "incoming": Call.direction == "incoming",
+    "missed": Call.status == "missed",
+    "outgoing": Call.direction == "outgoing",
+    "internal": Call.direction == "internal",
+    "unreturned": (Call.status == "missed") & Call.returned_by.is_null(),
+}
+PERIODS = ("today", "yesterday", "this_week", "last_week", "this_month", "last_month")
+FILTER_PARAMETERS = ("period", "from", "to", "direction", "status", "number", "employee",
+                     "group", "min_talk", "unreturned", "tab", "limit", "cursor")
+DAY_MS = 86_400_000
+FIRST_YEAR, LAST_YEAR = 1990, 2200      # dates outside are typing mistakes
+SQLITE_MAX = 2**63 - 1                  # the largest integer SQLite stores
+MAX_LIMIT = 1_000_000_000               # calls of one list (the CLI's --limit)
+MAX_TALK_S = 366 * 86_400               # a minimum talk time longer than a year finds nothing
+# ASCII digits (str.isdigit() passes '²', which int() refuses), no more than SQLite holds.
+_WHOLE = re.compile(r"[0-9]{1,19}")
+
+
+def call_filter(params, clock, now_s: float, *, number_match_digits: int = 9,
+                visible_to: list[str] | None = None) -> CallFilter:
+    """The filter of the page, the JSON API and the CLI, from their text parameters
+    (FILTER_PARAMETERS; lists comma-separated; dates in the PBX timezone, default today)."""
+    unknown = [name for name in params if name not in FILTER_PARAMETERS]
+    if unknown:
+        raise QueryError(f"unknown parameter {unknown[0]!r}; use: {', '.join(FILTER_PARAMETERS)}")
+    if params.get("period"):
+        if params.get("from") or params.get("to"):
+            raise QueryError("give either a period or from/to, not both")
+        start_ms, end_ms = period_bounds(params["period"], clock, now_s)
+    else:
+        start_ms, end_ms = _period(params.get("from"), params.get("to"), clock, now_s)
+    start_ms, end_ms = _linkedid_period(params.get("number")) or (start_ms, end_ms)
+    return CallFilter(
+        start_ms=start_ms, end_ms=end_ms, directions=_list(params.get("direction")),
+        statuses=_list(params.get("status")), number=params.get("number") or None,
+        employees=_list(params.get("employee")), groups=_list(params.get("group")),
+        min_talk=_whole(params, "min_talk", 0, MAX_TALK_S),
+        unreturned=_flag(params.get("unreturned")),
+        tab=params.get("tab") or "all",
+        limit=_whole(params, "limit", 1, MAX_LIMIT), after=decode_cursor(params.get("cursor")),
+        number_match_digits=number_match_digits, visible_to=visible_to)
+
+
+def _linkedid_period(number: str | None) -> tuple[int, int] | None:
+    """A linkedid names one call, whatever the period: MikoPBX's carries the call's start
+    (`mikopbx-<unix>.<n>`), so the period becomes the day either side of it."""
+    if not number:
+        return None
+    try:
+        search = parse_number_search(number)
+    except QueryError:
+        return None                             # CallFilter says what is wrong with it
+    at = linkedid_epoch_ms(search.value) if search.prefix == "linkedid" else None
+    return (at - DAY_MS, at + DAY_MS) if at is not None else None
+
+
+def period_bounds(period: str, clock, now_s: float) -> tuple[int, int]:
+    """A named period relative to today (the PBX's local calendar; weeks start on Monday)
+    as [start, end) epoch ms."""
+    today = clock.to_local(now_s).date()
+    if period == "today":
+        first, last = today, today
+    elif period == "yesterday":
+        first = last = today - timedelta(days=1)
+    elif period in ("this_week", "last_week"):
+        first = today - timedelta(days=today.weekday() + (7 if period == "last_week" else 0))
+        last = first + timedelta(days=6)
+    elif period in ("this_month", "last_month"):
+        first = today.replace(day=1)
+        if period == "last_month":
+            first = (first - timedelta(days=1)).replace(day=1)
+        last = (first + timedelta(days=32)).replace(day=1) - timedelta(days=1)
+    else:
+        raise QueryError(f"unknown period {period!r}; use one of: {', '.join(PERIODS)}")
+    return clock.local_day_bounds(first)[0] * 1000, clock.local_day_bounds(last)[1] * 1000
+
+
+def _period(start: str | None, end: str | None, clock, now_s: float) -> tuple[int, int]:
+    today = clock.to_local(now_s).date()
+    day_start, day_end = (s * 1000 for s in clock.local_day_bounds(today))
+    start_ms = _moment(start, clock, end=False) if start else None
+    end_ms = _moment(end, clock, end=True) if end else None
+    if start_ms is None:
+        start_ms = end_ms - DAY_MS if end_ms is not None and end_ms <= day_start else day_start
+    return start_ms, day_end if end_ms is None else end_ms
+
+
+def _moment(text: str, clock, *, end: bool) -> int:
+    """A from/to value as epoch ms; a bare date is the whole local day."""
+    try:
+        if len(text) == 10:
+            day = date.fromisoformat(text)
+            moment = datetime(day.year, day.month, day.day)
+        else:
+            moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise QueryError(f"bad date {text!r}: use YYYY-MM-DD or YYYY-MM-DDTHH:MM[:SS]") from None
+    if not FIRST_YEAR <= moment.year <= LAST_YEAR:
+        raise QueryError(f"bad date {text!r}: a year from {FIRST_YEAR} to {LAST_YEAR}")
+    if len(text) == 10:
+        day_start, day_end = clock.local_day_bounds(moment.date())
+        return (day_end if end else day_start) * 1000
+    if moment.tzinfo is None:
+        return clock.local_to_epoch(moment) * 1000
+    return int(moment.timestamp() * 1000)
+
+
+def _list(value: str | None) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else []
+
+
+def _whole(params, name: str, low: int, high: int) -> int | None:
+    value = params.get(name)
+    return None if value in (None, "") else whole_number(value, name, low, high)
+
+
+def whole_number(value, name: str, low: int = 0, high: int = SQLITE_MAX) -> int:
+    """A whole number typed by a user, within [low, high] (at most SQLite's 64-bit range);
+    QueryError saying the range otherwise. The digits are checked before int() is called:
+    Python refuses more than 4,300 of them and SQLite more than 19."""
+    text = str(value).strip()
+    number = int(text) if _WHOLE.fullmatch(text) else None
+    if number is None or not low <= number <= high:
+        raise QueryError(f"{name} must be a whole number from {low:,} to {high:,}, "
+                         f"not {_shown(str(value))!r}")
+    return number
+
+
+def _shown(text: str) -> str:
+    """At most 24 characters of what was typed, for a message."""
+    return text if len(text) <= 24 else text[:21] + "..."
+
+
+def _flag(value) -> bool:
+    if value in (None, "", False):
+        return False
+    if value is True or str(value).lower() in ("1", "true", "yes", "on"):
+        return True
+    if str(value).lower() in ("0", "false", "no", "off"):
+        return False
+    raise QueryError(f"unreturned must be true or false, not {value!r}")
+
+
+def encode_cursor(start_ms: int, call_id: int) -> str:
+    return f"{start_ms}.{call_id}"
+
+
+def decode_cursor(value: str | None) -> tuple[int, int] | None:
+    """The (start_ms, id) of a `next_cursor`; QueryError for anything else."""
+    if not value:
+        return None
+    start, _, call_id = value.partition(".")
+    try:
+        return whole_number(start, "cursor"), whole_number(call_id, "cursor")
+    except QueryError:
+        raise QueryError(f"bad cursor {_shown(value)!r}: pass back the next_cursor of the "
+                         f"previous page") from None
+
+
+def calls_query(f: CallFilter, db: SqliteDatabase, *, counting: bool = False):
+    """The filtered calls, newest first (a peewee query bound to `db`). `counting`: the query
+    will be aggregated, not paged (see the employee condition)."""
+    period = (Call.start_ms >= f.start_ms) & (Call.start_ms < f.end_ms)
+    query = Call.select().where(period)
+    if f.directions:
+        query = query.where(Call.direction.in_(f.directions))
+    if f.unreturned:
+        query = query.where(Call.status == "missed", Call.returned_by.is_null())
+    if f.statuses:
+        query = query.where(Call.status.in_(f.statuses))
+    if f.min_talk:
+        query = query.where(Call.talk_s >= f.min_talk)
+    if TABS[f.tab] is not None:
+        query = query.where(TABS[f.tab])
+    # A page walks the newest-first index and stops after a page of rows: `+id` keeps SQLite
+    # from driving the query by the employees' (maybe tens of thousands of) calls and sorting
+    # them. A count reads them all anyway, and reads fewer that way round.
+    call_id = Call.id if counting else Call.id + 0
+    for extensions in (employee_extensions(f, db), f.visible_to):
+        if extensions is not None:
+            query = query.where(call_id.in_(
+                CallEmployee.select(CallEmployee.call_id).where(
+                    CallEmployee.extension.in_(extensions),
+                    CallEmployee.start_ms >= f.start_ms, CallEmployee.start_ms < f.end_ms)))
+    if f.number:
+        search = parse_number_search(f.number, f.number_match_digits)
+        named = _employees_named(search.name, db) if search.name else []
+        query = _number_condition(query, search, _id_range(period, db),
+                                  CallEmployee.select(CallEmployee.call_id).where(
+                                      CallEmployee.extension.in_(named),
+                                      CallEmployee.start_ms >= f.start_ms,
+                                      CallEmployee.start_ms < f.end_ms) if named else None)
+    if f.after:
+        query = query.where(Tuple(Call.start_ms, Call.id) < Tuple(*f.after))
+    query = query.order_by(Call.start_ms.desc(), Call.id.desc())
+    if f.limit:
+        query = query.limit(f.limit)
+    return query.bind(db)
+
+
+def _id_range(period, db: SqliteDatabase) -> tuple[int, int]:
+    """The lowest and highest call id of a period (one index range read)."""
+    low, high = Call.select(fn.MIN(Call.id), fn.MAX(Call.id)).where(period).bind(db).tuples()[0]
+    return (low, high) if low is not None else (0, -1)
+
+
+def counts_by_direction_and_status(f: CallFilter, db: SqliteDatabase) -> dict[tuple[str, str], int]:
+    """How many calls the filter selects, per (direction, status)."""
+    query = (calls_query(f, db, counting=True).select(Call.direction, Call.status,
+                                                      fn.COUNT(Call.id))
+             .order_by().limit(None).group_by(Call.direction, Call.status))
+    return {(direction, status): n for direction, status, n in query.tuples()}
+
+
+def tab_counts(f: CallFilter, db: SqliteDatabase) -> dict[str, int]:
+    """How many calls each tab would show with the rest of the filter (one grouped scan)."""
+    unreturned = Call.returned_by.is_null()
+    query = (calls_query(replace(f, tab="all", after=None), db, counting=True)
+             .select(Call.direction, Call.status, unreturned, fn.COUNT(Call.id))
+             .order_by().limit(None).group_by(Call.direction, Call.status, unreturned))
+    counts = dict.fromkeys(TABS, 0)
+    for direction, status, not_returned, n in query.tuples():
+        counts["all"] += n
+        counts[direction] += n
+        if status == "missed":
+            counts["missed"] += n
+            counts["unreturned"] += n if not_returned else 0
+    return counts
+
+
+def employee_extensions(f: CallFilter, db: SqliteDatabase) -> list[str] | None:
+    """Extensions the employee/group filters select (None: no such filter)."""
+    if not f.employees and not f.groups:
+        return None
+    extensions = set(f.employees)
+    if f.groups:
+        members = GroupMember.select(GroupMember.group_name, GroupMember.extension).where(
+            GroupMember.group_name.in_(f.groups)).bind(db).tuples()
+        found = {name for name, _ in members}
+        unknown = [g for g in f.groups if g not in found]
+        if unknown:
+            raise QueryError(f"unknown employee group {unknown[0]!r}")
+        extensions |= {ext for _, ext in members}
+    return sorted(extensions)
+
+
+def _employees_named(part: str, db: SqliteDatabase) -> list[str]:
+    """Extensions of the employees whose current name holds `part` (any case; the PBX's
+    employees are a few hundred rows, so a renamed employee is found by the new name)."""
+    part = part.casefold()
+    return [extension for extension, name in Employee.select(Employee.extension, Employee.name)
+            .bind(db).tuples() if part in name.casefold()]
+
+
+def _linkedid_forms(linkedid: str) -> list[str]:
+    """A linkedid as typed and, for a bare `1700000000.123`, as MikoPBX writes it."""
+    return [linkedid] + ([f"mikopbx-{linkedid}"] if linkedid[:1].isdigit() else [])
+
+
+def _number_condition(query, search: NumberSearch, ids: tuple[int, int], of_employees=None):
+    """Calls whose numbers (or names) match. The trigram index is searched within the period's
+    id range: a common fragment (an area code) would otherwise fetch every match of all time.
+    `of_employees`: the calls of the employees a name search found, also matching."""
+    if search.prefix == "linkedid":
+        return query.where(Call.linkedid.in_(_linkedid_forms(search.value)))
+    if search.name:
+        phrase = '"' + search.name.replace('"', '""') + '"'
+        named = Call.id.in_(CallName.select(CallName.rowid).where(
+            SQL("call_name MATCH ?", (phrase,)), CallName.rowid.between(*ids)))
+        return query.where(named if of_employees is None else named | Call.id.in_(of_employees))
+    terms = (search.value,) if search.prefix else search.substrings
+    match = " AND ".join(f'"{digits}"' for digits in terms)
+    query = query.where(Call.id.in_(
+        CallNumber.select(CallNumber.rowid).where(SQL("call_number MATCH ?", (match,)),
+                                                  CallNumber.rowid.between(*ids))))
+    if search.prefix:
+        column = {"src": Call.src, "dst": Call.dst, "did": Call.did}[search.prefix]
+        query = query.where(fn.replace(fn.replace(column, "+", ""), " ", "").contains(search.value))
+    return query
+
+
+def call_rows(query):
+    """Rows of a calls query as dicts with list fields decoded."""
+    return map(_decoded, query.dicts().iterator())
+
+
+def find_call(linkedid: str, db: SqliteDatabase) -> dict | None:
+    """One call row (list fields decoded) by linkedid."""
+    row = Call.select().where(Call.linkedid == linkedid).bind(db).dicts().first()
+    return _decoded(row) if row else None
+
+
+def _decoded(row: dict) -> dict:
+    for name in LIST_FIELDS:
+        row[name] = json.loads(row[name])
+    return row
+
+
+def calls_in_progress(db: SqliteDatabase, visible_to: list[str] | None = None) -> list[dict]:
+    """The calls in progress, newest first; an operator's (`visible_to`) only those they are in.
+    A handful at a time: filtered here rather than indexed."""
+    rows = []
+    for row in LiveCall.select().order_by(LiveCall.start_ms.desc()).bind(db).dicts():
+        row["employees"] = json.loads(row["employees"])
+        row["parties"] = json.loads(row["parties"])
+        if visible_to is None or set(visible_to) & set(row["employees"]):
+            rows.append(row)
+    return rows
+
+
+CHANGES_LIMIT = 500     # calls written since a page's revision that it is told of, at most
+
+
+def changes_since(f: CallFilter, revision: int,
+                  db: SqliteDatabase) -> tuple[list[dict], list[str]] | None:
+    """What a page showing filter `f` as of `revision` must change: the calls of the filter
+    written since (new or changed) and the linkedids of the calls it may show that have left
+    the filter since (changed so they no longer match, or taken back out while in progress).
+    Only calls the filter's user may see are named. None when more than CHANGES_LIMIT calls
+    were written since (a page back after a long pause): the page starts afresh."""
+    written = list(Call.select(Call.id, Call.linkedid, Call.employees)
+                   .where(Call.revision > revision).order_by(Call.revision.desc())
+                   .limit(CHANGES_LIMIT + 1).bind(db).tuples())
+    if len(written) > CHANGES_LIMIT:
+        return None
+    taken_out = list(CallGone.select(CallGone.linkedid, CallGone.employees)
+                     .where(CallGone.revision > revision).bind(db).tuples())
+    if not written and not taken_out:
+        return [], []
+    rows = list(call_rows(calls_query(replace(f, after=None, limit=len(written)), db)
+                          .where(Call.id.in_([call_id for call_id, _, _ in written])))
+                ) if written else []
+    kept = {row["linkedid"] for row in rows}
+    visible = None if f.visible_to is None else set(f.visible_to)
+    gone = [linkedid for linkedid, employees in
+            [(linkedid, employees) for _, linkedid, employees in written] + taken_out
+            if linkedid not in kept and (visible is None or visible & set(json.loads(employees)))]
+    return rows, gone
+
+
+def mirror_revision(db: SqliteDatabase) -> int:
+    """The revision of the mirror's newest change of what pages show (0: none yet)."""
+    return int(state_value(db, "revision") or 0)
+
+
+def state_value(db: SqliteDatabase, key: str) -> str | None:
+    """One value of `sync_state`. Every request and every open page's ask reads some: plain
+    SQL, without building the query each time (a third of a cached ask's time)."""
+    row = db.execute_sql("SELECT value FROM sync_state WHERE key = ?", (key,)).fetchone()
+    return row[0] if row else None
+
+
+def legs_of_call(linkedid: str, db: SqliteDatabase) -> list[dict]:
+    return list(Leg.select().where(Leg.linkedid == linkedid)
+                .order_by(Leg.start_ms, Leg.source_id).bind(db).dicts())
+
+
+def sync_state(db: SqliteDatabase) -> dict[str, str]:
+    return dict(SyncState.select(SyncState.key, SyncState.value).bind(db).tuples())

@@ -1,0 +1,229 @@
+"""The mailed reports' rows in module.db: definitions (each function takes the owner), their
+sends, the links' secret. What a report is and how it is checked: `reports.definitions`."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Callable
+
+from peewee import SqliteDatabase
+
+from mirror.models import ModuleSecret, Report, ReportSend, SavedFilter
+
+
+class ReportError(ValueError):
+    """A report definition users can correct; the message says how."""
+
+
+def link_secret(db: SqliteDatabase) -> bytes:
+    return bytes(ModuleSecret.select(ModuleSecret.value)
+                 .where(ModuleSecret.name == "report_links").bind(db).scalar())
+
+
+
+@dataclass(frozen=True)
+class Owner:
+    """Who a report belongs to and what they may see: the role and extensions of their last
+    visit (the admin shell's word), applied to every send."""
+    name: str
+    role: str
+    extensions: tuple[str, ...]
+
+    @property
+    def visible_to(self) -> list[str] | None:
+        return None if self.role in ("admin", "supervisor") else list(self.extensions)
+
+
+def store_report(db: SqliteDatabase, owner: Owner, values: dict, filter_id: int, name: str,
+                 report_id: int | None = None) -> int:
+    """Create the owner's report with the columns `values`, or change their report
+    `report_id`; returns its id. The saved filter must be theirs, the name not yet taken."""
+    with db.atomic("IMMEDIATE"):
+        if not SavedFilter.select().where(SavedFilter.id == filter_id,
+                                          SavedFilter.user == owner.name).bind(db).exists():
+            raise ReportError("choose one of your saved filters")
+        taken = Report.select(Report.id).where(Report.owner == owner.name,
+                                               Report.name == name).bind(db).scalar()
+        if taken is not None and taken != report_id:
+            raise ReportError(f"you already have a report named {name!r}")
+        if report_id is None:
+            return Report.insert({Report.owner: owner.name, **values}).bind(db).execute()
+        _owned(db, owner.name, report_id)
+        Report.update(values).where(Report.id == report_id).bind(db).execute()
+        return report_id
+
+
+def reports_of(db: SqliteDatabase, owner: str | None) -> list[dict]:
+    """The owner's reports (everyone's for None) by owner and name, each with its last send."""
+    query = Report.select().order_by(Report.owner, Report.name)
+    if owner is not None:
+        query = query.where(Report.owner == owner)
+    rows = list(query.bind(db).dicts())
+    for row in rows:
+        row["recipients"] = json.loads(row["recipients"])
+        row["last_send"] = (ReportSend.select().where(ReportSend.report_id == row["id"])
+                            .order_by(ReportSend.id.desc()).limit(1).bind(db).dicts().first())
+    return rows
+
+
+def report_of(db: SqliteDatabase, owner: str, report_id: int) -> dict:
+    """One of the owner's reports; LookupError for anyone else's."""
+    found = next((r for r in reports_of(db, owner) if r["id"] == report_id), None)
+    if found is None:
+        raise LookupError(report_id)
+    return found
+
+
+def sends_of(db: SqliteDatabase, owner: str, report_id: int, limit: int = 50) -> list[dict]:
+    """The send log of the owner's report, newest first."""
+    _owned(db, owner, report_id)
+    return list(ReportSend.select().where(ReportSend.report_id == report_id)
+                .order_by(ReportSend.id.desc()).limit(limit).bind(db).dicts())
+
+
+def send_of(db: SqliteDatabase, owner: str, send_id: int) -> dict:
+    """A send of one of the owner's reports; LookupError for anyone else's."""
+    row = ReportSend.select().where(ReportSend.id == send_id).bind(db).dicts().first()
+    if row is None:
+        raise LookupError(send_id)
+    _owned(db, owner, row["report_id"])
+    return row
+
+
+def request_send(db: SqliteDatabase, owner: str, report_id: int, now_s: float) -> None:
+    """"Send now": the scheduler sends the report at its next look, period relative to now."""
+    with db.atomic("IMMEDIATE"):
+        _owned(db, owner, report_id)
+        Report.update(requested_ms=int(now_s * 1000)).where(Report.id == report_id) \
+            .bind(db).execute()
+
+
+def delete_report(db: SqliteDatabase, owner: str | None, report_id: int) -> None:
+    """The report and its log go; the scheduler removes files no send refers to. `owner`
+    None: any user's (an admin stopping the reports of someone who left)."""
+    with db.atomic("IMMEDIATE"):
+        _owned(db, owner, report_id)
+        ReportSend.delete().where(ReportSend.report_id == report_id).bind(db).execute()
+        Report.delete().where(Report.id == report_id).bind(db).execute()
+
+
+def reports_using(db: SqliteDatabase, owner: str, filter_id: int) -> list[str]:
+    """Names of the owner's reports that mail the saved filter `filter_id`."""
+    return [name for (name,) in Report.select(Report.name).where(
+        Report.owner == owner, Report.filter_id == filter_id).bind(db).tuples()]
+
+
+def remember_owner(db: SqliteDatabase, owner: Owner) -> None:
+    """The owner's role and extensions as the admin shell says now: their reports follow."""
+    extensions = json.dumps(owner.extensions)
+    with db.atomic("IMMEDIATE"):
+        Report.update(owner_role=owner.role, owner_extensions=extensions).where(
+            (Report.owner == owner.name)
+            & ((Report.owner_role != owner.role) | (Report.owner_extensions != extensions))
+        ).bind(db).execute()
+
+
+def _owned(db: SqliteDatabase, owner: str | None, report_id: int) -> None:
+    query = Report.select().where(Report.id == report_id)
+    if owner is not None:
+        query = query.where(Report.owner == owner)
+    if not query.bind(db).exists():
+        raise LookupError(report_id)
+
+
+# --- the scheduler's side: sends -------------------------------------------------------------
+
+SEND_COLUMNS = ("id", "report_id", "due_ms", "attempts", "file")
+
+
+def claim_due(db: SqliteDatabase, now_ms: int,
+              following_run: Callable[[dict], int | None]) -> list[tuple[dict, dict]]:
+    """Due reports become `sending` rows of the log, and their next run moves on (to
+    `following_run(report)`, epoch ms), in one transaction: a crash afterwards resumes the
+    send, never repeats it. Returns (report, send) rows."""
+    claimed = []
+    with db.atomic("IMMEDIATE"):
+        reports = list(Report.select().where(
+            ((Report.enabled == 1) & (Report.next_run_ms <= now_ms))
+            | Report.requested_ms.is_null(False)).bind(db).dicts())
+        for report in reports:
+            scheduled = bool(report["enabled"]) and report["next_run_ms"] is not None \
+                and report["next_run_ms"] <= now_ms
+            due_ms = report["next_run_ms"] if scheduled else report["requested_ms"]
+            changes = {Report.requested_ms: None}
+            if scheduled:           # "send now" alone leaves the schedule as it is
+                changes[Report.next_run_ms] = following_run(report)
+            Report.update(changes).where(Report.id == report["id"]).bind(db).execute()
+            send_id = ReportSend.insert(
+                report_id=report["id"], due_ms=due_ms, period_start_ms=0, period_end_ms=0,
+                status="sending", recipients=report["recipients"],
+                delivery=report["delivery"]).bind(db).execute()
+            claimed.append((report, {"id": send_id, "report_id": report["id"],
+                                     "due_ms": due_ms, "attempts": 0, "file": None}))
+    return claimed
+
+
+def retries_due(db: SqliteDatabase, now_ms: int) -> list[tuple[dict, dict]]:
+    """Sends to try again, with their report: retries whose time came, and sends a crash
+    interrupted."""
+    sends = list(ReportSend.select(*(getattr(ReportSend, c) for c in SEND_COLUMNS)).where(
+        ((ReportSend.status == "retrying") & (ReportSend.next_attempt_ms <= now_ms))
+        | (ReportSend.status == "sending")).bind(db).dicts())
+    found = []
+    for send in sends:
+        report = Report.select().where(Report.id == send["report_id"]).bind(db).dicts().first()
+        if report is not None:
+            found.append((report, send))
+    return found
+
+
+def next_due_ms(db: SqliteDatabase) -> list[int]:
+    """When the next report is due and the next retry, as far as there are any."""
+    return [t for t in (
+        Report.select(Report.next_run_ms).where(Report.enabled == 1)
+        .order_by(Report.next_run_ms).limit(1).bind(db).scalar(),
+        ReportSend.select(ReportSend.next_attempt_ms)
+        .where(ReportSend.status == "retrying")
+        .order_by(ReportSend.next_attempt_ms).limit(1).bind(db).scalar()) if t]
+
+
+def saved_filter_params(db: SqliteDatabase, report: dict) -> str | None:
+    """The JSON parameters of the report's saved filter, if its owner still has it."""
+    return SavedFilter.select(SavedFilter.params).where(
+        SavedFilter.id == report["filter_id"], SavedFilter.user == report["owner"]) \
+        .bind(db).scalar()
+
+
+def send_row(db: SqliteDatabase, send_id: int) -> dict | None:
+    """A send of any report (the scheduler's, and a download link's, own check)."""
+    return ReportSend.select().where(ReportSend.id == send_id).bind(db).dicts().first()
+
+
+def record_send(db: SqliteDatabase, send_id: int, **values) -> None:
+    """Columns of one send."""
+    with db.atomic("IMMEDIATE"):
+        ReportSend.update(values).where(ReportSend.id == send_id).bind(db).execute()
+
+
+def expired_files(db: SqliteDatabase, now_ms: int) -> list[int]:
+    """Sends finished whose file's link expired."""
+    return [i for (i,) in ReportSend.select(ReportSend.id).where(
+        ReportSend.file.is_null(False) & (ReportSend.expires_ms <= now_ms)
+        & ReportSend.status.in_(("sent", "failed"))).bind(db).tuples()]
+
+
+def forget_files(db: SqliteDatabase, send_ids: list[int]) -> None:
+    with db.atomic("IMMEDIATE"):
+        ReportSend.update(file=None).where(ReportSend.id.in_(send_ids)).bind(db).execute()
+
+
+def sends_with_files(db: SqliteDatabase) -> set[int]:
+    return {i for (i,) in ReportSend.select(ReportSend.id)
+            .where(ReportSend.file.is_null(False)).bind(db).tuples()}
+
+
+def sending(db: SqliteDatabase, send_id: int) -> bool:
+    """Whether a send is under way or waits to be tried again."""
+    return ReportSend.select().where(ReportSend.id == send_id,
+                                     ReportSend.status.in_(("sending", "retrying"))) \
+        .bind(db).exists()

@@ -1,0 +1,230 @@
+"""Numbered migrations of the module's own database (`module.db`).
+
+`PRAGMA user_version` holds the number of the last step applied. All pending steps run in one
+transaction, so a failed step leaves the database exactly as the installed version left it
+(an upgrade that fails keeps the old version working). Steps are never edited once
+released: a change of schema is a new step.
+"""
+from __future__ import annotations
+
+import sqlite3
+
+# What `call_name` holds of a call row: its caller's and callee's names on separate lines (a
+# search never matches across them), each once; a "name" of digits only is left out (a search
+# with no letters is a number search). Calls without names have no row. Migration 6 fills the
+# table with it and the writer's merge keeps it up to date: a change is a new migration.
+# Rows go in id order: FTS5 flushes its pending terms whenever a rowid is not above the last.
+_NAMED = "GLOB '*[^0-9+ ()-]*'"
+CALL_NAMES = (f"SELECT id, names FROM (SELECT id, trim("
+              f"CASE WHEN src_name {_NAMED} THEN src_name ELSE '' END || char(10) || "
+              f"CASE WHEN dst_name {_NAMED} AND dst_name <> src_name THEN dst_name ELSE '' END, "
+              f"char(10)) AS names FROM call WHERE {{calls}}) WHERE names <> '' ORDER BY id")
+
+# `PRAGMA application_id` of every module.db ("ECDR"), set by migration 7.
+APPLICATION_ID = 0x45434452
+# Tables every module.db has had since migration 1: a mirror of a release before migration 7
+# (no application id yet) is known by them.
+MIRROR_TABLES = frozenset({"leg", "call", "call_employee", "sync_state", "employee",
+                           "group_member"})
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    # 1: legs, calls, employees of calls, number search, sync state, employees and groups.
+    (
+        """CREATE TABLE leg (
+            id INTEGER PRIMARY KEY,
+            uniqueid TEXT NOT NULL UNIQUE,
+            linkedid TEXT NOT NULL,
+            source_id INTEGER NOT NULL,
+            start_ms INTEGER NOT NULL,
+            answer_ms INTEGER,
+            end_ms INTEGER,
+            src_chan TEXT NOT NULL, src_num TEXT NOT NULL, src_name TEXT NOT NULL,
+            dst_chan TEXT NOT NULL, dst_num TEXT NOT NULL, dst_name TEXT NOT NULL,
+            did TEXT NOT NULL, disposition TEXT NOT NULL, dialstatus TEXT NOT NULL,
+            recordingfile TEXT NOT NULL, from_account TEXT NOT NULL, to_account TEXT NOT NULL,
+            appname TEXT NOT NULL, is_app INTEGER NOT NULL, transfer INTEGER NOT NULL,
+            a_transfer INTEGER NOT NULL, duration INTEGER, billsec INTEGER)""",
+        "CREATE INDEX leg_linkedid ON leg (linkedid)",
+        """CREATE TABLE call (
+            id INTEGER PRIMARY KEY,
+            linkedid TEXT NOT NULL UNIQUE,
+            start_ms INTEGER NOT NULL,
+            end_ms INTEGER NOT NULL,
+            direction TEXT NOT NULL,
+            status TEXT NOT NULL,
+            reason TEXT,
+            answered INTEGER NOT NULL,
+            src TEXT NOT NULL, src_name TEXT NOT NULL,
+            dst TEXT NOT NULL, dst_name TEXT NOT NULL,
+            external_number TEXT, ext_key TEXT,
+            did TEXT, line TEXT,
+            answered_by TEXT,
+            missed_by TEXT NOT NULL, transferred_to TEXT NOT NULL, employees TEXT NOT NULL,
+            wait_s INTEGER NOT NULL, talk_s INTEGER NOT NULL, duration_s INTEGER NOT NULL,
+            recordings TEXT NOT NULL,
+            callback_of TEXT, returned_by TEXT,
+            callback_attempts INTEGER NOT NULL DEFAULT 0,
+            leg_count INTEGER NOT NULL)""",
+        # Newest-first range scans for every filter; the rowid (id) breaks ties for keyset paging.
+        # (start_ms, id) is the keyset order; talk_s rides along for the minimum-talk filter.
+        "CREATE INDEX call_period ON call (start_ms, id, talk_s)",
+        "CREATE INDEX call_direction ON call (direction, start_ms)",
+        "CREATE INDEX call_status ON call (status, start_ms)",
+        "CREATE INDEX call_ext_key ON call (ext_key, start_ms)",
+        """CREATE TABLE call_employee (
+            extension TEXT NOT NULL,
+            start_ms INTEGER NOT NULL,
+            call_id INTEGER NOT NULL,
+            PRIMARY KEY (extension, start_ms, call_id)) WITHOUT ROWID""",
+        "CREATE INDEX call_employee_call ON call_employee (call_id)",
+        # Substring search on numbers: trigrams make `LIKE '%916%'`/MATCH an index lookup.
+        "CREATE VIRTUAL TABLE call_number USING fts5(numbers, tokenize = 'trigram')",
+        # Merge segments less eagerly than the default 4: cheaper batch inserts, same lookups.
+        "INSERT INTO call_number (call_number, rank) VALUES ('automerge', 8)",
+        "CREATE TABLE sync_state (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+        # Snapshot of the PBX's employees and ModuleUsersGroups' groups, refreshed by each sync,
+        # so readers of module.db filter by group without opening PBX files.
+        "CREATE TABLE employee (extension TEXT PRIMARY KEY, name TEXT NOT NULL) WITHOUT ROWID",
+        """CREATE TABLE group_member (
+            group_name TEXT NOT NULL, extension TEXT NOT NULL,
+            PRIMARY KEY (group_name, extension)) WITHOUT ROWID""",
+    ),
+    # 2: what users keep (written by the web process in short transactions, never by the sync):
+    # named filters, one of them the default, and per-user settings (columns, language).
+    (
+        """CREATE TABLE saved_filter (
+            id INTEGER PRIMARY KEY,
+            user TEXT NOT NULL,
+            name TEXT NOT NULL,
+            params TEXT NOT NULL,
+            is_default INTEGER NOT NULL DEFAULT 0,
+            UNIQUE (user, name))""",
+        """CREATE TABLE user_setting (
+            user TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL,
+            PRIMARY KEY (user, key)) WITHOUT ROWID""",
+    ),
+    # 3: the page's tab counters read only the period index: it carries what they group by.
+    (
+        "DROP INDEX call_period",
+        "CREATE INDEX call_period ON call (start_ms, id, talk_s, direction, status, returned_by)",
+    ),
+    # 4: mailed reports (written by the web: definitions; by the daemon's scheduler: sends).
+    # A report mails its owner's saved filter over a relative period; the owner's role and
+    # extensions as of their last visit bound what it holds. Each send is logged; its file
+    # waits in the reports folder until `expires_ms`, reachable by a signed link.
+    (
+        """CREATE TABLE report (
+            id INTEGER PRIMARY KEY,
+            owner TEXT NOT NULL,
+            owner_role TEXT NOT NULL,
+            owner_extensions TEXT NOT NULL,
+            name TEXT NOT NULL,
+            filter_id INTEGER NOT NULL,
+            period TEXT NOT NULL,
+            frequency TEXT NOT NULL,
+            at_time TEXT NOT NULL,
+            on_day INTEGER,
+            on_date TEXT,
+            format TEXT NOT NULL,
+            delivery TEXT NOT NULL,
+            link_hours INTEGER NOT NULL,
+            recipients TEXT NOT NULL,
+            subject TEXT NOT NULL,
+            body TEXT NOT NULL,
+            language TEXT NOT NULL,
+            link_base TEXT NOT NULL,
+            enabled INTEGER NOT NULL DEFAULT 1,
+            next_run_ms INTEGER,
+            requested_ms INTEGER,
+            UNIQUE (owner, name))""",
+        "CREATE INDEX report_next_run ON report (next_run_ms)",
+        """CREATE TABLE report_send (
+            id INTEGER PRIMARY KEY,
+            report_id INTEGER NOT NULL,
+            due_ms INTEGER NOT NULL,
+            period_start_ms INTEGER NOT NULL,
+            period_end_ms INTEGER NOT NULL,
+            status TEXT NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_attempt_ms INTEGER,
+            finished_ms INTEGER,
+            calls INTEGER,
+            recipients TEXT NOT NULL,
+            delivery TEXT NOT NULL,
+            file TEXT,
+            expires_ms INTEGER,
+            error TEXT)""",
+        "CREATE INDEX report_send_of_report ON report_send (report_id, id)",
+        "CREATE INDEX report_send_retry ON report_send (next_attempt_ms)",
+        "CREATE TABLE module_secret (name TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID",
+        "INSERT INTO module_secret (name, value) VALUES ('report_links', randomblob(32))",
+    ),
+    # 5: calls in progress (some leg still in the PBX's `cdr` table, or channels up on AMI).
+    # The daemon replaces these rows on every sync; `call` holds finished calls only, so a call
+    # in progress is never counted, listed as missed, exported or mailed.
+    (
+        """CREATE TABLE live_call (
+            linkedid TEXT PRIMARY KEY,
+            start_ms INTEGER NOT NULL,
+            direction TEXT NOT NULL,
+            state TEXT NOT NULL,
+            since_ms INTEGER NOT NULL,
+            src TEXT NOT NULL, src_name TEXT NOT NULL,
+            dst TEXT NOT NULL, dst_name TEXT NOT NULL,
+            external_number TEXT, did TEXT, line TEXT,
+            employees TEXT NOT NULL,
+            parties TEXT NOT NULL) WITHOUT ROWID""",
+    ),
+    # 6: substring search on names (the caller's and the callee's as the PBX wrote them), like
+    # `call_number`; rowid = call.id. Employees' current names are matched through `employee`
+    # and `call_employee` at query time, so a renamed employee is found under the new name.
+    (
+        "CREATE VIRTUAL TABLE call_name USING fts5(names, tokenize = 'trigram')",
+        "INSERT INTO call_name (call_name, rank) VALUES ('automerge', 8)",
+        "INSERT INTO call_name (rowid, names) " + CALL_NAMES.format(calls="true"),
+    ),
+    # 7: the file says it is a module.db, so another program's SQLite file given as the
+    # mirror is recognised and refused, never read or written (see mirror.database).
+    (
+        f"PRAGMA application_id = {APPLICATION_ID}",
+    ),
+    # 8: what open pages ask for. Each writer transaction that changes what pages show takes
+    # the next `revision` (sync_state) and stamps the calls it writes; a call taken back out
+    # (found still in progress) leaves `call_gone` until it is written again. A page asks for
+    # the calls stamped after the revision it has (see web.history `updates`).
+    (
+        "ALTER TABLE call ADD COLUMN revision INTEGER NOT NULL DEFAULT 0",
+        "CREATE INDEX call_revision ON call (revision)",
+        """CREATE TABLE call_gone (
+            linkedid TEXT PRIMARY KEY,
+            revision INTEGER NOT NULL,
+            employees TEXT NOT NULL) WITHOUT ROWID""",
+        "CREATE INDEX call_gone_revision ON call_gone (revision)",
+    ),
+)
+
+LATEST = len(MIGRATIONS)
+
+
+class SchemaTooNew(Exception):
+    """module.db was written by a newer version of the module."""
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Bring a module.db connection to the latest schema; returns the version it had."""
+    found = conn.execute("PRAGMA user_version").fetchone()[0]
+    if found > LATEST:
+        raise SchemaTooNew(f"module.db has schema {found}, this version knows up to {LATEST}")
+    if found == LATEST:
+        return found
+    conn.execute("BEGIN IMMEDIATE")      # every pending step in one transaction
+    try:
+        for version in range(found + 1, LATEST + 1):
+            for statement in MIGRATIONS[version - 1]:
+                conn.execute(statement)
+        conn.execute(f"PRAGMA user_version = {LATEST}")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+    return found

@@ -1,0 +1,82 @@
+"""What users keep in module.db: named filters (one of them the default, restored when the
+page opens) and settings such as the chosen columns and language. The web process writes
+these tables in short transactions; every function takes the user, so nobody reaches
+another user's rows."""
+from __future__ import annotations
+
+import json
+
+from peewee import SqliteDatabase
+
+from mirror.models import SavedFilter, UserSetting
+
+NAME_LIMIT = 60
+
+
+class UserDataError(ValueError):
+    """A request about saved filters users can correct; the message says how."""
+
+
+def saved_filters(db: SqliteDatabase, user: str) -> list[dict]:
+    """The user's filters by name: {id, name, params, is_default}."""
+    query = (SavedFilter.select().where(SavedFilter.user == user)
+             .order_by(SavedFilter.name).bind(db).dicts())
+    return [{**row, "params": json.loads(row["params"]), "is_default": bool(row["is_default"])}
+            for row in query]
+
+
+def default_filter(db: SqliteDatabase, user: str) -> dict | None:
+    return next((f for f in saved_filters(db, user) if f["is_default"]), None)
+
+
+def save_filter(db: SqliteDatabase, user: str, name: str, params: dict[str, str],
+                *, default: bool) -> int:
+    """Create or overwrite the user's filter `name`; returns its id."""
+    name = " ".join(name.split())
+    if not name:
+        raise UserDataError("give the filter a name")
+    if len(name) > NAME_LIMIT:
+        raise UserDataError(f"a filter name has at most {NAME_LIMIT} characters")
+    encoded = json.dumps(params, ensure_ascii=False, sort_keys=True)
+    with db.atomic("IMMEDIATE"):
+        SavedFilter.insert(user=user, name=name, params=encoded).on_conflict(
+            conflict_target=[SavedFilter.user, SavedFilter.name],
+            update={SavedFilter.params: encoded}).bind(db).execute()
+        filter_id = SavedFilter.select(SavedFilter.id).where(
+            SavedFilter.user == user, SavedFilter.name == name).bind(db).scalar()
+        if default:
+            _make_default(db, user, filter_id)
+    return filter_id
+
+
+def make_default(db: SqliteDatabase, user: str, filter_id: int) -> None:
+    with db.atomic("IMMEDIATE"):
+        _owned(db, user, filter_id)
+        _make_default(db, user, filter_id)
+
+
+def delete_filter(db: SqliteDatabase, user: str, filter_id: int) -> None:
+    with db.atomic("IMMEDIATE"):
+        _owned(db, user, filter_id)
+        SavedFilter.delete().where(SavedFilter.id == filter_id).bind(db).execute()
+
+
+def _owned(db: SqliteDatabase, user: str, filter_id: int) -> None:
+    if not SavedFilter.select().where(SavedFilter.id == filter_id,
+                                      SavedFilter.user == user).bind(db).exists():
+        raise LookupError(filter_id)
+
+
+def _make_default(db: SqliteDatabase, user: str, filter_id: int) -> None:
+    SavedFilter.update(is_default=SavedFilter.id == filter_id).where(
+        SavedFilter.user == user).bind(db).execute()
+
+
+def user_settings(db: SqliteDatabase, user: str) -> dict[str, str]:
+    """Read at every request (columns, language): plain SQL, not a query built each time."""
+    return dict(db.execute_sql("SELECT key, value FROM user_setting WHERE user = ?", (user,)))
+
+
+def set_user_setting(db: SqliteDatabase, user: str, key: str, value: str) -> None:
+    with db.atomic("IMMEDIATE"):
+        UserSetting.replace(user=user, key=key, value=value).bind(db).execute()

@@ -1,0 +1,41 @@
+"""The mirror's context, one for every reader (the pages, the daemon, the reports, the command
+line): the PBX's clock now, and how many trailing digits identify a number as the mirror was
+built. Both follow the PBX: its timezone when it changes, the digits once a sync wrote them."""
+from __future__ import annotations
+
+import time
+from typing import Iterable
+
+from mirror.pbxtime import PbxClock
+from mirror.queries import CallFilter, call_filter, state_value
+from mirror.settings import Settings
+from pbx.zone import PbxZone
+
+
+class MirrorContext:
+    """One per process and mirror (`db` may be None while module.db cannot be opened)."""
+
+    def __init__(self, settings: Settings, db=None):
+        self.db = db
+        self.zone = PbxZone.of(settings, self._mirrored_timezone)
+        self._digits_setting = settings["calls.number_match_digits"]
+
+    def clock(self) -> PbxClock:
+        """The PBX's clock: the same object until the PBX's timezone changes."""
+        return self.zone.clock()
+
+    def match_digits(self) -> int:
+        """As the mirror was built; until the first sync, the `calls.number_match_digits`
+        setting."""
+        found = state_value(self.db, "number_match_digits") if self.db is not None else None
+        return int(found) if found else self._digits_setting
+
+    def call_filter(self, params, *, visible_to: Iterable[str] | None = None,
+                    now_s: float | None = None) -> CallFilter:
+        """The filter of `params` on this mirror, in the PBX's time."""
+        return call_filter(params, self.clock(), time.time() if now_s is None else now_s,
+                           number_match_digits=self.match_digits(),
+                           visible_to=None if visible_to is None else list(visible_to))
+
+    def _mirrored_timezone(self) -> str | None:
+        return state_value(self.db, "timezone") if self.db is not None else None

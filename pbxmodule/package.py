@@ -1,0 +1,70 @@
+"""`extcdr package`: the marketplace archive of the module — a ZIP with `module.json` at its
+root and the module's code, without tests, the stand-in PBX (`standin/`), data (`db/` is the
+module's data folder on a PBX), virtualenvs or caches. Reproducible: the same
+tree gives the same bytes (sorted names, fixed times and modes), so its checksum identifies a
+release."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import zipfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+# What a module needs on the PBX: its description, code, pages, launchers and metadata.
+INCLUDED = ("module.json", "README.md", "setup.cfg", "bin/extcdr", "bin/_venv.sh", "cli",
+            "daemon", "web", "reports", "exports", "pbxmodule", "pbx", "mirror", "i18n")
+EXCLUDED_NAMES = {"__pycache__", ".pytest_cache"}
+EXCLUDED_SUFFIXES = (".pyc", ".pyo", ".db", ".db-wal", ".db-shm", ".lock", ".partial")
+_TIME = (1980, 1, 1, 0, 0, 0)          # the earliest a ZIP can say: no build time leaks in
+
+
+class PackageError(ValueError):
+    """The tree cannot be packaged; the message says why."""
+
+
+def manifest(root: Path = ROOT) -> dict:
+    """The module's `module.json`."""
+    return json.loads((root / "module.json").read_text(encoding="utf-8"))
+
+
+def module_files(root: Path = ROOT) -> list[Path]:
+    """The files the archive holds, relative to `root`, sorted."""
+    found = []
+    for name in INCLUDED:
+        top = root / name
+        if top.is_file():
+            found.append(Path(name))
+            continue
+        if not top.is_dir():
+            raise PackageError(f"{top}: missing")
+        for folder, dirs, files in os.walk(top):
+            dirs[:] = sorted(d for d in dirs if d not in EXCLUDED_NAMES and not d.startswith("."))
+            for file in files:
+                if file.endswith(EXCLUDED_SUFFIXES) or file.startswith("."):
+                    continue
+                found.append((Path(folder) / file).relative_to(root))
+    return sorted(found)
+
+
+def build(out: Path, root: Path = ROOT) -> dict:
+    """Write the archive to `out` (whole or not at all); returns {file, version, sha256, md5}."""
+    description = manifest(root)
+    partial = out.with_name(f".{out.name}.partial")
+    try:
+        with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as archive:
+            for relative in module_files(root):
+                path = root / relative
+                info = zipfile.ZipInfo(relative.as_posix(), date_time=_TIME)
+                executable = os.access(path, os.X_OK)
+                info.external_attr = (0o100755 if executable else 0o100644) << 16
+                info.compress_type = zipfile.ZIP_DEFLATED
+                archive.writestr(info, path.read_bytes(), compresslevel=9)
+        partial.replace(out)
+    finally:
+        partial.unlink(missing_ok=True)
+    data = out.read_bytes()
+    return {"file": str(out), "module": description["moduleUniqueID"],
+            "version": description["version"], "sha256": hashlib.sha256(data).hexdigest(),
+            "md5": hashlib.md5(data).hexdigest()}

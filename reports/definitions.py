@@ -1,0 +1,249 @@
+"""Mailed reports as users define them: a saved filter mailed once, daily, weekly or monthly
+over a relative period, as Excel, CSV or PDF, attached or as a signed download link, to at most
+ten addresses, with a message template. Pure: validation, the schedule's next run (PBX local
+time, right across DST changes), the signed links. Their rows are kept by `mirror.report_rows`;
+the web's form writes them, the daemon's scheduler (`reports.scheduler`) sends them."""
+from __future__ import annotations
+
+import calendar
+import hashlib
+import hmac
+import json
+import re
+import time
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+
+from mirror import report_rows
+from mirror.queries import PERIODS, QueryError, whole_number
+from mirror.report_rows import Owner, ReportError
+from reports import templates as message_templates
+from reports.templates import TemplateRefused
+
+__all__ = ["Owner", "ReportError"]     # what a report is for, and its readable error
+
+FREQUENCIES = ("once", "daily", "weekly", "monthly")
+REPORT_FORMATS = ("xlsx", "csv", "pdf")
+DELIVERIES = ("attach", "link")
+LINK_HOURS = (24, 120)           # a download link lives this long, from-to
+MAX_RECIPIENTS = 10
+NAME_LIMIT = 60
+TEMPLATE_LIMIT = 5_000
+SUBJECT_LIMIT = 200
+_ADDRESS = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@"
+                      r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z][A-Za-z0-9-]*[A-Za-z0-9]")
+_TIME = re.compile(r"([01]\d|2[0-3]):([0-5]\d)")
+
+DEFAULT_SUBJECT = {
+    "en": "{{ report }}: {{ calls }} calls, {{ period }}",
+    "ru": "{{ report }}: звонков {{ calls }}, {{ period }}",
+}
+DEFAULT_BODY = {
+    "en": ("Hello,\n\nthe report \"{{ report }}\" for {{ period }} holds {{ calls }} calls.\n"
+           "{% if link %}Download it until {{ link_expires }}:\n{{ link }}\n"
+           "{% else %}The file {{ file_name }} is attached.\n{% endif %}\n"
+           "-- \nExtended call history of {{ pbx }}, on behalf of {{ owner }}\n"),
+    "ru": ("Здравствуйте!\n\nВ отчёте «{{ report }}» за {{ period }} звонков: {{ calls }}.\n"
+           "{% if link %}Скачать до {{ link_expires }}:\n{{ link }}\n"
+           "{% else %}Файл {{ file_name }} во вложении.\n{% endif %}\n"
+           "-- \nРасширенная история звонков {{ pbx }}, по поручению {{ owner }}\n"),
+}
+# What message templates may use (the scheduler fills them; the form shows them).
+TEMPLATE_VALUES = {
+    "report": "Missed calls", "period": "2026-11-23 — 2026-11-23", "period_start": "2026-11-23",
+    "period_end": "2026-11-23", "calls": 42, "file_name": "missed_calls_2026-11-23.xlsx",
+    "format": "xlsx", "link": "https://pbx.example.com/…", "link_expires": "2026-11-26 08:00",
+    "owner": "admin", "pbx": "MikoPBX", "sent_at": "2026-11-24 08:00",
+}
+
+@dataclass(frozen=True)
+class Timing:
+    """When a report goes: `at` (HH:MM local) once on `on_date`, daily, weekly on `on_day`
+    (0 = Monday) or monthly on day `on_day` (the month's last day when it has fewer)."""
+    frequency: str
+    at: str
+    on_day: int | None = None
+    on_date: str | None = None
+
+    def next_after(self, after_s: float, clock) -> float | None:
+        """Epoch seconds of the first run strictly after `after_s`; None when there is none
+        (a single report whose time has passed). Wall-clock times that a DST change skips run
+        at the same offset after it (02:30 on a spring-forward night runs at 03:30); repeated
+        ones run at their first occurrence."""
+        hour, minute = map(int, self.at.split(":"))
+        if self.frequency == "once":
+            moment = _local(clock, date.fromisoformat(self.on_date), hour, minute)
+            return moment if moment > after_s else None
+        day = clock.to_local(after_s).date() - timedelta(days=1)
+        for _ in range(800):          # at most about two years ahead (monthly on the 31st)
+            if self._runs_on(day):
+                moment = _local(clock, day, hour, minute)
+                if moment > after_s:
+                    return moment
+            day += timedelta(days=1)
+        raise AssertionError("no run within two years")  # unreachable for valid timings
+
+    def _runs_on(self, day: date) -> bool:
+        if self.frequency == "daily":
+            return True
+        if self.frequency == "weekly":
+            return day.weekday() == self.on_day
+        last = calendar.monthrange(day.year, day.month)[1]
+        return day.day == min(self.on_day, last)
+
+
+def _local(clock, day: date, hour: int, minute: int) -> float:
+    return clock.local_to_epoch(datetime(day.year, day.month, day.day, hour, minute))
+
+
+def timing(frequency: str, at: str, on_day: str | int | None = None,
+           on_date: str | None = None) -> Timing:
+    """A checked Timing from form values."""
+    if frequency not in FREQUENCIES:
+        raise ReportError(f"choose how often: {', '.join(FREQUENCIES)}")
+    if not _TIME.fullmatch(at or ""):
+        raise ReportError(f"the time must be HH:MM (00:00 to 23:59), not {at!r}")
+    if frequency == "once":
+        try:
+            day = date.fromisoformat(on_date or "")
+        except ValueError:
+            raise ReportError(f"the date must be YYYY-MM-DD, not {on_date!r}") from None
+        return Timing(frequency, at, None, day.isoformat())
+    if frequency == "daily":
+        return Timing(frequency, at)
+    low, high = (0, 6) if frequency == "weekly" else (1, 31)
+    try:
+        number = int(on_day)
+    except (TypeError, ValueError):
+        number = None
+    if number is None or not low <= number <= high:
+        what = "the weekday (0 = Monday … 6 = Sunday)" if frequency == "weekly" else \
+            "the day of the month (1 … 31)"
+        raise ReportError(f"choose {what}")
+    return Timing(frequency, at, number)
+
+
+def recipients(text: str) -> list[str]:
+    """Addresses separated by `;`, `,`, spaces or new lines: each checked, duplicates dropped,
+    at most ten."""
+    found: list[str] = []
+    for address in re.split(r"[;,\s]+", text or ""):
+        if not address:
+            continue
+        if len(address) > 254 or not _ADDRESS.fullmatch(address):
+            raise ReportError(f"{address!r} is not an e-mail address")
+        if address.lower() not in (a.lower() for a in found):
+            found.append(address)
+    if not found:
+        raise ReportError("give at least one e-mail address")
+    if len(found) > MAX_RECIPIENTS:
+        raise ReportError(f"at most {MAX_RECIPIENTS} addresses; {len(found)} given")
+    return found
+
+
+def check_template(what: str, template: str, limit: int) -> str:
+    """A template that renders with the report's values within its bounds (see
+    `reports.templates`); else a readable error."""
+    if len(template) > limit:
+        raise ReportError(f"the {what} has at most {limit:,} characters")
+    try:
+        message_templates.render([template], TEMPLATE_VALUES)
+    except TemplateRefused as exc:
+        raise ReportError(f"the {what} template is refused: {exc}; values: "
+                          f"{', '.join(TEMPLATE_VALUES)}") from None
+    return template
+
+
+
+# --- links -------------------------------------------------------------------------------------
+
+def link_signature(secret: bytes, send_id: int, expires_s: int) -> str:
+    """The signature of a download link: only this module (its secret) can make one, and
+    changing the send or the expiry breaks it."""
+    message = f"report-send:{send_id}:{expires_s}".encode()
+    return hmac.new(secret, message, hashlib.sha256).hexdigest()[:32]
+
+
+def link_valid(secret: bytes, send_id: int, expires_s: int, signature: str) -> bool:
+    return hmac.compare_digest(link_signature(secret, send_id, expires_s).encode(),
+                               signature.encode())
+
+
+
+# --- the form ----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ReportForm:
+    """A report as the form gives it, checked."""
+    name: str
+    filter_id: int
+    period: str
+    timing: Timing
+    format: str
+    delivery: str
+    link_hours: int
+    recipients: list[str]
+    subject: str
+    body: str
+    language: str
+    enabled: bool
+
+
+def report_form(form, language: str) -> ReportForm:
+    """Check every field of the form (a mapping of text values)."""
+    name = " ".join((form.get("name") or "").split())
+    if not name:
+        raise ReportError("give the report a name")
+    if len(name) > NAME_LIMIT:
+        raise ReportError(f"a report name has at most {NAME_LIMIT} characters")
+    period = form.get("period", "")
+    if period not in PERIODS:
+        raise ReportError(f"choose the period: {', '.join(PERIODS)}")
+    fmt, delivery = form.get("format", ""), form.get("delivery", "")
+    if fmt not in REPORT_FORMATS:
+        raise ReportError(f"choose the format: {', '.join(REPORT_FORMATS)}")
+    if delivery not in DELIVERIES:
+        raise ReportError("choose to attach the file or to send a download link")
+    try:
+        hours = int(form.get("link_hours", ""))
+    except ValueError:
+        hours = 0
+    if not LINK_HOURS[0] <= hours <= LINK_HOURS[1]:
+        raise ReportError(f"a download link is valid for {LINK_HOURS[0]} to {LINK_HOURS[1]} "
+                          f"hours")
+    try:
+        filter_id = whole_number(form.get("filter", ""), "filter", 1)
+    except QueryError:
+        raise ReportError("choose one of your saved filters") from None
+    subject = " ".join((form.get("subject") or DEFAULT_SUBJECT[language]).split())
+    body = (form.get("body") or DEFAULT_BODY[language]).replace("\r\n", "\n")
+    return ReportForm(
+        name=name, filter_id=filter_id, period=period,
+        timing=timing(form.get("frequency", ""), form.get("at", ""), form.get("on_day"),
+                      form.get("on_date")),
+        format=fmt, delivery=delivery, link_hours=hours,
+        recipients=recipients(form.get("recipients", "")),
+        subject=check_template("subject", subject, SUBJECT_LIMIT),
+        body=check_template("message", body, TEMPLATE_LIMIT),
+        language=language, enabled=form.get("enabled", "on") == "on")
+
+
+def save_report(db, owner: Owner, form: ReportForm, *, link_base: str,
+                clock, report_id: int | None = None, now_s: float | None = None) -> int:
+    """Create the owner's report, or change their report `report_id`; returns its id."""
+    now_s = time.time() if now_s is None else now_s
+    next_run = form.timing.next_after(now_s, clock) if form.enabled else None
+    if form.timing.frequency == "once" and next_run is None and form.enabled:
+        raise ReportError("that date and time have passed; choose a time in the future")
+    values = {
+        "owner_role": owner.role, "owner_extensions": json.dumps(owner.extensions),
+        "name": form.name, "filter_id": form.filter_id, "period": form.period,
+        "frequency": form.timing.frequency, "at_time": form.timing.at,
+        "on_day": form.timing.on_day, "on_date": form.timing.on_date,
+        "format": form.format, "delivery": form.delivery, "link_hours": form.link_hours,
+        "recipients": json.dumps(form.recipients, ensure_ascii=False),
+        "subject": form.subject, "body": form.body, "language": form.language,
+        "link_base": link_base, "enabled": int(form.enabled),
+        "next_run_ms": None if next_run is None else int(next_run * 1000),
+    }
+    return report_rows.store_report(db, owner, values, form.filter_id, form.name, report_id)
