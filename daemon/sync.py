@@ -25,7 +25,8 @@ from mirror.live import live_calls
 from mirror.pbxtime import PbxClock
 from mirror.settings import Settings
 from mirror.store import Store
-from pbx.cdr import CdrReader, CdrSource, PbxConfig, legs_from_rows, read_pbx_config
+from pbx.cdr import CdrReader, CdrSource, legs_from_rows
+from pbx.config import PbxConfig, read_pbx_config
 
 log = logging.getLogger("extcdr.sync")
 

@@ -1,4 +1,5 @@
-"""Read-only readers of the PBX's databases: call legs (`cdr.db`) and who is who (`mikopbx.db`).
+"""Read-only reader of the PBX's call history (`cdr.db`): its legs. Who is who (`mikopbx.db`) is
+`pbx.config`'s.
 
 The module never writes to PBX files. Each read opens the file with `mode=ro` (so SQLite also
 reads the newest rows still in `cdr.db-wal`) and closes it again, so a file replaced by a
@@ -8,10 +9,9 @@ from __future__ import annotations
 
 import sqlite3
 from contextlib import closing, contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from mirror.calls import Directory, Leg
+from mirror.calls import Leg
 from mirror.pbxtime import PbxClock, linkedid_epoch_ms
 
 # The columns a leg is made of, in the order `leg_from_row` expects them.
@@ -33,7 +33,7 @@ class SourceBusy(SourceError):
 
 
 @contextmanager
-def _pbx_errors(path: Path):
+def pbx_errors(path: Path):
     """sqlite3 errors of a PBX file as SourceBusy/SourceError — only around PBX queries, so a
     failure of the module's own DB is never blamed on the PBX."""
     try:
@@ -47,10 +47,11 @@ def _pbx_errors(path: Path):
 
 
 @contextmanager
-def _read_only(path: Path, busy_timeout_ms: int):
+def read_only(path: Path, busy_timeout_ms: int):
+    """A PBX file opened read-only (the newest rows in its WAL too), closed afterwards."""
     if not path.is_file():
         raise SourceError(f"{path}: no such file")
-    with _pbx_errors(path):
+    with pbx_errors(path):
         conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None,
                                timeout=busy_timeout_ms / 1000)
     with closing(conn):
@@ -67,8 +68,8 @@ class CdrSource:
     @contextmanager
     def reading(self):
         """One read-only session: a consistent snapshot of the file for a whole step."""
-        with _read_only(self.path, self.busy_timeout_ms) as conn:
-            with _pbx_errors(self.path):
+        with read_only(self.path, self.busy_timeout_ms) as conn:
+            with pbx_errors(self.path):
                 conn.execute("BEGIN")  # one snapshot for every query of this session
                 reader = CdrReader(conn, self.path)
             yield reader
@@ -96,7 +97,7 @@ class CdrReader:
                              if _REQUIRED <= in_progress else None)
 
     def _fetch(self, sql: str, params=()) -> list[tuple]:
-        with _pbx_errors(self.path):
+        with pbx_errors(self.path):
             return self.conn.execute(sql, params).fetchall()
 
     def max_id(self) -> int:
@@ -187,142 +188,3 @@ def legs_from_rows(rows: list[tuple], clock: PbxClock) -> list[Leg]:
     """The legs of these rows (rows without any time are skipped)."""
     legs = [leg_from_row(row, clock) for row in rows]
     return [leg for leg in legs if leg is not None]
-
-
-# --- the PBX configuration DB ------------------------------------------------------------------
-
-@dataclass
-class PbxConfig:
-    """What the module needs of the PBX configuration."""
-    directory: Directory
-    timezone: str | None = None
-    groups: dict[str, list[str]] = field(default_factory=dict)  # group name -> extensions
-
-
-def read_pbx_config(path: str | Path | None, groups_path: str | Path | None = None, *,
-                    extension_length: int = 4, number_match_digits: int = 9) -> PbxConfig:
-    """Employees, PBX numbers, providers and timezone; groups from ModuleUsersGroups' DB."""
-    directory = Directory(extension_length=extension_length,
-                          number_match_digits=number_match_digits)
-    config = PbxConfig(directory)
-    if path is None:
-        return config
-    path = Path(path)
-    with _read_only(path, 5_000) as conn, _pbx_errors(path):
-        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        if "m_Extensions" not in tables:
-            raise SourceError(f"{path}: not a PBX configuration database (no m_Extensions)")
-        sip_of_user = _read_extensions(conn, tables, directory)
-        directory.providers = _read_providers(conn, tables)
-        config.timezone = _timezone(conn, tables)
-    if groups_path is not None and Path(groups_path).is_file():
-        config.groups = _read_groups(Path(groups_path), sip_of_user)
-    return config
-
-
-def read_pbx_timezone(path: str | Path, busy_timeout_ms: int = 1_000) -> str | None:
-    """Only the PBX's timezone (`PBXTimezone`): a cheap read, done again when the file changes."""
-    path = Path(path)
-    with _read_only(path, busy_timeout_ms) as conn, _pbx_errors(path):
-        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        return _timezone(conn, tables)
-
-
-def read_pbx_web_address(path: str | Path) -> str | None:
-    """The PBX's own web address (`https://host[:port]`): the external host name or address of
-    its internet interface (`m_LanInterfaces`), else that interface's address, with the admin
-    shell's HTTPS port (`WEBHTTPSPort`). None when the config DB does not say."""
-    path = Path(path)
-    with _read_only(path, 1_000) as conn, _pbx_errors(path):
-        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        if "m_LanInterfaces" not in tables:
-            return None
-        columns = {row[1] for row in conn.execute("PRAGMA table_info(m_LanInterfaces)")}
-        wanted = [c for c in ("exthostname", "extipaddr", "ipaddr") if c in columns]
-        enabled = "WHERE coalesce(disabled, '0') != '1'" if "disabled" in columns else ""
-        order = "internet = '1' DESC, id" if "internet" in columns else "id"
-        host = next((value.split(":")[0] for row in conn.execute(
-            f"SELECT {', '.join(wanted) or 'NULL'} FROM m_LanInterfaces {enabled} ORDER BY {order}")
-            for value in row if value), None)
-        port = _pbx_setting(conn, tables, "WEBHTTPSPort")
-    if not host:
-        return None
-    return f"https://{host}" + (f":{port}" if port and str(port) != "443" else "")
-
-
-def read_pbx_setting(path: str | Path, key: str) -> str | None:
-    """One value of the PBX's settings (`m_PbxSettings`); None when the config DB does not say."""
-    path = Path(path)
-    with _read_only(path, 1_000) as conn, _pbx_errors(path):
-        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        return _pbx_setting(conn, tables, key)
-
-
-def _timezone(conn, tables) -> str | None:
-    return _pbx_setting(conn, tables, "PBXTimezone")
-
-
-def _pbx_setting(conn, tables, key: str) -> str | None:
-    """A value of `m_PbxSettings`; None when it is missing or empty."""
-    if "m_PbxSettings" not in tables:
-        return None
-    row = conn.execute("SELECT value FROM m_PbxSettings WHERE key = ?", (key,)).fetchone()
-    return row[0] if row and row[0] else None
-
-
-def _read_extensions(conn, tables, directory: Directory) -> dict[int, str]:
-    users = {}
-    if "m_Users" in tables:
-        users = dict(conn.execute("SELECT id, username FROM m_Users"))
-    rows = conn.execute("SELECT number, type, callerid, userid FROM m_Extensions").fetchall()
-    sip_of_user = {}
-    for number, kind, callerid, userid in rows:
-        if not number:
-            continue
-        if kind == "SIP":
-            directory.employees[number] = callerid or users.get(userid) or ""
-            if userid is not None:
-                sip_of_user.setdefault(userid, number)
-        elif kind != "EXTERNAL":
-            directory.pbx_numbers.add(number)
-    for number, kind, _, userid in rows:
-        if kind == "EXTERNAL" and userid in sip_of_user:
-            directory.mobiles[number] = sip_of_user[userid]
-    return sip_of_user
-
-
-def _read_providers(conn, tables) -> dict[str, str]:
-    """Trunk id (as in channel names and accounts) -> provider name (its SIP/IAX description)."""
-    if "m_Providers" not in tables:
-        return {}
-    providers = {}
-    for uniqid, sipuid, iaxuid, note in conn.execute(
-            "SELECT uniqid, sipuid, iaxuid, note FROM m_Providers"):
-        for key in (sipuid, iaxuid, uniqid):
-            if key:
-                providers[key] = note or key
-    for table in ("m_Sip", "m_Iax"):
-        columns = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
-        if {"uniqid", "description"} <= columns:
-            for uniqid, description in conn.execute(
-                    f"SELECT uniqid, description FROM {table} WHERE uniqid IN "
-                    f"(SELECT sipuid FROM m_Providers UNION SELECT iaxuid FROM m_Providers)"):
-                if uniqid and description:
-                    providers[uniqid] = description
-    return providers
-
-
-def _read_groups(path: Path, sip_of_user: dict[int, str]) -> dict[str, list[str]]:
-    with _read_only(path, 5_000) as conn, _pbx_errors(path):
-        try:
-            rows = conn.execute(
-                "SELECT g.name, m.user_id FROM m_ModuleUsersGroups_GroupMembers m "
-                "JOIN m_ModuleUsersGroups_UsersGroups g ON g.id = m.group_id").fetchall()
-        except sqlite3.OperationalError:
-            return {}
-    groups: dict[str, list[str]] = {}
-    for name, user_id in rows:
-        extensions = groups.setdefault(name, [])
-        if user_id in sip_of_user:
-            extensions.append(sip_of_user[user_id])
-    return groups

@@ -23,7 +23,7 @@ from typing import Callable
 from zoneinfo import ZoneInfoNotFoundError
 
 from mirror.pbxtime import PbxClock
-from pbx.cdr import SourceBusy, SourceError, read_pbx_timezone
+from pbx.config import SourceBusy, SourceError, read_pbx_timezone
 
 log = logging.getLogger("extcdr.timezone")
 

@@ -37,6 +37,7 @@ from mirror import settings
 from pbxmodule.licence import Grant, LicenceCheck, LicenceError, check_key, verify
 from pbxmodule.marketplace import MarketplaceClient, MarketplaceService, version_key
 from pbxmodule.package import manifest
+from pbx.config import read_pbx_setting
 from pbx.tables import PBX_CONFIG_DDL
 from pbxmodule.nginx import location_config
 from pbxmodule.pids import alive
@@ -107,9 +108,7 @@ class PbxTree:
             yield conn
 
     def setting(self, key: str, default: str = "") -> str:
-        with self.config() as conn:
-            row = conn.execute("SELECT value FROM m_PbxSettings WHERE key = ?", (key,)).fetchone()
-        return row[0] if row and row[0] is not None else default
+        return read_pbx_setting(self.config_db, key) or default
 
     def set_setting(self, key: str, value: str) -> None:
         with self.config() as conn:

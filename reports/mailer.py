@@ -3,7 +3,6 @@ admin set them in "Mail settings"), unless the module's `[mail]` settings name a
 from __future__ import annotations
 
 import smtplib
-import sqlite3
 import ssl
 from dataclasses import dataclass
 from email.message import EmailMessage
@@ -11,6 +10,7 @@ from email.utils import formataddr, formatdate, make_msgid
 from pathlib import Path
 
 from mirror.settings import Settings
+from pbx.config import SourceError, read_pbx_settings
 
 TIMEOUT_S = 30
 
@@ -48,14 +48,9 @@ def mail_settings(settings: Settings) -> MailSettings:
 def pbx_settings(config_db: Path) -> dict[str, str]:
     """`m_PbxSettings` of the PBX (read each time: the admin may change them any moment)."""
     try:
-        conn = sqlite3.connect(f"file:{config_db}?mode=ro", uri=True, timeout=5)
-        try:
-            return {key: value or "" for key, value in
-                    conn.execute("SELECT key, value FROM m_PbxSettings")}
-        finally:
-            conn.close()
-    except sqlite3.Error as exc:
-        raise MailError(f"{config_db}: PBX settings unreadable ({exc})") from None
+        return read_pbx_settings(config_db)
+    except SourceError as exc:
+        raise MailError(f"PBX settings unreadable ({exc})") from None
 
 
 def pbx_mail_settings(config_db: Path) -> MailSettings:

@@ -83,6 +83,7 @@ from typing import Callable, Iterable, NamedTuple, Sequence
 from zoneinfo import ZoneInfoNotFoundError
 
 from standin.demo import CONFIG_DB, MONITOR, SCENARIO_WEIGHTS, DemoPbx, MovedLeg, RecordingFiles
+from pbx.config import SourceError, read_pbx_config
 from pbx.tables import cdr_column_names, cdr_ddl, create
 
 log = logging.getLogger("extcdr.amiemu")
@@ -946,7 +947,6 @@ def _pbx_timezone(cdr_db: Path | None) -> str:
     config_db = cdr_db.with_name(CONFIG_DB) if cdr_db is not None else None
     if config_db is None or not config_db.is_file():
         return DEFAULT_TIMEZONE
-    from pbx.cdr import SourceError, read_pbx_config
     try:
         return read_pbx_config(config_db).timezone or DEFAULT_TIMEZONE
     except SourceError as exc:

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from pbx import tables as pbxschema
 from mirror.pbxtime import PbxClock
-from pbx.cdr import CdrSource, read_pbx_config
+from pbx.cdr import CdrSource
+from pbx.config import read_pbx_config
 from daemon.sync import Sync, SyncOptions
 from mirror.database import open_module_db
 from mirror.store import Store

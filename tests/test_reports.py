@@ -611,7 +611,7 @@ def test_a_forged_host_header_never_becomes_the_start_of_mailed_links(site, smtp
 
 def test_the_pbx_s_own_web_address_starts_mailed_links(tmp_path):
     """On a PBX, its internet interface's external name and HTTPS port (config DB)."""
-    from pbx.cdr import read_pbx_web_address
+    from pbx.config import read_pbx_web_address
     config = tmp_path / "mikopbx.db"
     with sqlite3.connect(config) as conn:
         conn.execute("CREATE TABLE m_LanInterfaces (id INTEGER PRIMARY KEY, ipaddr TEXT, "

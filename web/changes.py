@@ -17,7 +17,7 @@ import urllib.request
 from peewee import Database
 
 from mirror.settings import Settings
-from pbx.cdr import SourceError, read_pbx_setting
+from pbx.config import SourceError, read_pbx_setting
 from mirror.queries import mirror_revision
 from web.auth import TOKEN_HEADER
 

@@ -9,7 +9,7 @@ import time
 from flask import (Blueprint, abort, current_app, g, redirect, render_template, request,
                    send_file, url_for)
 
-from pbx.cdr import SourceError, read_pbx_web_address
+from pbx.config import SourceError, read_pbx_web_address
 from mirror.queries import PERIODS, QueryError, whole_number
 from mirror.report_rows import (Owner, ReportError, delete_report, link_secret, report_of,
                                 reports_of, request_send, send_of, send_row, sends_of)
