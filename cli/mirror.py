@@ -18,7 +18,7 @@ from mirror import settings as settings_module
 from mirror.calls import DIRECTIONS, STATUSES
 from mirror.database import open_module_db
 from mirror.pbxtime import PbxClock
-from mirror.queries import (PERIODS, calls_in_progress, calls_query, call_rows,
+from mirror.queries import (PERIODS, call_rows, calls_in_progress, calls_query,
                             counts_by_direction_and_status, sync_state)
 from mirror.records import call_record, live_record
 from pbx.cdr import CdrSource, SourceBusy

@@ -4,7 +4,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from cli.base import CliError, setup_logging
-from daemon.resident import AlreadyRunning, serve as serve_daemon
+from daemon.resident import AlreadyRunning
+from daemon.resident import serve as serve_daemon
 from mirror import settings as settings_module
 
 # No thread waits for an open page (live updates go through nginx), so a few threads serve

@@ -17,11 +17,11 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Iterator, NamedTuple
 
+from mirror import staging
 from mirror.calls import Directory, calls_of
 from mirror.pbxtime import PbxClock
-from pbxmodule.pids import remove_orphaned_folders
 from pbx.cdr import CdrSource, legs_from_rows
-from mirror import staging
+from pbxmodule.pids import remove_orphaned_folders
 
 # Worker process state, set once per worker by `_start_worker`.
 _worker: dict = {}

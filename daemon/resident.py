@@ -22,13 +22,16 @@ from typing import Callable
 
 import peewee
 
-from pbxmodule.licence import LicenceCheck
-from mirror.live import ChannelTable
-from pbx.mirror_context import MirrorContext
-from mirror.settings import Settings, SettingsError, load
-from pbx.cdr import LEG_SOURCE_COLUMNS, SourceBusy, SourceError
+from daemon import watch
+from daemon.ami import AmiLink, cdr_event_to_row, linkedid_of_event
 from daemon.sync import Sync, mirror_sync
 from mirror.database import ModuleDbError, open_module_db, readable_error
+from mirror.live import ChannelTable
+from mirror.settings import Settings, SettingsError, load
+from pbx.cdr import LEG_SOURCE_COLUMNS, SourceBusy, SourceError
+from pbx.mirror_context import MirrorContext
+from pbxmodule.licence import LicenceCheck
+from reports.scheduler import ReportScheduler
 
 log = logging.getLogger("extcdr.daemon")
 
@@ -266,8 +269,6 @@ class Daemon:
 
 def serve(settings: Settings) -> int:
     """The resident process: lock, loop, file watcher and AMI link; returns the exit code."""
-    from daemon import watch
-    from reports.scheduler import ReportScheduler
     with InstanceLock(settings["module.db"]):
         daemon = _daemon_once_db_opens(settings)
         if daemon is None:
@@ -330,7 +331,6 @@ class _AmiFollower:
     def start(self, settings: Settings) -> None:
         if not settings["ami.enabled"]:
             return
-        from daemon.ami import AmiLink
         handlers = {"Hangup": self._call_changed, "UserEvent": self._call_changed}
         if settings["ami.cdr_events"]:
             handlers.update(Cdr=self._cdr_event, Newchannel=self._channel_event,
@@ -353,7 +353,6 @@ class _AmiFollower:
             self.link = None
 
     def _call_changed(self, event) -> None:
-        from daemon.ami import linkedid_of_event
         linkedid = linkedid_of_event(event)
         if linkedid:
             self.daemon.refresh(linkedid)
@@ -375,7 +374,6 @@ class _AmiFollower:
         self._call_changed(event)
 
     def _cdr_event(self, event) -> None:
-        from daemon.ami import cdr_event_to_row
         row = cdr_event_to_row(event)
         self.daemon.add_row(tuple(0 if column == "id" else row.get(column, "")
                                   for column in LEG_SOURCE_COLUMNS))

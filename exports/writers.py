@@ -19,10 +19,10 @@ from openpyxl.cell import WriteOnlyCell
 from openpyxl.styles import Alignment, Font
 from openpyxl.utils import get_column_letter
 
+from i18n import PERIOD_LABELS, STATUS_LABELS, TAB_LABELS, translator
 from mirror.models import Employee
 from mirror.queries import CallFilter, QueryError, call_rows, calls_query
 from mirror.records import call_record
-from i18n import PERIOD_LABELS, STATUS_LABELS, TAB_LABELS, translator
 
 FORMATS = ("xlsx", "csv", "pdf", "jsonl")
 PDF_LIMIT = 20_000       # a PDF is a printable list (about 500 pages); Excel and CSV have no limit

@@ -13,9 +13,9 @@ from datetime import date, datetime, timedelta
 from peewee import SQL, SqliteDatabase, Tuple, fn
 
 from mirror.calls import DIRECTIONS, STATUSES
-from mirror.pbxtime import linkedid_epoch_ms
 from mirror.models import (Call, CallEmployee, CallGone, CallName, CallNumber, Employee,
-                       GroupMember, Leg, LiveCall, SyncState)
+                           GroupMember, Leg, LiveCall, SyncState)
+from mirror.pbxtime import linkedid_epoch_ms
 
 LIST_FIELDS = ("missed_by", "transferred_to", "employees", "recordings")
 

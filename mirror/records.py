@@ -1,8 +1,8 @@
 """Mirror rows -> the call record contract of `call-semantics.md` (JSON/JSONL, API, exports)."""
 from __future__ import annotations
 
-from zoneinfo import ZoneInfo
 from datetime import datetime
+from zoneinfo import ZoneInfo
 
 RECORD_FIELDS = ("linkedid", "start", "end", "direction", "status", "reason", "src", "src_name",
                  "dst", "dst_name", "external_number", "did", "line", "answered_by", "missed_by",

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import tomllib
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 
 @dataclass(frozen=True)
@@ -229,7 +230,6 @@ def _coerce(kind: type, raw: Any) -> Any:
 
 
 def _check_timezone(name: str) -> None:
-    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
     try:
         ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):

@@ -6,15 +6,14 @@ so the writer spends no Python time per row; reads for pages and the CLI go thro
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
-
 import json
+from contextlib import contextmanager
 
 from peewee import SqliteDatabase
 
+from mirror import staging
 from mirror.calls import Call, CallbackFacts, CallbackLinks, Leg
 from mirror.live import LiveCall
-from mirror import staging
 from mirror.schema import CALL_NAMES
 from mirror.staging import CALL_COLUMNS, LEG_COLUMNS
 

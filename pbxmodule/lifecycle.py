@@ -34,12 +34,12 @@ from typing import Callable
 from zlib import error as zlib_error
 
 from mirror import settings
-from pbxmodule.licence import Grant, LicenceCheck, LicenceError, check_key, verify
-from pbxmodule.marketplace import MarketplaceClient, MarketplaceService, version_key
-from pbxmodule.package import manifest
 from pbx.config import read_pbx_setting
 from pbx.tables import PBX_CONFIG_DDL
+from pbxmodule.licence import Grant, LicenceCheck, LicenceError, check_key, verify
+from pbxmodule.marketplace import MarketplaceClient, MarketplaceService, version_key
 from pbxmodule.nginx import location_config
+from pbxmodule.package import manifest
 from pbxmodule.pids import alive
 
 MODULE_ID = manifest()["moduleUniqueID"]   # this module, for the licence it activates

@@ -19,19 +19,19 @@ from urllib.parse import quote
 
 import peewee
 
-from reports.mailer import MailError, mail_settings, message, pbx_settings, send
+from exports.writers import MEDIA_TYPES, about, chosen_columns, export_file
+from mirror import report_rows
+from mirror.database import open_module_db, readable_error
 from mirror.pbxtime import PbxClock
+from mirror.queries import QueryError, call_filter
+from mirror.report_rows import Owner, link_secret
+from mirror.settings import Settings, reports_dir
+from mirror.userdata import user_settings
 from pbx.mirror_context import MirrorContext
 from pbxmodule.licence import LicenceCheck
-from mirror.settings import Settings, reports_dir
-from mirror.database import open_module_db, readable_error
-from mirror.queries import QueryError, call_filter
 from reports import templates as message_templates
-from mirror import report_rows
-from mirror.report_rows import Owner, link_secret
 from reports.definitions import Timing, link_signature
-from mirror.userdata import user_settings
-from exports.writers import MEDIA_TYPES, about, chosen_columns, export_file
+from reports.mailer import MailError, mail_settings, message, pbx_settings, send
 
 log = logging.getLogger("extcdr.reports")
 

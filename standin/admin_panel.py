@@ -14,7 +14,6 @@ from flask import (Blueprint, Flask, abort, current_app, flash, g, redirect, ren
                    request, url_for)
 
 import web
-
 from pbxmodule import lifecycle
 from pbxmodule.licence import LicenceError, masked
 from pbxmodule.marketplace import MarketplaceError, version_key

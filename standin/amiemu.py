@@ -82,9 +82,9 @@ from pathlib import Path
 from typing import Callable, Iterable, NamedTuple, Sequence
 from zoneinfo import ZoneInfoNotFoundError
 
-from standin.demo import CONFIG_DB, MONITOR, SCENARIO_WEIGHTS, DemoPbx, MovedLeg, RecordingFiles
 from pbx.config import SourceError, read_pbx_config
 from pbx.tables import cdr_column_names, cdr_ddl, create
+from standin.demo import CONFIG_DB, MONITOR, SCENARIO_WEIGHTS, DemoPbx, MovedLeg, RecordingFiles
 
 log = logging.getLogger("extcdr.amiemu")
 

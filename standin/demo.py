@@ -29,8 +29,13 @@ from operator import itemgetter
 from typing import Callable, Iterable, Iterator, NamedTuple
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pbx.tables import (PBX_CONFIG_DDL, USERS_GROUPS_DDL, cdr_column_names, cdr_ddl,
-                              create)
+from mirror.database import open_module_db
+from mirror.pbxtime import PbxClock
+from mirror.queries import sync_state
+from mirror.report_rows import reports_of
+from mirror.userdata import save_filter
+from pbx.tables import PBX_CONFIG_DDL, USERS_GROUPS_DDL, cdr_column_names, cdr_ddl, create
+from reports.definitions import Owner, report_form, save_report
 
 # The scenario kinds `DemoPbx.call` knows, with their relative weights in generated traffic.
 SCENARIO_WEIGHTS: dict[str, float] = {
@@ -1108,12 +1113,6 @@ def _write_recordings(monitor: pathlib.Path, monitor_dir: str, recordings: dict[
 
 def add_demo_report(module_db: pathlib.Path, link_base: str) -> None:
     """The demo's admin mails "Missed calls" every morning (made once; kept when changed)."""
-    from mirror.database import open_module_db
-    from mirror.queries import sync_state
-    from mirror.report_rows import reports_of
-    from reports.definitions import Owner, report_form, save_report
-    from mirror.userdata import save_filter
-    from mirror.pbxtime import PbxClock
     db = open_module_db(module_db)
     try:
         if reports_of(db, "admin"):

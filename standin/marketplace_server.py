@@ -9,6 +9,7 @@ start), `endpoint.json` (its URL and public key, written when it listens).
 """
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import logging
@@ -17,18 +18,15 @@ import re
 import threading
 import time
 import zipfile
+from dataclasses import asdict
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.serialization import (Encoding, NoEncryption,
-                                                          PrivateFormat, PublicFormat,
-                                                          load_pem_private_key)
+from cryptography.hazmat.primitives.serialization import (Encoding, NoEncryption, PrivateFormat,
+                                                          PublicFormat, load_pem_private_key)
 
 from pbxmodule.licence import Grant, LicenceError, check_key
-
-import base64
-from dataclasses import asdict
 
 log = logging.getLogger("extcdr.marketplace")
 

@@ -10,8 +10,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from flask import (Blueprint, current_app, make_response, redirect, render_template,
-                   request, session, url_for)
+from flask import (Blueprint, current_app, make_response, redirect, render_template, request,
+                   session, url_for)
 
 from pbxmodule.nginx import location, templates_in
 from web.auth import (EXTENSIONS_HEADER, LANGUAGE_HEADER, ROLE_HEADER, ROLES, USER_HEADER, User,

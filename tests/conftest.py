@@ -1,10 +1,10 @@
 """Shared fixtures: real PBX files in temp dirs and the CLI run in-process."""
 from __future__ import annotations
 
-from datetime import date
 import subprocess
 import sys
 import time
+from datetime import date
 from pathlib import Path
 
 import pytest

@@ -5,13 +5,13 @@ import random
 import sqlite3
 from pathlib import Path
 
-from pbx import tables as pbxschema
-from mirror.pbxtime import PbxClock
-from pbx.cdr import CdrSource
-from pbx.config import read_pbx_config
 from daemon.sync import Sync, SyncOptions
 from mirror.database import open_module_db
+from mirror.pbxtime import PbxClock
 from mirror.store import Store
+from pbx import tables as pbxschema
+from pbx.cdr import CdrSource
+from pbx.config import read_pbx_config
 
 # Everything a user can see of a mirror; row ids and PBX row ids depend on arrival order.
 _CALL_COLUMNS = """linkedid, start_ms, end_ms, direction, status, reason, answered, src, src_name,

@@ -21,9 +21,9 @@ import pytest
 from waitress import create_server
 
 from mirror.settings import load
-from web import create_app
 from standin.admin_panel import create_shell_app
-from standin.shell import (NCHAN_MODULE, NCHAN_PACKAGE, load_users, nginx_config)
+from standin.shell import NCHAN_MODULE, NCHAN_PACKAGE, load_users, nginx_config
+from web import create_app
 
 PREFIX = "/admin-cabinet/module-extended-cdr/"
 TOKEN = "nginx-only-7f3a9c"

@@ -19,10 +19,10 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from pbx.tables import cdr_ddl, create
 from standin import demo
 from standin.amiemu import (DEFAULT_BANNER, DEFAULT_SECRET, DEFAULT_USERNAME, AmiEmulator, Faults,
-                           call_script, load_transcript, parse_transcript)
-from pbx.tables import cdr_ddl, create
+                            call_script, load_transcript, parse_transcript)
 
 ROOT = Path(__file__).resolve().parent.parent
 TRANSCRIPTS = sorted((ROOT / "tests" / "transcripts").glob("*.txt"))

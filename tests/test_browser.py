@@ -22,9 +22,9 @@ from pathlib import Path
 import pytest
 
 from standin.demo import HOSTILE_NAMES
+from standin.shell import DEMO_USERS
 from tests.mirror import append_rows, sync_once
 from tests.stack import PREFIX, admin_shell, required_binary
-from standin.shell import DEMO_USERS
 
 try:
     from playwright.sync_api import Error as PlaywrightError
@@ -682,6 +682,7 @@ def test_leaving_pages_does_not_block_the_module(browser, mirror, pbx, tmp_path_
 def test_the_excel_button_downloads_what_is_filtered(open_as, monkeypatch, tmp_path, big):
     """Small exports download at once; big ones show a progress bar, then download."""
     import sys
+
     from openpyxl import load_workbook
     if big:                       # make this filter "big" for the page
         monkeypatch.setattr(sys.modules["web.history"], "BACKGROUND_FROM", 1)

@@ -4,8 +4,8 @@ import sqlite3
 
 import pytest
 
-from tests.conftest import run_extcdr, write_cdr_rows
 from i18n import STATUS_LABELS
+from tests.conftest import run_extcdr, write_cdr_rows
 
 ANSWERED = dict(start="2024-03-05 10:00:00.100", answer="2024-03-05 10:00:05.000",
                 endtime="2024-03-05 10:01:05.000", src_chan="PJSIP/SIP-TRUNK-1-00000001",

@@ -8,9 +8,8 @@ from collections import defaultdict
 
 import pytest
 
+from pbx.tables import PBX_CONFIG_DDL, USERS_GROUPS_DDL, cdr_column_names, cdr_ddl, create
 from standin import demo
-from pbx.tables import (PBX_CONFIG_DDL, USERS_GROUPS_DDL, cdr_column_names, cdr_ddl,
-                              create)
 
 END_DAY = datetime.date(2024, 3, 18)  # a Monday: the run includes a weekend
 RECORDINGS = 300

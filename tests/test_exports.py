@@ -18,13 +18,13 @@ import pytest
 from openpyxl import load_workbook
 from waitress import create_server
 
+from exports.writers import neutralised
+from i18n import STATUS_LABELS, translator
 from mirror.settings import load
+from standin.shell import StandinLogin
 from tests.conftest import ROOT, wait_for
 from tests.webclient import Browser
 from web import create_app
-from exports.writers import neutralised
-from i18n import STATUS_LABELS, translator
-from standin.shell import StandinLogin
 
 PREFIX = "/admin-cabinet/module-extended-cdr/"
 PERIOD = {"from": "2024-10-20", "to": "2024-10-28"}
@@ -221,6 +221,7 @@ def test_a_pdf_too_long_to_print_is_refused_before_anything_is_sent(base, monkey
 def test_libreoffice_opens_the_excel_file_with_every_call(base, tmp_path):
     """An Excel-compatible file: LibreOffice reads every sheet and every call of it."""
     import subprocess
+
     from tests.stack import required_binary
     soffice = required_binary("LibreOffice", ("soffice", "libreoffice"),
                               "./bin/test installs it (apt-get install libreoffice-calc-nogui)")
@@ -271,6 +272,7 @@ def test_a_big_export_runs_as_a_job_with_progress_for_its_owner_only(base):
 
 def test_finished_jobs_and_their_files_go_after_an_hour(tmp_path):
     import time
+
     from web.jobs import KEEP_SECONDS, ExportJobs
     jobs = ExportJobs(tmp_path)
     job_id = jobs.start("anna", "csv", 1, lambda path, progress: path.write_text("x"))
@@ -353,8 +355,9 @@ def test_file_names_carry_the_filter_and_the_pbx_local_time(base):
 
 
 def test_filter_sheet_and_pdf_header_say_the_filter_in_words(base):
-    from pypdf import PdfReader
     from zoneinfo import ZoneInfo
+
+    from pypdf import PdfReader
     yesterday = (datetime.now(ZoneInfo("Europe/Berlin")).date() - timedelta(days=1))
     day = yesterday.strftime("%d.%m.%Y")
     english, russian = user(base, "admin"), user(base, "operator201")

@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
+from mirror import schema
 from pbxmodule import package
 from pbxmodule.licence import Grant, LicenceCheck
-from standin.marketplace_server import sign
 from standin.marketplace_server import serve as serve_marketplace
-from mirror import schema
+from standin.marketplace_server import sign
 from tests.conftest import ROOT
 
 MODULE = "ModuleExtendedCDR"
@@ -131,8 +131,8 @@ def save_filter(pbx: Path, name: str, params: dict | None = None) -> int:
 
 def add_report(pbx: Path) -> int:
     """Admin's daily report of a saved filter; returns its id."""
-    from mirror.pbxtime import PbxClock
     from mirror.database import open_module_db
+    from mirror.pbxtime import PbxClock
     from reports.definitions import Owner, report_form, save_report
     filter_id = save_filter(pbx, "Missed calls of Sales", {"status": "missed", "group": "Sales"})
     db = open_module_db(module_db(pbx))
@@ -465,10 +465,10 @@ def test_a_failing_migration_leaves_the_old_version_installed_and_working(tmp_pa
 
 def test_without_a_valid_licence_pages_show_activation_or_a_notice_and_the_api_refuses(
         pbx, market, archive, cli):
+    from standin.shell import StandinLogin
     from tests.stack import serve
     from tests.webclient import Browser
     from web import create_app
-    from standin.shell import StandinLogin
     cli("install", "--pbx", pbx, "--archive", archive)
     settings = _installed_settings(pbx)
     prefix = settings["web.prefix"]
@@ -541,9 +541,9 @@ def test_a_pbx_that_trusts_no_marketplace_gets_no_unlicensed_install(pbx, archiv
 
 
 def test_mailed_reports_wait_for_the_licence_and_go_once_it_is_back(pbx, archive, cli):
-    from reports.scheduler import ReportScheduler
     from mirror.database import open_module_db
     from mirror.report_rows import request_send
+    from reports.scheduler import ReportScheduler
     cli("install", "--pbx", pbx, "--archive", archive)
     report_id = add_report(pbx)
     db = open_module_db(module_db(pbx))

@@ -17,13 +17,12 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import sync_playwright
 
+from standin.shell import DEMO_USERS
 from tests.stack import PREFIX, admin_shell
 from tests.test_browser import ARTIFACTS, CHROMIUM_ARGS, chromium_binary, login
 from tests.webclient import Browser
-from standin.shell import DEMO_USERS
-
-from playwright.sync_api import sync_playwright
 
 PERIOD = {"from": "2024-10-20", "to": "2024-10-28"}      # the demo PBX's calls end 2024-10-28
 IVR = "2020"                                             # the demo PBX's IVR menu

@@ -20,17 +20,17 @@ from aiosmtpd.controller import Controller
 from openpyxl import load_workbook
 from waitress import create_server
 
+from daemon.resident import Daemon
+from mirror.settings import load
 from pbx import zone as pbxzone
 from pbx.zone import PbxZone
 from reports.scheduler import ReportScheduler
-from daemon.resident import Daemon
-from mirror.settings import load
+from standin.shell import StandinLogin
 from tests.conftest import run_extcdr
 from tests.pbxfixture import Pbx
 from tests.test_reports import Inbox, due_at, free_port, new_report, saved_filter
 from tests.webclient import Browser
 from web import create_app
-from standin.shell import StandinLogin
 
 PREFIX = "/admin-cabinet/module-extended-cdr/"
 DAY = {"from": "2024-03-05", "to": "2024-03-05"}

@@ -1,11 +1,10 @@
 """Every filter of the history page is an index range scan in newest-first order."""
 import pytest
-
-from mirror.database import open_module_db
 from peewee import fn
 
-from mirror.models import Call
 from mirror import queries
+from mirror.database import open_module_db
+from mirror.models import Call
 from mirror.queries import CallFilter, calls_query, changes_since, mirror_revision, tab_counts
 
 DAY_MS = 86_400_000

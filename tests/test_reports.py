@@ -26,16 +26,16 @@ from aiosmtpd.controller import Controller
 from openpyxl import load_workbook
 from waitress import create_server
 
-from standin.cli import main
+from i18n import translator
 from mirror.pbxtime import PbxClock
-from reports.scheduler import ReportScheduler
 from mirror.settings import load
 from reports.definitions import ReportError, Timing, check_template, recipients, timing
+from reports.scheduler import ReportScheduler
+from standin.cli import main
+from standin.shell import StandinLogin
 from tests.conftest import ROOT, wait_for
 from tests.webclient import Browser
 from web import create_app
-from i18n import translator
-from standin.shell import StandinLogin
 
 PREFIX = "/admin-cabinet/module-extended-cdr/"
 BERLIN = ZoneInfo("Europe/Berlin")

@@ -10,18 +10,17 @@ import shutil
 import time
 
 import pytest
+from aiosmtpd.controller import Controller
 from openpyxl import load_workbook
+from playwright.sync_api import sync_playwright
 
-from reports.scheduler import ReportScheduler
 from mirror.settings import load
+from reports.scheduler import ReportScheduler
+from standin.shell import DEMO_USERS
 from tests.mirror import sync_once
 from tests.stack import PREFIX, admin_shell
 from tests.test_browser import ARTIFACTS, CHROMIUM_ARGS, chromium_binary, login
 from tests.test_reports import Inbox, free_port, set_pbx_mail
-from standin.shell import DEMO_USERS
-
-from aiosmtpd.controller import Controller
-from playwright.sync_api import sync_playwright
 
 REPORTER = {"name": "admin-reports", "password": "admin-reports", "role": "admin",
             "extensions": []}

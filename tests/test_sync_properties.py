@@ -1,7 +1,8 @@
 """The mirror does not depend on how legs arrive: one batch, many batches, shuffled, live."""
 import shutil
 
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tests.mirror import append_rows, dump, shuffled, sync_once
 

@@ -14,12 +14,12 @@ from markupsafe import escape
 from waitress import create_server
 
 from mirror.settings import load
-from tests.conftest import wait_for
 from standin.cli import main
+from standin.shell import StandinLogin
+from tests.conftest import wait_for
 from tests.mirror import append_rows, pbx_rows
 from tests.webclient import Browser
 from web import create_app
-from standin.shell import StandinLogin
 
 PREFIX = "/admin-cabinet/module-extended-cdr/"
 PERIOD = {"from": "2024-10-20", "to": "2024-10-28"}

@@ -11,9 +11,9 @@ import pytest
 from waitress import create_server
 
 from mirror.settings import load
-from web import create_app
+from standin.shell import StandinLogin, UsersFileError, load_users
 from tests.webclient import Browser
-from standin.shell import UsersFileError, StandinLogin, load_users
+from web import create_app
 
 PREFIX = "/admin-cabinet/module-extended-cdr"
 PERIOD = {"from": "2024-10-20", "to": "2024-10-28", "limit": 500}

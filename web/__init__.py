@@ -12,10 +12,11 @@ import peewee
 from flask import Flask, current_app, jsonify, render_template, request
 from werkzeug.routing import IntegerConverter
 
-from pbx.mirror_context import MirrorContext
-from mirror.settings import Settings, reports_dir
+from i18n import say_error
 from mirror.database import ModuleDbError, open_module_db, readable_error
 from mirror.queries import SQLITE_MAX, QueryError, sync_state
+from mirror.settings import Settings, reports_dir
+from pbx.mirror_context import MirrorContext
 from pbxmodule.licence import LicenceCheck
 from web import auth, licensing, present
 from web.api import api
@@ -23,7 +24,6 @@ from web.changes import ChangePublisher
 from web.coalesce import Coalesced
 from web.download import download
 from web.history import history
-from i18n import say_error
 from web.jobs import ExportJobs
 from web.recordings import recordings
 from web.report_views import reports

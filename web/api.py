@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, abort, g, jsonify, request
 
 from mirror.queries import (call_rows, calls_in_progress, calls_query, encode_cursor, find_call,
-                        legs_of_call, whole_number)
+                            legs_of_call, whole_number)
 from mirror.records import call_record, iso_time, live_record
 from web.context import clock, mirror, request_filter
 

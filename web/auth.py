@@ -8,8 +8,7 @@ import hmac
 from dataclasses import dataclass
 from typing import Protocol
 
-from flask import (abort, current_app, g, jsonify, make_response, redirect, render_template,
-                   request)
+from flask import abort, current_app, g, jsonify, make_response, redirect, render_template, request
 
 from mirror import report_rows as report_data
 

@@ -16,9 +16,9 @@ import urllib.request
 
 from peewee import Database
 
+from mirror.queries import mirror_revision
 from mirror.settings import Settings
 from pbx.config import SourceError, read_pbx_setting
-from mirror.queries import mirror_revision
 from web.auth import TOKEN_HEADER
 
 log = logging.getLogger("extcdr.web")

@@ -11,12 +11,12 @@ from pathlib import Path
 from flask import (Blueprint, Response, abort, current_app, g, request, send_file,
                    stream_with_context, url_for)
 
+from exports.writers import (FORMATS, MEDIA_TYPES, CallCells, about, check_pdf_size, export_columns,
+                             export_file, file_name, rows_of, text_chunks)
 from mirror.pbxtime import PbxClock
 from mirror.queries import CallFilter, QueryError, calls_query
 from web.auth import check_csrf
 from web.context import clock, mirror, page_params, request_filter
-from exports.writers import (FORMATS, MEDIA_TYPES, CallCells, about, check_pdf_size, export_columns,
-                         export_file, file_name, rows_of, text_chunks)
 from web.history import page_columns, query_args
 from web.jobs import JobRefused
 from web.present import attachment, user_language

@@ -8,24 +8,22 @@ import json
 from dataclasses import replace
 from urllib.parse import parse_qsl
 
-from flask import (Blueprint, abort, current_app, g, redirect, render_template, request,
-                   url_for)
+from flask import Blueprint, abort, current_app, g, redirect, render_template, request, url_for
 from werkzeug.datastructures import MultiDict
 
-from mirror.calls import STATUSES
-from mirror.models import Employee, GroupMember
-from mirror.queries import (DAY_MS, PERIODS, QueryError, TABS, call_rows, calls_in_progress,
-                        calls_query, changes_since, decode_cursor, encode_cursor, legs_of_call,
-                        mirror_revision, tab_counts, whole_number)
-from mirror.report_rows import reports_using
-from mirror.userdata import (UserDataError, default_filter, delete_filter, make_default,
-                         save_filter, saved_filters, set_user_setting)
-from web.api import visible_call
-from web.auth import check_csrf
-from web.context import (mirror, page_params, request_filter, typed_params,
-                         user_db, user_prefs)
 from exports.writers import PAGE_COLUMNS, chosen_columns
 from i18n import LANGUAGES, say_error
+from mirror.calls import STATUSES
+from mirror.models import Employee, GroupMember
+from mirror.queries import (DAY_MS, PERIODS, TABS, QueryError, call_rows, calls_in_progress,
+                            calls_query, changes_since, decode_cursor, encode_cursor, legs_of_call,
+                            mirror_revision, tab_counts, whole_number)
+from mirror.report_rows import reports_using
+from mirror.userdata import (UserDataError, default_filter, delete_filter, make_default,
+                             save_filter, saved_filters, set_user_setting)
+from web.api import visible_call
+from web.auth import check_csrf
+from web.context import mirror, page_params, request_filter, typed_params, user_db, user_prefs
 from web.present import page_url, user_language
 from web.recordings import recording_available
 

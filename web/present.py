@@ -8,9 +8,9 @@ from urllib.parse import quote, urlencode
 
 from flask import current_app, g, request, url_for
 
+from i18n import LANGUAGES, LIVE_LABELS, STATUS_LABELS, negotiate, translator
 from web import auth
 from web.context import clock, user_prefs
-from i18n import LANGUAGES, LIVE_LABELS, STATUS_LABELS, negotiate, translator
 
 
 def install(app) -> None:

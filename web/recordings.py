@@ -12,16 +12,16 @@ import zipfile
 from pathlib import Path
 from typing import Iterator
 
-from flask import (Blueprint, Response, abort, current_app, jsonify, make_response,
-                   render_template, request, send_file, stream_with_context)
+from flask import (Blueprint, Response, abort, current_app, jsonify, make_response, render_template,
+                   request, send_file, stream_with_context)
 
+from exports.writers import file_name, rows_of
+from mirror.models import Call
+from mirror.queries import calls_query
 from pbxmodule.nginx import ACCEL_LOCATION
 from web.api import visible_call
 from web.auth import in_process_login
-from mirror.models import Call
-from mirror.queries import calls_query
 from web.context import clock, mirror, page_params, request_filter
-from exports.writers import file_name, rows_of
 from web.present import attachment
 
 recordings = Blueprint("recordings", __name__)

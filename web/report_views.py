@@ -6,20 +6,20 @@ from __future__ import annotations
 
 import time
 
-from flask import (Blueprint, abort, current_app, g, redirect, render_template, request,
-                   send_file, url_for)
+from flask import (Blueprint, abort, current_app, g, redirect, render_template, request, send_file,
+                   url_for)
 
-from pbx.config import SourceError, read_pbx_web_address
+from exports.writers import MEDIA_TYPES
 from mirror.queries import PERIODS, QueryError, whole_number
 from mirror.report_rows import (Owner, ReportError, delete_report, link_secret, report_of,
                                 reports_of, request_send, send_of, send_row, sends_of)
-from reports.definitions import (DEFAULT_BODY, DEFAULT_SUBJECT, DELIVERIES, FREQUENCIES,
-                                 LINK_HOURS, MAX_RECIPIENTS, REPORT_FORMATS, TEMPLATE_VALUES,
-                                 link_valid, report_form, save_report)
 from mirror.userdata import saved_filters
+from pbx.config import SourceError, read_pbx_web_address
+from reports.definitions import (DEFAULT_BODY, DEFAULT_SUBJECT, DELIVERIES, FREQUENCIES, LINK_HOURS,
+                                 MAX_RECIPIENTS, REPORT_FORMATS, TEMPLATE_VALUES, link_valid,
+                                 report_form, save_report)
 from web.auth import check_csrf
 from web.context import clock, mirror, user_db
-from exports.writers import MEDIA_TYPES
 from web.present import user_language
 
 reports = Blueprint("reports", __name__)

@@ -38,15 +38,15 @@ from pathlib import Path
 
 from waitress import create_server
 
-from standin import demo
 from cli.serve import WEB_THREADS
-from standin.cli import main as extcdr
 from mirror.settings import load
+from standin import demo
+from standin.cli import main as extcdr
+from standin.shell import StandinLogin
 from tests.mirror import append_rows, pbx_rows
 from tests.stack import admin_shell
 from tests.webclient import Browser
 from web import create_app
-from standin.shell import StandinLogin
 
 PREFIX = "/admin-cabinet/module-extended-cdr/"
 HOSTILE = ("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",

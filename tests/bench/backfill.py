@@ -16,8 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from standin import demo
 from pbx import tables as pbxschema
+from standin import demo
 
 ROOT = Path(__file__).resolve().parents[2]
 

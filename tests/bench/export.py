@@ -49,12 +49,12 @@ from zoneinfo import ZoneInfo
 from openpyxl import Workbook
 from waitress import create_server
 
-from mirror.pbxtime import PbxClock
+from exports.writers import CallCells, export_columns, export_file, rows_of
 from mirror.database import open_module_db
+from mirror.pbxtime import PbxClock
 from mirror.queries import CallFilter, call_filter, sync_state
 from tests.bench.page import PREFIX, TIMEZONE, make_app, prepare
 from tests.webclient import Browser
-from exports.writers import CallCells, export_columns, export_file, rows_of
 
 ROOT = Path(__file__).resolve().parents[2]
 ALL_FROM, PERIOD_END = "2000-01-01", "2099-12-31"     # whole days, PBX time

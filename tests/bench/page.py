@@ -33,11 +33,11 @@ from typing import Callable
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
-from standin import demo
-from mirror.settings import load
 from mirror.queries import TABS, call_filter, period_bounds, sync_state, tab_counts
-from web import create_app
+from mirror.settings import load
+from standin import demo
 from standin.shell import StandinLogin
+from web import create_app
 
 ROOT = Path(__file__).resolve().parents[2]
 TIMEZONE = "Europe/Moscow"                  # the demo PBX's default timezone

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from mirror.settings import load
 from pbxmodule.licence import Grant
 from standin.marketplace_server import public_key_text, sign
-from mirror.settings import load
 from tests.conftest import wait_for
 from tests.stack import serve
 from tests.test_daemon import pbx, start_daemon  # noqa: F401 (pbx: a fixture)

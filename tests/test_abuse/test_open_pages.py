@@ -16,10 +16,10 @@ import urllib.request
 
 import pytest
 
-from standin.cli import main
-from mirror.settings import load
 from mirror.database import open_module_db
 from mirror.queries import mirror_revision
+from mirror.settings import load
+from standin.cli import main
 from tests.conftest import wait_for
 from tests.mirror import append_rows, pbx_rows
 from tests.stack import PREFIX, TOKEN, admin_shell, free_port
