@@ -16,8 +16,7 @@ from cli.base import CliError, Parser
 from mirror.database import ModuleDbError, readable_error
 from mirror.queries import QueryError
 from pbx.cdr import SourceError
-from pbxmodule.lifecycle import LifecycleError
-from pbxmodule.marketplace import MarketplaceError
+from pbxmodule.errors import LifecycleError, MarketplaceError
 
 # Each group: `add_commands(subparsers) -> {name: command}`; a later group may add to the
 # commands of an earlier one (their parsers are in `subparsers.choices`).

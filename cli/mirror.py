@@ -11,7 +11,6 @@ from pathlib import Path
 
 from cli.base import CliError
 from daemon.sync import mirror_sync
-from exports.writers import about, export_file
 from i18n import STATUS_LABELS, TAB_LABELS
 from mirror import schema
 from mirror import settings as settings_module
@@ -237,6 +236,7 @@ def cmd_calls(args) -> int:
 
 def cmd_export(args) -> int:
     """The page's export from the command line; the file appears whole or not at all."""
+    from exports.writers import about, export_file  # openpyxl and fpdf: only to export
     visible_to = None
     if args.user is not None:
         if args.users_of is None:

@@ -1,5 +1,6 @@
 """The module on a PBX: `package` (the marketplace archive), `install`, `upgrade`, `enable`,
-`disable`, `uninstall`, `licence`."""
+`disable`, `uninstall`, `licence`. The steps' code (`pbxmodule.lifecycle`: archives, licences,
+the marketplace) is loaded when a step runs, so that other commands stay small."""
 from __future__ import annotations
 
 import json
@@ -9,11 +10,9 @@ import time
 from pathlib import Path
 
 from cli.base import CliError
-from pbxmodule import lifecycle
-from pbxmodule.licence import LicenceError, masked
-from pbxmodule.package import build
+from pbxmodule.package import build, manifest
 
-MODULE_ID = lifecycle.MODULE_ID
+MODULE_ID = manifest()["moduleUniqueID"]
 PBX_HELP = "the PBX's storage folder (mikopbx.db, custom_modules/)"
 
 
@@ -63,6 +62,7 @@ def cmd_package(args) -> int:
 
 def cmd_lifecycle(args) -> int:
     """install, upgrade, enable, disable, uninstall: one line of what was done."""
+    from pbxmodule import lifecycle
     tree = lifecycle.PbxTree.open(args.pbx)
     if args.command in ("install", "upgrade"):
         with tempfile.TemporaryDirectory() as scratch:
@@ -84,6 +84,8 @@ def cmd_lifecycle(args) -> int:
 
 
 def cmd_licence(args) -> int:
+    from pbxmodule import lifecycle
+    from pbxmodule.licence import LicenceError, masked
     tree = lifecycle.PbxTree.open(args.pbx)
     if args.action == "activate":
         if not args.key:

@@ -1,11 +1,11 @@
-"""The module's processes: `daemon` (resident, keeps the mirror) and `web` (the pages)."""
+"""The module's processes: `daemon` (resident, keeps the mirror) and `web` (the pages). Each
+loads its process's code when it runs (`daemon.resident`, or Flask and waitress), so that other
+commands, such as `extcdr sync`, stay small."""
 from __future__ import annotations
 
 from pathlib import Path
 
 from cli.base import CliError, setup_logging
-from daemon.resident import AlreadyRunning
-from daemon.resident import serve as serve_daemon
 from mirror import settings as settings_module
 
 # No thread waits for an open page (live updates go through nginx), so a few threads serve
@@ -48,6 +48,8 @@ def cmd_daemon(args) -> int:
         overrides[key.strip()] = value.strip()
     settings = settings_module.load(args.config, overrides)
     setup_logging(settings["log.level"], args.syslog)
+    from daemon.resident import AlreadyRunning
+    from daemon.resident import serve as serve_daemon
     try:
         return serve_daemon(settings)
     except AlreadyRunning as exc:
@@ -55,7 +57,6 @@ def cmd_daemon(args) -> int:
 
 
 def cmd_web(args) -> int:
-    # Here, not above: the daemon's process never loads Flask.
     from waitress import serve
 
     from web import create_app

@@ -36,6 +36,7 @@ from zlib import error as zlib_error
 from mirror import settings
 from pbx.config import read_pbx_setting
 from pbx.tables import PBX_CONFIG_DDL
+from pbxmodule.errors import LifecycleError
 from pbxmodule.licence import Grant, LicenceCheck, LicenceError, check_key, verify
 from pbxmodule.marketplace import MarketplaceClient, MarketplaceService, version_key
 from pbxmodule.nginx import location_config
@@ -55,10 +56,6 @@ MAX_ARCHIVE_BYTES = 50 * 2**20
 MAX_EXPANDED_BYTES = 200 * 2**20
 MAX_MEMBERS = 5_000
 MAX_MANIFEST_BYTES = 64 * 2**10
-
-
-class LifecycleError(Exception):
-    """A step that cannot be done; the message says why and what to do."""
 
 
 def checked_id(module_id: str) -> str:

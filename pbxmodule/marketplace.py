@@ -13,13 +13,10 @@ import urllib.request
 from pathlib import Path
 from typing import Protocol
 
+from pbxmodule.errors import MarketplaceError
 from pbxmodule.licence import LicenceError, check_key
 
 log = logging.getLogger("extcdr.marketplace")
-
-
-class MarketplaceError(Exception):
-    """The marketplace could not be asked, or said no; the message says which."""
 
 
 class MarketplaceService(Protocol):

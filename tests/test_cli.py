@@ -1,11 +1,14 @@
 """The extcdr CLI contract: subcommands, filters, and one readable line for every bad input."""
 import json
+import re
 import sqlite3
+import subprocess
+import sys
 
 import pytest
 
 from i18n import STATUS_LABELS
-from tests.conftest import run_extcdr, write_cdr_rows
+from tests.conftest import ROOT, run_extcdr, write_cdr_rows
 
 ANSWERED = dict(start="2024-03-05 10:00:00.100", answer="2024-03-05 10:00:05.000",
                 endtime="2024-03-05 10:01:05.000", src_chan="PJSIP/SIP-TRUNK-1-00000001",
@@ -247,3 +250,40 @@ def test_summary_uses_the_words_of_the_page(demo_mirror):
     for words in (*STATUS_LABELS["en"].values(), "All"):
         assert words in header
     assert "not_reached" not in header and "client_called_back" not in header
+
+
+def test_syncs_flags_are_the_settings_with_the_settings_defaults(tmp_path):
+    """`sync` is the daemon's writer: its flags set settings, default to the settings table,
+    and a value the table refuses is one line naming the setting."""
+    shown = run_extcdr("sync", "--help")
+    assert shown.returncode == 0
+    text = " ".join(shown.stdout.split())
+    assert "(default 86400)" in text and "(default 40000)" in text and "(default 30)" in text
+    cdr = tmp_path / "cdr.db"
+    write_cdr_rows(cdr, [ANSWERED])
+    refused = run_extcdr("sync", "--cdr-db", cdr, "--db", tmp_path / "m.db", "--once",
+                         "--number-match-digits", "2")
+    assert refused.returncode == 2 and refused.stdout == ""
+    assert refused.stderr.strip().splitlines() == [
+        "extcdr: setting 'calls.number_match_digits' must be at least 3, not 2"]
+    assert not (tmp_path / "m.db").exists()
+
+
+def test_on_a_pbx_the_command_line_has_no_stand_in(tmp_path):
+    """What ships (`python -m cli`) knows nothing of the stand-in PBX: its commands and its
+    in-process login are not there, and say so in one line."""
+    production = subprocess.run([sys.executable, "-m", "cli", "--help"], cwd=ROOT,
+                                capture_output=True, text=True, timeout=60)
+    assert production.returncode == 0
+    commands = set(re.search(r"\{([a-z,-]+)\}", production.stdout).group(1).split(","))
+    assert commands == {"sync", "calls", "export", "status", "migrate", "daemon", "web",
+                        "package", "install", "upgrade", "enable", "disable", "uninstall",
+                        "licence"}
+    refused = subprocess.run([sys.executable, "-m", "cli", "web", "--standin"], cwd=ROOT,
+                             capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2 and "unrecognized arguments: --standin" in refused.stderr
+    export = subprocess.run([sys.executable, "-m", "cli", "export", "--db", tmp_path / "m.db",
+                             "--format", "csv", "--out", tmp_path / "x.csv", "--user", "admin"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert export.returncode == 2 and "no users are known here" in export.stderr
+    assert not (tmp_path / "x.csv").exists()

@@ -52,7 +52,7 @@ def bare_copy(cdr: Path, target: Path) -> float:
 def backfill(cdr: Path, pbx: Path, mirror: Path) -> tuple[float, int]:
     os.sync()
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "standin", "sync", "--cdr-db", str(cdr),
+    subprocess.run([sys.executable, "-m", "cli", "sync", "--cdr-db", str(cdr),
                     "--pbx-db", str(pbx), "--db", str(mirror), "--once"], cwd=ROOT, check=True)
     elapsed = time.perf_counter() - started
     peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss

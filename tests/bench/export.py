@@ -63,8 +63,8 @@ LANGUAGE = "en"                                      # "," as the CSV delimiter
 XLSX_RATIO, CSV_RATIO, RSS_GROWTH_MB, FIRST_BYTE_S = 1.3, 1.5, 30, 1.0
 DOWNLOAD_CHUNK = 256 * 1024
 T = TypeVar("T")
-# `python -m standin ARGS`, then the process's own peak RSS (VmHWM, kB) on stderr.
-PEAK_PROBE = ("import sys; from standin.cli import main; code = main(sys.argv[1:]); "
+# `python -m cli ARGS`, then the process's own peak RSS (VmHWM, kB) on stderr.
+PEAK_PROBE = ("import sys; from cli import main; code = main(sys.argv[1:]); "
               "status = open('/proc/self/status').read(); "
               "print(status.split('VmHWM:')[1].split()[0], 'kB', file=sys.stderr); sys.exit(code)")
 

@@ -39,7 +39,7 @@ def main() -> None:
         config = pbx / "extcdr.toml"
         config.write_text(f'[ami]\nhost = "{host}"\nport = {port}\nsecret = "extcdr-demo"\n')
         proc = subprocess.Popen(
-            [sys.executable, "-m", "standin", "daemon", "--config", str(config),
+            [sys.executable, "-m", "cli", "daemon", "--config", str(config),
              "--cdr-db", str(pbx / "cdr.db"), "--pbx-db", str(pbx / "mikopbx.db"),
              "--db", str(pbx / "module.db")], cwd=ROOT, stderr=subprocess.DEVNULL)
         try:

@@ -40,7 +40,7 @@ def main() -> None:
             config.write_text(f'[ami]\nhost = "{host}"\nport = {port}\nsecret = "extcdr-demo"\n'
                               f'[sync]\npoll_interval = 600\n')
             daemon = subprocess.Popen(
-                [sys.executable, "-m", "standin", "daemon", "--config", str(config),
+                [sys.executable, "-m", "cli", "daemon", "--config", str(config),
                  "--cdr-db", str(root / "cdr.db"), "--pbx-db", str(root / "mikopbx.db"),
                  "--db", str(root / "module.db")], cwd=ROOT, stderr=subprocess.DEVNULL)
             try:

@@ -124,7 +124,7 @@ def prepare(root: Path, calls: int, seed: int, end_day: date) -> None:
     print(f"generated {stats.calls:,} calls ({stats.legs:,} legs, {stats.first_start:%Y-%m-%d} "
           f"to {stats.last_end:%Y-%m-%d}) in {generated - started:.1f} s", flush=True)
     pbx = root / "pbx"
-    subprocess.run([sys.executable, "-m", "standin", "sync", "--cdr-db", str(pbx / demo.CDR_DB),
+    subprocess.run([sys.executable, "-m", "cli", "sync", "--cdr-db", str(pbx / demo.CDR_DB),
                     "--pbx-db", str(pbx / demo.CONFIG_DB), "--groups-db", str(pbx / demo.GROUPS_DB),
                     "--db", str(root / "module.db"), "--once"], cwd=ROOT, check=True)
     done = time.perf_counter()
