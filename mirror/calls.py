@@ -13,6 +13,10 @@ APP_CHANNEL_PREFIXES = ("app:", "queue:", "voicemail")
 _PEER_CHANNEL = re.compile(r"^[A-Za-z0-9]+/(\d+)-[0-9a-fA-F]+")
 _NON_DIGITS = re.compile(r"\D")
 
+# Trailing digits that identify an external number (+7 916…, 8 916… and 7 916… match): the
+# `calls.number_match_digits` setting's default, which the mirror records at each sync.
+NUMBER_MATCH_DIGITS = 9
+
 DIRECTIONS = ("incoming", "outgoing", "internal")
 STATUSES = ("answered", "transferred", "missed", "not_reached",
             "client_called_back", "we_called_back", "application")
@@ -87,7 +91,7 @@ class Directory:
     mobiles: dict[str, str] = field(default_factory=dict)     # EXTERNAL number -> its employee
     providers: dict[str, str] = field(default_factory=dict)   # trunk uniqid -> provider name
     extension_length: int = 4
-    number_match_digits: int = 9
+    number_match_digits: int = NUMBER_MATCH_DIGITS
     _keys: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     def is_employee(self, number: str) -> bool:

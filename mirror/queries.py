@@ -12,7 +12,7 @@ from datetime import date, datetime, timedelta
 
 from peewee import SQL, SqliteDatabase, Tuple, fn
 
-from mirror.calls import DIRECTIONS, STATUSES
+from mirror.calls import DIRECTIONS, NUMBER_MATCH_DIGITS, STATUSES
 from mirror.models import (Call, CallEmployee, CallGone, CallName, CallNumber, Employee,
                            GroupMember, Leg, LiveCall, SyncState)
 from mirror.pbxtime import linkedid_epoch_ms
@@ -38,7 +38,7 @@ class CallFilter:
     tab: str = "all"                       # the page's tab, on top of the other conditions
     limit: int | None = None
     after: tuple[int, int] | None = None   # keyset cursor: (start_ms, id) of the last row seen
-    number_match_digits: int = 9           # as the mirror was built (sync_state)
+    number_match_digits: int = NUMBER_MATCH_DIGITS   # as the mirror was built (sync_state)
     visible_to: list[str] | None = None    # an operator's extensions: only calls they were in
 
     def __post_init__(self):
@@ -141,7 +141,7 @@ MAX_TALK_S = 366 * 86_400               # a minimum talk time longer than a year
 _WHOLE = re.compile(r"[0-9]{1,19}")
 
 
-def call_filter(params, clock, now_s: float, *, number_match_digits: int = 9,
+def call_filter(params, clock, now_s: float, *, number_match_digits: int = NUMBER_MATCH_DIGITS,
                 visible_to: list[str] | None = None) -> CallFilter:
     """The filter of the page, the JSON API and the CLI, from their text parameters
     (FILTER_PARAMETERS; lists comma-separated; dates in the PBX timezone, default today)."""

@@ -14,6 +14,8 @@ from typing import Any
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from mirror.calls import NUMBER_MATCH_DIGITS
+
 
 @dataclass(frozen=True)
 class Setting:
@@ -55,7 +57,7 @@ SETTINGS: tuple[Setting, ...] = (
             "the module's own mirror"),
     Setting("calls", "extension_length", int, 4,
             "without a config DB, numbers this short are internal", minimum=1),
-    Setting("calls", "number_match_digits", int, 9,
+    Setting("calls", "number_match_digits", int, NUMBER_MATCH_DIGITS,
             "trailing digits that identify an external number", minimum=3),
     Setting("calls", "callback_window", int, 86_400,
             "seconds after a missed call in which a call returns it", minimum=0),

@@ -7,7 +7,7 @@ import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mirror.calls import Directory
+from mirror.calls import NUMBER_MATCH_DIGITS, Directory
 from pbx.cdr import SourceBusy, SourceError, pbx_errors, read_only
 
 __all__ = ["SourceBusy", "SourceError"]     # what a read may raise
@@ -22,7 +22,8 @@ class PbxConfig:
 
 
 def read_pbx_config(path: str | Path | None, groups_path: str | Path | None = None, *,
-                    extension_length: int = 4, number_match_digits: int = 9) -> PbxConfig:
+                    extension_length: int = 4,
+                    number_match_digits: int = NUMBER_MATCH_DIGITS) -> PbxConfig:
     """Employees, PBX numbers, providers and timezone; groups from ModuleUsersGroups' DB."""
     directory = Directory(extension_length=extension_length,
                           number_match_digits=number_match_digits)

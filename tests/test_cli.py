@@ -171,7 +171,7 @@ def test_progress_bar_with_rate_and_eta_on_a_terminal(demo_pbx, tmp_path):
     from tests.conftest import ROOT
     leader, follower = pty.openpty()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "standin", "sync", "--cdr-db", demo_pbx / "cdr.db",
+        [sys.executable, "-m", "cli", "sync", "--cdr-db", demo_pbx / "cdr.db",
          "--pbx-db", demo_pbx / "mikopbx.db", "--db", tmp_path / "m.db", "--once",
          "--batch-rows", "500"], cwd=ROOT, stdin=follower, stdout=follower, stderr=follower)
     os.close(follower)

@@ -111,7 +111,7 @@ def test_module_db_full_loses_nothing(pbx, caplog, tmp_path):
 
 
 def start_daemon(pbx, *extra, config=None):
-    args = [sys.executable, "-m", "standin", "daemon", "--cdr-db", pbx["cdr"],
+    args = [sys.executable, "-m", "cli", "daemon", "--cdr-db", pbx["cdr"],
             "--pbx-db", pbx["config"], "--db", pbx["db"], "--set", "ami.enabled=false",
             *extra]
     if config:
@@ -138,7 +138,7 @@ def test_sigterm_exits_within_five_seconds_and_a_second_daemon_is_refused(pbx):
     proc = start_daemon(pbx)
     try:
         assert wait_for(lambda: call_count(pbx["db"]) is not None, 10)
-        second = subprocess.run([sys.executable, "-m", "standin", "daemon", "--cdr-db",
+        second = subprocess.run([sys.executable, "-m", "cli", "daemon", "--cdr-db",
                                  str(pbx["cdr"]), "--db", str(pbx["db"])],
                                 cwd=ROOT, capture_output=True, text=True, timeout=30)
         assert second.returncode != 0

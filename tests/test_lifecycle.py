@@ -176,7 +176,7 @@ def test_install_from_the_built_archive_puts_a_working_module_in_a_fresh_pbx(pbx
     assert registered["sidebar"]["href"] == "/admin-cabinet/module-extended-cdr/"
     assert set(registered["workers"]) == {"daemon", "web"}
     # The installed code runs by itself: the mirror fills with the PBX's calls.
-    done = subprocess.run([sys.executable, "-m", "standin", "sync", "--cdr-db", pbx / "cdr.db",
+    done = subprocess.run([sys.executable, "-m", "cli", "sync", "--cdr-db", pbx / "cdr.db",
                            "--db", module_db(pbx), "--once"], cwd=installed,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
@@ -454,7 +454,7 @@ def test_a_failing_migration_leaves_the_old_version_installed_and_working(tmp_pa
     assert (registration(pbx)["version"], registration(pbx)["disabled"]) == ("0.1.0", "0")
     assert not any(p.name.startswith(f".{MODULE}") for p in (pbx / "custom_modules").iterdir())
     # The old version still works: its own code lists the calls from its DB.
-    done = subprocess.run([sys.executable, "-m", "standin", "calls", "--db", module_db(pbx),
+    done = subprocess.run([sys.executable, "-m", "cli", "calls", "--db", module_db(pbx),
                            "--format", "jsonl", "--from", "2000-01-01"], cwd=installed, capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 0, done.stderr

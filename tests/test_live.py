@@ -35,7 +35,7 @@ class LivePbx:
         config = root / "extcdr.toml"   # the AMI secret never goes on a command line
         config.write_text(f'[ami]\nhost = "{host}"\nport = {port}\nsecret = "extcdr-demo"\n')
         self.daemon = subprocess.Popen(
-            [sys.executable, "-m", "standin", "daemon", "--config", str(config),
+            [sys.executable, "-m", "cli", "daemon", "--config", str(config),
              "--cdr-db", str(self.cdr), "--pbx-db", str(root / "mikopbx.db"),
              "--db", str(self.db), "--set", "sync.poll_interval=600"],
             cwd=ROOT, stderr=subprocess.PIPE, text=True)
@@ -120,7 +120,7 @@ def test_refused_login_is_logged_once_and_the_file_watcher_still_mirrors(live, t
 
 
 def test_secrets_are_refused_on_the_command_line(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "standin", "daemon", "--db",
+    done = subprocess.run([sys.executable, "-m", "cli", "daemon", "--db",
                            str(tmp_path / "m.db"), "--set", "ami.secret=hunter2"],
                           cwd=ROOT, capture_output=True, text=True, timeout=30)
     assert done.returncode != 0 and "settings file" in done.stderr
@@ -137,7 +137,7 @@ def test_stock_asterisk_cdr_events_are_a_leg_source(tmp_path):
                           f'cdr_events = true\n[pbx]\ntimezone = "Europe/Berlin"\n')
         db = tmp_path / "module.db"
         daemon = subprocess.Popen(
-            [sys.executable, "-m", "standin", "daemon", "--config", str(config),
+            [sys.executable, "-m", "cli", "daemon", "--config", str(config),
              "--cdr-db", str(tmp_path / "no-cdr.db"), "--db", str(db)],
             cwd=ROOT, stderr=subprocess.PIPE, text=True)
         try:

@@ -516,7 +516,7 @@ def test_the_running_daemon_mails_a_due_report(site, smtp, boss, tmp_path):
     due_at(site, report_id, time.time() - 60)
     pbx = site["pbx"]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "standin", "daemon", "--cdr-db", str(pbx / "cdr.db"),
+        [sys.executable, "-m", "cli", "daemon", "--cdr-db", str(pbx / "cdr.db"),
          "--pbx-db", str(pbx / "mikopbx.db"), "--db", str(site["db"]),
          "--set", "ami.enabled=false", "--set", "reports.check_interval=0.2"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

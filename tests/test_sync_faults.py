@@ -47,7 +47,7 @@ def test_kill_9_at_random_moments_then_restart_gives_the_clean_mirror(tmp_path):
     demo.generate(pbx, 20_000, seed=99, recordings_limit=0)
 
     def command(db):
-        return [sys.executable, "-m", "standin",
+        return [sys.executable, "-m", "cli",
                 *map(str, sync_args(pbx, db, "--batch-rows", "200"))]
 
     clean = tmp_path / "clean.db"
