@@ -172,11 +172,12 @@ def search_numbers(app) -> dict[str, str]:
     (linkedid,) = db.execute_sql("SELECT linkedid FROM call WHERE start_ms >= ? AND start_ms < ? "
                                  "ORDER BY start_ms LIMIT 1", month).fetchone()
     digits = re.sub(r"\D", "", number)[-10:]
+    word = max(caller.split(), key=len)     # inside a word: 'ООО Ромашка' is searched as 'омаш'
     return {"3 digits": digits[-4:-1], "4 digits": digits[-7:-3], "full number": number,
             "two numbers": f"{employee} {number}",
             "area code": re.sub(r"\D", "", did)[-10:-7],
             "employee's name": _name_of(db, employee).split()[0].lower(),
-            "caller's name": caller[1:5], "3 letters": caller[1:4].upper(),
+            "caller's name": word[1:5], "3 letters": word[1:4].upper(),
             "no such name": "Quetzalcoatl", "linkedid": linkedid}
 
 
