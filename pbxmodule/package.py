@@ -13,8 +13,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 # What a module needs on the PBX: its description, code, pages, launchers and metadata.
-INCLUDED = ("module.json", "README.md", "setup.cfg", "bin/extcdr", "bin/_venv.sh", "cli",
-            "daemon", "web", "reports", "exports", "pbxmodule", "pbx", "mirror", "i18n")
+INCLUDED = ("module.json", "README.md", "setup.cfg", "bin/extcdr", "bin/_venv.sh",
+            "Setup", "Lib", "App", "Messages",                  # the PHP glue Core loads
+            "cli", "daemon", "web", "reports", "exports", "pbxmodule", "pbx", "mirror", "i18n")
 EXCLUDED_NAMES = {"__pycache__", ".pytest_cache"}
 EXCLUDED_SUFFIXES = (".pyc", ".pyo", ".db", ".db-wal", ".db-shm", ".lock", ".partial")
 _TIME = (1980, 1, 1, 0, 0, 0)          # the earliest a ZIP can say: no build time leaks in

@@ -44,7 +44,9 @@ def test_the_archive_is_reproducible_and_holds_the_module_only(cli, tmp_path):
         assert archive.testzip() is None
         assert (archive.getinfo("bin/extcdr").external_attr >> 16) & 0o111
     assert {"cli/__init__.py", "daemon/resident.py", "web/__init__.py", "mirror/schema.py",
-            "setup.cfg"} <= set(names)
+            "setup.cfg", "Setup/PbxExtensionSetup.php", "Lib/ExtendedCDRConf.php",
+            "Lib/WorkerExtendedCDR.php", "App/Controllers/ModuleExtendedCDRController.php",
+            "Messages/en.php", "Messages/ru.php"} <= set(names)
     # Every page template, script and style the module serves is in it.
     served = {p.relative_to(ROOT).as_posix() for folder in ("web/templates", "web/static",
                                                             "web/nginx")
