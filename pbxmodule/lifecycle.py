@@ -39,7 +39,7 @@ from pbx.tables import PBX_CONFIG_DDL
 from pbxmodule.errors import LifecycleError
 from pbxmodule.licence import Grant, LicenceCheck, LicenceError, check_key, verify
 from pbxmodule.marketplace import MarketplaceClient, MarketplaceService, version_key
-from pbxmodule.nginx import location_config
+from pbxmodule.glue import GLUE_FILE, read_glue, write_glue
 from pbxmodule.package import manifest
 from pbxmodule.pids import alive
 
@@ -646,6 +646,7 @@ def _write_settings(tree: PbxTree, description: dict, folder: Path) -> None:
                     "web": ["-m", "cli", "web", "--config", config]},
     }
     (folder / "registration.json").write_text(json.dumps(registration, indent=1) + "\n")
+    write_glue(folder, settings.load(path))
 
 
 def _module_settings(tree: PbxTree, module_id: str) -> settings.Settings:
@@ -655,8 +656,10 @@ def _module_settings(tree: PbxTree, module_id: str) -> settings.Settings:
 def _write_location(tree: PbxTree, module_id: str) -> None:
     """The module's nginx location for the admin shell, from the installed module's template."""
     tree.locations.mkdir(parents=True, exist_ok=True)
-    text = location_config(_module_settings(tree, module_id),
-                           templates=tree.module_dir(module_id) / "web" / "nginx")
+    module_dir = tree.module_dir(module_id)
+    if not (module_dir / GLUE_FILE).is_file():          # installed before the glue was written
+        write_glue(module_dir, _module_settings(tree, module_id))
+    text = read_glue(module_dir)["nginx_location"]      # what createNginxLocations() returns
     partial = tree.location_file(module_id).with_suffix(".partial")
     fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)   # the proxy token
     with os.fdopen(fd, "w") as file:

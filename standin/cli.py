@@ -22,7 +22,7 @@ from mirror.pbxtime import PbxClock
 from pbxmodule.lifecycle import PbxTree
 from standin import amiemu, demo, mailcatcher, marketplace_server
 from standin.admin_panel import create_shell_app
-from standin.shell import (NCHAN_MODULE, NCHAN_PACKAGE, StandinLogin, load_users, nginx_config,
+from standin.shell import (StandinLogin, load_users, missing_nginx_modules, nginx_config,
                            pbx_nginx_config)
 from standin.supervisor import Supervisor, reload_nginx
 
@@ -114,9 +114,9 @@ def cmd_admin_shell(args) -> int:
     if nginx is None:
         raise CliError("nginx is not installed (apt-get install nginx), or use "
                        "`extcdr web --standin`")
-    if not NCHAN_MODULE.exists():
-        raise CliError(f"nginx's nchan module ({NCHAN_MODULE}) is missing, which open pages' "
-                       f"live updates need (apt-get install {NCHAN_PACKAGE})")
+    if missing_nginx_modules():
+        raise CliError(f"nginx's lua, ndk or nchan module is missing, which the module's access "
+                       f"check and live updates need ({missing_nginx_modules()})")
     if args.pbx is None and (args.config is None or args.app is None):
         raise CliError("admin-shell: give --pbx, or --config and --app")
     accounts = load_users(args.users)

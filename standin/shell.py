@@ -13,15 +13,25 @@ from pathlib import Path
 from flask import (Blueprint, current_app, make_response, redirect, render_template, request,
                    session, url_for)
 
-from pbxmodule.nginx import location, templates_in
+from pbxmodule.nginx import CHECK_URL, location, templates_in
 from web.auth import (EXTENSIONS_HEADER, LANGUAGE_HEADER, ROLE_HEADER, ROLES, USER_HEADER, User,
                       refuse_forged_request)
 
 standin = Blueprint("standin", __name__, template_folder="templates")
 NGINX_TEMPLATES = Path(__file__).parent / "nginx"
-# The nginx module MikoPBX's nginx is built with that live updates need (Debian's package).
-NCHAN_MODULE = Path("/usr/lib/nginx/modules/ngx_nchan_module.so")
-NCHAN_PACKAGE = "libnginx-mod-nchan"
+# The nginx modules MikoPBX's nginx is built with that the module's locations need (the access
+# check in lua, live updates in nchan), in load order, with Debian's packages.
+NGINX_MODULES = {
+    Path("/usr/lib/nginx/modules/ndk_http_module.so"): "libnginx-mod-http-ndk",
+    Path("/usr/lib/nginx/modules/ngx_http_lua_module.so"): "libnginx-mod-http-lua",
+    Path("/usr/lib/nginx/modules/ngx_nchan_module.so"): "libnginx-mod-nchan",
+}
+
+
+def missing_nginx_modules() -> str | None:
+    """What to install for the nginx modules that are missing, or None."""
+    missing = [package for path, package in NGINX_MODULES.items() if not path.exists()]
+    return f"apt-get install {' '.join(missing)}" if missing else None
 
 DEMO_USERS = (
     {"name": "admin", "password": "admin", "role": "admin", "extensions": []},
@@ -123,10 +133,11 @@ def nginx_config(*, run_dir: Path, listen: str, shell: str, app: str, prefix: st
                  proxy_token: str, recordings_root: Path, user: str | None = None) -> str:
     """nginx.conf of the stand-in shell with the module's location (tests and the demo)."""
     module_location = location(prefix=prefix, proxy_token=proxy_token, app=app,
-                               recordings_root=recordings_root)
+                               recordings_root=recordings_root, login_url="/login")
     return templates_in(NGINX_TEMPLATES).get_template("standin-server.conf.j2").render(
         run_dir=run_dir, listen=listen, shell=shell, home=prefix, module_location=module_location,
-        modules_locations="", user=user, nchan_module=NCHAN_MODULE)
+        modules_locations="", user=user, nginx_modules=list(NGINX_MODULES),
+        check_url=CHECK_URL)
 
 
 def pbx_nginx_config(*, run_dir: Path, listen: str, shell: str, modules_locations: Path,
@@ -134,7 +145,8 @@ def pbx_nginx_config(*, run_dir: Path, listen: str, shell: str, modules_location
     """nginx.conf of the stand-in PBX: the shell's pages plus the enabled modules' locations."""
     return templates_in(NGINX_TEMPLATES).get_template("standin-server.conf.j2").render(
         run_dir=run_dir, listen=listen, shell=shell, home="/admin-cabinet/", module_location="",
-        modules_locations=f"{modules_locations}/*.conf", user=user, nchan_module=NCHAN_MODULE)
+        modules_locations=f"{modules_locations}/*.conf", user=user,
+        nginx_modules=list(NGINX_MODULES), check_url=CHECK_URL)
 
 
 @standin.get("/login")

@@ -22,7 +22,7 @@ from waitress import create_server
 
 from mirror.settings import load
 from standin.admin_panel import create_shell_app
-from standin.shell import NCHAN_MODULE, NCHAN_PACKAGE, load_users, nginx_config
+from standin.shell import load_users, missing_nginx_modules, nginx_config
 from web import create_app
 
 PREFIX = "/admin-cabinet/module-extended-cdr/"
@@ -51,9 +51,9 @@ def nginx_binary() -> str:
     """nginx with the nchan module (live updates), as MikoPBX's nginx is built."""
     nginx = required_binary("nginx", ("nginx", "/usr/sbin/nginx"),
                             "./bin/test installs it (apt-get install nginx)")
-    if not NCHAN_MODULE.exists():
-        missing(f"nginx's nchan module ({NCHAN_MODULE})",
-                f"./bin/test installs it (apt-get install {NCHAN_PACKAGE})")
+    if missing_nginx_modules():
+        missing("nginx's lua, ndk or nchan module",
+                f"./bin/test installs them ({missing_nginx_modules()})")
     return nginx
 
 
