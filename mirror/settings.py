@@ -67,7 +67,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("sync", "debounce", float, 0.05,
             "seconds to gather file-change and AMI triggers into one read", minimum=0),
     Setting("web", "listen", str, "127.0.0.1:8765", "where the pages and API listen (HOST:PORT)"),
-    Setting("web", "prefix", str, "/admin-cabinet/module-extended-cdr/",
+    Setting("web", "prefix", str, "/admin-cabinet/module-extended-c-d-r/calls/",
             "URL prefix inside the PBX admin shell"),
     Setting("web", "proxy_token", str, "",
             "shared with the nginx location: requests without it did not come through the "

@@ -619,7 +619,7 @@ def _write_settings(tree: PbxTree, description: dict, folder: Path) -> None:
     web = current.setdefault("web", {})
     web.setdefault("listen", f"127.0.0.1:{_free_port()}")
     web.setdefault("proxy_token", secrets.token_hex(24))
-    web.setdefault("prefix", "/admin-cabinet/module-extended-cdr/")
+    web.setdefault("prefix", "/admin-cabinet/module-extended-c-d-r/calls/")
     current.setdefault("ami", {}).update(
         host="127.0.0.1", port=int(tree.setting("AMIPort", "5038")), username=AMI_USER,
         secret=_ami_secret(tree))

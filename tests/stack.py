@@ -25,7 +25,7 @@ from standin.admin_panel import create_shell_app
 from standin.shell import load_users, missing_nginx_modules, nginx_config
 from web import create_app
 
-PREFIX = "/admin-cabinet/module-extended-cdr/"
+PREFIX = "/admin-cabinet/module-extended-c-d-r/calls/"
 TOKEN = "nginx-only-7f3a9c"
 LOOPBACK = "127.0.0.1"
 

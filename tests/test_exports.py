@@ -26,7 +26,7 @@ from tests.conftest import ROOT, wait_for
 from tests.webclient import Browser
 from web import create_app
 
-PREFIX = "/admin-cabinet/module-extended-cdr/"
+PREFIX = "/admin-cabinet/module-extended-c-d-r/calls/"
 PERIOD = {"from": "2024-10-20", "to": "2024-10-28"}
 
 

@@ -173,7 +173,7 @@ def test_install_from_the_built_archive_puts_a_working_module_in_a_fresh_pbx(pbx
         assert conn.execute("SELECT count(*) FROM m_AsteriskManagerUsers WHERE username = "
                             "'extcdr'").fetchone()[0] == 1
     registered = json.loads((installed / "registration.json").read_text())
-    assert registered["sidebar"]["href"] == "/admin-cabinet/module-extended-cdr/"
+    assert registered["sidebar"]["href"] == "/admin-cabinet/module-extended-c-d-r/calls/"
     assert set(registered["workers"]) == {"daemon", "web"}
     # The installed code runs by itself: the mirror fills with the PBX's calls.
     done = subprocess.run([sys.executable, "-m", "cli", "sync", "--cdr-db", pbx / "cdr.db",
@@ -262,7 +262,7 @@ def test_a_coupon_activates_the_module_for_this_pbx_and_enable_turns_it_on(pbx, 
     row = registration(pbx)
     assert (row["disabled"], row["disableReason"]) == ("0", "")
     location = (pbx / "nginx" / "modules_locations" / f"{MODULE}.conf").read_text()
-    assert "location /admin-cabinet/module-extended-cdr/ {" in location
+    assert "location ^~ /admin-cabinet/module-extended-c-d-r/calls/ {" in location
     assert cli("enable", "--pbx", pbx)[1].strip() == f"{MODULE} is already enabled"
     # Nothing runs the PBX's workers here: waiting for the pages says so instead of hanging.
     code, out, err = cli("enable", "--pbx", pbx, "--wait", "0.5")

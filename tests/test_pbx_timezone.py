@@ -32,7 +32,7 @@ from tests.test_reports import Inbox, due_at, free_port, new_report, saved_filte
 from tests.webclient import Browser
 from web import create_app
 
-PREFIX = "/admin-cabinet/module-extended-cdr/"
+PREFIX = "/admin-cabinet/module-extended-c-d-r/calls/"
 DAY = {"from": "2024-03-05", "to": "2024-03-05"}
 ANSWERED = """
     start    | answer   | end      | src          | dst

@@ -37,7 +37,7 @@ from tests.conftest import ROOT, wait_for
 from tests.webclient import Browser
 from web import create_app
 
-PREFIX = "/admin-cabinet/module-extended-cdr/"
+PREFIX = "/admin-cabinet/module-extended-c-d-r/calls/"
 BERLIN = ZoneInfo("Europe/Berlin")
 # 08:00 in Berlin on Monday 2024-10-28, the day after the fall-back: "last week" ends with
 # the 25-hour day.

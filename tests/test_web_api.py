@@ -13,7 +13,7 @@ from mirror.settings import load
 from web import create_app
 
 TOKEN = "proxy-secret"
-PREFIX = "/admin-cabinet/module-extended-cdr"
+PREFIX = "/admin-cabinet/module-extended-c-d-r/calls"
 PERIOD = {"from": "2024-10-20", "to": "2024-10-28"}
 
 

@@ -21,7 +21,7 @@ from tests.mirror import append_rows, pbx_rows
 from tests.webclient import Browser
 from web import create_app
 
-PREFIX = "/admin-cabinet/module-extended-cdr/"
+PREFIX = "/admin-cabinet/module-extended-c-d-r/calls/"
 PERIOD = {"from": "2024-10-20", "to": "2024-10-28"}
 TABS = ("all", "incoming", "missed", "outgoing", "internal", "unreturned")
 

@@ -15,7 +15,7 @@ from tests.webclient import Browser
 from web import create_app
 from web.recordings import resolve
 
-PREFIX = "/admin-cabinet/module-extended-cdr/"
+PREFIX = "/admin-cabinet/module-extended-c-d-r/calls/"
 WRITTEN_AS = "/storage/usbdisk1/mikopbx/astspool/monitor"
 
 

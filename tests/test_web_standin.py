@@ -15,7 +15,7 @@ from standin.shell import StandinLogin, UsersFileError, load_users
 from tests.webclient import Browser
 from web import create_app
 
-PREFIX = "/admin-cabinet/module-extended-cdr"
+PREFIX = "/admin-cabinet/module-extended-c-d-r/calls"
 PERIOD = {"from": "2024-10-20", "to": "2024-10-28", "limit": 500}
 
 

@@ -48,7 +48,7 @@ from tests.stack import admin_shell
 from tests.webclient import Browser
 from web import create_app
 
-PREFIX = "/admin-cabinet/module-extended-cdr/"
+PREFIX = "/admin-cabinet/module-extended-c-d-r/calls/"
 HOSTILE = ("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
            "{{ ('x' * (10 ** 9)) | length }}")
 USERS = ([{"name": f"user{i}", "password": f"user{i}", "role": "admin", "extensions": []}

@@ -41,7 +41,7 @@ from web import create_app
 
 ROOT = Path(__file__).resolve().parents[2]
 TIMEZONE = "Europe/Moscow"                  # the demo PBX's default timezone
-PREFIX = "/admin-cabinet/module-extended-cdr"
+PREFIX = "/admin-cabinet/module-extended-c-d-r/calls"
 ADMIN, OPERATOR = "admin", "operator201"    # stand-in demo users (password = name)
 OPERATOR_EXTENSIONS = ["201"]
 EMPLOYEE, GROUP = "201", "Sales"            # in every demo PBX
