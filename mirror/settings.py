@@ -103,7 +103,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("licence", "public_key", str, "",
             "the marketplace's Ed25519 public key (base64) licences are checked with; empty: "
             "a development run outside a PBX, nothing checked (`extcdr install` sets it)"),
-    Setting("licence", "file", Path, Path("/storage/usbdisk1/mikopbx/licences/191-55.json"),
+    Setting("licence", "file", Path, Path("/storage/usbdisk1/mikopbx/licences/ModuleExtendedCDR.json"),
             "the module's licence as the marketplace signed it"),
     Setting("licence", "host_id_file", Path, Path("/etc/machine-id"),
             "this PBX's identity, which the licence is bound to"),

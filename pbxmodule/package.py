@@ -5,6 +5,7 @@ tree gives the same bytes (sorted names, fixed times and modes), so its checksum
 release."""
 from __future__ import annotations
 
+import configparser
 import hashlib
 import json
 import os
@@ -25,9 +26,26 @@ class PackageError(ValueError):
     """The tree cannot be packaged; the message says why."""
 
 
+RELEASE_SECTION = "extcdr:release"      # setup.cfg: the licence ids of this release
+
+
 def manifest(root: Path = ROOT) -> dict:
-    """The module's `module.json`."""
-    return json.loads((root / "module.json").read_text(encoding="utf-8"))
+    """The module's `module.json` as released: with the licence ids of the release settings."""
+    description = json.loads((root / "module.json").read_text(encoding="utf-8"))
+    return {**description, **release_ids(root)}
+
+
+def release_ids(root: Path = ROOT) -> dict[str, int]:
+    """`lic_product_id` and `lic_feature_id` from setup.cfg's [extcdr:release] (placeholders
+    until the vendor is registered with the marketplace)."""
+    setup = configparser.ConfigParser()
+    setup.read(root / "setup.cfg", encoding="utf-8")
+    try:
+        section = setup[RELEASE_SECTION]
+        return {key: int(section[key]) for key in ("lic_product_id", "lic_feature_id")}
+    except (KeyError, ValueError) as exc:
+        raise PackageError(f"{root / 'setup.cfg'}: [{RELEASE_SECTION}] needs whole-number "
+                           f"lic_product_id and lic_feature_id ({exc})") from None
 
 
 def module_files(root: Path = ROOT) -> list[Path]:
@@ -61,7 +79,9 @@ def build(out: Path, root: Path = ROOT) -> dict:
                 executable = os.access(path, os.X_OK)
                 info.external_attr = (0o100755 if executable else 0o100644) << 16
                 info.compress_type = zipfile.ZIP_DEFLATED
-                archive.writestr(info, path.read_bytes(), compresslevel=9)
+                data = (json.dumps(description, indent=2, ensure_ascii=False) + "\n").encode() \
+                    if relative == Path("module.json") else path.read_bytes()
+                archive.writestr(info, data, compresslevel=9)
         partial.replace(out)
     finally:
         partial.unlink(missing_ok=True)

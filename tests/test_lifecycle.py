@@ -24,6 +24,9 @@ from standin.marketplace_server import sign
 from tests.conftest import ROOT
 
 MODULE = "ModuleExtendedCDR"
+# This release's licence ids (setup.cfg [extcdr:release]), which the stand-in marketplace sells.
+PRODUCT, FEATURE = package.release_ids().values()
+LICENCE_FILE = f"{PRODUCT}-{FEATURE}.json"
 COUPON = "MIKOUPD-7K2QX-44ZMA-0PL9D-3VW8E"
 KEY = "MIKO-AB12C-DE34F-GH56J-KL78M"
 OTHER_PRODUCT_KEY = "MIKO-ZZZZZ-ZZZZZ-ZZZZZ-00001"
@@ -57,9 +60,9 @@ def market(tmp_path, archive):
     (folder / "archives").mkdir(parents=True)
     shutil.copy(archive, folder / "archives" / archive.name)
     (folder / "keys.json").write_text(json.dumps({
-        COUPON: {"product_id": 191, "features": [55], "days": 365},
-        KEY: {"product_id": 191, "features": [55], "days": 30},
-        OTHER_PRODUCT_KEY: {"product_id": 191, "features": [12], "days": 30},
+        COUPON: {"product_id": PRODUCT, "features": [FEATURE], "days": 365},
+        KEY: {"product_id": PRODUCT, "features": [FEATURE], "days": 30},
+        OTHER_PRODUCT_KEY: {"product_id": PRODUCT, "features": [FEATURE + 1], "days": 30},
     }))
     server, url = serve_marketplace(folder)
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -254,7 +257,7 @@ def test_a_coupon_activates_the_module_for_this_pbx_and_enable_turns_it_on(pbx, 
     assert code == 0, err
     assert "licensed to this PBX until" in out and "MIKOUPD-*****-*****-*****-3VW8E" in out
     assert market.requests == ["POST /api/v1/licences"]
-    licence = json.loads((pbx / "licences" / "191-55.json").read_text())
+    licence = json.loads((pbx / "licences" / LICENCE_FILE).read_text())
     assert licence["grant"]["host_id"] == (pbx / "host-id").read_text().strip()
     assert licence["grant"]["expires"] - time.time() > 364 * 86_400
     code, out, err = cli("enable", "--pbx", pbx)
@@ -274,7 +277,7 @@ def test_a_coupon_activates_the_module_for_this_pbx_and_enable_turns_it_on(pbx, 
     assert code == 2 and "this key was already activated on another PBX" in err
     # A key without this module's feature, and an unknown one.
     code, _, err = cli("licence", "activate", OTHER_PRODUCT_KEY, "--pbx", other)
-    assert code == 2 and "does not include product 191 feature 55" in err
+    assert code == 2 and f"does not include product {PRODUCT} feature {FEATURE}" in err
     code, _, err = cli("licence", "activate", "MIKO-00000-00000-00000-00000", "--pbx", other)
     assert code == 2 and "unknown" in err
     assert not (other / "licences").exists()
@@ -284,7 +287,7 @@ def test_an_edited_a_copied_and_an_expired_licence_are_rejected(tmp_path, pbx, m
                                                                 cli):
     cli("install", "--pbx", pbx, "--archive", archive)
     licensed(pbx, cli, KEY)
-    licence_file = pbx / "licences" / "191-55.json"
+    licence_file = pbx / "licences" / LICENCE_FILE
     genuine = licence_file.read_text()
 
     edited = json.loads(genuine)
@@ -296,7 +299,7 @@ def test_an_edited_a_copied_and_an_expired_licence_are_rejected(tmp_path, pbx, m
     other = make_pbx(tmp_path / "other", market, cli, calls=20)
     cli("install", "--pbx", other, "--archive", archive)
     (other / "licences").mkdir()
-    (other / "licences" / "191-55.json").write_text(genuine)     # copied from the first PBX
+    (other / "licences" / LICENCE_FILE).write_text(genuine)     # copied from the first PBX
     code, _, err = cli("enable", "--pbx", other)
     assert code == 2 and "the licence was issued for another PBX" in err
     assert registration(other)["disableReason"] == "DisabledByLicense"
@@ -495,7 +498,7 @@ def test_without_a_valid_licence_pages_show_activation_or_a_notice_and_the_api_r
     assert admin.request(prefix)[0] == 200
     assert admin.request(prefix + "api/v1/calls")[0] == 200
 
-    licence_file = pbx / "licences" / "191-55.json"
+    licence_file = pbx / "licences" / LICENCE_FILE
     signing_key = load_pem_private_key((market.folder / "signing.key").read_bytes(), None)
     grant = Grant(**json.loads(licence_file.read_text())["grant"])
     licence_file.write_text(sign(Grant(**{**grant.__dict__, "expires": int(time.time()) - 1}),

@@ -19,7 +19,7 @@ from standin.marketplace_server import serve as serve_marketplace
 from tests.conftest import ROOT, wait_for
 from tests.stack import PREFIX, free_port, nginx_binary
 from tests.test_browser import ARTIFACTS, CHROMIUM_ARGS, chromium_binary
-from tests.test_lifecycle import COUPON, MODULE, registration
+from tests.test_lifecycle import COUPON, FEATURE, MODULE, PRODUCT, registration
 from tests.webclient import Browser
 
 
@@ -31,7 +31,7 @@ def pbx_shell(tmp_path, archive, cli):
     (market_dir / "archives").mkdir(parents=True)
     shutil.copy(archive, market_dir / "archives")
     (market_dir / "keys.json").write_text(json.dumps(
-        {COUPON: {"product_id": 191, "features": [55], "days": 365}}))
+        {COUPON: {"product_id": PRODUCT, "features": [FEATURE], "days": 365}}))
     market, _ = serve_marketplace(market_dir)
     threading.Thread(target=market.serve_forever, daemon=True).start()
     pbx = tmp_path / "pbx"

@@ -8,9 +8,10 @@ import json
 import re
 import zipfile
 
+from pbxmodule import package
 from tests.conftest import ROOT
 
-DESCRIPTION = json.loads((ROOT / "module.json").read_text(encoding="utf-8"))
+DESCRIPTION = package.manifest(ROOT)      # module.json with the release's licence ids
 
 
 def test_module_json_has_what_mikopbx_reads():
@@ -21,6 +22,9 @@ def test_module_json_has_what_mikopbx_reads():
     assert d["developer"].strip()
     assert re.fullmatch(r"[^@\s]+@[^@\s]+\.[a-z]{2,}", d["support_email"])
     assert isinstance(d["lic_product_id"], int) and isinstance(d["lic_feature_id"], int)
+    # MIKO's own paid ModuleExtendedCDRs has 191/55: never ship them (setup.cfg holds ours).
+    assert (d["lic_product_id"], d["lic_feature_id"]) != (191, 55)
+    assert "lic_product_id" not in json.loads((ROOT / "module.json").read_text())
     assert isinstance(d["release_settings"]["publish_release"], bool)
     assert set(d["wiki_links"]) >= {"ru", "en"}
     assert all(url.startswith("https://") for url in d["wiki_links"].values())

@@ -19,6 +19,7 @@ from standin.marketplace_server import public_key_text, sign
 from tests.conftest import wait_for
 from tests.stack import serve
 from tests.test_daemon import pbx, start_daemon  # noqa: F401 (pbx: a fixture)
+from tests.test_lifecycle import FEATURE, LICENCE_FILE, PRODUCT
 from tests.test_web_api import PERIOD, PREFIX, TOKEN, server  # noqa: F401 (server: a fixture)
 from tests.test_web_page import csrf_of
 from tests.webclient import Browser
@@ -40,7 +41,7 @@ class LicenceFiles:
 
     def __init__(self, folder):
         self.key = Ed25519PrivateKey.generate()
-        self.file = folder / "licences" / "191-55.json"
+        self.file = folder / "licences" / LICENCE_FILE
         self.file.parent.mkdir()
         self.host_id_file = folder / "machine-id"
         self.host_id_file.write_text(HOST_ID + "\n")
@@ -49,9 +50,9 @@ class LicenceFiles:
         return {"licence.public_key": public_key_text(self.key), "licence.file": self.file,
                 "licence.host_id_file": self.host_id_file}
 
-    def signed(self, *, feature_id: int = 55) -> str:
+    def signed(self, *, feature_id: int = FEATURE) -> str:
         now = int(time.time())
-        return sign(Grant("MIKOUPD-7K2QX-44ZMA-0PL9D-3VW8E", HOST_ID, 191, feature_id, now,
+        return sign(Grant("MIKOUPD-7K2QX-44ZMA-0PL9D-3VW8E", HOST_ID, PRODUCT, feature_id, now,
                           now + 86_400), self.key)
 
     def write(self, content: bytes | str | None) -> None:
@@ -75,7 +76,7 @@ def spoiled_licences(files: LicenceFiles) -> dict[str, bytes | str | None]:
         "truncated": good[: len(good) // 2],
         "empty": b"",
         "a directory": None,
-        "another product's": files.signed(feature_id=12),
+        "another product's": files.signed(feature_id=FEATURE + 1),
         "binary garbage": bytes(range(256)) * 64,
         "nested too deep": "[" * 100_000,
     }
