@@ -84,6 +84,8 @@ class PbxTree:
     config_db = property(lambda self: self.root / "mikopbx.db")
     modules = property(lambda self: self.root / "custom_modules")
     locations = property(lambda self: self.root / "nginx" / "modules_locations")
+    # What enabled modules' generateManagerConf() add to Asterisk's manager.conf.
+    manager_sections = property(lambda self: self.root / "asterisk" / "manager_modules")
     run_dir = property(lambda self: self.root / "run")
     host_id_file = property(lambda self: self.root / "host-id")
 
@@ -95,6 +97,9 @@ class PbxTree:
 
     def location_file(self, module_id: str) -> Path:
         return self.locations / f"{checked_id(module_id)}.conf"
+
+    def manager_file(self, module_id: str) -> Path:
+        return self.manager_sections / f"{checked_id(module_id)}.conf"
 
     def licence_file(self, product_id: int, feature_id: int) -> Path:
         return self.root / "licences" / f"{product_id}-{feature_id}.json"
@@ -407,7 +412,7 @@ def disable(tree: PbxTree, module_id: str) -> str:
     with tree.lock():
         row = _installed_row(tree, module_id)
         tree.set_state(module_id, disabled=True, reason=DISABLED_BY_USER)
-        tree.location_file(module_id).unlink(missing_ok=True)
+        _remove_hooks(tree, module_id)
         stop_workers(tree, module_id)
     return f"{module_id} is {'already ' if row['disabled'] == '1' else ''}disabled"
 
@@ -420,7 +425,7 @@ def uninstall(tree: PbxTree, module_id: str, *, keep_settings: bool) -> str:
         if tree.registered(module_id) is None and not live.exists():
             return f"{module_id} is not installed"
         tree.set_state(module_id, disabled=True, reason=DISABLED_BY_USER)
-        tree.location_file(module_id).unlink(missing_ok=True)
+        _remove_hooks(tree, module_id)
         stop_workers(tree, module_id)
         backup = tree.backup_dir(module_id)
         shutil.rmtree(backup, ignore_errors=True)
@@ -622,7 +627,9 @@ def _write_settings(tree: PbxTree, description: dict, folder: Path) -> None:
     web.setdefault("prefix", "/admin-cabinet/module-extended-c-d-r/calls/")
     current.setdefault("ami", {}).update(
         host="127.0.0.1", port=int(tree.setting("AMIPort", "5038")), username=AMI_USER,
-        secret=_ami_secret(tree))
+        # Its own AMI user, from generateManagerConf(): not one of m_AsteriskManagerUsers,
+        # which the admin panel edits and which MikoPBX filters MikoPBX's UserEvents from.
+        secret=current.get("ami", {}).get("secret") or secrets.token_hex(16))
     current.setdefault("pbx", {}).update(
         cdr_db=str(tree.root / "cdr.db"), config_db=str(tree.config_db),
         groups_db=str(tree.modules / "ModuleUsersGroups" / "db" / "module.db"),
@@ -654,31 +661,27 @@ def _module_settings(tree: PbxTree, module_id: str) -> settings.Settings:
 
 
 def _write_location(tree: PbxTree, module_id: str) -> None:
-    """The module's nginx location for the admin shell, from the installed module's template."""
-    tree.locations.mkdir(parents=True, exist_ok=True)
+    """What Core takes from the module's hooks when it is enabled: its nginx location
+    (createNginxLocations()) and its manager.conf section (generateManagerConf()), both as the
+    module prepared them in `db/glue.json`."""
     module_dir = tree.module_dir(module_id)
     if not (module_dir / GLUE_FILE).is_file():          # installed before the glue was written
         write_glue(module_dir, _module_settings(tree, module_id))
-    text = read_glue(module_dir)["nginx_location"]      # what createNginxLocations() returns
-    partial = tree.location_file(module_id).with_suffix(".partial")
-    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)   # the proxy token
-    with os.fdopen(fd, "w") as file:
-        file.write(text)
-    partial.replace(tree.location_file(module_id))
+    glue = read_glue(module_dir)
+    for path, text in ((tree.location_file(module_id), glue["nginx_location"]),
+                       (tree.manager_file(module_id), glue["manager_conf"])):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(".partial")
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)   # tokens, secrets
+        with os.fdopen(fd, "w") as file:
+            file.write(text)
+        partial.replace(path)
 
 
-def _ami_secret(tree: PbxTree) -> str:
-    """The module's own AMI user (MikoPBX writes manager.conf from m_AsteriskManagerUsers)."""
-    with tree.config() as conn:
-        row = conn.execute("SELECT secret FROM m_AsteriskManagerUsers WHERE username = ?",
-                           (AMI_USER,)).fetchone()
-        if row:
-            return row[0]
-        secret = secrets.token_hex(16)
-        conn.execute("INSERT INTO m_AsteriskManagerUsers (username, secret, call, cdr, "
-                     "reporting, user, description) VALUES (?, ?, 'read', 'read', 'read', "
-                     "'read', 'ModuleExtendedCDR')", (AMI_USER, secret))
-        return secret
+def _remove_hooks(tree: PbxTree, module_id: str) -> None:
+    """Disabled or removed: Core no longer adds the module's location and AMI section."""
+    tree.location_file(module_id).unlink(missing_ok=True)
+    tree.manager_file(module_id).unlink(missing_ok=True)
 
 
 def _free_port() -> int:

@@ -75,7 +75,6 @@ import sqlite3
 import sys
 import threading
 import time
-from contextlib import closing
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -532,11 +531,11 @@ class AmiEmulator:
                  username: str = DEFAULT_USERNAME, secret: str = DEFAULT_SECRET,
                  cdr_db: Path | str | None = None, faults: Faults | None = None,
                  banner: str = DEFAULT_BANNER, auth_failure_delay: float = AUTH_FAILURE_DELAY_S,
-                 users_db: Path | str | None = None):
+                 manager_conf: Path | str | None = None):
         self.host, self.port = host, port
         self.username = username
         self._secret = secret
-        self.users_db = Path(users_db) if users_db is not None else None
+        self.manager_conf = Path(manager_conf) if manager_conf is not None else None
         self.cdr_db = Path(cdr_db) if cdr_db is not None else None
         self.faults = faults or Faults()
         self.banner = banner
@@ -794,14 +793,12 @@ class AmiEmulator:
         return await handler(session, request, action_id)
 
     def _secret_of(self, username: str) -> str | None:
-        """The password of an AMI user: as Asterisk reads manager.conf, which MikoPBX writes
-        from m_AsteriskManagerUsers (with `users_db`), else the one user given."""
-        if self.users_db is None:
+        """The password of an AMI user: from manager.conf sections (with `manager_conf`, a
+        file or a folder of them, read at each login as Asterisk reads it at each reload),
+        else the one user given."""
+        if self.manager_conf is None:
             return self._secret if username.lower() == self.username.lower() else None
-        with closing(sqlite3.connect(f"file:{self.users_db}?mode=ro", uri=True)) as conn:
-            row = conn.execute("SELECT secret FROM m_AsteriskManagerUsers WHERE username = ?",
-                               (username,)).fetchone()
-        return row[0] if row and row[0] else None
+        return manager_users(self.manager_conf).get(username)
 
     async def _login(self, session: _Session, request: _Request, action_id: str) -> bool:
         if session.logged_in:
@@ -927,12 +924,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="how fast calls and --replay play (1: real time, 0: no waiting)")
     parser.add_argument("--replay", type=Path, metavar="TRANSCRIPT",
                         help="send this transcript once the first client listens for events")
-    parser.add_argument("--users-db", type=Path, metavar="MIKOPBX_DB",
-                        help="accept the AMI users of this PBX config DB "
-                             "(m_AsteriskManagerUsers) instead of --username/--secret")
+    parser.add_argument("--manager-conf", type=Path, metavar="PATH",
+                        help="accept the AMI users of these manager.conf sections (a file, or a "
+                             "folder of *.conf) instead of --username/--secret")
     parser.add_argument("--username", default=DEFAULT_USERNAME)
     parser.add_argument("--secret", help=f"the password (default: ${SECRET_ENV}, "
                         f"else {DEFAULT_SECRET!r})")
+
+
+def manager_users(path: Path) -> dict[str, str]:
+    """{user: secret} of manager.conf sections in a file or a folder of *.conf files."""
+    files = sorted(path.glob("*.conf")) if path.is_dir() else [path] if path.is_file() else []
+    users, section = {}, None
+    for file in files:
+        for line in file.read_text().splitlines():
+            line = line.split(";", 1)[0].strip()
+            if line.startswith("[") and line.endswith("]"):
+                section = line[1:-1].strip()
+            elif section and section != "general" and line.startswith("secret="):
+                users[section] = line.partition("=")[2].strip()
+    return users
 
 
 def _listen_address(text: str) -> tuple[str, int]:
@@ -959,7 +970,7 @@ def run(args: argparse.Namespace) -> int:
     _check_speed(args.speed)
     emulator = AmiEmulator(host=args.listen[0], port=args.listen[1], username=args.username,
                            secret=args.secret or os.environ.get(SECRET_ENV) or DEFAULT_SECRET,
-                           cdr_db=args.cdr_db, users_db=args.users_db)
+                           cdr_db=args.cdr_db, manager_conf=args.manager_conf)
     stopping = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stopping.set())

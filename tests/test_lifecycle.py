@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from mirror import schema
 from pbxmodule import package
 from pbxmodule.licence import Grant, LicenceCheck
+from standin.amiemu import manager_users
 from standin.marketplace_server import serve as serve_marketplace
 from standin.marketplace_server import sign
 from tests.conftest import ROOT
@@ -172,9 +173,9 @@ def test_install_from_the_built_archive_puts_a_working_module_in_a_fresh_pbx(pbx
     assert (row["version"], row["disabled"], row["path"]) == ("0.1.0", "1", str(installed))
     settings = installed / "db" / "extcdr.toml"
     assert settings.stat().st_mode & 0o777 == 0o600          # holds the proxy token and secrets
-    with sqlite3.connect(pbx / "mikopbx.db") as conn:         # its own AMI user for manager.conf
+    with sqlite3.connect(pbx / "mikopbx.db") as conn:         # not an admin-edited AMI user
         assert conn.execute("SELECT count(*) FROM m_AsteriskManagerUsers WHERE username = "
-                            "'extcdr'").fetchone()[0] == 1
+                            "'extcdr'").fetchone()[0] == 0
     registered = json.loads((installed / "registration.json").read_text())
     assert registered["sidebar"]["href"] == "/admin-cabinet/module-extended-c-d-r/calls/"
     assert set(registered["workers"]) == {"daemon", "web"}
@@ -266,6 +267,11 @@ def test_a_coupon_activates_the_module_for_this_pbx_and_enable_turns_it_on(pbx, 
     assert (row["disabled"], row["disableReason"]) == ("0", "")
     location = (pbx / "nginx" / "modules_locations" / f"{MODULE}.conf").read_text()
     assert "location ^~ /admin-cabinet/module-extended-c-d-r/calls/ {" in location
+    # Its own AMI user, as Core appends generateManagerConf() to manager.conf.
+    section = (pbx / "asterisk" / "manager_modules" / f"{MODULE}.conf").read_text()
+    ami = _installed_settings(pbx)
+    assert section.startswith(f"[extcdr]\nsecret={ami['ami.secret']}\n")
+    assert manager_users(pbx / "asterisk" / "manager_modules") == {"extcdr": ami["ami.secret"]}
     assert cli("enable", "--pbx", pbx)[1].strip() == f"{MODULE} is already enabled"
     # Nothing runs the PBX's workers here: waiting for the pages says so instead of hanging.
     code, out, err = cli("enable", "--pbx", pbx, "--wait", "0.5")
