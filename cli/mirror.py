@@ -337,8 +337,9 @@ def cmd_status(args) -> int:
             "resyncs": int(state.get("resyncs", 0)),
         }
         newest = conn.execute("SELECT max(start_ms) FROM call").fetchone()[0]
-        info["newest_call"] = (datetime.fromtimestamp(newest / 1000, PbxClock(
-            info["timezone"] or "UTC").tz).isoformat(timespec="seconds") if newest else None)
+        info["newest_call"] = (datetime.fromtimestamp(
+            newest / 1000, MirrorContext(settings_module.load(), db).clock().tz
+        ).isoformat(timespec="seconds") if newest else None)
     finally:
         db.close()
     cdr_db = args.cdr_db or (Path(state["cdr_db"]) if state.get("cdr_db") else None)

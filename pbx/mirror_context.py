@@ -31,9 +31,10 @@ class MirrorContext:
         return int(found) if found else self._digits_setting
 
     def call_filter(self, params, *, visible_to: Iterable[str] | None = None,
-                    now_s: float | None = None) -> CallFilter:
-        """The filter of `params` on this mirror, in the PBX's time."""
-        return call_filter(params, self.clock(), time.time() if now_s is None else now_s,
+                    now_s: float | None = None, clock: PbxClock | None = None) -> CallFilter:
+        """The filter of `params` on this mirror, in the PBX's time (`clock`: one a caller
+        already uses, so that one request or send sees one clock)."""
+        return call_filter(params, clock or self.clock(), time.time() if now_s is None else now_s,
                            number_match_digits=self.match_digits(),
                            visible_to=None if visible_to is None else list(visible_to))
 

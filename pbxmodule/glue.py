@@ -5,10 +5,10 @@ they are. Written whenever the module's settings are (install, upgrade)."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 from pbxmodule.nginx import LOCATION_TEMPLATES, location_config
+from pbxmodule.private import write_private
 
 GLUE_FILE = Path("db") / "glue.json"
 # What the daemon reads of AMI: calls that end or change (Hangup, MikoPBX's UserEvents), and on
@@ -38,13 +38,7 @@ def write_glue(module_dir: Path, settings) -> Path:
     """`db/glue.json` of the module in `module_dir` (mode 600: it holds the proxy token and the
     AMI secret), from the template that module ships; whole or not at all."""
     path = module_dir / GLUE_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial")
-    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as file:
-        json.dump(glue(settings, module_dir / "web" / "nginx"), file, indent=1)
-        file.write("\n")
-    partial.replace(path)
+    write_private(path, json.dumps(glue(settings, module_dir / "web" / "nginx"), indent=1) + "\n")
     return path
 
 

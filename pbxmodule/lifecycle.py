@@ -42,6 +42,7 @@ from pbxmodule.marketplace import MarketplaceClient, MarketplaceService, version
 from pbxmodule.glue import GLUE_FILE, read_glue, write_glue
 from pbxmodule.package import manifest
 from pbxmodule.pids import alive
+from pbxmodule.private import write_private
 
 MODULE_ID = manifest()["moduleUniqueID"]   # this module, for the licence it activates
 DISABLED_BY_USER = "DisabledByUser"          # MikoPBX's PbxExtensionState reasons
@@ -639,12 +640,7 @@ def _write_settings(tree: PbxTree, description: dict, folder: Path) -> None:
         public_key=public_key, file=str(tree.licence_file(product, feature)),
         host_id_file=str(tree.host_id_file))
     tree.host_id()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial")
-    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)   # it holds secrets
-    with os.fdopen(fd, "w") as file:
-        file.write(_toml(current))
-    partial.replace(path)
+    write_private(path, _toml(current))
     config = str(live / SETTINGS_FILE)
     registration = {
         "sidebar": {"caption": description.get("name", {}), "href": web["prefix"],
@@ -670,12 +666,7 @@ def _write_location(tree: PbxTree, module_id: str) -> None:
     glue = read_glue(module_dir)
     for path, text in ((tree.location_file(module_id), glue["nginx_location"]),
                        (tree.manager_file(module_id), glue["manager_conf"])):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_suffix(".partial")
-        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)   # tokens, secrets
-        with os.fdopen(fd, "w") as file:
-            file.write(text)
-        partial.replace(path)
+        write_private(path, text)
 
 
 def _remove_hooks(tree: PbxTree, module_id: str) -> None:

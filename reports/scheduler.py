@@ -23,7 +23,7 @@ from exports.writers import MEDIA_TYPES, about, chosen_columns, export_file
 from mirror import report_rows
 from mirror.database import open_module_db, readable_error
 from mirror.pbxtime import PbxClock
-from mirror.queries import QueryError, call_filter
+from mirror.queries import QueryError
 from mirror.report_rows import Owner, link_secret
 from mirror.settings import Settings, reports_dir
 from mirror.userdata import user_settings
@@ -164,9 +164,8 @@ class ReportScheduler:
                       tuple(json.loads(report["owner_extensions"])))
         params = self._filter_params(report)
         try:
-            flt = call_filter(params, clock, send_row["due_ms"] / 1000,
-                              number_match_digits=self.context.match_digits(),
-                              visible_to=owner.visible_to)
+            flt = self.context.call_filter(params, clock=clock, now_s=send_row["due_ms"] / 1000,
+                                           visible_to=owner.visible_to)
         except QueryError as exc:
             raise SendFailed(f"the saved filter no longer works: {exc}") from None
         file_name = _file_name(report["name"], clock, flt.start_ms, flt.end_ms, report["format"])

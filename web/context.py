@@ -2,11 +2,10 @@
 request's filter with the user's visibility applied in the query."""
 from __future__ import annotations
 
-import time
 
 from flask import current_app, g
 
-from mirror.queries import CallFilter, QueryError, call_filter
+from mirror.queries import CallFilter, QueryError
 from mirror.userdata import user_settings
 
 PAGE_PARAMETERS = ("period", "from", "to", "number", "employee", "group", "status", "min_talk",
@@ -39,9 +38,8 @@ def clock():
 
 def request_filter(params: dict[str, str]) -> CallFilter:
     """The filter of the page or API parameters, limited to the calls this user may see."""
-    context = current_app.config["EXTCDR_CONTEXT"]
-    return call_filter(params, clock(), time.time(), number_match_digits=context.match_digits(),
-                       visible_to=g.user.visible_to)
+    return current_app.config["EXTCDR_CONTEXT"].call_filter(params, clock=clock(),
+                                                            visible_to=g.user.visible_to)
 
 
 def page_params(args) -> dict[str, str]:
