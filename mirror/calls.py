@@ -169,6 +169,7 @@ class Call:
     callback_of: str | None = None
     returned_by: str | None = None
     callback_attempts: int = 0
+    callers: list[str] = field(default_factory=list)   # employees who placed a leg of it
 
 
 def classify(legs: list[Leg], directory: Directory) -> Call:
@@ -183,6 +184,7 @@ def classify(legs: list[Leg], directory: Directory) -> Call:
     # One pass over the legs (the backfill's hot path): who took part, who rang, who talked.
     human, talked, party_talks = [], [], []
     employees: dict[str, None] = {}    # ordered sets
+    callers: dict[str, None] = {}
     rang: dict[str, None] = {}
     talkers: set[str] = set()
     end = first.start
@@ -192,6 +194,7 @@ def classify(legs: list[Leg], directory: Directory) -> Call:
         caller = employee_of(leg.src_num, leg.src_chan)
         if caller:
             employees[caller] = None
+            callers[caller] = None
         if leg.app:
             continue
         human.append(leg)
@@ -236,7 +239,7 @@ def classify(legs: list[Leg], directory: Directory) -> Call:
         external_number=external, ext_key=directory.match_key(external),
         did=first.did or None, line=_line(legs, directory),
         answered_by=answered_by, missed_by=missed_by, transferred_to=transferred_to,
-        employees=list(employees),
+        employees=list(employees), callers=list(callers),
         wait_s=max(0, round(wait_ms / 1000)), talk_s=talk_s,
         duration_s=max(0, round((end - start) / 1000)),
         recordings=_unique(leg.recordingfile for leg in talked if leg.recordingfile != "-"),

@@ -99,6 +99,7 @@ class CallEmployee(Base):
     extension = TextField()
     start_ms = IntegerField()
     call_id = IntegerField()
+    placed = BooleanField()        # the employee placed a leg of the call
 
     class Meta:
         primary_key = False
@@ -154,6 +155,7 @@ class Report(Base):
     owner = TextField()
     owner_role = TextField()
     owner_extensions = TextField()       # JSON list: the owner's extensions (operators)
+    owner_scope = TextField()            # how those limit what they see (Visibility.scope)
     name = TextField()
     filter_id = IntegerField()
     period = TextField()                 # one of mirror.queries.PERIODS, relative to each send

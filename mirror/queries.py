@@ -24,6 +24,40 @@ class QueryError(ValueError):
     """A filter value users can correct; the message says how."""
 
 
+SCOPES = ("involved", "placed", "except")
+
+
+@dataclass(frozen=True)
+class Visibility:
+    """The calls a restricted user may see, by a list of extensions — ModuleUsersUI's CDR
+    filter modes at the level of calls: `involved`, calls any of them took part in (its
+    'selected'; our operators); `placed`, calls any of them placed a leg of
+    ('outgoing-selected'); `except`, calls none of them took part in ('not-selected')."""
+    extensions: tuple[str, ...]
+    scope: str = "involved"
+
+    def __post_init__(self):
+        if self.scope not in SCOPES:
+            raise ValueError(f"unknown visibility scope {self.scope!r}; use: {', '.join(SCOPES)}")
+
+    def admits(self, employees, callers) -> bool:
+        """Whether a call with these employees, of whom `callers` placed legs, is visible."""
+        mine = set(self.extensions)
+        if self.scope == "except":
+            return not mine & set(employees)
+        return bool(mine & set(callers if self.scope == "placed" else employees))
+
+    @classmethod
+    def of(cls, role: str, extensions, scope: str = "involved") -> "Visibility | None":
+        """What a user of `role` may see: admins and supervisors every call (None), anyone
+        else only the calls their extensions and scope admit."""
+        return None if role in ("admin", "supervisor") else cls(tuple(extensions), scope)
+
+    def shows_employee(self, extension: str) -> bool:
+        """Whether the employee's calls may be among those visible (the page's choices)."""
+        return (extension in self.extensions) != (self.scope == "except")
+
+
 @dataclass
 class CallFilter:
     start_ms: int
@@ -39,7 +73,7 @@ class CallFilter:
     limit: int | None = None
     after: tuple[int, int] | None = None   # keyset cursor: (start_ms, id) of the last row seen
     number_match_digits: int = NUMBER_MATCH_DIGITS   # as the mirror was built (sync_state)
-    visible_to: list[str] | None = None    # an operator's extensions: only calls they were in
+    visible_to: Visibility | None = None   # a restricted user's calls only (None: all)
 
     def __post_init__(self):
         if self.end_ms <= self.start_ms:
@@ -142,7 +176,7 @@ _WHOLE = re.compile(r"[0-9]{1,19}")
 
 
 def call_filter(params, clock, now_s: float, *, number_match_digits: int = NUMBER_MATCH_DIGITS,
-                visible_to: list[str] | None = None) -> CallFilter:
+                visible_to: Visibility | None = None) -> CallFilter:
     """The filter of the page, the JSON API and the CLI, from their text parameters
     (FILTER_PARAMETERS; lists comma-separated; dates in the PBX timezone, default today)."""
     unknown = [name for name in params if name not in FILTER_PARAMETERS]
@@ -301,12 +335,16 @@ def calls_query(f: CallFilter, db: SqliteDatabase, *, counting: bool = False):
     # from driving the query by the employees' (maybe tens of thousands of) calls and sorting
     # them. A count reads them all anyway, and reads fewer that way round.
     call_id = Call.id if counting else Call.id + 0
-    for extensions in (employee_extensions(f, db), f.visible_to):
-        if extensions is not None:
-            query = query.where(call_id.in_(
-                CallEmployee.select(CallEmployee.call_id).where(
-                    CallEmployee.extension.in_(extensions),
-                    CallEmployee.start_ms >= f.start_ms, CallEmployee.start_ms < f.end_ms)))
+    chosen = employee_extensions(f, db)
+    if chosen is not None:
+        query = query.where(call_id.in_(_calls_of(chosen, f)))
+    if f.visible_to is not None:
+        visible = f.visible_to
+        if visible.scope == "except":
+            query = query.where(call_id.not_in(_calls_of(visible.extensions, f)))
+        else:
+            query = query.where(call_id.in_(_calls_of(visible.extensions, f,
+                                                      placed=visible.scope == "placed")))
     if f.number:
         search = parse_number_search(f.number, f.number_match_digits)
         named = _employees_named(search.name, db) if search.name else []
@@ -321,6 +359,14 @@ def calls_query(f: CallFilter, db: SqliteDatabase, *, counting: bool = False):
     if f.limit:
         query = query.limit(f.limit)
     return query.bind(db)
+
+
+def _calls_of(extensions, f: CallFilter, *, placed: bool = False):
+    """The ids of the period's calls these employees took part in (`placed`: placed a leg of)."""
+    query = CallEmployee.select(CallEmployee.call_id).where(
+        CallEmployee.extension.in_(list(extensions)),
+        CallEmployee.start_ms >= f.start_ms, CallEmployee.start_ms < f.end_ms)
+    return query.where(CallEmployee.placed == 1) if placed else query
 
 
 def _id_range(period, db: SqliteDatabase) -> tuple[int, int]:
@@ -421,16 +467,27 @@ def _decoded(row: dict) -> dict:
     return row
 
 
-def calls_in_progress(db: SqliteDatabase, visible_to: list[str] | None = None) -> list[dict]:
-    """The calls in progress, newest first; an operator's (`visible_to`) only those they are in.
-    A handful at a time: filtered here rather than indexed."""
+def calls_in_progress(db: SqliteDatabase, visible_to: Visibility | None = None) -> list[dict]:
+    """The calls in progress, newest first; a restricted user's (`visible_to`) only those
+    visible to them. A handful at a time: filtered here rather than indexed."""
     rows = []
     for row in LiveCall.select().order_by(LiveCall.start_ms.desc()).bind(db).dicts():
         row["employees"] = json.loads(row["employees"])
         row["parties"] = json.loads(row["parties"])
-        if visible_to is None or set(visible_to) & set(row["employees"]):
+        callers = [party["from"] for party in row["parties"]]
+        if visible_to is None or visible_to.admits(row["employees"], callers):
             rows.append(row)
     return rows
+
+
+def call_visible(call_id: int, visible_to: Visibility | None, db: SqliteDatabase) -> bool:
+    """Whether the (finished) call may be seen under `visible_to`."""
+    if visible_to is None:
+        return True
+    rows = CallEmployee.select(CallEmployee.extension, CallEmployee.placed).where(
+        CallEmployee.call_id == call_id).bind(db).tuples()
+    employees = [extension for extension, _ in rows]
+    return visible_to.admits(employees, [extension for extension, placed in rows if placed])
 
 
 CHANGES_LIMIT = 500     # calls written since a page's revision that it is told of, at most
@@ -456,10 +513,14 @@ def changes_since(f: CallFilter, revision: int,
                           .where(Call.id.in_([call_id for call_id, _, _ in written])))
                 ) if written else []
     kept = {row["linkedid"] for row in rows}
-    visible = None if f.visible_to is None else set(f.visible_to)
+    # Who placed a call that left is not kept: told by its employees (`involved` for `placed`).
+    visible = f.visible_to
+    if visible is not None and visible.scope == "placed":
+        visible = replace(visible, scope="involved")
     gone = [linkedid for linkedid, employees in
             [(linkedid, employees) for _, linkedid, employees in written] + taken_out
-            if linkedid not in kept and (visible is None or visible & set(json.loads(employees)))]
+            if linkedid not in kept
+            and (visible is None or visible.admits(json.loads(employees), ()))]
     return rows, gone
 
 

@@ -9,6 +9,7 @@ from typing import Callable
 from peewee import SqliteDatabase
 
 from mirror.models import ModuleSecret, Report, ReportSend, SavedFilter
+from mirror.queries import Visibility
 
 
 class ReportError(ValueError):
@@ -28,10 +29,11 @@ class Owner:
     name: str
     role: str
     extensions: tuple[str, ...]
+    scope: str = "involved"
 
     @property
-    def visible_to(self) -> list[str] | None:
-        return None if self.role in ("admin", "supervisor") else list(self.extensions)
+    def visible_to(self) -> Visibility | None:
+        return Visibility.of(self.role, self.extensions, self.scope)
 
 
 def store_report(db: SqliteDatabase, owner: Owner, values: dict, filter_id: int, name: str,
@@ -114,12 +116,15 @@ def reports_using(db: SqliteDatabase, owner: str, filter_id: int) -> list[str]:
 
 
 def remember_owner(db: SqliteDatabase, owner: Owner) -> None:
-    """The owner's role and extensions as the admin shell says now: their reports follow."""
+    """The owner's role, extensions and scope as the admin shell says now: their reports
+    follow."""
     extensions = json.dumps(owner.extensions)
     with db.atomic("IMMEDIATE"):
-        Report.update(owner_role=owner.role, owner_extensions=extensions).where(
+        Report.update(owner_role=owner.role, owner_extensions=extensions,
+                      owner_scope=owner.scope).where(
             (Report.owner == owner.name)
-            & ((Report.owner_role != owner.role) | (Report.owner_extensions != extensions))
+            & ((Report.owner_role != owner.role) | (Report.owner_extensions != extensions)
+               | (Report.owner_scope != owner.scope))
         ).bind(db).execute()
 
 

@@ -201,6 +201,16 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             employees TEXT NOT NULL) WITHOUT ROWID""",
         "CREATE INDEX call_gone_revision ON call_gone (revision)",
     ),
+    # 9: who may see what under ModuleUsersUI's CDR filters (mirror.queries.Visibility): which
+    # employees of a call placed a leg of it ('outgoing-selected'), and the visibility scope
+    # a report's owner had on their last visit. Calls mirrored before: from their legs.
+    (
+        "ALTER TABLE call_employee ADD COLUMN placed INTEGER NOT NULL DEFAULT 0",
+        """UPDATE call_employee SET placed = 1 WHERE EXISTS (
+            SELECT 1 FROM call c JOIN leg l ON l.linkedid = c.linkedid
+            WHERE c.id = call_employee.call_id AND l.src_num = call_employee.extension)""",
+        "ALTER TABLE report ADD COLUMN owner_scope TEXT NOT NULL DEFAULT 'involved'",
+    ),
 )
 
 LATEST = len(MIGRATIONS)

@@ -103,6 +103,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("licence", "public_key", str, "",
             "the marketplace's Ed25519 public key (base64) licences are checked with; empty: "
             "a development run outside a PBX, nothing checked (`extcdr install` sets it)"),
+    Setting("licence", "core_url", str, "",
+            "on a real MikoPBX: the module's REST callback that answers with Core's licence "
+            "service (http://127.0.0.1/pbxcore/api/modules/ModuleExtendedCDR/licence); "
+            "when set, it decides instead of the licence file"),
     Setting("licence", "file", Path, Path("/storage/usbdisk1/mikopbx/licences/ModuleExtendedCDR.json"),
             "the module's licence as the marketplace signed it"),
     Setting("licence", "host_id_file", Path, Path("/etc/machine-id"),
@@ -202,6 +206,11 @@ def _convert(key: str, raw: Any) -> Any:
             urlsplit(value).scheme not in ("http", "https") or not urlsplit(value).hostname):
         raise SettingsError("setting 'web.publish_url' must be an http:// URL of nginx's "
                             "publisher location, '' or 'off'")
+    if key == "licence.core_url" and value and (
+            urlsplit(value).scheme != "http"
+            or urlsplit(value).hostname not in ("127.0.0.1", "::1", "localhost")):
+        raise SettingsError("setting 'licence.core_url' must be an http:// URL on this machine "
+                            "(http://127.0.0.1/pbxcore/api/modules/ModuleExtendedCDR/licence)")
     if key == "mail.encryption" and value not in MAIL_ENCRYPTIONS:
         raise SettingsError(f"setting 'mail.encryption' must be one of "
                             f"{', '.join(MAIL_ENCRYPTIONS)}")

@@ -24,7 +24,7 @@ CALL_COLUMNS = ("linkedid", "start_ms", "end_ms", "direction", "status", "reason
 STAGING_DDL = (
     f"CREATE TABLE {{schema}}.leg ({', '.join(LEG_COLUMNS)})",
     f"CREATE TABLE {{schema}}.call ({', '.join(CALL_COLUMNS)})",
-    "CREATE TABLE {schema}.employee (linkedid, extension, start_ms)",
+    "CREATE TABLE {schema}.employee (linkedid, extension, start_ms, placed)",
     "CREATE TABLE {schema}.number (linkedid, numbers)",
 )
 _leg_row = attrgetter(*LEG_FIELDS)
@@ -47,8 +47,9 @@ def stage(conn: sqlite3.Connection, legs: list[Leg], calls: list[Call],
                      map(_leg_row, legs))
     conn.executemany(f"INSERT INTO {schema}.call VALUES ({', '.join('?' * len(CALL_COLUMNS))})",
                      map(call_row, calls))
-    conn.executemany(f"INSERT INTO {schema}.employee VALUES (?, ?, ?)",
-                     ((c.linkedid, ext, c.start) for c in calls for ext in c.employees))
+    conn.executemany(f"INSERT INTO {schema}.employee VALUES (?, ?, ?, ?)",
+                     ((c.linkedid, ext, c.start, int(ext in c.callers))
+                      for c in calls for ext in c.employees))
     conn.executemany(f"INSERT INTO {schema}.number VALUES (?, ?)",
                      ((c.linkedid, searchable_numbers(c)) for c in calls))
 

@@ -113,8 +113,8 @@ class Store:
                         if c != "linkedid"), (self._stamp(),))
         conn.execute(f"DELETE FROM call_gone WHERE linkedid IN (SELECT linkedid FROM {schema}.call)")
         conn.execute(
-            f"INSERT OR IGNORE INTO call_employee (extension, start_ms, call_id) "
-            f"SELECT e.extension, e.start_ms, c.id FROM {schema}.employee e "
+            f"INSERT OR IGNORE INTO call_employee (extension, start_ms, call_id, placed) "
+            f"SELECT e.extension, e.start_ms, c.id, e.placed FROM {schema}.employee e "
             f"JOIN call c ON c.linkedid = e.linkedid")
         conn.execute(
             f"INSERT INTO call_number (rowid, numbers) SELECT c.id, n.numbers "

@@ -4,10 +4,9 @@ built. Both follow the PBX: its timezone when it changes, the digits once a sync
 from __future__ import annotations
 
 import time
-from typing import Iterable
 
 from mirror.pbxtime import PbxClock
-from mirror.queries import CallFilter, call_filter, state_value
+from mirror.queries import CallFilter, Visibility, call_filter, state_value
 from mirror.settings import Settings
 from pbx.zone import PbxZone
 
@@ -30,13 +29,13 @@ class MirrorContext:
         found = state_value(self.db, "number_match_digits") if self.db is not None else None
         return int(found) if found else self._digits_setting
 
-    def call_filter(self, params, *, visible_to: Iterable[str] | None = None,
+    def call_filter(self, params, *, visible_to: Visibility | None = None,
                     now_s: float | None = None, clock: PbxClock | None = None) -> CallFilter:
         """The filter of `params` on this mirror, in the PBX's time (`clock`: one a caller
         already uses, so that one request or send sees one clock)."""
         return call_filter(params, clock or self.clock(), time.time() if now_s is None else now_s,
                            number_match_digits=self.match_digits(),
-                           visible_to=None if visible_to is None else list(visible_to))
+                           visible_to=visible_to)
 
     def _mirrored_timezone(self) -> str | None:
         return state_value(self.db, "timezone") if self.db is not None else None

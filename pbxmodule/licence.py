@@ -19,6 +19,7 @@ from pathlib import Path
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from pbxmodule.core_licence import CoreLicence
 from pbxmodule.package import manifest
 
 KEY_PATTERN = re.compile(r"(MIKO|MIKOUPD)(-[0-9A-Z]{5}){4}")
@@ -117,7 +118,11 @@ class LicenceCheck:
     _verified: dict = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
-    def of(cls, settings) -> "LicenceCheck":
+    def of(cls, settings) -> "LicenceCheck | CoreLicence":
+        """The check the settings name: Core's licence service on a real MikoPBX
+        (`licence.core_url`), else the licence file the marketplace signed."""
+        if settings["licence.core_url"]:
+            return CoreLicence(settings["licence.core_url"])
         description = manifest()
         return cls(settings["licence.public_key"], settings["licence.file"],
                    settings["licence.host_id_file"], int(description["lic_product_id"]),

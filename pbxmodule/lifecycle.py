@@ -37,9 +37,9 @@ from mirror import settings
 from pbx.config import read_pbx_setting
 from pbx.tables import PBX_CONFIG_DDL
 from pbxmodule.errors import LifecycleError
+from pbxmodule.glue import GLUE_FILE, read_glue, write_glue
 from pbxmodule.licence import Grant, LicenceCheck, LicenceError, check_key, verify
 from pbxmodule.marketplace import MarketplaceClient, MarketplaceService, version_key
-from pbxmodule.glue import GLUE_FILE, read_glue, write_glue
 from pbxmodule.package import manifest
 from pbxmodule.pids import alive
 from pbxmodule.private import write_private

@@ -237,6 +237,7 @@ def save_report(db, owner: Owner, form: ReportForm, *, link_base: str,
         raise ReportError("that date and time have passed; choose a time in the future")
     values = {
         "owner_role": owner.role, "owner_extensions": json.dumps(owner.extensions),
+        "owner_scope": owner.scope,
         "name": form.name, "filter_id": form.filter_id, "period": form.period,
         "frequency": form.timing.frequency, "at_time": form.timing.at,
         "on_day": form.timing.on_day, "on_date": form.timing.on_date,

@@ -161,7 +161,7 @@ class ReportScheduler:
         """Build (or reuse) the file and mail it; returns a note for the log (refusals)."""
         clock = self._clock()
         owner = Owner(report["owner"], report["owner_role"],
-                      tuple(json.loads(report["owner_extensions"])))
+                      tuple(json.loads(report["owner_extensions"])), report["owner_scope"])
         params = self._filter_params(report)
         try:
             flt = self.context.call_filter(params, clock=clock, now_s=send_row["due_ms"] / 1000,

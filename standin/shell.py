@@ -13,9 +13,10 @@ from pathlib import Path
 from flask import (Blueprint, current_app, make_response, redirect, render_template, request,
                    session, url_for)
 
+from mirror.queries import SCOPES
 from pbxmodule.nginx import CHECK_URL, location, templates_in
-from web.auth import (EXTENSIONS_HEADER, LANGUAGE_HEADER, ROLE_HEADER, ROLES, USER_HEADER, User,
-                      refuse_forged_request)
+from web.auth import (EXTENSIONS_HEADER, LANGUAGE_HEADER, ROLE_HEADER, ROLES, SCOPE_HEADER,
+                      USER_HEADER, User, refuse_forged_request)
 
 standin = Blueprint("standin", __name__, template_folder="templates")
 NGINX_TEMPLATES = Path(__file__).parent / "nginx"
@@ -52,7 +53,8 @@ class Account:
 
 
 def load_users(path: Path | None) -> dict[str, Account]:
-    """Accounts from a JSON list of {name, password, role, extensions}; demo users without."""
+    """Accounts from a JSON list of {name, password, role, extensions[, language, scope]};
+    demo users without."""
     entries = DEMO_USERS
     if path is not None:
         try:
@@ -65,12 +67,16 @@ def load_users(path: Path | None) -> dict[str, Account]:
             name, password, role = entry["name"], entry["password"], entry["role"]
             extensions = tuple(str(e) for e in entry.get("extensions", []))
             language = str(entry.get("language", ""))
+            scope = str(entry.get("scope", "involved"))
         except (KeyError, TypeError):
             raise UsersFileError(f"{path}: each user needs name, password and role") from None
         if role not in ROLES:
             raise UsersFileError(f"{path}: user {name!r} has role {role!r}; use one of "
                                  f"{', '.join(ROLES)}")
-        accounts[name] = Account(User(name, role, extensions, language), password)
+        if scope not in SCOPES:
+            raise UsersFileError(f"{path}: user {name!r} has scope {scope!r}; use one of "
+                                 f"{', '.join(SCOPES)}")
+        accounts[name] = Account(User(name, role, extensions, language, scope), password)
     return accounts
 
 
@@ -190,7 +196,7 @@ def logout():
 
 @standin.get("/auth")
 def auth():
-    """For nginx `auth_request`: 200 with the user headers, or 401."""
+    """The access check nginx's lua block captures: 200 with the user headers, or 401."""
     user = session_user()
     if user is None:
         return "", 401
@@ -199,4 +205,5 @@ def auth():
     reply.headers[ROLE_HEADER] = user.role
     reply.headers[EXTENSIONS_HEADER] = ",".join(user.extensions)
     reply.headers[LANGUAGE_HEADER] = user.language
+    reply.headers[SCOPE_HEADER] = user.scope
     return reply

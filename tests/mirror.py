@@ -30,7 +30,7 @@ def dump(db_path: Path) -> dict:
             "legs": [row[1:3] + row[4:]
                      for row in conn.execute("SELECT * FROM leg ORDER BY uniqueid")],
             "employees": conn.execute(
-                "SELECT ce.extension, ce.start_ms, c.linkedid FROM call_employee ce "
+                "SELECT ce.extension, ce.start_ms, c.linkedid, ce.placed FROM call_employee ce "
                 "JOIN call c ON c.id = ce.call_id ORDER BY 1, 2, 3").fetchall(),
             "numbers": conn.execute(
                 "SELECT c.linkedid, n.numbers FROM call_number n JOIN call c ON c.id = n.rowid "

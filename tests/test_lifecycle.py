@@ -35,9 +35,11 @@ OTHER_PRODUCT_KEY = "MIKO-ZZZZZ-ZZZZZ-ZZZZZ-00001"
 
 # --- archives --------------------------------------------------------------------------------
 
-def build_variant(work: Path, version: str, schema_edit=None) -> Path:
+def build_variant(work: Path, version: str, schema_edit=None,
+                  code_edits: dict[str, list[tuple[str, str]]] | None = None) -> Path:
     """The module's archive as another release: this tree with another version and, if given,
-    its schema file edited (an older or a newer list of migrations)."""
+    its schema file edited (an older or a newer list of migrations) and other files' text
+    replaced (`code_edits`: file -> [(old, new)], each old text present)."""
     source = work / f"src-{version}"
     for relative in package.module_files():
         (source / relative).parent.mkdir(parents=True, exist_ok=True)
@@ -48,6 +50,12 @@ def build_variant(work: Path, version: str, schema_edit=None) -> Path:
     if schema_edit:
         code = (source / "mirror" / "schema.py").read_text()
         (source / "mirror" / "schema.py").write_text(schema_edit(code))
+    for relative, replacements in (code_edits or {}).items():
+        code = (source / relative).read_text()
+        for old, new in replacements:
+            assert old in code, f"{relative} no longer has {old!r}: update the variant"
+            code = code.replace(old, new)
+        (source / relative).write_text(code)
     out = work / f"{MODULE}-{version}.zip"
     package.build(out, source)
     return out
@@ -395,6 +403,25 @@ def _without_last_migration(code: str) -> str:
                         "MIGRATIONS = MIGRATIONS[:-1]\nLATEST = len(MIGRATIONS)")
 
 
+# The code of the release before the last schema step (9: who placed a leg of a call, a report
+# owner's scope), as it used the tables then. Whoever adds a step puts its code here instead.
+BEFORE_LAST_STEP = {
+    "mirror/store.py": [
+        ("call_employee (extension, start_ms, call_id, placed)",
+         "call_employee (extension, start_ms, call_id)"),
+        ("e.start_ms, c.id, e.placed FROM", "e.start_ms, c.id FROM")],
+    "mirror/models.py": [
+        ("    placed = BooleanField()", "    # placed"),
+        ("    owner_scope = TextField()", "    # owner_scope")],
+    "reports/definitions.py": [('        "owner_scope": owner.scope,\n', "")],
+    "mirror/report_rows.py": [
+        ("owner_extensions=extensions,\n                      owner_scope=owner.scope)",
+         "owner_extensions=extensions)"),
+        ("\n               | (Report.owner_scope != owner.scope))", ")")],
+    "reports/scheduler.py": [(', report["owner_scope"])', ")")],
+}
+
+
 def _with_failing_migrations(code: str) -> str:
     return code.replace("LATEST = len(MIGRATIONS)", """MIGRATIONS = MIGRATIONS + (
     ("CREATE TABLE call_note (call_id INTEGER, note TEXT)",),
@@ -405,12 +432,12 @@ LATEST = len(MIGRATIONS)""")
 
 
 def test_upgrade_from_the_previous_schema_version_keeps_everything(tmp_path, pbx, archive, cli):
-    previous = build_variant(tmp_path, "0.0.9", _without_last_migration)
+    previous = build_variant(tmp_path, "0.0.9", _without_last_migration, BEFORE_LAST_STEP)
     assert cli("install", "--pbx", pbx, "--archive", previous)[0] == 0
     with sqlite3.connect(module_db(pbx)) as conn:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == schema.LATEST - 1
-        # The last step (8) gives calls the revision open pages ask by; none from before.
-        assert "call_gone" not in tables(conn)
+        # The last step (9) marks who placed a leg of each call; none from before.
+        assert "placed" not in columns(conn, "call_employee")
     licensed(pbx, cli)
     assert cli("enable", "--pbx", pbx)[0] == 0
     calls = sync_history(pbx, cli)
@@ -423,7 +450,9 @@ def test_upgrade_from_the_previous_schema_version_keeps_everything(tmp_path, pbx
     assert out.strip() == f"upgraded {MODULE} 0.0.9 -> 0.1.0, data kept"
     with sqlite3.connect(module_db(pbx)) as conn:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == schema.LATEST
-        assert "call_gone" in tables(conn)
+        assert "placed" in columns(conn, "call_employee")
+        # ... and the calls mirrored before have theirs from their legs
+        assert conn.execute("SELECT count(*) FROM call_employee WHERE placed").fetchone()[0] > 0
         assert conn.execute("SELECT count(*) FROM module_secret").fetchone()[0] == 1
     assert count(pbx, "call") == calls and user_data(pbx) == before
     assert (module_db(pbx).parent / "extcdr.toml").read_text() == settings_before
@@ -438,8 +467,8 @@ def test_upgrade_from_the_previous_schema_version_keeps_everything(tmp_path, pbx
     assert code == 2 and "0.0.9 is older" in err
 
 
-def tables(conn: sqlite3.Connection) -> set[str]:
-    return {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+def columns(conn: sqlite3.Connection, table: str) -> set[str]:
+    return {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
 
 
 def test_a_failing_migration_leaves_the_old_version_installed_and_working(tmp_path, pbx, archive,

@@ -1,5 +1,6 @@
-"""Through real nginx: the stand-in admin shell authenticates every request of the module's
-location with auth_request; user and role reach the app only in headers nginx sets."""
+"""Through real nginx: a lua block asks the access check (the stand-in admin shell here) about
+every request of the module's location; user, role, extensions and scope reach the app only
+in headers nginx sets."""
 import json
 import re
 import urllib.parse
@@ -46,6 +47,36 @@ def test_login_through_nginx_then_the_api_per_role(shell):
     status, mine = api(operator)
     assert status == 200 and all("201" in c["employees"] for c in mine["calls"])
     assert len(mine["calls"]) < len(body["calls"])
+
+
+def test_an_access_groups_scope_reaches_the_app_through_the_lua_check(demo_mirror, demo_pbx,
+                                                                       tmp_path):
+    """A ModuleUsersUI access group that sees everyone's calls but 201's ('not-selected'), and
+    one that sees the calls 201 placed ('outgoing-selected'): the scope the check answers is
+    the one the app applies; a client's own Scope header is replaced."""
+    users = [{"name": "admin", "password": "admin", "role": "admin"},
+             {"name": "vera", "password": "v", "role": "operator", "extensions": ["201"],
+              "scope": "except"},
+             {"name": "boris", "password": "b", "role": "operator", "extensions": ["201"],
+              "scope": "placed"}]
+    with admin_shell(demo_mirror, demo_pbx / "monitor", tmp_path, users) as stack:
+        seen = {}
+        for name, password in (("admin", "admin"), ("vera", "v"), ("boris", "b")):
+            browser = Browser(stack["base"])
+            assert browser.login(name, password)[0] == 302
+            seen[name], cursor = {}, ""
+            while cursor is not None:       # every page of the period
+                status, _, body = browser.request(
+                    f"{PREFIX}api/v1/calls?" + urllib.parse.urlencode(
+                        {**PERIOD, **({"cursor": cursor} if cursor else {})}),
+                    headers={"X-Extcdr-Scope": "involved"})
+                assert status == 200, body
+                page = json.loads(body)
+                seen[name].update((c["linkedid"], c) for c in page["calls"])
+                cursor = page["next_cursor"]
+    assert seen["vera"] and seen["boris"]
+    assert set(seen["vera"]) == {k for k, c in seen["admin"].items() if "201" not in c["employees"]}
+    assert set(seen["boris"]) < {k for k, c in seen["admin"].items() if "201" in c["employees"]}
 
 
 def test_client_sent_identity_headers_are_overwritten_by_nginx(shell):

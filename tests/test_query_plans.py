@@ -5,7 +5,8 @@ from peewee import fn
 from mirror import queries
 from mirror.database import open_module_db
 from mirror.models import Call
-from mirror.queries import CallFilter, calls_query, changes_since, mirror_revision, tab_counts
+from mirror.queries import (CallFilter, Visibility, calls_query, changes_since, mirror_revision,
+                            tab_counts)
 
 DAY_MS = 86_400_000
 
@@ -101,13 +102,24 @@ def test_several_statuses_scan_one_range_per_status(mirror):
     no_full_scan(steps)
 
 
+@pytest.mark.parametrize("scope", ["involved", "placed", "except"])
+def test_what_a_restricted_user_sees_is_a_range_of_the_employee_index(mirror, scope):
+    """ModuleUsersUI's access groups (mirror.queries.Visibility): the page still walks the
+    period in order, the employees' calls a range of their index."""
+    steps = plan(mirror, visible_to=Visibility(("201", "202"), scope))
+    assert not any("TEMP B-TREE" in s for s in steps), steps
+    assert any("USING PRIMARY KEY (extension=? AND start_ms>? AND start_ms<?)"
+               in s for s in steps), steps
+    no_full_scan(steps)
+
+
 def test_what_open_pages_ask_at_each_change_reads_only_the_calls_written_since(mirror,
                                                                               monkeypatch):
     """Every open page asks at every change: by the revision index, never the whole history."""
     monkeypatch.setattr(queries, "CHANGES_LIMIT", 10_000)   # the demo history came in one write
     statements = []
     end = mirror.execute_sql("SELECT max(start_ms) FROM call").fetchone()[0] + 1
-    flt = CallFilter(start_ms=end - 7 * DAY_MS, end_ms=end, limit=50, visible_to=["201"])
+    flt = CallFilter(start_ms=end - 7 * DAY_MS, end_ms=end, limit=50, visible_to=Visibility(("201",)))
     since = mirror_revision(mirror) - 1
     conn = mirror.connection()
     conn.set_trace_callback(statements.append)

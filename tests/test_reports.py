@@ -485,9 +485,10 @@ def test_reports_belong_to_their_owner_and_changes_need_the_csrf_token(site, bos
 def test_a_report_follows_its_owners_extensions_as_the_admin_shell_gives_them(site, smtp, olga):
     filter_id = saved_filter(olga, "Follow", "period=today")
     report_id = new_report(olga, name="Follows", filter=filter_id, format="csv")
-    # The admin moves olga to extension 203: her next visit tells the module.
+    # The admin moves olga to extension 203, in an access group that sees only the calls its
+    # employees placed (ModuleUsersUI 'outgoing-selected'): her next visit tells the module.
     moved = site["root"] / "moved.json"
-    moved.write_text(json.dumps([{**USERS[1], "extensions": ["203"]}]))
+    moved.write_text(json.dumps([{**USERS[1], "extensions": ["203"], "scope": "placed"}]))
     app = create_app(site["settings"], login=StandinLogin.from_file(moved))
     server = create_server(app, host="127.0.0.1", port=0, threads=2)
     threading.Thread(target=server.run, daemon=True).start()
@@ -499,6 +500,7 @@ def test_a_report_follows_its_owners_extensions_as_the_admin_shell_gives_them(si
     finally:
         server.close()
     assert json.loads(report_row(site, report_id)["owner_extensions"]) == ["203"]
+    assert report_row(site, report_id)["owner_scope"] == "placed"
     due_at(site, report_id, DUE)
     site["scheduler"].step(time.time())
     [mail] = smtp.take()

@@ -42,6 +42,8 @@ def test_file_then_overrides(tmp_path):
     ("[log]\nlevel = 'loud'\n", "must be one of debug, info, warning, error"),
     ("[web]\npublish_url = 'ftp://127.0.0.1/x'\n", "'web.publish_url' must be an http:// URL"),
     ("[web]\npublish_url = 'http://'\n", "'web.publish_url' must be an http:// URL"),
+    ("[licence]\ncore_url = 'http://192.0.2.1/pbxcore/api/modules/ModuleExtendedCDR/licence'\n",
+     "'licence.core_url' must be an http:// URL on this machine"),
     ("port = 1\n", "'port' must be a [section]"),
     ("[ami\nport = 1\n", "not valid TOML"),
 ])

@@ -29,10 +29,11 @@ def server(demo_mirror, tmp_path_factory):
     http.close()
 
 
-def get(base, path, params=None, *, user="anna", role="admin", extensions="",
+def get(base, path, params=None, *, user="anna", role="admin", extensions="", scope="",
         token=TOKEN, extra_headers=None):
     url = f"{base}{path}" + ("?" + urllib.parse.urlencode(params) if params else "")
-    headers = {"X-Extcdr-User": user, "X-Extcdr-Role": role, "X-Extcdr-Extensions": extensions}
+    headers = {"X-Extcdr-User": user, "X-Extcdr-Role": role, "X-Extcdr-Extensions": extensions,
+               "X-Extcdr-Scope": scope}
     if token is not None:
         headers["X-Extcdr-Proxy-Token"] = token
     headers.update(extra_headers or {})
@@ -94,6 +95,52 @@ def test_an_operator_sees_only_calls_of_their_extensions(server):
     assert status == 200 and len(detail["legs"]) == detail["call"]["legs"]
     status, nothing = get(server, "/api/v1/calls", PERIOD, role="operator", extensions="")
     assert status == 200 and nothing["calls"] == []
+
+
+def all_calls(server, **who) -> dict[str, dict]:
+    """Every call of the period this user sees (all pages), by linkedid."""
+    calls, cursor = {}, None
+    while True:
+        status, page = get(server, "/api/v1/calls",
+                           {**PERIOD, "limit": 500, **({"cursor": cursor} if cursor else {})},
+                           **who)
+        assert status == 200, page
+        calls.update((c["linkedid"], c) for c in page["calls"])
+        cursor = page["next_cursor"]
+        if cursor is None:
+            return calls
+
+
+def test_access_groups_limit_operators_as_modules_users_ui_does(server, demo_mirror):
+    """ModuleUsersUI's CDR filter modes, passed by the access check as a scope: 'selected'
+    (involved), 'outgoing-selected' (placed), 'not-selected' (except); a detail, too, is 404
+    outside the scope."""
+    import sqlite3
+    everyone = all_calls(server)
+    involved = all_calls(server, role="operator", extensions="201,202")
+    placed = all_calls(server, role="operator", extensions="201,202", scope="placed")
+    others = all_calls(server, role="operator", extensions="201,202", scope="except")
+    with sqlite3.connect(demo_mirror) as db:
+        callers = {linkedid for (linkedid,) in db.execute(
+            "SELECT DISTINCT linkedid FROM leg WHERE src_num IN ('201', '202')")}
+    assert involved and placed and others
+    assert set(involved) == {k for k, c in everyone.items() if {"201", "202"} & set(c["employees"])}
+    assert set(placed) == set(everyone) & callers
+    assert set(placed) < set(involved)
+    assert set(others) == set(everyone) - set(involved)
+    outside = next(iter(set(involved) - set(placed)))
+    status, _ = get(server, f"/api/v1/calls/{outside}", role="operator", extensions="201,202",
+                    scope="placed")
+    assert status == 404
+    status, _ = get(server, f"/api/v1/calls/{outside}", role="operator", extensions="201,202",
+                    scope="except")
+    assert status == 404
+    status, detail = get(server, f"/api/v1/calls/{next(iter(others))}", role="operator",
+                         extensions="201,202", scope="except")
+    assert status == 200 and not {"201", "202"} & set(detail["call"]["employees"])
+    status, body = get(server, "/api/v1/calls", PERIOD, role="operator", extensions="201",
+                       scope="everything")
+    assert status == 401 and "scope" in body["error"]
 
 
 @pytest.mark.parametrize("params, words", [

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from flask import Blueprint, abort, g, jsonify, request
 
-from mirror.queries import (call_rows, calls_in_progress, calls_query, encode_cursor, find_call,
-                            legs_of_call, whole_number)
+from mirror.queries import (call_rows, call_visible, calls_in_progress, calls_query, encode_cursor,
+                            find_call, legs_of_call, whole_number)
 from mirror.records import call_record, iso_time, live_record
 from web.context import clock, mirror, request_filter
 
@@ -54,7 +54,7 @@ def call(linkedid: str):
 def visible_call(linkedid: str) -> dict:
     """The call row, or 404 — also for a call this user may not see, as if it did not exist."""
     row = find_call(linkedid, mirror())
-    if row is None or not g.user.may_see(row):
+    if row is None or not call_visible(row["id"], g.user.visible_to, mirror()):
         abort(404)
     return row
 

@@ -1,6 +1,7 @@
-"""Who is asking. nginx (the PBX admin shell) authenticates each request with `auth_request`
-and sets these headers; a request that does not carry the shared proxy token did not come
-through it, and its identity headers are not believed."""
+"""Who is asking. nginx (the PBX admin shell) authenticates each request through the module's
+access check (a lua block asking the admin cabinet) and sets these headers; a request that does
+not carry the shared proxy token did not come through it, and its identity headers are not
+believed."""
 from __future__ import annotations
 
 import hashlib
@@ -11,12 +12,14 @@ from typing import Protocol
 from flask import abort, current_app, g, jsonify, make_response, redirect, render_template, request
 
 from mirror import report_rows as report_data
+from mirror.queries import SCOPES, Visibility
 
 ROLES = ("admin", "supervisor", "operator")
 USER_HEADER = "X-Extcdr-User"
 ROLE_HEADER = "X-Extcdr-Role"
 EXTENSIONS_HEADER = "X-Extcdr-Extensions"
 LANGUAGE_HEADER = "X-Extcdr-Language"
+SCOPE_HEADER = "X-Extcdr-Scope"
 TOKEN_HEADER = "X-Extcdr-Proxy-Token"
 # Reachable without a user: static files, and a mailed report's signed download link.
 PUBLIC_ENDPOINTS = ("static", "reports.mailed_file")
@@ -28,15 +31,17 @@ class User:
     role: str
     extensions: tuple[str, ...]
     language: str = ""          # the admin shell's language for this user, if it tells
+    scope: str = "involved"     # how the extensions limit an operator (mirror.queries.SCOPES)
 
     @property
-    def visible_to(self) -> list[str] | None:
-        """Extensions an operator is limited to; None: every call (admin, supervisor)."""
-        return list(self.extensions) if self.role == "operator" else None
+    def visible_to(self) -> Visibility | None:
+        """The calls an operator is limited to; None: every call (admin, supervisor)."""
+        return Visibility.of(self.role, self.extensions, self.scope)
 
-    def may_see(self, call: dict) -> bool:
-        """Whether this user may open the call (a decoded call row)."""
-        return self.role != "operator" or bool(set(call["employees"]) & set(self.extensions))
+    @property
+    def owner(self) -> report_data.Owner:
+        """This user as the owner of reports."""
+        return report_data.Owner(self.name, self.role, self.extensions, self.scope)
 
 
 class Login(Protocol):
@@ -87,7 +92,11 @@ def require_user():
         return jsonify(error="not authenticated: no user or role from the admin shell"), 401
     extensions = tuple(e.strip() for e in request.headers.get(EXTENSIONS_HEADER, "").split(",")
                        if e.strip())
-    g.user = User(name, role, extensions, request.headers.get(LANGUAGE_HEADER, ""))
+    scope = request.headers.get(SCOPE_HEADER, "") or "involved"
+    if scope not in SCOPES:
+        return jsonify(error=f"not authenticated: unknown scope {scope!r} from the admin "
+                             f"shell"), 401
+    g.user = User(name, role, extensions, request.headers.get(LANGUAGE_HEADER, ""), scope)
     return None
 
 
@@ -98,10 +107,9 @@ def remember_owner():
     if user is None:
         return None
     seen = current_app.config.setdefault("EXTCDR_OWNERS_SEEN", {})
-    if seen.get(user.name) != (user.role, user.extensions):
-        report_data.remember_owner(current_app.config["EXTCDR_USER_DB"],
-                                   report_data.Owner(user.name, user.role, user.extensions))
-        seen[user.name] = (user.role, user.extensions)
+    if seen.get(user.name) != user.owner:
+        report_data.remember_owner(current_app.config["EXTCDR_USER_DB"], user.owner)
+        seen[user.name] = user.owner
     return None
 
 

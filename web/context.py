@@ -2,7 +2,6 @@
 request's filter with the user's visibility applied in the query."""
 from __future__ import annotations
 
-
 from flask import current_app, g
 
 from mirror.queries import CallFilter, QueryError

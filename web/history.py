@@ -72,7 +72,7 @@ def _page(params: dict[str, str], *, revision: int, counts: dict | None = None,
     visible = g.user.visible_to
     live = calls_in_progress(mirror(), visible)
     employees = [(ext, name) for ext, name in sorted(names.items())
-                 if visible is None or ext in visible]
+                 if visible is None or visible.shows_employee(ext)]
     return render_template(
         "history/page.html", params=params, counts=counts or {}, rows=rows or [],
         next_cursor=next_cursor, error=error,

@@ -11,8 +11,8 @@ from flask import (Blueprint, abort, current_app, g, redirect, render_template, 
 
 from exports.writers import MEDIA_TYPES
 from mirror.queries import PERIODS, QueryError, whole_number
-from mirror.report_rows import (Owner, ReportError, delete_report, link_secret, report_of,
-                                reports_of, request_send, send_of, send_row, sends_of)
+from mirror.report_rows import (ReportError, delete_report, link_secret, report_of, reports_of,
+                                request_send, send_of, send_row, sends_of)
 from mirror.userdata import saved_filters
 from pbx.config import SourceError, read_pbx_web_address
 from reports.definitions import (DEFAULT_BODY, DEFAULT_SUBJECT, DELIVERIES, FREQUENCIES, LINK_HOURS,
@@ -123,7 +123,7 @@ def _save(report_id: int | None):
     language = user_language()
     try:
         form = report_form(_form_values(), language)
-        saved = save_report(user_db(), Owner(g.user.name, g.user.role, g.user.extensions),
+        saved = save_report(user_db(), g.user.owner,
                             form, link_base=_link_base(), clock=clock(), report_id=report_id)
     except ReportError as exc:
         return _form(report_id, request.form.to_dict(), error=str(exc), status=400)

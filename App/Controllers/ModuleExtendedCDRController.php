@@ -9,6 +9,9 @@
 namespace Modules\ModuleExtendedCDR\App\Controllers;
 
 use MikoPBX\AdminCabinet\Controllers\BaseController;
+use Modules\ModuleExtendedCDR\Lib\Viewer;
+
+require_once dirname(__DIR__, 2) . '/Lib/Viewer.php';
 
 class ModuleExtendedCDRController extends BaseController
 {
@@ -21,19 +24,24 @@ class ModuleExtendedCDRController extends BaseController
         $this->response->redirect(self::PAGES, true);
     }
 
+    /**
+     * 200 with who the user is and which calls they may see (Lib/Viewer), or 401. nginx's lua
+     * block copies the headers onto the request to the pages.
+     */
     public function checkAction(): void
     {
         $this->view->disable();
-        $auth = $this->session->has('authAdminCabinet') ? $this->session->get('authAdminCabinet') : [];
-        $role = is_array($auth) ? (string)($auth['role'] ?? '') : '';
-        if ($role === '') {
+        $di = $this->di;
+        $viewer = Viewer::ofRequest($di, $di->has('session') ? $this->session : null,
+            $di->has('cookies') ? $this->cookies : null, $di->has('request') ? $this->request : null);
+        if ($viewer === null) {
             $this->response->setStatusCode(401, 'Unauthorized')->send();
             return;
         }
         $this->response->setStatusCode(200, 'OK');
-        // SessionController::USER_NAME and ::ROLE; AclProvider::ROLE_ADMINS is 'admins'.
-        $this->response->setHeader('X-Extcdr-User', (string)($auth['userName'] ?? ''));
-        $this->response->setHeader('X-Extcdr-Role', $role === 'admins' ? 'admin' : 'operator');
+        foreach ($viewer->headers() as $name => $value) {
+            $this->response->setHeader($name, $value);
+        }
         $this->response->send();
     }
 }

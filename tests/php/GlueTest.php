@@ -1,8 +1,8 @@
 <?php
 // The module's PHP glue under one Core profile: what Core gets from each hook, the worker's
-// keeping of real processes, the graceful stop before Core removes files, the access check.
+// keeping of real processes, the graceful stop before Core removes files (the access check:
+// CheckTest).
 
-use Modules\ModuleExtendedCDR\App\Controllers\ModuleExtendedCDRController;
 use Modules\ModuleExtendedCDR\Lib\ExtendedCDRConf;
 use Modules\ModuleExtendedCDR\Lib\ProcessKeeper;
 use Modules\ModuleExtendedCDR\Lib\WorkerExtendedCDR;
@@ -129,42 +129,6 @@ class GlueTest extends TestCase
         $keeper->stop(0.5);
         $this->assertFalse($this->alive($pid));
         $this->assertLessThan(3.0, microtime(true) - $started);
-    }
-
-    public function testTheAccessCheckSaysWhoTheAdminIs(): void
-    {
-        $controller = $this->controller(['authAdminCabinet' => ['role' => 'admins',
-            'userName' => 'admin', 'homePage' => '/admin-cabinet/extensions/index']]);
-        $controller->checkAction();
-        $this->assertSame(200, $controller->response->status);
-        $this->assertSame('admin', $controller->response->headers['X-Extcdr-User']);
-        $this->assertSame('admin', $controller->response->headers['X-Extcdr-Role']);
-    }
-
-    public function testWithoutASessionTheAccessCheckRefuses(): void
-    {
-        $controller = $this->controller([]);
-        $controller->checkAction();
-        $this->assertSame(401, $controller->response->status);
-        $this->assertArrayNotHasKey('X-Extcdr-User', $controller->response->headers);
-    }
-
-    public function testTheSidebarPageLeadsToTheCalls(): void
-    {
-        $controller = $this->controller([]);
-        $controller->indexAction();
-        $this->assertSame('/admin-cabinet/module-extended-c-d-r/calls/',
-            $controller->response->redirect);
-    }
-
-    private function controller(array $session): ModuleExtendedCDRController
-    {
-        $controller = new ModuleExtendedCDRController();
-        $controller->view = new StubView();
-        $controller->response = new StubResponse();
-        $controller->session = new StubSession();
-        $controller->session->values = $session;
-        return $controller;
     }
 
     /** A process that is not this one's child (as the worker is not Core's installer's). */

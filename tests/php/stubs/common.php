@@ -10,6 +10,8 @@ class StubCore
     public static $di;
     /** @var array */
     public static $calls = [];
+    /** @var object[] the enabled modules' Conf objects (PBXConfModulesProvider's hooks) */
+    public static $modules = [];
 }
 
 class StubDi
@@ -20,6 +22,11 @@ class StubDi
     public function set(string $name, $service): void
     {
         $this->services[$name] = $service;
+    }
+
+    public function has(string $name): bool
+    {
+        return array_key_exists($name, $this->services);
     }
 
     public function getShared(string $name)
@@ -93,5 +100,69 @@ class StubSession
     public function get(string $key, $default = null)
     {
         return $this->values[$key] ?? $default;
+    }
+}
+
+class StubCookie
+{
+    private $value;
+
+    public function __construct(string $value)
+    {
+        $this->value = $value;
+    }
+
+    public function getValue()
+    {
+        return $this->value;
+    }
+}
+
+class StubCookies
+{
+    public $values = [];
+
+    public function has(string $name): bool
+    {
+        return array_key_exists($name, $this->values);
+    }
+
+    public function get(string $name): StubCookie
+    {
+        return new StubCookie($this->values[$name] ?? '');
+    }
+}
+
+class StubRequest
+{
+    public $headers = [];
+
+    public function getHeader(string $name): string
+    {
+        return $this->headers[$name] ?? '';
+    }
+}
+
+// Core 2025+'s `jwt` service: tokens it knows (a refresh token's session lives in Redis there).
+class StubJwt
+{
+    /** @var array refresh token => session data (role, userName) */
+    public $refreshTokens = [];
+    /** @var array access token => claims (userId, role, language) */
+    public $accessTokens = [];
+
+    public function validate(string $token): ?array
+    {
+        return $this->accessTokens[$token] ?? null;
+    }
+
+    public function extractRoleFromRefreshToken(string $refreshToken): ?string
+    {
+        return $this->refreshTokens[$refreshToken]['role'] ?? null;
+    }
+
+    public function extractUserIdFromRefreshToken(string $refreshToken): ?string
+    {
+        return $this->refreshTokens[$refreshToken]['userName'] ?? null;
     }
 }
