@@ -56,6 +56,39 @@ class PythonSide
         return $values[$key];
     }
 
+    /**
+     * Make the module ready on this PBX (Core's install, after the data an uninstall kept came
+     * back): `extcdr prepare` writes the settings for these paths, migrates the module's DB and
+     * prepares the glue. [true, ''] or [false, the one line saying why].
+     *
+     * @param array<string, string> $pbx '--config-db', '--cdr-db', '--recordings' => path
+     */
+    public function prepare(array $pbx, bool $coreLicence): array
+    {
+        $command = [$this->moduleDir . '/bin/extcdr', 'prepare', '--module-dir', $this->moduleDir];
+        foreach ($pbx as $flag => $path) {
+            $command[] = $flag;
+            $command[] = (string)$path;
+        }
+        if ($coreLicence) {
+            $command[] = '--core-licence';
+        }
+        $process = proc_open($command, [0 => ['file', '/dev/null', 'r'], 1 => ['pipe', 'w'],
+            2 => ['pipe', 'w']], $pipes);
+        if (!is_resource($process)) {
+            return [false, 'extcdr prepare could not be started'];
+        }
+        stream_get_contents($pipes[1]);
+        $errors = trim((string)stream_get_contents($pipes[2]));
+        fclose($pipes[1]);
+        fclose($pipes[2]);
+        if (proc_close($process) === 0) {
+            return [true, ''];
+        }
+        $lines = $errors === '' ? ['extcdr prepare failed'] : explode("\n", $errors);
+        return [false, (string)end($lines)];
+    }
+
     public function workerPidFile(): string
     {
         return $this->moduleDir . '/' . self::WORKER_PID_FILE;

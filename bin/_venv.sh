@@ -3,7 +3,9 @@
 # tools and everything the demo has)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-VENV="$ROOT/.venv"
+# EXTCDR_VENV: a Python environment made elsewhere, used as it is (the stand-in PBX runs an
+# installed module's commands with the development tree's).
+VENV="${EXTCDR_VENV:-$ROOT/.venv}"
 
 apt_install() {
     # Debian packages, only as root and only when missing.
@@ -25,6 +27,7 @@ extra_rank() {
 }
 
 ensure_venv() {
+    [ -n "${EXTCDR_VENV:-}" ] && return 0
     local extra="${1:-}"
     local spec="." hash stamp
     [ -n "$extra" ] && spec=".[$extra]"

@@ -1,6 +1,7 @@
 """The module on a PBX: `package` (the marketplace archive), `install`, `upgrade`, `enable`,
-`disable`, `uninstall`, `licence`. The steps' code (`pbxmodule.lifecycle`: archives, licences,
-the marketplace) is loaded when a step runs, so that other commands stay small."""
+`disable`, `uninstall`, `licence`, and `prepare` (what Core's install runs through the module's
+Setup). The steps' code (`pbxmodule.lifecycle`: archives, licences, the marketplace) is loaded
+when a step runs, so that other commands stay small."""
 from __future__ import annotations
 
 import json
@@ -48,7 +49,18 @@ def add_commands(sub) -> dict:
                          "or MIKOUPD-XXXXX-XXXXX-XXXXX-XXXXX; - reads it from stdin")
     licence.add_argument("--pbx", required=True, type=Path, help=PBX_HELP)
     licence.add_argument("--module", default=MODULE_ID, help=f"module id (default {MODULE_ID})")
-    return {"package": cmd_package, "licence": cmd_licence,
+    prepare = sub.add_parser("prepare", help="(Core's install, through the module's Setup) "
+                             "write the module's settings for this PBX, migrate its DB and "
+                             "prepare what Core asks the PHP glue for")
+    prepare.add_argument("--module-dir", required=True, type=Path,
+                         help="the installed module's folder (custom_modules/<id>)")
+    prepare.add_argument("--config-db", required=True, type=Path, help="the PBX's mikopbx.db")
+    prepare.add_argument("--cdr-db", required=True, type=Path, help="the PBX's cdr.db")
+    prepare.add_argument("--recordings", required=True, type=Path,
+                         help="the PBX's recordings folder (asterisk.monitordir)")
+    prepare.add_argument("--core-licence", action="store_true",
+                         help="the licence is Core's: ask it through the module's REST callback")
+    return {"package": cmd_package, "licence": cmd_licence, "prepare": cmd_prepare,
             **{name: cmd_lifecycle for name in ("install", "upgrade", "enable", "disable",
                                                 "uninstall")}}
 
@@ -57,6 +69,19 @@ def cmd_package(args) -> int:
     if not args.out.parent.is_dir():
         raise CliError(f"{args.out.parent}: no such directory")
     print(json.dumps(build(args.out)))
+    return 0
+
+
+def cmd_prepare(args) -> int:
+    from pbxmodule.prepare import PbxPaths, PrepareError, prepare
+    if not (args.module_dir / "module.json").is_file():
+        raise CliError(f"{args.module_dir}: not an installed module (no module.json)")
+    try:
+        prepare(args.module_dir.resolve(), PbxPaths(args.config_db, args.cdr_db, args.recordings),
+                core_licence=args.core_licence)
+    except PrepareError as exc:
+        raise CliError(str(exc)) from None
+    print(f"{args.module_dir.name}: prepared")
     return 0
 
 

@@ -40,8 +40,3 @@ def write_glue(module_dir: Path, settings) -> Path:
     path = module_dir / GLUE_FILE
     write_private(path, json.dumps(glue(settings, module_dir / "web" / "nginx"), indent=1) + "\n")
     return path
-
-
-def read_glue(module_dir: Path) -> dict[str, str]:
-    """What Core would get from the module's PHP (the stand-in PBX reads it as Core would)."""
-    return json.loads((module_dir / GLUE_FILE).read_text())

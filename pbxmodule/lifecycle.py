@@ -1,16 +1,16 @@
 """The module's life on a PBX: install, enable, disable, upgrade, uninstall, licence.
 
 A PBX here is a folder laid out as MikoPBX lays out its storage (`PbxTree`): the config DB
-`mikopbx.db` (modules registered in `m_PbxExtensionModules`, AMI users in
-`m_AsteriskManagerUsers`), `custom_modules/<id>/` with the module's files and its data in
-`db/`, `custom_modules/Backup/<id>/db/` kept by an uninstall that keeps settings. Every step
-is idempotent, one at a time (a lock), and either done or not done: files are unpacked beside
-the installed version and swapped in only after the module's DB migrated, in one transaction,
-with the new code.
+`mikopbx.db` (modules registered in `m_PbxExtensionModules`), `custom_modules/<id>/` with the
+module's files and its data in `db/`, `custom_modules/Backup/<id>/db/` kept by an uninstall
+that keeps settings. Each step does what MikoPBX's installer does, in its order, and runs the
+module's own PHP where Core does (`PbxTree.core`: the Setup's install and uninstall, the Conf's
+enable and disable hooks). Steps are one at a time (a lock); an archive is unpacked beside the
+installed files and swapped in whole.
 
 What the PBX then runs for an enabled module — its workers, its nginx location, its sidebar
-entry — comes from `registration.json` in the module's folder and the location file that
-`enable` writes; the admin-shell stand-in (`standin.supervisor`) acts on them.
+entry — comes from `registration.json` in the module's folder and the files `enable` writes
+from the Conf's hooks; the admin-shell stand-in (`standin.supervisor`) acts on them.
 """
 from __future__ import annotations
 
@@ -25,7 +25,6 @@ import sqlite3
 import subprocess
 import sys
 import time
-import tomllib
 import zipfile
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
@@ -37,19 +36,17 @@ from mirror import settings
 from pbx.config import read_pbx_setting
 from pbx.tables import PBX_CONFIG_DDL
 from pbxmodule.errors import LifecycleError
-from pbxmodule.glue import GLUE_FILE, read_glue, write_glue
 from pbxmodule.licence import Grant, LicenceCheck, LicenceError, check_key, verify
 from pbxmodule.marketplace import MarketplaceClient, MarketplaceService, version_key
 from pbxmodule.package import manifest
 from pbxmodule.pids import alive
+from pbxmodule.prepare import SETTINGS_FILE, update_settings
 from pbxmodule.private import write_private
 
 MODULE_ID = manifest()["moduleUniqueID"]   # this module, for the licence it activates
 DISABLED_BY_USER = "DisabledByUser"          # MikoPBX's PbxExtensionState reasons
 DISABLED_BY_LICENSE = "DisabledByLicense"
 DISABLED_BY_CRASH_LOOP = "DisabledByCrashLoop"
-AMI_USER = "extcdr"
-SETTINGS_FILE = "db/extcdr.toml"
 MODULE_ID_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
 # An archive is untrusted input: bounds checked from its central directory before anything is
 # unpacked, and again on the bytes actually unpacked (a header may lie). Ours is about 0.5 MB.
@@ -136,6 +133,31 @@ class PbxTree:
         except (OSError, ValueError, KeyError, TypeError):
             raise LifecycleError(f"this PBX has no marketplace set up ({self.root}/"
                                  "marketplace.json with its url and public_key)") from None
+
+    def core(self, action: str, module_id: str, *extra: str) -> dict:
+        """One of Core's steps that run the module's own PHP (`install`, `enable`, `disable`,
+        `uninstall`), as this PBX runs them: the command in `core.json` (the stand-in PBX's is
+        `standin/core/shim.php`, under stubs of Core's classes). Its answer, or LifecycleError
+        with what Core said."""
+        try:
+            command = [str(part) for part in
+                       json.loads((self.root / "core.json").read_text())["command"]]
+        except (OSError, ValueError, KeyError, TypeError):
+            raise LifecycleError(f"this PBX has no Core to run a module's PHP with "
+                                 f"({self.root}/core.json)") from None
+        done = subprocess.run(
+            [*command, str(self.root), action, checked_id(module_id), *extra],
+            capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL,
+            # the module's own commands run with this Python environment
+            env={**os.environ, "EXTCDR_VENV": sys.prefix})
+        try:
+            answer = json.loads(done.stdout.strip().splitlines()[-1])
+        except (IndexError, ValueError):
+            answer = {"ok": False, "messages": done.stderr.strip().splitlines()[-1:]}
+        if done.returncode != 0 or not answer.get("ok"):
+            said = "; ".join(str(m) for m in answer.get("messages") or []) or "no message"
+            raise LifecycleError(f"Core's {action} of {module_id} failed: {said}")
+        return answer
 
     def registered(self, module_id: str) -> dict | None:
         with self.config() as conn:
@@ -316,8 +338,9 @@ def _staging(tree: PbxTree, module_id: str):
 # --- the steps ---------------------------------------------------------------------------------
 
 def install(tree: PbxTree, archive: Path) -> str:
-    """Put the module's files in place, create or restore and migrate its DB, register it
-    (disabled until `enable`)."""
+    """Put the module's files in place and let Core install it: its Setup restores the data an
+    uninstall kept, prepares the module for this PBX (settings, DB migrated, glue) and
+    registers it, disabled until `enable`. A failed install leaves no module folder."""
     description = read_archive(archive)
     module_id, version = description["moduleUniqueID"], description["version"]
     with tree.lock():
@@ -328,26 +351,37 @@ def install(tree: PbxTree, archive: Path) -> str:
             raise LifecycleError(f"{module_id} {row['version']} is installed: use "
                                  f"`extcdr upgrade` to go to {version}")
         _check_compatible(tree, description)
-        with _staging(tree, module_id) as staging:
-            _unpack(archive, staging)
-            backup = tree.backup_dir(module_id) / "db"
-            leftover = tree.module_dir(module_id) / "db"     # files without a registration
-            restored = backup.is_dir() or leftover.is_dir()
-            for data in (backup, leftover):
-                if data.is_dir():
-                    _copy_data(data, staging / "db")
-            _write_settings(tree, description, staging)
-            _migrate(staging, staging / "db" / "module.db")
-            shutil.rmtree(tree.module_dir(module_id), ignore_errors=True)
-            staging.rename(tree.module_dir(module_id))
-        _register(tree, description)
+        tree.marketplace()            # its settings need it: fail before anything changes
+        restored = _install_files(tree, archive, module_id)
     kept = " with the history, filters and reports kept at uninstall" if restored else ""
     return f"installed {module_id} {version}{kept}; it is disabled until enabled"
 
 
+def _install_files(tree: PbxTree, archive: Path, module_id: str) -> bool:
+    """Unpack beside, swap in, run Core's install of the module; whether kept data came back."""
+    with _staging(tree, module_id) as staging:
+        _unpack(archive, staging)
+        leftover = tree.module_dir(module_id) / "db"      # files without a registration
+        if leftover.is_dir() and not tree.backup_dir(module_id).exists():
+            _copy_data(leftover, tree.backup_dir(module_id) / "db")
+        shutil.rmtree(tree.module_dir(module_id), ignore_errors=True)
+        staging.rename(tree.module_dir(module_id))
+    restored = tree.backup_dir(module_id).is_dir()
+    try:
+        tree.core("install", module_id)
+        _standin_settings(tree, module_id)
+    except BaseException:
+        shutil.rmtree(tree.module_dir(module_id), ignore_errors=True)
+        with tree.config() as conn:
+            conn.execute("DELETE FROM m_PbxExtensionModules WHERE uniqid = ?", (module_id,))
+        raise
+    return restored
+
+
 def upgrade(tree: PbxTree, archive: Path) -> str:
-    """New files and DB migrations with the data kept. A migration that fails rolls back and
-    leaves the installed version as it was, running if it ran."""
+    """Core's upgrade: the module disabled, uninstalled keeping its data (`Backup/<id>/db`),
+    the new version installed (its Setup restores and migrates the data), enabled again if it
+    was. If the new version's install fails, the data waits in the backup, unchanged."""
     description = read_archive(archive)
     module_id, version = description["moduleUniqueID"], description["version"]
     with tree.lock():
@@ -361,36 +395,19 @@ def upgrade(tree: PbxTree, archive: Path) -> str:
                                  "older (uninstall with --keep-settings first to go back)")
         _check_compatible(tree, description)
         tree.marketplace()            # its settings need it: fail before anything changes
-        with _staging(tree, module_id) as staging:
-            _unpack(archive, staging)
-            live = tree.module_dir(module_id)
-            was_enabled = row["disabled"] == "0"
-            if was_enabled:
-                tree.set_state(module_id, disabled=True)      # the PBX stops its workers
-            try:
-                stop_workers(tree, module_id)
-                _migrate(staging, live / "db" / "module.db")
-            except LifecycleError as exc:
-                if was_enabled:
-                    tree.set_state(module_id, disabled=False)
-                raise LifecycleError(f"upgrade to {version} failed, {module_id} "
-                                     f"{row['version']} is still installed and unchanged: "
-                                     f"{exc}") from None
-            _move_data(live / "db", staging / "db")
-            try:
-                _write_settings(tree, description, staging)
-            except BaseException:
-                _move_data(staging / "db", live / "db")   # the data back before staging goes
-                raise
-            previous = tree.modules / f".{module_id}.previous"
-            shutil.rmtree(previous, ignore_errors=True)
-            live.rename(previous)
-            staging.rename(live)
-            shutil.rmtree(previous)
-        _register(tree, description)
+        was_enabled = row["disabled"] == "0"
         if was_enabled:
-            _write_location(tree, module_id)
-            tree.set_state(module_id, disabled=False)
+            _disable(tree, module_id)
+        _uninstall(tree, module_id, keep_settings=True)
+        try:
+            _install_files(tree, archive, module_id)
+        except LifecycleError as exc:
+            raise LifecycleError(
+                f"upgrade to {version} failed: {exc}; {module_id}'s data is kept unchanged in "
+                f"{tree.backup_dir(module_id)}: install {row['version']} again to go back") \
+                from None
+        if was_enabled:
+            _enable(tree, module_id)
     return f"upgraded {module_id} {row['version']} -> {version}, data kept"
 
 
@@ -403,19 +420,36 @@ def enable(tree: PbxTree, module_id: str) -> str:
         except LicenceError as exc:
             tree.set_state(module_id, disabled=True, reason=DISABLED_BY_LICENSE, text=str(exc))
             raise LifecycleError(f"{module_id} stays disabled by licence: {exc}") from None
-        _write_location(tree, module_id)
-        tree.set_state(module_id, disabled=False)
+        _enable(tree, module_id)
     return f"{module_id} is {'already ' if row['disabled'] == '0' else ''}enabled"
+
+
+def _enable(tree: PbxTree, module_id: str) -> None:
+    """Core's enable: the module's Conf asked, then what its hooks give put where Core puts it
+    (its nginx location, its manager.conf section)."""
+    hooks = tree.core("enable", module_id)
+    for path, text in ((tree.location_file(module_id), hooks["nginx_location"]),
+                       (tree.manager_file(module_id), hooks["manager_conf"])):
+        write_private(path, text)
+    tree.set_state(module_id, disabled=False)
 
 
 def disable(tree: PbxTree, module_id: str) -> str:
     """Workers and pages off; the data stays."""
     with tree.lock():
         row = _installed_row(tree, module_id)
-        tree.set_state(module_id, disabled=True, reason=DISABLED_BY_USER)
-        _remove_hooks(tree, module_id)
-        stop_workers(tree, module_id)
+        _disable(tree, module_id)
     return f"{module_id} is {'already ' if row['disabled'] == '1' else ''}disabled"
+
+
+def _disable(tree: PbxTree, module_id: str) -> None:
+    """Core's disable: the module's Conf told first (it stops its worker gracefully), then its
+    location and AMI section gone and its workers stopped."""
+    if (tree.module_dir(module_id) / "module.json").is_file():
+        tree.core("disable", module_id)
+    tree.set_state(module_id, disabled=True, reason=DISABLED_BY_USER)
+    _remove_hooks(tree, module_id)
+    stop_workers(tree, module_id)
 
 
 def uninstall(tree: PbxTree, module_id: str, *, keep_settings: bool) -> str:
@@ -425,21 +459,23 @@ def uninstall(tree: PbxTree, module_id: str, *, keep_settings: bool) -> str:
         live = tree.module_dir(module_id)
         if tree.registered(module_id) is None and not live.exists():
             return f"{module_id} is not installed"
-        tree.set_state(module_id, disabled=True, reason=DISABLED_BY_USER)
-        _remove_hooks(tree, module_id)
-        stop_workers(tree, module_id)
-        backup = tree.backup_dir(module_id)
-        shutil.rmtree(backup, ignore_errors=True)
-        if keep_settings and (live / "db").is_dir():
-            _copy_data(live / "db", backup / "db")
-        if live.exists():
-            removing = tree.modules / f".{module_id}.removing"
-            live.rename(removing)
-            shutil.rmtree(removing)
-        with tree.config() as conn:
-            conn.execute("DELETE FROM m_PbxExtensionModules WHERE uniqid = ?", (module_id,))
+        _disable(tree, module_id)             # as the admin panel does before an uninstall
+        _uninstall(tree, module_id, keep_settings=keep_settings)
+    backup = tree.backup_dir(module_id)
     kept = f"; its data is kept in {backup} for the next install" if keep_settings else ""
     return f"uninstalled {module_id}{kept}"
+
+
+def _uninstall(tree: PbxTree, module_id: str, *, keep_settings: bool) -> None:
+    """Core's uninstall: processes holding the module's bin/ files killed, then its Setup
+    unregisters it and removes its files (the data to the backup folder with
+    `keep_settings`); whatever is left is removed."""
+    tree.core("uninstall", module_id, *(["keep"] if keep_settings else []))
+    live = tree.module_dir(module_id)
+    if live.exists():
+        shutil.rmtree(live)
+    with tree.config() as conn:
+        conn.execute("DELETE FROM m_PbxExtensionModules WHERE uniqid = ?", (module_id,))
 
 
 def activate(tree: PbxTree, module_id: str, key: str) -> Grant:
@@ -571,124 +607,34 @@ def _copy_data(source: Path, target: Path) -> None:
             shutil.copy2(path, target / path.name)
 
 
-def _move_data(source: Path, target: Path) -> None:
-    for path in source.iterdir():
-        if not _is_code(path):
-            if (target / path.name).is_dir():
-                shutil.rmtree(target / path.name)
-            path.replace(target / path.name)
-
-
-def _migrate(code: Path, db: Path) -> None:
-    """Migrate `db` with the module code in `code` (the version being installed)."""
-    done = subprocess.run([sys.executable, "-m", "cli", "migrate", "--db", str(db)],
-                          cwd=code, env={**os.environ, "PYTHONPATH": str(code)},
-                          capture_output=True, text=True, timeout=3600)
-    if done.returncode != 0:
-        reason = (done.stderr.strip().splitlines() or ["no message"])[-1]
-        raise LifecycleError(f"the module DB did not migrate: {reason.removeprefix('extcdr: ')}")
-
-
-def _register(tree: PbxTree, description: dict) -> None:
-    module_id = description["moduleUniqueID"]
-    values = (description.get("name", {}).get("en", module_id), description["version"],
-              description.get("developer", ""), description.get("support_email", ""),
-              str(tree.module_dir(module_id)),
-              description.get("description", {}).get("en", ""),
-              json.dumps(description.get("wiki_links", {}), ensure_ascii=False))
-    with tree.config() as conn:
-        updated = conn.execute(
-            "UPDATE m_PbxExtensionModules SET name = ?, version = ?, developer = ?, "
-            "supportemail = ?, path = ?, description = ?, wiki_links = ? WHERE uniqid = ?",
-            (*values, module_id)).rowcount
-        if not updated:
-            conn.execute(
-                "INSERT INTO m_PbxExtensionModules (name, version, developer, supportemail, "
-                "path, description, wiki_links, uniqid, disabled, disableReason, "
-                "disableReasonText) VALUES (?, ?, ?, ?, ?, ?, ?, ?, '1', '', '')",
-                (*values, module_id))
-
-
-def _write_settings(tree: PbxTree, description: dict, folder: Path) -> None:
-    """The module's settings on this PBX (`db/extcdr.toml`) and what the PBX runs for it
-    (`registration.json`). Values a previous install chose (port, tokens) and the
-    administrator's own keys are kept."""
-    module_id = description["moduleUniqueID"]
-    live = tree.module_dir(module_id)
-    path = folder / SETTINGS_FILE
-    try:
-        current = tomllib.loads(path.read_text()) if path.exists() else {}
-    except tomllib.TOMLDecodeError as exc:
-        raise LifecycleError(f"{path}: not valid TOML ({exc})") from None
-    _, public_key = tree.marketplace()        # licences are checked against its key
+def _standin_settings(tree: PbxTree, module_id: str) -> None:
+    """What the stand-in PBX adds to the settings Core's install prepared: its own licence
+    (the signed licence of its marketplace, in place of Core's licence service) and what it
+    runs for the module (`registration.json`: workers, sidebar)."""
+    module_dir = tree.module_dir(module_id)
+    description = _description(tree, module_id)
+    _, public_key = tree.marketplace()
     product, feature = int(description["lic_product_id"]), int(description["lic_feature_id"])
-    web = current.setdefault("web", {})
-    web.setdefault("listen", f"127.0.0.1:{_free_port()}")
-    web.setdefault("proxy_token", secrets.token_hex(24))
-    web.setdefault("prefix", "/admin-cabinet/module-extended-c-d-r/calls/")
-    current.setdefault("ami", {}).update(
-        host="127.0.0.1", port=int(tree.setting("AMIPort", "5038")), username=AMI_USER,
-        # Its own AMI user, from generateManagerConf(): not one of m_AsteriskManagerUsers,
-        # which the admin panel edits and which MikoPBX filters MikoPBX's UserEvents from.
-        secret=current.get("ami", {}).get("secret") or secrets.token_hex(16))
-    current.setdefault("pbx", {}).update(
-        cdr_db=str(tree.root / "cdr.db"), config_db=str(tree.config_db),
-        groups_db=str(tree.modules / "ModuleUsersGroups" / "db" / "module.db"),
-        recordings_root=str(tree.root / "monitor"))
-    current.setdefault("module", {})["db"] = str(live / "db" / "module.db")
-    current.setdefault("licence", {}).update(
-        public_key=public_key, file=str(tree.licence_file(product, feature)),
-        host_id_file=str(tree.host_id_file))
     tree.host_id()
-    write_private(path, _toml(current))
-    config = str(live / SETTINGS_FILE)
+    update_settings(module_dir, "licence", {
+        "core_url": "", "public_key": public_key, "file": str(tree.licence_file(product, feature)),
+        "host_id_file": str(tree.host_id_file)})
+    own = _module_settings(tree, module_id)
+    config = str(module_dir / SETTINGS_FILE)
     registration = {
-        "sidebar": {"caption": description.get("name", {}), "href": web["prefix"],
+        "sidebar": {"caption": description.get("name", {}), "href": own["web.prefix"],
                     "icon": "list alternate outline"},
         "workers": {"daemon": ["-m", "cli", "daemon", "--config", config],
                     "web": ["-m", "cli", "web", "--config", config]},
     }
-    (folder / "registration.json").write_text(json.dumps(registration, indent=1) + "\n")
-    write_glue(folder, settings.load(path))
+    (module_dir / "registration.json").write_text(json.dumps(registration, indent=1) + "\n")
 
 
 def _module_settings(tree: PbxTree, module_id: str) -> settings.Settings:
     return settings.load(tree.module_dir(module_id) / SETTINGS_FILE)
 
 
-def _write_location(tree: PbxTree, module_id: str) -> None:
-    """What Core takes from the module's hooks when it is enabled: its nginx location
-    (createNginxLocations()) and its manager.conf section (generateManagerConf()), both as the
-    module prepared them in `db/glue.json`."""
-    module_dir = tree.module_dir(module_id)
-    if not (module_dir / GLUE_FILE).is_file():          # installed before the glue was written
-        write_glue(module_dir, _module_settings(tree, module_id))
-    glue = read_glue(module_dir)
-    for path, text in ((tree.location_file(module_id), glue["nginx_location"]),
-                       (tree.manager_file(module_id), glue["manager_conf"])):
-        write_private(path, text)
-
-
 def _remove_hooks(tree: PbxTree, module_id: str) -> None:
     """Disabled or removed: Core no longer adds the module's location and AMI section."""
     tree.location_file(module_id).unlink(missing_ok=True)
     tree.manager_file(module_id).unlink(missing_ok=True)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _toml(document: dict) -> str:
-    """A settings document of [sections] with text, number and true/false values as TOML."""
-    lines = []
-    for section, table in document.items():
-        lines.append(f"[{section}]")
-        for key, value in table.items():
-            shown = (str(value).lower() if isinstance(value, bool) else
-                     str(value) if isinstance(value, (int, float)) else json.dumps(str(value)))
-            lines.append(f"{key} = {shown}")
-        lines.append("")
-    return "\n".join(lines)

@@ -22,6 +22,7 @@ from mirror.pbxtime import PbxClock
 from pbxmodule.lifecycle import PbxTree
 from standin import amiemu, demo, mailcatcher, marketplace_server
 from standin.admin_panel import create_shell_app
+from standin.coreshim import PROFILES, CoreShimError, install_core
 from standin.shell import (StandinLogin, load_users, missing_nginx_modules, nginx_config,
                            pbx_nginx_config)
 from standin.supervisor import Supervisor, reload_nginx
@@ -72,6 +73,8 @@ def add_commands(sub) -> dict:
     demo_data.add_argument("--timezone", default="Europe/Moscow")
     demo_data.add_argument("--overwrite", action="store_true",
                            help="replace a demo PBX already in --out")
+    demo_data.add_argument("--core-profile", choices=PROFILES, default="2026.1",
+                           help="the MikoPBX Core the PBX's stubs declare (default 2026.1)")
     return {"admin-shell": cmd_admin_shell, "ami-emulator": amiemu.run,
             "marketplace": marketplace_server.run, "mail-catcher": mailcatcher.run,
             "demo-data": cmd_demo_data}
@@ -102,6 +105,10 @@ def cmd_demo_data(args) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     stats = demo.generate(args.out, args.calls, args.seed, end_day=args.end_day,
                           timezone=args.timezone, overwrite=args.overwrite)
+    try:
+        install_core(args.out, args.core_profile)
+    except CoreShimError as exc:
+        raise CliError(str(exc)) from None
     span = f"{stats.first_start:%Y-%m-%d} .. {stats.last_end:%Y-%m-%d}" if stats.legs else "-"
     print(f"demo PBX in {args.out}: {stats.calls:,} calls ({len(stats.calls_by_kind)} kinds), "
           f"{stats.legs:,} legs, {stats.recordings_written:,} recording files, {span}")

@@ -278,7 +278,7 @@ def test_on_a_pbx_the_command_line_has_no_stand_in(tmp_path):
     commands = set(re.search(r"\{([a-z,-]+)\}", production.stdout).group(1).split(","))
     assert commands == {"sync", "calls", "export", "status", "migrate", "daemon", "web",
                         "package", "install", "upgrade", "enable", "disable", "uninstall",
-                        "licence"}
+                        "licence", "prepare"}
     refused = subprocess.run([sys.executable, "-m", "cli", "web", "--standin"], cwd=ROOT,
                              capture_output=True, text=True, timeout=60)
     assert refused.returncode == 2 and "unrecognized arguments: --standin" in refused.stderr

@@ -51,7 +51,7 @@ def test_install_writes_the_glue_only_the_module_may_read(installed):
 
 @pytest.mark.parametrize("profile", ("2024.1", "2026.1"))
 def test_cores_hooks_return_what_python_prepared(installed, profile):
-    stubs = ROOT / "tests/php/stubs"
+    stubs = ROOT / "standin/core/stubs"
     done = subprocess.run([tool("php"), "-r", CONF_CALL, stubs / "common.php",
                            stubs / profile / "Core.php", installed, installed.parent],
                           capture_output=True, text=True, timeout=60)

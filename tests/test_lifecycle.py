@@ -177,8 +177,16 @@ def test_install_from_the_built_archive_puts_a_working_module_in_a_fresh_pbx(pbx
     assert not (installed / "standin").exists()
     with sqlite3.connect(module_db(pbx)) as conn:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == schema.LATEST
+    # Registered by the module's Setup as Core's installDB does: disabled, named by its
+    # Messages, with its sidebar item.
     row = registration(pbx)
-    assert (row["version"], row["disabled"], row["path"]) == ("0.1.0", "1", str(installed))
+    assert (row["version"], row["disabled"], row["name"]) == ("0.1.0", "1",
+                                                               "Extended call history")
+    with sqlite3.connect(pbx / "mikopbx.db") as conn:
+        item = json.loads(conn.execute("SELECT value FROM m_PbxSettings WHERE key = ?",
+                                       (f"AdditionalMenuItem{MODULE}",)).fetchone()[0])
+    assert item == {"uniqid": MODULE, "group": "modules", "iconClass": "puzzle",
+                    "caption": f"Breadcrumb{MODULE}", "showAtSidebar": True}
     settings = installed / "db" / "extcdr.toml"
     assert settings.stat().st_mode & 0o777 == 0o600          # holds the proxy token and secrets
     with sqlite3.connect(pbx / "mikopbx.db") as conn:         # not an admin-edited AMI user
@@ -471,32 +479,41 @@ def columns(conn: sqlite3.Connection, table: str) -> set[str]:
     return {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
 
 
-def test_a_failing_migration_leaves_the_old_version_installed_and_working(tmp_path, pbx, archive,
-                                                                         cli):
+def test_a_failing_migration_fails_the_upgrade_and_the_previous_version_comes_back_whole(
+        tmp_path, pbx, archive, cli):
+    """Core upgrades by uninstalling (keeping the data) and installing the new version, whose
+    Setup migrates the data: a migration that fails rolls back, the install fails saying why,
+    and the data waits unchanged in the backup; installing the previous version again brings
+    back the history, filters and the enabled module."""
     cli("install", "--pbx", pbx, "--archive", archive)
     licensed(pbx, cli)
     cli("enable", "--pbx", pbx)
     calls = sync_history(pbx, cli)
     save_filter(pbx, "Kept")
+    before = user_data(pbx)
     broken = build_variant(tmp_path, "0.2.0", _with_failing_migrations)
 
     code, _, err = cli("upgrade", "--pbx", pbx, "--archive", broken)
     assert code == 2
-    assert f"upgrade to 0.2.0 failed, {MODULE} 0.1.0 is still installed and unchanged" in err
-    assert "no such table: no_such_table" in err
-    with sqlite3.connect(module_db(pbx)) as conn:
+    assert "upgrade to 0.2.0 failed" in err and "no such table: no_such_table" in err
+    assert "install 0.1.0 again to go back" in err
+    assert registration(pbx) is None and not (pbx / "custom_modules" / MODULE).exists()
+    kept = pbx / "custom_modules" / "Backup" / MODULE / "db" / "module.db"
+    with sqlite3.connect(kept) as conn:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == schema.LATEST
         assert not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'call_note'").fetchone()
-    installed = pbx / "custom_modules" / MODULE
-    assert json.loads((installed / "module.json").read_text())["version"] == "0.1.0"
-    assert (registration(pbx)["version"], registration(pbx)["disabled"]) == ("0.1.0", "0")
     assert not any(p.name.startswith(f".{MODULE}") for p in (pbx / "custom_modules").iterdir())
-    # The old version still works: its own code lists the calls from its DB.
+
+    code, out, err = cli("install", "--pbx", pbx, "--archive", archive)
+    assert code == 0 and "kept at uninstall" in out, err
+    assert cli("enable", "--pbx", pbx)[0] == 0
+    assert count(pbx, "call") == calls and user_data(pbx) == before
+    installed = pbx / "custom_modules" / MODULE
     done = subprocess.run([sys.executable, "-m", "cli", "calls", "--db", module_db(pbx),
-                           "--format", "jsonl", "--from", "2000-01-01"], cwd=installed, capture_output=True, text=True,
-                          timeout=120)
+                           "--format", "jsonl", "--from", "2000-01-01"], cwd=installed,
+                          capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    assert len(done.stdout.splitlines()) == calls and user_data(pbx)["filters"]
+    assert len(done.stdout.splitlines()) == calls
 
 
 # --- without a licence: pages and daemon ----------------------------------------------------------

@@ -83,7 +83,7 @@ def test_the_archives_python_imports_nothing_of_the_stand_in(cli, tmp_path):
             found += [f"{name}: {m}" for m in modules if m.split(".")[0] == "standin"]
     assert found == []
     # The launcher runs the production command line when the stand-in is not beside it.
-    assert 'exec "$VENV/bin/python" -m cli "$@"' in launcher
+    assert 'exec "$VENV/bin/python" -P -m cli "$@"' in launcher
 
 
 def test_a_missing_folder_is_a_clear_error(cli, tmp_path):

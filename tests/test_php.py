@@ -1,6 +1,6 @@
 """The PHP glue Core loads (Setup/, Lib/, App/, Messages/): every file lints with `php -l`,
 parses as PHP 7.4 (2024.1 runs 7.4, 2026.1 runs 8.4), and its phpunit suite passes against
-stubs of Core's signatures from each platform (tests/php/stubs/<profile>/Core.php)."""
+stubs of Core's signatures from each platform (standin/core/stubs/<profile>/Core.php)."""
 import os
 import shutil
 import subprocess
@@ -83,7 +83,7 @@ def test_a_one_parameter_acl_hook_would_not_load_on_2026(tmp_path):
         "class OldConf extends MikoPBX\\Modules\\Config\\ConfigClass {\n"
         "    public function applyACLFiltersToCDRQuery(array &$parameters): void {}\n}\n"
         "echo 'loaded';\n")
-    stubs = ROOT / "tests/php/stubs"
+    stubs = ROOT / "standin/core/stubs"
     for profile, loads in (("2024.1", True), ("2026.1", False)):
         done = subprocess.run([tool("php"), old, stubs / "common.php", stubs / profile / "Core.php"],
                               capture_output=True, text=True, timeout=60)

@@ -26,12 +26,13 @@ class GlueTest extends TestCase
         $this->module = $this->modules . '/ModuleExtendedCDR';
         mkdir($this->module . '/db', 0755, true);
         file_put_contents($this->module . '/module.json',
-            json_encode(['moduleUniqueID' => 'ModuleExtendedCDR', 'lic_feature_id' => 7]));
+            json_encode(['moduleUniqueID' => 'ModuleExtendedCDR', 'version' => '0.1.0',
+                'developer' => 'x', 'support_email' => 'x@example.com', 'lic_feature_id' => 7]));
         StubCore::$modulesDir = $this->modules;
-        StubCore::$calls = [];
         $this->licence = new StubLicence();
         StubCore::$di = new StubDi();
         StubCore::$di->set('license', $this->licence);
+        StubCore::$di->set('config', new StubConfig(['core.modulesDir' => $this->modules]));
     }
 
     protected function tearDown(): void
@@ -84,10 +85,13 @@ class GlueTest extends TestCase
     {
         $worker = $this->orphan();
         file_put_contents($this->module . '/db/worker.pid', (string)$worker);
+        file_put_contents($this->module . '/db/module.db', 'data');
         $setup = new PbxExtensionSetup('ModuleExtendedCDR');
         $this->assertTrue($setup->unInstallFiles(true));
         $this->assertFalse($this->alive($worker), 'the worker got SIGTERM and is gone');
-        $this->assertSame([['unInstallFiles', true]], StubCore::$calls, 'then Core removes files');
+        $this->assertDirectoryDoesNotExist($this->module, 'then Core removed the files');
+        $this->assertSame('data', file_get_contents(
+            $this->modules . '/Backup/ModuleExtendedCDR/db/module.db'), 'the data kept');
     }
 
     public function testDisablingStopsTheWorkerToo(): void

@@ -8,8 +8,6 @@ class StubCore
     public static $modulesDir = '/tmp';
     /** @var object */
     public static $di;
-    /** @var array */
-    public static $calls = [];
     /** @var object[] the enabled modules' Conf objects (PBXConfModulesProvider's hooks) */
     public static $modules = [];
 }
@@ -164,5 +162,22 @@ class StubJwt
     public function extractUserIdFromRefreshToken(string $refreshToken): ?string
     {
         return $this->refreshTokens[$refreshToken]['userName'] ?? null;
+    }
+}
+
+// Core's `config` service (Phalcon\Config over mikopbx-settings.json): `path('a.b')`.
+class StubConfig
+{
+    /** @var array dotted path => value */
+    public $values = [];
+
+    public function __construct(array $values)
+    {
+        $this->values = $values;
+    }
+
+    public function path(string $path, $default = null)
+    {
+        return $this->values[$path] ?? $default;
     }
 }
