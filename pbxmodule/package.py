@@ -26,26 +26,44 @@ class PackageError(ValueError):
     """The tree cannot be packaged; the message says why."""
 
 
-RELEASE_SECTION = "extcdr:release"      # setup.cfg: the licence ids of this release
+RELEASE_SECTION = "extcdr:release"      # setup.cfg: what this vendor's release says
 
 
 def manifest(root: Path = ROOT) -> dict:
-    """The module's `module.json` as released: with the licence ids of the release settings."""
+    """The module's `module.json` as released: with the licence ids and documentation links of
+    the release settings."""
     description = json.loads((root / "module.json").read_text(encoding="utf-8"))
-    return {**description, **release_ids(root)}
+    return {**description, **release_ids(root), "wiki_links": release_wiki_links(root)}
 
 
 def release_ids(root: Path = ROOT) -> dict[str, int]:
     """`lic_product_id` and `lic_feature_id` from setup.cfg's [extcdr:release] (placeholders
     until the vendor is registered with the marketplace)."""
-    setup = configparser.ConfigParser()
-    setup.read(root / "setup.cfg", encoding="utf-8")
+    section = _release_section(root)
     try:
-        section = setup[RELEASE_SECTION]
         return {key: int(section[key]) for key in ("lic_product_id", "lic_feature_id")}
     except (KeyError, ValueError) as exc:
         raise PackageError(f"{root / 'setup.cfg'}: [{RELEASE_SECTION}] needs whole-number "
                            f"lic_product_id and lic_feature_id ({exc})") from None
+
+
+def release_wiki_links(root: Path = ROOT) -> dict[str, str]:
+    """The module's documentation by language (module.json `wiki_links`: the PBX links the
+    module's card to them) from [extcdr:release] `wiki_link_<language>`."""
+    links = {key.removeprefix("wiki_link_"): value
+             for key, value in _release_section(root).items() if key.startswith("wiki_link_")}
+    if not links or not all(value.startswith("https://") for value in links.values()):
+        raise PackageError(f"{root / 'setup.cfg'}: [{RELEASE_SECTION}] needs wiki_link_en, "
+                           f"wiki_link_ru, … as https:// links")
+    return links
+
+
+def _release_section(root: Path):
+    setup = configparser.ConfigParser()
+    setup.read(root / "setup.cfg", encoding="utf-8")
+    if not setup.has_section(RELEASE_SECTION):
+        raise PackageError(f"{root / 'setup.cfg'}: no [{RELEASE_SECTION}] section")
+    return setup[RELEASE_SECTION]
 
 
 def module_files(root: Path = ROOT) -> list[Path]:

@@ -5,6 +5,8 @@ import sqlite3
 import subprocess
 import sys
 import time
+from contextlib import closing
+from pathlib import Path
 
 import pytest
 
@@ -132,6 +134,29 @@ def test_a_new_call_shows_up_within_a_second_without_polling(pbx):
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(5)
+
+
+def test_a_pbx_history_without_wal_wakes_the_daemon_too(pbx):
+    """MikoPBX 2024.1 may keep cdr.db in rollback-journal mode: no `-wal` file ever changes,
+    and a commit rewrites cdr.db itself, which wakes the daemon just as fast."""
+    with closing(sqlite3.connect(pbx["cdr"])) as conn:
+        assert conn.execute("PRAGMA journal_mode=DELETE").fetchone()[0] == "delete"
+    proc = start_daemon(pbx, "--set", "sync.poll_interval=600")
+    try:
+        assert wait_for(lambda: call_count(pbx["db"]) == 0, 10)
+        time.sleep(0.5)
+        with closing(sqlite3.connect(pbx["cdr"])) as conn, conn:
+            conn.executemany(f"INSERT INTO cdr_general ({', '.join(pbx['cols'])}) "
+                             f"VALUES ({', '.join('?' * len(pbx['cols']))})", pbx["rows"][:50])
+        started = time.monotonic()
+        assert wait_for(lambda: call_count(pbx["db"]), 5)
+        assert time.monotonic() - started < 1.0
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(5)
+    assert not Path(f"{pbx['cdr']}-wal").exists()
+    with closing(sqlite3.connect(pbx["cdr"])) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
 
 
 def test_sigterm_exits_within_five_seconds_and_a_second_daemon_is_refused(pbx):

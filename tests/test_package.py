@@ -28,6 +28,9 @@ def test_module_json_has_what_mikopbx_reads():
     assert isinstance(d["release_settings"]["publish_release"], bool)
     assert set(d["wiki_links"]) >= {"ru", "en"}
     assert all(url.startswith("https://") for url in d["wiki_links"].values())
+    # ... ours, from setup.cfg: never the pages of MIKO's module.
+    assert "wiki_links" not in json.loads((ROOT / "module.json").read_text())
+    assert not any("module-extended-cdr" in url for url in d["wiki_links"].values())
     setup = configparser.ConfigParser()
     setup.read(ROOT / "setup.cfg")
     assert d["version"] == setup["metadata"]["version"]
