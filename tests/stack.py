@@ -109,12 +109,14 @@ def _wait_listening(port: int, proc: subprocess.Popen, log: Path, timeout: float
 @contextmanager
 def admin_shell(mirror_path: Path, recordings_root: Path, run_dir: Path,
                 users: Path | list[dict] | None = None, *, proxy_token: str = TOKEN,
-                app_threads: int = 4, apart: bool = False) -> Iterator[dict]:
+                app_threads: int = 4, apart: bool = False,
+                cabinet: str | None = None) -> Iterator[dict]:
     """nginx + stand-in shell + module app over `mirror_path` (module.db) and the PBX's
     `recordings_root`; files under `run_dir`. `users`: a users JSON file, a list of user
     entries, or None for the demo users. Yields {"base": nginx URL, "app": the app's own URL
     (bypassing nginx), "shell": the stand-in's own URL, "prefix", "run_dir"}. `apart`: the
-    shell and the app each in a process of its own (see Apart)."""
+    shell and the app each in a process of its own (see Apart). `cabinet`: the address of
+    another admin cabinet to log in to and ask the access check of, instead of the shell."""
     nginx = nginx_binary()
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -129,6 +131,7 @@ def admin_shell(mirror_path: Path, recordings_root: Path, run_dir: Path,
         else:
             shell_addr, shell_server = serve(create_shell_app(accounts, PREFIX))
         cleanup.callback(shell_server.close)
+        shell_addr = cabinet or shell_addr
         port = free_port()
         listen = f"{LOOPBACK}:{port}"
         config = run_dir / "extcdr.toml"

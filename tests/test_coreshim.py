@@ -16,8 +16,8 @@ import pytest
 from pbxmodule.glue import GLUE_FILE
 from standin.coreshim import PROFILES, install_core
 from tests.conftest import wait_for
-from tests.test_lifecycle import (MODULE, build_variant, count, licensed, make_pbx,  # noqa: F401
-                                  market, module_db, registration, save_filter, sync_history,
+from tests.test_lifecycle import (MODULE, build_variant, count, in_use, licensed,  # noqa: F401
+                                  make_pbx, market, module_db, registration, sync_history,
                                   user_data)
 from tests.test_php import tool
 
@@ -104,12 +104,7 @@ def test_install_enable_disable_through_cores_steps(pbx, archive, cli):
 def test_an_upgrade_through_core_keeps_everything_and_runs_the_new_code(pbx, archive, cli,
                                                                        tmp_path):
     assert cli("install", "--pbx", pbx, "--archive", archive)[0] == 0
-    licensed(pbx, cli)
-    assert cli("enable", "--pbx", pbx)[0] == 0
-    calls = sync_history(pbx, cli)
-    save_filter(pbx, "Long calls", {"min_talk": "300"})
-    before = user_data(pbx)
-    settings_before = (module_db(pbx).parent / "extcdr.toml").read_text()
+    calls, before, settings_before = in_use(pbx, cli)
     newer = build_variant(tmp_path, "0.2.0", code_edits={"Messages/en.php": [
         ("'Extended call history',\n", "'Extended call history 2',\n")]})
 

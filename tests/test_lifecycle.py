@@ -159,6 +159,16 @@ def add_report(pbx: Path) -> int:
         db.close()
 
 
+def in_use(pbx: Path, cli) -> tuple[int, dict, str]:
+    """The installed module licensed, enabled, its history mirrored and a filter saved, as a
+    PBX has it before an upgrade: (calls, user data, the settings file's text)."""
+    licensed(pbx, cli)
+    assert cli("enable", "--pbx", pbx)[0] == 0
+    calls = sync_history(pbx, cli)
+    save_filter(pbx, "Long calls", {"min_talk": "300"})
+    return calls, user_data(pbx), (module_db(pbx).parent / "extcdr.toml").read_text()
+
+
 def licensed(pbx: Path, cli, key: str = COUPON) -> None:
     code, out, err = cli("licence", "activate", key, "--pbx", pbx)
     assert code == 0, err
@@ -446,12 +456,7 @@ def test_upgrade_from_the_previous_schema_version_keeps_everything(tmp_path, pbx
         assert conn.execute("PRAGMA user_version").fetchone()[0] == schema.LATEST - 1
         # The last step (9) marks who placed a leg of each call; none from before.
         assert "placed" not in columns(conn, "call_employee")
-    licensed(pbx, cli)
-    assert cli("enable", "--pbx", pbx)[0] == 0
-    calls = sync_history(pbx, cli)
-    save_filter(pbx, "Long calls", {"min_talk": "300"})
-    before = user_data(pbx)
-    settings_before = (module_db(pbx).parent / "extcdr.toml").read_text()
+    calls, before, settings_before = in_use(pbx, cli)
 
     code, out, err = cli("upgrade", "--pbx", pbx, "--archive", archive)
     assert code == 0, err

@@ -2,12 +2,15 @@
 every request of the module's location; user, role, extensions and scope reach the app only
 in headers nginx sets."""
 import json
+import os
 import re
+import subprocess
 import urllib.parse
 import urllib.request
 
 import pytest
 
+from tests.conftest import ROOT, wait_for
 from tests.stack import PREFIX, admin_shell
 from tests.webclient import Browser
 
@@ -77,6 +80,78 @@ def test_an_access_groups_scope_reaches_the_app_through_the_lua_check(demo_mirro
     assert seen["vera"] and seen["boris"]
     assert set(seen["vera"]) == {k for k, c in seen["admin"].items() if "201" not in c["employees"]}
     assert set(seen["boris"]) < {k for k, c in seen["admin"].items() if "201" in c["employees"]}
+
+
+GROUPS = {"3": {"cdrFilterMode": "selected", "fullAccess": "0", "extensions": ["201", "202"]},
+          "4": {"cdrFilterMode": "outgoing-selected", "fullAccess": "0", "extensions": ["201"]},
+          "5": {"cdrFilterMode": "not-selected", "fullAccess": "0", "extensions": ["201"]},
+          "6": {"cdrFilterMode": "all", "fullAccess": "0", "extensions": ["201"]}}
+
+
+@pytest.mark.parametrize("profile", ["2024.1", "2026.1"])
+def test_modules_users_ui_access_groups_end_to_end_through_the_modules_own_check(
+        demo_mirror, demo_pbx, tmp_path, profile):
+    """nginx's lua block asks the module's own PHP controller (behind an admin cabinet that
+    logs in as Core does: session on 2024.1, refresh token on 2025+), which asks a
+    ModuleUsersUI-shaped module enabled beside it: each access group sees what its CDR filter
+    mode says, not a call more."""
+    from tests.stack import free_port
+    from tests.test_php import tool
+    (tmp_path / "groups.json").write_text(json.dumps(GROUPS))
+    port = free_port()
+    cabinet = subprocess.Popen(
+        [tool("php"), "-d", f"session.save_path={tmp_path}", "-S", f"127.0.0.1:{port}",
+         ROOT / "tests/php/cabinet.php"],
+        env={**os.environ, "EXTCDR_CORE_PROFILE": profile, "PHP_CLI_SERVER_WORKERS": "4",
+             "EXTCDR_GROUPS": str(tmp_path / "groups.json"),
+             "EXTCDR_TOKENS": str(tmp_path / "tokens.json")},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert wait_for(lambda: _listening(port), 10)
+        with admin_shell(demo_mirror, demo_pbx / "monitor", tmp_path / "nginx",
+                         cabinet=f"127.0.0.1:{port}") as stack:
+            assert api(Browser(stack["base"]))[0] == 401              # nobody logged in
+            seen = {}
+            for user, role in (("admin", "admins"), ("anna", "UsersUIRoleID3"),
+                               ("boris", "UsersUIRoleID4"), ("vera", "UsersUIRoleID5"),
+                               ("dina", "UsersUIRoleID6"), ("gleb", "UsersUIRoleID9")):
+                browser = Browser(stack["base"])
+                status, _, _ = browser.request(
+                    "/login?" + urllib.parse.urlencode({"user": user, "role": role}))
+                assert status == 302
+                seen[user] = every_call(browser)
+    finally:
+        cabinet.terminate()
+        cabinet.wait(10)
+    everyone = seen["admin"]
+    of_201 = {k for k, c in everyone.items() if "201" in c["employees"]}
+    assert set(seen["anna"]) == {k for k, c in everyone.items()
+                                 if {"201", "202"} & set(c["employees"])}
+    assert seen["boris"] and set(seen["boris"]) < of_201
+    assert set(seen["vera"]) == set(everyone) - of_201
+    assert set(seen["dina"]) == set(everyone)         # a group without a CDR filter
+    assert set(seen["gleb"]) == set(everyone)         # no such group: ModuleUsersUI filters nothing
+
+
+def every_call(browser) -> dict[str, dict]:
+    calls, cursor = {}, ""
+    while cursor is not None:
+        status, _, body = browser.request(f"{PREFIX}api/v1/calls?" + urllib.parse.urlencode(
+            {**PERIOD, **({"cursor": cursor} if cursor else {})}))
+        assert status == 200, body
+        page = json.loads(body)
+        calls.update((c["linkedid"], c) for c in page["calls"])
+        cursor = page["next_cursor"]
+    return calls
+
+
+def _listening(port: int) -> bool:
+    import socket
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+        return True
+    except OSError:
+        return False
 
 
 def test_client_sent_identity_headers_are_overwritten_by_nginx(shell):
