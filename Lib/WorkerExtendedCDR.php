@@ -25,15 +25,34 @@ class WorkerExtendedCDR extends WorkerBase
         pcntl_async_signals(true);
         pcntl_signal(SIGTERM, [$this, 'requestStop']);
         pcntl_signal(SIGINT, [$this, 'requestStop']);
-        $keeper = new ProcessKeeper($python->commands(), null, function (string $message): void {
-            syslog(LOG_WARNING, 'ModuleExtendedCDR: ' . $message);
-        });
+        $keeper = new ProcessKeeper($python->commands(), $this->logFile(),
+            function (string $message): void {
+                syslog(LOG_WARNING, 'ModuleExtendedCDR: ' . $message);
+            });
         while (!$this->stopping) {
             $keeper->tick(microtime(true));
             usleep(200000);
         }
         $keeper->stop(5.0);
         @unlink($python->workerPidFile());
+    }
+
+    /**
+     * Where the processes' output goes: the module's folder of the PBX's logs (Core's
+     * `core.logsDir`), or nowhere when Core does not say.
+     */
+    private function logFile(): ?string
+    {
+        $di = $this->getDI();
+        $logs = $di !== null && $di->has('config') ? $di->getShared('config')->path('core.logsDir') : null;
+        if (!is_string($logs) || $logs === '') {
+            return null;
+        }
+        $folder = $logs . '/ModuleExtendedCDR';
+        if (!is_dir($folder) && !@mkdir($folder, 0755, true)) {
+            return null;
+        }
+        return $folder . '/processes.log';
     }
 
     /** Signal handler: leave the loop, stop the processes, exit. */

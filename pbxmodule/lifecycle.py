@@ -136,20 +136,15 @@ class PbxTree:
 
     def core(self, action: str, module_id: str, *extra: str) -> dict:
         """One of Core's steps that run the module's own PHP (`install`, `enable`, `disable`,
-        `uninstall`), as this PBX runs them: the command in `core.json` (the stand-in PBX's is
+        `uninstall`), as this PBX runs them: `core.json` names them (the stand-in PBX's
         `standin/core/shim.php`, under stubs of Core's classes). Its answer, or LifecycleError
         with what Core said."""
-        try:
-            command = [str(part) for part in
-                       json.loads((self.root / "core.json").read_text())["command"]]
-        except (OSError, ValueError, KeyError, TypeError):
-            raise LifecycleError(f"this PBX has no Core to run a module's PHP with "
-                                 f"({self.root}/core.json)") from None
+        core = self._core()
         done = subprocess.run(
-            [*command, str(self.root), action, checked_id(module_id), *extra],
+            [*core["php"], core["shim"], core["profile"], str(self.root), action,
+             checked_id(module_id), *extra],
             capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL,
-            # the module's own commands run with this Python environment
-            env={**os.environ, "EXTCDR_VENV": sys.prefix})
+            env=self.core_env())
         try:
             answer = json.loads(done.stdout.strip().splitlines()[-1])
         except (IndexError, ValueError):
@@ -158,6 +153,27 @@ class PbxTree:
             said = "; ".join(str(m) for m in answer.get("messages") or []) or "no message"
             raise LifecycleError(f"Core's {action} of {module_id} failed: {said}")
         return answer
+
+    def worker_command(self, module_id: str, worker_file: str) -> list[str]:
+        """How Core starts one of the module's PHP workers (`php -f <file> start`)."""
+        core = self._core()
+        return [*core["php"], "-d", f"auto_prepend_file={core['prepend']}", "-f",
+                str(self.module_dir(module_id) / worker_file), "start"]
+
+    def core_env(self) -> dict[str, str]:
+        """The environment of Core's steps and workers: its classes of this PBX's profile, and
+        the Python environment the module's own commands run with."""
+        return {**os.environ, "EXTCDR_CORE_PROFILE": self._core()["profile"],
+                "EXTCDR_PBX_ROOT": str(self.root), "EXTCDR_VENV": sys.prefix}
+
+    def _core(self) -> dict:
+        try:
+            core = json.loads((self.root / "core.json").read_text())
+            return {"php": [str(p) for p in core["php"]], "shim": str(core["shim"]),
+                    "prepend": str(core["prepend"]), "profile": str(core["profile"])}
+        except (OSError, ValueError, KeyError, TypeError):
+            raise LifecycleError(f"this PBX has no Core to run a module's PHP with "
+                                 f"({self.root}/core.json)") from None
 
     def registered(self, module_id: str) -> dict | None:
         with self.config() as conn:
@@ -431,7 +447,24 @@ def _enable(tree: PbxTree, module_id: str) -> None:
     for path, text in ((tree.location_file(module_id), hooks["nginx_location"]),
                        (tree.manager_file(module_id), hooks["manager_conf"])):
         write_private(path, text)
+    _register_workers(tree, module_id, hooks["workers"])
     tree.set_state(module_id, disabled=False)
+
+
+def _register_workers(tree: PbxTree, module_id: str, workers: list[dict]) -> None:
+    """The PHP workers the Conf names (getModuleWorkers()), by class, with the file Core's
+    autoloader finds each in: what the PBX keeps running while the module is enabled."""
+    prefix = f"Modules\\{module_id}\\"
+    files = {}
+    for worker in workers:
+        name = str(worker.get("worker", ""))
+        if not name.startswith(prefix) or not re.fullmatch(r"[A-Za-z0-9_\\]+", name):
+            raise LifecycleError(f"{module_id} names a worker Core cannot start: {name[:80]!r}")
+        files[name.rsplit("\\", 1)[-1]] = name.removeprefix(prefix).replace("\\", "/") + ".php"
+    path = tree.module_dir(module_id) / "registration.json"
+    registration = json.loads(path.read_text())
+    registration["workers"] = files
+    path.write_text(json.dumps(registration, indent=1) + "\n")
 
 
 def disable(tree: PbxTree, module_id: str) -> str:
@@ -610,7 +643,7 @@ def _copy_data(source: Path, target: Path) -> None:
 def _standin_settings(tree: PbxTree, module_id: str) -> None:
     """What the stand-in PBX adds to the settings Core's install prepared: its own licence
     (the signed licence of its marketplace, in place of Core's licence service) and what it
-    runs for the module (`registration.json`: workers, sidebar)."""
+    shows for the module (`registration.json`: its sidebar entry)."""
     module_dir = tree.module_dir(module_id)
     description = _description(tree, module_id)
     _, public_key = tree.marketplace()
@@ -620,12 +653,10 @@ def _standin_settings(tree: PbxTree, module_id: str) -> None:
         "core_url": "", "public_key": public_key, "file": str(tree.licence_file(product, feature)),
         "host_id_file": str(tree.host_id_file)})
     own = _module_settings(tree, module_id)
-    config = str(module_dir / SETTINGS_FILE)
     registration = {
         "sidebar": {"caption": description.get("name", {}), "href": own["web.prefix"],
                     "icon": "list alternate outline"},
-        "workers": {"daemon": ["-m", "cli", "daemon", "--config", config],
-                    "web": ["-m", "cli", "web", "--config", config]},
+        "workers": {},                       # the Conf names them when the module is enabled
     }
     (module_dir / "registration.json").write_text(json.dumps(registration, indent=1) + "\n")
 

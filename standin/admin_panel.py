@@ -6,6 +6,7 @@ module's workers and nginx location."""
 from __future__ import annotations
 
 import json
+import re
 import tempfile
 import time
 from pathlib import Path
@@ -31,7 +32,8 @@ def admins_only():
     g.user = session_user()
     if g.user is None:
         return redirect(url_for("standin.login_form"))
-    if request.endpoint != "shell_admin.home" and g.user.role != "admin":
+    if request.endpoint not in ("shell_admin.home", "shell_admin.module_page") \
+            and g.user.role != "admin":
         abort(403)
     return None
 
@@ -127,7 +129,8 @@ def activate():
 
 
 def sidebar_entries() -> list[dict]:
-    """The sidebar items enabled modules registered."""
+    """The sidebar items enabled modules registered; each leads, as in MikoPBX, to the
+    module controller's index (`/admin-cabinet/<uncamelized id>/index`)."""
     tree, entries = _tree(), []
     language = (g.user.language if g.get("user") else "")[:2] or "en"
     for row in tree.installed():
@@ -135,8 +138,30 @@ def sidebar_entries() -> list[dict]:
         if row["disabled"] == "0" and (folder / "registration.json").is_file():
             item = json.loads((folder / "registration.json").read_text())["sidebar"]
             caption = item["caption"].get(language) or item["caption"].get("en") or row["name"]
-            entries.append({"caption": caption, "href": item["href"], "icon": item["icon"]})
+            entries.append({"caption": caption, "icon": item["icon"],
+                            "href": f"/admin-cabinet/{uncamelized(row['uniqid'])}/index"})
     return entries
+
+
+def uncamelized(module_id: str) -> str:
+    """Phalcon's controller path of a module: ModuleExtendedCDR -> module-extended-c-d-r."""
+    return re.sub(r"(?<!^)([A-Z])", r"-\1", module_id).lower()
+
+
+@shell_admin.get("/admin-cabinet/<path>/index")
+def module_page(path: str):
+    """A module's sidebar page: its controller's indexAction, run by the PBX's Core."""
+    tree = _tree()
+    for row in tree.installed():
+        if uncamelized(row["uniqid"]) == path and row["disabled"] == "0":
+            try:
+                answer = tree.core("index", row["uniqid"])
+            except lifecycle.LifecycleError as exc:
+                return render_template("message.html", title="The module's page failed",
+                                       message=str(exc)), 500
+            if answer.get("redirect"):
+                return redirect(answer["redirect"])
+    abort(404)
 
 
 def _licence_state(tree: lifecycle.PbxTree, module_id: str) -> dict:

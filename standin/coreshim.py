@@ -1,8 +1,8 @@
 """The stand-in PBX's Core: the steps of MikoPBX Core that run a module's own PHP (its Setup's
 install and uninstall, its Conf's enable and disable hooks, its controller's sidebar page) are
 done by `php` on `core/shim.php`, under stubs of Core's classes as one platform declares them
-(2024.1 or 2026.1). A PBX folder names its Core in `core.json` (`pbxmodule.lifecycle.PbxTree`
-runs it)."""
+(2024.1 or 2026.1), and a module's PHP workers run with those classes as Core starts them. A
+PBX folder names its Core in `core.json` (`pbxmodule.lifecycle.PbxTree` runs it)."""
 from __future__ import annotations
 
 import json
@@ -11,6 +11,7 @@ from pathlib import Path
 
 PROFILES = ("2024.1", "2026.1")
 SHIM = Path(__file__).resolve().parent / "core" / "shim.php"
+PREPEND = SHIM.with_name("prepend.php")       # Core's classes for a module's worker
 
 
 class CoreShimError(ValueError):
@@ -27,5 +28,5 @@ def install_core(pbx_root: Path, profile: str = "2026.1") -> None:
                             "(apt-get install php8.2-cli php8.2-sqlite3)")
     (Path(pbx_root) / "core.json").write_text(json.dumps({
         "profile": profile,
-        "command": [php, "-d", "display_errors=stderr", "-d", "error_reporting=E_ALL",
-                    str(SHIM), profile]}, indent=1) + "\n")
+        "php": [php, "-d", "display_errors=stderr", "-d", "error_reporting=E_ALL"],
+        "shim": str(SHIM), "prepend": str(PREPEND)}, indent=1) + "\n")

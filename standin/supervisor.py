@@ -1,15 +1,15 @@
-"""What the PBX does for enabled modules, as the admin-shell stand-in does it: keep their
-workers running (restarting any that exit), stop the workers of disabled modules, and reload
-nginx when a module's location appears or goes. MikoPBX does the same with its worker
-watchdog and its generated nginx includes."""
+"""What the PBX does for enabled modules, as the admin-shell stand-in does it: keep their PHP
+workers running as Core starts them (`php -f <worker> start`, restarting any that exit), stop
+the workers of disabled modules, and reload nginx when a module's location appears or goes.
+MikoPBX does the same with its worker watchdog (WorkerSafeScriptsCore) and its generated nginx
+includes; a module whose worker keeps dying is disabled (DisabledByCrashLoop) — Core 2026.1 at
+100 crashes in 30 minutes, the stand-in at 5 in 2 minutes."""
 from __future__ import annotations
 
 import json
 import logging
-import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -52,10 +52,7 @@ class Supervisor:
         """Bring workers and nginx in line with the modules' state now."""
         with self.lock:
             # nginx first: a module going away leaves no location pointing at stopped workers.
-            locations = self._locations()
-            if locations != self.locations:
-                self.locations = locations
-                self.reload_nginx()
+            self._reload_nginx_if_changed()
             wanted = self._wanted()
             for key in [k for k, w in self.workers.items()
                         if k not in wanted or wanted[k][1] != w.version]:
@@ -70,6 +67,13 @@ class Supervisor:
                 exits = self.exits.get(key, [])
                 if not exits or now - exits[-1] >= _RESTART_DELAY_S:
                     self._start(key, argv, version, cwd)
+            self._reload_nginx_if_changed()          # a module disabled for its crashes
+
+    def _reload_nginx_if_changed(self) -> None:
+        locations = self._locations()
+        if locations != self.locations:
+            self.locations = locations
+            self.reload_nginx()
 
     def _exited(self, key: tuple[str, str], worker: _Worker, now: float) -> bool:
         """Note a worker's exit; True when its module was disabled for exiting too often."""
@@ -105,8 +109,9 @@ class Supervisor:
             if row["disabled"] != "0" or not (folder / "registration.json").is_file():
                 continue
             registration = json.loads((folder / "registration.json").read_text())
-            for name, argv in registration.get("workers", {}).items():
-                wanted[(row["uniqid"], name)] = (argv, row["version"], folder)
+            for name, file in registration.get("workers", {}).items():
+                wanted[(row["uniqid"], name)] = (
+                    self.tree.worker_command(row["uniqid"], file), row["version"], folder)
         return wanted
 
     def _start(self, key: tuple[str, str], argv: list[str], version: str, cwd: Path) -> None:
@@ -115,9 +120,8 @@ class Supervisor:
         logs.mkdir(exist_ok=True)
         self.tree.run_dir.mkdir(exist_ok=True)
         with open(logs / f"{module_id}.{name}.log", "ab") as out:
-            process = subprocess.Popen([sys.executable, *argv], cwd=cwd, stdout=out,
-                                       stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                       env={**os.environ, "PYTHONPATH": str(cwd)})
+            process = subprocess.Popen(argv, cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
+                                       stdin=subprocess.DEVNULL, env=self.tree.core_env())
         worker_pid_file(self.tree, module_id, name).write_text(str(process.pid))
         self.workers[key] = _Worker(process, version)
         log.info("started %s %s worker (pid %d)", module_id, name, process.pid)

@@ -19,9 +19,6 @@ from tests.conftest import wait_for
 from tests.test_lifecycle import (MODULE, build_variant, count, in_use, licensed,  # noqa: F401
                                   make_pbx, market, module_db, registration, sync_history,
                                   user_data)
-from tests.test_php import tool
-
-PREPEND = Path(__file__).resolve().parent.parent / "standin" / "core" / "prepend.php"
 
 
 @pytest.fixture(params=PROFILES)
@@ -32,19 +29,14 @@ def pbx(request, tmp_path, market, cli):  # noqa: F811
     return tree
 
 
-def profile_of(pbx: Path) -> str:
-    return json.loads((pbx / "core.json").read_text())["profile"]
-
-
-def start_worker(pbx: Path, profile: str) -> subprocess.Popen:
+def start_worker(pbx: Path) -> subprocess.Popen:
     """The module's PHP worker as Core starts it (`php -f <worker> start`), with Core's
     classes from the stand-in's stubs."""
-    worker = pbx / "custom_modules" / MODULE / "Lib" / "WorkerExtendedCDR.php"
-    return subprocess.Popen(
-        [tool("php"), "-d", f"auto_prepend_file={PREPEND}", "-f", worker, "start"],
-        env={**os.environ, "EXTCDR_CORE_PROFILE": profile,
-             "EXTCDR_VENV": os.environ.get("VIRTUAL_ENV") or str(Path(os.sys.prefix))},
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    from pbxmodule.lifecycle import PbxTree
+    tree = PbxTree.open(pbx)
+    return subprocess.Popen(tree.worker_command(MODULE, "Lib/WorkerExtendedCDR.php"),
+                            env=tree.core_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
 
 
 def children(pid: int) -> list[int]:
@@ -83,8 +75,10 @@ def test_install_enable_disable_through_cores_steps(pbx, archive, cli):
     assert location.read_text() == glue["nginx_location"]          # what the Conf returned
     assert (pbx / "asterisk" / "manager_modules" / f"{MODULE}.conf").read_text() == \
         glue["manager_conf"]
+    registered = json.loads((installed / "registration.json").read_text())
+    assert registered["workers"] == {"WorkerExtendedCDR": "Lib/WorkerExtendedCDR.php"}
 
-    worker = start_worker(pbx, profile_of(pbx))
+    worker = start_worker(pbx)
     try:
         assert wait_for(lambda: len(children(worker.pid)) == 2, 30), "daemon and web started"
         processes = children(worker.pid)
@@ -96,6 +90,8 @@ def test_install_enable_disable_through_cores_steps(pbx, archive, cli):
         assert not any(alive(pid) for pid in processes)
         assert not (installed / "db" / "worker.pid").exists()
         assert not location.exists()
+        # The processes' output went where Core keeps logs (core.logsDir/<id>/).
+        assert (pbx / "logs" / MODULE / "processes.log").is_file()
     finally:
         if worker.poll() is None:
             os.killpg(worker.pid, signal.SIGKILL)
@@ -148,9 +144,9 @@ def test_uninstall_kills_what_holds_bin_then_keeps_the_data_for_the_next_install
 
 def test_the_sidebar_entry_leads_to_the_pages_through_the_controller(pbx, archive, cli):
     assert cli("install", "--pbx", pbx, "--archive", archive)[0] == 0
-    done = subprocess.run(json.loads((pbx / "core.json").read_text())["command"]
-                          + [str(pbx), "index", MODULE], capture_output=True, text=True,
-                          timeout=60)
+    core = json.loads((pbx / "core.json").read_text())
+    done = subprocess.run([*core["php"], core["shim"], core["profile"], str(pbx), "index",
+                           MODULE], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["redirect"] == "/admin-cabinet/module-extended-c-d-r/calls/"
 

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 from datetime import date, timedelta
+from pathlib import Path
 
 import pytest
 from playwright.sync_api import sync_playwright
@@ -182,7 +183,7 @@ def test_upgrade_and_uninstall_from_the_admin_panel_keep_the_data(pbx_shell, tmp
     assert wait_for(lambda: count(pbx, "call") > 0, 20)      # the module's daemon mirrors
     save_filter(pbx, "Kept across upgrades")
     before = (count(pbx, "call"), user_data(pbx))
-    daemon_pid = (pbx / "run" / f"{MODULE}.daemon.pid").read_text()
+    worker_pid = (pbx / "run" / f"{MODULE}.WorkerExtendedCDR.pid").read_text()
 
     newer = build_variant(tmp_path, "0.2.0", lambda code: code.replace(
         "LATEST = len(MIGRATIONS)", "MIGRATIONS = MIGRATIONS + ((\"CREATE TABLE call_note "
@@ -193,7 +194,8 @@ def test_upgrade_and_uninstall_from_the_admin_panel_keep_the_data(pbx_shell, tmp
     page = act("upgrade")
     assert f"upgraded {MODULE} 0.1.0 -&gt; 0.2.0, data kept" in page
     assert registration(pbx)["version"] == "0.2.0" and registration(pbx)["disabled"] == "0"
-    assert (pbx / "run" / f"{MODULE}.daemon.pid").read_text() != daemon_pid   # new code runs
+    assert wait_for(lambda: (pbx / "run" / f"{MODULE}.WorkerExtendedCDR.pid").exists(), 10)
+    assert (pbx / "run" / f"{MODULE}.WorkerExtendedCDR.pid").read_text() != worker_pid
     assert (count(pbx, "call"), user_data(pbx)) == before
     assert admin.request(PREFIX)[0] == 200
 
@@ -210,6 +212,9 @@ def test_upgrade_and_uninstall_from_the_admin_panel_keep_the_data(pbx_shell, tmp
 def test_a_worker_that_dies_is_restarted_and_one_that_keeps_dying_disables_its_module(pbx_shell,
                                                                                       archive,
                                                                                       cli):
+    """The module's PHP worker, as Core starts it, runs the daemon and the pages and starts a
+    process that dies again; the PBX restarts a worker that exits, and disables a module whose
+    worker keeps dying (a broken file), with the reason."""
     import os
     import signal
     pbx = pbx_shell["pbx"]
@@ -217,24 +222,38 @@ def test_a_worker_that_dies_is_restarted_and_one_that_keeps_dying_disables_its_m
                  ("licence", "activate", COUPON, "--pbx", pbx), ("enable", "--pbx", pbx)):
         code, _, err = cli(*step)
         assert code == 0, err
-    pid_file = pbx / "run" / f"{MODULE}.daemon.pid"
+    pid_file = pbx / "run" / f"{MODULE}.WorkerExtendedCDR.pid"
     assert wait_for(pid_file.exists, 10)                # the shell noticed within its second
-    first = int(pid_file.read_text())
+    worker = int(pid_file.read_text())
+    assert wait_for(lambda: _child(worker, "daemon"), 20)
+    first = _child(worker, "daemon")
     os.kill(first, signal.SIGKILL)
-    assert wait_for(lambda: pid_file.exists() and int(pid_file.read_text()) != first, 10)
-    # A daemon that cannot start (its settings broken) exits again and again: after five
-    # exits the module is disabled with the reason, its pages go, its data stays.
-    settings = pbx / "custom_modules" / MODULE / "db" / "extcdr.toml"
-    settings.write_text(settings.read_text() + "\n[broken\n")
-    os.kill(int(pid_file.read_text()), signal.SIGTERM)
+    assert wait_for(lambda: _child(worker, "daemon") not in (None, first), 15)
+    # A worker that cannot start (its file broken) exits again and again: after five exits
+    # the module is disabled with the reason, its pages go, its data stays.
+    (pbx / "custom_modules" / MODULE / "Lib" / "WorkerExtendedCDR.php").write_text("<?php nope(")
+    os.kill(worker, signal.SIGTERM)                      # it stops its processes and exits
     assert wait_for(lambda: registration(pbx)["disabled"] == "1", 40)
     row = registration(pbx)
     assert row["disableReason"] == "DisabledByCrashLoop"
-    assert "its daemon worker exited 5 times" in row["disableReasonText"]
+    assert "its WorkerExtendedCDR worker exited 5 times" in row["disableReasonText"]
     assert not (pbx / "nginx" / "modules_locations" / f"{MODULE}.conf").exists()
     assert wait_for(lambda: not list((pbx / "run").glob("*.pid")), 15)
     admin = Browser(pbx_shell["base"])
     admin.login("admin", "admin")
     _, _, page = admin.request("/admin-cabinet/pbx-extension-modules/index/")
     assert "Stopped after repeated crashes" in page
-    assert admin.request(PREFIX)[0] == 404               # nginx reloaded before it stopped
+    assert wait_for(lambda: admin.request(PREFIX)[0] == 404, 10)   # nginx reloaded without it
+
+
+def _child(parent: int, command: str) -> int | None:
+    """The pid of `parent`'s child running `extcdr <command>`, if any."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            argv = (stat.parent / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if int(fields[1]) == parent and fields[0] != "Z" and command.encode() in argv:
+            return int(stat.parent.name)
+    return None

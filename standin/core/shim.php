@@ -31,15 +31,7 @@ require __DIR__ . "/stubs/{$profile}/Core.php";
 
 $root = rtrim($root, '/');
 $modules = "{$root}/custom_modules";
-StubCore::$modulesDir = $modules;
-StubCore::$di = new StubDi();
-StubCore::$di->set('config', new StubConfig([
-    'core.modulesDir' => $modules,
-    'database.dbfile' => "{$root}/mikopbx.db",
-    'cdrDatabase.dbfile' => "{$root}/cdr.db",
-    'asterisk.monitordir' => "{$root}/monitor",
-]));
-StubCore::$di->set('license', new StubLicence());
+StubCore::ofPbx($root);
 // Core's autoloader: the Modules namespace lives in the modules folder.
 spl_autoload_register(function (string $class) use ($modules): void {
     $parts = explode('\\', $class);

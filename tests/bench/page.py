@@ -33,7 +33,7 @@ from typing import Callable
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
-from mirror.queries import TABS, call_filter, period_bounds, sync_state, tab_counts
+from mirror.queries import TABS, Visibility, call_filter, period_bounds, sync_state, tab_counts
 from mirror.settings import load
 from standin import demo
 from standin.shell import StandinLogin
@@ -43,7 +43,7 @@ ROOT = Path(__file__).resolve().parents[2]
 TIMEZONE = "Europe/Moscow"                  # the demo PBX's default timezone
 PREFIX = "/admin-cabinet/module-extended-c-d-r/calls"
 ADMIN, OPERATOR = "admin", "operator201"    # stand-in demo users (password = name)
-OPERATOR_EXTENSIONS = ["201"]
+OPERATOR_EXTENSIONS = ("201",)
 EMPLOYEE, GROUP = "201", "Sales"            # in every demo PBX
 PAGE_BUDGET_MS, SEARCH_BUDGET_MS, COUNTS_BUDGET_MS = 50, 150, 250
 DEPTHS = (2, 10, 40)                        # keyset pages timed, followed via next_cursor
@@ -300,7 +300,7 @@ def filter_of(app, params: dict[str, str], user: str):
     return call_filter(params, app.config["EXTCDR_CONTEXT"].clock(), time.time(),
                        number_match_digits=int(sync_state(app.config["EXTCDR_DB"]).get(
                            "number_match_digits", 9)),
-                       visible_to=OPERATOR_EXTENSIONS if user == OPERATOR else None)
+                       visible_to=Visibility(OPERATOR_EXTENSIONS) if user == OPERATOR else None)
 
 
 def page_url(params: dict[str, str]) -> str:

@@ -10,6 +10,23 @@ class StubCore
     public static $di;
     /** @var object[] the enabled modules' Conf objects (PBXConfModulesProvider's hooks) */
     public static $modules = [];
+
+    /** Core's DI for a stand-in PBX folder: its config paths, a licence service. */
+    public static function ofPbx(string $root): StubDi
+    {
+        $root = rtrim($root, '/');
+        self::$modulesDir = "{$root}/custom_modules";
+        self::$di = new StubDi();
+        self::$di->set('config', new StubConfig([
+            'core.modulesDir' => "{$root}/custom_modules",
+            'core.logsDir' => "{$root}/logs",
+            'database.dbfile' => "{$root}/mikopbx.db",
+            'cdrDatabase.dbfile' => "{$root}/cdr.db",
+            'asterisk.monitordir' => "{$root}/monitor",
+        ]));
+        self::$di->set('license', new StubLicence());
+        return self::$di;
+    }
 }
 
 class StubDi

@@ -11,7 +11,7 @@ namespace Phalcon\Di {
 
         public function getDI()
         {
-            return $this->di;
+            return $this->di ?? \StubCore::$di;      // Phalcon: else the default DI
         }
 
         public function __get(string $name)
