@@ -14,6 +14,8 @@ ACCEL_LOCATION = "/extcdr-recordings/"     # internal: nginx sends recordings th
 # (Phalcon's URL of ModuleExtendedCDR is its uncamelized id).
 CHECK_URL = "/admin-cabinet/module-extended-c-d-r/check"
 LOGIN_URL = "/admin-cabinet/session/index"  # where the admin cabinet logs people in
+CHECK_CACHE_S = 10        # how long the check's answer serves an open page's asks
+CHECK_CACHE_SIZE = 10_000  # answers each nginx worker keeps at most
 
 
 def location_config(settings, *, templates: Path = LOCATION_TEMPLATES,
@@ -30,7 +32,8 @@ def location(*, prefix: str, proxy_token: str, app: str, recordings_root,
     """The locations for a module app at `app` (HOST:PORT) under the URL `prefix`."""
     return templates_in(templates).get_template("location.conf.j2").render(
         prefix=prefix, check_url=CHECK_URL, proxy_token=proxy_token, app=app,
-        login_url=login_url, accel_location=ACCEL_LOCATION,
+        login_url=login_url, accel_location=ACCEL_LOCATION, check_cache_s=CHECK_CACHE_S,
+        check_cache_size=CHECK_CACHE_SIZE,
         recordings_root=Path(recordings_root).resolve())
 
 

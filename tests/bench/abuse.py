@@ -357,7 +357,8 @@ def new_call(cols: list[str], template: dict, linkedid: str, n: int) -> tuple:
     at = lambda seconds: time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(began + seconds))
     row = {**template, "start": at(0) + ".000", "answer": at(5) + ".000",
            "endtime": at(59) + ".000", "linkedid": linkedid, "UNIQUEID": f"{linkedid}1",
-           "src_num": f"7495111{n:04d}", "dst_num": "201", "recordingfile": ""}
+           "src_num": f"7495111{n:04d}", "dst_num": "201", "dst_chan": f"PJSIP/201-{n:08x}",
+           "is_app": "", "appname": "", "recordingfile": ""}
     return tuple(row[c] for c in cols)
 
 

@@ -19,6 +19,7 @@ import pytest
 from mirror.database import open_module_db
 from mirror.queries import mirror_revision
 from mirror.settings import load
+from pbxmodule.nginx import CHECK_CACHE_S, CHECK_URL
 from standin.cli import main
 from tests.conftest import wait_for
 from tests.mirror import append_rows, pbx_rows
@@ -182,6 +183,50 @@ def test_many_open_pages_hold_no_thread_of_the_app(site):
                for c in updates(admin, revision_of(body))["calls"])
     for subscription in listening:
         subscription.close()
+
+
+def test_an_open_pages_asks_share_one_access_check_for_a_while(site):
+    """Every open page asks at every new call: nginx keeps the check's answer for those asks
+    (CHECK_CACHE_S), per cookie, so 200 open pages do not run the admin cabinet's check 200
+    times a call; pages, exports and the API are checked every time, and a logout ends the
+    asks once the kept answer expires."""
+    admin, operator = user(site, "admin"), user(site, "operator201")
+    since = revision_of(page(operator, **PERIOD))
+    before = access_checks(site)
+    for _ in range(10):
+        updates(operator, since)
+    updates(admin, since)
+    assert access_checks(site) - before == 2, "one check per user for their asks"
+    page(operator, **PERIOD)
+    page(operator, **PERIOD)
+    assert access_checks(site) - before == 4, "each page load is checked"
+    new_call(site, "mikopbx-1730108200.993", "74951110097", "202", "2024-10-28 10:02:00")
+    assert [c["linkedid"] for c in updates(admin, since)["calls"]][-1:] == \
+        ["mikopbx-1730108200.993"]
+    assert "mikopbx-1730108200.993" not in [c["linkedid"] for c in updates(operator, since)["calls"]], \
+        "a kept answer is its own user's: the operator still sees only their calls"
+    assert access_checks(site) - before == 4
+
+    kept = {"Cookie": "; ".join(f"{c.name}={c.value}" for c in operator.jar)}
+    _, _, body = operator.request("/logout")
+    token = re.search(r'name="csrf_token" value="([^"]+)"', body).group(1)
+    assert operator.request("/logout", {"csrf_token": token})[0] == 302
+    replay = Browser(site["base"])                 # the cookie as it was before the logout
+    status, _, _ = replay.request(PREFIX + "?" + urllib.parse.urlencode(PERIOD), headers=kept)
+    assert status in (302, 401), "a page after the logout is checked at once"
+    ask = PREFIX + "updates?" + urllib.parse.urlencode({**PERIOD, "since": since})
+    assert operator.request(ask)[0] == 401, "the logged-out browser's own asks end at once"
+    deadline = time.monotonic() + CHECK_CACHE_S + 5
+    while replay.request(ask, headers=kept)[0] != 401:
+        assert time.monotonic() < deadline, "the asks end once the kept answer expires"
+        time.sleep(0.5)
+
+
+def access_checks(site) -> int:
+    """How many access checks nginx has made (its access log names each subrequest)."""
+    log = site["run_dir"] / "access.log"
+    return sum(1 for line in log.read_text().splitlines()
+               if line.endswith(f" uri={CHECK_URL}")) if log.exists() else 0
 
 
 def test_a_page_from_before_a_rebuilt_history_or_a_long_pause_starts_afresh(site):
