@@ -21,6 +21,9 @@ def add_commands(sub) -> dict:
     package = sub.add_parser("package", help="build the marketplace archive (module.json at its "
                              "root; reproducible) and print its checksums")
     package.add_argument("--out", required=True, type=Path, help="the .zip to write")
+    package.add_argument("--without-runtime", action="store_true",
+                         help="leave out the module's own Python (bin/extcdr then needs a "
+                              "Python environment with its dependencies: development only)")
 
     for name, text in (("install", "install the module on a PBX (disabled until enabled)"),
                        ("upgrade", "upgrade the installed module, keeping its data")):
@@ -68,7 +71,15 @@ def add_commands(sub) -> dict:
 def cmd_package(args) -> int:
     if not args.out.parent.is_dir():
         raise CliError(f"{args.out.parent}: no such directory")
-    print(json.dumps(build(args.out)))
+    bundle = None
+    if not args.without_runtime:
+        from pbxmodule.runtime import RuntimeBuildError
+        from pbxmodule.runtime import build as build_runtime
+        try:
+            bundle = build_runtime()
+        except RuntimeBuildError as exc:
+            raise CliError(str(exc)) from None
+    print(json.dumps(build(args.out, runtime=bundle)))
     return 0
 
 

@@ -13,10 +13,14 @@ import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+# The module's Python code (its rooms): shipped as files, run by the module's runtime.
+PYTHON_PACKAGES = ("cli", "daemon", "web", "reports", "exports", "pbxmodule", "pbx", "mirror",
+                   "i18n")
+LAUNCHERS = ("bin/extcdr", "bin/_venv.sh")     # a development tree's: run with its .venv
 # What a module needs on the PBX: its description, code, pages, launchers and metadata.
-INCLUDED = ("module.json", "README.md", "setup.cfg", "bin/extcdr", "bin/_venv.sh",
+INCLUDED = ("module.json", "README.md", "setup.cfg", *LAUNCHERS,
             "Setup", "Lib", "App", "Messages",                  # the PHP glue Core loads
-            "cli", "daemon", "web", "reports", "exports", "pbxmodule", "pbx", "mirror", "i18n")
+            *PYTHON_PACKAGES)
 EXCLUDED_NAMES = {"__pycache__", ".pytest_cache"}
 EXCLUDED_SUFFIXES = (".pyc", ".pyo", ".db", ".db-wal", ".db-shm", ".lock", ".partial")
 _TIME = (1980, 1, 1, 0, 0, 0)          # the earliest a ZIP can say: no build time leaks in
@@ -85,14 +89,23 @@ def module_files(root: Path = ROOT) -> list[Path]:
     return sorted(found)
 
 
-def build(out: Path, root: Path = ROOT) -> dict:
-    """Write the archive to `out` (whole or not at all); returns {file, version, sha256, md5}."""
+def build(out: Path, root: Path = ROOT, runtime: Path | None = None) -> dict:
+    """Write the archive to `out` (whole or not at all); returns {file, version, sha256, md5}.
+    `runtime`: the module's own Python (pbxmodule.runtime.build()), which becomes `bin/extcdr`
+    and `bin/_internal/` in place of the development launchers; without it the archive runs
+    with a Python environment of the PBX's (the stand-in's: EXTCDR_VENV)."""
     description = manifest(root)
+    files = [(relative, root / relative) for relative in module_files(root)]
+    if runtime is not None:
+        files = [(relative, path) for relative, path in files
+                 if relative.as_posix() not in LAUNCHERS]
+        files += [(Path("bin") / path.relative_to(runtime), path)
+                  for path in sorted(Path(runtime).rglob("*")) if path.is_file()]
+        files.sort()
     partial = out.with_name(f".{out.name}.partial")
     try:
         with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as archive:
-            for relative in module_files(root):
-                path = root / relative
+            for relative, path in files:
                 info = zipfile.ZipInfo(relative.as_posix(), date_time=_TIME)
                 executable = os.access(path, os.X_OK)
                 info.external_attr = (0o100755 if executable else 0o100644) << 16
