@@ -11,6 +11,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from contextlib import ExitStack, contextmanager
@@ -23,6 +24,7 @@ from waitress import create_server
 from mirror.settings import load
 from standin.admin_panel import create_shell_app
 from standin.shell import load_users, missing_nginx_modules, nginx_config
+from tests.conftest import ROOT
 from web import create_app
 
 PREFIX = "/admin-cabinet/module-extended-c-d-r/calls/"
@@ -171,3 +173,22 @@ def admin_shell(mirror_path: Path, recordings_root: Path, run_dir: Path,
         _wait_listening(port, proc, error_log)
         yield {"base": f"http://{listen}", "app": f"http://{app_addr}",
                "shell": f"http://{shell_addr}", "prefix": PREFIX, "run_dir": run_dir}
+
+
+@contextmanager
+def pbx_admin_shell(pbx: Path, work: Path) -> Iterator[dict]:
+    """The stand-in PBX's admin shell for the PBX folder `pbx` as its own process (`extcdr
+    admin-shell --pbx`: nginx, the admin panel, the PBX's workers), files under `work`. Yields
+    {"base": its URL, "log": its output file}; stopped (and its workers) on leaving."""
+    port = free_port()
+    log_path = Path(work) / "shell.log"
+    with open(log_path, "w") as log:
+        shell = subprocess.Popen([sys.executable, "-m", "standin", "admin-shell", "--pbx", pbx,
+                                  "--listen", f"{LOOPBACK}:{port}", "--run-dir",
+                                  Path(work) / "nginx"],
+                                 cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            yield {"base": f"http://{LOOPBACK}:{port}", "log": log_path}
+        finally:
+            shell.terminate()
+            shell.wait(30)

@@ -7,8 +7,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import subprocess
-import sys
 import threading
 from datetime import date, timedelta
 from pathlib import Path
@@ -17,8 +15,8 @@ import pytest
 from playwright.sync_api import sync_playwright
 
 from standin.marketplace_server import serve as serve_marketplace
-from tests.conftest import ROOT, wait_for
-from tests.stack import PREFIX, free_port, nginx_binary
+from tests.conftest import wait_for
+from tests.stack import PREFIX, nginx_binary, pbx_admin_shell
 from tests.test_browser import ARTIFACTS, CHROMIUM_ARGS, chromium_binary
 from tests.test_lifecycle import COUPON, FEATURE, MODULE, PRODUCT, registration
 from tests.webclient import Browser
@@ -40,22 +38,13 @@ def pbx_shell(tmp_path, archive, cli):
                        "--end-day", (date.today() - timedelta(days=1)).isoformat())
     assert code == 0, err
     shutil.copy(market_dir / "endpoint.json", pbx / "marketplace.json")
-    port = free_port()
-    log = (tmp_path / "shell.log").open("w")
-    shell = subprocess.Popen([sys.executable, "-m", "standin", "admin-shell", "--pbx", pbx,
-                              "--listen", f"127.0.0.1:{port}", "--run-dir", tmp_path / "nginx"],
-                             cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        assert wait_for(lambda: _serving(base), 20), \
-            (tmp_path / "shell.log").read_text()
-        yield {"base": base, "pbx": pbx, "market": market.market}
-    finally:
-        shell.terminate()
-        shell.wait(30)
-        log.close()
-        market.shutdown()
-        market.server_close()
+    with pbx_admin_shell(pbx, tmp_path) as shell:
+        try:
+            assert wait_for(lambda: _serving(shell["base"]), 20), shell["log"].read_text()
+            yield {"base": shell["base"], "pbx": pbx, "market": market.market}
+        finally:
+            market.shutdown()
+            market.server_close()
     assert not list((pbx / "run").glob("*.pid"))       # the workers stopped with the shell
 
 

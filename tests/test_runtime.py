@@ -23,9 +23,9 @@ import pytest
 from pbxmodule import package, runtime
 from pbxmodule.prepare import update_settings
 from standin.coreshim import install_core
-from tests.conftest import ROOT, wait_for
+from tests.conftest import wait_for
 from tests.sandbox import no_python, pythons
-from tests.stack import PREFIX, free_port, nginx_binary
+from tests.stack import PREFIX, nginx_binary, pbx_admin_shell
 from tests.test_exports import download
 from tests.test_lifecycle import (MODULE, add_report, count, licensed, make_pbx,  # noqa: F401
                                   market, module_db)
@@ -114,15 +114,10 @@ def test_installs_runs_and_uninstalls_on_a_pbx_without_python(python_free_pbx, r
     code, _, err = cli("enable", "--pbx", pbx)
     assert code == 0, err
 
-    port = free_port()
-    log = (tmp_path / "shell.log").open("w")
-    shell = subprocess.Popen([sys.executable, "-m", "standin", "admin-shell", "--pbx", pbx,
-                              "--listen", f"127.0.0.1:{port}", "--run-dir", tmp_path / "nginx"],
-                             cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    try:
+    with pbx_admin_shell(pbx, tmp_path) as shell:
+        base = shell["base"]
         assert wait_for(lambda: len(_module_processes(module)) == 2, 30), \
-            (tmp_path / "shell.log").read_text() + _worker_log(pbx)
+            shell["log"].read_text() + _worker_log(pbx)
         for pid in _module_processes(module):
             assert Path(f"/proc/{pid}/exe").resolve() == (module / "bin" / "extcdr").resolve()
             assert "no-python" in Path(f"/proc/{pid}/mountinfo").read_text(), \
@@ -160,10 +155,6 @@ def test_installs_runs_and_uninstalls_on_a_pbx_without_python(python_free_pbx, r
         code, _, err = cli("uninstall", "--pbx", pbx)
         assert code == 0, err
         assert not module.exists()
-    finally:
-        shell.terminate()
-        shell.wait(30)
-        log.close()
 
 
 def _module_processes(module: Path) -> list[int]:
