@@ -127,6 +127,7 @@ class Sync:
             live = self._live(reader)
             if not rows:
                 self._follow(live)
+                self._settle_deletions()
                 return 0, 0
             self._apply_legs(legs_from_rows(rows, self.clock), live,
                              (rows[-1][0], rows[-1][1] or ""))
@@ -186,6 +187,16 @@ class Sync:
         """Write the calls in progress when they changed (and finish the calls that ended)."""
         if self._live_key(live) != self._live_shown:
             self._apply_legs([], live)
+
+    def _settle_deletions(self) -> None:
+        """Re-link callbacks around calls deleted since the last batch (none: no write)."""
+        if self.store.conn.execute("SELECT EXISTS (SELECT 1 FROM deletion WHERE relinked = 0)"
+                                   ).fetchone()[0]:
+            with self.store.batch():
+                self._relink(self.store.unsettled_deletions(), self._reach_ms())
+
+    def _reach_ms(self) -> int:
+        return self.window_ms + int(self.store.state().get("longest_call_ms", 0))
 
     @staticmethod
     def _live_key(live: list[Leg]) -> tuple:
@@ -271,7 +282,7 @@ class Sync:
             store.merge(store.stage([], complete, "fixup"))
             after += store.spans("fixup")  # a superseded span only widens the windows
         store.replace_live(live_calls(live, store.legs_of(in_progress), directory))
-        spans = [*before.values(), *after, *reopened]
+        spans = [*before.values(), *after, *reopened, *store.unsettled_deletions()]
         longest = max([int(store.state().get("longest_call_ms", 0))]
                       + [end - start for _, start, end in spans])
         store.set_state(longest_call_ms=longest)

@@ -20,6 +20,14 @@ CALL_NAMES = (f"SELECT id, names FROM (SELECT id, trim("
               f"CASE WHEN dst_name {_NAMED} AND dst_name <> src_name THEN dst_name ELSE '' END, "
               f"char(10)) AS names FROM call WHERE {{calls}}) WHERE names <> '' ORDER BY id")
 
+# A call's queue (`Queue:<n>` leg, the first if it went through several) and the seconds its
+# caller waited there (until an agent answered, or until they gave up). Migration 10 fills the
+# columns and the writer's merge keeps them up to date: a change is a new migration.
+CALL_QUEUES = ("UPDATE call SET (queue, queue_wait_s) = (SELECT substr(l.dst_chan, 7), "
+               "(coalesce(l.answer_ms, l.end_ms, l.start_ms) - l.start_ms) / 1000 FROM leg l "
+               "WHERE l.linkedid = call.linkedid AND l.dst_chan LIKE 'queue:%' "
+               "ORDER BY l.start_ms, l.source_id LIMIT 1) WHERE {calls}")
+
 # `PRAGMA application_id` of every module.db ("ECDR"), set by migration 7.
 APPLICATION_ID = 0x45434452
 # Tables every module.db has had since migration 1: a mirror of a release before migration 7
@@ -210,6 +218,73 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             SELECT 1 FROM call c JOIN leg l ON l.linkedid = c.linkedid
             WHERE c.id = call_employee.call_id AND l.src_num = call_employee.extension)""",
         "ALTER TABLE report ADD COLUMN owner_scope TEXT NOT NULL DEFAULT 'involved'",
+    ),
+    # 10: working with calls. What users add to calls is keyed by linkedid, so a resync that
+    # rewrites the call rows never touches it: comments (with every change audited) and tags
+    # (an admin's list). `deletion` is the audit of deleted calls and recordings and the
+    # tombstone that keeps them deleted through resyncs. `call_hangup`: who hung up, written by
+    # the daemon from AMI for the calls it saw end (no row: unknown). A call's queue and its
+    # wait there come from its `Queue:` leg (CALL_QUEUES); partial indexes serve the recording
+    # filters.
+    (
+        """CREATE TABLE comment (
+            id INTEGER PRIMARY KEY,
+            linkedid TEXT NOT NULL,
+            author TEXT NOT NULL,
+            created_ms INTEGER NOT NULL,
+            edited_ms INTEGER,
+            text TEXT NOT NULL,
+            folded TEXT NOT NULL)""",
+        "CREATE INDEX comment_of_call ON comment (linkedid, id)",
+        """CREATE TABLE comment_audit (
+            id INTEGER PRIMARY KEY,
+            comment_id INTEGER NOT NULL,
+            linkedid TEXT NOT NULL,
+            actor TEXT NOT NULL,
+            at_ms INTEGER NOT NULL,
+            action TEXT NOT NULL,
+            old_text TEXT,
+            new_text TEXT)""",
+        "CREATE INDEX comment_audit_of_call ON comment_audit (linkedid, id)",
+        """CREATE TABLE tag (
+            id INTEGER PRIMARY KEY,
+            name TEXT NOT NULL UNIQUE COLLATE NOCASE,
+            colour TEXT NOT NULL)""",
+        """CREATE TABLE call_tag (
+            linkedid TEXT NOT NULL,
+            tag_id INTEGER NOT NULL,
+            set_by TEXT NOT NULL,
+            set_ms INTEGER NOT NULL,
+            PRIMARY KEY (linkedid, tag_id)) WITHOUT ROWID""",
+        "CREATE INDEX call_tag_of_tag ON call_tag (tag_id, linkedid)",
+        """CREATE TABLE deletion (
+            id INTEGER PRIMARY KEY,
+            linkedid TEXT NOT NULL,
+            what TEXT NOT NULL,
+            actor TEXT NOT NULL,
+            at_ms INTEGER NOT NULL,
+            reason TEXT NOT NULL,
+            files INTEGER NOT NULL DEFAULT 0,
+            ext_key TEXT, start_ms INTEGER, end_ms INTEGER,
+            relinked INTEGER NOT NULL DEFAULT 1)""",
+        "CREATE INDEX deletion_kind ON deletion (what, linkedid)",
+        "CREATE INDEX deletion_of_call ON deletion (linkedid)",
+        "CREATE INDEX deletion_to_relink ON deletion (relinked) WHERE relinked = 0",
+        """CREATE TABLE call_hangup (
+            linkedid TEXT PRIMARY KEY,
+            side TEXT NOT NULL,
+            channel TEXT NOT NULL,
+            number TEXT NOT NULL,
+            cause INTEGER,
+            cause_txt TEXT NOT NULL,
+            at_ms INTEGER NOT NULL) WITHOUT ROWID""",
+        "CREATE INDEX call_hangup_side ON call_hangup (side)",
+        "ALTER TABLE call ADD COLUMN queue TEXT",
+        "ALTER TABLE call ADD COLUMN queue_wait_s INTEGER",
+        CALL_QUEUES.format(calls="true"),
+        "CREATE INDEX call_queue ON call (queue, start_ms) WHERE queue IS NOT NULL",
+        "CREATE INDEX call_recorded ON call (start_ms, id) WHERE recordings <> '[]'",
+        "CREATE INDEX call_unrecorded ON call (start_ms, id) WHERE recordings = '[]'",
     ),
 )
 

@@ -14,7 +14,7 @@ from peewee import SqliteDatabase
 from mirror import staging
 from mirror.calls import Call, CallbackFacts, CallbackLinks, Leg
 from mirror.live import LiveCall
-from mirror.schema import CALL_NAMES
+from mirror.schema import CALL_NAMES, CALL_QUEUES
 from mirror.staging import CALL_COLUMNS, LEG_COLUMNS
 
 _CHUNK = 900  # stays under SQLite's bound-parameter limit
@@ -98,6 +98,11 @@ class Store:
         before = {linkedid: tuple(span) for linkedid, *span in conn.execute(
             f"SELECT c.linkedid, c.ext_key, c.start_ms, c.end_ms FROM {schema}.call s "
             f"JOIN call c ON c.linkedid = s.linkedid")}
+        deleted = self._deleted()
+        if "call" in deleted:                  # deleted calls stay deleted (tombstones)
+            for table in ("leg", "call", "employee", "number"):
+                conn.execute(f"DELETE FROM {schema}.{table} WHERE linkedid IN "
+                             f"(SELECT linkedid FROM deletion WHERE what = 'call')")
         leg_cols = ", ".join(LEG_COLUMNS)
         conn.execute(
             f"INSERT INTO leg ({leg_cols}) SELECT {leg_cols} FROM {schema}.leg WHERE true "
@@ -111,7 +116,13 @@ class Store:
             f"WHERE true ON CONFLICT (linkedid) DO UPDATE SET "
             + ", ".join(f"{c} = excluded.{c}" for c in (*CALL_COLUMNS, "revision")
                         if c != "linkedid"), (self._stamp(),))
-        conn.execute(f"DELETE FROM call_gone WHERE linkedid IN (SELECT linkedid FROM {schema}.call)")
+        staged = f"linkedid IN (SELECT linkedid FROM {schema}.call)"
+        if "recordings" in deleted:            # deleted recordings are not listed again
+            gone = "linkedid IN (SELECT linkedid FROM deletion WHERE what = 'recordings')"
+            conn.execute(f"UPDATE call SET recordings = '[]' WHERE {staged} AND {gone}")
+            conn.execute(f"UPDATE leg SET recordingfile = '' WHERE {staged} AND {gone}")
+        conn.execute(CALL_QUEUES.format(calls=staged))
+        conn.execute(f"DELETE FROM call_gone WHERE {staged}")
         conn.execute(
             f"INSERT OR IGNORE INTO call_employee (extension, start_ms, call_id, placed) "
             f"SELECT e.extension, e.start_ms, c.id, e.placed FROM {schema}.employee e "
@@ -122,6 +133,20 @@ class Store:
         conn.execute("INSERT INTO call_name (rowid, names) " + CALL_NAMES.format(
             calls=f"linkedid IN (SELECT linkedid FROM {schema}.call)"))
         return before
+
+    def _deleted(self) -> set[str]:
+        """What was ever deleted ('call', 'recordings'): a merge then keeps it deleted."""
+        return {what for what in ("call", "recordings") if self.conn.execute(
+            "SELECT EXISTS (SELECT 1 FROM deletion WHERE what = ?)", (what,)).fetchone()[0]}
+
+    def unsettled_deletions(self) -> list[tuple[str | None, int, int]]:
+        """(ext_key, start, end) of the calls deleted since callbacks were last re-linked
+        around them (a deleted callback no longer returns its missed call); marks them done."""
+        spans = self.conn.execute(
+            "SELECT ext_key, start_ms, end_ms FROM deletion WHERE relinked = 0").fetchall()
+        if spans:
+            self.conn.execute("UPDATE deletion SET relinked = 1 WHERE relinked = 0")
+        return spans
 
     def _forget_indexes(self, call_ids: str, params=()) -> None:
         """Remove what indexes these calls (`call_ids`: SQL giving their ids) by employee,
