@@ -68,6 +68,8 @@ class Call(Base):
     callback_attempts = IntegerField()
     leg_count = IntegerField()
     revision = IntegerField(default=0)   # the writer transaction that last wrote it
+    queue = TextField(null=True)         # the queue it went through (its `Queue:` leg)
+    queue_wait_s = IntegerField(null=True)
 
 
 class CallGone(Base):
@@ -115,6 +117,37 @@ class CallName(Base):
     """FTS5 trigram index of a call's caller and callee names; rowid = call.id."""
     rowid = IntegerField(primary_key=True)
     names = TextField()
+
+
+class Comment(Base):
+    """A user's comment on a call (mirror.annotations); `folded` is the text for search."""
+    linkedid = TextField()
+    author = TextField()
+    created_ms = IntegerField()
+    edited_ms = IntegerField(null=True)
+    text = TextField()
+    folded = TextField()
+
+
+class CallTag(Base):
+    linkedid = TextField()
+    tag_id = IntegerField()
+    set_by = TextField()
+    set_ms = IntegerField()
+
+    class Meta:
+        primary_key = CompositeKey("linkedid", "tag_id")
+
+
+class CallHangup(Base):
+    """Who hung up (mirror.hangups): written by the daemon for calls it saw end on AMI."""
+    linkedid = TextField(primary_key=True)
+    side = TextField()                   # caller | callee | pbx
+    channel = TextField()
+    number = TextField()
+    cause = IntegerField(null=True)
+    cause_txt = TextField()
+    at_ms = IntegerField()
 
 
 class Employee(Base):

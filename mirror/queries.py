@@ -13,8 +13,8 @@ from datetime import date, datetime, timedelta
 from peewee import SQL, SqliteDatabase, Tuple, fn
 
 from mirror.calls import DIRECTIONS, NUMBER_MATCH_DIGITS, STATUSES
-from mirror.models import (Call, CallEmployee, CallGone, CallName, CallNumber, Employee,
-                           GroupMember, Leg, LiveCall, SyncState)
+from mirror.models import (Call, CallEmployee, CallGone, CallHangup, CallName, CallNumber, CallTag,
+                           Comment, Employee, GroupMember, Leg, LiveCall, SyncState)
 from mirror.pbxtime import linkedid_epoch_ms
 
 LIST_FIELDS = ("missed_by", "transferred_to", "employees", "recordings")
@@ -68,6 +68,13 @@ class CallFilter:
     employees: list[str] = field(default_factory=list)
     groups: list[str] = field(default_factory=list)
     min_talk: int | None = None
+    max_talk: int | None = None
+    recording: bool | None = None          # with a recording (True), without (False), any
+    queues: list[str] = field(default_factory=list)
+    tags: list[str] = field(default_factory=list)
+    tag_mode: str = "any"                  # any | all of `tags`
+    comment: str | None = None             # a part of a comment's text
+    hangup: list[str] = field(default_factory=list)   # who hung up (HANGUP_SIDES)
     unreturned: bool = False
     tab: str = "all"                       # the page's tab, on top of the other conditions
     limit: int | None = None
@@ -83,6 +90,14 @@ class CallFilter:
         _check_choice("tab", [self.tab], tuple(TABS))
         if self.min_talk is not None and self.min_talk < 0:
             raise QueryError("minimum talk time must be 0 or more seconds")
+        if self.max_talk is not None and self.max_talk < (self.min_talk or 0):
+            raise QueryError("maximum talk time must not be below the minimum")
+        _check_choice("tag_mode", [self.tag_mode], ("any", "all"))
+        _check_choice("hangup", self.hangup, HANGUP_SIDES)
+        if self.comment is not None and not self.comment.strip():
+            self.comment = None
+        if self.comment is not None and len(self.comment) > 200:
+            raise QueryError("a comment search has at most 200 characters")
         if self.limit is not None and self.limit < 1:
             raise QueryError("limit must be a positive number")
         if self.number is not None:
@@ -163,9 +178,12 @@ TABS = {
     "internal": Call.direction == "internal",
     "unreturned": (Call.status == "missed") & Call.returned_by.is_null(),
 }
+# Who hung up (mirror.hangups), and `unknown` for calls the daemon did not see end.
+HANGUP_SIDES = ("caller", "callee", "pbx", "unknown")
 PERIODS = ("today", "yesterday", "this_week", "last_week", "this_month", "last_month")
 FILTER_PARAMETERS = ("period", "from", "to", "direction", "status", "number", "employee",
-                     "group", "min_talk", "unreturned", "tab", "limit", "cursor")
+                     "group", "min_talk", "max_talk", "recording", "queue", "tag", "tag_mode",
+                     "comment", "hangup", "unreturned", "tab", "limit", "cursor")
 DAY_MS = 86_400_000
 FIRST_YEAR, LAST_YEAR = 1990, 2200      # dates outside are typing mistakes
 SQLITE_MAX = 2**63 - 1                  # the largest integer SQLite stores
@@ -194,6 +212,11 @@ def call_filter(params, clock, now_s: float, *, number_match_digits: int = NUMBE
         statuses=_list(params.get("status")), number=params.get("number") or None,
         employees=_list(params.get("employee")), groups=_list(params.get("group")),
         min_talk=_whole(params, "min_talk", 0, MAX_TALK_S),
+        max_talk=_whole(params, "max_talk", 0, MAX_TALK_S),
+        recording=_yes_no(params.get("recording"), "recording"),
+        queues=_list(params.get("queue")), tags=_list(params.get("tag")),
+        tag_mode=params.get("tag_mode") or "any", comment=params.get("comment") or None,
+        hangup=_list(params.get("hangup")),
         unreturned=_flag(params.get("unreturned")),
         tab=params.get("tab") or "all",
         limit=_whole(params, "limit", 1, MAX_LIMIT), after=decode_cursor(params.get("cursor")),
@@ -291,13 +314,20 @@ def _shown(text: str) -> str:
 
 
 def _flag(value) -> bool:
-    if value in (None, "", False):
-        return False
-    if value is True or str(value).lower() in ("1", "true", "yes", "on"):
+    return bool(_yes_no(value, "unreturned"))
+
+
+def _yes_no(value, name: str) -> bool | None:
+    """A yes/no parameter; None when not given."""
+    if value in (None, ""):
+        return None
+    if value is True or value is False:
+        return value
+    if str(value).lower() in ("1", "true", "yes", "on"):
         return True
     if str(value).lower() in ("0", "false", "no", "off"):
         return False
-    raise QueryError(f"unreturned must be true or false, not {value!r}")
+    raise QueryError(f"{name} must be yes or no, not {_shown(str(value))!r}")
 
 
 def encode_cursor(start_ms: int, call_id: int) -> str:
@@ -329,6 +359,13 @@ def calls_query(f: CallFilter, db: SqliteDatabase, *, counting: bool = False):
         query = query.where(Call.status.in_(f.statuses))
     if f.min_talk:
         query = query.where(Call.talk_s >= f.min_talk)
+    if f.max_talk is not None:
+        query = query.where(Call.talk_s <= f.max_talk)
+    if f.recording is not None:
+        query = query.where(Call.recordings != "[]" if f.recording else Call.recordings == "[]")
+    if f.queues:
+        query = query.where(Call.queue.in_(f.queues))
+    query = _annotation_conditions(query, f, db)
     if TABS[f.tab] is not None:
         query = query.where(TABS[f.tab])
     # A page walks the newest-first index and stops after a page of rows: `+id` keeps SQLite
@@ -359,6 +396,48 @@ def calls_query(f: CallFilter, db: SqliteDatabase, *, counting: bool = False):
     if f.limit:
         query = query.limit(f.limit)
     return query.bind(db)
+
+
+def _annotation_conditions(query, f: CallFilter, db: SqliteDatabase):
+    """What people and the daemon added to calls: tags, comment text, who hung up."""
+    if f.tags:
+        ids = _tag_ids(f.tags, db)
+        tagged = [CallTag.select(CallTag.linkedid).where(CallTag.tag_id.in_(ids))] \
+            if f.tag_mode == "any" else \
+            [CallTag.select(CallTag.linkedid).where(CallTag.tag_id == tag_id) for tag_id in ids]
+        for calls in tagged:
+            query = query.where(Call.linkedid.in_(calls))
+    if f.comment:
+        query = query.where(Call.linkedid.in_(Comment.select(Comment.linkedid).where(
+            fn.instr(Comment.folded, f.comment.strip().casefold()) > 0)))
+    if f.hangup:
+        sides = [side for side in f.hangup if side != "unknown"]
+        seen = Call.linkedid.in_(CallHangup.select(CallHangup.linkedid)
+                                 .where(CallHangup.side.in_(sides)))
+        unseen = Call.linkedid.not_in(CallHangup.select(CallHangup.linkedid))
+        condition = (seen | unseen if sides else unseen) if "unknown" in f.hangup else seen
+        query = query.where(condition)
+    return query
+
+
+def _tag_ids(names: list[str], db: SqliteDatabase) -> list[int]:
+    """The ids of the tags a filter names (any case); QueryError for an unknown one."""
+    known = {name.casefold(): tag_id for tag_id, name in
+             db.execute_sql("SELECT id, name FROM tag")}
+    unknown = [name for name in names if name.casefold() not in known]
+    if unknown:
+        raise QueryError(f"unknown tag {_shown(unknown[0])!r}")
+    return sorted({known[name.casefold()] for name in names})
+
+
+def tag_counts(f: CallFilter, db: SqliteDatabase) -> dict[int, int]:
+    """How many calls of the filter carry each tag (tag id -> calls)."""
+    tagged = (calls_query(replace(f, after=None, limit=None), db, counting=True)
+              .select(Call.linkedid).order_by()
+              .where(Call.linkedid.in_(CallTag.select(CallTag.linkedid))))
+    query = (CallTag.select(CallTag.tag_id, fn.COUNT(CallTag.linkedid))
+             .where(CallTag.linkedid.in_(tagged)).group_by(CallTag.tag_id).bind(db))
+    return dict(query.tuples())
 
 
 def _calls_of(extensions, f: CallFilter, *, placed: bool = False):

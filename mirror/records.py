@@ -7,7 +7,8 @@ from zoneinfo import ZoneInfo
 RECORD_FIELDS = ("linkedid", "start", "end", "direction", "status", "reason", "src", "src_name",
                  "dst", "dst_name", "external_number", "did", "line", "answered_by", "missed_by",
                  "transferred_to", "employees", "wait_s", "talk_s", "duration_s", "recordings",
-                 "callback_of", "returned_by", "callback_attempts", "legs")
+                 "callback_of", "returned_by", "callback_attempts", "legs", "queue",
+                 "queue_wait_s")
 
 
 def iso_time(epoch_ms: int, tz: ZoneInfo) -> str:

@@ -10,10 +10,10 @@ import pytest
 from waitress import create_server
 
 from mirror.settings import load
+from pbx.recordings import resolve
 from standin.shell import StandinLogin
 from tests.webclient import Browser
 from web import create_app
-from web.recordings import resolve
 
 PREFIX = "/admin-cabinet/module-extended-c-d-r/calls/"
 WRITTEN_AS = "/storage/usbdisk1/mikopbx/astspool/monitor"

@@ -20,6 +20,7 @@ from pbx.mirror_context import MirrorContext
 from pbxmodule.licence import LicenceCheck
 from web import auth, licensing, present
 from web.api import api
+from web.call_actions import call_actions
 from web.changes import ChangePublisher
 from web.coalesce import Coalesced
 from web.download import download
@@ -75,6 +76,7 @@ def create_app(settings: Settings, *, login: auth.Login | None = None) -> Flask:
     app.before_request(_database_gate)
     app.before_request(auth.remember_owner)
     app.register_blueprint(api, url_prefix=f"{prefix}/api/v1")
+    app.register_blueprint(call_actions, url_prefix=f"{prefix}/api/v1")
     app.register_blueprint(recordings, url_prefix=prefix)
     app.register_blueprint(history, url_prefix=prefix)
     app.register_blueprint(download, url_prefix=prefix)

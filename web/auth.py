@@ -121,10 +121,15 @@ def csrf_token() -> str:
     return hmac.new(key, f"csrf:{g.user.name}".encode(), hashlib.sha256).hexdigest()
 
 
-def check_csrf() -> None:
-    """Refuse a state-changing request without the user's CSRF token (form field or header)."""
+def csrf_valid() -> bool:
+    """Whether a state-changing request carries the user's CSRF token (form field or header)."""
     given = request.form.get("csrf_token") or request.headers.get("X-CSRF-Token", "")
-    if not hmac.compare_digest(given.encode(), csrf_token().encode()):
+    return hmac.compare_digest(given.encode(), csrf_token().encode())
+
+
+def check_csrf() -> None:
+    """Refuse a state-changing request without the user's CSRF token (a page's form)."""
+    if not csrf_valid():
         refuse_forged_request()
 
 

@@ -8,6 +8,7 @@ from mirror.queries import CallFilter, QueryError
 from mirror.userdata import user_settings
 
 PAGE_PARAMETERS = ("period", "from", "to", "number", "employee", "group", "status", "min_talk",
+                   "max_talk", "recording", "queue", "tag", "tag_mode", "comment", "hangup",
                    "tab")
 
 

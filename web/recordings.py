@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import io
 import mimetypes
-import os
 import zipfile
 from pathlib import Path
 from typing import Iterator
@@ -18,6 +17,7 @@ from flask import (Blueprint, Response, abort, current_app, jsonify, make_respon
 from exports.writers import file_name, rows_of
 from mirror.models import Call
 from mirror.queries import calls_query
+from pbx.recordings import RecordingFiles
 from pbxmodule.nginx import ACCEL_LOCATION
 from web.api import visible_call
 from web.auth import in_process_login
@@ -26,21 +26,6 @@ from web.present import attachment
 
 recordings = Blueprint("recordings", __name__)
 
-
-
-def resolve(written: str, root: Path, written_as: str) -> Path | None:
-    """The file a PBX recording path names, if it lies inside `root` (symlinks resolved)."""
-    prefix = written_as.rstrip("/") + "/"
-    if not written.startswith(prefix):
-        return None
-    relative = written[len(prefix):]
-    if not relative or relative.startswith("/") or "\x00" in relative:
-        return None
-    root = root.resolve()
-    target = (root / relative).resolve()
-    if os.path.commonpath([root, target]) != str(root):
-        return None
-    return target
 
 
 @recordings.get("/recordings/<linkedid>/<int:number>")
@@ -143,10 +128,14 @@ def _zip_chunks(files) -> Iterator[bytes]:
     yield pipe.take()
 
 
+def recording_files() -> RecordingFiles:
+    config = current_app.config
+    return RecordingFiles(config["EXTCDR_RECORDINGS_ROOT"], config["EXTCDR_RECORDINGS_WRITTEN_AS"])
+
+
 def recording_path(written: str) -> Path | None:
     """The file of a call's recording as the PBX wrote its path, if inside the root."""
-    config = current_app.config
-    return resolve(written, config["EXTCDR_RECORDINGS_ROOT"], config["EXTCDR_RECORDINGS_WRITTEN_AS"])
+    return recording_files().locate(written)
 
 
 def recording_available(written: str) -> bool:

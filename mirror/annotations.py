@@ -1,0 +1,270 @@
+"""What people add to calls: comments (each change audited) and tags from an admin's list.
+
+Both are keyed by the call's linkedid, so a resync that rewrites the call rows leaves them as
+they were, and both are the users' own data (kept across upgrades, and across an uninstall
+that keeps settings). The web process and the CLI write them in short transactions; whether
+the user may see the call is the caller's check (`mirror.queries.call_visible`), who may change
+what is checked here.
+"""
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+
+from peewee import SqliteDatabase
+
+COMMENT_LIMIT = 200
+TAG_NAME_LIMIT = 40
+# Fomantic-UI's named colours: a tag's label on the page.
+TAG_COLOURS = ("red", "orange", "yellow", "olive", "green", "teal", "blue", "violet", "purple",
+               "pink", "brown", "grey", "black")
+_MARKUP = re.compile(r"[<>&\"'`]")
+
+
+class AnnotationError(ValueError):
+    """A comment or tag request users can correct; the message says how."""
+
+
+class NotAllowed(PermissionError):
+    """The user may not change this (another's comment, an admin's list)."""
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who changes annotations: their login name, and whether they are an admin."""
+    name: str
+    admin: bool = False
+
+
+# --- comments ------------------------------------------------------------------------------------
+
+def comment_text(text: str) -> str:
+    """A comment as kept: one paragraph of printable text, 1..COMMENT_LIMIT characters."""
+    text = " ".join("".join(ch if unicodedata.category(ch)[0] != "C" else " "
+                            for ch in str(text)).split())
+    if not text:
+        raise AnnotationError("write a comment first: it is empty")
+    if len(text) > COMMENT_LIMIT:
+        raise AnnotationError(f"a comment has at most {COMMENT_LIMIT} characters, this one has "
+                              f"{len(text)}")
+    return text
+
+
+def comments_of(db: SqliteDatabase, linkedids) -> dict[str, list[dict]]:
+    """The comments of these calls, oldest first: {id, author, text, created_ms, edited_ms}."""
+    found: dict[str, list[dict]] = {}
+    for chunk in _chunks(list(linkedids)):
+        rows = db.execute_sql(
+            f"SELECT linkedid, id, author, text, created_ms, edited_ms FROM comment "
+            f"WHERE linkedid IN ({_marks(chunk)}) ORDER BY linkedid, id", chunk)
+        for linkedid, comment_id, author, text, created, edited in rows:
+            found.setdefault(linkedid, []).append(
+                {"id": comment_id, "author": author, "text": text, "created_ms": created,
+                 "edited_ms": edited})
+    return found
+
+
+def add_comment(db: SqliteDatabase, linkedid: str, actor: Actor, text: str,
+                now_ms: int) -> dict:
+    text = comment_text(text)
+    with db.atomic("IMMEDIATE"):
+        comment_id = db.execute_sql(
+            "INSERT INTO comment (linkedid, author, created_ms, text, folded) "
+            "VALUES (?, ?, ?, ?, ?)", (linkedid, actor.name, now_ms, text, text.casefold())
+        ).lastrowid
+        _audit(db, comment_id, linkedid, actor, now_ms, "added", None, text)
+    return {"id": comment_id, "author": actor.name, "text": text, "created_ms": now_ms,
+            "edited_ms": None}
+
+
+def edit_comment(db: SqliteDatabase, linkedid: str, comment_id: int, actor: Actor, text: str,
+                 now_ms: int) -> dict:
+    text = comment_text(text)
+    with db.atomic("IMMEDIATE"):
+        author, old, created = _changeable(db, linkedid, comment_id, actor)
+        db.execute_sql("UPDATE comment SET text = ?, folded = ?, edited_ms = ? WHERE id = ?",
+                       (text, text.casefold(), now_ms, comment_id))
+        _audit(db, comment_id, linkedid, actor, now_ms, "edited", old, text)
+    return {"id": comment_id, "author": author, "text": text, "created_ms": created,
+            "edited_ms": now_ms}
+
+
+def delete_comment(db: SqliteDatabase, linkedid: str, comment_id: int, actor: Actor,
+                   now_ms: int) -> None:
+    with db.atomic("IMMEDIATE"):
+        _, old, _ = _changeable(db, linkedid, comment_id, actor)
+        db.execute_sql("DELETE FROM comment WHERE id = ?", (comment_id,))
+        _audit(db, comment_id, linkedid, actor, now_ms, "deleted", old, None)
+
+
+def comment_history(db: SqliteDatabase, linkedid: str) -> list[dict]:
+    """Every change of the call's comments, oldest first (the audit trail)."""
+    rows = db.execute_sql(
+        "SELECT comment_id, actor, at_ms, action, old_text, new_text FROM comment_audit "
+        "WHERE linkedid = ? ORDER BY id", (linkedid,))
+    return [{"comment": comment_id, "actor": who, "at_ms": at, "action": action, "old": old,
+             "new": new} for comment_id, who, at, action, old, new in rows]
+
+
+def _changeable(db, linkedid: str, comment_id: int, actor: Actor) -> tuple[str, str, int]:
+    """(author, text, created) of a comment the actor may change: their own, or any for an
+    admin. LookupError when the call has no such comment."""
+    row = db.execute_sql("SELECT author, text, created_ms FROM comment WHERE id = ? "
+                         "AND linkedid = ?", (comment_id, linkedid)).fetchone()
+    if row is None:
+        raise LookupError(comment_id)
+    if row[0] != actor.name and not actor.admin:
+        raise NotAllowed("only its author or an admin may change a comment")
+    return row
+
+
+def _audit(db, comment_id: int, linkedid: str, actor: Actor, now_ms: int, action: str,
+           old: str | None, new: str | None) -> None:
+    db.execute_sql(
+        "INSERT INTO comment_audit (comment_id, linkedid, actor, at_ms, action, old_text, "
+        "new_text) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (comment_id, linkedid, actor.name, now_ms, action, old, new))
+
+
+# --- tags ----------------------------------------------------------------------------------------
+
+def tag_list(db: SqliteDatabase) -> list[dict]:
+    """The admin's tags by name: {id, name, colour}."""
+    return [{"id": tag_id, "name": name, "colour": colour} for tag_id, name, colour in
+            db.execute_sql("SELECT id, name, colour FROM tag ORDER BY name COLLATE NOCASE")]
+
+
+def tag_fields(name: str, colour: str) -> tuple[str, str]:
+    """A tag's name and colour as kept; AnnotationError saying what is wrong."""
+    name = " ".join(str(name).split())
+    if not name:
+        raise AnnotationError("give the tag a name")
+    if len(name) > TAG_NAME_LIMIT:
+        raise AnnotationError(f"a tag name has at most {TAG_NAME_LIMIT} characters")
+    if _MARKUP.search(name) or any(unicodedata.category(ch)[0] == "C" for ch in name):
+        raise AnnotationError("a tag name is plain text: no < > & \" ' ` characters")
+    if name.replace(",", "") != name:
+        raise AnnotationError("a tag name cannot hold a comma (filters list tags with commas)")
+    colour = colour or "grey"
+    if colour not in TAG_COLOURS:
+        raise AnnotationError(f"unknown colour {colour[:20]!r}; use one of: "
+                              f"{', '.join(TAG_COLOURS)}")
+    return name, colour
+
+
+def create_tag(db: SqliteDatabase, actor: Actor, name: str, colour: str = "grey") -> dict:
+    _admin(actor)
+    name, colour = tag_fields(name, colour)
+    with db.atomic("IMMEDIATE"):
+        if _tag_named(db, name) is not None:
+            raise AnnotationError(f"a tag named {name!r} exists already")
+        tag_id = db.execute_sql("INSERT INTO tag (name, colour) VALUES (?, ?)",
+                                (name, colour)).lastrowid
+    return {"id": tag_id, "name": name, "colour": colour}
+
+
+def change_tag(db: SqliteDatabase, actor: Actor, tag_id: int, name: str, colour: str) -> dict:
+    _admin(actor)
+    name, colour = tag_fields(name, colour)
+    with db.atomic("IMMEDIATE"):
+        _tag(db, tag_id)
+        other = _tag_named(db, name)
+        if other is not None and other != tag_id:
+            raise AnnotationError(f"a tag named {name!r} exists already")
+        db.execute_sql("UPDATE tag SET name = ?, colour = ? WHERE id = ?", (name, colour, tag_id))
+    return {"id": tag_id, "name": name, "colour": colour}
+
+
+def delete_tag(db: SqliteDatabase, actor: Actor, tag_id: int) -> None:
+    """Remove a tag from the list and from every call it was set on."""
+    _admin(actor)
+    with db.atomic("IMMEDIATE"):
+        _tag(db, tag_id)
+        db.execute_sql("DELETE FROM call_tag WHERE tag_id = ?", (tag_id,))
+        db.execute_sql("DELETE FROM tag WHERE id = ?", (tag_id,))
+
+
+def tag_ids(db: SqliteDatabase, names) -> list[int]:
+    """The ids of tags given by name (any case); AnnotationError naming an unknown one."""
+    ids = []
+    for name in names:
+        tag_id = _tag_named(db, " ".join(str(name).split()))
+        if tag_id is None:
+            shown = str(name) if len(str(name)) <= 40 else str(name)[:37] + "..."
+            raise AnnotationError(f"unknown tag {shown!r}; an admin adds tags to the list first")
+        ids.append(tag_id)
+    return ids
+
+
+def tags_of(db: SqliteDatabase, linkedids) -> dict[str, list[dict]]:
+    """The tags set on these calls, by name: {id, name, colour}."""
+    found: dict[str, list[dict]] = {}
+    for chunk in _chunks(list(linkedids)):
+        rows = db.execute_sql(
+            f"SELECT ct.linkedid, t.id, t.name, t.colour FROM call_tag ct "
+            f"JOIN tag t ON t.id = ct.tag_id WHERE ct.linkedid IN ({_marks(chunk)}) "
+            f"ORDER BY ct.linkedid, t.name COLLATE NOCASE", chunk)
+        for linkedid, tag_id, name, colour in rows:
+            found.setdefault(linkedid, []).append({"id": tag_id, "name": name, "colour": colour})
+    return found
+
+
+def set_call_tags(db: SqliteDatabase, linkedid: str, actor: Actor, names,
+                  now_ms: int) -> list[dict]:
+    """Make the call's tags exactly `names` (set the new ones, clear the others)."""
+    with db.atomic("IMMEDIATE"):
+        wanted = set(tag_ids(db, names))
+        have = {tag_id for (tag_id,) in db.execute_sql(
+            "SELECT tag_id FROM call_tag WHERE linkedid = ?", (linkedid,))}
+        for tag_id in have - wanted:
+            db.execute_sql("DELETE FROM call_tag WHERE linkedid = ? AND tag_id = ?",
+                           (linkedid, tag_id))
+        for tag_id in wanted - have:
+            db.execute_sql("INSERT INTO call_tag (linkedid, tag_id, set_by, set_ms) "
+                           "VALUES (?, ?, ?, ?)", (linkedid, tag_id, actor.name, now_ms))
+    return tags_of(db, [linkedid]).get(linkedid, [])
+
+
+def add_call_tag(db: SqliteDatabase, linkedid: str, actor: Actor, name: str,
+                 now_ms: int) -> list[dict]:
+    with db.atomic("IMMEDIATE"):
+        (tag_id,) = tag_ids(db, [name])
+        db.execute_sql("INSERT OR IGNORE INTO call_tag (linkedid, tag_id, set_by, set_ms) "
+                       "VALUES (?, ?, ?, ?)", (linkedid, tag_id, actor.name, now_ms))
+    return tags_of(db, [linkedid]).get(linkedid, [])
+
+
+def remove_call_tag(db: SqliteDatabase, linkedid: str, tag_id: int) -> list[dict]:
+    with db.atomic("IMMEDIATE"):
+        db.execute_sql("DELETE FROM call_tag WHERE linkedid = ? AND tag_id = ?",
+                       (linkedid, tag_id))
+    return tags_of(db, [linkedid]).get(linkedid, [])
+
+
+def _tag(db, tag_id: int) -> None:
+    if db.execute_sql("SELECT 1 FROM tag WHERE id = ?", (tag_id,)).fetchone() is None:
+        raise LookupError(tag_id)
+
+
+def _tag_named(db, name: str) -> int | None:
+    row = db.execute_sql("SELECT id FROM tag WHERE name = ? COLLATE NOCASE", (name,)).fetchone()
+    if row is None and not name.isascii():      # NOCASE folds ASCII only: Cyrillic by Python
+        folded = name.casefold()
+        row = next(((tag_id,) for tag_id, other in db.execute_sql("SELECT id, name FROM tag")
+                    if other.casefold() == folded), None)
+    return row[0] if row else None
+
+
+def _admin(actor: Actor) -> None:
+    if not actor.admin:
+        raise NotAllowed("only an admin manages the list of tags")
+
+
+def _chunks(values: list, size: int = 500):
+    for i in range(0, len(values), size):
+        yield values[i:i + size]
+
+
+def _marks(values) -> str:
+    return ",".join("?" * len(values))

@@ -1,0 +1,149 @@
+"""Deleting what the history holds about a call — its recording files, or the whole call — for
+requests such as GDPR erasure. Admins only (the caller's check); each deletion has a reason
+and is kept in `deletion` (who, when, why, how many files), which is also the tombstone the
+writer honours: a deleted call or recording does not come back on a resync or backfill.
+
+A deletion is one short transaction of its own: the files are removed inside it (a file that
+cannot be removed rolls it back, nothing listed as deleted that is not), and pages are told as
+of a writer's change (a new revision; the call leaves open pages). Callbacks around a deleted
+call are re-linked by the daemon's next pass (`deletion.relinked`).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable
+
+from peewee import SqliteDatabase
+
+REASON_LIMIT = 200
+WHAT = ("call", "recordings")
+Locate = Callable[[str], "Path | None"]     # a recording's file, if inside the recordings root
+
+
+class DeletionError(ValueError):
+    """A deletion refused for a reason users can correct; nothing was changed."""
+    status = 400
+
+
+class CallInProgress(DeletionError):
+    status = 409
+
+
+class OutsideRecordings(DeletionError):
+    status = 403
+
+
+@dataclass(frozen=True)
+class Deleted:
+    calls: int
+    files: int
+
+
+def deletion_reason(reason: str) -> str:
+    reason = " ".join(str(reason or "").split())
+    if not reason:
+        raise DeletionError("give a reason for the deletion (it is kept with who deleted what)")
+    if len(reason) > REASON_LIMIT:
+        raise DeletionError(f"a reason has at most {REASON_LIMIT} characters")
+    return reason
+
+
+def delete_call(db: SqliteDatabase, linkedid: str, actor: str, reason: str, now_ms: int,
+                locate: Locate) -> Deleted:
+    """Remove a finished call from the mirror with its legs, recording files, comments and
+    tags; LookupError when there is no such call."""
+    reason = deletion_reason(reason)
+    with db.atomic("IMMEDIATE"):
+        call_id, recordings, employees, ext_key, start, end = _finished(db, linkedid)
+        files = _remove_files(recordings, locate)
+        revision = _next_revision(db)
+        for statement in ("DELETE FROM call_employee WHERE call_id = ?",
+                          "DELETE FROM call_number WHERE rowid = ?",
+                          "DELETE FROM call_name WHERE rowid = ?",
+                          "DELETE FROM call WHERE id = ?"):
+            db.execute_sql(statement, (call_id,))
+        for table in ("leg", "comment", "comment_audit", "call_tag", "call_hangup"):
+            db.execute_sql(f"DELETE FROM {table} WHERE linkedid = ?", (linkedid,))
+        db.execute_sql("INSERT OR REPLACE INTO call_gone (linkedid, revision, employees) "
+                       "VALUES (?, ?, ?)", (linkedid, revision, employees))
+        db.execute_sql(
+            "INSERT INTO deletion (linkedid, what, actor, at_ms, reason, files, ext_key, "
+            "start_ms, end_ms, relinked) VALUES (?, 'call', ?, ?, ?, ?, ?, ?, ?, ?)",
+            (linkedid, actor, now_ms, reason, files, ext_key, start, end, int(ext_key is None)))
+    return Deleted(1, files)
+
+
+def delete_recordings(db: SqliteDatabase, linkedids: Iterable[str], actor: str, reason: str,
+                      now_ms: int, locate: Locate) -> Deleted:
+    """Remove the recording files of these finished calls (one transaction); the calls stay,
+    without recordings. Calls without recordings are skipped; LookupError for an unknown one."""
+    reason = deletion_reason(reason)
+    calls = files = 0
+    with db.atomic("IMMEDIATE"):
+        revision = None
+        for linkedid in linkedids:
+            call_id, recordings, *_ = _finished(db, linkedid)
+            if not json.loads(recordings):
+                continue
+            removed = _remove_files(recordings, locate)
+            revision = revision or _next_revision(db)
+            db.execute_sql("UPDATE call SET recordings = '[]', revision = ? WHERE id = ?",
+                           (revision, call_id))
+            db.execute_sql("UPDATE leg SET recordingfile = '' WHERE linkedid = ?", (linkedid,))
+            db.execute_sql(
+                "INSERT INTO deletion (linkedid, what, actor, at_ms, reason, files) "
+                "VALUES (?, 'recordings', ?, ?, ?, ?)", (linkedid, actor, now_ms, reason, removed))
+            calls, files = calls + 1, files + removed
+    return Deleted(calls, files)
+
+
+def deletions_of(db: SqliteDatabase, linkedid: str) -> list[dict]:
+    """What was deleted of a call, oldest first: {what, actor, at_ms, reason, files}."""
+    return [{"what": what, "actor": actor, "at_ms": at, "reason": reason, "files": files}
+            for what, actor, at, reason, files in db.execute_sql(
+                "SELECT what, actor, at_ms, reason, files FROM deletion WHERE linkedid = ? "
+                "ORDER BY id", (linkedid,))]
+
+
+def _finished(db, linkedid: str) -> tuple:
+    """(id, recordings, employees, ext_key, start, end) of a mirrored call; a call still in
+    progress is refused (it is not the history yet: delete it once it has ended)."""
+    if db.execute_sql("SELECT 1 FROM live_call WHERE linkedid = ?", (linkedid,)).fetchone():
+        raise CallInProgress("this call is still in progress: delete it once it has ended")
+    row = db.execute_sql("SELECT id, recordings, employees, ext_key, start_ms, end_ms FROM call "
+                         "WHERE linkedid = ?", (linkedid,)).fetchone()
+    if row is None:
+        raise LookupError(linkedid)
+    return row
+
+
+def _remove_files(recordings: str, locate: Locate) -> int:
+    """Remove a call's recording files (several legs may share one); every path is checked
+    before any is removed: one outside the recordings root refuses the whole deletion."""
+    paths = []
+    for written in dict.fromkeys(json.loads(recordings)):
+        path = locate(written)
+        if path is None:
+            raise OutsideRecordings(f"a recording of this call lies outside the recordings folder "
+                                f"({written[:80]!r}): nothing was deleted")
+        paths.append(path)
+    removed = 0
+    for path in paths:
+        try:
+            path.unlink()
+            removed += 1
+        except FileNotFoundError:
+            pass                                 # the PBX's retention removed it already
+        except OSError as exc:
+            raise DeletionError(f"cannot remove the recording {path.name}: "
+                                f"{exc.strerror or exc}") from None
+    return removed
+
+
+def _next_revision(db) -> int:
+    """A writer's change of what pages show: the next revision (open pages ask for it)."""
+    db.execute_sql("INSERT INTO sync_state (key, value) VALUES ('revision', 1) "
+                   "ON CONFLICT (key) DO UPDATE SET value = CAST(value AS INTEGER) + 1")
+    return int(db.execute_sql("SELECT value FROM sync_state WHERE key = 'revision'").fetchone()[0])
