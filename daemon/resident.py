@@ -1,9 +1,10 @@
 """`extcdr daemon`: one resident process that keeps the mirror up to date, forever.
 
 A loop of one step: `Daemon.step(now)` does whatever is due (read new rows, refresh calls an
-AMI event named, the safety-net poll) and says when it next has work; `run()` only calls it
-and sleeps until then or until a trigger wakes it. Triggers come from other threads — the AMI
-link (`refresh`) and the file watcher (`changed`) — through a queue; signals only set flags.
+AMI event named, who hung up the calls AMI saw end, the safety-net poll) and says when it next
+has work; `run()` only calls it and sleeps until then or until a trigger wakes it. Triggers come
+from other threads — the AMI link (`refresh`, `hung_up`) and the file watcher (`changed`) —
+through a queue; signals only set flags.
 Only this loop writes the mirror; the mailed reports' scheduler (`reports.scheduler`, its own
 thread) writes only the reports' rows.
 """
@@ -26,6 +27,7 @@ from daemon import watch
 from daemon.ami import AmiLink, cdr_event_to_row, linkedid_of_event
 from daemon.sync import Sync, mirror_sync
 from mirror.database import ModuleDbError, open_module_db, readable_error
+from mirror.hangups import CallHangup, HangupTracker
 from mirror.live import ChannelTable
 from mirror.settings import Settings, SettingsError, load
 from pbx.cdr import LEG_SOURCE_COLUMNS, SourceBusy, SourceError
@@ -40,6 +42,7 @@ _RETRY_WRITE_S = 5.0     # module.db could not be written (disk full, ...)
 _LICENCE_RECHECK_S = 5.0  # while paused for want of a licence
 _DB_RECHECK_S = 30.0      # while module.db is damaged or another program's file
 _NEW_ROWS = object()     # queue item: "read new rows"
+_HANGUPS_HELD = 10_000   # who hung up, waiting for module.db to be writable again (at most)
 
 
 class AlreadyRunning(Exception):
@@ -74,7 +77,8 @@ class InstanceLock:
 
 class Daemon:
     """The mirror's writer with its triggers. Thread-safe entry points: `changed`, `refresh`,
-    `request_stop`, `request_reload`; everything else runs on the loop's thread."""
+    `add_row`, `hung_up`, `request_stop`, `request_reload`; everything else runs on the loop's
+    thread."""
 
     def __init__(self, settings: Settings):
         self.settings = settings
@@ -86,6 +90,7 @@ class Daemon:
         self.new_rows_due: float | None = 0.0     # catch up at start
         self.refresh_due: dict[str, float] = {}
         self.event_rows: list[tuple] = []           # legs from AMI `Cdr` events, not yet mirrored
+        self.hangups: list[CallHangup] = []         # who ended calls AMI saw, not yet written
         self.next_poll = 0.0
         self.backfilled = False
         self._complaint: str | None = None        # the last problem logged (logged once)
@@ -110,6 +115,11 @@ class Daemon:
     def add_row(self, row: tuple) -> None:
         """A finished leg from an AMI `Cdr` event (LEG_SOURCE_COLUMNS order)."""
         self.requests.put(row)
+        self.wake.set()
+
+    def hung_up(self, hangup: CallHangup) -> None:
+        """AMI saw who ended a call."""
+        self.requests.put(hangup)
         self.wake.set()
 
     def request_stop(self, *_) -> None:
@@ -141,6 +151,8 @@ class Daemon:
             if item is _NEW_ROWS:
                 due = now + debounce
                 self.new_rows_due = due if self.new_rows_due is None else min(self.new_rows_due, due)
+            elif isinstance(item, CallHangup):
+                self.hangups.append(item)
             elif isinstance(item, tuple):
                 self.event_rows.append(item)
             else:
@@ -154,6 +166,8 @@ class Daemon:
             self._guarded(now, self._refresh, due)
         if self.event_rows:
             self._guarded(now, self._apply_event_rows)
+        if self.hangups:
+            self._guarded(now, self._record_hangups)
         return self._next_due(now)
 
     def run(self, on_start: Callable[["Daemon"], None] | None = None) -> int:
@@ -228,6 +242,14 @@ class Daemon:
     def _apply_event_rows(self) -> None:
         self.sync.apply_rows(self.event_rows)
         self.event_rows = []
+
+    def _record_hangups(self) -> None:
+        """One short transaction; when module.db cannot be written they wait for the retry
+        (the oldest dropped beyond _HANGUPS_HELD: those calls stay unknown)."""
+        del self.hangups[:-_HANGUPS_HELD]
+        with self.sync.store.batch():
+            self.sync.store.record_hangups(self.hangups)
+        self.hangups = []
 
     def _refresh(self, linkedids: list[str]) -> None:
         for linkedid in linkedids:
@@ -321,25 +343,29 @@ def _daemon_once_db_opens(settings: Settings) -> Daemon | None:
 
 
 class _AmiFollower:
-    """The AMI link of a running daemon: its events trigger the daemon; restarted when the
-    `[ami]` settings change."""
+    """The AMI link of a running daemon: its events trigger the daemon and tell who hung up;
+    restarted when the `[ami]` settings change."""
 
     def __init__(self, daemon: Daemon):
         self.daemon = daemon
         self.link = None
+        self.cdr_events = False
+        self.hangups = HangupTracker()
+        self._hangups_lock = threading.Lock()     # events' thread vs. the link's at login
 
     def start(self, settings: Settings) -> None:
         if not settings["ami.enabled"]:
             return
-        handlers = {"Hangup": self._call_changed, "UserEvent": self._call_changed}
-        if settings["ami.cdr_events"]:
-            handlers.update(Cdr=self._cdr_event, Newchannel=self._channel_event,
-                            Newstate=self._channel_event, Hangup=self._hangup)
-        if settings["ami.cdr_events"]:
-            handlers["CoreShowChannel"] = self._channel_event
+        self.cdr_events = settings["ami.cdr_events"]
+        handlers = {"Hangup": self._hangup, "UserEvent": self._call_changed,
+                    "Newchannel": self._new_channel, "HangupRequest": self._follow_hangups,
+                    "SoftHangupRequest": self._follow_hangups}
+        if self.cdr_events:
+            handlers.update(Cdr=self._cdr_event, Newstate=self._channel_event,
+                            CoreShowChannel=self._channel_event)
         self.link = AmiLink(settings["ami.host"], settings["ami.port"],
                             settings["ami.username"], settings["ami.secret"], handlers,
-                            on_login=self._logged_in if settings["ami.cdr_events"] else None)
+                            on_login=self._logged_in)
         self.link.start()
 
     def settings_changed(self, old: Settings, new: Settings) -> None:
@@ -359,10 +385,26 @@ class _AmiFollower:
             self.daemon.changed()
 
     def _logged_in(self, send_action) -> None:
-        """(Re)connected: what was up before is unknown; Asterisk lists what is up now."""
+        """(Re)connected: what was up before is unknown (who hangs up those calls too); on a
+        stock Asterisk, it lists what is up now."""
+        with self._hangups_lock:
+            self.hangups.forget_all()
+        if not self.cdr_events:
+            return
         self.daemon.channels.clear()
         self.daemon.changed()
         send_action({"Action": "CoreShowChannels"})
+
+    def _follow_hangups(self, event) -> None:
+        with self._hangups_lock:
+            decided = self.hangups.feed(event)
+        if decided is not None:
+            self.daemon.hung_up(decided)
+
+    def _new_channel(self, event) -> None:
+        self._follow_hangups(event)
+        if self.cdr_events:
+            self._channel_event(event)
 
     def _channel_event(self, event) -> None:
         """Stock Asterisk: a channel came up or changed state (calls in progress)."""
@@ -370,7 +412,9 @@ class _AmiFollower:
             self.daemon.changed()
 
     def _hangup(self, event) -> None:
-        self.daemon.channels.record(event)
+        self._follow_hangups(event)
+        if self.cdr_events:
+            self.daemon.channels.record(event)
         self._call_changed(event)
 
     def _cdr_event(self, event) -> None:

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import json
 from contextlib import contextmanager
+from typing import Iterable
 
 from peewee import SqliteDatabase
 
 from mirror import staging
 from mirror.calls import Call, CallbackFacts, CallbackLinks, Leg
+from mirror.hangups import CallHangup
 from mirror.live import LiveCall
 from mirror.schema import CALL_NAMES, CALL_QUEUES
 from mirror.staging import CALL_COLUMNS, LEG_COLUMNS
@@ -262,6 +264,23 @@ class Store:
         self.conn.executemany(
             "INSERT OR IGNORE INTO group_member (group_name, extension) VALUES (?, ?)",
             [(name, ext) for name, extensions in groups.items() for ext in extensions])
+
+    # --- who hung up ----------------------------------------------------------------------------
+
+    def record_hangups(self, hangups: Iterable[CallHangup]) -> int:
+        """Keep who ended these calls; a call's first row stays (a resync never touches them).
+        Mirrored calls that got one are stamped, so open pages show it. Returns rows added."""
+        added = [h.linkedid for h in hangups if self.conn.execute(
+            "INSERT OR IGNORE INTO call_hangup (linkedid, side, channel, number, cause, "
+            "cause_txt, at_ms) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (h.linkedid, h.side, h.channel, h.number, h.cause, h.cause_txt, h.at_ms)).rowcount]
+        for chunk in _chunks(added):
+            marks = ",".join("?" * len(chunk))
+            if self.conn.execute(f"SELECT EXISTS (SELECT 1 FROM call WHERE linkedid IN ({marks}))",
+                                 chunk).fetchone()[0]:
+                self.conn.execute(f"UPDATE call SET revision = ? WHERE linkedid IN ({marks})",
+                                  (self._stamp(), *chunk))
+        return len(added)
 
     # --- sync state ----------------------------------------------------------------------------
 

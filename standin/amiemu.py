@@ -18,10 +18,11 @@ What it does
 * **Calls** (`play_call`, `start_traffic`): the legs of a `demo.DemoPbx` call are written into a
   `cdr.db` the way MikoPBX does it (`CallDetailRecordsTmp` / `UpdateDataInDB` in mikopbx/Core):
   at a leg's start a row goes into the in-progress table `cdr`; when the leg ends Asterisk
-  reports `Hangup` for the channels that end with it, the row moves to `cdr_general` (work
-  completed; its recording, as long as its talk, is already in the `monitor/` folder beside
-  `cdr.db`, where the demo PBX keeps them) and is deleted from `cdr`, then the PBX's
-  call-events worker announces it with a
+  reports who hangs up (`hangup_requests`: `HangupRequest` on the channel of the party that
+  hung up, `SoftHangupRequest` on those the PBX hangs up) and `Hangup` for the channels that
+  end with it, the row moves to `cdr_general` (work completed; its recording, as long as its
+  talk, is already in the `monitor/` folder beside `cdr.db`, where the demo PBX keeps them)
+  and is deleted from `cdr`, then the PBX's call-events worker announces it with a
   `UserEvent` `CdrConnector` whose `AgiData` is the row as base64 JSON (`action`
   `hangup_update_cdr`, `GZ:`-prefixed gzip when long, as `AsteriskManager::encodeCdrData`).
   Events look as on a MikoPBX: `Timestamp` and `SystemName: mikopbx` in each, uniqueids
@@ -75,6 +76,7 @@ import sqlite3
 import sys
 import threading
 import time
+import zlib
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -278,7 +280,8 @@ def call_script(legs: Sequence[MovedLeg], new_uniqueid: Callable[[int], str]) ->
 
     A channel (a leg's `src_chan`/`dst_chan` with a technology, not `App:`/`Queue:`) is created
     with the first leg naming it and hangs up with the last one to end. The call's first channel
-    has the linkedid as its uniqueid (as in Asterisk); `new_uniqueid(start_s)` names the others.
+    has the linkedid as its uniqueid (as in Asterisk); `new_uniqueid(start_s)` names the others
+    (one the call already has gets a suffix: each channel of a call has its own).
     """
     by_start = sorted(legs, key=_leg_start_ms)
     if not by_start:
@@ -289,8 +292,10 @@ def call_script(legs: Sequence[MovedLeg], new_uniqueid: Callable[[int], str]) ->
     for index, leg in enumerate(by_start):
         for channel in _channels(leg.row):
             if channel not in uniqueids:
-                uniqueids[channel] = (linkedid if not uniqueids
-                                      else new_uniqueid(_leg_start_ms(leg) // 1000))
+                uniqueid = linkedid if not uniqueids else new_uniqueid(_leg_start_ms(leg) // 1000)
+                if uniqueid in uniqueids.values():     # the demo's and our counters met
+                    uniqueid = f"{uniqueid}-{len(uniqueids)}"
+                uniqueids[channel] = uniqueid
                 opened.setdefault(index, []).append(channel)
     closing: dict[str, int] = {}
     for index, leg in sorted(enumerate(by_start), key=lambda pair: pair[1].moved_ms):
@@ -305,12 +310,46 @@ def call_script(legs: Sequence[MovedLeg], new_uniqueid: Callable[[int], str]) ->
         answered = _answer_ms(row, start)
         if answered is not None and answered < end:
             steps.append(CallStep(answered, "answer", row, [], []))
+        ending = [channel for channel in _channels(row) if closing[channel] == index]
         steps.append(CallStep(end, "finish", row, [
-            _hangup_event(end, row, channel, uniqueids[channel])
-            for channel in _channels(row) if closing[channel] == index],
+            _channel_event(name, end, row, channel, uniqueids[channel]) + [("Cause", str(cause))]
+            for name, channel, cause in hangup_requests(row, ending)] + [
+            _hangup_event(end, row, channel, uniqueids[channel]) for channel in ending],
             [_cdr_connector_event(end, row)]))
     order = {"begin": 0, "answer": 1, "finish": 2}
     return sorted(steps, key=lambda step: (step.at_ms, order[step.write]))
+
+
+def caller_hangs_up(row: dict) -> bool:
+    """Who ends an answered leg whose two channels end with it: the caller for about half of
+    the legs, the callee for the others, fixed by the leg's uniqueid (tests know it)."""
+    return zlib.crc32(row["UNIQUEID"].encode()) % 2 == 0
+
+
+def hangup_requests(row: dict, ending: list[str]) -> list[tuple[str, str, int]]:
+    """(event, channel, cause) of who hangs up the `ending` channels of a leg as it ends.
+
+    * Answered: the party that hangs up asks (`HangupRequest`, cause 16), the PBX then hangs up
+      the other (`SoftHangupRequest`). When only one of its channels ends (a transferer
+      leaving, a caller leaving the IVR or voicemail), that party hung up.
+    * Cancelled (`CANCEL`): the caller gave up (`HangupRequest` on the caller's channel); the
+      PBX stops the phones that rang.
+    * No answer, busy, unavailable, congestion: the PBX ends it with the dial's cause
+      (`SoftHangupRequest` only), the callee's channel first.
+    """
+    src, dst = row["src_chan"], row["dst_chan"]
+    if row["dialstatus"] == "ANSWER" and row["answer"]:
+        asking = {src if caller_hangs_up(row) else dst} if len(ending) > 1 else set(ending)
+    elif row["dialstatus"] == "CANCEL":
+        asking = {src}
+    else:
+        asking = set()
+    cause = _CAUSES.get(row["dialstatus"], _NORMAL_CLEARING)[0]
+    requests = [("HangupRequest", channel, _NORMAL_CLEARING[0])
+                for channel in ending if channel in asking]
+    return requests + [("SoftHangupRequest", channel, cause)
+                       for channel in sorted(ending, key=lambda c: c != dst)
+                       if channel not in asking]
 
 
 def _leg_start_ms(leg: MovedLeg) -> int:
@@ -355,7 +394,7 @@ def _channel_event(name: str, at_ms: int, row: dict, channel: str, uniqueid: str
     MikoPBX's channel variables."""
     caller = channel == row["src_chan"]
     side, other = ("src", "dst") if caller else ("dst", "src")
-    ended = name == "Hangup"
+    ended = name in ("Hangup", "HangupRequest", "SoftHangupRequest")
     if not ended:
         state = (4, "Ring") if caller else (0, "Down")
     elif row["answer"]:
