@@ -20,6 +20,7 @@ from openpyxl.styles import Alignment, Font
 from openpyxl.utils import get_column_letter
 
 from i18n import PERIOD_LABELS, STATUS_LABELS, TAB_LABELS, translator
+from i18n.hangups import hangup_words
 from mirror.models import Employee
 from mirror.queries import CallFilter, QueryError, call_rows, calls_query
 from mirror.records import call_record
@@ -56,17 +57,21 @@ EXPORT_COLUMNS = (
     Column("answered_by", "Answered by", 14), Column("missed_by", "Missed by", 18),
     Column("wait", "Wait", 9, "duration"), Column("talk", "Talk", 9, "duration"),
     Column("recordings", "Records", 8, "count"),
+    Column("queue", "Queue", 10), Column("queue_wait", "Wait in queue", 9, "duration"),
+    Column("hangup", "Hung up", 20),
+    Column("tags", "Tags", 17), Column("comments", "Comments", 28),
     Column("linkedid", "Call ID", 26),
 )
 COLUMNS_OF_PAGE = {"direction": ("direction",), "time": ("time",), "src": ("src", "src_name"),
                    "dst": ("dst", "dst_name"), "line": ("line", "did"), "status": ("status",),
-                   "answered": ("answered_by", "missed_by"), "wait": ("wait",),
-                   "talk": ("talk",), "record": ("recordings",)}
+                   "answered": ("answered_by", "missed_by"), "queue": ("queue", "queue_wait"),
+                   "wait": ("wait",), "talk": ("talk", "hangup"), "record": ("recordings",),
+                   "notes": ("tags", "comments")}
 
 
 # The page's columns (the user picks among them), and those shown until they pick.
 PAGE_COLUMNS = tuple(COLUMNS_OF_PAGE)
-DEFAULT_PAGE_COLUMNS = tuple(c for c in PAGE_COLUMNS if c != "answered")
+DEFAULT_PAGE_COLUMNS = tuple(c for c in PAGE_COLUMNS if c not in ("answered", "queue"))
 
 
 def chosen_columns(setting: str | None) -> tuple[str, ...]:
@@ -105,6 +110,7 @@ class CallCells:
         self.delimiter = ";" if language == "ru" else ","   # what Excel expects in that locale
         self.statuses = STATUS_LABELS[language]
         self.say = translator(language)
+        self.language = language
 
     def titles(self) -> list[str]:
         return [self.say(c.title) for c in self.columns]
@@ -127,6 +133,17 @@ class CallCells:
             return len(row["recordings"])
         if key == "missed_by":
             return ", ".join(row["missed_by"])
+        if key == "queue_wait":
+            return timedelta(seconds=row["queue_wait_s"]) if row["queue_wait_s"] is not None \
+                else None
+        if key == "hangup":
+            hangup = row["hangup"] or {}
+            return hangup_words(hangup.get("side"), hangup.get("cause"),
+                                hangup.get("cause_txt", ""), self.language)
+        if key == "tags":
+            return neutralised(", ".join(tag["name"] for tag in row["tags"]))
+        if key == "comments":
+            return neutralised("; ".join(f"{c['author']}: {c['text']}" for c in row["comments"]))
         return neutralised(row[key] or "")
 
 
@@ -320,15 +337,17 @@ def write_pdf(out: Path, rows: Iterable[dict], cells: CallCells,
     shown = [i for i, c in enumerate(cells.columns) if c.key != "linkedid"]
     titles = [cells.titles()[i] for i in shown]
     # Every heading fits on one line (its bold width and the cell's padding); the widths are
-    # then stretched to the page's, never narrowed (all the headings take half of it).
+    # then stretched to the page's, never narrowed. Columns wider than the page together (all
+    # of them chosen) take a smaller type instead, so a heading or a time still never wraps.
     pdf.set_font("DejaVu", "B", 7)
     widths = [max({"time": 27, "duration": 12, "count": 9}.get(cells.columns[i].kind,
                                                                max(cells.columns[i].width, 17)),
                   pdf.get_string_width(title) + 2 * pdf.c_margin + 1)
               for i, title in zip(shown, titles)]
+    scale = min(1.0, pdf.epw / sum(widths))
     totals = _Totals()
-    pdf.set_font("DejaVu", "", 7)
-    with pdf.table(col_widths=widths, line_height=3.8,
+    pdf.set_font("DejaVu", "", 7 * scale)
+    with pdf.table(col_widths=widths, line_height=3.8 * scale,
                    headings_style=FontFace(emphasis="BOLD", fill_color=(235, 238, 242)),
                    first_row_as_headings=True, repeat_headings=1) as table:
         table.row(titles)

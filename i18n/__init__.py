@@ -155,6 +155,50 @@ RUSSIAN = {
         "Модулями и лицензиями управляют только администраторы АТС.",
     "The module's licence is not active. Please ask your PBX administrator.":
         "Лицензия модуля не активна. Обратитесь к администратору АТС.",
+    # Working with calls: filters, notes, tags, deleting, settings
+    "Max. talk, s": "Разговор до, с", "Tags...": "Теги...", "any tag": "любой тег",
+    "all tags": "все теги", "Recording...": "Запись...", "with a recording": "с записью",
+    "without a recording": "без записи", "Queues...": "Очереди...", "Hung up...": "Кто положил...",
+    "Comment text...": "Текст комментария...", "Notes": "Заметки", "Queue": "Очередь",
+    "Hung up": "Кто положил", "Wait in queue": "Ожидание в очереди", "Tags": "Теги",
+    "Comments": "Комментарии", "Settings": "Настройки",
+    "Delete the recordings of this filter...": "Удалить записи звонков этого отбора...",
+    "Reason (kept with who deleted what)": "Причина (сохраняется вместе с тем, кто и что удалил)",
+    "Delete this call from the history?": "Удалить этот звонок из истории?",
+    "Delete the recordings of this call?": "Удалить записи этого звонка?",
+    "Delete the recordings of this filter?": "Удалить записи звонков этого отбора?",
+    "The call, its legs, recordings, comments and tags are removed for good; a resync does "
+    "not bring them back.": "Звонок, его плечи, записи, комментарии и теги удаляются навсегда; "
+                           "повторная синхронизация их не вернёт.",
+    "The recording files are removed from the PBX for good; the call stays in the history.":
+        "Файлы записей удаляются с АТС навсегда; звонок остаётся в истории.",
+    "Calls of this filter with recordings: {n}. Their recording files are removed from the PBX "
+    "for good.": "Звонков этого отбора с записями: {n}. Их файлы записей удаляются с АТС "
+                 "навсегда.",
+    "No call of this filter has a recording.": "Ни у одного звонка этого отбора нет записи.",
+    "Deleted: {calls} calls, {files} files.": "Удалено: звонков {calls}, файлов {files}.",
+    "Link copied": "Ссылка скопирована", "No changes yet.": "Изменений пока нет.",
+    "Delete this comment?": "Удалить этот комментарий?", "wait in queue": "ожидание в очереди",
+    "answered by": "ответил",
+    "No tags yet: an admin adds them in the settings.":
+        "Тегов пока нет: их добавляет администратор в настройках.",
+    "edited": "изменён", "Edit": "Изменить", "Comment": "Комментировать",
+    "Add a comment (up to 200 characters)": "Комментарий (до 200 символов)",
+    "History of changes": "История изменений", "Link to this call": "Ссылка на этот звонок",
+    "Copy link": "Копировать ссылку", "Delete recordings": "Удалить записи",
+    "Delete call": "Удалить звонок", "Recordings deleted": "Записи удалены",
+    "What everyone working with calls shares.": "Общее для всех, кто работает со звонками.",
+    "Not saved": "Не сохранено",
+    "Topics anyone who may see a call sets on it; the page filters and counts by them.":
+        "Темы, которые ставит на звонок любой, кто его видит; по ним отбирают и считают звонки.",
+    "Tag": "Тег", "Name": "Название", "Colour": "Цвет", "No tags yet.": "Тегов пока нет.",
+    "New tag": "Новый тег", "Add tag": "Добавить тег",
+    "red": "красный", "orange": "оранжевый", "yellow": "жёлтый", "olive": "оливковый",
+    "green": "зелёный", "teal": "бирюзовый", "blue": "синий", "violet": "фиолетовый",
+    "purple": "пурпурный", "pink": "розовый", "brown": "коричневый", "grey": "серый",
+    "black": "чёрный",
+    "Only an admin may change the module's settings.":
+        "Настройки модуля меняет только администратор.",
 }
 
 
@@ -201,6 +245,15 @@ _RUSSIAN_ERRORS = tuple((re.compile(pattern), russian) for pattern, russian in (
     (r"unknown employee group (.*)", "нет такой группы сотрудников: {0}"),
     (r"unknown (\w+) (.*); use one of: (.*)", "неизвестное значение {1} ({0}); допустимо: {2}"),
     (r"unknown parameter (.*); use: (.*)", "неизвестный параметр {0}; допустимы: {1}"),
+    (r"unknown tag (.*)", "нет такого тега: {0}"),
+    (r"maximum talk time must not be below the minimum",
+     "«Разговор до» не может быть меньше «Разговор от»"),
+    (r"(\w+) must be yes or no, not (.*)", "{0}: нужно «да» или «нет», а не {1}"),
+    (r"a tag named (.*) exists already", "тег {0} уже есть"),
+    (r"a tag name has at most (\d+) characters", "в названии тега не больше {0} символов"),
+    (r"a tag name is plain text: .*", "название тега — простой текст, без символов < > & \" ' `"),
+    (r"a tag name cannot hold a comma .*", "в названии тега не может быть запятой"),
+    (r"give the tag a name", "укажите название тега"),
 ))
 
 

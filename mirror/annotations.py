@@ -11,8 +11,11 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass
+from typing import Iterable, Iterator
 
 from peewee import SqliteDatabase
+
+from mirror.hangups import hangups_of
 
 COMMENT_LIMIT = 200
 TAG_NAME_LIMIT = 40
@@ -35,6 +38,32 @@ class Actor:
     """Who changes annotations: their login name, and whether they are an admin."""
     name: str
     admin: bool = False
+
+
+def annotated(rows: Iterable[dict], db: SqliteDatabase, chunk: int = 500) -> Iterator[dict]:
+    """Call rows with what was added to them: `tags`, `comments` and `hangup` (who hung up,
+    None: unknown), looked up a chunk of rows at a time; a table nobody wrote yet is not read."""
+    kinds = [(key, lookup) for key, table, lookup in (
+        ("tags", "call_tag", tags_of), ("comments", "comment", comments_of),
+        ("hangup", "call_hangup", lambda db, ids: hangups_of(ids, db)))
+        if db.execute_sql(f"SELECT EXISTS (SELECT 1 FROM {table})").fetchone()[0]]
+    batch: list[dict] = []
+    for row in rows:
+        batch.append(row)
+        if len(batch) >= chunk:
+            yield from _annotate(batch, kinds, db)
+            batch = []
+    yield from _annotate(batch, kinds, db)
+
+
+def _annotate(rows: list[dict], kinds, db) -> list[dict]:
+    found = {key: lookup(db, [row["linkedid"] for row in rows]) if rows else {}
+             for key, lookup in kinds}
+    for row in rows:
+        row["tags"] = found.get("tags", {}).get(row["linkedid"], [])
+        row["comments"] = found.get("comments", {}).get(row["linkedid"], [])
+        row["hangup"] = found.get("hangup", {}).get(row["linkedid"])
+    return rows
 
 
 # --- comments ------------------------------------------------------------------------------------

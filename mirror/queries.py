@@ -12,6 +12,7 @@ from datetime import date, datetime, timedelta
 
 from peewee import SQL, SqliteDatabase, Tuple, fn
 
+from mirror.annotations import annotated
 from mirror.calls import DIRECTIONS, NUMBER_MATCH_DIGITS, STATUSES
 from mirror.models import (Call, CallEmployee, CallGone, CallHangup, CallName, CallNumber, CallTag,
                            Comment, Employee, GroupMember, Leg, LiveCall, SyncState)
@@ -529,15 +530,17 @@ def _number_condition(query, search: NumberSearch, ids: tuple[int, int], of_empl
     return query
 
 
-def call_rows(query):
-    """Rows of a calls query as dicts with list fields decoded."""
-    return map(_decoded, query.dicts().iterator())
+def call_rows(query, *, annotate: bool = True):
+    """Rows of a calls query as dicts with list fields decoded and, unless told otherwise,
+    what was added to the calls (`mirror.annotations.annotated`: tags, comments, who hung up)."""
+    rows = map(_decoded, query.dicts().iterator())
+    return annotated(rows, query._database) if annotate else rows
 
 
 def find_call(linkedid: str, db: SqliteDatabase) -> dict | None:
-    """One call row (list fields decoded) by linkedid."""
+    """One call row (list fields decoded, annotated) by linkedid."""
     row = Call.select().where(Call.linkedid == linkedid).bind(db).dicts().first()
-    return _decoded(row) if row else None
+    return next(annotated([_decoded(row)], db)) if row else None
 
 
 def _decoded(row: dict) -> dict:

@@ -8,7 +8,7 @@ RECORD_FIELDS = ("linkedid", "start", "end", "direction", "status", "reason", "s
                  "dst", "dst_name", "external_number", "did", "line", "answered_by", "missed_by",
                  "transferred_to", "employees", "wait_s", "talk_s", "duration_s", "recordings",
                  "callback_of", "returned_by", "callback_attempts", "legs", "queue",
-                 "queue_wait_s")
+                 "queue_wait_s", "tags", "comments", "hangup")
 
 
 def iso_time(epoch_ms: int, tz: ZoneInfo) -> str:
@@ -36,4 +36,17 @@ def call_record(row: dict, tz: ZoneInfo) -> dict:
     record["start"] = iso_time(row["start_ms"], tz)
     record["end"] = iso_time(row["end_ms"], tz)
     record["legs"] = row["leg_count"]
+    record["tags"] = [tag["name"] for tag in row.get("tags", ())]
+    record["comments"] = [comment_record(c, tz) for c in row.get("comments", ())]
+    hangup = row.get("hangup")
+    record["hangup"] = None if hangup is None else {
+        "side": hangup["side"], "number": hangup["number"], "cause": hangup["cause"],
+        "cause_txt": hangup["cause_txt"]}
     return record
+
+
+def comment_record(comment: dict, tz: ZoneInfo) -> dict:
+    """A comment (`mirror.annotations.comments_of`) as a public record."""
+    return {"id": comment["id"], "author": comment["author"], "text": comment["text"],
+            "created": iso_time(comment["created_ms"], tz),
+            "edited": iso_time(comment["edited_ms"], tz) if comment["edited_ms"] else None}

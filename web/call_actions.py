@@ -13,7 +13,7 @@ from mirror.annotations import Actor, AnnotationError, NotAllowed
 from mirror.deletions import DeletionError
 from mirror.models import Call
 from mirror.queries import call_rows, calls_query, whole_number
-from mirror.records import iso_time
+from mirror.records import comment_record, iso_time
 from web.api import visible_call
 from web.auth import csrf_valid
 from web.context import clock, mirror, page_params, request_filter, user_db
@@ -190,7 +190,8 @@ def delete_filter_recordings():
                             f"{expected:,} you confirmed: check and confirm again")
     total_calls = total_files = 0
     while True:
-        chunk = [row["linkedid"] for row in call_rows(_recorded(flt).limit(BULK_CHUNK))]
+        chunk = [row["linkedid"] for row in call_rows(_recorded(flt).limit(BULK_CHUNK),
+                                                              annotate=False)]
         if not chunk:
             break
         deleted = deletions.delete_recordings(user_db(), chunk, g.user.name, reason, _now(),
@@ -234,10 +235,7 @@ def _field(name: str) -> str:
 
 
 def _comment(comment: dict) -> dict:
-    tz = clock().tz
-    return {"id": comment["id"], "author": comment["author"], "text": comment["text"],
-            "created": iso_time(comment["created_ms"], tz),
-            "edited": iso_time(comment["edited_ms"], tz) if comment["edited_ms"] else None}
+    return comment_record(comment, clock().tz)
 
 
 def _now() -> int:

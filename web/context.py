@@ -44,7 +44,7 @@ def request_filter(params: dict[str, str]) -> CallFilter:
 
 def page_params(args) -> dict[str, str]:
     """The filter in a query string; repeated values (multi-selects) join with commas."""
-    unknown = [name for name in args if name not in PAGE_PARAMETERS + ("cursor", "since", "now")]
+    unknown = [name for name in args if name not in PAGE_PARAMETERS + ("cursor", "since", "now", "call")]
     if unknown:
         raise QueryError(f"unknown parameter {unknown[0]!r}; use: {', '.join(PAGE_PARAMETERS)}")
     return typed_params(args)

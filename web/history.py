@@ -13,11 +13,14 @@ from werkzeug.datastructures import MultiDict
 
 from exports.writers import PAGE_COLUMNS, chosen_columns
 from i18n import LANGUAGES, say_error
+from mirror.annotations import tag_list
 from mirror.calls import STATUSES
+from mirror.deletions import deletions_of
 from mirror.models import Employee, GroupMember
-from mirror.queries import (DAY_MS, PERIODS, TABS, QueryError, call_rows, calls_in_progress,
-                            calls_query, changes_since, decode_cursor, encode_cursor, legs_of_call,
-                            mirror_revision, tab_counts, whole_number)
+from mirror.queries import (DAY_MS, HANGUP_SIDES, PERIODS, TABS, QueryError, call_rows,
+                            calls_in_progress, calls_query, changes_since, decode_cursor,
+                            encode_cursor, legs_of_call, mirror_revision, tab_counts, tag_counts,
+                            whole_number)
 from mirror.report_rows import reports_using
 from mirror.userdata import (UserDataError, default_filter, delete_filter, make_default,
                              save_filter, saved_filters, set_user_setting)
@@ -62,12 +65,13 @@ def page():
         return _page(typed_params(request.args), revision=0,
                      error=say_error(str(error), user_language())), 400
     return _page(params, revision=revision, counts=counts, rows=rows, next_cursor=next_cursor,
-                 restored=restored)
+                 restored=restored, tag_counts=tag_counts_at(revision, flt))
 
 
 def _page(params: dict[str, str], *, revision: int, counts: dict | None = None,
           rows: list | None = None, next_cursor: str | None = None,
-          restored: dict | None = None, error: str | None = None) -> str:
+          restored: dict | None = None, error: str | None = None,
+          tag_counts: dict | None = None) -> str:
     names = _employee_names()
     visible = g.user.visible_to
     live = calls_in_progress(mirror(), visible)
@@ -75,6 +79,8 @@ def _page(params: dict[str, str], *, revision: int, counts: dict | None = None,
                  if visible is None or visible.shows_employee(ext)]
     return render_template(
         "history/page.html", params=params, counts=counts or {}, rows=rows or [],
+        tags=tag_list(mirror()), tag_counts=tag_counts or {}, queues=_queues(),
+        hangup_sides=HANGUP_SIDES, open_call=request.args.get("call", "")[:200],
         next_cursor=next_cursor, error=error,
         tabs=TABS, periods=PERIODS, statuses=STATUSES, columns=page_columns(),
         all_columns=PAGE_COLUMNS, employees=employees, groups=_groups(),
@@ -101,7 +107,17 @@ def details(linkedid: str):
                   for n, path in enumerate(row["recordings"], start=1)]
     recording_of_leg = {path: n for n, path in enumerate(row["recordings"], start=1)}
     return render_template("history/details.html", call=row, legs=legs, recordings=recordings,
-                           recording_of_leg=recording_of_leg, names=_employee_names())
+                           recording_of_leg=recording_of_leg, names=_employee_names(),
+                           all_tags=tag_list(mirror()), deletions=deletions_of(mirror(), linkedid))
+
+
+@history.get("/calls/<linkedid>/row")
+def call_row(linkedid: str):
+    """One call's row as the page shows it (after a comment or a tag changed it)."""
+    row = visible_call(linkedid)
+    params = page_params(request.args)
+    return {"html": render_template("history/rows.html", rows=[row], columns=page_columns(),
+                                    params=params, names=_employee_names())}
 
 
 @history.get("/updates")
@@ -147,6 +163,13 @@ def counts_at(revision: int, flt) -> dict[str, int]:
     once with the same filter and visibility (every open page asks when a call is written)."""
     key = ("counts", revision, repr(replace(flt, tab="all", after=None, limit=None)))
     return shared_answers().get(key, lambda: tab_counts(flt, mirror()))
+
+
+def tag_counts_at(revision: int, flt) -> dict[int, int]:
+    """How many calls of the filter carry each tag (none counted when there are no tags)."""
+    if not mirror().execute_sql("SELECT EXISTS (SELECT 1 FROM call_tag)").fetchone()[0]:
+        return {}
+    return tag_counts(flt, mirror())
 
 
 def shared_answers():
@@ -232,6 +255,14 @@ def page_columns() -> tuple[str, ...]:
 
 def _employee_names() -> dict[str, str]:
     return dict(Employee.select(Employee.extension, Employee.name).bind(mirror()).tuples())
+
+
+def _queues() -> list[str]:
+    """The queues calls went through (one index seek per queue)."""
+    return [queue for (queue,) in mirror().execute_sql(
+        "WITH RECURSIVE q (queue) AS (SELECT min(queue) FROM call WHERE queue IS NOT NULL "
+        "UNION ALL SELECT (SELECT min(queue) FROM call WHERE queue > q.queue) FROM q "
+        "WHERE q.queue IS NOT NULL) SELECT queue FROM q WHERE queue IS NOT NULL")]
 
 
 def _groups() -> list[str]:

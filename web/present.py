@@ -8,7 +8,8 @@ from urllib.parse import quote, urlencode
 
 from flask import current_app, g, request, url_for
 
-from i18n import LANGUAGES, LIVE_LABELS, STATUS_LABELS, negotiate, translator
+from i18n import LANGUAGES, LIVE_LABELS, STATUS_LABELS, negotiate, say_error, translator
+from i18n.hangups import hangup_words
 from web import auth
 from web.context import clock, user_prefs
 
@@ -16,7 +17,9 @@ from web.context import clock, user_prefs
 def install(app) -> None:
     app.jinja_env.filters.update(local_time=local_time, duration=duration)
     app.jinja_env.globals.update(page_url=page_url, filter_query=filter_query,
-                                 server_now_ms=lambda: int(time.time() * 1000))
+                                 server_now_ms=lambda: int(time.time() * 1000),
+                                 hangup_text=hangup_text, call_link=call_link,
+                                 say_error=say_error)
     app.context_processor(page_context)
 
 
@@ -37,6 +40,18 @@ def page_context() -> dict:
             "user": user,
             "csrf": auth.csrf_token() if user else "",
             "static": lambda path: current_app.config["EXTCDR_STATIC"] + path}
+
+
+def hangup_text(hangup: dict | None) -> str:
+    """Who hung up a call and why, in the user's language ('unknown' when not seen)."""
+    hangup = hangup or {}
+    return hangup_words(hangup.get("side"), hangup.get("cause"), hangup.get("cause_txt", ""),
+                        user_language())
+
+
+def call_link(linkedid: str) -> str:
+    """The page opened on one call's details (the search finds it, whatever its day)."""
+    return url_for("history.page") + "?" + urlencode({"number": linkedid, "call": linkedid})
 
 
 def local_time(epoch_ms: int | None, fmt: str = "%Y-%m-%d %H:%M:%S") -> str:

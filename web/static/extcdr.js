@@ -19,7 +19,8 @@
   function submit() {
     // Send only the fields that are set: short, shareable URLs.
     var data = new FormData(form), query = new URLSearchParams();
-    data.forEach(function (value, name) { if (value !== "" && value !== "all") { query.append(name, value); } });
+    var defaults = { tab: "all", tag_mode: "any" };
+    data.forEach(function (value, name) { if (value !== "" && value !== defaults[name]) { query.append(name, value); } });
     if (data.get("period") === "custom") { query.delete("period"); }
     location.href = base + "?" + (query.toString() || "period=today");
   }
@@ -244,4 +245,208 @@
     follow();
   });
   follow();
+})();
+
+/* Working with calls: comments, tags, a link to a call, deleting (admins). Every change goes
+   through the role-checked API with the page's CSRF token; texts come from the page. */
+(function () {
+  "use strict";
+  var body = document.getElementById("calls"), form = document.getElementById("filters");
+  if (!body || !form) { return; }
+  var base = form.getAttribute("action");
+  var modal = document.querySelector(".delete-confirm");
+  var words = modal ? modal.dataset : {};
+  var token = document.querySelector('meta[name="csrf-token"]').content;
+
+  function call(method, url, data) {
+    var options = { method: method, credentials: "same-origin",
+      headers: { "X-CSRF-Token": token, "Content-Type": "application/json" } };
+    if (data !== undefined) { options.body = JSON.stringify(data); }
+    return fetch(url, options).then(function (reply) {
+      return reply.json().catch(function () { return {}; }).then(function (answer) {
+        if (!reply.ok) { throw new Error(answer.error || String(reply.status)); }
+        return answer;
+      });
+    });
+  }
+  function rowOf(linkedid) {
+    return body.querySelector('tr.call[data-linkedid="' + CSS.escape(linkedid) + '"]');
+  }
+  function detailsOf(element) { return element.closest("tr.details"); }
+  function linkedidOf(details) { return details.previousElementSibling.dataset.linkedid; }
+
+  // After a change: the row and its open details as the server shows them now.
+  function refresh(linkedid) {
+    var row = rowOf(linkedid);
+    if (!row) { return Promise.resolve(); }
+    var query = new URLSearchParams(body.dataset.query);
+    var rowReply = fetch(base + "calls/" + encodeURIComponent(linkedid) + "/row?" + query,
+                         { credentials: "same-origin" }).then(function (r) { return r.json(); });
+    var detailsReply = fetch(base + "calls/" + encodeURIComponent(linkedid) + "/details",
+                             { credentials: "same-origin" }).then(function (r) { return r.text(); });
+    return Promise.all([rowReply, detailsReply]).then(function (replies) {
+      var holder = document.createElement("tbody");
+      holder.innerHTML = replies[0].html.trim();
+      var fresh = holder.querySelector("tr.call"), details = row.nextElementSibling;
+      if (fresh) { row.replaceWith(fresh); row = fresh; }
+      if (details && details.classList.contains("details")) {
+        details.firstChild.innerHTML = replies[1];
+        prepare(details);
+      }
+    });
+  }
+  function showError(details, error) {
+    var box = details.querySelector(".note-error");
+    box.textContent = error.message;
+    box.classList.remove("hidden");
+  }
+
+  // Details just opened (or refreshed): the tag choice sends the whole set at each change.
+  function prepare(details) {
+    var choice = $(details).find(".call-tag-choice");
+    var sending = Promise.resolve();
+    choice.dropdown({ clearable: true, fullTextSearch: true, onChange: function (value) {
+      var names = value ? value.split(",").filter(Boolean) : [];
+      var linkedid = linkedidOf(details);
+      sending = sending.then(function () {
+        return call("PUT", choice.data("url"), { tags: names });
+      }).then(function () { return refreshRow(linkedid); })
+        .catch(function (error) { showError(details, error); });
+    } });
+  }
+  function refreshRow(linkedid) {
+    var row = rowOf(linkedid);
+    if (!row) { return Promise.resolve(); }
+    var query = new URLSearchParams(body.dataset.query);
+    return fetch(base + "calls/" + encodeURIComponent(linkedid) + "/row?" + query,
+                 { credentials: "same-origin" }).then(function (r) { return r.json(); })
+      .then(function (reply) {
+        var holder = document.createElement("tbody");
+        holder.innerHTML = reply.html.trim();
+        var fresh = holder.querySelector("tr.call");
+        if (fresh) { row.replaceWith(fresh); }
+      });
+  }
+  new MutationObserver(function (changes) {
+    changes.forEach(function (change) {
+      change.addedNodes.forEach(function (node) {
+        if (node.nodeType === 1 && node.classList.contains("details")) { prepare(node); }
+      });
+    });
+  }).observe(body, { childList: true });
+
+  body.addEventListener("submit", function (event) {
+    var add = event.target.closest("form.add-comment");
+    if (!add) { return; }
+    event.preventDefault();
+    var details = detailsOf(add), linkedid = linkedidOf(details);
+    call("POST", add.dataset.url, { text: add.elements.text.value })
+      .then(function () { return refresh(linkedid); })
+      .catch(function (error) { showError(details, error); });
+  });
+
+  body.addEventListener("click", function (event) {
+    var target = event.target, details = detailsOf(target);
+    if (!details) { return; }
+    var linkedid = linkedidOf(details), comment = target.closest(".comment");
+    if (target.closest(".comment .edit")) {
+      var text = comment.querySelector(".text");
+      if (comment.querySelector("textarea")) { return; }
+      var editor = document.createElement("form");
+      editor.className = "ui form edit-comment";
+      editor.innerHTML = '<div class="field"><textarea rows="2" maxlength="200"></textarea></div>' +
+        '<button type="submit" class="ui mini blue button save"></button>';
+      editor.querySelector("textarea").value = text.textContent;
+      editor.querySelector(".save").textContent = "✓";
+      text.after(editor);
+      editor.addEventListener("submit", function (submitted) {
+        submitted.preventDefault();
+        call("PATCH", comment.dataset.url, { text: editor.querySelector("textarea").value })
+          .then(function () { return refresh(linkedid); })
+          .catch(function (error) { showError(details, error); });
+      });
+    } else if (target.closest(".comment .delete")) {
+      if (!window.confirm(words.confirmComment)) { return; }
+      call("DELETE", comment.dataset.url)
+        .then(function () { return refresh(linkedid); })
+        .catch(function (error) { showError(details, error); });
+    } else if (target.closest(".comment-history")) {
+      var list = details.querySelector(".history-list");
+      call("GET", target.closest(".comment-history").dataset.url).then(function (answer) {
+        list.textContent = "";
+        answer.history.forEach(function (change) {
+          var line = document.createElement("div");
+          line.className = "change";
+          line.textContent = change.at.replace("T", " ").slice(0, 16) + " " + change.actor + " · " +
+            change.action + ": " + (change.old === null ? "" : "«" + change.old + "» → ") +
+            (change.new === null ? "—" : "«" + change.new + "»");
+          list.append(line);
+        });
+        if (!answer.history.length) { list.textContent = words.historyEmpty; }
+        list.classList.toggle("hidden");
+      }).catch(function (error) { showError(details, error); });
+    } else if (target.closest(".copy-link")) {
+      var input = details.querySelector(".call-link input");
+      input.value = new URL(input.value, location.href).href;
+      input.select();
+      var copied = navigator.clipboard && window.isSecureContext
+        ? navigator.clipboard.writeText(input.value) : Promise.resolve(document.execCommand("copy"));
+      copied.then(function () { target.closest(".copy-link").dataset.tooltip = words.copied; });
+    } else if (target.closest(".delete-call")) {
+      confirmDeletion(words.titleCall, words.whatCall, function (reason) {
+        return call("DELETE", target.closest(".delete-call").dataset.url, { reason: reason })
+          .then(function () { details.remove(); var row = rowOf(linkedid); if (row) { row.remove(); } });
+      });
+    } else if (target.closest(".delete-recordings")) {
+      confirmDeletion(words.titleRecordings, words.whatRecordings, function (reason) {
+        return call("DELETE", target.closest(".delete-recordings").dataset.url, { reason: reason })
+          .then(function () { return refresh(linkedid); });
+      });
+    }
+  });
+
+  // Deleting asks for a reason in a dialog; `act(reason)` does it (a promise).
+  function confirmDeletion(title, what, act) {
+    var box = $(modal);
+    box.find(".header").text(title);
+    box.find(".what").text(what);
+    box.find(".error").addClass("hidden");
+    box.find("input[name=reason]").val("");
+    box.find(".confirm").off("click").on("click", function () {
+      act(box.find("input[name=reason]").val()).then(function () { box.modal("hide"); })
+        .catch(function (error) { box.find(".error").text(error.message).removeClass("hidden"); });
+    });
+    box.find(".cancel").off("click").on("click", function () { box.modal("hide"); });
+    box.modal({ closable: true, autofocus: true }).modal("show");
+  }
+
+  // An admin deletes the recordings of the whole filter: the count is shown and confirmed.
+  var bulk = document.querySelector(".delete-filter-recordings");
+  if (bulk) {
+    bulk.addEventListener("click", function () {
+      call("GET", bulk.dataset.countUrl).then(function (answer) {
+        if (!answer.calls) { say(words.none); return; }
+        confirmDeletion(words.titleBulk, words.whatBulk.replace("{n}", answer.calls.toLocaleString()),
+          function (reason) {
+            return call("POST", bulk.dataset.deleteUrl, { reason: reason, expected: answer.calls })
+              .then(function (done) {
+                say(words.done.replace("{calls}", done.deleted.calls.toLocaleString())
+                  .replace("{files}", done.deleted.files.toLocaleString()));
+              });
+          });
+      });
+    });
+  }
+
+  function say(text) {
+    var box = document.querySelector(".action-result");
+    box.textContent = text;
+    box.classList.remove("hidden");
+  }
+
+  // A link to a call opens the page on its details.
+  if (body.dataset.open) {
+    var opened = rowOf(body.dataset.open);
+    if (opened) { opened.click(); }
+  }
 })();
