@@ -30,3 +30,27 @@ def setup_logging(level: str, syslog: bool) -> None:
         handler.setFormatter(logging.Formatter(
             "%(asctime)s extcdr[%(process)d] %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
+
+
+def add_user_arguments(parser, user_help: str) -> None:
+    """`--user`/`--users`: act as a user of the admin shell, with their role and extensions."""
+    parser.add_argument("--user", help=user_help)
+    parser.add_argument("--users", type=Path, help="JSON list of {name, password, role, "
+                        "extensions[, language]} (default: the demo users)")
+    # The user-loader hook: `users(path) -> {name: web.auth.User}`, given by whatever knows
+    # the users (the stand-in shell); a PBX's users live in its admin shell.
+    parser.set_defaults(users_of=None)
+
+
+def chosen_user(args):
+    """The user `--user` names (see add_user_arguments), or None without --user."""
+    if args.user is None:
+        return None
+    if args.users_of is None:
+        raise CliError("--user: no users are known here (a PBX's users live in its admin "
+                       "shell)")
+    user = args.users_of(args.users).get(args.user)
+    if user is None:
+        raise CliError(f"unknown user {args.user!r}" + (f" in {args.users}" if args.users
+                                                        else " (give --users FILE)"))
+    return user

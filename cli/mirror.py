@@ -9,7 +9,7 @@ from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
-from cli.base import CliError
+from cli.base import CliError, add_user_arguments, chosen_user
 from daemon.sync import mirror_sync
 from i18n import STATUS_LABELS, TAB_LABELS
 from mirror import schema
@@ -46,7 +46,7 @@ def add_commands(sub) -> dict:
     calls.add_argument("--db", required=True, type=Path)
     calls.add_argument("--format", choices=("jsonl", "table", "summary"), default="table",
                        help="one JSON object per call, a table, or counts by direction x status")
-    _add_filter_arguments(calls)
+    add_filter_arguments(calls)
     calls.add_argument("--limit", type=int, help="at most this many calls (default: all)")
     calls.add_argument("--in-progress", action="store_true",
                        help="the calls under way now instead (jsonl or table)")
@@ -57,15 +57,10 @@ def add_commands(sub) -> dict:
     export.add_argument("--db", required=True, type=Path)
     export.add_argument("--format", required=True, help="xlsx, csv, pdf or jsonl")
     export.add_argument("--out", required=True, type=Path, help="the file to write")
-    export.add_argument("--user", help="export only what this user may see (an operator: "
-                        "calls of their extensions); from --users")
-    export.add_argument("--users", type=Path, help="JSON list of {name, password, role, "
-                        "extensions[, language]} (default: the demo users)")
+    add_user_arguments(export, "export only what this user may see (an operator: calls of "
+                       "their extensions); from --users")
     export.add_argument("--language", choices=("en", "ru"), default="en")
-    # The user-loader hook: `users(path) -> {name: web.auth.User}`, given by whatever knows
-    # the users (the stand-in shell); a PBX's users live in its admin shell.
-    export.set_defaults(users_of=None)
-    _add_filter_arguments(export)
+    add_filter_arguments(export)
     _add_timezone_arguments(export)
 
     status = sub.add_parser("status", help="mirror size, cursor and lag behind the PBX")
@@ -166,7 +161,7 @@ class _progress:
 
 # --- calls ---------------------------------------------------------------------------------------
 
-def _add_filter_arguments(parser) -> None:
+def add_filter_arguments(parser) -> None:
     """The history page's filters, shared by `calls` and `export`."""
     parser.add_argument("--period", choices=PERIODS,
                         help="a period relative to today instead of --from/--to")
@@ -193,7 +188,7 @@ def _add_timezone_arguments(parser) -> None:
                         "times are shown in (default: pbx.config_db; else the mirror's)")
 
 
-def _filter_params(args) -> dict[str, object]:
+def filter_params(args) -> dict[str, object]:
     params = {"period": args.period, "from": args.start, "to": args.end,
               "direction": args.direction, "status": args.status, "number": args.number,
               "employee": args.employee, "group": args.group, "min_talk": args.min_talk,
@@ -215,7 +210,7 @@ def cmd_calls(args) -> int:
         if args.in_progress:
             return _print_in_progress(db, args.format, clock)
         flt = context.call_filter({
-            **_filter_params(args), **({"limit": args.limit} if args.limit is not None else {})})
+            **filter_params(args), **({"limit": args.limit} if args.limit is not None else {})})
         if args.format == "summary":
             _print_summary(counts_by_direction_and_status(flt, db))
             return 0
@@ -237,21 +232,13 @@ def cmd_calls(args) -> int:
 def cmd_export(args) -> int:
     """The page's export from the command line; the file appears whole or not at all."""
     from exports.writers import about, export_file  # openpyxl and fpdf: only to export
-    visible_to = None
-    if args.user is not None:
-        if args.users_of is None:
-            raise CliError("--user: no users are known here (a PBX's users live in its admin "
-                           "shell)")
-        user = args.users_of(args.users).get(args.user)
-        if user is None:
-            raise CliError(f"unknown user {args.user!r}" + (f" in {args.users}" if args.users
-                                                            else " (give --users FILE)"))
-        visible_to = user.visible_to
+    user = chosen_user(args)
+    visible_to = user.visible_to if user is not None else None
     if not args.out.parent.is_dir():
         raise CliError(f"{args.out.parent}: no such directory")
     db = open_module_db(args.db, readonly=True)
     try:
-        params = _filter_params(args)
+        params = filter_params(args)
         context = _context(args, db)
         clock = context.clock()
         flt = context.call_filter(params, visible_to=visible_to)

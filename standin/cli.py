@@ -35,8 +35,9 @@ def add_commands(sub) -> dict:
     web.add_argument("--users", type=Path,
                      help="with --standin: JSON list of {name, password, role, extensions}")
     web.set_defaults(login=_standin_login)
-    sub.choices["export"].set_defaults(
-        users_of=lambda path: {name: a.user for name, a in load_users(path).items()})
+    for command in ("export", "comment", "tag", "delete"):
+        sub.choices[command].set_defaults(
+            users_of=lambda path: {name: a.user for name, a in load_users(path).items()})
 
     shell = sub.add_parser("admin-shell", help="development/demo: the admin-shell stand-in "
                            "(login, users, auth) and nginx; with --pbx the PBX's admin panel "
