@@ -199,6 +199,18 @@ RUSSIAN = {
     "black": "чёрный",
     "Only an admin may change the module's settings.":
         "Настройки модуля меняет только администратор.",
+    "Supervisors limited to groups": "Руководители, ограниченные группами",
+    "A supervisor sees every call unless limited here: then only the calls of the chosen "
+    "groups' employees — on the page, in exports, reports and the API.":
+        "Руководитель видит все звонки, если не ограничен здесь: тогда только звонки "
+        "сотрудников выбранных групп — на странице, в выгрузках, отчётах и API.",
+    "Supervisor": "Руководитель", "Groups": "Группы", "Every call": "Все звонки",
+    "No supervisor is limited: each sees every call.":
+        "Ни один руководитель не ограничен: каждый видит все звонки.",
+    "Supervisor login": "Логин руководителя", "Limit": "Ограничить",
+    "The PBX has no employee groups (ModuleUsersGroups): there is nothing to limit "
+    "supervisors to.": "На АТС нет групп сотрудников (ModuleUsersGroups): ограничивать "
+                      "руководителей нечем.",
 }
 
 
@@ -254,6 +266,8 @@ _RUSSIAN_ERRORS = tuple((re.compile(pattern), russian) for pattern, russian in (
     (r"a tag name is plain text: .*", "название тега — простой текст, без символов < > & \" ' `"),
     (r"a tag name cannot hold a comma .*", "в названии тега не может быть запятой"),
     (r"give the tag a name", "укажите название тега"),
+    (r"give the supervisor's login \(at most (\d+) characters\)",
+     "укажите логин руководителя (не больше {0} символов)"),
 ))
 
 

@@ -26,6 +26,7 @@ class QueryError(ValueError):
 
 
 SCOPES = ("involved", "placed", "except")
+GROUPS_SCOPE = "groups"     # a supervisor limited to groups: their members' extensions
 
 
 @dataclass(frozen=True)
@@ -51,8 +52,11 @@ class Visibility:
     @classmethod
     def of(cls, role: str, extensions, scope: str = "involved") -> "Visibility | None":
         """What a user of `role` may see: admins and supervisors every call (None), anyone
-        else only the calls their extensions and scope admit."""
-        return None if role in ("admin", "supervisor") else cls(tuple(extensions), scope)
+        else only the calls their extensions and scope admit. A supervisor an admin limited
+        to some groups (scope GROUPS_SCOPE) sees the calls those groups' members took part in."""
+        if role == "admin" or (role == "supervisor" and scope != GROUPS_SCOPE):
+            return None
+        return cls(tuple(extensions), "involved" if scope == GROUPS_SCOPE else scope)
 
     def shows_employee(self, extension: str) -> bool:
         """Whether the employee's calls may be among those visible (the page's choices)."""

@@ -225,7 +225,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     # tombstone that keeps them deleted through resyncs. `call_hangup`: who hung up, written by
     # the daemon from AMI for the calls it saw end (no row: unknown). A call's queue and its
     # wait there come from its `Queue:` leg (CALL_QUEUES); partial indexes serve the recording
-    # filters.
+    # filters; a supervisor's limit to some groups' calls.
     (
         """CREATE TABLE comment (
             id INTEGER PRIMARY KEY,
@@ -285,6 +285,11 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX call_queue ON call (queue, start_ms) WHERE queue IS NOT NULL",
         "CREATE INDEX call_recorded ON call (start_ms, id) WHERE recordings <> '[]'",
         "CREATE INDEX call_unrecorded ON call (start_ms, id) WHERE recordings = '[]'",
+        # A supervisor an admin limited to the calls of some employee groups (the settings
+        # page): JSON list of group names.
+        """CREATE TABLE supervisor_groups (
+            user TEXT PRIMARY KEY,
+            groups TEXT NOT NULL) WITHOUT ROWID""",
     ),
 )
 

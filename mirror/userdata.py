@@ -1,5 +1,6 @@
 """What users keep in module.db: named filters (one of them the default, restored when the
-page opens) and settings such as the chosen columns and language. The web process writes
+page opens), settings such as the chosen columns and language, and the groups an admin limits
+a supervisor to. The web process writes
 these tables in short transactions; every function takes the user, so nobody reaches
 another user's rows."""
 from __future__ import annotations
@@ -80,3 +81,35 @@ def user_settings(db: SqliteDatabase, user: str) -> dict[str, str]:
 def set_user_setting(db: SqliteDatabase, user: str, key: str, value: str) -> None:
     with db.atomic("IMMEDIATE"):
         UserSetting.replace(user=user, key=key, value=value).bind(db).execute()
+
+
+def supervisor_groups(db: SqliteDatabase) -> dict[str, list[str]]:
+    """The supervisors an admin limited to some groups: user -> group names."""
+    return {user: json.loads(groups) for user, groups in db.execute_sql(
+        "SELECT user, groups FROM supervisor_groups ORDER BY user")}
+
+
+def set_supervisor_groups(db: SqliteDatabase, user: str, groups: list[str]) -> None:
+    """Limit a supervisor to the calls of these groups' members (none: every call again)."""
+    user = user.strip()
+    if not user or len(user) > NAME_LIMIT:
+        raise UserDataError(f"give the supervisor's login (at most {NAME_LIMIT} characters)")
+    with db.atomic("IMMEDIATE"):
+        if groups:
+            db.execute_sql("INSERT OR REPLACE INTO supervisor_groups (user, groups) VALUES (?, ?)",
+                           (user, json.dumps(sorted(set(groups)), ensure_ascii=False)))
+        else:
+            db.execute_sql("DELETE FROM supervisor_groups WHERE user = ?", (user,))
+
+
+def group_limit(db: SqliteDatabase, user: str) -> tuple[str, ...] | None:
+    """The extensions a supervisor is limited to (their groups' members now), or None when
+    no admin limited them. Read at every request: plain SQL."""
+    row = db.execute_sql("SELECT groups FROM supervisor_groups WHERE user = ?", (user,)
+                         ).fetchone()
+    if row is None:
+        return None
+    groups = json.loads(row[0])
+    return tuple(extension for (extension,) in db.execute_sql(
+        f"SELECT DISTINCT extension FROM group_member WHERE group_name IN "
+        f"({','.join('?' * len(groups))}) ORDER BY extension", groups))

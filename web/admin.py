@@ -1,5 +1,5 @@
-"""The module's settings page, for admins: the list of tags people set on calls (name, colour).
-Each change is a form post with the page's CSRF token; a bad value shows the page again with
+"""The module's settings page, for admins: the list of tags people set on calls (name, colour),
+and the supervisors limited to the calls of some employee groups. Each change is a form post with the page's CSRF token; a bad value shows the page again with
 what is wrong, nothing changed."""
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from flask import Blueprint, abort, g, redirect, render_template, request, url_f
 
 from mirror import annotations
 from mirror.annotations import Actor, AnnotationError
+from mirror.userdata import UserDataError, set_supervisor_groups, supervisor_groups
 from web.auth import check_csrf
 from web.context import mirror, user_db
 
@@ -25,8 +26,11 @@ def admins_only():
 
 @admin.get("/settings")
 def page(error: str | None = None, status: int = 200):
+    groups = [name for (name,) in mirror().execute_sql(
+        "SELECT DISTINCT group_name FROM group_member ORDER BY group_name")]
     return render_template("settings/page.html", tags=annotations.tag_list(mirror()),
-                           colours=annotations.TAG_COLOURS, error=error), status
+                           colours=annotations.TAG_COLOURS, error=error, groups=groups,
+                           supervisors=supervisor_groups(user_db())), status
 
 
 @admin.post("/settings/tags")
@@ -53,4 +57,20 @@ def _changed(change, *args):
         return page(error=str(error), status=400)
     except LookupError:
         abort(404)
+    return redirect(url_for("admin.page"))
+
+
+@admin.post("/settings/supervisors")
+def limit_supervisor():
+    """Limit a supervisor to some groups' calls (no group chosen: every call again)."""
+    groups = [name for name in request.form.getlist("groups") if name]
+    known = {name for (name,) in mirror().execute_sql("SELECT DISTINCT group_name FROM "
+                                                      "group_member")}
+    unknown = [name for name in groups if name not in known]
+    try:
+        if unknown:
+            raise UserDataError(f"unknown employee group {unknown[0][:40]!r}")
+        set_supervisor_groups(user_db(), request.form.get("user", ""), groups)
+    except UserDataError as error:
+        return page(error=str(error), status=400)
     return redirect(url_for("admin.page"))

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from flask import abort, current_app, g, jsonify, make_response, redirect, render_template, request
 
 from mirror import report_rows as report_data
-from mirror.queries import SCOPES, Visibility
+from mirror.queries import GROUPS_SCOPE, SCOPES, Visibility
+from mirror.userdata import group_limit
 
 ROLES = ("admin", "supervisor", "operator")
 USER_HEADER = "X-Extcdr-User"
@@ -80,6 +81,7 @@ def require_user():
             if request.endpoint == "history.page":
                 return redirect(login.login_url)
             return jsonify(error="not authenticated: log in first"), 401
+        g.user = within_groups(g.user)
         return None
     expected = current_app.config["EXTCDR_PROXY_TOKEN"]
     given = request.headers.get(TOKEN_HEADER, "")
@@ -96,8 +98,19 @@ def require_user():
     if scope not in SCOPES:
         return jsonify(error=f"not authenticated: unknown scope {scope!r} from the admin "
                              f"shell"), 401
-    g.user = User(name, role, extensions, request.headers.get(LANGUAGE_HEADER, ""), scope)
+    g.user = within_groups(User(name, role, extensions, request.headers.get(LANGUAGE_HEADER, ""),
+                                scope))
     return None
+
+
+def within_groups(user: User) -> User:
+    """A supervisor as the module's settings limit them: to their groups' members' calls."""
+    db = current_app.config["EXTCDR_USER_DB"]
+    if user.role != "supervisor" or db is None:
+        return user
+    extensions = group_limit(db, user.name)
+    return user if extensions is None else replace(user, extensions=extensions,
+                                                   scope=GROUPS_SCOPE)
 
 
 def remember_owner():
