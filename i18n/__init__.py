@@ -208,6 +208,10 @@ RUSSIAN = {
     "No supervisor is limited: each sees every call.":
         "Ни один руководитель не ограничен: каждый видит все звонки.",
     "Supervisor login": "Логин руководителя", "Limit": "Ограничить",
+    "— none: the calls chosen below": "— нет: звонки, выбранные ниже",
+    "(over the saved filter, if one is chosen; nothing chosen: every call you may see)":
+        "(поверх сохранённого отбора, если он выбран; ничего не выбрано — все ваши звонки)",
+    "every call": "все звонки",
     "The PBX has no employee groups (ModuleUsersGroups): there is nothing to limit "
     "supervisors to.": "На АТС нет групп сотрудников (ModuleUsersGroups): ограничивать "
                       "руководителей нечем.",

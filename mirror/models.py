@@ -190,7 +190,8 @@ class Report(Base):
     owner_extensions = TextField()       # JSON list: the owner's extensions (operators)
     owner_scope = TextField()            # how those limit what they see (Visibility.scope)
     name = TextField()
-    filter_id = IntegerField()
+    filter_id = IntegerField()           # the owner's saved filter; 0: none
+    filters = TextField(default="{}")    # JSON: the report's own filter parameters
     period = TextField()                 # one of mirror.queries.PERIODS, relative to each send
     frequency = TextField()              # once | daily | weekly | monthly
     at_time = TextField()                # HH:MM, PBX local time

@@ -41,8 +41,8 @@ def store_report(db: SqliteDatabase, owner: Owner, values: dict, filter_id: int,
     """Create the owner's report with the columns `values`, or change their report
     `report_id`; returns its id. The saved filter must be theirs, the name not yet taken."""
     with db.atomic("IMMEDIATE"):
-        if not SavedFilter.select().where(SavedFilter.id == filter_id,
-                                          SavedFilter.user == owner.name).bind(db).exists():
+        if filter_id and not SavedFilter.select().where(
+                SavedFilter.id == filter_id, SavedFilter.user == owner.name).bind(db).exists():
             raise ReportError("choose one of your saved filters")
         taken = Report.select(Report.id).where(Report.owner == owner.name,
                                                Report.name == name).bind(db).scalar()

@@ -1,4 +1,5 @@
-"""Mailed reports as users define them: a saved filter mailed once, daily, weekly or monthly
+"""Mailed reports as users define them: a saved filter and/or the report's own filters
+(employees, groups, directions, statuses, tags) mailed once, daily, weekly or monthly
 over a relative period, as Excel, CSV or PDF, attached or as a signed download link, to at most
 ten addresses, with a message template. Pure: validation, the schedule's next run (PBX local
 time, right across DST changes), the signed links. Their rows are kept by `mirror.report_rows`;
@@ -23,6 +24,8 @@ from reports.templates import TemplateRefused
 __all__ = ["Owner", "ReportError"]     # what a report is for, and its readable error
 
 FREQUENCIES = ("once", "daily", "weekly", "monthly")
+# The page's filters a report may carry itself (lists comma-separated), over its saved filter.
+REPORT_FILTERS = ("employee", "group", "direction", "status", "tag", "tag_mode")
 REPORT_FORMATS = ("xlsx", "csv", "pdf")
 DELIVERIES = ("attach", "link")
 LINK_HOURS = (24, 120)           # a download link lives this long, from-to
@@ -176,7 +179,8 @@ def link_valid(secret: bytes, send_id: int, expires_s: int, signature: str) -> b
 class ReportForm:
     """A report as the form gives it, checked."""
     name: str
-    filter_id: int
+    filter_id: int                 # 0: no saved filter (its own filters, or every call)
+    filters: dict[str, str]        # its own filters (REPORT_FILTERS), over the saved filter
     period: str
     timing: Timing
     format: str
@@ -212,13 +216,16 @@ def report_form(form, language: str) -> ReportForm:
         raise ReportError(f"a download link is valid for {LINK_HOURS[0]} to {LINK_HOURS[1]} "
                           f"hours")
     try:
-        filter_id = whole_number(form.get("filter", ""), "filter", 1)
+        filter_id = whole_number(form.get("filter") or "0", "filter")
     except QueryError:
         raise ReportError("choose one of your saved filters") from None
+    filters = {name: " ".join(str(form.get(name) or "").split()) for name in REPORT_FILTERS}
+    filters = {name: value for name, value in filters.items()
+               if value and not (name == "tag_mode" and value == "any")}
     subject = " ".join((form.get("subject") or DEFAULT_SUBJECT[language]).split())
     body = (form.get("body") or DEFAULT_BODY[language]).replace("\r\n", "\n")
     return ReportForm(
-        name=name, filter_id=filter_id, period=period,
+        name=name, filter_id=filter_id, filters=filters, period=period,
         timing=timing(form.get("frequency", ""), form.get("at", ""), form.get("on_day"),
                       form.get("on_date")),
         format=fmt, delivery=delivery, link_hours=hours,
@@ -239,6 +246,7 @@ def save_report(db, owner: Owner, form: ReportForm, *, link_base: str,
         "owner_role": owner.role, "owner_extensions": json.dumps(owner.extensions),
         "owner_scope": owner.scope,
         "name": form.name, "filter_id": form.filter_id, "period": form.period,
+        "filters": json.dumps(form.filters, ensure_ascii=False, sort_keys=True),
         "frequency": form.timing.frequency, "at_time": form.timing.at,
         "on_day": form.timing.on_day, "on_date": form.timing.on_date,
         "format": form.format, "delivery": form.delivery, "link_hours": form.link_hours,
@@ -248,3 +256,10 @@ def save_report(db, owner: Owner, form: ReportForm, *, link_base: str,
         "next_run_ms": None if next_run is None else int(next_run * 1000),
     }
     return report_rows.store_report(db, owner, values, form.filter_id, form.name, report_id)
+
+
+def report_params(saved: dict | None, own: dict[str, str], period: str) -> dict[str, str]:
+    """What a report sends: its saved filter (without its own period) with the report's own
+    filters over it, for the report's period."""
+    params = {k: v for k, v in (saved or {}).items() if k not in ("period", "from", "to")}
+    return {**params, **own, "period": period}

@@ -30,7 +30,7 @@ from mirror.userdata import user_settings
 from pbx.mirror_context import MirrorContext
 from pbxmodule.licence import LicenceCheck
 from reports import templates as message_templates
-from reports.definitions import Timing, link_signature
+from reports.definitions import Timing, link_signature, report_params
 from reports.mailer import MailError, mail_settings, message, pbx_settings, send
 
 log = logging.getLogger("extcdr.reports")
@@ -207,12 +207,15 @@ class ReportScheduler:
         return f"refused by the server: {', '.join(refused)}" if refused else None
 
     def _filter_params(self, report: dict) -> dict:
-        """The owner's saved filter with the report's period instead of its own."""
-        saved = report_rows.saved_filter_params(self.db, report)
-        if saved is None:
-            raise SendFailed("its saved filter was deleted; choose another one")
-        params = {k: v for k, v in json.loads(saved).items() if k not in ("period", "from", "to")}
-        return {**params, "period": report["period"]}
+        """The owner's saved filter, if any, with the report's own filters over it and the
+        report's period instead of its own."""
+        saved = None
+        if report["filter_id"]:
+            saved = report_rows.saved_filter_params(self.db, report)
+            if saved is None:
+                raise SendFailed("its saved filter was deleted; choose another one")
+        return report_params(json.loads(saved) if saved else None,
+                             json.loads(report["filters"]), report["period"])
 
     def _link(self, report: dict, send_id: int, expires_s: int, file_name: str) -> str:
         base = (self.settings["reports.link_base"] or report["link_base"]).rstrip("/")

@@ -627,3 +627,50 @@ def test_the_pbx_s_own_web_address_starts_mailed_links(tmp_path):
         conn.execute("UPDATE m_LanInterfaces SET exthostname = '' WHERE id = 2")
         conn.execute("UPDATE m_PbxSettings SET value = '443'")
     assert read_pbx_web_address(config) == "https://203.0.113.7"
+
+
+def test_a_report_carries_its_own_filters_instead_of_a_saved_one(site, smtp, boss):
+    """Employees, directions and tags chosen in the report's form (no saved filter): the mail
+    holds exactly the calls the API gives for the same filter."""
+    token = csrf(boss)
+    status, _, _ = boss.request(PREFIX + "api/v1/tags", {"name": "Жалоба", "colour": "red",
+                                                        "csrf_token": token})
+    assert status == 201
+    with sqlite3.connect(site["db"]) as conn:
+        first, second = (ext for (ext,) in conn.execute(
+            "SELECT extension FROM employee ORDER BY extension LIMIT 2"))
+    support = boss.calls(PREFIX, **LAST_WEEK, employee=f"{first},{second}", direction="incoming")
+    for call in support[:3]:
+        status, _, body = boss.request(PREFIX + f"api/v1/calls/{call['linkedid']}/tags",
+                                       {"tag": "Жалоба", "csrf_token": token})
+        assert status == 201, body
+    fields = [("name", "Жалобы поддержки"), ("filter", ""), ("period", "last_week"),
+              ("frequency", "daily"), ("at", "08:00"), ("weekday", "0"), ("monthday", "1"),
+              ("format", "xlsx"), ("delivery", "attach"), ("link_hours", "72"),
+              ("recipients", "boss@example.com"), ("subject", ""), ("body", ""),
+              ("enabled", "on"), ("employee", first), ("employee", second),
+              ("direction", "incoming"),
+              ("direction", "outgoing"), ("tag", "Жалоба"), ("csrf_token", token)]
+    status, headers, body = boss.request(PREFIX + "reports", fields)
+    assert status == 302, body[:800]
+    report_id = int(re.search(r"/reports/(\d+)", headers["Location"]).group(1))
+    _, _, form = boss.request(PREFIX + f"reports/{report_id}")
+    assert re.search(rf'<option value="{second}" selected>', form)
+    assert re.search(r'<option value="outgoing" selected>', form)
+
+    due_at(site, report_id, DUE)
+    site["scheduler"].step(DUE)
+    [mail] = smtp.take()
+    expected = boss.calls(PREFIX, **LAST_WEEK, employee=f"{first},{second}",
+                          direction="incoming,outgoing",
+                          tag="Жалоба")
+    assert [c["linkedid"] for c in expected] == [c["linkedid"] for c in support[:3]]
+    _, content = attachment(mail)
+    rows = list(load_workbook(io.BytesIO(content)).worksheets[1].iter_rows(values_only=True))
+    at = {title: i for i, title in enumerate(rows[0])}
+    assert [r[at["Call ID"]] for r in rows[1:]] == [c["linkedid"] for c in expected]
+    assert [r[at["Tags"]] for r in rows[1:]] == ["Жалоба"] * len(expected)
+
+    fields = [(k, "Nobody" if k == "tag" else v) for k, v in fields if k != "name"]
+    status, _, body = boss.request(PREFIX + "reports", [("name", "Refused"), *fields])
+    assert status == 400 and "unknown tag" in body

@@ -1,23 +1,27 @@
-"""Mailed reports in the page: each user schedules their saved filters, sees when each goes
+"""Mailed reports in the page: each user schedules their saved filters (or the report's own
+filters: employees, groups, directions, statuses, tags), sees when each goes
 next and the log of what was sent, sends one now, downloads a sent file while it lasts. The
 daemon's scheduler does the sending. The signed link in a mail is the one page here that needs
 no login: its signature and expiry are the permission."""
 from __future__ import annotations
 
+import json
 import time
 
 from flask import (Blueprint, abort, current_app, g, redirect, render_template, request, send_file,
                    url_for)
 
 from exports.writers import MEDIA_TYPES
-from mirror.queries import PERIODS, QueryError, whole_number
+from mirror.annotations import tag_list
+from mirror.calls import DIRECTIONS, STATUSES
+from mirror.queries import PERIODS, QueryError, calls_query, whole_number
 from mirror.report_rows import (ReportError, delete_report, link_secret, report_of, reports_of,
                                 request_send, send_of, send_row, sends_of)
 from mirror.userdata import saved_filters
 from pbx.config import SourceError, read_pbx_web_address
 from reports.definitions import (DEFAULT_BODY, DEFAULT_SUBJECT, DELIVERIES, FREQUENCIES, LINK_HOURS,
-                                 MAX_RECIPIENTS, REPORT_FORMATS, TEMPLATE_VALUES, link_valid,
-                                 report_form, save_report)
+                                 MAX_RECIPIENTS, REPORT_FILTERS, REPORT_FORMATS, TEMPLATE_VALUES,
+                                 link_valid, report_form, save_report)
 from web.auth import check_csrf
 from web.context import clock, mirror, user_db
 from web.present import user_language
@@ -31,6 +35,8 @@ WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", 
 def page():
     """The user's reports; an admin also sees everyone else's (and may delete them)."""
     everyone = reports_of(user_db(), None if g.user.role == "admin" else g.user.name)
+    for report in everyone:
+        report["own_filters"] = json.loads(report["filters"])
     return render_template(
         "reports/list.html", reports=[r for r in everyone if r["owner"] == g.user.name],
         others=[r for r in everyone if r["owner"] != g.user.name], filters=_filter_names(),
@@ -45,7 +51,8 @@ def new():
 @reports.get("/reports/<int:report_id>")
 def edit(report_id: int):
     report = _owned(report_of, report_id)
-    values = {**report, "filter": report["filter_id"], "at": report["at_time"],
+    values = {**report, **json.loads(report["filters"]), "filter": report["filter_id"] or "",
+              "at": report["at_time"],
               "recipients": "; ".join(report["recipients"]),
               "weekday": report["on_day"] if report["frequency"] == "weekly" else 0,
               "monthday": report["on_day"] if report["frequency"] == "monthly" else 1,
@@ -123,15 +130,23 @@ def _save(report_id: int | None):
     language = user_language()
     try:
         form = report_form(_form_values(), language)
+        try:      # its own filters must open for its owner (a known group, tag, status...)
+            calls_query(current_app.config["EXTCDR_CONTEXT"].call_filter(
+                {**form.filters, "period": form.period}, clock=clock(),
+                visible_to=g.user.visible_to), mirror())
+        except QueryError as exc:
+            raise ReportError(str(exc)) from None
         saved = save_report(user_db(), g.user.owner,
                             form, link_base=_link_base(), clock=clock(), report_id=report_id)
     except ReportError as exc:
-        return _form(report_id, request.form.to_dict(), error=str(exc), status=400)
+        return _form(report_id, _form_values(), error=str(exc), status=400)
     return redirect(url_for("reports.edit", report_id=saved, saved=1))
 
 
 def _form_values() -> dict[str, str]:
     values = request.form.to_dict()
+    for name in REPORT_FILTERS:          # multiple choices: comma-separated, as the page's
+        values[name] = ",".join(v for v in request.form.getlist(name) if v)
     values["on_day"] = values.get("weekday") if values.get("frequency") == "weekly" \
         else values.get("monthday")
     return values
@@ -140,8 +155,16 @@ def _form_values() -> dict[str, str]:
 def _form(report_id: int | None, values: dict, *, error: str | None = None, status: int):
     """The report's form (with what was typed, after an error) and its send log."""
     sends = sends_of(user_db(), g.user.name, report_id) if report_id is not None else []
+    visible = g.user.visible_to
+    employees = [(ext, name) for ext, name in mirror().execute_sql(
+        "SELECT extension, name FROM employee ORDER BY extension")
+        if visible is None or visible.shows_employee(ext)]
+    groups = [name for (name,) in mirror().execute_sql(
+        "SELECT DISTINCT group_name FROM group_member ORDER BY group_name")]
     return render_template(
         "reports/form.html", report_id=report_id, values=values, error=error, sends=sends,
+        employees=employees, groups=groups, directions=DIRECTIONS, statuses=STATUSES,
+        tags=tag_list(mirror()),
         filters=_filter_names(), periods=PERIODS, frequencies=FREQUENCIES, formats=REPORT_FORMATS,
         deliveries=DELIVERIES, link_hours=LINK_HOURS, weekdays=WEEKDAYS,
         max_recipients=MAX_RECIPIENTS, template_values=TEMPLATE_VALUES,
