@@ -290,9 +290,10 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         """CREATE TABLE supervisor_groups (
             user TEXT PRIMARY KEY,
             groups TEXT NOT NULL) WITHOUT ROWID""",
-        # A mailed report's own filters (JSON of page parameters: employees, groups,
-        # directions, statuses, tags), on top of its saved filter or instead of one
-        # (filter_id 0).
+    ),
+    # 11: a mailed report's own filters (JSON of page parameters: employees, groups,
+    # directions, statuses, tags), on top of its saved filter or instead of one (filter_id 0).
+    (
         "ALTER TABLE report ADD COLUMN filters TEXT NOT NULL DEFAULT '{}'",
     ),
 )

@@ -17,7 +17,7 @@ from pbx.config import read_pbx_config
 _CALL_COLUMNS = """linkedid, start_ms, end_ms, direction, status, reason, answered, src, src_name,
     dst, dst_name, external_number, ext_key, did, line, answered_by, missed_by, transferred_to,
     employees, wait_s, talk_s, duration_s, recordings, callback_of, returned_by,
-    callback_attempts, leg_count"""
+    callback_attempts, leg_count, queue, queue_wait_s"""
 
 
 def dump(db_path: Path) -> dict:

@@ -123,12 +123,34 @@ def count(pbx: Path, table: str) -> int:
 
 
 def user_data(pbx: Path) -> dict:
-    """What users made: saved filters and mailed reports."""
+    """What users made: saved filters, mailed reports, comments and tags of calls."""
     with sqlite3.connect(module_db(pbx)) as conn:
-        filters = conn.execute("SELECT user, name, params FROM saved_filter ORDER BY id").fetchall()
-        reports = conn.execute("SELECT name FROM report ORDER BY id").fetchall() \
-            if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'report'").fetchone() else []
-    return {"filters": filters, "reports": reports}
+        tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master")}
+        made = {"filters": "SELECT user, name, params FROM saved_filter ORDER BY id",
+                "reports": "SELECT name FROM report ORDER BY id",
+                "comments": "SELECT linkedid, author, text FROM comment ORDER BY id",
+                "tags": "SELECT t.name, ct.linkedid FROM call_tag ct JOIN tag t "
+                        "ON t.id = ct.tag_id ORDER BY 1, 2"}
+        data = {what: conn.execute(query).fetchall()
+                if query.split(" FROM ")[1].split()[0] in tables else []
+                for what, query in made.items()}
+    return {what: rows for what, rows in data.items() if rows or what in ("filters", "reports")}
+
+
+def annotate(pbx: Path) -> None:
+    """A comment and a tag on the newest mirrored call, as people leave them."""
+    from mirror.annotations import Actor, add_comment, create_tag, set_call_tags
+    from mirror.database import open_module_db
+    db = open_module_db(module_db(pbx))
+    try:
+        (linkedid,) = db.execute_sql("SELECT linkedid FROM call ORDER BY start_ms DESC "
+                                     "LIMIT 1").fetchone()
+        admin = Actor("admin", admin=True)
+        add_comment(db, linkedid, admin, "Клиент ждёт счёт", 1_700_000_000_000)
+        create_tag(db, admin, "VIP", "red")
+        set_call_tags(db, linkedid, admin, ["VIP"], 1_700_000_000_000)
+    finally:
+        db.close()
 
 
 def save_filter(pbx: Path, name: str, params: dict | None = None) -> int:
@@ -387,7 +409,9 @@ def test_uninstall_keeping_settings_then_install_restores_history_filters_and_re
     cli("enable", "--pbx", pbx)
     calls = sync_history(pbx, cli)
     add_report(pbx)
+    annotate(pbx)
     before = user_data(pbx)
+    assert before["comments"] and before["tags"]
     settings_before = (module_db(pbx).parent / "extcdr.toml").read_text()
 
     code, out, err = cli("uninstall", "--pbx", pbx, "--keep-settings")
@@ -421,22 +445,19 @@ def _without_last_migration(code: str) -> str:
                         "MIGRATIONS = MIGRATIONS[:-1]\nLATEST = len(MIGRATIONS)")
 
 
-# The code of the release before the last schema step (9: who placed a leg of a call, a report
-# owner's scope), as it used the tables then. Whoever adds a step puts its code here instead.
+# The code of the release before the last schema step (11: a mailed report's own filters), as
+# it used the tables then. Whoever adds a step puts its code here instead.
 BEFORE_LAST_STEP = {
-    "mirror/store.py": [
-        ("call_employee (extension, start_ms, call_id, placed)",
-         "call_employee (extension, start_ms, call_id)"),
-        ("e.start_ms, c.id, e.placed FROM", "e.start_ms, c.id FROM")],
     "mirror/models.py": [
-        ("    placed = BooleanField()", "    # placed"),
-        ("    owner_scope = TextField()", "    # owner_scope")],
-    "reports/definitions.py": [('        "owner_scope": owner.scope,\n', "")],
-    "mirror/report_rows.py": [
-        ("owner_extensions=extensions,\n                      owner_scope=owner.scope)",
-         "owner_extensions=extensions)"),
-        ("\n               | (Report.owner_scope != owner.scope))", ")")],
-    "reports/scheduler.py": [(', report["owner_scope"])', ")")],
+        ('    filters = TextField(default="{}")    # JSON: the report\'s own filter parameters\n',
+         "")],
+    "reports/definitions.py": [
+        ('        "filters": json.dumps(form.filters, ensure_ascii=False, sort_keys=True),\n',
+         "")],
+    "reports/scheduler.py": [('json.loads(report["filters"])', "{}")],
+    "web/report_views.py": [
+        ('**json.loads(report["filters"]), ', ""),
+        ('report["own_filters"] = json.loads(report["filters"])', 'report["own_filters"] = {}')],
 }
 
 
@@ -454,8 +475,8 @@ def test_upgrade_from_the_previous_schema_version_keeps_everything(tmp_path, pbx
     assert cli("install", "--pbx", pbx, "--archive", previous)[0] == 0
     with sqlite3.connect(module_db(pbx)) as conn:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == schema.LATEST - 1
-        # The last step (9) marks who placed a leg of each call; none from before.
-        assert "placed" not in columns(conn, "call_employee")
+        # The last step (11) gives mailed reports their own filters.
+        assert "filters" not in columns(conn, "report")
     calls, before, settings_before = in_use(pbx, cli)
 
     code, out, err = cli("upgrade", "--pbx", pbx, "--archive", archive)
@@ -463,9 +484,7 @@ def test_upgrade_from_the_previous_schema_version_keeps_everything(tmp_path, pbx
     assert out.strip() == f"upgraded {MODULE} 0.0.9 -> 0.1.0, data kept"
     with sqlite3.connect(module_db(pbx)) as conn:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == schema.LATEST
-        assert "placed" in columns(conn, "call_employee")
-        # ... and the calls mirrored before have theirs from their legs
-        assert conn.execute("SELECT count(*) FROM call_employee WHERE placed").fetchone()[0] > 0
+        assert "filters" in columns(conn, "report")
         assert conn.execute("SELECT count(*) FROM module_secret").fetchone()[0] == 1
     assert count(pbx, "call") == calls and user_data(pbx) == before
     assert (module_db(pbx).parent / "extcdr.toml").read_text() == settings_before
