@@ -416,10 +416,12 @@ def _annotation_conditions(query, f: CallFilter, db: SqliteDatabase):
         query = query.where(Call.linkedid.in_(Comment.select(Comment.linkedid).where(
             fn.instr(Comment.folded, f.comment.strip().casefold()) > 0)))
     if f.hangup:
+        # Most calls have a row (as many as the daemon saw end): looked up per call of the
+        # period as it is walked, not gathered from all of history.
+        hangup = CallHangup.select(CallHangup.side).where(CallHangup.linkedid == Call.linkedid)
         sides = [side for side in f.hangup if side != "unknown"]
-        seen = Call.linkedid.in_(CallHangup.select(CallHangup.linkedid)
-                                 .where(CallHangup.side.in_(sides)))
-        unseen = Call.linkedid.not_in(CallHangup.select(CallHangup.linkedid))
+        seen = fn.EXISTS(hangup.where(CallHangup.side.in_(sides)))
+        unseen = ~fn.EXISTS(hangup)
         condition = (seen | unseen if sides else unseen) if "unknown" in f.hangup else seen
         query = query.where(condition)
     return query

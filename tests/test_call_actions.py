@@ -10,13 +10,16 @@ import threading
 import urllib.error
 import urllib.parse
 import urllib.request
-from datetime import date
+from datetime import date, datetime
 
 import pytest
 from waitress import create_server
 
 from cli import main
+from mirror.database import open_module_db
+from mirror.hangups import CallHangup
 from mirror.settings import load
+from mirror.store import Store
 from standin import demo
 from web import create_app
 
@@ -350,3 +353,52 @@ def test_the_recordings_of_a_filter_go_after_the_count_is_confirmed(server, pbx)
     assert calls(server, **day, recording="yes") == []
     assert not any(f.exists() for f in files)
     assert calls(server, **{"from": "2024-10-26", "to": "2024-10-26"}, recording="yes")
+
+
+def test_who_hung_up_is_shown_and_filtered_and_unknown_is_never_guessed(server, pbx):
+    """Rows written as the daemon writes what it saw on AMI (Store.record_hangups)."""
+    _, db = pbx
+    first, second, third = calls(server)[:3]
+    database = open_module_db(db)
+    try:
+        store = Store(database)
+        with store.batch():
+            store.record_hangups([
+                CallHangup(first["linkedid"], "caller", "PJSIP/201-1", "201", 16,
+                           "Normal Clearing", first_ms(first)),
+                CallHangup(second["linkedid"], "callee", "PJSIP/202-2", "202", 17, "User busy",
+                           first_ms(second))])
+    finally:
+        database.close()
+    found = {c["linkedid"]: c for c in calls(server)}
+    assert found[first["linkedid"]]["hangup"] == {"side": "caller", "number": "201",
+                                                  "cause": 16, "cause_txt": "Normal Clearing"}
+    assert found[third["linkedid"]]["hangup"] is None
+    assert [c["linkedid"] for c in calls(server, hangup="caller")] == [first["linkedid"]]
+    assert [c["linkedid"] for c in calls(server, hangup="caller,callee")] == [
+        first["linkedid"], second["linkedid"]]
+    unknown = calls(server, hangup="unknown")
+    assert len(unknown) == len(found) - 2 and third["linkedid"] in {c["linkedid"] for c in unknown}
+    status, body = call_api(server, "GET", "/calls", params={**PERIOD, "hangup": "somebody"})
+    assert status == 400 and "unknown hangup" in body["error"]
+
+    page = page_html(server, f"/calls/{second['linkedid']}/details", language="ru")
+    assert "положил вызываемый (Абонент занят)" in page
+    page = page_html(server, f"/calls/{third['linkedid']}/details")
+    assert '<td class="hangup">unknown</td>' in page
+    rows = page_html(server, "/", params={**PERIOD, "hangup": "caller"})
+    assert 'class="hangup caller orange phone slash icon" title="caller hung up (Normal clearing)"' \
+        in rows
+
+
+def first_ms(call) -> int:
+    return int(datetime.fromisoformat(call["end"]).timestamp() * 1000)
+
+
+def page_html(base, path, params=None, language="en"):
+    url = f"{base}{path}" + ("?" + urllib.parse.urlencode(params) if params else "")
+    request = urllib.request.Request(url, headers={
+        "X-Extcdr-User": "anna", "X-Extcdr-Role": "admin", "X-Extcdr-Proxy-Token": TOKEN,
+        "X-Extcdr-Language": language})
+    with urllib.request.urlopen(request) as reply:
+        return reply.read().decode()
