@@ -29,6 +29,7 @@ from operator import itemgetter
 from typing import Callable, Iterable, Iterator, NamedTuple
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from mirror.annotations import Actor, create_tag, tag_list
 from mirror.database import open_module_db
 from mirror.pbxtime import PbxClock
 from mirror.queries import sync_state
@@ -1111,10 +1112,19 @@ def _write_recordings(monitor: pathlib.Path, monitor_dir: str, recordings: dict[
     return sum(files.write(path, seconds) for path, seconds in recordings.items())
 
 
+# The demo's tags, as an admin lists them on the settings page (made once; kept when changed).
+DEMO_TAGS = (("Sales lead", "green"), ("Complaint", "red"), ("Call back", "orange"),
+             ("Жалоба", "purple"))
+
+
 def add_demo_report(module_db: pathlib.Path, link_base: str) -> None:
-    """The demo's admin mails "Missed calls" every morning (made once; kept when changed)."""
+    """The demo's admin mails "Missed calls" every morning, and has listed a few tags (each
+    made once; kept when changed)."""
     db = open_module_db(module_db)
     try:
+        if not tag_list(db):
+            for name, colour in DEMO_TAGS:
+                create_tag(db, Actor("admin", admin=True), name, colour)
         if reports_of(db, "admin"):
             return
         filter_id = save_filter(db, "admin", "Missed calls", {"period": "today", "tab": "missed"},
