@@ -257,6 +257,8 @@
   var modal = document.querySelector(".delete-confirm");
   var words = modal ? modal.dataset : {};
   var token = document.querySelector('meta[name="csrf-token"]').content;
+  var actionWords = { added: words.actionAdded, edited: words.actionEdited,
+                      deleted: words.actionDeleted };
 
   function call(method, url, data) {
     var options = { method: method, credentials: "same-origin",
@@ -303,10 +305,13 @@
 
   // Details just opened (or refreshed): the tag choice sends the whole set at each change.
   function prepare(details) {
+    var link = details.querySelector(".call-link input");
+    link.value = new URL(link.value, location.href).href;     // a link that works anywhere
     var choice = $(details).find(".call-tag-choice");
     var sending = Promise.resolve();
     choice.dropdown({ clearable: true, fullTextSearch: true, onChange: function (value) {
-      var names = value ? value.split(",").filter(Boolean) : [];
+      // (a multiple <select> gives an array; a plain dropdown a comma-joined string)
+      var names = (Array.isArray(value) ? value : String(value || "").split(",")).filter(Boolean);
       var linkedid = linkedidOf(details);
       sending = sending.then(function () {
         return call("PUT", choice.data("url"), { tags: names });
@@ -377,8 +382,9 @@
         answer.history.forEach(function (change) {
           var line = document.createElement("div");
           line.className = "change";
+          var action = actionWords[change.action] || change.action;
           line.textContent = change.at.replace("T", " ").slice(0, 16) + " " + change.actor + " · " +
-            change.action + ": " + (change.old === null ? "" : "«" + change.old + "» → ") +
+            action + ": " + (change.old === null ? "" : "«" + change.old + "» → ") +
             (change.new === null ? "—" : "«" + change.new + "»");
           list.append(line);
         });
@@ -386,12 +392,15 @@
         list.classList.toggle("hidden");
       }).catch(function (error) { showError(details, error); });
     } else if (target.closest(".copy-link")) {
-      var input = details.querySelector(".call-link input");
-      input.value = new URL(input.value, location.href).href;
+      var button = target.closest(".copy-link"), input = details.querySelector(".call-link input");
       input.select();
+      // Refused (no permission, a plain-HTTP address): the older way; failing that too, the
+      // link stays selected for Ctrl+C.
       var copied = navigator.clipboard && window.isSecureContext
-        ? navigator.clipboard.writeText(input.value) : Promise.resolve(document.execCommand("copy"));
-      copied.then(function () { target.closest(".copy-link").dataset.tooltip = words.copied; });
+        ? navigator.clipboard.writeText(input.value) : Promise.reject(new Error("no clipboard"));
+      copied.catch(function () {
+        if (!document.execCommand("copy")) { throw new Error("not copied"); }
+      }).then(function () { button.dataset.tooltip = words.copied; }, function () {});
     } else if (target.closest(".delete-call")) {
       confirmDeletion(words.titleCall, words.whatCall, function (reason) {
         return call("DELETE", target.closest(".delete-call").dataset.url, { reason: reason })
