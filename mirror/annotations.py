@@ -2,9 +2,10 @@
 
 Both are keyed by the call's linkedid, so a resync that rewrites the call rows leaves them as
 they were, and both are the users' own data (kept across upgrades, and across an uninstall
-that keeps settings). The web process and the CLI write them in short transactions; whether
-the user may see the call is the caller's check (`mirror.queries.call_visible`), who may change
-what is checked here.
+that keeps settings). The web process and the CLI write them in short transactions, each a change
+open pages are told of (the calls get the history's next revision, as the daemon's writes do);
+whether the user may see the call is the caller's check (`mirror.queries.call_visible`), who may
+change what is checked here.
 """
 from __future__ import annotations
 
@@ -103,6 +104,7 @@ def add_comment(db: SqliteDatabase, linkedid: str, actor: Actor, text: str,
             "VALUES (?, ?, ?, ?, ?)", (linkedid, actor.name, now_ms, text, text.casefold())
         ).lastrowid
         _audit(db, comment_id, linkedid, actor, now_ms, "added", None, text)
+        _shown_again(db, "?", (linkedid,))
     return {"id": comment_id, "author": actor.name, "text": text, "created_ms": now_ms,
             "edited_ms": None}
 
@@ -115,6 +117,7 @@ def edit_comment(db: SqliteDatabase, linkedid: str, comment_id: int, actor: Acto
         db.execute_sql("UPDATE comment SET text = ?, folded = ?, edited_ms = ? WHERE id = ?",
                        (text, text.casefold(), now_ms, comment_id))
         _audit(db, comment_id, linkedid, actor, now_ms, "edited", old, text)
+        _shown_again(db, "?", (linkedid,))
     return {"id": comment_id, "author": author, "text": text, "created_ms": created,
             "edited_ms": now_ms}
 
@@ -125,6 +128,7 @@ def delete_comment(db: SqliteDatabase, linkedid: str, comment_id: int, actor: Ac
         _, old, _ = _changeable(db, linkedid, comment_id, actor)
         db.execute_sql("DELETE FROM comment WHERE id = ?", (comment_id,))
         _audit(db, comment_id, linkedid, actor, now_ms, "deleted", old, None)
+        _shown_again(db, "?", (linkedid,))
 
 
 def comment_history(db: SqliteDatabase, linkedid: str) -> list[dict]:
@@ -202,6 +206,7 @@ def change_tag(db: SqliteDatabase, actor: Actor, tag_id: int, name: str, colour:
         if other is not None and other != tag_id:
             raise AnnotationError(f"a tag named {name!r} exists already")
         db.execute_sql("UPDATE tag SET name = ?, colour = ? WHERE id = ?", (name, colour, tag_id))
+        _shown_again(db, "SELECT linkedid FROM call_tag WHERE tag_id = ?", (tag_id,))
     return {"id": tag_id, "name": name, "colour": colour}
 
 
@@ -210,6 +215,7 @@ def delete_tag(db: SqliteDatabase, actor: Actor, tag_id: int) -> None:
     _admin(actor)
     with db.atomic("IMMEDIATE"):
         _tag(db, tag_id)
+        _shown_again(db, "SELECT linkedid FROM call_tag WHERE tag_id = ?", (tag_id,))
         db.execute_sql("DELETE FROM call_tag WHERE tag_id = ?", (tag_id,))
         db.execute_sql("DELETE FROM tag WHERE id = ?", (tag_id,))
 
@@ -252,6 +258,8 @@ def set_call_tags(db: SqliteDatabase, linkedid: str, actor: Actor, names,
         for tag_id in wanted - have:
             db.execute_sql("INSERT INTO call_tag (linkedid, tag_id, set_by, set_ms) "
                            "VALUES (?, ?, ?, ?)", (linkedid, tag_id, actor.name, now_ms))
+        if wanted != have:
+            _shown_again(db, "?", (linkedid,))
     return tags_of(db, [linkedid]).get(linkedid, [])
 
 
@@ -259,16 +267,33 @@ def add_call_tag(db: SqliteDatabase, linkedid: str, actor: Actor, name: str,
                  now_ms: int) -> list[dict]:
     with db.atomic("IMMEDIATE"):
         (tag_id,) = tag_ids(db, [name])
-        db.execute_sql("INSERT OR IGNORE INTO call_tag (linkedid, tag_id, set_by, set_ms) "
-                       "VALUES (?, ?, ?, ?)", (linkedid, tag_id, actor.name, now_ms))
+        if db.execute_sql("INSERT OR IGNORE INTO call_tag (linkedid, tag_id, set_by, set_ms) "
+                          "VALUES (?, ?, ?, ?)", (linkedid, tag_id, actor.name, now_ms)).rowcount:
+            _shown_again(db, "?", (linkedid,))
     return tags_of(db, [linkedid]).get(linkedid, [])
 
 
 def remove_call_tag(db: SqliteDatabase, linkedid: str, tag_id: int) -> list[dict]:
     with db.atomic("IMMEDIATE"):
-        db.execute_sql("DELETE FROM call_tag WHERE linkedid = ? AND tag_id = ?",
-                       (linkedid, tag_id))
+        if db.execute_sql("DELETE FROM call_tag WHERE linkedid = ? AND tag_id = ?",
+                          (linkedid, tag_id)).rowcount:
+            _shown_again(db, "?", (linkedid,))
     return tags_of(db, [linkedid]).get(linkedid, [])
+
+
+def next_revision(db) -> int:
+    """A change of what pages show, made outside the daemon's writer: the history's next
+    revision (open pages then ask what changed since theirs)."""
+    db.execute_sql("INSERT INTO sync_state (key, value) VALUES ('revision', 1) "
+                   "ON CONFLICT (key) DO UPDATE SET value = CAST(value AS INTEGER) + 1")
+    return int(db.execute_sql("SELECT value FROM sync_state WHERE key = 'revision'").fetchone()[0])
+
+
+def _shown_again(db, calls_sql: str, params=()) -> None:
+    """The calls `calls_sql` names (their linkedids) look different now: open pages showing
+    them get their rows again (a new revision stamped on them)."""
+    db.execute_sql(f"UPDATE call SET revision = ? WHERE linkedid IN ({calls_sql})",
+                   (next_revision(db), *params))
 
 
 def _tag(db, tag_id: int) -> None:

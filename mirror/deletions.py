@@ -17,6 +17,8 @@ from typing import Callable, Iterable
 
 from peewee import SqliteDatabase
 
+from mirror.annotations import next_revision
+
 REASON_LIMIT = 200
 WHAT = ("call", "recordings")
 Locate = Callable[[str], "Path | None"]     # a recording's file, if inside the recordings root
@@ -58,7 +60,7 @@ def delete_call(db: SqliteDatabase, linkedid: str, actor: str, reason: str, now_
     with db.atomic("IMMEDIATE"):
         call_id, recordings, employees, ext_key, start, end = _finished(db, linkedid)
         files = _remove_files(recordings, locate)
-        revision = _next_revision(db)
+        revision = next_revision(db)
         for statement in ("DELETE FROM call_employee WHERE call_id = ?",
                           "DELETE FROM call_number WHERE rowid = ?",
                           "DELETE FROM call_name WHERE rowid = ?",
@@ -88,7 +90,7 @@ def delete_recordings(db: SqliteDatabase, linkedids: Iterable[str], actor: str, 
             if not json.loads(recordings):
                 continue
             removed = _remove_files(recordings, locate)
-            revision = revision or _next_revision(db)
+            revision = revision or next_revision(db)
             db.execute_sql("UPDATE call SET recordings = '[]', revision = ? WHERE id = ?",
                            (revision, call_id))
             db.execute_sql("UPDATE leg SET recordingfile = '' WHERE linkedid = ?", (linkedid,))
@@ -140,10 +142,3 @@ def _remove_files(recordings: str, locate: Locate) -> int:
             raise DeletionError(f"cannot remove the recording {path.name}: "
                                 f"{exc.strerror or exc}") from None
     return removed
-
-
-def _next_revision(db) -> int:
-    """A writer's change of what pages show: the next revision (open pages ask for it)."""
-    db.execute_sql("INSERT INTO sync_state (key, value) VALUES ('revision', 1) "
-                   "ON CONFLICT (key) DO UPDATE SET value = CAST(value AS INTEGER) + 1")
-    return int(db.execute_sql("SELECT value FROM sync_state WHERE key = 'revision'").fetchone()[0])

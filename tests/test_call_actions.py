@@ -70,10 +70,11 @@ def csrf(user: str) -> str:
 
 
 def call_api(base, method, path, body=None, params=None, *, user="anna", role="admin",
-             extensions="", token=True):
+             extensions="", token=True, language=""):
     url = f"{base}/api/v1{path}" + ("?" + urllib.parse.urlencode(params) if params else "")
     headers = {"X-Extcdr-User": user, "X-Extcdr-Role": role, "X-Extcdr-Extensions": extensions,
-               "X-Extcdr-Proxy-Token": TOKEN, "Content-Type": "application/json"}
+               "X-Extcdr-Proxy-Token": TOKEN, "Content-Type": "application/json",
+               "X-Extcdr-Language": language}
     if token:
         headers["X-CSRF-Token"] = csrf(user)
     data = json.dumps(body).encode() if body is not None else None
@@ -144,6 +145,8 @@ def test_bad_comments_are_refused_readably_and_change_nothing(server):
         assert status == 400 and words in body["error"]
     status, body = call_api(server, "POST", path, {"text": "forged"}, token=False)
     assert status == 403 and "CSRF" in body["error"]
+    status, body = call_api(server, "POST", path, {"text": "x" * 201}, language="ru")
+    assert status == 400 and body["error"] == "в комментарии не больше 200 символов, а в этом 201"
     status, _ = call_api(server, "POST", "/calls/mikopbx-1.1/comments", {"text": "nowhere"})
     assert status == 404
     assert call_api(server, "GET", path)[1]["comments"] == before
@@ -402,3 +405,21 @@ def page_html(base, path, params=None, language="en"):
         "X-Extcdr-Language": language})
     with urllib.request.urlopen(request) as reply:
         return reply.read().decode()
+
+
+def test_open_pages_are_told_when_notes_change(server):
+    """Another open page (its `updates` ask) gets the row again with the new comment and tag."""
+    call, _ = operator_call(server)
+    day = call["start"][:10]
+    params = {"from": day, "to": day}
+
+    def updates(since):
+        return json.loads(page_html(server, "/updates", params={**params, "since": since}))
+
+    revision = updates(10**12)["revision"]                 # a page of now
+    call_api(server, "POST", f"/calls/{call['linkedid']}/comments", {"text": "Seen in tab 2"})
+    update = updates(revision)
+    assert update["revision"] > revision
+    [row] = [c for c in update["calls"] if c["linkedid"] == call["linkedid"]]
+    assert "Seen in tab 2" in row["html"]
+    assert updates(update["revision"])["calls"] == []       # nothing more since

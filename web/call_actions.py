@@ -8,6 +8,7 @@ import time
 
 from flask import Blueprint, g, jsonify, request
 
+from i18n import say_error
 from mirror import annotations, deletions
 from mirror.annotations import Actor, AnnotationError, NotAllowed
 from mirror.deletions import DeletionError
@@ -17,6 +18,7 @@ from mirror.records import comment_record, iso_time
 from web.api import visible_call
 from web.auth import csrf_valid
 from web.context import clock, mirror, page_params, request_filter, user_db
+from web.present import user_language
 from web.recordings import recording_files
 
 call_actions = Blueprint("call_actions", __name__)
@@ -27,28 +29,33 @@ BULK_CHUNK = 200      # calls per transaction when deleting the recordings of a 
 @call_actions.before_request
 def forged_changes_refused():
     if request.method != "GET" and not csrf_valid():
-        return jsonify(error="request refused: no valid CSRF token (reload the page)"), 403
+        return _refused("request refused: no valid CSRF token (reload the page)", 403)
     return None
 
 
 @call_actions.errorhandler(AnnotationError)
 def bad_annotation(error):
-    return jsonify(error=str(error)), 400
+    return _refused(str(error), 400)
 
 
 @call_actions.errorhandler(DeletionError)
 def refused_deletion(error):
-    return jsonify(error=str(error)), error.status
+    return _refused(str(error), error.status)
 
 
 @call_actions.errorhandler(NotAllowed)
 def not_allowed(error):
-    return jsonify(error=str(error)), 403
+    return _refused(str(error), 403)
 
 
 @call_actions.errorhandler(LookupError)
 def unknown(_):
-    return jsonify(error="not found"), 404
+    return _refused("not found", 404)
+
+
+def _refused(message: str, status: int):
+    """A readable refusal, in the user's language (the page shows it as it comes)."""
+    return jsonify(error=say_error(message, user_language())), status
 
 
 # --- comments ------------------------------------------------------------------------------------
