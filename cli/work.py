@@ -24,7 +24,7 @@ from mirror.pbxtime import PbxClock
 from mirror.queries import call_rows, call_visible, calls_query, find_call
 from mirror.records import comment_record, iso_time
 from pbx.mirror_context import MirrorContext
-from pbx.recordings import RecordingFiles
+from pbx.recording_files import RecordingFiles
 
 BULK_CHUNK = 200
 

@@ -20,7 +20,7 @@ from openpyxl.styles import Alignment, Font
 from openpyxl.utils import get_column_letter
 
 from i18n import PERIOD_LABELS, STATUS_LABELS, TAB_LABELS, translator
-from i18n.hangups import hangup_words
+from i18n.hangup_words import hangup_words
 from mirror.models import Employee
 from mirror.queries import CallFilter, QueryError, call_rows, calls_query
 from mirror.records import call_record

@@ -83,16 +83,9 @@ def comment_text(text: str) -> str:
 
 def comments_of(db: SqliteDatabase, linkedids) -> dict[str, list[dict]]:
     """The comments of these calls, oldest first: {id, author, text, created_ms, edited_ms}."""
-    found: dict[str, list[dict]] = {}
-    for chunk in _chunks(list(linkedids)):
-        rows = db.execute_sql(
-            f"SELECT linkedid, id, author, text, created_ms, edited_ms FROM comment "
-            f"WHERE linkedid IN ({_marks(chunk)}) ORDER BY linkedid, id", chunk)
-        for linkedid, comment_id, author, text, created, edited in rows:
-            found.setdefault(linkedid, []).append(
-                {"id": comment_id, "author": author, "text": text, "created_ms": created,
-                 "edited_ms": edited})
-    return found
+    return _by_call(db, linkedids, "SELECT linkedid, id, author, text, created_ms, edited_ms "
+                    "FROM comment WHERE linkedid IN ({calls}) ORDER BY linkedid, id",
+                    ("id", "author", "text", "created_ms", "edited_ms"))
 
 
 def add_comment(db: SqliteDatabase, linkedid: str, actor: Actor, text: str,
@@ -234,15 +227,9 @@ def tag_ids(db: SqliteDatabase, names) -> list[int]:
 
 def tags_of(db: SqliteDatabase, linkedids) -> dict[str, list[dict]]:
     """The tags set on these calls, by name: {id, name, colour}."""
-    found: dict[str, list[dict]] = {}
-    for chunk in _chunks(list(linkedids)):
-        rows = db.execute_sql(
-            f"SELECT ct.linkedid, t.id, t.name, t.colour FROM call_tag ct "
-            f"JOIN tag t ON t.id = ct.tag_id WHERE ct.linkedid IN ({_marks(chunk)}) "
-            f"ORDER BY ct.linkedid, t.name COLLATE NOCASE", chunk)
-        for linkedid, tag_id, name, colour in rows:
-            found.setdefault(linkedid, []).append({"id": tag_id, "name": name, "colour": colour})
-    return found
+    return _by_call(db, linkedids, "SELECT ct.linkedid, t.id, t.name, t.colour FROM call_tag ct "
+                    "JOIN tag t ON t.id = ct.tag_id WHERE ct.linkedid IN ({calls}) "
+                    "ORDER BY ct.linkedid, t.name COLLATE NOCASE", ("id", "name", "colour"))
 
 
 def set_call_tags(db: SqliteDatabase, linkedid: str, actor: Actor, names,
@@ -313,6 +300,16 @@ def _tag_named(db, name: str) -> int | None:
 def _admin(actor: Actor) -> None:
     if not actor.admin:
         raise NotAllowed("only an admin manages the list of tags")
+
+
+def _by_call(db, linkedids, sql: str, names: tuple[str, ...]) -> dict[str, list[dict]]:
+    """Rows of `sql` (first column the linkedid; `{calls}` takes the linkedids) as dicts of
+    `names`, per call, a chunk of calls at a time."""
+    found: dict[str, list[dict]] = {}
+    for chunk in _chunks(list(linkedids)):
+        for linkedid, *values in db.execute_sql(sql.format(calls=_marks(chunk)), chunk):
+            found.setdefault(linkedid, []).append(dict(zip(names, values)))
+    return found
 
 
 def _chunks(values: list, size: int = 500):

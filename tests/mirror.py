@@ -1,8 +1,9 @@
-"""Helpers for tests that compare whole mirrors."""
+"""Helpers for tests that build and compare whole mirrors."""
 from __future__ import annotations
 
 import random
 import sqlite3
+from datetime import date
 from pathlib import Path
 
 from daemon.sync import Sync, SyncOptions
@@ -58,6 +59,18 @@ def append_rows(cdr: Path, cols: list[str], rows: list[tuple]) -> None:
         conn.executemany(f"INSERT INTO cdr_general ({', '.join(cols)}) "
                          f"VALUES ({', '.join('?' * len(cols))})", rows)
     conn.close()
+
+
+def mirrored_demo(directory: Path, calls: int, seed: int) -> Path:
+    """A small demo PBX of a test module's own in `directory` (up to 2024-10-27 in Berlin: the
+    DST week), mirrored by `extcdr sync --once` into `directory/module.db`; returns that."""
+    from cli import main
+    from standin import demo
+    demo.generate(directory, calls, seed, end_day=date(2024, 10, 27), timezone="Europe/Berlin")
+    db = directory / "module.db"
+    assert main(["sync", "--cdr-db", str(directory / "cdr.db"), "--pbx-db",
+                 str(directory / "mikopbx.db"), "--db", str(db), "--once"]) == 0
+    return db
 
 
 def sync_once(cdr: Path, pbx: Path, db: Path, batch_rows: int = 20_000,

@@ -10,7 +10,7 @@ import threading
 import urllib.error
 import urllib.parse
 import urllib.request
-from datetime import date, datetime
+from datetime import datetime
 
 import pytest
 from waitress import create_server
@@ -20,7 +20,7 @@ from mirror.database import open_module_db
 from mirror.hangups import CallHangup
 from mirror.settings import load
 from mirror.store import Store
-from standin import demo
+from tests.mirror import mirrored_demo
 from web import create_app
 
 TOKEN = "proxy-secret"
@@ -33,10 +33,7 @@ WRITTEN_AS = "/storage/usbdisk1/mikopbx/astspool/monitor"
 def pbx(tmp_path_factory):
     """A small demo PBX of its own and its mirror (these tests change both)."""
     out = tmp_path_factory.mktemp("actions-pbx")
-    demo.generate(out, 400, seed=19, end_day=date(2024, 10, 27), timezone="Europe/Berlin")
-    db = out / "module.db"
-    sync(out, db)
-    return out, db
+    return out, mirrored_demo(out, 400, seed=19)
 
 
 def sync(out, db) -> None:

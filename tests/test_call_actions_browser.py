@@ -14,7 +14,6 @@ import json
 import os
 import re
 import urllib.parse
-from datetime import date
 from pathlib import Path
 
 import pytest
@@ -26,10 +25,9 @@ except ImportError:                                 # pragma: no cover - depends
         pytest.fail("playwright is missing: ./bin/test installs the test extras", pytrace=False)
     pytest.skip("playwright is not installed", allow_module_level=True)
 
-from standin import demo
 from standin.shell import DEMO_USERS
 from tests import test_browser
-from tests.mirror import sync_once
+from tests.mirror import mirrored_demo
 from tests.stack import PREFIX, admin_shell
 from tests.test_browser import ARTIFACTS, UserPage, chromium_binary, first_rows, recording_file
 
@@ -52,15 +50,13 @@ WIDTH = 1440
 @pytest.fixture(scope="module")
 def pbx(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("call-actions-pbx")
-    demo.generate(out, 400, seed=19, end_day=date(2024, 10, 27), timezone="Europe/Berlin")
+    mirrored_demo(out, 400, seed=19)
     return out
 
 
 @pytest.fixture(scope="module")
-def mirror(pbx, tmp_path_factory) -> Path:
-    db = tmp_path_factory.mktemp("call-actions-mirror") / "module.db"
-    sync_once(pbx / "cdr.db", pbx / "mikopbx.db", db)
-    return db
+def mirror(pbx) -> Path:
+    return pbx / "module.db"
 
 
 @pytest.fixture(scope="module")

@@ -3,12 +3,10 @@ an operator (`--user`) reaches only their calls and their own comments, never de
 input is one readable line and a non-zero exit with nothing changed."""
 import json
 import sqlite3
-from datetime import date
 
 import pytest
 
-from standin import demo
-from tests.mirror import sync_once
+from tests.mirror import mirrored_demo
 
 WRITTEN_AS = "/storage/usbdisk1/mikopbx/astspool/monitor"
 
@@ -16,9 +14,7 @@ WRITTEN_AS = "/storage/usbdisk1/mikopbx/astspool/monitor"
 @pytest.fixture(scope="module")
 def pbx(tmp_path_factory):
     out = tmp_path_factory.mktemp("cli-work-pbx")
-    demo.generate(out, 300, seed=23, end_day=date(2024, 10, 27), timezone="Europe/Berlin")
-    db = out / "module.db"
-    sync_once(out / "cdr.db", out / "mikopbx.db", db)
+    db = mirrored_demo(out, 300, seed=23)
     config = out / "extcdr.toml"
     config.write_text(f'[pbx]\nrecordings_root = "{out / "monitor"}"\n')
     return out, db, config

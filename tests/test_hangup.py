@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from daemon.resident import Daemon
-from i18n.hangups import cause_words, hangup_words, side_words
+from i18n.hangup_words import cause_words, hangup_words, side_words
 from mirror.database import open_module_db
 from mirror.hangups import CallHangup, HangupTracker, hangups_of
 from mirror.settings import load

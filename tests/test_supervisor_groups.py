@@ -9,18 +9,16 @@ import threading
 import urllib.error
 import urllib.parse
 import urllib.request
-from datetime import date
 
 import pytest
 from openpyxl import load_workbook
 from waitress import create_server
 
-from cli import main
 from mirror.database import open_module_db
 from mirror.report_rows import Owner, store_report
 from mirror.settings import load
 from mirror.userdata import save_filter
-from standin import demo
+from tests.mirror import mirrored_demo
 from web import create_app
 
 TOKEN = "proxy-secret"
@@ -31,11 +29,7 @@ PERIOD = {"from": "2024-10-20", "to": "2024-10-27"}
 @pytest.fixture(scope="module")
 def pbx(tmp_path_factory):
     out = tmp_path_factory.mktemp("groups-pbx")
-    demo.generate(out, 300, seed=29, end_day=date(2024, 10, 27), timezone="Europe/Berlin")
-    db = out / "module.db"
-    assert main(["sync", "--cdr-db", str(out / "cdr.db"), "--pbx-db", str(out / "mikopbx.db"),
-                 "--db", str(db), "--once"]) == 0
-    return out, db
+    return out, mirrored_demo(out, 300, seed=29)
 
 
 @pytest.fixture(scope="module")

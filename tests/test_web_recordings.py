@@ -10,7 +10,7 @@ import pytest
 from waitress import create_server
 
 from mirror.settings import load
-from pbx.recordings import resolve
+from pbx.recording_files import resolve
 from standin.shell import StandinLogin
 from tests.webclient import Browser
 from web import create_app

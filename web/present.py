@@ -9,7 +9,7 @@ from urllib.parse import quote, urlencode
 from flask import current_app, g, request, url_for
 
 from i18n import LANGUAGES, LIVE_LABELS, STATUS_LABELS, negotiate, say_error, translator
-from i18n.hangups import hangup_words
+from i18n.hangup_words import hangup_words
 from web import auth
 from web.context import clock, user_prefs
 

@@ -17,7 +17,7 @@ from flask import (Blueprint, Response, abort, current_app, jsonify, make_respon
 from exports.writers import file_name, rows_of
 from mirror.models import Call
 from mirror.queries import calls_query
-from pbx.recordings import RecordingFiles
+from pbx.recording_files import RecordingFiles
 from pbxmodule.nginx import ACCEL_LOCATION
 from web.api import visible_call
 from web.auth import in_process_login

@@ -1,8 +1,9 @@
 """Export benchmark: Excel and CSV exports (`exports.writers.export_file`) on a mirror of a generated
 ~1,000,000-call PBX, each against a bare writer of the same cells measured in the same run.
 
-The PBX and mirror are built (or reused) exactly as `./bin/bench page` builds them, so one
-`--keep DIR` serves both benchmarks. Subsets are the newest calls: the period starts at the
+The PBX and mirror are built (or reused) exactly as `./bin/bench page` builds them (with a busy
+office's tags, comments and hang-ups), so one `--keep DIR` serves both benchmarks; what reading
+those costs the export's rows is printed first. Subsets are the newest calls: the period starts at the
 start second of the Nth newest call (a few more calls share that second) and ends 2099-12-31.
 
 * XLSX of `--xlsx-calls` calls: `export_file(…, "xlsx", …)` against a bare openpyxl
@@ -52,8 +53,8 @@ from waitress import create_server
 from exports.writers import CallCells, export_columns, export_file, rows_of
 from mirror.database import open_module_db
 from mirror.pbxtime import PbxClock
-from mirror.queries import CallFilter, call_filter, sync_state
-from tests.bench.page import PREFIX, TIMEZONE, make_app, prepare
+from mirror.queries import CallFilter, call_filter, call_rows, calls_query, sync_state
+from tests.bench.page import PREFIX, TIMEZONE, annotate, make_app, prepare
 from tests.webclient import Browser
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -144,7 +145,9 @@ def main() -> None:
 def run(root: Path, args, end_day) -> None:
     """Build (or reuse) the PBX and mirror in root, measure every case, print the table."""
     prepare(root, args.calls, args.seed, end_day)
+    annotate(root / "module.db")
     mirror = Mirror(root / "module.db")
+    notes_case(mirror, args.runs)
     cells = CallCells(export_columns(None), mirror.clock, LANGUAGE)
     with tempfile.TemporaryDirectory(prefix="extcdr-export-out-") as tmp:
         out = Path(tmp)
@@ -169,6 +172,19 @@ def xlsx_case(mirror: Mirror, cells: CallCells, out: Path, calls: int, runs: int
     print_pair(pair, out / "calls.xlsx", out / "bare.xlsx")
     return Result("XLSX export_file vs bare write_only", pair.calls, pair.export_s,
                   pair.baseline_s, "s", "ratio", XLSX_RATIO)
+
+
+def notes_case(mirror: Mirror, runs: int) -> None:
+    """What reading each call's tags, comments and who hung up costs an export's rows: every
+    call's rows with them (as exports read them) and without."""
+    flt = mirror.filter(ALL_FROM)
+    with_notes = min(timed(lambda: sum(1 for _ in rows_of(flt, mirror.db)))[0]
+                     for _ in range(runs))
+    without = min(timed(lambda: sum(1 for _ in call_rows(calls_query(flt, mirror.db),
+                                                        annotate=False)))[0]
+                  for _ in range(runs))
+    print(f"\nRows of every call with their tags, comments and hang-ups: {with_notes:.2f} s; "
+          f"without: {without:.2f} s ({with_notes / without:.2f}x)", flush=True)
 
 
 def rss_case(mirror: Mirror, out: Path, sizes: tuple[int, int]) -> Result:
