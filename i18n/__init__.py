@@ -96,12 +96,11 @@ RUSSIAN = {
     "Min. talk": "Разговор от", "s": "с",
     # Mailed reports
     "Mailed reports": "Отчёты по почте", "Mail this filter": "Отправлять этот отбор по почте",
-    "Your saved filters, mailed on a schedule. Each report holds only the calls you may see.":
-        "Ваши сохранённые отборы по расписанию на почту. В отчёт попадают только звонки, "
-        "которые вам доступны.",
+    "Calls you choose, or a saved filter, mailed on a schedule. Each report holds only the "
+    "calls you may see.":
+        "Выбранные вами звонки или сохранённый отбор по расписанию на почту. В отчёт попадают "
+        "только звонки, которые вам доступны.",
     "New report": "Новый отчёт", "No reports yet.": "Отчётов пока нет.",
-    "Save a filter on the history page first: a report mails a saved filter.":
-        "Сначала сохраните отбор на странице истории: отчёт отправляет сохранённый отбор.",
     "Report": "Отчёт", "Saved filter": "Сохранённый отбор", "When": "Когда",
     "Format": "Формат", "Recipients": "Получатели", "Next": "Следующая отправка",
     "Last sent": "Последняя отправка", "Send now": "Отправить сейчас",

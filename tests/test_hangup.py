@@ -297,10 +297,11 @@ def test_the_emulator_asks_before_each_hangup():
 SEED = 13
 
 
-def daemon_process(config: Path, cdr: Path, db: Path, *extra: str):
+def daemon_process(config: Path, cdr: Path, db: Path, *extra: str, stderr=subprocess.PIPE):
+    """`extcdr daemon` as a process; its log to `stderr` (a pipe, or a file for a long run)."""
     return subprocess.Popen(
         [sys.executable, "-m", "cli", "daemon", "--config", str(config), "--cdr-db", str(cdr),
-         "--db", str(db), *extra], cwd=ROOT, stderr=subprocess.PIPE, text=True)
+         "--db", str(db), *extra], cwd=ROOT, stderr=stderr, text=True)
 
 
 def hangup_rows(db: Path) -> dict[str, tuple]:
