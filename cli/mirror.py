@@ -21,6 +21,7 @@ from mirror.queries import (PERIODS, call_rows, calls_in_progress, calls_query,
                             counts_by_direction_and_status, sync_state)
 from mirror.records import call_record, live_record
 from pbx.cdr import CdrSource, SourceBusy
+from pbx.config import groups_db_beside
 from pbx.mirror_context import MirrorContext
 
 
@@ -120,10 +121,7 @@ def _busy_timeout_ms(wait_s: float) -> int:
 def _groups_db(args) -> Path | None:
     if args.groups_db:
         return args.groups_db
-    if args.pbx_db:
-        guess = args.pbx_db.parent / "custom_modules/ModuleUsersGroups/db/module.db"
-        return guess if guess.is_file() else None
-    return None
+    return groups_db_beside(args.pbx_db) if args.pbx_db else None
 
 
 def _patiently(work, patience_s: float):

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from cli.base import CliError, setup_logging
 from mirror import settings as settings_module
+from pbx.config import groups_db_beside
 
 # No thread waits for an open page (live updates go through nginx), so a few threads serve
 # every request; more only contend for the interpreter (measured: 16 threads answered 89 API
@@ -21,7 +22,8 @@ def add_commands(sub) -> dict:
     daemon.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override one setting (repeatable)")
     daemon.add_argument("--cdr-db", type=Path, help="same as --set pbx.cdr_db=PATH")
-    daemon.add_argument("--pbx-db", type=Path, help="same as --set pbx.config_db=PATH")
+    daemon.add_argument("--pbx-db", type=Path, help="same as --set pbx.config_db=PATH (and "
+                        "pbx.groups_db, ModuleUsersGroups' DB, when found beside it)")
     daemon.add_argument("--db", type=Path, help="same as --set module.db=PATH")
     daemon.add_argument("--syslog", action="store_true", help="log to syslog, not stderr")
 
@@ -37,7 +39,21 @@ def add_commands(sub) -> dict:
 
 
 def cmd_daemon(args) -> int:
+    settings = daemon_settings(args)
+    setup_logging(settings["log.level"], args.syslog)
+    from daemon.resident import AlreadyRunning
+    from daemon.resident import serve as serve_daemon
+    try:
+        return serve_daemon(settings)
+    except AlreadyRunning as exc:
+        raise CliError(str(exc)) from None
+
+
+def daemon_settings(args) -> settings_module.Settings:
+    """The daemon's settings: the file, then its flags, then each `--set`."""
     overrides = {"pbx.cdr_db": args.cdr_db, "pbx.config_db": args.pbx_db, "module.db": args.db}
+    if args.pbx_db is not None:           # as `extcdr sync --pbx-db`: groups found beside it
+        overrides["pbx.groups_db"] = groups_db_beside(args.pbx_db)
     for item in args.set:
         key, sep, value = item.partition("=")
         if not sep:
@@ -46,14 +62,7 @@ def cmd_daemon(args) -> int:
             raise CliError(f"--set {key.strip()}: secrets go in the settings file (--config), "
                            f"never on a command line")
         overrides[key.strip()] = value.strip()
-    settings = settings_module.load(args.config, overrides)
-    setup_logging(settings["log.level"], args.syslog)
-    from daemon.resident import AlreadyRunning
-    from daemon.resident import serve as serve_daemon
-    try:
-        return serve_daemon(settings)
-    except AlreadyRunning as exc:
-        raise CliError(str(exc)) from None
+    return settings_module.load(args.config, overrides)
 
 
 def cmd_web(args) -> int:

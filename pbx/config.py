@@ -13,6 +13,17 @@ from pbx.cdr import SourceBusy, SourceError, pbx_errors, read_only
 __all__ = ["SourceBusy", "SourceError"]     # what a read may raise
 
 
+# Where ModuleUsersGroups keeps its DB, from the folder of the PBX's config DB (`/cf/conf` on a
+# PBX holds it apart; a copied PBX folder, as the demo's, holds both).
+GROUPS_DB_BESIDE_CONFIG = Path("custom_modules/ModuleUsersGroups/db/module.db")
+
+
+def groups_db_beside(config_db: Path) -> Path | None:
+    """ModuleUsersGroups' DB next to a PBX config DB, if there is one."""
+    guess = config_db.parent / GROUPS_DB_BESIDE_CONFIG
+    return guess if guess.is_file() else None
+
+
 @dataclass
 class PbxConfig:
     """What the module needs of the PBX configuration."""

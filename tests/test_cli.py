@@ -288,3 +288,23 @@ def test_on_a_pbx_the_command_line_has_no_stand_in(tmp_path):
                             cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert export.returncode == 2 and "no users are known here" in export.stderr
     assert not (tmp_path / "x.csv").exists()
+
+
+def test_the_daemon_finds_the_employee_groups_beside_the_pbx_config_db_as_sync_does(tmp_path):
+    """`extcdr daemon --pbx-db` reads ModuleUsersGroups' DB beside it, as `extcdr sync`
+    does (a daemon without it would empty the mirror's groups at its first sync); `--set`
+    still chooses another."""
+    from cli.base import Parser
+    from cli.serve import add_commands, daemon_settings
+    groups = tmp_path / "custom_modules/ModuleUsersGroups/db/module.db"
+    groups.parent.mkdir(parents=True)
+    groups.touch()
+    parser = Parser(prog="extcdr")
+    add_commands(parser.add_subparsers(dest="command"))
+    given = parser.parse_args(["daemon", "--pbx-db", str(tmp_path / "mikopbx.db")])
+    assert daemon_settings(given)["pbx.groups_db"] == groups
+    chosen = parser.parse_args(["daemon", "--pbx-db", str(tmp_path / "mikopbx.db"),
+                                "--set", f"pbx.groups_db={tmp_path / 'other.db'}"])
+    assert daemon_settings(chosen)["pbx.groups_db"] == tmp_path / "other.db"
+    groups.unlink()
+    assert daemon_settings(given)["pbx.groups_db"] != groups
