@@ -404,20 +404,19 @@ def calls_query(f: CallFilter, db: SqliteDatabase, *, counting: bool = False):
 
 
 def _annotation_conditions(query, f: CallFilter, db: SqliteDatabase):
-    """What people and the daemon added to calls: tags, comment text, who hung up."""
+    """What people and the daemon added to calls: tags, comment text, who hung up. Each is
+    looked up per call of the period as it is walked (one key lookup), never gathered from
+    all of history: that grows with the years, a page's period does not."""
     if f.tags:
         ids = _tag_ids(f.tags, db)
-        tagged = [CallTag.select(CallTag.linkedid).where(CallTag.tag_id.in_(ids))] \
-            if f.tag_mode == "any" else \
-            [CallTag.select(CallTag.linkedid).where(CallTag.tag_id == tag_id) for tag_id in ids]
-        for calls in tagged:
-            query = query.where(Call.linkedid.in_(calls))
+        tagged = CallTag.select(CallTag.tag_id).where(CallTag.linkedid == Call.linkedid)
+        for wanted in ([ids] if f.tag_mode == "any" else [[tag_id] for tag_id in ids]):
+            query = query.where(fn.EXISTS(tagged.where(CallTag.tag_id.in_(wanted))))
     if f.comment:
-        query = query.where(Call.linkedid.in_(Comment.select(Comment.linkedid).where(
+        query = query.where(fn.EXISTS(Comment.select(Comment.id).where(
+            Comment.linkedid == Call.linkedid,
             fn.instr(Comment.folded, f.comment.strip().casefold()) > 0)))
     if f.hangup:
-        # Most calls have a row (as many as the daemon saw end): looked up per call of the
-        # period as it is walked, not gathered from all of history.
         hangup = CallHangup.select(CallHangup.side).where(CallHangup.linkedid == Call.linkedid)
         sides = [side for side in f.hangup if side != "unknown"]
         seen = fn.EXISTS(hangup.where(CallHangup.side.in_(sides)))
@@ -437,14 +436,18 @@ def _tag_ids(names: list[str], db: SqliteDatabase) -> list[int]:
     return sorted({known[name.casefold()] for name in names})
 
 
-def tag_counts(f: CallFilter, db: SqliteDatabase) -> dict[int, int]:
-    """How many calls of the filter carry each tag (tag id -> calls)."""
-    tagged = (calls_query(replace(f, after=None, limit=None), db, counting=True)
-              .select(Call.linkedid).order_by()
-              .where(Call.linkedid.in_(CallTag.select(CallTag.linkedid))))
-    query = (CallTag.select(CallTag.tag_id, fn.COUNT(CallTag.linkedid))
-             .where(CallTag.linkedid.in_(tagged)).group_by(CallTag.tag_id).bind(db))
-    return dict(query.tuples())
+def tag_counts(f: CallFilter, db: SqliteDatabase, period_calls: int) -> dict[int, int]:
+    """How many calls of the filter carry each tag (tag id -> calls). Read from the smaller
+    side: the filter's calls (`period_calls` of them) each looked up in the tags, or every
+    tagged call looked up in the filter."""
+    calls, params = (calls_query(replace(f, after=None, limit=None), db, counting=True)
+                     .select(Call.linkedid).order_by().sql())
+    tagged = db.execute_sql("SELECT count(*) FROM call_tag").fetchone()[0]
+    # CROSS JOIN: SQLite reads the left side first and looks each row up on the right.
+    joined = (f"({calls}) AS c CROSS JOIN call_tag ct" if period_calls <= tagged
+              else f"call_tag ct CROSS JOIN ({calls}) AS c")
+    return dict(db.execute_sql(f"SELECT ct.tag_id, count(*) FROM {joined} "
+                               f"ON ct.linkedid = c.linkedid GROUP BY ct.tag_id", params))
 
 
 def _calls_of(extensions, f: CallFilter, *, placed: bool = False):

@@ -5,6 +5,7 @@ as they are by a resync of the whole history."""
 import hashlib
 import hmac
 import json
+import re
 import sqlite3
 import threading
 import urllib.error
@@ -220,6 +221,17 @@ def test_tags_an_admin_manages_and_anyone_who_sees_the_call_sets(server):
     status, body = call_api(server, "GET", "/calls", params={**PERIOD, "tag": "VIP"})
     assert status == 400 and "unknown tag" in body["error"]
 
+    # The page's tag counts (asked once it is shown), of the calls each user may see.
+    counts = json.loads(page_html(server, "/tag-counts", params=PERIOD))["html"]
+    assert re.search(r'data-tag="Sales"[^>]*>Sales<span class="detail">2</span>', counts)
+    assert re.search(r'data-tag="Жалоба"[^>]*>Жалоба<span class="detail">1</span>', counts)
+    mine = json.loads(page_html(server, "/tag-counts", params=PERIOD, user="olga",
+                                role="operator", extensions=ext))["html"]
+    assert re.search(r'data-tag="Sales"[^>]*>Sales<span class="detail">\d</span>', mine)
+    strangers = json.loads(page_html(server, "/tag-counts", params=PERIOD, user="eve",
+                                     role="operator", extensions="999"))["html"]
+    assert "tag-count" not in strangers
+
     call_api(server, "DELETE", f"/tags/{sales['id']}")
     assert [t["name"] for t in call_api(server, "GET", f"/calls/{call['linkedid']}/tags")[1]
             ["tags"]] == ["Жалоба"]
@@ -395,11 +407,12 @@ def first_ms(call) -> int:
     return int(datetime.fromisoformat(call["end"]).timestamp() * 1000)
 
 
-def page_html(base, path, params=None, language="en"):
+def page_html(base, path, params=None, language="en", user="anna", role="admin",
+              extensions=""):
     url = f"{base}{path}" + ("?" + urllib.parse.urlencode(params) if params else "")
     request = urllib.request.Request(url, headers={
-        "X-Extcdr-User": "anna", "X-Extcdr-Role": "admin", "X-Extcdr-Proxy-Token": TOKEN,
-        "X-Extcdr-Language": language})
+        "X-Extcdr-User": user, "X-Extcdr-Role": role, "X-Extcdr-Extensions": extensions,
+        "X-Extcdr-Proxy-Token": TOKEN, "X-Extcdr-Language": language})
     with urllib.request.urlopen(request) as reply:
         return reply.read().decode()
 

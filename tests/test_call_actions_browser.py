@@ -203,7 +203,8 @@ def test_tags_from_settings_then_an_operator_tags_and_comments_and_the_filters_f
     # An operator tags two of their calls and comments on one.
     olga = wide(open_as("olga")).open(**PERIOD)
     complaint, sale = operators_calls(olga)[:2]
-    assert olga.page.locator(".tag-counts").count() == 0          # nothing tagged yet
+    olga.page.locator(".tag-counts.loaded").wait_for(state="attached")
+    assert olga.page.locator(".tag-counts a.tag-count").count() == 0   # nothing tagged yet
     olga.expand(complaint["linkedid"])
     set_tags(olga, complaint["linkedid"], "Sales", "Жалоба")
     text = "Клиент недоволен доставкой, просит перезвонить завтра до обеда"
@@ -232,6 +233,7 @@ def test_tags_from_settings_then_an_operator_tags_and_comments_and_the_filters_f
 
     # Reloaded, the tag counts show, as the API counts the tagged calls.
     olga.page.reload()
+    olga.page.locator(".tag-counts.loaded").wait_for(state="attached")
     counts = {a.get_attribute("data-tag"): int(a.locator(".detail").inner_text())
               for a in olga.page.locator(".tag-counts a.tag-count").all()}
     assert counts == {"Sales": 2, "Жалоба": 1} == {

@@ -167,3 +167,11 @@ def test_who_hung_up_is_looked_up_per_call_of_the_period_walked_in_page_order(mi
     assert any("USING PRIMARY KEY (linkedid=?)" in s for s in steps), steps
     assert not any("TEMP B-TREE" in s for s in steps), steps
     no_full_scan(steps)
+
+
+def test_the_comment_filter_looks_each_call_of_the_period_up_in_page_order(mirror):
+    steps = plan(mirror, comment="перезвонить")
+    assert any("call_period (start_ms>? AND start_ms<?)" in s for s in steps), steps
+    assert any("comment_of_call (linkedid=?)" in s for s in steps), steps
+    assert not any("TEMP B-TREE" in s for s in steps), steps
+    no_full_scan(steps)

@@ -65,13 +65,12 @@ def page():
         return _page(typed_params(request.args), revision=0,
                      error=say_error(str(error), user_language())), 400
     return _page(params, revision=revision, counts=counts, rows=rows, next_cursor=next_cursor,
-                 restored=restored, tag_counts=tag_counts_at(revision, flt))
+                 restored=restored)
 
 
 def _page(params: dict[str, str], *, revision: int, counts: dict | None = None,
           rows: list | None = None, next_cursor: str | None = None,
-          restored: dict | None = None, error: str | None = None,
-          tag_counts: dict | None = None) -> str:
+          restored: dict | None = None, error: str | None = None) -> str:
     names = _employee_names()
     visible = g.user.visible_to
     live = calls_in_progress(mirror(), visible)
@@ -79,7 +78,7 @@ def _page(params: dict[str, str], *, revision: int, counts: dict | None = None,
                  if visible is None or visible.shows_employee(ext)]
     return render_template(
         "history/page.html", params=params, counts=counts or {}, rows=rows or [],
-        tags=tag_list(mirror()), tag_counts=tag_counts or {}, queues=_queues(),
+        tags=tag_list(mirror()), queues=_queues(),
         hangup_sides=HANGUP_SIDES, open_call=request.args.get("call", "")[:200],
         next_cursor=next_cursor, error=error,
         tabs=TABS, periods=PERIODS, statuses=STATUSES, columns=page_columns(),
@@ -165,11 +164,24 @@ def counts_at(revision: int, flt) -> dict[str, int]:
     return shared_answers().get(key, lambda: tab_counts(flt, mirror()))
 
 
-def tag_counts_at(revision: int, flt) -> dict[int, int]:
-    """How many calls of the filter carry each tag (none counted when there are no tags)."""
-    if not mirror().execute_sql("SELECT EXISTS (SELECT 1 FROM call_tag)").fetchone()[0]:
-        return {}
-    return tag_counts(flt, mirror())
+@history.get("/tag-counts")
+def tag_count_labels():
+    """How many calls of the page's filter carry each tag, as the labels under its tabs. The
+    page asks once it is shown: counting the tagged calls of a long period takes as long as a
+    page, and the page need not wait for it."""
+    params = page_params(request.args)
+    flt = page_filter(params)
+    revision = mirror_revision(mirror())
+    key = ("tag counts", revision, repr(replace(flt, tab="all", after=None, limit=None)),
+           tuple(sorted(params.items())), user_language())
+
+    def labels() -> dict:
+        counts = tag_counts(flt, mirror(), counts_at(revision, flt)[flt.tab]) \
+            if mirror().execute_sql("SELECT EXISTS (SELECT 1 FROM call_tag)").fetchone()[0] \
+            else {}
+        return {"html": render_template("history/tag_counts.html", tags=tag_list(mirror()),
+                                        tag_counts=counts, params=params)}
+    return shared_answers().get(key, labels)
 
 
 def shared_answers():

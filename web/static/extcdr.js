@@ -453,6 +453,17 @@
     box.classList.remove("hidden");
   }
 
+  // The tag counts of the filter come once the page is shown (counting takes a moment).
+  var tagCounts = document.querySelector(".tag-counts[data-url]");
+  if (tagCounts) {
+    fetch(tagCounts.dataset.url, { credentials: "same-origin" })
+      .then(function (reply) { return reply.ok ? reply.json() : { html: "" }; })
+      .then(function (answer) {
+        tagCounts.innerHTML = answer.html.trim();
+        tagCounts.classList.add("loaded");
+      });
+  }
+
   // A link to a call opens the page on its details.
   if (body.dataset.open) {
     var opened = rowOf(body.dataset.open);
