@@ -35,7 +35,8 @@ from typing import Callable
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
-from mirror.queries import TABS, Visibility, call_filter, period_bounds, sync_state, tab_counts
+from mirror.queries import (TABS, Visibility, call_filter, period_bounds, sync_state, tab_counts,
+                            tag_counts)
 from mirror.settings import load
 from standin import demo
 from standin.shell import StandinLogin
@@ -297,9 +298,12 @@ def counter_cases(app, end_day: date) -> list[Case]:
                           ("last 3 months", last_days(end_day, 91)),
                           ("last 12 months", last_days(end_day, 365))):
         flt = filter_of(app, params, ADMIN)
+        calls = tab_counts(flt, db)["all"]
         cases.append(Case(f"tab_counts {label}", lambda flt=flt: tab_counts(flt, db),
-                          COUNTS_BUDGET_MS, tab_counts(flt, db)["all"],
-                          "count" if label == "this month" else None))
+                          COUNTS_BUDGET_MS, calls, "count" if label == "this month" else None))
+        # The tag counts a page asks for once it is shown (`tag-counts`), uncached.
+        cases.append(Case(f"tag_counts {label}", lambda flt=flt, calls=calls: tag_counts(
+            flt, db, calls), COUNTS_BUDGET_MS, calls))
     return cases
 
 
