@@ -9,14 +9,14 @@ change what is checked here.
 """
 from __future__ import annotations
 
+import json
 import re
 import unicodedata
 from dataclasses import dataclass
-from typing import Iterable, Iterator
 
-from peewee import SqliteDatabase
+from peewee import JOIN, SqliteDatabase, fn
 
-from mirror.hangups import hangups_of
+from mirror.models import Call, CallHangup, CallTag, Comment, Tag
 
 COMMENT_LIMIT = 200
 TAG_NAME_LIMIT = 40
@@ -41,30 +41,43 @@ class Actor:
     admin: bool = False
 
 
-def annotated(rows: Iterable[dict], db: SqliteDatabase, chunk: int = 500) -> Iterator[dict]:
-    """Call rows with what was added to them: `tags`, `comments` and `hangup` (who hung up,
-    None: unknown), looked up a chunk of rows at a time; a table nobody wrote yet is not read."""
-    kinds = [(key, lookup) for key, table, lookup in (
-        ("tags", "call_tag", tags_of), ("comments", "comment", comments_of),
-        ("hangup", "call_hangup", lambda db, ids: hangups_of(ids, db)))
-        if db.execute_sql(f"SELECT EXISTS (SELECT 1 FROM {table})").fetchone()[0]]
-    batch: list[dict] = []
-    for row in rows:
-        batch.append(row)
-        if len(batch) >= chunk:
-            yield from _annotate(batch, kinds, db)
-            batch = []
-    yield from _annotate(batch, kinds, db)
+# What a calls query reads beside each call (`with_notes`), and how it becomes the row's
+# `tags`, `comments` and `hangup` (`notes_read`).
+_NOTE_COLUMNS = ("note_tags", "note_comments", "hangup_side", "hangup_number", "hangup_cause",
+                 "hangup_cause_txt")
 
 
-def _annotate(rows: list[dict], kinds, db) -> list[dict]:
-    found = {key: lookup(db, [row["linkedid"] for row in rows]) if rows else {}
-             for key, lookup in kinds}
-    for row in rows:
-        row["tags"] = found.get("tags", {}).get(row["linkedid"], [])
-        row["comments"] = found.get("comments", {}).get(row["linkedid"], [])
-        row["hangup"] = found.get("hangup", {}).get(row["linkedid"])
-    return rows
+def with_notes(query):
+    """A calls query that also reads what was added to each call — its tags, its comments and
+    who hung up — looked up by SQLite as each call is read (a key lookup each, no Python per
+    call without them); `notes_read` turns them into the row's fields."""
+    tags = (CallTag.select(fn.json_group_array(fn.json_array(Tag.id, Tag.name, Tag.colour)))
+            .join(Tag, on=(Tag.id == CallTag.tag_id)).where(CallTag.linkedid == Call.linkedid))
+    comments = Comment.select(fn.json_group_array(fn.json_array(
+        Comment.id, Comment.author, Comment.text, Comment.created_ms, Comment.edited_ms))
+    ).where(Comment.linkedid == Call.linkedid)
+    return (query.select_extend(tags.alias("note_tags"), comments.alias("note_comments"),
+                                CallHangup.side.alias("hangup_side"),
+                                CallHangup.number.alias("hangup_number"),
+                                CallHangup.cause.alias("hangup_cause"),
+                                CallHangup.cause_txt.alias("hangup_cause_txt"))
+            .join(CallHangup, JOIN.LEFT_OUTER, on=(CallHangup.linkedid == Call.linkedid)))
+
+
+def notes_read(row: dict) -> dict:
+    """A row of a `with_notes` query with `tags` ({id, name, colour} by name), `comments`
+    ({id, author, text, created_ms, edited_ms} oldest first) and `hangup` (None: unknown)."""
+    tags, comments, side, number, cause, cause_txt = (row.pop(name) for name in _NOTE_COLUMNS)
+    row["tags"] = [] if tags == "[]" else sorted(
+        ({"id": i, "name": name, "colour": colour} for i, name, colour in json.loads(tags)),
+        key=lambda tag: tag["name"].casefold())
+    row["comments"] = [] if comments == "[]" else sorted(
+        ({"id": i, "author": author, "text": text, "created_ms": created, "edited_ms": edited}
+         for i, author, text, created, edited in json.loads(comments)),
+        key=lambda comment: comment["id"])
+    row["hangup"] = None if side is None else {"side": side, "number": number, "cause": cause,
+                                               "cause_txt": cause_txt}
+    return row
 
 
 # --- comments ------------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping
+from typing import Mapping
 
 SIDES = ("caller", "callee", "pbx")
 # The AMI events the tracker reads: a follower subscribes these and feeds them in.
@@ -208,23 +208,3 @@ def _event_ms(event: Mapping[str, object], now_ms: int | None) -> int:
         return round(float(_header(event, "Timestamp")) * 1000)
     except ValueError:
         return now_ms if now_ms is not None else int(time.time() * 1000)
-
-
-# --- the mirror's rows -------------------------------------------------------------------------
-
-_CHUNK = 900  # stays under SQLite's bound-parameter limit
-
-
-def hangups_of(linkedids: Iterable[str], db) -> dict[str, dict]:
-    """linkedid -> {side, channel, number, cause, cause_txt, at_ms} of the calls whose end the
-    daemon saw; a call without an entry: unknown. `db` is the mirror (peewee database)."""
-    wanted = list(dict.fromkeys(linkedids))
-    found: dict[str, dict] = {}
-    for i in range(0, len(wanted), _CHUNK):
-        chunk = wanted[i:i + _CHUNK]
-        for linkedid, *values in db.execute_sql(
-                "SELECT linkedid, side, channel, number, cause, cause_txt, at_ms FROM call_hangup "
-                f"WHERE linkedid IN ({','.join('?' * len(chunk))})", chunk):
-            found[linkedid] = dict(zip(("side", "channel", "number", "cause", "cause_txt",
-                                        "at_ms"), values))
-    return found

@@ -129,6 +129,12 @@ class Comment(Base):
     folded = TextField()
 
 
+class Tag(Base):
+    """A tag of the admin's list (mirror.annotations)."""
+    name = TextField()
+    colour = TextField()
+
+
 class CallTag(Base):
     linkedid = TextField()
     tag_id = IntegerField()

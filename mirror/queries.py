@@ -12,7 +12,7 @@ from datetime import date, datetime, timedelta
 
 from peewee import SQL, SqliteDatabase, Tuple, fn
 
-from mirror.annotations import annotated
+from mirror.annotations import notes_read, with_notes
 from mirror.calls import DIRECTIONS, NUMBER_MATCH_DIGITS, STATUSES
 from mirror.models import (Call, CallEmployee, CallGone, CallHangup, CallName, CallNumber, CallTag,
                            Comment, Employee, GroupMember, Leg, LiveCall, SyncState)
@@ -541,15 +541,16 @@ def _number_condition(query, search: NumberSearch, ids: tuple[int, int], of_empl
 
 def call_rows(query, *, annotate: bool = True):
     """Rows of a calls query as dicts with list fields decoded and, unless told otherwise,
-    what was added to the calls (`mirror.annotations.annotated`: tags, comments, who hung up)."""
-    rows = map(_decoded, query.dicts().iterator())
-    return annotated(rows, query._database) if annotate else rows
+    what was added to the calls (`mirror.annotations.with_notes`: tags, comments, who hung
+    up)."""
+    if not annotate:
+        return map(_decoded, query.dicts().iterator())
+    return map(notes_read, map(_decoded, with_notes(query).dicts().iterator()))
 
 
 def find_call(linkedid: str, db: SqliteDatabase) -> dict | None:
-    """One call row (list fields decoded, annotated) by linkedid."""
-    row = Call.select().where(Call.linkedid == linkedid).bind(db).dicts().first()
-    return next(annotated([_decoded(row)], db)) if row else None
+    """One call row (list fields decoded, with its notes) by linkedid."""
+    return next(call_rows(Call.select().where(Call.linkedid == linkedid).bind(db)), None)
 
 
 def _decoded(row: dict) -> dict:

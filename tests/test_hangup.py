@@ -15,7 +15,7 @@ import pytest
 from daemon.resident import Daemon
 from i18n.hangup_words import cause_words, hangup_words, side_words
 from mirror.database import open_module_db
-from mirror.hangups import CallHangup, HangupTracker, hangups_of
+from mirror.hangups import CallHangup, HangupTracker
 from mirror.settings import load
 from mirror.store import Store
 from standin import demo
@@ -196,7 +196,7 @@ def test_rows_first_word_stays_and_mirrored_calls_are_stamped(demo_mirror, tmp_p
     with store.batch():
         assert store.record_hangups([replace(first, side="caller", at_ms=7)]) == 0
     assert int(store.state()["revision"]) == revision + 1     # nothing new: no new revision
-    found = hangups_of([linkedid, "not-mirrored-yet", "never-seen"], db)
+    found = hangups_of(db, [linkedid, "not-mirrored-yet", "never-seen"])
     assert found == {
         linkedid: {"side": "callee", "channel": "PJSIP/202-1", "number": "202", "cause": 16,
                    "cause_txt": "Normal Clearing", "at_ms": 5},
@@ -221,8 +221,16 @@ def test_the_daemon_writes_them_on_its_loop_and_survives_a_failed_write(demo_pbx
     daemon.db.execute_sql("PRAGMA query_only = OFF")
     daemon.step(7.0)                                       # the retry
     assert daemon.hangups == []
-    assert hangups_of(["mikopbx-1.1"], daemon.db)["mikopbx-1.1"]["side"] == "caller"
+    assert hangups_of(daemon.db, ["mikopbx-1.1"])["mikopbx-1.1"]["side"] == "caller"
     daemon.db.close()
+
+
+def hangups_of(db, linkedids) -> dict[str, dict]:
+    """The call_hangup rows of these calls, by linkedid."""
+    names = ("side", "channel", "number", "cause", "cause_txt", "at_ms")
+    return {linkedid: dict(zip(names, values)) for linkedid, *values in db.execute_sql(
+        f"SELECT linkedid, {', '.join(names)} FROM call_hangup WHERE linkedid IN "
+        f"({','.join('?' * len(linkedids))})", list(linkedids))}
 
 
 # --- in words -------------------------------------------------------------------------------------
