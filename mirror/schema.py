@@ -35,6 +35,26 @@ APPLICATION_ID = 0x45434452
 MIRROR_TABLES = frozenset({"leg", "call", "call_employee", "sync_state", "employee",
                            "group_member"})
 
+# The hourly counters of calls (migration 12): what one call adds or takes away, and the
+# counters of a set of calls computed afresh (to fill them, and for tests to check them).
+_UNRETURNED = "({row}.status = 'missed' AND {row}.returned_by IS NULL)"
+_ROLLUP_ADD = (
+    "INSERT INTO call_rollup (hour, direction, status, unreturned, calls, talk_s, wait_s) "
+    "VALUES ({row}.start_ms / 3600000, {row}.direction, {row}.status, "
+    + _UNRETURNED + ", 1, {row}.talk_s, {row}.wait_s) "
+    "ON CONFLICT (hour, direction, status, unreturned) DO UPDATE SET calls = calls + 1, "
+    "talk_s = talk_s + excluded.talk_s, wait_s = wait_s + excluded.wait_s;")
+_ROLLUP_SUBTRACT = (
+    "UPDATE call_rollup SET calls = calls - 1, talk_s = talk_s - {row}.talk_s, "
+    "wait_s = wait_s - {row}.wait_s WHERE hour = {row}.start_ms / 3600000 "
+    "AND direction = {row}.direction AND status = {row}.status "
+    "AND unreturned = " + _UNRETURNED + ";")
+ROLLUP_OF_CALLS = (
+    "INSERT INTO call_rollup (hour, direction, status, unreturned, calls, talk_s, wait_s) "
+    "SELECT start_ms / 3600000, direction, status, "
+    "status = 'missed' AND returned_by IS NULL, count(*), sum(talk_s), sum(wait_s) "
+    "FROM call WHERE {calls} GROUP BY 1, 2, 3, 4")
+
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
     # 1: legs, calls, employees of calls, number search, sync state, employees and groups.
     (
@@ -295,6 +315,35 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     # directions, statuses, tags), on top of its saved filter or instead of one (filter_id 0).
     (
         "ALTER TABLE report ADD COLUMN filters TEXT NOT NULL DEFAULT '{}'",
+    ),
+    # 12: counters that need not count: the calls of each UTC hour (`start_ms / 3600000`) by
+    # direction, status and whether a missed call is unreturned, with their talk and wait. A
+    # period's counts are its whole hours' sums plus the calls of its partial hours at each
+    # end (mirror.rollups), in any timezone and across DST changes. Triggers keep them in the
+    # transaction that changes a call, whoever writes it (the daemon's merges and re-links,
+    # a deletion in the web): exact after `kill -9`, resyncs and deletes.
+    (
+        """CREATE TABLE call_rollup (
+            hour INTEGER NOT NULL,
+            direction TEXT NOT NULL,
+            status TEXT NOT NULL,
+            unreturned INTEGER NOT NULL,
+            calls INTEGER NOT NULL,
+            talk_s INTEGER NOT NULL,
+            wait_s INTEGER NOT NULL,
+            PRIMARY KEY (hour, direction, status, unreturned)) WITHOUT ROWID""",
+        ROLLUP_OF_CALLS.format(calls="true"),
+        f"""CREATE TRIGGER call_rollup_added AFTER INSERT ON call BEGIN
+            {_ROLLUP_ADD.format(row="NEW")}
+        END""",
+        f"""CREATE TRIGGER call_rollup_removed AFTER DELETE ON call BEGIN
+            {_ROLLUP_SUBTRACT.format(row="OLD")}
+        END""",
+        f"""CREATE TRIGGER call_rollup_changed AFTER UPDATE OF start_ms, direction, status,
+            returned_by, talk_s, wait_s ON call BEGIN
+            {_ROLLUP_SUBTRACT.format(row="OLD")}
+            {_ROLLUP_ADD.format(row="NEW")}
+        END""",
     ),
 )
 

@@ -39,6 +39,7 @@ def dump(db_path: Path) -> dict:
             "names": conn.execute(
                 "SELECT c.linkedid, n.names FROM call_name n JOIN call c ON c.id = n.rowid "
                 "ORDER BY 1").fetchall(),
+            "rollups_off": rollups_off(conn),
         }
     finally:
         conn.close()
@@ -59,6 +60,20 @@ def append_rows(cdr: Path, cols: list[str], rows: list[tuple]) -> None:
         conn.executemany(f"INSERT INTO cdr_general ({', '.join(cols)}) "
                          f"VALUES ({', '.join('?' * len(cols))})", rows)
     conn.close()
+
+
+def rollups_off(conn: sqlite3.Connection) -> list[tuple]:
+    """Where the hourly counters differ from the calls counted afresh (none: exact); an hour
+    whose calls all went may keep its rows at zero."""
+    kept = {key: values for *key, calls, talk, wait in conn.execute(
+        "SELECT hour, direction, status, unreturned, calls, talk_s, wait_s FROM call_rollup")
+        for key, values in [(tuple(key), (calls, talk, wait))] if values != (0, 0, 0)}
+    counted = {tuple(key): tuple(values) for *key, calls, talk, wait in conn.execute(
+        "SELECT start_ms / 3600000, direction, status, status = 'missed' AND returned_by IS NULL, "
+        "count(*), sum(talk_s), sum(wait_s) FROM call GROUP BY 1, 2, 3, 4")
+        for values in [(calls, talk, wait)]}
+    return sorted((key, kept.get(key), counted.get(key)) for key in kept.keys() | counted.keys()
+                  if kept.get(key) != counted.get(key))
 
 
 def mirrored_demo(directory: Path, calls: int, seed: int) -> Path:

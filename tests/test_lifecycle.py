@@ -23,6 +23,7 @@ from standin.amiemu import manager_users
 from standin.marketplace_server import serve as serve_marketplace
 from standin.marketplace_server import sign
 from tests.conftest import ROOT
+from tests.mirror import rollups_off
 
 MODULE = "ModuleExtendedCDR"
 # This release's licence ids (setup.cfg [extcdr:release]), which the stand-in marketplace sells.
@@ -445,19 +446,12 @@ def _without_last_migration(code: str) -> str:
                         "MIGRATIONS = MIGRATIONS[:-1]\nLATEST = len(MIGRATIONS)")
 
 
-# The code of the release before the last schema step (11: a mailed report's own filters), as
+# The code of the release before the last schema step (12: the hourly counters of calls), as
 # it used the tables then. Whoever adds a step puts its code here instead.
 BEFORE_LAST_STEP = {
-    "mirror/models.py": [
-        ('    filters = TextField(default="{}")    # JSON: the report\'s own filter parameters\n',
-         "")],
-    "reports/definitions.py": [
-        ('        "filters": json.dumps(form.filters, ensure_ascii=False, sort_keys=True),\n',
-         "")],
-    "reports/scheduler.py": [('json.loads(report["filters"])', "{}")],
-    "web/report_views.py": [
-        ('**json.loads(report["filters"]), ', ""),
-        ('report["own_filters"] = json.loads(report["filters"])', 'report["own_filters"] = {}')],
+    "mirror/queries.py": [
+        ("    return (f.visible_to is None and not f.number and",
+         "    return False and (f.visible_to is None and not f.number and")],
 }
 
 
@@ -475,8 +469,9 @@ def test_upgrade_from_the_previous_schema_version_keeps_everything(tmp_path, pbx
     assert cli("install", "--pbx", pbx, "--archive", previous)[0] == 0
     with sqlite3.connect(module_db(pbx)) as conn:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == schema.LATEST - 1
-        # The last step (11) gives mailed reports their own filters.
-        assert "filters" not in columns(conn, "report")
+        # The last step (12) adds the hourly counters of calls.
+        assert not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'call_rollup'"
+                                ).fetchone()
     calls, before, settings_before = in_use(pbx, cli)
 
     code, out, err = cli("upgrade", "--pbx", pbx, "--archive", archive)
@@ -484,7 +479,9 @@ def test_upgrade_from_the_previous_schema_version_keeps_everything(tmp_path, pbx
     assert out.strip() == f"upgraded {MODULE} 0.0.9 -> 0.1.0, data kept"
     with sqlite3.connect(module_db(pbx)) as conn:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == schema.LATEST
-        assert "filters" in columns(conn, "report")
+        # ... filled from the calls mirrored before, exactly
+        assert rollups_off(conn) == [] and conn.execute(
+            "SELECT sum(calls) FROM call_rollup").fetchone()[0] == calls
         assert conn.execute("SELECT count(*) FROM module_secret").fetchone()[0] == 1
     assert count(pbx, "call") == calls and user_data(pbx) == before
     assert (module_db(pbx).parent / "extcdr.toml").read_text() == settings_before
@@ -497,10 +494,6 @@ def test_upgrade_from_the_previous_schema_version_keeps_everything(tmp_path, pbx
         f"{MODULE} is already at version 0.1.0"
     code, _, err = cli("upgrade", "--pbx", pbx, "--archive", previous)
     assert code == 2 and "0.0.9 is older" in err
-
-
-def columns(conn: sqlite3.Connection, table: str) -> set[str]:
-    return {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
 
 
 def test_a_failing_migration_fails_the_upgrade_and_the_previous_version_comes_back_whole(

@@ -51,7 +51,9 @@ def downgraded(mirror, to, version: int) -> None:
     sqlite3.connect(mirror).backup(sqlite3.connect(to))
     conn = sqlite3.connect(to, isolation_level=None)
     for statement in reversed([s for step in schema.MIGRATIONS[version:] for s in step]):
-        if table := re.match(r"\s*CREATE (?:VIRTUAL )?TABLE (\w+)", statement):
+        if trigger := re.match(r"\s*CREATE TRIGGER (\w+)", statement):
+            conn.execute(f"DROP TRIGGER IF EXISTS {trigger[1]}")
+        elif table := re.match(r"\s*CREATE (?:VIRTUAL )?TABLE (\w+)", statement):
             conn.execute(f"DROP TABLE IF EXISTS {table[1]}")
         elif index := re.match(r"\s*CREATE (?:UNIQUE )?INDEX (\w+)", statement):
             conn.execute(f"DROP INDEX IF EXISTS {index[1]}")
