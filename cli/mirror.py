@@ -175,6 +175,14 @@ def add_filter_arguments(parser) -> None:
     parser.add_argument("--employee", help="extension(s), comma-separated")
     parser.add_argument("--group", help="employee group name(s), comma-separated")
     parser.add_argument("--min-talk", type=int, metavar="SECONDS")
+    parser.add_argument("--max-talk", type=int, metavar="SECONDS")
+    parser.add_argument("--recording", choices=("yes", "no"), help="with or without a recording")
+    parser.add_argument("--queue", help="queue number(s), comma-separated")
+    parser.add_argument("--tag", help="tag name(s), comma-separated (any of them; --tag-mode all)")
+    parser.add_argument("--tag-mode", choices=("any", "all"))
+    parser.add_argument("--comment", metavar="TEXT", help="a part of a comment's text")
+    parser.add_argument("--hangup", help="who hung up: caller, callee, pbx, unknown "
+                        "(comma-separated)")
     parser.add_argument("--unreturned", action="store_true", help="missed calls nobody returned")
 
 
@@ -190,7 +198,9 @@ def filter_params(args) -> dict[str, object]:
     params = {"period": args.period, "from": args.start, "to": args.end,
               "direction": args.direction, "status": args.status, "number": args.number,
               "employee": args.employee, "group": args.group, "min_talk": args.min_talk,
-              "unreturned": args.unreturned}
+              "max_talk": args.max_talk, "recording": args.recording, "queue": args.queue,
+              "tag": args.tag, "tag_mode": args.tag_mode, "comment": args.comment,
+              "hangup": args.hangup, "unreturned": args.unreturned}
     return {k: v for k, v in params.items() if v not in (None, False)}
 
 

@@ -10,7 +10,6 @@ import getpass
 import json
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 from cli.base import CliError, add_user_arguments, chosen_user
@@ -19,14 +18,11 @@ from mirror import annotations, deletions
 from mirror import settings as settings_module
 from mirror.annotations import Actor
 from mirror.database import open_module_db
-from mirror.models import Call
 from mirror.pbxtime import PbxClock
-from mirror.queries import call_rows, call_visible, calls_query, find_call
+from mirror.queries import call_visible, find_call
 from mirror.records import comment_record, iso_time
 from pbx.mirror_context import MirrorContext
 from pbx.recording_files import RecordingFiles
-
-BULK_CHUNK = 200
 
 
 def add_commands(sub) -> dict:
@@ -84,7 +80,7 @@ def cmd_comment(args) -> int:
     actor, visible_to = _actor(args)
     db = open_module_db(args.db)
     try:
-        _visible_call(db, args.call, visible_to)
+        row = _visible_call(db, args.call, visible_to)
         now, clock = _now(), _clock(db)
         try:
             if args.history:
@@ -113,7 +109,7 @@ def cmd_comment(args) -> int:
             which = args.edit[0] if args.edit else args.delete
             raise CliError(f"the call {args.call} has no comment {which}") from None
         _print(args.format, [comment_record(c, clock.tz) for c in
-                             annotations.comments_of(db, [args.call]).get(args.call, [])],
+                             row["comments"]],
                lambda c: f"#{c['id']}  {c['created']}  {c['author']}: {c['text']}"
                          + ("  (edited)" if c["edited"] else ""))
     finally:
@@ -152,7 +148,7 @@ def cmd_tag(args) -> int:
             annotations.add_call_tag(db, args.call, actor, args.add, now)
         elif args.remove:
             annotations.remove_call_tag(db, args.call, _tag_id(db, args.remove))
-        _print(args.format, annotations.tags_of(db, [args.call]).get(args.call, []),
+        _print(args.format, _visible_call(db, args.call, visible_to)["tags"],
                lambda t: t["name"])
     finally:
         db.close()
@@ -178,13 +174,9 @@ def cmd_delete(args) -> int:
         if args.call is not None:
             if filter_params(args):
                 raise CliError("give either a call (LINKEDID) or a filter, not both")
-            if db.execute_sql("SELECT 1 FROM live_call WHERE linkedid = ?",
-                              (args.call,)).fetchone():
-                raise CliError("this call is still in progress: delete it once it has ended")
-            row = _visible_call(db, args.call, visible_to)
+            deletions.refuse_in_progress(db, args.call)
+            _visible_call(db, args.call, visible_to)
             if args.recordings:
-                if not row["recordings"]:
-                    raise CliError("this call has no recordings to delete")
                 done = deletions.delete_recordings(db, [args.call], actor.name, args.reason,
                                                    _now(), files.locate)
             else:
@@ -202,28 +194,17 @@ def cmd_delete(args) -> int:
 
 
 def _delete_filter_recordings(args, db, actor: Actor, files: RecordingFiles) -> int:
-    deletions.deletion_reason(args.reason)
     flt = MirrorContext(settings_module.load(args.config), db).call_filter(filter_params(args))
-    recorded = calls_query(replace(flt, limit=None, after=None), db).where(
-        Call.recordings != "[]")
-    found = recorded.count()
     if args.yes is None:
+        deletions.deletion_reason(args.reason)
+        found = deletions.recorded(flt, db).count()
         print(f"{found:,} calls of this filter have recordings; to delete their files run "
               f"again with --yes {found}")
         return 0
-    if args.yes != found:
-        raise CliError(f"the filter now selects {found:,} calls with recordings, not the "
-                       f"{args.yes:,} you confirmed: check and confirm again")
-    calls = removed = 0
-    while True:
-        chunk = [row["linkedid"] for row in call_rows(recorded.limit(BULK_CHUNK),
-                                                      annotate=False)]
-        if not chunk:
-            break
-        done = deletions.delete_recordings(db, chunk, actor.name, args.reason, _now(),
-                                           files.locate)
-        calls, removed = calls + done.calls, removed + done.files
-    print(f"deleted the recordings of {calls:,} calls ({removed:,} files)", file=sys.stderr)
+    done = deletions.delete_filter_recordings(db, flt, args.yes, actor.name, args.reason,
+                                              _now(), files.locate)
+    print(f"deleted the recordings of {done.calls:,} calls ({done.files:,} files)",
+          file=sys.stderr)
     return 0
 
 

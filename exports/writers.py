@@ -20,7 +20,7 @@ from openpyxl.styles import Alignment, Font
 from openpyxl.utils import get_column_letter
 
 from i18n import PERIOD_LABELS, STATUS_LABELS, TAB_LABELS, translator
-from i18n.hangup_words import hangup_words
+from i18n.hangup_words import hangup_words, side_words
 from mirror.models import Employee
 from mirror.queries import CallFilter, QueryError, call_rows, calls_query
 from mirror.records import call_record
@@ -175,6 +175,21 @@ def about(exported_by: str, params: dict[str, object], flt: CallFilter, clock, l
         lines.append(("Groups", ", ".join(flt.groups)))
     if flt.min_talk:
         lines.append(("Min. talk", f"{flt.min_talk} {say('s')}"))
+    if flt.max_talk is not None:
+        lines.append(("Max. talk", f"{flt.max_talk} {say('s')}"))
+    if flt.recording is not None:
+        lines.append(("Recording", say("with a recording" if flt.recording
+                                       else "without a recording")))
+    if flt.queues:
+        lines.append(("Queue", ", ".join(flt.queues)))
+    if flt.tags:
+        lines.append(("Tags", ", ".join(flt.tags)
+                      + (f" ({say('all tags')})" if flt.tag_mode == "all" else "")))
+    if flt.comment:
+        lines.append(("Comments", flt.comment))
+    if flt.hangup:
+        lines.append(("Hung up", ", ".join(
+            side_words(None if side == "unknown" else side, language) for side in flt.hangup)))
     return lines
 
 

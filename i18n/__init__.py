@@ -155,7 +155,8 @@ RUSSIAN = {
     "The module's licence is not active. Please ask your PBX administrator.":
         "Лицензия модуля не активна. Обратитесь к администратору АТС.",
     # Working with calls: filters, notes, tags, deleting, settings
-    "Max. talk, s": "Разговор до, с", "Tags...": "Теги...", "any tag": "любой тег",
+    "Max. talk, s": "Разговор до, с", "Max. talk": "Разговор до", "Recording": "Запись",
+    "Tags...": "Теги...", "any tag": "любой тег",
     "all tags": "все теги", "Recording...": "Запись...", "with a recording": "с записью",
     "without a recording": "без записи", "Queues...": "Очереди...", "Hung up...": "Кто положил...",
     "Comment text...": "Текст комментария...", "Notes": "Заметки", "Queue": "Очередь",

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from peewee import JOIN, SqliteDatabase, fn
 
 from mirror.models import Call, CallHangup, CallTag, Comment, Tag
+from mirror.store import next_revision
 
 COMMENT_LIMIT = 200
 TAG_NAME_LIMIT = 40
@@ -92,13 +93,6 @@ def comment_text(text: str) -> str:
         raise AnnotationError(f"a comment has at most {COMMENT_LIMIT} characters, this one has "
                               f"{len(text)}")
     return text
-
-
-def comments_of(db: SqliteDatabase, linkedids) -> dict[str, list[dict]]:
-    """The comments of these calls, oldest first: {id, author, text, created_ms, edited_ms}."""
-    return _by_call(db, linkedids, "SELECT linkedid, id, author, text, created_ms, edited_ms "
-                    "FROM comment WHERE linkedid IN ({calls}) ORDER BY linkedid, id",
-                    ("id", "author", "text", "created_ms", "edited_ms"))
 
 
 def add_comment(db: SqliteDatabase, linkedid: str, actor: Actor, text: str,
@@ -196,7 +190,7 @@ def create_tag(db: SqliteDatabase, actor: Actor, name: str, colour: str = "grey"
     _admin(actor)
     name, colour = tag_fields(name, colour)
     with db.atomic("IMMEDIATE"):
-        if _tag_named(db, name) is not None:
+        if name.casefold() in _tags_by_name(db):
             raise AnnotationError(f"a tag named {name!r} exists already")
         tag_id = db.execute_sql("INSERT INTO tag (name, colour) VALUES (?, ?)",
                                 (name, colour)).lastrowid
@@ -208,8 +202,7 @@ def change_tag(db: SqliteDatabase, actor: Actor, tag_id: int, name: str, colour:
     name, colour = tag_fields(name, colour)
     with db.atomic("IMMEDIATE"):
         _tag(db, tag_id)
-        other = _tag_named(db, name)
-        if other is not None and other != tag_id:
+        if _tags_by_name(db).get(name.casefold(), tag_id) != tag_id:
             raise AnnotationError(f"a tag named {name!r} exists already")
         db.execute_sql("UPDATE tag SET name = ?, colour = ? WHERE id = ?", (name, colour, tag_id))
         _shown_again(db, "SELECT linkedid FROM call_tag WHERE tag_id = ?", (tag_id,))
@@ -227,10 +220,12 @@ def delete_tag(db: SqliteDatabase, actor: Actor, tag_id: int) -> None:
 
 
 def tag_ids(db: SqliteDatabase, names) -> list[int]:
-    """The ids of tags given by name (any case); AnnotationError naming an unknown one."""
+    """The ids of tags given by name (any case, Cyrillic too); AnnotationError naming an
+    unknown one."""
+    known = _tags_by_name(db)
     ids = []
     for name in names:
-        tag_id = _tag_named(db, " ".join(str(name).split()))
+        tag_id = known.get(" ".join(str(name).split()).casefold())
         if tag_id is None:
             shown = str(name) if len(str(name)) <= 40 else str(name)[:37] + "..."
             raise AnnotationError(f"unknown tag {shown!r}; an admin adds tags to the list first")
@@ -238,15 +233,8 @@ def tag_ids(db: SqliteDatabase, names) -> list[int]:
     return ids
 
 
-def tags_of(db: SqliteDatabase, linkedids) -> dict[str, list[dict]]:
-    """The tags set on these calls, by name: {id, name, colour}."""
-    return _by_call(db, linkedids, "SELECT ct.linkedid, t.id, t.name, t.colour FROM call_tag ct "
-                    "JOIN tag t ON t.id = ct.tag_id WHERE ct.linkedid IN ({calls}) "
-                    "ORDER BY ct.linkedid, t.name COLLATE NOCASE", ("id", "name", "colour"))
-
-
 def set_call_tags(db: SqliteDatabase, linkedid: str, actor: Actor, names,
-                  now_ms: int) -> list[dict]:
+                  now_ms: int) -> None:
     """Make the call's tags exactly `names` (set the new ones, clear the others)."""
     with db.atomic("IMMEDIATE"):
         wanted = set(tag_ids(db, names))
@@ -260,33 +248,22 @@ def set_call_tags(db: SqliteDatabase, linkedid: str, actor: Actor, names,
                            "VALUES (?, ?, ?, ?)", (linkedid, tag_id, actor.name, now_ms))
         if wanted != have:
             _shown_again(db, "?", (linkedid,))
-    return tags_of(db, [linkedid]).get(linkedid, [])
 
 
 def add_call_tag(db: SqliteDatabase, linkedid: str, actor: Actor, name: str,
-                 now_ms: int) -> list[dict]:
+                 now_ms: int) -> None:
     with db.atomic("IMMEDIATE"):
         (tag_id,) = tag_ids(db, [name])
         if db.execute_sql("INSERT OR IGNORE INTO call_tag (linkedid, tag_id, set_by, set_ms) "
                           "VALUES (?, ?, ?, ?)", (linkedid, tag_id, actor.name, now_ms)).rowcount:
             _shown_again(db, "?", (linkedid,))
-    return tags_of(db, [linkedid]).get(linkedid, [])
 
 
-def remove_call_tag(db: SqliteDatabase, linkedid: str, tag_id: int) -> list[dict]:
+def remove_call_tag(db: SqliteDatabase, linkedid: str, tag_id: int) -> None:
     with db.atomic("IMMEDIATE"):
         if db.execute_sql("DELETE FROM call_tag WHERE linkedid = ? AND tag_id = ?",
                           (linkedid, tag_id)).rowcount:
             _shown_again(db, "?", (linkedid,))
-    return tags_of(db, [linkedid]).get(linkedid, [])
-
-
-def next_revision(db) -> int:
-    """A change of what pages show, made outside the daemon's writer: the history's next
-    revision (open pages then ask what changed since theirs)."""
-    db.execute_sql("INSERT INTO sync_state (key, value) VALUES ('revision', 1) "
-                   "ON CONFLICT (key) DO UPDATE SET value = CAST(value AS INTEGER) + 1")
-    return int(db.execute_sql("SELECT value FROM sync_state WHERE key = 'revision'").fetchone()[0])
 
 
 def _shown_again(db, calls_sql: str, params=()) -> None:
@@ -301,34 +278,11 @@ def _tag(db, tag_id: int) -> None:
         raise LookupError(tag_id)
 
 
-def _tag_named(db, name: str) -> int | None:
-    row = db.execute_sql("SELECT id FROM tag WHERE name = ? COLLATE NOCASE", (name,)).fetchone()
-    if row is None and not name.isascii():      # NOCASE folds ASCII only: Cyrillic by Python
-        folded = name.casefold()
-        row = next(((tag_id,) for tag_id, other in db.execute_sql("SELECT id, name FROM tag")
-                    if other.casefold() == folded), None)
-    return row[0] if row else None
+def _tags_by_name(db) -> dict[str, int]:
+    """The list's tags by their names casefolded (SQLite's NOCASE folds ASCII only)."""
+    return {name.casefold(): tag_id for tag_id, name in db.execute_sql("SELECT id, name FROM tag")}
 
 
 def _admin(actor: Actor) -> None:
     if not actor.admin:
         raise NotAllowed("only an admin manages the list of tags")
-
-
-def _by_call(db, linkedids, sql: str, names: tuple[str, ...]) -> dict[str, list[dict]]:
-    """Rows of `sql` (first column the linkedid; `{calls}` takes the linkedids) as dicts of
-    `names`, per call, a chunk of calls at a time."""
-    found: dict[str, list[dict]] = {}
-    for chunk in _chunks(list(linkedids)):
-        for linkedid, *values in db.execute_sql(sql.format(calls=_marks(chunk)), chunk):
-            found.setdefault(linkedid, []).append(dict(zip(names, values)))
-    return found
-
-
-def _chunks(values: list, size: int = 500):
-    for i in range(0, len(values), size):
-        yield values[i:i + size]
-
-
-def _marks(values) -> str:
-    return ",".join("?" * len(values))

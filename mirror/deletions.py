@@ -11,15 +11,18 @@ call are re-linked by the daemon's next pass (`deletion.relinked`).
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Iterable
 
 from peewee import SqliteDatabase
 
-from mirror.annotations import next_revision
+from mirror.models import Call
+from mirror.queries import CallFilter, call_rows, calls_query
+from mirror.store import next_revision
 
 REASON_LIMIT = 200
+BULK_CHUNK = 200          # calls per transaction when deleting the recordings of a filter
 WHAT = ("call", "recordings")
 Locate = Callable[[str], "Path | None"]     # a recording's file, if inside the recordings root
 
@@ -80,7 +83,8 @@ def delete_call(db: SqliteDatabase, linkedid: str, actor: str, reason: str, now_
 def delete_recordings(db: SqliteDatabase, linkedids: Iterable[str], actor: str, reason: str,
                       now_ms: int, locate: Locate) -> Deleted:
     """Remove the recording files of these finished calls (one transaction); the calls stay,
-    without recordings. Calls without recordings are skipped; LookupError for an unknown one."""
+    without recordings. DeletionError for a call without recordings, LookupError for an
+    unknown one: nothing is deleted then."""
     reason = deletion_reason(reason)
     calls = files = 0
     with db.atomic("IMMEDIATE"):
@@ -88,7 +92,7 @@ def delete_recordings(db: SqliteDatabase, linkedids: Iterable[str], actor: str, 
         for linkedid in linkedids:
             call_id, recordings, *_ = _finished(db, linkedid)
             if not json.loads(recordings):
-                continue
+                raise DeletionError("this call has no recordings to delete")
             removed = _remove_files(recordings, locate)
             revision = revision or next_revision(db)
             db.execute_sql("UPDATE call SET recordings = '[]', revision = ? WHERE id = ?",
@@ -109,11 +113,40 @@ def deletions_of(db: SqliteDatabase, linkedid: str) -> list[dict]:
                 "ORDER BY id", (linkedid,))]
 
 
+def refuse_in_progress(db, linkedid: str) -> None:
+    """CallInProgress for a call still in progress: it is not the history yet (and not a
+    mirrored call: without this it would be 'not found')."""
+    if db.execute_sql("SELECT 1 FROM live_call WHERE linkedid = ?", (linkedid,)).fetchone():
+        raise CallInProgress("this call is still in progress: delete it once it has ended")
+
+
+def recorded(flt: CallFilter, db: SqliteDatabase):
+    """The filter's calls that have recordings (a calls query, newest first)."""
+    return calls_query(replace(flt, after=None, limit=None), db).where(Call.recordings != "[]")
+
+
+def delete_filter_recordings(db: SqliteDatabase, flt: CallFilter, expected: int, actor: str,
+                             reason: str, now_ms: int, locate: Locate) -> Deleted:
+    """Delete the recordings of every call of the filter, `expected` being how many calls
+    with recordings the user was shown and confirmed: if the filter selects another number
+    now, nothing is deleted. A chunk of calls per transaction."""
+    reason = deletion_reason(reason)
+    found = recorded(flt, db).count()
+    if found != expected:
+        raise DeletionError(f"the filter now selects {found:,} calls with recordings, not the "
+                            f"{expected:,} you confirmed: check and confirm again")
+    calls = files = 0
+    while chunk := [row["linkedid"] for row in
+                    call_rows(recorded(flt, db).limit(BULK_CHUNK), annotate=False)]:
+        done = delete_recordings(db, chunk, actor, reason, now_ms, locate)
+        calls, files = calls + done.calls, files + done.files
+    return Deleted(calls, files)
+
+
 def _finished(db, linkedid: str) -> tuple:
     """(id, recordings, employees, ext_key, start, end) of a mirrored call; a call still in
     progress is refused (it is not the history yet: delete it once it has ended)."""
-    if db.execute_sql("SELECT 1 FROM live_call WHERE linkedid = ?", (linkedid,)).fetchone():
-        raise CallInProgress("this call is still in progress: delete it once it has ended")
+    refuse_in_progress(db, linkedid)
     row = db.execute_sql("SELECT id, recordings, employees, ext_key, start_ms, end_ms FROM call "
                          "WHERE linkedid = ?", (linkedid,)).fetchone()
     if row is None:

@@ -12,7 +12,7 @@ from datetime import date, datetime, timedelta
 
 from peewee import SQL, SqliteDatabase, Tuple, fn
 
-from mirror.annotations import notes_read, with_notes
+from mirror.annotations import AnnotationError, notes_read, tag_ids, with_notes
 from mirror.calls import DIRECTIONS, NUMBER_MATCH_DIGITS, STATUSES
 from mirror.models import (Call, CallEmployee, CallGone, CallHangup, CallName, CallNumber, CallTag,
                            Comment, Employee, GroupMember, Leg, LiveCall, SyncState)
@@ -428,12 +428,10 @@ def _annotation_conditions(query, f: CallFilter, db: SqliteDatabase):
 
 def _tag_ids(names: list[str], db: SqliteDatabase) -> list[int]:
     """The ids of the tags a filter names (any case); QueryError for an unknown one."""
-    known = {name.casefold(): tag_id for tag_id, name in
-             db.execute_sql("SELECT id, name FROM tag")}
-    unknown = [name for name in names if name.casefold() not in known]
-    if unknown:
-        raise QueryError(f"unknown tag {_shown(unknown[0])!r}")
-    return sorted({known[name.casefold()] for name in names})
+    try:
+        return sorted(set(tag_ids(db, names)))
+    except AnnotationError as exc:
+        raise QueryError(str(exc)) from None
 
 
 def tag_counts(f: CallFilter, db: SqliteDatabase, period_calls: int) -> dict[int, int]:
@@ -543,6 +541,24 @@ def employee_extensions(f: CallFilter, db: SqliteDatabase) -> list[str] | None:
             raise QueryError(f"unknown employee group {unknown[0]!r}")
         extensions |= {ext for _, ext in members}
     return sorted(extensions)
+
+
+def employee_names(db: SqliteDatabase) -> dict[str, str]:
+    """The PBX's employees: extension -> name."""
+    return dict(Employee.select(Employee.extension, Employee.name).bind(db).tuples())
+
+
+def employee_choices(db: SqliteDatabase, visible_to: Visibility | None) -> list[tuple[str, str]]:
+    """(extension, name) of the employees whose calls may be among those a user sees, by
+    extension: what a filter offers them."""
+    return [(ext, name) for ext, name in sorted(employee_names(db).items())
+            if visible_to is None or visible_to.shows_employee(ext)]
+
+
+def group_names(db: SqliteDatabase) -> list[str]:
+    """The employee groups (ModuleUsersGroups), by name."""
+    return [name for (name,) in GroupMember.select(GroupMember.group_name).distinct()
+            .order_by(GroupMember.group_name).bind(db).tuples()]
 
 
 def _employees_named(part: str, db: SqliteDatabase) -> list[str]:

@@ -58,8 +58,7 @@ class Store:
         """This transaction's revision (taken at its first change of what pages show): the
         calls it writes carry it, so open pages ask for what changed since theirs."""
         if self._revision is None:
-            self._revision = int(self.state().get("revision", 0)) + 1
-            self.set_state(revision=self._revision)
+            self._revision = next_revision(self.db)
         return self._revision
 
     # --- legs ----------------------------------------------------------------------------------
@@ -292,6 +291,14 @@ class Store:
             "INSERT INTO sync_state (key, value) VALUES (?, ?) "
             "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
             [(k, str(v)) for k, v in values.items()])
+
+
+def next_revision(db: SqliteDatabase) -> int:
+    """Take the history's next revision, in the caller's transaction: a change of what pages
+    show (the daemon's batches, and a deletion or a note written by the web or the CLI)."""
+    db.execute_sql("INSERT INTO sync_state (key, value) VALUES ('revision', 1) "
+                   "ON CONFLICT (key) DO UPDATE SET value = CAST(value AS INTEGER) + 1")
+    return int(db.execute_sql("SELECT value FROM sync_state WHERE key = 'revision'").fetchone()[0])
 
 
 def _base_status(direction: str, answered: bool, status: str, transferred_to: str) -> str:

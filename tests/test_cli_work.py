@@ -83,6 +83,23 @@ def test_tags_from_the_command_line(cli, pbx):
     assert out.split() == ["Жалоба"]
     assert [c["linkedid"] for c in calls(cli, db, "--number", f"linkedid:{call['linkedid']}")
             if c["tags"] == ["Жалоба"]] == [call["linkedid"]]
+    # The page's filters of working with calls, from the command line too.
+    assert [c["linkedid"] for c in calls(cli, db, "--tag", "жалоба")] == [call["linkedid"]]
+    code, _, err = cli("calls", "--db", db, "--tag", "VIP")
+    assert code == 2 and "unknown tag 'VIP'" in err
+
+
+def test_the_export_says_the_filters_of_working_with_calls(cli, pbx, tmp_path):
+    from openpyxl import load_workbook
+    _, db, _ = pbx
+    out = tmp_path / "calls.xlsx"
+    code, _, err = cli("export", "--db", db, "--format", "xlsx", "--out", out, "--from",
+                       "2024-10-20", "--to", "2024-10-27", "--recording", "yes", "--max-talk",
+                       "600", "--hangup", "caller,unknown", "--comment", "завтра")
+    assert code == 0, err
+    about = dict(load_workbook(out, read_only=True).worksheets[0].iter_rows(values_only=True))
+    assert about["Recording"] == "with a recording" and about["Max. talk"] == "600 s"
+    assert about["Hung up"] == "caller hung up, unknown" and about["Comments"] == "завтра"
 
 
 def test_deleting_from_the_command_line(cli, pbx):

@@ -7,6 +7,7 @@ from flask import Blueprint, abort, g, redirect, render_template, request, url_f
 
 from mirror import annotations
 from mirror.annotations import Actor, AnnotationError
+from mirror.queries import group_names
 from mirror.userdata import UserDataError, set_supervisor_groups, supervisor_groups
 from web.auth import check_csrf
 from web.context import mirror, user_db
@@ -26,10 +27,9 @@ def admins_only():
 
 @admin.get("/settings")
 def page(error: str | None = None, status: int = 200):
-    groups = [name for (name,) in mirror().execute_sql(
-        "SELECT DISTINCT group_name FROM group_member ORDER BY group_name")]
     return render_template("settings/page.html", tags=annotations.tag_list(mirror()),
-                           colours=annotations.TAG_COLOURS, error=error, groups=groups,
+                           colours=annotations.TAG_COLOURS, error=error,
+                           groups=group_names(mirror()),
                            supervisors=supervisor_groups(user_db())), status
 
 
@@ -64,9 +64,7 @@ def _changed(change, *args):
 def limit_supervisor():
     """Limit a supervisor to some groups' calls (no group chosen: every call again)."""
     groups = [name for name in request.form.getlist("groups") if name]
-    known = {name for (name,) in mirror().execute_sql("SELECT DISTINCT group_name FROM "
-                                                      "group_member")}
-    unknown = [name for name in groups if name not in known]
+    unknown = [name for name in groups if name not in group_names(mirror())]
     try:
         if unknown:
             raise UserDataError(f"unknown employee group {unknown[0][:40]!r}")

@@ -12,8 +12,7 @@ from i18n import say_error
 from mirror import annotations, deletions
 from mirror.annotations import Actor, AnnotationError, NotAllowed
 from mirror.deletions import DeletionError
-from mirror.models import Call
-from mirror.queries import call_rows, calls_query, whole_number
+from mirror.queries import whole_number
 from mirror.records import comment_record, iso_time
 from web.api import visible_call
 from web.auth import csrf_valid
@@ -23,7 +22,6 @@ from web.recordings import recording_files
 
 call_actions = Blueprint("call_actions", __name__)
 
-BULK_CHUNK = 200      # calls per transaction when deleting the recordings of a filter
 
 
 @call_actions.before_request
@@ -62,9 +60,7 @@ def _refused(message: str, status: int):
 
 @call_actions.get("/calls/<linkedid>/comments")
 def comments(linkedid: str):
-    visible_call(linkedid)
-    found = annotations.comments_of(mirror(), [linkedid]).get(linkedid, [])
-    return jsonify(comments=[_comment(c) for c in found])
+    return jsonify(comments=[_comment(c) for c in visible_call(linkedid)["comments"]])
 
 
 @call_actions.post("/calls/<linkedid>/comments")
@@ -125,8 +121,7 @@ def delete_tag(tag_id: int):
 
 @call_actions.get("/calls/<linkedid>/tags")
 def call_tags(linkedid: str):
-    visible_call(linkedid)
-    return jsonify(tags=annotations.tags_of(mirror(), [linkedid]).get(linkedid, []))
+    return jsonify(tags=visible_call(linkedid)["tags"])
 
 
 @call_actions.put("/calls/<linkedid>/tags")
@@ -137,20 +132,22 @@ def set_call_tags(linkedid: str):
     names = body.get("tags") if isinstance(body, dict) else request.form.getlist("tags")
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
         raise AnnotationError("tags: give a list of tag names")
-    return jsonify(tags=annotations.set_call_tags(user_db(), linkedid, _actor(), names, _now()))
+    annotations.set_call_tags(user_db(), linkedid, _actor(), names, _now())
+    return jsonify(tags=visible_call(linkedid)["tags"])
 
 
 @call_actions.post("/calls/<linkedid>/tags")
 def add_call_tag(linkedid: str):
     visible_call(linkedid)
-    return jsonify(tags=annotations.add_call_tag(user_db(), linkedid, _actor(), _field("tag"),
-                                                 _now())), 201
+    annotations.add_call_tag(user_db(), linkedid, _actor(), _field("tag"), _now())
+    return jsonify(tags=visible_call(linkedid)["tags"]), 201
 
 
 @call_actions.delete("/calls/<linkedid>/tags/<int:tag_id>")
 def remove_call_tag(linkedid: str, tag_id: int):
     visible_call(linkedid)
-    return jsonify(tags=annotations.remove_call_tag(user_db(), linkedid, tag_id))
+    annotations.remove_call_tag(user_db(), linkedid, tag_id)
+    return jsonify(tags=visible_call(linkedid)["tags"])
 
 
 # --- deleting ------------------------------------------------------------------------------------
@@ -168,8 +165,7 @@ def delete_call(linkedid: str):
 @call_actions.delete("/calls/<linkedid>/recordings")
 def delete_recordings(linkedid: str):
     _admin_only()
-    if not _known_call(linkedid)["recordings"]:
-        raise DeletionError("this call has no recordings to delete")
+    _known_call(linkedid)
     deleted = deletions.delete_recordings(user_db(), [linkedid], g.user.name, _field("reason"),
                                           _now(), recording_files().locate)
     return jsonify(deleted={"calls": deleted.calls, "files": deleted.files})
@@ -180,7 +176,8 @@ def recordings_count():
     """How many calls of the filter (query string, as the page's) have recordings: shown
     before a bulk deletion is confirmed."""
     _admin_only()
-    return jsonify(calls=_recorded(request_filter(page_params(request.args))).count())
+    return jsonify(calls=deletions.recorded(request_filter(page_params(request.args)),
+                                            mirror()).count())
 
 
 @call_actions.post("/recordings/delete")
@@ -189,35 +186,16 @@ def delete_filter_recordings():
     count the admin confirmed: if the filter selects another number now, nothing is deleted."""
     _admin_only()
     flt = request_filter(page_params(request.args))
-    reason = deletions.deletion_reason(_field("reason"))
     expected = whole_number(_field("expected") or "-", "expected (the count you confirmed)")
-    found = _recorded(flt).count()
-    if found != expected:
-        raise DeletionError(f"the filter now selects {found:,} calls with recordings, not the "
-                            f"{expected:,} you confirmed: check and confirm again")
-    total_calls = total_files = 0
-    while True:
-        chunk = [row["linkedid"] for row in call_rows(_recorded(flt).limit(BULK_CHUNK),
-                                                              annotate=False)]
-        if not chunk:
-            break
-        deleted = deletions.delete_recordings(user_db(), chunk, g.user.name, reason, _now(),
-                                              recording_files().locate)
-        total_calls, total_files = total_calls + deleted.calls, total_files + deleted.files
-    return jsonify(deleted={"calls": total_calls, "files": total_files})
-
-
-def _recorded(flt):
-    flt.after, flt.limit = None, None
-    return calls_query(flt, mirror()).where(Call.recordings != "[]")
+    deleted = deletions.delete_filter_recordings(user_db(), flt, expected, g.user.name,
+                                                 _field("reason"), _now(),
+                                                 recording_files().locate)
+    return jsonify(deleted={"calls": deleted.calls, "files": deleted.files})
 
 
 def _known_call(linkedid: str) -> dict:
     """The call to delete; a call still in progress is refused readably, not 'not found'."""
-    if mirror().execute_sql("SELECT 1 FROM live_call WHERE linkedid = ?",
-                            (linkedid,)).fetchone():
-        raise deletions.CallInProgress("this call is still in progress: delete it once it "
-                                       "has ended")
+    deletions.refuse_in_progress(mirror(), linkedid)
     return visible_call(linkedid)
 
 

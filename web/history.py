@@ -16,11 +16,10 @@ from i18n import LANGUAGES, say_error
 from mirror.annotations import tag_list
 from mirror.calls import STATUSES
 from mirror.deletions import deletions_of
-from mirror.models import Employee, GroupMember
 from mirror.queries import (DAY_MS, HANGUP_SIDES, PERIODS, TABS, QueryError, call_rows,
                             calls_in_progress, calls_query, changes_since, decode_cursor,
-                            encode_cursor, legs_of_call, mirror_revision, tab_counts, tag_counts,
-                            whole_number)
+                            employee_choices, employee_names, encode_cursor, group_names,
+                            legs_of_call, mirror_revision, tab_counts, tag_counts, whole_number)
 from mirror.report_rows import reports_using
 from mirror.userdata import (UserDataError, default_filter, delete_filter, make_default,
                              save_filter, saved_filters, set_user_setting)
@@ -72,17 +71,15 @@ def _page(params: dict[str, str], *, revision: int, counts: dict | None = None,
           rows: list | None = None, next_cursor: str | None = None,
           restored: dict | None = None, error: str | None = None) -> str:
     names = _employee_names()
-    visible = g.user.visible_to
-    live = calls_in_progress(mirror(), visible)
-    employees = [(ext, name) for ext, name in sorted(names.items())
-                 if visible is None or visible.shows_employee(ext)]
+    live = calls_in_progress(mirror(), g.user.visible_to)
     return render_template(
         "history/page.html", params=params, counts=counts or {}, rows=rows or [],
         tags=tag_list(mirror()), queues=_queues(),
         hangup_sides=HANGUP_SIDES, open_call=request.args.get("call", "")[:200],
         next_cursor=next_cursor, error=error,
         tabs=TABS, periods=PERIODS, statuses=STATUSES, columns=page_columns(),
-        all_columns=PAGE_COLUMNS, employees=employees, groups=_groups(),
+        all_columns=PAGE_COLUMNS, employees=employee_choices(mirror(), g.user.visible_to),
+        groups=group_names(mirror()),
         saved=saved_filters(user_db(), g.user.name), restored=restored,
         names=names, revision=revision, background_from=BACKGROUND_FROM,
         live=live, now_key=now_key(live))
@@ -266,7 +263,7 @@ def page_columns() -> tuple[str, ...]:
 
 
 def _employee_names() -> dict[str, str]:
-    return dict(Employee.select(Employee.extension, Employee.name).bind(mirror()).tuples())
+    return employee_names(mirror())
 
 
 def _queues() -> list[str]:
@@ -275,11 +272,6 @@ def _queues() -> list[str]:
         "WITH RECURSIVE q (queue) AS (SELECT min(queue) FROM call WHERE queue IS NOT NULL "
         "UNION ALL SELECT (SELECT min(queue) FROM call WHERE queue > q.queue) FROM q "
         "WHERE q.queue IS NOT NULL) SELECT queue FROM q WHERE queue IS NOT NULL")]
-
-
-def _groups() -> list[str]:
-    return [name for (name,) in GroupMember.select(GroupMember.group_name).distinct()
-            .order_by(GroupMember.group_name).bind(mirror()).tuples()]
 
 
 def query_args(query: str) -> MultiDict:

@@ -14,7 +14,8 @@ from flask import (Blueprint, abort, current_app, g, redirect, render_template, 
 from exports.writers import MEDIA_TYPES
 from mirror.annotations import tag_list
 from mirror.calls import DIRECTIONS, STATUSES
-from mirror.queries import PERIODS, QueryError, calls_query, whole_number
+from mirror.queries import (PERIODS, QueryError, calls_query, employee_choices, group_names,
+                            whole_number)
 from mirror.report_rows import (ReportError, delete_report, link_secret, report_of, reports_of,
                                 request_send, send_of, send_row, sends_of)
 from mirror.userdata import saved_filters
@@ -155,15 +156,10 @@ def _form_values() -> dict[str, str]:
 def _form(report_id: int | None, values: dict, *, error: str | None = None, status: int):
     """The report's form (with what was typed, after an error) and its send log."""
     sends = sends_of(user_db(), g.user.name, report_id) if report_id is not None else []
-    visible = g.user.visible_to
-    employees = [(ext, name) for ext, name in mirror().execute_sql(
-        "SELECT extension, name FROM employee ORDER BY extension")
-        if visible is None or visible.shows_employee(ext)]
-    groups = [name for (name,) in mirror().execute_sql(
-        "SELECT DISTINCT group_name FROM group_member ORDER BY group_name")]
     return render_template(
         "reports/form.html", report_id=report_id, values=values, error=error, sends=sends,
-        employees=employees, groups=groups, directions=DIRECTIONS, statuses=STATUSES,
+        employees=employee_choices(mirror(), g.user.visible_to), groups=group_names(mirror()),
+        directions=DIRECTIONS, statuses=STATUSES,
         tags=tag_list(mirror()),
         filters=_filter_names(), periods=PERIODS, frequencies=FREQUENCIES, formats=REPORT_FORMATS,
         deliveries=DELIVERIES, link_hours=LINK_HOURS, weekdays=WEEKDAYS,
