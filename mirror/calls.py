@@ -49,6 +49,7 @@ class Leg:
     a_transfer: int = 0
     duration: int | None = None
     billsec: int | None = None
+    dtmf_digits: str = ""
     # Derived once at construction (classification asks for them many times).
     app: bool = field(init=False, compare=False, repr=False)
     talk_seconds: int = field(init=False, compare=False, repr=False)

@@ -37,6 +37,7 @@ class Leg(Base):
     a_transfer = IntegerField()
     duration = IntegerField(null=True)
     billsec = IntegerField(null=True)
+    dtmf_digits = TextField(default="")
 
 
 class Call(Base):
@@ -70,6 +71,10 @@ class Call(Base):
     revision = IntegerField(default=0)   # the writer transaction that last wrote it
     queue = TextField(null=True)         # the queue it went through (its `Queue:` leg)
     queue_wait_s = IntegerField(null=True)
+    ivr = TextField(null=True)           # its first menu (IVR or application), incoming calls
+    ivr_digits = TextField(null=True)    # what the caller pressed there
+    ivr_left = IntegerField(null=True)   # the caller left unanswered in that menu
+    returned_after_s = IntegerField(null=True)   # a returned missed call: seconds to the callback
 
 
 class CallGone(Base):

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import sqlite3
 
+from mirror.rollups import CALLBACKS, EMPLOYEES, LINES, MENUS, QUEUES
+
 # What `call_name` holds of a call row: its caller's and callee's names on separate lines (a
 # search never matches across them), each once; a "name" of digits only is left out (a search
 # with no letters is a number search). Calls without names have no row. Migration 6 fills the
@@ -23,10 +25,23 @@ CALL_NAMES = (f"SELECT id, names FROM (SELECT id, trim("
 # A call's queue (`Queue:<n>` leg, the first if it went through several) and the seconds its
 # caller waited there (until an agent answered, or until they gave up). Migration 10 fills the
 # columns and the writer's merge keeps them up to date: a change is a new migration.
-CALL_QUEUES = ("UPDATE call SET (queue, queue_wait_s) = (SELECT substr(l.dst_chan, 7), "
+CALL_QUEUES = ("UPDATE {table} SET (queue, queue_wait_s) = (SELECT substr(l.dst_chan, 7), "
                "(coalesce(l.answer_ms, l.end_ms, l.start_ms) - l.start_ms) / 1000 FROM leg l "
-               "WHERE l.linkedid = call.linkedid AND l.dst_chan LIKE 'queue:%' "
+               "WHERE l.linkedid = {table}.linkedid AND l.dst_chan LIKE 'queue:%' "
                "ORDER BY l.start_ms, l.source_id LIMIT 1) WHERE {calls}")
+# An incoming call's first menu (`App:<n>` leg: an IVR or another dialplan application), the
+# digits its caller pressed there (`dtmf_digits`, recorded by MikoPBX 2026.1 and later) and
+# whether an unanswered caller left in it (no leg of the call started after it). Migration 13
+# fills the columns; the writer's merge computes both for the staged calls before writing them.
+CALL_MENUS = ("UPDATE {table} SET (ivr, ivr_digits, ivr_left) = (SELECT substr(l.dst_chan, 5), "
+              "l.dtmf_digits, NOT {table}.answered AND NOT EXISTS (SELECT 1 FROM leg n "
+              "WHERE n.linkedid = l.linkedid AND n.start_ms > l.start_ms) FROM leg l "
+              "WHERE l.linkedid = {table}.linkedid AND {table}.direction = 'incoming' "
+              "AND l.dst_chan LIKE 'app:%' ORDER BY l.start_ms, l.source_id LIMIT 1) "
+              "WHERE {calls}")
+# The seconds from a returned missed call's end to the start of the call that returned it.
+RETURNED_AFTER = ("(SELECT (r.start_ms - {m}.end_ms) / 1000 FROM call r "
+                  "WHERE r.linkedid = {m}.returned_by)")
 
 # `PRAGMA application_id` of every module.db ("ECDR"), set by migration 7.
 APPLICATION_ID = 0x45434452
@@ -301,7 +316,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX call_hangup_side ON call_hangup (side)",
         "ALTER TABLE call ADD COLUMN queue TEXT",
         "ALTER TABLE call ADD COLUMN queue_wait_s INTEGER",
-        CALL_QUEUES.format(calls="true"),
+        CALL_QUEUES.format(table="call", calls="true"),
         "CREATE INDEX call_queue ON call (queue, start_ms) WHERE queue IS NOT NULL",
         "CREATE INDEX call_recorded ON call (start_ms, id) WHERE recordings <> '[]'",
         "CREATE INDEX call_unrecorded ON call (start_ms, id) WHERE recordings = '[]'",
@@ -344,6 +359,39 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             {_ROLLUP_SUBTRACT.format(row="OLD")}
             {_ROLLUP_ADD.format(row="NEW")}
         END""",
+    ),
+    # 13: analytics (mirror.rollups). The digits callers press in menus; a call's first menu
+    # (CALL_MENUS) and how long its caller waited to be called back (RETURNED_AFTER, kept by
+    # triggers whichever of the two calls changes); per UTC day, what employees, lines, queues,
+    # callbacks and menus did, kept by triggers like the hourly counters.
+    (
+        "ALTER TABLE leg ADD COLUMN dtmf_digits TEXT NOT NULL DEFAULT ''",
+        # The legs mirrored before have no digits: the next sync reads the PBX's history again
+        # from its first row (as after a restored backup), keeping every call it has.
+        "UPDATE sync_state SET value = '0' WHERE key = 'cursor'",
+        "ALTER TABLE call ADD COLUMN ivr TEXT",
+        "ALTER TABLE call ADD COLUMN ivr_digits TEXT",
+        "ALTER TABLE call ADD COLUMN ivr_left INTEGER",
+        "ALTER TABLE call ADD COLUMN returned_after_s INTEGER",
+        CALL_MENUS.format(table="call", calls="true"),
+        "UPDATE call SET returned_after_s = " + RETURNED_AFTER.format(m="call")
+        + " WHERE returned_by IS NOT NULL",
+        "CREATE INDEX call_returned_by ON call (returned_by) WHERE returned_by IS NOT NULL",
+        f"""CREATE TRIGGER call_returned_after_linked AFTER UPDATE OF returned_by, end_ms ON call
+            BEGIN UPDATE call SET returned_after_s = {RETURNED_AFTER.format(m="NEW")}
+            WHERE id = NEW.id; END""",
+        """CREATE TRIGGER call_returned_after_moved AFTER UPDATE OF start_ms ON call
+            BEGIN UPDATE call SET returned_after_s = (NEW.start_ms - end_ms) / 1000
+            WHERE returned_by = NEW.linkedid; END""",
+        f"""CREATE TRIGGER call_returned_after_written AFTER INSERT ON call BEGIN
+            UPDATE call SET returned_after_s = (NEW.start_ms - end_ms) / 1000
+            WHERE returned_by = NEW.linkedid;
+            UPDATE call SET returned_after_s = {RETURNED_AFTER.format(m="NEW")}
+            WHERE id = NEW.id AND NEW.returned_by IS NOT NULL; END""",
+        """CREATE TRIGGER call_returned_after_gone AFTER DELETE ON call BEGIN
+            UPDATE call SET returned_after_s = NULL WHERE returned_by = OLD.linkedid; END""",
+        *(statement for rollup in (EMPLOYEES, LINES, QUEUES, CALLBACKS, MENUS)
+          for statement in rollup.ddl()),
     ),
 )
 

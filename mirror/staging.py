@@ -20,10 +20,13 @@ CALL_COLUMNS = ("linkedid", "start_ms", "end_ms", "direction", "status", "reason
                 "src", "src_name", "dst", "dst_name", "external_number", "ext_key", "did",
                 "line", "answered_by", "missed_by", "transferred_to", "employees", "wait_s",
                 "talk_s", "duration_s", "recordings", "leg_count")
+# What the writer works out for the staged calls from all of their legs in the mirror, just
+# before it writes them (mirror.schema CALL_QUEUES, CALL_MENUS): empty when staged.
+CALL_EXTRAS = ("queue", "queue_wait_s", "ivr", "ivr_digits", "ivr_left")
 
 STAGING_DDL = (
     f"CREATE TABLE {{schema}}.leg ({', '.join(LEG_COLUMNS)})",
-    f"CREATE TABLE {{schema}}.call ({', '.join(CALL_COLUMNS)})",
+    f"CREATE TABLE {{schema}}.call ({', '.join(CALL_COLUMNS + CALL_EXTRAS)})",
     "CREATE TABLE {schema}.employee (linkedid, extension, start_ms, placed)",
     "CREATE TABLE {schema}.number (linkedid, numbers)",
 )
@@ -45,7 +48,8 @@ def stage(conn: sqlite3.Connection, legs: list[Leg], calls: list[Call],
     """Write a batch's rows (no indexes, no look-ups: as fast as SQLite appends)."""
     conn.executemany(f"INSERT INTO {schema}.leg VALUES ({', '.join('?' * len(LEG_COLUMNS))})",
                      map(_leg_row, legs))
-    conn.executemany(f"INSERT INTO {schema}.call VALUES ({', '.join('?' * len(CALL_COLUMNS))})",
+    conn.executemany(f"INSERT INTO {schema}.call ({', '.join(CALL_COLUMNS)}) "
+                     f"VALUES ({', '.join('?' * len(CALL_COLUMNS))})",
                      map(call_row, calls))
     conn.executemany(f"INSERT INTO {schema}.employee VALUES (?, ?, ?, ?)",
                      ((c.linkedid, ext, c.start, int(ext in c.callers))

@@ -16,8 +16,8 @@ from mirror import staging
 from mirror.calls import Call, CallbackFacts, CallbackLinks, Leg
 from mirror.hangups import CallHangup
 from mirror.live import LiveCall
-from mirror.schema import CALL_NAMES, CALL_QUEUES
-from mirror.staging import CALL_COLUMNS, LEG_COLUMNS
+from mirror.schema import CALL_MENUS, CALL_NAMES, CALL_QUEUES
+from mirror.staging import CALL_COLUMNS, CALL_EXTRAS, LEG_COLUMNS
 
 _CHUNK = 900  # stays under SQLite's bound-parameter limit
 
@@ -111,18 +111,19 @@ class Store:
             + ", ".join(f"{c} = excluded.{c}" for c in LEG_COLUMNS if c != "uniqueid"))
         if before:
             self._forget_indexes(replaced)
-        call_cols = ", ".join(CALL_COLUMNS)
+        for extras in (CALL_QUEUES, CALL_MENUS):   # from all the calls' legs, before writing
+            conn.execute(extras.format(table=f"{schema}.call", calls="true"))
+        call_cols = ", ".join(CALL_COLUMNS + CALL_EXTRAS)
         conn.execute(
             f"INSERT INTO call ({call_cols}, revision) SELECT {call_cols}, ? FROM {schema}.call "
             f"WHERE true ON CONFLICT (linkedid) DO UPDATE SET "
-            + ", ".join(f"{c} = excluded.{c}" for c in (*CALL_COLUMNS, "revision")
+            + ", ".join(f"{c} = excluded.{c}" for c in (*CALL_COLUMNS, *CALL_EXTRAS, "revision")
                         if c != "linkedid"), (self._stamp(),))
         staged = f"linkedid IN (SELECT linkedid FROM {schema}.call)"
         if "recordings" in deleted:            # deleted recordings are not listed again
             gone = "linkedid IN (SELECT linkedid FROM deletion WHERE what = 'recordings')"
             conn.execute(f"UPDATE call SET recordings = '[]' WHERE {staged} AND {gone}")
             conn.execute(f"UPDATE leg SET recordingfile = '' WHERE {staged} AND {gone}")
-        conn.execute(CALL_QUEUES.format(calls=staged))
         conn.execute(f"DELETE FROM call_gone WHERE {staged}")
         conn.execute(
             f"INSERT OR IGNORE INTO call_employee (extension, start_ms, call_id, placed) "

@@ -19,7 +19,7 @@ LEG_SOURCE_COLUMNS = (
     "id", "UNIQUEID", "linkedid", "start", "answer", "endtime", "src_chan", "src_num",
     "src_name", "dst_chan", "dst_num", "dst_name", "did", "disposition", "dialstatus",
     "recordingfile", "from_account", "to_account", "appname", "is_app", "transfer",
-    "a_transfer", "duration", "billsec")
+    "a_transfer", "duration", "billsec", "dtmf_digits")
 _REQUIRED = {"id", "UNIQUEID", "linkedid", "start", "endtime", "src_num", "dst_num"}
 _CHUNK = 900
 
@@ -160,7 +160,7 @@ def leg_from_row(row: tuple, clock: PbxClock) -> Leg | None:
     """
     (row_id, uniqueid, linkedid, start, answer, endtime, src_chan, src_num, src_name, dst_chan,
      dst_num, dst_name, did, disposition, dialstatus, recordingfile, from_account, to_account,
-     appname, is_app, transfer, a_transfer, duration, billsec) = row
+     appname, is_app, transfer, a_transfer, duration, billsec, dtmf_digits) = row
     uniqueid = _text(uniqueid) or f"cdr_general:{row_id}"
     linkedid = _text(linkedid) or uniqueid
     call_start = linkedid_epoch_ms(linkedid)
@@ -181,7 +181,7 @@ def leg_from_row(row: tuple, clock: PbxClock) -> Leg | None:
         transfer if type(transfer) is int else (_int(transfer) or 0),
         a_transfer if type(a_transfer) is int else (_int(a_transfer) or 0),
         duration if type(duration) is int else _int(duration),
-        billsec if type(billsec) is int else _int(billsec))
+        billsec if type(billsec) is int else _int(billsec), dtmf_digits or "")
 
 
 def legs_from_rows(rows: list[tuple], clock: PbxClock) -> list[Leg]:

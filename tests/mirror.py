@@ -9,6 +9,8 @@ from pathlib import Path
 from daemon.sync import Sync, SyncOptions
 from mirror.database import open_module_db
 from mirror.pbxtime import PbxClock
+from mirror.rollups import ROLLUPS
+from mirror.schema import RETURNED_AFTER
 from mirror.store import Store
 from pbx import tables as pbxschema
 from pbx.cdr import CdrSource
@@ -18,7 +20,8 @@ from pbx.config import read_pbx_config
 _CALL_COLUMNS = """linkedid, start_ms, end_ms, direction, status, reason, answered, src, src_name,
     dst, dst_name, external_number, ext_key, did, line, answered_by, missed_by, transferred_to,
     employees, wait_s, talk_s, duration_s, recordings, callback_of, returned_by,
-    callback_attempts, leg_count, queue, queue_wait_s"""
+    callback_attempts, leg_count, queue, queue_wait_s, ivr, ivr_digits, ivr_left,
+    returned_after_s"""
 
 
 def dump(db_path: Path) -> dict:
@@ -63,17 +66,24 @@ def append_rows(cdr: Path, cols: list[str], rows: list[tuple]) -> None:
 
 
 def rollups_off(conn: sqlite3.Connection) -> list[tuple]:
-    """Where the hourly counters differ from the calls counted afresh (none: exact); an hour
-    whose calls all went may keep its rows at zero."""
-    kept = {key: values for *key, calls, talk, wait in conn.execute(
-        "SELECT hour, direction, status, unreturned, calls, talk_s, wait_s FROM call_rollup")
-        for key, values in [(tuple(key), (calls, talk, wait))] if values != (0, 0, 0)}
-    counted = {tuple(key): tuple(values) for *key, calls, talk, wait in conn.execute(
-        "SELECT start_ms / 3600000, direction, status, status = 'missed' AND returned_by IS NULL, "
-        "count(*), sum(talk_s), sum(wait_s) FROM call GROUP BY 1, 2, 3, 4")
-        for values in [(calls, talk, wait)]}
-    return sorted((key, kept.get(key), counted.get(key)) for key in kept.keys() | counted.keys()
-                  if kept.get(key) != counted.get(key))
+    """Where the counters (every rollup, and each returned call's wait for its callback) differ
+    from the calls counted afresh (none: exact); a slot whose calls all went may keep its rows
+    at zero."""
+    off = []
+    for rollup in ROLLUPS:
+        n = len(rollup.keys) + 1
+        kept = {tuple(row[:n]): tuple(row[n:]) for row in conn.execute(
+            f"SELECT {rollup.slot}, {', '.join(rollup.key_names)}, {', '.join(rollup.measures)} "
+            f"FROM {rollup.table}") if any(row[n:])}
+        counted = {tuple(row[:n]): tuple(row[n:])
+                   for row in conn.execute(rollup.afresh("call"))}
+        off += sorted((rollup.table, key, kept.get(key), counted.get(key))
+                      for key in kept.keys() | counted.keys() if kept.get(key) != counted.get(key))
+    off += conn.execute(
+        "SELECT 'returned_after_s', linkedid, returned_after_s, "
+        f"{RETURNED_AFTER.format(m='call')} AS afresh FROM call "
+        "WHERE returned_after_s IS NOT afresh").fetchall()
+    return off
 
 
 def mirrored_demo(directory: Path, calls: int, seed: int) -> Path:

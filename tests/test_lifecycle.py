@@ -446,12 +446,19 @@ def _without_last_migration(code: str) -> str:
                         "MIGRATIONS = MIGRATIONS[:-1]\nLATEST = len(MIGRATIONS)")
 
 
-# The code of the release before the last schema step (12: the hourly counters of calls), as
-# it used the tables then. Whoever adds a step puts its code here instead.
+# The code of the release before the last schema step (13: analytics' rollups, the digits
+# callers press in menus), as it used the tables then. Whoever adds a step puts its code here.
 BEFORE_LAST_STEP = {
-    "mirror/queries.py": [
-        ("    return (f.visible_to is None and not f.number and",
-         "    return False and (f.visible_to is None and not f.number and")],
+    "mirror/staging.py": [('CALL_EXTRAS = ("queue", "queue_wait_s", "ivr", "ivr_digits", "ivr_left")',
+                           'CALL_EXTRAS = ("queue", "queue_wait_s")')],
+    "mirror/store.py": [("for extras in (CALL_QUEUES, CALL_MENUS):", "for extras in (CALL_QUEUES,):")],
+    "mirror/models.py": [(line, "") for line in (
+        '    dtmf_digits = TextField(default="")\n',
+        "    ivr = TextField(null=True)", "    ivr_digits = TextField(null=True)",
+        "    ivr_left = IntegerField(null=True)", "    returned_after_s = IntegerField(null=True)")],
+    "mirror/calls.py": [('    dtmf_digits: str = ""\n', "")],
+    "pbx/cdr.py": [('"billsec", "dtmf_digits")', '"billsec")'), (", dtmf_digits) = row", ") = row"),
+                   (', dtmf_digits or "")', ")")],
 }
 
 
@@ -469,8 +476,8 @@ def test_upgrade_from_the_previous_schema_version_keeps_everything(tmp_path, pbx
     assert cli("install", "--pbx", pbx, "--archive", previous)[0] == 0
     with sqlite3.connect(module_db(pbx)) as conn:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == schema.LATEST - 1
-        # The last step (12) adds the hourly counters of calls.
-        assert not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'call_rollup'"
+        # The last step (13) adds the rollups of analytics.
+        assert not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'employee_rollup'"
                                 ).fetchone()
     calls, before, settings_before = in_use(pbx, cli)
 
@@ -482,6 +489,8 @@ def test_upgrade_from_the_previous_schema_version_keeps_everything(tmp_path, pbx
         # ... filled from the calls mirrored before, exactly
         assert rollups_off(conn) == [] and conn.execute(
             "SELECT sum(calls) FROM call_rollup").fetchone()[0] == calls
+        assert conn.execute("SELECT sum(calls) FROM line_rollup").fetchone()[0] == conn.execute(
+            "SELECT count(*) FROM call WHERE direction <> 'internal'").fetchone()[0]
         assert conn.execute("SELECT count(*) FROM module_secret").fetchone()[0] == 1
     assert count(pbx, "call") == calls and user_data(pbx) == before
     assert (module_db(pbx).parent / "extcdr.toml").read_text() == settings_before
