@@ -215,7 +215,44 @@ RUSSIAN = {
     "The PBX has no employee groups (ModuleUsersGroups): there is nothing to limit "
     "supervisors to.": "На АТС нет групп сотрудников (ModuleUsersGroups): ограничивать "
                       "руководителей нечем.",
+    # Analytics (mirror.analytics): report names, columns, series, bands.
+    "Analytics": "Аналитика",
+    "Traffic by hour and day": "Нагрузка по часам и дням", "Lines and DIDs": "Линии и DID",
+    "Voice menus (IVR)": "Голосовые меню (IVR)", "Queues and ring groups": "Очереди и группы",
+    "Missed calls and callbacks": "Пропущенные и перезвоны",
+    "Extension": "Номер", "Answered": "Отвечено", "Talk time": "Время разговоров",
+    "Average talk": "Средний разговор", "Average wait": "Среднее ожидание",
+    "Missed called back": "Перезвонили пропущенным",
+    "Previous period": "Прошлый период", "Calls then": "Звонков тогда",
+    "Menu": "Меню", "Option pressed": "Нажатая цифра", "No choice": "Без выбора",
+    "Hung up in the menu": "Положили трубку в меню",
+    "Offered": "Поступило", "Abandoned": "Не дождались", "Service level": "Уровень сервиса",
+    "90% waited at most": "90% ждали не дольше",
+    "Average wait before hanging up": "Среднее ожидание до отбоя",
+    "Who answered": "Кто ответил", "Called back": "Перезвонили", "Missed calls": "Пропущенные",
+    "Share": "Доля", "Within 5 min": "В течение 5 мин", "5 to 15 min": "5–15 мин",
+    "15 to 60 min": "15–60 мин", "1 to 4 hours": "1–4 часа", "4 to 24 hours": "4–24 часа",
+    "Later": "Позже", "Not called back": "Не перезвонили",
+    "Mon": "Пн", "Tue": "Вт", "Wed": "Ср", "Thu": "Чт", "Fri": "Пт", "Sat": "Сб", "Sun": "Вс",
+    "Median time to callback": "Медиана времени до перезвона",
+    "Unanswered attempts to call back": "Безуспешных попыток перезвонить",
+    "Callback rate": "Доля перезвонов", "Total": "Итого",
 }
+
+# Titles with a number in them (mirror.analytics): the English pattern and the Russian.
+_RUSSIAN_PATTERNS = ((re.compile(r"Answered within (\d+) s"), "Отвечено за {0} с"),)
+
+
+def translated(text: str, language: str) -> str:
+    """A title in the language, with a number kept (\"Answered within 20 s\")."""
+    if language != "ru":
+        return text
+    if text in RUSSIAN:
+        return RUSSIAN[text]
+    for pattern, russian in _RUSSIAN_PATTERNS:
+        if found := pattern.fullmatch(text):
+            return russian.format(*found.groups())
+    return text
 
 
 def negotiate(choice: str | None, shell: str | None, accept: str | None) -> str:

@@ -186,6 +186,7 @@ TABS = {
 # Who hung up (mirror.hangups), and `unknown` for calls the daemon did not see end.
 HANGUP_SIDES = ("caller", "callee", "pbx", "unknown")
 PERIODS = ("today", "yesterday", "this_week", "last_week", "this_month", "last_month")
+YEARS = ("this_year", "last_year")      # periods for analytics (the page's list stays short)
 FILTER_PARAMETERS = ("period", "from", "to", "direction", "status", "number", "employee",
                      "group", "min_talk", "max_talk", "recording", "queue", "tag", "tag_mode",
                      "comment", "hangup", "unreturned", "tab", "limit", "cursor")
@@ -257,8 +258,11 @@ def period_bounds(period: str, clock, now_s: float) -> tuple[int, int]:
         if period == "last_month":
             first = (first - timedelta(days=1)).replace(day=1)
         last = (first + timedelta(days=32)).replace(day=1) - timedelta(days=1)
+    elif period in YEARS:
+        first = today.replace(year=today.year - (period == "last_year"), month=1, day=1)
+        last = first.replace(month=12, day=31)
     else:
-        raise QueryError(f"unknown period {period!r}; use one of: {', '.join(PERIODS)}")
+        raise QueryError(f"unknown period {period!r}; use one of: {', '.join(PERIODS + YEARS)}")
     return clock.local_day_bounds(first)[0] * 1000, clock.local_day_bounds(last)[1] * 1000
 
 

@@ -11,9 +11,8 @@ a change is a new table in a new migration.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
-from peewee import SqliteDatabase
 
 HOUR_MS = 3_600_000
 DAY_MS = 86_400_000
@@ -67,7 +66,7 @@ class Rollup:
         (slot, *keys, *measures), grouped."""
         parts = " UNION ALL ".join(self._select(part, "c", calls) for part in self.parts)
         names = (self.slot, *self.key_names)
-        sums = ", ".join(f"sum({m})" for m in self.measures)
+        sums = ", ".join(f"sum({m}) AS {m}" for m in self.measures)
         return (f"SELECT {', '.join(names)}, {sums} FROM ({parts}) "
                 f"GROUP BY {', '.join(names)}")
 
