@@ -204,7 +204,7 @@ RUSSIAN = {
     "groups' employees — on the page, in exports, reports and the API.":
         "Руководитель видит все звонки, если не ограничен здесь: тогда только звонки "
         "сотрудников выбранных групп — на странице, в выгрузках, отчётах и API.",
-    "Supervisor": "Руководитель", "Groups": "Группы", "Every call": "Все звонки",
+    "Supervisor": "Руководитель", "Every call": "Все звонки",
     "No supervisor is limited: each sees every call.":
         "Ни один руководитель не ограничен: каждый видит все звонки.",
     "Supervisor login": "Логин руководителя", "Limit": "Ограничить",
@@ -221,7 +221,7 @@ RUSSIAN = {
     "Voice menus (IVR)": "Голосовые меню (IVR)", "Queues and ring groups": "Очереди и группы",
     "Missed calls and callbacks": "Пропущенные и перезвоны",
     "Extension": "Номер", "Answered": "Отвечено", "Talk time": "Время разговоров",
-    "Average talk": "Средний разговор", "Average wait": "Среднее ожидание",
+    "Average talk": "Средний разговор",
     "Missed called back": "Перезвонили пропущенным",
     "Previous period": "Прошлый период", "Calls then": "Звонков тогда",
     "Menu": "Меню", "Option pressed": "Нажатая цифра", "No choice": "Без выбора",
