@@ -17,7 +17,8 @@ from datetime import date, datetime, timedelta
 from peewee import SqliteDatabase
 
 from mirror.models import Call
-from mirror.queries import CallFilter, QueryError, calls_query, counted_by_the_hour, employee_names
+from mirror.queries import (TABS, CallFilter, QueryError, calls_query, counted_by_the_hour,
+                            employee_names)
 from mirror.rollups import CALLBACKS, CALLS, EMPLOYEES, LINES, MENUS, QUEUES, Rollup
 
 REPORTS = ("employees", "traffic", "lines", "menus", "queues", "callbacks")
@@ -87,6 +88,20 @@ def build_report(name: str, f: CallFilter, db: SqliteDatabase, clock,
 
 
 # --- figures: rollups where they answer, the calls otherwise ------------------------------------
+
+def tab_counts(f: CallFilter, db: SqliteDatabase, *, source: str = "auto") -> dict[str, int]:
+    """How many calls each tab of the history page would show with the rest of the filter."""
+    counts = dict.fromkeys(TABS, 0)
+    rows, _ = figures(CALLS, replace(f, tab="all", after=None, limit=None), db,
+                      ("direction", "status", "unreturned"), source=source)
+    for direction, status, not_returned, n, _talk, _wait in rows:
+        counts["all"] += n
+        counts[direction] += n
+        if status == "missed":
+            counts["missed"] += n
+            counts["unreturned"] += n if not_returned else 0
+    return counts
+
 
 def answers(rollup: Rollup, f: CallFilter) -> bool:
     """Whether the rollup's keys answer the filter: the period, and directions, statuses and

@@ -474,61 +474,13 @@ def counts_by_direction_and_status(f: CallFilter, db: SqliteDatabase) -> dict[tu
     return {(direction, status): n for direction, status, n in query.tuples()}
 
 
-def tab_counts(f: CallFilter, db: SqliteDatabase) -> dict[str, int]:
-    """How many calls each tab would show with the rest of the filter: from the hourly
-    counters (`call_rollup`) when the filter is one they count by, else one grouped scan."""
-    counts = dict.fromkeys(TABS, 0)
-    f = replace(f, tab="all", after=None, limit=None)
-    kinds = _rollup_counts(f, db) if counted_by_the_hour(f) else _scanned_counts(f, db)
-    for direction, status, not_returned, n in kinds:
-        counts["all"] += n
-        counts[direction] += n
-        if status == "missed":
-            counts["missed"] += n
-            counts["unreturned"] += n if not_returned else 0
-    return counts
-
-
-HOUR_MS = 3_600_000
-
-
 def counted_by_the_hour(f: CallFilter) -> bool:
-    """Whether the hourly counters count the filter's calls: a period with directions,
-    statuses or unreturned only, for a user who may see every call."""
+    """Whether counters of calls by time can count the filter's calls: a period with
+    directions, statuses or unreturned only, for a user who may see every call
+    (mirror.analytics, for the tab counters and the reports)."""
     return (f.visible_to is None and not f.number and not f.employees and not f.groups
             and not f.min_talk and f.max_talk is None and f.recording is None and not f.queues
             and not f.tags and not f.comment and not f.hangup)
-
-
-def _rollup_counts(f: CallFilter, db: SqliteDatabase) -> list[tuple[str, str, int, int]]:
-    """(direction, status, unreturned, calls) of the filter: its whole hours from the hourly
-    counters, the calls of the partial hours at its ends counted from the calls."""
-    first, last = -(-f.start_ms // HOUR_MS), f.end_ms // HOUR_MS       # whole hours: [first, last)
-    if first >= last:
-        return _scanned_counts(f, db)
-    conditions, params = ["hour >= ?", "hour < ?"], [first, last]
-    for column, values in (("direction", f.directions), ("status", f.statuses)):
-        if values:
-            conditions.append(f"{column} IN ({','.join('?' * len(values))})")
-            params += values
-    if f.unreturned:
-        conditions.append("unreturned = 1 AND status = 'missed'")
-    rows = list(db.execute_sql(
-        f"SELECT direction, status, unreturned, sum(calls) FROM call_rollup "
-        f"WHERE {' AND '.join(conditions)} GROUP BY 1, 2, 3", params))
-    for start, end in ((f.start_ms, first * HOUR_MS), (last * HOUR_MS, f.end_ms)):
-        if start < end:
-            rows += _scanned_counts(replace(f, start_ms=start, end_ms=end), db)
-    return rows
-
-
-def _scanned_counts(f: CallFilter, db: SqliteDatabase) -> list[tuple[str, str, int, int]]:
-    """(direction, status, unreturned, calls) of the filter, by one grouped scan of its calls."""
-    unreturned = (Call.status == "missed") & Call.returned_by.is_null()
-    return list(calls_query(f, db, counting=True)
-                .select(Call.direction, Call.status, unreturned, fn.COUNT(Call.id))
-                .order_by().limit(None).group_by(Call.direction, Call.status, unreturned)
-                .tuples())
 
 
 def employee_extensions(f: CallFilter, db: SqliteDatabase) -> list[str] | None:

@@ -3,10 +3,10 @@ import pytest
 from peewee import fn
 
 from mirror import queries
+from mirror.analytics import tab_counts
 from mirror.database import open_module_db
 from mirror.models import Call
-from mirror.queries import (CallFilter, Visibility, calls_query, changes_since, mirror_revision,
-                            tab_counts)
+from mirror.queries import CallFilter, Visibility, calls_query, changes_since, mirror_revision
 
 DAY_MS = 86_400_000
 

@@ -8,12 +8,13 @@ from datetime import date
 
 import pytest
 
+from mirror.analytics import tab_counts
 from mirror.calls import DIRECTIONS, STATUSES
 from mirror.database import open_module_db
 from mirror.deletions import delete_call
 from mirror.pbxtime import PbxClock
-from mirror.queries import (TABS, CallFilter, Visibility, _scanned_counts, call_filter,
-                            counted_by_the_hour, tab_counts)
+from mirror.queries import (TABS, CallFilter, Visibility, call_filter, calls_query,
+                            counted_by_the_hour)
 from pbx.recording_files import RecordingFiles
 from tests.mirror import mirrored_demo, rollups_off, sync_once
 
@@ -30,11 +31,11 @@ def pbx(tmp_path_factory):
 
 def counted_one_by_one(f: CallFilter, db) -> dict[str, int]:
     counts = dict.fromkeys(TABS, 0)
-    for direction, status, unreturned, n in _scanned_counts(replace(f, tab="all"), db):
-        counts["all"] += n
-        counts[direction] += n
-        counts["missed"] += n if status == "missed" else 0
-        counts["unreturned"] += n if unreturned else 0
+    for call in calls_query(replace(f, tab="all"), db):
+        counts["all"] += 1
+        counts[call.direction] += 1
+        counts["missed"] += call.status == "missed"
+        counts["unreturned"] += call.status == "missed" and call.returned_by is None
     return counts
 
 

@@ -13,13 +13,14 @@ from werkzeug.datastructures import MultiDict
 
 from exports.writers import PAGE_COLUMNS, chosen_columns
 from i18n import LANGUAGES, say_error
+from mirror.analytics import tab_counts
 from mirror.annotations import tag_list
 from mirror.calls import STATUSES
 from mirror.deletions import deletions_of
 from mirror.queries import (DAY_MS, HANGUP_SIDES, PERIODS, TABS, QueryError, call_rows,
                             calls_in_progress, calls_query, changes_since, decode_cursor,
                             employee_choices, employee_names, encode_cursor, group_names,
-                            legs_of_call, mirror_revision, tab_counts, tag_counts, whole_number)
+                            legs_of_call, mirror_revision, tag_counts, whole_number)
 from mirror.report_rows import reports_using
 from mirror.userdata import (UserDataError, default_filter, delete_filter, make_default,
                              save_filter, saved_filters, set_user_setting)

@@ -6,7 +6,7 @@ A demo PBX with `--calls` calls ending today (PBX time) is generated and mirrore
 app in-process, logged in through the stand-in login form as admin and as operator201). Each
 case is timed `--runs` times after `--warmup` unmeasured runs; p50/p95 are wall times of the
 request, body included. Budgets (p95): first page of the history page and of `api/v1/calls`
-<= 50 ms, number search <= 150 ms, tab counters alone (`mirror.queries.tab_counts`) <= 250 ms,
+<= 50 ms, number search <= 150 ms, tab counters alone (`mirror.analytics.tab_counts`) <= 250 ms,
 keyset next pages <= 50 ms. Also prints the page's weight (HTML and static assets, raw and
 gzip). Nothing fails on time: the figures and ratios are for reading.
 
@@ -35,8 +35,8 @@ from typing import Callable
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
-from mirror.queries import (TABS, Visibility, call_filter, period_bounds, sync_state, tab_counts,
-                            tag_counts)
+from mirror.analytics import tab_counts
+from mirror.queries import TABS, Visibility, call_filter, period_bounds, sync_state, tag_counts
 from mirror.settings import load
 from standin import demo
 from standin.shell import StandinLogin
