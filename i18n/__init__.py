@@ -237,6 +237,11 @@ RUSSIAN = {
     "Median time to callback": "Медиана времени до перезвона",
     "Unanswered attempts to call back": "Безуспешных попыток перезвонить",
     "Callback rate": "Доля перезвонов", "Total": "Итого",
+    # The Analytics page (web.analytics)
+    "This year": "Этот год", "Last year": "Прошлый год", "Directions...": "Направления...",
+    "Trend": "Динамика", "By day": "По дням", "By week": "По неделям", "By month": "По месяцам",
+    "Service level, s": "Уровень сервиса, с", "Print": "Печать",
+    "Calls by hour and weekday": "Звонки по часам и дням недели",
 }
 
 # Titles with a number in them (mirror.analytics): the English pattern and the Russian.
@@ -336,6 +341,7 @@ _RUSSIAN_ERRORS = tuple((re.compile(pattern), russian) for pattern, russian in (
     (r"give the tag a name", "укажите название тега"),
     (r"give the supervisor's login \(at most (\d+) characters\)",
      "укажите логин руководителя (не больше {0} символов)"),
+    (r"service level must be 0 to (\d+) seconds", "уровень сервиса — от 0 до {0} секунд"),
 ))
 
 

@@ -20,6 +20,7 @@ from pbx.mirror_context import MirrorContext
 from pbxmodule.licence import LicenceCheck
 from web import auth, licensing, present
 from web.admin import admin
+from web.analytics_views import analytics
 from web.api import api
 from web.call_actions import call_actions
 from web.changes import ChangePublisher
@@ -83,6 +84,7 @@ def create_app(settings: Settings, *, login: auth.Login | None = None) -> Flask:
     app.register_blueprint(download, url_prefix=prefix)
     app.register_blueprint(reports, url_prefix=prefix)
     app.register_blueprint(admin, url_prefix=prefix)
+    app.register_blueprint(analytics, url_prefix=prefix)
     present.install(app)
 
     @app.errorhandler(QueryError)
@@ -147,10 +149,10 @@ class RowId(IntegerConverter):
 
 def _error(status: int, title: str, message: str):
     """JSON for the API and for the page's scripts, a readable page for people."""
-    wants_page = (request.blueprint in ("history", "download", "reports", "admin")
+    wants_page = (request.blueprint in ("history", "download", "reports", "admin", "analytics")
                   and request.method == "GET"
                   and request.endpoint not in ("history.more_rows", "history.updates",
-                                               "history.details"))
+                                               "history.details", "analytics.stats"))
     if wants_page or (request.blueprint in ("history", "reports", "admin")
                       and request.method == "POST"):
         return render_template("message.html", title=title,
