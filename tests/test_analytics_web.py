@@ -10,6 +10,7 @@ import urllib.parse
 import urllib.request
 
 import pytest
+from openpyxl import load_workbook
 from waitress import create_server
 
 from mirror.analytics import REPORTS, Options, build_report
@@ -223,7 +224,8 @@ def test_the_page_shows_the_reports_table_and_a_bad_filter_says_why(server):
     base = server["base"]
     status, _, page = fetch(base, "/analytics", {**PERIOD, "report": "employees"})
     html = page.decode()
-    assert status == 200 and 'id="report-chart"' in html and 'class="ui celled compact table report"' in html
+    assert status == 200 and 'id="report-chart"' in html
+    assert 'class="ui celled compact table report"' in html
     _, body = stats(base, "employees", PERIOD)
     assert f'<td data-key="answered" class="number">{body["rows"][0]["answered"]}</td>' in html
     status, _, page = fetch(base, "/analytics", {**PERIOD, "report": "traffic"})
@@ -237,24 +239,31 @@ def test_the_page_shows_the_reports_table_and_a_bad_filter_says_why(server):
     assert status == 400 and "<script>" not in page.decode()
 
 
-def test_the_export_is_a_file_of_the_report(server):
+def test_the_export_is_a_file_of_the_report_of_the_users_calls(server):
     pytest.importorskip("exports.analytics_files")
-    from openpyxl import load_workbook
     base = server["base"]
-    status, headers, body = fetch(base, "/analytics/export",
-                                  {**PERIOD, "report": "employees", "format": "xlsx"})
-    assert status == 200, body[:300]
-    assert "attachment" in headers["Content-Disposition"]
-    assert ".xlsx" in headers["Content-Disposition"]
-    book = load_workbook(io.BytesIO(body), read_only=True)
-    cells = [cell for sheet in book.worksheets for row in sheet.iter_rows(values_only=True)
-             for cell in row]
+
+    def first_column(**who) -> list:
+        """The report's first sheet's first column (the extensions, then the totals)."""
+        status, headers, body = fetch(base, "/analytics/export",
+                                      {**PERIOD, "report": "employees", "format": "xlsx"}, **who)
+        assert status == 200, body[:300]
+        named = headers["Content-Disposition"]
+        assert named.startswith('attachment; filename="analytics-employees') and ".xlsx" in named
+        sheet = load_workbook(io.BytesIO(body), read_only=True).worksheets[0]
+        return [row[0] for row in sheet.iter_rows(values_only=True)]
+
     _, report = stats(base, "employees", PERIOD)
-    assert report["rows"][0]["name"] in cells
-    for fmt, magic in (("csv", b""), ("pdf", b"%PDF")):
+    everyone = first_column()
+    extensions = [r["extension"] for r in report["rows"]]
+    assert everyone[1:len(extensions) + 2] == extensions + ["Total"]
+    mine = first_column(role="operator", extensions="201")
+    assert mine[1:3] == ["201", "Total"]
+    for fmt, start in (("csv", "\ufeffPeriod,"), ("pdf", "%PDF")):
         status, headers, body = fetch(base, "/analytics/export",
                                       {**PERIOD, "report": "traffic", "format": fmt})
-        assert status == 200 and body.startswith(magic) and body, fmt
+        assert status == 200 and body.decode("latin-1" if fmt == "pdf" else "utf-8").startswith(
+            start), fmt
     status, _, body = fetch(base, "/analytics/export", {**PERIOD, "report": "traffic",
                                                         "format": "docx"})
-    assert status == 400 and b"unknown format" in body
+    assert status == 400 and b"unknown format" in body and b"Traceback" not in body

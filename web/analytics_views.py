@@ -106,7 +106,7 @@ def export():
     report, flt = _report(params)
     language = user_language()
     about = report_about(report, params, flt, clock(), language,
-                         f"{g.user.name} ({g.user.role})")
+                         f"{g.user.name} ({g.user.role})", db=mirror())
     with tempfile.TemporaryDirectory(prefix="extcdr-analytics-") as folder:
         path = Path(folder) / f"report.{fmt}"
         write_report(path, fmt, report, language=language, about=about)
