@@ -276,7 +276,7 @@ def test_on_a_pbx_the_command_line_has_no_stand_in(tmp_path):
                                 capture_output=True, text=True, timeout=60)
     assert production.returncode == 0
     commands = set(re.search(r"\{([a-z,-]+)\}", production.stdout).group(1).split(","))
-    assert commands == {"sync", "calls", "export", "status", "migrate", "comment", "tag",
+    assert commands == {"sync", "calls", "export", "stats", "status", "migrate", "comment", "tag",
                         "delete", "daemon", "web",
                         "package", "install", "upgrade", "enable", "disable", "uninstall",
                         "licence", "prepare"}
