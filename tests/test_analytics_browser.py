@@ -60,15 +60,18 @@ def stats(tab: UserPage, report: str, **params) -> dict:
     return reply.json()
 
 
-def shown(value, kind: str) -> str:
-    """A figure as the page writes it: m:ss or h:mm:ss, percents with %, a dash for none."""
+def shown(value, kind: str, language: str) -> str:
+    """A figure as the page writes it: m:ss or h:mm:ss, percents with % (a decimal comma in
+    Russian), a dash for none."""
     if value is None:
         return "—"
     if kind == "seconds":
         hours, rest = divmod(value, 3600)
         minutes, seconds = divmod(rest, 60)
         return f"{hours}:{minutes:02}:{seconds:02}" if hours else f"{minutes}:{seconds:02}"
-    return f"{value}%" if kind == "percent" else str(value)
+    if kind == "percent":
+        return f"{value:.1f}%".replace(".", "," if language == "ru" else ".")
+    return str(value)
 
 
 def table(tab: UserPage, selector: str) -> list[list[str]]:
@@ -93,6 +96,7 @@ def chart_drawn(tab: UserPage) -> dict:
 def shows_the_report(tab: UserPage, report: str, params: dict) -> dict:
     """The page's chart, table and heat map are the API's report for the same parameters."""
     data = stats(tab, report, **params)
+    language = tab.page.locator("html").get_attribute("lang")
     assert tab.page.locator(".report-choice a.active").get_attribute("data-report") == report
     assert tab.page.locator("h2.report-title").inner_text().startswith(data["title"])
     chart = chart_drawn(tab)
@@ -103,18 +107,18 @@ def shows_the_report(tab: UserPage, report: str, params: dict) -> dict:
     columns = data["columns"]
     assert table(tab, "table.report thead") == [[c["title"] for c in columns]]
     assert table(tab, "table.report tbody") == [
-        [shown(row[c["key"]], c["kind"]) for c in columns] for row in data["rows"]]
+        [shown(row[c["key"]], c["kind"], language) for c in columns] for row in data["rows"]]
     assert data["rows"], report
     totals = data["totals"]
     if any(c["key"] in totals for c in columns):
-        total = TOTAL[tab.page.locator("html").get_attribute("lang")]
         assert table(tab, "table.report tfoot") == [
-            [shown(totals[c["key"]], c["kind"]) if c["key"] in totals else total if i == 0
+            [shown(totals[c["key"]], c["kind"], language) if c["key"] in totals
+             else TOTAL[language] if i == 0
              else "" for i, c in enumerate(columns)]]
     summary = [(value, SUMMARY_KINDS.get(key, "count")) for key, value in totals.items()
                if key not in {c["key"] for c in columns}]
     assert sorted(tab.page.locator(".report-summary .total .value").all_inner_texts()) == sorted(
-        shown(value, kind) for value, kind in summary)
+        shown(value, kind, language) for value, kind in summary)
     if report == "traffic":
         heat = table(tab, "table.heatmap tbody")
         assert len(heat) == 7 and all(len(row) == 1 + 24 for row in heat)
@@ -185,13 +189,30 @@ def test_exports_and_print(open_as):
     expect(tab.page.locator("form.analytics.filters")).to_be_visible()
 
 
-def test_a_bad_period_says_why_on_the_page(open_as):
+def test_a_named_period_applies_at_once_and_an_empty_one_says_so(open_as):
+    tab = open_analytics(open_as("admin"), report="employees", **PERIOD)
+    tab.page.click(".filters .ui.dropdown.period")
+    tab.navigate_by(tab.page.locator(
+        '.filters .ui.dropdown.period .menu .item[data-value="last_year"]'))
+    assert tab.query() == {"report": "employees", "period": "last_year"}
+    assert stats(tab, "employees", period="last_year")["rows"] == []     # the demo is of 2024
+    expect(tab.page.locator(".ui.message.empty")).to_be_visible()
+    assert tab.page.locator("table.report tbody tr").count() == 0
+    assert chart_drawn(tab)["datasets"] == ["Answered", "Missed", "Outgoing"]
+
+
+def test_a_bad_filter_says_why_on_the_page_as_text(open_as):
     tab = open_as("admin")
     reply = tab.page.goto(tab.url("analytics", report="traffic", **{"from": "2024-10-28",
                                                                    "to": "2024-10-20"}))
     assert reply.status == 400
     assert "the period is empty" in tab.page.locator(".bad-filter .reason").inner_text()
     assert tab.page.locator("#report-chart").count() == 0
+    hostile = "<img src=x onerror=alert(2)>"
+    reply = tab.page.goto(tab.url("analytics", report="traffic", group=hostile, **PERIOD))
+    assert reply.status == 400
+    assert hostile in tab.page.locator(".bad-filter .reason").inner_text()
+    assert tab.page.locator(".bad-filter img").count() == 0 and tab.dialogs == []
 
 
 def test_an_operator_sees_only_their_own_row(open_as):

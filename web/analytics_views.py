@@ -10,10 +10,12 @@ from pathlib import Path
 
 from flask import Blueprint, Response, g, jsonify, render_template, request, url_for
 
+from exports.analytics_files import (ANALYTICS_FORMATS, TITLE_VALUES, ReportTable, report_about,
+                                     report_file_name, write_report)
 from exports.writers import MEDIA_TYPES
 from i18n import LANGUAGES, PERIOD_LABELS, say_error, translated
-from mirror.analytics import (COUNT, OPTION_PARAMETERS, PERCENT, REPORT_TITLES, REPORTS, SECONDS,
-                              Report, build_report, report_options)
+from mirror.analytics import (OPTION_PARAMETERS, REPORT_TITLES, REPORTS, Report, build_report,
+                              report_options)
 from mirror.calls import DIRECTIONS
 from mirror.queries import PERIODS, YEARS, CallFilter, QueryError, employee_choices, group_names
 from mirror.records import iso_time
@@ -27,12 +29,6 @@ DEFAULT_PERIOD = "this_month"
 ANALYTICS_PERIODS = PERIODS + YEARS
 YEAR_LABELS = {"this_year": "This year", "last_year": "Last year"}
 GRAIN_LABELS = {"day": "By day", "week": "By week", "month": "By month"}   # mirror.analytics.GRAINS
-# Totals that are no column's sum (the callbacks report's), as the page names them.
-TOTAL_TITLES = {"missed": ("Missed calls", COUNT), "called_back": ("Called back", COUNT),
-                "unreturned": ("Not called back", COUNT),
-                "callback_rate": ("Callback rate", PERCENT),
-                "median_callback_s": ("Median time to callback", SECONDS),
-                "attempts_unreturned": ("Unanswered attempts to call back", COUNT)}
 # The form's own fields; any other parameter of the query is kept in it as a hidden field.
 FORM_FIELDS = {"report", "period", "from", "to", "direction", "employee", "group"}
 OPTION_FIELDS = {"traffic": "grain", "queues": "service_level"}
@@ -59,20 +55,22 @@ def page():
         # The page, with the fields as typed and what is wrong with them; no report.
         return _page(params, error=say_error(str(error), user_language())), 400
     days = (local_time(flt.start_ms, "%Y-%m-%d"), local_time(flt.end_ms - 1, "%Y-%m-%d"))
-    return _page(params, data=report_json(report, flt, user_language()), days=days)
+    return _page(params, data=report_json(report, flt, user_language()), days=days,
+                 summary=ReportTable(report, user_language()).summary())
 
 
 def _page(params: dict[str, str], *, data: dict | None = None, error: str | None = None,
-          days: tuple[str, str] | None = None):
+          days: tuple[str, str] | None = None, summary: list | None = None):
     report = params["report"] if params["report"] in REPORTS else REPORTS[0]
     shown = FORM_FIELDS | {OPTION_FIELDS.get(report, "")}
     return render_template(
         "analytics/page.html", params=params, report=report, data=data, error=error, days=days,
         reports=REPORTS, report_titles=REPORT_TITLES, periods=ANALYTICS_PERIODS,
-        period_labels=PERIOD_LABELS | YEAR_LABELS, directions=DIRECTIONS, grain_labels=GRAIN_LABELS,
+        period_labels=PERIOD_LABELS | YEAR_LABELS, directions=DIRECTIONS,
+        grain_labels=GRAIN_LABELS,
         employees=employee_choices(mirror(), g.user.visible_to), groups=group_names(mirror()),
         hidden={k: v for k, v in params.items() if k not in shown},
-        summary=_summary(data),
+        summary=summary or [],
         report_url=lambda **changes: url_for("analytics.page") + "?" + filter_query(
             {**params, **changes}),
         export_url=lambda fmt: url_for("analytics.export") + "?" + filter_query(
@@ -97,8 +95,6 @@ def stats(name: str):
 def export():
     """The report as a file; small (a row per employee, day or queue), so it is written whole
     to a temp folder, read, and the folder removed before it is sent."""
-    from exports.analytics_files import (ANALYTICS_FORMATS, report_about, report_file_name,
-                                         write_report)
     params = _params(request.args)
     fmt = params.pop("format", "xlsx")
     if fmt not in ANALYTICS_FORMATS:
@@ -118,16 +114,18 @@ def export():
 
 def report_json(report: Report, flt: CallFilter, language: str) -> dict:
     """`Report.as_json()` with its titles in `language` and the period as ISO times."""
+    table = ReportTable(report, language)
     data = copy.deepcopy(report.as_json())
-    data["title"] = translated(data["title"], language)
-    for item in data["columns"] + data["chart"]["series"]:
-        item["title"] = translated(item["title"], language)
+    data["title"] = table.title
+    for column, title in zip(data["columns"], table.titles):
+        column["title"] = title
+    data["chart"]["series"] = table.chart_series()
+    data["chart"]["labels"] = table.chart_labels()
+    for row in data["rows"]:
+        for key in row.keys() & set(TITLE_VALUES):
+            row[key] = translated(row[key], language)
     if "heatmap" in data:
         data["heatmap"]["days"] = [translated(day, language) for day in data["heatmap"]["days"]]
-    if report.name == "callbacks":          # its bands are titles, not data
-        data["chart"]["labels"] = [translated(label, language) for label in data["chart"]["labels"]]
-        for row in data["rows"]:
-            row["band"] = translated(row["band"], language)
     tz = clock().tz
     data["period"] = {"from": iso_time(flt.start_ms, tz), "to": iso_time(flt.end_ms, tz)}
     return data
@@ -154,12 +152,3 @@ def _language() -> str:
     """`lang` of the request when it names a language, else the user's."""
     language = request.args.get("lang", "")
     return language if language in LANGUAGES else user_language()
-
-
-def _summary(data: dict | None) -> list[tuple[str, str, object]]:
-    """(English title, kind, value) of the totals that are no column's."""
-    if not data or not data["totals"]:
-        return []
-    columns = {c["key"] for c in data["columns"]}
-    return [(*TOTAL_TITLES.get(key, (key, COUNT)), value)
-            for key, value in data["totals"].items() if key not in columns]
