@@ -3,6 +3,10 @@
 Prints legs/s, peak RSS of the sync process and the ratio to a bare
 `INSERT INTO cdr_general SELECT * FROM src.cdr_general` copy of the same table (same schema
 and indexes as the PBX's) measured in the same run. Run: ./bin/bench backfill [--legs N]
+
+`--without-analytics-rollups` creates the mirror's schema before the sync and drops the triggers
+that keep analytics' daily rollups and each returned call's wait for its callback (schema 13):
+what those triggers cost a backfill is the difference of the two runs' legs/s.
 """
 from __future__ import annotations
 
@@ -16,10 +20,14 @@ import tempfile
 import time
 from pathlib import Path
 
+from mirror.database import open_module_db
 from pbx import tables as pbxschema
 from standin import demo
 
 ROOT = Path(__file__).resolve().parents[2]
+# The triggers of schema 13 that keep analytics' rollups (mirror.rollups) and returned_after_s.
+ANALYTICS_TRIGGERS = ("employee_rollup_*", "line_rollup_*", "queue_rollup_*",
+                      "callback_rollup_*", "menu_rollup_*", "call_returned_after_*")
 
 
 def generate(out: Path, legs: int, seed: int) -> int:
@@ -49,6 +57,21 @@ def bare_copy(cdr: Path, target: Path) -> float:
     return elapsed
 
 
+def without_analytics_rollups(mirror: Path) -> list[str]:
+    """Create the mirror's schema and drop the analytics triggers; returns their names."""
+    db = open_module_db(mirror)
+    try:
+        names = [row[0] for row in db.execute_sql(
+            "SELECT name FROM sqlite_master WHERE type = 'trigger' AND ("
+            + " OR ".join("name GLOB ?" for _ in ANALYTICS_TRIGGERS) + ") ORDER BY name",
+            ANALYTICS_TRIGGERS)]
+        for name in names:
+            db.execute_sql(f'DROP TRIGGER "{name}"')
+    finally:
+        db.close()
+    return names
+
+
 def backfill(cdr: Path, pbx: Path, mirror: Path) -> tuple[float, int]:
     os.sync()
     started = time.perf_counter()
@@ -63,6 +86,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--legs", type=int, default=1_000_000)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--without-analytics-rollups", action="store_true",
+                        help="drop the triggers of analytics' rollups before the backfill")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="extcdr-bench-") as tmp:
         out = Path(tmp)
@@ -70,6 +95,10 @@ def main() -> None:
         legs = generate(out, args.legs, args.seed)
         print(f"generated {legs:,} legs in {time.perf_counter() - started:.1f} s")
         copy_s = bare_copy(out / "cdr.db", out / "copy.db")
+        if args.without_analytics_rollups:
+            dropped = without_analytics_rollups(out / "module.db")
+            print(f"without analytics' rollups: dropped {len(dropped)} triggers "
+                  f"({', '.join(dropped)})")
         sync_s, rss_kib = backfill(out / "cdr.db", out / "mikopbx.db", out / "module.db")
         with sqlite3.connect(out / "module.db") as conn:
             calls = conn.execute("SELECT count(*) FROM call").fetchone()[0]
