@@ -240,7 +240,6 @@ def test_the_page_shows_the_reports_table_and_a_bad_filter_says_why(server):
 
 
 def test_the_export_is_a_file_of_the_report_of_the_users_calls(server):
-    pytest.importorskip("exports.analytics_files")
     base = server["base"]
 
     def first_column(**who) -> list:
