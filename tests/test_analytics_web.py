@@ -36,12 +36,19 @@ def serve(db, config_dir):
     return http, settings
 
 
+def stop(http) -> None:
+    """Stop a waitress server: its workers first, so that none wakes the closed server later by
+    writing to its pipe's descriptor, which may by then be another connection's."""
+    http.task_dispatcher.shutdown()
+    http.close()
+
+
 @pytest.fixture(scope="module")
 def server(demo_mirror, tmp_path_factory):
     http, settings = serve(demo_mirror, tmp_path_factory.mktemp("analytics-web"))
     yield {"base": f"http://127.0.0.1:{http.effective_port}{PREFIX}", "settings": settings,
            "db": demo_mirror}
-    http.close()
+    stop(http)
 
 
 def fetch(base, path, params=None, *, user="anna", role="admin", extensions="", language="",
@@ -154,7 +161,7 @@ def test_a_supervisor_limited_to_groups_counts_only_their_members_calls(tmp_path
         _, theirs = stats(base, "traffic", period, user="boris", role="supervisor")
         assert theirs["totals"]["calls"] == len(everyone)
     finally:
-        http.close()
+        stop(http)
 
 
 def test_titles_are_russian_for_russian_users_and_keys_stay_english(server):
