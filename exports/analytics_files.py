@@ -154,7 +154,8 @@ def report_csv(report: Report, language: str) -> str:
     writer = csv.writer(buffer, delimiter=";" if language == "ru" else ",",
                         lineterminator="\r\n")
     writer.writerow([neutralised(title) for title in table.titles])
-    for values in table.rows() + ([table.totals()] if table.totals() else []):
+    totals = table.totals()
+    for values in table.rows() + ([totals] if totals else []):
         writer.writerow([neutralised(table.text(v, kind)) if kind == TEXT else
                          table.text(v, kind) for v, kind in zip(values, table.kinds)])
     return buffer.getvalue()
@@ -174,8 +175,9 @@ def _write_xlsx(out: Path, table: ReportTable, about: list[tuple[str, str]]) -> 
     _append(sheet, table.titles, [TEXT] * len(table.titles), bold=True)
     for values in table.rows():
         _append(sheet, values, table.kinds)
-    if table.totals():
-        _append(sheet, table.totals(), table.kinds, bold=True)
+    totals = table.totals()
+    if totals:
+        _append(sheet, totals, table.kinds, bold=True)
     if table.summary():
         sheet.append([])
         for title, kind, value in table.summary():
