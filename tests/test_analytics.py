@@ -21,7 +21,7 @@ from mirror.pbxtime import PbxClock
 from mirror.queries import CallFilter, Visibility, calls_query
 from mirror.rollups import DAY_MS, HOUR_MS
 from pbx.recording_files import RecordingFiles
-from tests.mirror import append_rows, mirrored_demo, pbx_rows, rollups_off, sync_once
+from tests.mirror import append_rows, dump, mirrored_demo, pbx_rows, rollups_off, sync_once
 from tests.pbxfixture import DID, Pbx
 
 BERLIN = PbxClock("Europe/Berlin")
@@ -121,7 +121,7 @@ def test_every_report_is_the_same_from_the_rollups_and_from_the_calls(demo):
         db.close()
 
 
-# --- the same after the history changes ------------------------------------------------------------
+# --- the same after the history changes ---------------------------------------------------------
 
 def check_all(db_path, seed: int, periods: int = 12) -> None:
     """The rollups match the calls, and every report is the same both ways (random periods)."""
@@ -174,8 +174,8 @@ def changing(demo, tmp_path_factory):
                                        if r not in late_legs and r not in late_callbacks])
     sync_once(out / "cdr.db", demo / "mikopbx.db", out / "module.db")
     return {"dir": out, "db": out / "module.db", "cdr": out / "cdr.db", "cols": cols,
-            "pbx": demo / "mikopbx.db", "callbacks": callbacks, "late_legs": late_legs,
-            "late_callbacks": late_callbacks}
+            "pbx": demo / "mikopbx.db", "whole": demo / "module.db", "callbacks": callbacks,
+            "late_legs": late_legs, "late_callbacks": late_callbacks}
 
 
 def test_late_callbacks_and_late_legs_change_the_figures_the_same_both_ways(changing):
@@ -194,13 +194,16 @@ def test_late_callbacks_and_late_legs_change_the_figures_the_same_both_ways(chan
         returned, soonest = conn.execute(returned_by_them, callbacks).fetchone()
     assert returned >= len(callbacks) and soonest is not None
     # The missed calls they return left "not called back" for the bands of the time it took.
-    assert (after["called_back"] - before["called_back"], before["unreturned"] - after["unreturned"],
-            after["missed"]) == (returned, returned, before["missed"])
+    assert after["called_back"] - before["called_back"] == returned
+    assert before["unreturned"] - after["unreturned"] == returned
+    assert after["missed"] == before["missed"]
     assert after["median_callback_s"] is not None
 
     append_rows(changing["cdr"], changing["cols"], changing["late_legs"])
     sync_once(changing["cdr"], changing["pbx"], db_path)
     check_all(db_path, seed=3)
+    # Every leg has come: the calls are those of the mirror that had them all at once.
+    assert dump(db_path)["calls"] == dump(changing["whole"])["calls"]
 
 
 def test_deleting_calls_and_a_resync_keep_the_figures_the_same_both_ways(changing):
@@ -229,7 +232,7 @@ def test_deleting_calls_and_a_resync_keep_the_figures_the_same_both_ways(changin
     check_all(db_path, seed=6)
 
 
-# --- a timezone with a half-hour offset ------------------------------------------------------------
+# --- a timezone with a half-hour offset ---------------------------------------------------------
 
 def test_the_heat_map_in_a_half_hour_timezone_is_the_calls_by_local_hour(demo):
     db = open_module_db(demo / "module.db", readonly=True)
@@ -255,7 +258,7 @@ def test_the_heat_map_in_a_half_hour_timezone_is_the_calls_by_local_hour(demo):
         db.close()
 
 
-# --- a restricted operator ----------------------------------------------------------------------
+# --- a restricted operator -------------------------------------------------------------------
 
 def test_an_operator_counts_only_the_calls_their_extension_took_part_in(demo):
     db = open_module_db(demo / "module.db", readonly=True)
@@ -290,7 +293,7 @@ def test_an_operator_counts_only_the_calls_their_extension_took_part_in(demo):
         db.close()
 
 
-# --- a small history, checked by hand --------------------------------------------------------------
+# --- a small history, checked by hand -----------------------------------------------------------
 
 MOSCOW = PbxClock("Europe/Moscow")
 # A week apart: each report's period (the local day before to the day after) holds one.
