@@ -1,7 +1,8 @@
 """Mailed reports as users define them: a saved filter and/or the report's own filters
 (employees, groups, directions, statuses, tags) mailed once, daily, weekly or monthly
 over a relative period, as Excel, CSV or PDF, attached or as a signed download link, to at most
-ten addresses, with a message template. Pure: validation, the schedule's next run (PBX local
+ten addresses, with a message template. What goes is the list of those calls or one of the
+analytics reports of them (`mirror.analytics`), kept among the report's own filters. Pure: validation, the schedule's next run (PBX local
 time, right across DST changes), the signed links. Their rows are kept by `mirror.report_rows`;
 the web's form writes them, the daemon's scheduler (`reports.scheduler`) sends them."""
 from __future__ import annotations
@@ -15,7 +16,9 @@ import time
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
+from exports.analytics_files import ANALYTICS_FORMATS
 from mirror import report_rows
+from mirror.analytics import REPORTS, report_options
 from mirror.queries import PERIODS, QueryError, whole_number
 from mirror.report_rows import Owner, ReportError
 from reports import templates as message_templates
@@ -27,6 +30,10 @@ FREQUENCIES = ("once", "daily", "weekly", "monthly")
 # The page's filters a report may carry itself (lists comma-separated), over its saved filter.
 REPORT_FILTERS = ("employee", "group", "direction", "status", "tag", "tag_mode")
 REPORT_FORMATS = ("xlsx", "csv", "pdf")
+# An analytics report instead of the call list: its name under `analytics` among the report's
+# own filters, with the option of the reports that have one (under the Analytics page's names).
+ANALYTICS = "analytics"
+ANALYTICS_OPTIONS = {"traffic": "grain", "queues": "service_level"}
 DELIVERIES = ("attach", "link")
 LINK_HOURS = (24, 120)           # a download link lives this long, from-to
 MAX_RECIPIENTS = 10
@@ -181,6 +188,7 @@ class ReportForm:
     name: str
     filter_id: int                 # 0: no saved filter (its own filters, or every call)
     filters: dict[str, str]        # its own filters (REPORT_FILTERS), over the saved filter
+    analytics: dict[str, str]      # {} for the call list, else `analytics_choice`
     period: str
     timing: Timing
     format: str
@@ -203,9 +211,11 @@ def report_form(form, language: str) -> ReportForm:
     period = form.get("period", "")
     if period not in PERIODS:
         raise ReportError(f"choose the period: {', '.join(PERIODS)}")
+    analytics = analytics_choice(form)
     fmt, delivery = form.get("format", ""), form.get("delivery", "")
-    if fmt not in REPORT_FORMATS:
-        raise ReportError(f"choose the format: {', '.join(REPORT_FORMATS)}")
+    formats = ANALYTICS_FORMATS if analytics else REPORT_FORMATS
+    if fmt not in formats:
+        raise ReportError(f"choose the format: {', '.join(formats)}")
     if delivery not in DELIVERIES:
         raise ReportError("choose to attach the file or to send a download link")
     try:
@@ -225,7 +235,7 @@ def report_form(form, language: str) -> ReportForm:
     subject = " ".join((form.get("subject") or DEFAULT_SUBJECT[language]).split())
     body = (form.get("body") or DEFAULT_BODY[language]).replace("\r\n", "\n")
     return ReportForm(
-        name=name, filter_id=filter_id, filters=filters, period=period,
+        name=name, filter_id=filter_id, filters=filters, analytics=analytics, period=period,
         timing=timing(form.get("frequency", ""), form.get("at", ""), form.get("on_day"),
                       form.get("on_date")),
         format=fmt, delivery=delivery, link_hours=hours,
@@ -233,6 +243,34 @@ def report_form(form, language: str) -> ReportForm:
         subject=check_template("subject", subject, SUBJECT_LIMIT),
         body=check_template("message", body, TEMPLATE_LIMIT),
         language=language, enabled=form.get("enabled", "on") == "on")
+
+
+def analytics_choice(form) -> dict[str, str]:
+    """What to send, from the form's `analytics` (empty: the call list) and the option fields:
+    {} for the call list, else {"analytics": report} with the report's own option (traffic: the
+    grain; queues: the service level in seconds), checked as the Analytics page checks them."""
+    chosen = (form.get(ANALYTICS) or "").strip()
+    if not chosen:
+        return {}
+    if chosen not in REPORTS:
+        raise ReportError(f"choose what to send: the call list or one of the analytics reports "
+                          f"({', '.join(REPORTS)})")
+    option = ANALYTICS_OPTIONS.get(chosen)
+    given = {option: str(form.get(option) or "").strip()} if option else {}
+    try:
+        _, options = report_options({"report": chosen, **given})
+    except QueryError as exc:
+        raise ReportError(str(exc)) from None
+    stored = {"grain": options.grain, "service_level": str(options.service_level_s)}
+    return {ANALYTICS: chosen, **({option: stored[option]} if option else {})}
+
+
+def split_filters(stored: dict[str, str]) -> tuple[dict[str, str], dict[str, str]]:
+    """A report's own filters as kept (`report.filters`): the call filters, and what to send
+    ({} for the call list, else the analytics report and its option)."""
+    kept = (ANALYTICS, *ANALYTICS_OPTIONS.values())
+    return ({k: v for k, v in stored.items() if k not in kept},
+            {k: v for k, v in stored.items() if k in kept})
 
 
 def save_report(db, owner: Owner, form: ReportForm, *, link_base: str,
@@ -246,7 +284,8 @@ def save_report(db, owner: Owner, form: ReportForm, *, link_base: str,
         "owner_role": owner.role, "owner_extensions": json.dumps(owner.extensions),
         "owner_scope": owner.scope,
         "name": form.name, "filter_id": form.filter_id, "period": form.period,
-        "filters": json.dumps(form.filters, ensure_ascii=False, sort_keys=True),
+        "filters": json.dumps({**form.filters, **form.analytics}, ensure_ascii=False,
+                              sort_keys=True),
         "frequency": form.timing.frequency, "at_time": form.timing.at,
         "on_day": form.timing.on_day, "on_date": form.timing.on_date,
         "format": form.format, "delivery": form.delivery, "link_hours": form.link_hours,

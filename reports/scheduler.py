@@ -1,9 +1,10 @@
 """The daemon's scheduler of mailed reports. `ReportScheduler.step(now)` sends what is due —
 reports whose time came, "send now" requests and retries — and says when to look again;
 `run()` calls it from its own thread. Every send is a row of `report_send` (the log users see):
-the file is built with the exports' own writer from the owner's saved filter over the report's
-period, limited to what the owner may see, then mailed attached or as a signed link. A failure
-to mail is retried with growing delays; a report that cannot be built fails at once."""
+the file is built with the exports' own writers from the owner's saved filter over the report's
+period, limited to what the owner may see — the calls, or an analytics report of them — then
+mailed attached or as a signed link. A failure to mail is retried with growing delays; a
+report that cannot be built fails at once."""
 from __future__ import annotations
 
 import json
@@ -19,8 +20,10 @@ from urllib.parse import quote
 
 import peewee
 
+from exports.analytics_files import report_about, write_report
 from exports.writers import MEDIA_TYPES, about, chosen_columns, export_file
 from mirror import report_rows
+from mirror.analytics import build_report, report_options
 from mirror.database import open_module_db, readable_error
 from mirror.pbxtime import PbxClock
 from mirror.queries import QueryError
@@ -30,10 +33,12 @@ from mirror.userdata import user_settings
 from pbx.mirror_context import MirrorContext
 from pbxmodule.licence import LicenceCheck
 from reports import templates as message_templates
-from reports.definitions import Timing, link_signature, report_params
+from reports.definitions import ANALYTICS, Timing, link_signature, report_params, split_filters
 from reports.mailer import MailError, mail_settings, message, pbx_settings, send
 
 log = logging.getLogger("extcdr.reports")
+# The total an analytics report's mail gives as its {{ calls }}; other reports: their rows.
+CALLS_TOTAL = {"traffic": "calls", "menus": "calls", "queues": "offered", "callbacks": "missed"}
 
 class SendFailed(Exception):
     """A send that cannot succeed by retrying (the report itself must change)."""
@@ -162,7 +167,8 @@ class ReportScheduler:
         clock = self._clock()
         owner = Owner(report["owner"], report["owner_role"],
                       tuple(json.loads(report["owner_extensions"])), report["owner_scope"])
-        params = self._filter_params(report)
+        own, analytics = split_filters(json.loads(report["filters"]))
+        params = self._filter_params(report, own)
         try:
             flt = self.context.call_filter(params, clock=clock, now_s=send_row["due_ms"] / 1000,
                                            visible_to=owner.visible_to)
@@ -172,14 +178,17 @@ class ReportScheduler:
         path = reports_dir(self.settings) / str(send_row["id"]) / file_name
         if not path.is_file():        # a retry mails the file built the first time
             path.parent.mkdir(parents=True, exist_ok=True)
-            prefs = user_settings(self.db, owner.name)
+            exported_by = f"{owner.name} ({owner.role}), {report['name']}"
             try:
-                calls = export_file(
-                    path, report["format"], flt, self.db, clock, report["language"],
-                    about(f"{owner.name} ({owner.role}), {report['name']}", params, flt, clock,
-                          report["language"], self.db),
-                    chosen_columns(prefs.get("columns")))
-            except QueryError as exc:           # a PDF too long to print
+                if analytics:
+                    calls = self._write_analytics(path, report, analytics, params, flt, clock,
+                                                  exported_by)
+                else:
+                    calls = export_file(
+                        path, report["format"], flt, self.db, clock, report["language"],
+                        about(exported_by, params, flt, clock, report["language"], self.db),
+                        chosen_columns(user_settings(self.db, owner.name).get("columns")))
+            except QueryError as exc:       # a PDF too long to print, an option now refused
                 shutil.rmtree(path.parent, ignore_errors=True)
                 raise SendFailed(str(exc)) from None
             self._record(send_row["id"], period_start_ms=flt.start_ms,
@@ -206,16 +215,28 @@ class ReportScheduler:
         refused = send(mail, msg)
         return f"refused by the server: {', '.join(refused)}" if refused else None
 
-    def _filter_params(self, report: dict) -> dict:
-        """The owner's saved filter, if any, with the report's own filters over it and the
-        report's period instead of its own."""
+    def _filter_params(self, report: dict, own: dict[str, str]) -> dict:
+        """The owner's saved filter, if any, with the report's own filters `own` over it and
+        the report's period instead of its own."""
         saved = None
         if report["filter_id"]:
             saved = report_rows.saved_filter_params(self.db, report)
             if saved is None:
                 raise SendFailed("its saved filter was deleted; choose another one")
-        return report_params(json.loads(saved) if saved else None,
-                             json.loads(report["filters"]), report["period"])
+        return report_params(json.loads(saved) if saved else None, own, report["period"])
+
+    def _write_analytics(self, path: Path, report: dict, analytics: dict[str, str],
+                         params: dict, flt, clock, exported_by: str) -> int:
+        """The analytics report chosen, of the calls of `flt` (the owner's), written to `path`;
+        returns what the mail calls its number of calls (`CALLS_TOTAL`)."""
+        name, options = report_options({**analytics, "report": analytics[ANALYTICS]})
+        built = build_report(name, flt, self.db, clock, options)
+        language = report["language"]
+        write_report(path, report["format"], built, language=language,
+                     about=report_about(built, params, flt, clock, language, exported_by,
+                                        self.db))
+        total = CALLS_TOTAL.get(name)
+        return built.totals[total] if total else len(built.rows)
 
     def _link(self, report: dict, send_id: int, expires_s: int, file_name: str) -> str:
         base = (self.settings["reports.link_base"] or report["link_base"]).rstrip("/")

@@ -1,5 +1,6 @@
 """Mailed reports in the page: each user schedules their saved filters (or the report's own
-filters: employees, groups, directions, statuses, tags), sees when each goes
+filters: employees, groups, directions, statuses, tags) — the calls or one of the analytics
+reports of them — sees when each goes
 next and the log of what was sent, sends one now, downloads a sent file while it lasts. The
 daemon's scheduler does the sending. The signed link in a mail is the one page here that needs
 no login: its signature and expiry are the permission."""
@@ -12,6 +13,8 @@ from flask import (Blueprint, abort, current_app, g, redirect, render_template, 
                    url_for)
 
 from exports.writers import MEDIA_TYPES
+from i18n import say_error
+from mirror.analytics import MAX_SERVICE_LEVEL_S, REPORT_TITLES, SERVICE_LEVEL_S
 from mirror.annotations import tag_list
 from mirror.calls import DIRECTIONS, STATUSES
 from mirror.queries import (PERIODS, QueryError, calls_query, employee_choices, group_names,
@@ -22,7 +25,8 @@ from mirror.userdata import saved_filters
 from pbx.config import SourceError, read_pbx_web_address
 from reports.definitions import (DEFAULT_BODY, DEFAULT_SUBJECT, DELIVERIES, FREQUENCIES, LINK_HOURS,
                                  MAX_RECIPIENTS, REPORT_FILTERS, REPORT_FORMATS, TEMPLATE_VALUES,
-                                 link_valid, report_form, save_report)
+                                 link_valid, report_form, save_report, split_filters)
+from web.analytics_views import GRAIN_LABELS
 from web.auth import check_csrf
 from web.context import clock, mirror, user_db
 from web.present import user_language
@@ -37,11 +41,11 @@ def page():
     """The user's reports; an admin also sees everyone else's (and may delete them)."""
     everyone = reports_of(user_db(), None if g.user.role == "admin" else g.user.name)
     for report in everyone:
-        report["own_filters"] = json.loads(report["filters"])
+        report["own_filters"], report["analytics"] = split_filters(json.loads(report["filters"]))
     return render_template(
         "reports/list.html", reports=[r for r in everyone if r["owner"] == g.user.name],
         others=[r for r in everyone if r["owner"] != g.user.name], filters=_filter_names(),
-        weekdays=WEEKDAYS)
+        weekdays=WEEKDAYS, analytics_titles=REPORT_TITLES, grain_labels=GRAIN_LABELS)
 
 
 @reports.get("/reports/new")
@@ -140,7 +144,8 @@ def _save(report_id: int | None):
         saved = save_report(user_db(), g.user.owner,
                             form, link_base=_link_base(), clock=clock(), report_id=report_id)
     except ReportError as exc:
-        return _form(report_id, _form_values(), error=str(exc), status=400)
+        return _form(report_id, _form_values(), error=say_error(str(exc), language),
+                     status=400)
     return redirect(url_for("reports.edit", report_id=saved, saved=1))
 
 
@@ -164,6 +169,8 @@ def _form(report_id: int | None, values: dict, *, error: str | None = None, stat
         filters=_filter_names(), periods=PERIODS, frequencies=FREQUENCIES, formats=REPORT_FORMATS,
         deliveries=DELIVERIES, link_hours=LINK_HOURS, weekdays=WEEKDAYS,
         max_recipients=MAX_RECIPIENTS, template_values=TEMPLATE_VALUES,
+        analytics_titles=REPORT_TITLES, grain_labels=GRAIN_LABELS,
+        service_levels=(SERVICE_LEVEL_S, MAX_SERVICE_LEVEL_S),
         now_ms=int(time.time() * 1000)), status
 
 

@@ -1,5 +1,6 @@
 /* The reports pages: deleting asks first; the form shows only the fields the chosen frequency
-   uses (without scripts every field shows and nothing is asked). */
+   and the chosen analytics report use (without scripts every field shows and nothing is
+   asked). */
 (function () {
   "use strict";
   document.querySelectorAll("form[data-confirm]").forEach(function (form) {
@@ -18,4 +19,12 @@
   }
   frequency.addEventListener("change", show);
   show();
+  var analytics = document.getElementById("analytics");
+  function showOptions() {
+    document.querySelectorAll("[data-for-analytics]").forEach(function (field) {
+      field.hidden = analytics.value !== field.dataset.forAnalytics;
+    });
+  }
+  analytics.addEventListener("change", showOptions);
+  showOptions();
 })();
