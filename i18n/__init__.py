@@ -32,7 +32,8 @@ TAB_LABELS = {"all": "All", "incoming": "Incoming", "missed": "Missed", "outgoin
 
 # The page's named periods, as they are labelled.
 PERIOD_LABELS = {"today": "Today", "yesterday": "Yesterday", "this_week": "This week",
-                 "last_week": "Last week", "this_month": "This month", "last_month": "Last month"}
+                 "last_week": "Last week", "this_month": "This month", "last_month": "Last month",
+                 "this_year": "This year", "last_year": "Last year"}
 
 RUSSIAN = {
     "Call history": "История звонков",
@@ -44,6 +45,7 @@ RUSSIAN = {
     "Log out": "Выйти",
     "Today": "Сегодня", "Yesterday": "Вчера", "This week": "Эта неделя",
     "Last week": "Прошлая неделя", "This month": "Этот месяц", "Last month": "Прошлый месяц",
+    "This year": "Этот год", "Last year": "Прошлый год",
     "Custom": "Произвольный",
     "From": "С", "To": "По", "Apply": "Применить", "Reset": "Сбросить",
     "All": "Все", "Incoming": "Входящие", "Missed": "Пропущенные", "Outgoing": "Исходящие",
@@ -139,7 +141,8 @@ RUSSIAN = {
     "Installed modules": "Установленные модули", "Module": "Модуль", "Version": "Версия",
     "Licence": "Лицензия", "Enabled": "Включён", "Disabled": "Выключен",
     "Disabled by licence": "Выключен по лицензии",
-    "Stopped after repeated crashes": "Остановлен после повторных сбоев", "Keep settings": "Сохранить настройки",
+    "Stopped after repeated crashes": "Остановлен после повторных сбоев",
+    "Keep settings": "Сохранить настройки",
     "Uninstall": "Удалить", "No modules are installed.": "Модули не установлены.",
     "Available in the marketplace": "Доступно в маркетплейсе",
     "Needs MikoPBX": "Требуется MikoPBX", "Install": "Установить", "Upgrade": "Обновить",
@@ -218,6 +221,7 @@ RUSSIAN = {
     # Analytics (mirror.analytics): report names, columns, series, bands.
     "Analytics": "Аналитика",
     "Traffic by hour and day": "Нагрузка по часам и дням", "Lines and DIDs": "Линии и DID",
+    "DID": "DID",                       # as Russian telephony says it
     "Voice menus (IVR)": "Голосовые меню (IVR)", "Queues and ring groups": "Очереди и группы",
     "Missed calls and callbacks": "Пропущенные и перезвоны",
     "Extension": "Номер", "Answered": "Отвечено", "Talk time": "Время разговоров",
@@ -237,11 +241,13 @@ RUSSIAN = {
     "Median time to callback": "Медиана времени до перезвона",
     "Unanswered attempts to call back": "Безуспешных попыток перезвонить",
     "Callback rate": "Доля перезвонов", "Total": "Итого",
-    # The Analytics page (web.analytics)
-    "This year": "Этот год", "Last year": "Прошлый год", "Directions...": "Направления...",
+    # The Analytics page (web.analytics_views), its files (exports.analytics_files), its mails
+    "Directions...": "Направления...",
     "Trend": "Динамика", "By day": "По дням", "By week": "По неделям", "By month": "По месяцам",
     "Service level, s": "Уровень сервиса, с", "Print": "Печать",
     "Calls by hour and weekday": "Звонки по часам и дням недели",
+    "Heat map": "Тепловая карта", "About": "Об отчёте",
+    "What to send": "Что отправлять", "Call list": "Список звонков",
 }
 
 # Titles with a number in them (mirror.analytics): the English pattern and the Russian.
@@ -279,8 +285,9 @@ def translator(language: str):
     return lambda text: text
 
 
-# What a filter says is wrong with it (`mirror.queries.QueryError`), as the page shows it in Russian:
-# the English sentence's pattern and its Russian wording (the values typed are kept as typed).
+# What a filter says is wrong with it (`mirror.queries.QueryError`), as the page shows it in
+# Russian: the English sentence's pattern and its Russian wording (the values typed are kept as
+# typed).
 _RUSSIAN_ERRORS = tuple((re.compile(pattern), russian) for pattern, russian in (
     (r"the period is empty: 'to' must be after 'from'",
      "период пуст: дата «по» должна быть позже даты «с»"),
@@ -342,6 +349,8 @@ _RUSSIAN_ERRORS = tuple((re.compile(pattern), russian) for pattern, russian in (
     (r"give the supervisor's login \(at most (\d+) characters\)",
      "укажите логин руководителя (не больше {0} символов)"),
     (r"service level must be 0 to (\d+) seconds", "уровень сервиса — от 0 до {0} секунд"),
+    (r"choose what to send: the call list or one of the analytics reports \((.*)\)",
+     "выберите, что отправлять: список звонков или один из отчётов аналитики ({0})"),
 ))
 
 

@@ -13,10 +13,10 @@ import pytest
 from openpyxl import load_workbook
 from openpyxl.chart import BarChart, LineChart
 
-from exports.analytics_files import (ANALYTICS_FORMATS, report_about, report_csv, report_file_name,
-                                     write_report)
+from exports.analytics_files import (ANALYTICS_FORMATS, TITLE_VALUES, ReportTable, report_about,
+                                     report_csv, report_file_name, write_report)
 from exports.writers import neutralised
-from i18n import translated
+from i18n import RUSSIAN, translated
 from mirror.analytics import REPORT_TITLES, REPORTS, Options, build_report
 from mirror.database import open_module_db
 from mirror.settings import load
@@ -158,6 +158,23 @@ def test_csv_parses_back_to_the_report_rows(mirror, tmp_path, name, language, de
                     for line in expected]
     assert lines == expected
     assert report_csv(report, language) == data.decode("utf-8-sig")
+
+
+@pytest.mark.parametrize("name", REPORTS)
+def test_every_title_of_a_report_has_its_russian(mirror, name):
+    """What the page, the files and the mails show of a report: no word left in English."""
+    report, flt = made(mirror, name)
+    table = ReportTable(report, "en")
+    db, context = mirror
+    about = report_about(report, PERIOD, flt, context.clock(), "en", "test", db=db)
+    shown = [table.title, *table.titles, *table.axis_titles(), "Total", "Heat map", "About",
+             *(series["title"] for series in table.chart_series()),
+             *(row[key] for row in report.rows for key in TITLE_VALUES if key in row),
+             *(title for title, _, _ in table.summary()),
+             *report.extra.get("heatmap", {}).get("days", ()),
+             *(title for title, _ in about)]
+    english = [text for text in shown if text not in RUSSIAN and translated(text, "ru") == text]
+    assert [text for text in english if not text.isdigit()] == []    # but the digits pressed
 
 
 @pytest.mark.parametrize("name", REPORTS)

@@ -4,6 +4,7 @@ applied (an operator's and a group-limited supervisor's figures count only their
 input a readable 4xx, no answer without the admin shell, and the report as a file."""
 import io
 import json
+import re
 import threading
 import urllib.error
 import urllib.parse
@@ -13,14 +14,17 @@ import pytest
 from openpyxl import load_workbook
 from waitress import create_server
 
-from mirror.analytics import REPORTS, Options, build_report
+from i18n import PERIOD_LABELS, RUSSIAN
+from mirror.analytics import REPORT_TITLES, REPORTS, Options, build_report
 from mirror.database import open_module_db
 from mirror.queries import Visibility, group_names
 from mirror.settings import load
 from mirror.userdata import set_supervisor_groups
 from pbx.mirror_context import MirrorContext
+from tests.conftest import ROOT
 from tests.mirror import mirrored_demo
 from web import create_app
+from web.analytics_views import GRAIN_LABELS
 
 TOKEN = "proxy-secret"
 PREFIX = "/admin-cabinet/module-extended-c-d-r/calls"
@@ -162,6 +166,16 @@ def test_a_supervisor_limited_to_groups_counts_only_their_members_calls(tmp_path
         assert theirs["totals"]["calls"] == len(everyone)
     finally:
         stop(http)
+
+
+def test_every_word_of_the_analytics_and_mailed_reports_pages_has_its_russian():
+    """The labels the views hand the templates, and the words the templates translate."""
+    words = [*PERIOD_LABELS.values(), *GRAIN_LABELS.values(), *REPORT_TITLES.values()]
+    templates = ROOT / "web" / "templates"
+    for page in [templates / "analytics" / "page.html", *(templates / "reports").glob("*.html")]:
+        words += ["".join(quoted) for quoted in re.findall(r"""_\((?:"([^"]+)"|'([^']+)')\)""",
+                                                            page.read_text())]
+    assert len(words) > 100 and [word for word in words if word not in RUSSIAN] == []
 
 
 def test_titles_are_russian_for_russian_users_and_keys_stay_english(server):

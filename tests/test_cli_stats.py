@@ -85,7 +85,7 @@ def test_out_writes_the_file_the_page_exports(cli, demo_mirror, tmp_path, name, 
         book = load_workbook(out)
         [chart] = book.worksheets[0]._charts
         assert isinstance(chart, LineChart if name == "traffic" else BarChart)
-        about = dict(book["About"].iter_rows(values_only=True))
+        about = dict(book["Об отчёте"].iter_rows(values_only=True))
         assert about["Выгрузил"] == "extcdr stats"
         assert about["Период"] == "14.10.2024 – 28.10.2024"
     elif fmt == "pdf":

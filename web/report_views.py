@@ -13,7 +13,7 @@ from flask import (Blueprint, abort, current_app, g, redirect, render_template, 
                    url_for)
 
 from exports.writers import MEDIA_TYPES
-from i18n import say_error
+from i18n import PERIOD_LABELS, say_error
 from mirror.analytics import MAX_SERVICE_LEVEL_S, REPORT_TITLES, SERVICE_LEVEL_S
 from mirror.annotations import tag_list
 from mirror.calls import DIRECTIONS, STATUSES
@@ -45,7 +45,8 @@ def page():
     return render_template(
         "reports/list.html", reports=[r for r in everyone if r["owner"] == g.user.name],
         others=[r for r in everyone if r["owner"] != g.user.name], filters=_filter_names(),
-        weekdays=WEEKDAYS, analytics_titles=REPORT_TITLES, grain_labels=GRAIN_LABELS)
+        weekdays=WEEKDAYS, analytics_titles=REPORT_TITLES, grain_labels=GRAIN_LABELS,
+        period_labels=PERIOD_LABELS)
 
 
 @reports.get("/reports/new")
@@ -166,7 +167,8 @@ def _form(report_id: int | None, values: dict, *, error: str | None = None, stat
         employees=employee_choices(mirror(), g.user.visible_to), groups=group_names(mirror()),
         directions=DIRECTIONS, statuses=STATUSES,
         tags=tag_list(mirror()),
-        filters=_filter_names(), periods=PERIODS, frequencies=FREQUENCIES, formats=REPORT_FORMATS,
+        filters=_filter_names(), periods=PERIODS, period_labels=PERIOD_LABELS,
+        frequencies=FREQUENCIES, formats=REPORT_FORMATS,
         deliveries=DELIVERIES, link_hours=LINK_HOURS, weekdays=WEEKDAYS,
         max_recipients=MAX_RECIPIENTS, template_values=TEMPLATE_VALUES,
         analytics_titles=REPORT_TITLES, grain_labels=GRAIN_LABELS,
