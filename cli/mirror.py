@@ -51,7 +51,7 @@ def add_commands(sub) -> dict:
     calls.add_argument("--limit", type=int, help="at most this many calls (default: all)")
     calls.add_argument("--in-progress", action="store_true",
                        help="the calls under way now instead (jsonl or table)")
-    _add_timezone_arguments(calls)
+    add_timezone_arguments(calls)
 
     export = sub.add_parser("export", help="write the calls of a filter to a file (Excel, CSV, "
                             "JSON Lines), as the page's export does")
@@ -62,7 +62,7 @@ def add_commands(sub) -> dict:
                        "their extensions); from --users")
     export.add_argument("--language", choices=("en", "ru"), default="en")
     add_filter_arguments(export)
-    _add_timezone_arguments(export)
+    add_timezone_arguments(export)
 
     status = sub.add_parser("status", help="mirror size, cursor and lag behind the PBX")
     status.add_argument("--db", required=True, type=Path)
@@ -186,8 +186,8 @@ def add_filter_arguments(parser) -> None:
     parser.add_argument("--unreturned", action="store_true", help="missed calls nobody returned")
 
 
-def _add_timezone_arguments(parser) -> None:
-    """Where `calls` and `export` learn the PBX's timezone: where the daemon and pages do."""
+def add_timezone_arguments(parser) -> None:
+    """Where a command learns the PBX's timezone: where the daemon and pages do."""
     parser.add_argument("--config", type=Path,
                         help="settings file (TOML): its pbx.config_db and pbx.timezone")
     parser.add_argument("--pbx-db", type=Path, help="the PBX config DB, whose PBXTimezone "
@@ -204,8 +204,8 @@ def filter_params(args) -> dict[str, object]:
     return {k: v for k, v in params.items() if v not in (None, False)}
 
 
-def _context(args, db) -> MirrorContext:
-    """The mirror's context for what this command prints (see `_add_timezone_arguments`)."""
+def mirror_context(args, db) -> MirrorContext:
+    """The mirror's context for what this command prints (see `add_timezone_arguments`)."""
     settings = settings_module.load(args.config, {"pbx.config_db": args.pbx_db})
     return MirrorContext(settings, db)
 
@@ -213,7 +213,7 @@ def _context(args, db) -> MirrorContext:
 def cmd_calls(args) -> int:
     db = open_module_db(args.db, readonly=True)
     try:
-        context = _context(args, db)
+        context = mirror_context(args, db)
         clock = context.clock()
         if args.in_progress:
             return _print_in_progress(db, args.format, clock)
@@ -247,7 +247,7 @@ def cmd_export(args) -> int:
     db = open_module_db(args.db, readonly=True)
     try:
         params = filter_params(args)
-        context = _context(args, db)
+        context = mirror_context(args, db)
         clock = context.clock()
         flt = context.call_filter(params, visible_to=visible_to)
         count = export_file(args.out, args.format, flt, db, clock, args.language,

@@ -8,15 +8,14 @@ import sys
 from pathlib import Path
 
 from cli.base import CliError
-from cli.mirror import _add_timezone_arguments, _context, add_filter_arguments, filter_params
-from mirror.analytics import (GRAINS, REPORT_TITLES, REPORTS, TEXT, Report, build_report,
-                              report_options)
+from cli.mirror import add_filter_arguments, add_timezone_arguments, filter_params, mirror_context
+from mirror.analytics import (GRAINS, REPORT_TITLES, REPORTS, SERVICE_LEVEL_S, TEXT, Report,
+                              build_report, report_options)
 from mirror.database import open_module_db
 from mirror.queries import PERIODS, YEARS
 from mirror.records import iso_time
 
 PRINTED = ("table", "json", "csv")
-FILES = ("xlsx", "csv", "pdf")            # exports.analytics_files.ANALYTICS_FORMATS
 
 
 def add_commands(sub) -> dict:
@@ -34,16 +33,19 @@ def add_commands(sub) -> dict:
                        help="of the titles in csv and in files")
     stats.add_argument("--grain", help="traffic: the trend per " + ", ".join(GRAINS))
     stats.add_argument("--service-level", metavar="SECONDS",
-                       help="queues: answered within this many seconds (default 20)")
+                       help=f"queues: answered within this many seconds (default "
+                       f"{SERVICE_LEVEL_S})")
     add_filter_arguments(stats)
     stats.add_argument("--period", choices=PERIODS + YEARS,
                        help="a period relative to today instead of --from/--to")
-    _add_timezone_arguments(stats)
+    add_timezone_arguments(stats)
     return {"stats": cmd_stats}
 
 
 def cmd_stats(args) -> int:
-    formats = FILES if args.out else PRINTED
+    # openpyxl and fpdf: loaded for this command only, not for every one of extcdr
+    from exports.analytics_files import ANALYTICS_FORMATS, report_about, report_csv, write_report
+    formats = ANALYTICS_FORMATS if args.out else PRINTED
     if args.format not in formats:
         raise CliError(f"unknown format {args.format!r}" + (" with --out" if args.out else "")
                        + f"; use one of: {', '.join(formats)}"
@@ -55,12 +57,11 @@ def cmd_stats(args) -> int:
     db = open_module_db(args.db, readonly=True)
     try:
         params = filter_params(args)
-        context = _context(args, db)
+        context = mirror_context(args, db)
         clock = context.clock()
         flt = context.call_filter(params)
         report = build_report(name, flt, db, clock, options)
         if args.out:
-            from exports.analytics_files import report_about, write_report
             write_report(args.out, args.format, report, language=args.language,
                          about=report_about(report, params, flt, clock, args.language,
                                             "extcdr stats", db))
@@ -70,7 +71,6 @@ def cmd_stats(args) -> int:
                 "from": iso_time(flt.start_ms, clock.tz), "to": iso_time(flt.end_ms, clock.tz)}},
                 ensure_ascii=False))
         elif args.format == "csv":
-            from exports.analytics_files import report_csv
             sys.stdout.write(report_csv(report, args.language))
         else:
             _print_table(report)

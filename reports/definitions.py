@@ -2,9 +2,10 @@
 (employees, groups, directions, statuses, tags) mailed once, daily, weekly or monthly
 over a relative period, as Excel, CSV or PDF, attached or as a signed download link, to at most
 ten addresses, with a message template. What goes is the list of those calls or one of the
-analytics reports of them (`mirror.analytics`), kept among the report's own filters. Pure: validation, the schedule's next run (PBX local
-time, right across DST changes), the signed links. Their rows are kept by `mirror.report_rows`;
-the web's form writes them, the daemon's scheduler (`reports.scheduler`) sends them."""
+analytics reports of them (`mirror.analytics`), kept among the report's own filters. Pure:
+validation, the schedule's next run (PBX local time, right across DST changes), the signed
+links. Their rows are kept by `mirror.report_rows`; the web's form writes them, the daemon's
+scheduler (`reports.scheduler`) sends them."""
 from __future__ import annotations
 
 import calendar
@@ -16,7 +17,7 @@ import time
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
-from exports.analytics_files import ANALYTICS_FORMATS
+from exports.analytics_files import ANALYTICS_FORMATS, REPORT_OPTIONS
 from mirror import report_rows
 from mirror.analytics import REPORTS, report_options
 from mirror.queries import PERIODS, QueryError, whole_number
@@ -31,9 +32,8 @@ FREQUENCIES = ("once", "daily", "weekly", "monthly")
 REPORT_FILTERS = ("employee", "group", "direction", "status", "tag", "tag_mode")
 REPORT_FORMATS = ("xlsx", "csv", "pdf")
 # An analytics report instead of the call list: its name under `analytics` among the report's
-# own filters, with the option of the reports that have one (under the Analytics page's names).
+# own filters, with the option of the reports that have one (`REPORT_OPTIONS`, as the page).
 ANALYTICS = "analytics"
-ANALYTICS_OPTIONS = {"traffic": "grain", "queues": "service_level"}
 DELIVERIES = ("attach", "link")
 LINK_HOURS = (24, 120)           # a download link lives this long, from-to
 MAX_RECIPIENTS = 10
@@ -41,7 +41,8 @@ NAME_LIMIT = 60
 TEMPLATE_LIMIT = 5_000
 SUBJECT_LIMIT = 200
 _ADDRESS = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@"
-                      r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z][A-Za-z0-9-]*[A-Za-z0-9]")
+                      r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+"
+                      r"[A-Za-z][A-Za-z0-9-]*[A-Za-z0-9]")
 _TIME = re.compile(r"([01]\d|2[0-3]):([0-5]\d)")
 
 DEFAULT_SUBJECT = {
@@ -255,7 +256,7 @@ def analytics_choice(form) -> dict[str, str]:
     if chosen not in REPORTS:
         raise ReportError(f"choose what to send: the call list or one of the analytics reports "
                           f"({', '.join(REPORTS)})")
-    option = ANALYTICS_OPTIONS.get(chosen)
+    option = REPORT_OPTIONS.get(chosen)
     given = {option: str(form.get(option) or "").strip()} if option else {}
     try:
         _, options = report_options({"report": chosen, **given})
@@ -268,7 +269,7 @@ def analytics_choice(form) -> dict[str, str]:
 def split_filters(stored: dict[str, str]) -> tuple[dict[str, str], dict[str, str]]:
     """A report's own filters as kept (`report.filters`): the call filters, and what to send
     ({} for the call list, else the analytics report and its option)."""
-    kept = (ANALYTICS, *ANALYTICS_OPTIONS.values())
+    kept = (ANALYTICS, *REPORT_OPTIONS.values())
     return ({k: v for k, v in stored.items() if k not in kept},
             {k: v for k, v in stored.items() if k in kept})
 

@@ -10,12 +10,12 @@ from pathlib import Path
 
 from flask import Blueprint, Response, g, jsonify, render_template, request, url_for
 
-from exports.analytics_files import (ANALYTICS_FORMATS, TITLE_VALUES, ReportTable, report_about,
-                                     report_file_name, write_report)
+from exports.analytics_files import (ANALYTICS_FORMATS, REPORT_OPTIONS, TITLE_VALUES, ReportTable,
+                                     report_about, report_file_name, write_report)
 from exports.writers import MEDIA_TYPES
 from i18n import LANGUAGES, PERIOD_LABELS, say_error, translated
-from mirror.analytics import (OPTION_PARAMETERS, REPORT_TITLES, REPORTS, Report, build_report,
-                              report_options)
+from mirror.analytics import (GRAINS, OPTION_PARAMETERS, REPORT_TITLES, REPORTS, Report,
+                              build_report, report_options)
 from mirror.calls import DIRECTIONS
 from mirror.queries import PERIODS, YEARS, CallFilter, QueryError, employee_choices, group_names
 from mirror.records import iso_time
@@ -27,11 +27,9 @@ analytics = Blueprint("analytics", __name__)
 
 DEFAULT_PERIOD = "this_month"
 ANALYTICS_PERIODS = PERIODS + YEARS
-YEAR_LABELS = {"this_year": "This year", "last_year": "Last year"}
-GRAIN_LABELS = {"day": "By day", "week": "By week", "month": "By month"}   # mirror.analytics.GRAINS
+GRAIN_LABELS = {grain: f"By {grain}" for grain in GRAINS}     # "By day", "By week", "By month"
 # The form's own fields; any other parameter of the query is kept in it as a hidden field.
 FORM_FIELDS = {"report", "period", "from", "to", "direction", "employee", "group"}
-OPTION_FIELDS = {"traffic": "grain", "queues": "service_level"}
 
 
 @analytics.errorhandler(QueryError)
@@ -62,11 +60,11 @@ def page():
 def _page(params: dict[str, str], *, data: dict | None = None, error: str | None = None,
           days: tuple[str, str] | None = None, summary: list | None = None):
     report = params["report"] if params["report"] in REPORTS else REPORTS[0]
-    shown = FORM_FIELDS | {OPTION_FIELDS.get(report, "")}
+    shown = FORM_FIELDS | {REPORT_OPTIONS.get(report, "")}
     return render_template(
         "analytics/page.html", params=params, report=report, data=data, error=error, days=days,
         reports=REPORTS, report_titles=REPORT_TITLES, periods=ANALYTICS_PERIODS,
-        period_labels=PERIOD_LABELS | YEAR_LABELS, directions=DIRECTIONS,
+        period_labels=PERIOD_LABELS, directions=DIRECTIONS,
         grain_labels=GRAIN_LABELS,
         employees=employee_choices(mirror(), g.user.visible_to), groups=group_names(mirror()),
         hidden={k: v for k, v in params.items() if k not in shown},
