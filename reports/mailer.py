@@ -5,6 +5,7 @@ from __future__ import annotations
 import smtplib
 import ssl
 from dataclasses import dataclass
+from email import policy
 from email.message import EmailMessage
 from email.utils import formataddr, formatdate, make_msgid
 from pathlib import Path
@@ -77,7 +78,8 @@ def pbx_mail_settings(config_db: Path) -> MailSettings:
 
 def message(mail: MailSettings, to: list[str], subject: str, body: str,
             attachment: tuple[Path, str, str] | None = None) -> EmailMessage:
-    """A plain-text mail, optionally with one file: (path, file name, media type)."""
+    """A plain-text mail, optionally with one file: (path, file name, media type with its
+    parameters, as `text/csv; charset=utf-8`)."""
     if not mail.sender:
         raise MailError("mail has no sender address: set it in the PBX's mail settings "
                         "(or mail.sender)")
@@ -91,8 +93,9 @@ def message(mail: MailSettings, to: list[str], subject: str, body: str,
     msg.set_content(body)
     if attachment is not None:
         path, name, media_type = attachment
-        maintype, _, subtype = media_type.partition(";")[0].partition("/")
-        msg.add_attachment(path.read_bytes(), maintype=maintype, subtype=subtype, filename=name)
+        kind = policy.default.header_factory("Content-Type", media_type)
+        msg.add_attachment(path.read_bytes(), maintype=kind.maintype, subtype=kind.subtype,
+                           params=dict(kind.params), filename=name)
     return msg
 
 

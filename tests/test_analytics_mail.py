@@ -127,9 +127,9 @@ def test_an_operators_mailed_analytics_count_only_their_calls(site, smtp, olga, 
     status, _, body = olga.request(PREFIX + "api/v1/stats/traffic?from=2024-10-21&to=2024-10-27"
                                    "&grain=week")
     assert status == 200 and json.loads(body)["totals"]["calls"] == len(theirs)
-    [part] = mail.iter_attachments()        # its bytes: the part names no charset
-    rows = list(csv.reader(io.StringIO(part.get_payload(decode=True).decode("utf-8-sig")),
-                           delimiter=";"))
+    [part] = mail.iter_attachments()
+    assert part.get_content_type() == "text/csv" and part.get_content_charset() == "utf-8"
+    rows = list(csv.reader(io.StringIO(part.get_content().lstrip("\ufeff")), delimiter=";"))
     assert rows[0][:2] == ["Период", "Звонки"]                  # her language, its delimiter
     assert [r[0] for r in rows[1:-1]] == ["2024-10-21"]          # one week
     assert rows[1][1] == str(len(theirs)) and rows[-1][1] == str(len(theirs))
@@ -152,5 +152,8 @@ def test_a_bad_choice_or_option_is_refused_with_a_message_and_the_form_kept(site
     status, _, body = post_report(olga, name="Отказ", analytics="queues", service_level="x")
     assert status == 400 and "уровень сервиса — от 0 до 3600 секунд" in body
     assert '<option value="queues" selected>' in body
+    status, _, body = post_report(olga, name="Отказ", analytics="salaries")
+    assert status == 400 and "выберите, что отправлять: список звонков или один из отчётов " \
+        "аналитики (employees, traffic, lines, menus, queues, callbacks)" in body
     _, _, listing = boss.request(PREFIX + "reports")
     assert "Refused analytics" not in listing

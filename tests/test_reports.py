@@ -504,9 +504,9 @@ def test_a_report_follows_its_owners_extensions_as_the_admin_shell_gives_them(si
     due_at(site, report_id, DUE)
     site["scheduler"].step(time.time())
     [mail] = smtp.take()
-    _, content = attachment(mail)
-    rows = list(csv.reader(io.StringIO(content.decode("utf-8-sig") if isinstance(content, bytes)
-                                       else content), delimiter=";"))
+    [part] = mail.iter_attachments()
+    assert part.get_content_type() == "text/csv" and part.get_content_charset() == "utf-8"
+    rows = list(csv.reader(io.StringIO(part.get_content().lstrip("\ufeff")), delimiter=";"))
     assert [r[-1] for r in rows[1:]] == [c["linkedid"] for c in expected] and expected
     assert all("203" in c["employees"] for c in expected)
     assert expected != olga.calls(PREFIX, **LAST_WEEK)          # not what 202 had
