@@ -11,11 +11,16 @@ a change is a new table in a new migration.
 """
 from __future__ import annotations
 
+import sqlite3
+from contextlib import contextmanager
 from dataclasses import dataclass
-
 
 HOUR_MS = 3_600_000
 DAY_MS = 86_400_000
+# While this table has a row (only inside the writer's transaction) the triggers stand idle:
+# the writer takes a batch's calls away from the rollups before it upserts them and adds them
+# back after, a few grouped statements instead of several per call (`kept_for`).
+PAUSE = "rollup_pause"
 
 
 @dataclass(frozen=True)
@@ -40,21 +45,25 @@ class Rollup:
     filters: frozenset = frozenset()   # the filter fields its keys answer (`by_table`)
 
     def ddl(self) -> tuple[str, ...]:
-        """The table, its filling from the calls there are, and the triggers that keep it."""
+        """The table, its filling from the calls there are, and the triggers that keep it
+        (idle while the writer keeps it for a batch itself: `PAUSE`)."""
         columns = ", ".join(f"{name} {kind} NOT NULL" for name, kind in (
             (self.slot, "INTEGER"), *self.keys,
             *((m, "INTEGER") for m in self.measures)))
-        key = ", ".join((self.slot, *self.key_names))
+        kept = f"NOT EXISTS (SELECT 1 FROM {PAUSE})"
+        # An upsert sets every column, changed or not: only a change moves the counts.
+        changed = " OR ".join(f"OLD.{c} IS NOT NEW.{c}" for c in self.columns)
         return (
-            f"CREATE TABLE {self.table} ({columns}, PRIMARY KEY ({key})) WITHOUT ROWID",
-            f"INSERT INTO {self.table} ({key}, {', '.join(self.measures)}) "
+            f"CREATE TABLE {self.table} ({columns}, PRIMARY KEY ({self._key})) WITHOUT ROWID",
+            f"INSERT INTO {self.table} ({self._key}, {', '.join(self.measures)}) "
             + self.afresh("call") + " ORDER BY 1",
-            f"CREATE TRIGGER {self.table}_added AFTER INSERT ON call BEGIN "
-            f"{self._add('NEW')} END",
-            f"CREATE TRIGGER {self.table}_removed AFTER DELETE ON call BEGIN "
-            f"{self._subtract('OLD')} END",
+            f"CREATE TRIGGER {self.table}_added AFTER INSERT ON call WHEN {kept} BEGIN "
+            f"{self._each_part(self.add, 'NEW')} END",
+            f"CREATE TRIGGER {self.table}_removed AFTER DELETE ON call WHEN {kept} BEGIN "
+            f"{self._each_part(self.subtract, 'OLD')} END",
             f"CREATE TRIGGER {self.table}_changed AFTER UPDATE OF {', '.join(self.columns)} "
-            f"ON call BEGIN {self._subtract('OLD')} {self._add('NEW')} END",
+            f"ON call WHEN {kept} AND ({changed}) BEGIN {self._each_part(self.subtract, 'OLD')} "
+            f"{self._each_part(self.add, 'NEW')} END",
         )
 
     @property
@@ -71,32 +80,40 @@ class Rollup:
                 f"GROUP BY {', '.join(names)}")
 
     def _select(self, part: Part, c: str, calls: str | None = None) -> str:
-        """A part's rows, grouped: of the calls `calls` (aliased `c`), or of a trigger's row."""
+        """A part's rows: of the calls `calls` (aliased `c`; `afresh` groups them), or of a
+        trigger's row (grouped where `each` makes several that may share their keys)."""
+        grouped = bool(part.each and not calls)
+        measure = "sum({}) AS {}" if grouped else "{} AS {}"
         columns = [f"{c}.start_ms / {self.grain_ms} AS {self.slot}"]
         columns += [f"{sql.format(c=c)} AS {name}" for sql, name in zip(part.keys, self.key_names)]
-        columns += [f"sum({sql.format(c=c)}) AS {name}"
+        columns += [measure.format(sql.format(c=c), name)
                     for sql, name in zip(part.measures, self.measures)]
         sources = ([f"{calls} AS {c}"] if calls else []) + (
             [part.each.format(c=c)] if part.each else [])
         source = f" FROM {', '.join(sources)}" if sources else ""
-        group = ", ".join(str(i + 1) for i in range(len(self.keys) + 1))
-        return (f"SELECT {', '.join(columns)}{source} WHERE {part.when.format(c=c)} "
-                f"GROUP BY {group}")
+        group = " GROUP BY " + ", ".join(str(i + 1) for i in range(len(self.keys) + 1))
+        return (f"SELECT {', '.join(columns)}{source} WHERE {part.when.format(c=c)}"
+                + (group if grouped else ""))
 
-    def _add(self, row: str) -> str:
-        key = ", ".join((self.slot, *self.key_names))
+    def add(self, rows: str) -> str:
+        """The statement adding rollup rows `rows` (slot, *keys, *measures) to the table."""
         bumps = ", ".join(f"{m} = {m} + excluded.{m}" for m in self.measures)
-        return " ".join(
-            f"INSERT INTO {self.table} ({key}, {', '.join(self.measures)}) "
-            f"SELECT * FROM ({self._select(part, row)}) WHERE true "
-            f"ON CONFLICT ({key}) DO UPDATE SET {bumps};" for part in self.parts)
+        return (f"INSERT INTO {self.table} ({self._key}, {', '.join(self.measures)}) "
+                f"SELECT * FROM ({rows}) WHERE true ON CONFLICT ({self._key}) "
+                f"DO UPDATE SET {bumps};")
 
-    def _subtract(self, row: str) -> str:
+    def subtract(self, rows: str) -> str:
+        """The statement taking rollup rows `rows` away from the table's."""
         lowered = ", ".join(f"{m} = {self.table}.{m} - v.{m}" for m in self.measures)
         same = " AND ".join(f"{self.table}.{k} = v.{k}" for k in (self.slot, *self.key_names))
-        return " ".join(
-            f"UPDATE {self.table} SET {lowered} FROM ({self._select(part, row)}) AS v "
-            f"WHERE {same};" for part in self.parts)
+        return f"UPDATE {self.table} SET {lowered} FROM ({rows}) AS v WHERE {same};"
+
+    @property
+    def _key(self) -> str:
+        return ", ".join((self.slot, *self.key_names))
+
+    def _each_part(self, change, row: str) -> str:
+        return " ".join(change(self._select(part, row)) for part in self.parts)
 
 
 # The calls of each UTC hour by direction, status and whether a missed call is unreturned
@@ -181,3 +198,36 @@ MENUS = Rollup(
     filters=frozenset({"direction"}))
 
 ROLLUPS = (CALLS, EMPLOYEES, LINES, QUEUES, CALLBACKS, MENUS)
+
+
+# What every rollup reads of a call.
+ROLLED_COLUMNS = tuple(dict.fromkeys(c for rollup in ROLLUPS for c in rollup.columns))
+
+
+@contextmanager
+def kept_by_writer(conn: sqlite3.Connection, linkedids: str, schema: str):
+    """Around statements (in one transaction) that write only the calls whose linkedids the
+    query `linkedids` selects: their old figures leave every rollup before, the new come after,
+    grouped; the triggers stand idle in between. With them go the calls they returned, whose
+    wait for it (`returned_after_s`) follows their times by a trigger of its own. The figures
+    are read from a copy of those calls in `schema.rolled_call` (an attached scratch schema):
+    one pass over the mirror's calls for all the rollups' parts."""
+    copy = f"{schema}.rolled_call"
+    columns = ", ".join(ROLLED_COLUMNS)
+    conn.execute(f"CREATE TABLE IF NOT EXISTS {copy} (id INTEGER PRIMARY KEY, {columns})")
+    chosen = (f"INSERT INTO {copy} SELECT id, {columns} FROM call WHERE id IN ("
+              f"SELECT id FROM call WHERE linkedid IN ({linkedids}) "
+              f"UNION SELECT id FROM call WHERE returned_by IN ({linkedids}))")
+    conn.execute(f"DELETE FROM {copy}")
+    conn.execute(chosen)
+    for rollup in ROLLUPS:
+        conn.execute(rollup.subtract(rollup.afresh(copy)))
+    conn.execute(f"INSERT INTO {PAUSE} VALUES (1)")
+    try:
+        yield
+    finally:
+        conn.execute(f"DELETE FROM {PAUSE}")
+    conn.execute(f"DELETE FROM {copy}")
+    conn.execute(chosen)                  # as they are now, with the calls the statements added
+    for rollup in ROLLUPS:
+        conn.execute(rollup.add(rollup.afresh(copy)))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from mirror.rollups import CALLBACKS, EMPLOYEES, LINES, MENUS, QUEUES
+from mirror.rollups import CALLBACKS, CALLS, EMPLOYEES, LINES, MENUS, PAUSE, QUEUES
 
 # What `call_name` holds of a call row: its caller's and callee's names on separate lines (a
 # search never matches across them), each once; a "name" of digits only is left out (a search
@@ -378,10 +378,12 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         + " WHERE returned_by IS NOT NULL",
         "CREATE INDEX call_returned_by ON call (returned_by) WHERE returned_by IS NOT NULL",
         f"""CREATE TRIGGER call_returned_after_linked AFTER UPDATE OF returned_by, end_ms ON call
+            WHEN OLD.returned_by IS NOT NEW.returned_by
+                OR (NEW.returned_by IS NOT NULL AND OLD.end_ms IS NOT NEW.end_ms)
             BEGIN UPDATE call SET returned_after_s = {RETURNED_AFTER.format(m="NEW")}
             WHERE id = NEW.id; END""",
         """CREATE TRIGGER call_returned_after_moved AFTER UPDATE OF start_ms ON call
-            BEGIN UPDATE call SET returned_after_s = (NEW.start_ms - end_ms) / 1000
+            WHEN OLD.start_ms IS NOT NEW.start_ms BEGIN UPDATE call SET returned_after_s = (NEW.start_ms - end_ms) / 1000
             WHERE returned_by = NEW.linkedid; END""",
         f"""CREATE TRIGGER call_returned_after_written AFTER INSERT ON call BEGIN
             UPDATE call SET returned_after_s = (NEW.start_ms - end_ms) / 1000
@@ -392,6 +394,13 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             UPDATE call SET returned_after_s = NULL WHERE returned_by = OLD.linkedid; END""",
         *(statement for rollup in (EMPLOYEES, LINES, QUEUES, CALLBACKS, MENUS)
           for statement in rollup.ddl()),
+        # The hourly counters' triggers as the new ones: idle while the writer keeps the
+        # rollups of a batch itself, and moved by an upsert only where it changed a figure.
+        f"CREATE TABLE {PAUSE} (paused INTEGER PRIMARY KEY)",
+        "DROP TRIGGER call_rollup_added",
+        "DROP TRIGGER call_rollup_removed",
+        "DROP TRIGGER call_rollup_changed",
+        *CALLS.ddl()[2:],
     ),
 )
 

@@ -16,6 +16,7 @@ from mirror import staging
 from mirror.calls import Call, CallbackFacts, CallbackLinks, Leg
 from mirror.hangups import CallHangup
 from mirror.live import LiveCall
+from mirror.rollups import kept_by_writer
 from mirror.schema import CALL_MENUS, CALL_NAMES, CALL_QUEUES
 from mirror.staging import CALL_COLUMNS, CALL_EXTRAS, LEG_COLUMNS
 
@@ -41,6 +42,8 @@ class Store:
                 staging.create(self.conn, schema)
             self.conn.execute(
                 "CREATE TABLE scratch.relink_window (ext_key PRIMARY KEY, lo, hi) WITHOUT ROWID")
+            self.conn.execute("CREATE TABLE scratch.relinked (linkedid PRIMARY KEY, callback_of, "
+                              "returned_by, callback_attempts, status) WITHOUT ROWID")
 
     @contextmanager
     def batch(self):
@@ -114,11 +117,13 @@ class Store:
         for extras in (CALL_QUEUES, CALL_MENUS):   # from all the calls' legs, before writing
             conn.execute(extras.format(table=f"{schema}.call", calls="true"))
         call_cols = ", ".join(CALL_COLUMNS + CALL_EXTRAS)
-        conn.execute(
-            f"INSERT INTO call ({call_cols}, revision) SELECT {call_cols}, ? FROM {schema}.call "
-            f"WHERE true ON CONFLICT (linkedid) DO UPDATE SET "
-            + ", ".join(f"{c} = excluded.{c}" for c in (*CALL_COLUMNS, *CALL_EXTRAS, "revision")
-                        if c != "linkedid"), (self._stamp(),))
+        with kept_by_writer(conn, f"SELECT linkedid FROM {schema}.call", "scratch"):
+            conn.execute(
+                f"INSERT INTO call ({call_cols}, revision) SELECT {call_cols}, ? "
+                f"FROM {schema}.call WHERE true ON CONFLICT (linkedid) DO UPDATE SET "
+                + ", ".join(f"{c} = excluded.{c}" for c in (*CALL_COLUMNS, *CALL_EXTRAS,
+                                                            "revision") if c != "linkedid"),
+                (self._stamp(),))
         staged = f"linkedid IN (SELECT linkedid FROM {schema}.call)"
         if "recordings" in deleted:            # deleted recordings are not listed again
             gone = "linkedid IN (SELECT linkedid FROM deletion WHERE what = 'recordings')"
@@ -249,11 +254,17 @@ class Store:
         if not changed:
             return
         revision = self._stamp()
+        self.conn.execute("DELETE FROM scratch.relinked")
         self.conn.executemany(
-            "UPDATE call SET callback_of = ?, returned_by = ?, callback_attempts = ?, status = ?, "
-            "revision = ? WHERE linkedid = ?",
-            ((l.callback_of, l.returned_by, l.callback_attempts, l.status, revision, linkedid)
+            "INSERT INTO scratch.relinked VALUES (?, ?, ?, ?, ?)",
+            ((linkedid, l.callback_of, l.returned_by, l.callback_attempts, l.status)
              for linkedid, l in changed.items()))
+        with kept_by_writer(self.conn, "SELECT linkedid FROM scratch.relinked",
+                            "scratch"):
+            self.conn.execute(
+                "UPDATE call SET callback_of = r.callback_of, returned_by = r.returned_by, "
+                "callback_attempts = r.callback_attempts, status = r.status, revision = ? "
+                "FROM scratch.relinked r WHERE call.linkedid = r.linkedid", (revision,))
 
     def replace_directory(self, employees: dict[str, str], groups: dict[str, list[str]]) -> None:
         """The PBX's employees and groups as of this sync."""

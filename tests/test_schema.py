@@ -65,6 +65,10 @@ def downgraded(mirror, to, version: int) -> None:
         elif index := re.match(r"\s*DROP INDEX (\w+)", statement):     # rebuilt: as it was
             conn.execute(next(s for step in schema.MIGRATIONS[:version] for s in step
                               if re.match(rf"\s*CREATE (?:UNIQUE )?INDEX {index[1]}\b", s)))
+        elif trigger := re.match(r"\s*DROP TRIGGER (\w+)", statement):   # as it was, if it was
+            for created in (s for step in schema.MIGRATIONS[:version] for s in step
+                            if re.match(rf"\s*CREATE TRIGGER {trigger[1]}\b", s)):
+                conn.execute(created)
         elif column := re.match(r"\s*ALTER TABLE (\w+) ADD COLUMN (\w+)", statement):
             conn.execute(f"ALTER TABLE {column[1]} DROP COLUMN {column[2]}")
         elif statement.startswith("PRAGMA application_id"):

@@ -4,9 +4,10 @@ Prints legs/s, peak RSS of the sync process and the ratio to a bare
 `INSERT INTO cdr_general SELECT * FROM src.cdr_general` copy of the same table (same schema
 and indexes as the PBX's) measured in the same run. Run: ./bin/bench backfill [--legs N]
 
-`--without-analytics-rollups` creates the mirror's schema before the sync and drops the triggers
-that keep analytics' daily rollups and each returned call's wait for its callback (schema 13):
-what those triggers cost a backfill is the difference of the two runs' legs/s.
+`--without-analytics-rollups` creates the mirror's schema before the sync, drops the triggers
+that keep analytics' daily rollups and each returned call's wait for its callback (schema 13)
+and has the writer keep only the hourly counters of each batch (mirror.rollups.kept_by_writer):
+what analytics' upkeep costs a backfill is the difference of the two runs' legs/s.
 """
 from __future__ import annotations
 
@@ -28,6 +29,11 @@ ROOT = Path(__file__).resolve().parents[2]
 # The triggers of schema 13 that keep analytics' rollups (mirror.rollups) and returned_after_s.
 ANALYTICS_TRIGGERS = ("employee_rollup_*", "line_rollup_*", "queue_rollup_*",
                       "callback_rollup_*", "menu_rollup_*", "call_returned_after_*")
+
+
+# The writer as it was before analytics: keeping only the hourly counters of migration 12.
+ONLY_HOURLY_COUNTERS = ("import sys, cli, mirror.rollups as r; r.ROLLUPS = (r.CALLS,); "
+                        "r.ROLLED_COLUMNS = r.CALLS.columns; sys.exit(cli.main(sys.argv[1:]))")
 
 
 def generate(out: Path, legs: int, seed: int) -> int:
@@ -72,11 +78,14 @@ def without_analytics_rollups(mirror: Path) -> list[str]:
     return names
 
 
-def backfill(cdr: Path, pbx: Path, mirror: Path) -> tuple[float, int]:
+def backfill(cdr: Path, pbx: Path, mirror: Path, *,
+             analytics: bool = True) -> tuple[float, int]:
     os.sync()
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "cli", "sync", "--cdr-db", str(cdr),
-                    "--pbx-db", str(pbx), "--db", str(mirror), "--once"], cwd=ROOT, check=True)
+    command = [sys.executable, "-m", "cli"] if analytics else [
+        sys.executable, "-c", ONLY_HOURLY_COUNTERS]
+    subprocess.run([*command, "sync", "--cdr-db", str(cdr), "--pbx-db", str(pbx),
+                    "--db", str(mirror), "--once"], cwd=ROOT, check=True)
     elapsed = time.perf_counter() - started
     peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     return elapsed, peak_kib
@@ -99,7 +108,8 @@ def main() -> None:
             dropped = without_analytics_rollups(out / "module.db")
             print(f"without analytics' rollups: dropped {len(dropped)} triggers "
                   f"({', '.join(dropped)})")
-        sync_s, rss_kib = backfill(out / "cdr.db", out / "mikopbx.db", out / "module.db")
+        sync_s, rss_kib = backfill(out / "cdr.db", out / "mikopbx.db", out / "module.db",
+                                   analytics=not args.without_analytics_rollups)
         with sqlite3.connect(out / "module.db") as conn:
             calls = conn.execute("SELECT count(*) FROM call").fetchone()[0]
         print(f"bare INSERT…SELECT copy: {copy_s:.2f} s ({legs / copy_s:,.0f} rows/s)")
