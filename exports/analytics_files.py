@@ -22,7 +22,6 @@ from mirror.queries import CallFilter
 ANALYTICS_FORMATS = ("xlsx", "csv", "pdf")
 # The reports that take an option, and its parameter (of mirror.analytics.OPTION_PARAMETERS):
 # the Analytics page's field, what a mailed report keeps among its filters.
-REPORT_OPTIONS = {"traffic": "grain", "queues": "service_level"}
 # Totals that are no column's sum (the callbacks report's): English title and kind.
 TOTAL_TITLES = {"missed": ("Missed calls", COUNT), "called_back": ("Called back", COUNT),
                 "unreturned": ("Not called back", COUNT),

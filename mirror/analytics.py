@@ -29,6 +29,7 @@ GRAINS = ("day", "week", "month")
 SERVICE_LEVEL_S = 20                 # the queues' service level: answered within N seconds
 MAX_SERVICE_LEVEL_S = 3600
 OPTION_PARAMETERS = ("report", "grain", "service_level", "source")
+REPORT_OPTIONS = {"traffic": "grain", "queues": "service_level"}   # a report's own option
 SOURCES = ("auto", "calls")          # `calls`: always from the calls (benchmarks, tests)
 WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 QUARTER_HOUR_MS = 900_000            # every timezone's offset is a whole number of them
@@ -246,10 +247,10 @@ def _employees(f, db, clock, options) -> Report:
 # --- 2. traffic -----------------------------------------------------------------------------------
 
 def _traffic(f, db, clock, options) -> Report:
-    current, origin = _slots(f, db, clock, options)
+    current, origin = _slots(f, db, clock, options, ("direction", "status"))
     span = f.end_ms - f.start_ms
     previous, origin_before = _slots(replace(f, start_ms=f.start_ms - span, end_ms=f.start_ms),
-                                     db, clock, options)
+                                     db, clock, options, ())
     heat = [[0] * 24 for _ in WEEKDAYS]
     for local, _, calls in current:
         heat[local.weekday()][local.hour] += sum(calls.values())
@@ -292,17 +293,17 @@ def _traffic(f, db, clock, options) -> Report:
         source=_worst(origin, origin_before))
 
 
-def _slots(f, db, clock, options) -> tuple[list[tuple[datetime, int, dict]], str]:
-    """(local start, slot ms, {(direction, status): calls}) per slot with calls: whole hours
-    where the timezone's offset is a whole number of hours all period, else quarter hours."""
+def _slots(f, db, clock, options, by: tuple[str, ...]
+           ) -> tuple[list[tuple[datetime, int, dict]], str]:
+    """(local start, slot ms, {values of `by`: calls}) per slot with calls: whole hours where
+    the timezone's offset is a whole number of hours all period, else quarter hours."""
     for rollup in (CALLS, replace(CALLS, grain_ms=QUARTER_HOUR_MS)):
         source = options.source if rollup is CALLS else "calls"
-        rows, origin = figures(rollup, f, db, ("direction", "status"), per_slot=True,
-                               source=source)
+        rows, origin = figures(rollup, f, db, by, per_slot=True, source=source)
         slots: dict[int, dict] = defaultdict(lambda: defaultdict(int))
-        for slot_ms, direction, status, calls, _talk, _wait in rows:
+        for slot_ms, *keys, calls, _talk, _wait in rows:
             if calls:
-                slots[slot_ms][(direction, status)] += calls
+                slots[slot_ms][tuple(keys)] += calls
         locals_ = {ms: clock.to_local(ms / 1000) for ms in slots}
         if rollup is CALLS and any(t.utcoffset().total_seconds() % 3600 for t in
                                    locals_.values()):

@@ -1,9 +1,10 @@
 """Counters of calls that need not count: sums of the calls' figures per UTC hour or day and a
-few keys, kept by triggers in the transaction that changes a call, whoever writes it.
+few keys, kept in the transaction that changes a call, whoever writes it: by triggers, row by
+row, and by the daemon's writer for a whole batch at once (`kept_by_writer`).
 
 A rollup is declared once here, as what each call adds to it (`Part`s: its keys and measures as
 SQL over the call row). From that one declaration come the table and its triggers (migrations
-12 and 13), the same figures computed afresh from any set of calls (the scan that serves a
+12 and 13), the writer's grouped upkeep, the same figures computed afresh from any set of calls (the scan that serves a
 filter the keys cannot, and what tests check the tables against), and `figures`, which reads a
 period's whole slots from the table and counts the calls of its partial slots at each end: exact
 in any timezone and across DST changes, with no per-PBX days. A released rollup is never edited:
@@ -19,8 +20,13 @@ HOUR_MS = 3_600_000
 DAY_MS = 86_400_000
 # While this table has a row (only inside the writer's transaction) the triggers stand idle:
 # the writer takes a batch's calls away from the rollups before it upserts them and adds them
-# back after, a few grouped statements instead of several per call (`kept_for`).
+# back after, a few grouped statements instead of several per call (`kept_by_writer`).
 PAUSE = "rollup_pause"
+UNPAUSED = f"NOT EXISTS (SELECT 1 FROM {PAUSE})"
+# The seconds from a returned missed call's end to the start of the call that returned it
+# (`call.returned_after_s`, what the callbacks' rollup counts).
+RETURNED_AFTER = ("(SELECT (r.start_ms - {m}.end_ms) / 1000 FROM call r "
+                  "WHERE r.linkedid = {m}.returned_by)")
 
 
 @dataclass(frozen=True)
@@ -50,19 +56,18 @@ class Rollup:
         columns = ", ".join(f"{name} {kind} NOT NULL" for name, kind in (
             (self.slot, "INTEGER"), *self.keys,
             *((m, "INTEGER") for m in self.measures)))
-        kept = f"NOT EXISTS (SELECT 1 FROM {PAUSE})"
         # An upsert sets every column, changed or not: only a change moves the counts.
         changed = " OR ".join(f"OLD.{c} IS NOT NEW.{c}" for c in self.columns)
         return (
             f"CREATE TABLE {self.table} ({columns}, PRIMARY KEY ({self._key})) WITHOUT ROWID",
             f"INSERT INTO {self.table} ({self._key}, {', '.join(self.measures)}) "
             + self.afresh("call") + " ORDER BY 1",
-            f"CREATE TRIGGER {self.table}_added AFTER INSERT ON call WHEN {kept} BEGIN "
+            f"CREATE TRIGGER {self.table}_added AFTER INSERT ON call WHEN {UNPAUSED} BEGIN "
             f"{self._each_part(self.add, 'NEW')} END",
-            f"CREATE TRIGGER {self.table}_removed AFTER DELETE ON call WHEN {kept} BEGIN "
+            f"CREATE TRIGGER {self.table}_removed AFTER DELETE ON call WHEN {UNPAUSED} BEGIN "
             f"{self._each_part(self.subtract, 'OLD')} END",
             f"CREATE TRIGGER {self.table}_changed AFTER UPDATE OF {', '.join(self.columns)} "
-            f"ON call WHEN {kept} AND ({changed}) BEGIN {self._each_part(self.subtract, 'OLD')} "
+            f"ON call WHEN {UNPAUSED} AND ({changed}) BEGIN {self._each_part(self.subtract, 'OLD')} "
             f"{self._each_part(self.add, 'NEW')} END",
         )
 
@@ -200,8 +205,10 @@ MENUS = Rollup(
 ROLLUPS = (CALLS, EMPLOYEES, LINES, QUEUES, CALLBACKS, MENUS)
 
 
-# What every rollup reads of a call.
-ROLLED_COLUMNS = tuple(dict.fromkeys(c for rollup in ROLLUPS for c in rollup.columns))
+# What every rollup reads of a call, and what its wait for a callback is worked out from.
+ROLLED_COLUMNS = tuple(dict.fromkeys(
+    (*(c for rollup in ROLLUPS for c in rollup.columns), "linkedid", "end_ms", "returned_by")))
+_ROLLED = "rolled_call"
 
 
 @contextmanager
@@ -209,10 +216,10 @@ def kept_by_writer(conn: sqlite3.Connection, linkedids: str, schema: str):
     """Around statements (in one transaction) that write only the calls whose linkedids the
     query `linkedids` selects: their old figures leave every rollup before, the new come after,
     grouped; the triggers stand idle in between. With them go the calls they returned, whose
-    wait for it (`returned_after_s`) follows their times by a trigger of its own. The figures
-    are read from a copy of those calls in `schema.rolled_call` (an attached scratch schema):
-    one pass over the mirror's calls for all the rollups' parts."""
-    copy = f"{schema}.rolled_call"
+    wait for it (`returned_after_s`) follows their times: worked out here for all of them. The
+    figures are read from a copy of those calls in `schema.rolled_call` (an attached scratch
+    schema): one pass over the mirror's calls for all the rollups' parts."""
+    copy = f"{schema}.{_ROLLED}"
     columns = ", ".join(ROLLED_COLUMNS)
     conn.execute(f"CREATE TABLE IF NOT EXISTS {copy} (id INTEGER PRIMARY KEY, {columns})")
     chosen = (f"INSERT INTO {copy} SELECT id, {columns} FROM call WHERE id IN ("
@@ -225,9 +232,13 @@ def kept_by_writer(conn: sqlite3.Connection, linkedids: str, schema: str):
     conn.execute(f"INSERT INTO {PAUSE} VALUES (1)")
     try:
         yield
+        conn.execute(f"DELETE FROM {copy}")
+        conn.execute(chosen)              # as they are now, with the calls the statements added
+        conn.execute(f"UPDATE {copy} SET returned_after_s = {RETURNED_AFTER.format(m=_ROLLED)} "
+                     "WHERE returned_by IS NOT NULL OR returned_after_s IS NOT NULL")
+        conn.execute(f"UPDATE call SET returned_after_s = r.returned_after_s FROM {copy} r "
+                     "WHERE call.id = r.id AND call.returned_after_s IS NOT r.returned_after_s")
     finally:
         conn.execute(f"DELETE FROM {PAUSE}")
-    conn.execute(f"DELETE FROM {copy}")
-    conn.execute(chosen)                  # as they are now, with the calls the statements added
     for rollup in ROLLUPS:
         conn.execute(rollup.add(rollup.afresh(copy)))

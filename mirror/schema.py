@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import sqlite3
 
-from mirror.rollups import CALLBACKS, CALLS, EMPLOYEES, LINES, MENUS, PAUSE, QUEUES
+from mirror.rollups import (CALLBACKS, CALLS, EMPLOYEES, LINES, MENUS, PAUSE, QUEUES,
+                            RETURNED_AFTER, UNPAUSED)
 
 # What `call_name` holds of a call row: its caller's and callee's names on separate lines (a
 # search never matches across them), each once; a "name" of digits only is left out (a search
@@ -39,9 +40,6 @@ CALL_MENUS = ("UPDATE {table} SET (ivr, ivr_digits, ivr_left) = (SELECT substr(l
               "WHERE l.linkedid = {table}.linkedid AND {table}.direction = 'incoming' "
               "AND l.dst_chan LIKE 'app:%' ORDER BY l.start_ms, l.source_id LIMIT 1) "
               "WHERE {calls}")
-# The seconds from a returned missed call's end to the start of the call that returned it.
-RETURNED_AFTER = ("(SELECT (r.start_ms - {m}.end_ms) / 1000 FROM call r "
-                  "WHERE r.linkedid = {m}.returned_by)")
 
 # `PRAGMA application_id` of every module.db ("ECDR"), set by migration 7.
 APPLICATION_ID = 0x45434452
@@ -377,26 +375,29 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "UPDATE call SET returned_after_s = " + RETURNED_AFTER.format(m="call")
         + " WHERE returned_by IS NOT NULL",
         "CREATE INDEX call_returned_by ON call (returned_by) WHERE returned_by IS NOT NULL",
+        # Has a row only inside the writer's transaction, while it keeps what the triggers
+        # below keep itself, for a whole batch (mirror.rollups.kept_by_writer).
+        f"CREATE TABLE {PAUSE} (paused INTEGER PRIMARY KEY)",
         f"""CREATE TRIGGER call_returned_after_linked AFTER UPDATE OF returned_by, end_ms ON call
-            WHEN OLD.returned_by IS NOT NEW.returned_by
-                OR (NEW.returned_by IS NOT NULL AND OLD.end_ms IS NOT NEW.end_ms)
+            WHEN {UNPAUSED} AND (OLD.returned_by IS NOT NEW.returned_by
+                OR (NEW.returned_by IS NOT NULL AND OLD.end_ms IS NOT NEW.end_ms))
             BEGIN UPDATE call SET returned_after_s = {RETURNED_AFTER.format(m="NEW")}
             WHERE id = NEW.id; END""",
-        """CREATE TRIGGER call_returned_after_moved AFTER UPDATE OF start_ms ON call
-            WHEN OLD.start_ms IS NOT NEW.start_ms BEGIN UPDATE call SET returned_after_s = (NEW.start_ms - end_ms) / 1000
+        f"""CREATE TRIGGER call_returned_after_moved AFTER UPDATE OF start_ms ON call
+            WHEN {UNPAUSED} AND OLD.start_ms IS NOT NEW.start_ms
+            BEGIN UPDATE call SET returned_after_s = (NEW.start_ms - end_ms) / 1000
             WHERE returned_by = NEW.linkedid; END""",
-        f"""CREATE TRIGGER call_returned_after_written AFTER INSERT ON call BEGIN
+        f"""CREATE TRIGGER call_returned_after_written AFTER INSERT ON call WHEN {UNPAUSED} BEGIN
             UPDATE call SET returned_after_s = (NEW.start_ms - end_ms) / 1000
             WHERE returned_by = NEW.linkedid;
             UPDATE call SET returned_after_s = {RETURNED_AFTER.format(m="NEW")}
             WHERE id = NEW.id AND NEW.returned_by IS NOT NULL; END""",
-        """CREATE TRIGGER call_returned_after_gone AFTER DELETE ON call BEGIN
+        f"""CREATE TRIGGER call_returned_after_gone AFTER DELETE ON call WHEN {UNPAUSED} BEGIN
             UPDATE call SET returned_after_s = NULL WHERE returned_by = OLD.linkedid; END""",
         *(statement for rollup in (EMPLOYEES, LINES, QUEUES, CALLBACKS, MENUS)
           for statement in rollup.ddl()),
         # The hourly counters' triggers as the new ones: idle while the writer keeps the
         # rollups of a batch itself, and moved by an upsert only where it changed a figure.
-        f"CREATE TABLE {PAUSE} (paused INTEGER PRIMARY KEY)",
         "DROP TRIGGER call_rollup_added",
         "DROP TRIGGER call_rollup_removed",
         "DROP TRIGGER call_rollup_changed",

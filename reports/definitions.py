@@ -17,9 +17,9 @@ import time
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
-from exports.analytics_files import ANALYTICS_FORMATS, REPORT_OPTIONS
+from exports.analytics_files import ANALYTICS_FORMATS
 from mirror import report_rows
-from mirror.analytics import REPORTS, report_options
+from mirror.analytics import REPORT_OPTIONS, REPORTS, report_options
 from mirror.queries import PERIODS, QueryError, whole_number
 from mirror.report_rows import Owner, ReportError
 from reports import templates as message_templates

@@ -9,8 +9,7 @@ from pathlib import Path
 from daemon.sync import Sync, SyncOptions
 from mirror.database import open_module_db
 from mirror.pbxtime import PbxClock
-from mirror.rollups import ROLLUPS
-from mirror.schema import RETURNED_AFTER
+from mirror.rollups import RETURNED_AFTER, ROLLUPS
 from mirror.store import Store
 from pbx import tables as pbxschema
 from pbx.cdr import CdrSource

@@ -10,12 +10,12 @@ from pathlib import Path
 
 from flask import Blueprint, Response, g, jsonify, render_template, request, url_for
 
-from exports.analytics_files import (ANALYTICS_FORMATS, REPORT_OPTIONS, TITLE_VALUES, ReportTable,
-                                     report_about, report_file_name, write_report)
+from exports.analytics_files import (ANALYTICS_FORMATS, TITLE_VALUES, ReportTable, report_about,
+                                     report_file_name, write_report)
 from exports.writers import MEDIA_TYPES
 from i18n import LANGUAGES, PERIOD_LABELS, say_error, translated
-from mirror.analytics import (GRAINS, OPTION_PARAMETERS, REPORT_TITLES, REPORTS, Report,
-                              build_report, report_options)
+from mirror.analytics import (GRAINS, OPTION_PARAMETERS, REPORT_OPTIONS, REPORT_TITLES, REPORTS,
+                              Report, build_report, report_options)
 from mirror.calls import DIRECTIONS
 from mirror.queries import PERIODS, YEARS, CallFilter, QueryError, employee_choices, group_names
 from mirror.records import iso_time

@@ -31,9 +31,11 @@ ANALYTICS_TRIGGERS = ("employee_rollup_*", "line_rollup_*", "queue_rollup_*",
                       "callback_rollup_*", "menu_rollup_*", "call_returned_after_*")
 
 
-# The writer as it was before analytics: keeping only the hourly counters of migration 12.
+# The writer as it was before analytics: keeping only the hourly counters of migration 12
+# (and no call's wait for its callback).
 ONLY_HOURLY_COUNTERS = ("import sys, cli, mirror.rollups as r; r.ROLLUPS = (r.CALLS,); "
-                        "r.ROLLED_COLUMNS = r.CALLS.columns; sys.exit(cli.main(sys.argv[1:]))")
+                        "r.ROLLED_COLUMNS = (*r.CALLS.columns, 'returned_after_s'); "
+                        "r.RETURNED_AFTER = 'NULL'; sys.exit(cli.main(sys.argv[1:]))")
 
 
 def generate(out: Path, legs: int, seed: int) -> int:
