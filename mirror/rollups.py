@@ -234,9 +234,11 @@ def kept_by_writer(conn: sqlite3.Connection, linkedids: str, schema: str):
         yield
         conn.execute(f"DELETE FROM {copy}")
         conn.execute(chosen)              # as they are now, with the calls the statements added
+        returned = "returned_by IS NOT NULL OR returned_after_s IS NOT NULL"
         conn.execute(f"UPDATE {copy} SET returned_after_s = {RETURNED_AFTER.format(m=_ROLLED)} "
-                     "WHERE returned_by IS NOT NULL OR returned_after_s IS NOT NULL")
-        conn.execute(f"UPDATE call SET returned_after_s = r.returned_after_s FROM {copy} r "
+                     f"WHERE {returned}")
+        conn.execute(f"UPDATE call SET returned_after_s = r.returned_after_s FROM (SELECT id, "
+                     f"returned_after_s FROM {copy} WHERE {returned}) AS r "   # the copy's few
                      "WHERE call.id = r.id AND call.returned_after_s IS NOT r.returned_after_s")
     finally:
         conn.execute(f"DELETE FROM {PAUSE}")
