@@ -234,12 +234,13 @@ def kept_by_writer(conn: sqlite3.Connection, linkedids: str, schema: str):
         yield
         conn.execute(f"DELETE FROM {copy}")
         conn.execute(chosen)              # as they are now, with the calls the statements added
+        # The copy's few returned calls (or no longer returned): written back, then copied.
         returned = "returned_by IS NOT NULL OR returned_after_s IS NOT NULL"
-        conn.execute(f"UPDATE {copy} SET returned_after_s = {RETURNED_AFTER.format(m=_ROLLED)} "
-                     f"WHERE {returned}")
-        conn.execute(f"UPDATE call SET returned_after_s = r.returned_after_s FROM (SELECT id, "
-                     f"returned_after_s FROM {copy} WHERE {returned}) AS r "   # the copy's few
-                     "WHERE call.id = r.id AND call.returned_after_s IS NOT r.returned_after_s")
+        after = RETURNED_AFTER.format(m=_ROLLED)
+        conn.execute(f"UPDATE call SET returned_after_s = r.s FROM (SELECT id, {after} AS s "
+                     f"FROM {copy} WHERE {returned}) AS r "
+                     "WHERE call.id = r.id AND call.returned_after_s IS NOT r.s")
+        conn.execute(f"UPDATE {copy} SET returned_after_s = {after} WHERE {returned}")
     finally:
         conn.execute(f"DELETE FROM {PAUSE}")
     for rollup in ROLLUPS:
