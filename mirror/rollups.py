@@ -67,8 +67,8 @@ class Rollup:
             f"CREATE TRIGGER {self.table}_removed AFTER DELETE ON call WHEN {UNPAUSED} BEGIN "
             f"{self._each_part(self.subtract, 'OLD')} END",
             f"CREATE TRIGGER {self.table}_changed AFTER UPDATE OF {', '.join(self.columns)} "
-            f"ON call WHEN {UNPAUSED} AND ({changed}) BEGIN {self._each_part(self.subtract, 'OLD')} "
-            f"{self._each_part(self.add, 'NEW')} END",
+            f"ON call WHEN {UNPAUSED} AND ({changed}) BEGIN "
+            f"{self._each_part(self.subtract, 'OLD')} {self._each_part(self.add, 'NEW')} END",
         )
 
     @property
@@ -122,7 +122,8 @@ class Rollup:
 
 
 # The calls of each UTC hour by direction, status and whether a missed call is unreturned
-# (migration 12, whose statements were written out before this declaration: the same SQL).
+# (migration 12 wrote its table and first triggers out before this declaration; migration 13
+# replaced the triggers with the declaration's).
 CALLS = Rollup(
     "call_rollup", "hour", HOUR_MS,
     keys=(("direction", "TEXT"), ("status", "TEXT"), ("unreturned", "INTEGER")),
