@@ -49,11 +49,11 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--listen must be HOST:PORT, not {args.listen!r}")
     port = int(port) or _free_port(host)
     args.out.mkdir(parents=True, exist_ok=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())   # before anyone may know it runs
     controller = Controller(_Keeper(args.out), hostname=host, port=port)
     controller.start()
     print(f"mail catcher listening on {host}:{port}, keeping mail in {args.out}", flush=True)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
         stop.wait()
     except KeyboardInterrupt:
