@@ -248,6 +248,36 @@ RUSSIAN = {
     "Calls by hour and weekday": "Звонки по часам и дням недели",
     "Heat map": "Тепловая карта", "About": "Об отчёте",
     "What to send": "Что отправлять", "Call list": "Список звонков",
+    # Contacts (web.contacts, the exports' column)
+    "Contacts": "Контакты", "Contact": "Контакт", "Company": "Компания", "Numbers": "Номера",
+    "E-mail": "Эл. почта", "Note": "Примечание", "Source": "Источник",
+    "imported": "импортирован", "typed": "введён вручную",
+    "Names for outside numbers: the PBX's phone book first, then these contacts, then the "
+    "caller ID the PBX recorded.": "Имена внешних номеров: сначала из телефонной книги АТС, "
+    "затем из этих контактов, затем имя звонящего, записанное АТС.",
+    "Name, company, number...": "Имя, компания, номер...",
+    "New contact": "Новый контакт", "No contacts found.": "Контакты не найдены.",
+    "No contacts yet.": "Контактов пока нет.", "Previous page": "Назад",
+    "Next page": "Вперёд",
+    "Import contacts": "Импорт контактов",
+    "A CSV file with a header (name, company, number, email, note, id; several numbers in one "
+    "cell or columns) or a vCard file (.vcf). You see what it would change before anything is "
+    "saved; importing the same file again updates its contacts.":
+    "Файл CSV с заголовком (name, company, number, email, note, id или имя, компания, "
+    "телефон, почта, примечание, код; несколько номеров — в одной ячейке или в нескольких "
+    "колонках) или файл vCard (.vcf). Сначала вы увидите, что изменится; повторный импорт "
+    "того же файла обновляет его контакты.",
+    "At most": "Не больше", "File": "Файл", "Preview": "Просмотр",
+    "Imported": "Импортировано", "contacts added": "добавлено контактов",
+    "contacts updated": "обновлено контактов", "rows refused": "отклонено строк",
+    "refused": "отклонено", "add": "добавить", "update": "обновить", "unchanged": "без изменений",
+    "to add": "добавить", "to update": "обновить",
+    "Nothing is saved until you apply.": "Ничего не сохранится, пока вы не примените импорт.",
+    "Row": "Строка", "Action": "Действие", "Messages": "Сообщения",
+    "One number a line.": "По одному номеру в строке.", "Edit": "Изменить",
+    "No calls with these numbers.": "Звонков с этими номерами нет.",
+    "Older calls": "Более ранние звонки", "Import refused": "Импорт отклонён",
+    "Only an admin may change the contacts.": "Изменять контакты может только администратор.",
 }
 
 # Titles with a number in them (mirror.analytics): the English pattern and the Russian.
@@ -351,6 +381,45 @@ _RUSSIAN_ERRORS = tuple((re.compile(pattern), russian) for pattern, russian in (
     (r"service level must be 0 to (\d+) seconds", "уровень сервиса — от 0 до {0} секунд"),
     (r"choose what to send: the call list or one of the analytics reports \((.*)\)",
      "выберите, что отправлять: список звонков или один из отчётов аналитики ({0})"),
+    # contacts and their files (mirror.contact_files, mirror.contacts, web.contacts)
+    *((rf"{field} is longer than (\d+) characters", f"{russian}: больше {{0}} символов")
+      for field, russian in (("name", "имя"), ("company", "компания"), ("email", "эл. почта"),
+                             ("note", "примечание"), ("uid", "код"))),
+    (r"e-mail (.*) is not an address: left out", "эл. почта {0} — не адрес: пропущена"),
+    (r"no name", "нет имени"),
+    *((rf"{field} starts with (.*): kept as text .*",
+       f"{russian} начинается с {{0}}: сохранено как текст (в выгрузках — текст, не формула)")
+      for field, russian in (("name", "имя"), ("company", "компания"))),
+    (r"no valid phone number", "нет правильного номера телефона"),
+    (r"number (.*)… is longer than (\d+) characters: left out",
+     "номер {0}… длиннее {1} символов: пропущен"),
+    (r"(.*) is not a phone number .*: left out",
+     "{0} — не номер телефона (только цифры, пробелы, + ( ) - .): пропущен"),
+    (r"(.*) is too short for an outside number \(at least (\d+) digits\): left out",
+     "{0} — слишком короткий для внешнего номера (нужно не меньше {1} цифр): пропущен"),
+    (r"more than (\d+) numbers: the rest left out", "больше {0} номеров: остальные пропущены"),
+    (r"the same contact as row (\d+): left out", "тот же контакт, что в строке {0}: пропущен"),
+    (r"the card has no END:VCARD", "у карточки нет END:VCARD"),
+    (r"the file is too big: at most (\d+) MB of contacts at once",
+     "файл слишком большой: не больше {0} МБ контактов за раз"),
+    (r"the file is empty", "файл пуст"),
+    (r"too many contacts: at most (.*) in one file; split it",
+     "слишком много контактов: не больше {0} в одном файле; разделите его"),
+    (r"the file is not readable text .*", "файл не читается как текст (испорченный UTF-16)"),
+    (r"the file is not text .*",
+     "это не текстовый файл (в нём двоичные данные); сохраните его как CSV (UTF-8) или vCard"),
+    (r"unknown text encoding: .*",
+     "неизвестная кодировка: сохраните файл в UTF-8 (или Windows-1251)"),
+    (r"no CSV header line .*", "нет строки заголовка CSV"),
+    (r"line (\d+): not CSV .*", "строка {0}: это не CSV"),
+    (r"the header must name a name .*",
+     "в заголовке нужны колонка имени (или компании) и колонка номера, например "
+     "name,company,number,email,note,id"),
+    (r"line (\d+): outside a BEGIN:VCARD … END:VCARD card",
+     "строка {0}: вне карточки BEGIN:VCARD … END:VCARD"),
+    (r"choose a CSV or vCard file to import", "выберите файл CSV или vCard для импорта"),
+    (r"the preview expired: choose the file again",
+     "просмотр устарел: выберите файл ещё раз"),
 ))
 
 

@@ -25,6 +25,7 @@ from web.api import api
 from web.call_actions import call_actions
 from web.changes import ChangePublisher
 from web.coalesce import Coalesced
+from web.contacts import contacts_pages
 from web.download import download
 from web.history import history
 from web.jobs import ExportJobs
@@ -85,6 +86,7 @@ def create_app(settings: Settings, *, login: auth.Login | None = None) -> Flask:
     app.register_blueprint(reports, url_prefix=prefix)
     app.register_blueprint(admin, url_prefix=prefix)
     app.register_blueprint(analytics, url_prefix=prefix)
+    app.register_blueprint(contacts_pages, url_prefix=prefix)
     present.install(app)
 
     @app.errorhandler(QueryError)
@@ -149,11 +151,12 @@ class RowId(IntegerConverter):
 
 def _error(status: int, title: str, message: str):
     """JSON for the API and for the page's scripts, a readable page for people."""
-    wants_page = (request.blueprint in ("history", "download", "reports", "admin", "analytics")
+    wants_page = (request.blueprint in ("history", "download", "reports", "admin", "analytics",
+                                        "contacts")
                   and request.method == "GET"
                   and request.endpoint not in ("history.more_rows", "history.updates",
                                                "history.details", "analytics.stats"))
-    if wants_page or (request.blueprint in ("history", "reports", "admin")
+    if wants_page or (request.blueprint in ("history", "reports", "admin", "contacts")
                       and request.method == "POST"):
         return render_template("message.html", title=title,
                                message=say_error(message, present.user_language())), status
