@@ -39,6 +39,7 @@ HEADERS = {
 _NUMBER_SPLIT = re.compile(r"[,;/|\n]+")
 _NUMBER_CHARS = re.compile(r"\+?[\d\s().\-]+")
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+_WORDS = re.compile(r"[^\W\d_]+")
 
 
 class ContactFileError(ValueError):
@@ -104,12 +105,12 @@ def decode(data: bytes) -> tuple[str, str]:
         text = data.decode("cp1251")
     except UnicodeDecodeError:
         text = ""
-    # Text of another 8-bit code page decodes too, but to control characters or to letters
-    # that are mostly not Cyrillic: refused.
-    foreign = sum(ch.isalpha() and not ch.isascii() for ch in text)
-    cyrillic = sum("\u0400" <= ch <= "\u04ff" for ch in text)
+    # Text of another 8-bit code page decodes too, but to control characters, or to words
+    # that mix Latin and Cyrillic letters (`café` read as `cafй`): refused.
     controls = any(unicodedata.category(ch) == "Cc" and ch not in "\r\n\t" for ch in text)
-    if text and not controls and cyrillic * 2 >= foreign:
+    words = [word for word in _WORDS.findall(text) if not word.isascii()]
+    mixed = sum(any(ch.isascii() for ch in word) for word in words)
+    if text and not controls and mixed * 4 < max(1, len(words)):
         return text, "Windows-1251"
     raise ContactFileError("unknown text encoding: save the file as UTF-8 (or Windows-1251)")
 
