@@ -25,7 +25,7 @@ from web.api import api
 from web.call_actions import call_actions
 from web.changes import ChangePublisher
 from web.coalesce import Coalesced
-from web.contacts import contacts_pages
+from web.contact_pages import contacts_pages
 from web.download import download
 from web.history import history
 from web.jobs import ExportJobs
