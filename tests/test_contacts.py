@@ -159,6 +159,27 @@ def test_formula_cells_and_markup_are_kept_as_typed_with_a_message(db):
                      "@SUM(1)": "-1+1"}
 
 
+def test_hostile_vcards_are_refused_or_kept_inert_card_by_card(db):
+    cards = ("BEGIN:VCARD\nVERSION:3.0\nFN:=cmd|' /C calc'!A0\nORG:<b>Evil</b>\n"
+             "TEL:+7 916 000-00-11\nEND:VCARD\n"
+             "BEGIN:VCARD\nVERSION:3.0\nFN:<script>alert(1)</script>\nTEL:javascript:1\n"
+             "END:VCARD\n"
+             "BEGIN:VCARD\nVERSION:4.0\nFN:No End\nTEL:+7 916 000-00-12\n")
+    rows = by_row(imported(db, cards))
+    assert rows[1].action == "add" and any("kept as text" in m for m in rows[1].messages)
+    assert rows[2].action == "refused" and "no valid phone number" in rows[2].messages
+    assert rows[3].action == "refused" and "the card has no END:VCARD" in rows[3].messages
+    assert [(c["name"], c["company"]) for c in list_contacts(db)[0]] == [
+        ("=cmd|' /C calc'!A0", "<b>Evil</b>")]
+
+
+def test_a_vcard_21_in_quoted_printable_is_read():
+    card = ("BEGIN:VCARD\nVERSION:2.1\nN;CHARSET=UTF-8;ENCODING=QUOTED-PRINTABLE:"
+            "=D0=9F=D0=B5=D1=82=D1=80=D0=BE=D0=B2;=D0=98=D0=B2=D0=B0=D0=BD\n"
+            "TEL;CELL:+7 916 000-00-13\nEND:VCARD\n")
+    assert parse_contacts_file(card.encode(), DIGITS).contacts[0].name == "Иван Петров"
+
+
 def test_control_characters_are_dropped(db):
     imported(db, "name,number\n\"Bell\x07 and\x1b[31m red\",+7 916 000-00-07\n")
     assert list_contacts(db)[0][0]["name"] == "Bell and [31m red"
