@@ -369,3 +369,33 @@ def test_contacts_import_of_a_bad_file_is_one_line(cli, tmp_path, content, messa
     assert code != 0 and err.strip() == f"extcdr: {tmp_path / 'missing.csv'}: no such file"
     code, _, err = cli("contacts", "frobnicate", "--db", tmp_path / "module.db")
     assert code != 0 and len(err.strip().splitlines()) == 1
+
+
+def test_files_of_exports_and_mailed_reports_name_callers(pbx, tmp_path):
+    """The context every reader uses (pages, the CLI, the reports' sender) hands the phone
+    book to the filter, and every file written of it has the Contact column."""
+    from openpyxl import load_workbook
+
+    from exports.writers import export_file
+    from mirror.settings import load
+    from pbx.mirror_context import MirrorContext
+    out, path = pbx
+    db = open_module_db(path)
+    try:
+        context = MirrorContext(load(None, {"pbx.phonebook_db": out / PHONEBOOK_DB,
+                                            "pbx.timezone": "Europe/Berlin"}), db)
+        phonebook = context.phonebook_names()
+        booked = {key for key, _ in _incoming(db) if key in phonebook}
+        flt = context.call_filter({"from": "2024-10-01", "to": "2024-10-27",
+                                   "direction": "incoming"})
+        file = tmp_path / "report.xlsx"
+        export_file(file, "xlsx", flt, db, context.clock(), "ru", [])
+        rows = list(load_workbook(file).worksheets[1].iter_rows(values_only=True))
+        column = rows[0].index("Контакт")
+        shown = {row[column] for row in rows[1:]} - {None, ""}
+        inert = {("'" + name if name.startswith("=") else name)
+                 for key, name in phonebook.items() if key in booked}
+        typed = {f"{c['name']} ({c['company']})" for c in list_contacts(db)[0]}
+        assert inert <= shown and shown - inert <= typed
+    finally:
+        db.close()
