@@ -240,8 +240,9 @@ def names_of_keys(db: SqliteDatabase, keys: Iterable[str],
             found[key] = {"name": name, "company": company, "id": contact_id,
                           "source": "contact"}
     for key in keys & (phonebook or {}).keys():
-        known = found.get(key, {"company": "", "id": None})
-        found[key] = {**known, "name": phonebook[key], "source": "phonebook"}
+        # The phone book's entry whole (it has no company); the page still links the contact.
+        found[key] = {"name": phonebook[key], "company": "",
+                      "id": found[key]["id"] if key in found else None, "source": "phonebook"}
     return found
 
 
