@@ -1,4 +1,5 @@
-"""A deterministic demo PBX: MikoPBX's config DB, users-groups DB, call history and recordings.
+"""A deterministic demo PBX: MikoPBX's config DB, users-groups and phone book DBs, call history
+and recordings.
 
 Two parts:
 
@@ -869,7 +870,8 @@ def generate(out: pathlib.Path, calls: int, seed: int, *, end_day: date | None =
              timezone: str = "Europe/Moscow", recordings_limit: int = 2000,
              progress: Callable[[int], None] | None = None, overwrite: bool = False,
              monitor_dir: str = PBX_MONITOR_DIR) -> DemoStats:
-    """Write a demo PBX into `out`: cdr.db, mikopbx.db, the users-groups DB and recordings.
+    """Write a demo PBX into `out`: cdr.db, mikopbx.db, the users-groups and phone book DBs
+    and recordings.
 
     `calls` calls end on `end_day` (default: today in `timezone`). Only the newest
     `recordings_limit` recordings get files under `out/monitor/` (older rows keep their path,
