@@ -126,6 +126,7 @@ def test_an_admin_previews_applies_and_finds_a_contact(open_as, busiest):
     names = tab.page.locator("#calls tr.call td.party .contact-link")
     expect(names.first).to_have_text("<img src=x onerror=alert(1)>Qwzx")
     assert names.count() == len(expected)
+    screenshot(tab, "contacts-in-history.png")
     assert tab.dialogs == []                         # no markup ran as script
 
 
@@ -139,6 +140,7 @@ def test_a_russian_admin_reads_the_preview_in_russian(open_as):
     assert refused.locator("td.action").inner_text() == "отклонено"
     assert "нет правильного номера телефона" in refused.locator("td.messages").inner_text()
     assert tab.page.locator('tr.import-row[data-row="3"] td.name').inner_text() == "Полный"
+    screenshot(tab, "contacts-import-preview-ru.png")
 
 
 def test_an_operator_sees_names_and_only_their_calls_of_a_contact(open_as, busiest):
