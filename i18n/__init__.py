@@ -278,6 +278,7 @@ RUSSIAN = {
     "No calls with these numbers.": "Звонков с этими номерами нет.",
     "Older calls": "Более ранние звонки", "Import refused": "Импорт отклонён",
     "Only an admin may change the contacts.": "Изменять контакты может только администратор.",
+    "Rows without a message not shown": "Не показано строк без сообщений",
 }
 
 # Titles with a number in them (mirror.analytics): the English pattern and the Russian.

@@ -143,6 +143,20 @@ def test_a_russian_admin_reads_the_preview_in_russian(open_as):
     screenshot(tab, "contacts-import-preview-ru.png")
 
 
+def test_a_big_file_goes_through_nginx_and_its_preview_stays_short(open_as):
+    note = "n" * 1500
+    rows = "".join(f"Person {i},+7 900 {i:07d},{note}\n" for i in range(1000))
+    content = ("name,number,note\n" + rows + "Bad,12,\n").encode()
+    assert len(content) > 1024 * 1024                # more than nginx's default body size
+    tab = open_as("admin")
+    assert tab.page.goto(tab.url("contacts")).status == 200
+    upload(tab, content)
+    assert tab.page.locator(".import-counts .count-add .value").inner_text() == "1000"
+    expect(tab.page.locator("tr.import-row")).to_have_count(201)
+    expect(tab.page.locator('tr.import-row[data-row="1002"]')).to_contain_text("refused")
+    expect(tab.page.locator("tr.more-rows")).to_contain_text("800")
+
+
 def test_an_operator_sees_names_and_only_their_calls_of_a_contact(open_as, busiest):
     admin = open_as("admin")
     admin.page.goto(admin.url("contacts", q="Qwzx"))

@@ -24,7 +24,8 @@ contacts_pages = Blueprint("contacts", __name__)
 
 PAGE = 50
 PENDING_FOR_S = 1800          # a previewed file waits this long for "apply"
-PENDING_LIMIT = 20            # previewed files kept at once (the oldest is dropped)
+PENDING_LIMIT = 8             # previewed files kept at once (the oldest is dropped)
+PREVIEW_QUIET_ROWS = 200      # rows without a message the preview lists (those with all are)
 _FAR_FUTURE_MS = 2**62
 
 
@@ -147,7 +148,7 @@ def preview():
         return _import_refused(str(error), 400)
     token = _pending().keep(g.user.name, data)
     return render_template("contacts/preview.html", plan=plan, token=token,
-                           file_name=upload.filename[:200])
+                           file_name=upload.filename[:200], quiet_rows=PREVIEW_QUIET_ROWS)
 
 
 @contacts_pages.post("/contacts/import/<token>")
