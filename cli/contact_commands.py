@@ -82,5 +82,6 @@ def _list(args) -> int:
         company = f" ({contact['company']})" if contact["company"] else ""
         print(f"{contact['id']:>6}  {contact['name']}{company}  {', '.join(contact['numbers'])}"
               + (f"  {contact['email']}" if contact["email"] else ""))
-    print(f"{total:,} contacts" + (f" matching {args.search!r}" if args.search else ""))
+    print(f"{total:,} contact{'' if total == 1 else 's'}"
+          + (f" matching {args.search!r}" if args.search else ""))
     return 0

@@ -351,7 +351,7 @@ def test_contacts_import_prints_the_preview_and_dry_run_saves_nothing(cli, tmp_p
     assert "0 to add, 0 to update, 2 unchanged, 1 refused" in out
     code, out, _ = cli("contacts", "list", "--db", db, "--search", "ромашка")
     assert "Иван Петров (ООО Ромашка)" in out and out.splitlines()[-1] == \
-        "1 contacts matching 'ромашка'"
+        "1 contact matching 'ромашка'"
 
 
 @pytest.mark.parametrize("content, message", [
