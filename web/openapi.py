@@ -1,0 +1,2 @@
+from flask import Blueprint
+openapi = Blueprint("openapi", __name__)
