@@ -30,9 +30,9 @@ from web.history import history
 from web.jobs import ExportJobs
 from web.openapi import openapi
 from web.recordings import recordings
+from web.report_views import reports
 from web.tokens_admin import tokens_admin
 from web.worklist import worklist_api
-from web.report_views import reports
 
 STATIC = Path(__file__).parent / "static"
 log = logging.getLogger("extcdr.web")

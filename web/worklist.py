@@ -8,7 +8,7 @@ from dataclasses import replace
 
 from flask import Blueprint, g, jsonify, request
 
-from mirror.queries import DAY_MS, QueryError, decode_cursor, encode_cursor, employee_names
+from mirror.queries import DAY_MS, QueryError, decode_cursor, employee_names, encode_cursor
 from mirror.records import call_record, iso_time
 from mirror.worklist import WorklistError, mark_handled, unmark_handled, worklist
 from web.api import handled_record, page_size, visible_call
