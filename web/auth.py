@@ -77,9 +77,9 @@ def require_user():
     then never believed)."""
     if on_login_page() or request.endpoint in PUBLIC_ENDPOINTS:
         return None
-    authorization = request.headers.get("Authorization", "")
-    if authorization[:7].lower() == "bearer ":
-        return _token_user(authorization[7:].strip())
+    scheme, _, credentials = request.headers.get("Authorization", "").strip().partition(" ")
+    if scheme.lower() == "bearer":
+        return _token_user(credentials.strip())
     login = in_process_login()
     if login is not None:
         g.user = login.user()
