@@ -1,9 +1,9 @@
 """`extcdr`: one entry point, one subcommand per job, one module per group of commands:
 `cli.mirror` (the mirror: sync, calls, export, status, migrate), `cli.stats` (analytics
-reports), `cli.work` (working with
-calls: comment, tag, delete), `cli.tokens` (API tokens), `cli.serve` (the module's processes: daemon, web), `cli.module`
-(the module on a PBX: package, install … uninstall, licence). Another group plugs in through `main(groups=…)` (the development tree's stand-in
-PBX: `python -m standin`). Errors are one line on stderr."""
+reports), `cli.work` (working with calls: comment, tag, delete), `cli.tokens` (API tokens),
+`cli.serve` (the module's processes: daemon, web), `cli.module` (the module on a PBX: package,
+install … uninstall, licence). Another group plugs in through `main(groups=…)` (the
+development tree's stand-in PBX: `python -m standin`). Errors are one line on stderr."""
 from __future__ import annotations
 
 import sqlite3
