@@ -449,6 +449,14 @@ def _without_last_migration(code: str) -> str:
 # The code of the release before the last schema step (14: contacts, webhooks, API tokens,
 # handled calls), as it used the tables then. Whoever adds a step puts its code here.
 BEFORE_LAST_STEP: dict[str, list[tuple[str, str]]] = {
+    # API tokens and handled calls: the Unreturned tab and its counter knew no handled calls
+    "mirror/queries.py": [(
+        """    "unreturned": ((Call.status == "missed") & Call.returned_by.is_null()
+                   & ~fn.EXISTS(CallHandled.select(CallHandled.linkedid)
+                                .where(CallHandled.linkedid == Call.linkedid))),""",
+        """    "unreturned": (Call.status == "missed") & Call.returned_by.is_null(),""")],
+    "mirror/analytics.py": [
+        ('    counts["unreturned"] -= sum(handled_unreturned(flt, db).values())\n', "")],
 }
 
 
