@@ -1,6 +1,6 @@
 """`extcdr`: one entry point, one subcommand per job, one module per group of commands:
 `cli.mirror` (the mirror: sync, calls, export, status, migrate), `cli.stats` (analytics
-reports), `cli.work` (working with calls: comment, tag, delete), `cli.tokens` (API tokens),
+reports), `cli.work` (working with calls: comment, tag, delete), `cli.api_tokens` (API tokens),
 `cli.serve` (the module's processes: daemon, web), `cli.module` (the module on a PBX: package,
 install … uninstall, licence). Another group plugs in through `main(groups=…)` (the
 development tree's stand-in PBX: `python -m standin`). Errors are one line on stderr."""
@@ -12,7 +12,7 @@ from types import ModuleType
 
 import peewee
 
-from cli import mirror, module, serve, stats, tokens, work
+from cli import api_tokens, mirror, module, serve, stats, work
 from cli.base import CliError, Parser
 from mirror.database import ModuleDbError, readable_error
 from mirror.queries import QueryError
@@ -21,7 +21,7 @@ from pbxmodule.errors import LifecycleError, MarketplaceError
 
 # Each group: `add_commands(subparsers) -> {name: command}`; a later group may add to the
 # commands of an earlier one (their parsers are in `subparsers.choices`).
-GROUPS: tuple[ModuleType, ...] = (mirror, stats, work, tokens, serve, module)
+GROUPS: tuple[ModuleType, ...] = (mirror, stats, work, api_tokens, serve, module)
 
 
 def main(argv: list[str] | None = None, groups: tuple[ModuleType, ...] = GROUPS) -> int:

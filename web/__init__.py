@@ -32,7 +32,7 @@ from web.openapi import openapi
 from web.recordings import recordings
 from web.report_views import reports
 from web.tokens_admin import tokens_admin
-from web.worklist import worklist_api
+from web.worklist_api import worklist_api
 
 STATIC = Path(__file__).parent / "static"
 log = logging.getLogger("extcdr.web")
