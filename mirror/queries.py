@@ -461,6 +461,12 @@ def handled_unreturned(f: CallFilter, db: SqliteDatabase) -> dict[tuple[str, str
     (direction, status): the hourly counters count them as unreturned, the Unreturned tab does
     not show them. Read from the handled calls of the period (few, by their index) each
     looked up in the filter, never from the period's calls."""
+    return {(direction, status): n
+            for direction, status, n in db.execute_sql(*handled_unreturned_sql(f, db))}
+
+
+def handled_unreturned_sql(f: CallFilter, db: SqliteDatabase) -> tuple[str, tuple]:
+    """The query of `handled_unreturned` and its parameters."""
     calls, params = (calls_query(replace(f, tab="all", after=None, limit=None), db,
                                  counting=True)
                      .select(Call.linkedid, Call.direction, Call.status)
@@ -468,11 +474,9 @@ def handled_unreturned(f: CallFilter, db: SqliteDatabase) -> dict[tuple[str, str
                      .order_by().sql())
     # CROSS JOIN: SQLite reads the handled calls first and looks each up in the filter. A
     # call's start can move a little after it was handled (more legs): the range is wider.
-    rows = db.execute_sql(
-        f"SELECT c.direction, c.status, count(*) FROM call_handled h CROSS JOIN ({calls}) AS c "
-        f"ON c.linkedid = h.linkedid WHERE h.start_ms >= ? AND h.start_ms < ? "
-        f"GROUP BY c.direction, c.status", (*params, f.start_ms - DAY_MS, f.end_ms + DAY_MS))
-    return {(direction, status): n for direction, status, n in rows}
+    return (f"SELECT c.direction, c.status, count(*) FROM call_handled h CROSS JOIN ({calls}) "
+            f"AS c ON c.linkedid = h.linkedid WHERE h.start_ms >= ? AND h.start_ms < ? "
+            f"GROUP BY c.direction, c.status", (*params, f.start_ms - DAY_MS, f.end_ms + DAY_MS))
 
 
 def _calls_of(extensions, f: CallFilter, *, placed: bool = False):

@@ -19,7 +19,7 @@ from waitress import create_server
 from mirror.analytics import tab_counts
 from mirror.database import open_module_db
 from mirror.pbxtime import PbxClock
-from mirror.queries import call_filter, calls_query
+from mirror.queries import Visibility, call_filter, calls_query, handled_unreturned_sql
 from mirror.settings import load
 from mirror.tokens import create_token, revoke_token
 from tests.mirror import mirrored_demo
@@ -304,6 +304,20 @@ def test_the_unreturned_counter_stays_exact_over_whole_hours(server, pbx):
     for call in listed[:3]:
         call_api(server, f"/api/v1/worklist/unreturned/{call['linkedid']}/handled",
                  token=token, method="DELETE")
+
+
+@pytest.mark.parametrize("narrowed", [{}, {"visible_to": Visibility(("201",))},
+                                      {"number": "916"}, {"directions": ["incoming"]}])
+def test_the_counter_reads_the_handled_calls_by_their_index_not_the_period(pbx, narrowed):
+    db = open_module_db(pbx, readonly=True)
+    try:
+        flt = replace(call_filter(PERIOD, PbxClock("Europe/Berlin"), NOW_MS / 1000), **narrowed)
+        sql, params = handled_unreturned_sql(flt, db)
+        plan = [row[3] for row in db.execute_sql("EXPLAIN QUERY PLAN " + sql, params)]
+    finally:
+        db.close()
+    assert plan[0].startswith("SEARCH h USING COVERING INDEX call_handled_period"), plan
+    assert plan[1].startswith("SEARCH t1 USING INDEX sqlite_autoindex_call_1 (linkedid=?"), plan
 
 
 def test_handled_only_for_visible_unreturned_missed_calls(server, pbx):
