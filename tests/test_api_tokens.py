@@ -236,7 +236,11 @@ def test_the_worklist_refuses_what_it_chooses_itself(server):
                                 params=params)
         assert status == 400 and body["error"]
     status, body = get_json(server, "/api/v1/worklist/unreturned", user="anna")
-    assert status == 200                                # the last 7 days (none in the demo)
+    assert status == 200 and body["calls"] == []        # the last 7 days (none in the demo)
+    old = worklist(server, user="anna")[0]["linkedid"]
+    status, body = get_json(server, "/api/v1/worklist/unreturned", user="anna",
+                            params={"number": old})        # a linkedid names its own period
+    assert status == 200 and [c["linkedid"] for c in body["calls"]] == [old]
 
 
 def unreturned_tab(base) -> tuple[int, list[str]]:

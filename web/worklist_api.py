@@ -4,11 +4,10 @@ user's visibility applies as everywhere: a call they may not see is 404."""
 from __future__ import annotations
 
 import time
-from dataclasses import replace
 
 from flask import Blueprint, g, jsonify, request
 
-from mirror.queries import DAY_MS, QueryError, decode_cursor, employee_names, encode_cursor
+from mirror.queries import QueryError, decode_cursor, employee_names, encode_cursor
 from mirror.records import call_record, iso_time
 from mirror.worklist import WorklistError, mark_handled, unmark_handled, worklist
 from web.api import handled_record, page_size, visible_call
@@ -49,9 +48,10 @@ def unreturned():
                          f"unreturned missed calls")
     page = page_size(params.pop("limit", None))
     after = decode_cursor(params.pop("cursor", None))
-    flt = request_filter(params)
     if not any(params.get(name) for name in ("period", "from", "to")):
-        flt = replace(flt, start_ms=int(time.time() * 1000) - DEFAULT_DAYS * DAY_MS)
+        params["from"] = clock().to_local(time.time() - DEFAULT_DAYS * 86_400).isoformat(
+            timespec="seconds")
+    flt = request_filter(params)
     rows = worklist(flt, mirror(), page + 1, after)
     tz, names = clock().tz, employee_names(mirror())
     last = rows[page - 1] if len(rows) > page else None
