@@ -1,7 +1,8 @@
 """Who is asking. nginx (the PBX admin shell) authenticates each request through the module's
 access check (a lua block asking the admin cabinet) and sets these headers; a request that does
 not carry the shared proxy token did not come through it, and its identity headers are not
-believed."""
+believed. Scripts send an API token instead (`Authorization: Bearer`, mirror.tokens), which
+opens the API only."""
 from __future__ import annotations
 
 import hashlib
