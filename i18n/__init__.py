@@ -267,18 +267,42 @@ RUSSIAN = {
     "телефон, почта, примечание, код; несколько номеров — в одной ячейке или в нескольких "
     "колонках) или файл vCard (.vcf). Сначала вы увидите, что изменится; повторный импорт "
     "того же файла обновляет его контакты.",
-    "At most": "Не больше", "File": "Файл", "Preview": "Просмотр",
+    "At most": "Не больше", "Preview": "Просмотр",
     "Imported": "Импортировано", "contacts added": "добавлено контактов",
     "contacts updated": "обновлено контактов", "rows refused": "отклонено строк",
     "refused": "отклонено", "add": "добавить", "update": "обновить", "unchanged": "без изменений",
     "to add": "добавить", "to update": "обновить",
     "Nothing is saved until you apply.": "Ничего не сохранится, пока вы не примените импорт.",
     "Row": "Строка", "Action": "Действие", "Messages": "Сообщения",
-    "One number a line.": "По одному номеру в строке.", "Edit": "Изменить",
+    "One number a line.": "По одному номеру в строке.",
     "No calls with these numbers.": "Звонков с этими номерами нет.",
     "Older calls": "Более ранние звонки", "Import refused": "Импорт отклонён",
     "Only an admin may change the contacts.": "Изменять контакты может только администратор.",
     "Rows without a message not shown": "Не показано строк без сообщений",
+    # API tokens (web.tokens_admin) and calls handled from a CRM (the worklist)
+    "API tokens": "API-токены",
+    "For scripts and CRMs without a browser session: they send the token as Authorization: "
+    "Bearer to the API (api/v1), never to the pages.":
+    "Для скриптов и CRM без сеанса браузера: токен передаётся в заголовке Authorization: "
+    "Bearer к API (api/v1), страницы им не открываются.",
+    "The new token, shown this once: copy it now":
+    "Новый токен показан только сейчас: скопируйте его",
+    "Only a digest of it is kept: it cannot be shown again. Lost, it is revoked and another "
+    "one created.":
+    "Хранится только его хеш: показать токен снова нельзя. Потерянный токен отзывают и "
+    "создают новый.",
+    "The new token": "Новый токен", "Copy": "Копировать", "Role": "Роль",
+    "Extensions": "Номера", "Created": "Создан", "Last used": "Последнее использование",
+    "Expires": "Истекает", "never": "никогда", "revoked": "отозван", "expired": "истёк",
+    "Revoke": "Отозвать", "No API tokens yet.": "API-токенов пока нет.",
+    "New token": "Новый токен", "Who uses it: the CRM, a script": "Кто им пользуется: CRM, скрипт",
+    "Extensions (an operator's)": "Номера (для оператора)",
+    "Expires after (days)": "Истекает через (дней)", "Create token": "Создать токен",
+    "For a CRM or a script pulling missed calls to call back (the worklist).":
+    "Для CRM или скрипта, забирающих пропущенные звонки, по которым нужно перезвонить.",
+    "Handled": "Обработан", "handled by": "обработал",
+    "admin": "администратор", "supervisor": "руководитель", "operator": "оператор",
+    "Only an admin may manage API tokens.": "API-токенами управляет только администратор.",
 }
 
 # Titles with a number in them (mirror.analytics): the English pattern and the Russian.
@@ -380,6 +404,21 @@ _RUSSIAN_ERRORS = tuple((re.compile(pattern), russian) for pattern, russian in (
     (r"give the supervisor's login \(at most (\d+) characters\)",
      "укажите логин руководителя (не больше {0} символов)"),
     (r"service level must be 0 to (\d+) seconds", "уровень сервиса — от 0 до {0} секунд"),
+    (r"give the token a name \(who uses it: the CRM, a script\)",
+     "укажите название токена (кто им пользуется: CRM, скрипт)"),
+    (r"a token name has at most (\d+) characters", "в названии токена не больше {0} символов"),
+    (r"a token name is plain text: .*",
+     "название токена — простой текст, без символов < > & \" ' `"),
+    (r"unknown role (.*); use one of: (.*)", "нет такой роли: {0}; допустимы: {1}"),
+    (r"bad extension (.*): give extension numbers, comma-separated",
+     "неверный номер {0}: укажите внутренние номера через запятую"),
+    (r"an operator's token needs the extensions whose calls it may see",
+     "токену оператора нужны номера, звонки которых он может видеть"),
+    (r"a (\w+)'s token sees every call: give extensions to an operator's token only",
+     "токен с ролью {0} видит все звонки: номера указывают только для оператора"),
+    (r"a token expires after 1 to (\d+) days", "токен истекает через 1–{0} дней"),
+    (r"expires after \(days\) must be a whole number from ([\d,]+) to ([\d,]+), not (.*)",
+     "«Истекает через» — целое число дней от {0} до {1}, а не {2}"),
     (r"choose what to send: the call list or one of the analytics reports \((.*)\)",
      "выберите, что отправлять: список звонков или один из отчётов аналитики ({0})"),
     # contacts and their files (mirror.contact_files, mirror.contacts, web.contacts)

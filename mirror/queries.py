@@ -16,8 +16,9 @@ from peewee import SQL, SqliteDatabase, Tuple, fn
 from mirror.annotations import AnnotationError, notes_read, tag_ids, with_notes
 from mirror.calls import DIRECTIONS, NUMBER_MATCH_DIGITS, STATUSES
 from mirror.contacts import keys_named
-from mirror.models import (Call, CallEmployee, CallGone, CallHangup, CallName, CallNumber, CallTag,
-                           Comment, Employee, GroupMember, Leg, LiveCall, SyncState)
+from mirror.models import (Call, CallEmployee, CallGone, CallHandled, CallHangup, CallName,
+                           CallNumber, CallTag, Comment, Employee, GroupMember, Leg, LiveCall,
+                           SyncState)
 from mirror.pbxtime import linkedid_epoch_ms
 
 LIST_FIELDS = ("missed_by", "transferred_to", "employees", "recordings")
@@ -187,7 +188,10 @@ TABS = {
     "missed": Call.status == "missed",
     "outgoing": Call.direction == "outgoing",
     "internal": Call.direction == "internal",
-    "unreturned": (Call.status == "missed") & Call.returned_by.is_null(),
+    # missed, nobody called back, and not marked handled from a CRM (the worklist's calls)
+    "unreturned": ((Call.status == "missed") & Call.returned_by.is_null()
+                   & ~fn.EXISTS(CallHandled.select(CallHandled.linkedid)
+                                .where(CallHandled.linkedid == Call.linkedid))),
 }
 # Who hung up (mirror.hangups), and `unknown` for calls the daemon did not see end.
 HANGUP_SIDES = ("caller", "callee", "pbx", "unknown")
@@ -461,6 +465,29 @@ def tag_counts(f: CallFilter, db: SqliteDatabase, period_calls: int) -> dict[int
               else f"call_tag ct CROSS JOIN ({calls}) AS c")
     return dict(db.execute_sql(f"SELECT ct.tag_id, count(*) FROM {joined} "
                                f"ON ct.linkedid = c.linkedid GROUP BY ct.tag_id", params))
+
+
+def handled_unreturned(f: CallFilter, db: SqliteDatabase) -> dict[tuple[str, str], int]:
+    """How many calls of the filter are missed, not called back and marked handled, per
+    (direction, status): the hourly counters count them as unreturned, the Unreturned tab does
+    not show them. Read from the handled calls of the period (few, by their index) each
+    looked up in the filter, never from the period's calls."""
+    return {(direction, status): n
+            for direction, status, n in db.execute_sql(*handled_unreturned_sql(f, db))}
+
+
+def handled_unreturned_sql(f: CallFilter, db: SqliteDatabase) -> tuple[str, tuple]:
+    """The query of `handled_unreturned` and its parameters."""
+    calls, params = (calls_query(replace(f, tab="all", after=None, limit=None), db,
+                                 counting=True)
+                     .select(Call.linkedid, Call.direction, Call.status)
+                     .where(Call.status == "missed", Call.returned_by.is_null())
+                     .order_by().sql())
+    # CROSS JOIN: SQLite reads the handled calls first and looks each up in the filter. A
+    # call's start can move a little after it was handled (more legs): the range is wider.
+    return (f"SELECT c.direction, c.status, count(*) FROM call_handled h CROSS JOIN ({calls}) "
+            f"AS c ON c.linkedid = h.linkedid WHERE h.start_ms >= ? AND h.start_ms < ? "
+            f"GROUP BY c.direction, c.status", (*params, f.start_ms - DAY_MS, f.end_ms + DAY_MS))
 
 
 def _calls_of(extensions, f: CallFilter, *, placed: bool = False):

@@ -482,9 +482,13 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         # call; operator: the calls of `extensions`, a JSON list)
         """CREATE TABLE call_handled (
             linkedid TEXT PRIMARY KEY,
+            start_ms INTEGER NOT NULL,
             handled_by TEXT NOT NULL,
             at_ms INTEGER NOT NULL,
             note TEXT NOT NULL DEFAULT '') WITHOUT ROWID""",
+        # `start_ms`: the call's start, so that the tab counters find the handled calls of a
+        # period by an index range (they subtract them from the hourly counters)
+        "CREATE INDEX call_handled_period ON call_handled (start_ms)",
     ),
 )
 

@@ -454,6 +454,14 @@ BEFORE_LAST_STEP: dict[str, list[tuple[str, str]]] = {
     "mirror/contacts.py": [
         ("    keys = {key for key in keys if key}\n", "    return {}\n"),
         ("    part = part.strip().casefold()\n", "    return []\n")],
+    # API tokens and handled calls: the Unreturned tab and its counter knew no handled calls
+    "mirror/queries.py": [(
+        """    "unreturned": ((Call.status == "missed") & Call.returned_by.is_null()
+                   & ~fn.EXISTS(CallHandled.select(CallHandled.linkedid)
+                                .where(CallHandled.linkedid == Call.linkedid))),""",
+        """    "unreturned": (Call.status == "missed") & Call.returned_by.is_null(),""")],
+    "mirror/analytics.py": [
+        ('    counts["unreturned"] -= sum(handled_unreturned(flt, db).values())\n', "")],
 }
 
 

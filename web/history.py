@@ -24,6 +24,7 @@ from mirror.queries import (DAY_MS, HANGUP_SIDES, PERIODS, TABS, QueryError, cal
 from mirror.report_rows import reports_using
 from mirror.userdata import (UserDataError, default_filter, delete_filter, make_default,
                              save_filter, saved_filters, set_user_setting)
+from mirror.worklist import handled
 from web.api import visible_call
 from web.auth import check_csrf
 from web.context import (mirror, named, page_params, request_filter, typed_params, user_db,
@@ -106,7 +107,8 @@ def details(linkedid: str):
     recording_of_leg = {path: n for n, path in enumerate(row["recordings"], start=1)}
     return render_template("history/details.html", call=row, legs=legs, recordings=recordings,
                            recording_of_leg=recording_of_leg, names=_employee_names(),
-                           all_tags=tag_list(mirror()), deletions=deletions_of(mirror(), linkedid))
+                           all_tags=tag_list(mirror()), deletions=deletions_of(mirror(), linkedid),
+                           handled=handled(mirror(), linkedid))
 
 
 @history.get("/calls/<linkedid>/row")
