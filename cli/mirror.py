@@ -23,6 +23,7 @@ from mirror.records import call_record, live_record
 from pbx.cdr import CdrSource, SourceBusy
 from pbx.config import groups_db_beside
 from pbx.mirror_context import MirrorContext
+from pbx.phonebook import phonebook_db_beside
 
 
 def add_commands(sub) -> dict:
@@ -206,7 +207,9 @@ def filter_params(args) -> dict[str, object]:
 
 def mirror_context(args, db) -> MirrorContext:
     """The mirror's context for what this command prints (see `add_timezone_arguments`)."""
-    settings = settings_module.load(args.config, {"pbx.config_db": args.pbx_db})
+    beside = phonebook_db_beside(args.pbx_db) if args.pbx_db else None
+    settings = settings_module.load(args.config, {"pbx.config_db": args.pbx_db,
+                                                  "pbx.phonebook_db": beside})
     return MirrorContext(settings, db)
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from cli.base import CliError, setup_logging
 from mirror import settings as settings_module
 from pbx.config import groups_db_beside
+from pbx.phonebook import phonebook_db_beside
 
 # No thread waits for an open page (live updates go through nginx), so a few threads serve
 # every request; more only contend for the interpreter (measured: 16 threads answered 89 API
@@ -23,7 +24,8 @@ def add_commands(sub) -> dict:
                         help="override one setting (repeatable)")
     daemon.add_argument("--cdr-db", type=Path, help="same as --set pbx.cdr_db=PATH")
     daemon.add_argument("--pbx-db", type=Path, help="same as --set pbx.config_db=PATH (and "
-                        "pbx.groups_db, ModuleUsersGroups' DB, when found beside it)")
+                        "pbx.groups_db and pbx.phonebook_db, ModuleUsersGroups' and "
+                        "ModulePhoneBook's DBs, when found beside it)")
     daemon.add_argument("--db", type=Path, help="same as --set module.db=PATH")
     daemon.add_argument("--syslog", action="store_true", help="log to syslog, not stderr")
 
@@ -54,6 +56,7 @@ def daemon_settings(args) -> settings_module.Settings:
     overrides = {"pbx.cdr_db": args.cdr_db, "pbx.config_db": args.pbx_db, "module.db": args.db}
     if args.pbx_db is not None:           # as `extcdr sync --pbx-db`: groups found beside it
         overrides["pbx.groups_db"] = groups_db_beside(args.pbx_db)
+        overrides["pbx.phonebook_db"] = phonebook_db_beside(args.pbx_db)
     for item in args.set:
         key, sep, value = item.partition("=")
         if not sep:

@@ -21,6 +21,7 @@ from openpyxl.utils import get_column_letter
 
 from i18n import PERIOD_LABELS, STATUS_LABELS, TAB_LABELS, translator
 from i18n.hangup_words import hangup_words, side_words
+from mirror.contacts import contact_label, with_contacts
 from mirror.models import Employee
 from mirror.queries import CallFilter, QueryError, call_rows, calls_query
 from mirror.records import call_record
@@ -52,6 +53,7 @@ EXPORT_COLUMNS = (
     Column("direction", "Direction", 12),
     Column("src", "Who", 18), Column("src_name", "Who (name)", 22),
     Column("dst", "Whom", 18), Column("dst_name", "Whom (name)", 22),
+    Column("contact", "Contact", 26),
     Column("line", "Line", 16), Column("did", "DID", 16),
     Column("status", "Status", 18),
     Column("answered_by", "Answered by", 14), Column("missed_by", "Missed by", 18),
@@ -62,8 +64,9 @@ EXPORT_COLUMNS = (
     Column("tags", "Tags", 17), Column("comments", "Comments", 28),
     Column("linkedid", "Call ID", 26),
 )
-COLUMNS_OF_PAGE = {"direction": ("direction",), "time": ("time",), "src": ("src", "src_name"),
-                   "dst": ("dst", "dst_name"), "line": ("line", "did"), "status": ("status",),
+COLUMNS_OF_PAGE = {"direction": ("direction",), "time": ("time",),
+                   "src": ("src", "src_name", "contact"), "dst": ("dst", "dst_name", "contact"),
+                   "line": ("line", "did"), "status": ("status",),
                    "answered": ("answered_by", "missed_by"), "queue": ("queue", "queue_wait"),
                    "wait": ("wait",), "talk": ("talk", "hangup"), "record": ("recordings",),
                    "notes": ("tags", "comments")}
@@ -144,6 +147,8 @@ class CallCells:
             return neutralised(", ".join(tag["name"] for tag in row["tags"]))
         if key == "comments":
             return neutralised("; ".join(f"{c['author']}: {c['text']}" for c in row["comments"]))
+        if key == "contact":
+            return neutralised(contact_label(row.get("contact")))
         return neutralised(row[key] or "")
 
 
@@ -281,8 +286,10 @@ class _Counted:
 
 
 def rows_of(flt: CallFilter, db) -> Iterator[dict]:
-    """Every call of the filter, newest first, streamed (no limit, no page)."""
-    return call_rows(calls_query(replace(flt, limit=None, after=None), db))
+    """Every call of the filter, newest first, streamed (no limit, no page), each with the
+    name of its outside number (`contact`)."""
+    return with_contacts(call_rows(calls_query(replace(flt, limit=None, after=None), db)), db,
+                         flt.phonebook)
 
 
 def write_xlsx(out: Path, rows: Iterable[dict], cells: CallCells,

@@ -248,6 +248,61 @@ RUSSIAN = {
     "Calls by hour and weekday": "Звонки по часам и дням недели",
     "Heat map": "Тепловая карта", "About": "Об отчёте",
     "What to send": "Что отправлять", "Call list": "Список звонков",
+    # Contacts (web.contacts, the exports' column)
+    "Contacts": "Контакты", "Contact": "Контакт", "Company": "Компания", "Numbers": "Номера",
+    "E-mail": "Эл. почта", "Note": "Примечание", "Source": "Источник",
+    "imported": "импортирован", "typed": "введён вручную",
+    "Names for outside numbers: the PBX's phone book first, then these contacts, then the "
+    "caller ID the PBX recorded.": "Имена внешних номеров: сначала из телефонной книги АТС, "
+    "затем из этих контактов, затем имя звонящего, записанное АТС.",
+    "Name, company, number...": "Имя, компания, номер...",
+    "New contact": "Новый контакт", "No contacts found.": "Контакты не найдены.",
+    "No contacts yet.": "Контактов пока нет.", "Previous page": "Назад",
+    "Next page": "Вперёд",
+    "Import contacts": "Импорт контактов",
+    "A CSV file with a header (name, company, number, email, note, id; several numbers in one "
+    "cell or columns) or a vCard file (.vcf). You see what it would change before anything is "
+    "saved; importing the same file again updates its contacts.":
+    "Файл CSV с заголовком (name, company, number, email, note, id или имя, компания, "
+    "телефон, почта, примечание, код; несколько номеров — в одной ячейке или в нескольких "
+    "колонках) или файл vCard (.vcf). Сначала вы увидите, что изменится; повторный импорт "
+    "того же файла обновляет его контакты.",
+    "At most": "Не больше", "Preview": "Просмотр",
+    "Imported": "Импортировано", "contacts added": "добавлено контактов",
+    "contacts updated": "обновлено контактов", "rows refused": "отклонено строк",
+    "refused": "отклонено", "add": "добавить", "update": "обновить", "unchanged": "без изменений",
+    "to add": "добавить", "to update": "обновить",
+    "Nothing is saved until you apply.": "Ничего не сохранится, пока вы не примените импорт.",
+    "Row": "Строка", "Action": "Действие", "Messages": "Сообщения",
+    "One number a line.": "По одному номеру в строке.",
+    "No calls with these numbers.": "Звонков с этими номерами нет.",
+    "Older calls": "Более ранние звонки", "Import refused": "Импорт отклонён",
+    "Only an admin may change the contacts.": "Изменять контакты может только администратор.",
+    "Rows without a message not shown": "Не показано строк без сообщений",
+    # API tokens (web.tokens_admin) and calls handled from a CRM (the worklist)
+    "API tokens": "API-токены",
+    "For scripts and CRMs without a browser session: they send the token as Authorization: "
+    "Bearer to the API (api/v1), never to the pages.":
+    "Для скриптов и CRM без сеанса браузера: токен передаётся в заголовке Authorization: "
+    "Bearer к API (api/v1), страницы им не открываются.",
+    "The new token, shown this once: copy it now":
+    "Новый токен показан только сейчас: скопируйте его",
+    "Only a digest of it is kept: it cannot be shown again. Lost, it is revoked and another "
+    "one created.":
+    "Хранится только его хеш: показать токен снова нельзя. Потерянный токен отзывают и "
+    "создают новый.",
+    "The new token": "Новый токен", "Copy": "Копировать", "Role": "Роль",
+    "Extensions": "Номера", "Created": "Создан", "Last used": "Последнее использование",
+    "Expires": "Истекает", "never": "никогда", "revoked": "отозван", "expired": "истёк",
+    "Revoke": "Отозвать", "No API tokens yet.": "API-токенов пока нет.",
+    "New token": "Новый токен", "Who uses it: the CRM, a script": "Кто им пользуется: CRM, скрипт",
+    "Extensions (an operator's)": "Номера (для оператора)",
+    "Expires after (days)": "Истекает через (дней)", "Create token": "Создать токен",
+    "For a CRM or a script pulling missed calls to call back (the worklist).":
+    "Для CRM или скрипта, забирающих пропущенные звонки, по которым нужно перезвонить.",
+    "Handled": "Обработан", "handled by": "обработал",
+    "admin": "администратор", "supervisor": "руководитель", "operator": "оператор",
+    "Only an admin may manage API tokens.": "API-токенами управляет только администратор.",
 }
 
 # Titles with a number in them (mirror.analytics): the English pattern and the Russian.
@@ -349,8 +404,62 @@ _RUSSIAN_ERRORS = tuple((re.compile(pattern), russian) for pattern, russian in (
     (r"give the supervisor's login \(at most (\d+) characters\)",
      "укажите логин руководителя (не больше {0} символов)"),
     (r"service level must be 0 to (\d+) seconds", "уровень сервиса — от 0 до {0} секунд"),
+    (r"give the token a name \(who uses it: the CRM, a script\)",
+     "укажите название токена (кто им пользуется: CRM, скрипт)"),
+    (r"a token name has at most (\d+) characters", "в названии токена не больше {0} символов"),
+    (r"a token name is plain text: .*",
+     "название токена — простой текст, без символов < > & \" ' `"),
+    (r"unknown role (.*); use one of: (.*)", "нет такой роли: {0}; допустимы: {1}"),
+    (r"bad extension (.*): give extension numbers, comma-separated",
+     "неверный номер {0}: укажите внутренние номера через запятую"),
+    (r"an operator's token needs the extensions whose calls it may see",
+     "токену оператора нужны номера, звонки которых он может видеть"),
+    (r"a (\w+)'s token sees every call: give extensions to an operator's token only",
+     "токен с ролью {0} видит все звонки: номера указывают только для оператора"),
+    (r"a token expires after 1 to (\d+) days", "токен истекает через 1–{0} дней"),
+    (r"expires after \(days\) must be a whole number from ([\d,]+) to ([\d,]+), not (.*)",
+     "«Истекает через» — целое число дней от {0} до {1}, а не {2}"),
     (r"choose what to send: the call list or one of the analytics reports \((.*)\)",
      "выберите, что отправлять: список звонков или один из отчётов аналитики ({0})"),
+    # contacts and their files (mirror.contact_files, mirror.contacts, web.contacts)
+    *((rf"{field} is longer than (\d+) characters", f"{russian}: больше {{0}} символов")
+      for field, russian in (("name", "имя"), ("company", "компания"), ("email", "эл. почта"),
+                             ("note", "примечание"), ("uid", "код"))),
+    (r"e-mail (.*) is not an address: left out", "эл. почта {0} — не адрес: пропущена"),
+    (r"no name", "нет имени"),
+    *((rf"{field} starts with (.*): kept as text .*",
+       f"{russian} начинается с {{0}}: сохранено как текст (в выгрузках — текст, не формула)")
+      for field, russian in (("name", "имя"), ("company", "компания"))),
+    (r"no valid phone number", "нет правильного номера телефона"),
+    (r"number (.*)… is longer than (\d+) characters: left out",
+     "номер {0}… длиннее {1} символов: пропущен"),
+    (r"(.*) is not a phone number .*: left out",
+     "{0} — не номер телефона (только цифры, пробелы, + ( ) - .): пропущен"),
+    (r"(.*) is too short for an outside number \(at least (\d+) digits\): left out",
+     "{0} — слишком короткий для внешнего номера (нужно не меньше {1} цифр): пропущен"),
+    (r"more than (\d+) numbers: the rest left out", "больше {0} номеров: остальные пропущены"),
+    (r"the same contact as row (\d+): left out", "тот же контакт, что в строке {0}: пропущен"),
+    (r"the card has no END:VCARD", "у карточки нет END:VCARD"),
+    (r"the file is too big: at most (\d+) MB of contacts at once",
+     "файл слишком большой: не больше {0} МБ контактов за раз"),
+    (r"the file is empty", "файл пуст"),
+    (r"too many contacts: at most (.*) in one file; split it",
+     "слишком много контактов: не больше {0} в одном файле; разделите его"),
+    (r"the file is not readable text .*", "файл не читается как текст (испорченный UTF-16)"),
+    (r"the file is not text .*",
+     "это не текстовый файл (в нём двоичные данные); сохраните его как CSV (UTF-8) или vCard"),
+    (r"unknown text encoding: .*",
+     "неизвестная кодировка: сохраните файл в UTF-8 (или Windows-1251)"),
+    (r"no CSV header line .*", "нет строки заголовка CSV"),
+    (r"line (\d+): not CSV .*", "строка {0}: это не CSV"),
+    (r"the header must name a name .*",
+     "в заголовке нужны колонка имени (или компании) и колонка номера, например "
+     "name,company,number,email,note,id"),
+    (r"line (\d+): outside a BEGIN:VCARD … END:VCARD card",
+     "строка {0}: вне карточки BEGIN:VCARD … END:VCARD"),
+    (r"choose a CSV or vCard file to import", "выберите файл CSV или vCard для импорта"),
+    (r"the preview expired: choose the file again",
+     "просмотр устарел: выберите файл ещё раз"),
 ))
 
 

@@ -18,7 +18,7 @@ from peewee import SqliteDatabase
 
 from mirror.models import Call
 from mirror.queries import (TABS, CallFilter, QueryError, calls_query, counted_by_the_hour,
-                            employee_names)
+                            employee_names, handled_unreturned)
 from mirror.rollups import CALLBACKS, CALLS, EMPLOYEES, LINES, MENUS, QUEUES, Rollup
 
 REPORTS = ("employees", "traffic", "lines", "menus", "queues", "callbacks")
@@ -91,16 +91,18 @@ def build_report(name: str, f: CallFilter, db: SqliteDatabase, clock,
 # --- figures: rollups where they answer, the calls otherwise ------------------------------------
 
 def tab_counts(f: CallFilter, db: SqliteDatabase, *, source: str = "auto") -> dict[str, int]:
-    """How many calls each tab of the history page would show with the rest of the filter."""
+    """How many calls each tab of the history page would show with the rest of the filter.
+    The counters know unreturned calls, not the ones marked handled: those are subtracted."""
     counts = dict.fromkeys(TABS, 0)
-    rows, _ = figures(CALLS, replace(f, tab="all", after=None, limit=None), db,
-                      ("direction", "status", "unreturned"), source=source)
+    flt = replace(f, tab="all", after=None, limit=None)
+    rows, _ = figures(CALLS, flt, db, ("direction", "status", "unreturned"), source=source)
     for direction, status, not_returned, n, _talk, _wait in rows:
         counts["all"] += n
         counts[direction] += n
         if status == "missed":
             counts["missed"] += n
             counts["unreturned"] += n if not_returned else 0
+    counts["unreturned"] -= sum(handled_unreturned(flt, db).values())
     return counts
 
 

@@ -161,6 +161,16 @@ class CallHangup(Base):
     at_ms = IntegerField()
 
 
+class CallHandled(Base):
+    """A missed call marked handled from a CRM or a script (api/v1/worklist): it leaves the
+    worklist and the Unreturned tab. Written by the web process and the CLI."""
+    linkedid = TextField(primary_key=True)
+    start_ms = IntegerField()            # the call's start: the tab counters' index range
+    handled_by = TextField()
+    at_ms = IntegerField()
+    note = TextField(default="")
+
+
 class Employee(Base):
     extension = TextField(primary_key=True)
     name = TextField()

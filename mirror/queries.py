@@ -9,13 +9,16 @@ import json
 import re
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
+from typing import Mapping
 
 from peewee import SQL, SqliteDatabase, Tuple, fn
 
 from mirror.annotations import AnnotationError, notes_read, tag_ids, with_notes
 from mirror.calls import DIRECTIONS, NUMBER_MATCH_DIGITS, STATUSES
-from mirror.models import (Call, CallEmployee, CallGone, CallHangup, CallName, CallNumber, CallTag,
-                           Comment, Employee, GroupMember, Leg, LiveCall, SyncState)
+from mirror.contacts import keys_named
+from mirror.models import (Call, CallEmployee, CallGone, CallHandled, CallHangup, CallName,
+                           CallNumber, CallTag, Comment, Employee, GroupMember, Leg, LiveCall,
+                           SyncState)
 from mirror.pbxtime import linkedid_epoch_ms
 
 LIST_FIELDS = ("missed_by", "transferred_to", "employees", "recordings")
@@ -86,6 +89,10 @@ class CallFilter:
     after: tuple[int, int] | None = None   # keyset cursor: (start_ms, id) of the last row seen
     number_match_digits: int = NUMBER_MATCH_DIGITS   # as the mirror was built (sync_state)
     visible_to: Visibility | None = None   # a restricted user's calls only (None: all)
+    ext_keys: tuple[str, ...] | None = None   # the calls of these match keys (a contact's)
+    # The PBX's phone book (match key -> name) as the filter's reader sees it: a name search
+    # also finds its entries' calls (as it finds the module's contacts').
+    phonebook: Mapping[str, str] | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self):
         if self.end_ms <= self.start_ms:
@@ -181,7 +188,10 @@ TABS = {
     "missed": Call.status == "missed",
     "outgoing": Call.direction == "outgoing",
     "internal": Call.direction == "internal",
-    "unreturned": (Call.status == "missed") & Call.returned_by.is_null(),
+    # missed, nobody called back, and not marked handled from a CRM (the worklist's calls)
+    "unreturned": ((Call.status == "missed") & Call.returned_by.is_null()
+                   & ~fn.EXISTS(CallHandled.select(CallHandled.linkedid)
+                                .where(CallHandled.linkedid == Call.linkedid))),
 }
 # Who hung up (mirror.hangups), and `unknown` for calls the daemon did not see end.
 HANGUP_SIDES = ("caller", "callee", "pbx", "unknown")
@@ -374,6 +384,8 @@ def calls_query(f: CallFilter, db: SqliteDatabase, *, counting: bool = False):
         query = query.where(Call.recordings != "[]" if f.recording else Call.recordings == "[]")
     if f.queues:
         query = query.where(Call.queue.in_(f.queues))
+    if f.ext_keys is not None:
+        query = query.where(Call.ext_key.in_(list(f.ext_keys)))
     query = _annotation_conditions(query, f, db)
     if TABS[f.tab] is not None:
         query = query.where(TABS[f.tab])
@@ -394,11 +406,14 @@ def calls_query(f: CallFilter, db: SqliteDatabase, *, counting: bool = False):
     if f.number:
         search = parse_number_search(f.number, f.number_match_digits)
         named = _employees_named(search.name, db) if search.name else []
+        keys = keys_named(db, search.name, f.phonebook) if search.name else []
         query = _number_condition(query, search, _id_range(period, db),
                                   CallEmployee.select(CallEmployee.call_id).where(
                                       CallEmployee.extension.in_(named),
                                       CallEmployee.start_ms >= f.start_ms,
-                                      CallEmployee.start_ms < f.end_ms) if named else None)
+                                      CallEmployee.start_ms < f.end_ms) if named else None,
+                                  Call.select(Call.id).where(
+                                      Call.ext_key.in_(keys), period) if keys else None)
     if f.after:
         query = query.where(Tuple(Call.start_ms, Call.id) < Tuple(*f.after))
     query = query.order_by(Call.start_ms.desc(), Call.id.desc())
@@ -452,6 +467,29 @@ def tag_counts(f: CallFilter, db: SqliteDatabase, period_calls: int) -> dict[int
                                f"ON ct.linkedid = c.linkedid GROUP BY ct.tag_id", params))
 
 
+def handled_unreturned(f: CallFilter, db: SqliteDatabase) -> dict[tuple[str, str], int]:
+    """How many calls of the filter are missed, not called back and marked handled, per
+    (direction, status): the hourly counters count them as unreturned, the Unreturned tab does
+    not show them. Read from the handled calls of the period (few, by their index) each
+    looked up in the filter, never from the period's calls."""
+    return {(direction, status): n
+            for direction, status, n in db.execute_sql(*handled_unreturned_sql(f, db))}
+
+
+def handled_unreturned_sql(f: CallFilter, db: SqliteDatabase) -> tuple[str, tuple]:
+    """The query of `handled_unreturned` and its parameters."""
+    calls, params = (calls_query(replace(f, tab="all", after=None, limit=None), db,
+                                 counting=True)
+                     .select(Call.linkedid, Call.direction, Call.status)
+                     .where(Call.status == "missed", Call.returned_by.is_null())
+                     .order_by().sql())
+    # CROSS JOIN: SQLite reads the handled calls first and looks each up in the filter. A
+    # call's start can move a little after it was handled (more legs): the range is wider.
+    return (f"SELECT c.direction, c.status, count(*) FROM call_handled h CROSS JOIN ({calls}) "
+            f"AS c ON c.linkedid = h.linkedid WHERE h.start_ms >= ? AND h.start_ms < ? "
+            f"GROUP BY c.direction, c.status", (*params, f.start_ms - DAY_MS, f.end_ms + DAY_MS))
+
+
 def _calls_of(extensions, f: CallFilter, *, placed: bool = False):
     """The ids of the period's calls these employees took part in (`placed`: placed a leg of)."""
     query = CallEmployee.select(CallEmployee.call_id).where(
@@ -480,7 +518,7 @@ def counted_by_the_hour(f: CallFilter) -> bool:
     (mirror.analytics, for the tab counters and the reports)."""
     return (f.visible_to is None and not f.number and not f.employees and not f.groups
             and not f.min_talk and f.max_talk is None and f.recording is None and not f.queues
-            and not f.tags and not f.comment and not f.hangup)
+            and not f.tags and not f.comment and not f.hangup and f.ext_keys is None)
 
 
 def employee_extensions(f: CallFilter, db: SqliteDatabase) -> list[str] | None:
@@ -530,17 +568,22 @@ def _linkedid_forms(linkedid: str) -> list[str]:
     return [linkedid] + ([f"mikopbx-{linkedid}"] if linkedid[:1].isdigit() else [])
 
 
-def _number_condition(query, search: NumberSearch, ids: tuple[int, int], of_employees=None):
+def _number_condition(query, search: NumberSearch, ids: tuple[int, int], of_employees=None,
+                      of_contacts=None):
     """Calls whose numbers (or names) match. The trigram index is searched within the period's
     id range: a common fragment (an area code) would otherwise fetch every match of all time.
-    `of_employees`: the calls of the employees a name search found, also matching."""
+    `of_employees`, `of_contacts`: the calls of the employees and of the contacts (numbers
+    named in the phone book or the module's contacts) a name search found, also matching."""
     if search.prefix == "linkedid":
         return query.where(Call.linkedid.in_(_linkedid_forms(search.value)))
     if search.name:
         phrase = '"' + search.name.replace('"', '""') + '"'
         named = Call.id.in_(CallName.select(CallName.rowid).where(
             SQL("call_name MATCH ?", (phrase,)), CallName.rowid.between(*ids)))
-        return query.where(named if of_employees is None else named | Call.id.in_(of_employees))
+        for also in (of_employees, of_contacts):
+            if also is not None:
+                named = named | Call.id.in_(also)
+        return query.where(named)
     terms = (search.value,) if search.prefix else search.substrings
     match = " AND ".join(f'"{digits}"' for digits in terms)
     query = query.where(Call.id.in_(

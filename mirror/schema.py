@@ -403,6 +403,93 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "DROP TRIGGER call_rollup_changed",
         *CALLS.ddl()[2:],
     ),
+    # 14: contacts and the CRM. Names for outside numbers (an admin's imported or typed
+    # contacts; the PBX's phone book is read where it is), matched by the calls' `ext_key`
+    # (the last N digits); webhooks with an outbox the writer fills in the transaction that
+    # writes the calls (at-least-once: a delivery is marked done only after the receiver said
+    # so) and the log of every attempt; API tokens for scripts (stored as digests); missed
+    # calls marked handled from a CRM (they leave the worklist and the Unreturned tab).
+    (
+        """CREATE TABLE contact (
+            id INTEGER PRIMARY KEY,
+            name TEXT NOT NULL,
+            company TEXT NOT NULL DEFAULT '',
+            numbers TEXT NOT NULL DEFAULT '[]',
+            email TEXT NOT NULL DEFAULT '',
+            note TEXT NOT NULL DEFAULT '',
+            source TEXT NOT NULL,
+            source_key TEXT,
+            updated_ms INTEGER NOT NULL,
+            updated_by TEXT NOT NULL DEFAULT '')""",
+        # `source`: 'import' or 'manual'; `source_key`: what a re-import matches (a vCard's
+        # UID, a CSV row's id column, else its first number's key): updated, never duplicated.
+        "CREATE UNIQUE INDEX contact_source_key ON contact (source_key) "
+        "WHERE source_key IS NOT NULL",
+        """CREATE TABLE contact_number (
+            ext_key TEXT NOT NULL,
+            contact_id INTEGER NOT NULL,
+            number TEXT NOT NULL,
+            PRIMARY KEY (ext_key, contact_id)) WITHOUT ROWID""",
+        "CREATE INDEX contact_number_of ON contact_number (contact_id)",
+        """CREATE TABLE webhook (
+            id INTEGER PRIMARY KEY,
+            name TEXT NOT NULL,
+            url TEXT NOT NULL,
+            secret TEXT NOT NULL,
+            events TEXT NOT NULL,
+            filters TEXT NOT NULL DEFAULT '{}',
+            unreturned_after_min INTEGER NOT NULL DEFAULT 30,
+            enabled INTEGER NOT NULL DEFAULT 1,
+            created_ms INTEGER NOT NULL,
+            created_by TEXT NOT NULL)""",
+        # `events`: JSON list of missed, unreturned, answered, callback; calls that ended
+        # before `created_ms` are history, never sent.
+        """CREATE TABLE outbox (
+            id INTEGER PRIMARY KEY,
+            hook_id INTEGER NOT NULL,
+            event TEXT NOT NULL,
+            linkedid TEXT NOT NULL,
+            idempotency_key TEXT NOT NULL UNIQUE,
+            created_ms INTEGER NOT NULL,
+            due_ms INTEGER NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            state TEXT NOT NULL DEFAULT 'pending')""",
+        # `state`: pending (due at `due_ms`), delivered, failed (gave up; redeliver resets it)
+        "CREATE INDEX outbox_due ON outbox (due_ms) WHERE state = 'pending'",
+        "CREATE INDEX outbox_of_hook ON outbox (hook_id, id)",
+        """CREATE TABLE delivery (
+            id INTEGER PRIMARY KEY,
+            outbox_id INTEGER NOT NULL,
+            at_ms INTEGER NOT NULL,
+            status INTEGER,
+            response TEXT NOT NULL DEFAULT '',
+            duration_ms INTEGER NOT NULL)""",
+        # `status`: the HTTP status (NULL: no answer); `response`: the answer's first 2 KB or
+        # the error, as text
+        "CREATE INDEX delivery_of ON delivery (outbox_id, id)",
+        """CREATE TABLE api_token (
+            id INTEGER PRIMARY KEY,
+            name TEXT NOT NULL,
+            digest TEXT NOT NULL UNIQUE,
+            role TEXT NOT NULL,
+            extensions TEXT NOT NULL DEFAULT '[]',
+            created_by TEXT NOT NULL,
+            created_ms INTEGER NOT NULL,
+            expires_ms INTEGER,
+            revoked_ms INTEGER,
+            last_used_ms INTEGER)""",
+        # `digest`: SHA-256 of the token, shown once; `role`: what it may see (admin: every
+        # call; operator: the calls of `extensions`, a JSON list)
+        """CREATE TABLE call_handled (
+            linkedid TEXT PRIMARY KEY,
+            start_ms INTEGER NOT NULL,
+            handled_by TEXT NOT NULL,
+            at_ms INTEGER NOT NULL,
+            note TEXT NOT NULL DEFAULT '') WITHOUT ROWID""",
+        # `start_ms`: the call's start, so that the tab counters find the handled calls of a
+        # period by an index range (they subtract them from the hourly counters)
+        "CREATE INDEX call_handled_period ON call_handled (start_ms)",
+    ),
 )
 
 LATEST = len(MIGRATIONS)

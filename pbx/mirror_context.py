@@ -8,6 +8,7 @@ import time
 from mirror.pbxtime import PbxClock
 from mirror.queries import CallFilter, Visibility, call_filter, state_value
 from mirror.settings import Settings
+from pbx.phonebook import PhoneBook
 from pbx.zone import PbxZone
 
 
@@ -18,6 +19,7 @@ class MirrorContext:
         self.db = db
         self.zone = PbxZone.of(settings, self._mirrored_timezone)
         self._digits_setting = settings["calls.number_match_digits"]
+        self.phonebook = PhoneBook(settings["pbx.phonebook_db"])
 
     def clock(self) -> PbxClock:
         """The PBX's clock: the same object until the PBX's timezone changes."""
@@ -33,9 +35,15 @@ class MirrorContext:
                     now_s: float | None = None, clock: PbxClock | None = None) -> CallFilter:
         """The filter of `params` on this mirror, in the PBX's time (`clock`: one a caller
         already uses, so that one request or send sees one clock)."""
-        return call_filter(params, clock or self.clock(), time.time() if now_s is None else now_s,
-                           number_match_digits=self.match_digits(),
-                           visible_to=visible_to)
+        digits = self.match_digits()
+        flt = call_filter(params, clock or self.clock(), time.time() if now_s is None else now_s,
+                          number_match_digits=digits, visible_to=visible_to)
+        flt.phonebook = self.phonebook_names(digits)
+        return flt
+
+    def phonebook_names(self, digits: int | None = None) -> dict[str, str]:
+        """The PBX's phone book: match key -> name (empty where there is none)."""
+        return self.phonebook.names(digits or self.match_digits())
 
     def _mirrored_timezone(self) -> str | None:
         return state_value(self.db, "timezone") if self.db is not None else None

@@ -105,6 +105,17 @@ USERS_GROUPS_DDL = (
         user_id INTEGER, group_id INTEGER)""",
 )
 
+# ModulePhoneBook's own DB (custom_modules/ModulePhoneBook/db/module.db), as its model
+# `Models/PhoneBook.php` makes it: `number` the digits its AGI looks up ('1' + the last 9),
+# `number_rep` as typed, `call_id` the name.
+PHONEBOOK_DDL = (
+    """CREATE TABLE IF NOT EXISTS m_PhoneBook (
+        id INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL,
+        number INTEGER, number_rep TEXT, call_id TEXT, search_index TEXT)""",
+    "CREATE INDEX IF NOT EXISTS number ON m_PhoneBook (number)",
+    "CREATE INDEX IF NOT EXISTS CallerID ON m_PhoneBook (call_id)",
+)
+
 
 def create(path: str, statements) -> sqlite3.Connection:
     """Create (or open) a SQLite file in WAL mode, as the PBX keeps its DBs, and run DDL."""

@@ -64,6 +64,7 @@ def prepare(module_dir: Path, pbx: PbxPaths, *, core_licence: bool) -> settings.
     current.setdefault("pbx", {}).update(
         cdr_db=str(pbx.cdr_db), config_db=str(pbx.config_db),
         groups_db=str(module_dir.parent / "ModuleUsersGroups" / "db" / "module.db"),
+        phonebook_db=str(module_dir.parent / "ModulePhoneBook" / "db" / "module.db"),
         recordings_root=str(pbx.recordings))
     current.setdefault("module", {})["db"] = str(module_dir / "db" / "module.db")
     if core_licence:

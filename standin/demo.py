@@ -1,4 +1,5 @@
-"""A deterministic demo PBX: MikoPBX's config DB, users-groups DB, call history and recordings.
+"""A deterministic demo PBX: MikoPBX's config DB, users-groups and phone book DBs, call history
+and recordings.
 
 Two parts:
 
@@ -35,7 +36,8 @@ from mirror.pbxtime import PbxClock
 from mirror.queries import sync_state
 from mirror.report_rows import reports_of
 from mirror.userdata import save_filter
-from pbx.tables import PBX_CONFIG_DDL, USERS_GROUPS_DDL, cdr_column_names, cdr_ddl, create
+from pbx.tables import (PBX_CONFIG_DDL, PHONEBOOK_DDL, USERS_GROUPS_DDL, cdr_column_names, cdr_ddl,
+                        create)
 from reports.definitions import Owner, report_form, save_report
 
 # The scenario kinds `DemoPbx.call` knows, with their relative weights in generated traffic.
@@ -74,6 +76,7 @@ PBX_MONITOR_DIR = "/storage/usbdisk1/mikopbx/astspool/monitor"
 CDR_DB = "cdr.db"
 CONFIG_DB = "mikopbx.db"
 GROUPS_DB = "custom_modules/ModuleUsersGroups/db/module.db"
+PHONEBOOK_DB = "custom_modules/ModulePhoneBook/db/module.db"
 MONITOR = "monitor"
 
 IVR_NUMBER = "2020"
@@ -867,7 +870,8 @@ def generate(out: pathlib.Path, calls: int, seed: int, *, end_day: date | None =
              timezone: str = "Europe/Moscow", recordings_limit: int = 2000,
              progress: Callable[[int], None] | None = None, overwrite: bool = False,
              monitor_dir: str = PBX_MONITOR_DIR) -> DemoStats:
-    """Write a demo PBX into `out`: cdr.db, mikopbx.db, the users-groups DB and recordings.
+    """Write a demo PBX into `out`: cdr.db, mikopbx.db, the users-groups and phone book DBs
+    and recordings.
 
     `calls` calls end on `end_day` (default: today in `timezone`). Only the newest
     `recordings_limit` recordings get files under `out/monitor/` (older rows keep their path,
@@ -889,6 +893,7 @@ def generate(out: pathlib.Path, calls: int, seed: int, *, end_day: date | None =
     pbx = DemoPbx(seed, timezone, monitor_dir=monitor_dir)
     write_config_db(out / CONFIG_DB, pbx.directory, timezone)
     write_groups_db(out / GROUPS_DB, pbx.directory)
+    write_phonebook_db(out / PHONEBOOK_DB, pbx.directory)
     plan = plan_calls(calls, end_day, tz, random.Random(f"extcdr-demo:{seed}:plan"))
     writer = _CdrWriter(out / CDR_DB, recordings_limit)
     try:
@@ -901,17 +906,19 @@ def generate(out: pathlib.Path, calls: int, seed: int, *, end_day: date | None =
     return DemoStats(calls_by_kind=dict(sorted(kinds.items())), legs=writer.legs,
                      recordings_written=written,
                      first_start=span[0] if span else None, last_end=span[-1] if span else None,
-                     paths=[out / CDR_DB, out / CONFIG_DB, out / GROUPS_DB, out / MONITOR])
+                     paths=[out / CDR_DB, out / CONFIG_DB, out / GROUPS_DB, out / PHONEBOOK_DB,
+                            out / MONITOR])
 
 
 def _prepare(out: pathlib.Path, overwrite: bool) -> None:
-    databases = [out / CDR_DB, out / CONFIG_DB, out / GROUPS_DB]
+    databases = [out / CDR_DB, out / CONFIG_DB, out / GROUPS_DB, out / PHONEBOOK_DB]
     existing = [p for p in databases if p.exists()]
     if existing and not overwrite:
         raise ValueError(f"{existing[0]} already exists; choose an empty folder or overwrite")
     if overwrite:
         _remove_demo(out, databases)
     (out / GROUPS_DB).parent.mkdir(parents=True, exist_ok=True)
+    (out / PHONEBOOK_DB).parent.mkdir(parents=True, exist_ok=True)
 
 
 def _remove_demo(out: pathlib.Path, databases: list[pathlib.Path]) -> None:
@@ -1061,6 +1068,27 @@ def write_groups_db(path: pathlib.Path, directory: Directory) -> None:
                          "defaultGroup) VALUES (?, ?, '', '0')", (group.id, group.name))
             conn.executemany("INSERT INTO m_ModuleUsersGroups_GroupMembers (user_id, group_id) "
                              "VALUES (?, ?)", [(user, group.id) for user in group.members])
+    conn.close()
+
+
+# The PBX's phone book (ModulePhoneBook): names for some of the frequent callers, one of them
+# markup (shown as text), one a formula (exported as text).
+_PHONEBOOK_NAMES = (
+    "MIKO - Nikolay Beketov", "ООО «Вектор» — Ирина", "Globex Support", "Склад на Лесной",
+    "Dr. Hoffmann", "<i>VIP</i> Кузнецов", "=Partner Ltd", "Бюро переводов",
+)
+
+
+def write_phonebook_db(path: pathlib.Path, directory: Directory) -> None:
+    """ModulePhoneBook's DB: every other of the most frequent callers, named."""
+    conn = create(str(path), PHONEBOOK_DDL)
+    with conn:
+        for name, caller in zip(_PHONEBOOK_NAMES, directory.callers[::2]):
+            d = caller.digits
+            shown = f"+7 ({d[:3]}) {d[3:6]}-{d[6:8]}-{d[8:]}"
+            conn.execute("INSERT INTO m_PhoneBook (number, number_rep, call_id, search_index) "
+                         "VALUES (?, ?, ?, ?)",
+                         (int("1" + d[-9:]), shown, name, name.lower() + d + shown))
     conn.close()
 
 

@@ -380,9 +380,9 @@ def test_filter_sheet_and_pdf_header_say_the_filter_in_words(base):
 
 
 @pytest.mark.parametrize("language, headings", [
-    ("en", "Date Direction Who Who (name) Whom Whom (name) Line DID Status Answered by "
+    ("en", "Date Direction Who Who (name) Whom Whom (name) Contact Line DID Status Answered by "
            "Missed by Wait Talk Records"),
-    ("ru", "Дата звонка Направление Кто Кто (имя) Кому Кому (имя) Линия DID Статус Ответил "
+    ("ru", "Дата звонка Направление Кто Кто (имя) Кому Кому (имя) Контакт Линия DID Статус Ответил "
            "Пропустили Ожидание Разговор Записи"),
 ])
 def test_pdf_headings_do_not_wrap(cli, demo_mirror, tmp_path, language, headings):

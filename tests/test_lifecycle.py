@@ -446,19 +446,22 @@ def _without_last_migration(code: str) -> str:
                         "MIGRATIONS = MIGRATIONS[:-1]\nLATEST = len(MIGRATIONS)")
 
 
-# The code of the release before the last schema step (13: analytics' rollups, the digits
-# callers press in menus), as it used the tables then. Whoever adds a step puts its code here.
-BEFORE_LAST_STEP = {
-    "mirror/staging.py": [('CALL_EXTRAS = ("queue", "queue_wait_s", "ivr", "ivr_digits", "ivr_left")',
-                           'CALL_EXTRAS = ("queue", "queue_wait_s")')],
-    "mirror/store.py": [("for extras in (CALL_QUEUES, CALL_MENUS):", "for extras in (CALL_QUEUES,):")],
-    "mirror/models.py": [(line, "") for line in (
-        '    dtmf_digits = TextField(default="")\n',
-        "    ivr = TextField(null=True)", "    ivr_digits = TextField(null=True)",
-        "    ivr_left = IntegerField(null=True)", "    returned_after_s = IntegerField(null=True)")],
-    "mirror/calls.py": [('    dtmf_digits: str = ""\n', "")],
-    "pbx/cdr.py": [('"billsec", "dtmf_digits")', '"billsec")'), (", dtmf_digits) = row", ") = row"),
-                   (', dtmf_digits or "")', ")")],
+# The code of the release before the last schema step (14: contacts, webhooks, API tokens,
+# handled calls), as it used the tables then. Whoever adds a step puts its code here.
+BEFORE_LAST_STEP: dict[str, list[tuple[str, str]]] = {
+    # 14: contacts — the release before had no names for outside numbers nor contacts to
+    # search by name.
+    "mirror/contacts.py": [
+        ("    keys = {key for key in keys if key}\n", "    return {}\n"),
+        ("    part = part.strip().casefold()\n", "    return []\n")],
+    # API tokens and handled calls: the Unreturned tab and its counter knew no handled calls
+    "mirror/queries.py": [(
+        """    "unreturned": ((Call.status == "missed") & Call.returned_by.is_null()
+                   & ~fn.EXISTS(CallHandled.select(CallHandled.linkedid)
+                                .where(CallHandled.linkedid == Call.linkedid))),""",
+        """    "unreturned": (Call.status == "missed") & Call.returned_by.is_null(),""")],
+    "mirror/analytics.py": [
+        ('    counts["unreturned"] -= sum(handled_unreturned(flt, db).values())\n', "")],
 }
 
 
@@ -476,9 +479,8 @@ def test_upgrade_from_the_previous_schema_version_keeps_everything(tmp_path, pbx
     assert cli("install", "--pbx", pbx, "--archive", previous)[0] == 0
     with sqlite3.connect(module_db(pbx)) as conn:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == schema.LATEST - 1
-        # The last step (13) adds the rollups of analytics.
-        assert not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'employee_rollup'"
-                                ).fetchone()
+        # The last step (14) adds contacts, webhooks and tokens.
+        assert not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'contact'").fetchone()
     calls, before, settings_before = in_use(pbx, cli)
 
     code, out, err = cli("upgrade", "--pbx", pbx, "--archive", archive)
@@ -486,7 +488,8 @@ def test_upgrade_from_the_previous_schema_version_keeps_everything(tmp_path, pbx
     assert out.strip() == f"upgraded {MODULE} 0.0.9 -> 0.1.0, data kept"
     with sqlite3.connect(module_db(pbx)) as conn:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == schema.LATEST
-        # ... filled from the calls mirrored before, exactly
+        assert conn.execute("SELECT count(*) FROM contact").fetchone()[0] == 0
+        # the rollups, kept through the upgrade
         assert rollups_off(conn) == [] and conn.execute(
             "SELECT sum(calls) FROM call_rollup").fetchone()[0] == calls
         assert conn.execute("SELECT sum(calls) FROM line_rollup").fetchone()[0] == conn.execute(

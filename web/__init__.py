@@ -25,11 +25,15 @@ from web.api import api
 from web.call_actions import call_actions
 from web.changes import ChangePublisher
 from web.coalesce import Coalesced
+from web.contact_pages import contacts_pages
 from web.download import download
 from web.history import history
 from web.jobs import ExportJobs
+from web.openapi import openapi
 from web.recordings import recordings
 from web.report_views import reports
+from web.tokens_admin import tokens_admin
+from web.worklist_api import worklist_api
 
 STATIC = Path(__file__).parent / "static"
 log = logging.getLogger("extcdr.web")
@@ -57,6 +61,7 @@ def create_app(settings: Settings, *, login: auth.Login | None = None) -> Flask:
         EXTCDR_DB=db, EXTCDR_USER_DB=user_db, EXTCDR_DB_UNAVAILABLE=unavailable,
         EXTCDR_CONTEXT=context,
         EXTCDR_PROXY_TOKEN=token,
+        EXTCDR_API_ROOT=f"{prefix}/api/v1/",          # where API tokens are accepted
         EXTCDR_RECORDINGS_ROOT=settings["pbx.recordings_root"],
         EXTCDR_RECORDINGS_WRITTEN_AS=settings["pbx.recordings_written_as"],
         EXTCDR_STATIC=f"{prefix}/static/",
@@ -79,12 +84,16 @@ def create_app(settings: Settings, *, login: auth.Login | None = None) -> Flask:
     app.before_request(auth.remember_owner)
     app.register_blueprint(api, url_prefix=f"{prefix}/api/v1")
     app.register_blueprint(call_actions, url_prefix=f"{prefix}/api/v1")
+    app.register_blueprint(worklist_api, url_prefix=f"{prefix}/api/v1")
+    app.register_blueprint(openapi, url_prefix=f"{prefix}/api/v1")
     app.register_blueprint(recordings, url_prefix=prefix)
     app.register_blueprint(history, url_prefix=prefix)
     app.register_blueprint(download, url_prefix=prefix)
     app.register_blueprint(reports, url_prefix=prefix)
     app.register_blueprint(admin, url_prefix=prefix)
+    app.register_blueprint(tokens_admin, url_prefix=prefix)
     app.register_blueprint(analytics, url_prefix=prefix)
+    app.register_blueprint(contacts_pages, url_prefix=prefix)
     present.install(app)
 
     @app.errorhandler(QueryError)
@@ -149,11 +158,13 @@ class RowId(IntegerConverter):
 
 def _error(status: int, title: str, message: str):
     """JSON for the API and for the page's scripts, a readable page for people."""
-    wants_page = (request.blueprint in ("history", "download", "reports", "admin", "analytics")
+    wants_page = (request.blueprint in ("history", "download", "reports", "admin", "analytics",
+                                        "contacts", "tokens_admin")
                   and request.method == "GET"
                   and request.endpoint not in ("history.more_rows", "history.updates",
                                                "history.details", "analytics.stats"))
-    if wants_page or (request.blueprint in ("history", "reports", "admin")
+    if wants_page or (request.blueprint in ("history", "reports", "admin", "contacts",
+                                            "tokens_admin")
                       and request.method == "POST"):
         return render_template("message.html", title=title,
                                message=say_error(message, present.user_language())), status

@@ -7,6 +7,7 @@ from flask import Blueprint, abort, g, jsonify, request
 from mirror.queries import (call_rows, call_visible, calls_in_progress, calls_query, encode_cursor,
                             find_call, legs_of_call, whole_number)
 from mirror.records import call_record, iso_time, live_record
+from mirror.worklist import handled
 from web.context import clock, mirror, request_filter
 
 api = Blueprint("api_v1", __name__)
@@ -19,7 +20,7 @@ MAX_PAGE = 500
 def calls():
     """Calls newest first; `next_cursor` fetches the next page (keyset, no OFFSET)."""
     params = request.args.to_dict()
-    page = _page_size(params.pop("limit", None))
+    page = page_size(params.pop("limit", None))
     flt = request_filter(params)
     flt.limit = page + 1                     # one more tells whether a next page exists
     rows = list(call_rows(calls_query(flt, mirror())))
@@ -39,7 +40,8 @@ def in_progress():
 
 @api.get("/calls/<linkedid>")
 def call(linkedid: str):
-    """One call with its legs; another user's call is 404, as if it did not exist."""
+    """One call with its legs and its mark as handled; another user's call is 404, as if it
+    did not exist."""
     row = visible_call(linkedid)
     tz = clock().tz
     legs = legs_of_call(linkedid, mirror())
@@ -48,7 +50,15 @@ def call(linkedid: str):
         for name in ("start", "answer", "end"):
             value = leg.pop(f"{name}_ms")
             leg[name] = iso_time(value, tz) if value is not None else None
-    return jsonify(call=call_record(row, tz), legs=legs)
+    return jsonify(call=call_record(row, tz), legs=legs,
+                   handled=handled_record(handled(mirror(), linkedid)))
+
+
+def handled_record(mark: dict | None) -> dict | None:
+    """A call's mark as handled (mirror.worklist) as the API gives it; None: not handled."""
+    return None if mark is None else {"by": mark["handled_by"],
+                                      "at": iso_time(mark["at_ms"], clock().tz),
+                                      "note": mark["note"]}
 
 
 def visible_call(linkedid: str) -> dict:
@@ -59,7 +69,8 @@ def visible_call(linkedid: str) -> dict:
     return row
 
 
-def _page_size(value: str | None) -> int:
+def page_size(value: str | None) -> int:
+    """The `limit` of a page: PAGE unless given, at most MAX_PAGE."""
     if value in (None, ""):
         return PAGE
     return whole_number(value, "limit", 1, MAX_PAGE)

@@ -1,11 +1,13 @@
 """Who is asking. nginx (the PBX admin shell) authenticates each request through the module's
 access check (a lua block asking the admin cabinet) and sets these headers; a request that does
 not carry the shared proxy token did not come through it, and its identity headers are not
-believed."""
+believed. Scripts send an API token instead (`Authorization: Bearer`, mirror.tokens), which
+opens the API only."""
 from __future__ import annotations
 
 import hashlib
 import hmac
+import time
 from dataclasses import dataclass, replace
 from typing import Protocol
 
@@ -13,6 +15,7 @@ from flask import abort, current_app, g, jsonify, make_response, redirect, rende
 
 from mirror import report_rows as report_data
 from mirror.queries import GROUPS_SCOPE, SCOPES, Visibility
+from mirror.tokens import TokenRefused, token_holder
 from mirror.userdata import group_limit
 
 ROLES = ("admin", "supervisor", "operator")
@@ -33,6 +36,7 @@ class User:
     extensions: tuple[str, ...]
     language: str = ""          # the admin shell's language for this user, if it tells
     scope: str = "involved"     # how the extensions limit an operator (mirror.queries.SCOPES)
+    token: str | None = None    # an API token's name, when a script sent one (no session)
 
     @property
     def visible_to(self) -> Visibility | None:
@@ -74,6 +78,9 @@ def require_user():
     then never believed)."""
     if on_login_page() or request.endpoint in PUBLIC_ENDPOINTS:
         return None
+    scheme, _, credentials = request.headers.get("Authorization", "").strip().partition(" ")
+    if scheme.lower() == "bearer":
+        return _token_user(credentials.strip())
     login = in_process_login()
     if login is not None:
         g.user = login.user()
@@ -103,6 +110,29 @@ def require_user():
     return None
 
 
+def _token_user(token: str):
+    """Set `g.user` to whom an API token (`Authorization: Bearer`) speaks for, or answer 401.
+    A token opens the API only, never the pages; the session and the admin shell's headers
+    of such a request are not looked at."""
+    if not request.path.startswith(current_app.config["EXTCDR_API_ROOT"]):
+        return _no_token("an API token opens the API (api/v1) only, not the pages")
+    db = current_app.config["EXTCDR_USER_DB"]
+    if db is None:
+        return jsonify(error=current_app.config["EXTCDR_DB_UNAVAILABLE"]), 503
+    try:
+        holder = token_holder(db, token, int(time.time() * 1000))
+    except TokenRefused as refused:
+        return _no_token(str(refused))
+    g.user = User(f"token:{holder.name}", holder.role, holder.extensions, token=holder.name)
+    return None
+
+
+def _no_token(reason: str):
+    reply = jsonify(error=f"not authenticated: {reason}")
+    reply.headers["WWW-Authenticate"] = 'Bearer realm="extcdr"'
+    return reply, 401
+
+
 def within_groups(user: User) -> User:
     """A supervisor as the module's settings limit them: to their groups' members' calls."""
     db = current_app.config["EXTCDR_USER_DB"]
@@ -117,7 +147,7 @@ def remember_owner():
     """before_request: reports follow their owner's role and extensions as the admin shell
     gives them now (written when they change, once per process and user otherwise)."""
     user = g.get("user")
-    if user is None:
+    if user is None or user.token is not None:      # a token owns no reports
         return None
     seen = current_app.config.setdefault("EXTCDR_OWNERS_SEEN", {})
     if seen.get(user.name) != user.owner:
@@ -135,7 +165,11 @@ def csrf_token() -> str:
 
 
 def csrf_valid() -> bool:
-    """Whether a state-changing request carries the user's CSRF token (form field or header)."""
+    """Whether a state-changing request carries the user's CSRF token (form field or header).
+    A request with an API token needs none: no cookie is involved, so another site's page
+    cannot make a browser send it (and it opens no page where a form could be)."""
+    if g.user.token is not None:
+        return True
     given = request.form.get("csrf_token") or request.headers.get("X-CSRF-Token", "")
     return hmac.compare_digest(given.encode(), csrf_token().encode())
 

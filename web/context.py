@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask import current_app, g
 
+from mirror.contacts import with_contacts
 from mirror.queries import CallFilter, QueryError
 from mirror.userdata import user_settings
 
@@ -40,6 +41,14 @@ def request_filter(params: dict[str, str]) -> CallFilter:
     """The filter of the page or API parameters, limited to the calls this user may see."""
     return current_app.config["EXTCDR_CONTEXT"].call_filter(params, clock=clock(),
                                                             visible_to=g.user.visible_to)
+
+
+def named(rows, flt: CallFilter | None = None) -> list[dict]:
+    """Call rows with the names of their outside numbers (`contact`: the PBX's phone book,
+    then the module's contacts), as the filter's reader saw the phone book."""
+    phonebook = flt.phonebook if flt is not None and flt.phonebook is not None else \
+        current_app.config["EXTCDR_CONTEXT"].phonebook_names()
+    return list(with_contacts(rows, mirror(), phonebook))
 
 
 def page_params(args) -> dict[str, str]:

@@ -24,9 +24,11 @@ from mirror.queries import (DAY_MS, HANGUP_SIDES, PERIODS, TABS, QueryError, cal
 from mirror.report_rows import reports_using
 from mirror.userdata import (UserDataError, default_filter, delete_filter, make_default,
                              save_filter, saved_filters, set_user_setting)
+from mirror.worklist import handled
 from web.api import visible_call
 from web.auth import check_csrf
-from web.context import mirror, page_params, request_filter, typed_params, user_db, user_prefs
+from web.context import (mirror, named, page_params, request_filter, typed_params, user_db,
+                         user_prefs)
 from web.present import page_url, user_language
 from web.recordings import recording_available
 
@@ -98,20 +100,21 @@ def more_rows():
 
 @history.get("/calls/<linkedid>/details")
 def details(linkedid: str):
-    row = visible_call(linkedid)
+    row = named([visible_call(linkedid)])[0]
     legs = legs_of_call(linkedid, mirror())
     recordings = [{"number": n, "available": recording_available(path)}
                   for n, path in enumerate(row["recordings"], start=1)]
     recording_of_leg = {path: n for n, path in enumerate(row["recordings"], start=1)}
     return render_template("history/details.html", call=row, legs=legs, recordings=recordings,
                            recording_of_leg=recording_of_leg, names=_employee_names(),
-                           all_tags=tag_list(mirror()), deletions=deletions_of(mirror(), linkedid))
+                           all_tags=tag_list(mirror()), deletions=deletions_of(mirror(), linkedid),
+                           handled=handled(mirror(), linkedid))
 
 
 @history.get("/calls/<linkedid>/row")
 def call_row(linkedid: str):
     """One call's row as the page shows it (after a comment or a tag changed it)."""
-    row = visible_call(linkedid)
+    row = named([visible_call(linkedid)])[0]
     params = page_params(request.args)
     return {"html": render_template("history/rows.html", rows=[row], columns=page_columns(),
                                     params=params, names=_employee_names())}
@@ -142,6 +145,7 @@ def _update(params: dict[str, str], flt, since: int, revision: int, columns) -> 
     if changes is None:                               # back after a long pause
         return {"revision": revision, "reload": True}
     rows, gone = changes
+    rows = named(rows, flt)
     names = _employee_names()
     update = {"revision": revision, "counts": counts_at(revision, flt), "gone": gone,
               "calls": [{"linkedid": row["linkedid"], "start": row["start_ms"], "id": row["id"],
@@ -253,7 +257,7 @@ def _rows(flt, cursor: str | None) -> tuple[list[dict], str | None]:
     if cursor:
         flt.after = decode_cursor(cursor)
     flt.limit = PAGE + 1
-    rows = list(call_rows(calls_query(flt, mirror())))
+    rows = named(call_rows(calls_query(flt, mirror())), flt)
     last = rows[PAGE - 1] if len(rows) > PAGE else None
     return rows[:PAGE], encode_cursor(last["start_ms"], last["id"]) if last else None
 

@@ -1,0 +1,135 @@
+"""API tokens: what scripts (a CRM pulling the worklist) send instead of a browser session.
+
+An admin creates one with a name, a role (admin or supervisor: every call; operator: the calls
+of some extensions) and maybe an expiry. The token is shown once: only its SHA-256 digest is
+kept, so a copy of module.db opens nothing. A token is revoked, never deleted (its name stays
+in the list, and in what it marked handled). The web process and the CLI write the table in
+short transactions; a token's last use is written at most once a minute.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import re
+import secrets
+import unicodedata
+from dataclasses import dataclass
+
+from peewee import SqliteDatabase
+
+PREFIX = "extcdr_"                  # recognisable in logs and by secret scanners
+_TOKEN = re.compile(r"extcdr_[A-Za-z0-9_-]{43}")    # 32 random bytes, base64url
+ROLES = ("admin", "supervisor", "operator")
+NAME_LIMIT = 60
+LAST_USED_EVERY_MS = 60_000         # a token's last use is written at most this often
+MAX_EXPIRY_DAYS = 3650
+_EXTENSION = re.compile(r"[0-9A-Za-z*#+_-]{1,20}")
+_MARKUP = re.compile(r"[<>&\"'`]")
+
+
+class TokenError(ValueError):
+    """A token request users can correct (a bad name, role or extension)."""
+
+
+class TokenRefused(Exception):
+    """A request's token opens nothing: unknown, malformed, revoked or expired."""
+
+
+@dataclass(frozen=True)
+class TokenHolder:
+    """Who a valid token speaks for."""
+    id: int
+    name: str
+    role: str
+    extensions: tuple[str, ...]
+
+
+def digest(token: str) -> str:
+    """What is kept of a token: its SHA-256, hex."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def token_fields(name: str, role: str, extensions) -> tuple[str, str, list[str]]:
+    """A token's name, role and extensions as kept; TokenError saying what is wrong."""
+    name = " ".join(str(name).split())
+    if not name:
+        raise TokenError("give the token a name (who uses it: the CRM, a script)")
+    if len(name) > NAME_LIMIT:
+        raise TokenError(f"a token name has at most {NAME_LIMIT} characters")
+    if _MARKUP.search(name) or any(unicodedata.category(ch)[0] == "C" for ch in name):
+        raise TokenError("a token name is plain text: no < > & \" ' ` characters")
+    if role not in ROLES:
+        raise TokenError(f"unknown role {str(role)[:20]!r}; use one of: {', '.join(ROLES)}")
+    extensions = sorted({str(e).strip() for e in extensions if str(e).strip()})
+    bad = [e for e in extensions if not _EXTENSION.fullmatch(e)]
+    if bad:
+        raise TokenError(f"bad extension {bad[0][:20]!r}: give extension numbers, "
+                         f"comma-separated")
+    if role == "operator" and not extensions:
+        raise TokenError("an operator's token needs the extensions whose calls it may see")
+    if role != "operator" and extensions:
+        raise TokenError(f"a {role}'s token sees every call: give extensions to an operator's "
+                         f"token only")
+    return name, role, extensions
+
+
+def create_token(db: SqliteDatabase, name: str, role: str, extensions, created_by: str,
+                 now_ms: int, expires_days: int | None = None) -> tuple[int, str]:
+    """A new token: (its id, the token itself — shown once, never kept)."""
+    name, role, extensions = token_fields(name, role, extensions)
+    if expires_days is not None and not 1 <= expires_days <= MAX_EXPIRY_DAYS:
+        raise TokenError(f"a token expires after 1 to {MAX_EXPIRY_DAYS} days")
+    token = PREFIX + secrets.token_urlsafe(32)
+    expires_ms = now_ms + expires_days * 86_400_000 if expires_days else None
+    with db.atomic("IMMEDIATE"):
+        token_id = db.execute_sql(
+            "INSERT INTO api_token (name, digest, role, extensions, created_by, created_ms, "
+            "expires_ms) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (name, digest(token), role, json.dumps(extensions), created_by, now_ms,
+             expires_ms)).lastrowid
+    return token_id, token
+
+
+_COLUMNS = ("id", "name", "role", "extensions", "created_by", "created_ms", "expires_ms",
+            "revoked_ms", "last_used_ms")
+
+
+def token_list(db: SqliteDatabase) -> list[dict]:
+    """Every token, newest first, without its digest."""
+    rows = db.execute_sql(f"SELECT {', '.join(_COLUMNS)} FROM api_token ORDER BY id DESC")
+    return [{**dict(zip(_COLUMNS, row)), "extensions": json.loads(row[3])} for row in rows]
+
+
+def revoke_token(db: SqliteDatabase, token_id: int, now_ms: int) -> None:
+    """Revoke a token from now on (again: nothing changes); LookupError for an unknown id."""
+    with db.atomic("IMMEDIATE"):
+        if db.execute_sql("SELECT 1 FROM api_token WHERE id = ?", (token_id,)).fetchone() is None:
+            raise LookupError(token_id)
+        db.execute_sql("UPDATE api_token SET revoked_ms = ? WHERE id = ? AND revoked_ms IS NULL",
+                       (now_ms, token_id))
+
+
+def token_holder(db: SqliteDatabase, token: str, now_ms: int) -> TokenHolder:
+    """Who `token` speaks for, its use noted; TokenRefused saying why it opens nothing."""
+    if not _TOKEN.fullmatch(token):
+        raise TokenRefused("malformed API token")
+    wanted = digest(token)
+    row = db.execute_sql(
+        "SELECT id, name, role, extensions, digest, expires_ms, revoked_ms, last_used_ms "
+        "FROM api_token WHERE digest = ?", (wanted,)).fetchone()
+    # The lookup is by the digest (what a timing could reveal is of the digest, not the
+    # token); the comparison itself takes the same time wherever the strings differ.
+    if row is None or not hmac.compare_digest(row[4], wanted):
+        raise TokenRefused("unknown API token")
+    token_id, name, role, extensions, _, expires_ms, revoked_ms, last_used_ms = row
+    if revoked_ms is not None:
+        raise TokenRefused("this API token was revoked")
+    if expires_ms is not None and expires_ms <= now_ms:
+        raise TokenRefused("this API token has expired")
+    if last_used_ms is None or now_ms - last_used_ms >= LAST_USED_EVERY_MS:
+        with db.atomic("IMMEDIATE"):
+            db.execute_sql("UPDATE api_token SET last_used_ms = ? WHERE id = ? AND "
+                           "(last_used_ms IS NULL OR last_used_ms <= ?)",
+                           (now_ms, token_id, now_ms - LAST_USED_EVERY_MS))
+    return TokenHolder(token_id, name, role, tuple(json.loads(extensions)))

@@ -1,0 +1,393 @@
+"""API tokens, the worklist of missed calls to call back and marking them handled, over real
+HTTP (waitress): a token opens the API only, as its role and extensions allow; revoked,
+expired, unknown and malformed ones open nothing; only its digest is kept; handled calls leave
+the worklist, the Unreturned tab and its counter, and show in the call's details."""
+import hashlib
+import hmac
+import json
+import re
+import sqlite3
+import threading
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import replace
+
+import pytest
+from waitress import create_server
+
+from mirror.analytics import tab_counts
+from mirror.database import open_module_db
+from mirror.pbxtime import PbxClock
+from mirror.queries import Visibility, call_filter, calls_query, handled_unreturned_sql
+from mirror.settings import load
+from mirror.tokens import create_token, revoke_token
+from tests.mirror import mirrored_demo
+from web import create_app
+
+PROXY = "proxy-secret"
+PREFIX = "/admin-cabinet/module-extended-c-d-r/calls"
+PERIOD = {"from": "2024-10-20", "to": "2024-10-27"}
+NOW_MS = 1_730_000_000_000
+
+
+@pytest.fixture(scope="module")
+def pbx(tmp_path_factory):
+    return mirrored_demo(tmp_path_factory.mktemp("tokens-pbx"), 400, seed=41)
+
+
+@pytest.fixture(scope="module")
+def server(pbx, tmp_path_factory):
+    config = tmp_path_factory.mktemp("web") / "extcdr.toml"
+    config.write_text(f'[web]\nproxy_token = "{PROXY}"\n')
+    app = create_app(load(config, {"module.db": pbx}))
+    http = create_server(app, host="127.0.0.1", port=0, threads=4)
+    threading.Thread(target=http.run, daemon=True).start()
+    yield f"http://127.0.0.1:{http.effective_port}{PREFIX}"
+    http.close()
+
+
+def call_api(base, path, *, token=None, user=None, role="admin", method="GET", body=None,
+             params=None, csrf=True, headers=None):
+    """(status, headers, text) of a request with an API token or as a user of the admin
+    shell (a session: the proxy's headers, with the page's CSRF token unless `csrf` is off)."""
+    url = f"{base}{path}" + ("?" + urllib.parse.urlencode(params) if params else "")
+    sent = dict(headers or {})
+    if token is not None:
+        sent["Authorization"] = f"Bearer {token}"
+    if user is not None:
+        sent.update({"X-Extcdr-User": user, "X-Extcdr-Role": role,
+                     "X-Extcdr-Extensions": "201" if role == "operator" else "",
+                     "X-Extcdr-Proxy-Token": PROXY})
+        if csrf:
+            key = hashlib.sha256(f"extcdr:{PROXY}".encode()).digest()
+            sent["X-CSRF-Token"] = hmac.new(key, f"csrf:{user}".encode(),
+                                            hashlib.sha256).hexdigest()
+    data = None
+    if body is not None:
+        data = json.dumps(body).encode()
+        sent["Content-Type"] = "application/json"
+    no_redirect = type("NoRedirect", (urllib.request.HTTPRedirectHandler,),
+                       {"redirect_request": lambda *a, **k: None})
+    request = urllib.request.Request(url, data=data, headers=sent, method=method)
+    try:
+        with urllib.request.build_opener(no_redirect).open(request) as reply:
+            return reply.status, reply.headers, reply.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.headers, error.read().decode()
+
+
+def get_json(base, path, **kwargs):
+    status, _, text = call_api(base, path, **kwargs)
+    return status, json.loads(text)
+
+
+def new_token(db, name="CRM", role="admin", extensions=(), **kwargs) -> str:
+    writable = open_module_db(db)
+    try:
+        return create_token(writable, name, role, list(extensions), "anna", NOW_MS, **kwargs)[1]
+    finally:
+        writable.close()
+
+
+def test_a_token_opens_the_api_as_its_role(server, pbx):
+    token = new_token(pbx)
+    status, body = get_json(server, "/api/v1/calls", token=token, params=PERIOD)
+    assert status == 200 and body["calls"]
+    _, everyone = get_json(server, "/api/v1/calls", user="anna", params=PERIOD)
+    assert body == everyone
+    operator = new_token(pbx, "Operator 201", "operator", ["201"])
+    status, mine = get_json(server, "/api/v1/calls", token=operator,
+                            params={**PERIOD, "limit": 500})
+    assert status == 200 and mine["calls"]
+    assert all("201" in c["employees"] for c in mine["calls"])
+    other = next(c for c in everyone["calls"] if "201" not in c["employees"])
+    status, refused = get_json(server, f"/api/v1/calls/{other['linkedid']}", token=operator)
+    assert status == 404 and refused["error"]
+    status, _ = get_json(server, f"/api/v1/calls/{mine['calls'][0]['linkedid']}",
+                         token=operator)
+    assert status == 200
+
+
+def test_only_the_digest_is_kept_and_the_token_is_recognisable(pbx):
+    token = new_token(pbx, "Kept")
+    assert token.startswith("extcdr_") and len(token) > 40
+    with sqlite3.connect(pbx) as db:
+        rows = db.execute("SELECT * FROM api_token").fetchall()
+        digests = {d for (d,) in db.execute("SELECT digest FROM api_token")}
+    assert hashlib.sha256(token.encode()).hexdigest() in digests
+    assert not any(token in str(value) for row in rows for value in row)
+    assert new_token(pbx, "Kept") != token                       # a new one each time
+
+
+@pytest.mark.parametrize("kind", ["revoked", "expired", "unknown", "malformed", "empty"])
+def test_a_token_that_opens_nothing_is_a_401(server, pbx, kind):
+    token = new_token(pbx, f"Refused {kind}")
+    if kind == "revoked":
+        writable = open_module_db(pbx)
+        token_id = writable.execute_sql("SELECT max(id) FROM api_token").fetchone()[0]
+        revoke_token(writable, token_id, NOW_MS)
+        writable.close()
+    elif kind == "expired":
+        token = new_token(pbx, "Expired", expires_days=1)        # created in 2024
+    elif kind == "unknown":
+        token = "extcdr_" + "A" * 43
+    elif kind == "malformed":
+        token = token[:-1] + "!"
+    else:
+        token = ""
+    status, headers, text = call_api(server, "/api/v1/calls", token=token, params=PERIOD)
+    assert status == 401 and "Bearer" in headers["WWW-Authenticate"]
+    error = json.loads(text)["error"]
+    assert error.startswith("not authenticated")
+    assert {"revoked": "revoked", "expired": "expired", "unknown": "unknown",
+            "malformed": "malformed", "empty": "malformed"}[kind] in error
+    # a session's headers beside a bad token do not make it good
+    status, _, _ = call_api(server, "/api/v1/calls", token=token, user="anna", params=PERIOD)
+    assert status == 401
+
+
+def test_a_token_never_opens_the_pages(server, pbx):
+    token = new_token(pbx, "Pages")
+    for path in ("/", "/settings", "/settings/tokens", "/analytics", "/export?format=csv",
+                 "/reports"):
+        status, _, text = call_api(server, path, token=token)
+        assert status == 401, path
+        assert "api/v1" in json.loads(text)["error"]
+
+
+def test_the_last_use_is_written_at_most_once_a_minute(server, pbx):
+    token = new_token(pbx, "Used")
+    digest = hashlib.sha256(token.encode()).hexdigest()
+
+    def last_used():
+        with sqlite3.connect(pbx) as db:
+            return db.execute("SELECT last_used_ms FROM api_token WHERE digest = ?",
+                              (digest,)).fetchone()[0]
+    assert last_used() is None
+    call_api(server, "/api/v1/calls/in-progress", token=token)
+    first = last_used()
+    assert first is not None
+    call_api(server, "/api/v1/calls/in-progress", token=token)
+    assert last_used() == first                                  # within the minute
+    with sqlite3.connect(pbx) as db:
+        db.execute("UPDATE api_token SET last_used_ms = last_used_ms - 61000 WHERE digest = ?",
+                   (digest,))
+    call_api(server, "/api/v1/calls/in-progress", token=token)
+    assert last_used() > first - 61000
+
+
+def test_sessions_still_need_the_csrf_token_and_tokens_do_not(server, pbx):
+    linkedid = worklist(server, user="anna")[0]["linkedid"]
+    status, _, text = call_api(server, f"/api/v1/calls/{linkedid}/comments", user="anna",
+                               method="POST", body={"text": "no csrf"}, csrf=False)
+    assert status == 403 and "CSRF" in text
+    status, _, _ = call_api(server, f"/api/v1/worklist/unreturned/{linkedid}/handled",
+                            user="anna", method="POST", body={}, csrf=False)
+    assert status == 403
+    token = new_token(pbx, "Commenter")
+    status, body = get_json(server, f"/api/v1/calls/{linkedid}/comments", token=token,
+                            method="POST", body={"text": "from the CRM"})
+    assert status == 201 and body["comment"]["author"] == "token:Commenter"
+
+
+# --- the worklist ----------------------------------------------------------------------------
+
+def worklist(base, **who) -> list[dict]:
+    """The whole worklist of PERIOD, following the cursor in small pages."""
+    calls, cursor = [], None
+    while True:
+        params = {**PERIOD, "limit": 7, **({"cursor": cursor} if cursor else {})}
+        status, page = get_json(base, "/api/v1/worklist/unreturned", params=params, **who)
+        assert status == 200, page
+        calls += page["calls"]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            return calls
+
+
+def test_the_worklist_is_the_open_missed_calls_oldest_first(server, pbx):
+    listed = worklist(server, user="anna")
+    _, missed = get_json(server, "/api/v1/calls", user="anna",
+                         params={**PERIOD, "tab": "unreturned", "limit": 500})
+    assert listed and [c["linkedid"] for c in listed] == \
+        [c["linkedid"] for c in reversed(missed["calls"])]
+    assert all(c["status"] == "missed" and c["returned_by"] is None for c in listed)
+    starts = [c["start"] for c in listed]
+    assert starts == sorted(starts)
+    tried = [c for c in listed if c["callback_attempts"]]
+    assert tried and all(c["last_attempt"]["start"] >= c["end"] for c in tried)
+    assert all(c["last_attempt"] is None for c in listed if not c["callback_attempts"])
+    with sqlite3.connect(pbx) as db:
+        for call in tried:
+            attempt = call["last_attempt"]
+            direction, answered, src = db.execute(
+                "SELECT direction, answered, src FROM call WHERE linkedid = ?",
+                (attempt["linkedid"],)).fetchone()
+            assert (direction, answered, src) == ("outgoing", 0, attempt["by"])
+    token = new_token(pbx, "Worklist 201", "operator", ["201"])
+    mine = worklist(server, token=token)
+    assert mine == [c for c in listed if "201" in c["employees"]] and mine
+
+
+def test_the_worklist_refuses_what_it_chooses_itself(server):
+    for params in ({"status": "answered"}, {"tab": "all"}, {"limit": "0"}, {"cursor": "x"}):
+        status, body = get_json(server, "/api/v1/worklist/unreturned", user="anna",
+                                params=params)
+        assert status == 400 and body["error"]
+    status, body = get_json(server, "/api/v1/worklist/unreturned", user="anna")
+    assert status == 200 and body["calls"] == []        # the last 7 days (none in the demo)
+    old = worklist(server, user="anna")[0]["linkedid"]
+    status, body = get_json(server, "/api/v1/worklist/unreturned", user="anna",
+                            params={"number": old})        # a linkedid names its own period
+    assert status == 200 and [c["linkedid"] for c in body["calls"]] == [old]
+
+
+def unreturned_tab(base) -> tuple[int, list[str]]:
+    """The history page's Unreturned tab: its counter and its rows' linkedids."""
+    status, _, page = call_api(base, "/", user="anna", params={**PERIOD, "tab": "unreturned"})
+    assert status == 200
+    count = re.search(r'tab-unreturned[^>]*>[^<]*<span class="[^"]*count">(\d+)</span>', page)
+    return int(count.group(1)), re.findall(r'data-linkedid="([^"]+)"', page)
+
+
+def test_a_handled_call_leaves_the_worklist_and_the_unreturned_tab(server, pbx):
+    token = new_token(pbx, "Our CRM")
+    before = worklist(server, token=token)
+    count, rows = unreturned_tab(server)
+    assert count == len(before)
+    call = before[0]
+    linkedid = call["linkedid"]
+    assert linkedid in rows
+    path = f"/api/v1/worklist/unreturned/{linkedid}/handled"
+    status, body = get_json(server, path, token=token, method="POST",
+                            body={"note": "called from the CRM, <b>done</b>"})
+    assert status == 201 and body["handled"]["by"] == "Our CRM"
+    assert body["handled"]["note"] == "called from the CRM, <b>done</b>"
+    status, again = get_json(server, path, token=token, method="POST", body={"note": "again"})
+    assert status == 200 and again == body                     # idempotent
+
+    after = worklist(server, token=token)
+    assert [c["linkedid"] for c in after] == [c["linkedid"] for c in before[1:]]
+    count, rows = unreturned_tab(server)
+    assert count == len(after) and linkedid not in rows
+    status, _, page = call_api(server, "/", user="anna", params={**PERIOD, "tab": "missed"})
+    assert linkedid in page                                       # still a missed call
+    status, details = get_json(server, f"/api/v1/calls/{linkedid}", user="anna")
+    assert details["handled"]["by"] == "Our CRM" and details["call"]["status"] == "missed"
+    status, _, html = call_api(server, f"/calls/{linkedid}/details", user="anna")
+    assert status == 200
+    shown = re.search(r'class="handled">([^<]*(?:<[^/][^<]*)*)</td>', html).group(1)
+    assert "Our CRM" in shown and "&lt;b&gt;done&lt;/b&gt;" in shown
+
+    status, body = get_json(server, path, user="anna", method="DELETE")
+    assert status == 200 and body["handled"] is None
+    assert [c["linkedid"] for c in worklist(server, token=token)] == \
+        [c["linkedid"] for c in before]
+    assert unreturned_tab(server)[0] == len(before)
+
+
+def test_the_unreturned_counter_stays_exact_over_whole_hours(server, pbx):
+    """The tab counters read the hourly rollups for whole hours: a handled call is taken off
+    them exactly, whether its hour is whole in the period or not."""
+    token = new_token(pbx, "Counter")
+    listed = worklist(server, token=token)
+    for call in listed[:3]:
+        get_json(server, f"/api/v1/worklist/unreturned/{call['linkedid']}/handled",
+                 token=token, method="POST", body={})
+    db = open_module_db(pbx, readonly=True)
+    try:
+        flt = call_filter(PERIOD, PbxClock("Europe/Berlin"), NOW_MS / 1000)
+        counts = tab_counts(flt, db)
+        by_calls = tab_counts(flt, db, source="calls")
+        listed_now = calls_query(replace(flt, tab="unreturned"), db, counting=True).count()
+    finally:
+        db.close()
+    assert counts == by_calls
+    assert counts["unreturned"] == listed_now == len(listed) - 3
+    for call in listed[:3]:
+        call_api(server, f"/api/v1/worklist/unreturned/{call['linkedid']}/handled",
+                 token=token, method="DELETE")
+
+
+@pytest.mark.parametrize("narrowed", [{}, {"visible_to": Visibility(("201",))},
+                                      {"number": "916"}, {"directions": ["incoming"]}])
+def test_the_counter_reads_the_handled_calls_by_their_index_not_the_period(pbx, narrowed):
+    db = open_module_db(pbx, readonly=True)
+    try:
+        flt = replace(call_filter(PERIOD, PbxClock("Europe/Berlin"), NOW_MS / 1000), **narrowed)
+        sql, params = handled_unreturned_sql(flt, db)
+        plan = [row[3] for row in db.execute_sql("EXPLAIN QUERY PLAN " + sql, params)]
+    finally:
+        db.close()
+    assert plan[0].startswith("SEARCH h USING COVERING INDEX call_handled_period"), plan
+    assert plan[1].startswith("SEARCH t1 USING INDEX sqlite_autoindex_call_1 (linkedid=?"), plan
+
+
+def test_handled_only_for_visible_unreturned_missed_calls(server, pbx):
+    everyone = worklist(server, user="anna")
+    operator = new_token(pbx, "Handler 201", "operator", ["201"])
+    other = next(c for c in everyone if "201" not in c["employees"])
+    status, body = get_json(server, f"/api/v1/worklist/unreturned/{other['linkedid']}/handled",
+                            token=operator, method="POST", body={})
+    assert status == 404 and body["error"]
+    _, answered = get_json(server, "/api/v1/calls", user="anna",
+                           params={**PERIOD, "status": "answered"})
+    linkedid = answered["calls"][0]["linkedid"]
+    status, body = get_json(server, f"/api/v1/worklist/unreturned/{linkedid}/handled",
+                            user="anna", method="POST", body={})
+    assert status == 404 and "unreturned" in body["error"]
+    status, body = get_json(server, "/api/v1/worklist/unreturned/nosuch.1/handled",
+                            user="anna", method="POST", body={})
+    assert status == 404
+    mine = next(c for c in everyone if "201" in c["employees"])
+    path = f"/api/v1/worklist/unreturned/{mine['linkedid']}/handled"
+    status, body = get_json(server, path, token=operator, method="POST",
+                            body={"note": "x" * 501})
+    assert status == 400 and "500" in body["error"]
+    status, body = get_json(server, path, token=operator, method="POST", body=["note"])
+    assert status == 400
+    with sqlite3.connect(pbx) as db:
+        assert db.execute("SELECT count(*) FROM call_handled").fetchone()[0] == 0
+
+
+# --- the command line ------------------------------------------------------------------------
+
+def test_the_cli_creates_lists_and_revokes_tokens(server, pbx, cli):
+    code, out, err = cli("token", "create", "--db", pbx, "--name", "Script", "--role",
+                         "operator", "--extensions", "201,202", "--expires-days", "30")
+    assert code == 0 and "shown this once" in err
+    token = out.strip()
+    assert re.fullmatch(r"extcdr_[A-Za-z0-9_-]{43}", token)
+    status, _ = get_json(server, "/api/v1/calls/in-progress", token=token)
+    assert status == 200
+    code, out, _ = cli("token", "list", "--db", pbx, "--format", "json")
+    listed = [json.loads(line) for line in out.splitlines()]
+    script = next(t for t in listed if t["name"] == "Script")
+    assert script["extensions"] == ["201", "202"] and script["last_used_ms"]
+    assert token not in out and "digest" not in out
+    code, out, _ = cli("token", "list", "--db", pbx)
+    assert code == 0 and "Script | operator | 201,202" in out
+    code, out, _ = cli("token", "revoke", "--db", pbx, script["id"])
+    assert code == 0 and "revoked" in out
+    status, _ = get_json(server, "/api/v1/calls/in-progress", token=token)
+    assert status == 401
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--name", "X", "--role", "operator"], "needs the extensions"),
+    (["--name", "X", "--role", "admin", "--extensions", "201"], "every call"),
+    (["--name", "X", "--role", "root"], "invalid choice"),
+    (["--name", "", "--role", "admin"], "give the token a name"),
+    (["--name", "<b>", "--role", "admin"], "plain text"),
+    (["--name", "X", "--role", "operator", "--extensions", "2 01;"], "bad extension"),
+    (["--name", "X", "--role", "admin", "--expires-days", "0"], "--expires-days"),
+])
+def test_the_cli_refuses_bad_input_in_one_line(pbx, cli, args, words):
+    code, out, err = cli("token", "create", "--db", pbx, *args)
+    assert code == 2 and out == "" and words in err and len(err.strip().splitlines()) == 1
+
+
+def test_the_cli_refuses_an_unknown_token_to_revoke(pbx, cli):
+    code, _, err = cli("token", "revoke", "--db", pbx, "999999")
+    assert code == 2 and "no API token 999999" in err

@@ -1,0 +1,123 @@
+"""The API tokens page in real Chromium through real nginx: an admin creates an operator's token
+from the settings page, sees it once and copies it; the token opens the API through the PBX's
+nginx (which does not ask the admin cabinet about it) but no page; its last use shows; revoked,
+it opens nothing. In Russian for a Russian admin; operators are refused the page."""
+from __future__ import annotations
+
+import json
+import os
+import urllib.error
+import urllib.parse
+import urllib.request
+
+import pytest
+
+try:
+    from playwright.sync_api import expect
+except ImportError:                                 # pragma: no cover - depends on the venv
+    if os.environ.get("CI") == "true":
+        pytest.fail("playwright is missing: ./bin/test installs the test extras", pytrace=False)
+    pytest.skip("playwright is not installed", allow_module_level=True)
+
+from standin.shell import DEMO_USERS
+from tests import test_browser
+from tests.mirror import mirrored_demo
+from tests.stack import PREFIX, admin_shell
+from tests.test_browser import ARTIFACTS, chromium_binary
+
+browser, sessions, open_as = test_browser.browser, test_browser.sessions, test_browser.open_as
+
+PERIOD = {"from": "2024-10-20", "to": "2024-10-27"}
+USERS = list(DEMO_USERS) + [{"name": "admin-ru", "password": "admin-ru", "role": "admin",
+                             "extensions": [], "language": "ru"}]
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    """nginx, the admin shell and the app over a mirror of this module's own (tokens are
+    written into it)."""
+    chromium_binary()
+    pbx = tmp_path_factory.mktemp("tokens-browser-pbx")
+    db = mirrored_demo(pbx, 300, seed=47)
+    with admin_shell(db, pbx / "monitor", tmp_path_factory.mktemp("tokens-nginx"),
+                     users=USERS) as running:
+        yield running
+
+
+def with_token(stack, path: str, token: str, params=None) -> tuple[int, str]:
+    """A script's request through nginx: no cookie, only the token."""
+    url = f"{stack['base']}{PREFIX}{path}" + ("?" + urllib.parse.urlencode(params)
+                                              if params else "")
+    no_redirect = type("NoRedirect", (urllib.request.HTTPRedirectHandler,),
+                       {"redirect_request": lambda *a, **k: None})
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
+    try:
+        with urllib.request.build_opener(no_redirect).open(request) as reply:
+            return reply.status, reply.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+def test_an_admin_creates_copies_and_revokes_a_token(open_as, stack):
+    tab = open_as("admin")
+    page = tab.page
+    tab.context.grant_permissions(["clipboard-read", "clipboard-write"])
+    assert page.goto(tab.url("settings")).status == 200
+    page.click("a.api-tokens")
+    expect(page.locator("h1")).to_contain_text("API tokens")
+    page.fill("#token-name", "Our CRM")
+    page.select_option("#token-role", "operator")
+    page.fill("#token-extensions", "201")
+    page.fill("#token-expiry", "30")
+    page.click("button.create-token")
+    expect(page.locator(".new-token")).to_be_visible()
+    token = page.input_value(".token-value")
+    assert token.startswith("extcdr_")
+    page.click(".copy-token")
+    expect(page.locator(".copy-token i")).to_have_class("check icon")
+    assert page.evaluate("navigator.clipboard.readText()") == token
+    page.screenshot(path=str(ARTIFACTS / "tokens-created.png"), full_page=True)
+
+    for path in ("api/v1/calls", "api/v1/worklist/unreturned"):
+        status, body = with_token(stack, path, token, PERIOD)
+        assert status == 200, body
+        calls = json.loads(body)["calls"]
+        assert all("201" in c["employees"] for c in calls)
+        assert calls or path != "api/v1/calls"
+    for path in ("", "settings/tokens", "analytics"):
+        status, _ = with_token(stack, path, token)
+        assert status in (302, 401), path                  # nginx: no session, no page
+
+    page.goto(tab.url("settings/tokens"))
+    assert token not in page.content()                        # shown that once only
+    row = page.locator("tr.token-row", has_text="Our CRM")
+    expect(row.locator(".extensions")).to_have_text("201")
+    expect(row.locator(".last-used")).not_to_have_text("never")
+    expect(row.locator(".expires")).not_to_have_text("never")
+    row.locator("form.revoke-token button").click()
+    row = page.locator("tr.token-row", has_text="Our CRM")
+    expect(row.locator(".revoked")).to_be_visible()
+    expect(row.locator("form.revoke-token")).to_have_count(0)
+    page.screenshot(path=str(ARTIFACTS / "tokens-revoked.png"), full_page=True)
+    status, body = with_token(stack, "api/v1/worklist/unreturned", token, PERIOD)
+    assert status == 401 and "revoked" in json.loads(body)["error"]
+
+
+def test_a_bad_token_form_shows_what_is_wrong_in_russian(open_as):
+    tab = open_as("admin-ru")
+    page = tab.page
+    assert page.goto(tab.url("settings/tokens")).status == 200
+    expect(page.locator("h1")).to_contain_text("API-токены")
+    page.fill("#token-name", "Скрипт")
+    page.select_option("#token-role", "operator")
+    page.click("button.create-token")
+    expect(page.locator(".bad-setting .reason")).to_have_text(
+        "токену оператора нужны номера, звонки которых он может видеть")
+    expect(page.locator("#token-name")).to_have_value("Скрипт")
+    expect(page.locator(".new-token")).to_have_count(0)
+
+
+def test_operators_are_refused_the_tokens_page(open_as):
+    tab = open_as("operator201")
+    reply = tab.page.goto(tab.url("settings/tokens"))
+    assert reply.status == 403

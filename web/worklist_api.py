@@ -1,0 +1,91 @@
+"""The worklist API (`api/v1/worklist`): the open missed calls to call back, oldest first, for
+a CRM pulling them with an API token (or a page's session), and marking one handled. The
+user's visibility applies as everywhere: a call they may not see is 404."""
+from __future__ import annotations
+
+import time
+
+from flask import Blueprint, g, jsonify, request
+
+from mirror.queries import QueryError, decode_cursor, employee_names, encode_cursor
+from mirror.records import call_record, iso_time
+from mirror.worklist import WorklistError, mark_handled, unmark_handled, worklist
+from web.api import handled_record, page_size, visible_call
+from web.auth import csrf_valid
+from web.context import clock, mirror, request_filter, user_db
+
+worklist_api = Blueprint("worklist", __name__)
+
+DEFAULT_DAYS = 7                 # the worklist's period unless `period` or `from`/`to` say
+NOT_HERE = ("tab", "status", "unreturned")      # the worklist chooses these itself
+
+
+@worklist_api.before_request
+def forged_changes_refused():
+    if request.method != "GET" and not csrf_valid():
+        return jsonify(error="request refused: no valid CSRF token (reload the page)"), 403
+    return None
+
+
+@worklist_api.errorhandler(WorklistError)
+def bad_request(error):
+    return jsonify(error=str(error)), 400
+
+
+@worklist_api.errorhandler(LookupError)
+def not_on_the_worklist(_):
+    return jsonify(error="not found: no such unreturned missed call"), 404
+
+
+@worklist_api.get("/worklist/unreturned")
+def unreturned():
+    """The open missed calls (missed, nobody called back, not handled), oldest first, with
+    their attempts to call back; `next_cursor` fetches the next page."""
+    params = request.args.to_dict()
+    chosen = [name for name in NOT_HERE if name in params]
+    if chosen:
+        raise QueryError(f"the worklist has no parameter {chosen[0]!r}: it lists the "
+                         f"unreturned missed calls")
+    page = page_size(params.pop("limit", None))
+    after = decode_cursor(params.pop("cursor", None))
+    if not any(params.get(name) for name in ("period", "from", "to")):
+        params["from"] = clock().to_local(time.time() - DEFAULT_DAYS * 86_400).isoformat(
+            timespec="seconds")
+    flt = request_filter(params)
+    rows = worklist(flt, mirror(), page + 1, after)
+    tz, names = clock().tz, employee_names(mirror())
+    last = rows[page - 1] if len(rows) > page else None
+    return jsonify(calls=[_item(row, tz, names) for row in rows[:page]],
+                   next_cursor=encode_cursor(last["start_ms"], last["id"]) if last else None)
+
+
+def _item(row: dict, tz, names: dict[str, str]) -> dict:
+    attempt = row["last_attempt"]
+    return {**call_record(row, tz), "last_attempt": None if attempt is None else {
+        "linkedid": attempt["linkedid"], "start": iso_time(attempt["start_ms"], tz),
+        "by": attempt["by"], "by_name": names.get(attempt["by"], "")}}
+
+
+@worklist_api.post("/worklist/unreturned/<linkedid>/handled")
+def handled(linkedid: str):
+    """Mark the call handled (again: nothing changes); who: the API token's name or the
+    user. 201 when newly marked, 200 when it was already."""
+    visible_call(linkedid)
+    mark, new = mark_handled(user_db(), linkedid, g.user.token or g.user.name, _note(),
+                             int(time.time() * 1000))
+    return jsonify(handled=handled_record(mark)), 201 if new else 200
+
+
+@worklist_api.delete("/worklist/unreturned/<linkedid>/handled")
+def not_handled(linkedid: str):
+    """Put the call back on the worklist (it was not handled after all)."""
+    visible_call(linkedid)
+    unmark_handled(user_db(), linkedid)
+    return jsonify(handled=None)
+
+
+def _note():
+    body = request.get_json(silent=True)
+    if body is not None and not isinstance(body, dict):
+        raise WorklistError("give a JSON object: {\"note\": \"...\"} (the note is optional)")
+    return body.get("note", "") if body is not None else request.form.get("note", "")
