@@ -22,6 +22,7 @@ from tests.test_lifecycle import (MODULE, _with_failing_migrations, build_varian
                                   market, module_db, pbx, registration)
 
 OTHER = "ModuleUsersGroups"            # another module demo-data installs
+PBX_MODULES = (OTHER, "ModulePhoneBook")   # all it installs
 
 
 def variant(archive: Path, out: Path, *, manifest: dict | None = None,
@@ -74,7 +75,7 @@ def snapshot(folder: Path) -> dict[str, str]:
 def left_in(pbx: Path) -> list[str]:
     """What custom_modules holds besides the other module and the lifecycle's lock."""
     return sorted(p.name for p in (pbx / "custom_modules").iterdir()
-                  if p.name not in (OTHER, ".lifecycle.lock"))
+                  if p.name not in (*PBX_MODULES, ".lifecycle.lock"))
 
 
 def refused(cli, pbx: Path, archive: Path, command: str = "install") -> str:
