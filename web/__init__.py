@@ -30,6 +30,7 @@ from web.history import history
 from web.jobs import ExportJobs
 from web.recordings import recordings
 from web.report_views import reports
+from web.webhook_views import webhook_settings
 
 STATIC = Path(__file__).parent / "static"
 log = logging.getLogger("extcdr.web")
@@ -67,6 +68,7 @@ def create_app(settings: Settings, *, login: auth.Login | None = None) -> Flask:
         EXTCDR_REPORTS_DIR=reports_dir(settings),
         EXTCDR_LICENCE=LicenceCheck.of(settings),
         EXTCDR_CONFIG_DB=settings["pbx.config_db"],
+        EXTCDR_WEBHOOK_HOSTS=settings["webhooks.allowed_hosts"],
         EXTCDR_SHARED=Coalesced(),       # answers many pages ask at once (web.history), by revision
     )
     app.extensions["extcdr_changes"] = ChangePublisher(db, settings)
@@ -84,6 +86,7 @@ def create_app(settings: Settings, *, login: auth.Login | None = None) -> Flask:
     app.register_blueprint(download, url_prefix=prefix)
     app.register_blueprint(reports, url_prefix=prefix)
     app.register_blueprint(admin, url_prefix=prefix)
+    app.register_blueprint(webhook_settings, url_prefix=prefix)
     app.register_blueprint(analytics, url_prefix=prefix)
     present.install(app)
 
@@ -149,11 +152,12 @@ class RowId(IntegerConverter):
 
 def _error(status: int, title: str, message: str):
     """JSON for the API and for the page's scripts, a readable page for people."""
-    wants_page = (request.blueprint in ("history", "download", "reports", "admin", "analytics")
+    wants_page = (request.blueprint in ("history", "download", "reports", "admin", "webhooks",
+                                        "analytics")
                   and request.method == "GET"
                   and request.endpoint not in ("history.more_rows", "history.updates",
                                                "history.details", "analytics.stats"))
-    if wants_page or (request.blueprint in ("history", "reports", "admin")
+    if wants_page or (request.blueprint in ("history", "reports", "admin", "webhooks")
                       and request.method == "POST"):
         return render_template("message.html", title=title,
                                message=say_error(message, present.user_language())), status
