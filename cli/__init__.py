@@ -1,7 +1,8 @@
 """`extcdr`: one entry point, one subcommand per job, one module per group of commands:
 `cli.mirror` (the mirror: sync, calls, export, status, migrate), `cli.stats` (analytics
 reports), `cli.work` (working with
-calls: comment, tag, delete), `cli.serve` (the module's processes: daemon, web), `cli.module`
+calls: comment, tag, delete), `cli.hooks` (the webhooks: list, log), `cli.serve` (the
+module's processes: daemon, web), `cli.module`
 (the module on a PBX: package, install … uninstall, licence). Another group plugs in through `main(groups=…)` (the development tree's stand-in
 PBX: `python -m standin`). Errors are one line on stderr."""
 from __future__ import annotations
@@ -12,7 +13,7 @@ from types import ModuleType
 
 import peewee
 
-from cli import mirror, module, serve, stats, work
+from cli import hooks, mirror, module, serve, stats, work
 from cli.base import CliError, Parser
 from mirror.database import ModuleDbError, readable_error
 from mirror.queries import QueryError
@@ -21,7 +22,7 @@ from pbxmodule.errors import LifecycleError, MarketplaceError
 
 # Each group: `add_commands(subparsers) -> {name: command}`; a later group may add to the
 # commands of an earlier one (their parsers are in `subparsers.choices`).
-GROUPS: tuple[ModuleType, ...] = (mirror, stats, work, serve, module)
+GROUPS: tuple[ModuleType, ...] = (mirror, stats, work, hooks, serve, module)
 
 
 def main(argv: list[str] | None = None, groups: tuple[ModuleType, ...] = GROUPS) -> int:

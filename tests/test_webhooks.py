@@ -310,3 +310,22 @@ def _first_missed(pbx) -> str:
     with closing(sqlite3.connect(scratch)) as conn:
         return conn.execute("SELECT linkedid FROM call WHERE status = 'missed' "
                             "AND direction = 'incoming' ORDER BY id LIMIT 1").fetchone()[0]
+
+
+def test_the_cli_lists_the_hooks_and_their_log(pbx, cli):
+    hook = add_hook(pbx, "http://127.0.0.1:9/", ["missed"])
+    mirror(pbx, pbx["rows"][:300])
+    code, out, _ = cli("webhooks", "list", "--db", str(pbx["db"]))
+    assert code == 0 and "crm" in out and "pending" in out and SECRET not in out
+    code, out, _ = cli("webhooks", "log", str(hook), "--db", str(pbx["db"]), "--format", "json")
+    log = [json.loads(line) for line in out.splitlines()]
+    assert code == 0 and log and {row["state"] for row in log} == {"pending"}
+    assert [row["id"] for row in log] == sorted((row["id"] for row in log), reverse=True)
+    with closing(sqlite3.connect(pbx["db"])) as conn, conn:
+        conn.execute("UPDATE outbox SET state = 'failed', attempts = 9")
+    code, _, _ = cli("webhooks", "log", str(hook), "--db", str(pbx["db"]),
+                     "--redeliver", str(log[0]["id"]))
+    assert code == 0 and query(pbx, "SELECT state, attempts FROM outbox WHERE id = ?",
+                               (log[0]["id"],)) == [("pending", 0)]
+    code, _, err = cli("webhooks", "log", "99", "--db", str(pbx["db"]))
+    assert code == 2 and "no such webhook" in err
