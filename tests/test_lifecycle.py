@@ -449,6 +449,15 @@ def _without_last_migration(code: str) -> str:
 # The code of the release before the last schema step (14: contacts, webhooks, API tokens,
 # handled calls), as it used the tables then. Whoever adds a step puts its code here.
 BEFORE_LAST_STEP: dict[str, list[tuple[str, str]]] = {
+    # webhooks: the writer queued no events, the daemon had no sender
+    "daemon/sync.py": [
+        ('        webhooks.queue_events(store.db, [schema, "fixup"] if partial else [schema],\n'
+         '                              "scratch.relinked", int(time.time() * 1000))\n', "")],
+    "daemon/resident.py": [
+        ("        deliverer = Deliverer(settings)\n        deliverer.start()\n", ""),
+        ("            deliverer.settings = new\n", ""),
+        ("        daemon.on_written = deliverer.nudge\n", ""),
+        ("            deliverer.close()\n", "")],
 }
 
 
