@@ -21,7 +21,6 @@ import random
 import sqlite3
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -39,6 +38,7 @@ log = logging.getLogger("extcdr.webhooks")
 _PARALLEL = 4             # requests at once
 _BATCH = 16               # due rows taken per step
 _MAX_DELAY_S = 3600.0
+_CLOSE_WAIT_S = 2.0
 
 
 # Whether an event still holds when it is sent: a call first seen in part may turn out
@@ -114,7 +114,6 @@ class Deliverer:
         self.wake = threading.Event()
         self.stop = threading.Event()
         self.thread: threading.Thread | None = None
-        self.pool = ThreadPoolExecutor(_PARALLEL, thread_name_prefix="webhook")
 
     @property
     def settings(self) -> Settings:
@@ -135,9 +134,12 @@ class Deliverer:
         now_ms = int(now_s * 1000)
         due = self._due(now_ms)
         sends = [send for send in map(self._prepared, due) if send is not None]
-        outcomes = self.pool.map(self._send, sends)
-        for send, outcome in zip(sends, outcomes):
-            self._record(send, outcome)
+        for start in range(0, len(sends), _PARALLEL):
+            chunk = sends[start:start + _PARALLEL]
+            for send, outcome in zip(chunk, self._posted(chunk)):
+                if self.stop.is_set():
+                    return 0.0
+                self._record(send, outcome)
         if len(due) == _BATCH:
             return 0.0
         following = self.db.execute_sql(
@@ -171,13 +173,14 @@ class Deliverer:
         self.thread.start()
 
     def close(self) -> None:
+        """Stop looking; a request under way is not waited for beyond `_CLOSE_WAIT_S` (the
+        daemon stops within 5 s): its row stays pending and goes again after the restart."""
         self.stop.set()
         self.wake.set()
         if self.thread is not None:
-            self.thread.join(self.settings["webhooks.connect_timeout"]
-                             + self.settings["webhooks.read_timeout"] + 1)
-        self.pool.shutdown(wait=False, cancel_futures=True)
-        self.db.close()
+            self.thread.join(_CLOSE_WAIT_S)
+        if self.thread is None or not self.thread.is_alive():
+            self.db.close()
 
     # --- one delivery --------------------------------------------------------------------------
 
@@ -211,6 +214,21 @@ class Deliverer:
             "legs": leg_records(legs_of_call(row["linkedid"], self.db), tz)},
             ensure_ascii=False).encode()
         return {**row, "body": body}
+
+    def _posted(self, sends: list[dict]) -> list[Outcome]:
+        """Post these at once, each from a daemon thread of its own (a request under way never
+        holds up the process's exit, as a thread pool's workers would)."""
+        outcomes: list[Outcome] = [Outcome(None, "stopped", 0)] * len(sends)
+
+        def post_one(n: int) -> None:
+            outcomes[n] = self._send(sends[n])
+        threads = [threading.Thread(target=post_one, args=(n,), name="webhook", daemon=True)
+                   for n in range(len(sends))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        return outcomes
 
     def _send(self, send: dict) -> Outcome:
         headers = webhooks.delivery_headers(send["secret"], send["idempotency_key"],

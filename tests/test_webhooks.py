@@ -57,6 +57,7 @@ class Receiver:
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads, self.server.block_on_close = True, False
         self.url = f"http://127.0.0.1:{self.server.server_port}/hooks/crm?x=1"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
@@ -298,6 +299,24 @@ def test_kill_9_between_commit_and_delivery_loses_nothing(pbx, receiver):
     delivered = {key for (key,) in query(
         pbx, "SELECT idempotency_key FROM outbox WHERE state = 'delivered'")}
     assert delivered == queued
+
+
+def test_a_hanging_receiver_neither_slows_the_sync_nor_holds_sigterm(pbx, receiver):
+    hanging = receiver(delay=30)
+    add_hook(pbx, hanging.url, ["missed", "answered"])
+    append_rows(pbx["cdr"], pbx["cols"], pbx["rows"][:200])
+    proc = start_daemon(pbx, "--set", "webhooks.read_timeout=60")
+    try:
+        assert wait_for(lambda: hanging.got, 20)
+        mirrored = query(pbx, "SELECT count(*) FROM call")[0][0]
+        append_rows(pbx["cdr"], pbx["cols"], pbx["rows"][200:400])     # the sync goes on
+        assert wait_for(lambda: query(pbx, "SELECT count(*) FROM call")[0][0] > mirrored, 5)
+    finally:
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(5) == 0
+        assert time.monotonic() - started < 5
+    assert query(pbx, "SELECT count(*) FROM outbox WHERE state = 'pending'")[0][0] > 0
 
 
 def _first_missed(pbx) -> str:
