@@ -48,74 +48,65 @@ class WebhookError(ValueError):
 
 # --- the writer: events of a batch's calls, in its transaction --------------------------------
 
-# The batch's calls that may make events (`hook_call`, in the writer's in-memory `scratch`):
-# the staged calls that ended since the oldest hook, and the missed calls the batch returned.
-HOOK_CALLS_DDL = ("CREATE TABLE IF NOT EXISTS scratch.hook_call (linkedid TEXT PRIMARY KEY, "
-                  "end_ms, status, answered, staged, returned) WITHOUT ROWID")
-_QUEUE = (
-    "INSERT OR IGNORE INTO outbox (hook_id, event, linkedid, idempotency_key, created_ms, due_ms) "
-    "SELECT ?1, e.value, h.linkedid, ?1 || ':' || e.value || ':' || h.linkedid, ?2, "
-    "CASE e.value WHEN 'unreturned' THEN h.end_ms + ?3 ELSE ?2 END "
-    "FROM scratch.hook_call h JOIN json_each(?4) e ON CASE e.value "
-    "WHEN 'missed' THEN h.staged AND h.status = 'missed' "
-    "WHEN 'unreturned' THEN h.staged AND h.status = 'missed' AND NOT h.returned "
-    "WHEN 'answered' THEN h.staged AND h.answered "
-    "WHEN 'callback' THEN h.returned END "
-    "WHERE h.end_ms >= ?5")
+# A hook's events of the staged calls `{calls}` (missed, unreturned: due N minutes after the
+# end, answered) and of the missed calls whose callback links `{relinked}` just returned: one
+# grouped statement each. ?1 hook, ?2 now, ?3 the wait for unreturned, ?4 events, ?5 created.
+_INSERT = ("INSERT OR IGNORE INTO outbox (hook_id, event, linkedid, idempotency_key, "
+           "created_ms, due_ms) ")
+_STAGED = (_INSERT + "SELECT ?1, e.value, s.linkedid, ?1 || ':' || e.value || ':' || s.linkedid, "
+           "?2, CASE e.value WHEN 'unreturned' THEN s.end_ms + ?3 ELSE ?2 END "
+           "FROM {calls} s JOIN json_each(?4) e ON CASE e.value WHEN 'answered' THEN s.answered "
+           "WHEN 'callback' THEN 0 ELSE s.status = 'missed' END WHERE s.end_ms >= ?5")
+_RETURNED = (_INSERT + "SELECT ?1, 'callback', s.linkedid, ?1 || ':callback:' || s.linkedid, "
+             "?2, ?2 + 0 * ?3 FROM {relinked} r JOIN call s ON s.linkedid = r.linkedid "
+             "WHERE r.returned_by IS NOT NULL AND r.status = 'missed' AND s.end_ms >= ?5 "
+             "AND ?4 IS NOT NULL")
 
 
 def queue_events(db: SqliteDatabase, schemas: list[str], relinked: str, now_ms: int) -> int:
     """Queue the events of the calls just written (inside the writer's transaction): the
     staged calls of `schemas` and the callback links of `relinked` (a table of linkedid,
-    returned_by, status: emptied here, so the next batch sees only its own). One grouped
-    statement per enabled hook; without hooks, one read of an empty table."""
+    returned_by, status: emptied here, so the next batch sees only its own). Grouped
+    statements per enabled hook; without hooks, one read of an empty table."""
     conn = db.connection()
     hooks = conn.execute("SELECT id, events, filters, unreturned_after_min, created_ms "
                          "FROM webhook WHERE enabled AND events <> '[]'").fetchall()
-    if not hooks:
-        conn.execute(f"DELETE FROM {relinked}")
-        return 0
-    since = min(hook[4] for hook in hooks)
-    conn.execute(HOOK_CALLS_DDL)
-    conn.execute("DELETE FROM scratch.hook_call")
-    for schema in schemas:
-        conn.execute(f"INSERT OR IGNORE INTO scratch.hook_call SELECT linkedid, end_ms, status, "
-                     f"answered, 1, 0 FROM {schema}.call WHERE end_ms >= ?", (since,))
-    conn.execute(
-        f"INSERT INTO scratch.hook_call SELECT c.linkedid, c.end_ms, c.status, c.answered, 0, 1 "
-        f"FROM {relinked} r JOIN call c ON c.linkedid = r.linkedid WHERE r.returned_by IS NOT "
-        f"NULL AND r.status = 'missed' AND c.end_ms >= ? AND true "
-        f"ON CONFLICT (linkedid) DO UPDATE SET returned = 1", (since,))
-    if not conn.execute("SELECT EXISTS (SELECT 1 FROM scratch.hook_call)").fetchone()[0]:
-        conn.execute(f"DELETE FROM {relinked}")
-        return 0
-    queued = 0
+    statements = []
     for hook_id, events, filters, after_min, created_ms in hooks:
-        sql, params = _QUEUE, [hook_id, now_ms, after_min * 60_000, events, created_ms]
-        narrowed = _filter_sql(db, json.loads(filters))
+        params = [hook_id, now_ms, after_min * 60_000, events, created_ms]
+        chosen = json.loads(events)
+        sources = [_STAGED.format(calls=f"{schema}.call") for schema in schemas
+                   if set(chosen) - {"callback"}]
+        sources += [_RETURNED.format(relinked=relinked)] if "callback" in chosen else []
+        statements += [(sql, params, json.loads(filters)) for sql in sources]
+    queued = 0
+    for sql, params, filters in statements:
+        narrowed = _filter_sql(db, filters, schemas, relinked)
         if narrowed is not None:
             # peewee's marks are bare `?`s: numbered after the statement's own five
-            chosen, chosen_params = narrowed
-            sql += f" AND h.linkedid IN ({chosen})"
-            params += chosen_params
+            sql, params = sql + f" AND s.linkedid IN ({narrowed[0]})", params + narrowed[1]
         queued += conn.execute(sql, params).rowcount
     conn.execute(f"DELETE FROM {relinked}")
     return queued
 
 
-def _filter_sql(db: SqliteDatabase, filters: dict) -> tuple[str, list] | None:
-    """The linkedids of the batch's calls a hook's filter keeps, as SQL (None: no filter)."""
+def _filter_sql(db: SqliteDatabase, filters: dict, schemas: list[str],
+                relinked: str) -> tuple[str, list] | None:
+    """The linkedids a hook's filter keeps among the batch's calls, as SQL (None: no filter):
+    the page's query over the period the batch's calls started in."""
     if not filters:
         return None
     flt = hook_filter(filters)
-    span = db.connection().execute(
-        "SELECT min(c.start_ms), max(c.start_ms) FROM scratch.hook_call h "
-        "JOIN call c ON c.linkedid = h.linkedid").fetchone()
-    if span[0] is None:
+    starts = " UNION ALL ".join(
+        [f"SELECT min(start_ms) AS lo, max(start_ms) AS hi FROM {schema}.call"
+         for schema in schemas]
+        + [f"SELECT min(c.start_ms), max(c.start_ms) FROM {relinked} r "
+           f"JOIN call c ON c.linkedid = r.linkedid"])
+    low, high = db.connection().execute(f"SELECT min(lo), max(hi) FROM ({starts})").fetchone()
+    if low is None:
         return "SELECT NULL WHERE false", []
-    flt.start_ms, flt.end_ms = span[0], span[1] + 1
-    query = calls_query(flt, db, counting=True).select(Call.linkedid).order_by()
-    sql, params = query.sql()
+    flt.start_ms, flt.end_ms = low, high + 1
+    sql, params = calls_query(flt, db, counting=True).select(Call.linkedid).order_by().sql()
     return sql, list(params)
 
 
