@@ -123,13 +123,14 @@ class Deliverer:
     def settings(self, settings: Settings) -> None:
         self._settings = settings
         self.context = MirrorContext(settings, self.db)
+        self.licence = LicenceCheck.of(settings)      # one, so that it keeps what it verified
 
     # --- the loop ------------------------------------------------------------------------------
 
     def step(self, now_s: float) -> float:
         """Send what is due at `now_s`; returns seconds until the next look."""
         interval = self.settings["webhooks.check_interval"]
-        if LicenceCheck.of(self.settings).problem() is not None:
+        if self.licence.problem() is not None:
             return interval
         now_ms = int(now_s * 1000)
         due = self._due(now_ms)
