@@ -187,7 +187,8 @@ class Deliverer:
 
     def _due(self, now_ms: int) -> list[dict]:
         cursor = self.db.execute_sql(
-            "SELECT o.id, o.hook_id, o.event, o.linkedid, o.idempotency_key, o.attempts, "
+            f"SELECT o.id, o.hook_id, o.event, o.linkedid, {webhooks.KEY} AS idempotency_key, "
+            "o.attempts, "
             "w.url, w.secret FROM outbox o JOIN webhook w ON w.id = o.hook_id AND w.enabled "
             "WHERE o.state = 'pending' AND o.due_ms <= ? ORDER BY o.due_ms LIMIT ?",
             (now_ms, _BATCH))

@@ -31,6 +31,8 @@ SCHEMES = ("http", "https")
 # The page's filter parameters a hook may narrow its calls by (no period: every call from now).
 FILTERS = ("direction", "status", "number", "employee", "group", "min_talk", "max_talk",
            "recording", "queue", "hangup", "tab")
+# An event's idempotency key, from its outbox row `o` (UNIQUE in the table: queued once).
+KEY = "o.hook_id || ':' || o.event || ':' || o.linkedid"
 RESPONSE_KEPT = 2048         # characters of a receiver's answer kept in the log
 REPLAY_WINDOW_S = 300        # what a receiver should accept: timestamps within 5 minutes
 SIGNATURE_HEADER = "X-Extcdr-Signature"
@@ -51,14 +53,13 @@ class WebhookError(ValueError):
 # A hook's events of the staged calls `{calls}` (missed, unreturned: due N minutes after the
 # end, answered) and of the missed calls whose callback links `{relinked}` just returned: one
 # grouped statement each. ?1 hook, ?2 now, ?3 the wait for unreturned, ?4 events, ?5 created.
-_INSERT = ("INSERT OR IGNORE INTO outbox (hook_id, event, linkedid, idempotency_key, "
-           "created_ms, due_ms) ")
-_STAGED = (_INSERT + "SELECT ?1, e.value, s.linkedid, ?1 || ':' || e.value || ':' || s.linkedid, "
-           "?2, CASE e.value WHEN 'unreturned' THEN s.end_ms + ?3 ELSE ?2 END "
+_INSERT = "INSERT OR IGNORE INTO outbox (hook_id, event, linkedid, created_ms, due_ms) "
+_STAGED = (_INSERT + "SELECT ?1, e.value, s.linkedid, ?2, "
+           "CASE e.value WHEN 'unreturned' THEN s.end_ms + ?3 ELSE ?2 END "
            "FROM {calls} s JOIN json_each(?4) e ON CASE e.value WHEN 'answered' THEN s.answered "
            "WHEN 'callback' THEN 0 ELSE s.status = 'missed' END WHERE s.end_ms >= ?5")
-_RETURNED = (_INSERT + "SELECT ?1, 'callback', s.linkedid, ?1 || ':callback:' || s.linkedid, "
-             "?2, ?2 + 0 * ?3 FROM {relinked} r JOIN call s ON s.linkedid = r.linkedid "
+_RETURNED = (_INSERT + "SELECT ?1, 'callback', s.linkedid, ?2, ?2 + 0 * ?3 "
+             "FROM {relinked} r JOIN call s ON s.linkedid = r.linkedid "
              "WHERE r.returned_by IS NOT NULL AND r.status = 'missed' AND s.end_ms >= ?5 "
              "AND ?4 IS NOT NULL")
 
@@ -273,16 +274,12 @@ def deliveries(db: SqliteDatabase, hook_id: int, *, limit: int = 50,
                before: int | None = None) -> list[dict]:
     """A hook's outbox rows, newest first (keyset by id), each with its last attempt."""
     return _dicts(
-        db, "SELECT o.id, o.event, o.linkedid, o.idempotency_key, o.created_ms, o.due_ms, "
-        "o.attempts, o.state, d.at_ms, d.status, d.response, d.duration_ms FROM outbox o "
+        db, f"SELECT o.id, o.event, o.linkedid, {KEY} AS idempotency_key, o.created_ms, "
+        "o.due_ms, o.attempts, o.state, d.at_ms, d.status, d.response, d.duration_ms "
+        "FROM outbox o "
         "LEFT JOIN delivery d ON d.id = (SELECT max(id) FROM delivery WHERE outbox_id = o.id) "
         "WHERE o.hook_id = ? AND o.id < ? ORDER BY o.id DESC LIMIT ?",
         (hook_id, SQLITE_MAX if before is None else before, limit))
-
-
-def attempts_of(db: SqliteDatabase, outbox_id: int) -> list[dict]:
-    return _dicts(db, "SELECT * FROM delivery WHERE outbox_id = ? ORDER BY id DESC",
-                  (outbox_id,))
 
 
 def redeliver(db: SqliteDatabase, hook_id: int, outbox_id: int, now_ms: int | None = None) -> None:

@@ -105,9 +105,9 @@ def test_create_edit_secret_log_redeliver_delete(site):
     assert status == 302 and rows(site, "SELECT enabled FROM webhook") == [(0,)]
     with closing(sqlite3.connect(site["db"])) as conn, conn:
         for n in range(60):
-            conn.execute("INSERT INTO outbox (hook_id, event, linkedid, idempotency_key, "
-                         "created_ms, due_ms, attempts, state) VALUES (?, 'missed', ?, ?, 0, "
-                         "0, 9, 'failed')", (hook_id, f"call-{n}", f"{hook_id}:missed:call-{n}"))
+            conn.execute("INSERT INTO outbox (hook_id, event, linkedid, created_ms, due_ms, "
+                         "attempts, state) VALUES (?, 'missed', ?, 0, 0, 9, 'failed')",
+                         (hook_id, f"call-{n}"))
             conn.execute("INSERT INTO delivery (outbox_id, at_ms, status, response, "
                          "duration_ms) VALUES (last_insert_rowid(), 0, 500, ?, 12)",
                          (f"<b>down {n}</b>",))
