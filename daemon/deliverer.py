@@ -143,8 +143,9 @@ class Deliverer:
                 self._record(send, outcome)
         if len(due) == _BATCH:
             return 0.0
-        following = self.db.execute_sql(
-            "SELECT min(due_ms) FROM outbox WHERE state = 'pending'").fetchone()[0]
+        following = self.db.execute_sql(     # a disabled hook's rows wait: not due for it
+            "SELECT min(o.due_ms) FROM outbox o JOIN webhook w ON w.id = o.hook_id "
+            "AND w.enabled WHERE o.state = 'pending'").fetchone()[0]
         if following is None:
             return interval
         return min(interval, max(0.0, following / 1000 - time.time()))
@@ -188,8 +189,7 @@ class Deliverer:
     def _due(self, now_ms: int) -> list[dict]:
         cursor = self.db.execute_sql(
             f"SELECT o.id, o.hook_id, o.event, o.linkedid, {webhooks.KEY} AS idempotency_key, "
-            "o.attempts, "
-            "w.url, w.secret FROM outbox o JOIN webhook w ON w.id = o.hook_id AND w.enabled "
+            "o.attempts, w.url, w.secret FROM outbox o JOIN webhook w ON w.id = o.hook_id AND w.enabled "
             "WHERE o.state = 'pending' AND o.due_ms <= ? ORDER BY o.due_ms LIMIT ?",
             (now_ms, _BATCH))
         names = [column[0] for column in cursor.description]

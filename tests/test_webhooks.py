@@ -234,6 +234,24 @@ def test_a_dead_receiver_fails_after_the_retries_and_redeliver_puts_it_back(pbx,
     assert query(pbx, "SELECT state FROM outbox") == [("delivered",)] and len(crm.got) == 1
 
 
+def test_a_disabled_hooks_events_wait_without_a_busy_loop(pbx, receiver):
+    crm = receiver()
+    hook = add_hook(pbx, crm.url, ["missed"])
+    mirror(pbx, pbx["rows"][:300])
+    with closing(sqlite3.connect(pbx["db"])) as conn, conn:
+        conn.execute("UPDATE webhook SET enabled = 0")
+    deliverer = Deliverer(settings_for(pbx, **{"webhooks.check_interval": "2"}))
+    try:
+        assert deliverer.step(time.time()) == 2.0 and crm.got == []
+    finally:
+        deliverer.close()
+    assert query(pbx, "SELECT DISTINCT state FROM outbox") == [("pending",)]
+    with closing(sqlite3.connect(pbx["db"])) as conn, conn:
+        conn.execute("UPDATE webhook SET enabled = 1 WHERE id = ?", (hook,))
+    send_all(pbx)
+    assert query(pbx, "SELECT DISTINCT state FROM outbox") == [("delivered",)] and crm.got
+
+
 def test_only_the_configured_host_and_schemes(receiver):
     elsewhere = receiver()
     crm = receiver(redirect=elsewhere.url)
