@@ -85,7 +85,7 @@ class Daemon:
     def __init__(self, settings: Settings):
         self.settings = settings
         self.on_reload: Callable[[Settings, Settings], None] | None = None
-        self.on_written: Callable[[], None] | None = None   # after a step that wrote calls
+        self.on_written: Callable[[], None] | None = None   # after each step (calls may be written)
         self.requests: queue.SimpleQueue = queue.SimpleQueue()
         self.wake = threading.Event()
         self.stopping = False
