@@ -6,7 +6,8 @@ has work; `run()` only calls it and sleeps until then or until a trigger wakes i
 from other threads — the AMI link (`refresh`, `hung_up`) and the file watcher (`changed`) —
 through a queue; signals only set flags.
 Only this loop writes the mirror; the mailed reports' scheduler (`reports.scheduler`, its own
-thread) writes only the reports' rows.
+thread) writes only the reports' rows, and the webhooks' sender (`daemon.deliverer`, its own
+thread, woken after each step) only the outbox's states and the log of deliveries.
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ import peewee
 
 from daemon import watch
 from daemon.ami import AmiLink, cdr_event_to_row, linkedid_of_event
+from daemon.deliverer import Deliverer
 from daemon.sync import Sync, mirror_sync
 from mirror.database import ModuleDbError, open_module_db, readable_error
 from mirror.hangups import CallHangup, HangupTracker
@@ -83,6 +85,7 @@ class Daemon:
     def __init__(self, settings: Settings):
         self.settings = settings
         self.on_reload: Callable[[Settings, Settings], None] | None = None
+        self.on_written: Callable[[], None] | None = None   # after each step (calls may be written)
         self.requests: queue.SimpleQueue = queue.SimpleQueue()
         self.wake = threading.Event()
         self.stopping = False
@@ -168,6 +171,8 @@ class Daemon:
             self._guarded(now, self._apply_event_rows)
         if self.hangups:
             self._guarded(now, self._record_hangups)
+        if self.on_written is not None:
+            self.on_written()          # the webhooks' sender looks at the outbox
         return self._next_due(now)
 
     def run(self, on_start: Callable[["Daemon"], None] | None = None) -> int:
@@ -301,15 +306,20 @@ def serve(settings: Settings) -> int:
         ami.start(settings)
         reports = ReportScheduler(settings)
         reports.start()
+        deliverer = Deliverer(settings)
+        deliverer.start()
 
         def reloaded(old: Settings, new: Settings) -> None:
             ami.settings_changed(old, new)
             reports.settings = new
+            deliverer.settings = new
 
         daemon.on_reload = reloaded
+        daemon.on_written = deliverer.nudge
         try:
             return daemon.run()
         finally:
+            deliverer.close()
             reports.close()
             ami.stop()
             watcher.stop()

@@ -14,12 +14,14 @@ from __future__ import annotations
 import gc
 import logging
 import os
+import time
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 from daemon import backfill
+from mirror import webhooks
 from mirror.calls import Leg, calls_of, classify, link_callbacks
 from mirror.live import live_calls
 from mirror.pbxtime import PbxClock
@@ -287,6 +289,8 @@ class Sync:
                       + [end - start for _, start, end in spans])
         store.set_state(longest_call_ms=longest)
         self._relink(spans, reach_ms=self.window_ms + longest)
+        webhooks.queue_events(store.db, [schema, "fixup"] if partial else [schema],
+                              "scratch.relinked", int(time.time() * 1000))
         if cursor_row is not None:
             store.set_state(cursor=cursor_row[0], cursor_uniqueid=cursor_row[1])
 

@@ -303,6 +303,33 @@ RUSSIAN = {
     "Handled": "Обработан", "handled by": "обработал",
     "admin": "администратор", "supervisor": "руководитель", "operator": "оператор",
     "Only an admin may manage API tokens.": "API-токенами управляет только администратор.",
+    # webhooks (settings)
+    "Webhooks": "Вебхуки", "Webhook": "Вебхук", "New webhook": "Новый вебхук", "no": "нет",
+    "Add webhook": "Добавить вебхук", "No webhooks yet.": "Вебхуков пока нет.",
+    "Calls pushed to a CRM: each event is posted once as JSON with the call record, signed "
+    "with the hook's secret, retried until the receiver accepts it.":
+        "Звонки, отправляемые в CRM: каждое событие отправляется один раз в JSON с записью "
+        "звонка, подписанное секретом вебхука, и повторяется, пока получатель его не примет.",
+    "calls pushed to a CRM, with the log of deliveries.":
+        "звонки, отправляемые в CRM, с журналом доставок.",
+    "URL": "Адрес (URL)", "Events": "События", "Event": "Событие",
+    "Unreturned after, minutes": "Не перезвонили через, минут",
+    "Filter (the page's parameters)": "Отбор (параметры страницы)",
+    "Pending": "В очереди", "Delivered": "Доставлено", "Failed": "Не доставлено",
+    "pending": "в очереди", "delivered": "доставлено",
+    "cancelled": "отменено", "next": "следующая попытка",
+    "Missed call": "Пропущенный звонок", "Answered call": "Отвеченный звонок",
+    "Missed call returned": "Перезвонили на пропущенный",
+    "Not called back in time": "Не перезвонили вовремя",
+    "Secret": "Секрет", "New secret": "Новый секрет",
+    "The receiver checks each delivery's X-Extcdr-Signature: v1= and the hex HMAC-SHA256, with "
+    "this secret, of the X-Extcdr-Timestamp header, a dot and the body; and refuses timestamps "
+    "older than 5 minutes.":
+        "Получатель проверяет заголовок X-Extcdr-Signature каждой доставки: v1= и HMAC-SHA256 "
+        "(hex) с этим секретом от заголовка X-Extcdr-Timestamp, точки и тела запроса; и "
+        "отклоняет метки времени старше 5 минут.",
+    "Deliveries": "Доставки", "Time": "Время", "Response": "Ответ", "Redeliver": "Отправить снова",
+    "Nothing sent yet.": "Пока ничего не отправлено.", "Older": "Раньше", "Newest": "Новые",
 }
 
 # Titles with a number in them (mirror.analytics): the English pattern and the Russian.
@@ -344,6 +371,21 @@ def translator(language: str):
 # Russian: the English sentence's pattern and its Russian wording (the values typed are kept as
 # typed).
 _RUSSIAN_ERRORS = tuple((re.compile(pattern), russian) for pattern, russian in (
+    (r"a hook needs a name of at most (\d+) characters",
+     "у вебхука должно быть название не длиннее {0} символов"),
+    (r"choose at least one event", "выберите хотя бы одно событие"),
+    (r"unreturned after: 1 to (\d+) minutes", "«Не перезвонили через»: от 1 до {0} минут"),
+    (r"the URL is not valid", "адрес (URL) неверен"),
+    (r"the URL must start with http:// or https://",
+     "адрес (URL) должен начинаться с http:// или https://"),
+    (r"the URL must name a host \(and no login\)",
+     "в адресе (URL) должен быть хост (и не должно быть логина)"),
+    (r"the host (.*) is not among webhooks.allowed_hosts",
+     "хост {0} не входит в webhooks.allowed_hosts"),
+    (r"the filter is not valid: use page parameters like (.*)",
+     "отбор неверен: укажите параметры страницы, например {0}"),
+    (r"the filter must be page parameters", "отбор должен состоять из параметров страницы"),
+    (r"unknown filter (.*); use: (.*)", "неизвестный отбор {0}; допустимы: {1}"),
     (r"the period is empty: 'to' must be after 'from'",
      "период пуст: дата «по» должна быть позже даты «с»"),
     (r"the period is too long: at most (\d+) days on this page; choose a shorter one",

@@ -45,6 +45,16 @@ def call_record(row: dict, tz: ZoneInfo) -> dict:
     return record
 
 
+def leg_records(legs: list[dict], tz: ZoneInfo) -> list[dict]:
+    """A call's legs (`queries.legs_of_call`) as public records: times ISO 8601, no row id."""
+    for leg in legs:
+        leg.pop("id")
+        for name in ("start", "answer", "end"):
+            value = leg.pop(f"{name}_ms")
+            leg[name] = iso_time(value, tz) if value is not None else None
+    return legs
+
+
 def comment_record(comment: dict, tz: ZoneInfo) -> dict:
     """A comment (`mirror.annotations.comments_of`) as a public record."""
     return {"id": comment["id"], "author": comment["author"], "text": comment["text"],

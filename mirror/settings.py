@@ -103,6 +103,20 @@ SETTINGS: tuple[Setting, ...] = (
             "start of download links in mails (https://pbx.example.com); empty: the PBX's own "
             "address (its internet interface and HTTPS port), else where its nginx was reached "
             "— never a client's Host header"),
+    Setting("webhooks", "allowed_hosts", str, "",
+            "hosts webhooks may be sent to, comma-separated; empty: each hook's own URL host"),
+    Setting("webhooks", "connect_timeout", float, 5.0,
+            "seconds to connect to a webhook's receiver", minimum=0.1),
+    Setting("webhooks", "read_timeout", float, 10.0,
+            "seconds to wait for a webhook's receiver to answer", minimum=0.1),
+    Setting("webhooks", "retries", int, 8,
+            "further attempts when a receiver fails, then the delivery is failed", minimum=0),
+    Setting("webhooks", "retry_delay", float, 30.0,
+            "seconds before the first retry (doubling after each, with jitter; at most an "
+            "hour)", minimum=0.01),
+    Setting("webhooks", "check_interval", float, 1.0,
+            "seconds between looks at the outbox (the writer also wakes the sender)",
+            minimum=0.01),
     Setting("licence", "public_key", str, "",
             "the marketplace's Ed25519 public key (base64) licences are checked with; empty: "
             "a development run outside a PBX, nothing checked (`extcdr install` sets it)"),

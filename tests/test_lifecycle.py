@@ -463,6 +463,15 @@ BEFORE_LAST_STEP: dict[str, list[tuple[str, str]]] = {
         """    "unreturned": (Call.status == "missed") & Call.returned_by.is_null(),""")],
     "mirror/analytics.py": [
         ('    counts["unreturned"] -= sum(handled_unreturned(flt, db).values())\n', "")],
+    # webhooks: the writer queued no events, the daemon had no sender
+    "daemon/sync.py": [
+        ('        webhooks.queue_events(store.db, [schema, "fixup"] if partial else [schema],\n'
+         '                              "scratch.relinked", int(time.time() * 1000))\n', "")],
+    "daemon/resident.py": [
+        ("        deliverer = Deliverer(settings)\n        deliverer.start()\n", ""),
+        ("            deliverer.settings = new\n", ""),
+        ("        daemon.on_written = deliverer.nudge\n", ""),
+        ("            deliverer.close()\n", "")],
 }
 
 

@@ -33,6 +33,7 @@ from web.openapi import openapi
 from web.recordings import recordings
 from web.report_views import reports
 from web.tokens_admin import tokens_admin
+from web.webhook_views import webhook_settings
 from web.worklist_api import worklist_api
 
 STATIC = Path(__file__).parent / "static"
@@ -72,6 +73,7 @@ def create_app(settings: Settings, *, login: auth.Login | None = None) -> Flask:
         EXTCDR_REPORTS_DIR=reports_dir(settings),
         EXTCDR_LICENCE=LicenceCheck.of(settings),
         EXTCDR_CONFIG_DB=settings["pbx.config_db"],
+        EXTCDR_WEBHOOK_HOSTS=settings["webhooks.allowed_hosts"],
         EXTCDR_SHARED=Coalesced(),       # answers many pages ask at once (web.history), by revision
     )
     app.extensions["extcdr_changes"] = ChangePublisher(db, settings)
@@ -92,6 +94,7 @@ def create_app(settings: Settings, *, login: auth.Login | None = None) -> Flask:
     app.register_blueprint(reports, url_prefix=prefix)
     app.register_blueprint(admin, url_prefix=prefix)
     app.register_blueprint(tokens_admin, url_prefix=prefix)
+    app.register_blueprint(webhook_settings, url_prefix=prefix)
     app.register_blueprint(analytics, url_prefix=prefix)
     app.register_blueprint(contacts_pages, url_prefix=prefix)
     present.install(app)
@@ -159,12 +162,12 @@ class RowId(IntegerConverter):
 def _error(status: int, title: str, message: str):
     """JSON for the API and for the page's scripts, a readable page for people."""
     wants_page = (request.blueprint in ("history", "download", "reports", "admin", "analytics",
-                                        "contacts", "tokens_admin")
+                                        "contacts", "tokens_admin", "webhooks")
                   and request.method == "GET"
                   and request.endpoint not in ("history.more_rows", "history.updates",
                                                "history.details", "analytics.stats"))
     if wants_page or (request.blueprint in ("history", "reports", "admin", "contacts",
-                                            "tokens_admin")
+                                            "tokens_admin", "webhooks")
                       and request.method == "POST"):
         return render_template("message.html", title=title,
                                message=say_error(message, present.user_language())), status

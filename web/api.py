@@ -6,7 +6,7 @@ from flask import Blueprint, abort, g, jsonify, request
 
 from mirror.queries import (call_rows, call_visible, calls_in_progress, calls_query, encode_cursor,
                             find_call, legs_of_call, whole_number)
-from mirror.records import call_record, iso_time, live_record
+from mirror.records import call_record, iso_time, leg_records, live_record
 from mirror.worklist import handled
 from web.context import clock, mirror, request_filter
 
@@ -44,13 +44,8 @@ def call(linkedid: str):
     did not exist."""
     row = visible_call(linkedid)
     tz = clock().tz
-    legs = legs_of_call(linkedid, mirror())
-    for leg in legs:
-        leg.pop("id")
-        for name in ("start", "answer", "end"):
-            value = leg.pop(f"{name}_ms")
-            leg[name] = iso_time(value, tz) if value is not None else None
-    return jsonify(call=call_record(row, tz), legs=legs,
+    return jsonify(call=call_record(row, tz),
+                   legs=leg_records(legs_of_call(linkedid, mirror()), tz),
                    handled=handled_record(handled(mirror(), linkedid)))
 
 

@@ -8,6 +8,12 @@ and indexes as the PBX's) measured in the same run. Run: ./bin/bench backfill [-
 that keep analytics' daily rollups and each returned call's wait for its callback (schema 13)
 and has the writer keep only the hourly counters of each batch (mirror.rollups.kept_by_writer):
 what analytics' upkeep costs a backfill is the difference of the two runs' legs/s.
+
+`--webhook now|always --rounds R` measures the webhooks' outbox: R alternating backfills of the
+same history into fresh mirrors, without a hook and with one enabled hook for every event
+created before the sync — `now` (the history is older: the writer only finds that no call is
+new enough) or `always` (created at the epoch: every call of the history queues its events, the
+worst case); prints each run and the median cost (budget <= 5%).
 """
 from __future__ import annotations
 
@@ -15,6 +21,7 @@ import argparse
 import os
 import resource
 import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -80,6 +87,53 @@ def without_analytics_rollups(mirror: Path) -> list[str]:
     return names
 
 
+def add_webhook(mirror: Path, since: str) -> None:
+    """One enabled hook for every event, created now or (`always`) at the epoch."""
+    created_ms = 0 if since == "always" else int(time.time() * 1000)
+    db = open_module_db(mirror)
+    try:
+        db.execute_sql(
+            "INSERT INTO webhook (name, url, secret, events, created_ms, created_by) VALUES "
+            "('bench', 'http://127.0.0.1:9/', 's', "
+            "'[\"missed\", \"unreturned\", \"answered\", \"callback\"]', ?, 'bench')",
+            (created_ms,))
+    finally:
+        db.close()
+
+
+def webhook_cost(out: Path, legs: int, since: str, rounds: int) -> None:
+    """Alternating backfills without and with a hook; the median of their times."""
+    times: dict[bool, list[float]] = {False: [], True: []}
+    cpu: dict[bool, list[float]] = {False: [], True: []}
+    for n in range(rounds):
+        for hooked in (False, True) if n % 2 == 0 else (True, False):
+            mirror = out / f"mirror-{n}-{int(hooked)}.db"
+            open_module_db(mirror).close()
+            if hooked:
+                add_webhook(mirror, since)
+            used = _children_cpu_s()
+            elapsed, _ = backfill(out / "cdr.db", out / "mikopbx.db", mirror)
+            used = _children_cpu_s() - used
+            with sqlite3.connect(mirror) as conn:
+                queued = conn.execute("SELECT count(*) FROM outbox").fetchone()[0]
+            times[hooked].append(elapsed)
+            cpu[hooked].append(used)
+            print(f"round {n + 1} {'with' if hooked else 'without'} a hook: {elapsed:.2f} s, "
+                  f"CPU {used:.2f} s ({legs / elapsed:,.0f} legs/s, {queued:,} events queued)",
+                  flush=True)
+            for leftover in out.glob(f"{mirror.name}*"):
+                leftover.unlink()
+    for what, runs in (("time", times), ("CPU time", cpu)):
+        plain, hooked = statistics.median(runs[False]), statistics.median(runs[True])
+        print(f"median {what} without: {plain:.2f} s, with a hook ({since}): {hooked:.2f} s; "
+              f"the outbox's cost: {(hooked / plain - 1) * 100:+.1f}%   (budget <= 5%)")
+
+
+def _children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def backfill(cdr: Path, pbx: Path, mirror: Path, *,
              analytics: bool = True) -> tuple[float, int]:
     os.sync()
@@ -99,12 +153,18 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--without-analytics-rollups", action="store_true",
                         help="drop the triggers of analytics' rollups before the backfill")
+    parser.add_argument("--webhook", choices=("now", "always"),
+                        help="compare backfills without and with a hook created then")
+    parser.add_argument("--rounds", type=int, default=3, help="pairs of runs (--webhook)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="extcdr-bench-") as tmp:
         out = Path(tmp)
         started = time.perf_counter()
         legs = generate(out, args.legs, args.seed)
         print(f"generated {legs:,} legs in {time.perf_counter() - started:.1f} s")
+        if args.webhook:
+            webhook_cost(out, legs, args.webhook, args.rounds)
+            return
         copy_s = bare_copy(out / "cdr.db", out / "copy.db")
         if args.without_analytics_rollups:
             dropped = without_analytics_rollups(out / "module.db")

@@ -1,0 +1,367 @@
+"""Webhooks: the writer queues each hook's events in the transaction that writes the calls,
+once per hook, event and call; the daemon's sender posts them, signed, with the call record,
+to a real HTTP receiver on 127.0.0.1 — retried after failures, never lost to `kill -9`, never
+sent to another host or for calls from before the hook."""
+from __future__ import annotations
+
+import json
+import signal
+import sqlite3
+import threading
+import time
+from contextlib import closing
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from daemon.deliverer import Deliverer, post
+from daemon.resident import Daemon
+from mirror import webhooks
+from mirror.database import open_module_db
+from mirror.settings import load
+from tests.conftest import wait_for
+from tests.mirror import append_rows, pbx_rows
+from tests.test_daemon import start_daemon
+
+SECRET = "test-secret"
+KEY = webhooks.KEY
+
+
+class Receiver:
+    """A CRM's endpoint on 127.0.0.1: keeps what it got; answers `statuses` in turn, then
+    200; `delay` seconds before each answer; `redirect` answers 302 to that URL."""
+
+    def __init__(self, statuses=(), delay: float = 0.0, redirect: str | None = None):
+        self.got: list[dict] = []
+        self.statuses = list(statuses)
+        self.delay = delay
+        self.redirect = redirect
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                receiver.got.append({"headers": dict(self.headers), "body": body,
+                                     "path": self.path})
+                time.sleep(receiver.delay)
+                status = receiver.statuses.pop(0) if receiver.statuses else 200
+                if receiver.redirect:
+                    status = 302
+                self.send_response(status)
+                if receiver.redirect:
+                    self.send_header("Location", receiver.redirect)
+                self.send_header("Content-Type", "text/plain")
+                self.end_headers()
+                self.wfile.write(f"answer {status} ".encode() * 500)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads, self.server.block_on_close = True, False
+        self.url = f"http://127.0.0.1:{self.server.server_port}/hooks/crm?x=1"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def keys(self) -> list[str]:
+        return [got["headers"][webhooks.KEY_HEADER] for got in self.got]
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver():
+    made = []
+
+    def make(**kwargs):
+        made.append(Receiver(**kwargs))
+        return made[-1]
+    yield make
+    for one in made:
+        one.close()
+
+
+@pytest.fixture
+def pbx(demo_pbx, tmp_path):
+    cols, rows = pbx_rows(demo_pbx / "cdr.db")
+    append_rows(tmp_path / "cdr.db", cols, [])
+    db = tmp_path / "module.db"
+    open_module_db(db).close()              # created and migrated, for the hooks
+    return {"cdr": tmp_path / "cdr.db", "config": demo_pbx / "mikopbx.db", "cols": cols,
+            "rows": rows, "db": db}
+
+
+def settings_for(pbx, **extra):
+    return load(None, {"pbx.cdr_db": pbx["cdr"], "pbx.config_db": pbx["config"],
+                       "module.db": pbx["db"], "ami.enabled": "false",
+                       "sync.poll_interval": "30", "sync.debounce": "0.05",
+                       "webhooks.retry_delay": "0.01", "webhooks.check_interval": "0.05",
+                       **extra})
+
+
+def add_hook(pbx, url, events=webhooks.EVENTS, *, created_ms=0, filters=None, enabled=1,
+             after_min=30) -> int:
+    with closing(sqlite3.connect(pbx["db"])) as conn, conn:
+        return conn.execute(
+            "INSERT INTO webhook (name, url, secret, events, filters, unreturned_after_min, "
+            "enabled, created_ms, created_by) VALUES ('crm', ?, ?, ?, ?, ?, ?, ?, 'admin')",
+            (url, SECRET, json.dumps(list(events)), json.dumps(filters or {}), after_min,
+             enabled, created_ms)).lastrowid
+
+
+def query(pbx, sql, params=()):
+    with closing(sqlite3.connect(pbx["db"])) as conn:
+        return conn.execute(sql, params).fetchall()
+
+
+def mirror(pbx, rows=None, batch_rows=500):
+    """The PBX's rows written and mirrored by the daemon's writer, batch by batch."""
+    append_rows(pbx["cdr"], pbx["cols"], pbx["rows"] if rows is None else rows)
+    daemon = Daemon(settings_for(pbx, **{"sync.batch_rows": str(batch_rows)}))
+    daemon.step(0.0)
+    daemon.db.close()
+
+
+def send_all(pbx, rounds=50, **extra):
+    deliverer = Deliverer(settings_for(pbx, **extra))
+    try:
+        for _ in range(rounds):
+            if deliverer.step(time.time()) > 0.5 and not query(
+                    pbx, "SELECT 1 FROM outbox WHERE state = 'pending'"):
+                break
+            time.sleep(0.02)
+    finally:
+        deliverer.close()
+
+
+def test_the_writer_queues_each_event_once_per_hook_and_call(pbx):
+    hook = add_hook(pbx, "http://127.0.0.1:9/")
+    add_hook(pbx, "http://127.0.0.1:9/", enabled=0)                   # disabled: nothing
+    add_hook(pbx, "http://127.0.0.1:9/", created_ms=int(time.time() * 1000))   # history: none
+    mirror(pbx)
+    counts = dict(query(pbx, "SELECT event, count(*) FROM outbox GROUP BY event"))
+    missed, answered, returned, unreturned = query(
+        pbx, "SELECT sum(status = 'missed'), sum(answered), "
+        "sum(status = 'missed' AND returned_by IS NOT NULL), "
+        "sum(status = 'missed' AND returned_by IS NULL) FROM call")[0]
+    # every event of the calls as they are; a few more of calls first seen in part (batches
+    # of 500 rows split them), which the sender drops when they no longer hold
+    assert missed <= counts["missed"] <= missed * 1.05
+    assert answered <= counts["answered"] <= answered * 1.05
+    assert returned <= counts["callback"] <= returned * 1.05 and returned > 0
+    assert unreturned <= counts["unreturned"] <= counts["missed"]
+    assert query(pbx, "SELECT count(*) FROM call WHERE status = 'missed' AND linkedid NOT IN "
+                      "(SELECT linkedid FROM outbox WHERE event = 'missed')") == [(0,)]
+    assert query(pbx, "SELECT DISTINCT hook_id FROM outbox") == [(hook,)]
+    assert query(pbx, "SELECT count(*) FROM outbox o JOIN call c USING (linkedid) WHERE "
+                      "o.event = 'unreturned' AND o.due_ms <> c.end_ms + 30 * 60000"
+                 )[0][0] <= counts["unreturned"] * 0.05        # due 30 minutes after the end
+    before = query(pbx, "SELECT * FROM outbox ORDER BY id")
+    with closing(sqlite3.connect(pbx["cdr"])) as conn, conn:   # the PBX rewrites every row
+        conn.execute("UPDATE cdr_general SET recordingfile = recordingfile || ''")
+    daemon = Daemon(settings_for(pbx))
+    daemon.sync.refresh([lid for (lid,) in query(pbx, "SELECT linkedid FROM call")])
+    daemon.db.close()
+    assert query(pbx, "SELECT * FROM outbox ORDER BY id") == before
+
+
+def test_a_hooks_filter_narrows_its_calls(pbx):
+    add_hook(pbx, "http://127.0.0.1:9/", ["missed", "answered"],
+             filters={"direction": "incoming", "status": "missed"})
+    mirror(pbx, batch_rows=10**6)           # one batch: no call first seen in part
+    sent = query(pbx, "SELECT DISTINCT c.direction, c.status, o.event FROM outbox o "
+                      "JOIN call c USING (linkedid)")
+    assert sent == [("incoming", "missed", "missed")]
+    assert query(pbx, "SELECT count(*) FROM outbox") == query(
+        pbx, "SELECT count(*) FROM call WHERE direction = 'incoming' AND status = 'missed'")
+
+
+def test_deliveries_are_signed_and_carry_the_call_record(pbx, receiver):
+    crm = receiver()
+    add_hook(pbx, crm.url, ["missed"])
+    mirror(pbx, pbx["rows"][:400])
+    send_all(pbx)
+    expected = query(pbx, f"SELECT {KEY}, linkedid FROM outbox o")
+    assert expected and sorted(crm.keys()) == sorted(key for key, _ in expected)
+    assert query(pbx, "SELECT DISTINCT state FROM outbox") == [("delivered",)]
+    got = crm.got[0]
+    headers, body = got["headers"], got["body"]
+    assert got["path"] == "/hooks/crm?x=1"
+    assert webhooks.verify(SECRET, headers[webhooks.TIMESTAMP_HEADER], body,
+                           headers[webhooks.SIGNATURE_HEADER], time.time())
+    assert not webhooks.verify("other", headers[webhooks.TIMESTAMP_HEADER], body,
+                               headers[webhooks.SIGNATURE_HEADER], time.time())
+    assert not webhooks.verify(SECRET, headers[webhooks.TIMESTAMP_HEADER], body,
+                               headers[webhooks.SIGNATURE_HEADER], time.time() + 301)
+    payload = json.loads(body)
+    assert payload["event"] == "missed" == headers[webhooks.EVENT_HEADER]
+    assert payload["idempotency_key"] == headers[webhooks.KEY_HEADER]
+    assert payload["call"]["status"] == "missed" and payload["legs"]
+    assert set(payload["call"]) >= {"linkedid", "start", "end", "direction", "src", "dst",
+                                    "missed_by", "returned_by", "recordings"}
+    log = query(pbx, "SELECT status, length(response), duration_ms FROM delivery")
+    assert {row[0] for row in log} == {200} and max(row[1] for row in log) == 2048
+
+
+def test_a_receiver_failing_three_times_gets_the_delivery_once_back(pbx, receiver):
+    crm = receiver(statuses=[500, 503, 502])
+    add_hook(pbx, crm.url, ["missed"], filters={"number": "linkedid:" + _first_missed(pbx)})
+    mirror(pbx)
+    send_all(pbx, rounds=200)
+    assert len(set(crm.keys())) == 1 and len(crm.keys()) == 4
+    assert query(pbx, "SELECT state, attempts FROM outbox") == [("delivered", 4)]
+    assert [s for (s,) in query(pbx, "SELECT status FROM delivery ORDER BY id")] == [
+        500, 503, 502, 200]
+
+
+def test_a_dead_receiver_fails_after_the_retries_and_redeliver_puts_it_back(pbx, receiver):
+    add_hook(pbx, "http://127.0.0.1:9/", ["missed"],
+             filters={"number": "linkedid:" + _first_missed(pbx)})
+    mirror(pbx)
+    send_all(pbx, rounds=100, **{"webhooks.retries": "2"})
+    (outbox_id, state, attempts), = query(pbx, "SELECT id, state, attempts FROM outbox")
+    assert (state, attempts) == ("failed", 3)
+    assert {s for (s,) in query(pbx, "SELECT status FROM delivery")} == {None}
+    hook = query(pbx, "SELECT hook_id FROM outbox")[0][0]
+    crm = receiver()
+    with closing(sqlite3.connect(pbx["db"])) as conn, conn:
+        conn.execute("UPDATE webhook SET url = ?", (crm.url,))
+    db = open_module_db(pbx["db"])
+    webhooks.redeliver(db, hook, outbox_id)
+    db.close()
+    send_all(pbx)
+    assert query(pbx, "SELECT state FROM outbox") == [("delivered",)] and len(crm.got) == 1
+
+
+def test_a_disabled_hooks_events_wait_without_a_busy_loop(pbx, receiver):
+    crm = receiver()
+    hook = add_hook(pbx, crm.url, ["missed"])
+    mirror(pbx, pbx["rows"][:300])
+    with closing(sqlite3.connect(pbx["db"])) as conn, conn:
+        conn.execute("UPDATE webhook SET enabled = 0")
+    deliverer = Deliverer(settings_for(pbx, **{"webhooks.check_interval": "2"}))
+    try:
+        assert deliverer.step(time.time()) == 2.0 and crm.got == []
+    finally:
+        deliverer.close()
+    assert query(pbx, "SELECT DISTINCT state FROM outbox") == [("pending",)]
+    with closing(sqlite3.connect(pbx["db"])) as conn, conn:
+        conn.execute("UPDATE webhook SET enabled = 1 WHERE id = ?", (hook,))
+    send_all(pbx)
+    assert query(pbx, "SELECT DISTINCT state FROM outbox") == [("delivered",)] and crm.got
+
+
+def test_only_the_configured_host_and_schemes(receiver):
+    elsewhere = receiver()
+    crm = receiver(redirect=elsewhere.url)
+    outcome = post(crm.url, b"{}", {}, 2, 2)
+    assert outcome.status == 302 and not outcome.delivered and elsewhere.got == []
+    for url in ("ftp://127.0.0.1/x", "file:///etc/passwd", "gopher://127.0.0.1:70/",
+                "http:///nohost", "http://user:pw@127.0.0.1/"):
+        refused = post(url, b"{}", {}, 2, 2)
+        assert refused.status is None and refused.response.startswith("refused")
+        with pytest.raises(webhooks.WebhookError):
+            webhooks.check_url(url)
+    other = post(crm.url, b"{}", {}, 2, 2, hosts=["crm.example.com"])
+    assert other.response.startswith("refused") and len(crm.got) == 1
+    assert post(crm.url, b"{}", {}, 2, 2, hosts=["127.0.0.1"]).status == 302
+
+
+def test_unreturned_waits_and_is_dropped_once_returned(pbx, receiver):
+    crm = receiver()
+    add_hook(pbx, crm.url, ["unreturned"], after_min=1)
+    mirror(pbx)
+    send_all(pbx, rounds=400)
+    sent = {json.loads(got["body"])["call"]["linkedid"] for got in crm.got}
+    unreturned = {lid for (lid,) in query(
+        pbx, "SELECT linkedid FROM call WHERE status = 'missed' AND returned_by IS NULL")}
+    assert sent == unreturned
+    cancelled = query(pbx, "SELECT c.returned_by IS NOT NULL, c.status FROM outbox o "
+                           "JOIN call c USING (linkedid) WHERE o.state = 'cancelled'")
+    assert (1, "missed") in cancelled and (0, "missed") not in cancelled
+    assert query(pbx, "SELECT DISTINCT d.response FROM delivery d JOIN outbox o "
+                      "ON o.id = d.outbox_id WHERE o.state = 'cancelled'") == [
+        ("cancelled: the call is no longer unreturned",)]
+
+
+def test_kill_9_between_commit_and_delivery_loses_nothing(pbx, receiver):
+    """The daemon is killed while requests are under way; the next one sends what is left:
+    every event arrives, a repeat only with the same idempotency key."""
+    slow = receiver(delay=0.3)
+    add_hook(pbx, slow.url, ["missed", "answered"])
+    append_rows(pbx["cdr"], pbx["cols"], pbx["rows"][:300])
+    proc = start_daemon(pbx, "--set", "webhooks.retry_delay=0.05",
+                        "--set", "webhooks.check_interval=0.1")
+    try:
+        assert wait_for(lambda: len(slow.got) >= 6, 20)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(5)
+    queued = {key for (key,) in query(pbx, f"SELECT {KEY} FROM outbox o")}
+    assert query(pbx, "SELECT count(*) FROM outbox WHERE state = 'pending'")[0][0] > 0
+    fast = receiver()
+    with closing(sqlite3.connect(pbx["db"])) as conn, conn:
+        conn.execute("UPDATE webhook SET url = ?", (fast.url,))
+    proc = start_daemon(pbx, "--set", "webhooks.check_interval=0.1")
+    try:
+        assert wait_for(lambda: not query(
+            pbx, "SELECT 1 FROM outbox WHERE state <> 'delivered'"), 30)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(10)
+    received = slow.keys() + fast.keys()
+    assert set(received) == queued
+    assert len(received) - len(queued) <= 4 * 2          # at most the requests under way
+    delivered = {key for (key,) in query(
+        pbx, f"SELECT {KEY} FROM outbox o WHERE state = 'delivered'")}
+    assert delivered == queued
+
+
+def test_a_hanging_receiver_neither_slows_the_sync_nor_holds_sigterm(pbx, receiver):
+    hanging = receiver(delay=30)
+    add_hook(pbx, hanging.url, ["missed", "answered"])
+    append_rows(pbx["cdr"], pbx["cols"], pbx["rows"][:200])
+    proc = start_daemon(pbx, "--set", "webhooks.read_timeout=60")
+    try:
+        assert wait_for(lambda: hanging.got, 20)
+        mirrored = query(pbx, "SELECT count(*) FROM call")[0][0]
+        append_rows(pbx["cdr"], pbx["cols"], pbx["rows"][200:400])     # the sync goes on
+        assert wait_for(lambda: query(pbx, "SELECT count(*) FROM call")[0][0] > mirrored, 5)
+    finally:
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(5) == 0
+        assert time.monotonic() - started < 5
+    assert query(pbx, "SELECT count(*) FROM outbox WHERE state = 'pending'")[0][0] > 0
+
+
+def _first_missed(pbx) -> str:
+    """The linkedid of the demo's first missed call (mirrored in a scratch copy)."""
+    from tests.mirror import sync_once
+    scratch = pbx["db"].with_name("scratch.db")
+    cdr = pbx["cdr"].with_name("scratch-cdr.db")
+    append_rows(cdr, pbx["cols"], pbx["rows"])
+    sync_once(cdr, pbx["config"], scratch)
+    with closing(sqlite3.connect(scratch)) as conn:
+        return conn.execute("SELECT linkedid FROM call WHERE status = 'missed' "
+                            "AND direction = 'incoming' ORDER BY id LIMIT 1").fetchone()[0]
+
+
+def test_the_cli_lists_the_hooks_and_their_log(pbx, cli):
+    hook = add_hook(pbx, "http://127.0.0.1:9/", ["missed"])
+    mirror(pbx, pbx["rows"][:300])
+    code, out, _ = cli("webhooks", "list", "--db", str(pbx["db"]))
+    assert code == 0 and "crm" in out and "pending" in out and SECRET not in out
+    code, out, _ = cli("webhooks", "log", str(hook), "--db", str(pbx["db"]), "--format", "json")
+    log = [json.loads(line) for line in out.splitlines()]
+    assert code == 0 and log and {row["state"] for row in log} == {"pending"}
+    assert [row["id"] for row in log] == sorted((row["id"] for row in log), reverse=True)
+    with closing(sqlite3.connect(pbx["db"])) as conn, conn:
+        conn.execute("UPDATE outbox SET state = 'failed', attempts = 9")
+    code, _, _ = cli("webhooks", "log", str(hook), "--db", str(pbx["db"]),
+                     "--redeliver", str(log[0]["id"]))
+    assert code == 0 and query(pbx, "SELECT state, attempts FROM outbox WHERE id = ?",
+                               (log[0]["id"],)) == [("pending", 0)]
+    code, _, err = cli("webhooks", "log", "99", "--db", str(pbx["db"]))
+    assert code == 2 and "no such webhook" in err
