@@ -30,6 +30,7 @@ from operator import itemgetter
 from typing import Callable, Iterable, Iterator, NamedTuple
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from mirror import webhooks
 from mirror.annotations import Actor, create_tag, tag_list
 from mirror.database import open_module_db
 from mirror.pbxtime import PbxClock
@@ -1163,5 +1164,25 @@ def add_demo_report(module_db: pathlib.Path, link_base: str) -> None:
                             "recipients": "manager@demo.example"}, "en")
         clock = PbxClock(sync_state(db).get("timezone") or "UTC")
         save_report(db, Owner("admin", "admin", ()), form, link_base=link_base, clock=clock)
+    finally:
+        db.close()
+
+
+DEMO_HOOK = "Demo CRM"
+
+
+def add_demo_webhook(module_db: pathlib.Path, url: str) -> str:
+    """The demo's webhook to its CRM receiver at `url` (events missed, answered, callback and
+    unreturned after 2 minutes), as an admin saves it in Settings -> Webhooks; made once, its
+    URL moved to `url` on later runs. Returns the hook's secret, which the receiver checks."""
+    values = webhooks.hook_values({"name": DEMO_HOOK, "url": url, "events": webhooks.EVENTS,
+                                   "unreturned_after_min": "2", "enabled": "on"})
+    db = open_module_db(module_db)
+    try:
+        found = [hook for hook in webhooks.hooks(db) if hook["name"] == DEMO_HOOK]
+        if found:
+            webhooks.change_hook(db, found[0]["id"], values)
+            return found[0]["secret"]
+        return webhooks.hook_of(db, webhooks.create_hook(db, values, "admin"))["secret"]
     finally:
         db.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -12,6 +13,7 @@ import time
 from datetime import date, timedelta
 from pathlib import Path
 
+from standin.crm_receiver import DeliveryLog
 from tests.conftest import ROOT
 from tests.stack import PREFIX, free_port, nginx_binary
 from tests.webclient import Browser
@@ -51,6 +53,16 @@ def test_the_demo_walks_from_the_marketplace_to_the_history_page(tmp_path):
         assert finished, f"no call seen in progress finished ({len(seen)} seen)"
         call = finished[0]
         assert call["start"][19:] == seen[call["linkedid"]]["start"][19:] == DEMO_OFFSET
+        # The live calls reach the demo's CRM as webhooks, their signatures verified.
+        crm = re.search(r"as webhooks: (http://127\.0\.0\.1:\d+/)", text).group(1)
+        received, deadline = [], time.monotonic() + 90
+        while not received and time.monotonic() < deadline:
+            received = [entry for entry in DeliveryLog(tmp_path / "demo" / "crm").newest()
+                        if entry["verified"]]
+            time.sleep(1)
+        assert received, "the demo's CRM got no verified delivery"
+        status, _, page = Browser(crm.rstrip("/")).request("/")
+        assert status == 200 and received[0]["idempotency_key"] in page
     finally:
         os.killpg(demo.pid, signal.SIGTERM)
         demo.wait(60)
