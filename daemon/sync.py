@@ -196,6 +196,8 @@ class Sync:
                                    ).fetchone()[0]:
             with self.store.batch():
                 self._relink(self.store.unsettled_deletions(), self._reach_ms())
+                webhooks.queue_events(self.store.db, [], "scratch.relinked",
+                                      int(time.time() * 1000))
 
     def _reach_ms(self) -> int:
         return self.window_ms + int(self.store.state().get("longest_call_ms", 0))
