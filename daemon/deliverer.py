@@ -114,6 +114,7 @@ class Deliverer:
         self.wake = threading.Event()
         self.stop = threading.Event()
         self.thread: threading.Thread | None = None
+        self._pruned_s = 0.0
 
     @property
     def settings(self) -> Settings:
@@ -133,6 +134,9 @@ class Deliverer:
         if self.licence.problem() is not None:
             return interval
         now_ms = int(now_s * 1000)
+        if now_s >= self._pruned_s + 3600:            # settled events go after a month
+            webhooks.prune(self.db, now_ms)
+            self._pruned_s = now_s
         due = self._due(now_ms)
         sends = [send for send in map(self._prepared, due) if send is not None]
         for start in range(0, len(sends), _PARALLEL):

@@ -441,9 +441,11 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             unreturned_after_min INTEGER NOT NULL DEFAULT 30,
             enabled INTEGER NOT NULL DEFAULT 1,
             created_ms INTEGER NOT NULL,
-            created_by TEXT NOT NULL)""",
+            created_by TEXT NOT NULL,
+            forgotten_before_ms INTEGER NOT NULL DEFAULT 0)""",
         # `events`: JSON list of missed, unreturned, answered, callback; calls that ended
-        # before `created_ms` are history, never sent.
+        # before `created_ms` are history, never sent, and so are those that ended before
+        # `forgotten_before_ms` (their settled events were pruned: never queued again).
         """CREATE TABLE outbox (
             id INTEGER PRIMARY KEY,
             hook_id INTEGER NOT NULL,

@@ -34,6 +34,7 @@ FILTERS = ("direction", "status", "number", "employee", "group", "min_talk", "ma
 # An event's idempotency key, from its outbox row `o` (UNIQUE in the table: queued once).
 KEY = "o.hook_id || ':' || o.event || ':' || o.linkedid"
 RESPONSE_KEPT = 2048         # characters of a receiver's answer kept in the log
+KEPT_MS = 30 * 86_400_000    # settled events (delivered, failed, cancelled) and their log
 REPLAY_WINDOW_S = 300        # what a receiver should accept: timestamps within 5 minutes
 SIGNATURE_HEADER = "X-Extcdr-Signature"
 TIMESTAMP_HEADER = "X-Extcdr-Timestamp"
@@ -70,8 +71,9 @@ def queue_events(db: SqliteDatabase, schemas: list[str], relinked: str, now_ms: 
     returned_by, status: emptied here, so the next batch sees only its own). Grouped
     statements per enabled hook; without hooks, one read of an empty table."""
     conn = db.connection()
-    hooks = conn.execute("SELECT id, events, filters, unreturned_after_min, created_ms "
-                         "FROM webhook WHERE enabled AND events <> '[]'").fetchall()
+    hooks = conn.execute("SELECT id, events, filters, unreturned_after_min, "
+                         "max(created_ms, forgotten_before_ms) FROM webhook "
+                         "WHERE enabled AND events <> '[]'").fetchall()
     statements = []
     for hook_id, events, filters, after_min, created_ms in hooks:
         params = [hook_id, now_ms, after_min * 60_000, events, created_ms]
@@ -89,6 +91,23 @@ def queue_events(db: SqliteDatabase, schemas: list[str], relinked: str, now_ms: 
         queued += conn.execute(sql, params).rowcount
     conn.execute(f"DELETE FROM {relinked}")
     return queued
+
+
+def prune(db: SqliteDatabase, now_ms: int) -> int:
+    """Forget the settled events queued more than `KEPT_MS` ago, with their log (the outbox
+    and the log do not grow for ever); returns how many. A hook then never queues events of
+    calls that ended before the last of them again (a resync re-reads old calls): pending
+    events stay, whatever their age."""
+    settled = "state <> 'pending' AND created_ms < ?"
+    cutoff = (now_ms - KEPT_MS,)
+    with db.atomic():
+        db.execute_sql(
+            "UPDATE webhook SET forgotten_before_ms = max(forgotten_before_ms, coalesce(("
+            f"SELECT max(created_ms) FROM outbox WHERE hook_id = webhook.id AND {settled}), 0))",
+            cutoff)
+        db.execute_sql(f"DELETE FROM delivery WHERE outbox_id IN "
+                       f"(SELECT id FROM outbox WHERE {settled})", cutoff)
+        return db.execute_sql(f"DELETE FROM outbox WHERE {settled}", cutoff).rowcount
 
 
 def _filter_sql(db: SqliteDatabase, filters: dict, schemas: list[str],

@@ -365,3 +365,35 @@ def test_the_cli_lists_the_hooks_and_their_log(pbx, cli):
                                (log[0]["id"],)) == [("pending", 0)]
     code, _, err = cli("webhooks", "log", "99", "--db", str(pbx["db"]))
     assert code == 2 and "no such webhook" in err
+
+
+def test_settled_events_go_after_a_month_and_a_resync_never_queues_them_again(pbx):
+    hook = add_hook(pbx, "http://127.0.0.1:9/", ["missed", "answered"])
+    mirror(pbx)
+    ids = [i for (i,) in query(pbx, "SELECT id FROM outbox ORDER BY id")]
+    old, settled_lately, pending_long = ids[:-20], ids[-20:-10], ids[-10:]
+    now_ms = int(time.time() * 1000)
+    month_ago = now_ms - webhooks.KEPT_MS - 1
+    with closing(sqlite3.connect(pbx["db"])) as conn, conn:
+        conn.executemany("UPDATE outbox SET state = 'delivered', created_ms = ? WHERE id = ?",
+                         [(month_ago, i) for i in old])
+        conn.executemany("UPDATE outbox SET state = 'failed' WHERE id = ?",
+                         [(i,) for i in settled_lately])
+        conn.executemany("UPDATE outbox SET created_ms = ? WHERE id = ?",       # still pending
+                         [(month_ago, i) for i in pending_long])
+        conn.executemany("INSERT INTO delivery (outbox_id, at_ms, status, duration_ms) "
+                         "VALUES (?, ?, 200, 5)", [(i, month_ago) for i in ids])
+    db = open_module_db(pbx["db"])
+    assert webhooks.prune(db, now_ms) == len(old)
+    db.close()
+    kept = [i for (i,) in query(pbx, "SELECT id FROM outbox ORDER BY id")]
+    assert kept == settled_lately + pending_long          # the recent and the pending stay
+    assert sorted(i for (i,) in query(pbx, "SELECT outbox_id FROM delivery")) == kept
+    assert query(pbx, "SELECT forgotten_before_ms FROM webhook WHERE id = ?", (hook,)) == [
+        (month_ago,)]
+    # A resync (a restored backup) reads every call again: the forgotten events are not
+    # queued a second time.
+    with closing(sqlite3.connect(pbx["db"])) as conn, conn:
+        conn.execute("UPDATE sync_state SET value = '0' WHERE key = 'cursor'")
+    mirror(pbx, rows=[])
+    assert [i for (i,) in query(pbx, "SELECT id FROM outbox ORDER BY id")] == kept
