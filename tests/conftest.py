@@ -95,3 +95,36 @@ def archive(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("archive") / "ModuleExtendedCDR.zip"
     package.build(out)
     return out
+
+
+# The page tests' Chromium (tests/browser.py, imported when asked for: Playwright is a test
+# extra), on the stack of the module that asks.
+
+@pytest.fixture(scope="module")
+def browser(stack):
+    from tests.browser import chromium
+    with chromium() as launched:
+        yield launched
+
+
+@pytest.fixture(scope="module")
+def sessions(browser, stack):
+    """user -> the browser storage (session cookie) after logging in through the form."""
+    from tests.browser import user_sessions
+    return user_sessions(browser, stack)
+
+
+@pytest.fixture
+def open_as(browser, stack, sessions):
+    """open_as(user) -> a UserPage logged in as `user`; no JS errors allowed on its pages."""
+    from tests.browser import UserPage
+    opened: list[UserPage] = []
+
+    def open_page(user: str = "admin") -> UserPage:
+        opened.append(UserPage(browser, stack, sessions(user)))
+        return opened[-1]
+    yield open_page
+    errors = [e for tab in opened for e in tab.errors]
+    for tab in opened:
+        tab.context.close()
+    assert not errors, f"JavaScript errors on the page: {errors}"

@@ -4,25 +4,12 @@ of `api/v1/stats`; the trend's grain and the service level change the report; pr
 the controls; an operator sees only their own row. Screenshots into test-artifacts/."""
 from __future__ import annotations
 
-import os
-
 import pytest
-
-try:
-    from playwright.sync_api import expect
-except ImportError:                                 # pragma: no cover - depends on the venv
-    if os.environ.get("CI") == "true":
-        pytest.fail("playwright is missing: ./bin/test installs the test extras", pytrace=False)
-    pytest.skip("playwright is not installed", allow_module_level=True)
 
 from mirror.analytics import REPORTS
 from standin.shell import DEMO_USERS
-from tests import test_browser
+from tests.browser import ARTIFACTS, UserPage, chromium_binary, expect
 from tests.stack import admin_shell
-from tests.test_browser import ARTIFACTS, UserPage, chromium_binary
-
-# The page's browser fixtures, on this module's stack.
-browser, sessions, open_as = test_browser.browser, test_browser.sessions, test_browser.open_as
 
 PERIOD = {"from": "2024-10-20", "to": "2024-10-28"}     # the demo PBX's last days
 USERS = list(DEMO_USERS) + [

@@ -8,7 +8,6 @@ calls and delete recordings without touching other tests. Users that change thei
 """
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import sqlite3
@@ -23,22 +22,11 @@ import pytest
 
 from standin.demo import HOSTILE_NAMES
 from standin.shell import DEMO_USERS
+from tests.browser import (ARTIFACTS, PlaywrightError, PlaywrightTimeout, UserPage, chromium_binary,
+                           login)
 from tests.mirror import append_rows, sync_once
-from tests.stack import PREFIX, admin_shell, required_binary
+from tests.stack import PREFIX, admin_shell
 
-try:
-    from playwright.sync_api import Error as PlaywrightError
-    from playwright.sync_api import TimeoutError as PlaywrightTimeout
-    from playwright.sync_api import sync_playwright
-except ImportError:                                 # pragma: no cover - depends on the venv
-    if os.environ.get("CI") == "true":
-        pytest.fail("playwright is missing: ./bin/test installs the test extras", pytrace=False)
-    pytest.skip("playwright is not installed", allow_module_level=True)
-
-ROOT = Path(__file__).resolve().parent.parent
-ARTIFACTS = ROOT / "test-artifacts"
-CHROMIUM_ARGS = ["--disable-background-networking", "--disable-component-update",
-                 "--no-first-run", "--disable-sync"]
 PERIOD = {"from": "2024-10-20", "to": "2024-10-28"}     # the demo PBX's calls end 2024-10-28
 TABS = ("all", "incoming", "missed", "outgoing", "internal", "unreturned")
 PAGE_ROWS = 50                                          # rows the page shows before "show more"
@@ -48,11 +36,6 @@ EXTRA_USERS = [{"name": name, "password": name, "role": "admin", "extensions": [
 # A silent CBR MP3 (MPEG-1 Layer III, 128 kbit/s, 44.1 kHz, mono): 200 frames, about 5.2 s —
 # long enough to seek in (the demo's own files are two frames).
 SILENT_MP3 = (b"\xff\xfb\x90\xc4" + bytes(413)) * 200
-
-
-def chromium_binary() -> str:
-    return required_binary("Chromium", ("/usr/bin/chromium",),
-                           "apt-get install chromium (Playwright drives the Debian package)")
 
 
 # ---------------------------------------------------------------------------------- fixtures
@@ -80,130 +63,6 @@ def stack(pbx, mirror, tmp_path_factory):
     with admin_shell(mirror, pbx / "monitor", run_dir, users=list(DEMO_USERS) + EXTRA_USERS,
                      app_threads=8) as running:
         yield running
-
-
-@pytest.fixture(scope="module")
-def browser(stack):
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=chromium_binary(), headless=True,
-                                              args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
-
-
-@pytest.fixture(scope="module")
-def sessions(browser, stack):
-    """user -> the browser storage (session cookie) after logging in through the form."""
-    known: dict[str, dict] = {}
-
-    def session(user: str) -> dict:
-        if user not in known:
-            context = browser.new_context(locale="en-US")
-            page = context.new_page()
-            login(page, stack, user, user)
-            page.wait_for_url(re.compile(re.escape(PREFIX)))
-            known[user] = context.storage_state()
-            context.close()
-        return known[user]
-    return session
-
-
-class UserPage:
-    """One browser tab of a user (in its own context), with what the page showed and what
-    the API says."""
-
-    def __init__(self, browser, stack, storage: dict | None = None):
-        self.stack = stack
-        self.context = browser.new_context(locale="en-US", storage_state=storage,
-                                           viewport={"width": 1400, "height": 900})
-        self.page = self.context.new_page()
-        self.page.set_default_timeout(10_000)
-        self.dialogs: list[str] = []
-        self.errors: list[str] = []
-        self.page.on("dialog", self._dialog)
-        self.page.on("pageerror", lambda error: self.errors.append(str(error)))
-
-    def _dialog(self, dialog):
-        self.dialogs.append(f"{dialog.type}: {dialog.message}")
-        dialog.dismiss()
-
-    def url(self, path: str = "", **params) -> str:
-        query = "?" + urllib.parse.urlencode(params) if params else ""
-        return f"{self.stack['base']}{PREFIX}{path}{query}"
-
-    def open(self, **params):
-        reply = self.page.goto(self.url(**params))
-        assert reply.status == 200, reply.text()
-        return self
-
-    def api(self, **params) -> list[dict]:
-        """Every call of the filter from the JSON API as this user (keyset pages of 500)."""
-        calls, cursor = [], None
-        while True:
-            query = {**params, "limit": 500, **({"cursor": cursor} if cursor else {})}
-            reply = self.context.request.get(self.url("api/v1/calls", **query))
-            assert reply.ok, reply.text()
-            body = reply.json()
-            calls += body["calls"]
-            cursor = body["next_cursor"]
-            if not cursor:
-                return calls
-
-    def call(self, linkedid: str) -> dict:
-        reply = self.context.request.get(self.url(f"api/v1/calls/{linkedid}"))
-        assert reply.ok, reply.text()
-        return reply.json()
-
-    # what the page shows
-    def shown(self) -> list[str]:
-        return self.page.eval_on_selector_all("#calls tr.call",
-                                              "rows => rows.map(r => r.dataset.linkedid)")
-
-    def count(self, tab: str) -> int:
-        return int(self.page.locator(f".tabs .tab-{tab} .count").inner_text())
-
-    def column(self, name: str) -> list[str]:
-        return self.page.eval_on_selector_all(f"#calls tr.call td.{name}",
-                                              "cells => cells.map(c => c.innerText.trim())")
-
-    def query(self) -> dict[str, str]:
-        return dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(self.page.url).query))
-
-    def navigate_by(self, locator):
-        """Click something that loads a page (a link, a form, the period dropdown's script)."""
-        with self.page.expect_navigation():
-            locator.click()
-
-    def expand(self, linkedid: str):
-        """Click a row (not on a number) and wait for its details."""
-        row = self.page.locator(f'#calls tr.call[data-linkedid="{linkedid}"]')
-        row.locator("td.time").click()
-        details = self.page.locator(f'#calls tr.call[data-linkedid="{linkedid}"] + tr.details')
-        details.locator(".call-details").wait_for()
-        return details
-
-
-@pytest.fixture
-def open_as(browser, stack, sessions):
-    """open_as(user) -> a UserPage logged in as `user`; no JS errors allowed on its pages."""
-    opened: list[UserPage] = []
-
-    def open_page(user: str = "admin") -> UserPage:
-        opened.append(UserPage(browser, stack, sessions(user)))
-        return opened[-1]
-    yield open_page
-    errors = [e for tab in opened for e in tab.errors]
-    for tab in opened:
-        tab.context.close()
-    assert not errors, f"JavaScript errors on the page: {errors}"
-
-
-def login(page, stack, user: str, password: str):
-    page.goto(f"{stack['base']}/login")
-    page.fill("#username", user)
-    page.fill("#password", password)
-    with page.expect_navigation():
-        page.click("button[type=submit]")
 
 
 def first_rows(calls: list[dict]) -> list[str]:

@@ -11,28 +11,17 @@ The module runs on a small demo PBX and a mirror of its own: it deletes recordin
 from __future__ import annotations
 
 import json
-import os
 import re
 import urllib.parse
 from pathlib import Path
 
 import pytest
 
-try:
-    from playwright.sync_api import expect
-except ImportError:                                 # pragma: no cover - depends on the venv
-    if os.environ.get("CI") == "true":
-        pytest.fail("playwright is missing: ./bin/test installs the test extras", pytrace=False)
-    pytest.skip("playwright is not installed", allow_module_level=True)
-
 from standin.shell import DEMO_USERS
-from tests import test_browser
+from tests.browser import ARTIFACTS, UserPage, chromium_binary, expect
 from tests.mirror import mirrored_demo
 from tests.stack import PREFIX, admin_shell
-from tests.test_browser import ARTIFACTS, UserPage, chromium_binary, first_rows, recording_file
-
-# The page's browser fixtures, on this module's stack.
-browser, sessions, open_as = test_browser.browser, test_browser.sessions, test_browser.open_as
+from tests.test_browser import first_rows, recording_file
 
 PERIOD = {"from": "2024-10-25", "to": "2024-10-27"}     # the small demo PBX's three days
 EXTENSION, OTHER_EXTENSION = "201", "206"

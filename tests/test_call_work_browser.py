@@ -11,7 +11,6 @@ supervisor and sends mail. Screenshots go into test-artifacts/.
 from __future__ import annotations
 
 import io
-import os
 import signal
 import sqlite3
 import time
@@ -22,14 +21,6 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-
-try:
-    from playwright.sync_api import expect
-except ImportError:                                 # pragma: no cover - depends on the venv
-    if os.environ.get("CI") == "true":
-        pytest.fail("playwright is missing: ./bin/test installs the test extras", pytrace=False)
-    pytest.skip("playwright is not installed", allow_module_level=True)
-
 from openpyxl import load_workbook
 
 from i18n import translator
@@ -37,11 +28,12 @@ from i18n.hangup_words import hangup_words
 from standin.amiemu import AmiEmulator
 from standin.demo import GROUPS_DB, DemoPbx
 from standin.shell import DEMO_USERS
-from tests import test_browser, test_reports
+from tests import test_reports
+from tests.browser import UserPage, chromium_binary, expect
 from tests.conftest import wait_for
 from tests.mirror import call_count, mirrored_demo
 from tests.stack import admin_shell
-from tests.test_browser import TABS, UserPage, chromium_binary, first_rows
+from tests.test_browser import TABS, first_rows
 from tests.test_call_actions_browser import (WIDTH, apply_filters, change, details_of, link_of,
                                              pick, query_lists, row_of, screenshot,
                                              shows_what_the_api_gives, switch_language, wide)
@@ -49,8 +41,7 @@ from tests.test_hangup import ONE_LEG, daemon_process, expected_side
 from tests.test_reports import attachment, due_at, set_pbx_mail
 from tests.test_supervisor_groups import members
 
-# The page's browser fixtures and the reports' SMTP server, on this module's stack.
-browser, sessions, open_as = test_browser.browser, test_browser.sessions, test_browser.open_as
+# The reports' SMTP server, on this module's stack.
 smtp = test_reports.smtp
 
 SEED = 23

@@ -6,26 +6,15 @@ names and only their own calls of a contact, and no import. Screenshots into tes
 from __future__ import annotations
 
 import json
-import os
 import re
 import sqlite3
 
 import pytest
 
-try:
-    from playwright.sync_api import expect
-except ImportError:                                 # pragma: no cover - depends on the venv
-    if os.environ.get("CI") == "true":
-        pytest.fail("playwright is missing: ./bin/test installs the test extras", pytrace=False)
-    pytest.skip("playwright is not installed", allow_module_level=True)
-
 from standin.shell import DEMO_USERS
-from tests import test_browser
+from tests.browser import ARTIFACTS, UserPage, chromium_binary, expect
 from tests.mirror import mirrored_demo
 from tests.stack import admin_shell
-from tests.test_browser import ARTIFACTS, UserPage, chromium_binary
-
-browser, sessions, open_as = test_browser.browser, test_browser.sessions, test_browser.open_as
 
 PERIOD = {"from": "2024-10-01", "to": "2024-10-28"}
 USERS = list(DEMO_USERS) + [

@@ -12,12 +12,11 @@ from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import sync_playwright
 
 from standin.marketplace_server import serve as serve_marketplace
+from tests.browser import ARTIFACTS, chromium, chromium_binary
 from tests.conftest import wait_for
 from tests.stack import PREFIX, nginx_binary, pbx_admin_shell
-from tests.test_browser import ARTIFACTS, CHROMIUM_ARGS, chromium_binary
 from tests.test_lifecycle import COUPON, FEATURE, MODULE, PRODUCT, registration
 from tests.webclient import Browser
 
@@ -57,10 +56,8 @@ def _serving(base: str) -> bool:
 
 def test_install_activate_enable_then_the_history_page_opens(pbx_shell):
     base, pbx = pbx_shell["base"], pbx_shell["pbx"]
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=chromium_binary(), headless=True,
-                                              args=CHROMIUM_ARGS)
-        page = chromium.new_page(locale="en-US", viewport={"width": 1400, "height": 900})
+    with chromium() as browser:
+        page = browser.new_page(locale="en-US", viewport={"width": 1400, "height": 900})
         page.set_default_timeout(20_000)
         errors: list[str] = []
         page.on("pageerror", lambda error: errors.append(str(error)))
@@ -128,7 +125,6 @@ def test_install_activate_enable_then_the_history_page_opens(pbx_shell):
             row.locator("button.module-switch").click()
         assert page.goto(f"{base}{PREFIX}").status == 404
         assert (pbx / "custom_modules" / MODULE / "db" / "module.db").stat().st_size > 0
-        chromium.close()
     assert errors == []
 
 

@@ -16,11 +16,10 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from standin.shell import DEMO_USERS
+from tests.browser import ARTIFACTS, UserPage, chromium_binary, login
 from tests.mirror import sync_once
 from tests.pbxfixture import DID, Pbx
-from tests.stack import PREFIX, admin_shell
-from tests.test_browser import browser  # noqa: F401  (the fixture, on this module's stack)
-from tests.test_browser import ARTIFACTS, UserPage, chromium_binary, login
+from tests.stack import admin_shell
 
 TZ = "Europe/Moscow"
 

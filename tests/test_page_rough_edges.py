@@ -17,11 +17,10 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import sync_playwright
 
 from standin.shell import DEMO_USERS
+from tests.browser import ARTIFACTS, login
 from tests.stack import PREFIX, admin_shell
-from tests.test_browser import ARTIFACTS, CHROMIUM_ARGS, chromium_binary, login
 from tests.webclient import Browser
 
 PERIOD = {"from": "2024-10-20", "to": "2024-10-28"}      # the demo PBX's calls end 2024-10-28
@@ -80,23 +79,14 @@ def field_value(body: str, name: str) -> str:
     return html.unescape(re.search(r'value="([^"]*)"', tag).group(1))
 
 
-@pytest.fixture(scope="module")
-def chromium(stack):
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=chromium_binary(), headless=True,
-                                             args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
-
-
 @pytest.fixture
-def open_page(chromium, stack):
+def open_page(browser, stack):
     """open_page(user, width, **params) -> a Playwright page of the history page; no
     JavaScript error allowed."""
     contexts, errors = [], []
 
     def open_as(user: str, width: int = 1440, **params):
-        context = chromium.new_context(locale="en-US", viewport={"width": width, "height": 900})
+        context = browser.new_context(locale="en-US", viewport={"width": width, "height": 900})
         contexts.append(context)
         tab = context.new_page()
         tab.set_default_timeout(10_000)

@@ -12,14 +12,13 @@ import time
 import pytest
 from aiosmtpd.controller import Controller
 from openpyxl import load_workbook
-from playwright.sync_api import sync_playwright
 
 from mirror.settings import load
 from reports.scheduler import ReportScheduler
 from standin.shell import DEMO_USERS
+from tests.browser import ARTIFACTS, chromium_binary, login, new_tab
 from tests.mirror import sync_once
 from tests.stack import PREFIX, admin_shell
-from tests.test_browser import ARTIFACTS, CHROMIUM_ARGS, chromium_binary, login
 from tests.test_reports import Inbox, free_port, set_pbx_mail
 
 REPORTER = {"name": "admin-reports", "password": "admin-reports", "role": "admin",
@@ -50,19 +49,9 @@ def stack(demo_pbx, tmp_path_factory):
 
 
 @pytest.fixture
-def tab(stack):
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=chromium_binary(), headless=True,
-                                              args=CHROMIUM_ARGS)
-        context = chromium.new_context(locale="en-US", viewport={"width": 1400, "height": 900})
-        page = context.new_page()
-        page.set_default_timeout(10_000)
-        errors: list[str] = []
-        page.on("pageerror", lambda error: errors.append(str(error)))
-        page.on("dialog", lambda dialog: dialog.accept())
+def tab(browser):
+    with new_tab(browser, accept_dialogs=True) as page:
         yield page
-        chromium.close()
-        assert errors == []
 
 
 def logged_in(page, stack, user: dict):

@@ -5,27 +5,16 @@ it opens nothing. In Russian for a Russian admin; operators are refused the page
 from __future__ import annotations
 
 import json
-import os
 import urllib.error
 import urllib.parse
 import urllib.request
 
 import pytest
 
-try:
-    from playwright.sync_api import expect
-except ImportError:                                 # pragma: no cover - depends on the venv
-    if os.environ.get("CI") == "true":
-        pytest.fail("playwright is missing: ./bin/test installs the test extras", pytrace=False)
-    pytest.skip("playwright is not installed", allow_module_level=True)
-
 from standin.shell import DEMO_USERS
-from tests import test_browser
+from tests.browser import ARTIFACTS, chromium_binary, expect
 from tests.mirror import mirrored_demo
 from tests.stack import PREFIX, admin_shell
-from tests.test_browser import ARTIFACTS, chromium_binary
-
-browser, sessions, open_as = test_browser.browser, test_browser.sessions, test_browser.open_as
 
 PERIOD = {"from": "2024-10-20", "to": "2024-10-27"}
 USERS = list(DEMO_USERS) + [{"name": "admin-ru", "password": "admin-ru", "role": "admin",

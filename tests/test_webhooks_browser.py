@@ -11,15 +11,14 @@ import time
 from contextlib import closing
 
 import pytest
-from playwright.sync_api import sync_playwright
 
 from daemon.deliverer import Deliverer
 from mirror import webhooks
 from mirror.settings import load
 from standin.shell import DEMO_USERS
+from tests.browser import ARTIFACTS, chromium_binary, login, new_tab
 from tests.mirror import sync_once
 from tests.stack import PREFIX, admin_shell
-from tests.test_browser import ARTIFACTS, CHROMIUM_ARGS, chromium_binary, login
 from tests.test_webhooks import Receiver
 
 ADMIN = next(user for user in DEMO_USERS if user["role"] == "admin")
@@ -44,18 +43,9 @@ def stack(demo_pbx, tmp_path_factory):
 
 
 @pytest.fixture
-def tab(stack):
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=chromium_binary(), headless=True,
-                                              args=CHROMIUM_ARGS)
-        context = chromium.new_context(locale="en-US", viewport={"width": 1400, "height": 900})
-        page = context.new_page()
-        page.set_default_timeout(10_000)
-        errors: list[str] = []
-        page.on("pageerror", lambda error: errors.append(str(error)))
+def tab(browser):
+    with new_tab(browser) as page:
         yield page
-        chromium.close()
-        assert errors == []
 
 
 def send_due(stack) -> None:
