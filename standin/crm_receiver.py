@@ -57,7 +57,9 @@ class DeliveryLog:
 
 
 def delivery_entry(secret: str, headers, body: bytes, now_s: float) -> dict:
-    """What the CRM keeps of one POST: whether it verifies, and the call it names."""
+    """What the CRM keeps of one POST: whether it verifies, and the call it names. The event
+    and the idempotency key are read from the signed body, never from the headers (they are
+    not signed: a replay could change them)."""
     verified = webhooks.verify(secret, headers.get(webhooks.TIMESTAMP_HEADER, ""), body,
                                headers.get(webhooks.SIGNATURE_HEADER, ""), now_s)
     try:
@@ -67,13 +69,12 @@ def delivery_entry(secret: str, headers, body: bytes, now_s: float) -> dict:
     payload = payload if isinstance(payload, dict) else {}
     call = payload.get("call") if isinstance(payload.get("call"), dict) else {}
     return {"received": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now_s)),
-            "event": headers.get(webhooks.EVENT_HEADER) or payload.get("event"),
+            "event": payload.get("event"),
             "linkedid": call.get("linkedid"),
             "caller": _party(call.get("src"), call.get("src_name")),
             "callee": _party(call.get("dst"), call.get("dst_name")),
             "verified": verified,
-            "idempotency_key": headers.get(webhooks.KEY_HEADER) or payload.get(
-                "idempotency_key")}
+            "idempotency_key": payload.get("idempotency_key")}
 
 
 def _party(number, name) -> str:

@@ -83,6 +83,22 @@ def test_tampered_replayed_or_wrongly_keyed_deliveries_are_refused(crm):
     assert page(url).count("<td>NO</td>") == 4
 
 
+def test_a_replay_with_other_unsigned_headers_is_still_the_same_delivery(crm):
+    """The headers a replay can change (they are not signed) do not make it another event."""
+    url, log = crm
+    body = payload()
+    assert deliver(url, body) == (200, {"ok": True, "repeat": False})
+    headers = {**webhooks.delivery_headers(SECRET, "1:missed:1700000000.42", "missed", body,
+                                           time.time()),
+               webhooks.KEY_HEADER: "1:answered:9.9", webhooks.EVENT_HEADER: "answered"}
+    request = urllib.request.Request(url, data=body, headers=headers)
+    with urllib.request.urlopen(request, timeout=5) as answer:
+        assert json.loads(answer.read()) == {"ok": True, "repeat": True}
+    [replayed, _] = log.newest()
+    assert replayed["event"] == "missed"
+    assert replayed["idempotency_key"] == "1:missed:1700000000.42"
+
+
 def test_the_page_lists_newest_first_and_escapes_markup(crm):
     url, _ = crm
     deliver(url, payload(linkedid="1.1"))
