@@ -16,7 +16,7 @@ import secrets
 import unicodedata
 from dataclasses import dataclass
 
-from peewee import SqliteDatabase
+from peewee import OperationalError, SqliteDatabase
 
 PREFIX = "extcdr_"                  # recognisable in logs and by secret scanners
 _TOKEN = re.compile(r"extcdr_[A-Za-z0-9_-]{43}")    # 32 random bytes, base64url
@@ -128,8 +128,22 @@ def token_holder(db: SqliteDatabase, token: str, now_ms: int) -> TokenHolder:
     if expires_ms is not None and expires_ms <= now_ms:
         raise TokenRefused("this API token has expired")
     if last_used_ms is None or now_ms - last_used_ms >= LAST_USED_EVERY_MS:
+        _note_use(db, token_id, now_ms)
+    return TokenHolder(token_id, name, role, tuple(json.loads(extensions)))
+
+
+def _note_use(db: SqliteDatabase, token_id: int, now_ms: int) -> None:
+    """Write a token's last use if the database is free now: a request never waits for (nor
+    fails because of) another writer holding it; the use is written by a later request."""
+    conn = db.connection()
+    waited = conn.execute("PRAGMA busy_timeout").fetchone()[0]
+    conn.execute("PRAGMA busy_timeout = 0")
+    try:
         with db.atomic("IMMEDIATE"):
             db.execute_sql("UPDATE api_token SET last_used_ms = ? WHERE id = ? AND "
                            "(last_used_ms IS NULL OR last_used_ms <= ?)",
                            (now_ms, token_id, now_ms - LAST_USED_EVERY_MS))
-    return TokenHolder(token_id, name, role, tuple(json.loads(extensions)))
+    except OperationalError:            # busy: another writer has the database
+        pass
+    finally:
+        conn.execute(f"PRAGMA busy_timeout = {int(waited)}")

@@ -8,6 +8,7 @@ import json
 import re
 import sqlite3
 import threading
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -175,6 +176,25 @@ def test_the_last_use_is_written_at_most_once_a_minute(server, pbx):
                    (digest,))
     call_api(server, "/api/v1/calls/in-progress", token=token)
     assert last_used() > first - 61000
+
+
+def test_a_token_is_served_at_once_while_another_writer_holds_the_database(server, pbx):
+    """Its last use is then written by a later request, never waited for."""
+    token = new_token(pbx, "Busy")
+    holder = sqlite3.connect(pbx, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")               # the sync writing a long batch
+    try:
+        started = time.monotonic()
+        status, _, text = call_api(server, "/api/v1/calls/in-progress", token=token)
+        assert status == 200, text
+        assert time.monotonic() - started < 2
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    call_api(server, "/api/v1/calls/in-progress", token=token)
+    with sqlite3.connect(pbx) as db:
+        assert db.execute("SELECT last_used_ms FROM api_token WHERE name = 'Busy'"
+                          ).fetchone()[0] is not None
 
 
 def test_sessions_still_need_the_csrf_token_and_tokens_do_not(server, pbx):
