@@ -8,6 +8,8 @@ from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
+from mirror.tokens import PREFIX as TOKEN_PREFIX
+
 LOCATION_TEMPLATES = Path(__file__).resolve().parent.parent / "web" / "nginx"
 ACCEL_LOCATION = "/extcdr-recordings/"     # internal: nginx sends recordings the app allowed
 # The access check: the module controller's `check` action, behind Core's own login
@@ -33,7 +35,7 @@ def location(*, prefix: str, proxy_token: str, app: str, recordings_root,
     return templates_in(templates).get_template("location.conf.j2").render(
         prefix=prefix, check_url=CHECK_URL, proxy_token=proxy_token, app=app,
         login_url=login_url, accel_location=ACCEL_LOCATION, check_cache_s=CHECK_CACHE_S,
-        check_cache_size=CHECK_CACHE_SIZE,
+        check_cache_size=CHECK_CACHE_SIZE, token_prefix=TOKEN_PREFIX,
         recordings_root=Path(recordings_root).resolve())
 
 

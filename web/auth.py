@@ -15,6 +15,7 @@ from flask import abort, current_app, g, jsonify, make_response, redirect, rende
 
 from mirror import report_rows as report_data
 from mirror.queries import GROUPS_SCOPE, SCOPES, Visibility
+from mirror.tokens import PREFIX as TOKEN_PREFIX
 from mirror.tokens import TokenRefused, token_holder
 from mirror.userdata import group_limit
 
@@ -79,7 +80,7 @@ def require_user():
     if on_login_page() or request.endpoint in PUBLIC_ENDPOINTS:
         return None
     scheme, _, credentials = request.headers.get("Authorization", "").strip().partition(" ")
-    if scheme.lower() == "bearer":
+    if scheme.lower() == "bearer" and credentials.strip().startswith(TOKEN_PREFIX):
         return _token_user(credentials.strip())
     login = in_process_login()
     if login is not None:
