@@ -58,6 +58,9 @@ def test_the_archive_holds_the_runtime_and_no_launcher_needing_python(runtime_ar
         "the module's own code ships as its files"
     assert not [n for n in names if n.startswith(("bin/_internal/PIL", "bin/_internal/standin",
                                                   "bin/_internal/pytest"))]
+    etree = [n for n in names if n.startswith("bin/_internal/lxml/etree.")]
+    assert etree, "openpyxl's write-only workbooks stream through lxml (the fastest writer)"
+    assert not [n for n in names if n.startswith("bin/_internal/lxml/objectify")]
     assert runtime_archive.stat().st_size <= 60 * 2**20
     assert runtime.glibc_floor(bundle) <= (2, 36), "runs on Debian 12's glibc or older"
 
