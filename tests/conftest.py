@@ -6,6 +6,7 @@ import sys
 import time
 from datetime import date
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -95,3 +96,13 @@ def archive(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("archive") / "ModuleExtendedCDR.zip"
     package.build(out)
     return out
+
+
+@pytest.fixture(scope="session")
+def postgresql_url() -> Iterator[str]:
+    """A private PostgreSQL cluster for the session (tests.pgserver): the `postgresql://` URL
+    of a database owned by a password role. Missing PostgreSQL or its driver: a failure under
+    CI=true, else a skip."""
+    from tests.pgserver import running
+    with running() as server:
+        yield server.url
