@@ -82,12 +82,12 @@ def running(attempts: int = 3) -> Iterator[PgServer]:
     initdb, postgres = server_binaries()
     user = server_user()
     folder = Path(tempfile.mkdtemp(prefix="extcdr-pg-"))
-    as_user = _as_user(user, folder)
     watchdog = subprocess.Popen([sys.executable, "-m", "tests.pgserver", str(os.getpid()),
                                  str(folder)], cwd=Path(__file__).resolve().parent.parent,
                                 stdin=subprocess.DEVNULL)
     postmaster = None
     try:
+        as_user = _as_user(user, folder)
         superpass = _initdb(initdb, folder, as_user)
         for attempt in range(attempts):      # another process may take the free port first
             port = _free_port()
