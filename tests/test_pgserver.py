@@ -17,6 +17,7 @@ import pytest
 from peewee import BigIntegerField, Model, PostgresqlDatabase, TextField
 from playhouse.db_url import parse
 
+from tests import pgserver
 from tests.conftest import ROOT, wait_for
 
 
@@ -109,6 +110,17 @@ def test_calls_partitioned_by_month(db):
             db.execute_sql("INSERT INTO call_part VALUES ('d', 1)")
     db.execute_sql("DROP TABLE call_part_2024_10")         # retention: a month at once
     assert db.execute_sql("SELECT linkedid FROM call_part").fetchall() == [("c",)]
+
+
+@pytest.mark.parametrize("ci, outcome", [("true", pytest.fail.Exception),
+                                         ("", pytest.skip.Exception)])
+def test_missing_postgresql_fails_under_ci_else_skips(monkeypatch, ci, outcome):
+    """The CI image must have PostgreSQL: there its absence fails the tests that need it."""
+    monkeypatch.setenv("CI", ci)
+    monkeypatch.setenv("PATH", "/nonexistent")
+    monkeypatch.setattr(pgserver.glob, "glob", lambda pattern: [])
+    with pytest.raises(outcome, match="initdb"):
+        pgserver.server_binaries()
 
 
 def test_a_wrong_password_is_refused(postgresql_url):
