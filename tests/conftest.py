@@ -6,6 +6,7 @@ import sys
 import time
 from datetime import date
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -128,3 +129,13 @@ def open_as(browser, stack, sessions):
     for tab in opened:
         tab.context.close()
     assert not errors, f"JavaScript errors on the page: {errors}"
+
+
+@pytest.fixture(scope="session")
+def postgresql_url() -> Iterator[str]:
+    """A private PostgreSQL cluster for the session (tests.pgserver): the `postgresql://` URL
+    of a database owned by a password role. Missing PostgreSQL or its driver: a failure under
+    CI=true, else a skip."""
+    from tests.pgserver import running
+    with running() as server:
+        yield server.url
