@@ -137,12 +137,14 @@ SESSION = textwrap.dedent("""
     from playhouse.db_url import connect
 
     def test_server(postgresql_url):
-        backend = connect(postgresql_url).execute_sql("SELECT pg_backend_pid()").fetchone()[0]
+        db = connect(postgresql_url)          # kept open: its backend lives while it does
+        backend = db.execute_sql("SELECT pg_backend_pid()").fetchone()[0]
         status = Path(f"/proc/{backend}/status").read_text()
         postmaster = int(status.split("PPid:")[1].split()[0])
         argv = Path(f"/proc/{postmaster}/cmdline").read_bytes().decode().split("\\0")
         seen = {"url": postgresql_url, "postmaster": postmaster,
                 "data": argv[argv.index("-D") + 1]}
+        db.close()
         Path(os.environ["SEEN"] + ".new").write_text(json.dumps(seen))
         os.replace(os.environ["SEEN"] + ".new", os.environ["SEEN"])
         time.sleep(float(os.environ["SLEEP"]))
