@@ -21,6 +21,7 @@ from mirror.database import open_module_db
 from mirror.settings import load
 from tests.conftest import wait_for
 from tests.mirror import append_rows, pbx_rows
+from tests.pbxfixture import DID, Pbx
 from tests.test_daemon import start_daemon
 
 SECRET = "test-secret"
@@ -383,6 +384,50 @@ def test_a_slow_crm_holds_up_only_its_own_hook(pbx, receiver):
     assert timed_out >= 1 and len(slow.got) >= timed_out
     assert query(pbx, "SELECT count(*) FROM outbox o JOIN webhook w ON w.id = o.hook_id "
                       "WHERE w.url = ? AND o.state = 'pending'", (slow.url,))[0][0] > 100
+
+
+def test_a_callback_re_linked_after_a_deletion_is_queued_once(tmp_path, capsys):
+    """A missed call, the client's callback, a later answered call of theirs; the callback is
+    deleted and the next sync re-links the missed call to that later call. A hook that was off
+    when the callback came gets the missed call's callback event now — once, and nothing of
+    the other calls; the hook that already had it keeps its one."""
+    pbx = Pbx(tmp_path, capsys)
+    open_module_db(pbx.module_db).close()
+    db = {"db": pbx.module_db}
+    had_it = add_hook(db, "http://127.0.0.1:9/", ["callback"])
+    was_off = add_hook(db, "http://127.0.0.1:9/", ["callback"], enabled=0)
+    missed = pbx.call("""
+        start    | end      | src          | dst | dialstatus
+        10:00:00 | 10:00:25 | +79161234567 | 201 | CANCEL
+        """, did=DID)
+    callback = pbx.call("""
+        start    | answer   | end      | src          | dst
+        11:00:00 | 11:00:05 | 11:03:05 | +79161234567 | 202
+        """, did=DID)
+    later = pbx.call("""
+        start    | answer   | end      | src         | dst
+        12:00:00 | 12:00:04 | 12:01:04 | 89161234567 | 203
+        """, did=DID)
+    pbx.sync()
+    assert pbx.record(missed)["returned_by"] == callback
+    events = "SELECT hook_id, event, linkedid FROM outbox ORDER BY hook_id"
+    assert query(db, events) == [(had_it, "callback", missed)]
+    with closing(sqlite3.connect(pbx.module_db)) as conn, conn:
+        conn.execute("UPDATE webhook SET enabled = 1")
+    daemon = Daemon(settings_for({"cdr": pbx.cdr_db, "config": pbx.pbx_db, **db}))
+    try:
+        assert daemon.sync.step() == (0, 0)         # a running daemon's pass: nothing new
+        code, _, err = pbx.cli("delete", "--db", pbx.module_db, callback, "--reason", "gdpr")
+        assert code == 0, err
+        assert daemon.sync.step() == (0, 0)         # its next pass settles the deletion
+        queued = [(had_it, "callback", missed), (was_off, "callback", missed)]
+        assert query(db, events) == queued
+        daemon.step(0.0)                             # a whole pass: the PBX's rows read again
+        assert query(db, events) == queued
+    finally:
+        daemon.db.close()
+    assert pbx.record(missed)["returned_by"] == later
+    assert pbx.record(later)["callback_of"] == missed
 
 
 def _first_missed(pbx) -> str:
