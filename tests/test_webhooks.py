@@ -323,7 +323,7 @@ def test_kill_9_between_commit_and_delivery_loses_nothing(pbx, receiver):
         proc.wait(10)
     received = slow.keys() + fast.keys()
     assert set(received) == queued
-    assert len(received) - len(queued) <= 4 * 2          # at most the requests under way
+    assert len(received) - len(queued) <= 1        # at most the one request under way
     delivered = {key for (key,) in query(
         pbx, f"SELECT {KEY} FROM outbox o WHERE state = 'delivered'")}
     assert delivered == queued
