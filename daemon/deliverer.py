@@ -36,6 +36,15 @@ _BATCH = 16               # rows cancelled in a step at most (then it looks agai
 _MAX_DELAY_S = 3600.0
 
 
+# The first due row of each enabled hook (?2: of this one only), walking the pending rows in
+# due order (`+hook_id`: not the hook's own index, which holds its month of settled rows too).
+FIRST_DUE = (
+    f"SELECT o.id, o.hook_id, o.event, o.linkedid, {webhooks.KEY} AS idempotency_key, "
+    "o.attempts, w.url, w.secret FROM webhook w JOIN outbox o ON o.id = ("
+    "SELECT id FROM outbox WHERE +hook_id = w.id AND state = 'pending' AND due_ms <= ?1 "
+    "ORDER BY due_ms, id LIMIT 1) WHERE w.enabled AND w.id = coalesce(?2, w.id)")
+
+
 # Whether an event still holds when it is sent: a call first seen in part may turn out
 # answered once all its legs came; a missed call may be returned before its wait is over.
 STILL = {
@@ -162,15 +171,8 @@ class Deliverer(Worker):
         return True
 
     def _first_due(self, now_ms: int, hook_id: int | None = None) -> list[dict]:
-        """The first due row of each enabled hook (or of this one): oldest due first. The
-        pending rows are walked in due order (`+hook_id`: not the hook's index, which holds
-        its month of settled rows too)."""
-        cursor = self.db.execute_sql(
-            f"SELECT o.id, o.hook_id, o.event, o.linkedid, {webhooks.KEY} AS idempotency_key, "
-            "o.attempts, w.url, w.secret FROM webhook w JOIN outbox o ON o.id = ("
-            "SELECT id FROM outbox WHERE +hook_id = w.id AND state = 'pending' "
-            "AND due_ms <= ? ORDER BY due_ms, id LIMIT 1) "
-            "WHERE w.enabled AND w.id = coalesce(?, w.id)", (now_ms, hook_id))
+        """The first due row of each enabled hook (or of this one): oldest due first."""
+        cursor = self.db.execute_sql(FIRST_DUE, (now_ms, hook_id))
         names = [column[0] for column in cursor.description]
         return [dict(zip(names, row)) for row in cursor]
 

@@ -14,7 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from daemon.deliverer import Deliverer, post
+from daemon.deliverer import FIRST_DUE, Deliverer, post
 from daemon.resident import Daemon
 from mirror import webhooks
 from mirror.database import open_module_db
@@ -384,6 +384,21 @@ def test_a_slow_crm_holds_up_only_its_own_hook(pbx, receiver):
     assert timed_out >= 1 and len(slow.got) >= timed_out
     assert query(pbx, "SELECT count(*) FROM outbox o JOIN webhook w ON w.id = o.hook_id "
                       "WHERE w.url = ? AND o.state = 'pending'", (slow.url,))[0][0] > 100
+
+
+def test_the_next_row_of_a_hook_is_found_among_the_pending_not_its_history(pbx):
+    """A hook's month of settled rows is not read to find its next due row: the look walks
+    the pending rows' index in due order (no sort)."""
+    add_hook(pbx, "http://127.0.0.1:9/")
+    mirror(pbx)
+    db = open_module_db(pbx["db"])
+    try:
+        db.execute_sql("UPDATE outbox SET state = 'delivered' WHERE id % 10 <> 0")
+        steps = [row[3] for row in db.execute_sql("EXPLAIN QUERY PLAN " + FIRST_DUE, (0, None))]
+    finally:
+        db.close()
+    assert "SEARCH outbox USING INDEX outbox_due (due_ms<?)" in steps, steps
+    assert not any("TEMP B-TREE" in step or "outbox_of_hook" in step for step in steps), steps
 
 
 def test_a_callback_re_linked_after_a_deletion_is_queued_once(tmp_path, capsys):
