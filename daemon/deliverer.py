@@ -1,7 +1,8 @@
 """The daemon's sender of webhooks: `Deliverer.step(now)` posts the outbox's due rows and says
-when to look again; `run()` calls it from its own thread, woken by the writer after a batch.
-The HTTP requests run in a few worker threads, outside any transaction, so a slow or dead
-receiver delays only its own deliveries, never the sync.
+when to look again; `run()` calls it from its own thread, woken by the writer after a batch
+and by each answer. Each hook is a lane: at most one request under way to it, in a thread of
+its own, outside any transaction, so a slow or dead receiver delays only its own hook's
+deliveries — never another hook's, never the sync.
 
 At-least-once: a row is marked delivered only after a 2xx answer; a daemon killed between the
 request and that mark sends it again after the restart, with the same idempotency key. Every
@@ -17,28 +18,31 @@ from __future__ import annotations
 import http.client
 import json
 import logging
+import queue
 import random
-import sqlite3
 import threading
 import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-import peewee
-
 from mirror import webhooks
-from mirror.database import open_module_db, readable_error
 from mirror.queries import find_call, legs_of_call
 from mirror.records import call_record, iso_time, leg_records
 from mirror.settings import Settings
-from pbx.mirror_context import MirrorContext
-from pbxmodule.licence import LicenceCheck
+from reports.worker import Worker
 
 log = logging.getLogger("extcdr.webhooks")
-_PARALLEL = 4             # requests at once
-_BATCH = 16               # due rows taken per step
+_BATCH = 16               # rows cancelled in a step at most (then it looks again at once)
 _MAX_DELAY_S = 3600.0
-_CLOSE_WAIT_S = 2.0
+
+
+# The first due row of each enabled hook (?2: of this one only), walking the pending rows in
+# due order (`+hook_id`: not the hook's own index, which holds its month of settled rows too).
+FIRST_DUE = (
+    f"SELECT o.id, o.hook_id, o.event, o.linkedid, {webhooks.KEY} AS idempotency_key, "
+    "o.attempts, w.url, w.secret FROM webhook w JOIN outbox o ON o.id = ("
+    "SELECT id FROM outbox WHERE +hook_id = w.id AND state = 'pending' AND due_ms <= ?1 "
+    "ORDER BY due_ms, id LIMIT 1) WHERE w.enabled AND w.id = coalesce(?2, w.id)")
 
 
 # Whether an event still holds when it is sent: a call first seen in part may turn out
@@ -86,7 +90,7 @@ def post(url: str, body: bytes, headers: dict, connect_timeout: float,
         answer = conn.getresponse()
         text = webhooks.response_text(answer.read(webhooks.RESPONSE_KEPT))
         return Outcome(answer.status, text, _since(started))
-    except (OSError, http.client.HTTPException) as error:
+    except (OSError, http.client.HTTPException, UnicodeError) as error:
         return Outcome(None, f"{type(error).__name__}: {error}"[:webhooks.RESPONSE_KEPT],
                        _since(started))
     finally:
@@ -104,100 +108,100 @@ def retry_delay_s(settings: Settings, attempts: int) -> float:
     return min(_MAX_DELAY_S, base * random.uniform(1.0, 1.5))
 
 
-class Deliverer:
+class Deliverer(Worker):
     """Sends due outbox rows; owns its own connection to module.db (outbox and delivery rows
-    only: short transactions, never during a request)."""
+    only: short transactions, never during a request). Each hook is a lane of its own: at
+    most one request under way per hook, its rows posted one after another in the order they
+    fall due, so that a slow or dead receiver holds up only its own hook."""
+    what = "webhooks"
+    log = log
+    check_interval = "webhooks.check_interval"
+    # A request under way is not waited for (the daemon stops within 5 s): its row stays
+    # pending and goes again after the restart.
+    close_wait_s = 2.0
 
     def __init__(self, settings: Settings):
-        self.db = open_module_db(settings["module.db"])
-        self.settings = settings
-        self.wake = threading.Event()
-        self.stop = threading.Event()
-        self.thread: threading.Thread | None = None
+        super().__init__(settings)
+        self.under_way: dict[int, dict] = {}      # hook id -> the row being posted to it
+        self.answers: queue.SimpleQueue = queue.SimpleQueue()     # (row, Outcome) to record
         self._pruned_s = 0.0
-
-    @property
-    def settings(self) -> Settings:
-        return self._settings
-
-    @settings.setter
-    def settings(self, settings: Settings) -> None:
-        self._settings = settings
-        self.context = MirrorContext(settings, self.db)
-        self.licence = LicenceCheck.of(settings)      # one, so that it keeps what it verified
 
     # --- the loop ------------------------------------------------------------------------------
 
     def step(self, now_s: float) -> float:
-        """Send what is due at `now_s`; returns seconds until the next look."""
+        """Record the answers that came, post the next due row of each hook that has no
+        request under way; returns seconds until the next look (an answer wakes it sooner)."""
         interval = self.settings["webhooks.check_interval"]
+        self._record_answers()
         if self.licence.problem() is not None:
             return interval
         now_ms = int(now_s * 1000)
         if now_s >= self._pruned_s + 3600:            # settled events go after a month
             webhooks.prune(self.db, now_ms)
             self._pruned_s = now_s
-        due = self._due(now_ms)
-        sends = [send for send in map(self._prepared, due) if send is not None]
-        for start in range(0, len(sends), _PARALLEL):
-            chunk = sends[start:start + _PARALLEL]
-            for send, outcome in zip(chunk, self._posted(chunk)):
-                if self.stop.is_set():
-                    return 0.0
-                self._record(send, outcome)
-        if len(due) == _BATCH:
+        if not self._post_due(now_ms):
             return 0.0
-        following = self.db.execute_sql(     # a disabled hook's rows wait: not due for it
+        following = self.db.execute_sql(     # a disabled or busy hook's rows wait: not due
             "SELECT min(o.due_ms) FROM outbox o JOIN webhook w ON w.id = o.hook_id "
-            "AND w.enabled WHERE o.state = 'pending'").fetchone()[0]
+            "AND w.enabled WHERE o.state = 'pending' "
+            "AND o.hook_id NOT IN (SELECT value FROM json_each(?))",
+            (json.dumps(list(self.under_way)),)).fetchone()[0]
         if following is None:
             return interval
         return min(interval, max(0.0, following / 1000 - time.time()))
 
-    def run(self) -> None:
-        complaint = None
-        while not self.stop.is_set():
-            wait = self.settings["webhooks.check_interval"]
-            try:
-                wait = self.step(time.time())
-                complaint = None
-            except (sqlite3.DatabaseError, peewee.DatabaseError) as exc:  # said once
-                said, complaint = complaint, readable_error(self.settings["module.db"], exc)
-                if complaint != said:
-                    log.error("webhooks wait: %s", complaint)
-            except Exception:          # anything else: try again later
-                log.exception("webhooks: sending failed")
-            self.wake.wait(wait)
-            self.wake.clear()
+    # --- the lanes -----------------------------------------------------------------------------
 
-    def nudge(self) -> None:
-        """The writer committed calls: look at the outbox now."""
-        self.wake.set()
+    def _post_due(self, now_ms: int) -> bool:
+        """Start posting the first due row of each idle hook (a row that no longer holds is
+        cancelled and the hook's next one taken); False when it cancelled `_BATCH` rows and
+        stopped: look again at once."""
+        idle = [row for row in self._first_due(now_ms) if row["hook_id"] not in self.under_way]
+        cancelled = 0
+        while idle:
+            row = idle.pop()
+            send = self._prepared(row)
+            if send is not None:
+                self._post_later(send)
+                continue
+            cancelled += 1
+            if cancelled == _BATCH:
+                return False
+            idle += self._first_due(now_ms, row["hook_id"])
+        return True
 
-    def start(self) -> None:
-        self.thread = threading.Thread(target=self.run, name="webhooks", daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        """Stop looking; a request under way is not waited for beyond `_CLOSE_WAIT_S` (the
-        daemon stops within 5 s): its row stays pending and goes again after the restart."""
-        self.stop.set()
-        self.wake.set()
-        if self.thread is not None:
-            self.thread.join(_CLOSE_WAIT_S)
-        if self.thread is None or not self.thread.is_alive():
-            self.db.close()
-
-    # --- one delivery --------------------------------------------------------------------------
-
-    def _due(self, now_ms: int) -> list[dict]:
-        cursor = self.db.execute_sql(
-            f"SELECT o.id, o.hook_id, o.event, o.linkedid, {webhooks.KEY} AS idempotency_key, "
-            "o.attempts, w.url, w.secret FROM outbox o JOIN webhook w ON w.id = o.hook_id AND w.enabled "
-            "WHERE o.state = 'pending' AND o.due_ms <= ? ORDER BY o.due_ms LIMIT ?",
-            (now_ms, _BATCH))
+    def _first_due(self, now_ms: int, hook_id: int | None = None) -> list[dict]:
+        """The first due row of each enabled hook (or of this one): oldest due first."""
+        cursor = self.db.execute_sql(FIRST_DUE, (now_ms, hook_id))
         names = [column[0] for column in cursor.description]
         return [dict(zip(names, row)) for row in cursor]
+
+    def _post_later(self, send: dict) -> None:
+        """Post from a daemon thread of its own (a request under way never holds up the
+        process's exit, as a thread pool's workers would); its answer wakes the loop."""
+        self.under_way[send["hook_id"]] = send
+
+        def post_and_tell() -> None:
+            try:
+                outcome = self._send(send)
+            except Exception as exc:     # a bug must not leave the hook waiting for ever
+                log.exception("webhook %d: sending failed", send["hook_id"])
+                outcome = Outcome(None, f"internal error: {exc}"[:webhooks.RESPONSE_KEPT], 0)
+            self.answers.put((send, outcome))
+            self.wake.set()
+        threading.Thread(target=post_and_tell, name=f"webhook {send['hook_id']}",
+                         daemon=True).start()
+
+    def _record_answers(self) -> None:
+        while True:
+            try:
+                send, outcome = self.answers.get_nowait()
+            except queue.Empty:
+                return
+            del self.under_way[send["hook_id"]]
+            self._record(send, outcome)
+
+    # --- one delivery --------------------------------------------------------------------------
 
     def _prepared(self, row: dict) -> dict | None:
         """The row with its body, or None when there is nothing to send any more (the call
@@ -220,21 +224,6 @@ class Deliverer:
             "legs": leg_records(legs_of_call(row["linkedid"], self.db), tz)},
             ensure_ascii=False).encode()
         return {**row, "body": body}
-
-    def _posted(self, sends: list[dict]) -> list[Outcome]:
-        """Post these at once, each from a daemon thread of its own (a request under way never
-        holds up the process's exit, as a thread pool's workers would)."""
-        outcomes: list[Outcome] = [Outcome(None, "stopped", 0)] * len(sends)
-
-        def post_one(n: int) -> None:
-            outcomes[n] = self._send(sends[n])
-        threads = [threading.Thread(target=post_one, args=(n,), name="webhook", daemon=True)
-                   for n in range(len(sends))]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        return outcomes
 
     def _send(self, send: dict) -> Outcome:
         headers = webhooks.delivery_headers(send["secret"], send["idempotency_key"],

@@ -11,30 +11,23 @@ import json
 import logging
 import re
 import shutil
-import sqlite3
-import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
-
-import peewee
 
 from exports.analytics_files import report_about, write_report
 from exports.writers import MEDIA_TYPES, about, chosen_columns, export_file
 from mirror import report_rows
 from mirror.analytics import build_report, report_options
-from mirror.database import open_module_db, readable_error
 from mirror.pbxtime import PbxClock
 from mirror.queries import QueryError
 from mirror.report_rows import Owner, link_secret
-from mirror.settings import Settings, reports_dir
+from mirror.settings import reports_dir
 from mirror.userdata import user_settings
-from pbx.mirror_context import MirrorContext
-from pbxmodule.licence import LicenceCheck
 from reports import templates as message_templates
 from reports.definitions import ANALYTICS, Timing, link_signature, report_params, split_filters
 from reports.mailer import MailError, mail_settings, message, pbx_settings, send
+from reports.worker import Worker
 
 log = logging.getLogger("extcdr.reports")
 # The total an analytics report's mail gives as its {{ calls }}; other reports: their rows.
@@ -50,31 +43,18 @@ class _Due:
     send: dict
 
 
-class ReportScheduler:
+class ReportScheduler(Worker):
     """Sends due reports; owns its own connection to module.db (report and report_send rows)."""
-
-    def __init__(self, settings: Settings):
-        self.db = open_module_db(settings["module.db"])
-        self.settings = settings
-        self.stop = threading.Event()
-        self.thread: threading.Thread | None = None
-
-    @property
-    def settings(self) -> Settings:
-        return self._settings
-
-    @settings.setter
-    def settings(self, settings: Settings) -> None:
-        """New settings (the daemon reloaded them) bring the PBX clock they name."""
-        self._settings = settings
-        self.context = MirrorContext(settings, self.db)
+    what = "mailed reports"
+    log = log
+    check_interval = "reports.check_interval"
 
     # --- the loop ------------------------------------------------------------------------------
 
     def step(self, now_s: float) -> float:
         """Send whatever is due at `now_s`; returns seconds until the next look. Without a
         valid licence nothing is sent: due reports wait and go once it is back."""
-        if LicenceCheck.of(self.settings).problem() is not None:
+        if self.licence.problem() is not None:
             return self.settings["reports.check_interval"]
         now_ms = int(now_s * 1000)
         self._sweep(now_ms)
@@ -83,31 +63,6 @@ class ReportScheduler:
         for due in self._retries_due(now_ms):
             self._attempt(due, now_s)
         return self._next_look(now_ms)
-
-    def run(self) -> None:
-        complaint = None
-        while not self.stop.is_set():
-            wait = self.settings["reports.check_interval"]
-            try:
-                wait = self.step(time.time())
-                complaint = None
-            except (sqlite3.DatabaseError, peewee.DatabaseError) as exc:  # damaged: said once
-                said, complaint = complaint, readable_error(self.settings["module.db"], exc)
-                if complaint != said:
-                    log.error("mailed reports wait: %s", complaint)
-            except Exception:          # anything else: try again later
-                log.exception("mailed reports: look for due reports failed")
-            self.stop.wait(wait)
-
-    def start(self) -> None:
-        self.thread = threading.Thread(target=self.run, name="reports", daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.stop.set()
-        if self.thread is not None:
-            self.thread.join(10)
-        self.db.close()
 
     # --- what is due ---------------------------------------------------------------------------
 

@@ -12,14 +12,13 @@ from contextlib import closing
 
 import pytest
 
-from daemon.deliverer import Deliverer
 from mirror import webhooks
 from mirror.settings import load
 from standin.shell import DEMO_USERS
 from tests.browser import ARTIFACTS, chromium_binary, login, new_tab
 from tests.mirror import sync_once
 from tests.stack import PREFIX, admin_shell
-from tests.test_webhooks import Receiver
+from tests.test_webhooks import Receiver, deliver_due
 
 ADMIN = next(user for user in DEMO_USERS if user["role"] == "admin")
 
@@ -46,14 +45,6 @@ def stack(demo_pbx, tmp_path_factory):
 def tab(browser):
     with new_tab(browser) as page:
         yield page
-
-
-def send_due(stack) -> None:
-    deliverer = Deliverer(stack["settings"])
-    try:
-        deliverer.step(time.time())
-    finally:
-        deliverer.close()
 
 
 def test_create_a_hook_see_its_log_and_redeliver(stack, tab):
@@ -84,7 +75,7 @@ def test_create_a_hook_see_its_log_and_redeliver(stack, tab):
                                 "direction = 'incoming' ORDER BY id LIMIT 1").fetchone()[0]
         conn.execute("INSERT INTO outbox (hook_id, event, linkedid, created_ms, due_ms) "
                      "VALUES (?, 'missed', ?, 0, 0)", (hook_id, linkedid))
-    send_due(stack)
+    deliver_due(stack["settings"])
     [got] = stack["receiver"].got
     assert webhooks.verify(secret, got["headers"][webhooks.TIMESTAMP_HEADER], got["body"],
                            got["headers"][webhooks.SIGNATURE_HEADER], time.time())
@@ -96,7 +87,7 @@ def test_create_a_hook_see_its_log_and_redeliver(stack, tab):
     with tab.expect_navigation():
         row.locator("form.redeliver button").click()
     assert tab.locator("tr.delivery").first.get_attribute("data-state") == "pending"
-    send_due(stack)
+    deliver_due(stack["settings"])
     tab.reload()
     assert tab.locator("tr.delivery").first.get_attribute("data-state") == "delivered"
     keys = stack["receiver"].keys()
