@@ -59,6 +59,14 @@ _CALL = {
         {"side": {"type": "string", "enum": [s for s in HANGUP_SIDES if s != "unknown"]},
          "number": _TEXT, "cause": _nullable("integer"), "cause_txt": _TEXT})],
         "description": "who hung up; null: unknown"},
+    "contact": {"oneOf": [{"type": "null"}, _object(
+        {"name": _TEXT, "company": _TEXT,
+         "source": {"type": "string", "enum": ["phonebook", "contact"]},
+         "id": {"type": ["integer", "null"], "description": "the module's contact, if any"}})],
+        "description": "who the outside number is: the PBX's phone book first, then the "
+                       "module's contacts; null: neither knows it"},
+    "external_name": {"type": "string", "description": "the outside party's name: the "
+                      "contact's, else the caller id name the PBX recorded (\"\": none)"},
 }
 assert tuple(_CALL) == RECORD_FIELDS, "the document lists the call record's fields"
 

@@ -12,7 +12,7 @@ from mirror.records import call_record, iso_time
 from mirror.worklist import WorklistError, mark_handled, unmark_handled, worklist
 from web.api import handled_record, page_size, visible_call
 from web.auth import csrf_valid
-from web.context import clock, mirror, request_filter, user_db
+from web.context import clock, mirror, named, request_filter, user_db
 
 worklist_api = Blueprint("worklist", __name__)
 
@@ -55,7 +55,7 @@ def unreturned():
     rows = worklist(flt, mirror(), page + 1, after)
     tz, names = clock().tz, employee_names(mirror())
     last = rows[page - 1] if len(rows) > page else None
-    return jsonify(calls=[_item(row, tz, names) for row in rows[:page]],
+    return jsonify(calls=[_item(row, tz, names) for row in named(rows[:page], flt)],
                    next_cursor=encode_cursor(last["start_ms"], last["id"]) if last else None)
 
 
