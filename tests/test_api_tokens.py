@@ -310,6 +310,65 @@ def test_the_unreturned_counter_stays_exact_over_whole_hours(server, pbx):
                  token=token, method="DELETE")
 
 
+def unreturned_everywhere(server, pbx, cli, tmp_path) -> dict[str, list[str] | int]:
+    """What each reader says is unreturned in PERIOD: the filter `unreturned=yes` (API, CLI,
+    CLI export), the tab, the worklist, the counters (either source, filtered or not) and the
+    traffic report of the filter."""
+    def linkedids(**params):
+        _, body = get_json(server, "/api/v1/calls", user="anna",
+                           params={**PERIOD, "limit": 500, **params})
+        return sorted(c["linkedid"] for c in body["calls"])
+    period = ("--from", PERIOD["from"], "--to", PERIOD["to"], "--unreturned")
+    code, out, _ = cli("calls", "--db", pbx, *period, "--format", "jsonl")
+    assert code == 0
+    exported = tmp_path / "unreturned.jsonl"
+    assert cli("export", "--db", pbx, *period, "--format", "jsonl", "--out", exported)[0] == 0
+    db = open_module_db(pbx, readonly=True)
+    try:
+        flt = call_filter(PERIOD, PbxClock("Europe/Berlin"), NOW_MS / 1000)
+        counted = {f"{source} {kind}": tab_counts(replace(flt, unreturned=kind == "filtered"),
+                                                  db, source=source)
+                   for source in ("auto", "calls") for kind in ("filtered", "all")}
+    finally:
+        db.close()
+    _, traffic = get_json(server, "/api/v1/stats/traffic", user="anna",
+                          params={**PERIOD, "unreturned": "yes"})
+    found = {"api filter": linkedids(unreturned="yes"), "api tab": linkedids(tab="unreturned"),
+             "api both": linkedids(unreturned="yes", tab="missed"),
+             "worklist": sorted(c["linkedid"] for c in worklist(server, user="anna")),
+             "cli": sorted(json.loads(line)["linkedid"] for line in out.splitlines()),
+             "cli export": sorted(json.loads(line)["linkedid"]
+                                  for line in exported.read_text().splitlines()),
+             "page tab": sorted(unreturned_tab(server)[1])}
+    counts = {name: n[tab] for name, n in counted.items()
+              for tab in (("all", "missed", "unreturned") if "filtered" in name
+                          else ("unreturned",))}
+    counts["traffic report"] = traffic["totals"]["calls"]
+    counts["page counter"] = unreturned_tab(server)[0]
+    return found, counts
+
+
+def test_a_handled_call_leaves_every_unreturned_list_and_count(server, pbx, cli, tmp_path):
+    """One meaning of unreturned — missed, nobody called back, not marked handled — in the
+    filter, the tab, the worklist, the counters, the exports, the CLI and the reports."""
+    before, counted = unreturned_everywhere(server, pbx, cli, tmp_path)
+    listed = before["api filter"]
+    assert listed and all(found == listed for found in before.values()), before
+    assert set(counted.values()) == {len(listed)}, counted
+    token = new_token(pbx, "One meaning")
+    handled = listed[len(listed) // 2]
+    status, _ = get_json(server, f"/api/v1/worklist/unreturned/{handled}/handled",
+                         token=token, method="POST", body={})
+    assert status == 201
+    try:
+        after, counted = unreturned_everywhere(server, pbx, cli, tmp_path)
+    finally:
+        call_api(server, f"/api/v1/worklist/unreturned/{handled}/handled", token=token,
+                 method="DELETE")
+    assert all(found == [c for c in listed if c != handled] for found in after.values()), after
+    assert set(counted.values()) == {len(listed) - 1}, counted
+
+
 @pytest.mark.parametrize("narrowed", [{}, {"visible_to": Visibility(("201",))},
                                       {"number": "916"}, {"directions": ["incoming"]}])
 def test_the_counter_reads_the_handled_calls_by_their_index_not_the_period(pbx, narrowed):

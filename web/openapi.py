@@ -161,8 +161,9 @@ _FILTER = _PERIOD + [
 ]
 _CALL_FILTER = _FILTER + [
     _query("status", "comma-separated: " + ", ".join(STATUSES)),
-    _query("unreturned", "yes: missed calls nobody called back (handled ones too)"),
-    _query("tab", "the history page's tab (unreturned: not handled either)",
+    _query("unreturned", "yes: missed calls nobody called back and nobody marked handled "
+           "(the Unreturned tab's calls)"),
+    _query("tab", "the history page's tab (unreturned: missed, not called back, not handled)",
            {"type": "string", "enum": list(TABS)}),
 ]
 _PAGING = [_query("limit", "calls per page, 1 to 500 (default 50)",
