@@ -236,11 +236,36 @@ def test_the_worklist_refuses_what_it_chooses_itself(server):
                                 params=params)
         assert status == 400 and body["error"]
     status, body = get_json(server, "/api/v1/worklist/unreturned", user="anna")
-    assert status == 200 and body["calls"] == []        # the last 7 days (none in the demo)
+    assert status == 200 and body["calls"] == []   # the callback window, 24 h: none in the demo
     old = worklist(server, user="anna")[0]["linkedid"]
     status, body = get_json(server, "/api/v1/worklist/unreturned", user="anna",
                             params={"number": old})        # a linkedid names its own period
     assert status == 200 and [c["linkedid"] for c in body["calls"]] == [old]
+
+
+def test_the_worklist_is_of_the_callback_window_unless_a_period_is_given(server, pbx,
+                                                                         tmp_path):
+    """Its default period is `calls.callback_window` back from now (the missed calls a call
+    now may still return), as the settings say, documented in the OpenAPI document."""
+    config = tmp_path / "extcdr.toml"
+    config.write_text(f'[web]\nproxy_token = "{PROXY}"\n[calls]\ncallback_window = '
+                      f'{20 * 365 * 86_400}\n')
+    http = create_server(create_app(load(config, {"module.db": pbx})), host="127.0.0.1",
+                         port=0, threads=2)
+    threading.Thread(target=http.run, daemon=True).start()
+    try:
+        wide = f"http://127.0.0.1:{http.effective_port}{PREFIX}"
+        status, body = get_json(wide, "/api/v1/worklist/unreturned", user="anna",
+                                params={"limit": 500})
+        assert status == 200 and body["calls"] == worklist(wide, user="anna") != []
+        _, document = get_json(wide, "/api/v1/openapi.json", user="anna")
+    finally:
+        http.task_dispatcher.shutdown()       # its workers first (see test_analytics_web)
+        http.close()
+    described = document["paths"]["/worklist/unreturned"]["get"]["summary"]
+    assert "callback window" in described and f"{20 * 365 * 86_400:,} s" in described
+    _, document = get_json(server, "/api/v1/openapi.json", user="anna")
+    assert "86,400 s" in document["paths"]["/worklist/unreturned"]["get"]["summary"]
 
 
 def unreturned_tab(base) -> tuple[int, list[str]]:

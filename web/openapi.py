@@ -18,7 +18,8 @@ VERSION = "1.0.0"
 @openapi.get("/openapi.json")
 def document():
     """The document, with this server's API root."""
-    return jsonify(api_document(current_app.config["EXTCDR_API_ROOT"].rstrip("/")))
+    return jsonify(api_document(current_app.config["EXTCDR_API_ROOT"].rstrip("/"),
+                                current_app.config["EXTCDR_CALLBACK_WINDOW_S"]))
 
 
 def _ref(name: str) -> dict:
@@ -208,7 +209,7 @@ def _fields(**fields) -> dict:
 _OK = "200"
 
 
-def _paths() -> dict:
+def _paths(callback_window_s: int) -> dict:
     return {
         "/calls": {"get": _operation(
             "Calls, newest first, of a filter (keyset paging)",
@@ -282,7 +283,9 @@ def _paths() -> dict:
                         _query("lang", "titles in en or ru")])},
         "/worklist/unreturned": {"get": _operation(
             "The open missed calls to call back (missed, nobody called back, not handled), "
-            "oldest first, with the attempts so far; by default of the last 7 days",
+            "oldest first, with the attempts so far; unless `period` or `from`/`to` say, "
+            "those that started within the callback window (`calls.callback_window`, "
+            f"{callback_window_s:,} s on this server): a call now may still return them",
             {_OK: _answer("a page of the worklist", "Worklist")},
             parameters=_FILTER + _PAGING)},
         "/worklist/unreturned/{linkedid}/handled": {
@@ -300,8 +303,9 @@ def _paths() -> dict:
     }
 
 
-def api_document(root: str) -> dict:
-    """The OpenAPI document for the API at `root` (its path on this server)."""
+def api_document(root: str, callback_window_s: int = 86_400) -> dict:
+    """The OpenAPI document for the API at `root` (its path on this server), whose
+    worklist's default period is the callback window `callback_window_s`."""
     return {
         "openapi": "3.1.0",
         "info": {"title": "ModuleExtendedCDR call history API", "version": VERSION,
@@ -318,5 +322,5 @@ def api_document(root: str) -> dict:
             "token": {"type": "http", "scheme": "bearer",
                       "description": "an API token an admin created (Settings → API tokens): "
                                      "`Authorization: Bearer extcdr_…`; no CSRF token"}}},
-        "paths": _paths(),
+        "paths": _paths(callback_window_s),
     }
