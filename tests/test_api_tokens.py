@@ -21,7 +21,7 @@ from mirror.database import open_module_db
 from mirror.pbxtime import PbxClock
 from mirror.queries import Visibility, call_filter, calls_query, handled_unreturned_sql
 from mirror.settings import load
-from mirror.tokens import create_token, revoke_token
+from mirror.tokens import TokenError, create_token, revoke_token
 from tests.mirror import mirrored_demo
 from web import create_app
 
@@ -435,6 +435,81 @@ def test_handled_only_for_visible_unreturned_missed_calls(server, pbx):
         assert db.execute("SELECT count(*) FROM call_handled").fetchone()[0] == 0
 
 
+# --- a supervisor's token: its groups and extensions, never every call --------------------------
+
+def group_of(pbx, name) -> set[str]:
+    with sqlite3.connect(pbx) as db:
+        return {e for (e,) in db.execute("SELECT extension FROM group_member WHERE "
+                                         "group_name = ?", (name,))}
+
+
+@pytest.mark.parametrize("scope", [{"groups": ["Sales"]}, {"extensions": ["201", "202"]},
+                                   {"groups": ["Support"], "extensions": ["201"]}])
+def test_a_supervisors_token_never_reads_a_call_outside_its_scope(server, pbx, scope):
+    """Through every api/v1 endpoint that gives or changes calls: the list, one call, its
+    comments and tags, the worklist, marking handled and unmarking, the reports; exports are
+    pages, which no token opens."""
+    limited_to = set(scope.get("extensions", ()))
+    for group in scope.get("groups", ()):
+        limited_to |= group_of(pbx, group)
+    token = new_token(pbx, "Supervisor of " + " and ".join(sorted(scope)), "supervisor",
+                      scope.get("extensions", ()), groups=scope.get("groups", ()))
+    _, everyone = get_json(server, "/api/v1/calls", user="anna", params={**PERIOD, "limit": 500})
+    everyone = everyone["calls"]
+    ours = [c for c in everyone if limited_to & set(c["employees"])]
+    status, seen = get_json(server, "/api/v1/calls", token=token,
+                            params={**PERIOD, "limit": 500})
+    assert status == 200 and seen["calls"] == ours and 0 < len(ours) < len(everyone)
+    theirs = [c["linkedid"] for c in everyone if not limited_to & set(c["employees"])]
+    assert worklist(server, token=token) == [c for c in worklist(server, user="anna")
+                                             if limited_to & set(c["employees"])]
+    status, _ = get_json(server, f"/api/v1/calls/{ours[0]['linkedid']}", token=token)
+    assert status == 200
+    for path in ("", "/comments", "/tags", "/comments/history"):
+        status, body = get_json(server, f"/api/v1/calls/{theirs[0]}{path}", token=token)
+        assert status == 404 and body["error"], path
+    open_other = next(c["linkedid"] for c in worklist(server, user="anna")
+                      if not limited_to & set(c["employees"]))
+    handled = f"/api/v1/worklist/unreturned/{open_other}/handled"
+    status, _ = get_json(server, handled, token=token, method="POST", body={"note": "x"})
+    assert status == 404
+    status, _ = get_json(server, handled, user="anna", method="POST", body={})
+    assert status == 201
+    try:
+        status, _ = get_json(server, handled, token=token, method="DELETE")
+        assert status == 404
+        _, details = get_json(server, f"/api/v1/calls/{open_other}", user="anna")
+        assert details["handled"] is not None                    # still marked
+    finally:
+        get_json(server, handled, user="anna", method="DELETE")
+    status, report = get_json(server, "/api/v1/stats/traffic", token=token, params=PERIOD)
+    assert status == 200 and report["totals"]["calls"] == len(ours)
+    status, body = get_json(server, "/api/v1/recordings/count", token=token, params=PERIOD)
+    assert status == 403
+    status, _, _ = call_api(server, "/export", token=token, params={**PERIOD, "format": "jsonl"})
+    assert status == 401
+
+
+def test_a_supervisors_token_needs_a_scope(server, pbx):
+    writable = open_module_db(pbx)
+    try:
+        for role, extensions, groups, words in (
+                ("supervisor", [], [], "needs the groups or extensions"),
+                ("supervisor", [], ["Nobody"], "unknown employee group 'Nobody'"),
+                ("admin", [], ["Sales"], "sees every call"),
+                ("operator", ["201"], ["Sales"], "give groups to a supervisor's token")):
+            with pytest.raises(TokenError, match=re.escape(words)):
+                create_token(writable, "X", role, extensions, "anna", NOW_MS, groups=groups)
+        # One made before a supervisor's token needed its scope opens nothing.
+        writable.execute_sql("INSERT INTO api_token (name, digest, role, created_by, "
+                             "created_ms) VALUES ('Old', ?, 'supervisor', 'anna', 1)",
+                             (hashlib.sha256(b"extcdr_" + b"o" * 43).hexdigest(),))
+    finally:
+        writable.close()
+    status, body = get_json(server, "/api/v1/calls", token="extcdr_" + "o" * 43)
+    assert status == 401 and "names no groups or extensions" in body["error"]
+
+
 # --- the command line ------------------------------------------------------------------------
 
 def test_the_cli_creates_lists_and_revokes_tokens(server, pbx, cli):
@@ -466,10 +541,28 @@ def test_the_cli_creates_lists_and_revokes_tokens(server, pbx, cli):
     (["--name", "<b>", "--role", "admin"], "plain text"),
     (["--name", "X", "--role", "operator", "--extensions", "2 01;"], "bad extension"),
     (["--name", "X", "--role", "admin", "--expires-days", "0"], "--expires-days"),
+    (["--name", "X", "--role", "supervisor"], "needs the groups or extensions"),
+    (["--name", "X", "--role", "supervisor", "--groups", "Nobody"], "unknown employee group"),
+    (["--name", "X", "--role", "admin", "--groups", "Sales"], "every call"),
 ])
 def test_the_cli_refuses_bad_input_in_one_line(pbx, cli, args, words):
     code, out, err = cli("token", "create", "--db", pbx, *args)
     assert code == 2 and out == "" and words in err and len(err.strip().splitlines()) == 1
+
+
+def test_the_cli_creates_a_supervisors_token_for_groups(server, pbx, cli):
+    code, out, _ = cli("token", "create", "--db", pbx, "--name", "Sales desk", "--role",
+                       "supervisor", "--groups", "Sales,Support", "--extensions", "201")
+    assert code == 0
+    status, body = get_json(server, "/api/v1/calls", token=out.strip(), params=PERIOD)
+    members = group_of(pbx, "Sales") | group_of(pbx, "Support") | {"201"}
+    assert status == 200 and body["calls"]
+    assert all(members & set(c["employees"]) for c in body["calls"])
+    code, out, _ = cli("token", "list", "--db", pbx)
+    assert "Sales desk | supervisor | 201,group Sales,group Support" in out
+    code, out, _ = cli("token", "list", "--db", pbx, "--format", "json")
+    listed = next(json.loads(line) for line in out.splitlines() if "Sales desk" in line)
+    assert listed["groups"] == ["Sales", "Support"] and listed["extensions"] == ["201"]
 
 
 def test_the_cli_refuses_an_unknown_token_to_revoke(pbx, cli):

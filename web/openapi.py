@@ -311,8 +311,9 @@ def api_document(root: str, callback_window_s: int = 86_400) -> dict:
         "info": {"title": "ModuleExtendedCDR call history API", "version": VERSION,
                  "description": "Calls of the MikoPBX call history as the module classifies "
                                 "them. Times are ISO 8601 with the PBX timezone's offset. "
-                                "Operators (and operators' tokens) see only their calls: "
-                                "another's is 404."},
+                                "Operators (and operators' tokens) see only their calls, "
+                                "supervisors' tokens only those of their extensions and "
+                                "groups: another's is 404."},
         "servers": [{"url": root}],
         "security": [{"session": []}, {"token": []}],
         "components": {"schemas": SCHEMAS, "securitySchemes": {
