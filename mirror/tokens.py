@@ -5,9 +5,9 @@ token every call; an operator's the calls its extensions took part in; a supervi
 calls its extensions or the members of its employee groups (as they are at each request, as a
 supervisor an admin limited to groups on the settings page) took part in — never every call:
 a supervisor's token names the groups or extensions it is for, and one that names neither
-opens nothing. The token is shown once: only its SHA-256 digest is
-kept, so a copy of module.db opens nothing. A token is revoked, never deleted (its name stays
-in the list, and in what it marked handled). The web process and the CLI write the table in
+opens nothing. The token is shown once: only its SHA-256 digest is kept, so a copy of
+module.db opens nothing. A token is revoked, never deleted (its name stays in the list, and in
+what it marked handled). The web process and the CLI write the table in
 short transactions; a token's last use is written at most once a minute.
 """
 from __future__ import annotations
@@ -21,6 +21,8 @@ import unicodedata
 from dataclasses import dataclass
 
 from peewee import SqliteDatabase
+
+from mirror.queries import group_names
 
 PREFIX = "extcdr_"                  # recognisable in logs and by secret scanners
 _TOKEN = re.compile(r"extcdr_[A-Za-z0-9_-]{43}")    # 32 random bytes, base64url
@@ -93,7 +95,7 @@ def token_fields(name: str, role: str, extensions,
 
 
 def _known_groups(db: SqliteDatabase, groups: list[str]) -> None:
-    known = {name for (name,) in db.execute_sql("SELECT DISTINCT group_name FROM group_member")}
+    known = set(group_names(db))
     unknown = [g for g in groups if g not in known]
     if unknown:
         raise TokenError(f"unknown employee group {unknown[0][:40]!r}")
