@@ -1,7 +1,8 @@
 """The API tokens page in real Chromium through real nginx: an admin creates an operator's token
-from the settings page, sees it once and copies it, and a supervisor's token for a group; the token opens the API through the PBX's
-nginx (which does not ask the admin cabinet about it) but no page; its last use shows; revoked,
-it opens nothing. In Russian for a Russian admin; operators are refused the page."""
+from the settings page, sees it once and copies it (and a supervisor's token for a group); the
+token opens the API through the PBX's nginx (which does not ask the admin cabinet about it) but
+no page; its last use shows; revoked, it opens nothing. In Russian for a Russian admin;
+operators are refused the page."""
 from __future__ import annotations
 
 import json
