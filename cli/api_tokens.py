@@ -26,7 +26,11 @@ def add_commands(sub) -> dict:
     create.add_argument("--name", required=True, help="who uses it (the CRM, a script)")
     create.add_argument("--role", required=True, choices=ROLES)
     create.add_argument("--extensions", default="",
-                        help="an operator's token: the extensions whose calls it sees (201,202)")
+                        help="an operator's or a supervisor's token: the extensions whose calls "
+                             "it sees (201,202)")
+    create.add_argument("--groups", default="",
+                        help="a supervisor's token: the employee groups whose members' calls "
+                             "it sees too (Sales,Support)")
     create.add_argument("--expires-days", type=int, metavar="N",
                         help=f"expires after N days (1 to {MAX_EXPIRY_DAYS}; default: never)")
     listing = actions.add_parser("list", help="the tokens (never the tokens themselves)")
@@ -57,7 +61,7 @@ def _create(db, args) -> int:
         raise CliError(f"--expires-days: from 1 to {MAX_EXPIRY_DAYS}")
     token_id, token = create_token(db, args.name, args.role, args.extensions.split(","),
                                    f"{getpass.getuser()} (command line)", _now(),
-                                   args.expires_days)
+                                   args.expires_days, groups=args.groups.split(","))
     print(token)
     print(f"token {token_id} created: shown this once, keep it now (only its digest is kept)",
           file=sys.stderr)
@@ -73,7 +77,7 @@ def _list(db, args) -> int:
     tz = MirrorContext(settings_module.load(), db).clock().tz
     for token in tokens:
         print(" | ".join((str(token["id"]), token["name"], token["role"],
-                          ",".join(token["extensions"]) or "every call",
+                          _scope(token),
                           "created " + _when(token["created_ms"], tz),
                           "last used " + _when(token["last_used_ms"], tz),
                           "expires " + _when(token["expires_ms"], tz),
@@ -82,6 +86,13 @@ def _list(db, args) -> int:
     if not tokens:
         print("no API tokens")
     return 0
+
+
+def _scope(token: dict) -> str:
+    """What the token sees, in words: its extensions, then its groups."""
+    if token["role"] == "admin":
+        return "every call"
+    return ",".join(token["extensions"] + [f"group {g}" for g in token["groups"]])
 
 
 def _when(epoch_ms: int | None, tz) -> str:

@@ -15,6 +15,7 @@ from i18n import STATUS_LABELS, TAB_LABELS
 from mirror import schema
 from mirror import settings as settings_module
 from mirror.calls import DIRECTIONS, STATUSES
+from mirror.contacts import contact_label, with_contacts
 from mirror.database import open_module_db
 from mirror.pbxtime import PbxClock
 from mirror.queries import (PERIODS, call_rows, calls_in_progress, calls_query,
@@ -225,7 +226,7 @@ def cmd_calls(args) -> int:
         if args.format == "summary":
             _print_summary(counts_by_direction_and_status(flt, db))
             return 0
-        rows = call_rows(calls_query(flt, db))
+        rows = with_contacts(call_rows(calls_query(flt, db)), db, flt.phonebook)
         if args.format == "jsonl":
             for row in rows:
                 sys.stdout.write(json.dumps(call_record(row, clock.tz), ensure_ascii=False) + "\n")
@@ -263,10 +264,11 @@ def cmd_export(args) -> int:
 
 
 def _print_table(records) -> int:
-    """The calls as the page lists them (numbers with their names); returns how many."""
+    """The calls as the page lists them (numbers with their names, the outside number's
+    contact last); returns how many."""
     columns = ("start", "direction", "status", "src", "src_name", "dst", "dst_name",
-               "answered_by", "wait_s", "talk_s")
-    widths = (25, 9, 18, 16, 20, 16, 20, 11, 6, 6)
+               "answered_by", "wait_s", "talk_s", "contact")
+    widths = (25, 9, 18, 16, 20, 16, 20, 11, 6, 6, 30)
     line = "  ".join(f"{c:<{w}}" for c, w in zip(columns, widths))
     print(line.rstrip())
     shown = 0
@@ -274,6 +276,7 @@ def _print_table(records) -> int:
         for side in ("src", "dst"):      # a name that only repeats the number is not shown
             if record[f"{side}_name"] == record[side]:
                 record[f"{side}_name"] = ""
+        record["contact"] = contact_label(record["contact"])
         cells = ("" if record[c] is None else str(record[c]) for c in columns)
         print("  ".join(f"{v[:w]:<{w}}" for v, w in zip(cells, widths)).rstrip())
     return shown

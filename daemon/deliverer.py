@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from mirror import webhooks
+from mirror.contacts import with_contacts
 from mirror.queries import find_call, legs_of_call
 from mirror.records import call_record, iso_time, leg_records
 from mirror.settings import Settings
@@ -220,7 +221,8 @@ class Deliverer(Worker):
             "event": row["event"], "hook_id": row["hook_id"],
             "idempotency_key": row["idempotency_key"], "timestamp": iso_time(
                 int(time.time() * 1000), tz),
-            "call": call_record(call, tz),
+            "call": call_record(next(with_contacts([call], self.db,
+                                                   self.context.phonebook_names())), tz),
             "legs": leg_records(legs_of_call(row["linkedid"], self.db), tz)},
             ensure_ascii=False).encode()
         return {**row, "body": body}

@@ -296,7 +296,14 @@ RUSSIAN = {
     "Expires": "Истекает", "never": "никогда", "revoked": "отозван", "expired": "истёк",
     "Revoke": "Отозвать", "No API tokens yet.": "API-токенов пока нет.",
     "New token": "Новый токен", "Who uses it: the CRM, a script": "Кто им пользуется: CRM, скрипт",
-    "Extensions (an operator's)": "Номера (для оператора)",
+    "Extensions (an operator's, a supervisor's)": "Номера (оператора, руководителя)",
+    "Groups (a supervisor's)": "Группы (руководителя)",
+    "An admin's token sees every call; an operator's, the calls of its extensions; a "
+    "supervisor's, the calls of its extensions and of its groups' employees (as the groups "
+    "are at each request) — never every call.":
+    "Токен администратора видит все звонки; оператора — звонки своих номеров; руководителя — "
+    "звонки своих номеров и сотрудников своих групп (по составу групп на момент запроса), но "
+    "никогда не все звонки.",
     "Expires after (days)": "Истекает через (дней)", "Create token": "Создать токен",
     "For a CRM or a script pulling missed calls to call back (the worklist).":
     "Для CRM или скрипта, забирающих пропущенные звонки, по которым нужно перезвонить.",
@@ -456,8 +463,19 @@ _RUSSIAN_ERRORS = tuple((re.compile(pattern), russian) for pattern, russian in (
      "неверный номер {0}: укажите внутренние номера через запятую"),
     (r"an operator's token needs the extensions whose calls it may see",
      "токену оператора нужны номера, звонки которых он может видеть"),
-    (r"a (\w+)'s token sees every call: give extensions to an operator's token only",
-     "токен с ролью {0} видит все звонки: номера указывают только для оператора"),
+    (r"an admin's token sees every call: give extensions or groups to an operator's or a "
+     r"supervisor's token",
+     "токен администратора видит все звонки: номера и группы указывают токену оператора или "
+     "руководителя"),
+    (r"an operator's token sees its extensions' calls: give groups to a supervisor's token",
+     "токен оператора видит звонки своих номеров: группы указывают токену руководителя"),
+    (r"a supervisor's token needs the groups or extensions whose calls it may see \(an "
+     r"admin's token sees every call\)",
+     "токену руководителя нужны группы или номера, звонки которых он может видеть (все "
+     "звонки видит токен администратора)"),
+    (r"bad group (.*): give employee group names", "неверная группа {0}: укажите группы "
+     "сотрудников"),
+
     (r"a token expires after 1 to (\d+) days", "токен истекает через 1–{0} дней"),
     (r"expires after \(days\) must be a whole number from ([\d,]+) to ([\d,]+), not (.*)",
      "«Истекает через» — целое число дней от {0} до {1}, а не {2}"),

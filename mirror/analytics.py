@@ -92,27 +92,35 @@ def build_report(name: str, f: CallFilter, db: SqliteDatabase, clock,
 
 def tab_counts(f: CallFilter, db: SqliteDatabase, *, source: str = "auto") -> dict[str, int]:
     """How many calls each tab of the history page would show with the rest of the filter.
-    The counters know unreturned calls, not the ones marked handled: those are subtracted."""
+    The counters know the missed calls nobody called back, not the ones marked handled: those
+    are subtracted from the Unreturned tab (and, filtered by `unreturned`, from every tab)."""
     counts = dict.fromkeys(TABS, 0)
-    flt = replace(f, tab="all", after=None, limit=None)
+    flt = replace(f, tab="all", unreturned=False, after=None, limit=None)
     rows, _ = figures(CALLS, flt, db, ("direction", "status", "unreturned"), source=source)
     for direction, status, not_returned, n, _talk, _wait in rows:
+        unreturned = status == "missed" and not_returned
+        if f.unreturned and not unreturned:
+            continue
         counts["all"] += n
         counts[direction] += n
-        if status == "missed":
-            counts["missed"] += n
-            counts["unreturned"] += n if not_returned else 0
-    counts["unreturned"] -= sum(handled_unreturned(flt, db).values())
+        counts["missed"] += n if status == "missed" else 0
+        counts["unreturned"] += n if unreturned else 0
+    handled = handled_unreturned(flt, db)
+    for (direction, _status), n in handled.items():
+        for tab in ("all", direction, "missed") if f.unreturned else ():
+            counts[tab] -= n
+        counts["unreturned"] -= n
     return counts
 
 
 def answers(rollup: Rollup, f: CallFilter) -> bool:
-    """Whether the rollup's keys answer the filter: the period, and directions, statuses and
-    unreturned where it keeps them, for a user who may see every call."""
-    return (counted_by_the_hour(f) and f.tab == "all"
+    """Whether the rollup's keys answer the filter: the period, and directions and statuses
+    where it keeps them, for a user who may see every call. Never `unreturned`: the rollups
+    know who was called back, not which calls were marked handled (`tab_counts` subtracts
+    those itself)."""
+    return (counted_by_the_hour(f) and f.tab == "all" and not f.unreturned
             and (not f.directions or "direction" in rollup.filters)
-            and (not f.statuses or "status" in rollup.filters)
-            and (not f.unreturned or "unreturned" in rollup.filters))
+            and (not f.statuses or "status" in rollup.filters))
 
 
 def figures(rollup: Rollup, f: CallFilter, db: SqliteDatabase, by: tuple[str, ...], *,
@@ -155,8 +163,6 @@ def _from_table(rollup, f, first, last, by, per_slot, db) -> list[tuple]:
         if values:
             conditions.append(f"{column} IN ({','.join('?' * len(values))})")
             params += values
-    if f.unreturned:
-        conditions.append("unreturned = 1 AND status = 'missed'")
     sums = ", ".join(f"sum({m})" for m in rollup.measures)
     return list(db.execute_sql(f"SELECT {keys}{sums} FROM {rollup.table} "
                                f"WHERE {' AND '.join(conditions)}{group}", params))

@@ -274,6 +274,18 @@ def contact_label(contact: dict | None) -> str:
     return contact["name"] + (f" ({company})" if company and company != contact["name"] else "")
 
 
+def outside_name(row: dict) -> str:
+    """The outside party's name in one: the phone book's or a contact's (`with_contacts`),
+    else the caller id name the PBX recorded for the outside number ("": none, or only the
+    number again; an internal call has no outside party)."""
+    contact = row.get("contact")
+    if contact:
+        return contact["name"]
+    side = {"incoming": "src", "outgoing": "dst"}.get(row["direction"])
+    name = (row.get(f"{side}_name") or "") if side else ""
+    return "" if name == row.get(side) else name
+
+
 def keys_named(db: SqliteDatabase, part: str,
                phonebook: Mapping[str, str] | None = None) -> list[str]:
     """The match keys of the contacts and phone book entries whose name or company holds

@@ -372,8 +372,8 @@ def calls_query(f: CallFilter, db: SqliteDatabase, *, counting: bool = False):
     query = Call.select().where(period)
     if f.directions:
         query = query.where(Call.direction.in_(f.directions))
-    if f.unreturned:
-        query = query.where(Call.status == "missed", Call.returned_by.is_null())
+    if f.unreturned:                      # the one meaning of unreturned: the tab's
+        query = query.where(TABS["unreturned"])
     if f.statuses:
         query = query.where(Call.status.in_(f.statuses))
     if f.min_talk:
@@ -468,18 +468,18 @@ def tag_counts(f: CallFilter, db: SqliteDatabase, period_calls: int) -> dict[int
 
 
 def handled_unreturned(f: CallFilter, db: SqliteDatabase) -> dict[tuple[str, str], int]:
-    """How many calls of the filter are missed, not called back and marked handled, per
-    (direction, status): the hourly counters count them as unreturned, the Unreturned tab does
-    not show them. Read from the handled calls of the period (few, by their index) each
-    looked up in the filter, never from the period's calls."""
+    """How many calls of the filter but for `unreturned` are missed, not called back and
+    marked handled, per (direction, status): the hourly counters count them as unreturned,
+    the Unreturned tab and `unreturned` do not. Read from the handled calls of the period
+    (few, by their index) each looked up in the filter, never from the period's calls."""
     return {(direction, status): n
             for direction, status, n in db.execute_sql(*handled_unreturned_sql(f, db))}
 
 
 def handled_unreturned_sql(f: CallFilter, db: SqliteDatabase) -> tuple[str, tuple]:
     """The query of `handled_unreturned` and its parameters."""
-    calls, params = (calls_query(replace(f, tab="all", after=None, limit=None), db,
-                                 counting=True)
+    calls, params = (calls_query(replace(f, tab="all", unreturned=False, after=None,
+                                         limit=None), db, counting=True)
                      .select(Call.linkedid, Call.direction, Call.status)
                      .where(Call.status == "missed", Call.returned_by.is_null())
                      .order_by().sql())

@@ -4,11 +4,13 @@ from __future__ import annotations
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
+from mirror.contacts import outside_name
+
 RECORD_FIELDS = ("linkedid", "start", "end", "direction", "status", "reason", "src", "src_name",
                  "dst", "dst_name", "external_number", "did", "line", "answered_by", "missed_by",
                  "transferred_to", "employees", "wait_s", "talk_s", "duration_s", "recordings",
                  "callback_of", "returned_by", "callback_attempts", "legs", "queue",
-                 "queue_wait_s", "tags", "comments", "hangup")
+                 "queue_wait_s", "tags", "comments", "hangup", "contact", "external_name")
 
 
 def iso_time(epoch_ms: int, tz: ZoneInfo) -> str:
@@ -31,7 +33,8 @@ def live_record(row: dict, tz: ZoneInfo) -> dict:
 
 
 def call_record(row: dict, tz: ZoneInfo) -> dict:
-    """A call row (list fields decoded, see `queries.call_rows`) as the public record."""
+    """A call row (list fields decoded, see `queries.call_rows`; named by
+    `contacts.with_contacts`) as the public record."""
     record = {name: row.get(name) for name in RECORD_FIELDS}
     record["start"] = iso_time(row["start_ms"], tz)
     record["end"] = iso_time(row["end_ms"], tz)
@@ -42,6 +45,10 @@ def call_record(row: dict, tz: ZoneInfo) -> dict:
     record["hangup"] = None if hangup is None else {
         "side": hangup["side"], "number": hangup["number"], "cause": hangup["cause"],
         "cause_txt": hangup["cause_txt"]}
+    contact = row.get("contact")
+    record["contact"] = None if contact is None else {
+        name: contact[name] for name in ("name", "company", "source", "id")}
+    record["external_name"] = outside_name(row)
     return record
 
 

@@ -131,7 +131,7 @@ CALLS = Rollup(
     parts=(Part(("{c}.direction", "{c}.status", "{c}.status = 'missed' AND {c}.returned_by IS NULL"),
                 ("1", "{c}.talk_s", "{c}.wait_s")),),
     columns=("start_ms", "direction", "status", "returned_by", "talk_s", "wait_s"),
-    filters=frozenset({"direction", "status", "unreturned"}))
+    filters=frozenset({"direction", "status"}))
 
 # Per UTC day (migration 13): what each employee did — answered (incoming and internal calls,
 # with the queue they came through), missed (a missed call that rang them; returned or not),

@@ -477,13 +477,15 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             digest TEXT NOT NULL UNIQUE,
             role TEXT NOT NULL,
             extensions TEXT NOT NULL DEFAULT '[]',
+            groups TEXT NOT NULL DEFAULT '[]',
             created_by TEXT NOT NULL,
             created_ms INTEGER NOT NULL,
             expires_ms INTEGER,
             revoked_ms INTEGER,
             last_used_ms INTEGER)""",
         # `digest`: SHA-256 of the token, shown once; `role`: what it may see (admin: every
-        # call; operator: the calls of `extensions`, a JSON list)
+        # call; operator: the calls of `extensions`, a JSON list; supervisor: the calls of
+        # `extensions` and of the members of `groups`, a JSON list of employee groups)
         """CREATE TABLE call_handled (
             linkedid TEXT PRIMARY KEY,
             start_ms INTEGER NOT NULL,

@@ -1,9 +1,13 @@
 """API tokens: what scripts (a CRM pulling the worklist) send instead of a browser session.
 
-An admin creates one with a name, a role (admin or supervisor: every call; operator: the calls
-of some extensions) and maybe an expiry. The token is shown once: only its SHA-256 digest is
-kept, so a copy of module.db opens nothing. A token is revoked, never deleted (its name stays
-in the list, and in what it marked handled). The web process and the CLI write the table in
+An admin creates one with a name, a role and maybe an expiry. What it may see: an admin's
+token every call; an operator's the calls its extensions took part in; a supervisor's the
+calls its extensions or the members of its employee groups (as they are at each request, as a
+supervisor an admin limited to groups on the settings page) took part in — never every call:
+a supervisor's token names the groups or extensions it is for, and one that names neither
+opens nothing. The token is shown once: only its SHA-256 digest is kept, so a copy of
+module.db opens nothing. A token is revoked, never deleted (its name stays in the list, and in
+what it marked handled). The web process and the CLI write the table in
 short transactions; a token's last use is written at most once a minute.
 """
 from __future__ import annotations
@@ -17,6 +21,8 @@ import unicodedata
 from dataclasses import dataclass
 
 from peewee import OperationalError, SqliteDatabase
+
+from mirror.queries import group_names
 
 PREFIX = "extcdr_"                  # recognisable in logs and by secret scanners
 _TOKEN = re.compile(r"extcdr_[A-Za-z0-9_-]{43}")    # 32 random bytes, base64url
@@ -43,6 +49,7 @@ class TokenHolder:
     name: str
     role: str
     extensions: tuple[str, ...]
+    groups: tuple[str, ...] = ()
 
 
 def digest(token: str) -> str:
@@ -50,8 +57,10 @@ def digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def token_fields(name: str, role: str, extensions) -> tuple[str, str, list[str]]:
-    """A token's name, role and extensions as kept; TokenError saying what is wrong."""
+def token_fields(name: str, role: str, extensions,
+                 groups=()) -> tuple[str, str, list[str], list[str]]:
+    """A token's name, role, extensions and groups as kept; TokenError saying what is
+    wrong."""
     name = " ".join(str(name).split())
     if not name:
         raise TokenError("give the token a name (who uses it: the CRM, a script)")
@@ -66,39 +75,61 @@ def token_fields(name: str, role: str, extensions) -> tuple[str, str, list[str]]
     if bad:
         raise TokenError(f"bad extension {bad[0][:20]!r}: give extension numbers, "
                          f"comma-separated")
+    groups = sorted({" ".join(str(g).split()) for g in groups if str(g).strip()})
+    bad = [g for g in groups if len(g) > NAME_LIMIT
+           or any(unicodedata.category(ch)[0] == "C" for ch in g)]
+    if bad:
+        raise TokenError(f"bad group {bad[0][:20]!r}: give employee group names")
     if role == "operator" and not extensions:
         raise TokenError("an operator's token needs the extensions whose calls it may see")
-    if role != "operator" and extensions:
-        raise TokenError(f"a {role}'s token sees every call: give extensions to an operator's "
-                         f"token only")
-    return name, role, extensions
+    if role == "operator" and groups:
+        raise TokenError("an operator's token sees its extensions' calls: give groups to a "
+                         "supervisor's token")
+    if role == "supervisor" and not extensions and not groups:
+        raise TokenError("a supervisor's token needs the groups or extensions whose calls it "
+                         "may see (an admin's token sees every call)")
+    if role == "admin" and (extensions or groups):
+        raise TokenError("an admin's token sees every call: give extensions or groups to an "
+                         "operator's or a supervisor's token")
+    return name, role, extensions, groups
+
+
+def _known_groups(db: SqliteDatabase, groups: list[str]) -> None:
+    known = set(group_names(db))
+    unknown = [g for g in groups if g not in known]
+    if unknown:
+        raise TokenError(f"unknown employee group {unknown[0][:40]!r}")
 
 
 def create_token(db: SqliteDatabase, name: str, role: str, extensions, created_by: str,
-                 now_ms: int, expires_days: int | None = None) -> tuple[int, str]:
-    """A new token: (its id, the token itself — shown once, never kept)."""
-    name, role, extensions = token_fields(name, role, extensions)
+                 now_ms: int, expires_days: int | None = None,
+                 groups=()) -> tuple[int, str]:
+    """A new token: (its id, the token itself — shown once, never kept). `groups`: the
+    employee groups a supervisor's token is for (each one the PBX has)."""
+    name, role, extensions, groups = token_fields(name, role, extensions, groups)
+    _known_groups(db, groups)
     if expires_days is not None and not 1 <= expires_days <= MAX_EXPIRY_DAYS:
         raise TokenError(f"a token expires after 1 to {MAX_EXPIRY_DAYS} days")
     token = PREFIX + secrets.token_urlsafe(32)
     expires_ms = now_ms + expires_days * 86_400_000 if expires_days else None
     with db.atomic("IMMEDIATE"):
         token_id = db.execute_sql(
-            "INSERT INTO api_token (name, digest, role, extensions, created_by, created_ms, "
-            "expires_ms) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (name, digest(token), role, json.dumps(extensions), created_by, now_ms,
-             expires_ms)).lastrowid
+            "INSERT INTO api_token (name, digest, role, extensions, groups, created_by, "
+            "created_ms, expires_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (name, digest(token), role, json.dumps(extensions),
+             json.dumps(groups, ensure_ascii=False), created_by, now_ms, expires_ms)).lastrowid
     return token_id, token
 
 
-_COLUMNS = ("id", "name", "role", "extensions", "created_by", "created_ms", "expires_ms",
-            "revoked_ms", "last_used_ms")
+_COLUMNS = ("id", "name", "role", "extensions", "groups", "created_by", "created_ms",
+            "expires_ms", "revoked_ms", "last_used_ms")
 
 
 def token_list(db: SqliteDatabase) -> list[dict]:
     """Every token, newest first, without its digest."""
     rows = db.execute_sql(f"SELECT {', '.join(_COLUMNS)} FROM api_token ORDER BY id DESC")
-    return [{**dict(zip(_COLUMNS, row)), "extensions": json.loads(row[3])} for row in rows]
+    return [{**dict(zip(_COLUMNS, row)), "extensions": json.loads(row[3]),
+             "groups": json.loads(row[4])} for row in rows]
 
 
 def revoke_token(db: SqliteDatabase, token_id: int, now_ms: int) -> None:
@@ -116,20 +147,24 @@ def token_holder(db: SqliteDatabase, token: str, now_ms: int) -> TokenHolder:
         raise TokenRefused("malformed API token")
     wanted = digest(token)
     row = db.execute_sql(
-        "SELECT id, name, role, extensions, digest, expires_ms, revoked_ms, last_used_ms "
-        "FROM api_token WHERE digest = ?", (wanted,)).fetchone()
+        "SELECT id, name, role, extensions, digest, expires_ms, revoked_ms, last_used_ms, "
+        "groups FROM api_token WHERE digest = ?", (wanted,)).fetchone()
     # The lookup is by the digest (what a timing could reveal is of the digest, not the
     # token); the comparison itself takes the same time wherever the strings differ.
     if row is None or not hmac.compare_digest(row[4], wanted):
         raise TokenRefused("unknown API token")
-    token_id, name, role, extensions, _, expires_ms, revoked_ms, last_used_ms = row
+    token_id, name, role, extensions, _, expires_ms, revoked_ms, last_used_ms, groups = row
+    extensions, groups = tuple(json.loads(extensions)), tuple(json.loads(groups))
     if revoked_ms is not None:
         raise TokenRefused("this API token was revoked")
     if expires_ms is not None and expires_ms <= now_ms:
         raise TokenRefused("this API token has expired")
+    if role == "supervisor" and not extensions and not groups:
+        raise TokenRefused("this supervisor's token names no groups or extensions to see "
+                           "(made before they were required): create another")
     if last_used_ms is None or now_ms - last_used_ms >= LAST_USED_EVERY_MS:
         _note_use(db, token_id, now_ms)
-    return TokenHolder(token_id, name, role, tuple(json.loads(extensions)))
+    return TokenHolder(token_id, name, role, extensions, groups)
 
 
 def _note_use(db: SqliteDatabase, token_id: int, now_ms: int) -> None:

@@ -102,6 +102,15 @@ def set_supervisor_groups(db: SqliteDatabase, user: str, groups: list[str]) -> N
             db.execute_sql("DELETE FROM supervisor_groups WHERE user = ?", (user,))
 
 
+def group_members(db: SqliteDatabase, groups) -> tuple[str, ...]:
+    """The extensions of these employee groups' members now (ModuleUsersGroups, as the
+    mirror keeps them)."""
+    groups = list(groups)
+    return tuple(extension for (extension,) in db.execute_sql(
+        f"SELECT DISTINCT extension FROM group_member WHERE group_name IN "
+        f"({','.join('?' * len(groups))}) ORDER BY extension", groups))
+
+
 def group_limit(db: SqliteDatabase, user: str) -> tuple[str, ...] | None:
     """The extensions a supervisor is limited to (their groups' members now), or None when
     no admin limited them. Read at every request: plain SQL."""
@@ -109,7 +118,4 @@ def group_limit(db: SqliteDatabase, user: str) -> tuple[str, ...] | None:
                          ).fetchone()
     if row is None:
         return None
-    groups = json.loads(row[0])
-    return tuple(extension for (extension,) in db.execute_sql(
-        f"SELECT DISTINCT extension FROM group_member WHERE group_name IN "
-        f"({','.join('?' * len(groups))}) ORDER BY extension", groups))
+    return group_members(db, json.loads(row[0]))

@@ -2,8 +2,10 @@
 open unreturned missed calls oldest first, with the attempts to call back so far, and marking
 one handled (who, when, a note) so that it leaves the worklist and the Unreturned tab.
 
-A call marked handled stays what it is — missed, not called back — in every report; only the
-worklist, the Unreturned tab and its counter leave it out. The web process and the CLI write
+A call marked handled stays what it is — missed, not called back — in the reports' figures
+(the Missed tab, the callback report); as unreturned, it is gone: "unreturned" means missed,
+not called back and not handled in the worklist, the Unreturned tab, its counter and the filter
+`unreturned=yes` alike (`mirror.queries.TABS`). The web process and the CLI write
 `call_handled` in short transactions, each a change open pages are told of.
 """
 from __future__ import annotations

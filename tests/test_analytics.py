@@ -60,7 +60,8 @@ def expected_origin(name: str, f: CallFilter) -> str:
         span = f.end_ms - f.start_ms
         whole = (whole_slot_inside(f.start_ms, f.end_ms, HOUR_MS)
                  and whole_slot_inside(f.start_ms - span, f.start_ms, HOUR_MS))
-        return "rollups" if whole else "calls"
+        # the hourly rollups keep no handled marks, which `unreturned` leaves out
+        return "rollups" if whole and not f.unreturned else "calls"
     answerable = not f.statuses and not f.unreturned       # the daily rollups keep no status
     return "rollups" if answerable and whole_slot_inside(f.start_ms, f.end_ms, DAY_MS) else "calls"
 

@@ -22,7 +22,7 @@ from mirror.database import open_module_db
 from mirror.pbxtime import PbxClock
 from mirror.queries import Visibility, call_filter, calls_query, handled_unreturned_sql
 from mirror.settings import load
-from mirror.tokens import create_token, revoke_token
+from mirror.tokens import TokenError, create_token, revoke_token
 from tests.mirror import mirrored_demo
 from web import create_app
 
@@ -265,11 +265,36 @@ def test_the_worklist_refuses_what_it_chooses_itself(server):
                                 params=params)
         assert status == 400 and body["error"]
     status, body = get_json(server, "/api/v1/worklist/unreturned", user="anna")
-    assert status == 200 and body["calls"] == []        # the last 7 days (none in the demo)
+    assert status == 200 and body["calls"] == []   # the callback window, 24 h: none in the demo
     old = worklist(server, user="anna")[0]["linkedid"]
     status, body = get_json(server, "/api/v1/worklist/unreturned", user="anna",
                             params={"number": old})        # a linkedid names its own period
     assert status == 200 and [c["linkedid"] for c in body["calls"]] == [old]
+
+
+def test_the_worklist_is_of_the_callback_window_unless_a_period_is_given(server, pbx,
+                                                                         tmp_path):
+    """Its default period is `calls.callback_window` back from now (the missed calls a call
+    now may still return), as the settings say, documented in the OpenAPI document."""
+    config = tmp_path / "extcdr.toml"
+    config.write_text(f'[web]\nproxy_token = "{PROXY}"\n[calls]\ncallback_window = '
+                      f'{20 * 365 * 86_400}\n')
+    http = create_server(create_app(load(config, {"module.db": pbx})), host="127.0.0.1",
+                         port=0, threads=2)
+    threading.Thread(target=http.run, daemon=True).start()
+    try:
+        wide = f"http://127.0.0.1:{http.effective_port}{PREFIX}"
+        status, body = get_json(wide, "/api/v1/worklist/unreturned", user="anna",
+                                params={"limit": 500})
+        assert status == 200 and body["calls"] == worklist(wide, user="anna") != []
+        _, document = get_json(wide, "/api/v1/openapi.json", user="anna")
+    finally:
+        http.task_dispatcher.shutdown()       # its workers first (see test_analytics_web)
+        http.close()
+    described = document["paths"]["/worklist/unreturned"]["get"]["summary"]
+    assert "callback window" in described and f"{20 * 365 * 86_400:,} s" in described
+    _, document = get_json(server, "/api/v1/openapi.json", user="anna")
+    assert "86,400 s" in document["paths"]["/worklist/unreturned"]["get"]["summary"]
 
 
 def unreturned_tab(base) -> tuple[int, list[str]]:
@@ -339,6 +364,65 @@ def test_the_unreturned_counter_stays_exact_over_whole_hours(server, pbx):
                  token=token, method="DELETE")
 
 
+def unreturned_everywhere(server, pbx, cli, tmp_path) -> dict[str, list[str] | int]:
+    """What each reader says is unreturned in PERIOD: the filter `unreturned=yes` (API, CLI,
+    CLI export), the tab, the worklist, the counters (either source, filtered or not) and the
+    traffic report of the filter."""
+    def linkedids(**params):
+        _, body = get_json(server, "/api/v1/calls", user="anna",
+                           params={**PERIOD, "limit": 500, **params})
+        return sorted(c["linkedid"] for c in body["calls"])
+    period = ("--from", PERIOD["from"], "--to", PERIOD["to"], "--unreturned")
+    code, out, _ = cli("calls", "--db", pbx, *period, "--format", "jsonl")
+    assert code == 0
+    exported = tmp_path / "unreturned.jsonl"
+    assert cli("export", "--db", pbx, *period, "--format", "jsonl", "--out", exported)[0] == 0
+    db = open_module_db(pbx, readonly=True)
+    try:
+        flt = call_filter(PERIOD, PbxClock("Europe/Berlin"), NOW_MS / 1000)
+        counted = {f"{source} {kind}": tab_counts(replace(flt, unreturned=kind == "filtered"),
+                                                  db, source=source)
+                   for source in ("auto", "calls") for kind in ("filtered", "all")}
+    finally:
+        db.close()
+    _, traffic = get_json(server, "/api/v1/stats/traffic", user="anna",
+                          params={**PERIOD, "unreturned": "yes"})
+    found = {"api filter": linkedids(unreturned="yes"), "api tab": linkedids(tab="unreturned"),
+             "api both": linkedids(unreturned="yes", tab="missed"),
+             "worklist": sorted(c["linkedid"] for c in worklist(server, user="anna")),
+             "cli": sorted(json.loads(line)["linkedid"] for line in out.splitlines()),
+             "cli export": sorted(json.loads(line)["linkedid"]
+                                  for line in exported.read_text().splitlines()),
+             "page tab": sorted(unreturned_tab(server)[1])}
+    counts = {name: n[tab] for name, n in counted.items()
+              for tab in (("all", "missed", "unreturned") if "filtered" in name
+                          else ("unreturned",))}
+    counts["traffic report"] = traffic["totals"]["calls"]
+    counts["page counter"] = unreturned_tab(server)[0]
+    return found, counts
+
+
+def test_a_handled_call_leaves_every_unreturned_list_and_count(server, pbx, cli, tmp_path):
+    """One meaning of unreturned — missed, nobody called back, not marked handled — in the
+    filter, the tab, the worklist, the counters, the exports, the CLI and the reports."""
+    before, counted = unreturned_everywhere(server, pbx, cli, tmp_path)
+    listed = before["api filter"]
+    assert listed and all(found == listed for found in before.values()), before
+    assert set(counted.values()) == {len(listed)}, counted
+    token = new_token(pbx, "One meaning")
+    handled = listed[len(listed) // 2]
+    status, _ = get_json(server, f"/api/v1/worklist/unreturned/{handled}/handled",
+                         token=token, method="POST", body={})
+    assert status == 201
+    try:
+        after, counted = unreturned_everywhere(server, pbx, cli, tmp_path)
+    finally:
+        call_api(server, f"/api/v1/worklist/unreturned/{handled}/handled", token=token,
+                 method="DELETE")
+    assert all(found == [c for c in listed if c != handled] for found in after.values()), after
+    assert set(counted.values()) == {len(listed) - 1}, counted
+
+
 @pytest.mark.parametrize("narrowed", [{}, {"visible_to": Visibility(("201",))},
                                       {"number": "916"}, {"directions": ["incoming"]}])
 def test_the_counter_reads_the_handled_calls_by_their_index_not_the_period(pbx, narrowed):
@@ -380,6 +464,81 @@ def test_handled_only_for_visible_unreturned_missed_calls(server, pbx):
         assert db.execute("SELECT count(*) FROM call_handled").fetchone()[0] == 0
 
 
+# --- a supervisor's token: its groups and extensions, never every call --------------------------
+
+def group_of(pbx, name) -> set[str]:
+    with sqlite3.connect(pbx) as db:
+        return {e for (e,) in db.execute("SELECT extension FROM group_member WHERE "
+                                         "group_name = ?", (name,))}
+
+
+@pytest.mark.parametrize("scope", [{"groups": ["Sales"]}, {"extensions": ["201", "202"]},
+                                   {"groups": ["Support"], "extensions": ["201"]}])
+def test_a_supervisors_token_never_reads_a_call_outside_its_scope(server, pbx, scope):
+    """Through every api/v1 endpoint that gives or changes calls: the list, one call, its
+    comments and tags, the worklist, marking handled and unmarking, the reports; exports are
+    pages, which no token opens."""
+    limited_to = set(scope.get("extensions", ()))
+    for group in scope.get("groups", ()):
+        limited_to |= group_of(pbx, group)
+    token = new_token(pbx, "Supervisor of " + " and ".join(sorted(scope)), "supervisor",
+                      scope.get("extensions", ()), groups=scope.get("groups", ()))
+    _, everyone = get_json(server, "/api/v1/calls", user="anna", params={**PERIOD, "limit": 500})
+    everyone = everyone["calls"]
+    ours = [c for c in everyone if limited_to & set(c["employees"])]
+    status, seen = get_json(server, "/api/v1/calls", token=token,
+                            params={**PERIOD, "limit": 500})
+    assert status == 200 and seen["calls"] == ours and 0 < len(ours) < len(everyone)
+    theirs = [c["linkedid"] for c in everyone if not limited_to & set(c["employees"])]
+    assert worklist(server, token=token) == [c for c in worklist(server, user="anna")
+                                             if limited_to & set(c["employees"])]
+    status, _ = get_json(server, f"/api/v1/calls/{ours[0]['linkedid']}", token=token)
+    assert status == 200
+    for path in ("", "/comments", "/tags", "/comments/history"):
+        status, body = get_json(server, f"/api/v1/calls/{theirs[0]}{path}", token=token)
+        assert status == 404 and body["error"], path
+    open_other = next(c["linkedid"] for c in worklist(server, user="anna")
+                      if not limited_to & set(c["employees"]))
+    handled = f"/api/v1/worklist/unreturned/{open_other}/handled"
+    status, _ = get_json(server, handled, token=token, method="POST", body={"note": "x"})
+    assert status == 404
+    status, _ = get_json(server, handled, user="anna", method="POST", body={})
+    assert status == 201
+    try:
+        status, _ = get_json(server, handled, token=token, method="DELETE")
+        assert status == 404
+        _, details = get_json(server, f"/api/v1/calls/{open_other}", user="anna")
+        assert details["handled"] is not None                    # still marked
+    finally:
+        get_json(server, handled, user="anna", method="DELETE")
+    status, report = get_json(server, "/api/v1/stats/traffic", token=token, params=PERIOD)
+    assert status == 200 and report["totals"]["calls"] == len(ours)
+    status, body = get_json(server, "/api/v1/recordings/count", token=token, params=PERIOD)
+    assert status == 403
+    status, _, _ = call_api(server, "/export", token=token, params={**PERIOD, "format": "jsonl"})
+    assert status == 401
+
+
+def test_a_supervisors_token_needs_a_scope(server, pbx):
+    writable = open_module_db(pbx)
+    try:
+        for role, extensions, groups, words in (
+                ("supervisor", [], [], "needs the groups or extensions"),
+                ("supervisor", [], ["Nobody"], "unknown employee group 'Nobody'"),
+                ("admin", [], ["Sales"], "sees every call"),
+                ("operator", ["201"], ["Sales"], "give groups to a supervisor's token")):
+            with pytest.raises(TokenError, match=re.escape(words)):
+                create_token(writable, "X", role, extensions, "anna", NOW_MS, groups=groups)
+        # One made before a supervisor's token needed its scope opens nothing.
+        writable.execute_sql("INSERT INTO api_token (name, digest, role, created_by, "
+                             "created_ms) VALUES ('Old', ?, 'supervisor', 'anna', 1)",
+                             (hashlib.sha256(b"extcdr_" + b"o" * 43).hexdigest(),))
+    finally:
+        writable.close()
+    status, body = get_json(server, "/api/v1/calls", token="extcdr_" + "o" * 43)
+    assert status == 401 and "names no groups or extensions" in body["error"]
+
+
 # --- the command line ------------------------------------------------------------------------
 
 def test_the_cli_creates_lists_and_revokes_tokens(server, pbx, cli):
@@ -411,10 +570,28 @@ def test_the_cli_creates_lists_and_revokes_tokens(server, pbx, cli):
     (["--name", "<b>", "--role", "admin"], "plain text"),
     (["--name", "X", "--role", "operator", "--extensions", "2 01;"], "bad extension"),
     (["--name", "X", "--role", "admin", "--expires-days", "0"], "--expires-days"),
+    (["--name", "X", "--role", "supervisor"], "needs the groups or extensions"),
+    (["--name", "X", "--role", "supervisor", "--groups", "Nobody"], "unknown employee group"),
+    (["--name", "X", "--role", "admin", "--groups", "Sales"], "every call"),
 ])
 def test_the_cli_refuses_bad_input_in_one_line(pbx, cli, args, words):
     code, out, err = cli("token", "create", "--db", pbx, *args)
     assert code == 2 and out == "" and words in err and len(err.strip().splitlines()) == 1
+
+
+def test_the_cli_creates_a_supervisors_token_for_groups(server, pbx, cli):
+    code, out, _ = cli("token", "create", "--db", pbx, "--name", "Sales desk", "--role",
+                       "supervisor", "--groups", "Sales,Support", "--extensions", "201")
+    assert code == 0
+    status, body = get_json(server, "/api/v1/calls", token=out.strip(), params=PERIOD)
+    members = group_of(pbx, "Sales") | group_of(pbx, "Support") | {"201"}
+    assert status == 200 and body["calls"]
+    assert all(members & set(c["employees"]) for c in body["calls"])
+    code, out, _ = cli("token", "list", "--db", pbx)
+    assert "Sales desk | supervisor | 201,group Sales,group Support" in out
+    code, out, _ = cli("token", "list", "--db", pbx, "--format", "json")
+    listed = next(json.loads(line) for line in out.splitlines() if "Sales desk" in line)
+    assert listed["groups"] == ["Sales", "Support"] and listed["extensions"] == ["201"]
 
 
 def test_the_cli_refuses_an_unknown_token_to_revoke(pbx, cli):

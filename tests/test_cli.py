@@ -221,7 +221,7 @@ def test_table_shows_names_and_says_when_limit_cut_the_list(demo_mirror):
     assert done.returncode == 0, done.stderr
     header, *rows, last = done.stdout.splitlines()
     assert header.split() == ["start", "direction", "status", "src", "src_name", "dst",
-                              "dst_name", "answered_by", "wait_s", "talk_s"]
+                              "dst_name", "answered_by", "wait_s", "talk_s", "contact"]
     assert len(rows) == 50
     total = len(run_extcdr("calls", "--db", demo_mirror, *period, "--format",
                            "jsonl").stdout.splitlines())

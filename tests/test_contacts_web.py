@@ -331,3 +331,48 @@ def test_the_pages_are_in_russian(server, named_callers):
     assert status == 200 and "Контакты" in page and "Импорт контактов" in page
     status, page, _ = fetch(server, f"/contacts/{named_callers['plain_id']}", language="ru")
     assert status == 200 and "Номера" in page and "Изменить" in page
+
+
+def test_the_api_and_the_cli_name_the_outside_number_as_the_page(server, pbx, named_callers,
+                                                                 cli):
+    """api/v1 records (a list, one call, the worklist) and `extcdr calls` carry the page's
+    names as added fields: `contact` (phone book, then a contact) and `external_name` (that,
+    else the caller id name); every field of the contract before them stays as it was."""
+    out, db = pbx
+    plain = api_calls(server, number="Zed Quimby")
+    assert plain and {c["contact"]["name"] for c in plain} == {"=Zed Quimby"}
+    assert {c["contact"]["source"] for c in plain} == {"contact"}
+    assert {c["contact"]["company"] for c in plain} == {"Квазар Плюс"}
+    assert {c["external_name"] for c in plain} == {"=Zed Quimby"}
+    booked = api_calls(server, number="Shadow Co")
+    assert booked and {c["external_name"] for c in booked} == {named_callers["phonebook_name"]}
+    assert {c["contact"]["source"] for c in booked} == {"phonebook"}
+    everyone = api_calls(server)
+    assert set(everyone[0]) == {
+        "linkedid", "start", "end", "direction", "status", "reason", "src", "src_name", "dst",
+        "dst_name", "external_number", "did", "line", "answered_by", "missed_by",
+        "transferred_to", "employees", "wait_s", "talk_s", "duration_s", "recordings",
+        "callback_of", "returned_by", "callback_attempts", "legs", "queue", "queue_wait_s",
+        "tags", "comments", "hangup", "contact", "external_name"}
+    unnamed = next(c for c in everyone if c["contact"] is None and c["direction"] == "incoming"
+                   and c["src_name"] and c["src_name"] != c["src"])
+    assert unnamed["external_name"] == unnamed["src_name"]          # the caller id, last
+    assert all(c["external_name"] == "" for c in everyone if c["direction"] == "internal")
+    status, body, _ = fetch(server, f"/api/v1/calls/{plain[0]['linkedid']}")
+    assert status == 200 and json.loads(body)["call"] == plain[0]
+    status, body, _ = fetch(server, "/api/v1/worklist/unreturned",
+                            params={**PERIOD, "limit": 500})
+    work = json.loads(body)["calls"]
+    assert status == 200 and work
+    listed = {c["linkedid"]: c for c in everyone}
+    assert all(c["contact"] == listed[c["linkedid"]]["contact"] for c in work)
+    code, text, _ = cli("calls", "--db", db, "--pbx-db", out / "mikopbx.db", "--format",
+                        "jsonl", "--from", PERIOD["from"], "--to", PERIOD["to"], "--number",
+                        "Zed Quimby")
+    assert code == 0 and [json.loads(line) for line in text.splitlines()] == plain
+    code, text, _ = cli("calls", "--db", db, "--pbx-db", out / "mikopbx.db", "--from",
+                        PERIOD["from"], "--to", PERIOD["to"], "--number", "Zed Quimby")
+    header, *rows = text.splitlines()
+    assert code == 0 and header.split()[-1] == "contact" and header.split()[:3] == [
+        "start", "direction", "status"]
+    assert rows and all(row.endswith("=Zed Quimby (Квазар Плюс)") for row in rows)

@@ -462,7 +462,7 @@ BEFORE_LAST_STEP: dict[str, list[tuple[str, str]]] = {
                                 .where(CallHandled.linkedid == Call.linkedid))),""",
         """    "unreturned": (Call.status == "missed") & Call.returned_by.is_null(),""")],
     "mirror/analytics.py": [
-        ('    counts["unreturned"] -= sum(handled_unreturned(flt, db).values())\n', "")],
+        ("    handled = handled_unreturned(flt, db)\n", "    handled = {}\n")],
     # webhooks: the writer queued no events, the daemon had no sender
     "daemon/sync.py": [
         ('        webhooks.queue_events(store.db, [schema, "fixup"] if partial else [schema],\n'

@@ -1,10 +1,12 @@
 """The API tokens page in real Chromium through real nginx: an admin creates an operator's token
-from the settings page, sees it once and copies it; the token opens the API through the PBX's
-nginx (which does not ask the admin cabinet about it) but no page; its last use shows; revoked,
-it opens nothing. In Russian for a Russian admin; operators are refused the page."""
+from the settings page, sees it once and copies it (and a supervisor's token for a group); the
+token opens the API through the PBX's nginx (which does not ask the admin cabinet about it) but
+no page; its last use shows; revoked, it opens nothing. In Russian for a Russian admin;
+operators are refused the page."""
 from __future__ import annotations
 
 import json
+import sqlite3
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -30,7 +32,7 @@ def stack(tmp_path_factory):
     db = mirrored_demo(pbx, 300, seed=47)
     with admin_shell(db, pbx / "monitor", tmp_path_factory.mktemp("tokens-nginx"),
                      users=USERS) as running:
-        yield running
+        yield {**running, "db": db}
 
 
 def with_token(stack, path: str, token: str, params=None) -> tuple[int, str]:
@@ -90,6 +92,36 @@ def test_an_admin_creates_copies_and_revokes_a_token(open_as, stack):
     page.screenshot(path=str(ARTIFACTS / "tokens-revoked.png"), full_page=True)
     status, body = with_token(stack, "api/v1/worklist/unreturned", token, PERIOD)
     assert status == 401 and "revoked" in json.loads(body)["error"]
+
+
+def test_an_admin_gives_a_supervisors_token_a_group(open_as, stack):
+    """A supervisor's token is for groups chosen in the form (or extensions): it sees the
+    calls of the group's members only, and the list says which groups."""
+    tab = open_as("admin")
+    page = tab.page
+    assert page.goto(tab.url("settings/tokens")).status == 200
+    page.fill("#token-name", "Sales desk")
+    page.select_option("#token-role", "supervisor")
+    groups = page.locator(".field:has(#token-groups) .ui.dropdown")
+    groups.click()
+    groups.locator(".item[data-value='Sales']").click()
+    page.click("button.create-token")
+    token = page.input_value(".token-value")
+    row = page.locator("tr.token-row", has_text="Sales desk")
+    expect(row.locator(".groups")).to_have_text("Sales")
+    expect(row.locator(".extensions")).to_have_text("")
+    page.screenshot(path=str(ARTIFACTS / "tokens-supervisor.png"), full_page=True)
+    with sqlite3.connect(stack["db"]) as db:
+        sales = {e for (e,) in db.execute("SELECT extension FROM group_member WHERE "
+                                          "group_name = 'Sales'")}
+    status, body = with_token(stack, "api/v1/calls", token, {**PERIOD, "limit": 500})
+    calls = json.loads(body)["calls"]
+    assert status == 200 and calls and all(sales & set(c["employees"]) for c in calls)
+    page.select_option("#token-role", "supervisor")
+    page.fill("#token-name", "Desk of nobody")
+    page.click("button.create-token")
+    expect(page.locator(".bad-setting .reason")).to_contain_text(
+        "a supervisor's token needs the groups or extensions")
 
 
 def test_a_bad_token_form_shows_what_is_wrong_in_russian(open_as):

@@ -74,6 +74,7 @@ def create_app(settings: Settings, *, login: auth.Login | None = None) -> Flask:
         EXTCDR_LICENCE=LicenceCheck.of(settings),
         EXTCDR_CONFIG_DB=settings["pbx.config_db"],
         EXTCDR_WEBHOOK_HOSTS=settings["webhooks.allowed_hosts"],
+        EXTCDR_CALLBACK_WINDOW_S=settings["calls.callback_window"],   # the worklist's period
         EXTCDR_SHARED=Coalesced(),       # answers many pages ask at once (web.history), by revision
     )
     app.extensions["extcdr_changes"] = ChangePublisher(db, settings)

@@ -8,7 +8,7 @@ from mirror.queries import (call_rows, call_visible, calls_in_progress, calls_qu
                             find_call, legs_of_call, whole_number)
 from mirror.records import call_record, iso_time, leg_records, live_record
 from mirror.worklist import handled
-from web.context import clock, mirror, request_filter
+from web.context import clock, mirror, named, request_filter
 
 api = Blueprint("api_v1", __name__)
 
@@ -26,7 +26,7 @@ def calls():
     rows = list(call_rows(calls_query(flt, mirror())))
     tz = clock().tz
     last = rows[page - 1] if len(rows) > page else None
-    return jsonify(calls=[call_record(row, tz) for row in rows[:page]],
+    return jsonify(calls=[call_record(row, tz) for row in named(rows[:page], flt)],
                    next_cursor=encode_cursor(last["start_ms"], last["id"]) if last else None)
 
 
@@ -42,7 +42,7 @@ def in_progress():
 def call(linkedid: str):
     """One call with its legs and its mark as handled; another user's call is 404, as if it
     did not exist."""
-    row = visible_call(linkedid)
+    row = named([visible_call(linkedid)])[0]
     tz = clock().tz
     return jsonify(call=call_record(row, tz),
                    legs=leg_records(legs_of_call(linkedid, mirror()), tz),

@@ -16,8 +16,8 @@ from flask import abort, current_app, g, jsonify, make_response, redirect, rende
 from mirror import report_rows as report_data
 from mirror.queries import GROUPS_SCOPE, SCOPES, Visibility
 from mirror.tokens import PREFIX as TOKEN_PREFIX
-from mirror.tokens import TokenRefused, token_holder
-from mirror.userdata import group_limit
+from mirror.tokens import TokenHolder, TokenRefused, token_holder
+from mirror.userdata import group_limit, group_members
 
 ROLES = ("admin", "supervisor", "operator")
 USER_HEADER = "X-Extcdr-User"
@@ -124,8 +124,19 @@ def _token_user(token: str):
         holder = token_holder(db, token, int(time.time() * 1000))
     except TokenRefused as refused:
         return _no_token(str(refused))
-    g.user = User(f"token:{holder.name}", holder.role, holder.extensions, token=holder.name)
+    g.user = token_user(holder, db)
     return None
+
+
+def token_user(holder: TokenHolder, db) -> User:
+    """Whom a token speaks for. A supervisor's token is limited as a supervisor an admin
+    limited to groups (`within_groups`): to the calls its extensions and its groups' members
+    now took part in — never every call."""
+    user = User(f"token:{holder.name}", holder.role, holder.extensions, token=holder.name)
+    if holder.role != "supervisor":
+        return user
+    return replace(user, extensions=tuple(sorted(
+        set(holder.extensions) | set(group_members(db, holder.groups)))), scope=GROUPS_SCOPE)
 
 
 def _no_token(reason: str):

@@ -18,7 +18,8 @@ VERSION = "1.0.0"
 @openapi.get("/openapi.json")
 def document():
     """The document, with this server's API root."""
-    return jsonify(api_document(current_app.config["EXTCDR_API_ROOT"].rstrip("/")))
+    return jsonify(api_document(current_app.config["EXTCDR_API_ROOT"].rstrip("/"),
+                                current_app.config["EXTCDR_CALLBACK_WINDOW_S"]))
 
 
 def _ref(name: str) -> dict:
@@ -59,6 +60,14 @@ _CALL = {
         {"side": {"type": "string", "enum": [s for s in HANGUP_SIDES if s != "unknown"]},
          "number": _TEXT, "cause": _nullable("integer"), "cause_txt": _TEXT})],
         "description": "who hung up; null: unknown"},
+    "contact": {"oneOf": [{"type": "null"}, _object(
+        {"name": _TEXT, "company": _TEXT,
+         "source": {"type": "string", "enum": ["phonebook", "contact"]},
+         "id": {"type": ["integer", "null"], "description": "the module's contact, if any"}})],
+        "description": "who the outside number is: the PBX's phone book first, then the "
+                       "module's contacts; null: neither knows it"},
+    "external_name": {"type": "string", "description": "the outside party's name: the "
+                      "contact's, else the caller id name the PBX recorded (\"\": none)"},
 }
 assert tuple(_CALL) == RECORD_FIELDS, "the document lists the call record's fields"
 
@@ -153,8 +162,9 @@ _FILTER = _PERIOD + [
 ]
 _CALL_FILTER = _FILTER + [
     _query("status", "comma-separated: " + ", ".join(STATUSES)),
-    _query("unreturned", "yes: missed calls nobody called back (handled ones too)"),
-    _query("tab", "the history page's tab (unreturned: not handled either)",
+    _query("unreturned", "yes: missed calls nobody called back and nobody marked handled "
+           "(the Unreturned tab's calls)"),
+    _query("tab", "the history page's tab (unreturned: missed, not called back, not handled)",
            {"type": "string", "enum": list(TABS)}),
 ]
 _PAGING = [_query("limit", "calls per page, 1 to 500 (default 50)",
@@ -199,7 +209,7 @@ def _fields(**fields) -> dict:
 _OK = "200"
 
 
-def _paths() -> dict:
+def _paths(callback_window_s: int) -> dict:
     return {
         "/calls": {"get": _operation(
             "Calls, newest first, of a filter (keyset paging)",
@@ -273,7 +283,9 @@ def _paths() -> dict:
                         _query("lang", "titles in en or ru")])},
         "/worklist/unreturned": {"get": _operation(
             "The open missed calls to call back (missed, nobody called back, not handled), "
-            "oldest first, with the attempts so far; by default of the last 7 days",
+            "oldest first, with the attempts so far; unless `period` or `from`/`to` say, "
+            "those that started within the callback window (`calls.callback_window`, "
+            f"{callback_window_s:,} s on this server): a call now may still return them",
             {_OK: _answer("a page of the worklist", "Worklist")},
             parameters=_FILTER + _PAGING)},
         "/worklist/unreturned/{linkedid}/handled": {
@@ -291,15 +303,17 @@ def _paths() -> dict:
     }
 
 
-def api_document(root: str) -> dict:
-    """The OpenAPI document for the API at `root` (its path on this server)."""
+def api_document(root: str, callback_window_s: int = 86_400) -> dict:
+    """The OpenAPI document for the API at `root` (its path on this server), whose
+    worklist's default period is the callback window `callback_window_s`."""
     return {
         "openapi": "3.1.0",
         "info": {"title": "ModuleExtendedCDR call history API", "version": VERSION,
                  "description": "Calls of the MikoPBX call history as the module classifies "
                                 "them. Times are ISO 8601 with the PBX timezone's offset. "
-                                "Operators (and operators' tokens) see only their calls: "
-                                "another's is 404."},
+                                "Operators (and operators' tokens) see only their calls, "
+                                "supervisors' tokens only those of their extensions and "
+                                "groups: another's is 404."},
         "servers": [{"url": root}],
         "security": [{"session": []}, {"token": []}],
         "components": {"schemas": SCHEMAS, "securitySchemes": {
@@ -309,5 +323,5 @@ def api_document(root: str) -> dict:
             "token": {"type": "http", "scheme": "bearer",
                       "description": "an API token an admin created (Settings → API tokens): "
                                      "`Authorization: Bearer extcdr_…`; no CSRF token"}}},
-        "paths": _paths(),
+        "paths": _paths(callback_window_s),
     }

@@ -1,17 +1,18 @@
 """The API tokens page, for admins (linked from the settings page): the tokens with their
-role, scope, creation, last use, expiry and revocation; a new token is shown once, on the page
-that created it (only its digest is kept); a token is revoked, never deleted. Each change is a
-form post with the page's CSRF token; a bad value shows the page again with what is wrong."""
+role, scope (an operator's extensions; a supervisor's extensions and groups), creation, last
+use, expiry and revocation; a new token is shown once, on the page that created it (only its
+digest is kept); a token is revoked, never deleted. Each change is a form post with the page's
+CSRF token; a bad value shows the page again with what is wrong."""
 from __future__ import annotations
 
 import time
 
 from flask import Blueprint, abort, g, redirect, render_template, request, url_for
 
-from mirror.queries import whole_number
+from mirror.queries import group_names, whole_number
 from mirror.tokens import MAX_EXPIRY_DAYS, ROLES, TokenError, create_token, revoke_token, token_list
 from web.auth import check_csrf
-from web.context import user_db
+from web.context import mirror, user_db
 
 tokens_admin = Blueprint("tokens_admin", __name__)
 
@@ -30,7 +31,8 @@ def admins_only():
 def page(error: str | None = None, status: int = 200, created: dict | None = None):
     return render_template("settings/tokens.html", tokens=token_list(user_db()), roles=ROLES,
                            max_days=MAX_EXPIRY_DAYS, error=error, created=created,
-                           now_ms=int(time.time() * 1000), form=request.form), status
+                           groups=group_names(mirror()), now_ms=int(time.time() * 1000),
+                           form=request.form), status
 
 
 @tokens_admin.post("/settings/tokens")
@@ -44,7 +46,7 @@ def create():
         token_id, token = create_token(
             user_db(), form.get("name", ""), form.get("role", ""),
             form.get("extensions", "").split(","), g.user.name, int(time.time() * 1000),
-            expires)
+            expires, groups=form.getlist("groups"))
     except (TokenError, ValueError) as error:
         return page(error=str(error), status=400)
     return page(created={"id": token_id, "token": token})

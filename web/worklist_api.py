@@ -5,18 +5,17 @@ from __future__ import annotations
 
 import time
 
-from flask import Blueprint, g, jsonify, request
+from flask import Blueprint, current_app, g, jsonify, request
 
 from mirror.queries import QueryError, decode_cursor, employee_names, encode_cursor
 from mirror.records import call_record, iso_time
 from mirror.worklist import WorklistError, mark_handled, unmark_handled, worklist
 from web.api import handled_record, page_size, visible_call
 from web.auth import csrf_valid
-from web.context import clock, mirror, request_filter, user_db
+from web.context import clock, mirror, named, request_filter, user_db
 
 worklist_api = Blueprint("worklist", __name__)
 
-DEFAULT_DAYS = 7                 # the worklist's period unless `period` or `from`/`to` say
 NOT_HERE = ("tab", "status", "unreturned")      # the worklist chooses these itself
 
 
@@ -40,7 +39,9 @@ def not_on_the_worklist(_):
 @worklist_api.get("/worklist/unreturned")
 def unreturned():
     """The open missed calls (missed, nobody called back, not handled), oldest first, with
-    their attempts to call back; `next_cursor` fetches the next page."""
+    their attempts to call back; `next_cursor` fetches the next page. Unless `period` or
+    `from`/`to` say, those that started within the callback window (`calls.callback_window`):
+    a call placed now may still return them."""
     params = request.args.to_dict()
     chosen = [name for name in NOT_HERE if name in params]
     if chosen:
@@ -49,13 +50,13 @@ def unreturned():
     page = page_size(params.pop("limit", None))
     after = decode_cursor(params.pop("cursor", None))
     if not any(params.get(name) for name in ("period", "from", "to")):
-        params["from"] = clock().to_local(time.time() - DEFAULT_DAYS * 86_400).isoformat(
-            timespec="seconds")
+        window_s = current_app.config["EXTCDR_CALLBACK_WINDOW_S"]
+        params["from"] = clock().to_local(time.time() - window_s).isoformat(timespec="seconds")
     flt = request_filter(params)
     rows = worklist(flt, mirror(), page + 1, after)
     tz, names = clock().tz, employee_names(mirror())
     last = rows[page - 1] if len(rows) > page else None
-    return jsonify(calls=[_item(row, tz, names) for row in rows[:page]],
+    return jsonify(calls=[_item(row, tz, names) for row in named(rows[:page], flt)],
                    next_cursor=encode_cursor(last["start_ms"], last["id"]) if last else None)
 
 
