@@ -477,15 +477,13 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             digest TEXT NOT NULL UNIQUE,
             role TEXT NOT NULL,
             extensions TEXT NOT NULL DEFAULT '[]',
-            groups TEXT NOT NULL DEFAULT '[]',
             created_by TEXT NOT NULL,
             created_ms INTEGER NOT NULL,
             expires_ms INTEGER,
             revoked_ms INTEGER,
             last_used_ms INTEGER)""",
         # `digest`: SHA-256 of the token, shown once; `role`: what it may see (admin: every
-        # call; operator: the calls of `extensions`, a JSON list; supervisor: the calls of
-        # `extensions` and of the members of `groups`, a JSON list of employee groups)
+        # call; operator: the calls of `extensions`, a JSON list)
         """CREATE TABLE call_handled (
             linkedid TEXT PRIMARY KEY,
             start_ms INTEGER NOT NULL,
@@ -495,6 +493,12 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         # `start_ms`: the call's start, so that the tab counters find the handled calls of a
         # period by an index range (they subtract them from the hourly counters)
         "CREATE INDEX call_handled_period ON call_handled (start_ms)",
+    ),
+    # 15: a supervisor's API token sees the calls of the members of its employee groups
+    # (`groups`, a JSON list) and of its `extensions`; one made before names neither and
+    # is refused with a message saying so (mirror.tokens).
+    (
+        "ALTER TABLE api_token ADD COLUMN groups TEXT NOT NULL DEFAULT '[]'",
     ),
 )
 

@@ -447,31 +447,23 @@ def _without_last_migration(code: str) -> str:
                         "MIGRATIONS = MIGRATIONS[:-1]\nLATEST = len(MIGRATIONS)")
 
 
-# The code of the release before the last schema step (14: contacts, webhooks, API tokens,
-# handled calls), as it used the tables then. Whoever adds a step puts its code here.
+# The code of the release before the last schema step (15: a supervisor's API token names its
+# groups), as it used the tables then. Whoever adds a step puts its code here.
 BEFORE_LAST_STEP: dict[str, list[tuple[str, str]]] = {
-    # 14: contacts — the release before had no names for outside numbers nor contacts to
-    # search by name.
-    "mirror/contacts.py": [
-        ("    keys = {key for key in keys if key}\n", "    return {}\n"),
-        ("    part = part.strip().casefold()\n", "    return []\n")],
-    # API tokens and handled calls: the Unreturned tab and its counter knew no handled calls
-    "mirror/queries.py": [(
-        """    "unreturned": ((Call.status == "missed") & Call.returned_by.is_null()
-                   & ~fn.EXISTS(CallHandled.select(CallHandled.linkedid)
-                                .where(CallHandled.linkedid == Call.linkedid))),""",
-        """    "unreturned": (Call.status == "missed") & Call.returned_by.is_null(),""")],
-    "mirror/analytics.py": [
-        ("    handled = handled_unreturned(flt, db)\n", "    handled = {}\n")],
-    # webhooks: the writer queued no events, the daemon had no sender
-    "daemon/sync.py": [
-        ('        webhooks.queue_events(store.db, [schema, "fixup"] if partial else [schema],\n'
-         '                              "scratch.relinked", int(time.time() * 1000))\n', "")],
-    "daemon/resident.py": [
-        ("        deliverer = Deliverer(settings)\n        deliverer.start()\n", ""),
-        ("            deliverer.settings = new\n", ""),
-        ("        daemon.on_written = deliverer.nudge\n", ""),
-        ("            deliverer.close()\n", "")],
+    # API tokens had no groups: a token was looked up and listed without them
+    "mirror/tokens.py": [
+        ('        "groups FROM api_token WHERE digest = ?", (wanted,)).fetchone()\n',
+         """        "'[]' FROM api_token WHERE digest = ?", (wanted,)).fetchone()\n"""),
+        ('_COLUMNS = ("id", "name", "role", "extensions", "groups", "created_by", "created_ms",\n',
+         '_COLUMNS = ("id", "name", "role", "extensions", "\'[]\'", "created_by", "created_ms",\n'),
+        ('            "INSERT INTO api_token (name, digest, role, extensions, groups, created_by, "\n'
+         '            "created_ms, expires_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",\n'
+         '            (name, digest(token), role, json.dumps(extensions),\n'
+         '             json.dumps(groups, ensure_ascii=False), created_by, now_ms, expires_ms)',
+         '            "INSERT INTO api_token (name, digest, role, extensions, created_by, "\n'
+         '            "created_ms, expires_ms) VALUES (?, ?, ?, ?, ?, ?, ?)",\n'
+         '            (name, digest(token), role, json.dumps(extensions),\n'
+         '             created_by, now_ms, expires_ms)')],
 }
 
 
@@ -489,8 +481,8 @@ def test_upgrade_from_the_previous_schema_version_keeps_everything(tmp_path, pbx
     assert cli("install", "--pbx", pbx, "--archive", previous)[0] == 0
     with sqlite3.connect(module_db(pbx)) as conn:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == schema.LATEST - 1
-        # The last step (14) adds contacts, webhooks and tokens.
-        assert not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'contact'").fetchone()
+        # The last step (15) gives API tokens their groups.
+        assert "groups" not in {row[1] for row in conn.execute("PRAGMA table_info(api_token)")}
     calls, before, settings_before = in_use(pbx, cli)
 
     code, out, err = cli("upgrade", "--pbx", pbx, "--archive", archive)
@@ -498,7 +490,7 @@ def test_upgrade_from_the_previous_schema_version_keeps_everything(tmp_path, pbx
     assert out.strip() == f"upgraded {MODULE} 0.0.9 -> 0.1.0, data kept"
     with sqlite3.connect(module_db(pbx)) as conn:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == schema.LATEST
-        assert conn.execute("SELECT count(*) FROM contact").fetchone()[0] == 0
+        assert "groups" in {row[1] for row in conn.execute("PRAGMA table_info(api_token)")}
         # the rollups, kept through the upgrade
         assert rollups_off(conn) == [] and conn.execute(
             "SELECT sum(calls) FROM call_rollup").fetchone()[0] == calls
