@@ -206,6 +206,25 @@ def test_a_token_is_served_at_once_while_another_writer_holds_the_database(serve
                           ).fetchone()[0] is not None
 
 
+def test_a_token_changes_nothing_but_handled_marks_and_comments(server, pbx):
+    """Even an admin's token: deleting calls or recordings and shared tags need a person."""
+    token = new_token(pbx, "Leaked", role="admin")
+    linkedid = worklist(server, user="anna")[0]["linkedid"]
+    refused = [("DELETE", f"/api/v1/calls/{linkedid}", {"reason": "x"}),
+               ("DELETE", f"/api/v1/calls/{linkedid}/recordings", {"reason": "x"}),
+               ("POST", "/api/v1/recordings/delete", {"linkedids": [linkedid], "reason": "x"}),
+               ("POST", "/api/v1/tags", {"name": "pwned"}),
+               ("PUT", f"/api/v1/calls/{linkedid}/tags", {"tags": []})]
+    for method, path, body in refused:
+        status, _, text = call_api(server, path, token=token, method=method, body=body)
+        assert status == 403 and "person signed in" in json.loads(text)["error"], path
+    status, _, text = call_api(server, f"/api/v1/calls/{linkedid}", token=token)
+    assert status == 200, text
+    status, _, text = call_api(server, f"/api/v1/calls/{linkedid}/comments", token=token,
+                               method="POST", body={"text": "called back from the CRM"})
+    assert status == 201 and json.loads(text)["comment"]["author"] == "token:Leaked", text
+
+
 def test_sessions_still_need_the_csrf_token_and_tokens_do_not(server, pbx):
     linkedid = worklist(server, user="anna")[0]["linkedid"]
     status, _, text = call_api(server, f"/api/v1/calls/{linkedid}/comments", user="anna",
@@ -316,7 +335,7 @@ def test_a_handled_call_leaves_the_worklist_and_the_unreturned_tab(server, pbx):
     path = f"/api/v1/worklist/unreturned/{linkedid}/handled"
     status, body = get_json(server, path, token=token, method="POST",
                             body={"note": "called from the CRM, <b>done</b>"})
-    assert status == 201 and body["handled"]["by"] == "Our CRM"
+    assert status == 201 and body["handled"]["by"] == "token:Our CRM"
     assert body["handled"]["note"] == "called from the CRM, <b>done</b>"
     status, again = get_json(server, path, token=token, method="POST", body={"note": "again"})
     assert status == 200 and again == body                     # idempotent
@@ -328,7 +347,7 @@ def test_a_handled_call_leaves_the_worklist_and_the_unreturned_tab(server, pbx):
     status, _, page = call_api(server, "/", user="anna", params={**PERIOD, "tab": "missed"})
     assert linkedid in page                                       # still a missed call
     status, details = get_json(server, f"/api/v1/calls/{linkedid}", user="anna")
-    assert details["handled"]["by"] == "Our CRM" and details["call"]["status"] == "missed"
+    assert details["handled"]["by"] == "token:Our CRM" and details["call"]["status"] == "missed"
     status, _, html = call_api(server, f"/calls/{linkedid}/details", user="anna")
     assert status == 200
     shown = re.search(r'class="handled">([^<]*(?:<[^/][^<]*)*)</td>', html).group(1)

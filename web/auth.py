@@ -28,6 +28,11 @@ SCOPE_HEADER = "X-Extcdr-Scope"
 TOKEN_HEADER = "X-Extcdr-Proxy-Token"
 # Reachable without a user: static files, and a mailed report's signed download link.
 PUBLIC_ENDPOINTS = ("static", "reports.mailed_file")
+# What an API token may change — a CRM's work on the calls it sees: mark one handled (or not)
+# and add a comment. Otherwise it reads: deleting calls or recordings, shared tags and every
+# setting need a person signed in (a leaked token cannot wipe the history).
+TOKEN_CHANGES = ("worklist.handled", "worklist.not_handled", "call_actions.add_comment")
+READING = ("GET", "HEAD", "OPTIONS")
 
 
 @dataclass(frozen=True)
@@ -125,6 +130,10 @@ def _token_user(token: str):
     except TokenRefused as refused:
         return _no_token(str(refused))
     g.user = token_user(holder, db)
+    if request.method not in READING and request.endpoint not in TOKEN_CHANGES:
+        return jsonify(error="forbidden: an API token reads the history and may only mark calls "
+                             "handled and comment on them; this change needs a person signed "
+                             "in"), 403
     return None
 
 

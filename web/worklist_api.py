@@ -69,10 +69,11 @@ def _item(row: dict, tz, names: dict[str, str]) -> dict:
 
 @worklist_api.post("/worklist/unreturned/<linkedid>/handled")
 def handled(linkedid: str):
-    """Mark the call handled (again: nothing changes); who: the API token's name or the
-    user. 201 when newly marked, 200 when it was already."""
+    """Mark the call handled (again: nothing changes); who: the user, or `token:<name>` for
+    an API token (as its comments are signed). 201 when newly marked, 200 when it was
+    already."""
     visible_call(linkedid)
-    mark, new = mark_handled(user_db(), linkedid, g.user.token or g.user.name, _note(),
+    mark, new = mark_handled(user_db(), linkedid, g.user.name, _note(),
                              int(time.time() * 1000))
     return jsonify(handled=handled_record(mark)), 201 if new else 200
 
