@@ -20,6 +20,7 @@ import json
 import logging
 import queue
 import random
+import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -77,12 +78,16 @@ def post(url: str, body: bytes, headers: dict, connect_timeout: float,
     """One POST to the configured URL itself (no redirect followed, no other scheme)."""
     started = time.monotonic()
     try:
-        webhooks.check_url(url, hosts)
+        address = webhooks.destination(url, hosts)
     except webhooks.WebhookError as error:
-        return Outcome(None, f"refused: {error}", 0)
+        return Outcome(None, f"refused: {error}", _since(started))
     parts = urlsplit(url)
     kind = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
     conn = kind(parts.hostname, parts.port, timeout=connect_timeout)
+    # to the address checked, not the name resolved again; the name stays the Host header and
+    # TLS's server name
+    conn._create_connection = lambda where, *args: socket.create_connection(
+        (address, where[1]), *args)
     try:
         conn.connect()
         conn.sock.settimeout(read_timeout)

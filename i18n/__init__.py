@@ -389,6 +389,11 @@ _RUSSIAN_ERRORS = tuple((re.compile(pattern), russian) for pattern, russian in (
      "в адресе (URL) должен быть хост (и не должно быть логина)"),
     (r"the host (.*) is not among webhooks.allowed_hosts",
      "хост {0} не входит в webhooks.allowed_hosts"),
+    (r"the URL's host name is not valid", "имя хоста в адресе (URL) неверно"),
+    (r"the host (.*) is this PBX or a special address \((.*)\): list it in "
+     r"webhooks.allowed_hosts to send there",
+     "хост {0} — это сама АТС или особый адрес ({1}): чтобы отправлять туда, впишите его в "
+     "webhooks.allowed_hosts"),
     (r"the filter is not valid: use page parameters like (.*)",
      "отбор неверен: укажите параметры страницы, например {0}"),
     (r"the filter must be page parameters", "отбор должен состоять из параметров страницы"),

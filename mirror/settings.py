@@ -104,7 +104,8 @@ SETTINGS: tuple[Setting, ...] = (
             "address (its internet interface and HTTPS port), else where its nginx was reached "
             "— never a client's Host header"),
     Setting("webhooks", "allowed_hosts", str, "",
-            "hosts webhooks may be sent to, comma-separated; empty: each hook's own URL host"),
+            "hosts webhooks may be sent to, comma-separated; empty: each hook's own URL host "
+            "(never the PBX itself or a special address unless listed)"),
     Setting("webhooks", "connect_timeout", float, 5.0,
             "seconds to connect to a webhook's receiver", minimum=0.1),
     Setting("webhooks", "read_timeout", float, 10.0,

@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import json
 import secrets
+import socket
 import time
 from urllib.parse import parse_qsl, urlsplit
 
@@ -182,9 +184,49 @@ def check_url(url: str, allowed_hosts: list[str] | tuple = ()) -> str:
         raise WebhookError("the URL must start with http:// or https://")
     if not parts.hostname or len(url) > _MAX_URL or parts.username or parts.password:
         raise WebhookError("the URL must name a host (and no login)")
+    try:
+        parts.hostname.encode("idna")
+    except UnicodeError:
+        raise WebhookError("the URL's host name is not valid") from None
     if allowed_hosts and parts.hostname not in allowed_hosts:
         raise WebhookError(f"the host {parts.hostname!r} is not among webhooks.allowed_hosts")
+    _refuse_inside(parts.hostname, [parts.hostname], allowed_hosts)
     return url
+
+
+def destination(url: str, allowed_hosts: list[str] | tuple = ()) -> str:
+    """The address a hook's URL is posted to, resolved once here: the request goes to this
+    address (a name cannot resolve elsewhere between the check and the connection). Never
+    this PBX itself, a link-local (a cloud's metadata), multicast, reserved or unspecified
+    address unless the URL's host is listed in webhooks.allowed_hosts; LAN addresses are
+    allowed (a CRM often lives there). WebhookError says why not."""
+    parts = urlsplit(check_url(url, allowed_hosts))
+    try:
+        found = socket.getaddrinfo(parts.hostname, parts.port or _PORTS[parts.scheme],
+                                   type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as error:
+        raise WebhookError(f"the host {parts.hostname!r} cannot be resolved: {error}") from None
+    addresses = [info[4][0] for info in found]
+    _refuse_inside(parts.hostname, addresses, allowed_hosts)
+    return addresses[0]
+
+
+_PORTS = {"http": 80, "https": 443}
+
+
+def _refuse_inside(host: str, addresses: list[str], allowed_hosts) -> None:
+    if host in allowed_hosts:
+        return
+    for address in addresses:
+        try:
+            ip = ipaddress.ip_address(address.split("%")[0])
+        except ValueError:
+            continue                                  # a name: looked at once resolved
+        ip = getattr(ip, "ipv4_mapped", None) or ip
+        if (ip.is_loopback or ip.is_link_local or ip.is_multicast or ip.is_unspecified
+                or ip.is_reserved):
+            raise WebhookError(f"the host {host!r} is this PBX or a special address "
+                               f"({address}): list it in webhooks.allowed_hosts to send there")
 
 
 def hook_values(form: dict, allowed_hosts=()) -> dict:

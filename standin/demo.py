@@ -39,6 +39,7 @@ from mirror.report_rows import reports_of
 from mirror.userdata import save_filter
 from pbx.tables import (PBX_CONFIG_DDL, PHONEBOOK_DDL, USERS_GROUPS_DDL, cdr_column_names, cdr_ddl,
                         create)
+from pbxmodule.prepare import update_settings
 from reports.definitions import Owner, report_form, save_report
 
 # The scenario kinds `DemoPbx.call` knows, with their relative weights in generated traffic.
@@ -1171,12 +1172,22 @@ def add_demo_report(module_db: pathlib.Path, link_base: str) -> None:
 DEMO_HOOK = "Demo CRM"
 
 
+DEMO_CRM_HOST = "127.0.0.1"      # the demo's CRM receiver runs on this machine
+
+
+def allow_demo_crm(module_dir: pathlib.Path) -> None:
+    """Let the module's webhooks reach the demo's CRM on this machine (an admin lists such a
+    host in webhooks.allowed_hosts: by default a hook is never sent to the PBX itself)."""
+    update_settings(module_dir, "webhooks", {"allowed_hosts": DEMO_CRM_HOST})
+
+
 def add_demo_webhook(module_db: pathlib.Path, url: str) -> str:
     """The demo's webhook to its CRM receiver at `url` (events missed, answered, callback and
     unreturned after 2 minutes), as an admin saves it in Settings -> Webhooks; made once, its
     URL moved to `url` on later runs. Returns the hook's secret, which the receiver checks."""
     values = webhooks.hook_values({"name": DEMO_HOOK, "url": url, "events": webhooks.EVENTS,
-                                   "unreturned_after_min": "2", "enabled": "on"})
+                                   "unreturned_after_min": "2", "enabled": "on"},
+                                  [DEMO_CRM_HOST])
     db = open_module_db(module_db)
     try:
         found = [hook for hook in webhooks.hooks(db) if hook["name"] == DEMO_HOOK]

@@ -112,13 +112,14 @@ def _wait_listening(port: int, proc: subprocess.Popen, log: Path, timeout: float
 def admin_shell(mirror_path: Path, recordings_root: Path, run_dir: Path,
                 users: Path | list[dict] | None = None, *, proxy_token: str = TOKEN,
                 app_threads: int = 4, apart: bool = False,
-                cabinet: str | None = None) -> Iterator[dict]:
+                cabinet: str | None = None, settings: str = "") -> Iterator[dict]:
     """nginx + stand-in shell + module app over `mirror_path` (module.db) and the PBX's
     `recordings_root`; files under `run_dir`. `users`: a users JSON file, a list of user
     entries, or None for the demo users. Yields {"base": nginx URL, "app": the app's own URL
     (bypassing nginx), "shell": the stand-in's own URL, "prefix", "run_dir"}. `apart`: the
     shell and the app each in a process of its own (see Apart). `cabinet`: the address of
-    another admin cabinet to log in to and ask the access check of, instead of the shell."""
+    another admin cabinet to log in to and ask the access check of, instead of the shell.
+    `settings`: more of the app's settings, as TOML sections."""
     nginx = nginx_binary()
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -138,7 +139,7 @@ def admin_shell(mirror_path: Path, recordings_root: Path, run_dir: Path,
         listen = f"{LOOPBACK}:{port}"
         config = run_dir / "extcdr.toml"
         config.write_text(f'[web]\nproxy_token = "{proxy_token}"\n'
-                          f'publish_url = "http://{listen}{PREFIX}changes/publish"\n')
+                          f'publish_url = "http://{listen}{PREFIX}changes/publish"\n' + settings)
         def make_app():
             app = create_app(load(config, {
                 "module.db": mirror_path, "pbx.recordings_root": recordings_root}))

@@ -33,10 +33,12 @@ def stack(demo_pbx, tmp_path_factory):
     sync_once(pbx / "cdr.db", pbx / "mikopbx.db", db)
     receiver = Receiver()
     try:
-        with admin_shell(db, pbx / "monitor", root / "nginx") as running:
+        with admin_shell(db, pbx / "monitor", root / "nginx",
+                         settings='[webhooks]\nallowed_hosts = "127.0.0.1"\n') as running:
             yield {**running, "db": db, "receiver": receiver,
                    "settings": load(None, {"module.db": db, "pbx.config_db": pbx / "mikopbx.db",
-                                           "webhooks.retry_delay": "0.01"})}
+                                           "webhooks.retry_delay": "0.01",
+                                           "webhooks.allowed_hosts": "127.0.0.1"})}
     finally:
         receiver.close()
 

@@ -51,7 +51,8 @@ def main() -> None:
             host, port = emulator.address
             config = root / "extcdr.toml"
             config.write_text(f'[ami]\nhost = "{host}"\nport = {port}\nsecret = "extcdr-demo"\n'
-                              f'[sync]\npoll_interval = 600\n')
+                              f'[sync]\npoll_interval = 600\n'
+                              f'[webhooks]\nallowed_hosts = "127.0.0.1"\n')
             daemon = subprocess.Popen(
                 [sys.executable, "-m", "cli", "daemon", "--config", str(config),
                  "--cdr-db", str(root / "cdr.db"), "--pbx-db", str(root / "mikopbx.db"),
