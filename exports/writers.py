@@ -308,17 +308,17 @@ def write_xlsx(out: Path, rows: Iterable[dict], cells: CallCells,
     for index, column in enumerate(cells.columns, start=1):
         sheet.column_dimensions[get_column_letter(index)].width = column.width
     sheet.append([_bold(sheet, title) for title in cells.titles()])
-    formats = [_number_format(c.kind) for c in cells.columns]
+    # One cell per formatted column, its format set once, given each row's value: a row is
+    # written before the next is appended (write-only), and a new styled cell per value
+    # costs the writer a fifth of its time.
+    formatted = [_formatted_cell(sheet, c.kind) for c in cells.columns]
     count = 0
     for count, row in enumerate(rows, start=1):
-        line = []
-        for value, number_format in zip(cells.values(row), formats):
-            if number_format:
-                cell = WriteOnlyCell(sheet, value=value)
-                cell.number_format = number_format
-                line.append(cell)
-            else:
-                line.append(value)
+        line = cells.values(row)
+        for index, cell in enumerate(formatted):
+            if cell is not None and line[index] is not None:
+                cell.value = line[index]
+                line[index] = cell
         sheet.append(line)
     sheet.auto_filter.ref = f"A1:{get_column_letter(len(cells.columns))}{count + 1}"
     book.save(out)
@@ -331,8 +331,13 @@ def _bold(sheet, text: str) -> WriteOnlyCell:
     return cell
 
 
-def _number_format(kind: str) -> str | None:
-    return {"time": "yyyy-mm-dd hh:mm:ss", "duration": "[h]:mm:ss"}.get(kind)
+def _formatted_cell(sheet, kind: str) -> WriteOnlyCell | None:
+    number_format = {"time": "yyyy-mm-dd hh:mm:ss", "duration": "[h]:mm:ss"}.get(kind)
+    if number_format is None:
+        return None
+    cell = WriteOnlyCell(sheet)
+    cell.number_format = number_format
+    return cell
 
 
 class TooManyForPdf(QueryError):

@@ -83,6 +83,10 @@ def test_excel_holds_every_call_of_the_filter_the_user_may_see(base, name, extra
         assert row[at[say("Talk")]] == timedelta(seconds=call["talk_s"])
         assert row[at[say("Who")]] == neutralised(call["src"])    # text, leading + kept
         assert row[at[say("Status")]] == STATUS_LABELS[language][call["status"]]
+    shown = {calls.cell(2, at[say(title)] + 1).number_format: title
+             for title in ("Date", "Talk", "Wait")}
+    assert set(shown) == {"yyyy-mm-dd hh:mm:ss", "[h]:mm:ss"}      # as Excel shows them
+    assert {calls.cell(len(rows) + 1, at[say("Date")] + 1).number_format} <= set(shown)
     if name == "operator201":
         assert all("201" in c["employees"] for c in expected)
 
