@@ -20,7 +20,6 @@ _LITERAL = re.compile(r"('(?:[^']|'')*')")
 class Dialect:
     name: str
     whole_number: str     # DDL type of a 64-bit whole number: *_ms, ids, revisions, sums
-    bytes: str            # DDL type of raw bytes
 
     @property
     def postgresql(self) -> bool:
@@ -38,8 +37,8 @@ class Dialect:
                        for i, piece in enumerate(pieces))
 
 
-SQLITE = Dialect("sqlite", whole_number="INTEGER", bytes="BLOB")
-POSTGRESQL = Dialect("postgresql", whole_number="bigint", bytes="bytea")
+SQLITE = Dialect("sqlite", whole_number="INTEGER")
+POSTGRESQL = Dialect("postgresql", whole_number="bigint")
 
 
 def dialect_of(db: Database) -> Dialect:
