@@ -4,6 +4,14 @@
 transaction, so a failed step leaves the database exactly as the installed version left it
 (an upgrade that fails keeps the old version working). Steps are never edited once
 released: a change of schema is a new step.
+
+A module.db on PostgreSQL (a central history, issue 22) has its own list, `PG_MIGRATIONS`: a
+baseline equal to the SQLite schema at `PG_BASELINE_VERSION`, then one entry per later step
+(see the PostgreSQL section below for how its tables differ). Its rollup tables are created
+but not yet kept: on PostgreSQL they will be kept by statement-level triggers on `call`
+(transition tables, one function per rollup generated from `mirror.rollups`), written with
+the writer's port, the step that first writes calls there; `call.returned_after_s` then moves
+into the writer.
 """
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 from urllib.parse import urlsplit, urlunsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -21,7 +21,7 @@ from mirror.calls import NUMBER_MATCH_DIGITS
 class Setting:
     section: str
     name: str
-    kind: type
+    kind: Callable[[Any], Any]     # a type, or database_target (a path or a URL)
     default: Any
     doc: str
     secret: bool = False
