@@ -6,6 +6,7 @@ import re
 import sqlite3
 from contextlib import closing
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 from peewee import Database, DatabaseError, PostgresqlDatabase, SqliteDatabase
 from playhouse.db_url import parse
@@ -154,8 +155,8 @@ def _readable_postgresql_error(url: str, exc: Exception) -> str:
     shown = shown_target(url)
     lines = str(exc).strip().splitlines() or [type(exc).__name__]
     text = _PG_PREFIX.sub("", lines[0].strip())         # the first line says what went wrong
-    password = parse(url, unquote_password=True).get("password")
-    if password:
+    password = unquote(urlsplit(url).password or "")
+    if password:                         # libpq never says it; a message quoting the URL might
         text = text.replace(password, "***")
     if "password authentication failed" in text:
         return f"{shown}: the server refused this user and password ({text})"

@@ -20,7 +20,7 @@ import pytest
 from playhouse.db_url import parse
 
 from mirror import schema
-from mirror.database import ModuleDbError, open_module_db
+from mirror.database import ModuleDbError, open_module_db, readable_error
 from mirror.dialect import POSTGRESQL, SQLITE, dialect_of, run, write_transaction
 from mirror.models import Call, CallEmployee, Employee, Leg
 from mirror.settings import SettingsError, load, reports_dir, setting
@@ -208,6 +208,9 @@ def test_bad_targets_are_one_line_without_the_password(url, admin, postgresql_ur
         assert secret not in err and "not-the-password" not in err
         assert time.monotonic() - started < 10          # refused at once, not after a hang
     assert relations(admin, schema_name(url)) == set()
+    # Whatever a driver's message quotes, the password is masked.
+    said = readable_error(postgresql_url, peewee.OperationalError(f"no: {postgresql_url}"))
+    assert secret not in said and said.count("***") == 2
 
 
 def test_a_database_of_other_tables_is_refused_before_anything_is_written(url, admin, cli):
