@@ -21,14 +21,13 @@ from mirror.database import open_module_db
 from mirror.pbxtime import PbxClock
 from mirror.queries import call_visible, find_call
 from mirror.records import comment_record, iso_time
-from mirror.settings import database_target
 from pbx.mirror_context import MirrorContext
 from pbx.recording_files import RecordingFiles
 
 
 def add_commands(sub) -> dict:
     comment = sub.add_parser("comment", help="list, add, edit or delete a call's comments")
-    comment.add_argument("--db", required=True, type=database_target)
+    comment.add_argument("--db", required=True, type=settings_module.database_target)
     comment.add_argument("call", metavar="LINKEDID")
     comment.add_argument("text", nargs="?", help="add this comment (up to 200 characters)")
     action = comment.add_mutually_exclusive_group()
@@ -41,7 +40,7 @@ def add_commands(sub) -> dict:
                        "from --users")
 
     tag = sub.add_parser("tag", help="a call's tags, or the list of tags (admins)")
-    tag.add_argument("--db", required=True, type=database_target)
+    tag.add_argument("--db", required=True, type=settings_module.database_target)
     tag.add_argument("call", metavar="LINKEDID", nargs="?",
                      help="the call (without it: the list of tags)")
     action = tag.add_mutually_exclusive_group()
@@ -59,7 +58,7 @@ def add_commands(sub) -> dict:
 
     delete = sub.add_parser("delete", help="delete a call or its recordings (admins), or the "
                             "recordings of a filter's calls; kept deleted through resyncs")
-    delete.add_argument("--db", required=True, type=database_target)
+    delete.add_argument("--db", required=True, type=settings_module.database_target)
     delete.add_argument("call", metavar="LINKEDID", nargs="?",
                         help="the call (without it: the recordings of the filter's calls)")
     delete.add_argument("--recordings", action="store_true",
