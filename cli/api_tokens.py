@@ -7,7 +7,6 @@ import getpass
 import json
 import sys
 import time
-from pathlib import Path
 
 from cli.base import CliError
 from mirror import settings as settings_module
@@ -22,7 +21,7 @@ def add_commands(sub) -> dict:
     actions = token.add_subparsers(dest="token_action", required=True,
                                    parser_class=type(token))
     create = actions.add_parser("create", help="a new token, printed once")
-    create.add_argument("--db", required=True, type=Path)
+    create.add_argument("--db", required=True, type=settings_module.database_target)
     create.add_argument("--name", required=True, help="who uses it (the CRM, a script)")
     create.add_argument("--role", required=True, choices=ROLES)
     create.add_argument("--extensions", default="",
@@ -34,10 +33,10 @@ def add_commands(sub) -> dict:
     create.add_argument("--expires-days", type=int, metavar="N",
                         help=f"expires after N days (1 to {MAX_EXPIRY_DAYS}; default: never)")
     listing = actions.add_parser("list", help="the tokens (never the tokens themselves)")
-    listing.add_argument("--db", required=True, type=Path)
+    listing.add_argument("--db", required=True, type=settings_module.database_target)
     listing.add_argument("--format", choices=("text", "json"), default="text")
     revoke = actions.add_parser("revoke", help="revoke a token from now on")
-    revoke.add_argument("--db", required=True, type=Path)
+    revoke.add_argument("--db", required=True, type=settings_module.database_target)
     revoke.add_argument("id", type=int, metavar="ID")
     return {"token": run}
 

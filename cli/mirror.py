@@ -17,6 +17,7 @@ from mirror import settings as settings_module
 from mirror.calls import DIRECTIONS, STATUSES
 from mirror.contacts import contact_label, with_contacts
 from mirror.database import open_module_db
+from mirror.dialect import run
 from mirror.pbxtime import PbxClock
 from mirror.queries import (PERIODS, call_rows, calls_in_progress, calls_query,
                             counts_by_direction_and_status, sync_state)
@@ -33,7 +34,8 @@ def add_commands(sub) -> dict:
     sync.add_argument("--pbx-db", type=Path, help="the PBX config DB (mikopbx.db)")
     sync.add_argument("--groups-db", type=Path,
                       help="ModuleUsersGroups' module.db (default: found next to --pbx-db)")
-    sync.add_argument("--db", required=True, type=Path, help="the module's mirror (module.db)")
+    sync.add_argument("--db", required=True, type=settings_module.database_target,
+                      help="the module's mirror (module.db, or a postgresql:// URL)")
     sync.add_argument("--once", action="store_true", help="catch up once and exit")
     sync.add_argument("--timezone", help="PBX timezone (default: from the config DB)")
     _setting_flag(sync, "--callback-window", "calls.callback_window", int, "SECONDS")
@@ -46,7 +48,7 @@ def add_commands(sub) -> dict:
     _setting_flag(sync, "--batch-rows", "sync.batch_rows", int, "ROWS")
 
     calls = sub.add_parser("calls", help="list calls of the mirror, newest first")
-    calls.add_argument("--db", required=True, type=Path)
+    calls.add_argument("--db", required=True, type=settings_module.database_target)
     calls.add_argument("--format", choices=("jsonl", "table", "summary"), default="table",
                        help="one JSON object per call, a table, or counts by direction x status")
     add_filter_arguments(calls)
@@ -57,7 +59,7 @@ def add_commands(sub) -> dict:
 
     export = sub.add_parser("export", help="write the calls of a filter to a file (Excel, CSV, "
                             "JSON Lines), as the page's export does")
-    export.add_argument("--db", required=True, type=Path)
+    export.add_argument("--db", required=True, type=settings_module.database_target)
     export.add_argument("--format", required=True, help="xlsx, csv, pdf or jsonl")
     export.add_argument("--out", required=True, type=Path, help="the file to write")
     add_user_arguments(export, "export only what this user may see (an operator: calls of "
@@ -67,13 +69,13 @@ def add_commands(sub) -> dict:
     add_timezone_arguments(export)
 
     status = sub.add_parser("status", help="mirror size, cursor and lag behind the PBX")
-    status.add_argument("--db", required=True, type=Path)
+    status.add_argument("--db", required=True, type=settings_module.database_target)
     status.add_argument("--cdr-db", type=Path, help="the PBX's cdr.db, to measure the lag")
     status.add_argument("--format", choices=("text", "json"), default="text")
 
     migrate = sub.add_parser("migrate", help="create module.db or bring it to this version's "
                              "schema (all steps in one transaction)")
-    migrate.add_argument("--db", required=True, type=Path)
+    migrate.add_argument("--db", required=True, type=settings_module.database_target)
     return {"sync": cmd_sync, "calls": cmd_calls, "export": cmd_export, "status": cmd_status,
             "migrate": cmd_migrate}
 
@@ -327,17 +329,16 @@ def cmd_status(args) -> int:
     db = open_module_db(args.db, readonly=True)
     try:
         state = sync_state(db)
-        conn = db.connection()
         info = {
-            "calls": conn.execute("SELECT count(*) FROM call").fetchone()[0],
-            "in_progress": conn.execute("SELECT count(*) FROM live_call").fetchone()[0],
-            "legs": conn.execute("SELECT count(*) FROM leg").fetchone()[0],
-            "size_bytes": sum(p.stat().st_size for p in args.db.parent.glob(args.db.name + "*")),
+            "calls": run(db, "SELECT count(*) FROM call").fetchone()[0],
+            "in_progress": run(db, "SELECT count(*) FROM live_call").fetchone()[0],
+            "legs": run(db, "SELECT count(*) FROM leg").fetchone()[0],
+            "size_bytes": _size_bytes(args.db, db),
             "cursor": int(state.get("cursor", 0)),
             "timezone": state.get("timezone"),
             "resyncs": int(state.get("resyncs", 0)),
         }
-        newest = conn.execute("SELECT max(start_ms) FROM call").fetchone()[0]
+        newest = run(db, "SELECT max(start_ms) FROM call").fetchone()[0]
         info["newest_call"] = (datetime.fromtimestamp(
             newest / 1000, MirrorContext(settings_module.load(), db).clock().tz
         ).isoformat(timespec="seconds") if newest else None)
@@ -357,7 +358,14 @@ def cmd_status(args) -> int:
     return 0
 
 
+def _size_bytes(target, db) -> int:
+    """What module.db takes: its files (with the WAL), or a central history's database."""
+    if settings_module.is_database_url(target):
+        return run(db, "SELECT pg_database_size(current_database())").fetchone()[0]
+    return sum(p.stat().st_size for p in target.parent.glob(target.name + "*"))
+
+
 def cmd_migrate(args) -> int:
     open_module_db(args.db).close()
-    print(f"{args.db}: schema {schema.LATEST}")
+    print(f"{settings_module.shown_target(args.db)}: schema {schema.LATEST}")
     return 0

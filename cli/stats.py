@@ -14,6 +14,7 @@ from mirror.analytics import (GRAINS, REPORT_TITLES, REPORTS, SERVICE_LEVEL_S, T
 from mirror.database import open_module_db
 from mirror.queries import PERIODS, YEARS
 from mirror.records import iso_time
+from mirror.settings import database_target
 
 PRINTED = ("table", "json", "csv")
 
@@ -23,7 +24,7 @@ def add_commands(sub) -> dict:
     stats = sub.add_parser("stats", conflict_handler="resolve",
                            help="an analytics report: employees, traffic, lines, menus, queues "
                            "or callbacks, over a period and filter")
-    stats.add_argument("--db", required=True, type=Path)
+    stats.add_argument("--db", required=True, type=database_target)
     stats.add_argument("--report", required=True, help=", ".join(REPORTS))
     stats.add_argument("--format", default="table", help="table, json or csv printed; with "
                        "--out: xlsx, csv or pdf")

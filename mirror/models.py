@@ -3,13 +3,24 @@
 Models are not bound to a database: queries are bound to the connection they run on
 (`query.bind(db)`), so a process can hold several mirrors at once.
 """
-from peewee import BlobField, BooleanField, CompositeKey, IntegerField, Model, TextField
+from peewee import BlobField, CompositeKey, IntegerField, Model, TextField
 
 
 class Base(Model):
     class Meta:
         database = None
         legacy_table_names = False
+
+
+class FlagField(IntegerField):
+    """Yes or no, stored as 1 or 0 on both engines (hand-written SQL sums and compares flags as
+    numbers, which PostgreSQL's `boolean` refuses); read as a bool."""
+
+    def db_value(self, value):
+        return None if value is None else int(bool(value))
+
+    def python_value(self, value):
+        return None if value is None else bool(value)
 
 
 class Leg(Base):
@@ -32,7 +43,7 @@ class Leg(Base):
     from_account = TextField()
     to_account = TextField()
     appname = TextField()
-    is_app = BooleanField()
+    is_app = FlagField()
     transfer = IntegerField()
     a_transfer = IntegerField()
     duration = IntegerField(null=True)
@@ -47,7 +58,7 @@ class Call(Base):
     direction = TextField()
     status = TextField()
     reason = TextField(null=True)
-    answered = BooleanField()
+    answered = FlagField()
     src = TextField()
     src_name = TextField()
     dst = TextField()
@@ -106,7 +117,7 @@ class CallEmployee(Base):
     extension = TextField()
     start_ms = IntegerField()
     call_id = IntegerField()
-    placed = BooleanField()        # the employee placed a leg of the call
+    placed = FlagField()        # the employee placed a leg of the call
 
     class Meta:
         primary_key = False

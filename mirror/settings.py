@@ -10,8 +10,8 @@ from __future__ import annotations
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-from urllib.parse import urlsplit
+from typing import Any, Callable
+from urllib.parse import urlsplit, urlunsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from mirror.calls import NUMBER_MATCH_DIGITS
@@ -21,7 +21,7 @@ from mirror.calls import NUMBER_MATCH_DIGITS
 class Setting:
     section: str
     name: str
-    kind: type
+    kind: Callable[[Any], Any]     # a type, or database_target (a path or a URL)
     default: Any
     doc: str
     secret: bool = False
@@ -30,6 +30,27 @@ class Setting:
     @property
     def key(self) -> str:
         return f"{self.section}.{self.name}"
+
+
+def is_database_url(target: Any) -> bool:
+    """A module.db given as a PostgreSQL URL (a central history of several PBXs)."""
+    return isinstance(target, str) and target.startswith(("postgresql://", "postgres://"))
+
+
+def database_target(raw: str | Path) -> Path | str:
+    """module.db's value: a path, or a `postgresql://` URL kept as text (a Path folds `//`)."""
+    return str(raw) if is_database_url(str(raw)) else Path(raw)
+
+
+def shown_target(target: str | Path) -> str:
+    """module.db as messages and logs show it: a URL's password masked."""
+    if not is_database_url(target):
+        return str(target)
+    parts = urlsplit(target)
+    if parts.password is None:
+        return target
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
 
 
 PBX_CDR_DB = "/storage/usbdisk1/mikopbx/astlogs/asterisk/cdr.db"
@@ -56,8 +77,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("ami", "secret", str, "", "AMI password", secret=True),
     Setting("ami", "cdr_events", bool, False,
             "stock Asterisk without MikoPBX's cdr.db: build legs from AMI `Cdr` events"),
-    Setting("module", "db", Path, Path(__file__).resolve().parent.parent / "db" / "module.db",
-            "the module's own mirror"),
+    Setting("module", "db", database_target,
+            Path(__file__).resolve().parent.parent / "db" / "module.db",
+            "the module's own mirror: a path, or a postgresql://USER:PASSWORD@HOST:PORT/DB URL"),
     Setting("calls", "extension_length", int, 4,
             "without a config DB, numbers this short are internal", minimum=1),
     Setting("calls", "number_match_digits", int, NUMBER_MATCH_DIGITS,
@@ -161,7 +183,7 @@ class Settings:
 
     def describe(self) -> str:
         """One line for the log; secrets masked."""
-        return ", ".join(f"{k}={'***' if _BY_KEY[k].secret and v else v}"
+        return ", ".join(f"{k}={'***' if _BY_KEY[k].secret and v else shown_target(v)}"
                          for k, v in self._values.items())
 
 
@@ -251,8 +273,8 @@ def _coerce(kind: type, raw: Any) -> Any:
         return raw if isinstance(raw, int) else None
     if kind is float:
         return float(raw) if isinstance(raw, (int, float)) else None
-    if kind is Path:
-        return Path(raw) if isinstance(raw, (str, Path)) else None
+    if kind in (Path, database_target):
+        return kind(raw) if isinstance(raw, (str, Path)) else None
     if kind is str:
         return raw if isinstance(raw, str) else None
     return None
@@ -268,12 +290,15 @@ def _check_timezone(name: str) -> None:
 
 def _kind_name(kind: type) -> str:
     return {bool: "true or false", int: "a whole number", float: "a number",
-            str: "text", Path: "a path"}[kind]
+            str: "text", Path: "a path", database_target: "a path or URL"}[kind]
 
 
 def reports_dir(settings: Settings) -> Path:
     """Where mailed reports' files are kept."""
-    return Path(settings["reports.dir"] or settings["module.db"].parent / "reports")
+    mirror = settings["module.db"]
+    if is_database_url(mirror):          # a central history: beside where a file would be
+        mirror = setting("module.db").default
+    return Path(settings["reports.dir"] or mirror.parent / "reports")
 
 
 def readme_table() -> str:

@@ -1,0 +1,58 @@
+"""What differs between the engines module.db can live on: SQLite (a file on the PBX, the
+default) and PostgreSQL (a central history of several PBXs, issue 22). The one seam: code that
+writes SQL by hand asks here instead of testing the engine itself.
+
+House SQL is written for SQLite, with `?` marks; `run` hands it to either engine. SQL that
+peewee builds is right for its engine already and never goes through `sql()`.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from peewee import Database, PostgresqlDatabase
+
+# A quoted literal ('it''s' included): `?` inside one is text, not a mark.
+_LITERAL = re.compile(r"('(?:[^']|'')*')")
+
+
+@dataclass(frozen=True)
+class Dialect:
+    name: str
+    whole_number: str     # DDL type of a 64-bit whole number: *_ms, ids, revisions, sums
+
+    @property
+    def postgresql(self) -> bool:
+        return self.name == "postgresql"
+
+    def sql(self, text: str) -> str:
+        """House SQL (`?` marks) as this engine's driver takes it. psycopg2 marks are `%s` and
+        it reads every `%` as the start of one, even without parameters: a literal `%` (as in
+        `LIKE 'queue:%'`) is doubled."""
+        if not self.postgresql:
+            return text
+        pieces = _LITERAL.split(text)        # odd pieces are quoted literals
+        return "".join(piece.replace("%", "%%") if i % 2 else
+                       piece.replace("%", "%%").replace("?", "%s")
+                       for i, piece in enumerate(pieces))
+
+
+SQLITE = Dialect("sqlite", whole_number="INTEGER")
+POSTGRESQL = Dialect("postgresql", whole_number="bigint")
+
+
+def dialect_of(db: Database) -> Dialect:
+    """The engine of an opened module.db (mirror.database.open_module_db)."""
+    return POSTGRESQL if isinstance(db, PostgresqlDatabase) else SQLITE
+
+
+def run(db: Database, text: str, params: tuple | list = ()):
+    """Execute house SQL (`?` marks) on either engine; returns the cursor."""
+    return db.execute_sql(dialect_of(db).sql(text), params)
+
+
+def write_transaction(db: Database):
+    """A transaction that writes (`with write_transaction(db): ...`). On SQLite it takes the
+    write lock at its start (`BEGIN IMMEDIATE`), so it never fails half-way for a writer that
+    came first; PostgreSQL locks rows as they are written, and refuses `IMMEDIATE`."""
+    return db.atomic() if dialect_of(db).postgresql else db.atomic("IMMEDIATE")
