@@ -31,7 +31,7 @@ from daemon.sync import Sync, mirror_sync
 from mirror.database import ModuleDbError, open_module_db, readable_error
 from mirror.hangups import CallHangup, HangupTracker
 from mirror.live import ChannelTable
-from mirror.settings import Settings, SettingsError, load
+from mirror.settings import Settings, SettingsError, load, shown_target
 from pbx.cdr import LEG_SOURCE_COLUMNS, SourceBusy, SourceError
 from pbx.mirror_context import MirrorContext
 from pbxmodule.licence import LicenceCheck
@@ -180,7 +180,7 @@ class Daemon:
         signal.signal(signal.SIGTERM, self.request_stop)
         signal.signal(signal.SIGINT, self.request_stop)
         signal.signal(signal.SIGHUP, self.request_reload)
-        log.info("started: mirror %s of %s", self.settings["module.db"],
+        log.info("started: mirror %s of %s", shown_target(self.settings["module.db"]),
                  self.settings["pbx.cdr_db"])
         if on_start:
             on_start(self)

@@ -880,6 +880,7 @@ PG_BASELINE: tuple[str | Callable[[Database], None], ...] = (
 # (version, its statements): the baseline, then one entry per later SQLite step.
 PG_MIGRATIONS: tuple[tuple[int, tuple], ...] = (
     (PG_BASELINE_VERSION, PG_BASELINE),
+    (15, ("ALTER TABLE api_token ADD COLUMN groups text NOT NULL DEFAULT '[]'",)),
 )
 
 

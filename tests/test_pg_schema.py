@@ -360,3 +360,10 @@ def test_status_and_migrate_take_a_url(url, cli):
     code, out, err = cli("status", "--db", url, "--format", "json")
     assert (code, err) == (0, "")
     assert '"calls": 0' in out and '"legs": 0' in out and '"size_bytes": ' in out
+
+
+def test_the_daemon_refuses_a_postgresql_mirror_in_one_line_without_the_password(url, cli):
+    """The daemon cannot write to PostgreSQL yet: it says so, never leaking the password."""
+    code, _, err = cli("daemon", "--db", url, "--cdr-db", "/nonexistent/cdr.db")
+    assert code == 2 and err.count("\n") == 1, err
+    assert "not yet written" in err and ":***@" in err and password(url) not in err
