@@ -5,8 +5,10 @@ import subprocess
 import sys
 import time
 from datetime import date
+from itertools import count
 from pathlib import Path
 from typing import Iterator
+from urllib.parse import quote
 
 import pytest
 
@@ -139,3 +141,29 @@ def postgresql_url() -> Iterator[str]:
     from tests.pgserver import running
     with running() as server:
         yield server.url
+
+
+_pg_schemas = count(1)
+
+
+@pytest.fixture(scope="session")
+def pg_admin(postgresql_url):
+    """The module's role on the session's database, outside any test's schema (pg_trgm made
+    once in `public`, where every test's search path finds it)."""
+    import peewee
+    from playhouse.db_url import parse
+    db = peewee.PostgresqlDatabase(**parse(postgresql_url))
+    db.connect()
+    db.execute_sql("CREATE EXTENSION IF NOT EXISTS pg_trgm SCHEMA public")
+    yield db
+    db.close()
+
+
+@pytest.fixture
+def pg_schema_url(postgresql_url, pg_admin) -> Iterator[str]:
+    """A `postgresql://` URL whose search path is an empty schema of this test's own (dropped
+    after): module.db on PostgreSQL, as fresh as a new file."""
+    name = f"t_{next(_pg_schemas)}"
+    pg_admin.execute_sql(f"CREATE SCHEMA {name}")
+    yield postgresql_url + "?options=" + quote(f"-csearch_path={name},public")
+    pg_admin.execute_sql(f"DROP SCHEMA {name} CASCADE")

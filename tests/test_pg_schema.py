@@ -12,8 +12,6 @@ import sqlite3
 import subprocess
 import sys
 import time
-from itertools import count
-from urllib.parse import quote
 
 import peewee
 import pytest
@@ -29,26 +27,16 @@ from tests.stack import free_port
 
 OCTOBER_2024 = 1_728_000_000_000     # 2024-10-04 00:00 UTC
 NOVEMBER_2024 = 1_731_000_000_000    # 2024-11-07 17:20 UTC
-_schemas = count(1)
-
-
-@pytest.fixture(scope="module")
-def admin(postgresql_url):
-    """The module's role on the session's database, outside any test's schema."""
-    db = peewee.PostgresqlDatabase(**parse(postgresql_url))
-    db.connect()
-    db.execute_sql("CREATE EXTENSION IF NOT EXISTS pg_trgm SCHEMA public")
-    yield db
-    db.close()
 
 
 @pytest.fixture
-def url(postgresql_url, admin):
-    """The URL of an empty schema of the session's database, this test's own."""
-    name = f"t_pg_schema_{next(_schemas)}"
-    admin.execute_sql(f"CREATE SCHEMA {name}")
-    yield postgresql_url + "?options=" + quote(f"-csearch_path={name},public")
-    admin.execute_sql(f"DROP SCHEMA {name} CASCADE")
+def url(pg_schema_url):
+    return pg_schema_url
+
+
+@pytest.fixture
+def admin(pg_admin):
+    return pg_admin
 
 
 def schema_name(url: str) -> str:
