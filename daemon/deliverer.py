@@ -31,6 +31,7 @@ from mirror.contacts import with_contacts
 from mirror.queries import find_call, legs_of_call
 from mirror.records import call_record, iso_time, leg_records
 from mirror.settings import Settings
+from mirror.worklist import handled
 from reports.worker import Worker
 
 log = logging.getLogger("extcdr.webhooks")
@@ -218,6 +219,8 @@ class Deliverer(Worker):
             reason = "cancelled: the call is no longer in the history"
         elif not STILL[row["event"]](call):
             reason = "cancelled: the call is no longer " + row["event"]
+        elif row["event"] == "unreturned" and handled(self.db, row["linkedid"]) is not None:
+            reason = "cancelled: the call was marked handled"
         if reason is not None:
             self._record({**row, "cancelled": True}, Outcome(None, reason, 0))
             return None

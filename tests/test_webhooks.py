@@ -19,6 +19,7 @@ from daemon.resident import Daemon
 from mirror import webhooks
 from mirror.database import open_module_db
 from mirror.settings import load
+from mirror.worklist import mark_handled
 from tests.conftest import wait_for
 from tests.mirror import append_rows, pbx_rows
 from tests.pbxfixture import DID, Pbx
@@ -327,6 +328,26 @@ def test_unreturned_waits_and_is_dropped_once_returned(pbx, receiver):
     assert query(pbx, "SELECT DISTINCT d.response FROM delivery d JOIN outbox o "
                       "ON o.id = d.outbox_id WHERE o.state = 'cancelled'") == [
         ("cancelled: the call is no longer unreturned",)]
+
+
+def test_unreturned_is_dropped_once_the_crm_marked_the_call_handled(pbx, receiver):
+    crm = receiver()
+    add_hook(pbx, crm.url, ["unreturned"], after_min=1)
+    mirror(pbx)
+    unreturned = sorted(lid for (lid,) in query(
+        pbx, "SELECT linkedid FROM call WHERE status = 'missed' AND returned_by IS NULL"))
+    db = open_module_db(pbx["db"])
+    try:
+        mark_handled(db, unreturned[0], "token:CRM", "called from the CRM",
+                     int(time.time() * 1000))
+    finally:
+        db.close()
+    send_all(pbx)
+    sent = {json.loads(got["body"])["call"]["linkedid"] for got in crm.got}
+    assert sent == set(unreturned[1:])
+    assert query(pbx, "SELECT d.response FROM delivery d JOIN outbox o ON o.id = d.outbox_id "
+                      "WHERE o.linkedid = ?", (unreturned[0],)) == [
+        ("cancelled: the call was marked handled",)]
 
 
 def test_kill_9_between_commit_and_delivery_loses_nothing(pbx, receiver):
