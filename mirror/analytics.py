@@ -16,6 +16,7 @@ from datetime import date, datetime, timedelta
 
 from peewee import SqliteDatabase
 
+from mirror.dialect import dialect_of, run
 from mirror.models import Call
 from mirror.queries import (TABS, CallFilter, QueryError, calls_query, counted_by_the_hour,
                             employee_names, handled_unreturned)
@@ -163,18 +164,26 @@ def _from_table(rollup, f, first, last, by, per_slot, db) -> list[tuple]:
         if values:
             conditions.append(f"{column} IN ({','.join('?' * len(values))})")
             params += values
-    sums = ", ".join(f"sum({m})" for m in rollup.measures)
-    return list(db.execute_sql(f"SELECT {keys}{sums} FROM {rollup.table} "
-                               f"WHERE {' AND '.join(conditions)}{group}", params))
+    return list(run(db, f"SELECT {keys}{_sums(rollup)} FROM {rollup.table} "
+                        f"WHERE {' AND '.join(conditions)}{group}", params))
 
 
 def _from_calls(rollup, f, db, by, per_slot) -> list[tuple]:
     calls, params = (calls_query(f, db, counting=True)
                      .select(*(getattr(Call, c) for c in rollup.columns)).order_by().sql())
     keys, group = _grouped(rollup, by, per_slot)
-    sums = ", ".join(f"sum({m})" for m in rollup.measures)
-    return list(db.execute_sql(f"WITH chosen AS ({calls}) SELECT {keys}{sums} "
-                               f"FROM ({rollup.afresh('chosen')}){group}", params))
+    # House SQL around the filter's query, which peewee wrote for its engine already.
+    house = dialect_of(db).sql
+    return list(db.execute_sql(f"WITH chosen AS ({calls}) "
+                               + house(f"SELECT {keys}{_sums(rollup)} "
+                                       f"FROM ({rollup.afresh('chosen')}) AS rolled{group}"),
+                               params))
+
+
+def _sums(rollup: Rollup) -> str:
+    """The measures summed, whole numbers on both engines (PostgreSQL's sum of a bigint is a
+    numeric, a Decimal in Python)."""
+    return ", ".join(f"CAST(sum({m}) AS bigint)" for m in rollup.measures)
 
 
 def _rate(part: int, whole: int) -> float | None:

@@ -15,6 +15,7 @@ from typing import Iterable, Iterator, Mapping
 from peewee import SqliteDatabase
 
 from mirror.contact_files import ContactFileError, ParsedContact, ParsedFile, checked, number_key
+from mirror.dialect import json_element, json_list_rows, run, write_transaction
 
 __all__ = ["ContactFileError", "ContactError", "ImportPlan", "plan_import", "apply_import"]
 
@@ -81,7 +82,7 @@ def plan_import(db: SqliteDatabase, parsed: ParsedFile, match_digits: int) -> Im
 def apply_import(db: SqliteDatabase, plan: ImportPlan, actor: str, now_ms: int,
                  match_digits: int) -> dict[str, int]:
     """Write the plan's additions and updates in one transaction; returns its counts."""
-    with db.atomic("IMMEDIATE"):
+    with write_transaction(db):
         for row in plan.rows:
             if row.action == "add":
                 row.contact_id = _insert(db, row.contact, "import", row.source_key, actor,
@@ -100,10 +101,10 @@ def source_key(contact: ParsedContact, match_digits: int) -> str:
 
 
 def _existing(db, key: str, contact: ParsedContact, match_digits: int) -> dict | None:
-    row = db.execute_sql("SELECT id FROM contact WHERE source_key = ?", (key,)).fetchone()
+    row = run(db, "SELECT id FROM contact WHERE source_key = ?", (key,)).fetchone()
     if row is None and not contact.uid:
         # Typed by hand, or imported under another id: the same number is the same person.
-        row = db.execute_sql(
+        row = run(db,
             "SELECT contact_id FROM contact_number WHERE ext_key = ? ORDER BY contact_id "
             "LIMIT 1", (number_key(contact.numbers[0], match_digits),)).fetchone()
     return find_contact(db, row[0]) if row else None
@@ -132,14 +133,14 @@ def contact_fields(name: str, company: str, numbers: str, email: str, note: str,
 
 def add_contact(db: SqliteDatabase, contact: ParsedContact, actor: str, now_ms: int,
                 match_digits: int) -> int:
-    with db.atomic("IMMEDIATE"):
+    with write_transaction(db):
         return _insert(db, contact, "manual", None, actor, now_ms, match_digits)
 
 
 def edit_contact(db: SqliteDatabase, contact_id: int, contact: ParsedContact, actor: str,
                  now_ms: int, match_digits: int) -> None:
     """LookupError when there is no such contact."""
-    with db.atomic("IMMEDIATE"):
+    with write_transaction(db):
         if find_contact(db, contact_id) is None:
             raise LookupError(contact_id)
         _update(db, contact_id, contact, actor, now_ms, match_digits)
@@ -147,26 +148,26 @@ def edit_contact(db: SqliteDatabase, contact_id: int, contact: ParsedContact, ac
 
 def delete_contact(db: SqliteDatabase, contact_id: int) -> None:
     """LookupError when there is no such contact."""
-    with db.atomic("IMMEDIATE"):
-        if db.execute_sql("DELETE FROM contact WHERE id = ?", (contact_id,)).rowcount == 0:
+    with write_transaction(db):
+        if run(db, "DELETE FROM contact WHERE id = ?", (contact_id,)).rowcount == 0:
             raise LookupError(contact_id)
-        db.execute_sql("DELETE FROM contact_number WHERE contact_id = ?", (contact_id,))
+        run(db, "DELETE FROM contact_number WHERE contact_id = ?", (contact_id,))
 
 
 def _insert(db, contact: ParsedContact, source: str, key: str | None, actor: str, now_ms: int,
             match_digits: int) -> int:
-    contact_id = db.execute_sql(
+    contact_id = run(db,
         "INSERT INTO contact (name, company, numbers, email, note, source, source_key, "
-        "updated_ms, updated_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "updated_ms, updated_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
         (contact.name, contact.company, json.dumps(contact.numbers, ensure_ascii=False),
-         contact.email, contact.note, source, key, now_ms, actor)).lastrowid
+         contact.email, contact.note, source, key, now_ms, actor)).fetchone()[0]
     _set_numbers(db, contact_id, contact.numbers, match_digits)
     return contact_id
 
 
 def _update(db, contact_id: int, contact: ParsedContact, actor: str, now_ms: int,
             match_digits: int, *, source_key: str | None = None) -> None:
-    db.execute_sql(
+    run(db,
         "UPDATE contact SET name = ?, company = ?, numbers = ?, email = ?, note = ?, "
         "source_key = coalesce(source_key, ?), updated_ms = ?, updated_by = ? WHERE id = ?",
         (contact.name, contact.company, json.dumps(contact.numbers, ensure_ascii=False),
@@ -175,16 +176,16 @@ def _update(db, contact_id: int, contact: ParsedContact, actor: str, now_ms: int
 
 
 def _set_numbers(db, contact_id: int, numbers: list[str], match_digits: int) -> None:
-    db.execute_sql("DELETE FROM contact_number WHERE contact_id = ?", (contact_id,))
-    db.execute_sql("INSERT OR IGNORE INTO contact_number (ext_key, contact_id, number) "
-                   "SELECT key, ?, number FROM (SELECT json_extract(value, '$[0]') AS key, "
-                   "json_extract(value, '$[1]') AS number FROM json_each(?))",
-                   (contact_id, json.dumps([[number_key(n, match_digits), n]
-                                            for n in numbers])))
+    run(db, "DELETE FROM contact_number WHERE contact_id = ?", (contact_id,))
+    run(db, f"INSERT INTO contact_number (ext_key, contact_id, number) "
+        f"SELECT key, ?, number FROM (SELECT {json_element(db, 'value', 0)} AS key, "
+        f"{json_element(db, 'value', 1)} AS number FROM {json_list_rows(db, '?')}) AS n "
+        f"WHERE true ON CONFLICT DO NOTHING",
+        (contact_id, json.dumps([[number_key(n, match_digits), n] for n in numbers])))
 
 
 def find_contact(db: SqliteDatabase, contact_id: int) -> dict | None:
-    row = db.execute_sql(
+    row = run(db,
         "SELECT id, name, company, numbers, email, note, source, updated_ms, updated_by "
         "FROM contact WHERE id = ?", (contact_id,)).fetchone()
     return _contact(row) if row else None
@@ -200,7 +201,7 @@ def _contact(row) -> dict:
 
 def contact_keys(db: SqliteDatabase, contact_id: int) -> list[str]:
     """The match keys of a contact's numbers (its calls are the calls with these keys)."""
-    return [key for (key,) in db.execute_sql(
+    return [key for (key,) in run(db,
         "SELECT ext_key FROM contact_number WHERE contact_id = ? ORDER BY ext_key",
         (contact_id,))]
 
@@ -209,9 +210,9 @@ def list_contacts(db: SqliteDatabase, search: str = "", *, limit: int = 50,
                   offset: int = 0) -> tuple[list[dict], int]:
     """Contacts by name whose name, company, e-mail or number holds `search` (any case), a
     page of them and how many there are."""
-    rows = db.execute_sql(
+    rows = run(db,
         "SELECT id, name, company, numbers, email, note, source, updated_ms, updated_by "
-        "FROM contact ORDER BY name COLLATE NOCASE, id").fetchall()
+        "FROM contact ORDER BY lower(name), id").fetchall()
     folded = search.strip().casefold()
     digits = "".join(ch for ch in folded if ch.isdigit())
     if folded:
@@ -233,7 +234,7 @@ def names_of_keys(db: SqliteDatabase, keys: Iterable[str],
     for start in range(0, len(wanted), _LOOKUP_CHUNK):
         chunk = wanted[start:start + _LOOKUP_CHUNK]
         marks = ",".join("?" * len(chunk))
-        for key, contact_id, name, company in db.execute_sql(
+        for key, contact_id, name, company in run(db,
                 f"SELECT n.ext_key, c.id, c.name, c.company FROM contact_number n "
                 f"JOIN contact c ON c.id = n.contact_id WHERE n.ext_key IN ({marks}) "
                 f"ORDER BY n.ext_key, c.id DESC", chunk):
@@ -293,7 +294,7 @@ def keys_named(db: SqliteDatabase, part: str,
     part = part.strip().casefold()
     if not part:
         return []
-    keys = {key for key, name, company in db.execute_sql(
+    keys = {key for key, name, company in run(db,
         "SELECT n.ext_key, c.name, c.company FROM contact c JOIN contact_number n "
         "ON n.contact_id = c.id") if part in name.casefold() or part in company.casefold()}
     keys |= {key for key, name in (phonebook or {}).items() if part in name.casefold()}

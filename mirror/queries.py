@@ -11,11 +11,12 @@ from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from typing import Mapping
 
-from peewee import SQL, SqliteDatabase, Tuple, fn
+from peewee import SQL, Column, SqliteDatabase, Tuple, fn
 
 from mirror.annotations import AnnotationError, notes_read, tag_ids, with_notes
 from mirror.calls import DIRECTIONS, NUMBER_MATCH_DIGITS, STATUSES
 from mirror.contacts import keys_named
+from mirror.dialect import dialect_of, ordered_join, position, run, searched_in_call_columns
 from mirror.models import (Call, CallEmployee, CallGone, CallHandled, CallHangup, CallName,
                            CallNumber, CallTag, Comment, Employee, GroupMember, Leg, LiveCall,
                            SyncState)
@@ -407,7 +408,7 @@ def calls_query(f: CallFilter, db: SqliteDatabase, *, counting: bool = False):
         search = parse_number_search(f.number, f.number_match_digits)
         named = _employees_named(search.name, db) if search.name else []
         keys = keys_named(db, search.name, f.phonebook) if search.name else []
-        query = _number_condition(query, search, _id_range(period, db),
+        query = _number_condition(query, search, db, period,
                                   CallEmployee.select(CallEmployee.call_id).where(
                                       CallEmployee.extension.in_(named),
                                       CallEmployee.start_ms >= f.start_ms,
@@ -434,7 +435,7 @@ def _annotation_conditions(query, f: CallFilter, db: SqliteDatabase):
     if f.comment:
         query = query.where(fn.EXISTS(Comment.select(Comment.id).where(
             Comment.linkedid == Call.linkedid,
-            fn.instr(Comment.folded, f.comment.strip().casefold()) > 0)))
+            position(db, Comment.folded, f.comment.strip().casefold()) > 0)))
     if f.hangup:
         hangup = CallHangup.select(CallHangup.side).where(CallHangup.linkedid == Call.linkedid)
         sides = [side for side in f.hangup if side != "unknown"]
@@ -461,8 +462,9 @@ def tag_counts(f: CallFilter, db: SqliteDatabase, period_calls: int) -> dict[int
                      .select(Call.linkedid).order_by().sql())
     tagged = db.execute_sql("SELECT count(*) FROM call_tag").fetchone()[0]
     # CROSS JOIN: SQLite reads the left side first and looks each row up on the right.
-    joined = (f"({calls}) AS c CROSS JOIN call_tag ct" if period_calls <= tagged
-              else f"call_tag ct CROSS JOIN ({calls}) AS c")
+    join = ordered_join(db)
+    joined = (f"({calls}) AS c {join} call_tag ct" if period_calls <= tagged
+              else f"call_tag ct {join} ({calls}) AS c")
     return dict(db.execute_sql(f"SELECT ct.tag_id, count(*) FROM {joined} "
                                f"ON ct.linkedid = c.linkedid GROUP BY ct.tag_id", params))
 
@@ -485,9 +487,12 @@ def handled_unreturned_sql(f: CallFilter, db: SqliteDatabase) -> tuple[str, tupl
                      .order_by().sql())
     # CROSS JOIN: SQLite reads the handled calls first and looks each up in the filter. A
     # call's start can move a little after it was handled (more legs): the range is wider.
-    return (f"SELECT c.direction, c.status, count(*) FROM call_handled h CROSS JOIN ({calls}) "
-            f"AS c ON c.linkedid = h.linkedid WHERE h.start_ms >= ? AND h.start_ms < ? "
-            f"GROUP BY c.direction, c.status", (*params, f.start_ms - DAY_MS, f.end_ms + DAY_MS))
+    # Only the hand-written part is house SQL: peewee wrote `calls` for its engine already.
+    house = dialect_of(db).sql
+    return (f"SELECT c.direction, c.status, count(*) FROM call_handled h {ordered_join(db)} "
+            f"({calls}) AS c ON c.linkedid = h.linkedid "
+            + house("WHERE h.start_ms >= ? AND h.start_ms < ? GROUP BY c.direction, c.status"),
+            (*params, f.start_ms - DAY_MS, f.end_ms + DAY_MS))
 
 
 def _calls_of(extensions, f: CallFilter, *, placed: bool = False):
@@ -568,27 +573,43 @@ def _linkedid_forms(linkedid: str) -> list[str]:
     return [linkedid] + ([f"mikopbx-{linkedid}"] if linkedid[:1].isdigit() else [])
 
 
-def _number_condition(query, search: NumberSearch, ids: tuple[int, int], of_employees=None,
+# What PostgreSQL's trigram indexes search (mirror.schema's PG baseline): columns of `call`
+# that no model field names, as SQLite's `call` has none (FTS5's `call_number`/`call_name`).
+_CALL_NUMBERS, _CALL_NAMES = (Column(Call._meta.table, name) for name in ("numbers", "names"))
+
+
+def _number_condition(query, search: NumberSearch, db, period, of_employees=None,
                       of_contacts=None):
-    """Calls whose numbers (or names) match. The trigram index is searched within the period's
-    id range: a common fragment (an area code) would otherwise fetch every match of all time.
-    `of_employees`, `of_contacts`: the calls of the employees and of the contacts (numbers
-    named in the phone book or the module's contacts) a name search found, also matching."""
+    """Calls whose numbers (or names) match, by a trigram index: SQLite's FTS5 tables searched
+    within the period's id range (a common fragment, an area code, would otherwise fetch every
+    match of all time), or PostgreSQL's on the call's own `numbers`/`names` columns (the
+    period picks the months' partitions). `of_employees`, `of_contacts`: the calls of the
+    employees and of the contacts (numbers named in the phone book or the module's contacts)
+    a name search found, also matching."""
     if search.prefix == "linkedid":
         return query.where(Call.linkedid.in_(_linkedid_forms(search.value)))
+    terms = (search.value,) if search.prefix else search.substrings
+    in_columns = searched_in_call_columns(db)
+    ids = None if in_columns else _id_range(period, db)
     if search.name:
-        phrase = '"' + search.name.replace('"', '""') + '"'
-        named = Call.id.in_(CallName.select(CallName.rowid).where(
-            SQL("call_name MATCH ?", (phrase,)), CallName.rowid.between(*ids)))
+        if in_columns:
+            named = _CALL_NAMES.contains(search.name)
+        else:
+            phrase = '"' + search.name.replace('"', '""') + '"'
+            named = Call.id.in_(CallName.select(CallName.rowid).where(
+                SQL("call_name MATCH ?", (phrase,)), CallName.rowid.between(*ids)))
         for also in (of_employees, of_contacts):
             if also is not None:
                 named = named | Call.id.in_(also)
         return query.where(named)
-    terms = (search.value,) if search.prefix else search.substrings
-    match = " AND ".join(f'"{digits}"' for digits in terms)
-    query = query.where(Call.id.in_(
-        CallNumber.select(CallNumber.rowid).where(SQL("call_number MATCH ?", (match,)),
-                                                  CallNumber.rowid.between(*ids))))
+    if in_columns:
+        for digits in terms:
+            query = query.where(_CALL_NUMBERS.contains(digits))
+    else:
+        match = " AND ".join(f'"{digits}"' for digits in terms)
+        query = query.where(Call.id.in_(
+            CallNumber.select(CallNumber.rowid).where(SQL("call_number MATCH ?", (match,)),
+                                                      CallNumber.rowid.between(*ids))))
     if search.prefix:
         column = {"src": Call.src, "dst": Call.dst, "did": Call.did}[search.prefix]
         query = query.where(fn.replace(fn.replace(column, "+", ""), " ", "").contains(search.value))
@@ -680,7 +701,7 @@ def mirror_revision(db: SqliteDatabase) -> int:
 def state_value(db: SqliteDatabase, key: str) -> str | None:
     """One value of `sync_state`. Every request and every open page's ask reads some: plain
     SQL, without building the query each time (a third of a cached ask's time)."""
-    row = db.execute_sql("SELECT value FROM sync_state WHERE key = ?", (key,)).fetchone()
+    row = run(db, "SELECT value FROM sync_state WHERE key = ?", (key,)).fetchone()
     return row[0] if row else None
 
 

@@ -8,6 +8,7 @@ from typing import Callable
 
 from peewee import SqliteDatabase
 
+from mirror.dialect import claim_rows, write_transaction
 from mirror.models import ModuleSecret, Report, ReportSend, SavedFilter
 from mirror.queries import Visibility
 
@@ -40,7 +41,7 @@ def store_report(db: SqliteDatabase, owner: Owner, values: dict, filter_id: int,
                  report_id: int | None = None) -> int:
     """Create the owner's report with the columns `values`, or change their report
     `report_id`; returns its id. The saved filter must be theirs, the name not yet taken."""
-    with db.atomic("IMMEDIATE"):
+    with write_transaction(db):
         if filter_id and not SavedFilter.select().where(
                 SavedFilter.id == filter_id, SavedFilter.user == owner.name).bind(db).exists():
             raise ReportError("choose one of your saved filters")
@@ -94,7 +95,7 @@ def send_of(db: SqliteDatabase, owner: str, send_id: int) -> dict:
 
 def request_send(db: SqliteDatabase, owner: str, report_id: int, now_s: float) -> None:
     """"Send now": the scheduler sends the report at its next look, period relative to now."""
-    with db.atomic("IMMEDIATE"):
+    with write_transaction(db):
         _owned(db, owner, report_id)
         Report.update(requested_ms=int(now_s * 1000)).where(Report.id == report_id) \
             .bind(db).execute()
@@ -103,7 +104,7 @@ def request_send(db: SqliteDatabase, owner: str, report_id: int, now_s: float) -
 def delete_report(db: SqliteDatabase, owner: str | None, report_id: int) -> None:
     """The report and its log go; the scheduler removes files no send refers to. `owner`
     None: any user's (an admin stopping the reports of someone who left)."""
-    with db.atomic("IMMEDIATE"):
+    with write_transaction(db):
         _owned(db, owner, report_id)
         ReportSend.delete().where(ReportSend.report_id == report_id).bind(db).execute()
         Report.delete().where(Report.id == report_id).bind(db).execute()
@@ -119,7 +120,7 @@ def remember_owner(db: SqliteDatabase, owner: Owner) -> None:
     """The owner's role, extensions and scope as the admin shell says now: their reports
     follow."""
     extensions = json.dumps(owner.extensions)
-    with db.atomic("IMMEDIATE"):
+    with write_transaction(db):
         Report.update(owner_role=owner.role, owner_extensions=extensions,
                       owner_scope=owner.scope).where(
             (Report.owner == owner.name)
@@ -147,10 +148,10 @@ def claim_due(db: SqliteDatabase, now_ms: int,
     `following_run(report)`, epoch ms), in one transaction: a crash afterwards resumes the
     send, never repeats it. Returns (report, send) rows."""
     claimed = []
-    with db.atomic("IMMEDIATE"):
-        reports = list(Report.select().where(
+    with write_transaction(db):
+        reports = list(claim_rows(db, Report.select().where(
             ((Report.enabled == 1) & (Report.next_run_ms <= now_ms))
-            | Report.requested_ms.is_null(False)).bind(db).dicts())
+            | Report.requested_ms.is_null(False))).bind(db).dicts())
         for report in reports:
             scheduled = bool(report["enabled"]) and report["next_run_ms"] is not None \
                 and report["next_run_ms"] <= now_ms
@@ -206,7 +207,7 @@ def send_row(db: SqliteDatabase, send_id: int) -> dict | None:
 
 def record_send(db: SqliteDatabase, send_id: int, **values) -> None:
     """Columns of one send."""
-    with db.atomic("IMMEDIATE"):
+    with write_transaction(db):
         ReportSend.update(values).where(ReportSend.id == send_id).bind(db).execute()
 
 
@@ -218,7 +219,7 @@ def expired_files(db: SqliteDatabase, now_ms: int) -> list[int]:
 
 
 def forget_files(db: SqliteDatabase, send_ids: list[int]) -> None:
-    with db.atomic("IMMEDIATE"):
+    with write_transaction(db):
         ReportSend.update(file=None).where(ReportSend.id.in_(send_ids)).bind(db).execute()
 
 

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import json
 
-from peewee import SqliteDatabase
+from peewee import Case, SqliteDatabase
 
+from mirror.dialect import run, write_transaction
 from mirror.models import SavedFilter, UserSetting
 
 NAME_LIMIT = 60
@@ -39,7 +40,7 @@ def save_filter(db: SqliteDatabase, user: str, name: str, params: dict[str, str]
     if len(name) > NAME_LIMIT:
         raise UserDataError(f"a filter name has at most {NAME_LIMIT} characters")
     encoded = json.dumps(params, ensure_ascii=False, sort_keys=True)
-    with db.atomic("IMMEDIATE"):
+    with write_transaction(db):
         SavedFilter.insert(user=user, name=name, params=encoded).on_conflict(
             conflict_target=[SavedFilter.user, SavedFilter.name],
             update={SavedFilter.params: encoded}).bind(db).execute()
@@ -51,13 +52,13 @@ def save_filter(db: SqliteDatabase, user: str, name: str, params: dict[str, str]
 
 
 def make_default(db: SqliteDatabase, user: str, filter_id: int) -> None:
-    with db.atomic("IMMEDIATE"):
+    with write_transaction(db):
         _owned(db, user, filter_id)
         _make_default(db, user, filter_id)
 
 
 def delete_filter(db: SqliteDatabase, user: str, filter_id: int) -> None:
-    with db.atomic("IMMEDIATE"):
+    with write_transaction(db):
         _owned(db, user, filter_id)
         SavedFilter.delete().where(SavedFilter.id == filter_id).bind(db).execute()
 
@@ -69,24 +70,27 @@ def _owned(db: SqliteDatabase, user: str, filter_id: int) -> None:
 
 
 def _make_default(db: SqliteDatabase, user: str, filter_id: int) -> None:
-    SavedFilter.update(is_default=SavedFilter.id == filter_id).where(
+    SavedFilter.update(is_default=Case(None, [(SavedFilter.id == filter_id, 1)], 0)).where(
         SavedFilter.user == user).bind(db).execute()
 
 
 def user_settings(db: SqliteDatabase, user: str) -> dict[str, str]:
-    """Read at every request (columns, language): plain SQL, not a query built each time."""
-    return dict(db.execute_sql("SELECT key, value FROM user_setting WHERE user = ?", (user,)))
+    """Read at every request (columns, language): plain SQL, not a query built each time.
+    (`"user"` quoted: PostgreSQL reads a bare `user` as the session's login.)"""
+    return dict(run(db, 'SELECT key, value FROM user_setting WHERE "user" = ?', (user,)))
 
 
 def set_user_setting(db: SqliteDatabase, user: str, key: str, value: str) -> None:
-    with db.atomic("IMMEDIATE"):
-        UserSetting.replace(user=user, key=key, value=value).bind(db).execute()
+    with write_transaction(db):
+        UserSetting.insert(user=user, key=key, value=value).on_conflict(
+            conflict_target=[UserSetting.user, UserSetting.key],
+            update={UserSetting.value: value}).bind(db).execute()
 
 
 def supervisor_groups(db: SqliteDatabase) -> dict[str, list[str]]:
     """The supervisors an admin limited to some groups: user -> group names."""
-    return {user: json.loads(groups) for user, groups in db.execute_sql(
-        "SELECT user, groups FROM supervisor_groups ORDER BY user")}
+    return {user: json.loads(groups) for user, groups in run(
+        db, 'SELECT "user", groups FROM supervisor_groups ORDER BY "user"')}
 
 
 def set_supervisor_groups(db: SqliteDatabase, user: str, groups: list[str]) -> None:
@@ -94,28 +98,28 @@ def set_supervisor_groups(db: SqliteDatabase, user: str, groups: list[str]) -> N
     user = user.strip()
     if not user or len(user) > NAME_LIMIT:
         raise UserDataError(f"give the supervisor's login (at most {NAME_LIMIT} characters)")
-    with db.atomic("IMMEDIATE"):
+    with write_transaction(db):
         if groups:
-            db.execute_sql("INSERT OR REPLACE INTO supervisor_groups (user, groups) VALUES (?, ?)",
-                           (user, json.dumps(sorted(set(groups)), ensure_ascii=False)))
+            run(db, 'INSERT INTO supervisor_groups ("user", groups) VALUES (?, ?) '
+                'ON CONFLICT ("user") DO UPDATE SET groups = excluded.groups',
+                (user, json.dumps(sorted(set(groups)), ensure_ascii=False)))
         else:
-            db.execute_sql("DELETE FROM supervisor_groups WHERE user = ?", (user,))
+            run(db, 'DELETE FROM supervisor_groups WHERE "user" = ?', (user,))
 
 
 def group_members(db: SqliteDatabase, groups) -> tuple[str, ...]:
     """The extensions of these employee groups' members now (ModuleUsersGroups, as the
     mirror keeps them)."""
     groups = list(groups)
-    return tuple(extension for (extension,) in db.execute_sql(
-        f"SELECT DISTINCT extension FROM group_member WHERE group_name IN "
-        f"({','.join('?' * len(groups))}) ORDER BY extension", groups))
+    return tuple(extension for (extension,) in run(
+        db, f"SELECT DISTINCT extension FROM group_member WHERE group_name IN "
+            f"({','.join('?' * len(groups))}) ORDER BY extension", groups))
 
 
 def group_limit(db: SqliteDatabase, user: str) -> tuple[str, ...] | None:
     """The extensions a supervisor is limited to (their groups' members now), or None when
     no admin limited them. Read at every request: plain SQL."""
-    row = db.execute_sql("SELECT groups FROM supervisor_groups WHERE user = ?", (user,)
-                         ).fetchone()
+    row = run(db, 'SELECT groups FROM supervisor_groups WHERE "user" = ?', (user,)).fetchone()
     if row is None:
         return None
     return group_members(db, json.loads(row[0]))
