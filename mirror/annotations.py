@@ -101,8 +101,8 @@ def add_comment(db: SqliteDatabase, linkedid: str, actor: Actor, text: str,
                 now_ms: int) -> dict:
     text = comment_text(text)
     with write_transaction(db):
-        comment_id = run(db,
-            "INSERT INTO comment (linkedid, author, created_ms, text, folded) "
+        comment_id = run(
+            db, "INSERT INTO comment (linkedid, author, created_ms, text, folded) "
             "VALUES (?, ?, ?, ?, ?) RETURNING id",
             (linkedid, actor.name, now_ms, text, text.casefold())).fetchone()[0]
         _audit(db, comment_id, linkedid, actor, now_ms, "added", None, text)
@@ -135,8 +135,8 @@ def delete_comment(db: SqliteDatabase, linkedid: str, comment_id: int, actor: Ac
 
 def comment_history(db: SqliteDatabase, linkedid: str) -> list[dict]:
     """Every change of the call's comments, oldest first (the audit trail)."""
-    rows = run(db,
-        "SELECT comment_id, actor, at_ms, action, old_text, new_text FROM comment_audit "
+    rows = run(
+        db, "SELECT comment_id, actor, at_ms, action, old_text, new_text FROM comment_audit "
         "WHERE linkedid = ? ORDER BY id", (linkedid,))
     return [{"comment": comment_id, "actor": who, "at_ms": at, "action": action, "old": old,
              "new": new} for comment_id, who, at, action, old, new in rows]
@@ -156,8 +156,8 @@ def _changeable(db, linkedid: str, comment_id: int, actor: Actor) -> tuple[str, 
 
 def _audit(db, comment_id: int, linkedid: str, actor: Actor, now_ms: int, action: str,
            old: str | None, new: str | None) -> None:
-    run(db,
-        "INSERT INTO comment_audit (comment_id, linkedid, actor, at_ms, action, old_text, "
+    run(
+        db, "INSERT INTO comment_audit (comment_id, linkedid, actor, at_ms, action, old_text, "
         "new_text) VALUES (?, ?, ?, ?, ?, ?, ?)",
         (comment_id, linkedid, actor.name, now_ms, action, old, new))
 
@@ -240,8 +240,8 @@ def set_call_tags(db: SqliteDatabase, linkedid: str, actor: Actor, names,
     """Make the call's tags exactly `names` (set the new ones, clear the others)."""
     with write_transaction(db):
         wanted = set(tag_ids(db, names))
-        have = {tag_id for (tag_id,) in run(db,
-            "SELECT tag_id FROM call_tag WHERE linkedid = ?", (linkedid,))}
+        have = {tag_id for (tag_id,) in run(
+            db, "SELECT tag_id FROM call_tag WHERE linkedid = ?", (linkedid,))}
         for tag_id in have - wanted:
             run(db, "DELETE FROM call_tag WHERE linkedid = ? AND tag_id = ?",
                 (linkedid, tag_id))
@@ -257,7 +257,8 @@ def add_call_tag(db: SqliteDatabase, linkedid: str, actor: Actor, name: str,
     with write_transaction(db):
         (tag_id,) = tag_ids(db, [name])
         if run(db, "INSERT INTO call_tag (linkedid, tag_id, set_by, set_ms) "
-               "VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING", (linkedid, tag_id, actor.name, now_ms)).rowcount:
+               "VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+               (linkedid, tag_id, actor.name, now_ms)).rowcount:
             _shown_again(db, "?", (linkedid,))
 
 

@@ -104,8 +104,8 @@ def _existing(db, key: str, contact: ParsedContact, match_digits: int) -> dict |
     row = run(db, "SELECT id FROM contact WHERE source_key = ?", (key,)).fetchone()
     if row is None and not contact.uid:
         # Typed by hand, or imported under another id: the same number is the same person.
-        row = run(db,
-            "SELECT contact_id FROM contact_number WHERE ext_key = ? ORDER BY contact_id "
+        row = run(
+            db, "SELECT contact_id FROM contact_number WHERE ext_key = ? ORDER BY contact_id "
             "LIMIT 1", (number_key(contact.numbers[0], match_digits),)).fetchone()
     return find_contact(db, row[0]) if row else None
 
@@ -156,8 +156,8 @@ def delete_contact(db: SqliteDatabase, contact_id: int) -> None:
 
 def _insert(db, contact: ParsedContact, source: str, key: str | None, actor: str, now_ms: int,
             match_digits: int) -> int:
-    contact_id = run(db,
-        "INSERT INTO contact (name, company, numbers, email, note, source, source_key, "
+    contact_id = run(
+        db, "INSERT INTO contact (name, company, numbers, email, note, source, source_key, "
         "updated_ms, updated_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
         (contact.name, contact.company, json.dumps(contact.numbers, ensure_ascii=False),
          contact.email, contact.note, source, key, now_ms, actor)).fetchone()[0]
@@ -167,8 +167,8 @@ def _insert(db, contact: ParsedContact, source: str, key: str | None, actor: str
 
 def _update(db, contact_id: int, contact: ParsedContact, actor: str, now_ms: int,
             match_digits: int, *, source_key: str | None = None) -> None:
-    run(db,
-        "UPDATE contact SET name = ?, company = ?, numbers = ?, email = ?, note = ?, "
+    run(
+        db, "UPDATE contact SET name = ?, company = ?, numbers = ?, email = ?, note = ?, "
         "source_key = coalesce(source_key, ?), updated_ms = ?, updated_by = ? WHERE id = ?",
         (contact.name, contact.company, json.dumps(contact.numbers, ensure_ascii=False),
          contact.email, contact.note, source_key, now_ms, actor, contact_id))
@@ -185,8 +185,8 @@ def _set_numbers(db, contact_id: int, numbers: list[str], match_digits: int) -> 
 
 
 def find_contact(db: SqliteDatabase, contact_id: int) -> dict | None:
-    row = run(db,
-        "SELECT id, name, company, numbers, email, note, source, updated_ms, updated_by "
+    row = run(
+        db, "SELECT id, name, company, numbers, email, note, source, updated_ms, updated_by "
         "FROM contact WHERE id = ?", (contact_id,)).fetchone()
     return _contact(row) if row else None
 
@@ -201,8 +201,8 @@ def _contact(row) -> dict:
 
 def contact_keys(db: SqliteDatabase, contact_id: int) -> list[str]:
     """The match keys of a contact's numbers (its calls are the calls with these keys)."""
-    return [key for (key,) in run(db,
-        "SELECT ext_key FROM contact_number WHERE contact_id = ? ORDER BY ext_key",
+    return [key for (key,) in run(
+        db, "SELECT ext_key FROM contact_number WHERE contact_id = ? ORDER BY ext_key",
         (contact_id,))]
 
 
@@ -210,8 +210,8 @@ def list_contacts(db: SqliteDatabase, search: str = "", *, limit: int = 50,
                   offset: int = 0) -> tuple[list[dict], int]:
     """Contacts by name whose name, company, e-mail or number holds `search` (any case), a
     page of them and how many there are."""
-    rows = run(db,
-        "SELECT id, name, company, numbers, email, note, source, updated_ms, updated_by "
+    rows = run(
+        db, "SELECT id, name, company, numbers, email, note, source, updated_ms, updated_by "
         "FROM contact ORDER BY lower(name), id").fetchall()
     folded = search.strip().casefold()
     digits = "".join(ch for ch in folded if ch.isdigit())
@@ -234,8 +234,8 @@ def names_of_keys(db: SqliteDatabase, keys: Iterable[str],
     for start in range(0, len(wanted), _LOOKUP_CHUNK):
         chunk = wanted[start:start + _LOOKUP_CHUNK]
         marks = ",".join("?" * len(chunk))
-        for key, contact_id, name, company in run(db,
-                f"SELECT n.ext_key, c.id, c.name, c.company FROM contact_number n "
+        for key, contact_id, name, company in run(
+                db, f"SELECT n.ext_key, c.id, c.name, c.company FROM contact_number n "
                 f"JOIN contact c ON c.id = n.contact_id WHERE n.ext_key IN ({marks}) "
                 f"ORDER BY n.ext_key, c.id DESC", chunk):
             found[key] = {"name": name, "company": company, "id": contact_id,
@@ -294,8 +294,8 @@ def keys_named(db: SqliteDatabase, part: str,
     part = part.strip().casefold()
     if not part:
         return []
-    keys = {key for key, name, company in run(db,
-        "SELECT n.ext_key, c.name, c.company FROM contact c JOIN contact_number n "
+    keys = {key for key, name, company in run(
+        db, "SELECT n.ext_key, c.name, c.company FROM contact c JOIN contact_number n "
         "ON n.contact_id = c.id") if part in name.casefold() or part in company.casefold()}
     keys |= {key for key, name in (phonebook or {}).items() if part in name.casefold()}
     return sorted(keys)[:SEARCH_KEYS_LIMIT]

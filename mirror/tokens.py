@@ -114,8 +114,8 @@ def create_token(db: SqliteDatabase, name: str, role: str, extensions, created_b
     token = PREFIX + secrets.token_urlsafe(32)
     expires_ms = now_ms + expires_days * 86_400_000 if expires_days else None
     with write_transaction(db):
-        token_id = run(db,
-            "INSERT INTO api_token (name, digest, role, extensions, groups, created_by, "
+        token_id = run(
+            db, "INSERT INTO api_token (name, digest, role, extensions, groups, created_by, "
             "created_ms, expires_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
             (name, digest(token), role, json.dumps(extensions),
              json.dumps(groups, ensure_ascii=False), created_by, now_ms, expires_ms)
@@ -148,8 +148,8 @@ def token_holder(db: SqliteDatabase, token: str, now_ms: int) -> TokenHolder:
     if not _TOKEN.fullmatch(token):
         raise TokenRefused("malformed API token")
     wanted = digest(token)
-    row = run(db,
-        "SELECT id, name, role, extensions, digest, expires_ms, revoked_ms, last_used_ms, "
+    row = run(
+        db, "SELECT id, name, role, extensions, digest, expires_ms, revoked_ms, last_used_ms, "
         "groups FROM api_token WHERE digest = ?", (wanted,)).fetchone()
     # The lookup is by the digest (what a timing could reveal is of the digest, not the
     # token); the comparison itself takes the same time wherever the strings differ.

@@ -48,8 +48,8 @@ def last_attempt(call: dict, db: SqliteDatabase) -> dict | None:
     attempts = call["callback_attempts"]
     if not attempts or not call["ext_key"]:
         return None
-    row = run(db,
-        "SELECT linkedid, start_ms, src FROM call WHERE ext_key = ? AND start_ms >= ? "
+    row = run(
+        db, "SELECT linkedid, start_ms, src FROM call WHERE ext_key = ? AND start_ms >= ? "
         "AND direction = 'outgoing' AND answered = 0 ORDER BY start_ms, linkedid "
         "LIMIT 1 OFFSET ?", (call["ext_key"], call["end_ms"], attempts - 1)).fetchone()
     return None if row is None else {"linkedid": row[0], "start_ms": row[1], "by": row[2]}
