@@ -126,3 +126,12 @@ def claim_rows(db: Database, query):
     rows are locked, and those another transaction holds skipped: several daemons (one a PBX)
     never claim the same row. SQLite's write transaction already shuts out every other writer."""
     return query.for_update("FOR UPDATE SKIP LOCKED") if dialect_of(db).postgresql else query
+
+
+def inserted_id(db: Database, query) -> int | None:
+    """Execute a peewee INSERT of one row (an upsert too) and return the row's id (None: an
+    upsert that did nothing), on both engines by `RETURNING`: peewee asks PostgreSQL for the
+    id only of models bound to a database, and ours are bound per query."""
+    sql, params = query.returning(query.model._meta.primary_key).bind(db).sql()
+    row = db.execute_sql(sql, params).fetchone()
+    return None if row is None else row[0]

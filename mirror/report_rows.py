@@ -8,7 +8,7 @@ from typing import Callable
 
 from peewee import SqliteDatabase
 
-from mirror.dialect import claim_rows, write_transaction
+from mirror.dialect import claim_rows, inserted_id, write_transaction
 from mirror.models import ModuleSecret, Report, ReportSend, SavedFilter
 from mirror.queries import Visibility
 
@@ -50,7 +50,7 @@ def store_report(db: SqliteDatabase, owner: Owner, values: dict, filter_id: int,
         if taken is not None and taken != report_id:
             raise ReportError(f"you already have a report named {name!r}")
         if report_id is None:
-            return Report.insert({Report.owner: owner.name, **values}).bind(db).execute()
+            return inserted_id(db, Report.insert({Report.owner: owner.name, **values}))
         _owned(db, owner.name, report_id)
         Report.update(values).where(Report.id == report_id).bind(db).execute()
         return report_id
@@ -160,10 +160,10 @@ def claim_due(db: SqliteDatabase, now_ms: int,
             if scheduled:           # "send now" alone leaves the schedule as it is
                 changes[Report.next_run_ms] = following_run(report)
             Report.update(changes).where(Report.id == report["id"]).bind(db).execute()
-            send_id = ReportSend.insert(
+            send_id = inserted_id(db, ReportSend.insert(
                 report_id=report["id"], due_ms=due_ms, period_start_ms=0, period_end_ms=0,
                 status="sending", recipients=report["recipients"],
-                delivery=report["delivery"]).bind(db).execute()
+                delivery=report["delivery"]))
             claimed.append((report, {"id": send_id, "report_id": report["id"],
                                      "due_ms": due_ms, "attempts": 0, "file": None}))
     return claimed

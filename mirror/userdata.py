@@ -9,8 +9,8 @@ import json
 
 from peewee import Case, SqliteDatabase
 
-from mirror.dialect import run, write_transaction
-from mirror.models import SavedFilter, UserSetting
+from mirror.dialect import inserted_id, run, write_transaction
+from mirror.models import SavedFilter
 
 NAME_LIMIT = 60
 
@@ -41,11 +41,10 @@ def save_filter(db: SqliteDatabase, user: str, name: str, params: dict[str, str]
         raise UserDataError(f"a filter name has at most {NAME_LIMIT} characters")
     encoded = json.dumps(params, ensure_ascii=False, sort_keys=True)
     with write_transaction(db):
-        SavedFilter.insert(user=user, name=name, params=encoded).on_conflict(
+        filter_id = inserted_id(db, SavedFilter.insert(
+            user=user, name=name, params=encoded).on_conflict(
             conflict_target=[SavedFilter.user, SavedFilter.name],
-            update={SavedFilter.params: encoded}).bind(db).execute()
-        filter_id = SavedFilter.select(SavedFilter.id).where(
-            SavedFilter.user == user, SavedFilter.name == name).bind(db).scalar()
+            update={SavedFilter.params: encoded}))
         if default:
             _make_default(db, user, filter_id)
     return filter_id
@@ -82,9 +81,8 @@ def user_settings(db: SqliteDatabase, user: str) -> dict[str, str]:
 
 def set_user_setting(db: SqliteDatabase, user: str, key: str, value: str) -> None:
     with write_transaction(db):
-        UserSetting.insert(user=user, key=key, value=value).on_conflict(
-            conflict_target=[UserSetting.user, UserSetting.key],
-            update={UserSetting.value: value}).bind(db).execute()
+        run(db, 'INSERT INTO user_setting ("user", key, value) VALUES (?, ?, ?) '
+            'ON CONFLICT ("user", key) DO UPDATE SET value = excluded.value', (user, key, value))
 
 
 def supervisor_groups(db: SqliteDatabase) -> dict[str, list[str]]:
