@@ -12,12 +12,17 @@ from __future__ import annotations
 
 import csv
 import json
+import threading
+import urllib.error
+import urllib.parse
+import urllib.request
 from dataclasses import replace
 from types import SimpleNamespace
 
 import peewee
 import pytest
 from openpyxl import load_workbook
+from waitress import create_server
 
 from exports.writers import export_file
 from mirror import analytics, schema
@@ -34,6 +39,7 @@ from mirror.queries import (CallFilter, QueryError, Visibility, call_filter, cal
                             changes_since, counts_by_direction_and_status, find_call,
                             handled_unreturned, mirror_revision, tag_counts)
 from mirror.report_rows import Owner, claim_due, store_report
+from mirror.settings import load
 from mirror.staging import searchable_numbers
 from mirror.store import next_revision
 from mirror.tokens import TokenRefused, create_token, revoke_token, token_holder, token_list
@@ -41,6 +47,7 @@ from mirror.userdata import (default_filter, delete_filter, group_limit, save_fi
                              set_supervisor_groups, set_user_setting, supervisor_groups,
                              user_settings)
 from mirror.worklist import mark_handled, unmark_handled, worklist
+from web import create_app
 
 OCTOBER = 1_728_000_000_000          # 2024-10-04 00:00 UTC
 NOVEMBER = 1_731_000_000_000         # 2024-11-07 17:20 UTC
@@ -139,10 +146,15 @@ def _write_history(db) -> None:
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def history(request, tmp_path):
-    """An opened module.db of either engine holding CALLS."""
-    target = (tmp_path / "module.db" if request.param == "sqlite"
-              else request.getfixturevalue("pg_schema_url"))
+def target(request, tmp_path):
+    """module.db on either engine: a file's path, or a `postgresql://` URL (a fresh schema)."""
+    return (tmp_path / "module.db" if request.param == "sqlite"
+            else request.getfixturevalue("pg_schema_url"))
+
+
+@pytest.fixture
+def history(target):
+    """The opened module.db of `target`, holding CALLS."""
     db = open_module_db(target)
     _write_history(db)
     yield db
@@ -437,3 +449,60 @@ def test_an_export_of_the_filter(history, tmp_path, fmt):
         rows = list(load_workbook(out).worksheets[-1].iter_rows(values_only=True))[1:]
     assert len(rows) == 3
     assert any("79169990000" in str(cell) for cell in rows[1])
+
+
+# --- the pages and the API, over real HTTP --------------------------------------------------------
+
+PROXY_TOKEN = "proxy-secret"
+PREFIX = "/admin-cabinet/module-extended-c-d-r/calls"
+
+
+@pytest.fixture
+def web(target, history, tmp_path):
+    """The module's web process on the history's module.db (either engine): its base URL."""
+    config = tmp_path / "extcdr.toml"
+    config.write_text(f'[web]\nproxy_token = "{PROXY_TOKEN}"\n')
+    app = create_app(load(config, {"module.db": target}))
+    http = create_server(app, host="127.0.0.1", port=0, threads=2)
+    thread = threading.Thread(target=http.run, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{http.effective_port}{PREFIX}"
+    http.close()
+
+
+def get(base: str, path: str, params=None, *, role="admin", extensions=""):
+    url = f"{base}{path}" + ("?" + urllib.parse.urlencode(params) if params else "")
+    request = urllib.request.Request(url, headers={
+        "X-Extcdr-User": "anna", "X-Extcdr-Role": role, "X-Extcdr-Extensions": extensions,
+        "X-Extcdr-Proxy-Token": PROXY_TOKEN})
+    try:
+        with urllib.request.urlopen(request) as reply:
+            return reply.status, reply.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+def test_the_api_lists_finds_and_refuses_calls(web):
+    period = {"from": "2024-10-04", "to": "2024-10-05"}
+    status, body = get(web, "/api/v1/calls", {**period, "number": "иван"})
+    assert status == 200, body
+    assert [call["linkedid"] for call in json.loads(body)["calls"]] == ["mikopbx-1728036000.1"]
+    status, body = get(web, "/api/v1/calls", {**period, "direction": "outgoing"},
+                       role="operator", extensions="202")
+    assert [call["linkedid"][-1] for call in json.loads(body)["calls"]] == ["7", "3"]
+    status, body = get(web, "/api/v1/calls/mikopbx-1728039600.2")
+    assert status == 200 and json.loads(body)["call"]["missed_by"] == ["201", "202"]
+    status, body = get(web, "/api/v1/calls", {**period, "direction": "sideways"})
+    assert status == 400 and "unknown direction 'sideways'" in body
+    status, body = get(web, "/api/v1/worklist/unreturned", {**period})
+    assert status == 200, body
+    assert [call["linkedid"] for call in json.loads(body)["calls"]] == ["mikopbx-1728039600.2"]
+
+
+def test_a_calls_details_panel(web):
+    status, body = get(web, "/calls/mikopbx-1728036000.1/details")
+    if status == 503 and "FROM deletion" in body:
+        pytest.xfail("mirror.deletions' SQL is SQLite's yet (ported with the writer)")
+    assert status == 200, body
+    assert "<code>mikopbx-1728036000.1</code>" in body and "201 Anna Lee" in body
+    assert get(web, "/calls/mikopbx-1.1/details")[0] == 404
