@@ -506,3 +506,41 @@ def test_a_calls_details_panel(web):
     assert status == 200, body
     assert "<code>mikopbx-1728036000.1</code>" in body and "201 Anna Lee" in body
     assert get(web, "/calls/mikopbx-1.1/details")[0] == 404
+
+
+# --- the command line ---------------------------------------------------------------------------
+
+def test_the_command_line_reads_and_annotates_either_engine(target, history, cli, tmp_path):
+    _revisions_ported(history)
+    config = tmp_path / "extcdr.toml"
+    config.write_text('[pbx]\ntimezone = "UTC"\n')
+    period = ("--from", "2024-10-04", "--to", "2024-10-05", "--config", config)
+    code, out, err = cli("calls", "--db", target, *period, "--number", "smirn", "--format",
+                         "jsonl")
+    assert (code, err) == (0, "")
+    assert [json.loads(line)["linkedid"] for line in out.splitlines()] == [
+        "mikopbx-1728039600.2"]
+    assert cli("tag", "--db", target, "--create", "VIP")[0] == 0
+    assert cli("tag", "--db", target, "mikopbx-1728039600.2", "--add", "vip")[0] == 0
+    assert cli("comment", "--db", target, "mikopbx-1728039600.2", "call back at 5")[0] == 0
+    code, out, _ = cli("calls", "--db", target, *period, "--format", "jsonl")
+    tagged = {call["linkedid"]: (call["tags"], [c["text"] for c in call["comments"]])
+              for call in map(json.loads, out.splitlines())}
+    assert tagged["mikopbx-1728039600.2"] == (["VIP"], ["call back at 5"])
+    code, out, err = cli("token", "create", "--db", target, "--name", "CRM", "--role",
+                         "operator", "--extensions", "201")
+    assert code == 0 and "extcdr_" in out, err
+    code, out, _ = cli("token", "list", "--db", target, "--format", "json")
+    assert [json.loads(line)["name"] for line in out.splitlines()] == ["CRM"]
+    contacts = tmp_path / "contacts.csv"
+    contacts.write_text("name,company,phone\nOlga Smirnova,Acme,+7 916 999-00-00\n")
+    code, out, err = cli("contacts", "import", "--db", target, contacts)
+    assert code == 0, err
+    code, out, _ = cli("contacts", "list", "--db", target, "--search", "acme")
+    assert "Olga Smirnova" in out
+    csv_file = tmp_path / "calls.csv"
+    code, _, err = cli("export", "--db", target, *period, "--format", "csv", "--out", csv_file)
+    assert code == 0, err
+    assert len(list(csv.reader(csv_file.open(encoding="utf-8")))) == 1 + 7
+    code, _, err = cli("calls", "--db", target, *period, "--direction", "sideways")
+    assert code == 2 and err.count("\n") == 1 and "sideways" in err
