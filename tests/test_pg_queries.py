@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import json
 import threading
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -52,6 +53,7 @@ from web import create_app
 OCTOBER = 1_728_000_000_000          # 2024-10-04 00:00 UTC
 NOVEMBER = 1_731_000_000_000         # 2024-11-07 17:20 UTC
 HOUR = 3_600_000
+DAY = 86_400_000
 UTC = PbxClock("UTC")
 ADMIN = Actor("admin", admin=True)
 OCTOBER_4_AND_5 = CallFilter(start_ms=OCTOBER, end_ms=OCTOBER + 2 * 86_400_000)
@@ -385,18 +387,20 @@ def test_contacts_are_kept_found_and_name_the_calls(history):
 
 # --- reports, analytics, exports -----------------------------------------------------------------
 
+# A mailed report's columns (mirror.report_rows.store_report), due at OCTOBER.
+REPORT = {"name": "Daily", "filter_id": 0, "owner_role": "admin", "owner_extensions": "[]",
+          "owner_scope": "involved", "filters": "{}", "period": "yesterday",
+          "frequency": "daily", "at_time": "08:00", "on_day": None, "on_date": None,
+          "format": "csv", "delivery": "attach", "link_hours": 72,
+          "recipients": '["boss@example.com"]', "subject": "Calls", "body": "", "language": "en",
+          "link_base": "http://127.0.0.1", "enabled": 1, "next_run_ms": OCTOBER,
+          "requested_ms": None}
+
+
 def test_a_mailed_reports_row_is_stored_and_claimed_once(history):
     db = history
-    owner = Owner("admin", "admin", ())
-    values = {"name": "Daily", "filter_id": 0, "owner_role": "admin", "owner_extensions": "[]",
-              "owner_scope": "involved",
-              "filters": "{}", "period": "yesterday", "frequency": "daily", "at_time": "08:00",
-              "on_day": None, "on_date": None, "format": "csv", "delivery": "attach",
-              "link_hours": 72, "recipients": '["boss@example.com"]', "subject": "Calls",
-              "body": "", "language": "en", "link_base": "http://127.0.0.1", "enabled": 1,
-              "next_run_ms": OCTOBER, "requested_ms": None}
-    report_id = store_report(db, owner, values, 0, "Daily")
-    [(report, send)] = claim_due(db, OCTOBER + 1, lambda report: OCTOBER + 86_400_000)
+    report_id = store_report(db, Owner("admin", "admin", ()), REPORT, 0, "Daily")
+    [(report, send)] = claim_due(db, OCTOBER + 1, lambda report: OCTOBER + DAY)
     assert (report["id"], send["report_id"], send["due_ms"]) == (report_id, report_id, OCTOBER)
     assert claim_due(db, OCTOBER + 2, lambda report: None) == []
 
@@ -569,3 +573,50 @@ def test_the_pages_open_on_either_engine(web, history, page, shows):
         _rollups_ported(history)
     status, body = get(web, page)
     assert status == 200 and shows in body, body[body.find("<main"):][:800]
+
+
+# --- several processes on one PostgreSQL history -------------------------------------------------
+
+@pytest.fixture
+def two_on_postgresql(pg_schema_url):
+    """Two connections to one PostgreSQL history, as two daemons or web processes hold."""
+    first = open_module_db(pg_schema_url)
+    second = open_module_db(pg_schema_url)
+    yield first, second
+    first.close()
+    second.close()
+
+
+def test_two_senders_never_claim_the_same_report(two_on_postgresql):
+    """While one daemon's claim is open (its report row locked), another's passes it by at
+    once instead of waiting and then mailing it again."""
+    first, second = two_on_postgresql
+    store_report(first, Owner("admin", "admin", ()), {**REPORT, "name": "Daily"}, 0, "Daily")
+    store_report(first, Owner("admin", "admin", ()), {**REPORT, "name": "Weekly"}, 0, "Weekly")
+    seen_by_second = []
+
+    def following_run(report):
+        if not seen_by_second:          # inside the first claim's transaction
+            started = time.monotonic()
+            seen_by_second.append([r["name"] for r, _ in claim_due(second, OCTOBER + 1,
+                                                                   lambda r: OCTOBER + DAY)])
+            assert time.monotonic() - started < 2
+        return OCTOBER + DAY
+
+    claimed = [report["name"] for report, _ in claim_due(first, OCTOBER + 1, following_run)]
+    assert len(claimed) + len(seen_by_second[0]) == 2
+    assert set(claimed) | set(seen_by_second[0]) == {"Daily", "Weekly"}
+    assert claim_due(second, OCTOBER + 2, lambda r: None) == []
+
+
+def test_a_tokens_use_is_not_written_while_another_holds_its_row(two_on_postgresql):
+    first, second = two_on_postgresql
+    _, token = create_token(first, "CRM", "operator", ["201"], "admin", OCTOBER)
+    with write_transaction(first):
+        run(first, "UPDATE api_token SET name = name")           # the row locked
+        started = time.monotonic()
+        assert token_holder(second, token, OCTOBER + 120_000).name == "CRM"
+        assert time.monotonic() - started < 2
+    assert [t["last_used_ms"] for t in token_list(second)] == [None]
+    token_holder(second, token, OCTOBER + 180_000)
+    assert [t["last_used_ms"] for t in token_list(second)] == [OCTOBER + 180_000]
