@@ -14,7 +14,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 
-from peewee import SqliteDatabase
+from peewee import Database
 
 from mirror.dialect import dialect_of, run
 from mirror.models import Call
@@ -83,7 +83,7 @@ class Report:
 COUNT, SECONDS, PERCENT, TEXT = "count", "seconds", "percent", "text"
 
 
-def build_report(name: str, f: CallFilter, db: SqliteDatabase, clock,
+def build_report(name: str, f: CallFilter, db: Database, clock,
                  options: Options = Options()) -> Report:
     f = replace(f, tab="all", after=None, limit=None)
     return _BUILDERS[name](f, db, clock, options)
@@ -91,7 +91,7 @@ def build_report(name: str, f: CallFilter, db: SqliteDatabase, clock,
 
 # --- figures: rollups where they answer, the calls otherwise ------------------------------------
 
-def tab_counts(f: CallFilter, db: SqliteDatabase, *, source: str = "auto") -> dict[str, int]:
+def tab_counts(f: CallFilter, db: Database, *, source: str = "auto") -> dict[str, int]:
     """How many calls each tab of the history page would show with the rest of the filter.
     The counters know the missed calls nobody called back, not the ones marked handled: those
     are subtracted from the Unreturned tab (and, filtered by `unreturned`, from every tab)."""
@@ -124,7 +124,7 @@ def answers(rollup: Rollup, f: CallFilter) -> bool:
             and (not f.statuses or "status" in rollup.filters))
 
 
-def figures(rollup: Rollup, f: CallFilter, db: SqliteDatabase, by: tuple[str, ...], *,
+def figures(rollup: Rollup, f: CallFilter, db: Database, by: tuple[str, ...], *,
             per_slot: bool = False, source: str = "auto") -> tuple[list[tuple], str]:
     """The rollup's measures summed by the keys `by` (and by slot start, epoch ms, with
     `per_slot`) over the filter's calls; and where they came from ('rollups' or 'calls')."""

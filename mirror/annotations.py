@@ -14,7 +14,7 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
-from peewee import JOIN, SqliteDatabase
+from peewee import JOIN, Database
 
 from mirror.dialect import json_list_of, run, write_transaction
 from mirror.models import Call, CallHangup, CallTag, Comment, Tag
@@ -97,7 +97,7 @@ def comment_text(text: str) -> str:
     return text
 
 
-def add_comment(db: SqliteDatabase, linkedid: str, actor: Actor, text: str,
+def add_comment(db: Database, linkedid: str, actor: Actor, text: str,
                 now_ms: int) -> dict:
     text = comment_text(text)
     with write_transaction(db):
@@ -111,7 +111,7 @@ def add_comment(db: SqliteDatabase, linkedid: str, actor: Actor, text: str,
             "edited_ms": None}
 
 
-def edit_comment(db: SqliteDatabase, linkedid: str, comment_id: int, actor: Actor, text: str,
+def edit_comment(db: Database, linkedid: str, comment_id: int, actor: Actor, text: str,
                  now_ms: int) -> dict:
     text = comment_text(text)
     with write_transaction(db):
@@ -124,7 +124,7 @@ def edit_comment(db: SqliteDatabase, linkedid: str, comment_id: int, actor: Acto
             "edited_ms": now_ms}
 
 
-def delete_comment(db: SqliteDatabase, linkedid: str, comment_id: int, actor: Actor,
+def delete_comment(db: Database, linkedid: str, comment_id: int, actor: Actor,
                    now_ms: int) -> None:
     with write_transaction(db):
         _, old, _ = _changeable(db, linkedid, comment_id, actor)
@@ -133,7 +133,7 @@ def delete_comment(db: SqliteDatabase, linkedid: str, comment_id: int, actor: Ac
         _shown_again(db, "?", (linkedid,))
 
 
-def comment_history(db: SqliteDatabase, linkedid: str) -> list[dict]:
+def comment_history(db: Database, linkedid: str) -> list[dict]:
     """Every change of the call's comments, oldest first (the audit trail)."""
     rows = run(
         db, "SELECT comment_id, actor, at_ms, action, old_text, new_text FROM comment_audit "
@@ -164,7 +164,7 @@ def _audit(db, comment_id: int, linkedid: str, actor: Actor, now_ms: int, action
 
 # --- tags ----------------------------------------------------------------------------------------
 
-def tag_list(db: SqliteDatabase) -> list[dict]:
+def tag_list(db: Database) -> list[dict]:
     """The admin's tags by name: {id, name, colour}."""
     return [{"id": tag_id, "name": name, "colour": colour} for tag_id, name, colour in
             run(db, "SELECT id, name, colour FROM tag ORDER BY lower(name), id")]
@@ -188,7 +188,7 @@ def tag_fields(name: str, colour: str) -> tuple[str, str]:
     return name, colour
 
 
-def create_tag(db: SqliteDatabase, actor: Actor, name: str, colour: str = "grey") -> dict:
+def create_tag(db: Database, actor: Actor, name: str, colour: str = "grey") -> dict:
     _admin(actor)
     name, colour = tag_fields(name, colour)
     with write_transaction(db):
@@ -199,7 +199,7 @@ def create_tag(db: SqliteDatabase, actor: Actor, name: str, colour: str = "grey"
     return {"id": tag_id, "name": name, "colour": colour}
 
 
-def change_tag(db: SqliteDatabase, actor: Actor, tag_id: int, name: str, colour: str) -> dict:
+def change_tag(db: Database, actor: Actor, tag_id: int, name: str, colour: str) -> dict:
     _admin(actor)
     name, colour = tag_fields(name, colour)
     with write_transaction(db):
@@ -211,7 +211,7 @@ def change_tag(db: SqliteDatabase, actor: Actor, tag_id: int, name: str, colour:
     return {"id": tag_id, "name": name, "colour": colour}
 
 
-def delete_tag(db: SqliteDatabase, actor: Actor, tag_id: int) -> None:
+def delete_tag(db: Database, actor: Actor, tag_id: int) -> None:
     """Remove a tag from the list and from every call it was set on."""
     _admin(actor)
     with write_transaction(db):
@@ -221,7 +221,7 @@ def delete_tag(db: SqliteDatabase, actor: Actor, tag_id: int) -> None:
         run(db, "DELETE FROM tag WHERE id = ?", (tag_id,))
 
 
-def tag_ids(db: SqliteDatabase, names) -> list[int]:
+def tag_ids(db: Database, names) -> list[int]:
     """The ids of tags given by name (any case, Cyrillic too); AnnotationError naming an
     unknown one."""
     known = _tags_by_name(db)
@@ -235,7 +235,7 @@ def tag_ids(db: SqliteDatabase, names) -> list[int]:
     return ids
 
 
-def set_call_tags(db: SqliteDatabase, linkedid: str, actor: Actor, names,
+def set_call_tags(db: Database, linkedid: str, actor: Actor, names,
                   now_ms: int) -> None:
     """Make the call's tags exactly `names` (set the new ones, clear the others)."""
     with write_transaction(db):
@@ -252,7 +252,7 @@ def set_call_tags(db: SqliteDatabase, linkedid: str, actor: Actor, names,
             _shown_again(db, "?", (linkedid,))
 
 
-def add_call_tag(db: SqliteDatabase, linkedid: str, actor: Actor, name: str,
+def add_call_tag(db: Database, linkedid: str, actor: Actor, name: str,
                  now_ms: int) -> None:
     with write_transaction(db):
         (tag_id,) = tag_ids(db, [name])
@@ -262,7 +262,7 @@ def add_call_tag(db: SqliteDatabase, linkedid: str, actor: Actor, name: str,
             _shown_again(db, "?", (linkedid,))
 
 
-def remove_call_tag(db: SqliteDatabase, linkedid: str, tag_id: int) -> None:
+def remove_call_tag(db: Database, linkedid: str, tag_id: int) -> None:
     with write_transaction(db):
         if run(db, "DELETE FROM call_tag WHERE linkedid = ? AND tag_id = ?",
                (linkedid, tag_id)).rowcount:

@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator, Mapping
 
-from peewee import SqliteDatabase
+from peewee import Database
 
 from mirror.contact_files import ContactFileError, ParsedContact, ParsedFile, checked, number_key
 from mirror.dialect import json_element, json_list_rows, run, write_transaction
@@ -53,7 +53,7 @@ class ImportPlan:
         return {action: self.count(action) for action in ("add", "update", "same", "refused")}
 
 
-def plan_import(db: SqliteDatabase, parsed: ParsedFile, match_digits: int) -> ImportPlan:
+def plan_import(db: Database, parsed: ParsedFile, match_digits: int) -> ImportPlan:
     """What importing the file would add, update (a contact of the same id — vCard UID or CSV
     id column — or, without one, of the same first number) and refuse; nothing is written."""
     rows, seen = [], {}
@@ -79,7 +79,7 @@ def plan_import(db: SqliteDatabase, parsed: ParsedFile, match_digits: int) -> Im
     return ImportPlan(parsed.kind, parsed.encoding, rows)
 
 
-def apply_import(db: SqliteDatabase, plan: ImportPlan, actor: str, now_ms: int,
+def apply_import(db: Database, plan: ImportPlan, actor: str, now_ms: int,
                  match_digits: int) -> dict[str, int]:
     """Write the plan's additions and updates in one transaction; returns its counts."""
     with write_transaction(db):
@@ -131,13 +131,13 @@ def contact_fields(name: str, company: str, numbers: str, email: str, note: str,
     return contact
 
 
-def add_contact(db: SqliteDatabase, contact: ParsedContact, actor: str, now_ms: int,
+def add_contact(db: Database, contact: ParsedContact, actor: str, now_ms: int,
                 match_digits: int) -> int:
     with write_transaction(db):
         return _insert(db, contact, "manual", None, actor, now_ms, match_digits)
 
 
-def edit_contact(db: SqliteDatabase, contact_id: int, contact: ParsedContact, actor: str,
+def edit_contact(db: Database, contact_id: int, contact: ParsedContact, actor: str,
                  now_ms: int, match_digits: int) -> None:
     """LookupError when there is no such contact."""
     with write_transaction(db):
@@ -146,7 +146,7 @@ def edit_contact(db: SqliteDatabase, contact_id: int, contact: ParsedContact, ac
         _update(db, contact_id, contact, actor, now_ms, match_digits)
 
 
-def delete_contact(db: SqliteDatabase, contact_id: int) -> None:
+def delete_contact(db: Database, contact_id: int) -> None:
     """LookupError when there is no such contact."""
     with write_transaction(db):
         if run(db, "DELETE FROM contact WHERE id = ?", (contact_id,)).rowcount == 0:
@@ -184,7 +184,7 @@ def _set_numbers(db, contact_id: int, numbers: list[str], match_digits: int) -> 
         (contact_id, json.dumps([[number_key(n, match_digits), n] for n in numbers])))
 
 
-def find_contact(db: SqliteDatabase, contact_id: int) -> dict | None:
+def find_contact(db: Database, contact_id: int) -> dict | None:
     row = run(
         db, "SELECT id, name, company, numbers, email, note, source, updated_ms, updated_by "
         "FROM contact WHERE id = ?", (contact_id,)).fetchone()
@@ -199,14 +199,14 @@ def _contact(row) -> dict:
     return contact
 
 
-def contact_keys(db: SqliteDatabase, contact_id: int) -> list[str]:
+def contact_keys(db: Database, contact_id: int) -> list[str]:
     """The match keys of a contact's numbers (its calls are the calls with these keys)."""
     return [key for (key,) in run(
         db, "SELECT ext_key FROM contact_number WHERE contact_id = ? ORDER BY ext_key",
         (contact_id,))]
 
 
-def list_contacts(db: SqliteDatabase, search: str = "", *, limit: int = 50,
+def list_contacts(db: Database, search: str = "", *, limit: int = 50,
                   offset: int = 0) -> tuple[list[dict], int]:
     """Contacts by name whose name, company, e-mail or number holds `search` (any case), a
     page of them and how many there are."""
@@ -224,7 +224,7 @@ def list_contacts(db: SqliteDatabase, search: str = "", *, limit: int = 50,
 
 # --- names of calls' numbers --------------------------------------------------------------------
 
-def names_of_keys(db: SqliteDatabase, keys: Iterable[str],
+def names_of_keys(db: Database, keys: Iterable[str],
                   phonebook: Mapping[str, str] | None = None) -> dict[str, dict]:
     """Match key -> {name, company, id (a contact's, else None), source: phonebook|contact}
     for the keys that have a name; the phone book's name wins over a contact's."""
@@ -247,7 +247,7 @@ def names_of_keys(db: SqliteDatabase, keys: Iterable[str],
     return found
 
 
-def with_contacts(rows: Iterable[dict], db: SqliteDatabase,
+def with_contacts(rows: Iterable[dict], db: Database,
                   phonebook: Mapping[str, str] | None = None) -> Iterator[dict]:
     """Call rows with `contact` (see `names_of_keys`; None: no name but the caller id's),
     looked up a few hundred rows at a time, so exports stay flat in memory."""
@@ -287,7 +287,7 @@ def outside_name(row: dict) -> str:
     return "" if name == row.get(side) else name
 
 
-def keys_named(db: SqliteDatabase, part: str,
+def keys_named(db: Database, part: str,
                phonebook: Mapping[str, str] | None = None) -> list[str]:
     """The match keys of the contacts and phone book entries whose name or company holds
     `part` (any case): a name search finds their calls through the calls' `ext_key` index."""

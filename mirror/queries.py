@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from typing import Mapping
 
-from peewee import SQL, Column, SqliteDatabase, Tuple, fn
+from peewee import SQL, Column, Database, Tuple, fn
 
 from mirror.annotations import AnnotationError, notes_read, tag_ids, with_notes
 from mirror.calls import DIRECTIONS, NUMBER_MATCH_DIGITS, STATUSES
@@ -366,7 +366,7 @@ def decode_cursor(value: str | None) -> tuple[int, int] | None:
                          f"previous page") from None
 
 
-def calls_query(f: CallFilter, db: SqliteDatabase, *, counting: bool = False):
+def calls_query(f: CallFilter, db: Database, *, counting: bool = False):
     """The filtered calls, newest first (a peewee query bound to `db`). `counting`: the query
     will be aggregated, not paged (see the employee condition)."""
     period = (Call.start_ms >= f.start_ms) & (Call.start_ms < f.end_ms)
@@ -423,7 +423,7 @@ def calls_query(f: CallFilter, db: SqliteDatabase, *, counting: bool = False):
     return query.bind(db)
 
 
-def _annotation_conditions(query, f: CallFilter, db: SqliteDatabase):
+def _annotation_conditions(query, f: CallFilter, db: Database):
     """What people and the daemon added to calls: tags, comment text, who hung up. Each is
     looked up per call of the period as it is walked (one key lookup), never gathered from
     all of history: that grows with the years, a page's period does not."""
@@ -446,7 +446,7 @@ def _annotation_conditions(query, f: CallFilter, db: SqliteDatabase):
     return query
 
 
-def _tag_ids(names: list[str], db: SqliteDatabase) -> list[int]:
+def _tag_ids(names: list[str], db: Database) -> list[int]:
     """The ids of the tags a filter names (any case); QueryError for an unknown one."""
     try:
         return sorted(set(tag_ids(db, names)))
@@ -454,7 +454,7 @@ def _tag_ids(names: list[str], db: SqliteDatabase) -> list[int]:
         raise QueryError(str(exc)) from None
 
 
-def tag_counts(f: CallFilter, db: SqliteDatabase, period_calls: int) -> dict[int, int]:
+def tag_counts(f: CallFilter, db: Database, period_calls: int) -> dict[int, int]:
     """How many calls of the filter carry each tag (tag id -> calls). Read from the smaller
     side: the filter's calls (`period_calls` of them) each looked up in the tags, or every
     tagged call looked up in the filter."""
@@ -469,7 +469,7 @@ def tag_counts(f: CallFilter, db: SqliteDatabase, period_calls: int) -> dict[int
                                f"ON ct.linkedid = c.linkedid GROUP BY ct.tag_id", params))
 
 
-def handled_unreturned(f: CallFilter, db: SqliteDatabase) -> dict[tuple[str, str], int]:
+def handled_unreturned(f: CallFilter, db: Database) -> dict[tuple[str, str], int]:
     """How many calls of the filter but for `unreturned` are missed, not called back and
     marked handled, per (direction, status): the hourly counters count them as unreturned,
     the Unreturned tab and `unreturned` do not. Read from the handled calls of the period
@@ -478,7 +478,7 @@ def handled_unreturned(f: CallFilter, db: SqliteDatabase) -> dict[tuple[str, str
             for direction, status, n in db.execute_sql(*handled_unreturned_sql(f, db))}
 
 
-def handled_unreturned_sql(f: CallFilter, db: SqliteDatabase) -> tuple[str, tuple]:
+def handled_unreturned_sql(f: CallFilter, db: Database) -> tuple[str, tuple]:
     """The query of `handled_unreturned` and its parameters."""
     calls, params = (calls_query(replace(f, tab="all", unreturned=False, after=None,
                                          limit=None), db, counting=True)
@@ -503,13 +503,13 @@ def _calls_of(extensions, f: CallFilter, *, placed: bool = False):
     return query.where(CallEmployee.placed == 1) if placed else query
 
 
-def _id_range(period, db: SqliteDatabase) -> tuple[int, int]:
+def _id_range(period, db: Database) -> tuple[int, int]:
     """The lowest and highest call id of a period (one index range read)."""
     low, high = Call.select(fn.MIN(Call.id), fn.MAX(Call.id)).where(period).bind(db).tuples()[0]
     return (low, high) if low is not None else (0, -1)
 
 
-def counts_by_direction_and_status(f: CallFilter, db: SqliteDatabase) -> dict[tuple[str, str], int]:
+def counts_by_direction_and_status(f: CallFilter, db: Database) -> dict[tuple[str, str], int]:
     """How many calls the filter selects, per (direction, status)."""
     query = (calls_query(f, db, counting=True).select(Call.direction, Call.status,
                                                       fn.COUNT(Call.id))
@@ -526,7 +526,7 @@ def counted_by_the_hour(f: CallFilter) -> bool:
             and not f.tags and not f.comment and not f.hangup and f.ext_keys is None)
 
 
-def employee_extensions(f: CallFilter, db: SqliteDatabase) -> list[str] | None:
+def employee_extensions(f: CallFilter, db: Database) -> list[str] | None:
     """Extensions the employee/group filters select (None: no such filter)."""
     if not f.employees and not f.groups:
         return None
@@ -542,25 +542,25 @@ def employee_extensions(f: CallFilter, db: SqliteDatabase) -> list[str] | None:
     return sorted(extensions)
 
 
-def employee_names(db: SqliteDatabase) -> dict[str, str]:
+def employee_names(db: Database) -> dict[str, str]:
     """The PBX's employees: extension -> name."""
     return dict(Employee.select(Employee.extension, Employee.name).bind(db).tuples())
 
 
-def employee_choices(db: SqliteDatabase, visible_to: Visibility | None) -> list[tuple[str, str]]:
+def employee_choices(db: Database, visible_to: Visibility | None) -> list[tuple[str, str]]:
     """(extension, name) of the employees whose calls may be among those a user sees, by
     extension: what a filter offers them."""
     return [(ext, name) for ext, name in sorted(employee_names(db).items())
             if visible_to is None or visible_to.shows_employee(ext)]
 
 
-def group_names(db: SqliteDatabase) -> list[str]:
+def group_names(db: Database) -> list[str]:
     """The employee groups (ModuleUsersGroups), by name."""
     return [name for (name,) in GroupMember.select(GroupMember.group_name).distinct()
             .order_by(GroupMember.group_name).bind(db).tuples()]
 
 
-def _employees_named(part: str, db: SqliteDatabase) -> list[str]:
+def _employees_named(part: str, db: Database) -> list[str]:
     """Extensions of the employees whose current name holds `part` (any case; the PBX's
     employees are a few hundred rows, so a renamed employee is found by the new name)."""
     part = part.casefold()
@@ -625,7 +625,7 @@ def call_rows(query, *, annotate: bool = True):
     return map(notes_read, map(_decoded, with_notes(query).dicts().iterator()))
 
 
-def find_call(linkedid: str, db: SqliteDatabase) -> dict | None:
+def find_call(linkedid: str, db: Database) -> dict | None:
     """One call row (list fields decoded, with its notes) by linkedid."""
     return next(call_rows(Call.select().where(Call.linkedid == linkedid).bind(db)), None)
 
@@ -636,7 +636,7 @@ def _decoded(row: dict) -> dict:
     return row
 
 
-def calls_in_progress(db: SqliteDatabase, visible_to: Visibility | None = None) -> list[dict]:
+def calls_in_progress(db: Database, visible_to: Visibility | None = None) -> list[dict]:
     """The calls in progress, newest first; a restricted user's (`visible_to`) only those
     visible to them. A handful at a time: filtered here rather than indexed."""
     rows = []
@@ -649,7 +649,7 @@ def calls_in_progress(db: SqliteDatabase, visible_to: Visibility | None = None) 
     return rows
 
 
-def call_visible(call_id: int, visible_to: Visibility | None, db: SqliteDatabase) -> bool:
+def call_visible(call_id: int, visible_to: Visibility | None, db: Database) -> bool:
     """Whether the (finished) call may be seen under `visible_to`."""
     if visible_to is None:
         return True
@@ -663,7 +663,7 @@ CHANGES_LIMIT = 500     # calls written since a page's revision that it is told 
 
 
 def changes_since(f: CallFilter, revision: int,
-                  db: SqliteDatabase) -> tuple[list[dict], list[str]] | None:
+                  db: Database) -> tuple[list[dict], list[str]] | None:
     """What a page showing filter `f` as of `revision` must change: the calls of the filter
     written since (new or changed) and the linkedids of the calls it may show that have left
     the filter since (changed so they no longer match, or taken back out while in progress).
@@ -693,22 +693,22 @@ def changes_since(f: CallFilter, revision: int,
     return rows, gone
 
 
-def mirror_revision(db: SqliteDatabase) -> int:
+def mirror_revision(db: Database) -> int:
     """The revision of the mirror's newest change of what pages show (0: none yet)."""
     return int(state_value(db, "revision") or 0)
 
 
-def state_value(db: SqliteDatabase, key: str) -> str | None:
+def state_value(db: Database, key: str) -> str | None:
     """One value of `sync_state`. Every request and every open page's ask reads some: plain
     SQL, without building the query each time (a third of a cached ask's time)."""
     row = run(db, "SELECT value FROM sync_state WHERE key = ?", (key,)).fetchone()
     return row[0] if row else None
 
 
-def legs_of_call(linkedid: str, db: SqliteDatabase) -> list[dict]:
+def legs_of_call(linkedid: str, db: Database) -> list[dict]:
     return list(Leg.select().where(Leg.linkedid == linkedid)
                 .order_by(Leg.start_ms, Leg.source_id).bind(db).dicts())
 
 
-def sync_state(db: SqliteDatabase) -> dict[str, str]:
+def sync_state(db: Database) -> dict[str, str]:
     return dict(SyncState.select(SyncState.key, SyncState.value).bind(db).tuples())

@@ -20,7 +20,7 @@ import secrets
 import unicodedata
 from dataclasses import dataclass
 
-from peewee import OperationalError, SqliteDatabase
+from peewee import Database, OperationalError
 
 from mirror.dialect import run, write_transaction, write_transaction_at_once
 from mirror.queries import group_names
@@ -95,14 +95,14 @@ def token_fields(name: str, role: str, extensions,
     return name, role, extensions, groups
 
 
-def _known_groups(db: SqliteDatabase, groups: list[str]) -> None:
+def _known_groups(db: Database, groups: list[str]) -> None:
     known = set(group_names(db))
     unknown = [g for g in groups if g not in known]
     if unknown:
         raise TokenError(f"unknown employee group {unknown[0][:40]!r}")
 
 
-def create_token(db: SqliteDatabase, name: str, role: str, extensions, created_by: str,
+def create_token(db: Database, name: str, role: str, extensions, created_by: str,
                  now_ms: int, expires_days: int | None = None,
                  groups=()) -> tuple[int, str]:
     """A new token: (its id, the token itself — shown once, never kept). `groups`: the
@@ -127,14 +127,14 @@ _COLUMNS = ("id", "name", "role", "extensions", "groups", "created_by", "created
             "expires_ms", "revoked_ms", "last_used_ms")
 
 
-def token_list(db: SqliteDatabase) -> list[dict]:
+def token_list(db: Database) -> list[dict]:
     """Every token, newest first, without its digest."""
     rows = run(db, f"SELECT {', '.join(_COLUMNS)} FROM api_token ORDER BY id DESC")
     return [{**dict(zip(_COLUMNS, row)), "extensions": json.loads(row[3]),
              "groups": json.loads(row[4])} for row in rows]
 
 
-def revoke_token(db: SqliteDatabase, token_id: int, now_ms: int) -> None:
+def revoke_token(db: Database, token_id: int, now_ms: int) -> None:
     """Revoke a token from now on (again: nothing changes); LookupError for an unknown id."""
     with write_transaction(db):
         if run(db, "SELECT 1 FROM api_token WHERE id = ?", (token_id,)).fetchone() is None:
@@ -143,7 +143,7 @@ def revoke_token(db: SqliteDatabase, token_id: int, now_ms: int) -> None:
             (now_ms, token_id))
 
 
-def token_holder(db: SqliteDatabase, token: str, now_ms: int) -> TokenHolder:
+def token_holder(db: Database, token: str, now_ms: int) -> TokenHolder:
     """Who `token` speaks for, its use noted; TokenRefused saying why it opens nothing."""
     if not _TOKEN.fullmatch(token):
         raise TokenRefused("malformed API token")
@@ -169,7 +169,7 @@ def token_holder(db: SqliteDatabase, token: str, now_ms: int) -> TokenHolder:
     return TokenHolder(token_id, name, role, extensions, groups)
 
 
-def _note_use(db: SqliteDatabase, token_id: int, now_ms: int) -> None:
+def _note_use(db: Database, token_id: int, now_ms: int) -> None:
     """Write a token's last use if the database is free now: a request never waits for (nor
     fails because of) another writer holding it; the use is written by a later request."""
     try:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import unicodedata
 from dataclasses import replace
 
-from peewee import SqliteDatabase, Tuple
+from peewee import Database, Tuple
 
 from mirror.dialect import run, write_transaction
 from mirror.models import Call
@@ -27,7 +27,7 @@ class WorklistError(ValueError):
     """A request about the worklist users can correct; the message says how."""
 
 
-def worklist(f: CallFilter, db: SqliteDatabase, limit: int,
+def worklist(f: CallFilter, db: Database, limit: int,
              after: tuple[int, int] | None = None) -> list[dict]:
     """Up to `limit` open missed calls of the filter, oldest first (keyset: after the
     (start_ms, id) of the last one seen), each with `last_attempt`."""
@@ -41,7 +41,7 @@ def worklist(f: CallFilter, db: SqliteDatabase, limit: int,
     return rows
 
 
-def last_attempt(call: dict, db: SqliteDatabase) -> dict | None:
+def last_attempt(call: dict, db: Database) -> dict | None:
     """The latest unanswered call placed to the number of a missed call to call it back:
     {linkedid, start_ms, by} (by: the extension that placed it). Its attempts are the first
     `callback_attempts` such calls after it ended (`mirror.calls.link_callbacks`)."""
@@ -67,7 +67,7 @@ def handled_note(note) -> str:
     return note
 
 
-def mark_handled(db: SqliteDatabase, linkedid: str, handled_by: str, note: str,
+def mark_handled(db: Database, linkedid: str, handled_by: str, note: str,
                  now_ms: int) -> tuple[dict, bool]:
     """Mark an unreturned missed call handled: (the mark, whether it is new). Marking it again
     changes nothing. LookupError when the call is not an unreturned missed call."""
@@ -87,7 +87,7 @@ def mark_handled(db: SqliteDatabase, linkedid: str, handled_by: str, note: str,
     return {"handled_by": handled_by, "at_ms": now_ms, "note": note}, True
 
 
-def unmark_handled(db: SqliteDatabase, linkedid: str) -> bool:
+def unmark_handled(db: Database, linkedid: str) -> bool:
     """Put a call back on the worklist; whether it was marked handled."""
     with write_transaction(db):
         gone = run(db, "DELETE FROM call_handled WHERE linkedid = ?",
@@ -97,14 +97,14 @@ def unmark_handled(db: SqliteDatabase, linkedid: str) -> bool:
     return bool(gone)
 
 
-def handled(db: SqliteDatabase, linkedid: str) -> dict | None:
+def handled(db: Database, linkedid: str) -> dict | None:
     """Who marked the call handled, when, and their note; None: not handled."""
     row = run(db, "SELECT handled_by, at_ms, note FROM call_handled WHERE linkedid = ?",
               (linkedid,)).fetchone()
     return None if row is None else {"handled_by": row[0], "at_ms": row[1], "note": row[2]}
 
 
-def _shown_again(db: SqliteDatabase, linkedid: str) -> None:
+def _shown_again(db: Database, linkedid: str) -> None:
     """Open pages showing the call get its row again (it left or rejoined a tab)."""
     run(db, "UPDATE call SET revision = ? WHERE linkedid = ?",
         (next_revision(db), linkedid))
