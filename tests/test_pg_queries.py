@@ -39,7 +39,7 @@ from mirror.pbxtime import PbxClock
 from mirror.queries import (CallFilter, QueryError, Visibility, call_filter, call_rows, calls_query,
                             changes_since, counts_by_direction_and_status, find_call,
                             handled_unreturned, mirror_revision, tag_counts)
-from mirror.report_rows import Owner, claim_due, store_report
+from mirror.report_rows import Owner, claim_due, link_secret, store_report
 from mirror.settings import load
 from mirror.staging import searchable_numbers
 from mirror.store import next_revision
@@ -403,6 +403,8 @@ def test_a_mailed_reports_row_is_stored_and_claimed_once(history):
     [(report, send)] = claim_due(db, OCTOBER + 1, lambda report: OCTOBER + DAY)
     assert (report["id"], send["report_id"], send["due_ms"]) == (report_id, report_id, OCTOBER)
     assert claim_due(db, OCTOBER + 2, lambda report: None) == []
+    secret = link_secret(db)                 # signs the reports' links
+    assert type(secret) is bytes and len(secret) == 32
 
 
 @pytest.fixture
