@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import threading
 import time
 import urllib.error
@@ -622,3 +623,20 @@ def test_a_tokens_use_is_not_written_while_another_holds_its_row(two_on_postgres
     assert [t["last_used_ms"] for t in token_list(second)] == [None]
     token_holder(second, token, OCTOBER + 180_000)
     assert [t["last_used_ms"] for t in token_list(second)] == [OCTOBER + 180_000]
+
+
+def test_a_periods_queries_read_its_months_partitions_only(pg_schema_url):
+    """October's page, its number and name search and an employee's calls plan October's
+    partitions, never November's (PostgreSQL prunes them by the period)."""
+    db = open_module_db(pg_schema_url)
+    _write_history(db)
+    searched = {}
+    for label, f in (("page", OCTOBER_4_AND_5), ("digits", within(number="916")),
+                     ("name", within(number="anna")), ("employee", within(employees=["202"]))):
+        sql, params = calls_query(within(f, limit=50), db).sql()
+        plan = json.dumps(db.execute_sql("EXPLAIN (FORMAT JSON) " + sql, params).fetchone()[0])
+        searched[label] = sorted(set(re.findall(r'"Relation Name": "(\w+)"', plan)))
+    db.close()
+    assert searched == {"page": ["call_2024_10"], "digits": ["call_2024_10"],
+                        "name": ["call_2024_10", "call_employee_2024_10"],
+                        "employee": ["call_2024_10", "call_employee_2024_10"]}
