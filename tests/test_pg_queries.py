@@ -41,6 +41,7 @@ from mirror.queries import (CallFilter, QueryError, Visibility, call_filter, cal
                             changes_since, counts_by_direction_and_status, find_call,
                             handled_unreturned, mirror_revision, tag_counts)
 from mirror.report_rows import Owner, claim_due, link_secret, store_report
+from mirror.rollups import ROLLUPS
 from mirror.settings import load
 from mirror.staging import searchable_numbers
 from mirror.store import next_revision
@@ -252,11 +253,18 @@ def _revisions_ported(db) -> None:
         pytest.xfail(f"mirror.store.next_revision fails here yet: {str(exc).splitlines()[0]}")
 
 
-def _rollups_ported(db) -> None:
-    """Analytics and the tab counters read `mirror.rollups`' SQL (`Rollup.afresh`), which is
-    ported to PostgreSQL with the writer (another step): until then they fail there."""
-    if dialect_of(db).postgresql:
-        pytest.xfail("mirror.rollups' SQL is SQLite's yet (ported with the writer)")
+def _rollups_ported(db, *, kept: bool = False) -> None:
+    """Analytics and the tab counters read `mirror.rollups`' SQL (`Rollup.afresh`), and the
+    rollup tables (`kept`: as the calls are written), ported to PostgreSQL with the writer
+    (another step); where they fail yet the test is expected to."""
+    for rollup in ROLLUPS:
+        try:
+            with db.atomic():
+                run(db, f"SELECT count(*) FROM ({rollup.afresh('call')}) AS rolled")
+        except peewee.DatabaseError as exc:
+            pytest.xfail(f"mirror.rollups' SQL fails here yet: {str(exc).splitlines()[0]}")
+    if kept and run(db, "SELECT count(*) FROM call_rollup").fetchone()[0] == 0:
+        pytest.xfail("the rollup tables are not kept here yet")
 
 
 def test_one_calls_details(history):
@@ -440,7 +448,7 @@ def test_the_employees_report_counts_each_ones_calls(history):
 def test_the_tab_counters_of_a_period_read_the_hourly_rollups(history):
     """Whole hours from `call_rollup`: kept by SQLite's triggers; PostgreSQL's triggers come
     with the writer's port (until then its rollups are empty)."""
-    _rollups_ported(history)
+    _rollups_ported(history, kept=True)
     assert analytics.tab_counts(OCTOBER_4_AND_5, history) == {
         "all": 7, "incoming": 3, "missed": 2, "outgoing": 3, "internal": 1, "unreturned": 1}
 
