@@ -14,8 +14,9 @@ from collections import defaultdict
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 
-from peewee import SqliteDatabase
+from peewee import Database
 
+from mirror.dialect import dialect_of, run
 from mirror.models import Call
 from mirror.queries import (TABS, CallFilter, QueryError, calls_query, counted_by_the_hour,
                             employee_names, handled_unreturned)
@@ -82,7 +83,7 @@ class Report:
 COUNT, SECONDS, PERCENT, TEXT = "count", "seconds", "percent", "text"
 
 
-def build_report(name: str, f: CallFilter, db: SqliteDatabase, clock,
+def build_report(name: str, f: CallFilter, db: Database, clock,
                  options: Options = Options()) -> Report:
     f = replace(f, tab="all", after=None, limit=None)
     return _BUILDERS[name](f, db, clock, options)
@@ -90,7 +91,7 @@ def build_report(name: str, f: CallFilter, db: SqliteDatabase, clock,
 
 # --- figures: rollups where they answer, the calls otherwise ------------------------------------
 
-def tab_counts(f: CallFilter, db: SqliteDatabase, *, source: str = "auto") -> dict[str, int]:
+def tab_counts(f: CallFilter, db: Database, *, source: str = "auto") -> dict[str, int]:
     """How many calls each tab of the history page would show with the rest of the filter.
     The counters know the missed calls nobody called back, not the ones marked handled: those
     are subtracted from the Unreturned tab (and, filtered by `unreturned`, from every tab)."""
@@ -123,7 +124,7 @@ def answers(rollup: Rollup, f: CallFilter) -> bool:
             and (not f.statuses or "status" in rollup.filters))
 
 
-def figures(rollup: Rollup, f: CallFilter, db: SqliteDatabase, by: tuple[str, ...], *,
+def figures(rollup: Rollup, f: CallFilter, db: Database, by: tuple[str, ...], *,
             per_slot: bool = False, source: str = "auto") -> tuple[list[tuple], str]:
     """The rollup's measures summed by the keys `by` (and by slot start, epoch ms, with
     `per_slot`) over the filter's calls; and where they came from ('rollups' or 'calls')."""
@@ -163,18 +164,26 @@ def _from_table(rollup, f, first, last, by, per_slot, db) -> list[tuple]:
         if values:
             conditions.append(f"{column} IN ({','.join('?' * len(values))})")
             params += values
-    sums = ", ".join(f"sum({m})" for m in rollup.measures)
-    return list(db.execute_sql(f"SELECT {keys}{sums} FROM {rollup.table} "
-                               f"WHERE {' AND '.join(conditions)}{group}", params))
+    return list(run(db, f"SELECT {keys}{_sums(rollup)} FROM {rollup.table} "
+                        f"WHERE {' AND '.join(conditions)}{group}", params))
 
 
 def _from_calls(rollup, f, db, by, per_slot) -> list[tuple]:
     calls, params = (calls_query(f, db, counting=True)
                      .select(*(getattr(Call, c) for c in rollup.columns)).order_by().sql())
     keys, group = _grouped(rollup, by, per_slot)
-    sums = ", ".join(f"sum({m})" for m in rollup.measures)
-    return list(db.execute_sql(f"WITH chosen AS ({calls}) SELECT {keys}{sums} "
-                               f"FROM ({rollup.afresh('chosen')}){group}", params))
+    # House SQL around the filter's query, which peewee wrote for its engine already.
+    house = dialect_of(db).sql
+    return list(db.execute_sql(f"WITH chosen AS ({calls}) "
+                               + house(f"SELECT {keys}{_sums(rollup)} "
+                                       f"FROM ({rollup.afresh('chosen')}) AS rolled{group}"),
+                               params))
+
+
+def _sums(rollup: Rollup) -> str:
+    """The measures summed, whole numbers on both engines (PostgreSQL's sum of a bigint is a
+    numeric, a Decimal in Python)."""
+    return ", ".join(f"CAST(sum({m}) AS bigint)" for m in rollup.measures)
 
 
 def _rate(part: int, whole: int) -> float | None:

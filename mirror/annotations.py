@@ -14,8 +14,9 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
-from peewee import JOIN, SqliteDatabase, fn
+from peewee import JOIN, Database
 
+from mirror.dialect import json_list_of, run, write_transaction
 from mirror.models import Call, CallHangup, CallTag, Comment, Tag
 from mirror.store import next_revision
 
@@ -52,10 +53,11 @@ def with_notes(query):
     """A calls query that also reads what was added to each call — its tags, its comments and
     who hung up — looked up by SQLite as each call is read (a key lookup each, no Python per
     call without them); `notes_read` turns them into the row's fields."""
-    tags = (CallTag.select(fn.json_group_array(fn.json_array(Tag.id, Tag.name, Tag.colour)))
+    db = query._database            # the engine the (bound) calls query runs on
+    tags = (CallTag.select(json_list_of(db, Tag.id, Tag.name, Tag.colour))
             .join(Tag, on=(Tag.id == CallTag.tag_id)).where(CallTag.linkedid == Call.linkedid))
-    comments = Comment.select(fn.json_group_array(fn.json_array(
-        Comment.id, Comment.author, Comment.text, Comment.created_ms, Comment.edited_ms))
+    comments = Comment.select(json_list_of(
+        db, Comment.id, Comment.author, Comment.text, Comment.created_ms, Comment.edited_ms)
     ).where(Comment.linkedid == Call.linkedid)
     return (query.select_extend(tags.alias("note_tags"), comments.alias("note_comments"),
                                 CallHangup.side.alias("hangup_side"),
@@ -95,46 +97,46 @@ def comment_text(text: str) -> str:
     return text
 
 
-def add_comment(db: SqliteDatabase, linkedid: str, actor: Actor, text: str,
+def add_comment(db: Database, linkedid: str, actor: Actor, text: str,
                 now_ms: int) -> dict:
     text = comment_text(text)
-    with db.atomic("IMMEDIATE"):
-        comment_id = db.execute_sql(
-            "INSERT INTO comment (linkedid, author, created_ms, text, folded) "
-            "VALUES (?, ?, ?, ?, ?)", (linkedid, actor.name, now_ms, text, text.casefold())
-        ).lastrowid
+    with write_transaction(db):
+        comment_id = run(
+            db, "INSERT INTO comment (linkedid, author, created_ms, text, folded) "
+            "VALUES (?, ?, ?, ?, ?) RETURNING id",
+            (linkedid, actor.name, now_ms, text, text.casefold())).fetchone()[0]
         _audit(db, comment_id, linkedid, actor, now_ms, "added", None, text)
         _shown_again(db, "?", (linkedid,))
     return {"id": comment_id, "author": actor.name, "text": text, "created_ms": now_ms,
             "edited_ms": None}
 
 
-def edit_comment(db: SqliteDatabase, linkedid: str, comment_id: int, actor: Actor, text: str,
+def edit_comment(db: Database, linkedid: str, comment_id: int, actor: Actor, text: str,
                  now_ms: int) -> dict:
     text = comment_text(text)
-    with db.atomic("IMMEDIATE"):
+    with write_transaction(db):
         author, old, created = _changeable(db, linkedid, comment_id, actor)
-        db.execute_sql("UPDATE comment SET text = ?, folded = ?, edited_ms = ? WHERE id = ?",
-                       (text, text.casefold(), now_ms, comment_id))
+        run(db, "UPDATE comment SET text = ?, folded = ?, edited_ms = ? WHERE id = ?",
+            (text, text.casefold(), now_ms, comment_id))
         _audit(db, comment_id, linkedid, actor, now_ms, "edited", old, text)
         _shown_again(db, "?", (linkedid,))
     return {"id": comment_id, "author": author, "text": text, "created_ms": created,
             "edited_ms": now_ms}
 
 
-def delete_comment(db: SqliteDatabase, linkedid: str, comment_id: int, actor: Actor,
+def delete_comment(db: Database, linkedid: str, comment_id: int, actor: Actor,
                    now_ms: int) -> None:
-    with db.atomic("IMMEDIATE"):
+    with write_transaction(db):
         _, old, _ = _changeable(db, linkedid, comment_id, actor)
-        db.execute_sql("DELETE FROM comment WHERE id = ?", (comment_id,))
+        run(db, "DELETE FROM comment WHERE id = ?", (comment_id,))
         _audit(db, comment_id, linkedid, actor, now_ms, "deleted", old, None)
         _shown_again(db, "?", (linkedid,))
 
 
-def comment_history(db: SqliteDatabase, linkedid: str) -> list[dict]:
+def comment_history(db: Database, linkedid: str) -> list[dict]:
     """Every change of the call's comments, oldest first (the audit trail)."""
-    rows = db.execute_sql(
-        "SELECT comment_id, actor, at_ms, action, old_text, new_text FROM comment_audit "
+    rows = run(
+        db, "SELECT comment_id, actor, at_ms, action, old_text, new_text FROM comment_audit "
         "WHERE linkedid = ? ORDER BY id", (linkedid,))
     return [{"comment": comment_id, "actor": who, "at_ms": at, "action": action, "old": old,
              "new": new} for comment_id, who, at, action, old, new in rows]
@@ -143,8 +145,8 @@ def comment_history(db: SqliteDatabase, linkedid: str) -> list[dict]:
 def _changeable(db, linkedid: str, comment_id: int, actor: Actor) -> tuple[str, str, int]:
     """(author, text, created) of a comment the actor may change: their own, or any for an
     admin. LookupError when the call has no such comment."""
-    row = db.execute_sql("SELECT author, text, created_ms FROM comment WHERE id = ? "
-                         "AND linkedid = ?", (comment_id, linkedid)).fetchone()
+    row = run(db, "SELECT author, text, created_ms FROM comment WHERE id = ? "
+              "AND linkedid = ?", (comment_id, linkedid)).fetchone()
     if row is None:
         raise LookupError(comment_id)
     if row[0] != actor.name and not actor.admin:
@@ -154,18 +156,18 @@ def _changeable(db, linkedid: str, comment_id: int, actor: Actor) -> tuple[str, 
 
 def _audit(db, comment_id: int, linkedid: str, actor: Actor, now_ms: int, action: str,
            old: str | None, new: str | None) -> None:
-    db.execute_sql(
-        "INSERT INTO comment_audit (comment_id, linkedid, actor, at_ms, action, old_text, "
+    run(
+        db, "INSERT INTO comment_audit (comment_id, linkedid, actor, at_ms, action, old_text, "
         "new_text) VALUES (?, ?, ?, ?, ?, ?, ?)",
         (comment_id, linkedid, actor.name, now_ms, action, old, new))
 
 
 # --- tags ----------------------------------------------------------------------------------------
 
-def tag_list(db: SqliteDatabase) -> list[dict]:
+def tag_list(db: Database) -> list[dict]:
     """The admin's tags by name: {id, name, colour}."""
     return [{"id": tag_id, "name": name, "colour": colour} for tag_id, name, colour in
-            db.execute_sql("SELECT id, name, colour FROM tag ORDER BY name COLLATE NOCASE")]
+            run(db, "SELECT id, name, colour FROM tag ORDER BY lower(name), id")]
 
 
 def tag_fields(name: str, colour: str) -> tuple[str, str]:
@@ -186,40 +188,40 @@ def tag_fields(name: str, colour: str) -> tuple[str, str]:
     return name, colour
 
 
-def create_tag(db: SqliteDatabase, actor: Actor, name: str, colour: str = "grey") -> dict:
+def create_tag(db: Database, actor: Actor, name: str, colour: str = "grey") -> dict:
     _admin(actor)
     name, colour = tag_fields(name, colour)
-    with db.atomic("IMMEDIATE"):
+    with write_transaction(db):
         if name.casefold() in _tags_by_name(db):
             raise AnnotationError(f"a tag named {name!r} exists already")
-        tag_id = db.execute_sql("INSERT INTO tag (name, colour) VALUES (?, ?)",
-                                (name, colour)).lastrowid
+        tag_id = run(db, "INSERT INTO tag (name, colour) VALUES (?, ?) RETURNING id",
+                     (name, colour)).fetchone()[0]
     return {"id": tag_id, "name": name, "colour": colour}
 
 
-def change_tag(db: SqliteDatabase, actor: Actor, tag_id: int, name: str, colour: str) -> dict:
+def change_tag(db: Database, actor: Actor, tag_id: int, name: str, colour: str) -> dict:
     _admin(actor)
     name, colour = tag_fields(name, colour)
-    with db.atomic("IMMEDIATE"):
+    with write_transaction(db):
         _tag(db, tag_id)
         if _tags_by_name(db).get(name.casefold(), tag_id) != tag_id:
             raise AnnotationError(f"a tag named {name!r} exists already")
-        db.execute_sql("UPDATE tag SET name = ?, colour = ? WHERE id = ?", (name, colour, tag_id))
+        run(db, "UPDATE tag SET name = ?, colour = ? WHERE id = ?", (name, colour, tag_id))
         _shown_again(db, "SELECT linkedid FROM call_tag WHERE tag_id = ?", (tag_id,))
     return {"id": tag_id, "name": name, "colour": colour}
 
 
-def delete_tag(db: SqliteDatabase, actor: Actor, tag_id: int) -> None:
+def delete_tag(db: Database, actor: Actor, tag_id: int) -> None:
     """Remove a tag from the list and from every call it was set on."""
     _admin(actor)
-    with db.atomic("IMMEDIATE"):
+    with write_transaction(db):
         _tag(db, tag_id)
         _shown_again(db, "SELECT linkedid FROM call_tag WHERE tag_id = ?", (tag_id,))
-        db.execute_sql("DELETE FROM call_tag WHERE tag_id = ?", (tag_id,))
-        db.execute_sql("DELETE FROM tag WHERE id = ?", (tag_id,))
+        run(db, "DELETE FROM call_tag WHERE tag_id = ?", (tag_id,))
+        run(db, "DELETE FROM tag WHERE id = ?", (tag_id,))
 
 
-def tag_ids(db: SqliteDatabase, names) -> list[int]:
+def tag_ids(db: Database, names) -> list[int]:
     """The ids of tags given by name (any case, Cyrillic too); AnnotationError naming an
     unknown one."""
     known = _tags_by_name(db)
@@ -233,54 +235,55 @@ def tag_ids(db: SqliteDatabase, names) -> list[int]:
     return ids
 
 
-def set_call_tags(db: SqliteDatabase, linkedid: str, actor: Actor, names,
+def set_call_tags(db: Database, linkedid: str, actor: Actor, names,
                   now_ms: int) -> None:
     """Make the call's tags exactly `names` (set the new ones, clear the others)."""
-    with db.atomic("IMMEDIATE"):
+    with write_transaction(db):
         wanted = set(tag_ids(db, names))
-        have = {tag_id for (tag_id,) in db.execute_sql(
-            "SELECT tag_id FROM call_tag WHERE linkedid = ?", (linkedid,))}
+        have = {tag_id for (tag_id,) in run(
+            db, "SELECT tag_id FROM call_tag WHERE linkedid = ?", (linkedid,))}
         for tag_id in have - wanted:
-            db.execute_sql("DELETE FROM call_tag WHERE linkedid = ? AND tag_id = ?",
-                           (linkedid, tag_id))
+            run(db, "DELETE FROM call_tag WHERE linkedid = ? AND tag_id = ?",
+                (linkedid, tag_id))
         for tag_id in wanted - have:
-            db.execute_sql("INSERT INTO call_tag (linkedid, tag_id, set_by, set_ms) "
-                           "VALUES (?, ?, ?, ?)", (linkedid, tag_id, actor.name, now_ms))
+            run(db, "INSERT INTO call_tag (linkedid, tag_id, set_by, set_ms) "
+                "VALUES (?, ?, ?, ?)", (linkedid, tag_id, actor.name, now_ms))
         if wanted != have:
             _shown_again(db, "?", (linkedid,))
 
 
-def add_call_tag(db: SqliteDatabase, linkedid: str, actor: Actor, name: str,
+def add_call_tag(db: Database, linkedid: str, actor: Actor, name: str,
                  now_ms: int) -> None:
-    with db.atomic("IMMEDIATE"):
+    with write_transaction(db):
         (tag_id,) = tag_ids(db, [name])
-        if db.execute_sql("INSERT OR IGNORE INTO call_tag (linkedid, tag_id, set_by, set_ms) "
-                          "VALUES (?, ?, ?, ?)", (linkedid, tag_id, actor.name, now_ms)).rowcount:
+        if run(db, "INSERT INTO call_tag (linkedid, tag_id, set_by, set_ms) "
+               "VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+               (linkedid, tag_id, actor.name, now_ms)).rowcount:
             _shown_again(db, "?", (linkedid,))
 
 
-def remove_call_tag(db: SqliteDatabase, linkedid: str, tag_id: int) -> None:
-    with db.atomic("IMMEDIATE"):
-        if db.execute_sql("DELETE FROM call_tag WHERE linkedid = ? AND tag_id = ?",
-                          (linkedid, tag_id)).rowcount:
+def remove_call_tag(db: Database, linkedid: str, tag_id: int) -> None:
+    with write_transaction(db):
+        if run(db, "DELETE FROM call_tag WHERE linkedid = ? AND tag_id = ?",
+               (linkedid, tag_id)).rowcount:
             _shown_again(db, "?", (linkedid,))
 
 
 def _shown_again(db, calls_sql: str, params=()) -> None:
     """The calls `calls_sql` names (their linkedids) look different now: open pages showing
     them get their rows again (a new revision stamped on them)."""
-    db.execute_sql(f"UPDATE call SET revision = ? WHERE linkedid IN ({calls_sql})",
-                   (next_revision(db), *params))
+    run(db, f"UPDATE call SET revision = ? WHERE linkedid IN ({calls_sql})",
+        (next_revision(db), *params))
 
 
 def _tag(db, tag_id: int) -> None:
-    if db.execute_sql("SELECT 1 FROM tag WHERE id = ?", (tag_id,)).fetchone() is None:
+    if run(db, "SELECT 1 FROM tag WHERE id = ?", (tag_id,)).fetchone() is None:
         raise LookupError(tag_id)
 
 
 def _tags_by_name(db) -> dict[str, int]:
     """The list's tags by their names casefolded (SQLite's NOCASE folds ASCII only)."""
-    return {name.casefold(): tag_id for tag_id, name in db.execute_sql("SELECT id, name FROM tag")}
+    return {name.casefold(): tag_id for tag_id, name in run(db, "SELECT id, name FROM tag")}
 
 
 def _admin(actor: Actor) -> None:

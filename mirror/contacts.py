@@ -12,9 +12,10 @@ import json
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator, Mapping
 
-from peewee import SqliteDatabase
+from peewee import Database
 
 from mirror.contact_files import ContactFileError, ParsedContact, ParsedFile, checked, number_key
+from mirror.dialect import json_element, json_list_rows, run, write_transaction
 
 __all__ = ["ContactFileError", "ContactError", "ImportPlan", "plan_import", "apply_import"]
 
@@ -52,7 +53,7 @@ class ImportPlan:
         return {action: self.count(action) for action in ("add", "update", "same", "refused")}
 
 
-def plan_import(db: SqliteDatabase, parsed: ParsedFile, match_digits: int) -> ImportPlan:
+def plan_import(db: Database, parsed: ParsedFile, match_digits: int) -> ImportPlan:
     """What importing the file would add, update (a contact of the same id — vCard UID or CSV
     id column — or, without one, of the same first number) and refuse; nothing is written."""
     rows, seen = [], {}
@@ -78,10 +79,10 @@ def plan_import(db: SqliteDatabase, parsed: ParsedFile, match_digits: int) -> Im
     return ImportPlan(parsed.kind, parsed.encoding, rows)
 
 
-def apply_import(db: SqliteDatabase, plan: ImportPlan, actor: str, now_ms: int,
+def apply_import(db: Database, plan: ImportPlan, actor: str, now_ms: int,
                  match_digits: int) -> dict[str, int]:
     """Write the plan's additions and updates in one transaction; returns its counts."""
-    with db.atomic("IMMEDIATE"):
+    with write_transaction(db):
         for row in plan.rows:
             if row.action == "add":
                 row.contact_id = _insert(db, row.contact, "import", row.source_key, actor,
@@ -100,11 +101,11 @@ def source_key(contact: ParsedContact, match_digits: int) -> str:
 
 
 def _existing(db, key: str, contact: ParsedContact, match_digits: int) -> dict | None:
-    row = db.execute_sql("SELECT id FROM contact WHERE source_key = ?", (key,)).fetchone()
+    row = run(db, "SELECT id FROM contact WHERE source_key = ?", (key,)).fetchone()
     if row is None and not contact.uid:
         # Typed by hand, or imported under another id: the same number is the same person.
-        row = db.execute_sql(
-            "SELECT contact_id FROM contact_number WHERE ext_key = ? ORDER BY contact_id "
+        row = run(
+            db, "SELECT contact_id FROM contact_number WHERE ext_key = ? ORDER BY contact_id "
             "LIMIT 1", (number_key(contact.numbers[0], match_digits),)).fetchone()
     return find_contact(db, row[0]) if row else None
 
@@ -130,44 +131,44 @@ def contact_fields(name: str, company: str, numbers: str, email: str, note: str,
     return contact
 
 
-def add_contact(db: SqliteDatabase, contact: ParsedContact, actor: str, now_ms: int,
+def add_contact(db: Database, contact: ParsedContact, actor: str, now_ms: int,
                 match_digits: int) -> int:
-    with db.atomic("IMMEDIATE"):
+    with write_transaction(db):
         return _insert(db, contact, "manual", None, actor, now_ms, match_digits)
 
 
-def edit_contact(db: SqliteDatabase, contact_id: int, contact: ParsedContact, actor: str,
+def edit_contact(db: Database, contact_id: int, contact: ParsedContact, actor: str,
                  now_ms: int, match_digits: int) -> None:
     """LookupError when there is no such contact."""
-    with db.atomic("IMMEDIATE"):
+    with write_transaction(db):
         if find_contact(db, contact_id) is None:
             raise LookupError(contact_id)
         _update(db, contact_id, contact, actor, now_ms, match_digits)
 
 
-def delete_contact(db: SqliteDatabase, contact_id: int) -> None:
+def delete_contact(db: Database, contact_id: int) -> None:
     """LookupError when there is no such contact."""
-    with db.atomic("IMMEDIATE"):
-        if db.execute_sql("DELETE FROM contact WHERE id = ?", (contact_id,)).rowcount == 0:
+    with write_transaction(db):
+        if run(db, "DELETE FROM contact WHERE id = ?", (contact_id,)).rowcount == 0:
             raise LookupError(contact_id)
-        db.execute_sql("DELETE FROM contact_number WHERE contact_id = ?", (contact_id,))
+        run(db, "DELETE FROM contact_number WHERE contact_id = ?", (contact_id,))
 
 
 def _insert(db, contact: ParsedContact, source: str, key: str | None, actor: str, now_ms: int,
             match_digits: int) -> int:
-    contact_id = db.execute_sql(
-        "INSERT INTO contact (name, company, numbers, email, note, source, source_key, "
-        "updated_ms, updated_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    contact_id = run(
+        db, "INSERT INTO contact (name, company, numbers, email, note, source, source_key, "
+        "updated_ms, updated_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
         (contact.name, contact.company, json.dumps(contact.numbers, ensure_ascii=False),
-         contact.email, contact.note, source, key, now_ms, actor)).lastrowid
+         contact.email, contact.note, source, key, now_ms, actor)).fetchone()[0]
     _set_numbers(db, contact_id, contact.numbers, match_digits)
     return contact_id
 
 
 def _update(db, contact_id: int, contact: ParsedContact, actor: str, now_ms: int,
             match_digits: int, *, source_key: str | None = None) -> None:
-    db.execute_sql(
-        "UPDATE contact SET name = ?, company = ?, numbers = ?, email = ?, note = ?, "
+    run(
+        db, "UPDATE contact SET name = ?, company = ?, numbers = ?, email = ?, note = ?, "
         "source_key = coalesce(source_key, ?), updated_ms = ?, updated_by = ? WHERE id = ?",
         (contact.name, contact.company, json.dumps(contact.numbers, ensure_ascii=False),
          contact.email, contact.note, source_key, now_ms, actor, contact_id))
@@ -175,17 +176,17 @@ def _update(db, contact_id: int, contact: ParsedContact, actor: str, now_ms: int
 
 
 def _set_numbers(db, contact_id: int, numbers: list[str], match_digits: int) -> None:
-    db.execute_sql("DELETE FROM contact_number WHERE contact_id = ?", (contact_id,))
-    db.execute_sql("INSERT OR IGNORE INTO contact_number (ext_key, contact_id, number) "
-                   "SELECT key, ?, number FROM (SELECT json_extract(value, '$[0]') AS key, "
-                   "json_extract(value, '$[1]') AS number FROM json_each(?))",
-                   (contact_id, json.dumps([[number_key(n, match_digits), n]
-                                            for n in numbers])))
+    run(db, "DELETE FROM contact_number WHERE contact_id = ?", (contact_id,))
+    run(db, f"INSERT INTO contact_number (ext_key, contact_id, number) "
+        f"SELECT key, ?, number FROM (SELECT {json_element(db, 'value', 0)} AS key, "
+        f"{json_element(db, 'value', 1)} AS number FROM {json_list_rows(db, '?')}) AS n "
+        f"WHERE true ON CONFLICT DO NOTHING",
+        (contact_id, json.dumps([[number_key(n, match_digits), n] for n in numbers])))
 
 
-def find_contact(db: SqliteDatabase, contact_id: int) -> dict | None:
-    row = db.execute_sql(
-        "SELECT id, name, company, numbers, email, note, source, updated_ms, updated_by "
+def find_contact(db: Database, contact_id: int) -> dict | None:
+    row = run(
+        db, "SELECT id, name, company, numbers, email, note, source, updated_ms, updated_by "
         "FROM contact WHERE id = ?", (contact_id,)).fetchone()
     return _contact(row) if row else None
 
@@ -198,20 +199,20 @@ def _contact(row) -> dict:
     return contact
 
 
-def contact_keys(db: SqliteDatabase, contact_id: int) -> list[str]:
+def contact_keys(db: Database, contact_id: int) -> list[str]:
     """The match keys of a contact's numbers (its calls are the calls with these keys)."""
-    return [key for (key,) in db.execute_sql(
-        "SELECT ext_key FROM contact_number WHERE contact_id = ? ORDER BY ext_key",
+    return [key for (key,) in run(
+        db, "SELECT ext_key FROM contact_number WHERE contact_id = ? ORDER BY ext_key",
         (contact_id,))]
 
 
-def list_contacts(db: SqliteDatabase, search: str = "", *, limit: int = 50,
+def list_contacts(db: Database, search: str = "", *, limit: int = 50,
                   offset: int = 0) -> tuple[list[dict], int]:
     """Contacts by name whose name, company, e-mail or number holds `search` (any case), a
     page of them and how many there are."""
-    rows = db.execute_sql(
-        "SELECT id, name, company, numbers, email, note, source, updated_ms, updated_by "
-        "FROM contact ORDER BY name COLLATE NOCASE, id").fetchall()
+    rows = run(
+        db, "SELECT id, name, company, numbers, email, note, source, updated_ms, updated_by "
+        "FROM contact ORDER BY lower(name), id").fetchall()
     folded = search.strip().casefold()
     digits = "".join(ch for ch in folded if ch.isdigit())
     if folded:
@@ -223,7 +224,7 @@ def list_contacts(db: SqliteDatabase, search: str = "", *, limit: int = 50,
 
 # --- names of calls' numbers --------------------------------------------------------------------
 
-def names_of_keys(db: SqliteDatabase, keys: Iterable[str],
+def names_of_keys(db: Database, keys: Iterable[str],
                   phonebook: Mapping[str, str] | None = None) -> dict[str, dict]:
     """Match key -> {name, company, id (a contact's, else None), source: phonebook|contact}
     for the keys that have a name; the phone book's name wins over a contact's."""
@@ -233,8 +234,8 @@ def names_of_keys(db: SqliteDatabase, keys: Iterable[str],
     for start in range(0, len(wanted), _LOOKUP_CHUNK):
         chunk = wanted[start:start + _LOOKUP_CHUNK]
         marks = ",".join("?" * len(chunk))
-        for key, contact_id, name, company in db.execute_sql(
-                f"SELECT n.ext_key, c.id, c.name, c.company FROM contact_number n "
+        for key, contact_id, name, company in run(
+                db, f"SELECT n.ext_key, c.id, c.name, c.company FROM contact_number n "
                 f"JOIN contact c ON c.id = n.contact_id WHERE n.ext_key IN ({marks}) "
                 f"ORDER BY n.ext_key, c.id DESC", chunk):
             found[key] = {"name": name, "company": company, "id": contact_id,
@@ -246,7 +247,7 @@ def names_of_keys(db: SqliteDatabase, keys: Iterable[str],
     return found
 
 
-def with_contacts(rows: Iterable[dict], db: SqliteDatabase,
+def with_contacts(rows: Iterable[dict], db: Database,
                   phonebook: Mapping[str, str] | None = None) -> Iterator[dict]:
     """Call rows with `contact` (see `names_of_keys`; None: no name but the caller id's),
     looked up a few hundred rows at a time, so exports stay flat in memory."""
@@ -286,15 +287,15 @@ def outside_name(row: dict) -> str:
     return "" if name == row.get(side) else name
 
 
-def keys_named(db: SqliteDatabase, part: str,
+def keys_named(db: Database, part: str,
                phonebook: Mapping[str, str] | None = None) -> list[str]:
     """The match keys of the contacts and phone book entries whose name or company holds
     `part` (any case): a name search finds their calls through the calls' `ext_key` index."""
     part = part.strip().casefold()
     if not part:
         return []
-    keys = {key for key, name, company in db.execute_sql(
-        "SELECT n.ext_key, c.name, c.company FROM contact c JOIN contact_number n "
+    keys = {key for key, name, company in run(
+        db, "SELECT n.ext_key, c.name, c.company FROM contact c JOIN contact_number n "
         "ON n.contact_id = c.id") if part in name.casefold() or part in company.casefold()}
     keys |= {key for key, name in (phonebook or {}).items() if part in name.casefold()}
     return sorted(keys)[:SEARCH_KEYS_LIMIT]

@@ -8,9 +8,10 @@ peewee builds is right for its engine already and never goes through `sql()`.
 from __future__ import annotations
 
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass
 
-from peewee import Database, PostgresqlDatabase
+from peewee import Cast, Database, PostgresqlDatabase, fn
 
 # A quoted literal ('it''s' included): `?` inside one is text, not a mark.
 _LITERAL = re.compile(r"('(?:[^']|'')*')")
@@ -56,3 +57,81 @@ def write_transaction(db: Database):
     write lock at its start (`BEGIN IMMEDIATE`), so it never fails half-way for a writer that
     came first; PostgreSQL locks rows as they are written, and refuses `IMMEDIATE`."""
     return db.atomic() if dialect_of(db).postgresql else db.atomic("IMMEDIATE")
+
+
+# --- fragments of the readers' SQL (mirror.queries, mirror.annotations, mirror.contacts) ---------
+
+def ordered_join(db: Database) -> str:
+    """A join whose left side is read first: SQLite takes `CROSS JOIN` as that order (a hint
+    the plan tests keep); PostgreSQL's planner orders joins itself and knows no `CROSS JOIN …
+    ON`."""
+    return "JOIN" if dialect_of(db).postgresql else "CROSS JOIN"
+
+
+def position(db: Database, text, part):
+    """Where `part` starts in `text` (1-based, 0: nowhere) as a peewee expression."""
+    return (fn.strpos if dialect_of(db).postgresql else fn.instr)(text, part)
+
+
+def json_list_rows(db: Database, items: str) -> str:
+    """A FROM item of the elements of a JSON list (`items`, SQL) as rows of one column `value`;
+    a list of lists gives each inner list (`value->>0`, see `json_element`)."""
+    if dialect_of(db).postgresql:
+        return f"jsonb_array_elements(CAST({items} AS jsonb)) AS j(value)"
+    return f"json_each({items})"
+
+
+def json_element(db: Database, value: str, index: int) -> str:
+    """Element `index` of the JSON list `value` (a row of `json_list_rows`) as text."""
+    if dialect_of(db).postgresql:
+        return f"{value}->>{int(index)}"
+    return f"json_extract({value}, '$[{int(index)}]')"
+
+
+def json_list_of(db: Database, *columns):
+    """An aggregate: the group's rows as a JSON list (text) of lists of `columns`."""
+    if dialect_of(db).postgresql:
+        return fn.coalesce(Cast(fn.json_agg(fn.json_build_array(*columns)), "text"), "[]")
+    return fn.json_group_array(fn.json_array(*columns))
+
+
+def searched_in_call_columns(db: Database) -> bool:
+    """Whether the number and name search reads `call.numbers`/`call.names` (PostgreSQL's
+    trigram indexes) rather than SQLite's FTS5 tables `call_number`/`call_name`."""
+    return dialect_of(db).postgresql
+
+
+@contextmanager
+def write_transaction_at_once(db: Database):
+    """`write_transaction` that never waits for another writer: peewee's OperationalError at
+    once when one holds the database (SQLite) or the rows written (PostgreSQL) — for writes a
+    later request can do as well (a token's last use)."""
+    if dialect_of(db).postgresql:
+        with db.atomic():
+            db.execute_sql("SET LOCAL lock_timeout = 1")        # ms; 0 would wait forever
+            yield
+        return
+    conn = db.connection()
+    waited = conn.execute("PRAGMA busy_timeout").fetchone()[0]
+    conn.execute("PRAGMA busy_timeout = 0")
+    try:
+        with db.atomic("IMMEDIATE"):
+            yield
+    finally:
+        conn.execute(f"PRAGMA busy_timeout = {int(waited)}")
+
+
+def claim_rows(db: Database, query):
+    """A SELECT (peewee) of rows this write transaction takes for itself. On PostgreSQL the
+    rows are locked, and those another transaction holds skipped: several daemons (one a PBX)
+    never claim the same row. SQLite's write transaction already shuts out every other writer."""
+    return query.for_update("FOR UPDATE SKIP LOCKED") if dialect_of(db).postgresql else query
+
+
+def inserted_id(db: Database, query) -> int | None:
+    """Execute a peewee INSERT of one row (an upsert too) and return the row's id (None: an
+    upsert that did nothing), on both engines by `RETURNING`: peewee asks PostgreSQL for the
+    id only of models bound to a database, and ours are bound per query."""
+    sql, params = query.returning(query.model._meta.primary_key).bind(db).sql()
+    row = db.execute_sql(sql, params).fetchone()
+    return None if row is None else row[0]

@@ -11,11 +11,12 @@ from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from typing import Mapping
 
-from peewee import SQL, SqliteDatabase, Tuple, fn
+from peewee import SQL, Column, Database, Tuple, fn
 
 from mirror.annotations import AnnotationError, notes_read, tag_ids, with_notes
 from mirror.calls import DIRECTIONS, NUMBER_MATCH_DIGITS, STATUSES
 from mirror.contacts import keys_named
+from mirror.dialect import dialect_of, ordered_join, position, run, searched_in_call_columns
 from mirror.models import (Call, CallEmployee, CallGone, CallHandled, CallHangup, CallName,
                            CallNumber, CallTag, Comment, Employee, GroupMember, Leg, LiveCall,
                            SyncState)
@@ -365,7 +366,7 @@ def decode_cursor(value: str | None) -> tuple[int, int] | None:
                          f"previous page") from None
 
 
-def calls_query(f: CallFilter, db: SqliteDatabase, *, counting: bool = False):
+def calls_query(f: CallFilter, db: Database, *, counting: bool = False):
     """The filtered calls, newest first (a peewee query bound to `db`). `counting`: the query
     will be aggregated, not paged (see the employee condition)."""
     period = (Call.start_ms >= f.start_ms) & (Call.start_ms < f.end_ms)
@@ -407,7 +408,7 @@ def calls_query(f: CallFilter, db: SqliteDatabase, *, counting: bool = False):
         search = parse_number_search(f.number, f.number_match_digits)
         named = _employees_named(search.name, db) if search.name else []
         keys = keys_named(db, search.name, f.phonebook) if search.name else []
-        query = _number_condition(query, search, _id_range(period, db),
+        query = _number_condition(query, search, db, period,
                                   CallEmployee.select(CallEmployee.call_id).where(
                                       CallEmployee.extension.in_(named),
                                       CallEmployee.start_ms >= f.start_ms,
@@ -422,7 +423,7 @@ def calls_query(f: CallFilter, db: SqliteDatabase, *, counting: bool = False):
     return query.bind(db)
 
 
-def _annotation_conditions(query, f: CallFilter, db: SqliteDatabase):
+def _annotation_conditions(query, f: CallFilter, db: Database):
     """What people and the daemon added to calls: tags, comment text, who hung up. Each is
     looked up per call of the period as it is walked (one key lookup), never gathered from
     all of history: that grows with the years, a page's period does not."""
@@ -434,7 +435,7 @@ def _annotation_conditions(query, f: CallFilter, db: SqliteDatabase):
     if f.comment:
         query = query.where(fn.EXISTS(Comment.select(Comment.id).where(
             Comment.linkedid == Call.linkedid,
-            fn.instr(Comment.folded, f.comment.strip().casefold()) > 0)))
+            position(db, Comment.folded, f.comment.strip().casefold()) > 0)))
     if f.hangup:
         hangup = CallHangup.select(CallHangup.side).where(CallHangup.linkedid == Call.linkedid)
         sides = [side for side in f.hangup if side != "unknown"]
@@ -445,7 +446,7 @@ def _annotation_conditions(query, f: CallFilter, db: SqliteDatabase):
     return query
 
 
-def _tag_ids(names: list[str], db: SqliteDatabase) -> list[int]:
+def _tag_ids(names: list[str], db: Database) -> list[int]:
     """The ids of the tags a filter names (any case); QueryError for an unknown one."""
     try:
         return sorted(set(tag_ids(db, names)))
@@ -453,7 +454,7 @@ def _tag_ids(names: list[str], db: SqliteDatabase) -> list[int]:
         raise QueryError(str(exc)) from None
 
 
-def tag_counts(f: CallFilter, db: SqliteDatabase, period_calls: int) -> dict[int, int]:
+def tag_counts(f: CallFilter, db: Database, period_calls: int) -> dict[int, int]:
     """How many calls of the filter carry each tag (tag id -> calls). Read from the smaller
     side: the filter's calls (`period_calls` of them) each looked up in the tags, or every
     tagged call looked up in the filter."""
@@ -461,13 +462,14 @@ def tag_counts(f: CallFilter, db: SqliteDatabase, period_calls: int) -> dict[int
                      .select(Call.linkedid).order_by().sql())
     tagged = db.execute_sql("SELECT count(*) FROM call_tag").fetchone()[0]
     # CROSS JOIN: SQLite reads the left side first and looks each row up on the right.
-    joined = (f"({calls}) AS c CROSS JOIN call_tag ct" if period_calls <= tagged
-              else f"call_tag ct CROSS JOIN ({calls}) AS c")
+    join = ordered_join(db)
+    joined = (f"({calls}) AS c {join} call_tag ct" if period_calls <= tagged
+              else f"call_tag ct {join} ({calls}) AS c")
     return dict(db.execute_sql(f"SELECT ct.tag_id, count(*) FROM {joined} "
                                f"ON ct.linkedid = c.linkedid GROUP BY ct.tag_id", params))
 
 
-def handled_unreturned(f: CallFilter, db: SqliteDatabase) -> dict[tuple[str, str], int]:
+def handled_unreturned(f: CallFilter, db: Database) -> dict[tuple[str, str], int]:
     """How many calls of the filter but for `unreturned` are missed, not called back and
     marked handled, per (direction, status): the hourly counters count them as unreturned,
     the Unreturned tab and `unreturned` do not. Read from the handled calls of the period
@@ -476,7 +478,7 @@ def handled_unreturned(f: CallFilter, db: SqliteDatabase) -> dict[tuple[str, str
             for direction, status, n in db.execute_sql(*handled_unreturned_sql(f, db))}
 
 
-def handled_unreturned_sql(f: CallFilter, db: SqliteDatabase) -> tuple[str, tuple]:
+def handled_unreturned_sql(f: CallFilter, db: Database) -> tuple[str, tuple]:
     """The query of `handled_unreturned` and its parameters."""
     calls, params = (calls_query(replace(f, tab="all", unreturned=False, after=None,
                                          limit=None), db, counting=True)
@@ -485,9 +487,12 @@ def handled_unreturned_sql(f: CallFilter, db: SqliteDatabase) -> tuple[str, tupl
                      .order_by().sql())
     # CROSS JOIN: SQLite reads the handled calls first and looks each up in the filter. A
     # call's start can move a little after it was handled (more legs): the range is wider.
-    return (f"SELECT c.direction, c.status, count(*) FROM call_handled h CROSS JOIN ({calls}) "
-            f"AS c ON c.linkedid = h.linkedid WHERE h.start_ms >= ? AND h.start_ms < ? "
-            f"GROUP BY c.direction, c.status", (*params, f.start_ms - DAY_MS, f.end_ms + DAY_MS))
+    # Only the hand-written part is house SQL: peewee wrote `calls` for its engine already.
+    house = dialect_of(db).sql
+    return (f"SELECT c.direction, c.status, count(*) FROM call_handled h {ordered_join(db)} "
+            f"({calls}) AS c ON c.linkedid = h.linkedid "
+            + house("WHERE h.start_ms >= ? AND h.start_ms < ? GROUP BY c.direction, c.status"),
+            (*params, f.start_ms - DAY_MS, f.end_ms + DAY_MS))
 
 
 def _calls_of(extensions, f: CallFilter, *, placed: bool = False):
@@ -498,13 +503,13 @@ def _calls_of(extensions, f: CallFilter, *, placed: bool = False):
     return query.where(CallEmployee.placed == 1) if placed else query
 
 
-def _id_range(period, db: SqliteDatabase) -> tuple[int, int]:
+def _id_range(period, db: Database) -> tuple[int, int]:
     """The lowest and highest call id of a period (one index range read)."""
     low, high = Call.select(fn.MIN(Call.id), fn.MAX(Call.id)).where(period).bind(db).tuples()[0]
     return (low, high) if low is not None else (0, -1)
 
 
-def counts_by_direction_and_status(f: CallFilter, db: SqliteDatabase) -> dict[tuple[str, str], int]:
+def counts_by_direction_and_status(f: CallFilter, db: Database) -> dict[tuple[str, str], int]:
     """How many calls the filter selects, per (direction, status)."""
     query = (calls_query(f, db, counting=True).select(Call.direction, Call.status,
                                                       fn.COUNT(Call.id))
@@ -521,7 +526,7 @@ def counted_by_the_hour(f: CallFilter) -> bool:
             and not f.tags and not f.comment and not f.hangup and f.ext_keys is None)
 
 
-def employee_extensions(f: CallFilter, db: SqliteDatabase) -> list[str] | None:
+def employee_extensions(f: CallFilter, db: Database) -> list[str] | None:
     """Extensions the employee/group filters select (None: no such filter)."""
     if not f.employees and not f.groups:
         return None
@@ -537,25 +542,25 @@ def employee_extensions(f: CallFilter, db: SqliteDatabase) -> list[str] | None:
     return sorted(extensions)
 
 
-def employee_names(db: SqliteDatabase) -> dict[str, str]:
+def employee_names(db: Database) -> dict[str, str]:
     """The PBX's employees: extension -> name."""
     return dict(Employee.select(Employee.extension, Employee.name).bind(db).tuples())
 
 
-def employee_choices(db: SqliteDatabase, visible_to: Visibility | None) -> list[tuple[str, str]]:
+def employee_choices(db: Database, visible_to: Visibility | None) -> list[tuple[str, str]]:
     """(extension, name) of the employees whose calls may be among those a user sees, by
     extension: what a filter offers them."""
     return [(ext, name) for ext, name in sorted(employee_names(db).items())
             if visible_to is None or visible_to.shows_employee(ext)]
 
 
-def group_names(db: SqliteDatabase) -> list[str]:
+def group_names(db: Database) -> list[str]:
     """The employee groups (ModuleUsersGroups), by name."""
     return [name for (name,) in GroupMember.select(GroupMember.group_name).distinct()
             .order_by(GroupMember.group_name).bind(db).tuples()]
 
 
-def _employees_named(part: str, db: SqliteDatabase) -> list[str]:
+def _employees_named(part: str, db: Database) -> list[str]:
     """Extensions of the employees whose current name holds `part` (any case; the PBX's
     employees are a few hundred rows, so a renamed employee is found by the new name)."""
     part = part.casefold()
@@ -568,27 +573,43 @@ def _linkedid_forms(linkedid: str) -> list[str]:
     return [linkedid] + ([f"mikopbx-{linkedid}"] if linkedid[:1].isdigit() else [])
 
 
-def _number_condition(query, search: NumberSearch, ids: tuple[int, int], of_employees=None,
+# What PostgreSQL's trigram indexes search (mirror.schema's PG baseline): columns of `call`
+# that no model field names, as SQLite's `call` has none (FTS5's `call_number`/`call_name`).
+_CALL_NUMBERS, _CALL_NAMES = (Column(Call._meta.table, name) for name in ("numbers", "names"))
+
+
+def _number_condition(query, search: NumberSearch, db, period, of_employees=None,
                       of_contacts=None):
-    """Calls whose numbers (or names) match. The trigram index is searched within the period's
-    id range: a common fragment (an area code) would otherwise fetch every match of all time.
-    `of_employees`, `of_contacts`: the calls of the employees and of the contacts (numbers
-    named in the phone book or the module's contacts) a name search found, also matching."""
+    """Calls whose numbers (or names) match, by a trigram index: SQLite's FTS5 tables searched
+    within the period's id range (a common fragment, an area code, would otherwise fetch every
+    match of all time), or PostgreSQL's on the call's own `numbers`/`names` columns (the
+    period picks the months' partitions). `of_employees`, `of_contacts`: the calls of the
+    employees and of the contacts (numbers named in the phone book or the module's contacts)
+    a name search found, also matching."""
     if search.prefix == "linkedid":
         return query.where(Call.linkedid.in_(_linkedid_forms(search.value)))
+    terms = (search.value,) if search.prefix else search.substrings
+    in_columns = searched_in_call_columns(db)
+    ids = None if in_columns else _id_range(period, db)
     if search.name:
-        phrase = '"' + search.name.replace('"', '""') + '"'
-        named = Call.id.in_(CallName.select(CallName.rowid).where(
-            SQL("call_name MATCH ?", (phrase,)), CallName.rowid.between(*ids)))
+        if in_columns:
+            named = _CALL_NAMES.contains(search.name)
+        else:
+            phrase = '"' + search.name.replace('"', '""') + '"'
+            named = Call.id.in_(CallName.select(CallName.rowid).where(
+                SQL("call_name MATCH ?", (phrase,)), CallName.rowid.between(*ids)))
         for also in (of_employees, of_contacts):
             if also is not None:
                 named = named | Call.id.in_(also)
         return query.where(named)
-    terms = (search.value,) if search.prefix else search.substrings
-    match = " AND ".join(f'"{digits}"' for digits in terms)
-    query = query.where(Call.id.in_(
-        CallNumber.select(CallNumber.rowid).where(SQL("call_number MATCH ?", (match,)),
-                                                  CallNumber.rowid.between(*ids))))
+    if in_columns:          # digits only: nothing for LIKE to escape, no case to fold
+        for digits in terms:
+            query = query.where(_CALL_NUMBERS.like(f"%{digits}%"))
+    else:
+        match = " AND ".join(f'"{digits}"' for digits in terms)
+        query = query.where(Call.id.in_(
+            CallNumber.select(CallNumber.rowid).where(SQL("call_number MATCH ?", (match,)),
+                                                      CallNumber.rowid.between(*ids))))
     if search.prefix:
         column = {"src": Call.src, "dst": Call.dst, "did": Call.did}[search.prefix]
         query = query.where(fn.replace(fn.replace(column, "+", ""), " ", "").contains(search.value))
@@ -604,7 +625,7 @@ def call_rows(query, *, annotate: bool = True):
     return map(notes_read, map(_decoded, with_notes(query).dicts().iterator()))
 
 
-def find_call(linkedid: str, db: SqliteDatabase) -> dict | None:
+def find_call(linkedid: str, db: Database) -> dict | None:
     """One call row (list fields decoded, with its notes) by linkedid."""
     return next(call_rows(Call.select().where(Call.linkedid == linkedid).bind(db)), None)
 
@@ -615,7 +636,7 @@ def _decoded(row: dict) -> dict:
     return row
 
 
-def calls_in_progress(db: SqliteDatabase, visible_to: Visibility | None = None) -> list[dict]:
+def calls_in_progress(db: Database, visible_to: Visibility | None = None) -> list[dict]:
     """The calls in progress, newest first; a restricted user's (`visible_to`) only those
     visible to them. A handful at a time: filtered here rather than indexed."""
     rows = []
@@ -628,7 +649,7 @@ def calls_in_progress(db: SqliteDatabase, visible_to: Visibility | None = None) 
     return rows
 
 
-def call_visible(call_id: int, visible_to: Visibility | None, db: SqliteDatabase) -> bool:
+def call_visible(call_id: int, visible_to: Visibility | None, db: Database) -> bool:
     """Whether the (finished) call may be seen under `visible_to`."""
     if visible_to is None:
         return True
@@ -642,7 +663,7 @@ CHANGES_LIMIT = 500     # calls written since a page's revision that it is told 
 
 
 def changes_since(f: CallFilter, revision: int,
-                  db: SqliteDatabase) -> tuple[list[dict], list[str]] | None:
+                  db: Database) -> tuple[list[dict], list[str]] | None:
     """What a page showing filter `f` as of `revision` must change: the calls of the filter
     written since (new or changed) and the linkedids of the calls it may show that have left
     the filter since (changed so they no longer match, or taken back out while in progress).
@@ -672,22 +693,22 @@ def changes_since(f: CallFilter, revision: int,
     return rows, gone
 
 
-def mirror_revision(db: SqliteDatabase) -> int:
+def mirror_revision(db: Database) -> int:
     """The revision of the mirror's newest change of what pages show (0: none yet)."""
     return int(state_value(db, "revision") or 0)
 
 
-def state_value(db: SqliteDatabase, key: str) -> str | None:
+def state_value(db: Database, key: str) -> str | None:
     """One value of `sync_state`. Every request and every open page's ask reads some: plain
     SQL, without building the query each time (a third of a cached ask's time)."""
-    row = db.execute_sql("SELECT value FROM sync_state WHERE key = ?", (key,)).fetchone()
+    row = run(db, "SELECT value FROM sync_state WHERE key = ?", (key,)).fetchone()
     return row[0] if row else None
 
 
-def legs_of_call(linkedid: str, db: SqliteDatabase) -> list[dict]:
+def legs_of_call(linkedid: str, db: Database) -> list[dict]:
     return list(Leg.select().where(Leg.linkedid == linkedid)
                 .order_by(Leg.start_ms, Leg.source_id).bind(db).dicts())
 
 
-def sync_state(db: SqliteDatabase) -> dict[str, str]:
+def sync_state(db: Database) -> dict[str, str]:
     return dict(SyncState.select(SyncState.key, SyncState.value).bind(db).tuples())

@@ -6,8 +6,9 @@ import json
 from dataclasses import dataclass
 from typing import Callable
 
-from peewee import SqliteDatabase
+from peewee import Database
 
+from mirror.dialect import claim_rows, inserted_id, write_transaction
 from mirror.models import ModuleSecret, Report, ReportSend, SavedFilter
 from mirror.queries import Visibility
 
@@ -16,7 +17,7 @@ class ReportError(ValueError):
     """A report definition users can correct; the message says how."""
 
 
-def link_secret(db: SqliteDatabase) -> bytes:
+def link_secret(db: Database) -> bytes:
     return bytes(ModuleSecret.select(ModuleSecret.value)
                  .where(ModuleSecret.name == "report_links").bind(db).scalar())
 
@@ -36,11 +37,11 @@ class Owner:
         return Visibility.of(self.role, self.extensions, self.scope)
 
 
-def store_report(db: SqliteDatabase, owner: Owner, values: dict, filter_id: int, name: str,
+def store_report(db: Database, owner: Owner, values: dict, filter_id: int, name: str,
                  report_id: int | None = None) -> int:
     """Create the owner's report with the columns `values`, or change their report
     `report_id`; returns its id. The saved filter must be theirs, the name not yet taken."""
-    with db.atomic("IMMEDIATE"):
+    with write_transaction(db):
         if filter_id and not SavedFilter.select().where(
                 SavedFilter.id == filter_id, SavedFilter.user == owner.name).bind(db).exists():
             raise ReportError("choose one of your saved filters")
@@ -49,13 +50,13 @@ def store_report(db: SqliteDatabase, owner: Owner, values: dict, filter_id: int,
         if taken is not None and taken != report_id:
             raise ReportError(f"you already have a report named {name!r}")
         if report_id is None:
-            return Report.insert({Report.owner: owner.name, **values}).bind(db).execute()
+            return inserted_id(db, Report.insert({Report.owner: owner.name, **values}))
         _owned(db, owner.name, report_id)
         Report.update(values).where(Report.id == report_id).bind(db).execute()
         return report_id
 
 
-def reports_of(db: SqliteDatabase, owner: str | None) -> list[dict]:
+def reports_of(db: Database, owner: str | None) -> list[dict]:
     """The owner's reports (everyone's for None) by owner and name, each with its last send."""
     query = Report.select().order_by(Report.owner, Report.name)
     if owner is not None:
@@ -68,7 +69,7 @@ def reports_of(db: SqliteDatabase, owner: str | None) -> list[dict]:
     return rows
 
 
-def report_of(db: SqliteDatabase, owner: str, report_id: int) -> dict:
+def report_of(db: Database, owner: str, report_id: int) -> dict:
     """One of the owner's reports; LookupError for anyone else's."""
     found = next((r for r in reports_of(db, owner) if r["id"] == report_id), None)
     if found is None:
@@ -76,14 +77,14 @@ def report_of(db: SqliteDatabase, owner: str, report_id: int) -> dict:
     return found
 
 
-def sends_of(db: SqliteDatabase, owner: str, report_id: int, limit: int = 50) -> list[dict]:
+def sends_of(db: Database, owner: str, report_id: int, limit: int = 50) -> list[dict]:
     """The send log of the owner's report, newest first."""
     _owned(db, owner, report_id)
     return list(ReportSend.select().where(ReportSend.report_id == report_id)
                 .order_by(ReportSend.id.desc()).limit(limit).bind(db).dicts())
 
 
-def send_of(db: SqliteDatabase, owner: str, send_id: int) -> dict:
+def send_of(db: Database, owner: str, send_id: int) -> dict:
     """A send of one of the owner's reports; LookupError for anyone else's."""
     row = ReportSend.select().where(ReportSend.id == send_id).bind(db).dicts().first()
     if row is None:
@@ -92,34 +93,34 @@ def send_of(db: SqliteDatabase, owner: str, send_id: int) -> dict:
     return row
 
 
-def request_send(db: SqliteDatabase, owner: str, report_id: int, now_s: float) -> None:
+def request_send(db: Database, owner: str, report_id: int, now_s: float) -> None:
     """"Send now": the scheduler sends the report at its next look, period relative to now."""
-    with db.atomic("IMMEDIATE"):
+    with write_transaction(db):
         _owned(db, owner, report_id)
         Report.update(requested_ms=int(now_s * 1000)).where(Report.id == report_id) \
             .bind(db).execute()
 
 
-def delete_report(db: SqliteDatabase, owner: str | None, report_id: int) -> None:
+def delete_report(db: Database, owner: str | None, report_id: int) -> None:
     """The report and its log go; the scheduler removes files no send refers to. `owner`
     None: any user's (an admin stopping the reports of someone who left)."""
-    with db.atomic("IMMEDIATE"):
+    with write_transaction(db):
         _owned(db, owner, report_id)
         ReportSend.delete().where(ReportSend.report_id == report_id).bind(db).execute()
         Report.delete().where(Report.id == report_id).bind(db).execute()
 
 
-def reports_using(db: SqliteDatabase, owner: str, filter_id: int) -> list[str]:
+def reports_using(db: Database, owner: str, filter_id: int) -> list[str]:
     """Names of the owner's reports that mail the saved filter `filter_id`."""
     return [name for (name,) in Report.select(Report.name).where(
         Report.owner == owner, Report.filter_id == filter_id).bind(db).tuples()]
 
 
-def remember_owner(db: SqliteDatabase, owner: Owner) -> None:
+def remember_owner(db: Database, owner: Owner) -> None:
     """The owner's role, extensions and scope as the admin shell says now: their reports
     follow."""
     extensions = json.dumps(owner.extensions)
-    with db.atomic("IMMEDIATE"):
+    with write_transaction(db):
         Report.update(owner_role=owner.role, owner_extensions=extensions,
                       owner_scope=owner.scope).where(
             (Report.owner == owner.name)
@@ -128,7 +129,7 @@ def remember_owner(db: SqliteDatabase, owner: Owner) -> None:
         ).bind(db).execute()
 
 
-def _owned(db: SqliteDatabase, owner: str | None, report_id: int) -> None:
+def _owned(db: Database, owner: str | None, report_id: int) -> None:
     query = Report.select().where(Report.id == report_id)
     if owner is not None:
         query = query.where(Report.owner == owner)
@@ -141,16 +142,16 @@ def _owned(db: SqliteDatabase, owner: str | None, report_id: int) -> None:
 SEND_COLUMNS = ("id", "report_id", "due_ms", "attempts", "file")
 
 
-def claim_due(db: SqliteDatabase, now_ms: int,
+def claim_due(db: Database, now_ms: int,
               following_run: Callable[[dict], int | None]) -> list[tuple[dict, dict]]:
     """Due reports become `sending` rows of the log, and their next run moves on (to
     `following_run(report)`, epoch ms), in one transaction: a crash afterwards resumes the
     send, never repeats it. Returns (report, send) rows."""
     claimed = []
-    with db.atomic("IMMEDIATE"):
-        reports = list(Report.select().where(
+    with write_transaction(db):
+        reports = list(claim_rows(db, Report.select().where(
             ((Report.enabled == 1) & (Report.next_run_ms <= now_ms))
-            | Report.requested_ms.is_null(False)).bind(db).dicts())
+            | Report.requested_ms.is_null(False))).bind(db).dicts())
         for report in reports:
             scheduled = bool(report["enabled"]) and report["next_run_ms"] is not None \
                 and report["next_run_ms"] <= now_ms
@@ -159,16 +160,16 @@ def claim_due(db: SqliteDatabase, now_ms: int,
             if scheduled:           # "send now" alone leaves the schedule as it is
                 changes[Report.next_run_ms] = following_run(report)
             Report.update(changes).where(Report.id == report["id"]).bind(db).execute()
-            send_id = ReportSend.insert(
+            send_id = inserted_id(db, ReportSend.insert(
                 report_id=report["id"], due_ms=due_ms, period_start_ms=0, period_end_ms=0,
                 status="sending", recipients=report["recipients"],
-                delivery=report["delivery"]).bind(db).execute()
+                delivery=report["delivery"]))
             claimed.append((report, {"id": send_id, "report_id": report["id"],
                                      "due_ms": due_ms, "attempts": 0, "file": None}))
     return claimed
 
 
-def retries_due(db: SqliteDatabase, now_ms: int) -> list[tuple[dict, dict]]:
+def retries_due(db: Database, now_ms: int) -> list[tuple[dict, dict]]:
     """Sends to try again, with their report: retries whose time came, and sends a crash
     interrupted."""
     sends = list(ReportSend.select(*(getattr(ReportSend, c) for c in SEND_COLUMNS)).where(
@@ -182,7 +183,7 @@ def retries_due(db: SqliteDatabase, now_ms: int) -> list[tuple[dict, dict]]:
     return found
 
 
-def next_due_ms(db: SqliteDatabase) -> list[int]:
+def next_due_ms(db: Database) -> list[int]:
     """When the next report is due and the next retry, as far as there are any."""
     return [t for t in (
         Report.select(Report.next_run_ms).where(Report.enabled == 1)
@@ -192,42 +193,42 @@ def next_due_ms(db: SqliteDatabase) -> list[int]:
         .order_by(ReportSend.next_attempt_ms).limit(1).bind(db).scalar()) if t]
 
 
-def saved_filter_params(db: SqliteDatabase, report: dict) -> str | None:
+def saved_filter_params(db: Database, report: dict) -> str | None:
     """The JSON parameters of the report's saved filter, if its owner still has it."""
     return SavedFilter.select(SavedFilter.params).where(
         SavedFilter.id == report["filter_id"], SavedFilter.user == report["owner"]) \
         .bind(db).scalar()
 
 
-def send_row(db: SqliteDatabase, send_id: int) -> dict | None:
+def send_row(db: Database, send_id: int) -> dict | None:
     """A send of any report (the scheduler's, and a download link's, own check)."""
     return ReportSend.select().where(ReportSend.id == send_id).bind(db).dicts().first()
 
 
-def record_send(db: SqliteDatabase, send_id: int, **values) -> None:
+def record_send(db: Database, send_id: int, **values) -> None:
     """Columns of one send."""
-    with db.atomic("IMMEDIATE"):
+    with write_transaction(db):
         ReportSend.update(values).where(ReportSend.id == send_id).bind(db).execute()
 
 
-def expired_files(db: SqliteDatabase, now_ms: int) -> list[int]:
+def expired_files(db: Database, now_ms: int) -> list[int]:
     """Sends finished whose file's link expired."""
     return [i for (i,) in ReportSend.select(ReportSend.id).where(
         ReportSend.file.is_null(False) & (ReportSend.expires_ms <= now_ms)
         & ReportSend.status.in_(("sent", "failed"))).bind(db).tuples()]
 
 
-def forget_files(db: SqliteDatabase, send_ids: list[int]) -> None:
-    with db.atomic("IMMEDIATE"):
+def forget_files(db: Database, send_ids: list[int]) -> None:
+    with write_transaction(db):
         ReportSend.update(file=None).where(ReportSend.id.in_(send_ids)).bind(db).execute()
 
 
-def sends_with_files(db: SqliteDatabase) -> set[int]:
+def sends_with_files(db: Database) -> set[int]:
     return {i for (i,) in ReportSend.select(ReportSend.id)
             .where(ReportSend.file.is_null(False)).bind(db).tuples()}
 
 
-def sending(db: SqliteDatabase, send_id: int) -> bool:
+def sending(db: Database, send_id: int) -> bool:
     """Whether a send is under way or waits to be tried again."""
     return ReportSend.select().where(ReportSend.id == send_id,
                                      ReportSend.status.in_(("sending", "retrying"))) \

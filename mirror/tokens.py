@@ -20,8 +20,9 @@ import secrets
 import unicodedata
 from dataclasses import dataclass
 
-from peewee import OperationalError, SqliteDatabase
+from peewee import Database, OperationalError
 
+from mirror.dialect import run, write_transaction, write_transaction_at_once
 from mirror.queries import group_names
 
 PREFIX = "extcdr_"                  # recognisable in logs and by secret scanners
@@ -94,14 +95,14 @@ def token_fields(name: str, role: str, extensions,
     return name, role, extensions, groups
 
 
-def _known_groups(db: SqliteDatabase, groups: list[str]) -> None:
+def _known_groups(db: Database, groups: list[str]) -> None:
     known = set(group_names(db))
     unknown = [g for g in groups if g not in known]
     if unknown:
         raise TokenError(f"unknown employee group {unknown[0][:40]!r}")
 
 
-def create_token(db: SqliteDatabase, name: str, role: str, extensions, created_by: str,
+def create_token(db: Database, name: str, role: str, extensions, created_by: str,
                  now_ms: int, expires_days: int | None = None,
                  groups=()) -> tuple[int, str]:
     """A new token: (its id, the token itself — shown once, never kept). `groups`: the
@@ -112,12 +113,13 @@ def create_token(db: SqliteDatabase, name: str, role: str, extensions, created_b
         raise TokenError(f"a token expires after 1 to {MAX_EXPIRY_DAYS} days")
     token = PREFIX + secrets.token_urlsafe(32)
     expires_ms = now_ms + expires_days * 86_400_000 if expires_days else None
-    with db.atomic("IMMEDIATE"):
-        token_id = db.execute_sql(
-            "INSERT INTO api_token (name, digest, role, extensions, groups, created_by, "
-            "created_ms, expires_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+    with write_transaction(db):
+        token_id = run(
+            db, "INSERT INTO api_token (name, digest, role, extensions, groups, created_by, "
+            "created_ms, expires_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
             (name, digest(token), role, json.dumps(extensions),
-             json.dumps(groups, ensure_ascii=False), created_by, now_ms, expires_ms)).lastrowid
+             json.dumps(groups, ensure_ascii=False), created_by, now_ms, expires_ms)
+        ).fetchone()[0]
     return token_id, token
 
 
@@ -125,29 +127,29 @@ _COLUMNS = ("id", "name", "role", "extensions", "groups", "created_by", "created
             "expires_ms", "revoked_ms", "last_used_ms")
 
 
-def token_list(db: SqliteDatabase) -> list[dict]:
+def token_list(db: Database) -> list[dict]:
     """Every token, newest first, without its digest."""
-    rows = db.execute_sql(f"SELECT {', '.join(_COLUMNS)} FROM api_token ORDER BY id DESC")
+    rows = run(db, f"SELECT {', '.join(_COLUMNS)} FROM api_token ORDER BY id DESC")
     return [{**dict(zip(_COLUMNS, row)), "extensions": json.loads(row[3]),
              "groups": json.loads(row[4])} for row in rows]
 
 
-def revoke_token(db: SqliteDatabase, token_id: int, now_ms: int) -> None:
+def revoke_token(db: Database, token_id: int, now_ms: int) -> None:
     """Revoke a token from now on (again: nothing changes); LookupError for an unknown id."""
-    with db.atomic("IMMEDIATE"):
-        if db.execute_sql("SELECT 1 FROM api_token WHERE id = ?", (token_id,)).fetchone() is None:
+    with write_transaction(db):
+        if run(db, "SELECT 1 FROM api_token WHERE id = ?", (token_id,)).fetchone() is None:
             raise LookupError(token_id)
-        db.execute_sql("UPDATE api_token SET revoked_ms = ? WHERE id = ? AND revoked_ms IS NULL",
-                       (now_ms, token_id))
+        run(db, "UPDATE api_token SET revoked_ms = ? WHERE id = ? AND revoked_ms IS NULL",
+            (now_ms, token_id))
 
 
-def token_holder(db: SqliteDatabase, token: str, now_ms: int) -> TokenHolder:
+def token_holder(db: Database, token: str, now_ms: int) -> TokenHolder:
     """Who `token` speaks for, its use noted; TokenRefused saying why it opens nothing."""
     if not _TOKEN.fullmatch(token):
         raise TokenRefused("malformed API token")
     wanted = digest(token)
-    row = db.execute_sql(
-        "SELECT id, name, role, extensions, digest, expires_ms, revoked_ms, last_used_ms, "
+    row = run(
+        db, "SELECT id, name, role, extensions, digest, expires_ms, revoked_ms, last_used_ms, "
         "groups FROM api_token WHERE digest = ?", (wanted,)).fetchone()
     # The lookup is by the digest (what a timing could reveal is of the digest, not the
     # token); the comparison itself takes the same time wherever the strings differ.
@@ -167,18 +169,13 @@ def token_holder(db: SqliteDatabase, token: str, now_ms: int) -> TokenHolder:
     return TokenHolder(token_id, name, role, extensions, groups)
 
 
-def _note_use(db: SqliteDatabase, token_id: int, now_ms: int) -> None:
+def _note_use(db: Database, token_id: int, now_ms: int) -> None:
     """Write a token's last use if the database is free now: a request never waits for (nor
     fails because of) another writer holding it; the use is written by a later request."""
-    conn = db.connection()
-    waited = conn.execute("PRAGMA busy_timeout").fetchone()[0]
-    conn.execute("PRAGMA busy_timeout = 0")
     try:
-        with db.atomic("IMMEDIATE"):
-            db.execute_sql("UPDATE api_token SET last_used_ms = ? WHERE id = ? AND "
-                           "(last_used_ms IS NULL OR last_used_ms <= ?)",
-                           (now_ms, token_id, now_ms - LAST_USED_EVERY_MS))
+        with write_transaction_at_once(db):
+            run(db, "UPDATE api_token SET last_used_ms = ? WHERE id = ? AND "
+                "(last_used_ms IS NULL OR last_used_ms <= ?)",
+                (now_ms, token_id, now_ms - LAST_USED_EVERY_MS))
     except OperationalError:            # busy: another writer has the database
         pass
-    finally:
-        conn.execute(f"PRAGMA busy_timeout = {int(waited)}")

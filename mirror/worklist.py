@@ -13,8 +13,9 @@ from __future__ import annotations
 import unicodedata
 from dataclasses import replace
 
-from peewee import SqliteDatabase, Tuple
+from peewee import Database, Tuple
 
+from mirror.dialect import run, write_transaction
 from mirror.models import Call
 from mirror.queries import CallFilter, call_rows, calls_query
 from mirror.store import next_revision
@@ -26,7 +27,7 @@ class WorklistError(ValueError):
     """A request about the worklist users can correct; the message says how."""
 
 
-def worklist(f: CallFilter, db: SqliteDatabase, limit: int,
+def worklist(f: CallFilter, db: Database, limit: int,
              after: tuple[int, int] | None = None) -> list[dict]:
     """Up to `limit` open missed calls of the filter, oldest first (keyset: after the
     (start_ms, id) of the last one seen), each with `last_attempt`."""
@@ -40,16 +41,16 @@ def worklist(f: CallFilter, db: SqliteDatabase, limit: int,
     return rows
 
 
-def last_attempt(call: dict, db: SqliteDatabase) -> dict | None:
+def last_attempt(call: dict, db: Database) -> dict | None:
     """The latest unanswered call placed to the number of a missed call to call it back:
     {linkedid, start_ms, by} (by: the extension that placed it). Its attempts are the first
     `callback_attempts` such calls after it ended (`mirror.calls.link_callbacks`)."""
     attempts = call["callback_attempts"]
     if not attempts or not call["ext_key"]:
         return None
-    row = db.execute_sql(
-        "SELECT linkedid, start_ms, src FROM call WHERE ext_key = ? AND start_ms >= ? "
-        "AND direction = 'outgoing' AND NOT answered ORDER BY start_ms, linkedid "
+    row = run(
+        db, "SELECT linkedid, start_ms, src FROM call WHERE ext_key = ? AND start_ms >= ? "
+        "AND direction = 'outgoing' AND answered = 0 ORDER BY start_ms, linkedid "
         "LIMIT 1 OFFSET ?", (call["ext_key"], call["end_ms"], attempts - 1)).fetchone()
     return None if row is None else {"linkedid": row[0], "start_ms": row[1], "by": row[2]}
 
@@ -66,44 +67,44 @@ def handled_note(note) -> str:
     return note
 
 
-def mark_handled(db: SqliteDatabase, linkedid: str, handled_by: str, note: str,
+def mark_handled(db: Database, linkedid: str, handled_by: str, note: str,
                  now_ms: int) -> tuple[dict, bool]:
     """Mark an unreturned missed call handled: (the mark, whether it is new). Marking it again
     changes nothing. LookupError when the call is not an unreturned missed call."""
     note = handled_note(note)
-    with db.atomic("IMMEDIATE"):
+    with write_transaction(db):
         found = handled(db, linkedid)
         if found is not None:
             return found, False
-        call = db.execute_sql("SELECT start_ms FROM call WHERE linkedid = ? AND "
-                              "status = 'missed' AND returned_by IS NULL",
-                              (linkedid,)).fetchone()
+        call = run(db, "SELECT start_ms FROM call WHERE linkedid = ? AND "
+                   "status = 'missed' AND returned_by IS NULL",
+                   (linkedid,)).fetchone()
         if call is None:
             raise LookupError(linkedid)
-        db.execute_sql("INSERT INTO call_handled (linkedid, start_ms, handled_by, at_ms, note) "
-                       "VALUES (?, ?, ?, ?, ?)", (linkedid, call[0], handled_by, now_ms, note))
+        run(db, "INSERT INTO call_handled (linkedid, start_ms, handled_by, at_ms, note) "
+            "VALUES (?, ?, ?, ?, ?)", (linkedid, call[0], handled_by, now_ms, note))
         _shown_again(db, linkedid)
     return {"handled_by": handled_by, "at_ms": now_ms, "note": note}, True
 
 
-def unmark_handled(db: SqliteDatabase, linkedid: str) -> bool:
+def unmark_handled(db: Database, linkedid: str) -> bool:
     """Put a call back on the worklist; whether it was marked handled."""
-    with db.atomic("IMMEDIATE"):
-        gone = db.execute_sql("DELETE FROM call_handled WHERE linkedid = ?",
-                              (linkedid,)).rowcount
+    with write_transaction(db):
+        gone = run(db, "DELETE FROM call_handled WHERE linkedid = ?",
+                   (linkedid,)).rowcount
         if gone:
             _shown_again(db, linkedid)
     return bool(gone)
 
 
-def handled(db: SqliteDatabase, linkedid: str) -> dict | None:
+def handled(db: Database, linkedid: str) -> dict | None:
     """Who marked the call handled, when, and their note; None: not handled."""
-    row = db.execute_sql("SELECT handled_by, at_ms, note FROM call_handled WHERE linkedid = ?",
-                         (linkedid,)).fetchone()
+    row = run(db, "SELECT handled_by, at_ms, note FROM call_handled WHERE linkedid = ?",
+              (linkedid,)).fetchone()
     return None if row is None else {"handled_by": row[0], "at_ms": row[1], "note": row[2]}
 
 
-def _shown_again(db: SqliteDatabase, linkedid: str) -> None:
+def _shown_again(db: Database, linkedid: str) -> None:
     """Open pages showing the call get its row again (it left or rejoined a tab)."""
-    db.execute_sql("UPDATE call SET revision = ? WHERE linkedid = ?",
-                   (next_revision(db), linkedid))
+    run(db, "UPDATE call SET revision = ? WHERE linkedid = ?",
+        (next_revision(db), linkedid))
