@@ -149,7 +149,7 @@ class Deliverer:
             return 0.0
         following = self.db.execute_sql(     # a disabled hook's rows wait: not due for it
             "SELECT min(o.due_ms) FROM outbox o JOIN webhook w ON w.id = o.hook_id "
-            "AND w.enabled WHERE o.state = 'pending'").fetchone()[0]
+            f"AND w.enabled WHERE o.state = {webhooks.PENDING}").fetchone()[0]
         if following is None:
             return interval
         return min(interval, max(0.0, following / 1000 - time.time()))
@@ -192,9 +192,10 @@ class Deliverer:
 
     def _due(self, now_ms: int) -> list[dict]:
         cursor = self.db.execute_sql(
-            f"SELECT o.id, o.hook_id, o.event, o.linkedid, {webhooks.KEY} AS idempotency_key, "
-            "o.attempts, w.url, w.secret FROM outbox o JOIN webhook w ON w.id = o.hook_id AND w.enabled "
-            "WHERE o.state = 'pending' AND o.due_ms <= ? ORDER BY o.due_ms LIMIT ?",
+            f"SELECT o.id, o.hook_id, {webhooks.EVENT} AS event, o.linkedid, "
+            f"{webhooks.KEY} AS idempotency_key, o.attempts, w.url, w.secret FROM outbox o "
+            "JOIN webhook w ON w.id = o.hook_id AND w.enabled "
+            f"WHERE o.state = {webhooks.PENDING} AND o.due_ms <= ? ORDER BY o.due_ms LIMIT ?",
             (now_ms, _BATCH))
         names = [column[0] for column in cursor.description]
         return [dict(zip(names, row)) for row in cursor]
@@ -263,8 +264,8 @@ class Deliverer:
             # a row put back meanwhile (Redeliver) stays as the page left it
             self.db.execute_sql(
                 "UPDATE outbox SET state = ?, attempts = ?, due_ms = ? "
-                "WHERE id = ? AND state = 'pending' AND attempts = ?",
-                (state, attempts, due_ms, send["id"], send["attempts"]))
+                f"WHERE id = ? AND state = {webhooks.PENDING} AND attempts = ?",
+                (webhooks.STATES.index(state), attempts, due_ms, send["id"], send["attempts"]))
         if state == "failed":
             log.warning("webhook %d: gave up on %s %s after %d attempts: %s", send["hook_id"],
                         send["event"], send["linkedid"], attempts, outcome.response[:200])

@@ -494,6 +494,34 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         # period by an index range (they subtract them from the hourly counters)
         "CREATE INDEX call_handled_period ON call_handled (start_ms)",
     ),
+    # 15: a leaner outbox, for the worst case of a backfill (a hook older than the history:
+    # every call queues its events in the writer's transaction). An event and a state are
+    # codes, their positions in mirror.webhooks.EVENTS and STATES (0: missed, pending), and no
+    # index of a hook's rows: its log walks the outbox backwards by id. The rows are kept.
+    (
+        """CREATE TABLE outbox_15 (
+            id INTEGER PRIMARY KEY,
+            hook_id INTEGER NOT NULL,
+            event INTEGER NOT NULL,
+            linkedid TEXT NOT NULL,
+            created_ms INTEGER NOT NULL,
+            due_ms INTEGER NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            state INTEGER NOT NULL DEFAULT 0,
+            UNIQUE (hook_id, linkedid, event))""",
+        # `event`: 0 missed, 1 unreturned, 2 answered, 3 callback; `state`: 0 pending (due at
+        # `due_ms`, 0: at once), 1 delivered, 2 failed, 3 cancelled
+        """INSERT INTO outbox_15 SELECT id, hook_id,
+            CASE event WHEN 'missed' THEN 0 WHEN 'unreturned' THEN 1 WHEN 'answered' THEN 2
+                ELSE 3 END,
+            linkedid, created_ms, due_ms, attempts,
+            CASE state WHEN 'pending' THEN 0 WHEN 'delivered' THEN 1 WHEN 'failed' THEN 2
+                ELSE 3 END
+            FROM outbox""",
+        "DROP TABLE outbox",
+        "ALTER TABLE outbox_15 RENAME TO outbox",
+        "CREATE INDEX outbox_due ON outbox (due_ms) WHERE state = 0",
+    ),
 )
 
 LATEST = len(MIGRATIONS)

@@ -447,31 +447,22 @@ def _without_last_migration(code: str) -> str:
                         "MIGRATIONS = MIGRATIONS[:-1]\nLATEST = len(MIGRATIONS)")
 
 
-# The code of the release before the last schema step (14: contacts, webhooks, API tokens,
-# handled calls), as it used the tables then. Whoever adds a step puts its code here.
+# The code of the release before the last schema step (15: the outbox's events and states as
+# codes), as it used the tables then. Whoever adds a step puts its code here.
 BEFORE_LAST_STEP: dict[str, list[tuple[str, str]]] = {
-    # 14: contacts — the release before had no names for outside numbers nor contacts to
-    # search by name.
-    "mirror/contacts.py": [
-        ("    keys = {key for key in keys if key}\n", "    return {}\n"),
-        ("    part = part.strip().casefold()\n", "    return []\n")],
-    # API tokens and handled calls: the Unreturned tab and its counter knew no handled calls
-    "mirror/queries.py": [(
-        """    "unreturned": ((Call.status == "missed") & Call.returned_by.is_null()
-                   & ~fn.EXISTS(CallHandled.select(CallHandled.linkedid)
-                                .where(CallHandled.linkedid == Call.linkedid))),""",
-        """    "unreturned": (Call.status == "missed") & Call.returned_by.is_null(),""")],
-    "mirror/analytics.py": [
-        ('    counts["unreturned"] -= sum(handled_unreturned(flt, db).values())\n', "")],
-    # webhooks: the writer queued no events, the daemon had no sender
-    "daemon/sync.py": [
-        ('        webhooks.queue_events(store.db, [schema, "fixup"] if partial else [schema],\n'
-         '                              "scratch.relinked", int(time.time() * 1000))\n', "")],
-    "daemon/resident.py": [
-        ("        deliverer = Deliverer(settings)\n        deliverer.start()\n", ""),
-        ("            deliverer.settings = new\n", ""),
-        ("        daemon.on_written = deliverer.nudge\n", ""),
-        ("            deliverer.close()\n", "")],
+    # 15: the outbox held events and states by name (the codes' SQL was their names)
+    "mirror/webhooks.py": [
+        ("MISSED, UNRETURNED, ANSWERED, CALLBACK = range(len(EVENTS))\n"
+         "PENDING, DELIVERED, FAILED, CANCELLED = range(len(STATES))\n",
+         "MISSED, UNRETURNED, ANSWERED, CALLBACK = map(repr, EVENTS)\n"
+         "PENDING, DELIVERED, FAILED, CANCELLED = map(repr, STATES)\n"),
+        ('    return f"CASE {column} {cases} END"\n', "    return column\n"),
+        ("        codes = json.dumps([EVENTS.index(event) for event in chosen])\n",
+         "        codes = events\n"),
+        ("counts.setdefault(hook_id, {})[STATES[state]] = n",
+         "counts.setdefault(hook_id, {})[state] = n")],
+    "daemon/deliverer.py": [
+        ("(webhooks.STATES.index(state), attempts, ", "(state, attempts, ")],
 }
 
 
@@ -484,13 +475,18 @@ def _with_failing_migrations(code: str) -> str:
 LATEST = len(MIGRATIONS)""")
 
 
+def _outbox_state_type(conn: sqlite3.Connection) -> str:
+    return conn.execute("SELECT type FROM pragma_table_info('outbox') WHERE name = 'state'"
+                        ).fetchone()[0]
+
+
 def test_upgrade_from_the_previous_schema_version_keeps_everything(tmp_path, pbx, archive, cli):
     previous = build_variant(tmp_path, "0.0.9", _without_last_migration, BEFORE_LAST_STEP)
     assert cli("install", "--pbx", pbx, "--archive", previous)[0] == 0
     with sqlite3.connect(module_db(pbx)) as conn:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == schema.LATEST - 1
-        # The last step (14) adds contacts, webhooks and tokens.
-        assert not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'contact'").fetchone()
+        # The last step (15) turns the outbox's states (and events) into codes.
+        assert _outbox_state_type(conn) == "TEXT"
     calls, before, settings_before = in_use(pbx, cli)
 
     code, out, err = cli("upgrade", "--pbx", pbx, "--archive", archive)
@@ -499,6 +495,7 @@ def test_upgrade_from_the_previous_schema_version_keeps_everything(tmp_path, pbx
     with sqlite3.connect(module_db(pbx)) as conn:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == schema.LATEST
         assert conn.execute("SELECT count(*) FROM contact").fetchone()[0] == 0
+        assert _outbox_state_type(conn) == "INTEGER"
         # the rollups, kept through the upgrade
         assert rollups_off(conn) == [] and conn.execute(
             "SELECT sum(calls) FROM call_rollup").fetchone()[0] == calls
