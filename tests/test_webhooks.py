@@ -428,6 +428,7 @@ def test_schema_15_keeps_the_outbox_its_keys_states_and_log(tmp_path):
         assert [r["idempotency_key"] for r in log] == [
             f"{hook}:{event}:{linkedid}" for _, event, linkedid, _, _ in reversed(rows)]
         assert (log[1]["status"], log[1]["response"]) == (200, "ok")
+        assert webhooks.deliveries(db, hook + 1) == []             # another hook's log
         assert webhooks.hook_of(db, hook)["counts"] == {
             "pending": 1, "cancelled": 1, "delivered": 1, "failed": 1}
         assert db.execute_sql("INSERT OR IGNORE INTO outbox (hook_id, event, linkedid, "
