@@ -40,11 +40,12 @@ _MAX_DELAY_S = 3600.0
 
 
 # The first due row of each enabled hook (?2: of this one only), walking the pending rows in
-# due order (`+hook_id`: not the hook's own index, which holds its month of settled rows too).
+# due order (`+hook_id`: the pending rows' index, never a scan of the hook's settled month).
 FIRST_DUE = (
-    f"SELECT o.id, o.hook_id, o.event, o.linkedid, {webhooks.KEY} AS idempotency_key, "
-    "o.attempts, w.url, w.secret FROM webhook w JOIN outbox o ON o.id = ("
-    "SELECT id FROM outbox WHERE +hook_id = w.id AND state = 'pending' AND due_ms <= ?1 "
+    f"SELECT o.id, o.hook_id, {webhooks.EVENT} AS event, o.linkedid, "
+    f"{webhooks.KEY} AS idempotency_key, o.attempts, w.url, w.secret FROM webhook w "
+    "JOIN outbox o ON o.id = (SELECT id FROM outbox WHERE +hook_id = w.id "
+    f"AND state = {webhooks.PENDING} AND due_ms <= ?1 "
     "ORDER BY due_ms, id LIMIT 1) WHERE w.enabled AND w.id = coalesce(?2, w.id)")
 
 
@@ -150,7 +151,7 @@ class Deliverer(Worker):
             return 0.0
         following = self.db.execute_sql(     # a disabled or busy hook's rows wait: not due
             "SELECT min(o.due_ms) FROM outbox o JOIN webhook w ON w.id = o.hook_id "
-            "AND w.enabled WHERE o.state = 'pending' "
+            f"AND w.enabled WHERE o.state = {webhooks.PENDING} "
             "AND o.hook_id NOT IN (SELECT value FROM json_each(?))",
             (json.dumps(list(self.under_way)),)).fetchone()[0]
         if following is None:
@@ -262,8 +263,8 @@ class Deliverer(Worker):
             # a row put back meanwhile (Redeliver) stays as the page left it
             self.db.execute_sql(
                 "UPDATE outbox SET state = ?, attempts = ?, due_ms = ? "
-                "WHERE id = ? AND state = 'pending' AND attempts = ?",
-                (state, attempts, due_ms, send["id"], send["attempts"]))
+                f"WHERE id = ? AND state = {webhooks.PENDING} AND attempts = ?",
+                (webhooks.STATES.index(state), attempts, due_ms, send["id"], send["attempts"]))
         if state == "failed":
             log.warning("webhook %d: gave up on %s %s after %d attempts: %s", send["hook_id"],
                         send["event"], send["linkedid"], attempts, outcome.response[:200])

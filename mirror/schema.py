@@ -510,9 +510,35 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ),
     # 15: a supervisor's API token sees the calls of the members of its employee groups
     # (`groups`, a JSON list) and of its `extensions`; one made before names neither and
-    # is refused with a message saying so (mirror.tokens).
+    # is refused with a message saying so (mirror.tokens). And a leaner outbox, for the worst
+    # case of a backfill (a hook older than the history: every call queues its events in the
+    # writer's transaction). An event and a state are codes, their positions in
+    # mirror.webhooks.EVENTS and STATES (0: missed, pending), and no index of a hook's rows:
+    # its log walks the outbox backwards by id. The rows are kept.
     (
         "ALTER TABLE api_token ADD COLUMN groups TEXT NOT NULL DEFAULT '[]'",
+        """CREATE TABLE outbox_15 (
+            id INTEGER PRIMARY KEY,
+            hook_id INTEGER NOT NULL,
+            event INTEGER NOT NULL,
+            linkedid TEXT NOT NULL,
+            created_ms INTEGER NOT NULL,
+            due_ms INTEGER NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            state INTEGER NOT NULL DEFAULT 0,
+            UNIQUE (hook_id, linkedid, event))""",
+        # `event`: 0 missed, 1 unreturned, 2 answered, 3 callback; `state`: 0 pending (due at
+        # `due_ms`, 0: at once), 1 delivered, 2 failed, 3 cancelled
+        """INSERT INTO outbox_15 SELECT id, hook_id,
+            CASE event WHEN 'missed' THEN 0 WHEN 'unreturned' THEN 1 WHEN 'answered' THEN 2
+                ELSE 3 END,
+            linkedid, created_ms, due_ms, attempts,
+            CASE state WHEN 'pending' THEN 0 WHEN 'delivered' THEN 1 WHEN 'failed' THEN 2
+                ELSE 3 END
+            FROM outbox""",
+        "DROP TABLE outbox",
+        "ALTER TABLE outbox_15 RENAME TO outbox",
+        "CREATE INDEX outbox_due ON outbox (due_ms) WHERE state = 0",
     ),
 )
 
@@ -880,7 +906,17 @@ PG_BASELINE: tuple[str | Callable[[Database], None], ...] = (
 # (version, its statements): the baseline, then one entry per later SQLite step.
 PG_MIGRATIONS: tuple[tuple[int, tuple], ...] = (
     (PG_BASELINE_VERSION, PG_BASELINE),
-    (15, ("ALTER TABLE api_token ADD COLUMN groups text NOT NULL DEFAULT '[]'",)),
+    (15, (
+        "ALTER TABLE api_token ADD COLUMN groups text NOT NULL DEFAULT '[]'",
+        "DROP INDEX outbox_due",
+        "DROP INDEX outbox_of_hook",
+        "ALTER TABLE outbox ALTER COLUMN event TYPE smallint USING CASE event "
+        "WHEN 'missed' THEN 0 WHEN 'unreturned' THEN 1 WHEN 'answered' THEN 2 ELSE 3 END",
+        "ALTER TABLE outbox ALTER COLUMN state DROP DEFAULT",
+        "ALTER TABLE outbox ALTER COLUMN state TYPE smallint USING CASE state "
+        "WHEN 'pending' THEN 0 WHEN 'delivered' THEN 1 WHEN 'failed' THEN 2 ELSE 3 END",
+        "ALTER TABLE outbox ALTER COLUMN state SET DEFAULT 0",
+        "CREATE INDEX outbox_due ON outbox (due_ms) WHERE state = 0")),
 )
 
 

@@ -27,14 +27,29 @@ from mirror.models import Call
 from mirror.pbxtime import PbxClock
 from mirror.queries import SQLITE_MAX, QueryError, call_filter, calls_query
 
+# The outbox stores an event and a state as its position in these (a row a third smaller than
+# with names: the worst case of a backfill queues an event or two for every call); `EVENT`,
+# `STATE` and `KEY` name them in SQL, for the log, the sender and the idempotency key.
 EVENTS = ("missed", "unreturned", "answered", "callback")
 STATES = ("pending", "delivered", "failed", "cancelled")
+MISSED, UNRETURNED, ANSWERED, CALLBACK = range(len(EVENTS))
+PENDING, DELIVERED, FAILED, CANCELLED = range(len(STATES))
 SCHEMES = ("http", "https")
 # The page's filter parameters a hook may narrow its calls by (no period: every call from now).
 FILTERS = ("direction", "status", "number", "employee", "group", "min_talk", "max_talk",
            "recording", "queue", "hangup", "tab")
+
+
+def _named(column: str, names: tuple[str, ...]) -> str:
+    """SQL for the name of the code in `column` (its position in `names`)."""
+    cases = " ".join(f"WHEN {code} THEN {name!r}" for code, name in enumerate(names))
+    return f"CASE {column} {cases} END"
+
+
+EVENT = _named("o.event", EVENTS)      # the event of an outbox row `o`, by name
+STATE = _named("o.state", STATES)
 # An event's idempotency key, from its outbox row `o` (UNIQUE in the table: queued once).
-KEY = "o.hook_id || ':' || o.event || ':' || o.linkedid"
+KEY = f"o.hook_id || ':' || {EVENT} || ':' || o.linkedid"
 RESPONSE_KEPT = 2048         # characters of a receiver's answer kept in the log
 KEPT_MS = 30 * 86_400_000    # settled events (delivered, failed, cancelled) and their log
 REPLAY_WINDOW_S = 300        # what a receiver should accept: timestamps within 5 minutes
@@ -55,13 +70,16 @@ class WebhookError(ValueError):
 
 # A hook's events of the staged calls `{calls}` (missed, unreturned: due N minutes after the
 # end, answered) and of the missed calls whose callback links `{relinked}` just returned: one
-# grouped statement each. ?1 hook, ?2 now, ?3 the wait for unreturned, ?4 events, ?5 created.
+# grouped statement each; an event due at once is due at 0 (a zero takes no byte in the row
+# nor in outbox_due). ?1 hook, ?2 now, ?3 the wait for unreturned, ?4 the events' codes,
+# ?5 created.
 _INSERT = "INSERT OR IGNORE INTO outbox (hook_id, event, linkedid, created_ms, due_ms) "
 _STAGED = (_INSERT + "SELECT ?1, e.value, s.linkedid, ?2, "
-           "CASE e.value WHEN 'unreturned' THEN s.end_ms + ?3 ELSE ?2 END "
-           "FROM {calls} s JOIN json_each(?4) e ON CASE e.value WHEN 'answered' THEN s.answered "
-           "WHEN 'callback' THEN 0 ELSE s.status = 'missed' END WHERE s.end_ms >= ?5")
-_RETURNED = (_INSERT + "SELECT ?1, 'callback', s.linkedid, ?2, ?2 + 0 * ?3 "
+           f"CASE e.value WHEN {UNRETURNED} THEN s.end_ms + ?3 ELSE 0 END "
+           f"FROM {{calls}} s JOIN json_each(?4) e ON CASE e.value WHEN {ANSWERED} THEN "
+           f"s.answered WHEN {CALLBACK} THEN 0 ELSE s.status = 'missed' END "
+           "WHERE s.end_ms >= ?5")
+_RETURNED = (_INSERT + f"SELECT ?1, {CALLBACK}, s.linkedid, ?2, 0 * ?3 "
              "FROM {relinked} r JOIN call s ON s.linkedid = r.linkedid "
              "WHERE r.returned_by IS NOT NULL AND r.status = 'missed' AND s.end_ms >= ?5 "
              "AND ?4 IS NOT NULL")
@@ -78,8 +96,9 @@ def queue_events(db: SqliteDatabase, schemas: list[str], relinked: str, now_ms: 
                          "WHERE enabled AND events <> '[]'").fetchall()
     statements = []
     for hook_id, events, filters, after_min, created_ms in hooks:
-        params = [hook_id, now_ms, after_min * 60_000, events, created_ms]
         chosen = json.loads(events)
+        codes = json.dumps([EVENTS.index(event) for event in chosen])
+        params = [hook_id, now_ms, after_min * 60_000, codes, created_ms]
         sources = [_STAGED.format(calls=f"{schema}.call") for schema in schemas
                    if set(chosen) - {"callback"}]
         sources += [_RETURNED.format(relinked=relinked)] if "callback" in chosen else []
@@ -100,7 +119,7 @@ def prune(db: SqliteDatabase, now_ms: int) -> int:
     and the log do not grow for ever); returns how many. A hook then never queues events of
     calls that ended before the last of them again (a resync re-reads old calls): pending
     events stay, whatever their age."""
-    settled = "state <> 'pending' AND created_ms < ?"
+    settled = f"state <> {PENDING} AND created_ms < ?"
     cutoff = (now_ms - KEPT_MS,)
     with db.atomic():
         db.execute_sql(
@@ -275,7 +294,7 @@ def hooks(db: SqliteDatabase) -> list[dict]:
     counts = {}
     for hook_id, state, n in db.execute_sql(
             "SELECT hook_id, state, count(*) FROM outbox GROUP BY hook_id, state"):
-        counts.setdefault(hook_id, {})[state] = n
+        counts.setdefault(hook_id, {})[STATES[state]] = n
     for row in rows:
         row["events"] = json.loads(row["events"])
         row["filters"] = json.loads(row["filters"])
@@ -333,13 +352,15 @@ def delete_hook(db: SqliteDatabase, hook_id: int) -> None:
 
 def deliveries(db: SqliteDatabase, hook_id: int, *, limit: int = 50,
                before: int | None = None) -> list[dict]:
-    """A hook's outbox rows, newest first (keyset by id), each with its last attempt."""
+    """A hook's outbox rows, newest first (keyset by id), each with its last attempt. The
+    outbox is walked backwards by id (`+o.hook_id`: not by the key's index, which would sort
+    all of a hook's rows): one hook's page reads its rows and those of other hooks between."""
     return _dicts(
-        db, f"SELECT o.id, o.event, o.linkedid, {KEY} AS idempotency_key, o.created_ms, "
-        "o.due_ms, o.attempts, o.state, d.at_ms, d.status, d.response, d.duration_ms "
-        "FROM outbox o "
+        db, f"SELECT o.id, {EVENT} AS event, o.linkedid, {KEY} AS idempotency_key, "
+        f"o.created_ms, o.due_ms, o.attempts, {STATE} AS state, d.at_ms, d.status, "
+        "d.response, d.duration_ms FROM outbox o "
         "LEFT JOIN delivery d ON d.id = (SELECT max(id) FROM delivery WHERE outbox_id = o.id) "
-        "WHERE o.hook_id = ? AND o.id < ? ORDER BY o.id DESC LIMIT ?",
+        "WHERE +o.hook_id = ? AND o.id < ? ORDER BY o.id DESC LIMIT ?",
         (hook_id, SQLITE_MAX if before is None else before, limit))
 
 
@@ -348,7 +369,7 @@ def redeliver(db: SqliteDatabase, hook_id: int, outbox_id: int, now_ms: int | No
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
     with db.atomic():
         if not db.execute_sql(
-                "UPDATE outbox SET state = 'pending', due_ms = ?, attempts = 0 "
+                f"UPDATE outbox SET state = {PENDING}, due_ms = ?, attempts = 0 "
                 "WHERE id = ? AND hook_id = ?", (now_ms, outbox_id, hook_id)).rowcount:
             raise LookupError(outbox_id)
 

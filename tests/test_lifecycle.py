@@ -448,7 +448,8 @@ def _without_last_migration(code: str) -> str:
 
 
 # The code of the release before the last schema step (15: a supervisor's API token names its
-# groups), as it used the tables then. Whoever adds a step puts its code here.
+# groups; the outbox's events and states as codes), as it used the tables then. Whoever adds a
+# step puts its code here.
 BEFORE_LAST_STEP: dict[str, list[tuple[str, str]]] = {
     # API tokens had no groups: a token was looked up and listed without them
     "mirror/tokens.py": [
@@ -464,6 +465,19 @@ BEFORE_LAST_STEP: dict[str, list[tuple[str, str]]] = {
          '            "created_ms, expires_ms) VALUES (?, ?, ?, ?, ?, ?, ?)",\n'
          '            (name, digest(token), role, json.dumps(extensions),\n'
          '             created_by, now_ms, expires_ms)')],
+    # 15: the outbox held events and states by name (the codes' SQL was their names)
+    "mirror/webhooks.py": [
+        ("MISSED, UNRETURNED, ANSWERED, CALLBACK = range(len(EVENTS))\n"
+         "PENDING, DELIVERED, FAILED, CANCELLED = range(len(STATES))\n",
+         "MISSED, UNRETURNED, ANSWERED, CALLBACK = map(repr, EVENTS)\n"
+         "PENDING, DELIVERED, FAILED, CANCELLED = map(repr, STATES)\n"),
+        ('    return f"CASE {column} {cases} END"\n', "    return column\n"),
+        ("        codes = json.dumps([EVENTS.index(event) for event in chosen])\n",
+         "        codes = events\n"),
+        ("counts.setdefault(hook_id, {})[STATES[state]] = n",
+         "counts.setdefault(hook_id, {})[state] = n")],
+    "daemon/deliverer.py": [
+        ("(webhooks.STATES.index(state), attempts, ", "(state, attempts, ")],
 }
 
 
@@ -476,13 +490,19 @@ def _with_failing_migrations(code: str) -> str:
 LATEST = len(MIGRATIONS)""")
 
 
+def _outbox_state_type(conn: sqlite3.Connection) -> str:
+    return conn.execute("SELECT type FROM pragma_table_info('outbox') WHERE name = 'state'"
+                        ).fetchone()[0]
+
+
 def test_upgrade_from_the_previous_schema_version_keeps_everything(tmp_path, pbx, archive, cli):
     previous = build_variant(tmp_path, "0.0.9", _without_last_migration, BEFORE_LAST_STEP)
     assert cli("install", "--pbx", pbx, "--archive", previous)[0] == 0
     with sqlite3.connect(module_db(pbx)) as conn:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == schema.LATEST - 1
-        # The last step (15) gives API tokens their groups.
+        # The last step (15) gives API tokens their groups and the outbox codes.
         assert "groups" not in {row[1] for row in conn.execute("PRAGMA table_info(api_token)")}
+        assert _outbox_state_type(conn) == "TEXT"
     calls, before, settings_before = in_use(pbx, cli)
 
     code, out, err = cli("upgrade", "--pbx", pbx, "--archive", archive)
@@ -491,6 +511,7 @@ def test_upgrade_from_the_previous_schema_version_keeps_everything(tmp_path, pbx
     with sqlite3.connect(module_db(pbx)) as conn:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == schema.LATEST
         assert "groups" in {row[1] for row in conn.execute("PRAGMA table_info(api_token)")}
+        assert _outbox_state_type(conn) == "INTEGER"
         # the rollups, kept through the upgrade
         assert rollups_off(conn) == [] and conn.execute(
             "SELECT sum(calls) FROM call_rollup").fetchone()[0] == calls

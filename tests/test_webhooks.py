@@ -26,7 +26,7 @@ from tests.pbxfixture import DID, Pbx
 from tests.test_daemon import start_daemon
 
 SECRET = "test-secret"
-KEY = webhooks.KEY
+KEY, EVENT, STATE = webhooks.KEY, webhooks.EVENT, webhooks.STATE   # SQL of an outbox row `o`
 LOOPBACK = "127.0.0.1"      # the receivers' host: this machine, allowed by name
 
 
@@ -136,7 +136,7 @@ def deliver_due(settings, seconds: float = 20.0) -> None:
             wait = deliverer.step(time.time())
             if not deliverer.under_way and not deliverer.db.execute_sql(
                     "SELECT 1 FROM outbox o JOIN webhook w ON w.id = o.hook_id AND w.enabled "
-                    "WHERE o.state = 'pending'").fetchone():
+                    f"WHERE o.state = {webhooks.PENDING}").fetchone():
                 return
             deliverer.wake.wait(wait)
             deliverer.wake.clear()
@@ -153,7 +153,7 @@ def test_the_writer_queues_each_event_once_per_hook_and_call(pbx):
     add_hook(pbx, "http://127.0.0.1:9/", enabled=0)                   # disabled: nothing
     add_hook(pbx, "http://127.0.0.1:9/", created_ms=int(time.time() * 1000))   # history: none
     mirror(pbx)
-    counts = dict(query(pbx, "SELECT event, count(*) FROM outbox GROUP BY event"))
+    counts = dict(query(pbx, f"SELECT {EVENT}, count(*) FROM outbox o GROUP BY o.event"))
     missed, answered, returned, unreturned = query(
         pbx, "SELECT sum(status = 'missed'), sum(answered), "
         "sum(status = 'missed' AND returned_by IS NOT NULL), "
@@ -165,10 +165,10 @@ def test_the_writer_queues_each_event_once_per_hook_and_call(pbx):
     assert returned <= counts["callback"] <= returned * 1.05 and returned > 0
     assert unreturned <= counts["unreturned"] <= counts["missed"]
     assert query(pbx, "SELECT count(*) FROM call WHERE status = 'missed' AND linkedid NOT IN "
-                      "(SELECT linkedid FROM outbox WHERE event = 'missed')") == [(0,)]
+                      f"(SELECT linkedid FROM outbox WHERE event = {webhooks.MISSED})") == [(0,)]
     assert query(pbx, "SELECT DISTINCT hook_id FROM outbox") == [(hook,)]
     assert query(pbx, "SELECT count(*) FROM outbox o JOIN call c USING (linkedid) WHERE "
-                      "o.event = 'unreturned' AND o.due_ms <> c.end_ms + 30 * 60000"
+                      f"o.event = {webhooks.UNRETURNED} AND o.due_ms <> c.end_ms + 30 * 60000"
                  )[0][0] <= counts["unreturned"] * 0.05        # due 30 minutes after the end
     before = query(pbx, "SELECT * FROM outbox ORDER BY id")
     with closing(sqlite3.connect(pbx["cdr"])) as conn, conn:   # the PBX rewrites every row
@@ -183,7 +183,7 @@ def test_a_hooks_filter_narrows_its_calls(pbx):
     add_hook(pbx, "http://127.0.0.1:9/", ["missed", "answered"],
              filters={"direction": "incoming", "status": "missed"})
     mirror(pbx, batch_rows=10**6)           # one batch: no call first seen in part
-    sent = query(pbx, "SELECT DISTINCT c.direction, c.status, o.event FROM outbox o "
+    sent = query(pbx, f"SELECT DISTINCT c.direction, c.status, {EVENT} FROM outbox o "
                       "JOIN call c USING (linkedid)")
     assert sent == [("incoming", "missed", "missed")]
     assert query(pbx, "SELECT count(*) FROM outbox") == query(
@@ -197,7 +197,7 @@ def test_deliveries_are_signed_and_carry_the_call_record(pbx, receiver):
     send_all(pbx)
     expected = query(pbx, f"SELECT {KEY}, linkedid FROM outbox o")
     assert expected and sorted(crm.keys()) == sorted(key for key, _ in expected)
-    assert query(pbx, "SELECT DISTINCT state FROM outbox") == [("delivered",)]
+    assert query(pbx, f"SELECT DISTINCT {STATE} FROM outbox o") == [("delivered",)]
     got = crm.got[0]
     headers, body = got["headers"], got["body"]
     assert got["path"] == "/hooks/crm?x=1"
@@ -223,7 +223,7 @@ def test_a_receiver_failing_three_times_gets_the_delivery_once_back(pbx, receive
     mirror(pbx)
     send_all(pbx)
     assert len(set(crm.keys())) == 1 and len(crm.keys()) == 4
-    assert query(pbx, "SELECT state, attempts FROM outbox") == [("delivered", 4)]
+    assert query(pbx, f"SELECT {STATE}, attempts FROM outbox o") == [("delivered", 4)]
     assert [s for (s,) in query(pbx, "SELECT status FROM delivery ORDER BY id")] == [
         500, 503, 502, 200]
 
@@ -233,7 +233,7 @@ def test_a_dead_receiver_fails_after_the_retries_and_redeliver_puts_it_back(pbx,
              filters={"number": "linkedid:" + _first_missed(pbx)})
     mirror(pbx)
     send_all(pbx, **{"webhooks.retries": "2"})
-    (outbox_id, state, attempts), = query(pbx, "SELECT id, state, attempts FROM outbox")
+    (outbox_id, state, attempts), = query(pbx, f"SELECT id, {STATE}, attempts FROM outbox o")
     assert (state, attempts) == ("failed", 3)
     assert {s for (s,) in query(pbx, "SELECT status FROM delivery")} == {None}
     hook = query(pbx, "SELECT hook_id FROM outbox")[0][0]
@@ -244,7 +244,7 @@ def test_a_dead_receiver_fails_after_the_retries_and_redeliver_puts_it_back(pbx,
     webhooks.redeliver(db, hook, outbox_id)
     db.close()
     send_all(pbx)
-    assert query(pbx, "SELECT state FROM outbox") == [("delivered",)] and len(crm.got) == 1
+    assert query(pbx, f"SELECT {STATE} FROM outbox o") == [("delivered",)] and len(crm.got) == 1
 
 
 def test_a_disabled_hooks_events_wait_without_a_busy_loop(pbx, receiver):
@@ -258,11 +258,11 @@ def test_a_disabled_hooks_events_wait_without_a_busy_loop(pbx, receiver):
         assert deliverer.step(time.time()) == 2.0 and crm.got == []
     finally:
         deliverer.close()
-    assert query(pbx, "SELECT DISTINCT state FROM outbox") == [("pending",)]
+    assert query(pbx, f"SELECT DISTINCT {STATE} FROM outbox o") == [("pending",)]
     with closing(sqlite3.connect(pbx["db"])) as conn, conn:
         conn.execute("UPDATE webhook SET enabled = 1 WHERE id = ?", (hook,))
     send_all(pbx)
-    assert query(pbx, "SELECT DISTINCT state FROM outbox") == [("delivered",)] and crm.got
+    assert query(pbx, f"SELECT DISTINCT {STATE} FROM outbox o") == [("delivered",)] and crm.got
 
 
 def test_only_the_configured_host_and_schemes(receiver):
@@ -323,10 +323,10 @@ def test_unreturned_waits_and_is_dropped_once_returned(pbx, receiver):
         pbx, "SELECT linkedid FROM call WHERE status = 'missed' AND returned_by IS NULL")}
     assert sent == unreturned
     cancelled = query(pbx, "SELECT c.returned_by IS NOT NULL, c.status FROM outbox o "
-                           "JOIN call c USING (linkedid) WHERE o.state = 'cancelled'")
+                           f"JOIN call c USING (linkedid) WHERE o.state = {webhooks.CANCELLED}")
     assert (1, "missed") in cancelled and (0, "missed") not in cancelled
     assert query(pbx, "SELECT DISTINCT d.response FROM delivery d JOIN outbox o "
-                      "ON o.id = d.outbox_id WHERE o.state = 'cancelled'") == [
+                      f"ON o.id = d.outbox_id WHERE o.state = {webhooks.CANCELLED}") == [
         ("cancelled: the call is no longer unreturned",)]
 
 
@@ -365,7 +365,7 @@ def test_kill_9_between_commit_and_delivery_loses_nothing(pbx, receiver):
         proc.send_signal(signal.SIGKILL)
         proc.wait(5)
     queued = {key for (key,) in query(pbx, f"SELECT {KEY} FROM outbox o")}
-    assert query(pbx, "SELECT count(*) FROM outbox WHERE state = 'pending'")[0][0] > 0
+    assert query(pbx, f"SELECT count(*) FROM outbox WHERE state = {webhooks.PENDING}")[0][0] > 0
     fast = receiver()
     with closing(sqlite3.connect(pbx["db"])) as conn, conn:
         conn.execute("UPDATE webhook SET url = ?", (fast.url,))
@@ -373,7 +373,7 @@ def test_kill_9_between_commit_and_delivery_loses_nothing(pbx, receiver):
                         "--set", f"webhooks.allowed_hosts={LOOPBACK}")
     try:
         assert wait_for(lambda: not query(
-            pbx, "SELECT 1 FROM outbox WHERE state <> 'delivered'"), 30)
+            pbx, f"SELECT 1 FROM outbox WHERE state <> {webhooks.DELIVERED}"), 30)
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(10)
@@ -381,7 +381,7 @@ def test_kill_9_between_commit_and_delivery_loses_nothing(pbx, receiver):
     assert set(received) == queued
     assert len(received) - len(queued) <= 1        # at most the one request under way
     delivered = {key for (key,) in query(
-        pbx, f"SELECT {KEY} FROM outbox o WHERE state = 'delivered'")}
+        pbx, f"SELECT {KEY} FROM outbox o WHERE state = {webhooks.DELIVERED}")}
     assert delivered == queued
 
 
@@ -401,7 +401,7 @@ def test_a_hanging_receiver_neither_slows_the_sync_nor_holds_sigterm(pbx, receiv
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(5) == 0
         assert time.monotonic() - started < 5
-    assert query(pbx, "SELECT count(*) FROM outbox WHERE state = 'pending'")[0][0] > 0
+    assert query(pbx, f"SELECT count(*) FROM outbox WHERE state = {webhooks.PENDING}")[0][0] > 0
 
 
 def test_a_slow_crm_holds_up_only_its_own_hook(pbx, receiver):
@@ -426,14 +426,15 @@ def test_a_slow_crm_holds_up_only_its_own_hook(pbx, receiver):
             time.sleep(0.5)
         assert wait_for(lambda: query(pbx, "SELECT count(*) FROM leg") == [(500,)] and not query(
             pbx, "SELECT 1 FROM outbox o JOIN webhook w ON w.id = o.hook_id WHERE w.url = ? "
-                 "AND o.state = 'pending'", (fast.url,)) and timed_out() >= 1, 20)
+                 f"AND o.state = {webhooks.PENDING}", (fast.url,)) and timed_out() >= 1, 20)
     finally:
         started = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(5) == 0
         assert time.monotonic() - started < 5
     queued = dict(query(pbx, f"SELECT {KEY}, o.created_ms FROM outbox o JOIN webhook w "
-                             "ON w.id = o.hook_id WHERE w.url = ? AND o.state = 'delivered'",
+                             "ON w.id = o.hook_id WHERE w.url = ? "
+                             f"AND o.state = {webhooks.DELIVERED}",
                         (fast.url,)))
     arrived = {}
     for got in fast.got:
@@ -443,7 +444,7 @@ def test_a_slow_crm_holds_up_only_its_own_hook(pbx, receiver):
     assert latency_ms[-1] <= 2000, latency_ms[-5:]
     assert len(slow.got) >= timed_out() >= 1
     assert query(pbx, "SELECT count(*) FROM outbox o JOIN webhook w ON w.id = o.hook_id "
-                      "WHERE w.url = ? AND o.state = 'pending'", (slow.url,))[0][0] > 100
+                      f"WHERE w.url = ? AND o.state = {webhooks.PENDING}", (slow.url,))[0][0] > 100
 
 
 def test_the_next_row_of_a_hook_is_found_among_the_pending_not_its_history(pbx):
@@ -453,7 +454,7 @@ def test_the_next_row_of_a_hook_is_found_among_the_pending_not_its_history(pbx):
     mirror(pbx)
     db = open_module_db(pbx["db"])
     try:
-        db.execute_sql("UPDATE outbox SET state = 'delivered' WHERE id % 10 <> 0")
+        db.execute_sql(f"UPDATE outbox SET state = {webhooks.DELIVERED} WHERE id % 10 <> 0")
         steps = [row[3] for row in db.execute_sql("EXPLAIN QUERY PLAN " + FIRST_DUE, (0, None))]
     finally:
         db.close()
@@ -485,7 +486,7 @@ def test_a_callback_re_linked_after_a_deletion_is_queued_once(tmp_path, capsys):
         """, did=DID)
     pbx.sync()
     assert pbx.record(missed)["returned_by"] == callback
-    events = "SELECT hook_id, event, linkedid FROM outbox ORDER BY hook_id"
+    events = f"SELECT hook_id, {EVENT}, linkedid FROM outbox o ORDER BY hook_id"
     assert query(db, events) == [(had_it, "callback", missed)]
     with closing(sqlite3.connect(pbx.module_db)) as conn, conn:
         conn.execute("UPDATE webhook SET enabled = 1")
@@ -527,10 +528,10 @@ def test_the_cli_lists_the_hooks_and_their_log(pbx, cli):
     assert code == 0 and log and {row["state"] for row in log} == {"pending"}
     assert [row["id"] for row in log] == sorted((row["id"] for row in log), reverse=True)
     with closing(sqlite3.connect(pbx["db"])) as conn, conn:
-        conn.execute("UPDATE outbox SET state = 'failed', attempts = 9")
+        conn.execute(f"UPDATE outbox SET state = {webhooks.FAILED}, attempts = 9")
     code, _, _ = cli("webhooks", "log", str(hook), "--db", str(pbx["db"]),
                      "--redeliver", str(log[0]["id"]))
-    assert code == 0 and query(pbx, "SELECT state, attempts FROM outbox WHERE id = ?",
+    assert code == 0 and query(pbx, f"SELECT {STATE}, attempts FROM outbox o WHERE id = ?",
                                (log[0]["id"],)) == [("pending", 0)]
     code, _, err = cli("webhooks", "log", "99", "--db", str(pbx["db"]))
     assert code == 2 and "no such webhook" in err
@@ -544,9 +545,9 @@ def test_settled_events_go_after_a_month_and_a_resync_never_queues_them_again(pb
     now_ms = int(time.time() * 1000)
     month_ago = now_ms - webhooks.KEPT_MS - 1
     with closing(sqlite3.connect(pbx["db"])) as conn, conn:
-        conn.executemany("UPDATE outbox SET state = 'delivered', created_ms = ? WHERE id = ?",
-                         [(month_ago, i) for i in old])
-        conn.executemany("UPDATE outbox SET state = 'failed' WHERE id = ?",
+        conn.executemany(f"UPDATE outbox SET state = {webhooks.DELIVERED}, created_ms = ? "
+                         "WHERE id = ?", [(month_ago, i) for i in old])
+        conn.executemany(f"UPDATE outbox SET state = {webhooks.FAILED} WHERE id = ?",
                          [(i,) for i in settled_lately])
         conn.executemany("UPDATE outbox SET created_ms = ? WHERE id = ?",       # still pending
                          [(month_ago, i) for i in pending_long])
@@ -566,3 +567,46 @@ def test_settled_events_go_after_a_month_and_a_resync_never_queues_them_again(pb
         conn.execute("UPDATE sync_state SET value = '0' WHERE key = 'cursor'")
     mirror(pbx, rows=[])
     assert [i for (i,) in query(pbx, "SELECT id FROM outbox ORDER BY id")] == kept
+
+
+def test_schema_15_keeps_the_outbox_its_keys_states_and_log(tmp_path):
+    """An outbox of schema 14 (events and states by name) becomes codes: the same rows, keys,
+    log and counts; the pending row stays due and a key already queued is not queued again."""
+    from tests.test_schema import at_version
+    path = tmp_path / "module.db"
+    at_version(path, 14)
+    rows = [(1, "missed", "mikopbx-1.1", "pending", 0),
+            (2, "unreturned", "mikopbx-1.1", "cancelled", 0),
+            (3, "answered", "mikopbx-2.5", "delivered", 1),
+            (4, "callback", "mikopbx-1.1", "failed", 9)]
+    with closing(sqlite3.connect(path)) as conn, conn:
+        hook = conn.execute(
+            "INSERT INTO webhook (name, url, secret, events, created_ms, created_by) "
+            "VALUES ('crm', 'http://127.0.0.1:9/', 's', '[\"missed\"]', 0, 'admin')").lastrowid
+        conn.executemany(
+            "INSERT INTO outbox (id, hook_id, event, linkedid, created_ms, due_ms, attempts, "
+            "state) VALUES (?, ?, ?, ?, 5, 7, ?, ?)",
+            [(n, hook, event, linkedid, attempts, state)
+             for n, event, linkedid, state, attempts in rows])
+        conn.execute("INSERT INTO delivery (outbox_id, at_ms, status, response, duration_ms) "
+                     "VALUES (3, 6, 200, 'ok', 12)")
+    db = open_module_db(path)
+    try:
+        log = webhooks.deliveries(db, hook)
+        assert [(r["id"], r["event"], r["linkedid"], r["state"], r["attempts"])
+                for r in log] == [(n, e, lid, s, a) for n, e, lid, s, a in reversed(rows)]
+        assert [r["idempotency_key"] for r in log] == [
+            f"{hook}:{event}:{linkedid}" for _, event, linkedid, _, _ in reversed(rows)]
+        assert (log[1]["status"], log[1]["response"]) == (200, "ok")
+        assert webhooks.deliveries(db, hook + 1) == []             # another hook's log
+        assert webhooks.hook_of(db, hook)["counts"] == {
+            "pending": 1, "cancelled": 1, "delivered": 1, "failed": 1}
+        assert db.execute_sql("INSERT OR IGNORE INTO outbox (hook_id, event, linkedid, "
+                              "created_ms, due_ms) VALUES (?, ?, 'mikopbx-1.1', 8, 8)",
+                              (hook, webhooks.MISSED)).rowcount == 0
+        assert db.execute_sql(f"SELECT id FROM outbox WHERE state = {webhooks.PENDING} "
+                              "AND due_ms <= 7").fetchall() == [(1,)]
+        webhooks.redeliver(db, hook, 4, now_ms=9)
+        assert webhooks.deliveries(db, hook, limit=1)[0]["state"] == "pending"
+    finally:
+        db.close()

@@ -76,7 +76,7 @@ def test_create_a_hook_see_its_log_and_redeliver(stack, tab):
         linkedid = conn.execute("SELECT linkedid FROM call WHERE status = 'missed' AND "
                                 "direction = 'incoming' ORDER BY id LIMIT 1").fetchone()[0]
         conn.execute("INSERT INTO outbox (hook_id, event, linkedid, created_ms, due_ms) "
-                     "VALUES (?, 'missed', ?, 0, 0)", (hook_id, linkedid))
+                     "VALUES (?, ?, ?, 0, 0)", (hook_id, webhooks.MISSED, linkedid))
     deliver_due(stack["settings"])
     [got] = stack["receiver"].got
     assert webhooks.verify(secret, got["headers"][webhooks.TIMESTAMP_HEADER], got["body"],

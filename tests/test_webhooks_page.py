@@ -14,6 +14,7 @@ from contextlib import closing
 import pytest
 from waitress import create_server
 
+from mirror import webhooks
 from mirror.settings import load
 from tests.mirror import mirrored_demo
 from tests.test_supervisor_groups import TOKEN
@@ -106,8 +107,8 @@ def test_create_edit_secret_log_redeliver_delete(site):
     with closing(sqlite3.connect(site["db"])) as conn, conn:
         for n in range(60):
             conn.execute("INSERT INTO outbox (hook_id, event, linkedid, created_ms, due_ms, "
-                         "attempts, state) VALUES (?, 'missed', ?, 0, 0, 9, 'failed')",
-                         (hook_id, f"call-{n}"))
+                         "attempts, state) VALUES (?, ?, ?, 0, 0, 9, ?)",
+                         (hook_id, webhooks.MISSED, f"call-{n}", webhooks.FAILED))
             conn.execute("INSERT INTO delivery (outbox_id, at_ms, status, response, "
                          "duration_ms) VALUES (last_insert_rowid(), 0, 500, ?, 12)",
                          (f"<b>down {n}</b>",))
@@ -122,7 +123,7 @@ def test_create_edit_secret_log_redeliver_delete(site):
     status, _ = admin(site, f"/settings/webhooks/{hook_id}/deliveries/{last}/redeliver", {})
     assert status == 302
     assert rows(site, "SELECT state, attempts FROM outbox WHERE id = ?", (last,)) == [
-        ("pending", 0)]
+        (webhooks.PENDING, 0)]
     status, _ = admin(site, f"/settings/webhooks/{hook_id + 1}/deliveries/{last}/redeliver",
                       {})
     assert status == 404                                     # another hook's delivery
