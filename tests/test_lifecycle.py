@@ -457,12 +457,13 @@ BEFORE_LAST_STEP: dict[str, list[tuple[str, str]]] = {
          """        "'[]' FROM api_token WHERE digest = ?", (wanted,)).fetchone()\n"""),
         ('_COLUMNS = ("id", "name", "role", "extensions", "groups", "created_by", "created_ms",\n',
          '_COLUMNS = ("id", "name", "role", "extensions", "\'[]\'", "created_by", "created_ms",\n'),
-        ('            "INSERT INTO api_token (name, digest, role, extensions, groups, created_by, "\n'
-         '            "created_ms, expires_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",\n'
+        ('            db, "INSERT INTO api_token (name, digest, role, extensions, groups, '
+         'created_by, "\n'
+         '            "created_ms, expires_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",\n'
          '            (name, digest(token), role, json.dumps(extensions),\n'
          '             json.dumps(groups, ensure_ascii=False), created_by, now_ms, expires_ms)',
-         '            "INSERT INTO api_token (name, digest, role, extensions, created_by, "\n'
-         '            "created_ms, expires_ms) VALUES (?, ?, ?, ?, ?, ?, ?)",\n'
+         '            db, "INSERT INTO api_token (name, digest, role, extensions, created_by, "\n'
+         '            "created_ms, expires_ms) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",\n'
          '            (name, digest(token), role, json.dumps(extensions),\n'
          '             created_by, now_ms, expires_ms)')],
     # 15: the outbox held events and states by name (the codes' SQL was their names)
