@@ -348,7 +348,8 @@ def write_pdf(out: Path, rows: Iterable[dict], cells: CallCells,
               about: list[tuple[str, str]]) -> None:
     """A printable list (A4 landscape) with the filter on top and totals at the end."""
     from fpdf import FPDF
-    from fpdf.fonts import FontFace
+
+    from exports.pdf_table import RuledTable
     say = cells.say
     pdf = FPDF(orientation="L", format="A4")
     pdf.set_auto_page_break(True, margin=12)
@@ -372,17 +373,14 @@ def write_pdf(out: Path, rows: Iterable[dict], cells: CallCells,
                   pdf.get_string_width(title) + 2 * pdf.c_margin + 1)
               for i, title in zip(shown, titles)]
     scale = min(1.0, pdf.epw / sum(widths))
+    widths = [width * pdf.epw / sum(widths) for width in widths]    # the page's width
     totals = _Totals()
-    pdf.set_font("DejaVu", "", 7 * scale)
-    with pdf.table(col_widths=widths, line_height=3.8 * scale,
-                   headings_style=FontFace(emphasis="BOLD", fill_color=(235, 238, 242)),
-                   first_row_as_headings=True, repeat_headings=1) as table:
-        table.row(titles)
-        for count, row in enumerate(rows, start=1):
-            check_pdf_size(count)
-            values = cells.values(row)
-            table.row([_text(values[i]) for i in shown])
-            totals.add(row)
+    table = RuledTable(pdf, widths, titles, 7 * scale, 3.8 * scale, "DejaVu")
+    for count, row in enumerate(rows, start=1):
+        check_pdf_size(count)
+        values = cells.values(row)
+        table.add([_text(values[i]) for i in shown])
+        totals.add(row)
     pdf.ln(3)
     pdf.set_font("DejaVu", "B", 9)
     for line in totals.lines(cells):

@@ -397,3 +397,24 @@ def test_pdf_headings_do_not_wrap(cli, demo_mirror, tmp_path, language, headings
     assert code == 0, err
     text = PdfReader(out).pages[0].extract_text()
     assert headings in text, text[:600]
+
+
+def test_every_pdf_page_starts_with_the_headings_and_long_cells_wrap_whole(
+        cli, demo_mirror, tmp_path):
+    """Many pages of calls: each page repeats the headings; a cell's text is wrapped onto
+    more lines of its row, never cut."""
+    from pypdf import PdfReader
+    out = tmp_path / "calls.pdf"
+    code, _, err = cli("export", "--db", demo_mirror, "--format", "pdf", "--out", out,
+                       "--from", "2024-10-21", "--to", "2024-10-27")
+    assert code == 0, err
+    pages = [page.extract_text() for page in PdfReader(out).pages]
+    assert len(pages) > 3
+    headings = "Date Direction Who Who (name) Whom Whom (name) Contact"
+    assert all(headings in text for text in pages)
+    words = " ".join(" ".join(pages).split())
+    code, calls, err = cli("calls", "--db", demo_mirror, "--from", "2024-10-21", "--to",
+                           "2024-10-27", "--format", "jsonl", "--limit", "100000")
+    names = {json.loads(line)["src_name"] for line in calls.splitlines()} - {None, ""}
+    long = [name for name in names if len(name) > 20 and " " in name]
+    assert long and all(" ".join(name.split()) in words for name in long)
