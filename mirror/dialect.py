@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+import peewee
 from peewee import Database, PostgresqlDatabase
 
 # A quoted literal ('it''s' included): `?` inside one is text, not a mark.
@@ -56,3 +57,36 @@ def write_transaction(db: Database):
     write lock at its start (`BEGIN IMMEDIATE`), so it never fails half-way for a writer that
     came first; PostgreSQL locks rows as they are written, and refuses `IMMEDIATE`."""
     return db.atomic() if dialect_of(db).postgresql else db.atomic("IMMEDIATE")
+
+
+def staged(db: Database, schema: str, table: str) -> str:
+    """A table of the writer's staging area `schema` (scratch, fixup, a worker's batch): on
+    SQLite an attached in-memory schema, on PostgreSQL a temporary table of the connection
+    (its own schema `pg_temp`, whose names the real tables never see)."""
+    return f"pg_temp.{schema}_{table}" if dialect_of(db).postgresql else f"{schema}.{table}"
+
+
+def driving_join(db: Database) -> str:
+    """A join whose left side drives the loop: SQLite's CROSS JOIN … ON keeps that order;
+    PostgreSQL has no such syntax (its planner orders joins)."""
+    return "JOIN" if dialect_of(db).postgresql else "CROSS JOIN"
+
+
+def insert_rows(db: Database, into: str, width: int, rows, then: str = "") -> None:
+    """`INSERT INTO {into} VALUES … {then}` for each of `rows` (tuples of `width` values):
+    SQLite's executemany, or psycopg2's execute_values (a page of rows per statement)."""
+    if dialect_of(db).postgresql:
+        from psycopg2.extras import execute_values
+        with peewee.__exception_wrapper__:       # psycopg2's errors as peewee's
+            execute_values(db.cursor(), f"INSERT INTO {into} VALUES %s {then}", rows,
+                           page_size=1000)
+    else:
+        db.connection().executemany(
+            f"INSERT INTO {into} VALUES ({', '.join('?' * width)}) {then}", rows)
+
+
+def json_items(dialect: Dialect, items: str, alias: str) -> str:
+    """A FROM item of the strings of the JSON list `items` (SQL), as `{alias}.value`."""
+    if dialect.postgresql:
+        return f"jsonb_array_elements_text(({items})::jsonb) AS {alias}(value)"
+    return f"json_each({items}) AS {alias}"

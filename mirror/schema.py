@@ -576,6 +576,22 @@ class NotOurSchema(Exception):
     """A PostgreSQL database (its current schema) that holds tables, but not a module's."""
 
 
+# The writer's per-call SQL, as PostgreSQL reads it (SQLite's above): LIKE is case-sensitive
+# there (`Queue:<n>`, `App:<n>` legs), 0/1 columns are integers, not booleans, and a call's
+# `names` column is computed from its row `{c}` (CALL_NAMES' expression, with a regex for GLOB).
+PG_CALL_QUEUES = CALL_QUEUES.replace("l.dst_chan LIKE", "lower(l.dst_chan) LIKE")
+PG_CALL_MENUS = ("UPDATE {table} SET (ivr, ivr_digits, ivr_left) = (SELECT substr(l.dst_chan, 5), "
+                 "l.dtmf_digits, CASE WHEN {table}.answered = 0 AND NOT EXISTS (SELECT 1 "
+                 "FROM leg n WHERE n.linkedid = l.linkedid AND n.start_ms > l.start_ms) "
+                 "THEN 1 ELSE 0 END FROM leg l WHERE l.linkedid = {table}.linkedid "
+                 "AND {table}.direction = 'incoming' AND lower(l.dst_chan) LIKE 'app:%' "
+                 "ORDER BY l.start_ms, l.source_id LIMIT 1) WHERE {calls}")
+_PG_NAMED = "~ '[^0-9+ ()-]'"
+PG_CALL_NAMES = (f"btrim(CASE WHEN {{c}}.src_name {_PG_NAMED} THEN {{c}}.src_name ELSE '' END "
+                 f"|| chr(10) || CASE WHEN {{c}}.dst_name {_PG_NAMED} AND {{c}}.dst_name <> "
+                 f"{{c}}.src_name THEN {{c}}.dst_name ELSE '' END, chr(10))")
+
+
 def _pg_rollup_table(rollup) -> str:
     whole = POSTGRESQL.whole_number
     columns = ((rollup.slot, whole),
