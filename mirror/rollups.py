@@ -244,21 +244,25 @@ def kept_by_writer(db: Database, linkedids: str, schema: str):
                   f"WHERE linkedid IN ({linkedids}) UNION "
                   f"SELECT id, {columns} FROM call WHERE returned_by IN ({linkedids})")
         same_call = "call.linkedid = r.linkedid"
+        chosen_now = (chosen, f"ANALYZE {copy}")     # a temporary table: no statistics else
     else:
         run(db, f"CREATE TABLE IF NOT EXISTS {copy} (id INTEGER PRIMARY KEY, {columns})")
         chosen = (f"INSERT INTO {copy} SELECT id, {columns} FROM call WHERE id IN ("
                   f"SELECT id FROM call WHERE linkedid IN ({linkedids}) "
                   f"UNION SELECT id FROM call WHERE returned_by IN ({linkedids}))")
         same_call = "call.id = r.id"
+        chosen_now = (chosen,)
     run(db, f"DELETE FROM {copy}")
-    run(db, chosen)
+    for statement in chosen_now:
+        run(db, statement)
     for rollup in ROLLUPS:
         run(db, rollup.subtract(rollup.afresh(copy, dialect)))
     run(db, f"INSERT INTO {PAUSE} VALUES (1)")
     try:
         yield
         run(db, f"DELETE FROM {copy}")
-        run(db, chosen)              # as they are now, with the calls the statements added
+        for statement in chosen_now:   # as they are now, with the calls the statements added
+            run(db, statement)
         # The copy's few returned calls (or no longer returned): written back, then copied.
         returned = "returned_by IS NOT NULL OR returned_after_s IS NOT NULL"
         after = RETURNED_AFTER.format(m=copy.rsplit(".", 1)[-1])

@@ -7,11 +7,9 @@ released: a change of schema is a new step.
 
 A module.db on PostgreSQL (a central history, issue 22) has its own list, `PG_MIGRATIONS`: a
 baseline equal to the SQLite schema at `PG_BASELINE_VERSION`, then one entry per later step
-(see the PostgreSQL section below for how its tables differ). Its rollup tables are created
-but not yet kept: on PostgreSQL they will be kept by statement-level triggers on `call`
-(transition tables, one function per rollup generated from `mirror.rollups`), written with
-the writer's port, the step that first writes calls there; `call.returned_after_s` then moves
-into the writer.
+(see the PostgreSQL section below for how its tables differ). It has no triggers: the writer
+keeps its rollup tables and `call.returned_after_s` for each batch (`mirror.rollups.
+kept_by_writer`), as it does on SQLite while its triggers stand idle.
 """
 from __future__ import annotations
 
@@ -557,9 +555,8 @@ def migrate(conn: sqlite3.Connection) -> int:
 #   `mirror.staging.searchable_numbers` makes them, and `names`, what `CALL_NAMES` selects (the
 #   caller's and callee's names that are not only digits, one a line; '' without any).
 # * `tag` names are unique whatever their case by an index on lower(name) (SQLite: NOCASE).
-# * The rollups' tables are here, filled by nobody yet: the SQLite triggers that keep them (and
-#   `call.returned_after_s`) become statement triggers on `call` together with the writer's
-#   port, the step that first writes calls on PostgreSQL.
+# * No triggers: the rollups' tables (and `call.returned_after_s`) are kept by whoever writes
+#   calls, inside `mirror.rollups.kept_by_writer` (the writer's batches, deletions).
 # * `extcdr_schema` holds the one row that says the schema is ours, and its version
 #   (SQLite: `PRAGMA application_id` and `user_version`).
 # A later change of schema is one more entry of `PG_MIGRATIONS`, numbered as its SQLite step.
@@ -585,7 +582,8 @@ PG_CALL_MENUS = ("UPDATE {table} SET (ivr, ivr_digits, ivr_left) = (SELECT subst
                  "FROM leg n WHERE n.linkedid = l.linkedid AND n.start_ms > l.start_ms) "
                  "THEN 1 ELSE 0 END FROM leg l WHERE l.linkedid = {table}.linkedid "
                  "AND {table}.direction = 'incoming' AND lower(l.dst_chan) LIKE 'app:%' "
-                 "ORDER BY l.start_ms, l.source_id LIMIT 1) WHERE {calls}")
+                 "ORDER BY l.start_ms, l.source_id LIMIT 1) "
+                 "WHERE {calls} AND {table}.direction = 'incoming'")   # others have no menu
 _PG_NAMED = "~ '[^0-9+ ()-]'"
 PG_CALL_NAMES = (f"btrim(CASE WHEN {{c}}.src_name {_PG_NAMED} THEN {{c}}.src_name ELSE '' END "
                  f"|| chr(10) || CASE WHEN {{c}}.dst_name {_PG_NAMED} AND {{c}}.dst_name <> "

@@ -52,7 +52,6 @@ PG_STAGING_DDL = (
     "CREATE TEMP TABLE IF NOT EXISTS {number} (linkedid text, numbers text)",
 )
 _leg_row = attrgetter(*LEG_FIELDS)
-_IS_APP = LEG_FIELDS.index("is_app")
 
 
 def create(conn: sqlite3.Connection, schema: str = "main") -> None:
@@ -89,10 +88,18 @@ def clear(db: Database, schema: str) -> None:
 def stage_in(db: Database, legs: list[Leg], calls: list[Call], schema: str) -> None:
     """Write a batch's rows into the writer's staging area `schema`."""
     for table, columns, rows in batch_rows(legs, calls):
-        if table == "leg" and dialect_of(db).postgresql:    # a bool is no integer there
-            rows = (row[:_IS_APP] + (int(row[_IS_APP]),) + row[_IS_APP + 1:] for row in rows)
         insert_rows(db, f"{staged(db, schema, table)} ({', '.join(columns)})", len(columns),
                     rows)
+    analyze(db, schema)
+
+
+def analyze(db: Database, schema: str) -> None:
+    """Let PostgreSQL's planner know the staged batch (temporary tables have no statistics
+    of their own: it would guess, and join them with a month of calls the slow way)."""
+    if dialect_of(db).postgresql:           # a small sample: row counts matter, not histograms
+        run(db, "SET LOCAL default_statistics_target = 10")
+        run(db, "ANALYZE " + ", ".join(staged(db, schema, table) for table in TABLES))
+        run(db, "RESET default_statistics_target")
 
 
 def batch_rows(legs: list[Leg], calls: list[Call]

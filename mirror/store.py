@@ -110,6 +110,7 @@ class Store:
                 insert_rows(self.db, f"{staged(self.db, schema, table)} ({', '.join(columns)})",
                             len(columns),
                             scratch.execute(f"SELECT {', '.join(columns)} FROM {table}"))
+        staging.analyze(self.db, schema)
         yield schema
 
     def stage(self, legs: list[Leg], calls: list[Call], schema: str = "scratch") -> str:
