@@ -243,14 +243,12 @@ def kept_by_writer(db: Database, linkedids: str, schema: str):
         chosen = (f"INSERT INTO {copy} SELECT id, {columns} FROM call "
                   f"WHERE linkedid IN ({linkedids}) UNION "
                   f"SELECT id, {columns} FROM call WHERE returned_by IN ({linkedids})")
-        same_call = "call.linkedid = r.linkedid"
         chosen_now = (chosen, f"ANALYZE {copy}")     # a temporary table: no statistics else
     else:
         run(db, f"CREATE TABLE IF NOT EXISTS {copy} (id INTEGER PRIMARY KEY, {columns})")
         chosen = (f"INSERT INTO {copy} SELECT id, {columns} FROM call WHERE id IN ("
                   f"SELECT id FROM call WHERE linkedid IN ({linkedids}) "
                   f"UNION SELECT id FROM call WHERE returned_by IN ({linkedids}))")
-        same_call = "call.id = r.id"
         chosen_now = (chosen,)
     run(db, f"DELETE FROM {copy}")
     for statement in chosen_now:
@@ -263,13 +261,22 @@ def kept_by_writer(db: Database, linkedids: str, schema: str):
         run(db, f"DELETE FROM {copy}")
         for statement in chosen_now:   # as they are now, with the calls the statements added
             run(db, statement)
-        # The copy's few returned calls (or no longer returned): written back, then copied.
+        # The copy's few returned calls (or no longer returned): their wait worked out in the
+        # copy and written back (SQLite: written back, then copied; PostgreSQL would work it
+        # out once per partition of `call` in the first statement).
         returned = "returned_by IS NOT NULL OR returned_after_s IS NOT NULL"
         after = RETURNED_AFTER.format(m=copy.rsplit(".", 1)[-1])
-        run(db, f"UPDATE call SET returned_after_s = r.s FROM (SELECT id, linkedid, {after} AS s "
-                f"FROM {copy} WHERE {returned}) AS r "
-                f"WHERE {same_call} AND call.returned_after_s IS DISTINCT FROM r.s")
-        run(db, f"UPDATE {copy} SET returned_after_s = {after} WHERE {returned}")
+        copied = f"UPDATE {copy} SET returned_after_s = {after} WHERE {returned}"
+        if dialect.postgresql:
+            run(db, copied)
+            run(db, f"UPDATE call SET returned_after_s = r.returned_after_s FROM {copy} AS r "
+                    "WHERE call.linkedid = r.linkedid AND call.start_ms = r.start_ms "
+                    "AND call.returned_after_s IS DISTINCT FROM r.returned_after_s")
+        else:
+            run(db, f"UPDATE call SET returned_after_s = r.s FROM (SELECT id, {after} AS s "
+                    f"FROM {copy} WHERE {returned}) AS r "
+                    "WHERE call.id = r.id AND call.returned_after_s IS DISTINCT FROM r.s")
+            run(db, copied)
     finally:
         run(db, f"DELETE FROM {PAUSE}")
     for rollup in ROLLUPS:
