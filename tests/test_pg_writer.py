@@ -7,6 +7,7 @@ Each test writes into a fresh schema of the session's real PostgreSQL server (pg
 from __future__ import annotations
 
 import random
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -43,6 +44,35 @@ def test_sync_once_mirrors_the_demo_pbx_as_sqlite_does(demo_pbx, demo_reference,
     for part in ("calls", "legs", "employees", "numbers", "names"):
         assert mirrored[part] == reference[part], part
     assert len(mirrored["calls"]) > 1000
+
+
+def test_calls_in_progress_and_sync_state_are_kept_as_on_sqlite(demo_pbx, pg_schema_url,
+                                                                tmp_path):
+    """What the pages read beside the calls: the calls in progress, the cursor, the
+    revision, the directory."""
+    cdr = tmp_path / "cdr.db"
+    shutil.copy(demo_pbx / "cdr.db", cdr)
+    with sqlite3.connect(cdr) as conn:           # the last two calls are still going on
+        columns = ", ".join(column for (column,) in conn.execute(
+            "SELECT name FROM pragma_table_info('cdr') WHERE name <> 'id'"))
+        going_on = ("linkedid IN (SELECT linkedid FROM cdr_general ORDER BY id DESC LIMIT 2)")
+        conn.execute(f"INSERT INTO cdr ({columns}) SELECT {columns} FROM cdr_general "
+                     f"WHERE {going_on}")
+        conn.execute(f"DELETE FROM cdr_general WHERE {going_on}")
+    kept = {}
+    for target in (tmp_path / "module.db", pg_schema_url):
+        assert main(["sync", "--cdr-db", str(cdr), "--pbx-db",
+                     str(demo_pbx / "mikopbx.db"), "--db", str(target), "--once"]) == 0
+        db = open_module_db(target, readonly=True)
+        try:
+            kept[str(target)] = [
+                [tuple(row) for row in run(db, f"SELECT * FROM {table} ORDER BY 1, 2")]
+                for table in ("live_call", "sync_state", "employee", "group_member")]
+        finally:
+            db.close()
+    on_sqlite, on_postgresql = kept.values()
+    assert on_sqlite[0], "the demo has calls in progress"
+    assert on_postgresql == on_sqlite
 
 
 def test_calls_go_to_the_partitions_of_their_months(demo_pbx, pg_schema_url):
