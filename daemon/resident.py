@@ -306,10 +306,21 @@ class Daemon:
             self._complain(f"module DB not written, retrying (nothing lost): "
                            f"{readable_error(self.settings['module.db'], exc)}")
             self.new_rows_due = now + _RETRY_WRITE_S
+            if is_database_url(self.settings["module.db"]):
+                self._reconnect_later()
             return
         if self._complaint is not None:
             log.info("back to normal after: %s", self._complaint)
             self._complaint = None
+
+    def _reconnect_later(self) -> None:
+        """A central history's server may have gone away (restarted, network): the session
+        is dropped, and the next write connects again (its transaction was rolled back by
+        the server; the writer makes its staging tables again)."""
+        try:
+            self.db.close()
+        except peewee.DatabaseError:
+            pass                          # already broken: peewee forgets it all the same
 
     def _complain(self, message: str) -> None:
         if message != self._complaint:

@@ -56,10 +56,15 @@ class Store:
         self._window = staged(db, "scratch", "relink_window")
         if self.postgresql or not run(
                 db, "SELECT 1 FROM pragma_database_list WHERE name = 'scratch'").fetchone():
-            for schema in ("scratch", "fixup"):
-                staging.create_area(db, schema)
-            for statement in _PG_LINKING_DDL if self.postgresql else _LINKING_DDL:
-                run(db, statement.format(window=self._window, relinked=self.relinked))
+            self._make_staging()
+
+    def _make_staging(self) -> None:
+        """The writer's staging areas, once per connection (on PostgreSQL, where a lost
+        connection is made again, also at each batch: they went with the old one)."""
+        for schema in ("scratch", "fixup"):
+            staging.create_area(self.db, schema)
+        for statement in _PG_LINKING_DDL if self.postgresql else _LINKING_DDL:
+            self._run(statement.format(window=self._window, relinked=self.relinked))
 
     def _run(self, text: str, params: tuple | list = ()):
         return run(self.db, text, params)
@@ -68,6 +73,8 @@ class Store:
     def batch(self):
         """One transaction: rows and the sync cursor commit together, or not at all."""
         with write_transaction(self.db):
+            if self.postgresql:
+                self._make_staging()
             self._revision = None
             yield self
 

@@ -6,6 +6,7 @@ Each test writes into a fresh schema of the session's real PostgreSQL server (pg
 """
 from __future__ import annotations
 
+import logging
 import random
 import shutil
 import signal
@@ -30,6 +31,7 @@ from pbx.config import read_pbx_config
 from pbx.recording_files import RecordingFiles
 from tests.conftest import ROOT, run_extcdr
 from tests.mirror import append_rows, dump, dump_db, rollups_off, shuffled, sync_once
+from tests.test_pg_schema import password
 
 SEPTEMBER_2024 = 1_725_148_800_000       # 2024-09-01 00:00 UTC
 OCTOBER_2024 = 1_727_740_800_000         # 2024-10-01 00:00 UTC
@@ -247,3 +249,28 @@ def test_the_daemon_mirrors_into_postgresql_step_by_step(demo_pbx, demo_referenc
                 pass
     with CentralLock(pg_schema_url):          # released with its connection
         pass
+
+
+def test_a_server_that_drops_the_daemon_mid_run_costs_a_retry_not_a_call(
+        demo_pbx, demo_reference, pg_schema_url, pg_admin, tmp_path, caplog):
+    """The server ends the daemon's session (a restart, a network cut): the step says so in
+    one line, the next one connects again and nothing is lost."""
+    caplog.set_level(logging.INFO, "extcdr")
+    cols, rows = demo_reference["rows"]
+    cdr = tmp_path / "cdr.db"
+    append_rows(cdr, cols, rows[:len(rows) // 2])
+    daemon = Daemon(load(None, {"pbx.cdr_db": cdr, "pbx.config_db": demo_pbx / "mikopbx.db",
+                                "module.db": pg_schema_url, "ami.enabled": "false",
+                                "sync.poll_interval": "30", "sync.debounce": "0.05"}))
+    daemon.step(0.0)
+    pg_admin.execute_sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                         "WHERE application_name = 'extcdr' AND pid <> pg_backend_pid()")
+    append_rows(cdr, cols, rows[len(rows) // 2:])
+    daemon.step(30.0)
+    complaints = [r.message for r in caplog.records if "module DB not written" in r.message]
+    assert len(complaints) == 1 and "\n" not in complaints[0], complaints
+    assert password(pg_schema_url) not in complaints[0]
+    daemon.step(60.0)
+    assert any("back to normal" in r.message for r in caplog.records)
+    daemon.db.close()
+    assert dump(pg_schema_url) == demo_reference["dump"]
