@@ -97,7 +97,7 @@ def analyze(db: Database, schema: str) -> None:
     """Let PostgreSQL's planner know the staged batch (temporary tables have no statistics
     of their own: it would guess, and join them with a month of calls the slow way)."""
     if dialect_of(db).postgresql:           # a small sample: row counts matter, not histograms
-        run(db, "SET LOCAL default_statistics_target = 10")
+        run(db, "SET default_statistics_target = 10")
         run(db, "ANALYZE " + ", ".join(staged(db, schema, table) for table in TABLES))
         run(db, "RESET default_statistics_target")
 
