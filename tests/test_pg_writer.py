@@ -31,6 +31,8 @@ from pbx.config import read_pbx_config
 from pbx.recording_files import RecordingFiles
 from tests.conftest import ROOT, run_extcdr
 from tests.mirror import append_rows, dump, dump_db, rollups_off, shuffled, sync_once
+from tests.pbxfixture import DID, Pbx
+from tests.test_in_progress import IVR_QUEUE_ANSWERED, move, under_way
 from tests.test_pg_schema import password
 
 SEPTEMBER_2024 = 1_725_148_800_000       # 2024-09-01 00:00 UTC
@@ -274,3 +276,29 @@ def test_a_server_that_drops_the_daemon_mid_run_costs_a_retry_not_a_call(
     assert any("back to normal" in r.message for r in caplog.records)
     daemon.db.close()
     assert dump(pg_schema_url) == demo_reference["dump"]
+
+
+def test_a_call_taken_back_while_it_goes_on_leaves_as_on_sqlite(tmp_path, capsys,
+                                                                pg_schema_url):
+    """A call mirrored too early (its next legs appear in the PBX's in-progress table) is
+    taken back, counters and all, then mirrored once it ends: the same on both engines."""
+    seen = {}
+    for name, target in (("sqlite", tmp_path / "module.db"), ("postgresql", pg_schema_url)):
+        pbx = Pbx(tmp_path / name, capsys)
+        pbx.module_db = target
+        call = pbx.build(IVR_QUEUE_ANSWERED, did=DID)
+        ivr, *later = call.rows
+        pbx.write([ivr])
+        pbx.sync()
+        too_early = dump(target)
+        pbx.write(under_way(later), table="cdr")
+        pbx.sync()
+        taken_back = dump(target)
+        move(pbx, later)
+        pbx.sync()
+        seen[name] = (too_early, taken_back, dump(target))
+    too_early, taken_back, ended = seen["postgresql"]
+    assert [c[4] for c in too_early["calls"]] == ["missed"]
+    assert taken_back["calls"] == [] and taken_back["rollups_off"] == []
+    assert [c[4] for c in ended["calls"]] == ["answered"] and ended["rollups_off"] == []
+    assert seen["postgresql"] == seen["sqlite"]
