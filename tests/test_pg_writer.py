@@ -14,6 +14,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from dataclasses import replace
 
 import pytest
 
@@ -23,6 +24,7 @@ from daemon.sync import Sync
 from mirror.database import ModuleDbError, open_module_db
 from mirror.deletions import delete_call
 from mirror.dialect import run
+from mirror.hangups import CallHangup
 from mirror.pbxtime import PbxClock
 from mirror.settings import load
 from mirror.store import Store
@@ -302,3 +304,29 @@ def test_a_call_taken_back_while_it_goes_on_leaves_as_on_sqlite(tmp_path, capsys
     assert taken_back["calls"] == [] and taken_back["rollups_off"] == []
     assert [c[4] for c in ended["calls"]] == ["answered"] and ended["rollups_off"] == []
     assert seen["postgresql"] == seen["sqlite"]
+
+
+def test_who_hung_up_is_kept_once_and_stamps_the_call(demo_pbx, pg_schema_url):
+    """AMI's hangups on a central history: a call's first row stays, a repeat adds nothing,
+    the mirrored call gets a new revision (open pages show it)."""
+    sync_once(demo_pbx / "cdr.db", demo_pbx / "mikopbx.db", pg_schema_url, workers=1)
+    db = open_module_db(pg_schema_url)
+    try:
+        linkedid, revision = run(db, "SELECT linkedid, revision FROM call ORDER BY linkedid "
+                                     "LIMIT 1").fetchone()
+        store = Store(db)
+        first = CallHangup(linkedid, "client", "PJSIP/SIP-1", "79161234567", 16,
+                           "Normal Clearing", 1_729_663_725_392)
+        with store.batch():
+            assert store.record_hangups([first, CallHangup("unknown-call", "us", "PJSIP/201",
+                                                           "201", None, "", 1)]) == 2
+        with store.batch():
+            assert store.record_hangups([replace(first, side="us")]) == 0
+        kept = run(db, "SELECT side, cause FROM call_hangup WHERE linkedid = ?",
+                   (linkedid,)).fetchall()
+        stamped = run(db, "SELECT revision FROM call WHERE linkedid = ?",
+                      (linkedid,)).fetchone()[0]
+    finally:
+        db.close()
+    assert [tuple(row) for row in kept] == [("client", 16)]
+    assert stamped > revision
