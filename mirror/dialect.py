@@ -67,6 +67,12 @@ def staged(db: Database, schema: str, table: str) -> str:
     return f"pg_temp.{schema}_{table}" if dialect_of(db).postgresql else f"{schema}.{table}"
 
 
+def emptied(db: Database, table: str) -> str:
+    """The statement emptying a staging table. PostgreSQL's temporary tables are never
+    vacuumed: deleted rows would pile up batch after batch in a long-lived writer's."""
+    return f"TRUNCATE {table}" if dialect_of(db).postgresql else f"DELETE FROM {table}"
+
+
 def driving_join(db: Database) -> str:
     """A join whose left side drives the loop: SQLite's CROSS JOIN … ON keeps that order;
     PostgreSQL has no such syntax (its planner orders joins)."""

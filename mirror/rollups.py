@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from peewee import Database
 
-from mirror.dialect import SQLITE, Dialect, dialect_of, json_items, run, staged
+from mirror.dialect import SQLITE, Dialect, dialect_of, emptied, json_items, run, staged
 
 HOUR_MS = 3_600_000
 DAY_MS = 86_400_000
@@ -250,7 +250,7 @@ def kept_by_writer(db: Database, linkedids: str, schema: str):
                   f"SELECT id FROM call WHERE linkedid IN ({linkedids}) "
                   f"UNION SELECT id FROM call WHERE returned_by IN ({linkedids}))")
         chosen_now = (chosen,)
-    run(db, f"DELETE FROM {copy}")
+    run(db, emptied(db, copy))
     for statement in chosen_now:
         run(db, statement)
     for rollup in ROLLUPS:
@@ -258,7 +258,7 @@ def kept_by_writer(db: Database, linkedids: str, schema: str):
     run(db, f"INSERT INTO {PAUSE} VALUES (1)")
     try:
         yield
-        run(db, f"DELETE FROM {copy}")
+        run(db, emptied(db, copy))
         for statement in chosen_now:   # as they are now, with the calls the statements added
             run(db, statement)
         # The copy's few returned calls (or no longer returned): their wait worked out in the

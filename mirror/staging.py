@@ -16,7 +16,7 @@ from typing import Iterable
 from peewee import Database
 
 from mirror.calls import Call, Leg
-from mirror.dialect import dialect_of, insert_rows, run, staged
+from mirror.dialect import dialect_of, emptied, insert_rows, run, staged
 
 LEG_FIELDS = [f.name for f in fields(Leg) if f.init]
 LEG_COLUMNS = [name if name not in ("start", "answer", "end") else f"{name}_ms"
@@ -82,7 +82,7 @@ def create_area(db: Database, schema: str) -> None:
 
 def clear(db: Database, schema: str) -> None:
     for table in TABLES:
-        run(db, f"DELETE FROM {staged(db, schema, table)}")
+        run(db, emptied(db, staged(db, schema, table)))
 
 
 def stage_in(db: Database, legs: list[Leg], calls: list[Call], schema: str) -> None:

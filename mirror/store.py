@@ -19,7 +19,8 @@ from peewee import Database
 
 from mirror import staging
 from mirror.calls import Call, CallbackFacts, CallbackLinks, Leg
-from mirror.dialect import dialect_of, driving_join, insert_rows, run, staged, write_transaction
+from mirror.dialect import (dialect_of, driving_join, emptied, insert_rows, run, staged,
+                            write_transaction)
 from mirror.hangups import CallHangup
 from mirror.live import LiveCall
 from mirror.rollups import kept_by_writer
@@ -298,7 +299,7 @@ class Store:
 
         Only keys where linking can matter: with a missed call, or with links to clear.
         """
-        self._run(f"DELETE FROM {self._window}")
+        self._run(emptied(self.db, self._window))
         insert_rows(self.db, self._window, 3,
                     ((key, lo, hi) for key, (lo, hi) in windows.items()))
         rows = self._run(
@@ -324,7 +325,7 @@ class Store:
         if not changed:
             return
         revision = self._stamp()
-        self._run(f"DELETE FROM {self.relinked}")
+        self._run(emptied(self.db, self.relinked))
         insert_rows(
             self.db, self.relinked, 5,
             ((linkedid, l.callback_of, l.returned_by, l.callback_attempts, l.status)
