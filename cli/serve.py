@@ -44,10 +44,6 @@ def add_commands(sub) -> dict:
 
 def cmd_daemon(args) -> int:
     settings = daemon_settings(args)
-    if settings_module.is_database_url(settings["module.db"]):
-        raise CliError(f"module.db {settings_module.shown_target(settings['module.db'])}: the "
-                       "daemon writes a mirror file only for now (on PostgreSQL the history "
-                       "can be opened and migrated, not yet written)")
     setup_logging(settings["log.level"], args.syslog)
     from daemon.resident import AlreadyRunning
     from daemon.resident import serve as serve_daemon

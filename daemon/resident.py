@@ -29,9 +29,11 @@ from daemon.ami import AmiLink, cdr_event_to_row, linkedid_of_event
 from daemon.deliverer import Deliverer
 from daemon.sync import Sync, mirror_sync
 from mirror.database import ModuleDbError, open_module_db, readable_error
+from mirror.dialect import run
 from mirror.hangups import CallHangup, HangupTracker
 from mirror.live import ChannelTable
-from mirror.settings import Settings, SettingsError, load, shown_target
+from mirror.schema import APPLICATION_ID
+from mirror.settings import Settings, SettingsError, is_database_url, load, shown_target
 from pbx.cdr import LEG_SOURCE_COLUMNS, SourceBusy, SourceError
 from pbx.mirror_context import MirrorContext
 from pbxmodule.licence import LicenceCheck
@@ -45,6 +47,7 @@ _LICENCE_RECHECK_S = 5.0  # while paused for want of a licence
 _DB_RECHECK_S = 30.0      # while module.db is damaged or another program's file
 _NEW_ROWS = object()     # queue item: "read new rows"
 _HANGUPS_HELD = 10_000   # who hung up, waiting for module.db to be writable again (at most)
+DAEMON_LOCK = APPLICATION_ID + 2    # advisory lock key (mirror.schema has +0 and +1)
 
 
 class AlreadyRunning(Exception):
@@ -75,6 +78,32 @@ class InstanceLock:
 
     def __exit__(self, *exc):
         self.file.close()  # closing releases the lock
+
+
+class CentralLock:
+    """One daemon per central module.db (a `postgresql://` URL): a session advisory lock of
+    its schema, held by a connection of its own for the daemon's life (the server releases it
+    when that connection ends, a kill -9 included)."""
+
+    def __init__(self, url: str):
+        self.url = url
+        self.db = None
+
+    def __enter__(self):
+        self.db = open_module_db(self.url)
+        if not run(self.db, "SELECT pg_try_advisory_lock(?, hashtext(current_schema()))",
+                   (DAEMON_LOCK,)).fetchone()[0]:
+            self.db.close()
+            raise AlreadyRunning(f"another extcdr daemon is running on {shown_target(self.url)}")
+        return self
+
+    def __exit__(self, *exc):
+        self.db.close()      # closing the session releases the lock
+
+
+def instance_lock(target) -> InstanceLock | CentralLock:
+    """The lock that keeps a second daemon off this module.db (a file, or a URL)."""
+    return CentralLock(target) if is_database_url(target) else InstanceLock(target)
 
 
 class Daemon:
@@ -277,10 +306,21 @@ class Daemon:
             self._complain(f"module DB not written, retrying (nothing lost): "
                            f"{readable_error(self.settings['module.db'], exc)}")
             self.new_rows_due = now + _RETRY_WRITE_S
+            if is_database_url(self.settings["module.db"]):
+                self._reconnect_later()
             return
         if self._complaint is not None:
             log.info("back to normal after: %s", self._complaint)
             self._complaint = None
+
+    def _reconnect_later(self) -> None:
+        """A central history's server may have gone away (restarted, network): the session
+        is dropped, and the next write connects again (its transaction was rolled back by
+        the server; the writer makes its staging tables again)."""
+        try:
+            self.db.close()
+        except peewee.DatabaseError:
+            pass                          # already broken: peewee forgets it all the same
 
     def _complain(self, message: str) -> None:
         if message != self._complaint:
@@ -296,7 +336,7 @@ class Daemon:
 
 def serve(settings: Settings) -> int:
     """The resident process: lock, loop, file watcher and AMI link; returns the exit code."""
-    with InstanceLock(settings["module.db"]):
+    with instance_lock(settings["module.db"]):
         daemon = _daemon_once_db_opens(settings)
         if daemon is None:
             return 0
@@ -304,23 +344,28 @@ def serve(settings: Settings) -> int:
                               on_history=daemon.changed, on_settings=daemon.request_reload)
         ami = _AmiFollower(daemon)
         ami.start(settings)
-        reports = ReportScheduler(settings)
-        reports.start()
-        deliverer = Deliverer(settings)
-        deliverer.start()
+        # The mailed reports and the webhooks' sender read SQLite's module.db only, so far: a
+        # central history is mirrored, and they wait for their port (issue 22).
+        senders = [] if is_database_url(settings["module.db"]) else [
+            ReportScheduler(settings), Deliverer(settings)]
+        if not senders:
+            log.warning("%s: mailed reports and webhooks are not sent from a PostgreSQL "
+                        "history yet (its calls are mirrored)", shown_target(settings["module.db"]))
+        for sender in senders:
+            sender.start()
 
         def reloaded(old: Settings, new: Settings) -> None:
             ami.settings_changed(old, new)
-            reports.settings = new
-            deliverer.settings = new
+            for sender in senders:
+                sender.settings = new
 
         daemon.on_reload = reloaded
-        daemon.on_written = deliverer.nudge
+        daemon.on_written = senders[-1].nudge if senders else None
         try:
             return daemon.run()
         finally:
-            deliverer.close()
-            reports.close()
+            for sender in reversed(senders):
+                sender.close()
             ami.stop()
             watcher.stop()
             watcher.join(2)

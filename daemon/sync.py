@@ -23,6 +23,7 @@ from typing import Callable
 from daemon import backfill
 from mirror import webhooks
 from mirror.calls import Leg, calls_of, classify, link_callbacks
+from mirror.dialect import dialect_of, emptied, run
 from mirror.live import live_calls
 from mirror.pbxtime import PbxClock
 from mirror.settings import Settings
@@ -192,12 +193,21 @@ class Sync:
 
     def _settle_deletions(self) -> None:
         """Re-link callbacks around calls deleted since the last batch (none: no write)."""
-        if self.store.conn.execute("SELECT EXISTS (SELECT 1 FROM deletion WHERE relinked = 0)"
-                                   ).fetchone()[0]:
+        if run(self.store.db, "SELECT EXISTS (SELECT 1 FROM deletion WHERE relinked = 0)"
+               ).fetchone()[0]:
             with self.store.batch():
                 self._relink(self.store.unsettled_deletions(), self._reach_ms())
-                webhooks.queue_events(self.store.db, [], "scratch.relinked",
-                                      int(time.time() * 1000))
+                self._queue_events([])
+
+    def _queue_events(self, schemas: list[str]) -> None:
+        """Queue the webhooks' events of the calls just merged (staged in `schemas`) and of
+        the links just changed. Not yet on PostgreSQL (mirror.webhooks is SQLite's still):
+        the links' table is emptied there as queueing empties it."""
+        if dialect_of(self.store.db).postgresql:
+            run(self.store.db, emptied(self.store.db, self.store.relinked))
+            return
+        webhooks.queue_events(self.store.db, schemas, self.store.relinked,
+                              int(time.time() * 1000))
 
     def _reach_ms(self) -> int:
         return self.window_ms + int(self.store.state().get("longest_call_ms", 0))
@@ -291,8 +301,7 @@ class Sync:
                       + [end - start for _, start, end in spans])
         store.set_state(longest_call_ms=longest)
         self._relink(spans, reach_ms=self.window_ms + longest)
-        webhooks.queue_events(store.db, [schema, "fixup"] if partial else [schema],
-                              "scratch.relinked", int(time.time() * 1000))
+        self._queue_events([schema, "fixup"] if partial else [schema])
         if cursor_row is not None:
             store.set_state(cursor=cursor_row[0], cursor_uniqueid=cursor_row[1])
 

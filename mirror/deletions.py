@@ -15,10 +15,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Iterable
 
-from peewee import SqliteDatabase
+from peewee import Database
 
+from mirror.dialect import dialect_of, run, write_transaction
 from mirror.models import Call
 from mirror.queries import CallFilter, call_rows, calls_query
+from mirror.rollups import kept_by_writer
 from mirror.store import next_revision
 
 REASON_LIMIT = 200
@@ -55,77 +57,83 @@ def deletion_reason(reason: str) -> str:
     return reason
 
 
-def delete_call(db: SqliteDatabase, linkedid: str, actor: str, reason: str, now_ms: int,
+def delete_call(db: Database, linkedid: str, actor: str, reason: str, now_ms: int,
                 locate: Locate) -> Deleted:
     """Remove a finished call from the mirror with its legs, recording files, comments and
     tags; LookupError when there is no such call."""
     reason = deletion_reason(reason)
-    with db.atomic("IMMEDIATE"):
+    with write_transaction(db):
         call_id, recordings, employees, ext_key, start, end = _finished(db, linkedid)
         files = _remove_files(recordings, locate)
         revision = next_revision(db)
-        for statement in ("DELETE FROM call_employee WHERE call_id = ?",
-                          "DELETE FROM call_number WHERE rowid = ?",
-                          "DELETE FROM call_name WHERE rowid = ?",
-                          "DELETE FROM call WHERE id = ?"):
-            db.execute_sql(statement, (call_id,))
+        run(db, "INSERT INTO call_gone (linkedid, revision, employees) VALUES (?, ?, ?) "
+                "ON CONFLICT (linkedid) DO UPDATE SET revision = excluded.revision, "
+                "employees = excluded.employees", (linkedid, revision, employees))
+        run(db, "DELETE FROM call_employee WHERE call_id = ?", (call_id,))
+        if dialect_of(db).postgresql:
+            # No triggers there: the call's counters leave the rollups with it. Its linkedid
+            # is the one gone at this revision (a whole number: no mark needed).
+            gone = f"SELECT linkedid FROM call_gone WHERE revision = {int(revision)}"
+            with kept_by_writer(db, gone, "scratch"):
+                run(db, "DELETE FROM call WHERE linkedid = ?", (linkedid,))
+        else:
+            for statement in ("DELETE FROM call_number WHERE rowid = ?",
+                              "DELETE FROM call_name WHERE rowid = ?",
+                              "DELETE FROM call WHERE id = ?"):
+                run(db, statement, (call_id,))
         for table in ("leg", "comment", "comment_audit", "call_tag", "call_hangup"):
-            db.execute_sql(f"DELETE FROM {table} WHERE linkedid = ?", (linkedid,))
-        db.execute_sql("INSERT OR REPLACE INTO call_gone (linkedid, revision, employees) "
-                       "VALUES (?, ?, ?)", (linkedid, revision, employees))
-        db.execute_sql(
-            "INSERT INTO deletion (linkedid, what, actor, at_ms, reason, files, ext_key, "
+            run(db, f"DELETE FROM {table} WHERE linkedid = ?", (linkedid,))
+        run(db, "INSERT INTO deletion (linkedid, what, actor, at_ms, reason, files, ext_key, "
             "start_ms, end_ms, relinked) VALUES (?, 'call', ?, ?, ?, ?, ?, ?, ?, ?)",
             (linkedid, actor, now_ms, reason, files, ext_key, start, end, int(ext_key is None)))
     return Deleted(1, files)
 
 
-def delete_recordings(db: SqliteDatabase, linkedids: Iterable[str], actor: str, reason: str,
+def delete_recordings(db: Database, linkedids: Iterable[str], actor: str, reason: str,
                       now_ms: int, locate: Locate) -> Deleted:
     """Remove the recording files of these finished calls (one transaction); the calls stay,
     without recordings. DeletionError for a call without recordings, LookupError for an
     unknown one: nothing is deleted then."""
     reason = deletion_reason(reason)
     calls = files = 0
-    with db.atomic("IMMEDIATE"):
+    with write_transaction(db):
         revision = None
         for linkedid in linkedids:
-            call_id, recordings, *_ = _finished(db, linkedid)
+            _, recordings, *_ = _finished(db, linkedid)
             if not json.loads(recordings):
                 raise DeletionError("this call has no recordings to delete")
             removed = _remove_files(recordings, locate)
             revision = revision or next_revision(db)
-            db.execute_sql("UPDATE call SET recordings = '[]', revision = ? WHERE id = ?",
-                           (revision, call_id))
-            db.execute_sql("UPDATE leg SET recordingfile = '' WHERE linkedid = ?", (linkedid,))
-            db.execute_sql(
-                "INSERT INTO deletion (linkedid, what, actor, at_ms, reason, files) "
+            run(db, "UPDATE call SET recordings = '[]', revision = ? WHERE linkedid = ?",
+                (revision, linkedid))
+            run(db, "UPDATE leg SET recordingfile = '' WHERE linkedid = ?", (linkedid,))
+            run(db, "INSERT INTO deletion (linkedid, what, actor, at_ms, reason, files) "
                 "VALUES (?, 'recordings', ?, ?, ?, ?)", (linkedid, actor, now_ms, reason, removed))
             calls, files = calls + 1, files + removed
     return Deleted(calls, files)
 
 
-def deletions_of(db: SqliteDatabase, linkedid: str) -> list[dict]:
+def deletions_of(db: Database, linkedid: str) -> list[dict]:
     """What was deleted of a call, oldest first: {what, actor, at_ms, reason, files}."""
     return [{"what": what, "actor": actor, "at_ms": at, "reason": reason, "files": files}
-            for what, actor, at, reason, files in db.execute_sql(
-                "SELECT what, actor, at_ms, reason, files FROM deletion WHERE linkedid = ? "
+            for what, actor, at, reason, files in run(
+                db, "SELECT what, actor, at_ms, reason, files FROM deletion WHERE linkedid = ? "
                 "ORDER BY id", (linkedid,))]
 
 
 def refuse_in_progress(db, linkedid: str) -> None:
     """CallInProgress for a call still in progress: it is not the history yet (and not a
     mirrored call: without this it would be 'not found')."""
-    if db.execute_sql("SELECT 1 FROM live_call WHERE linkedid = ?", (linkedid,)).fetchone():
+    if run(db, "SELECT 1 FROM live_call WHERE linkedid = ?", (linkedid,)).fetchone():
         raise CallInProgress("this call is still in progress: delete it once it has ended")
 
 
-def recorded(flt: CallFilter, db: SqliteDatabase):
+def recorded(flt: CallFilter, db: Database):
     """The filter's calls that have recordings (a calls query, newest first)."""
     return calls_query(replace(flt, after=None, limit=None), db).where(Call.recordings != "[]")
 
 
-def delete_filter_recordings(db: SqliteDatabase, flt: CallFilter, expected: int, actor: str,
+def delete_filter_recordings(db: Database, flt: CallFilter, expected: int, actor: str,
                              reason: str, now_ms: int, locate: Locate) -> Deleted:
     """Delete the recordings of every call of the filter, `expected` being how many calls
     with recordings the user was shown and confirmed: if the filter selects another number
@@ -147,8 +155,8 @@ def _finished(db, linkedid: str) -> tuple:
     """(id, recordings, employees, ext_key, start, end) of a mirrored call; a call still in
     progress is refused (it is not the history yet: delete it once it has ended)."""
     refuse_in_progress(db, linkedid)
-    row = db.execute_sql("SELECT id, recordings, employees, ext_key, start_ms, end_ms FROM call "
-                         "WHERE linkedid = ?", (linkedid,)).fetchone()
+    row = run(db, "SELECT id, recordings, employees, ext_key, start_ms, end_ms FROM call "
+                  "WHERE linkedid = ?", (linkedid,)).fetchone()
     if row is None:
         raise LookupError(linkedid)
     return row

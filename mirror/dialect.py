@@ -10,7 +10,9 @@ from __future__ import annotations
 import re
 from contextlib import contextmanager
 from dataclasses import dataclass
+from itertools import islice
 
+import peewee
 from peewee import Cast, Database, PostgresqlDatabase, fn
 
 # A quoted literal ('it''s' included): `?` inside one is text, not a mark.
@@ -135,3 +137,66 @@ def inserted_id(db: Database, query) -> int | None:
     sql, params = query.returning(query.model._meta.primary_key).bind(db).sql()
     row = db.execute_sql(sql, params).fetchone()
     return None if row is None else row[0]
+
+
+def staged(db: Database, schema: str, table: str) -> str:
+    """A table of the writer's staging area `schema` (scratch, fixup, a worker's batch): on
+    SQLite an attached in-memory schema, on PostgreSQL a temporary table of the connection
+    (its own schema `pg_temp`, whose names the real tables never see)."""
+    return f"pg_temp.{schema}_{table}" if dialect_of(db).postgresql else f"{schema}.{table}"
+
+
+def emptied(db: Database, table: str) -> str:
+    """The statement emptying a staging table. PostgreSQL's temporary tables are never
+    vacuumed: deleted rows would pile up batch after batch in a long-lived writer's."""
+    return f"TRUNCATE {table}" if dialect_of(db).postgresql else f"DELETE FROM {table}"
+
+
+def insert_rows(db: Database, into: str, width: int, rows, then: str = "") -> None:
+    """`INSERT INTO {into} VALUES … {then}` for each of `rows` (tuples of `width` values):
+    SQLite's executemany; on PostgreSQL one COPY of them all (or, with `then`, psycopg2's
+    execute_values: a page of rows per statement)."""
+    if not dialect_of(db).postgresql:
+        db.connection().executemany(
+            f"INSERT INTO {into} VALUES ({', '.join('?' * width)}) {then}", rows)
+        return
+    from psycopg2.extras import execute_values
+    with peewee.__exception_wrapper__:       # psycopg2's errors as peewee's
+        if then:
+            execute_values(db.cursor(), f"INSERT INTO {into} VALUES %s {then}", rows,
+                           page_size=1000)
+        else:
+            db.cursor().copy_expert(f"COPY {into} FROM STDIN", _CopyText(rows))
+
+
+# COPY's text format: tab-separated, \N for NULL, backslash escapes in text.
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def _copy_value(value) -> str:
+    if value is None:
+        return "\\N"
+    if isinstance(value, str):
+        return value.translate(_COPY_ESCAPES)
+    if isinstance(value, bool):
+        return "1" if value else "0"       # the mirror's 0/1 columns are integers
+    return str(value)
+
+
+class _CopyText:
+    """Rows as the file COPY … FROM STDIN reads (psycopg2 calls `read`), made as it reads."""
+
+    def __init__(self, rows):
+        self._lines = ("\t".join(map(_copy_value, row)) + "\n" for row in rows)
+
+    def read(self, size: int = -1) -> str:
+        return "".join(islice(self._lines, 1000))
+
+    readline = read
+
+
+def json_items(dialect: Dialect, items: str, alias: str) -> str:
+    """A FROM item of the strings of the JSON list `items` (SQL), as `{alias}.value`."""
+    if dialect.postgresql:
+        return f"jsonb_array_elements_text(({items})::jsonb) AS {alias}(value)"
+    return f"json_each({items}) AS {alias}"

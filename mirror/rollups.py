@@ -9,12 +9,19 @@ filter the keys cannot, and what tests check the tables against), and `figures`,
 period's whole slots from the table and counts the calls of its partial slots at each end: exact
 in any timezone and across DST changes, with no per-PBX days. A released rollup is never edited:
 a change is a new table in a new migration.
+
+On PostgreSQL (a central history) there are no triggers: the writer's grouped upkeep is the only
+one, so whatever changes calls there does it inside `kept_by_writer`. The declarations are SQL
+both engines read alike (0/1 as CASE, JSON lists through `mirror.dialect.json_items`).
 """
 from __future__ import annotations
 
-import sqlite3
 from contextlib import contextmanager
 from dataclasses import dataclass
+
+from peewee import Database
+
+from mirror.dialect import SQLITE, Dialect, dialect_of, emptied, json_items, run, staged
 
 HOUR_MS = 3_600_000
 DAY_MS = 86_400_000
@@ -32,11 +39,12 @@ RETURNED_AFTER = ("(SELECT (r.start_ms - {m}.end_ms) / 1000 FROM call r "
 @dataclass(frozen=True)
 class Part:
     """What one call adds to a rollup: `keys` and `measures` are SQL over the call row `{c}`
-    (and `j`, the items of `each`: a call counted once per item of one of its lists)."""
+    (and `j.value`, the items of `each`: a call counted once per item of one of its JSON
+    lists). SQL both engines read alike: 0/1 figures as CASE, never a comparison's value."""
     keys: tuple[str, ...]
     measures: tuple[str, ...]
-    when: str = "1"
-    each: str = ""            # e.g. "json_each({c}.missed_by) AS j"
+    when: str = "true"
+    each: str = ""            # e.g. "{c}.missed_by"
 
 
 @dataclass(frozen=True)
@@ -75,16 +83,18 @@ class Rollup:
     def key_names(self) -> tuple[str, ...]:
         return tuple(name for name, _ in self.keys)
 
-    def afresh(self, calls: str) -> str:
+    def afresh(self, calls: str, dialect: Dialect = SQLITE) -> str:
         """The rollup's rows computed from the calls `calls` (a table or a subquery):
         (slot, *keys, *measures), grouped."""
-        parts = " UNION ALL ".join(self._select(part, "c", calls) for part in self.parts)
+        parts = " UNION ALL ".join(self._select(part, "c", calls, dialect)
+                                   for part in self.parts)
         names = (self.slot, *self.key_names)
         sums = ", ".join(f"sum({m}) AS {m}" for m in self.measures)
-        return (f"SELECT {', '.join(names)}, {sums} FROM ({parts}) "
+        return (f"SELECT {', '.join(names)}, {sums} FROM ({parts}) AS p "
                 f"GROUP BY {', '.join(names)}")
 
-    def _select(self, part: Part, c: str, calls: str | None = None) -> str:
+    def _select(self, part: Part, c: str, calls: str | None = None,
+                dialect: Dialect = SQLITE) -> str:
         """A part's rows: of the calls `calls` (aliased `c`; `afresh` groups them), or of a
         trigger's row (grouped where `each` makes several that may share their keys)."""
         grouped = bool(part.each and not calls)
@@ -94,7 +104,7 @@ class Rollup:
         columns += [measure.format(sql.format(c=c), name)
                     for sql, name in zip(part.measures, self.measures)]
         sources = ([f"{calls} AS {c}"] if calls else []) + (
-            [part.each.format(c=c)] if part.each else [])
+            [json_items(dialect, part.each.format(c=c), "j")] if part.each else [])
         source = f" FROM {', '.join(sources)}" if sources else ""
         group = " GROUP BY " + ", ".join(str(i + 1) for i in range(len(self.keys) + 1))
         return (f"SELECT {', '.join(columns)}{source} WHERE {part.when.format(c=c)}"
@@ -102,9 +112,9 @@ class Rollup:
 
     def add(self, rows: str) -> str:
         """The statement adding rollup rows `rows` (slot, *keys, *measures) to the table."""
-        bumps = ", ".join(f"{m} = {m} + excluded.{m}" for m in self.measures)
+        bumps = ", ".join(f"{m} = {self.table}.{m} + excluded.{m}" for m in self.measures)
         return (f"INSERT INTO {self.table} ({self._key}, {', '.join(self.measures)}) "
-                f"SELECT * FROM ({rows}) WHERE true ON CONFLICT ({self._key}) "
+                f"SELECT * FROM ({rows}) AS v WHERE true ON CONFLICT ({self._key}) "
                 f"DO UPDATE SET {bumps};")
 
     def subtract(self, rows: str) -> str:
@@ -128,7 +138,8 @@ CALLS = Rollup(
     "call_rollup", "hour", HOUR_MS,
     keys=(("direction", "TEXT"), ("status", "TEXT"), ("unreturned", "INTEGER")),
     measures=("calls", "talk_s", "wait_s"),
-    parts=(Part(("{c}.direction", "{c}.status", "{c}.status = 'missed' AND {c}.returned_by IS NULL"),
+    parts=(Part(("{c}.direction", "{c}.status",
+                 "CASE WHEN {c}.status = 'missed' AND {c}.returned_by IS NULL THEN 1 ELSE 0 END"),
                 ("1", "{c}.talk_s", "{c}.wait_s")),),
     columns=("start_ms", "direction", "status", "returned_by", "talk_s", "wait_s"),
     filters=frozenset({"direction", "status"}))
@@ -143,10 +154,11 @@ EMPLOYEES = Rollup(
     parts=(
         Part(("{c}.answered_by", "'answered'", "coalesce({c}.queue, '')", "{c}.direction"),
              ("1", "1", "{c}.talk_s", "{c}.wait_s", "0"),
-             when="{c}.answered AND {c}.direction <> 'outgoing' AND {c}.answered_by IS NOT NULL"),
+             when="{c}.answered <> 0 AND {c}.direction <> 'outgoing' "
+                  "AND {c}.answered_by IS NOT NULL"),
         Part(("j.value", "'missed'", "coalesce({c}.queue, '')", "{c}.direction"),
-             ("1", "0", "0", "{c}.wait_s", "{c}.returned_by IS NOT NULL"),
-             when="{c}.status = 'missed'", each="json_each({c}.missed_by) AS j"),
+             ("1", "0", "0", "{c}.wait_s", "CASE WHEN {c}.returned_by IS NULL THEN 0 ELSE 1 END"),
+             when="{c}.status = 'missed'", each="{c}.missed_by"),
         Part(("{c}.src", "'outgoing'", "''", "{c}.direction"),
              ("1", "{c}.answered", "{c}.talk_s", "0", "0"),
              when="{c}.direction = 'outgoing'"),
@@ -161,7 +173,8 @@ LINES = Rollup(
     keys=(("line", "TEXT"), ("did", "TEXT"), ("direction", "TEXT")),
     measures=("calls", "answered", "missed", "talk_s", "wait_s"),
     parts=(Part(("coalesce({c}.line, '')", "coalesce({c}.did, '')", "{c}.direction"),
-                ("1", "{c}.answered", "{c}.status = 'missed'", "{c}.talk_s", "{c}.wait_s"),
+                ("1", "{c}.answered", "CASE WHEN {c}.status = 'missed' THEN 1 ELSE 0 END",
+                 "{c}.talk_s", "{c}.wait_s"),
                 when="{c}.direction <> 'internal'"),),
     columns=("start_ms", "line", "did", "direction", "answered", "status", "talk_s", "wait_s"),
     filters=frozenset({"direction"}))
@@ -213,36 +226,58 @@ _ROLLED = "rolled_call"
 
 
 @contextmanager
-def kept_by_writer(conn: sqlite3.Connection, linkedids: str, schema: str):
+def kept_by_writer(db: Database, linkedids: str, schema: str):
     """Around statements (in one transaction) that write only the calls whose linkedids the
     query `linkedids` selects: their old figures leave every rollup before, the new come after,
-    grouped; the triggers stand idle in between. With them go the calls they returned, whose
-    wait for it (`returned_after_s`) follows their times: worked out here for all of them. The
-    figures are read from a copy of those calls in `schema.rolled_call` (an attached scratch
-    schema): one pass over the mirror's calls for all the rollups' parts."""
-    copy = f"{schema}.{_ROLLED}"
+    grouped; the triggers (SQLite's; PostgreSQL has none) stand idle in between. With them go
+    the calls they returned, whose wait for it (`returned_after_s`) follows their times: worked
+    out here for all of them. The figures are read from a copy of those calls in the writer's
+    staging area `schema`: one pass over the mirror's calls for all the rollups' parts."""
+    dialect = dialect_of(db)
+    copy = staged(db, schema, _ROLLED)
     columns = ", ".join(ROLLED_COLUMNS)
-    conn.execute(f"CREATE TABLE IF NOT EXISTS {copy} (id INTEGER PRIMARY KEY, {columns})")
-    chosen = (f"INSERT INTO {copy} SELECT id, {columns} FROM call WHERE id IN ("
-              f"SELECT id FROM call WHERE linkedid IN ({linkedids}) "
-              f"UNION SELECT id FROM call WHERE returned_by IN ({linkedids}))")
-    conn.execute(f"DELETE FROM {copy}")
-    conn.execute(chosen)
+    if dialect.postgresql:
+        run(db, f"CREATE TEMP TABLE IF NOT EXISTS {copy} AS SELECT id, {columns} FROM call "
+                "WITH NO DATA")
+        # the calls by their linkedid (call ids are unique only with start_ms, the partition key)
+        chosen = (f"INSERT INTO {copy} SELECT id, {columns} FROM call "
+                  f"WHERE linkedid IN ({linkedids}) UNION "
+                  f"SELECT id, {columns} FROM call WHERE returned_by IN ({linkedids})")
+        chosen_now = (chosen, f"ANALYZE {copy}")     # a temporary table: no statistics else
+    else:
+        run(db, f"CREATE TABLE IF NOT EXISTS {copy} (id INTEGER PRIMARY KEY, {columns})")
+        chosen = (f"INSERT INTO {copy} SELECT id, {columns} FROM call WHERE id IN ("
+                  f"SELECT id FROM call WHERE linkedid IN ({linkedids}) "
+                  f"UNION SELECT id FROM call WHERE returned_by IN ({linkedids}))")
+        chosen_now = (chosen,)
+    run(db, emptied(db, copy))
+    for statement in chosen_now:
+        run(db, statement)
     for rollup in ROLLUPS:
-        conn.execute(rollup.subtract(rollup.afresh(copy)))
-    conn.execute(f"INSERT INTO {PAUSE} VALUES (1)")
+        run(db, rollup.subtract(rollup.afresh(copy, dialect)))
+    run(db, f"INSERT INTO {PAUSE} VALUES (1)")
     try:
         yield
-        conn.execute(f"DELETE FROM {copy}")
-        conn.execute(chosen)              # as they are now, with the calls the statements added
-        # The copy's few returned calls (or no longer returned): written back, then copied.
+        run(db, emptied(db, copy))
+        for statement in chosen_now:   # as they are now, with the calls the statements added
+            run(db, statement)
+        # The copy's few returned calls (or no longer returned): their wait worked out in the
+        # copy and written back (SQLite: written back, then copied; PostgreSQL would work it
+        # out once per partition of `call` in the first statement).
         returned = "returned_by IS NOT NULL OR returned_after_s IS NOT NULL"
-        after = RETURNED_AFTER.format(m=_ROLLED)
-        conn.execute(f"UPDATE call SET returned_after_s = r.s FROM (SELECT id, {after} AS s "
-                     f"FROM {copy} WHERE {returned}) AS r "
-                     "WHERE call.id = r.id AND call.returned_after_s IS NOT r.s")
-        conn.execute(f"UPDATE {copy} SET returned_after_s = {after} WHERE {returned}")
+        after = RETURNED_AFTER.format(m=copy.rsplit(".", 1)[-1])
+        copied = f"UPDATE {copy} SET returned_after_s = {after} WHERE {returned}"
+        if dialect.postgresql:
+            run(db, copied)
+            run(db, f"UPDATE call SET returned_after_s = r.returned_after_s FROM {copy} AS r "
+                    "WHERE call.linkedid = r.linkedid AND call.start_ms = r.start_ms "
+                    "AND call.returned_after_s IS DISTINCT FROM r.returned_after_s")
+        else:
+            run(db, f"UPDATE call SET returned_after_s = r.s FROM (SELECT id, {after} AS s "
+                    f"FROM {copy} WHERE {returned}) AS r "
+                    "WHERE call.id = r.id AND call.returned_after_s IS DISTINCT FROM r.s")
+            run(db, copied)
     finally:
-        conn.execute(f"DELETE FROM {PAUSE}")
+        run(db, f"DELETE FROM {PAUSE}")
     for rollup in ROLLUPS:
-        conn.execute(rollup.add(rollup.afresh(copy)))
+        run(db, rollup.add(rollup.afresh(copy, dialect)))

@@ -7,11 +7,9 @@ released: a change of schema is a new step.
 
 A module.db on PostgreSQL (a central history, issue 22) has its own list, `PG_MIGRATIONS`: a
 baseline equal to the SQLite schema at `PG_BASELINE_VERSION`, then one entry per later step
-(see the PostgreSQL section below for how its tables differ). Its rollup tables are created
-but not yet kept: on PostgreSQL they will be kept by statement-level triggers on `call`
-(transition tables, one function per rollup generated from `mirror.rollups`), written with
-the writer's port, the step that first writes calls there; `call.returned_after_s` then moves
-into the writer.
+(see the PostgreSQL section below for how its tables differ). It has no triggers: the writer
+keeps its rollup tables and `call.returned_after_s` for each batch (`mirror.rollups.
+kept_by_writer`), as it does on SQLite while its triggers stand idle.
 """
 from __future__ import annotations
 
@@ -583,9 +581,8 @@ def migrate(conn: sqlite3.Connection) -> int:
 #   `mirror.staging.searchable_numbers` makes them, and `names`, what `CALL_NAMES` selects (the
 #   caller's and callee's names that are not only digits, one a line; '' without any).
 # * `tag` names are unique whatever their case by an index on lower(name) (SQLite: NOCASE).
-# * The rollups' tables are here, filled by nobody yet: the SQLite triggers that keep them (and
-#   `call.returned_after_s`) become statement triggers on `call` together with the writer's
-#   port, the step that first writes calls on PostgreSQL.
+# * No triggers: the rollups' tables (and `call.returned_after_s`) are kept by whoever writes
+#   calls, inside `mirror.rollups.kept_by_writer` (the writer's batches, deletions).
 # * `extcdr_schema` holds the one row that says the schema is ours, and its version
 #   (SQLite: `PRAGMA application_id` and `user_version`).
 # A later change of schema is one more entry of `PG_MIGRATIONS`, numbered as its SQLite step.
@@ -600,6 +597,33 @@ PARTITIONED = ("call", "leg", "call_employee")
 
 class NotOurSchema(Exception):
     """A PostgreSQL database (its current schema) that holds tables, but not a module's."""
+
+
+# The writer's per-call SQL, as PostgreSQL reads it (SQLite's above): LIKE is case-sensitive
+# there (`Queue:<n>`, `App:<n>` legs), 0/1 columns are integers, not booleans, and a call's
+# `names` column is computed from its row `{c}` (CALL_NAMES' expression, with a regex for GLOB).
+# Set-based (one join of the staged calls' legs, the first matching leg of each call) where
+# SQLite looks each call's legs up: the staged calls' columns are empty until these fill them.
+PG_CALL_QUEUES = ("UPDATE {table} SET queue = q.queue, queue_wait_s = q.wait_s FROM ("
+                  "SELECT DISTINCT ON (l.linkedid) l.linkedid, substr(l.dst_chan, 7) AS queue, "
+                  "(coalesce(l.answer_ms, l.end_ms, l.start_ms) - l.start_ms) / 1000 AS wait_s "
+                  "FROM leg l WHERE l.linkedid IN (SELECT linkedid FROM {table} WHERE {calls}) "
+                  "AND lower(l.dst_chan) LIKE 'queue:%' "
+                  "ORDER BY l.linkedid, l.start_ms, l.source_id) AS q "
+                  "WHERE {table}.linkedid = q.linkedid")
+PG_CALL_MENUS = ("UPDATE {table} SET ivr = m.ivr, ivr_digits = m.digits, ivr_left = CASE WHEN "
+                 "{table}.answered = 0 AND NOT EXISTS (SELECT 1 FROM leg n WHERE n.linkedid = "
+                 "m.linkedid AND n.start_ms > m.start_ms) THEN 1 ELSE 0 END FROM ("
+                 "SELECT DISTINCT ON (l.linkedid) l.linkedid, substr(l.dst_chan, 5) AS ivr, "
+                 "l.dtmf_digits AS digits, l.start_ms FROM leg l WHERE l.linkedid IN (SELECT "
+                 "linkedid FROM {table} WHERE {calls} AND direction = 'incoming') "
+                 "AND lower(l.dst_chan) LIKE 'app:%' "
+                 "ORDER BY l.linkedid, l.start_ms, l.source_id) AS m "
+                 "WHERE {table}.linkedid = m.linkedid")
+_PG_NAMED = "~ '[^0-9+ ()-]'"
+PG_CALL_NAMES = (f"btrim(CASE WHEN {{c}}.src_name {_PG_NAMED} THEN {{c}}.src_name ELSE '' END "
+                 f"|| chr(10) || CASE WHEN {{c}}.dst_name {_PG_NAMED} AND {{c}}.dst_name <> "
+                 f"{{c}}.src_name THEN {{c}}.dst_name ELSE '' END, chr(10))")
 
 
 def _pg_rollup_table(rollup) -> str:

@@ -1,8 +1,9 @@
-"""A prepared batch — legs and classified calls as plain rows — in a scratch SQLite schema.
+"""A prepared batch — legs and classified calls as plain rows — in a staging area.
 
-Whoever classifies a batch writes it here (a worker process into its own scratch file, or the
-writer itself into an attached in-memory schema); the single writer then merges it into
-module.db with a few INSERT … SELECT statements that run entirely inside SQLite.
+Whoever classifies a batch writes it here (a worker process into its own scratch SQLite file,
+or the writer itself into its staging area: attached in-memory schemas on SQLite, temporary
+tables on PostgreSQL); the single writer then merges it into module.db with a few INSERT …
+SELECT statements that run entirely inside the database.
 """
 from __future__ import annotations
 
@@ -10,8 +11,12 @@ import sqlite3
 from dataclasses import fields
 from json.encoder import encode_basestring_ascii
 from operator import attrgetter
+from typing import Iterable
+
+from peewee import Database
 
 from mirror.calls import Call, Leg
+from mirror.dialect import dialect_of, emptied, insert_rows, run, staged
 
 LEG_FIELDS = [f.name for f in fields(Leg) if f.init]
 LEG_COLUMNS = [name if name not in ("start", "answer", "end") else f"{name}_ms"
@@ -24,38 +29,87 @@ CALL_COLUMNS = ("linkedid", "start_ms", "end_ms", "direction", "status", "reason
 # before it writes them (mirror.schema CALL_QUEUES, CALL_MENUS): empty when staged.
 CALL_EXTRAS = ("queue", "queue_wait_s", "ivr", "ivr_digits", "ivr_left")
 
+EMPLOYEE_COLUMNS = ("linkedid", "extension", "start_ms", "placed")
+NUMBER_COLUMNS = ("linkedid", "numbers")
+TABLES = ("leg", "call", "employee", "number")
+# What a batch stages in each table (the calls' CALL_EXTRAS are the writer's to fill).
+STAGED_COLUMNS = {"leg": tuple(LEG_COLUMNS), "call": CALL_COLUMNS, "employee": EMPLOYEE_COLUMNS,
+                  "number": NUMBER_COLUMNS}
 STAGING_DDL = (
     f"CREATE TABLE {{schema}}.leg ({', '.join(LEG_COLUMNS)})",
     f"CREATE TABLE {{schema}}.call ({', '.join(CALL_COLUMNS + CALL_EXTRAS)})",
-    "CREATE TABLE {schema}.employee (linkedid, extension, start_ms, placed)",
-    "CREATE TABLE {schema}.number (linkedid, numbers)",
+    f"CREATE TABLE {{schema}}.employee ({', '.join(EMPLOYEE_COLUMNS)})",
+    f"CREATE TABLE {{schema}}.number ({', '.join(NUMBER_COLUMNS)})",
+)
+# PostgreSQL: temporary tables of the writer's connection, typed as the mirror's columns.
+PG_STAGING_DDL = (
+    f"CREATE TEMP TABLE IF NOT EXISTS {{leg}} AS SELECT {', '.join(LEG_COLUMNS)} FROM leg "
+    "WITH NO DATA",
+    f"CREATE TEMP TABLE IF NOT EXISTS {{call}} AS SELECT "
+    f"{', '.join(CALL_COLUMNS + CALL_EXTRAS)} FROM call WITH NO DATA",
+    "CREATE TEMP TABLE IF NOT EXISTS {employee} "
+    "(linkedid text, extension text, start_ms bigint, placed integer)",
+    "CREATE TEMP TABLE IF NOT EXISTS {number} (linkedid text, numbers text)",
 )
 _leg_row = attrgetter(*LEG_FIELDS)
 
 
 def create(conn: sqlite3.Connection, schema: str = "main") -> None:
+    """The staging tables in a worker's scratch file (an SQLite connection)."""
     for statement in STAGING_DDL:
         conn.execute(statement.format(schema=schema))
 
 
-def clear(conn: sqlite3.Connection, schema: str) -> None:
-    for table in ("leg", "call", "employee", "number"):
-        conn.execute(f"DELETE FROM {schema}.{table}")
-
-
 def stage(conn: sqlite3.Connection, legs: list[Leg], calls: list[Call],
           schema: str = "main") -> None:
-    """Write a batch's rows (no indexes, no look-ups: as fast as SQLite appends)."""
-    conn.executemany(f"INSERT INTO {schema}.leg VALUES ({', '.join('?' * len(LEG_COLUMNS))})",
-                     map(_leg_row, legs))
-    conn.executemany(f"INSERT INTO {schema}.call ({', '.join(CALL_COLUMNS)}) "
-                     f"VALUES ({', '.join('?' * len(CALL_COLUMNS))})",
-                     map(call_row, calls))
-    conn.executemany(f"INSERT INTO {schema}.employee VALUES (?, ?, ?, ?)",
-                     ((c.linkedid, ext, c.start, int(ext in c.callers))
-                      for c in calls for ext in c.employees))
-    conn.executemany(f"INSERT INTO {schema}.number VALUES (?, ?)",
-                     ((c.linkedid, searchable_numbers(c)) for c in calls))
+    """Write a batch's rows into a worker's scratch file (no indexes, no look-ups: as fast as
+    SQLite appends)."""
+    for table, columns, rows in batch_rows(legs, calls):
+        conn.executemany(f"INSERT INTO {schema}.{table} ({', '.join(columns)}) "
+                         f"VALUES ({', '.join('?' * len(columns))})", rows)
+
+
+def create_area(db: Database, schema: str) -> None:
+    """The writer's staging area `schema`, made once per connection."""
+    if dialect_of(db).postgresql:
+        names = {table: staged(db, schema, table) for table in TABLES}
+        for statement in PG_STAGING_DDL:
+            run(db, statement.format(**names))
+    else:
+        db.execute_sql(f"ATTACH DATABASE ':memory:' AS {schema}")
+        create(db.connection(), schema)
+
+
+def clear(db: Database, schema: str) -> None:
+    for table in TABLES:
+        run(db, emptied(db, staged(db, schema, table)))
+
+
+def stage_in(db: Database, legs: list[Leg], calls: list[Call], schema: str) -> None:
+    """Write a batch's rows into the writer's staging area `schema`."""
+    for table, columns, rows in batch_rows(legs, calls):
+        insert_rows(db, f"{staged(db, schema, table)} ({', '.join(columns)})", len(columns),
+                    rows)
+    analyze(db, schema)
+
+
+def analyze(db: Database, schema: str) -> None:
+    """Let PostgreSQL's planner know the staged batch (temporary tables have no statistics
+    of their own: it would guess, and join them with a month of calls the slow way)."""
+    if dialect_of(db).postgresql:           # a small sample: row counts matter, not histograms
+        run(db, "SET default_statistics_target = 10")
+        run(db, "ANALYZE " + ", ".join(staged(db, schema, table) for table in TABLES))
+        run(db, "RESET default_statistics_target")
+
+
+def batch_rows(legs: list[Leg], calls: list[Call]
+               ) -> Iterable[tuple[str, tuple[str, ...], Iterable[tuple]]]:
+    """(staging table, its columns, its rows) of a batch."""
+    rows = {"leg": map(_leg_row, legs), "call": map(call_row, calls),
+            "employee": ((c.linkedid, ext, c.start, int(ext in c.callers))
+                         for c in calls for ext in c.employees),
+            "number": ((c.linkedid, searchable_numbers(c)) for c in calls)}
+    return ((table, STAGED_COLUMNS[table], rows[table]) for table in TABLES)
 
 
 def _json_list(values: list[str]) -> str:

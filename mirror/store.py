@@ -1,26 +1,44 @@
 """The single writer of module.db: merges staged batches, links callbacks, keeps sync state.
 
-Batches arrive as rows in a staging schema (`mirror.staging`) and are merged with INSERT … SELECT,
+Batches arrive as rows in a staging area (`mirror.staging`) and are merged with INSERT … SELECT,
 so the writer spends no Python time per row; reads for pages and the CLI go through
-`mirror.queries`.
+`mirror.queries`. The same statements run on SQLite and PostgreSQL (`mirror.dialect`); where
+the engines differ: PostgreSQL's calls, legs and employees of calls are partitioned by month
+(`start_ms` is part of their keys: a row whose start moved is moved first), a call row holds
+its own `numbers` and `names` for search (SQLite: FTS5 tables), and the rollups are the
+writer's to keep (SQLite: triggers, idle while the writer keeps them for a batch).
 """
 from __future__ import annotations
 
 import json
-from contextlib import contextmanager
+import sqlite3
+from contextlib import closing, contextmanager
 from typing import Iterable
 
-from peewee import SqliteDatabase
+from peewee import Database
 
 from mirror import staging
 from mirror.calls import Call, CallbackFacts, CallbackLinks, Leg
+from mirror.dialect import (dialect_of, emptied, insert_rows, ordered_join, run, staged,
+                            write_transaction)
 from mirror.hangups import CallHangup
 from mirror.live import LiveCall
 from mirror.rollups import kept_by_writer
-from mirror.schema import CALL_MENUS, CALL_NAMES, CALL_QUEUES
+from mirror.schema import (CALL_MENUS, CALL_NAMES, CALL_QUEUES, PG_CALL_MENUS, PG_CALL_NAMES,
+                           PG_CALL_QUEUES, month_partitions)
 from mirror.staging import CALL_COLUMNS, CALL_EXTRAS, LEG_COLUMNS
 
 _CHUNK = 900  # stays under SQLite's bound-parameter limit
+_DAY_MS = 86_400_000
+# The writer's own tables beside the staged batches: the windows of external keys whose
+# callbacks are re-linked, and the links that changed (read by the webhooks' queue too).
+_LINKING_DDL = ("CREATE TABLE {window} (ext_key PRIMARY KEY, lo, hi) WITHOUT ROWID",
+                "CREATE TABLE {relinked} (linkedid PRIMARY KEY, callback_of, returned_by, "
+                "callback_attempts, status) WITHOUT ROWID")
+_PG_LINKING_DDL = ("CREATE TABLE IF NOT EXISTS {window} (ext_key text PRIMARY KEY, lo bigint, "
+                   "hi bigint)",
+                   "CREATE TABLE IF NOT EXISTS {relinked} (linkedid text PRIMARY KEY, "
+                   "callback_of text, returned_by text, callback_attempts integer, status text)")
 
 
 def _chunks(values: list, size: int = _CHUNK):
@@ -31,31 +49,35 @@ def _chunks(values: list, size: int = _CHUNK):
 class Store:
     """Writes the mirror. One instance per writer process; every write inside `batch()`."""
 
-    def __init__(self, db: SqliteDatabase):
+    def __init__(self, db: Database):
         self.db = db
-        self.conn = db.connection()
+        self.postgresql = dialect_of(db).postgresql
         self._revision: int | None = None
-        if not self.conn.execute(
-                "SELECT 1 FROM pragma_database_list WHERE name = 'scratch'").fetchone():
-            for schema in ("scratch", "fixup"):
-                self.conn.execute(f"ATTACH DATABASE ':memory:' AS {schema}")
-                staging.create(self.conn, schema)
-            self.conn.execute(
-                "CREATE TABLE scratch.relink_window (ext_key PRIMARY KEY, lo, hi) WITHOUT ROWID")
-            self.conn.execute("CREATE TABLE scratch.relinked (linkedid PRIMARY KEY, callback_of, "
-                              "returned_by, callback_attempts, status) WITHOUT ROWID")
+        self.relinked = staged(db, "scratch", "relinked")
+        self._window = staged(db, "scratch", "relink_window")
+        if self.postgresql or not run(
+                db, "SELECT 1 FROM pragma_database_list WHERE name = 'scratch'").fetchone():
+            self._make_staging()
+
+    def _make_staging(self) -> None:
+        """The writer's staging areas, once per connection (on PostgreSQL, where a lost
+        connection is made again, also at each batch: they went with the old one)."""
+        for schema in ("scratch", "fixup"):
+            staging.create_area(self.db, schema)
+        for statement in _PG_LINKING_DDL if self.postgresql else _LINKING_DDL:
+            self._run(statement.format(window=self._window, relinked=self.relinked))
+
+    def _run(self, text: str, params: tuple | list = ()):
+        return run(self.db, text, params)
 
     @contextmanager
     def batch(self):
         """One transaction: rows and the sync cursor commit together, or not at all."""
-        self.conn.execute("BEGIN IMMEDIATE")
-        self._revision = None
-        try:
+        with write_transaction(self.db):
+            if self.postgresql:
+                self._make_staging()
+            self._revision = None
             yield self
-        except BaseException:
-            self.conn.execute("ROLLBACK")
-            raise
-        self.conn.execute("COMMIT")
 
     def _stamp(self) -> int:
         """This transaction's revision (taken at its first change of what pages show): the
@@ -71,8 +93,7 @@ class Store:
         cols = ", ".join(LEG_COLUMNS)
         for chunk in _chunks(list(linkedids)):
             marks = ",".join("?" * len(chunk))
-            for row in self.conn.execute(
-                    f"SELECT {cols} FROM leg WHERE linkedid IN ({marks})", chunk):
+            for row in self._run(f"SELECT {cols} FROM leg WHERE linkedid IN ({marks})", chunk):
                 leg = Leg(*row[:19], bool(row[19]), *row[20:])
                 found.setdefault(leg.linkedid, []).append(leg)
         return found
@@ -81,86 +102,132 @@ class Store:
 
     @contextmanager
     def attached(self, path: str, schema: str = "batch"):
-        """A staged batch in a scratch file (from a worker), readable as `schema`."""
-        self.conn.execute("ATTACH DATABASE ? AS " + schema, (path,))
-        try:
-            yield schema
-        finally:
-            self.conn.execute("DETACH DATABASE " + schema)
+        """A staged batch in a scratch file (from a worker), readable as `schema`: attached on
+        SQLite, copied into the connection's staging tables on PostgreSQL."""
+        if not self.postgresql:
+            self._run("ATTACH DATABASE ? AS " + schema, (path,))
+            try:
+                yield schema
+            finally:
+                self._run("DETACH DATABASE " + schema)
+            return
+        staging.create_area(self.db, schema)
+        staging.clear(self.db, schema)
+        with closing(sqlite3.connect(path)) as scratch:
+            for table, columns in staging.STAGED_COLUMNS.items():
+                insert_rows(self.db, f"{staged(self.db, schema, table)} ({', '.join(columns)})",
+                            len(columns),
+                            scratch.execute(f"SELECT {', '.join(columns)} FROM {table}"))
+        staging.analyze(self.db, schema)
+        yield schema
 
     def stage(self, legs: list[Leg], calls: list[Call], schema: str = "scratch") -> str:
-        """Stage rows in an in-memory schema (`scratch` or `fixup`), replacing what it held."""
-        staging.clear(self.conn, schema)
-        staging.stage(self.conn, legs, calls, schema)
+        """Stage rows in the writer's staging area (`scratch` or `fixup`), replacing what it
+        held."""
+        staging.clear(self.db, schema)
+        staging.stage_in(self.db, legs, calls, schema)
         return schema
 
     def merge(self, schema: str) -> dict[str, tuple[str | None, int, int]]:
         """Upsert the staged legs and calls (with their employees, numbers and names); returns
         linkedid -> (ext_key, start, end) of the calls it replaced, as they were."""
-        conn = self.conn
-        replaced = f"SELECT c.id FROM {schema}.call s JOIN call c ON c.linkedid = s.linkedid"
-        before = {linkedid: tuple(span) for linkedid, *span in conn.execute(
-            f"SELECT c.linkedid, c.ext_key, c.start_ms, c.end_ms FROM {schema}.call s "
+        leg, call, employee, number = (staged(self.db, schema, table) for table in staging.TABLES)
+        replaced = f"SELECT c.id FROM {call} s JOIN call c ON c.linkedid = s.linkedid"
+        before = {linkedid: tuple(span) for linkedid, *span in self._run(
+            f"SELECT c.linkedid, c.ext_key, c.start_ms, c.end_ms FROM {call} s "
             f"JOIN call c ON c.linkedid = s.linkedid")}
         deleted = self._deleted()
         if "call" in deleted:                  # deleted calls stay deleted (tombstones)
-            for table in ("leg", "call", "employee", "number"):
-                conn.execute(f"DELETE FROM {schema}.{table} WHERE linkedid IN "
-                             f"(SELECT linkedid FROM deletion WHERE what = 'call')")
+            for table in (leg, call, employee, number):
+                self._run(f"DELETE FROM {table} WHERE linkedid IN "
+                          f"(SELECT linkedid FROM deletion WHERE what = 'call')")
+        if self.postgresql:
+            self._partitions(leg, call)
+            # A leg whose start moved moves to its month's partition (its key has start_ms).
+            self._run(f"UPDATE leg SET start_ms = s.start_ms FROM {leg} s "
+                      "WHERE leg.uniqueid = s.uniqueid AND leg.start_ms <> s.start_ms")
         leg_cols = ", ".join(LEG_COLUMNS)
-        conn.execute(
-            f"INSERT INTO leg ({leg_cols}) SELECT {leg_cols} FROM {schema}.leg WHERE true "
-            f"ON CONFLICT (uniqueid) DO UPDATE SET "
+        self._run(
+            f"INSERT INTO leg ({leg_cols}) SELECT {leg_cols} FROM {leg} WHERE true "
+            f"ON CONFLICT ({self._key('uniqueid')}) DO UPDATE SET "
             + ", ".join(f"{c} = excluded.{c}" for c in LEG_COLUMNS if c != "uniqueid"))
         if before:
             self._forget_indexes(replaced)
-        for extras in (CALL_QUEUES, CALL_MENUS):   # from all the calls' legs, before writing
-            conn.execute(extras.format(table=f"{schema}.call", calls="true"))
-        call_cols = ", ".join(CALL_COLUMNS + CALL_EXTRAS)
-        with kept_by_writer(conn, f"SELECT linkedid FROM {schema}.call", "scratch"):
-            conn.execute(
-                f"INSERT INTO call ({call_cols}, revision) SELECT {call_cols}, ? "
-                f"FROM {schema}.call WHERE true ON CONFLICT (linkedid) DO UPDATE SET "
-                + ", ".join(f"{c} = excluded.{c}" for c in (*CALL_COLUMNS, *CALL_EXTRAS,
-                                                            "revision") if c != "linkedid"),
-                (self._stamp(),))
-        staged = f"linkedid IN (SELECT linkedid FROM {schema}.call)"
+        extras = (PG_CALL_QUEUES, PG_CALL_MENUS) if self.postgresql else (CALL_QUEUES, CALL_MENUS)
+        for statement in extras:                # from all the calls' legs, before writing
+            self._run(statement.format(table=call, calls="true"))
+        with kept_by_writer(self.db, f"SELECT linkedid FROM {call}", "scratch"):
+            self._write_calls(call, number)
+        staged_calls = f"linkedid IN (SELECT linkedid FROM {call})"
         if "recordings" in deleted:            # deleted recordings are not listed again
             gone = "linkedid IN (SELECT linkedid FROM deletion WHERE what = 'recordings')"
-            conn.execute(f"UPDATE call SET recordings = '[]' WHERE {staged} AND {gone}")
-            conn.execute(f"UPDATE leg SET recordingfile = '' WHERE {staged} AND {gone}")
-        conn.execute(f"DELETE FROM call_gone WHERE {staged}")
-        conn.execute(
-            f"INSERT OR IGNORE INTO call_employee (extension, start_ms, call_id, placed) "
-            f"SELECT e.extension, e.start_ms, c.id, e.placed FROM {schema}.employee e "
-            f"JOIN call c ON c.linkedid = e.linkedid")
-        conn.execute(
-            f"INSERT INTO call_number (rowid, numbers) SELECT c.id, n.numbers "
-            f"FROM {schema}.number n JOIN call c ON c.linkedid = n.linkedid")
-        conn.execute("INSERT INTO call_name (rowid, names) " + CALL_NAMES.format(
-            calls=f"linkedid IN (SELECT linkedid FROM {schema}.call)"))
+            self._run(f"UPDATE call SET recordings = '[]' WHERE {staged_calls} AND {gone}")
+            self._run(f"UPDATE leg SET recordingfile = '' WHERE {staged_calls} AND {gone}")
+        self._run(f"DELETE FROM call_gone WHERE {staged_calls}")
+        self._run(
+            f"INSERT INTO call_employee (extension, start_ms, call_id, placed) "
+            f"SELECT e.extension, e.start_ms, c.id, e.placed FROM {employee} e "
+            f"JOIN call c ON c.linkedid = e.linkedid WHERE true ON CONFLICT DO NOTHING")
+        if not self.postgresql:
+            self._run(f"INSERT INTO call_number (rowid, numbers) SELECT c.id, n.numbers "
+                      f"FROM {number} n JOIN call c ON c.linkedid = n.linkedid")
+            self._run("INSERT INTO call_name (rowid, names) "
+                      + CALL_NAMES.format(calls=staged_calls))
         return before
+
+    def _write_calls(self, call: str, number: str) -> None:
+        """Upsert the staged calls (their rollups kept around it by the caller)."""
+        columns = (*CALL_COLUMNS, *CALL_EXTRAS)
+        updated = [*columns, "revision"]
+        if self.postgresql:
+            # A call whose start moved moves to its month's partition, keeping its id and links.
+            self._run(f"UPDATE call SET start_ms = s.start_ms FROM {call} s "
+                      "WHERE call.linkedid = s.linkedid AND call.start_ms <> s.start_ms")
+            values = (", ".join(f"s.{c}" for c in columns) + ", ?, coalesce(n.numbers, ''), "
+                      + PG_CALL_NAMES.format(c="s"))
+            source = f"{call} s LEFT JOIN {number} n ON n.linkedid = s.linkedid"
+            updated += ["numbers", "names"]
+        else:
+            values, source = f"{', '.join(columns)}, ?", call
+        self._run(
+            f"INSERT INTO call ({', '.join(updated)}) SELECT {values} FROM {source} WHERE true "
+            f"ON CONFLICT ({self._key('linkedid')}) DO UPDATE SET "
+            + ", ".join(f"{c} = excluded.{c}" for c in updated if c != "linkedid"),
+            (self._stamp(),))
+
+    def _key(self, column: str) -> str:
+        """The unique key of calls (linkedid) or legs (uniqueid) an upsert meets: on
+        PostgreSQL with the partition key beside it."""
+        return f"{column}, start_ms" if self.postgresql else column
+
+    def _partitions(self, leg: str, call: str) -> None:
+        """Make the months' partitions the staged rows go to (PostgreSQL)."""
+        days = self._run(f"SELECT DISTINCT start_ms / {_DAY_MS} FROM (SELECT start_ms FROM {leg} "
+                         f"UNION ALL SELECT start_ms FROM {call}) AS s")
+        month_partitions(self.db, [day * _DAY_MS for (day,) in days])
 
     def _deleted(self) -> set[str]:
         """What was ever deleted ('call', 'recordings'): a merge then keeps it deleted."""
-        return {what for what in ("call", "recordings") if self.conn.execute(
+        return {what for what in ("call", "recordings") if self._run(
             "SELECT EXISTS (SELECT 1 FROM deletion WHERE what = ?)", (what,)).fetchone()[0]}
 
     def unsettled_deletions(self) -> list[tuple[str | None, int, int]]:
         """(ext_key, start, end) of the calls deleted since callbacks were last re-linked
         around them (a deleted callback no longer returns its missed call); marks them done."""
-        spans = self.conn.execute(
+        spans = self._run(
             "SELECT ext_key, start_ms, end_ms FROM deletion WHERE relinked = 0").fetchall()
         if spans:
-            self.conn.execute("UPDATE deletion SET relinked = 1 WHERE relinked = 0")
+            self._run("UPDATE deletion SET relinked = 1 WHERE relinked = 0")
         return spans
 
     def _forget_indexes(self, call_ids: str, params=()) -> None:
         """Remove what indexes these calls (`call_ids`: SQL giving their ids) by employee,
-        number and name, before they are written again or removed."""
-        self.conn.execute(f"DELETE FROM call_employee WHERE call_id IN ({call_ids})", params)
-        for table in ("call_number", "call_name"):
-            self.conn.execute(f"DELETE FROM {table} WHERE rowid IN ({call_ids})", params)
+        number and name, before they are written again or removed (on PostgreSQL numbers and
+        names are columns of the call row)."""
+        self._run(f"DELETE FROM call_employee WHERE call_id IN ({call_ids})", params)
+        if not self.postgresql:
+            for table in ("call_number", "call_name"):
+                self._run(f"DELETE FROM {table} WHERE rowid IN ({call_ids})", params)
 
     # --- calls in progress --------------------------------------------------------------------
 
@@ -169,8 +236,8 @@ class Store:
         for chunk in _chunks(list(linkedids)):
             marks = ",".join("?" * len(chunk))
             for table in ("call", "employee", "number"):
-                self.conn.execute(
-                    f"DELETE FROM {schema}.{table} WHERE linkedid IN ({marks})", chunk)
+                self._run(f"DELETE FROM {staged(self.db, schema, table)} "
+                          f"WHERE linkedid IN ({marks})", chunk)
 
     def reopen(self, linkedids) -> list[tuple[str | None, int, int]]:
         """Remove mirrored calls that are in progress again (a leg of theirs reappeared in the
@@ -178,7 +245,7 @@ class Store:
         spans = []
         for chunk in _chunks(list(linkedids)):
             marks = ",".join("?" * len(chunk))
-            found = self.conn.execute(
+            found = self._run(
                 f"SELECT id, ext_key, start_ms, end_ms FROM call WHERE linkedid IN ({marks})",
                 chunk).fetchall()
             if not found:
@@ -186,25 +253,27 @@ class Store:
             ids = [row[0] for row in found]
             id_marks = ",".join("?" * len(ids))
             self._forget_indexes(id_marks, ids)
-            self.conn.execute(
-                f"INSERT OR REPLACE INTO call_gone (linkedid, revision, employees) "
-                f"SELECT linkedid, ?, employees FROM call WHERE id IN ({id_marks})",
-                (self._stamp(), *ids))
-            self.conn.execute(f"DELETE FROM call WHERE id IN ({id_marks})", ids)
+            self._run(
+                f"INSERT INTO call_gone (linkedid, revision, employees) "
+                f"SELECT linkedid, ?, employees FROM call WHERE linkedid IN ({marks}) "
+                f"ON CONFLICT (linkedid) DO UPDATE SET revision = excluded.revision, "
+                f"employees = excluded.employees", (self._stamp(), *chunk))
+            # the calls just listed as gone (by this revision, a whole number: no mark needed)
+            gone = f"SELECT linkedid FROM call_gone WHERE revision = {int(self._stamp())}"
+            with kept_by_writer(self.db, gone, "scratch"):
+                self._run(f"DELETE FROM call WHERE linkedid IN ({marks})", chunk)
             spans += [tuple(row[1:]) for row in found]
         return spans
-
     def live_ids(self) -> set[str]:
         """The calls shown in progress by the last sync."""
-        return {linkedid for (linkedid,) in self.conn.execute("SELECT linkedid FROM live_call")}
+        return {linkedid for (linkedid,) in self._run("SELECT linkedid FROM live_call")}
 
     def replace_live(self, calls: list[LiveCall]) -> None:
         self._stamp()
-        self.conn.execute("DELETE FROM live_call")
-        self.conn.executemany(
-            "INSERT INTO live_call (linkedid, start_ms, direction, state, since_ms, src, "
-            "src_name, dst, dst_name, external_number, did, line, employees, parties) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        self._run("DELETE FROM live_call")
+        insert_rows(
+            self.db, "live_call (linkedid, start_ms, direction, state, since_ms, src, "
+            "src_name, dst, dst_name, external_number, did, line, employees, parties)", 14,
             ((c.linkedid, c.start, c.direction, c.state, c.since, c.src, c.src_name, c.dst,
               c.dst_name, c.external_number, c.did, c.line, json.dumps(c.employees),
               json.dumps(c.parties, ensure_ascii=False)) for c in calls))
@@ -214,29 +283,31 @@ class Store:
         earlier batch: a call that was not mirrored yet had no other legs to miss)."""
         partial = []
         for chunk in _chunks(list(replaced)):
-            partial += [lid for (lid,) in self.conn.execute(
-                f"SELECT s.linkedid FROM {schema}.call s WHERE s.linkedid IN "
+            partial += [lid for (lid,) in self._run(
+                f"SELECT s.linkedid FROM {staged(self.db, schema, 'call')} s WHERE s.linkedid IN "
                 f"({','.join('?' * len(chunk))}) AND s.leg_count < "
                 f"(SELECT count(*) FROM leg l WHERE l.linkedid = s.linkedid)", chunk)]
         return partial
 
     def spans(self, schema: str) -> list[tuple[str | None, int, int]]:
         """(ext_key, start, end) of the staged calls."""
-        return self.conn.execute(f"SELECT ext_key, start_ms, end_ms FROM {schema}.call").fetchall()
+        return self._run(f"SELECT ext_key, start_ms, end_ms FROM {staged(self.db, schema, 'call')}"
+                         ).fetchall()
 
     def callback_context(self, windows: dict[str, tuple[int, int]]):
         """(facts, current links) of the calls of each external key starting in its window.
 
         Only keys where linking can matter: with a missed call, or with links to clear.
         """
-        self.conn.execute("DELETE FROM scratch.relink_window")
-        self.conn.executemany("INSERT INTO scratch.relink_window VALUES (?, ?, ?)",
-                              ((key, lo, hi) for key, (lo, hi) in windows.items()))
-        rows = self.conn.execute(
+        self._run(emptied(self.db, self._window))
+        insert_rows(self.db, self._window, 3,
+                    ((key, lo, hi) for key, (lo, hi) in windows.items()))
+        rows = self._run(
             "SELECT c.ext_key, c.linkedid, c.start_ms, c.end_ms, c.direction, c.answered, "
             "c.status, c.transferred_to, c.callback_of, c.returned_by, c.callback_attempts "
-            "FROM scratch.relink_window w "  # CROSS JOIN: the windows drive the loop
-            "CROSS JOIN call c ON c.ext_key = w.ext_key AND c.start_ms BETWEEN w.lo AND w.hi "
+            f"FROM {self._window} w "  # the windows drive the loop
+            f"{ordered_join(self.db)} call c "
+            "ON c.ext_key = w.ext_key AND c.start_ms BETWEEN w.lo AND w.hi "
             "WHERE EXISTS (SELECT 1 FROM call m WHERE m.ext_key = w.ext_key "
             "  AND m.start_ms BETWEEN w.lo AND w.hi AND (m.status = 'missed' "
             "  OR m.callback_of IS NOT NULL OR m.returned_by IS NOT NULL "
@@ -254,62 +325,59 @@ class Store:
         if not changed:
             return
         revision = self._stamp()
-        self.conn.execute("DELETE FROM scratch.relinked")
-        self.conn.executemany(
-            "INSERT INTO scratch.relinked VALUES (?, ?, ?, ?, ?)",
+        self._run(emptied(self.db, self.relinked))
+        insert_rows(
+            self.db, self.relinked, 5,
             ((linkedid, l.callback_of, l.returned_by, l.callback_attempts, l.status)
              for linkedid, l in changed.items()))
-        with kept_by_writer(self.conn, "SELECT linkedid FROM scratch.relinked",
-                            "scratch"):
-            self.conn.execute(
+        with kept_by_writer(self.db, f"SELECT linkedid FROM {self.relinked}", "scratch"):
+            self._run(
                 "UPDATE call SET callback_of = r.callback_of, returned_by = r.returned_by, "
                 "callback_attempts = r.callback_attempts, status = r.status, revision = ? "
-                "FROM scratch.relinked r WHERE call.linkedid = r.linkedid", (revision,))
+                f"FROM {self.relinked} r WHERE call.linkedid = r.linkedid", (revision,))
 
     def replace_directory(self, employees: dict[str, str], groups: dict[str, list[str]]) -> None:
         """The PBX's employees and groups as of this sync."""
-        self.conn.execute("DELETE FROM employee")
-        self.conn.executemany("INSERT INTO employee (extension, name) VALUES (?, ?)",
-                              employees.items())
-        self.conn.execute("DELETE FROM group_member")
-        self.conn.executemany(
-            "INSERT OR IGNORE INTO group_member (group_name, extension) VALUES (?, ?)",
-            [(name, ext) for name, extensions in groups.items() for ext in extensions])
+        self._run("DELETE FROM employee")
+        insert_rows(self.db, "employee (extension, name)", 2, employees.items())
+        self._run("DELETE FROM group_member")
+        insert_rows(self.db, "group_member (group_name, extension)", 2,
+                    [(name, ext) for name, extensions in groups.items() for ext in extensions],
+                    then="ON CONFLICT DO NOTHING")
 
     # --- who hung up ----------------------------------------------------------------------------
 
     def record_hangups(self, hangups: Iterable[CallHangup]) -> int:
         """Keep who ended these calls; a call's first row stays (a resync never touches them).
         Mirrored calls that got one are stamped, so open pages show it. Returns rows added."""
-        added = [h.linkedid for h in hangups if self.conn.execute(
-            "INSERT OR IGNORE INTO call_hangup (linkedid, side, channel, number, cause, "
-            "cause_txt, at_ms) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        added = [h.linkedid for h in hangups if self._run(
+            "INSERT INTO call_hangup (linkedid, side, channel, number, cause, "
+            "cause_txt, at_ms) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
             (h.linkedid, h.side, h.channel, h.number, h.cause, h.cause_txt, h.at_ms)).rowcount]
         for chunk in _chunks(added):
             marks = ",".join("?" * len(chunk))
-            if self.conn.execute(f"SELECT EXISTS (SELECT 1 FROM call WHERE linkedid IN ({marks}))",
+            if self._run(f"SELECT EXISTS (SELECT 1 FROM call WHERE linkedid IN ({marks}))",
                                  chunk).fetchone()[0]:
-                self.conn.execute(f"UPDATE call SET revision = ? WHERE linkedid IN ({marks})",
+                self._run(f"UPDATE call SET revision = ? WHERE linkedid IN ({marks})",
                                   (self._stamp(), *chunk))
         return len(added)
 
     # --- sync state ----------------------------------------------------------------------------
 
     def state(self) -> dict[str, str]:
-        return dict(self.conn.execute("SELECT key, value FROM sync_state"))
+        return dict(self._run("SELECT key, value FROM sync_state").fetchall())
 
     def set_state(self, **values) -> None:
-        self.conn.executemany(
-            "INSERT INTO sync_state (key, value) VALUES (?, ?) "
-            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            [(k, str(v)) for k, v in values.items()])
+        insert_rows(self.db, "sync_state (key, value)", 2,
+                    [(k, str(v)) for k, v in values.items()],
+                    then="ON CONFLICT (key) DO UPDATE SET value = excluded.value")
 
 
-def next_revision(db: SqliteDatabase) -> int:
+def next_revision(db: Database) -> int:
     """Take the history's next revision, in the caller's transaction: a change of what pages
     show (the daemon's batches, and a deletion or a note written by the web or the CLI)."""
     db.execute_sql("INSERT INTO sync_state (key, value) VALUES ('revision', 1) "
-                   "ON CONFLICT (key) DO UPDATE SET value = CAST(value AS INTEGER) + 1")
+                   "ON CONFLICT (key) DO UPDATE SET value = CAST(sync_state.value AS INTEGER) + 1")
     return int(db.execute_sql("SELECT value FROM sync_state WHERE key = 'revision'").fetchone()[0])
 
 

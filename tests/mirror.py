@@ -6,10 +6,14 @@ import sqlite3
 from datetime import date
 from pathlib import Path
 
+from peewee import Database
+
 from daemon.sync import Sync, SyncOptions
 from mirror.database import open_module_db
+from mirror.dialect import SQLITE, dialect_of, run
 from mirror.pbxtime import PbxClock
 from mirror.rollups import RETURNED_AFTER, ROLLUPS
+from mirror.staging import LEG_COLUMNS
 from mirror.store import Store
 from pbx import tables as pbxschema
 from pbx.cdr import CdrSource
@@ -23,28 +27,41 @@ _CALL_COLUMNS = """linkedid, start_ms, end_ms, direction, status, reason, answer
     returned_after_s"""
 
 
-def dump(db_path: Path) -> dict:
-    """The content of a mirror, independent of the order rows arrived in."""
-    conn = sqlite3.connect(db_path)
+def dump(target: Path | str) -> dict:
+    """The content of a mirror (a file or a `postgresql://` URL), independent of the order
+    rows arrived in and of the engine."""
+    db = open_module_db(target, readonly=True)
     try:
-        return {
-            "calls": conn.execute(f"SELECT {_CALL_COLUMNS} FROM call ORDER BY linkedid").fetchall(),
-            # leg columns but id (0) and source_id (3)
-            "legs": [row[1:3] + row[4:]
-                     for row in conn.execute("SELECT * FROM leg ORDER BY uniqueid")],
-            "employees": conn.execute(
-                "SELECT ce.extension, ce.start_ms, c.linkedid, ce.placed FROM call_employee ce "
-                "JOIN call c ON c.id = ce.call_id ORDER BY 1, 2, 3").fetchall(),
-            "numbers": conn.execute(
-                "SELECT c.linkedid, n.numbers FROM call_number n JOIN call c ON c.id = n.rowid "
-                "ORDER BY 1").fetchall(),
-            "names": conn.execute(
-                "SELECT c.linkedid, n.names FROM call_name n JOIN call c ON c.id = n.rowid "
-                "ORDER BY 1").fetchall(),
-            "rollups_off": rollups_off(conn),
-        }
+        return dump_db(db)
     finally:
-        conn.close()
+        db.close()
+
+
+def dump_db(db: Database) -> dict:
+    """`dump` of an opened module.db: SQLite keeps numbers and names in FTS5 tables,
+    PostgreSQL in columns of the call row ('' for none)."""
+    def rows(sql: str) -> list[tuple]:
+        return [tuple(row) for row in run(db, sql).fetchall()]
+    if dialect_of(db).postgresql:
+        numbers = "SELECT linkedid, numbers FROM call WHERE numbers <> '' ORDER BY 1"
+        names = "SELECT linkedid, names FROM call WHERE names <> '' ORDER BY 1"
+    else:
+        numbers = ("SELECT c.linkedid, n.numbers FROM call_number n JOIN call c ON c.id = n.rowid "
+                   "WHERE n.numbers <> '' ORDER BY 1")
+        names = ("SELECT c.linkedid, n.names FROM call_name n JOIN call c ON c.id = n.rowid "
+                 "ORDER BY 1")
+    leg_columns = ", ".join(["uniqueid", "linkedid", *LEG_COLUMNS[3:]])
+    return {
+        "calls": rows(f"SELECT {_CALL_COLUMNS} FROM call ORDER BY linkedid"),
+        # leg columns but id and source_id
+        "legs": rows(f"SELECT {leg_columns} FROM leg ORDER BY uniqueid"),
+        "employees": rows(
+            "SELECT ce.extension, ce.start_ms, c.linkedid, ce.placed FROM call_employee ce "
+            "JOIN call c ON c.id = ce.call_id ORDER BY 1, 2, 3"),
+        "numbers": rows(numbers),
+        "names": rows(names),
+        "rollups_off": rollups_off(db),
+    }
 
 
 def pbx_rows(cdr: Path) -> tuple[list[str], list[tuple]]:
@@ -64,24 +81,28 @@ def append_rows(cdr: Path, cols: list[str], rows: list[tuple]) -> None:
     conn.close()
 
 
-def rollups_off(conn: sqlite3.Connection) -> list[tuple]:
+def rollups_off(db: Database | sqlite3.Connection) -> list[tuple]:
     """Where the counters (every rollup, and each returned call's wait for its callback) differ
     from the calls counted afresh (none: exact); a slot whose calls all went may keep its rows
     at zero."""
+    if isinstance(db, sqlite3.Connection):
+        dialect, execute = SQLITE, db.execute
+    else:
+        dialect, execute = dialect_of(db), lambda sql: run(db, sql)
     off = []
     for rollup in ROLLUPS:
         n = len(rollup.keys) + 1
-        kept = {tuple(row[:n]): tuple(row[n:]) for row in conn.execute(
+        kept = {tuple(row[:n]): tuple(row[n:]) for row in execute(
             f"SELECT {rollup.slot}, {', '.join(rollup.key_names)}, {', '.join(rollup.measures)} "
             f"FROM {rollup.table}") if any(row[n:])}
-        counted = {tuple(row[:n]): tuple(row[n:])
-                   for row in conn.execute(rollup.afresh("call"))}
+        counted = {tuple(row[:n]): tuple(int(value) for value in row[n:])
+                   for row in execute(rollup.afresh("call", dialect))}
         off += sorted((rollup.table, key, kept.get(key), counted.get(key))
                       for key in kept.keys() | counted.keys() if kept.get(key) != counted.get(key))
-    off += conn.execute(
-        "SELECT 'returned_after_s', linkedid, returned_after_s, "
-        f"{RETURNED_AFTER.format(m='call')} AS afresh FROM call "
-        "WHERE returned_after_s IS NOT afresh").fetchall()
+    off += [tuple(row) for row in execute(
+        f"SELECT 'returned_after_s', linkedid, returned_after_s, afresh FROM (SELECT linkedid, "
+        f"returned_after_s, {RETURNED_AFTER.format(m='call')} AS afresh FROM call) AS c "
+        "WHERE returned_after_s IS DISTINCT FROM afresh")]
     return off
 
 

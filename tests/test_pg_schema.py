@@ -17,6 +17,7 @@ import peewee
 import pytest
 from playhouse.db_url import parse
 
+from daemon.resident import CentralLock
 from mirror import schema
 from mirror.database import ModuleDbError, open_module_db, readable_error
 from mirror.dialect import POSTGRESQL, SQLITE, dialect_of, run, write_transaction
@@ -350,8 +351,12 @@ def test_status_and_migrate_take_a_url(url, cli):
     assert '"calls": 0' in out and '"legs": 0' in out and '"size_bytes": ' in out
 
 
-def test_the_daemon_refuses_a_postgresql_mirror_in_one_line_without_the_password(url, cli):
-    """The daemon cannot write to PostgreSQL yet: it says so, never leaking the password."""
-    code, _, err = cli("daemon", "--db", url, "--cdr-db", "/nonexistent/cdr.db")
+def test_a_second_daemon_on_a_postgresql_mirror_is_refused_in_one_line_without_the_password(
+        url, cli):
+    """One daemon per central history (a session advisory lock): a second one says so in one
+    line, never leaking the password."""
+    with CentralLock(url):
+        code, _, err = cli("daemon", "--db", url, "--cdr-db", "/nonexistent/cdr.db")
     assert code == 2 and err.count("\n") == 1, err
-    assert "not yet written" in err and ":***@" in err and password(url) not in err
+    assert "another extcdr daemon is running" in err and ":***@" in err
+    assert password(url) not in err

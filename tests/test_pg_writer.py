@@ -1,0 +1,332 @@
+"""The writer on PostgreSQL (issue 22): the demo PBX's history synced into a central module.db
+gives the same calls, legs, employees, numbers, names and counters as into SQLite — in one
+batch, in many, with worker processes, and after calls are deleted.
+
+Each test writes into a fresh schema of the session's real PostgreSQL server (pg_schema_url).
+"""
+from __future__ import annotations
+
+import logging
+import random
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from dataclasses import replace
+
+import pytest
+
+from cli import main
+from daemon.resident import AlreadyRunning, CentralLock, Daemon
+from daemon.sync import Sync
+from mirror.database import ModuleDbError, open_module_db
+from mirror.deletions import delete_call
+from mirror.dialect import run
+from mirror.hangups import CallHangup
+from mirror.pbxtime import PbxClock
+from mirror.settings import load
+from mirror.store import Store
+from pbx.cdr import CdrSource
+from pbx.config import read_pbx_config
+from pbx.recording_files import RecordingFiles
+from tests.conftest import ROOT, run_extcdr
+from tests.mirror import append_rows, dump, dump_db, rollups_off, shuffled, sync_once
+from tests.pbxfixture import DID, Pbx
+from tests.test_in_progress import IVR_QUEUE_ANSWERED, move, under_way
+from tests.test_pg_schema import password
+
+SEPTEMBER_2024 = 1_725_148_800_000       # 2024-09-01 00:00 UTC
+OCTOBER_2024 = 1_727_740_800_000         # 2024-10-01 00:00 UTC
+
+
+def test_sync_once_mirrors_the_demo_pbx_as_sqlite_does(demo_pbx, demo_reference, pg_schema_url):
+    assert main(["sync", "--cdr-db", str(demo_pbx / "cdr.db"), "--pbx-db",
+                 str(demo_pbx / "mikopbx.db"), "--db", pg_schema_url, "--once"]) == 0
+    mirrored = dump(pg_schema_url)
+    reference = demo_reference["dump"]
+    assert mirrored["rollups_off"] == []
+    for part in ("calls", "legs", "employees", "numbers", "names"):
+        assert mirrored[part] == reference[part], part
+    assert len(mirrored["calls"]) > 1000
+
+
+def test_calls_in_progress_and_sync_state_are_kept_as_on_sqlite(demo_pbx, pg_schema_url,
+                                                                tmp_path):
+    """What the pages read beside the calls: the calls in progress, the cursor, the
+    revision, the directory."""
+    cdr = tmp_path / "cdr.db"
+    shutil.copy(demo_pbx / "cdr.db", cdr)
+    with sqlite3.connect(cdr) as conn:           # the last two calls are still going on
+        columns = ", ".join(column for (column,) in conn.execute(
+            "SELECT name FROM pragma_table_info('cdr') WHERE name <> 'id'"))
+        going_on = ("linkedid IN (SELECT linkedid FROM cdr_general ORDER BY id DESC LIMIT 2)")
+        conn.execute(f"INSERT INTO cdr ({columns}) SELECT {columns} FROM cdr_general "
+                     f"WHERE {going_on}")
+        conn.execute(f"DELETE FROM cdr_general WHERE {going_on}")
+    kept = {}
+    for target in (tmp_path / "module.db", pg_schema_url):
+        assert main(["sync", "--cdr-db", str(cdr), "--pbx-db",
+                     str(demo_pbx / "mikopbx.db"), "--db", str(target), "--once"]) == 0
+        db = open_module_db(target, readonly=True)
+        try:
+            kept[str(target)] = [
+                [tuple(row) for row in run(db, f"SELECT * FROM {table} ORDER BY 1, 2")]
+                for table in ("live_call", "sync_state", "employee", "group_member")]
+        finally:
+            db.close()
+    on_sqlite, on_postgresql = kept.values()
+    assert on_sqlite[0], "the demo has calls in progress"
+    assert on_postgresql == on_sqlite
+
+
+def test_calls_go_to_the_partitions_of_their_months(demo_pbx, pg_schema_url):
+    sync_once(demo_pbx / "cdr.db", demo_pbx / "mikopbx.db", pg_schema_url, workers=1)
+    db = open_module_db(pg_schema_url, readonly=True)
+    try:
+        months = dict(run(db, "SELECT tableoid::regclass::text, count(*) FROM call GROUP BY 1"))
+        first, last = run(db, "SELECT min(start_ms), max(start_ms) FROM call").fetchone()
+        state = dict(run(db, "SELECT key, value FROM sync_state"))
+    finally:
+        db.close()
+    assert set(months) >= {"call_2024_10"}
+    assert sum(months.values()) == len(dump(pg_schema_url)["calls"])
+    assert int(state["cursor"]) > 0 and int(state["revision"]) > 0
+    assert first < OCTOBER_2024 or "call_2024_09" not in months
+
+
+def test_many_batches_shuffled_give_the_one_batch_mirror(demo_pbx, demo_reference,
+                                                          pg_schema_url, tmp_path):
+    cols, rows = demo_reference["rows"]
+    cdr = tmp_path / "cdr.db"
+    arrival = shuffled(rows, 11)
+    size = -(-len(arrival) // 4)
+    for i in range(0, len(arrival), size):        # the PBX moves legs in, we sync in between
+        append_rows(cdr, cols, arrival[i:i + size])
+        sync_once(cdr, demo_pbx / "mikopbx.db", pg_schema_url, batch_rows=353)
+    mirrored = dump(pg_schema_url)
+    assert mirrored == {**demo_reference["dump"], "rollups_off": []}
+
+
+def test_worker_processes_stage_for_the_postgresql_writer(demo_pbx, demo_reference,
+                                                          pg_schema_url):
+    sync_once(demo_pbx / "cdr.db", demo_pbx / "mikopbx.db", pg_schema_url, batch_rows=97,
+              workers=2)
+    assert dump(pg_schema_url) == demo_reference["dump"]
+
+
+def test_a_call_whose_start_moved_moves_to_its_new_month(demo_pbx, demo_reference,
+                                                         pg_schema_url, tmp_path):
+    """The PBX rewrites a row (here: its first leg starts a month earlier): the call moves to
+    the partition of its new month, once, with its counters."""
+    cols, rows = demo_reference["rows"]
+    cdr = tmp_path / "cdr.db"
+    append_rows(cdr, cols, rows)
+    sync_once(cdr, demo_pbx / "mikopbx.db", pg_schema_url, workers=1)
+    start = cols.index("start")
+    linkedid = rows[0][cols.index("linkedid")]
+    moved = rows[0][start].replace("2024-10", "2024-09", 1)
+    assert moved != rows[0][start]
+    with sqlite3.connect(cdr) as conn:
+        conn.execute("UPDATE cdr_general SET start = ? WHERE id = 1", (moved,))
+    db = open_module_db(pg_schema_url)
+    try:
+        config = read_pbx_config(demo_pbx / "mikopbx.db")
+        Sync(Store(db), CdrSource(cdr), config, PbxClock(config.timezone or "UTC")
+             ).refresh([linkedid])
+        where = dict(run(db, "SELECT tableoid::regclass::text, count(*) FROM call "
+                             "WHERE linkedid = ? GROUP BY 1", (linkedid,)))
+        assert where == {"call_2024_09": 1}
+        assert dump_db(db)["rollups_off"] == []
+    finally:
+        db.close()
+
+
+def test_deletions_stay_deleted_and_relink_callbacks_as_on_sqlite(demo_pbx, pg_schema_url,
+                                                                  tmp_path):
+    """`extcdr delete`'s deletion of calls (one returned a missed call) on both engines, then
+    the daemon's pass that re-links around them and a whole resync: the same mirror, its
+    counters exact, the deleted calls not back."""
+    cdr, pbx = demo_pbx / "cdr.db", demo_pbx / "mikopbx.db"
+    files = RecordingFiles(demo_pbx / "monitor", "/storage/usbdisk1/mikopbx/astspool/monitor")
+    mirrors = {}
+    for target in (tmp_path / "module.db", pg_schema_url):
+        sync_once(cdr, pbx, target, workers=1)
+        db = open_module_db(target)
+        try:
+            callback = run(db, "SELECT returned_by FROM call WHERE status = 'missed' AND "
+                               "returned_by IS NOT NULL ORDER BY linkedid LIMIT 1").fetchone()[0]
+            doomed = [callback] + [linkedid for (linkedid,) in run(
+                db, "SELECT linkedid FROM call ORDER BY linkedid DESC LIMIT 5")]
+            for linkedid in doomed:
+                delete_call(db, linkedid, "admin", "test", 0, files.locate)
+            assert rollups_off(db) == []
+            returned = run(db, "SELECT count(*) FROM call WHERE returned_by = ?",
+                           (callback,)).fetchone()[0]
+        finally:
+            db.close()
+        assert returned == 1                     # until the daemon re-links around it
+        sync_once(cdr, pbx, target, workers=1)
+        db = open_module_db(target)
+        try:
+            run(db, "UPDATE sync_state SET value = '0' WHERE key = 'cursor'")
+        finally:
+            db.close()
+        sync_once(cdr, pbx, target, workers=1)   # a whole resync: deleted calls stay deleted
+        mirrors[target] = dump(target)
+        linkedids = {call[0] for call in mirrors[target]["calls"]}
+        assert linkedids.isdisjoint(doomed)
+        assert callback not in {call[24] for call in mirrors[target]["calls"]}
+    on_sqlite, on_postgresql = mirrors.values()
+    assert on_postgresql["rollups_off"] == [] == on_sqlite["rollups_off"]
+    assert on_postgresql == on_sqlite
+
+
+def _cursor(url: str) -> int:
+    """The central mirror's committed sync cursor (0 before the first commit)."""
+    try:
+        db = open_module_db(url, readonly=True)
+    except ModuleDbError:
+        return 0                                   # not migrated yet
+    try:
+        row = run(db, "SELECT value FROM sync_state WHERE key = 'cursor'").fetchone()
+        return int(row[0]) if row else 0
+    finally:
+        db.close()
+
+
+def test_kill_9_mid_backfill_then_resync_gives_the_clean_mirror(pg_schema_url, tmp_path):
+    """A sync into PostgreSQL killed at random moments (the server rolls its transaction
+    back), then run to the end: the calls of an uninterrupted run."""
+    from standin import demo
+    pbx = tmp_path / "pbx"
+    demo.generate(pbx, 5_000, seed=99, recordings_limit=0)
+
+    def command(db):
+        return [sys.executable, "-m", "cli", "sync", "--cdr-db", str(pbx / "cdr.db"),
+                "--pbx-db", str(pbx / "mikopbx.db"), "--db", str(db), "--once",
+                "--batch-rows", "200"]
+
+    clean = tmp_path / "clean.db"
+    subprocess.run(command(clean), cwd=ROOT, check=True)
+    rng = random.Random(20261206)
+    cursors = []
+    while len(cursors) < 6:
+        before = _cursor(pg_schema_url)
+        proc = subprocess.Popen(command(pg_schema_url), cwd=ROOT, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE)
+        # Once this run has committed something, kill it a random moment later: mid-batch.
+        while proc.poll() is None and _cursor(pg_schema_url) == before:
+            time.sleep(0.01)
+        time.sleep(rng.uniform(0, 0.1))
+        if proc.poll() is not None:
+            break                                      # it finished: the backfill is done
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        cursors.append(_cursor(pg_schema_url))
+    assert len(set(cursors)) >= 4, f"only {len(set(cursors))} kills landed mid-backfill"
+    assert run_extcdr(*command(pg_schema_url)[3:]).returncode == 0
+    assert dump(pg_schema_url) == dump(clean)
+
+
+def test_the_daemon_mirrors_into_postgresql_step_by_step(demo_pbx, demo_reference,
+                                                         pg_schema_url, tmp_path):
+    """The resident loop on a central history: rows the PBX adds between steps, then the
+    lock that keeps a second daemon off the same database."""
+    cols, rows = demo_reference["rows"]
+    cdr = tmp_path / "cdr.db"
+    append_rows(cdr, cols, [])
+    daemon = Daemon(load(None, {"pbx.cdr_db": cdr, "pbx.config_db": demo_pbx / "mikopbx.db",
+                                "module.db": pg_schema_url, "ami.enabled": "false",
+                                "sync.poll_interval": "30", "sync.debounce": "0.05"}))
+    third = len(rows) // 3
+    for step, now in enumerate((0.0, 30.0, 60.0)):
+        append_rows(cdr, cols, rows[step * third:(step + 1) * third if step < 2 else None])
+        daemon.step(now)
+    daemon.db.close()
+    assert dump(pg_schema_url) == demo_reference["dump"]
+    with CentralLock(pg_schema_url):
+        with pytest.raises(AlreadyRunning, match="another extcdr daemon is running on "
+                                                 "postgresql://extcdr:\\*\\*\\*@"):
+            with CentralLock(pg_schema_url):
+                pass
+    with CentralLock(pg_schema_url):          # released with its connection
+        pass
+
+
+def test_a_server_that_drops_the_daemon_mid_run_costs_a_retry_not_a_call(
+        demo_pbx, demo_reference, pg_schema_url, pg_admin, tmp_path, caplog):
+    """The server ends the daemon's session (a restart, a network cut): the step says so in
+    one line, the next one connects again and nothing is lost."""
+    caplog.set_level(logging.INFO, "extcdr")
+    cols, rows = demo_reference["rows"]
+    cdr = tmp_path / "cdr.db"
+    append_rows(cdr, cols, rows[:len(rows) // 2])
+    daemon = Daemon(load(None, {"pbx.cdr_db": cdr, "pbx.config_db": demo_pbx / "mikopbx.db",
+                                "module.db": pg_schema_url, "ami.enabled": "false",
+                                "sync.poll_interval": "30", "sync.debounce": "0.05"}))
+    daemon.step(0.0)
+    pg_admin.execute_sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                         "WHERE application_name = 'extcdr' AND pid <> pg_backend_pid()")
+    append_rows(cdr, cols, rows[len(rows) // 2:])
+    daemon.step(30.0)
+    complaints = [r.message for r in caplog.records if "module DB not written" in r.message]
+    assert len(complaints) == 1 and "\n" not in complaints[0], complaints
+    assert password(pg_schema_url) not in complaints[0]
+    daemon.step(60.0)
+    assert any("back to normal" in r.message for r in caplog.records)
+    daemon.db.close()
+    assert dump(pg_schema_url) == demo_reference["dump"]
+
+
+def test_a_call_taken_back_while_it_goes_on_leaves_as_on_sqlite(tmp_path, capsys,
+                                                                pg_schema_url):
+    """A call mirrored too early (its next legs appear in the PBX's in-progress table) is
+    taken back, counters and all, then mirrored once it ends: the same on both engines."""
+    seen = {}
+    for name, target in (("sqlite", tmp_path / "module.db"), ("postgresql", pg_schema_url)):
+        pbx = Pbx(tmp_path / name, capsys)
+        pbx.module_db = target
+        call = pbx.build(IVR_QUEUE_ANSWERED, did=DID)
+        ivr, *later = call.rows
+        pbx.write([ivr])
+        pbx.sync()
+        too_early = dump(target)
+        pbx.write(under_way(later), table="cdr")
+        pbx.sync()
+        taken_back = dump(target)
+        move(pbx, later)
+        pbx.sync()
+        seen[name] = (too_early, taken_back, dump(target))
+    too_early, taken_back, ended = seen["postgresql"]
+    assert [c[4] for c in too_early["calls"]] == ["missed"]
+    assert taken_back["calls"] == [] and taken_back["rollups_off"] == []
+    assert [c[4] for c in ended["calls"]] == ["answered"] and ended["rollups_off"] == []
+    assert seen["postgresql"] == seen["sqlite"]
+
+
+def test_who_hung_up_is_kept_once_and_stamps_the_call(demo_pbx, pg_schema_url):
+    """AMI's hangups on a central history: a call's first row stays, a repeat adds nothing,
+    the mirrored call gets a new revision (open pages show it)."""
+    sync_once(demo_pbx / "cdr.db", demo_pbx / "mikopbx.db", pg_schema_url, workers=1)
+    db = open_module_db(pg_schema_url)
+    try:
+        linkedid, revision = run(db, "SELECT linkedid, revision FROM call ORDER BY linkedid "
+                                     "LIMIT 1").fetchone()
+        store = Store(db)
+        first = CallHangup(linkedid, "client", "PJSIP/SIP-1", "79161234567", 16,
+                           "Normal Clearing", 1_729_663_725_392)
+        with store.batch():
+            assert store.record_hangups([first, CallHangup("unknown-call", "us", "PJSIP/201",
+                                                           "201", None, "", 1)]) == 2
+        with store.batch():
+            assert store.record_hangups([replace(first, side="us")]) == 0
+        kept = run(db, "SELECT side, cause FROM call_hangup WHERE linkedid = ?",
+                   (linkedid,)).fetchall()
+        stamped = run(db, "SELECT revision FROM call WHERE linkedid = ?",
+                      (linkedid,)).fetchone()[0]
+    finally:
+        db.close()
+    assert [tuple(row) for row in kept] == [("client", 16)]
+    assert stamped > revision
