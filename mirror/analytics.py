@@ -173,10 +173,11 @@ def _from_calls(rollup, f, db, by, per_slot) -> list[tuple]:
                      .select(*(getattr(Call, c) for c in rollup.columns)).order_by().sql())
     keys, group = _grouped(rollup, by, per_slot)
     # House SQL around the filter's query, which peewee wrote for its engine already.
-    house = dialect_of(db).sql
+    dialect = dialect_of(db)
     return list(db.execute_sql(f"WITH chosen AS ({calls}) "
-                               + house(f"SELECT {keys}{_sums(rollup)} "
-                                       f"FROM ({rollup.afresh('chosen')}) AS rolled{group}"),
+                               + dialect.sql(f"SELECT {keys}{_sums(rollup)} FROM "
+                                             f"({rollup.afresh('chosen', dialect)}) AS rolled"
+                                             f"{group}"),
                                params))
 
 

@@ -1,6 +1,7 @@
 """Shared fixtures: real PBX files in temp dirs and the CLI run in-process."""
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 import time
@@ -47,7 +48,13 @@ class Cli:
 
     def __call__(self, *argv) -> tuple[int, str, str]:
         self.capsys.readouterr()
-        code = main([str(a) for a in argv])
+        # A command that sets up logging (the daemon's) binds it to this test's captured
+        # stderr, closed after the test: the logging of later tests is left as it was.
+        handlers, level = logging.root.handlers[:], logging.root.level
+        try:
+            code = main([str(a) for a in argv])
+        finally:
+            logging.root.handlers[:], logging.root.level = handlers, level
         out, err = self.capsys.readouterr()
         return code, out, err
 

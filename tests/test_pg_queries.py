@@ -3,10 +3,11 @@ written into a SQLite module.db and into a PostgreSQL one, then the page's filte
 counters, a call's details, the users' own data, the worklist, the reports and the exports
 through the real functions, with the same answers expected of each.
 
-The calls are written row by row with the models (the writer's PostgreSQL port is another
-step): the search text as the writer keeps it — SQLite's FTS5 tables `call_number` and
-`call_name`, PostgreSQL's `numbers` and `names` columns of `call` — and the months'
-partitions made first.
+The calls are written row by row with the models (tests/test_pg_writer.py syncs a PBX into
+both): the search text as the writer keeps it — SQLite's FTS5 tables `call_number` and
+`call_name`, PostgreSQL's `numbers` and `names` columns of `call` —, the months' partitions
+made first, and on PostgreSQL the rollups and callback waits the writer keeps there (SQLite's
+triggers keep them).
 """
 from __future__ import annotations
 
@@ -21,7 +22,6 @@ import urllib.request
 from dataclasses import replace
 from types import SimpleNamespace
 
-import peewee
 import pytest
 from openpyxl import load_workbook
 from waitress import create_server
@@ -41,10 +41,9 @@ from mirror.queries import (CallFilter, QueryError, Visibility, call_filter, cal
                             changes_since, counts_by_direction_and_status, find_call,
                             handled_unreturned, mirror_revision, tag_counts)
 from mirror.report_rows import Owner, claim_due, link_secret, store_report
-from mirror.rollups import ROLLUPS
+from mirror.rollups import RETURNED_AFTER, ROLLUPS
 from mirror.settings import load
 from mirror.staging import searchable_numbers
-from mirror.store import next_revision
 from mirror.tokens import TokenRefused, create_token, revoke_token, token_holder, token_list
 from mirror.userdata import (default_filter, delete_filter, group_limit, save_filter, saved_filters,
                              set_supervisor_groups, set_user_setting, supervisor_groups,
@@ -147,6 +146,11 @@ def _write_history(db) -> None:
         Employee.insert_many([("201", "Anna Lee"), ("202", "Boris Kim")]).execute()
         GroupMember.insert_many([("Sales", "201"), ("Support", "202")]).execute()
         SyncState.insert(key="revision", value="1").execute()
+        if dialect_of(db).postgresql:       # SQLite's triggers keep them; there, the writer
+            run(db, f"UPDATE call SET returned_after_s = {RETURNED_AFTER.format(m='call')} "
+                    "WHERE returned_by IS NOT NULL")
+            for rollup in ROLLUPS:
+                run(db, rollup.add(rollup.afresh("call", dialect_of(db))))
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -235,36 +239,10 @@ def test_the_counters_of_the_tabs_and_of_the_calls(history):
 
 def test_the_tab_counters_of_a_filter_the_rollups_cannot_answer(history):
     """Counted from the calls (an employee filter), with the rollups' own SQL."""
-    _rollups_ported(history)
     by_employee = within(employees=["202"])
     assert analytics.tab_counts(by_employee, history) == {
         "all": 5, "incoming": 2, "missed": 2, "outgoing": 2, "internal": 1, "unreturned": 1}
     assert all(type(n) is int for n in analytics.tab_counts(by_employee, history).values())
-
-
-def _revisions_ported(db) -> None:
-    """What users change is stamped with the history's next revision (`mirror.store.
-    next_revision`, the writer's: ported to PostgreSQL with it, another step); where that
-    fails yet on PostgreSQL the test is expected to."""
-    try:
-        with write_transaction(db):
-            next_revision(db)
-    except peewee.ProgrammingError as exc:
-        pytest.xfail(f"mirror.store.next_revision fails here yet: {str(exc).splitlines()[0]}")
-
-
-def _rollups_ported(db, *, kept: bool = False) -> None:
-    """Analytics and the tab counters read `mirror.rollups`' SQL (`Rollup.afresh`), and the
-    rollup tables (`kept`: as the calls are written), ported to PostgreSQL with the writer
-    (another step); where they fail yet the test is expected to."""
-    for rollup in ROLLUPS:
-        try:
-            with db.atomic():
-                run(db, f"SELECT count(*) FROM ({rollup.afresh('call')}) AS rolled")
-        except peewee.DatabaseError as exc:
-            pytest.xfail(f"mirror.rollups' SQL fails here yet: {str(exc).splitlines()[0]}")
-    if kept and run(db, "SELECT count(*) FROM call_rollup").fetchone()[0] == 0:
-        pytest.xfail("the rollup tables are not kept here yet")
 
 
 def test_one_calls_details(history):
@@ -280,7 +258,6 @@ def test_one_calls_details(history):
 
 def test_tags_and_comments_are_kept_shown_and_filtered(history):
     db = history
-    _revisions_ported(db)
     vip = create_tag(db, ADMIN, "VIP", "red")
     late = create_tag(db, ADMIN, "callback later", "blue")
     with pytest.raises(AnnotationError, match="exists already"):
@@ -314,7 +291,6 @@ def test_tags_and_comments_are_kept_shown_and_filtered(history):
 
 def test_the_worklist_and_calls_marked_handled(history):
     db = history
-    _revisions_ported(db)
     missed = "mikopbx-1728039600.2"
     [open_call] = worklist(OCTOBER_4_AND_5, db, 10)
     assert open_call["linkedid"] == missed
@@ -432,14 +408,12 @@ def test_the_analytics_reports_read_the_same_on_both_engines(both, name):
     """A filter the rollups cannot answer (employees): counted from the calls."""
     f = within(BOTH_MONTHS, employees=["201", "202"])
     on_sqlite = analytics.build_report(name, f, both[0], UTC).as_json()
-    _rollups_ported(both[1])
     on_postgresql = analytics.build_report(name, f, both[1], UTC).as_json()
     assert on_sqlite["source"] == "calls"
     assert json.loads(json.dumps(on_postgresql)) == on_sqlite       # whole numbers, no Decimal
 
 
 def test_the_employees_report_counts_each_ones_calls(history):
-    _rollups_ported(history)
     report = analytics.build_report("employees", within(employees=["201", "202"]), history, UTC)
     assert [(row["extension"], row["answered"], row["missed"], row["outgoing"], row["talk_s"])
             for row in report.rows] == [("202", 1, 2, 2, 45), ("201", 1, 1, 1, 150)]
@@ -448,7 +422,6 @@ def test_the_employees_report_counts_each_ones_calls(history):
 def test_the_tab_counters_of_a_period_read_the_hourly_rollups(history):
     """Whole hours from `call_rollup`: kept by SQLite's triggers; PostgreSQL's triggers come
     with the writer's port (until then its rollups are empty)."""
-    _rollups_ported(history, kept=True)
     assert analytics.tab_counts(OCTOBER_4_AND_5, history) == {
         "all": 7, "incoming": 3, "missed": 2, "outgoing": 3, "internal": 1, "unreturned": 1}
 
@@ -516,8 +489,6 @@ def test_the_api_lists_finds_and_refuses_calls(web):
 
 def test_a_calls_details_panel(web):
     status, body = get(web, "/calls/mikopbx-1728036000.1/details")
-    if status == 503 and "FROM deletion" in body:
-        pytest.xfail("mirror.deletions' SQL is SQLite's yet (ported with the writer)")
     assert status == 200, body
     assert "<code>mikopbx-1728036000.1</code>" in body and "201 Anna Lee" in body
     assert get(web, "/calls/mikopbx-1.1/details")[0] == 404
@@ -526,7 +497,6 @@ def test_a_calls_details_panel(web):
 # --- the command line ---------------------------------------------------------------------------
 
 def test_the_command_line_reads_and_annotates_either_engine(target, history, cli, tmp_path):
-    _revisions_ported(history)
     config = tmp_path / "extcdr.toml"
     config.write_text('[pbx]\ntimezone = "UTC"\n')
     period = ("--from", "2024-10-04", "--to", "2024-10-05", "--config", config)
@@ -580,8 +550,6 @@ COUNTING = ("/?from=2024-10-04&to=2024-10-05&employee=202",)
     ("/analytics", "Analytics"),
 ])
 def test_the_pages_open_on_either_engine(web, history, page, shows):
-    if page in COUNTING:
-        _rollups_ported(history)
     status, body = get(web, page)
     assert status == 200 and shows in body, body[body.find("<main"):][:800]
 
