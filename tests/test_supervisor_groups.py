@@ -56,7 +56,8 @@ def request(base, path, *, user, role, data=None, params=None):
                        {"redirect_request": lambda *a, **k: None})
     opener = urllib.request.build_opener(no_redirect)
     try:
-        with opener.open(urllib.request.Request(url, data=body, headers=headers)) as reply:
+        with opener.open(urllib.request.Request(url, data=body, headers=headers),
+                         timeout=60) as reply:
             return reply.status, reply.read()
     except urllib.error.HTTPError as error:
         return error.code, error.read()
