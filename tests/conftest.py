@@ -5,6 +5,7 @@ import logging
 import subprocess
 import sys
 import time
+from contextlib import ExitStack
 from datetime import date
 from itertools import count
 from pathlib import Path
@@ -62,6 +63,15 @@ class Cli:
 @pytest.fixture
 def cli(capsys) -> Cli:
     return Cli(capsys)
+
+
+@pytest.fixture
+def served():
+    """served(app, threads=4) -> "host:port": a WSGI app served until the test ends
+    (tests.stack.serving)."""
+    from tests.stack import address, serving
+    with ExitStack() as stack:
+        yield lambda app, threads=4: address(stack.enter_context(serving(app, threads)))
 
 
 def run_extcdr(*argv, timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:

@@ -65,11 +65,27 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def serve(app, threads: int = 4):
-    """A WSGI app on a free loopback port in a daemon thread: (host:port, server)."""
+@contextmanager
+def serving(app, threads: int = 4) -> Iterator:
+    """A WSGI app (waitress) on a free loopback port for the `with` block; `address(server)`
+    says where. Stopped after: its workers first — each holds its own connection to
+    module.db, closed with the thread (servers left running piled up descriptors until a new
+    one's got a number past select()'s 1024 and its loop died) — then the server is closed by
+    its own loop thread, so no select() sees its descriptors closed under it."""
     server = create_server(app, host=LOOPBACK, port=0, threads=threads)
-    threading.Thread(target=server.run, daemon=True).start()
-    return f"{LOOPBACK}:{server.effective_port}", server
+    loop = threading.Thread(target=server.run, daemon=True)
+    loop.start()
+    try:
+        yield server
+    finally:
+        server.task_dispatcher.shutdown()
+        server.trigger.pull_trigger(server.close)
+        loop.join(10)
+
+
+def address(server) -> str:
+    """host:port of a server from `serving`."""
+    return f"{LOOPBACK}:{server.effective_port}"
 
 
 class Apart:
@@ -130,10 +146,11 @@ def admin_shell(mirror_path: Path, recordings_root: Path, run_dir: Path,
     with ExitStack() as cleanup:
         if apart:
             shell = Apart(lambda: create_shell_app(accounts, PREFIX), threads=4)
-            shell_addr, shell_server = shell.address, shell
+            shell_addr = shell.address
+            cleanup.callback(shell.close)
         else:
-            shell_addr, shell_server = serve(create_shell_app(accounts, PREFIX))
-        cleanup.callback(shell_server.close)
+            shell_addr = address(cleanup.enter_context(serving(create_shell_app(accounts,
+                                                                                PREFIX))))
         shell_addr = cabinet or shell_addr
         port = free_port()
         listen = f"{LOOPBACK}:{port}"
@@ -148,11 +165,11 @@ def admin_shell(mirror_path: Path, recordings_root: Path, run_dir: Path,
         if apart:
             app_server = Apart(make_app, threads=app_threads)
             app_addr = app_server.address
+            cleanup.callback(app_server.close)
         else:
             app = make_app()
-            app_addr, app_server = serve(app, threads=app_threads)
             cleanup.callback(app.extensions["extcdr_changes"].stop)
-        cleanup.callback(app_server.close)
+            app_addr = address(cleanup.enter_context(serving(app, threads=app_threads)))
         (run_dir / "nginx.conf").write_text(nginx_config(
             run_dir=run_dir, listen=listen, shell=shell_addr, app=app_addr, prefix=PREFIX,
             proxy_token=proxy_token, recordings_root=recordings_root,

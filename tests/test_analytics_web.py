@@ -5,14 +5,13 @@ input a readable 4xx, no answer without the admin shell, and the report as a fil
 import io
 import json
 import re
-import threading
 import urllib.error
 import urllib.parse
 import urllib.request
+from contextlib import contextmanager
 
 import pytest
 from openpyxl import load_workbook
-from waitress import create_server
 
 from i18n import PERIOD_LABELS, RUSSIAN
 from mirror.analytics import REPORT_TITLES, REPORTS, Options, build_report
@@ -23,6 +22,7 @@ from mirror.userdata import set_supervisor_groups
 from pbx.mirror_context import MirrorContext
 from tests.conftest import ROOT
 from tests.mirror import mirrored_demo
+from tests.stack import serving
 from web import create_app
 from web.analytics_views import GRAIN_LABELS
 
@@ -31,28 +31,21 @@ PREFIX = "/admin-cabinet/module-extended-c-d-r/calls"
 PERIOD = {"from": "2024-10-20", "to": "2024-10-28"}
 
 
-def serve(db, config_dir):
+@contextmanager
+def app_for(db, config_dir):
+    """The module's app over `db`, served (tests.stack.serving): (server, settings)."""
     config = config_dir / "extcdr.toml"
     config.write_text(f'[web]\nproxy_token = "{TOKEN}"\n')
     settings = load(config, {"module.db": db})
-    http = create_server(create_app(settings), host="127.0.0.1", port=0, threads=4)
-    threading.Thread(target=http.run, daemon=True).start()
-    return http, settings
-
-
-def stop(http) -> None:
-    """Stop a waitress server: its workers first, so that none wakes the closed server later by
-    writing to its pipe's descriptor, which may by then be another connection's."""
-    http.task_dispatcher.shutdown()
-    http.close()
+    with serving(create_app(settings), threads=4) as http:
+        yield http, settings
 
 
 @pytest.fixture(scope="module")
 def server(demo_mirror, tmp_path_factory):
-    http, settings = serve(demo_mirror, tmp_path_factory.mktemp("analytics-web"))
-    yield {"base": f"http://127.0.0.1:{http.effective_port}{PREFIX}", "settings": settings,
-           "db": demo_mirror}
-    stop(http)
+    with app_for(demo_mirror, tmp_path_factory.mktemp("analytics-web")) as (http, settings):
+        yield {"base": f"http://127.0.0.1:{http.effective_port}{PREFIX}", "settings": settings,
+               "db": demo_mirror}
 
 
 def fetch(base, path, params=None, *, user="anna", role="admin", extensions="", language="",
@@ -150,9 +143,8 @@ def test_an_operator_counts_only_the_calls_of_their_extension(server):
 def test_a_supervisor_limited_to_groups_counts_only_their_members_calls(tmp_path_factory):
     folder = tmp_path_factory.mktemp("analytics-groups")
     db = mirrored_demo(folder, 300, seed=29)
-    http, _ = serve(db, folder)
-    base = f"http://127.0.0.1:{http.effective_port}{PREFIX}"
-    try:
+    with app_for(db, folder) as (http, _):
+        base = f"http://127.0.0.1:{http.effective_port}{PREFIX}"
         with open_module_db(db) as conn:
             group = group_names(conn)[0]
             set_supervisor_groups(conn, "sveta", [group])
@@ -164,8 +156,6 @@ def test_a_supervisor_limited_to_groups_counts_only_their_members_calls(tmp_path
         assert status == 200 and traffic["totals"]["calls"] == len(hers)
         _, theirs = stats(base, "traffic", period, user="boris", role="supervisor")
         assert theirs["totals"]["calls"] == len(everyone)
-    finally:
-        stop(http)
 
 
 def test_every_word_of_the_analytics_and_mailed_reports_pages_has_its_russian():

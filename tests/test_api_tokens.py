@@ -7,7 +7,6 @@ import hmac
 import json
 import re
 import sqlite3
-import threading
 import time
 import urllib.error
 import urllib.parse
@@ -15,7 +14,6 @@ import urllib.request
 from dataclasses import replace
 
 import pytest
-from waitress import create_server
 
 from mirror.analytics import tab_counts
 from mirror.database import open_module_db
@@ -24,6 +22,7 @@ from mirror.queries import Visibility, call_filter, calls_query, handled_unretur
 from mirror.settings import load
 from mirror.tokens import TokenError, create_token, revoke_token
 from tests.mirror import mirrored_demo
+from tests.stack import serving
 from web import create_app
 
 PROXY = "proxy-secret"
@@ -42,10 +41,8 @@ def server(pbx, tmp_path_factory):
     config = tmp_path_factory.mktemp("web") / "extcdr.toml"
     config.write_text(f'[web]\nproxy_token = "{PROXY}"\n')
     app = create_app(load(config, {"module.db": pbx}))
-    http = create_server(app, host="127.0.0.1", port=0, threads=4)
-    threading.Thread(target=http.run, daemon=True).start()
-    yield f"http://127.0.0.1:{http.effective_port}{PREFIX}"
-    http.close()
+    with serving(app, threads=4) as http:
+        yield f"http://127.0.0.1:{http.effective_port}{PREFIX}"
 
 
 def call_api(base, path, *, token=None, user=None, role="admin", method="GET", body=None,
@@ -298,18 +295,12 @@ def test_the_worklist_is_of_the_callback_window_unless_a_period_is_given(server,
     config = tmp_path / "extcdr.toml"
     config.write_text(f'[web]\nproxy_token = "{PROXY}"\n[calls]\ncallback_window = '
                       f'{20 * 365 * 86_400}\n')
-    http = create_server(create_app(load(config, {"module.db": pbx})), host="127.0.0.1",
-                         port=0, threads=2)
-    threading.Thread(target=http.run, daemon=True).start()
-    try:
+    with serving(create_app(load(config, {"module.db": pbx})), threads=2) as http:
         wide = f"http://127.0.0.1:{http.effective_port}{PREFIX}"
         status, body = get_json(wide, "/api/v1/worklist/unreturned", user="anna",
                                 params={"limit": 500})
         assert status == 200 and body["calls"] == worklist(wide, user="anna") != []
         _, document = get_json(wide, "/api/v1/openapi.json", user="anna")
-    finally:
-        http.task_dispatcher.shutdown()       # its workers first (see test_analytics_web)
-        http.close()
     described = document["paths"]["/worklist/unreturned"]["get"]["summary"]
     assert "callback window" in described and f"{20 * 365 * 86_400:,} s" in described
     _, document = get_json(server, "/api/v1/openapi.json", user="anna")

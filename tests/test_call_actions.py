@@ -7,14 +7,12 @@ import hmac
 import json
 import re
 import sqlite3
-import threading
 import urllib.error
 import urllib.parse
 import urllib.request
 from datetime import datetime
 
 import pytest
-from waitress import create_server
 
 from cli import main
 from mirror.database import open_module_db
@@ -22,6 +20,7 @@ from mirror.hangups import CallHangup
 from mirror.settings import load
 from mirror.store import Store
 from tests.mirror import mirrored_demo
+from tests.stack import serving
 from web import create_app
 
 TOKEN = "proxy-secret"
@@ -55,10 +54,8 @@ def server(pbx, tmp_path_factory):
     config = tmp_path_factory.mktemp("web") / "extcdr.toml"
     config.write_text(f'[web]\nproxy_token = "{TOKEN}"\n')
     app = create_app(load(config, {"module.db": db, "pbx.recordings_root": out / "monitor"}))
-    http = create_server(app, host="127.0.0.1", port=0, threads=4)
-    threading.Thread(target=http.run, daemon=True).start()
-    yield f"http://127.0.0.1:{http.effective_port}{PREFIX}"
-    http.close()
+    with serving(app, threads=4) as http:
+        yield f"http://127.0.0.1:{http.effective_port}{PREFIX}"
 
 
 def csrf(user: str) -> str:

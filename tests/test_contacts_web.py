@@ -11,14 +11,12 @@ import hmac
 import io
 import json
 import re
-import threading
 import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
 
 import pytest
-from waitress import create_server
 
 from mirror.contacts import list_contacts
 from mirror.database import open_module_db
@@ -26,6 +24,7 @@ from mirror.settings import load
 from pbx.phonebook import read_phonebook
 from standin.demo import PHONEBOOK_DB
 from tests.mirror import mirrored_demo
+from tests.stack import serving
 from web import create_app
 
 TOKEN = "proxy-secret"
@@ -47,10 +46,8 @@ def server(pbx, tmp_path_factory):
     config.write_text(f'[web]\nproxy_token = "{TOKEN}"\n')
     app = create_app(load(config, {"module.db": db, "pbx.recordings_root": out / "monitor",
                                    "pbx.phonebook_db": out / PHONEBOOK_DB}))
-    http = create_server(app, host="127.0.0.1", port=0, threads=4)
-    threading.Thread(target=http.run, daemon=True).start()
-    yield f"http://127.0.0.1:{http.effective_port}{PREFIX}"
-    http.close()
+    with serving(app, threads=4) as http:
+        yield f"http://127.0.0.1:{http.effective_port}{PREFIX}"
 
 
 def csrf(user: str) -> str:

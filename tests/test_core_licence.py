@@ -5,6 +5,8 @@ real HTTP server, as Core's REST route runs it."""
 import json
 import subprocess
 import threading
+import urllib.error
+import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -12,6 +14,7 @@ import pytest
 
 from pbxmodule import core_licence
 from pbxmodule.core_licence import CoreLicence
+from tests.stack import address, serving
 from tests.test_php import PROFILES, tool
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -104,8 +107,6 @@ def test_core_is_asked_on_this_machine_only(url):
 def test_the_pages_follow_cores_word(core, demo_mirror, tmp_path, monkeypatch):
     """The pages, with `licence.core_url` set: refused with the reason while Core denies the
     feature, served once Core grants it (the next ask); nothing else decides."""
-    from waitress import create_server
-
     from mirror.settings import load
     from web import create_app
     monkeypatch.setattr(core_licence, "RETRY_S", 0.0)      # a refusal is asked again at once
@@ -113,14 +114,10 @@ def test_the_pages_follow_cores_word(core, demo_mirror, tmp_path, monkeypatch):
     config.write_text(f'[web]\nproxy_token = "t"\n[licence]\ncore_url = "{core.url}"\n'
                       f'public_key = "not even a key"\n')
     app = create_app(load(config, {"module.db": demo_mirror}))
-    http = create_server(app, host="127.0.0.1", port=0, threads=2)
-    threading.Thread(target=http.run, daemon=True).start()
-    url = (f"http://127.0.0.1:{http.effective_port}/admin-cabinet/module-extended-c-d-r/calls/"
-           f"api/v1/calls?period=today")
     headers = {"X-Extcdr-User": "admin", "X-Extcdr-Role": "admin", "X-Extcdr-Proxy-Token": "t"}
-    try:
-        import urllib.error
-        import urllib.request
+    with serving(app, threads=2) as http:
+        url = (f"http://{address(http)}/admin-cabinet/module-extended-c-d-r/calls/"
+               f"api/v1/calls?period=today")
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(urllib.request.Request(url, headers=headers))
         assert refused.value.code == 403
@@ -128,5 +125,3 @@ def test_the_pages_follow_cores_word(core, demo_mirror, tmp_path, monkeypatch):
         core.granted.add(FEATURE)
         with urllib.request.urlopen(urllib.request.Request(url, headers=headers)) as reply:
             assert reply.status == 200 and "calls" in json.load(reply)
-    finally:
-        http.close()

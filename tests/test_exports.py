@@ -16,13 +16,13 @@ from pathlib import Path
 
 import pytest
 from openpyxl import load_workbook
-from waitress import create_server
 
 from exports.writers import neutralised
 from i18n import STATUS_LABELS, translator
 from mirror.settings import load
 from standin.shell import StandinLogin
 from tests.conftest import ROOT, wait_for
+from tests.stack import serving
 from tests.webclient import Browser
 from web import create_app
 
@@ -33,10 +33,8 @@ PERIOD = {"from": "2024-10-20", "to": "2024-10-28"}
 @pytest.fixture(scope="module")
 def base(demo_mirror, tmp_path_factory):
     app = create_app(load(None, {"module.db": demo_mirror}), login=StandinLogin.from_file(None))
-    server = create_server(app, host="127.0.0.1", port=0, threads=4)
-    threading.Thread(target=server.run, daemon=True).start()
-    yield f"http://127.0.0.1:{server.effective_port}"
-    server.close()
+    with serving(app, threads=4) as server:
+        yield f"http://127.0.0.1:{server.effective_port}"
 
 
 def user(base, name):

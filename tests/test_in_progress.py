@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import threading
 
 import pytest
-from waitress import create_server
 
 from mirror.live import ChannelTable
 from mirror.settings import load
 from tests.mirror import dump
 from tests.pbxfixture import DID, Pbx
+from tests.stack import serving
 from tests.test_web_api import PREFIX, TOKEN, get
 from web import create_app
 
@@ -257,11 +256,8 @@ def test_the_api_lists_calls_in_progress_by_role_and_not_as_calls(pbx, tmp_path)
     pbx.sync()
     config = tmp_path / "extcdr.toml"
     config.write_text(f'[web]\nproxy_token = "{TOKEN}"\n')
-    http = create_server(create_app(load(config, {"module.db": pbx.module_db})),
-                         host="127.0.0.1", port=0, threads=2)
-    threading.Thread(target=http.run, daemon=True).start()
-    base = f"http://127.0.0.1:{http.effective_port}{PREFIX}"
-    try:
+    with serving(create_app(load(config, {"module.db": pbx.module_db})), threads=2) as http:
+        base = f"http://127.0.0.1:{http.effective_port}{PREFIX}"
         status, body = get(base, "/api/v1/calls/in-progress")
         assert status == 200
         assert {c["linkedid"]: c["state"] for c in body["calls"]} == {
@@ -277,8 +273,6 @@ def test_the_api_lists_calls_in_progress_by_role_and_not_as_calls(pbx, tmp_path)
         assert status == 200 and body["calls"] == []
         status, _ = get(base, f"/api/v1/calls/{call.linkedid}")
         assert status == 404
-    finally:
-        http.close()
 
 
 def test_after_a_reconnect_asterisk_lists_what_is_up():

@@ -572,16 +572,14 @@ def test_a_failing_migration_fails_the_upgrade_and_the_previous_version_comes_ba
 # --- without a licence: pages and daemon ----------------------------------------------------------
 
 def test_without_a_valid_licence_pages_show_activation_or_a_notice_and_the_api_refuses(
-        pbx, market, archive, cli):
+        pbx, market, archive, cli, served):
     from standin.shell import StandinLogin
-    from tests.stack import serve
     from tests.webclient import Browser
     from web import create_app
     cli("install", "--pbx", pbx, "--archive", archive)
     settings = _installed_settings(pbx)
     prefix = settings["web.prefix"]
-    # Served until the test process ends (closing waitress under its loop thread races).
-    address, _ = serve(create_app(settings, login=StandinLogin.from_file(None)))
+    address = served(create_app(settings, login=StandinLogin.from_file(None)))
     admin, operator = Browser(f"http://{address}"), Browser(f"http://{address}")
     admin.login("admin", "admin")
     operator.login("operator201", "operator201")

@@ -4,17 +4,16 @@ answers of the endpoints valid against the documented schemas (a small JSON Sche
 jsonschema is not among the module's packages)."""
 import json
 import re
-import threading
 from datetime import datetime
 
 import pytest
-from waitress import create_server
 
 from mirror.analytics import REPORTS
 from mirror.database import open_module_db
 from mirror.settings import load
 from mirror.tokens import create_token
 from tests.mirror import mirrored_demo
+from tests.stack import serving
 from tests.test_api_tokens import PERIOD, PREFIX, PROXY, call_api
 from web import create_app
 
@@ -27,10 +26,8 @@ def app_and_server(tmp_path_factory):
     config = tmp_path_factory.mktemp("web") / "extcdr.toml"
     config.write_text(f'[web]\nproxy_token = "{PROXY}"\n')
     app = create_app(load(config, {"module.db": db}))
-    http = create_server(app, host="127.0.0.1", port=0, threads=4)
-    threading.Thread(target=http.run, daemon=True).start()
-    yield app, f"http://127.0.0.1:{http.effective_port}{PREFIX}", db
-    http.close()
+    with serving(app, threads=4) as http:
+        yield app, f"http://127.0.0.1:{http.effective_port}{PREFIX}", db
 
 
 @pytest.fixture(scope="module")

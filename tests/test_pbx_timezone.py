@@ -9,7 +9,6 @@ import logging
 import os
 import re
 import sqlite3
-import threading
 import urllib.parse
 import urllib.request
 from datetime import datetime, timedelta
@@ -18,7 +17,6 @@ from zoneinfo import ZoneInfo
 import pytest
 from aiosmtpd.controller import Controller
 from openpyxl import load_workbook
-from waitress import create_server
 
 from daemon.resident import Daemon
 from mirror.settings import load
@@ -28,6 +26,7 @@ from reports.scheduler import ReportScheduler
 from standin.shell import StandinLogin
 from tests.conftest import run_extcdr
 from tests.pbxfixture import Pbx
+from tests.stack import serving
 from tests.test_reports import Inbox, due_at, free_port, new_report, saved_filter
 from tests.webclient import Browser
 from web import create_app
@@ -67,12 +66,10 @@ def site(pbx):
     synced yet, so the mirror knows no timezone."""
     settings = load(None, {"module.db": pbx.module_db, "pbx.config_db": pbx.pbx_db})
     app = create_app(settings, login=StandinLogin.from_file(None))
-    server = create_server(app, host="127.0.0.1", port=0, threads=4)
-    threading.Thread(target=server.run, daemon=True).start()
-    admin = Browser(f"http://127.0.0.1:{server.effective_port}")
-    assert admin.login("admin", "admin")[0] == 302
-    yield {"admin": admin, "settings": settings, "db": pbx.module_db}
-    server.close()
+    with serving(app, threads=4) as server:
+        admin = Browser(f"http://127.0.0.1:{server.effective_port}")
+        assert admin.login("admin", "admin")[0] == 302
+        yield {"admin": admin, "settings": settings, "db": pbx.module_db}
 
 
 def download(browser: Browser, fmt: str, **params) -> bytes:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import csv
 import json
 import re
-import threading
 import time
 import urllib.error
 import urllib.parse
@@ -24,7 +23,6 @@ from types import SimpleNamespace
 
 import pytest
 from openpyxl import load_workbook
-from waitress import create_server
 
 from exports.writers import export_file
 from mirror import analytics, schema
@@ -49,6 +47,7 @@ from mirror.userdata import (default_filter, delete_filter, group_limit, save_fi
                              set_supervisor_groups, set_user_setting, supervisor_groups,
                              user_settings)
 from mirror.worklist import mark_handled, unmark_handled, worklist
+from tests.stack import serving
 from web import create_app
 
 OCTOBER = 1_728_000_000_000          # 2024-10-04 00:00 UTC
@@ -451,11 +450,8 @@ def web(target, history, tmp_path):
     config = tmp_path / "extcdr.toml"
     config.write_text(f'[web]\nproxy_token = "{PROXY_TOKEN}"\n')
     app = create_app(load(config, {"module.db": target}))
-    http = create_server(app, host="127.0.0.1", port=0, threads=2)
-    thread = threading.Thread(target=http.run, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{http.effective_port}{PREFIX}"
-    http.close()
+    with serving(app, threads=2) as http:
+        yield f"http://127.0.0.1:{http.effective_port}{PREFIX}"
 
 
 def get(base: str, path: str, params=None, *, role="admin", extensions=""):

@@ -13,7 +13,6 @@ import socket
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -24,7 +23,6 @@ from zoneinfo import ZoneInfo
 import pytest
 from aiosmtpd.controller import Controller
 from openpyxl import load_workbook
-from waitress import create_server
 
 from i18n import translator
 from mirror.pbxtime import PbxClock
@@ -34,6 +32,7 @@ from reports.scheduler import ReportScheduler
 from standin.cli import main
 from standin.shell import StandinLogin
 from tests.conftest import ROOT, wait_for
+from tests.stack import serving
 from tests.webclient import Browser
 from web import create_app
 
@@ -99,14 +98,12 @@ def site(demo_pbx, smtp, tmp_path_factory):
     settings = load(None, {"module.db": root / "module.db", "pbx.config_db": pbx / "mikopbx.db",
                            "reports.retries": 2, "reports.retry_delay": 1})
     app = create_app(settings, login=StandinLogin.from_file(users))
-    server = create_server(app, host="127.0.0.1", port=0, threads=6)
-    threading.Thread(target=server.run, daemon=True).start()
-    scheduler = ReportScheduler(settings)
-    yield {"base": f"http://127.0.0.1:{server.effective_port}", "pbx": pbx, "root": root,
-           "db": root / "module.db", "scheduler": scheduler, "settings": settings,
-           "users": users}
-    scheduler.close()
-    server.close()
+    with serving(app, threads=6) as server:
+        scheduler = ReportScheduler(settings)
+        yield {"base": f"http://127.0.0.1:{server.effective_port}", "pbx": pbx, "root": root,
+               "db": root / "module.db", "scheduler": scheduler, "settings": settings,
+               "users": users}
+        scheduler.close()
 
 
 @pytest.fixture(autouse=True)
@@ -490,15 +487,11 @@ def test_a_report_follows_its_owners_extensions_as_the_admin_shell_gives_them(si
     moved = site["root"] / "moved.json"
     moved.write_text(json.dumps([{**USERS[1], "extensions": ["203"], "scope": "placed"}]))
     app = create_app(site["settings"], login=StandinLogin.from_file(moved))
-    server = create_server(app, host="127.0.0.1", port=0, threads=2)
-    threading.Thread(target=server.run, daemon=True).start()
-    try:
+    with serving(app, threads=2) as server:
         there = Browser(f"http://127.0.0.1:{server.effective_port}")
         assert there.login("olga", "o1ga")[0] == 302
         assert there.request(PREFIX + "reports")[0] == 200
         expected = there.calls(PREFIX, **LAST_WEEK)
-    finally:
-        server.close()
     assert json.loads(report_row(site, report_id)["owner_extensions"]) == ["203"]
     assert report_row(site, report_id)["owner_scope"] == "placed"
     due_at(site, report_id, DUE)

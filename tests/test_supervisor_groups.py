@@ -5,20 +5,19 @@ import hashlib
 import hmac
 import json
 import re
-import threading
 import urllib.error
 import urllib.parse
 import urllib.request
 
 import pytest
 from openpyxl import load_workbook
-from waitress import create_server
 
 from mirror.database import open_module_db
 from mirror.report_rows import Owner, store_report
 from mirror.settings import load
 from mirror.userdata import save_filter
 from tests.mirror import mirrored_demo
+from tests.stack import serving
 from web import create_app
 
 TOKEN = "proxy-secret"
@@ -38,10 +37,8 @@ def server(pbx, tmp_path_factory):
     config = tmp_path_factory.mktemp("web") / "extcdr.toml"
     config.write_text(f'[web]\nproxy_token = "{TOKEN}"\n')
     app = create_app(load(config, {"module.db": db}))
-    http = create_server(app, host="127.0.0.1", port=0, threads=4)
-    threading.Thread(target=http.run, daemon=True).start()
-    yield f"http://127.0.0.1:{http.effective_port}{PREFIX}"
-    http.close()
+    with serving(app, threads=4) as http:
+        yield f"http://127.0.0.1:{http.effective_port}{PREFIX}"
 
 
 def request(base, path, *, user, role, data=None, params=None):

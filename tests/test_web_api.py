@@ -1,15 +1,14 @@
 """The JSON API over real HTTP (waitress): filters, keyset paging, roles enforced in the
 query, readable 4xx for bad input, and no trust in requests that bypassed the admin shell."""
 import json
-import threading
 import urllib.error
 import urllib.parse
 import urllib.request
 
 import pytest
-from waitress import create_server
 
 from mirror.settings import load
+from tests.stack import serving
 from web import create_app
 
 TOKEN = "proxy-secret"
@@ -22,11 +21,8 @@ def server(demo_mirror, tmp_path_factory):
     config = tmp_path_factory.mktemp("web") / "extcdr.toml"
     config.write_text(f'[web]\nproxy_token = "{TOKEN}"\n')
     app = create_app(load(config, {"module.db": demo_mirror}))
-    http = create_server(app, host="127.0.0.1", port=0, threads=4)
-    thread = threading.Thread(target=http.run, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{http.effective_port}{PREFIX}"
-    http.close()
+    with serving(app, threads=4) as http:
+        yield f"http://127.0.0.1:{http.effective_port}{PREFIX}"
 
 
 def get(base, path, params=None, *, user="anna", role="admin", extensions="", scope="",

@@ -5,19 +5,18 @@ import html
 import json
 import re
 import shutil
-import threading
 import time
 import urllib.parse
 
 import pytest
 from markupsafe import escape
-from waitress import create_server
 
 from mirror.settings import load
 from standin.cli import main
 from standin.shell import StandinLogin
 from tests.conftest import wait_for
 from tests.mirror import append_rows, pbx_rows
+from tests.stack import serving
 from tests.webclient import Browser
 from web import create_app
 
@@ -41,11 +40,9 @@ def site(demo_pbx, tmp_path_factory):
     app = create_app(load(None, {"module.db": root / "module.db",
                                  "pbx.recordings_root": pbx / "monitor"}),
                      login=StandinLogin.from_file(users))
-    server = create_server(app, host="127.0.0.1", port=0, threads=8)
-    threading.Thread(target=server.run, daemon=True).start()
-    yield {"base": f"http://127.0.0.1:{server.effective_port}", "pbx": pbx,
-           "db": root / "module.db"}
-    server.close()
+    with serving(app, threads=8) as server:
+        yield {"base": f"http://127.0.0.1:{server.effective_port}", "pbx": pbx,
+               "db": root / "module.db"}
 
 
 def sync(pbx, db):

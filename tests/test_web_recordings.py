@@ -2,16 +2,15 @@
 it; a file the PBX deleted is "unavailable", not an error; an operator only gets their own."""
 import json
 import re
-import threading
 import urllib.parse
 import urllib.request
 
 import pytest
-from waitress import create_server
 
 from mirror.settings import load
 from pbx.recording_files import resolve
 from standin.shell import StandinLogin
+from tests.stack import serving
 from tests.webclient import Browser
 from web import create_app
 
@@ -39,10 +38,8 @@ def test_resolve_keeps_to_the_root(tmp_path):
 def base(demo_mirror, demo_pbx):
     settings = load(None, {"module.db": demo_mirror, "pbx.recordings_root": demo_pbx / "monitor"})
     app = create_app(settings, login=StandinLogin.from_file(None))
-    server = create_server(app, host="127.0.0.1", port=0, threads=4)
-    threading.Thread(target=server.run, daemon=True).start()
-    yield f"http://127.0.0.1:{server.effective_port}"
-    server.close()
+    with serving(app, threads=4) as server:
+        yield f"http://127.0.0.1:{server.effective_port}"
 
 
 def first_file(call, demo_pbx):

@@ -2,16 +2,15 @@
 endpoint nginx asks, and no trust in identity headers without the proxy."""
 import json
 import re
-import threading
 import urllib.error
 import urllib.parse
 import urllib.request
 
 import pytest
-from waitress import create_server
 
 from mirror.settings import load
 from standin.shell import StandinLogin, UsersFileError, load_users
+from tests.stack import serving
 from tests.webclient import Browser
 from web import create_app
 
@@ -26,10 +25,8 @@ def base(demo_mirror, tmp_path_factory):
         {"name": "boss", "password": "b0ss", "role": "admin", "extensions": []},
         {"name": "olga", "password": "o1ga", "role": "operator", "extensions": ["202"]}]))
     app = create_app(load(None, {"module.db": demo_mirror}), login=StandinLogin.from_file(users))
-    server = create_server(app, host="127.0.0.1", port=0, threads=4)
-    threading.Thread(target=server.run, daemon=True).start()
-    yield f"http://127.0.0.1:{server.effective_port}"
-    server.close()
+    with serving(app, threads=4) as server:
+        yield f"http://127.0.0.1:{server.effective_port}"
 
 
 def test_login_form_carries_a_csrf_token_and_a_post_without_it_is_refused(base):

@@ -5,18 +5,17 @@ import hashlib
 import hmac
 import re
 import sqlite3
-import threading
 import urllib.error
 import urllib.parse
 import urllib.request
 from contextlib import closing
 
 import pytest
-from waitress import create_server
 
 from mirror import webhooks
 from mirror.settings import load
 from tests.mirror import mirrored_demo
+from tests.stack import serving
 from tests.test_supervisor_groups import TOKEN
 from web import create_app
 
@@ -31,10 +30,8 @@ def site(tmp_path_factory):
     config.write_text(f'[web]\nproxy_token = "{TOKEN}"\n'
                       '[webhooks]\nallowed_hosts = "127.0.0.1, crm.example.com"\n')
     app = create_app(load(config, {"module.db": db}))
-    http = create_server(app, host="127.0.0.1", port=0, threads=4)
-    threading.Thread(target=http.run, daemon=True).start()
-    yield {"base": f"http://127.0.0.1:{http.effective_port}{PREFIX}", "db": db}
-    http.close()
+    with serving(app, threads=4) as http:
+        yield {"base": f"http://127.0.0.1:{http.effective_port}{PREFIX}", "db": db}
 
 
 def request(base, path, *, user, role, data=None, params=None, language=""):

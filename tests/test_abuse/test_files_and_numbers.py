@@ -17,7 +17,6 @@ from mirror.settings import load
 from pbxmodule.licence import Grant
 from standin.marketplace_server import public_key_text, sign
 from tests.conftest import wait_for
-from tests.stack import serve
 from tests.test_daemon import pbx, start_daemon  # noqa: F401 (pbx: a fixture)
 from tests.test_lifecycle import FEATURE, LICENCE_FILE, PRODUCT
 from tests.test_web_api import PERIOD, PREFIX, TOKEN, server  # noqa: F401 (server: a fixture)
@@ -88,11 +87,11 @@ def licence_files(tmp_path) -> LicenceFiles:
 
 
 def test_a_damaged_or_foreign_licence_file_shows_the_licence_pages_never_a_500(
-        demo_mirror, licence_files, tmp_path):
+        demo_mirror, licence_files, tmp_path, served):
     config = tmp_path / "extcdr.toml"
     config.write_text(f'[web]\nproxy_token = "{TOKEN}"\n')
     app = create_app(load(config, {"module.db": demo_mirror, **licence_files.settings()}))
-    address, _ = serve(app)
+    address = served(app)
     browser = Browser(f"http://{address}{PREFIX}")
     licence_files.write(licence_files.signed())
     assert browser.request("/", headers=as_user("admin"))[0] == 200
@@ -315,11 +314,11 @@ def test_a_daemon_on_a_damaged_mirror_keeps_running_and_says_so_once(pbx, demo_p
     assert len(said) == 1 and "is damaged or not a database" in said[0], err
 
 
-def test_a_damaged_mirror_is_a_readable_503_page(demo_mirror, tmp_path):
+def test_a_damaged_mirror_is_a_readable_503_page(demo_mirror, tmp_path, served):
     config = tmp_path / "extcdr.toml"
     config.write_text(f'[web]\nproxy_token = "{TOKEN}"\n')
     app = create_app(load(config, {"module.db": damaged_copy(demo_mirror, tmp_path)}))
-    browser = Browser(f"http://{serve(app)[0]}{PREFIX}")
+    browser = Browser(f"http://{served(app)}{PREFIX}")
     params = urllib.parse.urlencode({"from": "2024-01-01", "to": "2024-10-28"})  # every call
     status, headers, page = browser.request(f"/?{params}", headers=as_user("admin"))
     assert status == 503 and headers["Content-Type"].startswith("text/html")
@@ -329,7 +328,7 @@ def test_a_damaged_mirror_is_a_readable_503_page(demo_mirror, tmp_path):
 
 
 @pytest.mark.parametrize("kind", ["another program's", "no database at all"])
-def test_a_web_worker_on_a_file_it_cannot_use_serves_a_503_saying_why(tmp_path, kind):
+def test_a_web_worker_on_a_file_it_cannot_use_serves_a_503_saying_why(tmp_path, kind, served):
     if kind == "no database at all":
         path = tmp_path / "module.db"
         path.write_bytes(bytes(range(256)) * 64)
@@ -339,7 +338,7 @@ def test_a_web_worker_on_a_file_it_cannot_use_serves_a_503_saying_why(tmp_path, 
     config = tmp_path / "extcdr.toml"
     config.write_text(f'[web]\nproxy_token = "{TOKEN}"\n')
     before = path.read_bytes()
-    browser = Browser(f"http://{serve(create_app(load(config, {'module.db': path})))[0]}{PREFIX}")
+    browser = Browser(f"http://{served(create_app(load(config, {'module.db': path})))}{PREFIX}")
     status, headers, page = browser.request("/", headers=as_user("admin"))
     assert status == 503 and headers["Content-Type"].startswith("text/html")
     assert "Call history unavailable" in page and words in page
