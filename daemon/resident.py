@@ -346,8 +346,8 @@ def serve(settings: Settings) -> int:
         ami.start(settings)
         # The mailed reports and the webhooks' sender read SQLite's module.db only, so far: a
         # central history is mirrored, and they wait for their port (issue 22).
-        senders = [] if is_database_url(settings["module.db"]) else [
-            ReportScheduler(settings), Deliverer(settings)]
+        deliverer = None if is_database_url(settings["module.db"]) else Deliverer(settings)
+        senders = [] if deliverer is None else [ReportScheduler(settings), deliverer]
         if not senders:
             log.warning("%s: mailed reports and webhooks are not sent from a PostgreSQL "
                         "history yet (its calls are mirrored)", shown_target(settings["module.db"]))
@@ -360,7 +360,7 @@ def serve(settings: Settings) -> int:
                 sender.settings = new
 
         daemon.on_reload = reloaded
-        daemon.on_written = senders[-1].nudge if senders else None
+        daemon.on_written = deliverer.nudge if deliverer else None
         try:
             return daemon.run()
         finally:

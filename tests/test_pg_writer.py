@@ -148,8 +148,9 @@ def test_deletions_stay_deleted_and_relink_callbacks_as_on_sqlite(demo_pbx, pg_s
     """`extcdr delete`'s deletion of calls (one returned a missed call) on both engines, then
     the daemon's pass that re-links around them and a whole resync: the same mirror, its
     counters exact, the deleted calls not back."""
-    cdr, pbx = demo_pbx / "cdr.db", demo_pbx / "mikopbx.db"
-    files = RecordingFiles(demo_pbx / "monitor", "/storage/usbdisk1/mikopbx/astspool/monitor")
+    copy = shutil.copytree(demo_pbx, tmp_path / "pbx")    # deleting calls deletes their files
+    cdr, pbx = copy / "cdr.db", copy / "mikopbx.db"
+    files = RecordingFiles(copy / "monitor", "/storage/usbdisk1/mikopbx/astspool/monitor")
     mirrors = {}
     for target in (tmp_path / "module.db", pg_schema_url):
         sync_once(cdr, pbx, target, workers=1)
