@@ -11,6 +11,7 @@ thread, woken after each step) only the outbox's states and the log of deliverie
 """
 from __future__ import annotations
 
+import faulthandler
 import fcntl
 import logging
 import os
@@ -38,6 +39,7 @@ from pbx.cdr import LEG_SOURCE_COLUMNS, SourceBusy, SourceError
 from pbx.mirror_context import MirrorContext
 from pbxmodule.licence import LicenceCheck
 from reports.scheduler import ReportScheduler
+from reports.worker import close_all
 
 log = logging.getLogger("extcdr.daemon")
 
@@ -336,6 +338,8 @@ class Daemon:
 
 def serve(settings: Settings) -> int:
     """The resident process: lock, loop, file watcher and AMI link; returns the exit code."""
+    # `kill -USR1 <pid>` writes every thread's stack to the log: what a stuck daemon is doing
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     with instance_lock(settings["module.db"]):
         daemon = _daemon_once_db_opens(settings)
         if daemon is None:
@@ -364,8 +368,7 @@ def serve(settings: Settings) -> int:
         try:
             return daemon.run()
         finally:
-            for sender in reversed(senders):
-                sender.close()
+            close_all(senders)
             ami.stop()
             watcher.stop()
             watcher.join(2)

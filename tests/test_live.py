@@ -52,9 +52,19 @@ class LivePbx:
         return wait_for(lambda: call_count(self.db) == self.calls, timeout)
 
     def close(self) -> str:
+        """Stop the daemon as the PBX does (SIGTERM); its log. One that does not stop within
+        15 s fails the test with its threads' stacks (SIGUSR1 writes them to its log)."""
         self.daemon.send_signal(signal.SIGTERM)
-        self.daemon.wait(10)
-        self.emulator.stop()
+        try:
+            self.daemon.wait(15)
+        except subprocess.TimeoutExpired:
+            self.daemon.send_signal(signal.SIGUSR1)
+            time.sleep(1)
+            self.daemon.kill()
+            pytest.fail("the daemon did not stop on SIGTERM within 15 s:\n"
+                        + self.daemon.communicate()[1][-8000:])
+        finally:
+            self.emulator.stop()
         return self.daemon.stderr.read()
 
 
