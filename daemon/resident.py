@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import faulthandler
 import fcntl
+import io
 import logging
 import os
 import queue
@@ -338,8 +339,7 @@ class Daemon:
 
 def serve(settings: Settings) -> int:
     """The resident process: lock, loop, file watcher and AMI link; returns the exit code."""
-    # `kill -USR1 <pid>` writes every thread's stack to the log: what a stuck daemon is doing
-    faulthandler.register(signal.SIGUSR1, all_threads=True)
+    _stacks_on_usr1()
     with instance_lock(settings["module.db"]):
         daemon = _daemon_once_db_opens(settings)
         if daemon is None:
@@ -372,6 +372,15 @@ def serve(settings: Settings) -> int:
             ami.stop()
             watcher.stop()
             watcher.join(2)
+
+
+def _stacks_on_usr1() -> None:
+    """`kill -USR1 <pid>` writes every thread's stack to the log: what a stuck daemon is
+    doing. Not when the log is no file (the daemon run inside another program, e.g. a test)."""
+    try:
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
+    except (io.UnsupportedOperation, ValueError):
+        pass
 
 
 def _daemon_once_db_opens(settings: Settings) -> Daemon | None:
