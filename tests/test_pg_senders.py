@@ -7,19 +7,31 @@ Each test writes into a fresh schema of the session's real PostgreSQL server (pg
 """
 from __future__ import annotations
 
+import csv
+import io
 import json
+import shutil
+import signal
 import threading
 import time
 
 import pytest
 
+from cli import main as cli_main
 from daemon.resident import Daemon
 from mirror import webhooks
 from mirror.database import open_module_db
 from mirror.dialect import run
+from mirror.pbxtime import PbxClock
+from mirror.report_rows import Owner
 from mirror.settings import load
 from mirror.worklist import mark_handled
+from reports.definitions import report_form, save_report
+from reports.scheduler import ReportScheduler
+from tests.conftest import wait_for
 from tests.mirror import append_rows, pbx_rows
+from tests.test_daemon import start_daemon
+from tests.test_reports import DUE, set_pbx_mail, smtp  # noqa: F401  (fixtures)
 from tests.test_webhooks import LOOPBACK, deliver_due, receiver  # noqa: F401  (fixtures)
 
 EVENT, STATE = webhooks.EVENT, webhooks.STATE       # SQL of an outbox row `o`
@@ -204,3 +216,161 @@ def test_settled_events_go_after_a_month_on_postgresql(pbx, pg_schema_url):
         db.close()
     assert gone > 0 and query(pg_schema_url, "SELECT count(*) FROM outbox") == [(0,)]
     assert query(pg_schema_url, "SELECT forgotten_before_ms FROM webhook") == [(5,)]
+
+
+# --- mailed reports -----------------------------------------------------------------------------
+
+@pytest.fixture
+def mailing_pbx(demo_pbx, smtp, tmp_path):
+    """A copy of the demo PBX whose mail settings name the test's SMTP server."""
+    copy = tmp_path / "mailing-pbx"
+    shutil.copytree(demo_pbx, copy)
+    set_pbx_mail(copy, MailSMTPHost="127.0.0.1", MailSMTPPort=str(smtp.port),
+                 MailSMTPUseTLS="none", MailSMTPSenderAddress="pbx@example.com")
+    smtp.mails.clear()
+    return copy
+
+
+def report_settings(pbx, target, reports_dir):
+    return load(None, {"module.db": target, "pbx.config_db": pbx / "mikopbx.db",
+                       "reports.retries": 2, "reports.retry_delay": 1,
+                       "reports.dir": str(reports_dir)})
+
+
+def add_report(target, name: str, due_s: float, **fields) -> int:
+    """The boss's report of last week's incoming calls as CSV, due at `due_s`."""
+    db = open_module_db(target)
+    try:
+        form = report_form({"name": name, "period": "last_week", "frequency": "daily",
+                            "at": "08:00", "format": "csv", "delivery": "attach",
+                            "link_hours": "72", "recipients": "boss@example.com",
+                            "direction": "incoming", **fields}, "en")
+        report_id = save_report(db, Owner("boss", "admin", ()), form,
+                                link_base="http://127.0.0.1", clock=PbxClock("Europe/Berlin"))
+        with db.atomic():
+            run(db, "UPDATE report SET next_run_ms = ? WHERE id = ?",
+                (int(due_s * 1000), report_id))
+        return report_id
+    finally:
+        db.close()
+
+
+def mailed_rows(mail) -> list[list[str]]:
+    [part] = list(mail.iter_attachments())
+    return list(csv.reader(io.StringIO(part.get_content())))
+
+
+def test_a_report_is_mailed_from_a_postgresql_history_as_from_sqlite(
+        mailing_pbx, smtp, demo_mirror, pg_schema_url, tmp_path):
+    mailed = {}
+    for target in (tmp_path / "module.db", pg_schema_url):
+        if target == pg_schema_url:
+            assert cli_main(["sync", "--cdr-db", str(mailing_pbx / "cdr.db"), "--pbx-db",
+                             str(mailing_pbx / "mikopbx.db"), "--db", target, "--once"]) == 0
+        else:
+            shutil.copy(demo_mirror, target)
+        report_id = add_report(target, "Incoming", DUE)
+        scheduler = ReportScheduler(report_settings(mailing_pbx, target, tmp_path / "files"))
+        try:
+            scheduler.step(DUE)
+        finally:
+            scheduler.close()
+        [mail] = smtp.take()
+        assert mail["To"] == "boss@example.com" and "Incoming" in mail["Subject"]
+        mailed[str(target)] = mailed_rows(mail)
+        assert query(target, "SELECT status, calls, attempts FROM report_send "
+                             "WHERE report_id = ?", (report_id,)) == [
+            ("sent", len(mailed[str(target)]) - 1, 1)]
+        assert query(target, "SELECT next_run_ms FROM report") == [
+            (int(DUE * 1000) + 86_400_000,)]
+    from_sqlite, from_postgresql = mailed.values()
+    assert len(from_sqlite) > 10 and from_postgresql == from_sqlite
+
+
+def test_two_daemons_mail_each_due_report_once(mailing_pbx, smtp, pg_schema_url, tmp_path):
+    """Two PBXs' daemons look at one central history's reports at the same moment: each due
+    report is mailed once — a report claimed by one is not the other's, nor is its send
+    under way (taken for one a crash interrupted) — and a retry once too."""
+    assert cli_main(["sync", "--cdr-db", str(mailing_pbx / "cdr.db"), "--pbx-db",
+                     str(mailing_pbx / "mikopbx.db"), "--db", pg_schema_url, "--once"]) == 0
+    names = [f"Incoming {n}" for n in range(6)]
+    for name in names:
+        add_report(pg_schema_url, name, DUE)
+    schedulers = [ReportScheduler(report_settings(mailing_pbx, pg_schema_url,
+                                                  tmp_path / f"files{n}")) for n in range(2)]
+    start = threading.Barrier(2)
+
+    def look(scheduler, now_s):
+        start.wait()
+        scheduler.step(now_s)
+    try:
+        for now_s in (DUE, DUE + 1):
+            lookers = [threading.Thread(target=look, args=(scheduler, now_s))
+                       for scheduler in schedulers]
+            for looker in lookers:
+                looker.start()
+            for looker in lookers:
+                looker.join()
+        mails = smtp.take(len(names))
+        time.sleep(0.5)
+        assert smtp.mails == []
+        assert sorted(mail["Subject"].split(":")[0] for mail in mails) == sorted(names)
+        assert query(pg_schema_url, "SELECT status, count(*) FROM report_send "
+                                    "GROUP BY 1") == [("sent", len(names))]
+        # a retry due: taken up by one daemon only
+        run_sql(pg_schema_url, "UPDATE report_send SET status = 'retrying', "
+                               "next_attempt_ms = ?, finished_ms = NULL WHERE id = 1",
+                (int(DUE * 1000),))
+        lookers = [threading.Thread(target=look, args=(scheduler, DUE + 2))
+                   for scheduler in schedulers]
+        for looker in lookers:
+            looker.start()
+        for looker in lookers:
+            looker.join()
+        assert len(smtp.take()) == 1
+        time.sleep(0.5)
+        assert smtp.mails == []
+        assert query(pg_schema_url, "SELECT status, attempts FROM report_send "
+                                    "WHERE id = 1") == [("sent", 2)]
+    finally:
+        for scheduler in schedulers:
+            scheduler.close()
+
+
+def test_the_daemon_on_a_postgresql_history_sends_hooks_and_reports(pbx, mailing_pbx, smtp,
+                                                                    pg_schema_url, receiver):
+    """`extcdr daemon` on a URL starts both senders; killed (-9) while requests are under way,
+    its hook's lane goes with its connection and the next daemon sends the rest."""
+    open_module_db(pg_schema_url).close()
+    slow = receiver(delay=0.3)
+    add_hook(pg_schema_url, slow.url, ["missed", "answered"])
+    add_report(pg_schema_url, "Live", time.time() - 1)
+    append_rows(pbx["cdr"], pbx["cols"], pbx["rows"][:300])
+    daemon = {"cdr": pbx["cdr"], "config": mailing_pbx / "mikopbx.db", "db": pg_schema_url}
+    options = ["--set", "webhooks.check_interval=0.1", "--set", "webhooks.retry_delay=0.05",
+               "--set", f"webhooks.allowed_hosts={LOOPBACK}"]
+    proc = start_daemon(daemon, *options)
+    try:
+        assert wait_for(lambda: len(slow.got) >= 4, 30)
+        [mail] = smtp.take(timeout=20)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(5)
+    assert "Live" in mail["Subject"] and mail["To"] == "boss@example.com"
+    assert "not sent" not in proc.stderr.read()
+    pending = f"SELECT count(*) FROM outbox WHERE state = {webhooks.PENDING}"
+    assert query(pg_schema_url, pending)[0][0] > 0
+    queued = {key for (key,) in query(pg_schema_url, f"SELECT {webhooks.KEY} FROM outbox o")}
+    fast = receiver()
+    run_sql(pg_schema_url, "UPDATE webhook SET url = ?", (fast.url,))
+    proc = start_daemon(daemon, *options)
+    try:
+        assert wait_for(lambda: query(pg_schema_url, pending) == [(0,)], 30)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(10)
+    received = slow.keys() + fast.keys()
+    assert set(received) >= {key for (key,) in query(
+        pg_schema_url, f"SELECT {webhooks.KEY} FROM outbox o WHERE {STATE} = 'delivered'")}
+    assert set(received) <= queued and len(received) - len(set(received)) <= 1
+    assert smtp.mails == []                                  # the report went once
