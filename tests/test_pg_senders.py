@@ -218,6 +218,31 @@ def test_settled_events_go_after_a_month_on_postgresql(pbx, pg_schema_url):
     assert query(pg_schema_url, "SELECT forgotten_before_ms FROM webhook") == [(5,)]
 
 
+def test_the_hooks_page_changes_and_deletes_a_hook_on_postgresql(pbx, pg_schema_url):
+    hook = add_hook(pg_schema_url, "http://127.0.0.1:9/", ["missed"])
+    add_hook(pg_schema_url, "http://127.0.0.1:9/", ["missed"], name="Another")
+    mirror(pbx, pg_schema_url, pbx["rows"][:300])
+    db = open_module_db(pg_schema_url)
+    try:
+        assert [row["name"] for row in webhooks.hooks(db)] == ["Another", "crm"]
+        secret = webhooks.hook_of(db, hook)["secret"]
+        webhooks.change_hook(db, hook, webhooks.hook_values(
+            {"name": "CRM", "url": "http://127.0.0.1:8/", "events": ["answered"]}, [LOOPBACK]))
+        assert webhooks.renew_secret(db, hook) != secret
+        changed = webhooks.hook_of(db, hook)
+        assert (changed["name"], changed["url"], changed["events"], changed["enabled"]) == (
+            "CRM", "http://127.0.0.1:8/", ["answered"], 0)
+        assert changed["counts"]["pending"] > 0
+        webhooks.delete_hook(db, hook)
+        with pytest.raises(LookupError):
+            webhooks.hook_of(db, hook)
+        with pytest.raises(LookupError):
+            webhooks.redeliver(db, hook, 1)
+    finally:
+        db.close()
+    assert query(pg_schema_url, "SELECT DISTINCT hook_id FROM outbox") == [(hook + 1,)]
+
+
 # --- mailed reports -----------------------------------------------------------------------------
 
 @pytest.fixture
