@@ -150,7 +150,7 @@ class Deliverer(Worker):
             return interval
         now_ms = int(now_s * 1000)
         if now_s >= self._pruned_s + 3600:            # settled events go after a month
-            webhooks.prune(self.db, now_ms)
+            self._prune(now_ms)
             self._pruned_s = now_s
         if not self._post_due(now_ms):
             return 0.0
@@ -164,6 +164,14 @@ class Deliverer(Worker):
         if following is None:
             return interval
         return min(interval, max(0.0, following / 1000 - time.time()))
+
+    def _prune(self, now_ms: int) -> None:
+        """Forget the settled events (`webhooks.prune`), unless another daemon does it now."""
+        if hold(self.db, LANE, 0):                 # lane 0: no hook's, the pruner's
+            try:
+                webhooks.prune(self.db, now_ms)
+            finally:
+                let_go(self.db, LANE, 0)
 
     # --- the lanes -----------------------------------------------------------------------------
 
