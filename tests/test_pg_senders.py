@@ -102,6 +102,14 @@ def outbox(target) -> list[tuple]:
                          "FROM outbox o ORDER BY 2, 3, 1")
 
 
+def test_numbered_marks_mean_the_same_on_both_engines(target):
+    """`?N` is the N-th value, used as often as it is written; a bare `?` after them is one
+    past the largest number so far (peewee's marks after a statement's own): SQLite's rule."""
+    open_module_db(target).close()
+    assert query(target, "SELECT ?2, ?1, ?2 || '?1', ?, ?", ("a", "b", "c", "d")) == [
+        ("b", "a", "b?1", "c", "d")]
+
+
 def test_the_writer_queues_the_same_events_on_both_engines(pbx, tmp_path, pg_schema_url):
     queued = {}
     for n, target in enumerate((tmp_path / "module.db", pg_schema_url)):
