@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 
 from mirror import webhooks
 from mirror.contacts import with_contacts
+from mirror.dialect import dialect_of, hold, json_items, let_go, run
 from mirror.queries import find_call, legs_of_call
 from mirror.records import call_record, iso_time, leg_records
 from mirror.settings import Settings
@@ -46,7 +47,10 @@ FIRST_DUE = (
     f"{webhooks.KEY} AS idempotency_key, o.attempts, w.url, w.secret FROM webhook w "
     "JOIN outbox o ON o.id = (SELECT id FROM outbox WHERE +hook_id = w.id "
     f"AND state = {webhooks.PENDING} AND due_ms <= ?1 "
-    "ORDER BY due_ms, id LIMIT 1) WHERE w.enabled AND w.id = coalesce(?2, w.id)")
+    "ORDER BY due_ms, id LIMIT 1) WHERE w.enabled <> 0 AND w.id = coalesce(?2, w.id)")
+# A hook's lane (`dialect.hold`): the daemon posting to it. Several daemons on a central
+# history each send, but never to one hook at once, so never one event twice.
+LANE = "webhook lane"
 
 
 # Whether an event still holds when it is sent: a call first seen in part may turn out
@@ -132,6 +136,7 @@ class Deliverer(Worker):
         super().__init__(settings)
         self.under_way: dict[int, dict] = {}      # hook id -> the row being posted to it
         self.answers: queue.SimpleQueue = queue.SimpleQueue()     # (row, Outcome) to record
+        self.elsewhere: set[int] = set()     # hooks another daemon posted to at the last look
         self._pruned_s = 0.0
 
     # --- the loop ------------------------------------------------------------------------------
@@ -145,42 +150,66 @@ class Deliverer(Worker):
             return interval
         now_ms = int(now_s * 1000)
         if now_s >= self._pruned_s + 3600:            # settled events go after a month
-            webhooks.prune(self.db, now_ms)
+            self._prune(now_ms)
             self._pruned_s = now_s
         if not self._post_due(now_ms):
             return 0.0
-        following = self.db.execute_sql(     # a disabled or busy hook's rows wait: not due
-            "SELECT min(o.due_ms) FROM outbox o JOIN webhook w ON w.id = o.hook_id "
-            f"AND w.enabled WHERE o.state = {webhooks.PENDING} "
-            "AND o.hook_id NOT IN (SELECT value FROM json_each(?))",
-            (json.dumps(list(self.under_way)),)).fetchone()[0]
+        busy = json_items(dialect_of(self.db), "?", "busy")
+        busy_ids = json.dumps([str(hook) for hook in {*self.under_way, *self.elsewhere}])
+        following = run(self.db,       # a disabled or busy hook's rows wait: not due
+                        "SELECT min(o.due_ms) FROM outbox o JOIN webhook w ON w.id = o.hook_id "
+                        f"AND w.enabled <> 0 WHERE o.state = {webhooks.PENDING} AND "
+                        f"CAST(o.hook_id AS text) NOT IN (SELECT busy.value FROM {busy})",
+                        (busy_ids,)).fetchone()[0]
         if following is None:
             return interval
         return min(interval, max(0.0, following / 1000 - time.time()))
 
+    def _prune(self, now_ms: int) -> None:
+        """Forget the settled events (`webhooks.prune`), unless another daemon does it now."""
+        if hold(self.db, LANE, 0):                 # lane 0: no hook's, the pruner's
+            try:
+                webhooks.prune(self.db, now_ms)
+            finally:
+                let_go(self.db, LANE, 0)
+
     # --- the lanes -----------------------------------------------------------------------------
 
     def _post_due(self, now_ms: int) -> bool:
-        """Start posting the first due row of each idle hook (a row that no longer holds is
-        cancelled and the hook's next one taken); False when it cancelled `_BATCH` rows and
-        stopped: look again at once."""
-        idle = [row for row in self._first_due(now_ms) if row["hook_id"] not in self.under_way]
+        """Start posting the first due row of each idle hook whose lane it takes (a row that no
+        longer holds is cancelled and the hook's next one taken); False when it cancelled
+        `_BATCH` rows and stopped: look again at once."""
+        idle = [row["hook_id"] for row in self._first_due(now_ms)
+                if row["hook_id"] not in self.under_way]
+        self.elsewhere = set()
         cancelled = 0
         while idle:
-            row = idle.pop()
-            send = self._prepared(row)
+            hook_id = idle.pop()
+            if not hold(self.db, LANE, hook_id):       # another daemon posts to it
+                self.elsewhere.add(hook_id)
+                continue
+            # read after taking the lane: the row may have been sent meanwhile
+            try:
+                row = next(iter(self._first_due(now_ms, hook_id)), None)
+                send = None if row is None else self._prepared(row)
+            except BaseException:
+                let_go(self.db, LANE, hook_id)
+                raise
             if send is not None:
-                self._post_later(send)
+                self._post_later(send)                 # the lane is let go with its answer
+                continue
+            let_go(self.db, LANE, hook_id)
+            if row is None:
                 continue
             cancelled += 1
             if cancelled == _BATCH:
                 return False
-            idle += self._first_due(now_ms, row["hook_id"])
+            idle.append(hook_id)
         return True
 
     def _first_due(self, now_ms: int, hook_id: int | None = None) -> list[dict]:
         """The first due row of each enabled hook (or of this one): oldest due first."""
-        cursor = self.db.execute_sql(FIRST_DUE, (now_ms, hook_id))
+        cursor = run(self.db, FIRST_DUE, (now_ms, hook_id))
         names = [column[0] for column in cursor.description]
         return [dict(zip(names, row)) for row in cursor]
 
@@ -207,7 +236,10 @@ class Deliverer(Worker):
             except queue.Empty:
                 return
             del self.under_way[send["hook_id"]]
-            self._record(send, outcome)
+            try:
+                self._record(send, outcome)
+            finally:
+                let_go(self.db, LANE, send["hook_id"])
 
     # --- one delivery --------------------------------------------------------------------------
 
@@ -256,12 +288,12 @@ class Deliverer(Worker):
             state = "pending"
             due_ms = now_ms + int(retry_delay_s(self.settings, attempts) * 1000)
         with self.db.atomic():
-            self.db.execute_sql(
+            run(self.db,
                 "INSERT INTO delivery (outbox_id, at_ms, status, response, duration_ms) "
                 "VALUES (?, ?, ?, ?, ?)",
                 (send["id"], now_ms, outcome.status, outcome.response, outcome.duration_ms))
             # a row put back meanwhile (Redeliver) stays as the page left it
-            self.db.execute_sql(
+            run(self.db,
                 "UPDATE outbox SET state = ?, attempts = ?, due_ms = ? "
                 f"WHERE id = ? AND state = {webhooks.PENDING} AND attempts = ?",
                 (webhooks.STATES.index(state), attempts, due_ms, send["id"], send["attempts"]))

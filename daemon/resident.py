@@ -348,13 +348,10 @@ def serve(settings: Settings) -> int:
                               on_history=daemon.changed, on_settings=daemon.request_reload)
         ami = _AmiFollower(daemon)
         ami.start(settings)
-        # The mailed reports and the webhooks' sender read SQLite's module.db only, so far: a
-        # central history is mirrored, and they wait for their port (issue 22).
-        deliverer = None if is_database_url(settings["module.db"]) else Deliverer(settings)
-        senders = [] if deliverer is None else [ReportScheduler(settings), deliverer]
-        if not senders:
-            log.warning("%s: mailed reports and webhooks are not sent from a PostgreSQL "
-                        "history yet (its calls are mirrored)", shown_target(settings["module.db"]))
+        # On a central history every PBX's daemon sends too: each webhook's lane and each
+        # report's send is one daemon's at a time (mirror.dialect.hold).
+        deliverer = Deliverer(settings)
+        senders = [ReportScheduler(settings), deliverer]
         for sender in senders:
             sender.start()
 
@@ -364,7 +361,7 @@ def serve(settings: Settings) -> int:
                 sender.settings = new
 
         daemon.on_reload = reloaded
-        daemon.on_written = deliverer.nudge if deliverer else None
+        daemon.on_written = deliverer.nudge
         try:
             return daemon.run()
         finally:

@@ -23,7 +23,7 @@ from typing import Callable
 from daemon import backfill
 from mirror import webhooks
 from mirror.calls import Leg, calls_of, classify, link_callbacks
-from mirror.dialect import dialect_of, emptied, run
+from mirror.dialect import run
 from mirror.live import live_calls
 from mirror.pbxtime import PbxClock
 from mirror.settings import Settings
@@ -201,11 +201,7 @@ class Sync:
 
     def _queue_events(self, schemas: list[str]) -> None:
         """Queue the webhooks' events of the calls just merged (staged in `schemas`) and of
-        the links just changed. Not yet on PostgreSQL (mirror.webhooks is SQLite's still):
-        the links' table is emptied there as queueing empties it."""
-        if dialect_of(self.store.db).postgresql:
-            run(self.store.db, emptied(self.store.db, self.store.relinked))
-            return
+        the links just changed."""
         webhooks.queue_events(self.store.db, schemas, self.store.relinked,
                               int(time.time() * 1000))
 

@@ -50,8 +50,30 @@ def dialect_of(db: Database) -> Dialect:
 
 
 def run(db: Database, text: str, params: tuple | list = ()):
-    """Execute house SQL (`?` marks) on either engine; returns the cursor."""
+    """Execute house SQL (`?` marks, `?N` too) on either engine; returns the cursor."""
+    if dialect_of(db).postgresql:
+        text, params = positional(text, params)
     return db.execute_sql(dialect_of(db).sql(text), params)
+
+
+_MARK = re.compile(r"\?(\d*)")
+
+
+def positional(text: str, params: tuple | list) -> tuple[str, list]:
+    """House SQL with numbered marks (`?1`, a value used twice or out of order) as bare `?`s
+    and their values in order, as psycopg2 takes them. A bare `?` is numbered as SQLite does:
+    one past the largest number so far (peewee's marks after a statement's own)."""
+    pieces = _LITERAL.split(text)
+    values, largest = [], 0
+
+    def bare(mark: re.Match) -> str:
+        nonlocal largest
+        number = int(mark.group(1)) if mark.group(1) else largest + 1
+        largest = max(largest, number)
+        values.append(params[number - 1])
+        return "?"
+    text = "".join(piece if i % 2 else _MARK.sub(bare, piece) for i, piece in enumerate(pieces))
+    return text, values
 
 
 def write_transaction(db: Database):
@@ -121,6 +143,34 @@ def write_transaction_at_once(db: Database):
             yield
     finally:
         conn.execute(f"PRAGMA busy_timeout = {int(waited)}")
+
+
+def larger(db: Database) -> str:
+    """The SQL function of the larger of two values (SQLite's two-argument `max`)."""
+    return "greatest" if dialect_of(db).postgresql else "max"
+
+
+def hold(db: Database, what: str, key: int) -> bool:
+    """Take the lock of `what` number `key` (a hook's lane, a report's send) for this
+    connection until `let_go`, unless another connection holds it: False then. Several
+    daemons (one a PBX) share a central history; the server lets go of a connection's locks
+    when it ends, a daemon's kill -9 included, so another daemon takes its work on. SQLite's
+    module.db has one daemon (its instance lock): always True."""
+    if not dialect_of(db).postgresql:
+        return True
+    return run(db, f"SELECT pg_try_advisory_lock({_LOCK_KEYS})", (what, key)).fetchone()[0]
+
+
+def let_go(db: Database, what: str, key: int) -> None:
+    """Release what `hold` took."""
+    if dialect_of(db).postgresql:
+        run(db, f"SELECT pg_advisory_unlock({_LOCK_KEYS})", (what, key))
+
+
+# Advisory locks are the server's, not a schema's: a lock is named by the schema (one history
+# each), what it is and its number (as a 32-bit key: a clash only makes a daemon wait).
+_LOCK_KEYS = ("hashtext(current_schema() || ':' || CAST(? AS text)), "
+              "CAST(CAST(? AS bigint) % 2147483648 AS integer)")
 
 
 def claim_rows(db: Database, query):

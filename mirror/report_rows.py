@@ -8,7 +8,7 @@ from typing import Callable
 
 from peewee import Database
 
-from mirror.dialect import claim_rows, inserted_id, write_transaction
+from mirror.dialect import claim_rows, hold, inserted_id, let_go, write_transaction
 from mirror.models import ModuleSecret, Report, ReportSend, SavedFilter
 from mirror.queries import Visibility
 
@@ -140,13 +140,17 @@ def _owned(db: Database, owner: str | None, report_id: int) -> None:
 # --- the scheduler's side: sends -------------------------------------------------------------
 
 SEND_COLUMNS = ("id", "report_id", "due_ms", "attempts", "file")
+# A send being mailed (`dialect.hold`): the scheduler's that claimed it or took up its retry,
+# until `let_go_of`. With several daemons on a central history another's send, under way,
+# is theirs; one whose daemon died (its locks went with its connection) anyone's.
+SEND = "report send"
 
 
 def claim_due(db: Database, now_ms: int,
               following_run: Callable[[dict], int | None]) -> list[tuple[dict, dict]]:
     """Due reports become `sending` rows of the log, and their next run moves on (to
     `following_run(report)`, epoch ms), in one transaction: a crash afterwards resumes the
-    send, never repeats it. Returns (report, send) rows."""
+    send, never repeats it. Returns (report, send) rows, each held until `let_go_of`."""
     claimed = []
     with write_transaction(db):
         reports = list(claim_rows(db, Report.select().where(
@@ -164,6 +168,7 @@ def claim_due(db: Database, now_ms: int,
                 report_id=report["id"], due_ms=due_ms, period_start_ms=0, period_end_ms=0,
                 status="sending", recipients=report["recipients"],
                 delivery=report["delivery"]))
+            hold(db, SEND, send_id)          # before the commit shows the row to others
             claimed.append((report, {"id": send_id, "report_id": report["id"],
                                      "due_ms": due_ms, "attempts": 0, "file": None}))
     return claimed
@@ -171,16 +176,29 @@ def claim_due(db: Database, now_ms: int,
 
 def retries_due(db: Database, now_ms: int) -> list[tuple[dict, dict]]:
     """Sends to try again, with their report: retries whose time came, and sends a crash
-    interrupted."""
-    sends = list(ReportSend.select(*(getattr(ReportSend, c) for c in SEND_COLUMNS)).where(
-        ((ReportSend.status == "retrying") & (ReportSend.next_attempt_ms <= now_ms))
-        | (ReportSend.status == "sending")).bind(db).dicts())
+    interrupted (not another daemon's, under way), each held until `let_go_of`."""
+    def due():
+        return ReportSend.select(*(getattr(ReportSend, c) for c in SEND_COLUMNS)).where(
+            ((ReportSend.status == "retrying") & (ReportSend.next_attempt_ms <= now_ms))
+            | (ReportSend.status == "sending"))
     found = []
-    for send in sends:
-        report = Report.select().where(Report.id == send["report_id"]).bind(db).dicts().first()
-        if report is not None:
+    for send_id in [send["id"] for send in due().bind(db).dicts()]:
+        if not hold(db, SEND, send_id):
+            continue
+        # read again once held: the daemon that held it may have finished it meanwhile
+        send = due().where(ReportSend.id == send_id).bind(db).dicts().first()
+        report = None if send is None else Report.select().where(
+            Report.id == send["report_id"]).bind(db).dicts().first()
+        if report is None:
+            let_go(db, SEND, send_id)
+        else:
             found.append((report, send))
     return found
+
+
+def let_go_of(db: Database, send_id: int) -> None:
+    """A send claimed or taken up for a retry is over (its outcome recorded)."""
+    let_go(db, SEND, send_id)
 
 
 def next_due_ms(db: Database) -> list[int]:

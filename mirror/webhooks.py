@@ -21,8 +21,9 @@ import socket
 import time
 from urllib.parse import parse_qsl, urlsplit
 
-from peewee import SqliteDatabase
+from peewee import Database
 
+from mirror.dialect import dialect_of, emptied, json_items, larger, positional, run, staged
 from mirror.models import Call
 from mirror.pbxtime import PbxClock
 from mirror.queries import SQLITE_MAX, QueryError, call_filter, calls_query
@@ -72,12 +73,15 @@ class WebhookError(ValueError):
 # end, answered) and of the missed calls whose callback links `{relinked}` just returned: one
 # grouped statement each; an event due at once is due at 0 (a zero takes no byte in the row
 # nor in outbox_due). ?1 hook, ?2 now, ?3 the wait for unreturned, ?4 the events' codes,
-# ?5 created.
-_INSERT = "INSERT OR IGNORE INTO outbox (hook_id, event, linkedid, created_ms, due_ms) "
-_STAGED = (_INSERT + "SELECT ?1, e.value, s.linkedid, ?2, "
-           f"CASE e.value WHEN {UNRETURNED} THEN s.end_ms + ?3 ELSE 0 END "
-           f"FROM {{calls}} s JOIN json_each(?4) e ON CASE e.value WHEN {ANSWERED} THEN "
-           f"s.answered WHEN {CALLBACK} THEN 0 ELSE s.status = 'missed' END "
+# ?5 created. Queued once per hook, event and call: the outbox's UNIQUE key ignores the rest
+# (the WHERE lets SQLite read `ON CONFLICT` as the upsert's, not the join's).
+_INSERT = "INSERT INTO outbox (hook_id, event, linkedid, created_ms, due_ms) "
+_IGNORED = " ON CONFLICT DO NOTHING"
+_CODE = "CAST(e.value AS integer)"
+_STAGED = (_INSERT + f"SELECT ?1, {_CODE}, s.linkedid, ?2, "
+           f"CASE {_CODE} WHEN {UNRETURNED} THEN s.end_ms + ?3 ELSE 0 END "
+           f"FROM {{calls}} s JOIN {{codes}} ON CASE {_CODE} WHEN {ANSWERED} THEN "
+           f"s.answered <> 0 WHEN {CALLBACK} THEN 1 = 0 ELSE s.status = 'missed' END "
            "WHERE s.end_ms >= ?5")
 _RETURNED = (_INSERT + f"SELECT ?1, {CALLBACK}, s.linkedid, ?2, 0 * ?3 "
              "FROM {relinked} r JOIN call s ON s.linkedid = r.linkedid "
@@ -85,36 +89,38 @@ _RETURNED = (_INSERT + f"SELECT ?1, {CALLBACK}, s.linkedid, ?2, 0 * ?3 "
              "AND ?4 IS NOT NULL")
 
 
-def queue_events(db: SqliteDatabase, schemas: list[str], relinked: str, now_ms: int) -> int:
+def queue_events(db: Database, schemas: list[str], relinked: str, now_ms: int) -> int:
     """Queue the events of the calls just written (inside the writer's transaction): the
     staged calls of `schemas` and the callback links of `relinked` (a table of linkedid,
     returned_by, status: emptied here, so the next batch sees only its own). Grouped
     statements per enabled hook; without hooks, one read of an empty table."""
-    conn = db.connection()
-    hooks = conn.execute("SELECT id, events, filters, unreturned_after_min, "
-                         "max(created_ms, forgotten_before_ms) FROM webhook "
-                         "WHERE enabled AND events <> '[]'").fetchall()
+    dialect = dialect_of(db)
+    hooks = run(db, "SELECT id, events, filters, unreturned_after_min, created_ms, "
+                "forgotten_before_ms FROM webhook WHERE enabled <> 0 AND events <> '[]'"
+                ).fetchall()
     statements = []
-    for hook_id, events, filters, after_min, created_ms in hooks:
+    for hook_id, events, filters, after_min, created_ms, forgotten_ms in hooks:
         chosen = json.loads(events)
         codes = json.dumps([EVENTS.index(event) for event in chosen])
-        params = [hook_id, now_ms, after_min * 60_000, codes, created_ms]
-        sources = [_STAGED.format(calls=f"{schema}.call") for schema in schemas
-                   if set(chosen) - {"callback"}]
+        params = [hook_id, now_ms, after_min * 60_000, codes, max(created_ms, forgotten_ms)]
+        sources = [_STAGED.format(calls=staged(db, schema, "call"),
+                                  codes=json_items(dialect, "?4", "e"))
+                   for schema in schemas if set(chosen) - {"callback"}]
         sources += [_RETURNED.format(relinked=relinked)] if "callback" in chosen else []
         statements += [(sql, params, json.loads(filters)) for sql in sources]
     queued = 0
     for sql, params, filters in statements:
+        sql, params = positional(sql, params)
+        sql = dialect.sql(sql)
         narrowed = _filter_sql(db, filters, schemas, relinked)
-        if narrowed is not None:
-            # peewee's marks are bare `?`s: numbered after the statement's own five
+        if narrowed is not None:       # peewee's SQL, already the engine's
             sql, params = sql + f" AND s.linkedid IN ({narrowed[0]})", params + narrowed[1]
-        queued += conn.execute(sql, params).rowcount
-    conn.execute(f"DELETE FROM {relinked}")
+        queued += db.execute_sql(sql + _IGNORED, params).rowcount
+    run(db, emptied(db, relinked))
     return queued
 
 
-def prune(db: SqliteDatabase, now_ms: int) -> int:
+def prune(db: Database, now_ms: int) -> int:
     """Forget the settled events queued more than `KEPT_MS` ago, with their log (the outbox
     and the log do not grow for ever); returns how many. A hook then never queues events of
     calls that ended before the last of them again (a resync re-reads old calls): pending
@@ -122,16 +128,17 @@ def prune(db: SqliteDatabase, now_ms: int) -> int:
     settled = f"state <> {PENDING} AND created_ms < ?"
     cutoff = (now_ms - KEPT_MS,)
     with db.atomic():
-        db.execute_sql(
-            "UPDATE webhook SET forgotten_before_ms = max(forgotten_before_ms, coalesce(("
+        run(db,
+            f"UPDATE webhook SET forgotten_before_ms = {larger(db)}(forgotten_before_ms, "
+            "coalesce(("
             f"SELECT max(created_ms) FROM outbox WHERE hook_id = webhook.id AND {settled}), 0))",
             cutoff)
-        db.execute_sql(f"DELETE FROM delivery WHERE outbox_id IN "
-                       f"(SELECT id FROM outbox WHERE {settled})", cutoff)
-        return db.execute_sql(f"DELETE FROM outbox WHERE {settled}", cutoff).rowcount
+        run(db, f"DELETE FROM delivery WHERE outbox_id IN "
+                f"(SELECT id FROM outbox WHERE {settled})", cutoff)
+        return run(db, f"DELETE FROM outbox WHERE {settled}", cutoff).rowcount
 
 
-def _filter_sql(db: SqliteDatabase, filters: dict, schemas: list[str],
+def _filter_sql(db: Database, filters: dict, schemas: list[str],
                 relinked: str) -> tuple[str, list] | None:
     """The linkedids a hook's filter keeps among the batch's calls, as SQL (None: no filter):
     the page's query over the period the batch's calls started in."""
@@ -139,11 +146,11 @@ def _filter_sql(db: SqliteDatabase, filters: dict, schemas: list[str],
         return None
     flt = hook_filter(filters)
     starts = " UNION ALL ".join(
-        [f"SELECT min(start_ms) AS lo, max(start_ms) AS hi FROM {schema}.call"
+        [f"SELECT min(start_ms) AS lo, max(start_ms) AS hi FROM {staged(db, schema, 'call')}"
          for schema in schemas]
         + [f"SELECT min(c.start_ms), max(c.start_ms) FROM {relinked} r "
            f"JOIN call c ON c.linkedid = r.linkedid"])
-    low, high = db.connection().execute(f"SELECT min(lo), max(hi) FROM ({starts})").fetchone()
+    low, high = run(db, f"SELECT min(lo), max(hi) FROM ({starts}) AS batch").fetchone()
     if low is None:
         return "SELECT NULL WHERE false", []
     flt.start_ms, flt.end_ms = low, high + 1
@@ -288,11 +295,11 @@ def parse_filters(text: str) -> dict:
     return filters
 
 
-def hooks(db: SqliteDatabase) -> list[dict]:
+def hooks(db: Database) -> list[dict]:
     """Every hook with its outbox's counts by state."""
-    rows = _dicts(db, "SELECT * FROM webhook ORDER BY name COLLATE NOCASE, id")
+    rows = _dicts(db, "SELECT * FROM webhook ORDER BY lower(name), id")
     counts = {}
-    for hook_id, state, n in db.execute_sql(
+    for hook_id, state, n in run(db, 
             "SELECT hook_id, state, count(*) FROM outbox GROUP BY hook_id, state"):
         counts.setdefault(hook_id, {})[STATES[state]] = n
     for row in rows:
@@ -302,55 +309,54 @@ def hooks(db: SqliteDatabase) -> list[dict]:
     return rows
 
 
-def hook_of(db: SqliteDatabase, hook_id: int) -> dict:
+def hook_of(db: Database, hook_id: int) -> dict:
     rows = [row for row in hooks(db) if row["id"] == hook_id]
     if not rows:
         raise LookupError(hook_id)
     return rows[0]
 
 
-def create_hook(db: SqliteDatabase, values: dict, by: str, now_ms: int | None = None) -> int:
+def create_hook(db: Database, values: dict, by: str, now_ms: int | None = None) -> int:
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
     with db.atomic():
-        cursor = db.execute_sql(
-            "INSERT INTO webhook (name, url, secret, events, filters, unreturned_after_min, "
-            "enabled, created_ms, created_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        return run(
+            db, "INSERT INTO webhook (name, url, secret, events, filters, unreturned_after_min, "
+            "enabled, created_ms, created_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
             (values["name"], values["url"], new_secret(), values["events"], values["filters"],
-             values["unreturned_after_min"], values["enabled"], now_ms, by))
-    return cursor.lastrowid
+             values["unreturned_after_min"], values["enabled"], now_ms, by)).fetchall()[0][0]
 
 
-def change_hook(db: SqliteDatabase, hook_id: int, values: dict) -> None:
+def change_hook(db: Database, hook_id: int, values: dict) -> None:
     columns = ("name", "url", "events", "filters", "unreturned_after_min", "enabled")
     with db.atomic():
-        if not db.execute_sql(
-                f"UPDATE webhook SET {', '.join(f'{c} = ?' for c in columns)} WHERE id = ?",
+        if not run(
+                db, f"UPDATE webhook SET {', '.join(f'{c} = ?' for c in columns)} WHERE id = ?",
                 (*(values[c] for c in columns), hook_id)).rowcount:
             raise LookupError(hook_id)
 
 
-def renew_secret(db: SqliteDatabase, hook_id: int) -> str:
+def renew_secret(db: Database, hook_id: int) -> str:
     secret = new_secret()
     with db.atomic():
-        if not db.execute_sql("UPDATE webhook SET secret = ? WHERE id = ?",
+        if not run(db, "UPDATE webhook SET secret = ? WHERE id = ?",
                               (secret, hook_id)).rowcount:
             raise LookupError(hook_id)
     return secret
 
 
-def delete_hook(db: SqliteDatabase, hook_id: int) -> None:
+def delete_hook(db: Database, hook_id: int) -> None:
     """The hook, its outbox and its log."""
     with db.atomic():
-        db.execute_sql("DELETE FROM delivery WHERE outbox_id IN "
-                       "(SELECT id FROM outbox WHERE hook_id = ?)", (hook_id,))
-        db.execute_sql("DELETE FROM outbox WHERE hook_id = ?", (hook_id,))
-        if not db.execute_sql("DELETE FROM webhook WHERE id = ?", (hook_id,)).rowcount:
+        run(db, "DELETE FROM delivery WHERE outbox_id IN "
+                "(SELECT id FROM outbox WHERE hook_id = ?)", (hook_id,))
+        run(db, "DELETE FROM outbox WHERE hook_id = ?", (hook_id,))
+        if not run(db, "DELETE FROM webhook WHERE id = ?", (hook_id,)).rowcount:
             raise LookupError(hook_id)
 
 
 # --- the log -----------------------------------------------------------------------------------
 
-def deliveries(db: SqliteDatabase, hook_id: int, *, limit: int = 50,
+def deliveries(db: Database, hook_id: int, *, limit: int = 50,
                before: int | None = None) -> list[dict]:
     """A hook's outbox rows, newest first (keyset by id), each with its last attempt. The
     outbox is walked backwards by id (`+o.hook_id`: not by the key's index, which would sort
@@ -364,18 +370,18 @@ def deliveries(db: SqliteDatabase, hook_id: int, *, limit: int = 50,
         (hook_id, SQLITE_MAX if before is None else before, limit))
 
 
-def redeliver(db: SqliteDatabase, hook_id: int, outbox_id: int, now_ms: int | None = None) -> None:
+def redeliver(db: Database, hook_id: int, outbox_id: int, now_ms: int | None = None) -> None:
     """Put one delivery back to pending, due now, its attempts counted afresh."""
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
     with db.atomic():
-        if not db.execute_sql(
-                f"UPDATE outbox SET state = {PENDING}, due_ms = ?, attempts = 0 "
+        if not run(
+                db, f"UPDATE outbox SET state = {PENDING}, due_ms = ?, attempts = 0 "
                 "WHERE id = ? AND hook_id = ?", (now_ms, outbox_id, hook_id)).rowcount:
             raise LookupError(outbox_id)
 
 
-def _dicts(db: SqliteDatabase, sql: str, params=()) -> list[dict]:
-    cursor = db.execute_sql(sql, params)
+def _dicts(db: Database, sql: str, params=()) -> list[dict]:
+    cursor = run(db, sql, params)
     names = [column[0] for column in cursor.description]
     return [dict(zip(names, row)) for row in cursor]
 

@@ -58,11 +58,19 @@ class ReportScheduler(Worker):
             return self.settings["reports.check_interval"]
         now_ms = int(now_s * 1000)
         self._sweep(now_ms)
-        for due in self._claim_due(now_s):
-            self._attempt(due, now_s)
-        for due in self._retries_due(now_ms):
-            self._attempt(due, now_s)
+        self._attempt_all(self._claim_due(now_s), now_s)
+        self._attempt_all(self._retries_due(now_ms), now_s)    # after: not those just claimed
         return self._next_look(now_ms)
+
+    def _attempt_all(self, held: list[_Due], now_s: float) -> None:
+        """Attempt each send, letting go of each as it is over (or the step failed)."""
+        try:
+            while held:
+                self._attempt(held[0], now_s)
+                report_rows.let_go_of(self.db, held.pop(0).send["id"])
+        finally:
+            for due in held:
+                report_rows.let_go_of(self.db, due.send["id"])
 
     # --- what is due ---------------------------------------------------------------------------
 

@@ -58,7 +58,7 @@ def driver() -> None:
     """psycopg2, which peewee's PostgresqlDatabase uses: missing, as a missing binary."""
     if importlib.util.find_spec("psycopg2") is None:
         from tests.stack import missing
-        missing("psycopg2 (PostgreSQL's driver)", "./bin/test installs it (setup.cfg [test])")
+        missing("psycopg2 (PostgreSQL's driver)", "./bin/test installs it (setup.cfg)")
 
 
 def server_user() -> pwd.struct_passwd | None:

@@ -58,6 +58,8 @@ def test_the_archive_holds_the_runtime_and_no_launcher_needing_python(runtime_ar
         "the module's own code ships as its files"
     assert not [n for n in names if n.startswith(("bin/_internal/PIL", "bin/_internal/standin",
                                                   "bin/_internal/pytest"))]
+    assert [n for n in names if n.startswith("bin/_internal/psycopg2/_psycopg")], \
+        "PostgreSQL's driver: module.db may be a postgresql:// URL"
     etree = [n for n in names if n.startswith("bin/_internal/lxml/etree.")]
     assert etree, "openpyxl's write-only workbooks stream through lxml (the fastest writer)"
     assert not [n for n in names if n.startswith("bin/_internal/lxml/objectify")]
@@ -74,6 +76,24 @@ def test_extcdr_package_gives_the_same_archive_from_the_same_tree(runtime_archiv
     assert code == 0, err
     assert again.read_bytes() == runtime_archive.read_bytes()
     assert json.loads(out)["sha256"] == hashlib.sha256(again.read_bytes()).hexdigest()
+
+
+def test_the_runtime_keeps_a_central_history_on_postgresql(runtime_archive, pg_schema_url,
+                                                           tmp_path):
+    """The bundle's own driver (its own libpq) opens a postgresql:// module.db, where no
+    Python can be found."""
+    module = tmp_path / "module"
+    with zipfile.ZipFile(runtime_archive) as archive:
+        archive.extractall(module)
+    (module / "bin" / "extcdr").chmod(0o755)
+    done = subprocess.run([*no_python(), str(module / "bin" / "extcdr"), "migrate", "--db",
+                           pg_schema_url], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    done = subprocess.run([*no_python(), str(module / "bin" / "extcdr"), "status", "--db",
+                           pg_schema_url, "--format", "json"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["calls"] == 0
 
 
 def test_the_sandbox_hides_every_python():

@@ -18,6 +18,7 @@ from daemon.deliverer import FIRST_DUE, Deliverer, post
 from daemon.resident import Daemon
 from mirror import webhooks
 from mirror.database import open_module_db
+from mirror.dialect import run
 from mirror.settings import load
 from mirror.worklist import mark_handled
 from tests.conftest import wait_for
@@ -134,9 +135,9 @@ def deliver_due(settings, seconds: float = 20.0) -> None:
     try:
         while time.monotonic() < deadline:
             wait = deliverer.step(time.time())
-            if not deliverer.under_way and not deliverer.db.execute_sql(
-                    "SELECT 1 FROM outbox o JOIN webhook w ON w.id = o.hook_id AND w.enabled "
-                    f"WHERE o.state = {webhooks.PENDING}").fetchone():
+            if not deliverer.under_way and not run(
+                    deliverer.db, "SELECT 1 FROM outbox o JOIN webhook w ON w.id = o.hook_id "
+                    f"AND w.enabled <> 0 WHERE o.state = {webhooks.PENDING}").fetchone():
                 return
             deliverer.wake.wait(wait)
             deliverer.wake.clear()
