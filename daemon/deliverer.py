@@ -40,14 +40,38 @@ _BATCH = 16               # rows cancelled in a step at most (then it looks agai
 _MAX_DELAY_S = 3600.0
 
 
-# The first due row of each enabled hook (?2: of this one only), walking the pending rows in
-# due order (`+hook_id`: the pending rows' index, never a scan of the hook's settled month).
-FIRST_DUE = (
-    f"SELECT o.id, o.hook_id, {webhooks.EVENT} AS event, o.linkedid, "
-    f"{webhooks.KEY} AS idempotency_key, o.attempts, w.url, w.secret FROM webhook w "
-    "JOIN outbox o ON o.id = (SELECT id FROM outbox WHERE +hook_id = w.id "
-    f"AND state = {webhooks.PENDING} AND due_ms <= ?1 "
-    "ORDER BY due_ms, id LIMIT 1) WHERE w.enabled <> 0 AND w.id = coalesce(?2, w.id)")
+def _pending(postgresql: bool) -> tuple[str, str]:
+    """SQL of a hook `w`'s pending rows (schema 16): the first due at once, walking ids from
+    the hook's `next_id` (no index holds them on SQLite), and the FROM/WHERE of those that
+    wait for a time (the outbox's index of them). On SQLite `+` keeps the hook's column from
+    choosing an index (its UNIQUE key would walk every row the hook ever had); PostgreSQL's
+    index of pending rows starts with the hook."""
+    hook = "hook_id" if postgresql else "+hook_id"
+    at_once = (f"SELECT id FROM outbox WHERE id >= w.next_id AND {hook} = w.id "
+               f"AND state = {webhooks.PENDING} AND due_ms = 0 ORDER BY id LIMIT 1")
+    waiting = f"FROM outbox WHERE {hook} = w.id AND state = {webhooks.PENDING} AND due_ms > 0"
+    return at_once, waiting
+
+
+def first_due_sql(postgresql: bool) -> str:
+    """The first due row of each enabled hook (?2: of this one only): one due at once, else
+    the one that waited longest for its time (?1: now)."""
+    at_once, waiting = _pending(postgresql)
+    return (f"SELECT o.id, o.hook_id, {webhooks.EVENT} AS event, o.linkedid, "
+            f"{webhooks.KEY} AS idempotency_key, o.attempts, o.due_ms, w.url, w.secret "
+            f"FROM webhook w JOIN outbox o ON o.id = coalesce(({at_once}), (SELECT id "
+            f"{waiting} AND due_ms <= ?1 ORDER BY due_ms, id LIMIT 1)) "
+            "WHERE w.enabled <> 0 AND w.id = coalesce(?2, w.id)")
+
+
+def next_due_sql(postgresql: bool, busy: str) -> str:
+    """When the first row of an enabled hook not in `busy` falls due (0: at once)."""
+    at_once, waiting = _pending(postgresql)
+    return (f"SELECT min(CASE WHEN EXISTS ({at_once}) THEN 0 ELSE (SELECT min(due_ms) "
+            f"{waiting}) END) FROM webhook w WHERE w.enabled <> 0 AND "
+            f"CAST(w.id AS text) NOT IN (SELECT busy.value FROM {busy})")
+
+
 # A hook's lane (`dialect.hold`): the daemon posting to it. Several daemons on a central
 # history each send, but never to one hook at once, so never one event twice.
 LANE = "webhook lane"
@@ -154,12 +178,10 @@ class Deliverer(Worker):
             self._pruned_s = now_s
         if not self._post_due(now_ms):
             return 0.0
-        busy = json_items(dialect_of(self.db), "?", "busy")
+        dialect = dialect_of(self.db)
         busy_ids = json.dumps([str(hook) for hook in {*self.under_way, *self.elsewhere}])
         following = run(self.db,       # a disabled or busy hook's rows wait: not due
-                        "SELECT min(o.due_ms) FROM outbox o JOIN webhook w ON w.id = o.hook_id "
-                        f"AND w.enabled <> 0 WHERE o.state = {webhooks.PENDING} AND "
-                        f"CAST(o.hook_id AS text) NOT IN (SELECT busy.value FROM {busy})",
+                        next_due_sql(dialect.postgresql, json_items(dialect, "?", "busy")),
                         (busy_ids,)).fetchone()[0]
         if following is None:
             return interval
@@ -209,7 +231,7 @@ class Deliverer(Worker):
 
     def _first_due(self, now_ms: int, hook_id: int | None = None) -> list[dict]:
         """The first due row of each enabled hook (or of this one): oldest due first."""
-        cursor = run(self.db, FIRST_DUE, (now_ms, hook_id))
+        cursor = run(self.db, first_due_sql(dialect_of(self.db).postgresql), (now_ms, hook_id))
         names = [column[0] for column in cursor.description]
         return [dict(zip(names, row)) for row in cursor]
 
@@ -297,6 +319,11 @@ class Deliverer(Worker):
                 "UPDATE outbox SET state = ?, attempts = ?, due_ms = ? "
                 f"WHERE id = ? AND state = {webhooks.PENDING} AND attempts = ?",
                 (webhooks.STATES.index(state), attempts, due_ms, send["id"], send["attempts"]))
+            if send["due_ms"] == 0 and not dialect_of(self.db).postgresql:
+                # the hook's first row due at once is past it now: settled, or waiting for a
+                # retry's time (one writer: no row comes later with a smaller id; schema 16)
+                run(self.db, "UPDATE webhook SET next_id = max(next_id, ?) WHERE id = ?",
+                    (send["id"] + 1, send["hook_id"]))
         if state == "failed":
             log.warning("webhook %d: gave up on %s %s after %d attempts: %s", send["hook_id"],
                         send["event"], send["linkedid"], attempts, outcome.response[:200])

@@ -538,6 +538,30 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE outbox_15 RENAME TO outbox",
         "CREATE INDEX outbox_due ON outbox (due_ms) WHERE state = 0",
     ),
+    # 16: the outbox's index holds only the rows that wait for a time (an unreturned event
+    # due N minutes after its call, a retry, a Redeliver): an event due at once — nine in ten
+    # of them — is no index entry the writer makes. The deliverer finds those in id order
+    # from `webhook.next_id`, where the hook's first one may be (all before it were
+    # settled or wait for a time): ids only grow (AUTOINCREMENT: never one used again, not
+    # after the newest rows are pruned or a hook deleted), and on SQLite the writer is one,
+    # so no event is committed later with a smaller id than one already seen.
+    (
+        "ALTER TABLE webhook ADD COLUMN next_id INTEGER NOT NULL DEFAULT 0",
+        """CREATE TABLE outbox_16 (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            hook_id INTEGER NOT NULL,
+            event INTEGER NOT NULL,
+            linkedid TEXT NOT NULL,
+            created_ms INTEGER NOT NULL,
+            due_ms INTEGER NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            state INTEGER NOT NULL DEFAULT 0,
+            UNIQUE (hook_id, linkedid, event))""",
+        "INSERT INTO outbox_16 SELECT * FROM outbox",
+        "DROP TABLE outbox",
+        "ALTER TABLE outbox_16 RENAME TO outbox",
+        "CREATE INDEX outbox_due ON outbox (due_ms) WHERE state = 0 AND due_ms > 0",
+    ),
 )
 
 LATEST = len(MIGRATIONS)
@@ -941,6 +965,12 @@ PG_MIGRATIONS: tuple[tuple[int, tuple], ...] = (
         "WHEN 'pending' THEN 0 WHEN 'delivered' THEN 1 WHEN 'failed' THEN 2 ELSE 3 END",
         "ALTER TABLE outbox ALTER COLUMN state SET DEFAULT 0",
         "CREATE INDEX outbox_due ON outbox (due_ms) WHERE state = 0")),
+    # Several writers (one a PBX) commit ids out of order here: the hook's `next_id` stays 0
+    # and every pending row is in the index, due at once (0) or later, by hook.
+    (16, (
+        "ALTER TABLE webhook ADD COLUMN next_id bigint NOT NULL DEFAULT 0",
+        "DROP INDEX outbox_due",
+        "CREATE INDEX outbox_due ON outbox (hook_id, due_ms, id) WHERE state = 0")),
 )
 
 

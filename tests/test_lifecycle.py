@@ -447,38 +447,16 @@ def _without_last_migration(code: str) -> str:
                         "MIGRATIONS = MIGRATIONS[:-1]\nLATEST = len(MIGRATIONS)")
 
 
-# The code of the release before the last schema step (15: a supervisor's API token names its
-# groups; the outbox's events and states as codes), as it used the tables then. Whoever adds a
-# step puts its code here.
+# The code of the release before the last schema step (16: the outbox's index holds only the
+# rows that wait for a time; a hook's rows due at once are walked from its `next_id`), as it
+# used the tables then. Whoever adds a step puts its code here.
 BEFORE_LAST_STEP: dict[str, list[tuple[str, str]]] = {
-    # API tokens had no groups: a token was looked up and listed without them
-    "mirror/tokens.py": [
-        ('        "groups FROM api_token WHERE digest = ?", (wanted,)).fetchone()\n',
-         """        "'[]' FROM api_token WHERE digest = ?", (wanted,)).fetchone()\n"""),
-        ('_COLUMNS = ("id", "name", "role", "extensions", "groups", "created_by", "created_ms",\n',
-         '_COLUMNS = ("id", "name", "role", "extensions", "\'[]\'", "created_by", "created_ms",\n'),
-        ('            db, "INSERT INTO api_token (name, digest, role, extensions, groups, '
-         'created_by, "\n'
-         '            "created_ms, expires_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",\n'
-         '            (name, digest(token), role, json.dumps(extensions),\n'
-         '             json.dumps(groups, ensure_ascii=False), created_by, now_ms, expires_ms)',
-         '            db, "INSERT INTO api_token (name, digest, role, extensions, created_by, "\n'
-         '            "created_ms, expires_ms) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",\n'
-         '            (name, digest(token), role, json.dumps(extensions),\n'
-         '             created_by, now_ms, expires_ms)')],
-    # 15: the outbox held events and states by name (the codes' SQL was their names)
-    "mirror/webhooks.py": [
-        ("MISSED, UNRETURNED, ANSWERED, CALLBACK = range(len(EVENTS))\n"
-         "PENDING, DELIVERED, FAILED, CANCELLED = range(len(STATES))\n",
-         "MISSED, UNRETURNED, ANSWERED, CALLBACK = map(repr, EVENTS)\n"
-         "PENDING, DELIVERED, FAILED, CANCELLED = map(repr, STATES)\n"),
-        ('    return f"CASE {column} {cases} END"\n', "    return column\n"),
-        ("        codes = json.dumps([EVENTS.index(event) for event in chosen])\n",
-         "        codes = events\n"),
-        ("counts.setdefault(hook_id, {})[STATES[state]] = n",
-         "counts.setdefault(hook_id, {})[state] = n")],
+    # every pending row was in outbox_due; the hook had no next_id
     "daemon/deliverer.py": [
-        ("(webhooks.STATES.index(state), attempts, ", "(state, attempts, ")],
+        ('    at_once = (f"SELECT id FROM outbox WHERE id >= w.next_id AND {hook} = w.id "\n',
+         '    at_once = (f"SELECT id FROM outbox WHERE {hook} = w.id "\n'),
+        ('            if send["due_ms"] == 0 and not dialect_of(self.db).postgresql:\n',
+         "            if False:\n")],
 }
 
 
@@ -491,9 +469,12 @@ def _with_failing_migrations(code: str) -> str:
 LATEST = len(MIGRATIONS)""")
 
 
-def _outbox_state_type(conn: sqlite3.Connection) -> str:
-    return conn.execute("SELECT type FROM pragma_table_info('outbox') WHERE name = 'state'"
-                        ).fetchone()[0]
+def _columns(conn: sqlite3.Connection, table: str) -> set[str]:
+    return {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+
+
+def _outbox_sql(conn: sqlite3.Connection) -> str:
+    return conn.execute("SELECT sql FROM sqlite_master WHERE name = 'outbox'").fetchone()[0]
 
 
 def test_upgrade_from_the_previous_schema_version_keeps_everything(tmp_path, pbx, archive, cli):
@@ -501,9 +482,16 @@ def test_upgrade_from_the_previous_schema_version_keeps_everything(tmp_path, pbx
     assert cli("install", "--pbx", pbx, "--archive", previous)[0] == 0
     with sqlite3.connect(module_db(pbx)) as conn:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == schema.LATEST - 1
-        # The last step (15) gives API tokens their groups and the outbox codes.
-        assert "groups" not in {row[1] for row in conn.execute("PRAGMA table_info(api_token)")}
-        assert _outbox_state_type(conn) == "TEXT"
+        # The last step (16) gives hooks their next_id and the outbox ids never used again.
+        assert "next_id" not in _columns(conn, "webhook")
+        assert "AUTOINCREMENT" not in _outbox_sql(conn)
+        hook = conn.execute("INSERT INTO webhook (name, url, secret, events, created_ms, "
+                            "created_by) VALUES ('crm', 'https://crm.example.com/', 's', "
+                            "'[\"missed\"]', 0, 'admin')").lastrowid
+        conn.execute("INSERT INTO outbox (hook_id, event, linkedid, created_ms, due_ms, state) "
+                     "VALUES (?, 0, 'mikopbx-1.1', 1, 0, 1), (?, 1, 'mikopbx-1.1', 1, 5, 0)",
+                     (hook, hook))
+        outbox = conn.execute("SELECT * FROM outbox WHERE linkedid = 'mikopbx-1.1'").fetchall()
     calls, before, settings_before = in_use(pbx, cli)
 
     code, out, err = cli("upgrade", "--pbx", pbx, "--archive", archive)
@@ -511,8 +499,9 @@ def test_upgrade_from_the_previous_schema_version_keeps_everything(tmp_path, pbx
     assert out.strip() == f"upgraded {MODULE} 0.0.9 -> 0.1.0, data kept"
     with sqlite3.connect(module_db(pbx)) as conn:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == schema.LATEST
-        assert "groups" in {row[1] for row in conn.execute("PRAGMA table_info(api_token)")}
-        assert _outbox_state_type(conn) == "INTEGER"
+        assert "next_id" in _columns(conn, "webhook") and "AUTOINCREMENT" in _outbox_sql(conn)
+        assert conn.execute("SELECT * FROM outbox WHERE linkedid = 'mikopbx-1.1'"
+                            ).fetchall() == outbox
         # the rollups, kept through the upgrade
         assert rollups_off(conn) == [] and conn.execute(
             "SELECT sum(calls) FROM call_rollup").fetchone()[0] == calls

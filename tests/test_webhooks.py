@@ -14,7 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from daemon.deliverer import FIRST_DUE, Deliverer, post
+from daemon.deliverer import Deliverer, first_due_sql, next_due_sql, post
 from daemon.resident import Daemon
 from mirror import webhooks
 from mirror.database import open_module_db
@@ -449,18 +449,49 @@ def test_a_slow_crm_holds_up_only_its_own_hook(pbx, receiver):
 
 
 def test_the_next_row_of_a_hook_is_found_among_the_pending_not_its_history(pbx):
-    """A hook's month of settled rows is not read to find its next due row: the look walks
-    the pending rows' index in due order (no sort)."""
+    """A hook's month of settled rows is not read to find its next due row: its rows due at
+    once are walked by id from where its first one may be (`next_id`, moved on by each one
+    settled), those that wait for a time by their index in due order (no sort)."""
     add_hook(pbx, "http://127.0.0.1:9/")
     mirror(pbx)
     db = open_module_db(pbx["db"])
     try:
         db.execute_sql(f"UPDATE outbox SET state = {webhooks.DELIVERED} WHERE id % 10 <> 0")
-        steps = [row[3] for row in db.execute_sql("EXPLAIN QUERY PLAN " + FIRST_DUE, (0, None))]
+        steps = [row[3] for sql in (first_due_sql(False), next_due_sql(False, "json_each(?) AS busy"))
+                 for row in db.execute_sql("EXPLAIN QUERY PLAN " + sql,
+                                           (0, None) if "?1" in sql else ("[]",))]
     finally:
         db.close()
-    assert "SEARCH outbox USING INDEX outbox_due (due_ms<?)" in steps, steps
-    assert not any("TEMP B-TREE" in step or "outbox_of_hook" in step for step in steps), steps
+    assert steps.count("SEARCH outbox USING INTEGER PRIMARY KEY (rowid>?)") == 2, steps
+    assert "SEARCH outbox USING INDEX outbox_due (due_ms>? AND due_ms<?)" in steps, steps
+    assert "SEARCH outbox USING INDEX outbox_due (due_ms>?)" in steps, steps
+    assert not any("TEMP B-TREE" in step or "SCAN outbox" in step for step in steps), steps
+
+
+def test_a_hook_delivers_its_rows_due_at_once_and_those_put_back(pbx, receiver):
+    """Every row due at once goes, each moving the hook's `next_id` past it; one answered
+    500 goes again at its retry's time, and one the page puts back (Redeliver) goes again,
+    though both are behind `next_id` by then."""
+    target = receiver(statuses=[500])
+    hook = add_hook(pbx, target.url, ["missed", "answered", "callback"])
+    mirror(pbx, rows=pbx["rows"][:300])
+    keys = {key: event_id for key, event_id in query(pbx, f"SELECT {KEY}, id FROM outbox o")}
+    assert len(keys) > 20 and query(pbx, "SELECT max(due_ms) FROM outbox") == [(0,)]
+    deliver_due(settings_for(pbx))
+    got = [one["headers"][webhooks.KEY_HEADER] for one in target.got]
+    assert set(got) == set(keys) and len(got) == len(keys) + 1     # the 500's key twice
+    assert query(pbx, "SELECT next_id FROM webhook WHERE id = ?", (hook,)) == [
+        (max(keys.values()) + 1,)]
+    again = min(keys, key=keys.get)
+    db = open_module_db(pbx["db"])
+    try:
+        webhooks.redeliver(db, hook, keys[again])
+    finally:
+        db.close()
+    deliver_due(settings_for(pbx))
+    assert [one["headers"][webhooks.KEY_HEADER] for one in target.got[len(got):]] == [again]
+    assert query(pbx, f"SELECT count(*) FROM outbox WHERE state <> {webhooks.DELIVERED}"
+                 ) == [(0,)]
 
 
 def test_a_callback_re_linked_after_a_deletion_is_queued_once(tmp_path, capsys):
