@@ -8,7 +8,7 @@ import json
 import sys
 import time
 
-from cli.base import CliError
+from cli.base import CliError, add_db_argument
 from mirror import settings as settings_module
 from mirror.database import open_module_db
 from mirror.records import iso_time
@@ -21,7 +21,7 @@ def add_commands(sub) -> dict:
     actions = token.add_subparsers(dest="token_action", required=True,
                                    parser_class=type(token))
     create = actions.add_parser("create", help="a new token, printed once")
-    create.add_argument("--db", required=True, type=settings_module.database_target)
+    add_db_argument(create)
     create.add_argument("--name", required=True, help="who uses it (the CRM, a script)")
     create.add_argument("--role", required=True, choices=ROLES)
     create.add_argument("--extensions", default="",
@@ -33,10 +33,10 @@ def add_commands(sub) -> dict:
     create.add_argument("--expires-days", type=int, metavar="N",
                         help=f"expires after N days (1 to {MAX_EXPIRY_DAYS}; default: never)")
     listing = actions.add_parser("list", help="the tokens (never the tokens themselves)")
-    listing.add_argument("--db", required=True, type=settings_module.database_target)
+    add_db_argument(listing)
     listing.add_argument("--format", choices=("text", "json"), default="text")
     revoke = actions.add_parser("revoke", help="revoke a token from now on")
-    revoke.add_argument("--db", required=True, type=settings_module.database_target)
+    add_db_argument(revoke)
     revoke.add_argument("id", type=int, metavar="ID")
     return {"token": run}
 

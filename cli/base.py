@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from typing import Callable
 
+from mirror.settings import database_target
+
 Command = Callable[[argparse.Namespace], int]
 
 
@@ -30,6 +32,12 @@ def setup_logging(level: str, syslog: bool) -> None:
         handler.setFormatter(logging.Formatter(
             "%(asctime)s extcdr[%(process)d] %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
+
+
+def add_db_argument(parser, required: bool = True,
+                    help: str = "the module's mirror: module.db, or a postgresql:// URL") -> None:
+    """`--db`: the mirror the command works on."""
+    parser.add_argument("--db", required=required, type=database_target, help=help)
 
 
 def add_user_arguments(parser, user_help: str) -> None:

@@ -8,7 +8,7 @@ import getpass
 import time
 from pathlib import Path
 
-from cli.base import CliError, Parser
+from cli.base import CliError, Parser, add_db_argument
 from mirror import contacts
 from mirror import settings as settings_module
 from mirror.contact_files import MAX_FILE_BYTES, parse_contacts_file
@@ -24,13 +24,13 @@ def add_commands(sub) -> dict:
     actions = group.add_subparsers(dest="contacts_command", required=True, parser_class=Parser)
     imports = actions.add_parser("import", help="import a CSV or vCard file; re-importing "
                                  "updates its contacts, never duplicates them")
-    imports.add_argument("--db", required=True, type=settings_module.database_target)
+    add_db_argument(imports)
     imports.add_argument("file", metavar="FILE", type=Path)
     imports.add_argument("--dry-run", action="store_true",
                          help="print what would change, save nothing")
     imports.add_argument("--config", type=Path, help="settings file (TOML)")
     listing = actions.add_parser("list", help="the contacts by name")
-    listing.add_argument("--db", required=True, type=settings_module.database_target)
+    add_db_argument(listing)
     listing.add_argument("--search", default="", metavar="TEXT",
                          help="a part of a name, company, e-mail or number")
     listing.add_argument("--config", type=Path, help="settings file (TOML)")

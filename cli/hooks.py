@@ -5,18 +5,17 @@ from __future__ import annotations
 
 import json
 
-from cli.base import CliError
+from cli.base import CliError, add_db_argument
 from mirror import webhooks
 from mirror.database import open_module_db
 from mirror.queries import whole_number
-from mirror.settings import database_target
 
 
 def add_commands(sub) -> dict:
     hooks = sub.add_parser("webhooks", help="the webhooks and their deliveries")
     hooks.add_argument("action", choices=("list", "log"))
     hooks.add_argument("hook", nargs="?", help="with log: the hook's id")
-    hooks.add_argument("--db", required=True, type=database_target)
+    add_db_argument(hooks)
     hooks.add_argument("--limit", default="50", help="with log: deliveries shown (newest)")
     hooks.add_argument("--redeliver", metavar="ID", help="with log: put delivery ID back")
     hooks.add_argument("--format", choices=("text", "json"), default="text")

@@ -9,7 +9,7 @@ from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
-from cli.base import CliError, add_user_arguments, chosen_user
+from cli.base import CliError, add_db_argument, add_user_arguments, chosen_user
 from daemon.sync import mirror_sync
 from i18n import STATUS_LABELS, TAB_LABELS
 from mirror import schema
@@ -34,8 +34,7 @@ def add_commands(sub) -> dict:
     sync.add_argument("--pbx-db", type=Path, help="the PBX config DB (mikopbx.db)")
     sync.add_argument("--groups-db", type=Path,
                       help="ModuleUsersGroups' module.db (default: found next to --pbx-db)")
-    sync.add_argument("--db", required=True, type=settings_module.database_target,
-                      help="the module's mirror (module.db, or a postgresql:// URL)")
+    add_db_argument(sync)
     sync.add_argument("--once", action="store_true", help="catch up once and exit")
     sync.add_argument("--timezone", help="PBX timezone (default: from the config DB)")
     _setting_flag(sync, "--callback-window", "calls.callback_window", int, "SECONDS")
@@ -48,7 +47,7 @@ def add_commands(sub) -> dict:
     _setting_flag(sync, "--batch-rows", "sync.batch_rows", int, "ROWS")
 
     calls = sub.add_parser("calls", help="list calls of the mirror, newest first")
-    calls.add_argument("--db", required=True, type=settings_module.database_target)
+    add_db_argument(calls)
     calls.add_argument("--format", choices=("jsonl", "table", "summary"), default="table",
                        help="one JSON object per call, a table, or counts by direction x status")
     add_filter_arguments(calls)
@@ -59,7 +58,7 @@ def add_commands(sub) -> dict:
 
     export = sub.add_parser("export", help="write the calls of a filter to a file (Excel, CSV, "
                             "JSON Lines), as the page's export does")
-    export.add_argument("--db", required=True, type=settings_module.database_target)
+    add_db_argument(export)
     export.add_argument("--format", required=True, help="xlsx, csv, pdf or jsonl")
     export.add_argument("--out", required=True, type=Path, help="the file to write")
     add_user_arguments(export, "export only what this user may see (an operator: calls of "
@@ -69,13 +68,13 @@ def add_commands(sub) -> dict:
     add_timezone_arguments(export)
 
     status = sub.add_parser("status", help="mirror size, cursor and lag behind the PBX")
-    status.add_argument("--db", required=True, type=settings_module.database_target)
+    add_db_argument(status)
     status.add_argument("--cdr-db", type=Path, help="the PBX's cdr.db, to measure the lag")
     status.add_argument("--format", choices=("text", "json"), default="text")
 
     migrate = sub.add_parser("migrate", help="create module.db or bring it to this version's "
                              "schema (all steps in one transaction)")
-    migrate.add_argument("--db", required=True, type=settings_module.database_target)
+    add_db_argument(migrate)
     return {"sync": cmd_sync, "calls": cmd_calls, "export": cmd_export, "status": cmd_status,
             "migrate": cmd_migrate}
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cli.base import CliError, setup_logging
+from cli.base import CliError, add_db_argument, setup_logging
 from mirror import settings as settings_module
 from pbx.config import groups_db_beside
 from pbx.phonebook import phonebook_db_beside
@@ -26,15 +26,15 @@ def add_commands(sub) -> dict:
     daemon.add_argument("--pbx-db", type=Path, help="same as --set pbx.config_db=PATH (and "
                         "pbx.groups_db and pbx.phonebook_db, ModuleUsersGroups' and "
                         "ModulePhoneBook's DBs, when found beside it)")
-    daemon.add_argument("--db", type=settings_module.database_target,
-                        help="same as --set module.db=PATH (or a postgresql:// URL)")
+    add_db_argument(daemon, required=False,
+                    help="same as --set module.db=PATH (or a postgresql:// URL)")
     daemon.add_argument("--syslog", action="store_true", help="log to syslog, not stderr")
 
     web = sub.add_parser("web", help="serve the history pages and the JSON API (waitress), "
                          "behind the PBX admin shell's nginx")
     web.add_argument("--config", type=Path, help="settings file (TOML; holds web.proxy_token)")
-    web.add_argument("--db", type=settings_module.database_target,
-                     help="same as --set module.db=PATH (or a postgresql:// URL)")
+    add_db_argument(web, required=False,
+                    help="same as --set module.db=PATH (or a postgresql:// URL)")
     web.add_argument("--listen", metavar="HOST:PORT", help="same as --set web.listen=HOST:PORT")
     # The login hook: `login(args) -> web.auth.Login | None`, a login run in this process
     # instead of the PBX's nginx (development: the stand-in shell adds `--standin`).

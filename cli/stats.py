@@ -7,14 +7,13 @@ import json
 import sys
 from pathlib import Path
 
-from cli.base import CliError
+from cli.base import CliError, add_db_argument
 from cli.mirror import add_filter_arguments, add_timezone_arguments, filter_params, mirror_context
 from mirror.analytics import (GRAINS, REPORT_TITLES, REPORTS, SERVICE_LEVEL_S, TEXT, Report,
                               build_report, report_options)
 from mirror.database import open_module_db
 from mirror.queries import PERIODS, YEARS
 from mirror.records import iso_time
-from mirror.settings import database_target
 
 PRINTED = ("table", "json", "csv")
 
@@ -24,7 +23,7 @@ def add_commands(sub) -> dict:
     stats = sub.add_parser("stats", conflict_handler="resolve",
                            help="an analytics report: employees, traffic, lines, menus, queues "
                            "or callbacks, over a period and filter")
-    stats.add_argument("--db", required=True, type=database_target)
+    add_db_argument(stats)
     stats.add_argument("--report", required=True, help=", ".join(REPORTS))
     stats.add_argument("--format", default="table", help="table, json or csv printed; with "
                        "--out: xlsx, csv or pdf")

@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from cli.base import CliError, add_user_arguments, chosen_user
+from cli.base import CliError, add_db_argument, add_user_arguments, chosen_user
 from cli.mirror import add_filter_arguments, filter_params
 from mirror import annotations, deletions
 from mirror import settings as settings_module
@@ -27,7 +27,7 @@ from pbx.recording_files import RecordingFiles
 
 def add_commands(sub) -> dict:
     comment = sub.add_parser("comment", help="list, add, edit or delete a call's comments")
-    comment.add_argument("--db", required=True, type=settings_module.database_target)
+    add_db_argument(comment)
     comment.add_argument("call", metavar="LINKEDID")
     comment.add_argument("text", nargs="?", help="add this comment (up to 200 characters)")
     action = comment.add_mutually_exclusive_group()
@@ -40,7 +40,7 @@ def add_commands(sub) -> dict:
                        "from --users")
 
     tag = sub.add_parser("tag", help="a call's tags, or the list of tags (admins)")
-    tag.add_argument("--db", required=True, type=settings_module.database_target)
+    add_db_argument(tag)
     tag.add_argument("call", metavar="LINKEDID", nargs="?",
                      help="the call (without it: the list of tags)")
     action = tag.add_mutually_exclusive_group()
@@ -58,7 +58,7 @@ def add_commands(sub) -> dict:
 
     delete = sub.add_parser("delete", help="delete a call or its recordings (admins), or the "
                             "recordings of a filter's calls; kept deleted through resyncs")
-    delete.add_argument("--db", required=True, type=settings_module.database_target)
+    add_db_argument(delete)
     delete.add_argument("call", metavar="LINKEDID", nargs="?",
                         help="the call (without it: the recordings of the filter's calls)")
     delete.add_argument("--recordings", action="store_true",
