@@ -49,7 +49,7 @@ def test_the_demo_walks_from_the_marketplace_to_the_history_page(tmp_path):
             finished = [c for c in admin.calls(PREFIX, period="today") if c["linkedid"] in seen]
             if finished:
                 break
-            time.sleep(2)
+            time.sleep(1)
         assert finished, f"no call seen in progress finished ({len(seen)} seen)"
         call = finished[0]
         assert call["start"][19:] == seen[call["linkedid"]]["start"][19:] == DEMO_OFFSET
@@ -120,7 +120,8 @@ def start_demo(tmp_path: Path, calls: int) -> tuple[subprocess.Popen, int, list[
     once it says it is ready: (process, port, its output so far and to come)."""
     port = free_port()
     env = {**os.environ, "EXTCDR_DEMO_DIR": str(tmp_path / "demo"),
-           "EXTCDR_DEMO_PORT": str(port), "EXTCDR_DEMO_CALLS": str(calls)}
+           "EXTCDR_DEMO_PORT": str(port), "EXTCDR_DEMO_CALLS": str(calls),
+           "EXTCDR_DEMO_SPEED": "4"}      # live calls of a minute last 15 s
     demo = subprocess.Popen(["bash", str(ROOT / "bin" / "demo")], cwd=ROOT, env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             start_new_session=True)
