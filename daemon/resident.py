@@ -18,6 +18,7 @@ import os
 import queue
 import signal
 import sqlite3
+import sys
 import threading
 import time
 from pathlib import Path
@@ -339,7 +340,9 @@ class Daemon:
 def serve(settings: Settings) -> int:
     """The resident process: lock, loop, file watcher and AMI link; returns the exit code."""
     # `kill -USR1 <pid>` writes every thread's stack to the log: what a stuck daemon is doing
-    faulthandler.register(signal.SIGUSR1, all_threads=True)
+    # (the process's own stderr: a caller that replaced sys.stderr, e.g. in-process command
+    # runs, has one without a file descriptor)
+    faulthandler.register(signal.SIGUSR1, file=sys.__stderr__, all_threads=True)
     with instance_lock(settings["module.db"]):
         daemon = _daemon_once_db_opens(settings)
         if daemon is None:
