@@ -80,6 +80,10 @@ ROLLUP_OF_CALLS = (
     "status = 'missed' AND returned_by IS NULL, count(*), sum(talk_s), sum(wait_s) "
     "FROM call WHERE {calls} GROUP BY 1, 2, 3, 4")
 
+# Migration 16 (both engines): the PBX a row came from, '' for the only PBX.
+PBX_COLUMNS = tuple(f"ALTER TABLE {table} ADD COLUMN pbx TEXT NOT NULL DEFAULT ''"
+                    for table in ("call", "leg", "live_call", "employee", "group_member"))
+
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
     # 1: legs, calls, employees of calls, number search, sync state, employees and groups.
     (
@@ -538,6 +542,12 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE outbox_15 RENAME TO outbox",
         "CREATE INDEX outbox_due ON outbox (due_ms) WHERE state = 0",
     ),
+    # 16: several PBXs writing one central history (issue 22): every call and leg, call in
+    # progress and employee snapshot carries the PBX it came from (`pbx`, the setting
+    # `pbx.id`; '' for the only PBX). A PBX's daemon replaces only its own calls in progress
+    # and employees. SQLite has one PBX: no index on `pbx`, and the employees stay keyed by
+    # extension (PostgreSQL's by PBX and extension, PG_PBXS), the writer's SQL the same.
+    PBX_COLUMNS,
 )
 
 LATEST = len(MIGRATIONS)
@@ -941,6 +951,15 @@ PG_MIGRATIONS: tuple[tuple[int, tuple], ...] = (
         "WHEN 'pending' THEN 0 WHEN 'delivered' THEN 1 WHEN 'failed' THEN 2 ELSE 3 END",
         "ALTER TABLE outbox ALTER COLUMN state SET DEFAULT 0",
         "CREATE INDEX outbox_due ON outbox (due_ms) WHERE state = 0")),
+    (16, (
+        *PBX_COLUMNS,
+        # A PBX's calls in the keyset order (a page or a report of one PBX).
+        "CREATE INDEX call_pbx ON call (pbx, start_ms, id)",
+        # Each PBX's snapshot of its employees and groups beside the others'.
+        "ALTER TABLE employee DROP CONSTRAINT employee_pkey",
+        "ALTER TABLE employee ADD PRIMARY KEY (pbx, extension)",
+        "ALTER TABLE group_member DROP CONSTRAINT group_member_pkey",
+        "ALTER TABLE group_member ADD PRIMARY KEY (pbx, group_name, extension)")),
 )
 
 
