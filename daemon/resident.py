@@ -84,29 +84,34 @@ class InstanceLock:
 
 
 class CentralLock:
-    """One daemon per central module.db (a `postgresql://` URL): a session advisory lock of
-    its schema, held by a connection of its own for the daemon's life (the server releases it
-    when that connection ends, a kill -9 included)."""
+    """One writer per PBX of a central module.db (a `postgresql://` URL), each PBX's at the
+    same time as the others': a session advisory lock of its schema and PBX id (`pbx.id`),
+    held by a connection of its own for the writer's life (the server releases it when that
+    connection ends, a kill -9 included)."""
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, pbx: str = ""):
         self.url = url
+        self.pbx = pbx
         self.db = None
 
     def __enter__(self):
         self.db = open_module_db(self.url)
-        if not run(self.db, "SELECT pg_try_advisory_lock(?, hashtext(current_schema()))",
-                   (DAEMON_LOCK,)).fetchone()[0]:
+        if not run(self.db, "SELECT pg_try_advisory_lock(?, hashtext(current_schema() || ?))",
+                   (DAEMON_LOCK, f"/{self.pbx}" if self.pbx else "")).fetchone()[0]:
             self.db.close()
-            raise AlreadyRunning(f"another extcdr daemon is running on {shown_target(self.url)}")
+            of = f" for PBX '{self.pbx}'" if self.pbx else ""
+            raise AlreadyRunning(f"another extcdr daemon is running{of} on "
+                                 f"{shown_target(self.url)} (or an extcdr sync)")
         return self
 
     def __exit__(self, *exc):
         self.db.close()      # closing the session releases the lock
 
 
-def instance_lock(target) -> InstanceLock | CentralLock:
-    """The lock that keeps a second daemon off this module.db (a file, or a URL)."""
-    return CentralLock(target) if is_database_url(target) else InstanceLock(target)
+def instance_lock(target, pbx: str = "") -> InstanceLock | CentralLock:
+    """The lock that keeps a second daemon off this module.db (a file), or off this PBX's
+    history in it (a URL)."""
+    return CentralLock(target, pbx) if is_database_url(target) else InstanceLock(target)
 
 
 class Daemon:
@@ -284,8 +289,7 @@ class Daemon:
         """One short transaction; when module.db cannot be written they wait for the retry
         (the oldest dropped beyond _HANGUPS_HELD: those calls stay unknown)."""
         del self.hangups[:-_HANGUPS_HELD]
-        with self.sync.store.batch():
-            self.sync.store.record_hangups(self.hangups)
+        self.sync.record_hangups(self.hangups)
         self.hangups = []
 
     def _refresh(self, linkedids: list[str]) -> None:
@@ -343,7 +347,7 @@ def serve(settings: Settings) -> int:
     # (the process's own stderr: a caller that replaced sys.stderr, e.g. in-process command
     # runs, has one without a file descriptor)
     faulthandler.register(signal.SIGUSR1, file=sys.__stderr__, all_threads=True)
-    with instance_lock(settings["module.db"]):
+    with instance_lock(settings["module.db"], settings["pbx.id"]):
         daemon = _daemon_once_db_opens(settings)
         if daemon is None:
             return 0
