@@ -7,12 +7,16 @@ Real parts: demo PBXs' SQLite files, `extcdr sync` processes, the session's Post
 """
 from __future__ import annotations
 
+import json
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from datetime import date
 
 import pytest
@@ -24,12 +28,15 @@ from mirror.database import ModuleDbError, open_module_db
 from mirror.dialect import SHARED_ROWS_LOCK, run
 from mirror.pbxtime import PbxClock
 from mirror.schema import month_partitions
+from mirror.settings import load
 from mirror.store import Store, _base_status
 from pbx.cdr import CdrSource
 from pbx.config import read_pbx_config
 from tests.conftest import ROOT, wait_for
 from tests.mirror import dump, sync_once
 from tests.pbxfixture import DID, Pbx
+from tests.stack import serving
+from web import create_app
 
 # What dump()'s call rows hold at these places depends on the other PBXs' calls (callbacks
 # link across PBXs): status, callback_of, returned_by, callback_attempts, returned_after_s.
@@ -265,3 +272,56 @@ def test_without_an_id_a_pbx_writes_as_before(pbxs, pg_schema_url):
     finally:
         db.close()
     assert _state(pg_schema_url, "cursor") is not None
+
+
+def test_a_qualified_linkedid_is_shown_annotated_and_deleted_by_its_name(
+        tmp_path, capsys, pg_schema_url, cli):
+    """`a:mikopbx-…` in the pages' and the API's addresses, a comment and a deletion by it;
+    the deleted call stays deleted when its PBX's history is read again."""
+    office = Pbx(tmp_path / "a", capsys)
+    missed = office.call(MISSED, did=DID)
+    sync = ("sync", "--cdr-db", office.cdr_db, "--pbx-db", office.pbx_db, "--db", pg_schema_url,
+            "--pbx-id", "a")
+    assert cli(*sync, "--once")[0] == 0
+    call = f"a:{missed}"
+    config = tmp_path / "extcdr.toml"
+    config.write_text('[web]\nproxy_token = "proxy-secret"\n')
+    with serving(create_app(load(config, {"module.db": pg_schema_url}))) as http:
+        base = f"http://127.0.0.1:{http.effective_port}{load()['web.prefix'].rstrip('/')}"
+        status, body = _get(f"{base}/calls/{call}/details")
+        assert status == 200 and f"<code>{call}</code>" in body, body
+        status, body = _get(f"{base}/api/v1/calls/{call}")
+        assert status == 200 and json.loads(body)["call"]["linkedid"] == call, body
+        assert _get(f"{base}/calls/b:{missed}/details")[0] == 404
+    assert cli("comment", "--db", pg_schema_url, call, "call back at 5")[0] == 0
+    code, out, err = cli("calls", "--db", pg_schema_url, "--format", "jsonl", "--from",
+                         office.day, "--to", office.day)
+    assert code == 0 and [(c["linkedid"], [n["text"] for n in c["comments"]])
+                          for c in map(json.loads, out.splitlines())] == [
+        (call, ["call back at 5"])], err
+    assert cli("delete", "--db", pg_schema_url, call, "--reason", "test call")[0] == 0
+    office.call(CALLED_BACK)
+    assert cli(*sync, "--once")[0] == 0
+    db = open_module_db(pg_schema_url, readonly=True)
+    try:
+        assert [linkedid for (linkedid,) in run(db, "SELECT linkedid FROM call")] == [
+            f"a:{back}" for back in office_linkedids(office, missed)]
+    finally:
+        db.close()
+
+
+def office_linkedids(office: Pbx, deleted: str) -> list[str]:
+    """The PBX's linkedids but `deleted`."""
+    with sqlite3.connect(office.cdr_db) as conn:
+        return sorted({linkedid for (linkedid,) in conn.execute(
+            "SELECT linkedid FROM cdr_general") if linkedid != deleted})
+
+
+def _get(url: str) -> tuple[int, str]:
+    request = urllib.request.Request(url, headers={
+        "X-Extcdr-User": "anna", "X-Extcdr-Role": "admin", "X-Extcdr-Proxy-Token": "proxy-secret"})
+    try:
+        with urllib.request.urlopen(request) as reply:
+            return reply.status, reply.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
