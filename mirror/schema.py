@@ -20,7 +20,7 @@ from typing import Callable, Iterable
 
 from peewee import Database
 
-from mirror.dialect import POSTGRESQL, run, write_transaction
+from mirror.dialect import POSTGRESQL, lock_shared_rows, run, write_transaction
 from mirror.rollups import (CALLBACKS, CALLS, EMPLOYEES, LINES, MENUS, PAUSE, QUEUES,
                             RETURNED_AFTER, ROLLUPS, UNPAUSED)
 
@@ -1017,6 +1017,9 @@ def month_partitions(db: Database, starts_ms: Iterable[int]) -> list[str]:
         return []
     made = []
     with db.atomic():
+        # Shared by every PBX's writer: a writer waiting for another's new month while holding
+        # the rows all writers change (mirror.dialect.lock_shared_rows) would deadlock.
+        lock_shared_rows(db)
         run(db, "SELECT pg_advisory_xact_lock(?)", (PG_PARTITION_LOCK,))
         for name, table, year, month in missing:
             start = _month_start_ms(year, month)

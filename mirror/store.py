@@ -225,7 +225,9 @@ class Store:
 
     def unsettled_deletions(self) -> list[tuple[str | None, int, int]]:
         """(ext_key, start, end) of the calls deleted since callbacks were last re-linked
-        around them (a deleted callback no longer returns its missed call); marks them done."""
+        around them (a deleted callback no longer returns its missed call); marks them done
+        (any PBX's writer: after `lock_shared_rows`, taken before every shared row)."""
+        lock_shared_rows(self.db)
         spans = self._run(
             "SELECT ext_key, start_ms, end_ms FROM deletion WHERE relinked = 0").fetchall()
         if spans:
