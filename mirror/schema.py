@@ -1025,7 +1025,12 @@ def month_partitions(db: Database, starts_ms: Iterable[int]) -> list[str]:
             start = _month_start_ms(year, month)
             end = _month_start_ms(year + month // 12, month % 12 + 1)
             if not _table_exists(db, name):     # another writer may have made it meanwhile
-                run(db, f"CREATE TABLE {name} PARTITION OF {table} "
+                # Made, then attached: CREATE TABLE … PARTITION OF would lock the whole table
+                # against every reader and writer (waiting for each transaction that touched
+                # it — another PBX's writer that waits for this one: a deadlock); ATTACH
+                # only keeps other DDL off it.
+                run(db, f"CREATE TABLE {name} (LIKE {table} INCLUDING DEFAULTS)")
+                run(db, f"ALTER TABLE {table} ATTACH PARTITION {name} "
                         f"FOR VALUES FROM ({start}) TO ({end})")
                 made.append(name)
     return made
