@@ -102,7 +102,25 @@ class CentralLock:
             of = f" for PBX '{self.pbx}'" if self.pbx else ""
             raise AlreadyRunning(f"another extcdr daemon is running{of} on "
                                  f"{shown_target(self.url)} (or an extcdr sync)")
+        problem = self._other_pbxs()
+        if problem:
+            self.db.close()
+            raise AlreadyRunning(f"{shown_target(self.url)}: {problem}")
         return self
+
+    def _other_pbxs(self) -> str | None:
+        """Why this PBX may not write the history: the only PBX's (no `pbx.id`) beside others,
+        or one PBX's without an id among those with one (their calls' ids would collide)."""
+        others = "pbx = ''" if self.pbx else "pbx > ''"
+        for table in ("employee", "call"):
+            found = run(self.db, f"SELECT pbx FROM {table} WHERE {others} LIMIT 1").fetchone()
+            if found and self.pbx:
+                return ("it holds the history of a PBX without a pbx.id; a history shared by "
+                        "several PBXs is written by PBXs with ids only")
+            if found:
+                return (f"it holds the history of PBX '{found[0]}'; each PBX writing a shared "
+                        "history needs its own pbx.id")
+        return None
 
     def __exit__(self, *exc):
         self.db.close()      # closing the session releases the lock

@@ -27,6 +27,7 @@ from mirror.calls import CallbackFacts, link_callbacks
 from mirror.database import ModuleDbError, open_module_db
 from mirror.dialect import SHARED_ROWS_LOCK, run
 from mirror.pbxtime import PbxClock
+from mirror.queries import mirror_revision
 from mirror.schema import month_partitions
 from mirror.settings import load
 from mirror.store import Store, _base_status
@@ -202,6 +203,7 @@ def test_a_callback_on_another_pbx_written_at_the_same_time_returns_the_missed_c
                         PbxClock(config.timezone or "UTC"), SyncOptions(workers=1))
 
     (office_db, office_sync), (branch_db, branch_sync) = writer(office, "a"), writer(branch, "b")
+    reader = open_module_db(pg_schema_url, readonly=True)
     # the day's partitions made first: the first writer of a month holds them until it commits
     month_partitions(office_db, [office.unix(office.local("10:00:00", office.day)) * 1000])
     failed = []
@@ -223,20 +225,27 @@ def test_a_callback_on_another_pbx_written_at_the_same_time_returns_the_missed_c
                             .fetchone()[0] == 1, timeout=30), "'b' did not wait for 'a'"
             time.sleep(0.2)
             assert branch_thread.is_alive()
+            office_revision = office_sync.store._revision
+            seen = mirror_revision(reader)      # what an open page has meanwhile
         branch_thread.join(60)
         assert failed == [] and not branch_thread.is_alive()
     finally:
         office_db.close()
         branch_db.close()
-    db = open_module_db(pg_schema_url, readonly=True)
     try:
         rows = dict((linkedid, rest) for linkedid, *rest in run(
-            db, "SELECT linkedid, pbx, status, callback_of, returned_by, callback_attempts "
-                "FROM call"))
+            reader, "SELECT linkedid, pbx, status, callback_of, returned_by, "
+                    "callback_attempts FROM call"))
+        # Revisions in commit order: the page asks for what changed since `seen` and gets
+        # both calls, the one committed first and the one committed after it.
+        changed = run(reader, "SELECT linkedid, revision FROM call WHERE revision > ?",
+                      (seen,)).fetchall()
+        assert seen < office_revision < mirror_revision(reader)
     finally:
-        db.close()
+        reader.close()
     assert rows == {f"a:{missed}": ["a", "missed", None, f"b:{back}", 0],
                     f"b:{back}": ["b", "we_called_back", f"a:{missed}", None, 0]}
+    assert sorted(linkedid for linkedid, _ in changed) == [f"a:{missed}", f"b:{back}"]
 
 
 def test_one_writer_per_pbx_the_others_beside_it(pbxs, pg_schema_url, cli):
@@ -256,6 +265,10 @@ def test_one_writer_per_pbx_the_others_beside_it(pbxs, pg_schema_url, cli):
         assert cli("sync", *args, "--once", "--pbx-id", "b", "--batch-rows", "10000")[0] == 0
     code, _, err = cli("sync", *args, "--once", "--pbx-id", "Branch 2")
     assert code == 2 and err.count("\n") == 1 and "setting 'pbx.id' must be" in err, err
+    code, _, err = cli("sync", *args, "--once")
+    assert code == 2 and err.count("\n") == 1, err
+    assert "it holds the history of PBX 'b'; each PBX writing a shared history needs its own " \
+           "pbx.id" in err
     assert _state(pg_schema_url, "cursor:b") is not None
     assert _state(pg_schema_url, "cursor") is None
 
@@ -272,6 +285,13 @@ def test_without_an_id_a_pbx_writes_as_before(pbxs, pg_schema_url):
     finally:
         db.close()
     assert _state(pg_schema_url, "cursor") is not None
+    code, _, err = subprocess_cli(sync_command(folder, pg_schema_url, "b"))
+    assert code == 2 and "it holds the history of a PBX without a pbx.id" in err, err
+
+
+def subprocess_cli(command: list[str]) -> tuple[int, str, str]:
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    return done.returncode, done.stdout, done.stderr
 
 
 def test_a_qualified_linkedid_is_shown_annotated_and_deleted_by_its_name(
