@@ -282,6 +282,7 @@ class Sync:
 
     def _apply_legs(self, legs, live: list[Leg], cursor_row: tuple | None = None) -> None:
         """Classify and stage legs in this process, then merge them: one transaction."""
+        self.store.months(leg.start for leg in legs)
         with self.store.batch():
             schema = self.store.stage(legs, calls_of(legs, self.config.directory))
             self._merge(schema, live, cursor_row)

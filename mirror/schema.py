@@ -1008,7 +1008,9 @@ def migrate_postgresql(db: Database) -> int:
 def month_partitions(db: Database, starts_ms: Iterable[int]) -> list[str]:
     """Make the monthly partitions of `call`, `leg` and `call_employee` that rows starting at
     `starts_ms` (epoch ms) go to, where missing (a row of a month without one is refused);
-    returns the tables made. In the caller's transaction, or one of its own."""
+    returns the tables made. In the caller's transaction, or one of its own: a writer makes
+    its batch's months in one of their own before the batch (`mirror.store.Store.months`), so
+    its batch's transaction starts knowing them, another writer's new month included."""
     months = sorted({_month_of(start) for start in starts_ms})
     wanted = [(f"{table}_{year:04d}_{month:02d}", table, year, month)
               for year, month in months for table in PARTITIONED]
@@ -1038,9 +1040,12 @@ def month_partitions(db: Database, starts_ms: Iterable[int]) -> list[str]:
 
 def _table_exists(db: Database, name: str) -> bool:
     """`name` is a table of the current schema (where CREATE makes them), not of another one
-    on the search path."""
-    return run(db, "SELECT to_regclass(quote_ident(current_schema()) || '.' || quote_ident(?))",
-               (name,)).fetchone()[0] is not None
+    on the search path. Read from the catalog as of this statement: the server's cache of
+    names (to_regclass) may not yet know a table another writer committed while this
+    transaction waited for it."""
+    return run(db, "SELECT EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n "
+                   "ON n.oid = c.relnamespace WHERE n.nspname = current_schema() "
+                   "AND c.relname = ?)", (name,)).fetchone()[0]
 
 
 def _month_of(start_ms: int) -> tuple[int, int]:

@@ -130,6 +130,7 @@ class Store:
                             len(columns),
                             scratch.execute(f"SELECT {', '.join(columns)} FROM {table}"))
         staging.analyze(self.db, schema)
+        self._partitions(*(staged(self.db, schema, table) for table in ("leg", "call")))
         yield schema
 
     def stage(self, legs: list[Leg], calls: list[Call], schema: str = "scratch") -> str:
@@ -211,6 +212,12 @@ class Store:
         """The unique key of calls (linkedid) or legs (uniqueid) an upsert meets: on
         PostgreSQL with the partition key beside it."""
         return f"{column}, start_ms" if self.postgresql else column
+
+    def months(self, starts_ms) -> None:
+        """Before a batch: make the months' partitions rows starting at `starts_ms` go to
+        (PostgreSQL; in a transaction of their own, see `mirror.schema.month_partitions`)."""
+        if self.postgresql:
+            month_partitions(self.db, starts_ms)
 
     def _partitions(self, leg: str, call: str) -> None:
         """Make the months' partitions the staged rows go to (PostgreSQL)."""
