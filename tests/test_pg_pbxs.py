@@ -345,3 +345,34 @@ def _get(url: str) -> tuple[int, str]:
             return reply.status, reply.read().decode()
     except urllib.error.HTTPError as error:
         return error.code, error.read().decode()
+
+
+def test_two_writers_needing_the_same_new_month_make_it_once(pg_schema_url, pg_admin):
+    """'b' waits while 'a' makes the month's partitions, then finds them made (the server's
+    cache of names, asked before the wait, did not know them yet: 'already exists')."""
+    first, second = open_module_db(pg_schema_url), open_module_db(pg_schema_url)
+    made, failed = [], []
+
+    def second_writer():
+        try:
+            made.append(month_partitions(second, [NOVEMBER_2030]))
+        except Exception as exc:          # reported by the test's thread
+            failed.append(exc)
+
+    waiting = threading.Thread(target=second_writer)
+    try:
+        with first.atomic():
+            assert month_partitions(first, [NOVEMBER_2030]) == [
+                "call_2030_11", "leg_2030_11", "call_employee_2030_11"]
+            waiting.start()
+            assert wait_for(lambda: pg_admin.execute_sql(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+            ).fetchone()[0] == 1, timeout=30)
+        waiting.join(30)
+    finally:
+        first.close()
+        second.close()
+    assert (failed, made) == ([], [[]])
+
+
+NOVEMBER_2030 = 1_919_980_800_000
