@@ -5,11 +5,13 @@ import json
 import shutil
 import sys
 import time
+from contextlib import nullcontext
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
 from cli.base import CliError, add_db_argument, add_user_arguments, chosen_user
+from daemon.resident import AlreadyRunning, CentralLock
 from daemon.sync import mirror_sync
 from i18n import STATUS_LABELS, TAB_LABELS
 from mirror import schema
@@ -45,6 +47,8 @@ def add_commands(sub) -> dict:
     sync.add_argument("--wait", type=float, default=60.0, metavar="SECONDS",
                       help="how long to wait for a PBX history DB locked by a writer")
     _setting_flag(sync, "--batch-rows", "sync.batch_rows", int, "ROWS")
+    sync.add_argument("--pbx-id", dest="pbx.id", metavar="ID",
+                      help=settings_module.setting("pbx.id").doc)
 
     calls = sub.add_parser("calls", help="list calls of the mirror, newest first")
     add_db_argument(calls)
@@ -91,7 +95,7 @@ def _setting_flag(parser, flag: str, key: str, kind: type, metavar: str, when: s
 def cmd_sync(args) -> int:
     """The daemon's writer (`daemon.sync.mirror_sync`) from the command line's settings."""
     keys = ("calls.callback_window", "calls.extension_length", "calls.number_match_digits",
-            "sync.poll_interval", "sync.batch_rows")
+            "sync.poll_interval", "sync.batch_rows", "pbx.id")
     settings = settings_module.load(None, {
         "pbx.cdr_db": args.cdr_db, "pbx.config_db": args.pbx_db or _NO_FILE,
         "pbx.groups_db": _groups_db(args) or _NO_FILE, "pbx.timezone": args.timezone,
@@ -100,6 +104,18 @@ def cmd_sync(args) -> int:
     _patiently(source.check, args.wait)  # a missing or foreign file fails before module.db exists
     if args.pbx_db is not None and not args.pbx_db.is_file():
         raise CliError(f"{args.pbx_db}: no such file")
+    try:
+        # a central history: one writer per PBX (a file: SQLite's write lock suffices)
+        lock = CentralLock(args.db, settings["pbx.id"]) if settings_module.is_database_url(
+            args.db) else nullcontext()
+        with lock:
+            _sync(args, settings)
+    except AlreadyRunning as exc:
+        raise CliError(str(exc)) from None
+    return 0
+
+
+def _sync(args, settings: settings_module.Settings) -> None:
     db = open_module_db(args.db)
     try:
         sync = mirror_sync(settings, db, MirrorContext(settings, db).clock(),
@@ -108,7 +124,7 @@ def cmd_sync(args) -> int:
             with _progress() as progress:
                 _patiently(lambda: sync.catch_up(progress), args.wait)
             if args.once:
-                return 0
+                return
             time.sleep(settings["sync.poll_interval"])
     finally:
         db.close()

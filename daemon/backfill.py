@@ -36,10 +36,10 @@ class StagedRange(NamedTuple):
 
 
 def _start_worker(cdr_path: str, busy_timeout_ms: int, tz_name: str,
-                  directory: Directory, parent: int) -> None:
+                  directory: Directory, pbx: str, parent: int) -> None:
     _die_with(parent)
     _worker.update(source=CdrSource(cdr_path, busy_timeout_ms), clock=PbxClock(tz_name),
-                   directory=directory)
+                   directory=directory, pbx=pbx)
 
 
 def _die_with(parent: int) -> None:
@@ -58,7 +58,7 @@ def _stage_range(first_id: int, last_id: int, scratch_dir: str) -> StagedRange:
         rows = reader.rows_between(first_id, last_id)
     if not rows:
         return StagedRange(None, 0, None)
-    legs = legs_from_rows(rows, _worker["clock"])
+    legs = legs_from_rows(rows, _worker["clock"], _worker["pbx"])
     calls = calls_of(legs, _worker["directory"])
     path = str(Path(scratch_dir) / f"batch-{first_id}.db")
     conn = sqlite3.connect(path, isolation_level=None)
@@ -73,8 +73,10 @@ def _stage_range(first_id: int, last_id: int, scratch_dir: str) -> StagedRange:
 
 
 def staged_ranges(source: CdrSource, clock: PbxClock, directory: Directory, after: int,
-                  last: int, batch_rows: int, workers: int) -> Iterator[StagedRange]:
-    """Stage the rows with `after < id <= last`, in id order, `workers` ranges at a time.
+                  last: int, batch_rows: int, workers: int,
+                  pbx: str = "") -> Iterator[StagedRange]:
+    """Stage the rows with `after < id <= last`, in id order, `workers` ranges at a time
+    (their ids qualified with the PBX's id `pbx`, see `mirror.calls.qualified`).
 
     The scratch files live in a temporary directory removed when the generator ends.
     """
@@ -84,7 +86,8 @@ def staged_ranges(source: CdrSource, clock: PbxClock, directory: Directory, afte
     with tempfile.TemporaryDirectory(prefix=f"{_SCRATCH_PREFIX}{os.getpid()}-") as scratch, \
             ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker,
                                 initargs=(str(source.path), source.busy_timeout_ms,
-                                          clock.tz_name, directory, os.getpid())) as pool:
+                                          clock.tz_name, directory, pbx,
+                                          os.getpid())) as pool:
         pending: deque = deque()
         try:
             for first in range(after + 1, last + 1, batch_rows):

@@ -41,7 +41,7 @@ _MAX_DELAY_S = 3600.0
 
 
 def _pending(postgresql: bool) -> tuple[str, str]:
-    """SQL of a hook `w`'s pending rows (schema 16): the first due at once, walking ids from
+    """SQL of a hook `w`'s pending rows (schema 17): the first due at once, walking ids from
     the hook's `next_id` (no index holds them on SQLite), and the FROM/WHERE of those that
     wait for a time (the outbox's index of them). On SQLite `+` keeps the hook's column from
     choosing an index (its UNIQUE key would walk every row the hook ever had); PostgreSQL's
@@ -321,7 +321,7 @@ class Deliverer(Worker):
                 (webhooks.STATES.index(state), attempts, due_ms, send["id"], send["attempts"]))
             if send["due_ms"] == 0 and not dialect_of(self.db).postgresql:
                 # the hook's first row due at once is past it now: settled, or waiting for a
-                # retry's time (one writer: no row comes later with a smaller id; schema 16)
+                # retry's time (one writer: no row comes later with a smaller id; schema 17)
                 run(self.db, "UPDATE webhook SET next_id = max(next_id, ?) WHERE id = ?",
                     (send["id"] + 1, send["hook_id"]))
         if state == "failed":

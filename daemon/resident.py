@@ -84,29 +84,52 @@ class InstanceLock:
 
 
 class CentralLock:
-    """One daemon per central module.db (a `postgresql://` URL): a session advisory lock of
-    its schema, held by a connection of its own for the daemon's life (the server releases it
-    when that connection ends, a kill -9 included)."""
+    """One writer per PBX of a central module.db (a `postgresql://` URL), each PBX's at the
+    same time as the others': a session advisory lock of its schema and PBX id (`pbx.id`),
+    held by a connection of its own for the writer's life (the server releases it when that
+    connection ends, a kill -9 included)."""
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, pbx: str = ""):
         self.url = url
+        self.pbx = pbx
         self.db = None
 
     def __enter__(self):
         self.db = open_module_db(self.url)
-        if not run(self.db, "SELECT pg_try_advisory_lock(?, hashtext(current_schema()))",
-                   (DAEMON_LOCK,)).fetchone()[0]:
+        if not run(self.db, "SELECT pg_try_advisory_lock(?, hashtext(current_schema() || ?))",
+                   (DAEMON_LOCK, f"/{self.pbx}" if self.pbx else "")).fetchone()[0]:
             self.db.close()
-            raise AlreadyRunning(f"another extcdr daemon is running on {shown_target(self.url)}")
+            of = f" for PBX '{self.pbx}'" if self.pbx else ""
+            raise AlreadyRunning(f"another extcdr daemon is running{of} on "
+                                 f"{shown_target(self.url)} (or an extcdr sync)")
+        problem = self._other_pbxs()
+        if problem:
+            self.db.close()
+            raise AlreadyRunning(f"{shown_target(self.url)}: {problem}")
         return self
+
+    def _other_pbxs(self) -> str | None:
+        """Why this PBX may not write the history: the only PBX's (no `pbx.id`) beside others,
+        or one PBX's without an id among those with one (their calls' ids would collide)."""
+        others = "pbx = ''" if self.pbx else "pbx > ''"
+        for table in ("employee", "call"):
+            found = run(self.db, f"SELECT pbx FROM {table} WHERE {others} LIMIT 1").fetchone()
+            if found and self.pbx:
+                return ("it holds the history of a PBX without a pbx.id; a history shared by "
+                        "several PBXs is written by PBXs with ids only")
+            if found:
+                return (f"it holds the history of PBX '{found[0]}'; each PBX writing a shared "
+                        "history needs its own pbx.id")
+        return None
 
     def __exit__(self, *exc):
         self.db.close()      # closing the session releases the lock
 
 
-def instance_lock(target) -> InstanceLock | CentralLock:
-    """The lock that keeps a second daemon off this module.db (a file, or a URL)."""
-    return CentralLock(target) if is_database_url(target) else InstanceLock(target)
+def instance_lock(target, pbx: str = "") -> InstanceLock | CentralLock:
+    """The lock that keeps a second daemon off this module.db (a file), or off this PBX's
+    history in it (a URL)."""
+    return CentralLock(target, pbx) if is_database_url(target) else InstanceLock(target)
 
 
 class Daemon:
@@ -284,8 +307,7 @@ class Daemon:
         """One short transaction; when module.db cannot be written they wait for the retry
         (the oldest dropped beyond _HANGUPS_HELD: those calls stay unknown)."""
         del self.hangups[:-_HANGUPS_HELD]
-        with self.sync.store.batch():
-            self.sync.store.record_hangups(self.hangups)
+        self.sync.record_hangups(self.hangups)
         self.hangups = []
 
     def _refresh(self, linkedids: list[str]) -> None:
@@ -340,7 +362,7 @@ class Daemon:
 def serve(settings: Settings) -> int:
     """The resident process: lock, loop, file watcher and AMI link; returns the exit code."""
     _stacks_on_usr1()
-    with instance_lock(settings["module.db"]):
+    with instance_lock(settings["module.db"], settings["pbx.id"]):
         daemon = _daemon_once_db_opens(settings)
         if daemon is None:
             return 0

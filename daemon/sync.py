@@ -8,6 +8,11 @@ already had and re-links the callbacks around every touched call, all in one tra
 Calls in progress (a leg still in the PBX's `cdr` table, or, on a stock Asterisk, a channel up
 on AMI) are held back: their finished legs are mirrored, the call is not, and `live_call` shows
 them. The batch in which a call's last leg moves classifies it from all its legs.
+
+In a central history shared by several PBXs each PBX's writer (its setting `pbx.id`) stores
+the PBX's linkedids and uniqueids qualified (`mirror.calls.qualified`): wherever they come in —
+its history rows, its calls in progress, AMI's hangups; AMI's refreshes name calls as the PBX
+does and are read from it so — and keeps its own cursor (`mirror.store.PBX_STATE`).
 """
 from __future__ import annotations
 
@@ -16,14 +21,15 @@ import logging
 import os
 import time
 from contextlib import closing, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
 from daemon import backfill
 from mirror import webhooks
-from mirror.calls import Leg, calls_of, classify, link_callbacks
+from mirror.calls import Leg, calls_of, classify, link_callbacks, qualified, qualified_legs
 from mirror.dialect import run
+from mirror.hangups import CallHangup
 from mirror.live import live_calls
 from mirror.pbxtime import PbxClock
 from mirror.settings import Settings
@@ -53,7 +59,8 @@ def mirror_sync(settings: Settings, db, clock: PbxClock, *, busy_timeout_ms: int
     config = read_pbx_config(config_db, settings["pbx.groups_db"],
                              extension_length=settings["calls.extension_length"],
                              number_match_digits=settings["calls.number_match_digits"])
-    return Sync(Store(db), CdrSource(settings["pbx.cdr_db"], busy_timeout_ms=busy_timeout_ms),
+    return Sync(Store(db, settings["pbx.id"]),
+                CdrSource(settings["pbx.cdr_db"], busy_timeout_ms=busy_timeout_ms),
                 config, clock,
                 SyncOptions(callback_window_s=settings["calls.callback_window"],
                             batch_rows=settings["sync.batch_rows"]),
@@ -81,6 +88,7 @@ class Sync:
                  live_legs: Callable[[], list[Leg]] | None = None):
         """`live_legs` gives the legs in progress where the PBX has no `cdr` table (AMI)."""
         self.store = store
+        self.pbx = store.pbx
         self.source = source
         self.config = config
         self.clock = clock
@@ -132,7 +140,7 @@ class Sync:
                 self._follow(live)
                 self._settle_deletions()
                 return 0, 0
-            self._apply_legs(legs_from_rows(rows, self.clock), live,
+            self._apply_legs(legs_from_rows(rows, self.clock, self.pbx), live,
                              (rows[-1][0], rows[-1][1] or ""))
             return len(rows), max(0, reader.max_id() - rows[-1][0])
 
@@ -147,6 +155,13 @@ class Sync:
         """Re-read these calls from the PBX (an AMI event said they changed)."""
         with _no_cycle_collection(), self.source.reading() as reader:
             return self._apply_changed(reader.rows_of(linkedids), self._live(reader))
+
+    def record_hangups(self, hangups: list[CallHangup]) -> int:
+        """Keep who ended these calls (AMI names them as the PBX does): one transaction."""
+        with self.store.batch():
+            return self.store.record_hangups(
+                replace(hangup, linkedid=qualified(self.pbx, hangup.linkedid))
+                for hangup in hangups)
 
     def apply_rows(self, rows: list[tuple]) -> int:
         """Mirror rows that did not come from the history file (AMI `Cdr` events), in
@@ -173,9 +188,9 @@ class Sync:
         another day keeps its calls in progress as the PBX left them.
         """
         if self.live_legs is not None:
-            legs = self.live_legs()
+            legs = qualified_legs(self.pbx, self.live_legs())
         elif reader is not None:
-            legs = legs_from_rows(reader.live_rows(), self.clock)
+            legs = legs_from_rows(reader.live_rows(), self.clock, self.pbx)
         else:
             return []
         if not legs:
@@ -206,7 +221,7 @@ class Sync:
                               int(time.time() * 1000))
 
     def _reach_ms(self) -> int:
-        return self.window_ms + int(self.store.state().get("longest_call_ms", 0))
+        return self.window_ms + self.store.longest_call_ms()
 
     @staticmethod
     def _live_key(live: list[Leg]) -> tuple:
@@ -237,7 +252,7 @@ class Sync:
             live = self._live(reader)
         with _no_cycle_collection(), closing(backfill.staged_ranges(
                 self.source, self.clock, self.config.directory, cursor, last,
-                self.options.batch_rows, self.options.workers)) as ranges:
+                self.options.batch_rows, self.options.workers, self.pbx)) as ranges:
             for staged in ranges:
                 if staged.path is not None:
                     with self.store.attached(staged.path) as schema:
@@ -251,7 +266,7 @@ class Sync:
         return total
 
     def _apply_changed(self, rows: list[tuple], live: list[Leg]) -> int:
-        legs = legs_from_rows(rows, self.clock)
+        legs = legs_from_rows(rows, self.clock, self.pbx)
         known = self.store.legs_of({leg.linkedid for leg in legs})
         mirrored = {leg.uniqueid: leg for group in known.values() for leg in group}
         changed = [leg for leg in legs if mirrored.get(leg.uniqueid) != leg]
@@ -263,6 +278,7 @@ class Sync:
 
     def _apply_legs(self, legs, live: list[Leg], cursor_row: tuple | None = None) -> None:
         """Classify and stage legs in this process, then merge them: one transaction."""
+        self.store.months(leg.start for leg in legs)
         with self.store.batch():
             schema = self.store.stage(legs, calls_of(legs, self.config.directory))
             self._merge(schema, live, cursor_row)
@@ -296,7 +312,7 @@ class Sync:
         longest = max([int(store.state().get("longest_call_ms", 0))]
                       + [end - start for _, start, end in spans])
         store.set_state(longest_call_ms=longest)
-        self._relink(spans, reach_ms=self.window_ms + longest)
+        self._relink(spans, reach_ms=self.window_ms + max(longest, store.longest_call_ms()))
         self._queue_events([schema, "fixup"] if partial else [schema])
         if cursor_row is not None:
             store.set_state(cursor=cursor_row[0], cursor_uniqueid=cursor_row[1])

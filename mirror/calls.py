@@ -7,7 +7,7 @@ missed call was returned by which later call. Times are UTC epoch milliseconds.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 APP_CHANNEL_PREFIXES = ("app:", "queue:", "voicemail")
 _PEER_CHANNEL = re.compile(r"^[A-Za-z0-9]+/(\d+)-[0-9a-fA-F]+")
@@ -82,6 +82,21 @@ class Leg:
     @property
     def status_word(self) -> str:
         return self.dialstatus or self.disposition
+
+
+def qualified(pbx: str, pbx_id: str) -> str:
+    """A PBX's linkedid or uniqueid as a central history keeps it: `<pbx id>:<id>`. MikoPBX
+    names calls `mikopbx-<epoch>.<n>` on every PBX, so two PBXs can make the same one; the
+    only PBX (`pbx` '') keeps its ids as they are."""
+    return f"{pbx}:{pbx_id}" if pbx else pbx_id
+
+
+def qualified_legs(pbx: str, legs: list[Leg]) -> list[Leg]:
+    """These legs (of PBX `pbx`, as it names them) with `qualified` ids."""
+    if not pbx:
+        return legs
+    return [replace(leg, uniqueid=qualified(pbx, leg.uniqueid),
+                    linkedid=qualified(pbx, leg.linkedid)) for leg in legs]
 
 
 @dataclass

@@ -83,6 +83,30 @@ def write_transaction(db: Database):
     return db.atomic() if dialect_of(db).postgresql else db.atomic("IMMEDIATE")
 
 
+def lock_shared_rows(db: Database) -> None:
+    """Before a write transaction changes rows that every PBX's writer changes (PostgreSQL, a
+    central history): the rollups' counters, the revision, the callback links of numbers the
+    PBXs share. One transaction-scoped lock, held until commit, so these writes follow each
+    other in commit order: no deadlock between the counters' upserts, a writer's callback
+    links are worked out from every call committed before (a missed call on one PBX and its
+    callback on another, written at the same time, link), and revisions are taken in commit
+    order (a page that saw revision N never misses a call committed later with a lower one).
+    What comes before it — reading the PBX, classifying, staging, the legs — runs at the same
+    time as the other PBXs' writers. SQLite's write transaction already holds the file.
+
+    Waiting here for the other writers is their work, not a hang: up to SHARED_ROWS_WAIT
+    (the connections' lock_timeout, for the rest of the transaction)."""
+    if dialect_of(db).postgresql:
+        db.execute_sql(f"SET LOCAL lock_timeout = '{SHARED_ROWS_WAIT}'")
+        db.execute_sql("SELECT pg_advisory_xact_lock(%s)", (SHARED_ROWS_LOCK,))
+
+
+# The advisory lock key of `lock_shared_rows` ("ECDR" + 3; mirror.schema and daemon.resident
+# use + 0, 1, 2), and how long a writer waits for it (ten PBXs' batches of a backfill).
+SHARED_ROWS_LOCK = 0x45434452 + 3
+SHARED_ROWS_WAIT = "5min"
+
+
 # --- fragments of the readers' SQL (mirror.queries, mirror.annotations, mirror.contacts) ---------
 
 def ordered_join(db: Database) -> str:

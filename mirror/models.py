@@ -49,6 +49,7 @@ class Leg(Base):
     duration = IntegerField(null=True)
     billsec = IntegerField(null=True)
     dtmf_digits = TextField(default="")
+    pbx = TextField(default="")          # the PBX it came from (`pbx.id`; '': the only one)
 
 
 class Call(Base):
@@ -86,6 +87,7 @@ class Call(Base):
     ivr_digits = TextField(null=True)    # what the caller pressed there
     ivr_left = IntegerField(null=True)   # the caller left unanswered in that menu
     returned_after_s = IntegerField(null=True)   # a returned missed call: seconds to the callback
+    pbx = TextField(default="")          # the PBX it came from (`pbx.id`; '': the only one)
 
 
 class CallGone(Base):
@@ -111,6 +113,7 @@ class LiveCall(Base):
     line = TextField(null=True)
     employees = TextField()        # JSON list
     parties = TextField()          # JSON list of {state, since, from, from_name, to, to_name}
+    pbx = TextField(default="")
 
 
 class CallEmployee(Base):
@@ -183,13 +186,15 @@ class CallHandled(Base):
 
 
 class Employee(Base):
-    extension = TextField(primary_key=True)
+    extension = TextField(primary_key=True)   # with `pbx` on PostgreSQL (several PBXs)
     name = TextField()
+    pbx = TextField(default="")
 
 
 class GroupMember(Base):
     group_name = TextField()
     extension = TextField()
+    pbx = TextField(default="")
 
     class Meta:
         primary_key = False

@@ -20,7 +20,7 @@ from typing import Callable, Iterable
 
 from peewee import Database
 
-from mirror.dialect import POSTGRESQL, run, write_transaction
+from mirror.dialect import POSTGRESQL, lock_shared_rows, run, write_transaction
 from mirror.rollups import (CALLBACKS, CALLS, EMPLOYEES, LINES, MENUS, PAUSE, QUEUES,
                             RETURNED_AFTER, ROLLUPS, UNPAUSED)
 
@@ -79,6 +79,10 @@ ROLLUP_OF_CALLS = (
     "SELECT start_ms / 3600000, direction, status, "
     "status = 'missed' AND returned_by IS NULL, count(*), sum(talk_s), sum(wait_s) "
     "FROM call WHERE {calls} GROUP BY 1, 2, 3, 4")
+
+# Migration 16 (both engines): the PBX a row came from, '' for the only PBX.
+PBX_COLUMNS = tuple(f"ALTER TABLE {table} ADD COLUMN pbx TEXT NOT NULL DEFAULT ''"
+                    for table in ("call", "leg", "live_call", "employee", "group_member"))
 
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
     # 1: legs, calls, employees of calls, number search, sync state, employees and groups.
@@ -538,7 +542,13 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE outbox_15 RENAME TO outbox",
         "CREATE INDEX outbox_due ON outbox (due_ms) WHERE state = 0",
     ),
-    # 16: the outbox's index holds only the rows that wait for a time (an unreturned event
+    # 16: several PBXs writing one central history (issue 22): every call and leg, call in
+    # progress and employee snapshot carries the PBX it came from (`pbx`, the setting
+    # `pbx.id`; '' for the only PBX). A PBX's daemon replaces only its own calls in progress
+    # and employees. SQLite has one PBX: no index on `pbx`, and the employees stay keyed by
+    # extension (PostgreSQL's by PBX and extension, PG_PBXS), the writer's SQL the same.
+    PBX_COLUMNS,
+    # 17: the outbox's index holds only the rows that wait for a time (an unreturned event
     # due N minutes after its call, a retry, a Redeliver): an event due at once — nine in ten
     # of them — is no index entry the writer makes. The deliverer finds those in id order
     # from `webhook.next_id`, where the hook's first one may be (all before it were
@@ -965,9 +975,18 @@ PG_MIGRATIONS: tuple[tuple[int, tuple], ...] = (
         "WHEN 'pending' THEN 0 WHEN 'delivered' THEN 1 WHEN 'failed' THEN 2 ELSE 3 END",
         "ALTER TABLE outbox ALTER COLUMN state SET DEFAULT 0",
         "CREATE INDEX outbox_due ON outbox (due_ms) WHERE state = 0")),
+    (16, (
+        *PBX_COLUMNS,
+        # A PBX's calls in the keyset order (a page or a report of one PBX).
+        "CREATE INDEX call_pbx ON call (pbx, start_ms, id)",
+        # Each PBX's snapshot of its employees and groups beside the others'.
+        "ALTER TABLE employee DROP CONSTRAINT employee_pkey",
+        "ALTER TABLE employee ADD PRIMARY KEY (pbx, extension)",
+        "ALTER TABLE group_member DROP CONSTRAINT group_member_pkey",
+        "ALTER TABLE group_member ADD PRIMARY KEY (pbx, group_name, extension)")),
     # Several writers (one a PBX) commit ids out of order here: the hook's `next_id` stays 0
     # and every pending row is in the index, due at once (0) or later, by hook.
-    (16, (
+    (17, (
         "ALTER TABLE webhook ADD COLUMN next_id bigint NOT NULL DEFAULT 0",
         "DROP INDEX outbox_due",
         "CREATE INDEX outbox_due ON outbox (hook_id, due_ms, id) WHERE state = 0")),
@@ -1019,7 +1038,9 @@ def migrate_postgresql(db: Database) -> int:
 def month_partitions(db: Database, starts_ms: Iterable[int]) -> list[str]:
     """Make the monthly partitions of `call`, `leg` and `call_employee` that rows starting at
     `starts_ms` (epoch ms) go to, where missing (a row of a month without one is refused);
-    returns the tables made. In the caller's transaction, or one of its own."""
+    returns the tables made. In the caller's transaction, or one of its own: a writer makes
+    its batch's months in one of their own before the batch (`mirror.store.Store.months`), so
+    its batch's transaction starts knowing them, another writer's new month included."""
     months = sorted({_month_of(start) for start in starts_ms})
     wanted = [(f"{table}_{year:04d}_{month:02d}", table, year, month)
               for year, month in months for table in PARTITIONED]
@@ -1028,12 +1049,20 @@ def month_partitions(db: Database, starts_ms: Iterable[int]) -> list[str]:
         return []
     made = []
     with db.atomic():
+        # Shared by every PBX's writer: a writer waiting for another's new month while holding
+        # the rows all writers change (mirror.dialect.lock_shared_rows) would deadlock.
+        lock_shared_rows(db)
         run(db, "SELECT pg_advisory_xact_lock(?)", (PG_PARTITION_LOCK,))
         for name, table, year, month in missing:
             start = _month_start_ms(year, month)
             end = _month_start_ms(year + month // 12, month % 12 + 1)
             if not _table_exists(db, name):     # another writer may have made it meanwhile
-                run(db, f"CREATE TABLE {name} PARTITION OF {table} "
+                # Made, then attached: CREATE TABLE … PARTITION OF would lock the whole table
+                # against every reader and writer (waiting for each transaction that touched
+                # it — another PBX's writer that waits for this one: a deadlock); ATTACH
+                # only keeps other DDL off it.
+                run(db, f"CREATE TABLE {name} (LIKE {table} INCLUDING DEFAULTS)")
+                run(db, f"ALTER TABLE {table} ATTACH PARTITION {name} "
                         f"FOR VALUES FROM ({start}) TO ({end})")
                 made.append(name)
     return made
@@ -1041,9 +1070,12 @@ def month_partitions(db: Database, starts_ms: Iterable[int]) -> list[str]:
 
 def _table_exists(db: Database, name: str) -> bool:
     """`name` is a table of the current schema (where CREATE makes them), not of another one
-    on the search path."""
-    return run(db, "SELECT to_regclass(quote_ident(current_schema()) || '.' || quote_ident(?))",
-               (name,)).fetchone()[0] is not None
+    on the search path. Read from the catalog as of this statement: the server's cache of
+    names (to_regclass) may not yet know a table another writer committed while this
+    transaction waited for it."""
+    return run(db, "SELECT EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n "
+                   "ON n.oid = c.relnamespace WHERE n.nspname = current_schema() "
+                   "AND c.relname = ?)", (name,)).fetchone()[0]
 
 
 def _month_of(start_ms: int) -> tuple[int, int]:

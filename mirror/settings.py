@@ -7,6 +7,7 @@ Secrets never appear in logs: `Settings.describe()` masks them.
 """
 from __future__ import annotations
 
+import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,6 +71,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("pbx", "recordings_written_as", str, "/storage/usbdisk1/mikopbx/astspool/monitor",
             "the folder the PBX writes in recording paths (mapped onto recordings_root)"),
     Setting("pbx", "timezone", str, "", "IANA timezone of the PBX; empty: from the config DB"),
+    Setting("pbx", "id", str, "",
+            "this PBX's name in a central history shared by several PBXs (a postgresql:// "
+            "module.db): 1-32 of a-z, 0-9, '-', each PBX its own; empty: the only PBX"),
     Setting("ami", "enabled", bool, True, "follow the PBX live over AMI"),
     Setting("ami", "host", str, "127.0.0.1", "AMI address"),
     Setting("ami", "port", int, 5038, "AMI port", minimum=1),
@@ -156,6 +160,7 @@ SETTINGS: tuple[Setting, ...] = (
 
 _BY_KEY = {s.key: s for s in SETTINGS}
 _LOG_LEVELS = ("debug", "info", "warning", "error")
+PBX_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,31}")
 MAIL_ENCRYPTIONS = ("none", "tls", "ssl")
 
 
@@ -256,6 +261,9 @@ def _convert(key: str, raw: Any) -> Any:
                             f"{', '.join(MAIL_ENCRYPTIONS)}")
     if key == "pbx.timezone" and value:
         _check_timezone(value)
+    if key == "pbx.id" and value and not PBX_ID.fullmatch(value):
+        raise SettingsError(f"setting 'pbx.id' must be 1-32 of a-z, 0-9 and '-' (not first), "
+                            f"like 'office-2', not {value!r}")
     return value
 
 

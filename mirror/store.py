@@ -7,6 +7,10 @@ the engines differ: PostgreSQL's calls, legs and employees of calls are partitio
 (`start_ms` is part of their keys: a row whose start moved is moved first), a call row holds
 its own `numbers` and `names` for search (SQLite: FTS5 tables), and the rollups are the
 writer's to keep (SQLite: triggers, idle while the writer keeps them for a batch).
+
+A central history (PostgreSQL) has one writer per PBX, at the same time: each stamps its calls,
+legs, calls in progress and employees with its `pbx` id and keeps its own sync state; what
+they all change is written under `mirror.dialect.lock_shared_rows`.
 """
 from __future__ import annotations
 
@@ -19,8 +23,8 @@ from peewee import Database
 
 from mirror import staging
 from mirror.calls import Call, CallbackFacts, CallbackLinks, Leg
-from mirror.dialect import (dialect_of, emptied, insert_rows, ordered_join, run, staged,
-                            write_transaction)
+from mirror.dialect import (dialect_of, emptied, insert_rows, lock_shared_rows, ordered_join, run,
+                            staged, write_transaction)
 from mirror.hangups import CallHangup
 from mirror.live import LiveCall
 from mirror.rollups import kept_by_writer
@@ -41,16 +45,23 @@ _PG_LINKING_DDL = ("CREATE TABLE IF NOT EXISTS {window} (ext_key text PRIMARY KE
                    "callback_of text, returned_by text, callback_attempts integer, status text)")
 
 
+# The sync state that belongs to one PBX's history (its reading position, its file, its longest
+# call): kept as `<name>:<pbx id>` in a central history, as `<name>` for the only PBX.
+PBX_STATE = frozenset({"cursor", "cursor_uniqueid", "resyncs", "cdr_db", "longest_call_ms"})
+
+
 def _chunks(values: list, size: int = _CHUNK):
     for i in range(0, len(values), size):
         yield values[i:i + size]
 
 
 class Store:
-    """Writes the mirror. One instance per writer process; every write inside `batch()`."""
+    """Writes the mirror. One instance per writer process; every write inside `batch()`.
+    `pbx`: the PBX whose history it writes (the setting `pbx.id`; '' for the only one)."""
 
-    def __init__(self, db: Database):
+    def __init__(self, db: Database, pbx: str = ""):
         self.db = db
+        self.pbx = pbx
         self.postgresql = dialect_of(db).postgresql
         self._revision: int | None = None
         self.relinked = staged(db, "scratch", "relinked")
@@ -119,6 +130,7 @@ class Store:
                             len(columns),
                             scratch.execute(f"SELECT {', '.join(columns)} FROM {table}"))
         staging.analyze(self.db, schema)
+        self._partitions(*(staged(self.db, schema, table) for table in ("leg", "call")))
         yield schema
 
     def stage(self, legs: list[Leg], calls: list[Call], schema: str = "scratch") -> str:
@@ -148,9 +160,10 @@ class Store:
                       "WHERE leg.uniqueid = s.uniqueid AND leg.start_ms <> s.start_ms")
         leg_cols = ", ".join(LEG_COLUMNS)
         self._run(
-            f"INSERT INTO leg ({leg_cols}) SELECT {leg_cols} FROM {leg} WHERE true "
+            f"INSERT INTO leg ({leg_cols}, pbx) SELECT {leg_cols}, ? FROM {leg} WHERE true "
             f"ON CONFLICT ({self._key('uniqueid')}) DO UPDATE SET "
-            + ", ".join(f"{c} = excluded.{c}" for c in LEG_COLUMNS if c != "uniqueid"))
+            + ", ".join(f"{c} = excluded.{c}" for c in LEG_COLUMNS if c != "uniqueid"),
+            (self.pbx,))
         if before:
             self._forget_indexes(replaced)
         extras = (PG_CALL_QUEUES, PG_CALL_MENUS) if self.postgresql else (CALL_QUEUES, CALL_MENUS)
@@ -178,27 +191,33 @@ class Store:
     def _write_calls(self, call: str, number: str) -> None:
         """Upsert the staged calls (their rollups kept around it by the caller)."""
         columns = (*CALL_COLUMNS, *CALL_EXTRAS)
-        updated = [*columns, "revision"]
+        updated = [*columns, "revision", "pbx"]
         if self.postgresql:
             # A call whose start moved moves to its month's partition, keeping its id and links.
             self._run(f"UPDATE call SET start_ms = s.start_ms FROM {call} s "
                       "WHERE call.linkedid = s.linkedid AND call.start_ms <> s.start_ms")
-            values = (", ".join(f"s.{c}" for c in columns) + ", ?, coalesce(n.numbers, ''), "
+            values = (", ".join(f"s.{c}" for c in columns) + ", ?, ?, coalesce(n.numbers, ''), "
                       + PG_CALL_NAMES.format(c="s"))
             source = f"{call} s LEFT JOIN {number} n ON n.linkedid = s.linkedid"
             updated += ["numbers", "names"]
         else:
-            values, source = f"{', '.join(columns)}, ?", call
+            values, source = f"{', '.join(columns)}, ?, ?", call
         self._run(
             f"INSERT INTO call ({', '.join(updated)}) SELECT {values} FROM {source} WHERE true "
             f"ON CONFLICT ({self._key('linkedid')}) DO UPDATE SET "
             + ", ".join(f"{c} = excluded.{c}" for c in updated if c != "linkedid"),
-            (self._stamp(),))
+            (self._stamp(), self.pbx))
 
     def _key(self, column: str) -> str:
         """The unique key of calls (linkedid) or legs (uniqueid) an upsert meets: on
         PostgreSQL with the partition key beside it."""
         return f"{column}, start_ms" if self.postgresql else column
+
+    def months(self, starts_ms) -> None:
+        """Before a batch: make the months' partitions rows starting at `starts_ms` go to
+        (PostgreSQL; in a transaction of their own, see `mirror.schema.month_partitions`)."""
+        if self.postgresql:
+            month_partitions(self.db, starts_ms)
 
     def _partitions(self, leg: str, call: str) -> None:
         """Make the months' partitions the staged rows go to (PostgreSQL)."""
@@ -213,7 +232,9 @@ class Store:
 
     def unsettled_deletions(self) -> list[tuple[str | None, int, int]]:
         """(ext_key, start, end) of the calls deleted since callbacks were last re-linked
-        around them (a deleted callback no longer returns its missed call); marks them done."""
+        around them (a deleted callback no longer returns its missed call); marks them done
+        (any PBX's writer: after `lock_shared_rows`, taken before every shared row)."""
+        lock_shared_rows(self.db)
         spans = self._run(
             "SELECT ext_key, start_ms, end_ms FROM deletion WHERE relinked = 0").fetchall()
         if spans:
@@ -264,19 +285,22 @@ class Store:
                 self._run(f"DELETE FROM call WHERE linkedid IN ({marks})", chunk)
             spans += [tuple(row[1:]) for row in found]
         return spans
+
     def live_ids(self) -> set[str]:
-        """The calls shown in progress by the last sync."""
-        return {linkedid for (linkedid,) in self._run("SELECT linkedid FROM live_call")}
+        """The calls of this PBX shown in progress by its last sync."""
+        return {linkedid for (linkedid,) in self._run(
+            "SELECT linkedid FROM live_call WHERE pbx = ?", (self.pbx,))}
 
     def replace_live(self, calls: list[LiveCall]) -> None:
+        """This PBX's calls in progress (another PBX's are its own writer's)."""
         self._stamp()
-        self._run("DELETE FROM live_call")
+        self._run("DELETE FROM live_call WHERE pbx = ?", (self.pbx,))
         insert_rows(
             self.db, "live_call (linkedid, start_ms, direction, state, since_ms, src, "
-            "src_name, dst, dst_name, external_number, did, line, employees, parties)", 14,
+            "src_name, dst, dst_name, external_number, did, line, employees, parties, pbx)", 15,
             ((c.linkedid, c.start, c.direction, c.state, c.since, c.src, c.src_name, c.dst,
               c.dst_name, c.external_number, c.did, c.line, json.dumps(c.employees),
-              json.dumps(c.parties, ensure_ascii=False)) for c in calls))
+              json.dumps(c.parties, ensure_ascii=False), self.pbx) for c in calls))
 
     def spanning(self, schema: str, replaced) -> list[str]:
         """Replaced calls whose staged version missed some of their legs (those came in an
@@ -298,7 +322,9 @@ class Store:
         """(facts, current links) of the calls of each external key starting in its window.
 
         Only keys where linking can matter: with a missed call, or with links to clear.
+        Read under `lock_shared_rows`: the calls of every PBX committed before, its own.
         """
+        lock_shared_rows(self.db)
         self._run(emptied(self.db, self._window))
         insert_rows(self.db, self._window, 3,
                     ((key, lo, hi) for key, (lo, hi) in windows.items()))
@@ -337,13 +363,14 @@ class Store:
                 f"FROM {self.relinked} r WHERE call.linkedid = r.linkedid", (revision,))
 
     def replace_directory(self, employees: dict[str, str], groups: dict[str, list[str]]) -> None:
-        """The PBX's employees and groups as of this sync."""
-        self._run("DELETE FROM employee")
-        insert_rows(self.db, "employee (extension, name)", 2, employees.items())
-        self._run("DELETE FROM group_member")
-        insert_rows(self.db, "group_member (group_name, extension)", 2,
-                    [(name, ext) for name, extensions in groups.items() for ext in extensions],
-                    then="ON CONFLICT DO NOTHING")
+        """The PBX's employees and groups as of this sync (another PBX's stay)."""
+        self._run("DELETE FROM employee WHERE pbx = ?", (self.pbx,))
+        insert_rows(self.db, "employee (extension, name, pbx)", 3,
+                    [(extension, name, self.pbx) for extension, name in employees.items()])
+        self._run("DELETE FROM group_member WHERE pbx = ?", (self.pbx,))
+        insert_rows(self.db, "group_member (group_name, extension, pbx)", 3,
+                    [(name, ext, self.pbx) for name, extensions in groups.items()
+                     for ext in extensions], then="ON CONFLICT DO NOTHING")
 
     # --- who hung up ----------------------------------------------------------------------------
 
@@ -365,17 +392,37 @@ class Store:
     # --- sync state ----------------------------------------------------------------------------
 
     def state(self) -> dict[str, str]:
-        return dict(self._run("SELECT key, value FROM sync_state").fetchall())
+        """The sync state as this PBX's writer sees it: the shared keys, and its own
+        (PBX_STATE) without the PBX in their names."""
+        found = {}
+        for key, value in self._run("SELECT key, value FROM sync_state"):
+            name, _, pbx = key.partition(":")
+            if name not in PBX_STATE:
+                found[key] = value
+            elif pbx == self.pbx:
+                found[name] = value
+        return found
 
     def set_state(self, **values) -> None:
         insert_rows(self.db, "sync_state (key, value)", 2,
-                    [(k, str(v)) for k, v in values.items()],
+                    [(self._state_key(k), str(v)) for k, v in values.items()],
                     then="ON CONFLICT (key) DO UPDATE SET value = excluded.value")
+
+    def _state_key(self, name: str) -> str:
+        return f"{name}:{self.pbx}" if self.pbx and name in PBX_STATE else name
+
+    def longest_call_ms(self) -> int:
+        """The longest call of any PBX's (a callback may return a call of another PBX)."""
+        return max((int(value) for key, value in self._run(
+            "SELECT key, value FROM sync_state WHERE key LIKE 'longest_call_ms%'")
+            if key.partition(":")[0] == "longest_call_ms"), default=0)
 
 
 def next_revision(db: Database) -> int:
     """Take the history's next revision, in the caller's transaction: a change of what pages
-    show (the daemon's batches, and a deletion or a note written by the web or the CLI)."""
+    show (the daemon's batches, and a deletion or a note written by the web or the CLI). On
+    PostgreSQL after `lock_shared_rows`: revisions go in commit order."""
+    lock_shared_rows(db)
     db.execute_sql("INSERT INTO sync_state (key, value) VALUES ('revision', 1) "
                    "ON CONFLICT (key) DO UPDATE SET value = CAST(sync_state.value AS INTEGER) + 1")
     return int(db.execute_sql("SELECT value FROM sync_state WHERE key = 'revision'").fetchone()[0])

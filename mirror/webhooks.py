@@ -374,7 +374,7 @@ def deliveries(db: Database, hook_id: int, *, limit: int = 50,
 
 def redeliver(db: Database, hook_id: int, outbox_id: int, now_ms: int | None = None) -> None:
     """Put one delivery back to pending, due now, its attempts counted afresh (due at a time,
-    not at once: its id is behind the hook's `next_id`, schema 16)."""
+    not at once: its id is behind the hook's `next_id`, schema 17)."""
     now_ms = max(1, int(time.time() * 1000) if now_ms is None else now_ms)
     with db.atomic():
         if not run(

@@ -11,7 +11,7 @@ import sqlite3
 from contextlib import closing, contextmanager
 from pathlib import Path
 
-from mirror.calls import Leg
+from mirror.calls import Leg, qualified
 from mirror.pbxtime import PbxClock, linkedid_epoch_ms
 
 # The columns a leg is made of, in the order `leg_from_row` expects them.
@@ -152,8 +152,9 @@ def _int(value) -> int | None:
         return None
 
 
-def leg_from_row(row: tuple, clock: PbxClock) -> Leg | None:
+def leg_from_row(row: tuple, clock: PbxClock, prefix: str = "") -> Leg | None:
     """A `cdr_general` row (LEG_SOURCE_COLUMNS order) as a Leg; None if it has no time at all.
+    `prefix` (`<pbx id>:`, see `mirror.calls.qualified`) goes before its uniqueid and linkedid.
 
     The backfill's hot path: one call per PBX row, so it avoids helper calls for the common
     case of text columns holding text.
@@ -164,6 +165,8 @@ def leg_from_row(row: tuple, clock: PbxClock) -> Leg | None:
     uniqueid = _text(uniqueid) or f"cdr_general:{row_id}"
     linkedid = _text(linkedid) or uniqueid
     call_start = linkedid_epoch_ms(linkedid)
+    if prefix:
+        uniqueid, linkedid = prefix + uniqueid, prefix + linkedid
     start_ms = clock.to_utc_ms(start, call_start)
     anchor = call_start if start_ms is None else start_ms
     answer_ms = clock.to_utc_ms(answer, anchor) if answer else None
@@ -184,7 +187,9 @@ def leg_from_row(row: tuple, clock: PbxClock) -> Leg | None:
         billsec if type(billsec) is int else _int(billsec), dtmf_digits or "")
 
 
-def legs_from_rows(rows: list[tuple], clock: PbxClock) -> list[Leg]:
-    """The legs of these rows (rows without any time are skipped)."""
-    legs = [leg_from_row(row, clock) for row in rows]
+def legs_from_rows(rows: list[tuple], clock: PbxClock, pbx: str = "") -> list[Leg]:
+    """The legs of these rows (rows without any time are skipped), their ids qualified with
+    the PBX's id (`mirror.calls.qualified`)."""
+    prefix = qualified(pbx, "")
+    legs = [leg_from_row(row, clock, prefix) for row in rows]
     return [leg for leg in legs if leg is not None]

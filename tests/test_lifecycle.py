@@ -447,7 +447,7 @@ def _without_last_migration(code: str) -> str:
                         "MIGRATIONS = MIGRATIONS[:-1]\nLATEST = len(MIGRATIONS)")
 
 
-# The code of the release before the last schema step (16: the outbox's index holds only the
+# The code of the release before the last schema step (17: the outbox's index holds only the
 # rows that wait for a time; a hook's rows due at once are walked from its `next_id`), as it
 # used the tables then. Whoever adds a step puts its code here.
 BEFORE_LAST_STEP: dict[str, list[tuple[str, str]]] = {
@@ -482,7 +482,7 @@ def test_upgrade_from_the_previous_schema_version_keeps_everything(tmp_path, pbx
     assert cli("install", "--pbx", pbx, "--archive", previous)[0] == 0
     with sqlite3.connect(module_db(pbx)) as conn:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == schema.LATEST - 1
-        # The last step (16) gives hooks their next_id and the outbox ids never used again.
+        # The last step (17) gives hooks their next_id and the outbox ids never used again.
         assert "next_id" not in _columns(conn, "webhook")
         assert "AUTOINCREMENT" not in _outbox_sql(conn)
         hook = conn.execute("INSERT INTO webhook (name, url, secret, events, created_ms, "

@@ -30,6 +30,12 @@ def test_file_then_overrides(tmp_path):
     assert "s3cret" not in s.describe() and "ami.secret=***" in s.describe()
 
 
+def test_a_pbx_id_names_the_pbx_in_a_central_history(tmp_path):
+    assert load()["pbx.id"] == ""
+    s = load(write(tmp_path, "[pbx]\nid = 'office-2'\n"))
+    assert s["pbx.id"] == "office-2" and "pbx.id=office-2" in s.describe()
+
+
 @pytest.mark.parametrize("text, words", [
     ("[pbx]\ncdr_dbb = '/x'\n", "unknown setting 'pbx.cdr_dbb'"),
     ("[nonsense]\nx = 1\n", "unknown setting 'nonsense.x'"),
@@ -39,6 +45,10 @@ def test_file_then_overrides(tmp_path):
     ("[calls]\ncallback_window = 1.5\n", "must be a whole number"),
     ("[pbx]\ntimezone = 'Mars/Olympus'\n", "must be an IANA timezone"),
     ("[pbx]\ntimezone = 3\n", "setting 'pbx.timezone' must be text"),
+    ("[pbx]\nid = 'Office 2'\n", "setting 'pbx.id' must be 1-32 of a-z, 0-9 and '-'"),
+    ("[pbx]\nid = '-office'\n", "setting 'pbx.id' must be 1-32 of a-z, 0-9 and '-'"),
+    ("[pbx]\nid = 'office:2'\n", "setting 'pbx.id' must be 1-32 of a-z, 0-9 and '-'"),
+    ("[pbx]\nid = '" + "a" * 33 + "'\n", "setting 'pbx.id' must be 1-32 of a-z, 0-9 and '-'"),
     ("[log]\nlevel = 'loud'\n", "must be one of debug, info, warning, error"),
     ("[web]\npublish_url = 'ftp://127.0.0.1/x'\n", "'web.publish_url' must be an http:// URL"),
     ("[web]\npublish_url = 'http://'\n", "'web.publish_url' must be an http:// URL"),
