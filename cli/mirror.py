@@ -24,6 +24,7 @@ from mirror.pbxtime import PbxClock
 from mirror.queries import (PERIODS, call_rows, calls_in_progress, calls_query,
                             counts_by_direction_and_status, sync_state)
 from mirror.records import call_record, live_record
+from mirror.store import state_key
 from pbx.cdr import CdrSource, SourceBusy
 from pbx.config import groups_db_beside
 from pbx.mirror_context import MirrorContext
@@ -75,6 +76,8 @@ def add_commands(sub) -> dict:
     add_db_argument(status)
     status.add_argument("--cdr-db", type=Path, help="the PBX's cdr.db, to measure the lag")
     status.add_argument("--format", choices=("text", "json"), default="text")
+    status.add_argument("--pbx-id", metavar="ID", default="",
+                        help="in a central history: this PBX's calls, cursor and lag")
 
     migrate = sub.add_parser("migrate", help="create module.db or bring it to this version's "
                              "schema (all steps in one transaction)")
@@ -343,23 +346,30 @@ def _print_summary(counts: dict[tuple[str, str], int]) -> None:
 def cmd_status(args) -> int:
     db = open_module_db(args.db, readonly=True)
     try:
-        state = sync_state(db)
+        state, pbx = sync_state(db), args.pbx_id
+        mine = "WHERE pbx = ?" if pbx else ""             # a PBX's rows, or all of them
+        ids = (pbx,) if pbx else ()
         info = {
-            "calls": run(db, "SELECT count(*) FROM call").fetchone()[0],
-            "in_progress": run(db, "SELECT count(*) FROM live_call").fetchone()[0],
-            "legs": run(db, "SELECT count(*) FROM leg").fetchone()[0],
+            **({"pbx": pbx} if pbx else {}),
+            "calls": run(db, f"SELECT count(*) FROM call {mine}", ids).fetchone()[0],
+            "in_progress": run(db, f"SELECT count(*) FROM live_call {mine}", ids).fetchone()[0],
+            "legs": run(db, f"SELECT count(*) FROM leg {mine}", ids).fetchone()[0],
             "size_bytes": _size_bytes(args.db, db),
-            "cursor": int(state.get("cursor", 0)),
+            "cursor": int(state.get(state_key("cursor", pbx), 0)),
             "timezone": state.get("timezone"),
-            "resyncs": int(state.get("resyncs", 0)),
+            "resyncs": int(state.get(state_key("resyncs", pbx), 0)),
         }
-        newest = run(db, "SELECT max(start_ms) FROM call").fetchone()[0]
+        named = sorted(key.partition(":")[2] for key in state if key.startswith("cursor:"))
+        if named and not pbx:                  # a central history: which PBXs write it
+            info["pbxs"] = named
+        newest = run(db, f"SELECT max(start_ms) FROM call {mine}", ids).fetchone()[0]
         info["newest_call"] = (datetime.fromtimestamp(
             newest / 1000, MirrorContext(settings_module.load(), db).clock().tz
         ).isoformat(timespec="seconds") if newest else None)
     finally:
         db.close()
-    cdr_db = args.cdr_db or (Path(state["cdr_db"]) if state.get("cdr_db") else None)
+    written = state.get(state_key("cdr_db", pbx))
+    cdr_db = args.cdr_db or (Path(written) if written else None)
     if cdr_db:
         info["cdr_db"] = str(cdr_db)
         with CdrSource(cdr_db).reading() as reader:

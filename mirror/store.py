@@ -50,6 +50,11 @@ _PG_LINKING_DDL = ("CREATE TABLE IF NOT EXISTS {window} (ext_key text PRIMARY KE
 PBX_STATE = frozenset({"cursor", "cursor_uniqueid", "resyncs", "cdr_db", "longest_call_ms"})
 
 
+def state_key(name: str, pbx: str) -> str:
+    """The `sync_state` key of the state `name` of PBX `pbx` ('' for the only one)."""
+    return f"{name}:{pbx}" if pbx and name in PBX_STATE else name
+
+
 def _chunks(values: list, size: int = _CHUNK):
     for i in range(0, len(values), size):
         yield values[i:i + size]
@@ -405,11 +410,8 @@ class Store:
 
     def set_state(self, **values) -> None:
         insert_rows(self.db, "sync_state (key, value)", 2,
-                    [(self._state_key(k), str(v)) for k, v in values.items()],
+                    [(state_key(k, self.pbx), str(v)) for k, v in values.items()],
                     then="ON CONFLICT (key) DO UPDATE SET value = excluded.value")
-
-    def _state_key(self, name: str) -> str:
-        return f"{name}:{self.pbx}" if self.pbx and name in PBX_STATE else name
 
     def longest_call_ms(self) -> int:
         """The longest call of any PBX's (a callback may return a call of another PBX)."""

@@ -271,6 +271,14 @@ def test_one_writer_per_pbx_the_others_beside_it(pbxs, pg_schema_url, cli):
            "pbx.id" in err
     assert _state(pg_schema_url, "cursor:b") is not None
     assert _state(pg_schema_url, "cursor") is None
+    # `extcdr status` of the central history names its PBXs; of one PBX, its calls and lag
+    code, out, _ = cli("status", "--db", pg_schema_url, "--format", "json")
+    assert code == 0 and json.loads(out)["pbxs"] == ["b"]
+    code, out, _ = cli("status", "--db", pg_schema_url, "--format", "json", "--pbx-id", "b")
+    status = json.loads(out)
+    assert code == 0 and status["pbx"] == "b" and status["lag_rows"] == 0
+    assert status["cursor"] == int(_state(pg_schema_url, "cursor:b")) > 0
+    assert status["calls"] == len(of_pbx(dump(pg_schema_url), "b")["calls"]) > 0
 
 
 def test_without_an_id_a_pbx_writes_as_before(pbxs, pg_schema_url):
