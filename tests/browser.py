@@ -24,6 +24,10 @@ except ImportError:                                 # pragma: no cover - depends
         pytest.fail("playwright is missing: ./bin/test installs the test extras", pytrace=False)
     pytest.skip("playwright is not installed", allow_module_level=True)
 
+# What a page shows after a request (a comment saved, a row updated) may take seconds on a
+# loaded CI machine: expectations wait as long as the pages' actions do.
+expect.set_options(timeout=10_000)
+
 __all__ = ["ARTIFACTS", "PlaywrightError", "PlaywrightTimeout", "UserPage", "chromium",
            "chromium_binary", "expect", "login", "new_tab", "user_sessions"]
 
