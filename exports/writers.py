@@ -195,6 +195,8 @@ def about(exported_by: str, params: dict[str, object], flt: CallFilter, clock, l
     if flt.hangup:
         lines.append(("Hung up", ", ".join(
             side_words(None if side == "unknown" else side, language) for side in flt.hangup)))
+    if flt.pbx is not None:
+        lines.append(("PBX", flt.pbx))
     return lines
 
 

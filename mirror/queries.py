@@ -21,6 +21,7 @@ from mirror.models import (Call, CallEmployee, CallGone, CallHandled, CallHangup
                            CallNumber, CallTag, Comment, Employee, GroupMember, Leg, LiveCall,
                            SyncState)
 from mirror.pbxtime import linkedid_epoch_ms
+from mirror.settings import PBX_ID
 
 LIST_FIELDS = ("missed_by", "transferred_to", "employees", "recordings")
 
@@ -84,6 +85,7 @@ class CallFilter:
     tag_mode: str = "any"                  # any | all of `tags`
     comment: str | None = None             # a part of a comment's text
     hangup: list[str] = field(default_factory=list)   # who hung up (HANGUP_SIDES)
+    pbx: str | None = None                 # one PBX's calls (`pbx.id`) of a central history
     unreturned: bool = False
     tab: str = "all"                       # the page's tab, on top of the other conditions
     limit: int | None = None
@@ -115,6 +117,9 @@ class CallFilter:
             raise QueryError("limit must be a positive number")
         if self.number is not None:
             parse_number_search(self.number, self.number_match_digits)  # validate early
+        if self.pbx is not None and not PBX_ID.fullmatch(self.pbx):
+            raise QueryError(f"pbx must be a PBX's id (1-32 of a-z, 0-9 and '-'), "
+                             f"not {_shown(self.pbx)!r}")
 
 
 def _check_choice(name: str, values: list[str], allowed: tuple[str, ...]) -> None:
@@ -200,7 +205,7 @@ PERIODS = ("today", "yesterday", "this_week", "last_week", "this_month", "last_m
 YEARS = ("this_year", "last_year")      # periods for analytics (the page's list stays short)
 FILTER_PARAMETERS = ("period", "from", "to", "direction", "status", "number", "employee",
                      "group", "min_talk", "max_talk", "recording", "queue", "tag", "tag_mode",
-                     "comment", "hangup", "unreturned", "tab", "limit", "cursor")
+                     "comment", "hangup", "pbx", "unreturned", "tab", "limit", "cursor")
 DAY_MS = 86_400_000
 FIRST_YEAR, LAST_YEAR = 1990, 2200      # dates outside are typing mistakes
 SQLITE_MAX = 2**63 - 1                  # the largest integer SQLite stores
@@ -233,7 +238,7 @@ def call_filter(params, clock, now_s: float, *, number_match_digits: int = NUMBE
         recording=_yes_no(params.get("recording"), "recording"),
         queues=_list(params.get("queue")), tags=_list(params.get("tag")),
         tag_mode=params.get("tag_mode") or "any", comment=params.get("comment") or None,
-        hangup=_list(params.get("hangup")),
+        hangup=_list(params.get("hangup")), pbx=params.get("pbx") or None,
         unreturned=_flag(params.get("unreturned")),
         tab=params.get("tab") or "all",
         limit=_whole(params, "limit", 1, MAX_LIMIT), after=decode_cursor(params.get("cursor")),
@@ -371,6 +376,8 @@ def calls_query(f: CallFilter, db: Database, *, counting: bool = False):
     will be aggregated, not paged (see the employee condition)."""
     period = (Call.start_ms >= f.start_ms) & (Call.start_ms < f.end_ms)
     query = Call.select().where(period)
+    if f.pbx is not None:                 # PostgreSQL's index call_pbx (pbx, start_ms, id)
+        query = query.where(Call.pbx == f.pbx)
     if f.directions:
         query = query.where(Call.direction.in_(f.directions))
     if f.unreturned:                      # the one meaning of unreturned: the tab's
@@ -523,7 +530,8 @@ def counted_by_the_hour(f: CallFilter) -> bool:
     (mirror.analytics, for the tab counters and the reports)."""
     return (f.visible_to is None and not f.number and not f.employees and not f.groups
             and not f.min_talk and f.max_talk is None and f.recording is None and not f.queues
-            and not f.tags and not f.comment and not f.hangup and f.ext_keys is None)
+            and not f.tags and not f.comment and not f.hangup and f.ext_keys is None
+            and f.pbx is None)
 
 
 def employee_extensions(f: CallFilter, db: Database) -> list[str] | None:

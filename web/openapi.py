@@ -159,6 +159,7 @@ _FILTER = _PERIOD + [
     _query("tag_mode", "any or all of the tags", {"type": "string", "enum": ["any", "all"]}),
     _query("comment", "a part of a comment's text"),
     _query("hangup", "comma-separated: " + ", ".join(HANGUP_SIDES)),
+    _query("pbx", "one PBX's calls of a history several PBXs write (its pbx.id)"),
 ]
 _CALL_FILTER = _FILTER + [
     _query("status", "comma-separated: " + ", ".join(STATUSES)),
