@@ -550,6 +550,17 @@ def employee_extensions(f: CallFilter, db: Database) -> list[str] | None:
     return sorted(extensions)
 
 
+def pbx_ids(db: Database) -> list[str]:
+    """The PBXs whose calls a central history holds, by id: one index seek each (PostgreSQL's
+    call_pbx). A SQLite history has one PBX: [] without reading anything."""
+    if not dialect_of(db).postgresql:
+        return []
+    return [pbx for (pbx,) in run(
+        db, "WITH RECURSIVE p (pbx) AS (SELECT min(pbx) FROM call UNION ALL "
+            "SELECT (SELECT min(pbx) FROM call WHERE pbx > p.pbx) FROM p WHERE p.pbx IS NOT NULL) "
+            "SELECT pbx FROM p WHERE pbx IS NOT NULL")]
+
+
 def employee_names(db: Database) -> dict[str, str]:
     """The PBX's employees: extension -> name."""
     return dict(Employee.select(Employee.extension, Employee.name).bind(db).tuples())

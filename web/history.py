@@ -11,7 +11,7 @@ from urllib.parse import parse_qsl
 from flask import Blueprint, abort, current_app, g, redirect, render_template, request, url_for
 from werkzeug.datastructures import MultiDict
 
-from exports.writers import PAGE_COLUMNS, chosen_columns
+from exports.writers import PAGE_COLUMNS, chosen_columns, with_pbx_column
 from i18n import LANGUAGES, say_error
 from mirror.analytics import tab_counts
 from mirror.annotations import tag_list
@@ -20,7 +20,7 @@ from mirror.deletions import deletions_of
 from mirror.queries import (DAY_MS, HANGUP_SIDES, PERIODS, TABS, QueryError, call_rows,
                             calls_in_progress, calls_query, changes_since, decode_cursor,
                             employee_choices, employee_names, encode_cursor, group_names,
-                            legs_of_call, mirror_revision, tag_counts, whole_number)
+                            legs_of_call, mirror_revision, pbx_ids, tag_counts, whole_number)
 from mirror.report_rows import reports_using
 from mirror.userdata import (UserDataError, default_filter, delete_filter, make_default,
                              save_filter, saved_filters, set_user_setting)
@@ -77,7 +77,7 @@ def _page(params: dict[str, str], *, revision: int, counts: dict | None = None,
     live = calls_in_progress(mirror(), g.user.visible_to)
     return render_template(
         "history/page.html", params=params, counts=counts or {}, rows=rows or [],
-        tags=tag_list(mirror()), queues=_queues(),
+        tags=tag_list(mirror()), queues=_queues(), pbxs=pbx_ids(mirror()),
         hangup_sides=HANGUP_SIDES, open_call=request.args.get("call", "")[:200],
         next_cursor=next_cursor, error=error,
         tabs=TABS, periods=PERIODS, statuses=STATUSES, columns=page_columns(),
@@ -263,8 +263,8 @@ def _rows(flt, cursor: str | None) -> tuple[list[dict], str | None]:
 
 
 def page_columns() -> tuple[str, ...]:
-    """The user's chosen columns, in the page's order."""
-    return chosen_columns(user_prefs().get("columns"))
+    """The user's chosen columns, in the page's order (and the PBX's, see `with_pbx_column`)."""
+    return with_pbx_column(chosen_columns(user_prefs().get("columns")), mirror())
 
 
 def _employee_names() -> dict[str, str]:

@@ -68,6 +68,8 @@ _CALL = {
                        "module's contacts; null: neither knows it"},
     "external_name": {"type": "string", "description": "the outside party's name: the "
                       "contact's, else the caller id name the PBX recorded (\"\": none)"},
+    "pbx": {"type": "string", "description": "the PBX of the call (its pbx.id) in a history "
+            "several PBXs write; \"\": the only PBX"},
 }
 assert tuple(_CALL) == RECORD_FIELDS, "the document lists the call record's fields"
 
