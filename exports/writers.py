@@ -22,8 +22,7 @@ from openpyxl.utils import get_column_letter
 from i18n import PERIOD_LABELS, STATUS_LABELS, TAB_LABELS, translator
 from i18n.hangup_words import hangup_words, side_words
 from mirror.contacts import contact_label, with_contacts
-from mirror.models import Employee
-from mirror.queries import CallFilter, QueryError, call_rows, calls_query, pbx_ids
+from mirror.queries import CallFilter, QueryError, call_rows, calls_query, employee_names, pbx_ids
 from mirror.records import call_record
 
 FORMATS = ("xlsx", "csv", "pdf", "jsonl")
@@ -184,8 +183,7 @@ def about(exported_by: str, params: dict[str, object], flt: CallFilter, clock, l
     if flt.number:
         lines.append(("Search", flt.number))
     if flt.employees:
-        names = dict(Employee.select(Employee.extension, Employee.name)
-                     .where(Employee.extension.in_(flt.employees)).bind(db).tuples())
+        names = employee_names(db, flt.pbx)
         lines.append(("Employees", ", ".join(f"{ext} {names.get(ext, '')}".strip()
                                              for ext in flt.employees)))
     if flt.groups:

@@ -6,9 +6,11 @@ keyset on (start_ms, id), never OFFSET.
 from __future__ import annotations
 
 import json
+import operator
 import re
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
+from functools import reduce
 from typing import Mapping
 
 from peewee import SQL, Column, Database, Tuple, fn
@@ -401,9 +403,9 @@ def calls_query(f: CallFilter, db: Database, *, counting: bool = False):
     # from driving the query by the employees' (maybe tens of thousands of) calls and sorting
     # them. A count reads them all anyway, and reads fewer that way round.
     call_id = Call.id if counting else Call.id + 0
-    chosen = employee_extensions(f, db)
+    chosen = _employee_condition(f, db, call_id)
     if chosen is not None:
-        query = query.where(call_id.in_(_calls_of(chosen, f)))
+        query = query.where(chosen)
     if f.visible_to is not None:
         visible = f.visible_to
         if visible.scope == "except":
@@ -416,12 +418,9 @@ def calls_query(f: CallFilter, db: Database, *, counting: bool = False):
         named = _employees_named(search.name, db) if search.name else []
         keys = keys_named(db, search.name, f.phonebook) if search.name else []
         query = _number_condition(query, search, db, period,
-                                  CallEmployee.select(CallEmployee.call_id).where(
-                                      CallEmployee.extension.in_(named),
-                                      CallEmployee.start_ms >= f.start_ms,
-                                      CallEmployee.start_ms < f.end_ms) if named else None,
-                                  Call.select(Call.id).where(
-                                      Call.ext_key.in_(keys), period) if keys else None)
+                                  _calls_of_members(named, f, Call.id) if named else None,
+                                  Call.id.in_(Call.select(Call.id).where(
+                                      Call.ext_key.in_(keys), period)) if keys else None)
     if f.after:
         query = query.where(Tuple(Call.start_ms, Call.id) < Tuple(*f.after))
     query = query.order_by(Call.start_ms.desc(), Call.id.desc())
@@ -534,20 +533,35 @@ def counted_by_the_hour(f: CallFilter) -> bool:
             and f.pbx is None)
 
 
-def employee_extensions(f: CallFilter, db: Database) -> list[str] | None:
-    """Extensions the employee/group filters select (None: no such filter)."""
+def _employee_condition(f: CallFilter, db: Database, call_id):
+    """The calls the employee and group filters select (None: no such filter): an
+    extension's on every PBX, a group's members' each on the member's PBX."""
     if not f.employees and not f.groups:
         return None
-    extensions = set(f.employees)
+    members = [("", extension) for extension in f.employees]
     if f.groups:
-        members = GroupMember.select(GroupMember.group_name, GroupMember.extension).where(
+        rows = GroupMember.select(GroupMember.group_name, GroupMember.pbx,
+                                  GroupMember.extension).where(
             GroupMember.group_name.in_(f.groups)).bind(db).tuples()
-        found = {name for name, _ in members}
+        found = {name for name, _, _ in rows}
         unknown = [g for g in f.groups if g not in found]
         if unknown:
             raise QueryError(f"unknown employee group {unknown[0]!r}")
-        extensions |= {ext for _, ext in members}
-    return sorted(extensions)
+        members += [(pbx, extension) for _, pbx, extension in rows]
+    return _calls_of_members(members, f, call_id)
+
+
+def _calls_of_members(members, f: CallFilter, call_id):
+    """The period's calls these (pbx, extension) employees took part in, each in its own
+    PBX's calls: two PBXs' extension 201 are two people. pbx '' (the only PBX, or an
+    extension of no PBX in particular) matches the extension's calls on every PBX."""
+    by_pbx: dict[str, set[str]] = {}
+    for pbx, extension in members:
+        by_pbx.setdefault(pbx, set()).add(extension)
+    conditions = [call_id.in_(_calls_of(sorted(extensions), f)) if not pbx
+                  else (Call.pbx == pbx) & call_id.in_(_calls_of(sorted(extensions), f))
+                  for pbx, extensions in sorted(by_pbx.items())]
+    return reduce(operator.or_, conditions)
 
 
 def pbx_ids(db: Database) -> list[str]:
@@ -561,9 +575,27 @@ def pbx_ids(db: Database) -> list[str]:
             "SELECT pbx FROM p WHERE pbx IS NOT NULL")]
 
 
-def employee_names(db: Database) -> dict[str, str]:
-    """The PBX's employees: extension -> name."""
-    return dict(Employee.select(Employee.extension, Employee.name).bind(db).tuples())
+def employee_names(db: Database, pbx: str | None = None) -> dict[str, str]:
+    """The employees: extension -> name, of one PBX (`pbx`) or of all of them, where the
+    names of an extension several PBXs have are joined with ' / '."""
+    query = Employee.select(Employee.extension, Employee.name).order_by(Employee.pbx)
+    if pbx is not None:
+        query = query.where(Employee.pbx == pbx)
+    names: dict[str, str] = {}
+    for extension, name in query.bind(db).tuples():
+        known = names.get(extension)
+        names[extension] = name if known is None or name in known.split(" / ") \
+            else f"{known} / {name}"
+    return names
+
+
+def names_by_pbx(db: Database) -> dict[str, dict[str, str]]:
+    """The employees of each PBX: pbx -> extension -> name (a call's names are its PBX's)."""
+    names: dict[str, dict[str, str]] = {}
+    for pbx, extension, name in Employee.select(Employee.pbx, Employee.extension,
+                                                Employee.name).bind(db).tuples():
+        names.setdefault(pbx, {})[extension] = name
+    return names
 
 
 def employee_choices(db: Database, visible_to: Visibility | None) -> list[tuple[str, str]]:
@@ -579,12 +611,13 @@ def group_names(db: Database) -> list[str]:
             .order_by(GroupMember.group_name).bind(db).tuples()]
 
 
-def _employees_named(part: str, db: Database) -> list[str]:
-    """Extensions of the employees whose current name holds `part` (any case; the PBX's
+def _employees_named(part: str, db: Database) -> list[tuple[str, str]]:
+    """(pbx, extension) of the employees whose current name holds `part` (any case; a PBX's
     employees are a few hundred rows, so a renamed employee is found by the new name)."""
     part = part.casefold()
-    return [extension for extension, name in Employee.select(Employee.extension, Employee.name)
-            .bind(db).tuples() if part in name.casefold()]
+    return [(pbx, extension) for pbx, extension, name in Employee.select(
+        Employee.pbx, Employee.extension, Employee.name).bind(db).tuples()
+        if part in name.casefold()]
 
 
 def _linkedid_forms(linkedid: str) -> list[str]:
@@ -602,9 +635,9 @@ def _number_condition(query, search: NumberSearch, db, period, of_employees=None
     """Calls whose numbers (or names) match, by a trigram index: SQLite's FTS5 tables searched
     within the period's id range (a common fragment, an area code, would otherwise fetch every
     match of all time), or PostgreSQL's on the call's own `numbers`/`names` columns (the
-    period picks the months' partitions). `of_employees`, `of_contacts`: the calls of the
-    employees and of the contacts (numbers named in the phone book or the module's contacts)
-    a name search found, also matching."""
+    period picks the months' partitions). `of_employees`, `of_contacts`: conditions selecting
+    the calls of the employees and of the contacts (numbers named in the phone book or the
+    module's contacts) a name search found, also matching."""
     if search.prefix == "linkedid":
         return query.where(Call.linkedid.in_(_linkedid_forms(search.value)))
     terms = (search.value,) if search.prefix else search.substrings
@@ -619,7 +652,7 @@ def _number_condition(query, search: NumberSearch, db, period, of_employees=None
                 SQL("call_name MATCH ?", (phrase,)), CallName.rowid.between(*ids)))
         for also in (of_employees, of_contacts):
             if also is not None:
-                named = named | Call.id.in_(also)
+                named = named | also
         return query.where(named)
     if in_columns:          # digits only: nothing for LIKE to escape, no case to fold
         for digits in terms:
