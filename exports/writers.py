@@ -85,9 +85,10 @@ def chosen_columns(setting: str | None) -> tuple[str, ...]:
     return tuple(c for c in PAGE_COLUMNS if c in setting.split(","))
 
 
-def with_pbx_column(columns: tuple[str, ...], db) -> tuple[str, ...]:
-    """The page's columns and, when the history holds several PBXs, the PBX's after the date."""
-    if len(pbx_ids(db)) < 2:
+def with_pbx_column(columns: tuple[str, ...], pbxs: list[str]) -> tuple[str, ...]:
+    """The page's columns and, when the user sees several PBXs' calls (`pbxs`, see
+    `queries.pbx_ids`), the PBX's after the date."""
+    if len(pbxs) < 2:
         return columns
     at = columns.index("time") + 1 if "time" in columns else 0
     return columns[:at] + ("pbx",) + columns[at:]
@@ -262,7 +263,8 @@ def export_file(out: Path, fmt: str, flt: CallFilter, db, clock, language: str,
     `progress(calls so far)` is told every thousand calls. Returns the number of calls."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; use one of: {', '.join(FORMATS)}")
-    cells = CallCells(export_columns(page_columns, len(pbx_ids(db)) > 1), clock, language)
+    cells = CallCells(export_columns(page_columns, len(pbx_ids(db, flt.visible_to)) > 1), clock,
+                      language)
     counted = _Counted(rows_of(flt, db), progress)
     partial = out.with_name(f".{out.name}.partial")
     try:

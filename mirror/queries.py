@@ -34,6 +34,7 @@ class QueryError(ValueError):
 
 SCOPES = ("involved", "placed", "except")
 GROUPS_SCOPE = "groups"     # a supervisor limited to groups: their members' extensions
+EVERY_EXTENSION = "all"     # a user limited to some PBXs only: any extension's calls there
 
 
 @dataclass(frozen=True)
@@ -41,33 +42,49 @@ class Visibility:
     """The calls a restricted user may see, by a list of extensions — ModuleUsersUI's CDR
     filter modes at the level of calls: `involved`, calls any of them took part in (its
     'selected'; our operators); `placed`, calls any of them placed a leg of
-    ('outgoing-selected'); `except`, calls none of them took part in ('not-selected')."""
+    ('outgoing-selected'); `except`, calls none of them took part in ('not-selected') — and,
+    in a history several PBXs write, by the PBXs whose calls they may see (`pbxs`; none: all)."""
     extensions: tuple[str, ...]
     scope: str = "involved"
+    pbxs: tuple[str, ...] = ()
 
     def __post_init__(self):
-        if self.scope not in SCOPES:
+        if self.scope not in SCOPES + (EVERY_EXTENSION,):
             raise ValueError(f"unknown visibility scope {self.scope!r}; use: {', '.join(SCOPES)}")
 
-    def admits(self, employees, callers) -> bool:
-        """Whether a call with these employees, of whom `callers` placed legs, is visible."""
+    def admits(self, employees, callers, pbx: str) -> bool:
+        """Whether a call of PBX `pbx` with these employees, of whom `callers` placed legs,
+        is visible."""
+        if self.pbxs and pbx not in self.pbxs:
+            return False
+        if self.scope == EVERY_EXTENSION:
+            return True
         mine = set(self.extensions)
         if self.scope == "except":
             return not mine & set(employees)
         return bool(mine & set(callers if self.scope == "placed" else employees))
 
     @classmethod
-    def of(cls, role: str, extensions, scope: str = "involved") -> "Visibility | None":
+    def of(cls, role: str, extensions, scope: str = "involved",
+           pbxs=()) -> "Visibility | None":
         """What a user of `role` may see: admins and supervisors every call (None), anyone
         else only the calls their extensions and scope admit. A supervisor an admin limited
-        to some groups (scope GROUPS_SCOPE) sees the calls those groups' members took part in."""
+        to some groups (scope GROUPS_SCOPE) sees the calls those groups' members took part in.
+        A user given `pbxs` sees only those PBXs' calls of these."""
         if role == "admin" or (role == "supervisor" and scope != GROUPS_SCOPE):
-            return None
-        return cls(tuple(extensions), "involved" if scope == GROUPS_SCOPE else scope)
+            return cls((), EVERY_EXTENSION, tuple(pbxs)) if pbxs else None
+        return cls(tuple(extensions), "involved" if scope == GROUPS_SCOPE else scope,
+                   tuple(pbxs))
 
     def shows_employee(self, extension: str) -> bool:
         """Whether the employee's calls may be among those visible (the page's choices)."""
+        if self.scope == EVERY_EXTENSION:
+            return True
         return (extension in self.extensions) != (self.scope == "except")
+
+    def shows_pbx(self, pbx: str) -> bool:
+        """Whether the PBX's calls may be among those visible (the page's choices)."""
+        return not self.pbxs or pbx in self.pbxs
 
 
 @dataclass
@@ -408,9 +425,11 @@ def calls_query(f: CallFilter, db: Database, *, counting: bool = False):
         query = query.where(chosen)
     if f.visible_to is not None:
         visible = f.visible_to
+        if visible.pbxs:
+            query = query.where(Call.pbx.in_(list(visible.pbxs)))
         if visible.scope == "except":
             query = query.where(call_id.not_in(_calls_of(visible.extensions, f)))
-        else:
+        elif visible.scope != EVERY_EXTENSION:
             query = query.where(call_id.in_(_calls_of(visible.extensions, f,
                                                       placed=visible.scope == "placed")))
     if f.number:
@@ -564,15 +583,17 @@ def _calls_of_members(members, f: CallFilter, call_id):
     return reduce(operator.or_, conditions)
 
 
-def pbx_ids(db: Database) -> list[str]:
-    """The PBXs whose calls a central history holds, by id: one index seek each (PostgreSQL's
-    call_pbx). A SQLite history has one PBX: [] without reading anything."""
+def pbx_ids(db: Database, visible_to: Visibility | None = None) -> list[str]:
+    """The PBXs whose calls a central history holds, by id, those a user limited to some
+    (`visible_to`) sees only: one index seek each (PostgreSQL's call_pbx). A SQLite history
+    has one PBX: [] without reading anything."""
     if not dialect_of(db).postgresql:
         return []
     return [pbx for (pbx,) in run(
         db, "WITH RECURSIVE p (pbx) AS (SELECT min(pbx) FROM call UNION ALL "
             "SELECT (SELECT min(pbx) FROM call WHERE pbx > p.pbx) FROM p WHERE p.pbx IS NOT NULL) "
-            "SELECT pbx FROM p WHERE pbx IS NOT NULL")]
+            "SELECT pbx FROM p WHERE pbx IS NOT NULL")
+        if visible_to is None or visible_to.shows_pbx(pbx)]
 
 
 def employee_names(db: Database, pbx: str | None = None) -> dict[str, str]:
@@ -696,7 +717,7 @@ def calls_in_progress(db: Database, visible_to: Visibility | None = None) -> lis
         row["employees"] = json.loads(row["employees"])
         row["parties"] = json.loads(row["parties"])
         callers = [party["from"] for party in row["parties"]]
-        if visible_to is None or visible_to.admits(row["employees"], callers):
+        if visible_to is None or visible_to.admits(row["employees"], callers, row["pbx"]):
             rows.append(row)
     return rows
 
@@ -705,10 +726,12 @@ def call_visible(call_id: int, visible_to: Visibility | None, db: Database) -> b
     """Whether the (finished) call may be seen under `visible_to`."""
     if visible_to is None:
         return True
+    pbx = Call.select(Call.pbx).where(Call.id == call_id).bind(db).scalar()
     rows = CallEmployee.select(CallEmployee.extension, CallEmployee.placed).where(
         CallEmployee.call_id == call_id).bind(db).tuples()
     employees = [extension for extension, _ in rows]
-    return visible_to.admits(employees, [extension for extension, placed in rows if placed])
+    return visible_to.admits(employees, [extension for extension, placed in rows if placed],
+                             pbx)
 
 
 CHANGES_LIMIT = 500     # calls written since a page's revision that it is told of, at most
@@ -741,8 +764,16 @@ def changes_since(f: CallFilter, revision: int,
     gone = [linkedid for linkedid, employees in
             [(linkedid, employees) for _, linkedid, employees in written] + taken_out
             if linkedid not in kept
-            and (visible is None or visible.admits(json.loads(employees), ()))]
+            and (visible is None
+                 or visible.admits(json.loads(employees), (), pbx_of_linkedid(linkedid)))]
     return rows, gone
+
+
+def pbx_of_linkedid(linkedid: str) -> str:
+    """The PBX a linkedid of the history is of: `<pbx id>:…` as a PBX with an id writes
+    them (`mirror.calls.qualified`), '' the only PBX's."""
+    pbx, sep, _ = linkedid.partition(":")
+    return pbx if sep and PBX_ID.fullmatch(pbx) else ""
 
 
 def mirror_revision(db: Database) -> int:

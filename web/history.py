@@ -77,7 +77,7 @@ def _page(params: dict[str, str], *, revision: int, counts: dict | None = None,
     live = calls_in_progress(mirror(), g.user.visible_to)
     return render_template(
         "history/page.html", params=params, counts=counts or {}, rows=rows or [],
-        tags=tag_list(mirror()), queues=_queues(), pbxs=pbx_ids(mirror()),
+        tags=tag_list(mirror()), queues=_queues(), pbxs=_pbxs(),
         hangup_sides=HANGUP_SIDES, open_call=request.args.get("call", "")[:200],
         next_cursor=next_cursor, error=error,
         tabs=TABS, periods=PERIODS, statuses=STATUSES, columns=page_columns(),
@@ -264,7 +264,14 @@ def _rows(flt, cursor: str | None) -> tuple[list[dict], str | None]:
 
 def page_columns() -> tuple[str, ...]:
     """The user's chosen columns, in the page's order (and the PBX's, see `with_pbx_column`)."""
-    return with_pbx_column(chosen_columns(user_prefs().get("columns")), mirror())
+    return with_pbx_column(chosen_columns(user_prefs().get("columns")), _pbxs())
+
+
+def _pbxs() -> list[str]:
+    """The PBXs whose calls the user sees, once per request."""
+    if "pbxs" not in g:
+        g.pbxs = pbx_ids(mirror(), g.user.visible_to)
+    return g.pbxs
 
 
 def _employee_names() -> dict[str, dict[str, str]]:
