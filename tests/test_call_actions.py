@@ -283,7 +283,7 @@ def test_deleting_needs_an_admin_a_reason_and_a_finished_call(server, pbx):
 
     with sqlite3.connect(db) as conn:           # the daemon shows it in progress again
         conn.execute("INSERT INTO live_call VALUES (?, 0, 'incoming', 'talking', 0, '1', '', "
-                     "'2', '', NULL, NULL, NULL, '[]', '[]')", (call["linkedid"],))
+                     "'2', '', NULL, NULL, NULL, '[]', '[]', '')", (call["linkedid"],))
     try:
         status, body = call_api(server, "DELETE", path, {"reason": "GDPR"})
         assert status == 409 and "in progress" in body["error"]
