@@ -16,7 +16,7 @@ from typing import Mapping
 from peewee import SQL, Column, Database, Tuple, fn
 
 from mirror.annotations import AnnotationError, notes_read, tag_ids, with_notes
-from mirror.calls import DIRECTIONS, NUMBER_MATCH_DIGITS, STATUSES
+from mirror.calls import DIRECTIONS, NUMBER_MATCH_DIGITS, STATUSES, qualified
 from mirror.contacts import keys_named
 from mirror.dialect import dialect_of, ordered_join, position, run, searched_in_call_columns
 from mirror.models import (Call, CallEmployee, CallGone, CallHandled, CallHangup, CallName,
@@ -39,7 +39,8 @@ EVERY_EXTENSION = "all"     # a user limited to some PBXs only: any extension's 
 
 @dataclass(frozen=True)
 class Visibility:
-    """The calls a restricted user may see, by a list of extensions — ModuleUsersUI's CDR
+    """The calls a restricted user may see, by a list of extensions (`201`, or `office:201`
+    on that PBX only: a group's member in a history several PBXs write) — ModuleUsersUI's CDR
     filter modes at the level of calls: `involved`, calls any of them took part in (its
     'selected'; our operators); `placed`, calls any of them placed a leg of
     ('outgoing-selected'); `except`, calls none of them took part in ('not-selected') — and,
@@ -60,9 +61,12 @@ class Visibility:
         if self.scope == EVERY_EXTENSION:
             return True
         mine = set(self.extensions)
+
+        def ours(extensions) -> bool:       # `201` on any PBX, `office:201` on that one
+            return bool(mine & {*extensions, *(qualified(pbx, e) for e in extensions)})
         if self.scope == "except":
-            return not mine & set(employees)
-        return bool(mine & set(callers if self.scope == "placed" else employees))
+            return not ours(employees)
+        return ours(callers if self.scope == "placed" else employees)
 
     @classmethod
     def of(cls, role: str, extensions, scope: str = "involved",
@@ -80,7 +84,8 @@ class Visibility:
         """Whether the employee's calls may be among those visible (the page's choices)."""
         if self.scope == EVERY_EXTENSION:
             return True
-        return (extension in self.extensions) != (self.scope == "except")
+        mine = {member.rpartition(":")[2] for member in self.extensions}
+        return (extension in mine) != (self.scope == "except")
 
     def shows_pbx(self, pbx: str) -> bool:
         """Whether the PBX's calls may be among those visible (the page's choices)."""
@@ -430,8 +435,10 @@ def calls_query(f: CallFilter, db: Database, *, counting: bool = False):
         if visible.scope == "except":
             query = query.where(call_id.not_in(_calls_of(visible.extensions, f)))
         elif visible.scope != EVERY_EXTENSION:
-            query = query.where(call_id.in_(_calls_of(visible.extensions, f,
-                                                      placed=visible.scope == "placed")))
+            query = query.where(_calls_of_members(
+                [(pbx, extension) if sep else ("", pbx)
+                 for pbx, sep, extension in (e.partition(":") for e in visible.extensions)],
+                f, call_id, placed=visible.scope == "placed"))
     if f.number:
         search = parse_number_search(f.number, f.number_match_digits)
         named = _employees_named(search.name, db) if search.name else []
@@ -570,16 +577,18 @@ def _employee_condition(f: CallFilter, db: Database, call_id):
     return _calls_of_members(members, f, call_id)
 
 
-def _calls_of_members(members, f: CallFilter, call_id):
-    """The period's calls these (pbx, extension) employees took part in, each in its own
-    PBX's calls: two PBXs' extension 201 are two people. pbx '' (the only PBX, or an
-    extension of no PBX in particular) matches the extension's calls on every PBX."""
+def _calls_of_members(members, f: CallFilter, call_id, *, placed: bool = False):
+    """The period's calls these (pbx, extension) employees took part in (`placed`: placed a
+    leg of), each in its own PBX's calls: two PBXs' extension 201 are two people. pbx ''
+    (the only PBX, or an extension of no PBX in particular) matches on every PBX."""
     by_pbx: dict[str, set[str]] = {}
     for pbx, extension in members:
         by_pbx.setdefault(pbx, set()).add(extension)
-    conditions = [call_id.in_(_calls_of(sorted(extensions), f)) if not pbx
-                  else (Call.pbx == pbx) & call_id.in_(_calls_of(sorted(extensions), f))
+    conditions = [call_id.in_(_calls_of(sorted(extensions), f, placed=placed)) if not pbx else
+                  (Call.pbx == pbx) & call_id.in_(_calls_of(sorted(extensions), f, placed=placed))
                   for pbx, extensions in sorted(by_pbx.items())]
+    if not conditions:                      # an operator without extensions: no call
+        return call_id.in_(_calls_of([], f))
     return reduce(operator.or_, conditions)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -21,6 +22,8 @@ from mirror.analytics import tab_counts
 from mirror.database import open_module_db
 from mirror.queries import CallFilter, Visibility, call_rows, calls_query, names_by_pbx
 from mirror.settings import load
+from mirror.tokens import create_token
+from mirror.userdata import set_supervisor_groups
 from pbx import tables as pbxschema
 from pbx.config import GROUPS_DB_BESIDE_CONFIG
 from standin.shell import load_users
@@ -111,18 +114,20 @@ def _period(day: str) -> tuple[int, int]:
 
 @pytest.fixture
 def web(central, tmp_path):
-    """get(path, user=…, role=…, pbxs=…) -> (status, body) against the app over HTTP, with
-    the headers the admin shell's nginx sets."""
+    """get(path, role=…, pbxs=…, extensions=…) -> (status, body) against the app over HTTP,
+    with the headers the admin shell's nginx sets (or, given `token`, an API token's)."""
     config = tmp_path / "extcdr.toml"
     config.write_text('[web]\nproxy_token = "proxy-secret"\n')
     with serving(create_app(load(config, {"module.db": central["url"]}))) as http:
         base = f"http://127.0.0.1:{http.effective_port}{load()['web.prefix'].rstrip('/')}"
 
-        def get(path: str, *, role: str = "admin", pbxs: str = "", extensions: str = ""):
+        def get(path: str, *, role: str = "admin", pbxs: str = "", extensions: str = "",
+                token: str | None = None):
             request = urllib.request.Request(base + path, headers={
                 "X-Extcdr-User": f"{role}-{pbxs or 'all'}", "X-Extcdr-Role": role,
                 "X-Extcdr-Extensions": extensions, "X-Extcdr-Pbxs": pbxs,
-                "X-Extcdr-Proxy-Token": "proxy-secret"})
+                "X-Extcdr-Proxy-Token": "proxy-secret"} if token is None else {
+                "Authorization": f"Bearer {token}"})
             try:
                 with urllib.request.urlopen(request) as reply:
                     return reply.status, reply.read().decode()
@@ -306,3 +311,32 @@ def test_employee_names_and_groups_are_each_pbxs_own(central, web, cli):
         r["linkedid"] for r in every if "201" in r["employees"] and r["pbx"] == "office"
         or "202" in r["employees"] and r["pbx"] == "branch"}
     assert {r["pbx"] for r in records} == {"office", "branch"}
+
+
+def test_a_supervisors_groups_are_their_members_on_their_own_pbx(central, web):
+    """A supervisor limited to the group 'Продажи' (201 on the office, 202 on the branch) —
+    by an admin, or as a token's groups — sees the office's calls of 201 and the branch's of
+    202, never the branch's 201 (another person) nor the office's 202."""
+    db = open_module_db(central["url"])
+    try:
+        set_supervisor_groups(db, "supervisor-all", ["Продажи"])
+        _, token = create_token(db, "crm", "supervisor", [], "admin", int(time.time() * 1000),
+                                groups=["Продажи"])
+    finally:
+        db.close()
+    start_ms, end_ms = _period(central["day"])
+    db = open_module_db(central["url"], readonly=True)
+    try:
+        every = list(call_rows(calls_query(CallFilter(start_ms=start_ms, end_ms=end_ms), db),
+                               annotate=False))
+    finally:
+        db.close()
+    expected = {r["linkedid"] for r in every
+                if r["pbx"] == "office" and "201" in r["employees"]
+                or r["pbx"] == "branch" and "202" in r["employees"]}
+    assert expected and expected != {r["linkedid"] for r in every}
+    query = urllib.parse.urlencode({"from": central["day"], "to": central["day"]})
+    status, body = web(f"/api/v1/calls?{query}", role="supervisor")
+    assert status == 200 and {c["linkedid"] for c in json.loads(body)["calls"]} == expected
+    status, body = web(f"/api/v1/calls?{query}", token=token)
+    assert status == 200 and {c["linkedid"] for c in json.loads(body)["calls"]} == expected
