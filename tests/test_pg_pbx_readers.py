@@ -85,16 +85,22 @@ def central(tmp_path, capsys, pg_schema_url, cli) -> dict:
         if name == "office":
             ids += [_answered(pbx, 12, 2), _answered(pbx, 13, 3)]
         calls.update({f"{name}:{linkedid}": name for linkedid in ids})
-        if name == "branch":            # its legs name 201 as its config does
-            with sqlite3.connect(pbx.cdr_db) as conn:
-                for side in ("src", "dst"):
-                    conn.execute(f"UPDATE cdr_general SET {side}_name = ? "
-                                 f"WHERE {side}_num = '201'", (BORIS,))
-            conn.close()
+        if name == "branch":
+            _named_as_configured(pbx)
         code, _, err = cli("sync", "--cdr-db", pbx.cdr_db, "--pbx-db", pbx.pbx_db, "--db",
                            pg_schema_url, "--pbx-id", name, "--once")
         assert code == 0, err
-    return {"url": pg_schema_url, "calls": calls, "day": office.day, "tmp": tmp_path}
+    return {"url": pg_schema_url, "calls": calls, "day": office.day, "tmp": tmp_path,
+            "branch": branch}
+
+
+def _named_as_configured(branch: Pbx) -> None:
+    """The branch's legs name its 201 as its config does."""
+    with sqlite3.connect(branch.cdr_db) as conn:
+        for side in ("src", "dst"):
+            conn.execute(f"UPDATE cdr_general SET {side}_name = ? WHERE {side}_num = '201'",
+                         (BORIS,))
+    conn.close()
 
 
 def _of(calls: dict, pbx: str) -> set[str]:
@@ -340,3 +346,22 @@ def test_a_supervisors_groups_are_their_members_on_their_own_pbx(central, web):
     assert status == 200 and {c["linkedid"] for c in json.loads(body)["calls"]} == expected
     status, body = web(f"/api/v1/calls?{query}", token=token)
     assert status == 200 and {c["linkedid"] for c in json.loads(body)["calls"]} == expected
+
+
+def test_a_callback_attempt_is_named_by_its_own_pbx(central, cli, web):
+    """The branch's 201 tried to call back the number both PBXs missed: each missed call's
+    last attempt in the worklist is by 201, Борис Орлов (the branch's), not Иван Петров."""
+    branch = central["branch"]
+    branch.call("""
+        start    | end      | src | dst         | dialstatus
+        16:00:00 | 16:00:30 | 201 | 89161234567 | NOANSWER
+        """)
+    _named_as_configured(branch)
+    code, _, err = cli("sync", "--cdr-db", branch.cdr_db, "--pbx-db", branch.pbx_db, "--db",
+                       central["url"], "--pbx-id", "branch", "--once")
+    assert code == 0, err
+    query = urllib.parse.urlencode({"from": central["day"], "to": central["day"]})
+    status, body = web(f"/api/v1/worklist/unreturned?{query}")
+    attempts = {(c["pbx"], c["last_attempt"]["by"], c["last_attempt"]["by_name"])
+                for c in json.loads(body)["calls"]}
+    assert status == 200 and attempts == {("office", "201", BORIS), ("branch", "201", BORIS)}
