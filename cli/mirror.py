@@ -205,6 +205,8 @@ def add_filter_arguments(parser) -> None:
     parser.add_argument("--comment", metavar="TEXT", help="a part of a comment's text")
     parser.add_argument("--hangup", help="who hung up: caller, callee, pbx, unknown "
                         "(comma-separated)")
+    parser.add_argument("--pbx", metavar="ID", help="one PBX's calls (its pbx.id) of a history "
+                        "several PBXs write")
     parser.add_argument("--unreturned", action="store_true", help="missed calls nobody returned")
 
 
@@ -222,7 +224,7 @@ def filter_params(args) -> dict[str, object]:
               "employee": args.employee, "group": args.group, "min_talk": args.min_talk,
               "max_talk": args.max_talk, "recording": args.recording, "queue": args.queue,
               "tag": args.tag, "tag_mode": args.tag_mode, "comment": args.comment,
-              "hangup": args.hangup, "unreturned": args.unreturned}
+              "hangup": args.hangup, "pbx": args.pbx, "unreturned": args.unreturned}
     return {k: v for k, v in params.items() if v not in (None, False)}
 
 

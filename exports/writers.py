@@ -22,8 +22,7 @@ from openpyxl.utils import get_column_letter
 from i18n import PERIOD_LABELS, STATUS_LABELS, TAB_LABELS, translator
 from i18n.hangup_words import hangup_words, side_words
 from mirror.contacts import contact_label, with_contacts
-from mirror.models import Employee
-from mirror.queries import CallFilter, QueryError, call_rows, calls_query
+from mirror.queries import CallFilter, QueryError, call_rows, calls_query, employee_names, pbx_ids
 from mirror.records import call_record
 
 FORMATS = ("xlsx", "csv", "pdf", "jsonl")
@@ -50,6 +49,7 @@ class Column:
 # Export columns in order; the page's column choice selects among them (see COLUMNS_OF_PAGE).
 EXPORT_COLUMNS = (
     Column("time", "Date", 20, "time"),
+    Column("pbx", "PBX", 12),               # a history of several PBXs only
     Column("direction", "Direction", 12),
     Column("src", "Who", 18), Column("src_name", "Who (name)", 22),
     Column("dst", "Whom", 18), Column("dst_name", "Whom (name)", 22),
@@ -69,11 +69,12 @@ COLUMNS_OF_PAGE = {"direction": ("direction",), "time": ("time",),
                    "line": ("line", "did"), "status": ("status",),
                    "answered": ("answered_by", "missed_by"), "queue": ("queue", "queue_wait"),
                    "wait": ("wait",), "talk": ("talk", "hangup"), "record": ("recordings",),
-                   "notes": ("tags", "comments")}
+                   "notes": ("tags", "comments"), "pbx": ("pbx",)}
 
 
-# The page's columns (the user picks among them), and those shown until they pick.
-PAGE_COLUMNS = tuple(COLUMNS_OF_PAGE)
+# The page's columns (the user picks among them), and those shown until they pick. The PBX's
+# is not picked: it is shown when the history holds several PBXs (`with_pbx_column`).
+PAGE_COLUMNS = tuple(c for c in COLUMNS_OF_PAGE if c != "pbx")
 DEFAULT_PAGE_COLUMNS = tuple(c for c in PAGE_COLUMNS if c not in ("answered", "queue"))
 
 
@@ -84,10 +85,21 @@ def chosen_columns(setting: str | None) -> tuple[str, ...]:
     return tuple(c for c in PAGE_COLUMNS if c in setting.split(","))
 
 
-def export_columns(page_columns: Iterable[str] | None) -> list[Column]:
-    """The export's columns for the page's chosen ones (all when None); the call id last."""
+def with_pbx_column(columns: tuple[str, ...], pbxs: list[str]) -> tuple[str, ...]:
+    """The page's columns and, when the user sees several PBXs' calls (`pbxs`, see
+    `queries.pbx_ids`), the PBX's after the date."""
+    if len(pbxs) < 2:
+        return columns
+    at = columns.index("time") + 1 if "time" in columns else 0
+    return columns[:at] + ("pbx",) + columns[at:]
+
+
+def export_columns(page_columns: Iterable[str] | None,
+                   several_pbxs: bool = False) -> list[Column]:
+    """The export's columns for the page's chosen ones (all when None, the PBX's of a history
+    of `several_pbxs` only); the call id last."""
     if page_columns is None:
-        return list(EXPORT_COLUMNS)
+        return [column for column in EXPORT_COLUMNS if several_pbxs or column.key != "pbx"]
     keys = {key for c in page_columns for key in COLUMNS_OF_PAGE.get(c, ())} | {"linkedid"}
     return [column for column in EXPORT_COLUMNS if column.key in keys]
 
@@ -172,8 +184,7 @@ def about(exported_by: str, params: dict[str, object], flt: CallFilter, clock, l
     if flt.number:
         lines.append(("Search", flt.number))
     if flt.employees:
-        names = dict(Employee.select(Employee.extension, Employee.name)
-                     .where(Employee.extension.in_(flt.employees)).bind(db).tuples())
+        names = employee_names(db, flt.pbx)
         lines.append(("Employees", ", ".join(f"{ext} {names.get(ext, '')}".strip()
                                              for ext in flt.employees)))
     if flt.groups:
@@ -195,6 +206,8 @@ def about(exported_by: str, params: dict[str, object], flt: CallFilter, clock, l
     if flt.hangup:
         lines.append(("Hung up", ", ".join(
             side_words(None if side == "unknown" else side, language) for side in flt.hangup)))
+    if flt.pbx is not None:
+        lines.append(("PBX", flt.pbx))
     return lines
 
 
@@ -250,7 +263,8 @@ def export_file(out: Path, fmt: str, flt: CallFilter, db, clock, language: str,
     `progress(calls so far)` is told every thousand calls. Returns the number of calls."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; use one of: {', '.join(FORMATS)}")
-    cells = CallCells(export_columns(page_columns), clock, language)
+    cells = CallCells(export_columns(page_columns, len(pbx_ids(db, flt.visible_to)) > 1), clock,
+                      language)
     counted = _Counted(rows_of(flt, db), progress)
     partial = out.with_name(f".{out.name}.partial")
     try:

@@ -163,6 +163,7 @@ RUSSIAN = {
     "all tags": "все теги", "Recording...": "Запись...", "with a recording": "с записью",
     "without a recording": "без записи", "Queues...": "Очереди...", "Hung up...": "Кто положил...",
     "Comment text...": "Текст комментария...", "Notes": "Заметки", "Queue": "Очередь",
+    "PBX": "АТС", "All PBXs": "Все АТС",
     "Hung up": "Кто положил", "Wait in queue": "Ожидание в очереди", "Tags": "Теги",
     "Comments": "Комментарии", "Settings": "Настройки",
     "Delete the recordings of this filter...": "Удалить записи звонков этого отбора...",

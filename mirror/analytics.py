@@ -216,7 +216,7 @@ def _worst(*origins: str) -> str:
 
 def _employees(f, db, clock, options) -> Report:
     rows, origin = figures(EMPLOYEES, f, db, ("extension", "role"), source=options.source)
-    names = employee_names(db)
+    names = employee_names(db, f.pbx)
     people: dict[str, dict] = defaultdict(lambda: dict.fromkeys(
         ("answered", "missed", "returned", "outgoing", "outgoing_answered", "talk_s",
          "answered_wait_s"), 0))
@@ -420,7 +420,7 @@ def _queues(f, db, clock, options) -> Report:
     rows, origin = figures(QUEUES, f, db, ("queue", "answered", "wait_s"), source=options.source)
     agents, origin_agents = figures(EMPLOYEES, f, db, ("queue", "role", "extension"),
                                     source=options.source)
-    names = employee_names(db)
+    names = employee_names(db, f.pbx)
     waits: dict[str, dict[int, dict[int, int]]] = defaultdict(lambda: {0: {}, 1: {}})
     for queue, answered, wait_s, calls in rows:
         if calls:

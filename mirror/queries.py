@@ -6,21 +6,24 @@ keyset on (start_ms, id), never OFFSET.
 from __future__ import annotations
 
 import json
+import operator
 import re
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
+from functools import reduce
 from typing import Mapping
 
 from peewee import SQL, Column, Database, Tuple, fn
 
 from mirror.annotations import AnnotationError, notes_read, tag_ids, with_notes
-from mirror.calls import DIRECTIONS, NUMBER_MATCH_DIGITS, STATUSES
+from mirror.calls import DIRECTIONS, NUMBER_MATCH_DIGITS, STATUSES, qualified
 from mirror.contacts import keys_named
 from mirror.dialect import dialect_of, ordered_join, position, run, searched_in_call_columns
 from mirror.models import (Call, CallEmployee, CallGone, CallHandled, CallHangup, CallName,
                            CallNumber, CallTag, Comment, Employee, GroupMember, Leg, LiveCall,
                            SyncState)
 from mirror.pbxtime import linkedid_epoch_ms
+from mirror.settings import PBX_ID
 
 LIST_FIELDS = ("missed_by", "transferred_to", "employees", "recordings")
 
@@ -31,40 +34,62 @@ class QueryError(ValueError):
 
 SCOPES = ("involved", "placed", "except")
 GROUPS_SCOPE = "groups"     # a supervisor limited to groups: their members' extensions
+EVERY_EXTENSION = "all"     # a user limited to some PBXs only: any extension's calls there
 
 
 @dataclass(frozen=True)
 class Visibility:
-    """The calls a restricted user may see, by a list of extensions — ModuleUsersUI's CDR
+    """The calls a restricted user may see, by a list of extensions (`201`, or `office:201`
+    on that PBX only: a group's member in a history several PBXs write) — ModuleUsersUI's CDR
     filter modes at the level of calls: `involved`, calls any of them took part in (its
     'selected'; our operators); `placed`, calls any of them placed a leg of
-    ('outgoing-selected'); `except`, calls none of them took part in ('not-selected')."""
+    ('outgoing-selected'); `except`, calls none of them took part in ('not-selected') — and,
+    in a history several PBXs write, by the PBXs whose calls they may see (`pbxs`; none: all)."""
     extensions: tuple[str, ...]
     scope: str = "involved"
+    pbxs: tuple[str, ...] = ()
 
     def __post_init__(self):
-        if self.scope not in SCOPES:
+        if self.scope not in SCOPES + (EVERY_EXTENSION,):
             raise ValueError(f"unknown visibility scope {self.scope!r}; use: {', '.join(SCOPES)}")
 
-    def admits(self, employees, callers) -> bool:
-        """Whether a call with these employees, of whom `callers` placed legs, is visible."""
+    def admits(self, employees, callers, pbx: str) -> bool:
+        """Whether a call of PBX `pbx` with these employees, of whom `callers` placed legs,
+        is visible."""
+        if self.pbxs and pbx not in self.pbxs:
+            return False
+        if self.scope == EVERY_EXTENSION:
+            return True
         mine = set(self.extensions)
+
+        def ours(extensions) -> bool:       # `201` on any PBX, `office:201` on that one
+            return bool(mine & {*extensions, *(qualified(pbx, e) for e in extensions)})
         if self.scope == "except":
-            return not mine & set(employees)
-        return bool(mine & set(callers if self.scope == "placed" else employees))
+            return not ours(employees)
+        return ours(callers if self.scope == "placed" else employees)
 
     @classmethod
-    def of(cls, role: str, extensions, scope: str = "involved") -> "Visibility | None":
+    def of(cls, role: str, extensions, scope: str = "involved",
+           pbxs=()) -> "Visibility | None":
         """What a user of `role` may see: admins and supervisors every call (None), anyone
         else only the calls their extensions and scope admit. A supervisor an admin limited
-        to some groups (scope GROUPS_SCOPE) sees the calls those groups' members took part in."""
+        to some groups (scope GROUPS_SCOPE) sees the calls those groups' members took part in.
+        A user given `pbxs` sees only those PBXs' calls of these."""
         if role == "admin" or (role == "supervisor" and scope != GROUPS_SCOPE):
-            return None
-        return cls(tuple(extensions), "involved" if scope == GROUPS_SCOPE else scope)
+            return cls((), EVERY_EXTENSION, tuple(pbxs)) if pbxs else None
+        return cls(tuple(extensions), "involved" if scope == GROUPS_SCOPE else scope,
+                   tuple(pbxs))
 
     def shows_employee(self, extension: str) -> bool:
         """Whether the employee's calls may be among those visible (the page's choices)."""
-        return (extension in self.extensions) != (self.scope == "except")
+        if self.scope == EVERY_EXTENSION:
+            return True
+        mine = {member.rpartition(":")[2] for member in self.extensions}
+        return (extension in mine) != (self.scope == "except")
+
+    def shows_pbx(self, pbx: str) -> bool:
+        """Whether the PBX's calls may be among those visible (the page's choices)."""
+        return not self.pbxs or pbx in self.pbxs
 
 
 @dataclass
@@ -84,6 +109,7 @@ class CallFilter:
     tag_mode: str = "any"                  # any | all of `tags`
     comment: str | None = None             # a part of a comment's text
     hangup: list[str] = field(default_factory=list)   # who hung up (HANGUP_SIDES)
+    pbx: str | None = None                 # one PBX's calls (`pbx.id`) of a central history
     unreturned: bool = False
     tab: str = "all"                       # the page's tab, on top of the other conditions
     limit: int | None = None
@@ -115,6 +141,9 @@ class CallFilter:
             raise QueryError("limit must be a positive number")
         if self.number is not None:
             parse_number_search(self.number, self.number_match_digits)  # validate early
+        if self.pbx is not None and not PBX_ID.fullmatch(self.pbx):
+            raise QueryError(f"pbx must be a PBX's id (1-32 of a-z, 0-9 and '-'), "
+                             f"not {_shown(self.pbx)!r}")
 
 
 def _check_choice(name: str, values: list[str], allowed: tuple[str, ...]) -> None:
@@ -200,7 +229,7 @@ PERIODS = ("today", "yesterday", "this_week", "last_week", "this_month", "last_m
 YEARS = ("this_year", "last_year")      # periods for analytics (the page's list stays short)
 FILTER_PARAMETERS = ("period", "from", "to", "direction", "status", "number", "employee",
                      "group", "min_talk", "max_talk", "recording", "queue", "tag", "tag_mode",
-                     "comment", "hangup", "unreturned", "tab", "limit", "cursor")
+                     "comment", "hangup", "pbx", "unreturned", "tab", "limit", "cursor")
 DAY_MS = 86_400_000
 FIRST_YEAR, LAST_YEAR = 1990, 2200      # dates outside are typing mistakes
 SQLITE_MAX = 2**63 - 1                  # the largest integer SQLite stores
@@ -233,7 +262,7 @@ def call_filter(params, clock, now_s: float, *, number_match_digits: int = NUMBE
         recording=_yes_no(params.get("recording"), "recording"),
         queues=_list(params.get("queue")), tags=_list(params.get("tag")),
         tag_mode=params.get("tag_mode") or "any", comment=params.get("comment") or None,
-        hangup=_list(params.get("hangup")),
+        hangup=_list(params.get("hangup")), pbx=params.get("pbx") or None,
         unreturned=_flag(params.get("unreturned")),
         tab=params.get("tab") or "all",
         limit=_whole(params, "limit", 1, MAX_LIMIT), after=decode_cursor(params.get("cursor")),
@@ -371,6 +400,8 @@ def calls_query(f: CallFilter, db: Database, *, counting: bool = False):
     will be aggregated, not paged (see the employee condition)."""
     period = (Call.start_ms >= f.start_ms) & (Call.start_ms < f.end_ms)
     query = Call.select().where(period)
+    if f.pbx is not None:                 # PostgreSQL's index call_pbx (pbx, start_ms, id)
+        query = query.where(Call.pbx == f.pbx)
     if f.directions:
         query = query.where(Call.direction.in_(f.directions))
     if f.unreturned:                      # the one meaning of unreturned: the tab's
@@ -394,27 +425,28 @@ def calls_query(f: CallFilter, db: Database, *, counting: bool = False):
     # from driving the query by the employees' (maybe tens of thousands of) calls and sorting
     # them. A count reads them all anyway, and reads fewer that way round.
     call_id = Call.id if counting else Call.id + 0
-    chosen = employee_extensions(f, db)
+    chosen = _employee_condition(f, db, call_id)
     if chosen is not None:
-        query = query.where(call_id.in_(_calls_of(chosen, f)))
+        query = query.where(chosen)
     if f.visible_to is not None:
         visible = f.visible_to
+        if visible.pbxs:
+            query = query.where(Call.pbx.in_(list(visible.pbxs)))
         if visible.scope == "except":
             query = query.where(call_id.not_in(_calls_of(visible.extensions, f)))
-        else:
-            query = query.where(call_id.in_(_calls_of(visible.extensions, f,
-                                                      placed=visible.scope == "placed")))
+        elif visible.scope != EVERY_EXTENSION:
+            query = query.where(_calls_of_members(
+                [(pbx, extension) if sep else ("", pbx)
+                 for pbx, sep, extension in (e.partition(":") for e in visible.extensions)],
+                f, call_id, placed=visible.scope == "placed"))
     if f.number:
         search = parse_number_search(f.number, f.number_match_digits)
         named = _employees_named(search.name, db) if search.name else []
         keys = keys_named(db, search.name, f.phonebook) if search.name else []
         query = _number_condition(query, search, db, period,
-                                  CallEmployee.select(CallEmployee.call_id).where(
-                                      CallEmployee.extension.in_(named),
-                                      CallEmployee.start_ms >= f.start_ms,
-                                      CallEmployee.start_ms < f.end_ms) if named else None,
-                                  Call.select(Call.id).where(
-                                      Call.ext_key.in_(keys), period) if keys else None)
+                                  _calls_of_members(named, f, Call.id) if named else None,
+                                  Call.id.in_(Call.select(Call.id).where(
+                                      Call.ext_key.in_(keys), period)) if keys else None)
     if f.after:
         query = query.where(Tuple(Call.start_ms, Call.id) < Tuple(*f.after))
     query = query.order_by(Call.start_ms.desc(), Call.id.desc())
@@ -523,28 +555,77 @@ def counted_by_the_hour(f: CallFilter) -> bool:
     (mirror.analytics, for the tab counters and the reports)."""
     return (f.visible_to is None and not f.number and not f.employees and not f.groups
             and not f.min_talk and f.max_talk is None and f.recording is None and not f.queues
-            and not f.tags and not f.comment and not f.hangup and f.ext_keys is None)
+            and not f.tags and not f.comment and not f.hangup and f.ext_keys is None
+            and f.pbx is None)
 
 
-def employee_extensions(f: CallFilter, db: Database) -> list[str] | None:
-    """Extensions the employee/group filters select (None: no such filter)."""
+def _employee_condition(f: CallFilter, db: Database, call_id):
+    """The calls the employee and group filters select (None: no such filter): an
+    extension's on every PBX, a group's members' each on the member's PBX."""
     if not f.employees and not f.groups:
         return None
-    extensions = set(f.employees)
+    members = [("", extension) for extension in f.employees]
     if f.groups:
-        members = GroupMember.select(GroupMember.group_name, GroupMember.extension).where(
+        rows = GroupMember.select(GroupMember.group_name, GroupMember.pbx,
+                                  GroupMember.extension).where(
             GroupMember.group_name.in_(f.groups)).bind(db).tuples()
-        found = {name for name, _ in members}
+        found = {name for name, _, _ in rows}
         unknown = [g for g in f.groups if g not in found]
         if unknown:
             raise QueryError(f"unknown employee group {unknown[0]!r}")
-        extensions |= {ext for _, ext in members}
-    return sorted(extensions)
+        members += [(pbx, extension) for _, pbx, extension in rows]
+    return _calls_of_members(members, f, call_id)
 
 
-def employee_names(db: Database) -> dict[str, str]:
-    """The PBX's employees: extension -> name."""
-    return dict(Employee.select(Employee.extension, Employee.name).bind(db).tuples())
+def _calls_of_members(members, f: CallFilter, call_id, *, placed: bool = False):
+    """The period's calls these (pbx, extension) employees took part in (`placed`: placed a
+    leg of), each in its own PBX's calls: two PBXs' extension 201 are two people. pbx ''
+    (the only PBX, or an extension of no PBX in particular) matches on every PBX."""
+    by_pbx: dict[str, set[str]] = {}
+    for pbx, extension in members:
+        by_pbx.setdefault(pbx, set()).add(extension)
+    conditions = [call_id.in_(_calls_of(sorted(extensions), f, placed=placed)) if not pbx else
+                  (Call.pbx == pbx) & call_id.in_(_calls_of(sorted(extensions), f, placed=placed))
+                  for pbx, extensions in sorted(by_pbx.items())]
+    if not conditions:                      # an operator without extensions: no call
+        return call_id.in_(_calls_of([], f))
+    return reduce(operator.or_, conditions)
+
+
+def pbx_ids(db: Database, visible_to: Visibility | None = None) -> list[str]:
+    """The PBXs whose calls a central history holds, by id, those a user limited to some
+    (`visible_to`) sees only: one index seek each (PostgreSQL's call_pbx). A SQLite history
+    has one PBX: [] without reading anything."""
+    if not dialect_of(db).postgresql:
+        return []
+    return [pbx for (pbx,) in run(
+        db, "WITH RECURSIVE p (pbx) AS (SELECT min(pbx) FROM call UNION ALL "
+            "SELECT (SELECT min(pbx) FROM call WHERE pbx > p.pbx) FROM p WHERE p.pbx IS NOT NULL) "
+            "SELECT pbx FROM p WHERE pbx IS NOT NULL")
+        if visible_to is None or visible_to.shows_pbx(pbx)]
+
+
+def employee_names(db: Database, pbx: str | None = None) -> dict[str, str]:
+    """The employees: extension -> name, of one PBX (`pbx`) or of all of them, where the
+    names of an extension several PBXs have are joined with ' / '."""
+    query = Employee.select(Employee.extension, Employee.name).order_by(Employee.pbx)
+    if pbx is not None:
+        query = query.where(Employee.pbx == pbx)
+    names: dict[str, str] = {}
+    for extension, name in query.bind(db).tuples():
+        known = names.get(extension)
+        names[extension] = name if known is None or name in known.split(" / ") \
+            else f"{known} / {name}"
+    return names
+
+
+def names_by_pbx(db: Database) -> dict[str, dict[str, str]]:
+    """The employees of each PBX: pbx -> extension -> name (a call's names are its PBX's)."""
+    names: dict[str, dict[str, str]] = {}
+    for pbx, extension, name in Employee.select(Employee.pbx, Employee.extension,
+                                                Employee.name).bind(db).tuples():
+        names.setdefault(pbx, {})[extension] = name
+    return names
 
 
 def employee_choices(db: Database, visible_to: Visibility | None) -> list[tuple[str, str]]:
@@ -560,12 +641,13 @@ def group_names(db: Database) -> list[str]:
             .order_by(GroupMember.group_name).bind(db).tuples()]
 
 
-def _employees_named(part: str, db: Database) -> list[str]:
-    """Extensions of the employees whose current name holds `part` (any case; the PBX's
+def _employees_named(part: str, db: Database) -> list[tuple[str, str]]:
+    """(pbx, extension) of the employees whose current name holds `part` (any case; a PBX's
     employees are a few hundred rows, so a renamed employee is found by the new name)."""
     part = part.casefold()
-    return [extension for extension, name in Employee.select(Employee.extension, Employee.name)
-            .bind(db).tuples() if part in name.casefold()]
+    return [(pbx, extension) for pbx, extension, name in Employee.select(
+        Employee.pbx, Employee.extension, Employee.name).bind(db).tuples()
+        if part in name.casefold()]
 
 
 def _linkedid_forms(linkedid: str) -> list[str]:
@@ -583,9 +665,9 @@ def _number_condition(query, search: NumberSearch, db, period, of_employees=None
     """Calls whose numbers (or names) match, by a trigram index: SQLite's FTS5 tables searched
     within the period's id range (a common fragment, an area code, would otherwise fetch every
     match of all time), or PostgreSQL's on the call's own `numbers`/`names` columns (the
-    period picks the months' partitions). `of_employees`, `of_contacts`: the calls of the
-    employees and of the contacts (numbers named in the phone book or the module's contacts)
-    a name search found, also matching."""
+    period picks the months' partitions). `of_employees`, `of_contacts`: conditions selecting
+    the calls of the employees and of the contacts (numbers named in the phone book or the
+    module's contacts) a name search found, also matching."""
     if search.prefix == "linkedid":
         return query.where(Call.linkedid.in_(_linkedid_forms(search.value)))
     terms = (search.value,) if search.prefix else search.substrings
@@ -600,7 +682,7 @@ def _number_condition(query, search: NumberSearch, db, period, of_employees=None
                 SQL("call_name MATCH ?", (phrase,)), CallName.rowid.between(*ids)))
         for also in (of_employees, of_contacts):
             if also is not None:
-                named = named | Call.id.in_(also)
+                named = named | also
         return query.where(named)
     if in_columns:          # digits only: nothing for LIKE to escape, no case to fold
         for digits in terms:
@@ -644,7 +726,7 @@ def calls_in_progress(db: Database, visible_to: Visibility | None = None) -> lis
         row["employees"] = json.loads(row["employees"])
         row["parties"] = json.loads(row["parties"])
         callers = [party["from"] for party in row["parties"]]
-        if visible_to is None or visible_to.admits(row["employees"], callers):
+        if visible_to is None or visible_to.admits(row["employees"], callers, row["pbx"]):
             rows.append(row)
     return rows
 
@@ -653,10 +735,12 @@ def call_visible(call_id: int, visible_to: Visibility | None, db: Database) -> b
     """Whether the (finished) call may be seen under `visible_to`."""
     if visible_to is None:
         return True
+    pbx = Call.select(Call.pbx).where(Call.id == call_id).bind(db).scalar()
     rows = CallEmployee.select(CallEmployee.extension, CallEmployee.placed).where(
         CallEmployee.call_id == call_id).bind(db).tuples()
     employees = [extension for extension, _ in rows]
-    return visible_to.admits(employees, [extension for extension, placed in rows if placed])
+    return visible_to.admits(employees, [extension for extension, placed in rows if placed],
+                             pbx)
 
 
 CHANGES_LIMIT = 500     # calls written since a page's revision that it is told of, at most
@@ -689,8 +773,16 @@ def changes_since(f: CallFilter, revision: int,
     gone = [linkedid for linkedid, employees in
             [(linkedid, employees) for _, linkedid, employees in written] + taken_out
             if linkedid not in kept
-            and (visible is None or visible.admits(json.loads(employees), ()))]
+            and (visible is None
+                 or visible.admits(json.loads(employees), (), pbx_of_linkedid(linkedid)))]
     return rows, gone
+
+
+def pbx_of_linkedid(linkedid: str) -> str:
+    """The PBX a linkedid of the history is of: `<pbx id>:…` as a PBX with an id writes
+    them (`mirror.calls.qualified`), '' the only PBX's."""
+    pbx, sep, _ = linkedid.partition(":")
+    return pbx if sep and PBX_ID.fullmatch(pbx) else ""
 
 
 def mirror_revision(db: Database) -> int:

@@ -10,7 +10,7 @@ RECORD_FIELDS = ("linkedid", "start", "end", "direction", "status", "reason", "s
                  "dst", "dst_name", "external_number", "did", "line", "answered_by", "missed_by",
                  "transferred_to", "employees", "wait_s", "talk_s", "duration_s", "recordings",
                  "callback_of", "returned_by", "callback_attempts", "legs", "queue",
-                 "queue_wait_s", "tags", "comments", "hangup", "contact", "external_name")
+                 "queue_wait_s", "tags", "comments", "hangup", "contact", "external_name", "pbx")
 
 
 def iso_time(epoch_ms: int, tz: ZoneInfo) -> str:

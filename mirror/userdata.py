@@ -9,6 +9,7 @@ import json
 
 from peewee import Case, Database
 
+from mirror.calls import qualified
 from mirror.dialect import inserted_id, run, write_transaction
 from mirror.models import SavedFilter
 
@@ -107,11 +108,12 @@ def set_supervisor_groups(db: Database, user: str, groups: list[str]) -> None:
 
 def group_members(db: Database, groups) -> tuple[str, ...]:
     """The extensions of these employee groups' members now (ModuleUsersGroups, as the
-    mirror keeps them)."""
+    mirror keeps them), each `qualified` by its PBX in a history several PBXs write
+    (`office:201`: two PBXs' 201 are two people)."""
     groups = list(groups)
-    return tuple(extension for (extension,) in run(
-        db, f"SELECT DISTINCT extension FROM group_member WHERE group_name IN "
-            f"({','.join('?' * len(groups))}) ORDER BY extension", groups))
+    return tuple(sorted({qualified(pbx, extension) for pbx, extension in run(
+        db, f"SELECT pbx, extension FROM group_member WHERE group_name IN "
+            f"({','.join('?' * len(groups))})", groups)}))
 
 
 def group_limit(db: Database, user: str) -> tuple[str, ...] | None:

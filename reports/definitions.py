@@ -282,9 +282,7 @@ def save_report(db, owner: Owner, form: ReportForm, *, link_base: str,
     if form.timing.frequency == "once" and next_run is None and form.enabled:
         raise ReportError("that date and time have passed; choose a time in the future")
     values = {
-        "owner_role": owner.role, "owner_extensions": json.dumps(owner.extensions),
-        "owner_scope": owner.scope,
-        "name": form.name, "filter_id": form.filter_id, "period": form.period,
+        **owner.kept(), "name": form.name, "filter_id": form.filter_id, "period": form.period,
         "filters": json.dumps({**form.filters, **form.analytics}, ensure_ascii=False,
                               sort_keys=True),
         "frequency": form.timing.frequency, "at_time": form.timing.at,

@@ -14,9 +14,10 @@ from flask import (Blueprint, current_app, make_response, redirect, render_templ
                    session, url_for)
 
 from mirror.queries import SCOPES
+from mirror.settings import PBX_ID
 from pbxmodule.nginx import CHECK_URL, location, templates_in
-from web.auth import (EXTENSIONS_HEADER, LANGUAGE_HEADER, ROLE_HEADER, ROLES, SCOPE_HEADER,
-                      USER_HEADER, User, refuse_forged_request)
+from web.auth import (EXTENSIONS_HEADER, LANGUAGE_HEADER, PBXS_HEADER, ROLE_HEADER, ROLES,
+                      SCOPE_HEADER, USER_HEADER, User, refuse_forged_request)
 
 standin = Blueprint("standin", __name__, template_folder="templates")
 NGINX_TEMPLATES = Path(__file__).parent / "nginx"
@@ -53,7 +54,8 @@ class Account:
 
 
 def load_users(path: Path | None) -> dict[str, Account]:
-    """Accounts from a JSON list of {name, password, role, extensions[, language, scope]};
+    """Accounts from a JSON list of {name, password, role, extensions[, language, scope,
+    pbxs]} (pbxs: the PBXs of a central history whose calls they see; none: every PBX's);
     demo users without."""
     entries = DEMO_USERS
     if path is not None:
@@ -68,6 +70,7 @@ def load_users(path: Path | None) -> dict[str, Account]:
             extensions = tuple(str(e) for e in entry.get("extensions", []))
             language = str(entry.get("language", ""))
             scope = str(entry.get("scope", "involved"))
+            pbxs = tuple(str(p) for p in entry.get("pbxs", []))
         except (KeyError, TypeError):
             raise UsersFileError(f"{path}: each user needs name, password and role") from None
         if role not in ROLES:
@@ -76,7 +79,12 @@ def load_users(path: Path | None) -> dict[str, Account]:
         if scope not in SCOPES:
             raise UsersFileError(f"{path}: user {name!r} has scope {scope!r}; use one of "
                                  f"{', '.join(SCOPES)}")
-        accounts[name] = Account(User(name, role, extensions, language, scope), password)
+        unknown = [p for p in pbxs if not PBX_ID.fullmatch(p)]
+        if unknown:
+            raise UsersFileError(f"{path}: user {name!r} has pbx {unknown[0]!r}; a PBX id is "
+                                 f"1-32 of a-z, 0-9 and '-'")
+        accounts[name] = Account(User(name, role, extensions, language, scope, pbxs=pbxs),
+                                 password)
     return accounts
 
 
@@ -206,4 +214,5 @@ def auth():
     reply.headers[EXTENSIONS_HEADER] = ",".join(user.extensions)
     reply.headers[LANGUAGE_HEADER] = user.language
     reply.headers[SCOPE_HEADER] = user.scope
+    reply.headers[PBXS_HEADER] = ",".join(user.pbxs)
     return reply

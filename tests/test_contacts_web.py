@@ -350,7 +350,7 @@ def test_the_api_and_the_cli_name_the_outside_number_as_the_page(server, pbx, na
         "dst_name", "external_number", "did", "line", "answered_by", "missed_by",
         "transferred_to", "employees", "wait_s", "talk_s", "duration_s", "recordings",
         "callback_of", "returned_by", "callback_attempts", "legs", "queue", "queue_wait_s",
-        "tags", "comments", "hangup", "contact", "external_name"}
+        "tags", "comments", "hangup", "contact", "external_name", "pbx"}
     unnamed = next(c for c in everyone if c["contact"] is None and c["direction"] == "incoming"
                    and c["src_name"] and c["src_name"] != c["src"])
     assert unnamed["external_name"] == unnamed["src_name"]          # the caller id, last

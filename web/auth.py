@@ -25,6 +25,7 @@ ROLE_HEADER = "X-Extcdr-Role"
 EXTENSIONS_HEADER = "X-Extcdr-Extensions"
 LANGUAGE_HEADER = "X-Extcdr-Language"
 SCOPE_HEADER = "X-Extcdr-Scope"
+PBXS_HEADER = "X-Extcdr-Pbxs"       # the PBXs whose calls the user sees (none: every PBX's)
 TOKEN_HEADER = "X-Extcdr-Proxy-Token"
 # Reachable without a user: static files, and a mailed report's signed download link.
 PUBLIC_ENDPOINTS = ("static", "reports.mailed_file")
@@ -43,16 +44,18 @@ class User:
     language: str = ""          # the admin shell's language for this user, if it tells
     scope: str = "involved"     # how the extensions limit an operator (mirror.queries.SCOPES)
     token: str | None = None    # an API token's name, when a script sent one (no session)
+    pbxs: tuple[str, ...] = ()  # the PBXs of a central history whose calls they see (): all
 
     @property
     def visible_to(self) -> Visibility | None:
-        """The calls an operator is limited to; None: every call (admin, supervisor)."""
-        return Visibility.of(self.role, self.extensions, self.scope)
+        """The calls an operator, or a user limited to some PBXs, is limited to; None: every
+        call (admin, supervisor)."""
+        return Visibility.of(self.role, self.extensions, self.scope, self.pbxs)
 
     @property
     def owner(self) -> report_data.Owner:
         """This user as the owner of reports."""
-        return report_data.Owner(self.name, self.role, self.extensions, self.scope)
+        return report_data.Owner(self.name, self.role, self.extensions, self.scope, self.pbxs)
 
 
 class Login(Protocol):
@@ -111,8 +114,10 @@ def require_user():
     if scope not in SCOPES:
         return jsonify(error=f"not authenticated: unknown scope {scope!r} from the admin "
                              f"shell"), 401
+    pbxs = tuple(p.strip() for p in request.headers.get(PBXS_HEADER, "").split(",")
+                 if p.strip())
     g.user = within_groups(User(name, role, extensions, request.headers.get(LANGUAGE_HEADER, ""),
-                                scope))
+                                scope, pbxs=pbxs))
     return None
 
 

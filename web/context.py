@@ -10,7 +10,7 @@ from mirror.userdata import user_settings
 
 PAGE_PARAMETERS = ("period", "from", "to", "number", "employee", "group", "status", "min_talk",
                    "max_talk", "recording", "queue", "tag", "tag_mode", "comment", "hangup",
-                   "tab")
+                   "pbx", "tab")
 
 
 def mirror():

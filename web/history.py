@@ -11,7 +11,7 @@ from urllib.parse import parse_qsl
 from flask import Blueprint, abort, current_app, g, redirect, render_template, request, url_for
 from werkzeug.datastructures import MultiDict
 
-from exports.writers import PAGE_COLUMNS, chosen_columns
+from exports.writers import PAGE_COLUMNS, chosen_columns, with_pbx_column
 from i18n import LANGUAGES, say_error
 from mirror.analytics import tab_counts
 from mirror.annotations import tag_list
@@ -19,8 +19,8 @@ from mirror.calls import STATUSES
 from mirror.deletions import deletions_of
 from mirror.queries import (DAY_MS, HANGUP_SIDES, PERIODS, TABS, QueryError, call_rows,
                             calls_in_progress, calls_query, changes_since, decode_cursor,
-                            employee_choices, employee_names, encode_cursor, group_names,
-                            legs_of_call, mirror_revision, tag_counts, whole_number)
+                            employee_choices, encode_cursor, group_names, legs_of_call,
+                            mirror_revision, names_by_pbx, pbx_ids, tag_counts, whole_number)
 from mirror.report_rows import reports_using
 from mirror.userdata import (UserDataError, default_filter, delete_filter, make_default,
                              save_filter, saved_filters, set_user_setting)
@@ -77,14 +77,14 @@ def _page(params: dict[str, str], *, revision: int, counts: dict | None = None,
     live = calls_in_progress(mirror(), g.user.visible_to)
     return render_template(
         "history/page.html", params=params, counts=counts or {}, rows=rows or [],
-        tags=tag_list(mirror()), queues=_queues(),
+        tags=tag_list(mirror()), queues=_queues(), pbxs=_pbxs(),
         hangup_sides=HANGUP_SIDES, open_call=request.args.get("call", "")[:200],
         next_cursor=next_cursor, error=error,
         tabs=TABS, periods=PERIODS, statuses=STATUSES, columns=page_columns(),
         all_columns=PAGE_COLUMNS, employees=employee_choices(mirror(), g.user.visible_to),
         groups=group_names(mirror()),
         saved=saved_filters(user_db(), g.user.name), restored=restored,
-        names=names, revision=revision, background_from=BACKGROUND_FROM,
+        pbx_names=names, revision=revision, background_from=BACKGROUND_FROM,
         live=live, now_key=now_key(live))
 
 
@@ -94,7 +94,7 @@ def more_rows():
     params = page_params(request.args)
     rows, next_cursor = _rows(page_filter(params), request.args.get("cursor"))
     html = render_template("history/rows.html", rows=rows, columns=page_columns(),
-                           params=params, names=_employee_names())
+                           params=params, pbx_names=_employee_names())
     return {"html": html, "next_cursor": next_cursor}
 
 
@@ -106,7 +106,7 @@ def details(linkedid: str):
                   for n, path in enumerate(row["recordings"], start=1)]
     recording_of_leg = {path: n for n, path in enumerate(row["recordings"], start=1)}
     return render_template("history/details.html", call=row, legs=legs, recordings=recordings,
-                           recording_of_leg=recording_of_leg, names=_employee_names(),
+                           recording_of_leg=recording_of_leg, pbx_names=_employee_names(),
                            all_tags=tag_list(mirror()), deletions=deletions_of(mirror(), linkedid),
                            handled=handled(mirror(), linkedid))
 
@@ -117,7 +117,7 @@ def call_row(linkedid: str):
     row = named([visible_call(linkedid)])[0]
     params = page_params(request.args)
     return {"html": render_template("history/rows.html", rows=[row], columns=page_columns(),
-                                    params=params, names=_employee_names())}
+                                    params=params, pbx_names=_employee_names())}
 
 
 @history.get("/updates")
@@ -150,7 +150,7 @@ def _update(params: dict[str, str], flt, since: int, revision: int, columns) -> 
     update = {"revision": revision, "counts": counts_at(revision, flt), "gone": gone,
               "calls": [{"linkedid": row["linkedid"], "start": row["start_ms"], "id": row["id"],
                          "html": render_template("history/rows.html", rows=[row],
-                                                 columns=columns, params=params, names=names)}
+                                                 columns=columns, params=params, pbx_names=names)}
                         for row in rows]}
     live = calls_in_progress(mirror(), flt.visible_to)
     key = now_key(live)
@@ -263,12 +263,20 @@ def _rows(flt, cursor: str | None) -> tuple[list[dict], str | None]:
 
 
 def page_columns() -> tuple[str, ...]:
-    """The user's chosen columns, in the page's order."""
-    return chosen_columns(user_prefs().get("columns"))
+    """The user's chosen columns, in the page's order (and the PBX's, see `with_pbx_column`)."""
+    return with_pbx_column(chosen_columns(user_prefs().get("columns")), _pbxs())
 
 
-def _employee_names() -> dict[str, str]:
-    return employee_names(mirror())
+def _pbxs() -> list[str]:
+    """The PBXs whose calls the user sees, once per request."""
+    if "pbxs" not in g:
+        g.pbxs = pbx_ids(mirror(), g.user.visible_to)
+    return g.pbxs
+
+
+def _employee_names() -> dict[str, dict[str, str]]:
+    """Each PBX's employees' names (a call's are its PBX's, see `names_by_pbx`)."""
+    return names_by_pbx(mirror())
 
 
 def _queues() -> list[str]:

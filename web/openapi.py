@@ -68,6 +68,8 @@ _CALL = {
                        "module's contacts; null: neither knows it"},
     "external_name": {"type": "string", "description": "the outside party's name: the "
                       "contact's, else the caller id name the PBX recorded (\"\": none)"},
+    "pbx": {"type": "string", "description": "the PBX of the call (its pbx.id) in a history "
+            "several PBXs write; \"\": the only PBX"},
 }
 assert tuple(_CALL) == RECORD_FIELDS, "the document lists the call record's fields"
 
@@ -159,6 +161,7 @@ _FILTER = _PERIOD + [
     _query("tag_mode", "any or all of the tags", {"type": "string", "enum": ["any", "all"]}),
     _query("comment", "a part of a comment's text"),
     _query("hangup", "comma-separated: " + ", ".join(HANGUP_SIDES)),
+    _query("pbx", "one PBX's calls of a history several PBXs write (its pbx.id)"),
 ]
 _CALL_FILTER = _FILTER + [
     _query("status", "comma-separated: " + ", ".join(STATUSES)),

@@ -7,7 +7,7 @@ import time
 
 from flask import Blueprint, current_app, g, jsonify, request
 
-from mirror.queries import QueryError, decode_cursor, employee_names, encode_cursor
+from mirror.queries import QueryError, decode_cursor, encode_cursor, names_by_pbx, pbx_of_linkedid
 from mirror.records import call_record, iso_time
 from mirror.worklist import WorklistError, mark_handled, unmark_handled, worklist
 from web.api import handled_record, page_size, visible_call
@@ -54,17 +54,20 @@ def unreturned():
         params["from"] = clock().to_local(time.time() - window_s).isoformat(timespec="seconds")
     flt = request_filter(params)
     rows = worklist(flt, mirror(), page + 1, after)
-    tz, names = clock().tz, employee_names(mirror())
+    tz, names = clock().tz, names_by_pbx(mirror())
     last = rows[page - 1] if len(rows) > page else None
     return jsonify(calls=[_item(row, tz, names) for row in named(rows[:page], flt)],
                    next_cursor=encode_cursor(last["start_ms"], last["id"]) if last else None)
 
 
-def _item(row: dict, tz, names: dict[str, str]) -> dict:
+def _item(row: dict, tz, names: dict[str, dict[str, str]]) -> dict:
+    """A call of the worklist; who tried to call back named as their PBX names them (a
+    callback may come from another PBX of a central history)."""
     attempt = row["last_attempt"]
     return {**call_record(row, tz), "last_attempt": None if attempt is None else {
         "linkedid": attempt["linkedid"], "start": iso_time(attempt["start_ms"], tz),
-        "by": attempt["by"], "by_name": names.get(attempt["by"], "")}}
+        "by": attempt["by"], "by_name": names.get(pbx_of_linkedid(attempt["linkedid"]), {})
+        .get(attempt["by"], "")}}
 
 
 @worklist_api.post("/worklist/unreturned/<linkedid>/handled")

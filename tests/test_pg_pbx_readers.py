@@ -1,0 +1,367 @@
+"""Several PBXs in one central history (issue 22, the readers' side): the `pbx` filter of the
+page, the API and the CLI, the page's PBX select and column, employees per PBX (two PBXs'
+extension 201 are two people), and users limited to some PBXs.
+
+Real parts: two small PBXs' SQLite files synced with their ids into the session's PostgreSQL,
+the app over real HTTP with the admin shell's headers, the CLI in-process.
+"""
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from mirror.analytics import tab_counts
+from mirror.database import open_module_db
+from mirror.queries import CallFilter, Visibility, call_rows, calls_query, names_by_pbx
+from mirror.settings import load
+from mirror.tokens import create_token
+from mirror.userdata import set_supervisor_groups
+from pbx import tables as pbxschema
+from pbx.config import GROUPS_DB_BESIDE_CONFIG
+from standin.shell import load_users
+from tests.pbxfixture import DID, Pbx
+from tests.stack import serving
+from web import create_app
+
+BORIS = "Борис Орлов"          # the branch's 201; the office's is Иван Петров (tests.pbxfixture)
+IVAN = "Иван Петров"
+MISSED = """
+    start    | end      | src          | dst | dialstatus
+    10:00:00 | 10:00:25 | +79161234567 | 201 | CANCEL
+    """
+ANSWERED = """
+    start    | answer   | end      | src          | dst
+    {at}     | {answer} | {end}    | +7916555{n}  | 201
+    """
+INTERNAL = """
+    start    | answer   | end      | src | dst
+    15:00:00 | 15:00:05 | 15:01:05 | 202 | 203
+    """
+
+
+def _answered(pbx: Pbx, hour: int, n: int) -> str:
+    return pbx.call(ANSWERED.format(at=f"{hour}:00:00", answer=f"{hour}:00:05",
+                                    end=f"{hour}:02:05", n=f"{n:04d}"), did=DID)
+
+
+def _groups(pbx: Pbx, members: dict[str, list[int]]) -> None:
+    """ModuleUsersGroups' DB beside the PBX's config DB: group name -> its members' user ids
+    (user 1 is extension 201, 2 is 202, …)."""
+    path = pbx.pbx_db.parent / GROUPS_DB_BESIDE_CONFIG
+    path.parent.mkdir(parents=True)
+    conn = pbxschema.create(str(path), pbxschema.USERS_GROUPS_DDL)
+    with conn:
+        for group_id, (name, users) in enumerate(members.items(), start=1):
+            conn.execute("INSERT INTO m_ModuleUsersGroups_UsersGroups (id, name, description, "
+                         "defaultGroup) VALUES (?, ?, '', '0')", (group_id, name))
+            conn.executemany("INSERT INTO m_ModuleUsersGroups_GroupMembers (user_id, group_id) "
+                             "VALUES (?, ?)", [(user, group_id) for user in users])
+    conn.close()
+
+
+@pytest.fixture
+def central(tmp_path, capsys, pg_schema_url, cli) -> dict:
+    """Two PBXs, 'office' and 'branch', synced into one central history: each its own calls
+    (linkedid -> pbx); the branch's extension 201 is Борис Орлов; group 'Продажи' is 201 on
+    the office and 202 on the branch."""
+    office, branch = Pbx(tmp_path / "office", capsys), Pbx(tmp_path / "branch", capsys)
+    with sqlite3.connect(branch.pbx_db) as conn:
+        conn.execute("UPDATE m_Users SET username = ? WHERE id = 1", (BORIS,))
+        conn.execute("UPDATE m_Extensions SET callerid = ? WHERE number = '201'", (BORIS,))
+    conn.close()
+    _groups(office, {"Продажи": [1]})
+    _groups(branch, {"Продажи": [2]})
+    calls = {}
+    for pbx, name in ((office, "office"), (branch, "branch")):
+        ids = [pbx.call(MISSED, did=DID), _answered(pbx, 11, 1), pbx.call(INTERNAL)]
+        if name == "office":
+            ids += [_answered(pbx, 12, 2), _answered(pbx, 13, 3)]
+        calls.update({f"{name}:{linkedid}": name for linkedid in ids})
+        if name == "branch":
+            _named_as_configured(pbx)
+        code, _, err = cli("sync", "--cdr-db", pbx.cdr_db, "--pbx-db", pbx.pbx_db, "--db",
+                           pg_schema_url, "--pbx-id", name, "--once")
+        assert code == 0, err
+    return {"url": pg_schema_url, "calls": calls, "day": office.day, "tmp": tmp_path,
+            "branch": branch}
+
+
+def _named_as_configured(branch: Pbx) -> None:
+    """The branch's legs name its 201 as its config does."""
+    with sqlite3.connect(branch.cdr_db) as conn:
+        for side in ("src", "dst"):
+            conn.execute(f"UPDATE cdr_general SET {side}_name = ? WHERE {side}_num = '201'",
+                         (BORIS,))
+    conn.close()
+
+
+def _of(calls: dict, pbx: str) -> set[str]:
+    return {linkedid for linkedid, of in calls.items() if of == pbx}
+
+
+def _cli_calls(cli, central, *args) -> tuple[int, list[dict], str]:
+    code, out, err = cli("calls", "--db", central["url"], "--format", "jsonl", "--from",
+                         central["day"], "--to", central["day"], *args)
+    return code, [json.loads(line) for line in out.splitlines() if line.strip()], err
+
+
+def _period(day: str) -> tuple[int, int]:
+    start = datetime.fromisoformat(day).replace(tzinfo=ZoneInfo("Europe/Moscow"))
+    return int(start.timestamp() * 1000), int(start.timestamp() * 1000) + 86_400_000
+
+
+@pytest.fixture
+def web(central, tmp_path):
+    """get(path, role=…, pbxs=…, extensions=…) -> (status, body) against the app over HTTP,
+    with the headers the admin shell's nginx sets (or, given `token`, an API token's)."""
+    config = tmp_path / "extcdr.toml"
+    config.write_text('[web]\nproxy_token = "proxy-secret"\n')
+    with serving(create_app(load(config, {"module.db": central["url"]}))) as http:
+        base = f"http://127.0.0.1:{http.effective_port}{load()['web.prefix'].rstrip('/')}"
+
+        def get(path: str, *, role: str = "admin", pbxs: str = "", extensions: str = "",
+                token: str | None = None):
+            request = urllib.request.Request(base + path, headers={
+                "X-Extcdr-User": f"{role}-{pbxs or 'all'}", "X-Extcdr-Role": role,
+                "X-Extcdr-Extensions": extensions, "X-Extcdr-Pbxs": pbxs,
+                "X-Extcdr-Proxy-Token": "proxy-secret"} if token is None else {
+                "Authorization": f"Bearer {token}"})
+            try:
+                with urllib.request.urlopen(request) as reply:
+                    return reply.status, reply.read().decode()
+            except urllib.error.HTTPError as error:
+                return error.code, error.read().decode()
+        yield get
+
+
+def _api_calls(web, central, **params) -> tuple[int, dict]:
+    query = urllib.parse.urlencode({"from": central["day"], "to": central["day"], **params})
+    status, body = web(f"/api/v1/calls?{query}")
+    return status, json.loads(body)
+
+
+def test_the_pbx_filter_selects_exactly_that_pbxs_calls(central, cli, web):
+    """`--pbx` and the API's `pbx`: the calls of that PBX, each record naming it; an unknown
+    id finds nothing, a malformed one is one line (CLI) or a 400 saying what a PBX id is."""
+    for pbx in ("office", "branch"):
+        code, records, err = _cli_calls(cli, central, "--pbx", pbx)
+        assert code == 0, err
+        assert {r["linkedid"] for r in records} == _of(central["calls"], pbx)
+        assert {r["pbx"] for r in records} == {pbx}
+        status, body = _api_calls(web, central, pbx=pbx)
+        assert status == 200 and {c["linkedid"] for c in body["calls"]} == _of(
+            central["calls"], pbx)
+    code, records, _ = _cli_calls(cli, central)
+    assert {r["linkedid"] for r in records} == set(central["calls"])
+    assert _cli_calls(cli, central, "--pbx", "elsewhere")[:2] == (0, [])
+    code, _, err = cli("calls", "--db", central["url"], "--from", central["day"], "--pbx",
+                       "Bad PBX!")
+    assert code == 2 and "pbx must be a PBX's id" in err and len(err.strip().splitlines()) == 1
+    status, body = _api_calls(web, central, pbx="Bad PBX!")
+    assert status == 400 and "pbx must be a PBX's id" in body["error"], body
+
+
+def test_counters_of_one_pbx_are_its_calls(central):
+    """The tab counters with a pbx filter (the hourly counters know no PBX: they come from the
+    calls) equal the filtered rows, tab by tab."""
+    start_ms, end_ms = _period(central["day"])
+    db = open_module_db(central["url"], readonly=True)
+    try:
+        for pbx in ("office", "branch"):
+            flt = CallFilter(start_ms=start_ms, end_ms=end_ms, pbx=pbx)
+            rows = list(call_rows(calls_query(flt, db), annotate=False))
+            counts = tab_counts(flt, db)
+            assert counts["all"] == len(rows) == len(_of(central["calls"], pbx))
+            for tab in ("incoming", "internal", "outgoing"):
+                assert counts[tab] == sum(r["direction"] == tab for r in rows), (pbx, tab)
+            assert counts["missed"] == sum(r["status"] == "missed" for r in rows)
+        assert tab_counts(CallFilter(start_ms=start_ms, end_ms=end_ms), db)["all"] == len(
+            central["calls"])
+    finally:
+        db.close()
+
+
+def test_the_page_shows_a_pbx_select_and_column_with_several_pbxs(central, web):
+    """With two PBXs: the select offers both, the rows carry their PBX, `pbx=` narrows them."""
+    status, page = web(f"/?from={central['day']}&to={central['day']}")
+    assert status == 200
+    assert '<select name="pbx"' in page
+    assert '<option value="office">' in page and '<option value="branch">' in page
+    assert page.count('<td class="collapsing pbx">branch</td>') == 3
+    assert page.count('<td class="collapsing pbx">office</td>') == 5
+    status, page = web(f"/?from={central['day']}&to={central['day']}&pbx=branch")
+    assert status == 200 and '<option value="branch" selected>' in page
+    assert page.count('<td class="collapsing pbx">') == 3
+    assert 'class="collapsing pbx">office<' not in page
+
+
+def test_one_pbx_shows_neither_select_nor_column(tmp_path, capsys, pg_schema_url, cli):
+    """The only PBX (no pbx.id) on PostgreSQL, and a SQLite history: no select, no column."""
+    only = Pbx(tmp_path / "only", capsys)
+    only.call(MISSED, did=DID)
+    only.sync()
+    code, _, err = cli("sync", "--cdr-db", only.cdr_db, "--pbx-db", only.pbx_db, "--db",
+                       pg_schema_url, "--once")
+    assert code == 0, err
+    config = tmp_path / "extcdr.toml"
+    config.write_text('[web]\nproxy_token = "proxy-secret"\n')
+    for db in (pg_schema_url, str(only.module_db)):
+        with serving(create_app(load(config, {"module.db": db}))) as http:
+            url = (f"http://127.0.0.1:{http.effective_port}{load()['web.prefix']}"
+                   f"?from={only.day}&to={only.day}")
+            request = urllib.request.Request(url, headers={
+                "X-Extcdr-User": "anna", "X-Extcdr-Role": "admin",
+                "X-Extcdr-Proxy-Token": "proxy-secret"})
+            with urllib.request.urlopen(request) as reply:
+                page = reply.read().decode()
+        assert 'name="pbx"' not in page and 'class="collapsing pbx"' not in page, db
+        assert 'data-linkedid="' in page, db
+
+
+def test_a_user_limited_to_one_pbx_never_sees_the_others_calls(central, web, cli):
+    """An admin and an operator limited to the branch: the list, the counters, a call's
+    details (the office's is 404), the export and the CLI's --user see the branch's calls
+    only; the select offers only the branch (so no PBX column)."""
+    branch = _of(central["calls"], "branch")
+    office_call = sorted(_of(central["calls"], "office"))[0]
+    query = urllib.parse.urlencode({"from": central["day"], "to": central["day"]})
+    for role, extensions in (("admin", ""), ("operator", "201,202")):
+        status, body = web(f"/api/v1/calls?{query}", role=role, pbxs="branch",
+                           extensions=extensions)
+        seen = {c["linkedid"] for c in json.loads(body)["calls"]}
+        assert status == 200 and seen and seen <= branch, (role, seen)
+        assert web(f"/api/v1/calls/{urllib.parse.quote(office_call)}", role=role,
+                   pbxs="branch", extensions=extensions)[0] == 404
+        assert web(f"/calls/{urllib.parse.quote(office_call)}/details", role=role,
+                   pbxs="branch", extensions=extensions)[0] == 404
+        status, csv = web(f"/export?format=csv&{query}", role=role, pbxs="branch",
+                          extensions=extensions)
+        assert status == 200 and not any(c in csv for c in _of(central["calls"], "office"))
+        assert any(c in csv for c in branch), role
+        status, page = web(f"/?{query}", role=role, pbxs="branch", extensions=extensions)
+        assert status == 200 and 'name="pbx"' not in page and "collapsing pbx" not in page
+        assert not any(f'data-linkedid="{c}"' in page for c in _of(central["calls"], "office"))
+        # The branch's calls only, whatever the pbx filter asks for.
+        status, body = web(f"/api/v1/calls?{query}&pbx=office", role=role, pbxs="branch",
+                           extensions=extensions)
+        assert status == 200 and json.loads(body)["calls"] == []
+    assert web(f"/api/v1/calls?{query}", pbxs="branch")[1].count('"linkedid"') == len(branch)
+    start_ms, end_ms = _period(central["day"])
+    db = open_module_db(central["url"], readonly=True)
+    try:
+        limited = CallFilter(start_ms=start_ms, end_ms=end_ms,
+                             visible_to=Visibility.of("admin", (), pbxs=("branch",)))
+        assert tab_counts(limited, db)["all"] == len(branch)
+    finally:
+        db.close()
+    users = central["tmp"] / "users.json"
+    users.write_text(json.dumps([{"name": "olga", "password": "x", "role": "admin",
+                                  "pbxs": ["branch"]}]))
+    assert load_users(users)["olga"].user.pbxs == ("branch",)
+    out = central["tmp"] / "calls.csv"
+    code, _, err = cli("export", "--db", central["url"], "--from", central["day"], "--to",
+                       central["day"], "--format", "csv", "--users", users, "--user", "olga",
+                       "--out", out)
+    assert code == 0, err
+    exported = out.read_text(encoding="utf-8-sig")
+    assert all(c in exported for c in branch)
+    assert not any(c in exported for c in _of(central["calls"], "office"))
+
+
+def test_a_users_file_refuses_a_malformed_pbx(tmp_path):
+    users = tmp_path / "users.json"
+    users.write_text(json.dumps([{"name": "olga", "password": "x", "role": "admin",
+                                  "pbxs": ["Branch 2"]}]))
+    from standin.shell import UsersFileError
+    with pytest.raises(UsersFileError, match="has pbx 'Branch 2'"):
+        load_users(users)
+
+
+def test_employee_names_and_groups_are_each_pbxs_own(central, web, cli):
+    """Extension 201 is Иван Петров on the office and Борис Орлов on the branch: each call
+    shows its PBX's name, a name search finds only that person's calls, the group 'Продажи'
+    (201 on the office, 202 on the branch) selects each member's calls on their own PBX, and
+    the employee choice offers 201 once."""
+    db = open_module_db(central["url"], readonly=True)
+    try:
+        names = names_by_pbx(db)
+    finally:
+        db.close()
+    assert names["office"]["201"] == IVAN and names["branch"]["201"] == BORIS
+    day = central["day"]
+    status, page = web(f"/?from={day}&to={day}")
+    assert status == 200 and page.count('<option value="201"') == 1
+    code, every, err = _cli_calls(cli, central)
+    assert code == 0, err
+    for record in every:
+        if record["answered_by"] != "201":
+            continue
+        status, details = web(f"/calls/{urllib.parse.quote(record['linkedid'])}/details")
+        answered = details.split('class="answered-by">')[1].split("<")[0]
+        assert answered.split() == ["201", *(BORIS if record["pbx"] == "branch"
+                                             else IVAN).split()], (record["pbx"], answered)
+    for name, pbx in (("Борис", "branch"), ("Иван", "office")):
+        code, records, err = _cli_calls(cli, central, "--number", name)
+        assert code == 0 and records and {r["pbx"] for r in records} == {pbx}, (name, err)
+    code, records, err = _cli_calls(cli, central, "--group", "Продажи")
+    assert code == 0, err
+    assert {r["linkedid"] for r in records} == {
+        r["linkedid"] for r in every if "201" in r["employees"] and r["pbx"] == "office"
+        or "202" in r["employees"] and r["pbx"] == "branch"}
+    assert {r["pbx"] for r in records} == {"office", "branch"}
+
+
+def test_a_supervisors_groups_are_their_members_on_their_own_pbx(central, web):
+    """A supervisor limited to the group 'Продажи' (201 on the office, 202 on the branch) —
+    by an admin, or as a token's groups — sees the office's calls of 201 and the branch's of
+    202, never the branch's 201 (another person) nor the office's 202."""
+    db = open_module_db(central["url"])
+    try:
+        set_supervisor_groups(db, "supervisor-all", ["Продажи"])
+        _, token = create_token(db, "crm", "supervisor", [], "admin", int(time.time() * 1000),
+                                groups=["Продажи"])
+    finally:
+        db.close()
+    start_ms, end_ms = _period(central["day"])
+    db = open_module_db(central["url"], readonly=True)
+    try:
+        every = list(call_rows(calls_query(CallFilter(start_ms=start_ms, end_ms=end_ms), db),
+                               annotate=False))
+    finally:
+        db.close()
+    expected = {r["linkedid"] for r in every
+                if r["pbx"] == "office" and "201" in r["employees"]
+                or r["pbx"] == "branch" and "202" in r["employees"]}
+    assert expected and expected != {r["linkedid"] for r in every}
+    query = urllib.parse.urlencode({"from": central["day"], "to": central["day"]})
+    status, body = web(f"/api/v1/calls?{query}", role="supervisor")
+    assert status == 200 and {c["linkedid"] for c in json.loads(body)["calls"]} == expected
+    status, body = web(f"/api/v1/calls?{query}", token=token)
+    assert status == 200 and {c["linkedid"] for c in json.loads(body)["calls"]} == expected
+
+
+def test_a_callback_attempt_is_named_by_its_own_pbx(central, cli, web):
+    """The branch's 201 tried to call back the number both PBXs missed: each missed call's
+    last attempt in the worklist is by 201, Борис Орлов (the branch's), not Иван Петров."""
+    branch = central["branch"]
+    branch.call("""
+        start    | end      | src | dst         | dialstatus
+        16:00:00 | 16:00:30 | 201 | 89161234567 | NOANSWER
+        """)
+    _named_as_configured(branch)
+    code, _, err = cli("sync", "--cdr-db", branch.cdr_db, "--pbx-db", branch.pbx_db, "--db",
+                       central["url"], "--pbx-id", "branch", "--once")
+    assert code == 0, err
+    query = urllib.parse.urlencode({"from": central["day"], "to": central["day"]})
+    status, body = web(f"/api/v1/worklist/unreturned?{query}")
+    attempts = {(c["pbx"], c["last_attempt"]["by"], c["last_attempt"]["by_name"])
+                for c in json.loads(body)["calls"]}
+    assert status == 200 and attempts == {("office", "201", BORIS), ("branch", "201", BORIS)}
