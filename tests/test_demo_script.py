@@ -13,6 +13,8 @@ import time
 from datetime import date, timedelta
 from pathlib import Path
 
+import pytest
+
 from standin.crm_receiver import DeliveryLog
 from tests.conftest import ROOT
 from tests.stack import PREFIX, free_port, nginx_binary
@@ -24,53 +26,59 @@ STORY = ("installed ModuleExtendedCDR 0.1.0; it is disabled until enabled",
          "ModuleExtendedCDR is enabled")
 
 
-def test_the_demo_walks_from_the_marketplace_to_the_history_page(tmp_path):
+@pytest.fixture(scope="module")
+def running(tmp_path_factory):
+    """One `./bin/demo` for the story and then for stopping it (the second test stops it;
+    whatever is left then is killed here)."""
     nginx_binary()
-    demo, port, output = start_demo(tmp_path, calls=1500)
-    try:
-        text = "".join(output)
-        assert all(step in text for step in STORY), text
-        admin = Browser(f"http://127.0.0.1:{port}")
-        admin.login("admin", "admin")
-        status, _, page = admin.request(PREFIX)
-        assert status == 200 and "Extended call history" in page
-        since = (date.today() - timedelta(days=30)).isoformat()
-        assert len(admin.calls(PREFIX, **{"from": since})) > 0
-        status, _, page = admin.request(PREFIX + "reports")
-        assert status == 200 and "Missed calls every morning" in page
-        status, _, page = admin.request("/admin-cabinet/pbx-extension-modules/index/")
-        assert status == 200 and "MIKOUPD-*****-*****-*****-R0001" in page
-        # Live calls: seen in progress first, then finished, in the PBX's time throughout.
-        seen, deadline = {}, time.monotonic() + 180
-        while time.monotonic() < deadline:
-            status, _, body = admin.request(PREFIX + "api/v1/calls/in-progress")
-            assert status == 200
-            seen.update((c["linkedid"], c) for c in json.loads(body)["calls"])
-            finished = [c for c in admin.calls(PREFIX, period="today") if c["linkedid"] in seen]
-            if finished:
-                break
-            time.sleep(1)
-        assert finished, f"no call seen in progress finished ({len(seen)} seen)"
-        call = finished[0]
-        assert call["start"][19:] == seen[call["linkedid"]]["start"][19:] == DEMO_OFFSET
-        # The live calls reach the demo's CRM as webhooks, their signatures verified.
-        crm = re.search(r"as webhooks: (http://127\.0\.0\.1:\d+/)", text).group(1)
-        received, deadline = [], time.monotonic() + 90
-        while not received and time.monotonic() < deadline:
-            received = [entry for entry in DeliveryLog(tmp_path / "demo" / "crm").newest()
-                        if entry["verified"]]
-            time.sleep(1)
-        assert received, "the demo's CRM got no verified delivery"
-        status, _, page = Browser(crm.rstrip("/")).request("/")
-        assert status == 200 and received[0]["idempotency_key"] in page
-    finally:
-        os.killpg(demo.pid, signal.SIGTERM)
-        demo.wait(60)
-    pids = tmp_path / "demo" / "pbx" / "run"
-    deadline = time.monotonic() + 15
-    while list(pids.glob("*.pid")) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert not list(pids.glob("*.pid"))             # the module's workers stopped with it
+    folder = tmp_path_factory.mktemp("demo-run")
+    demo, port, output = start_demo(folder, calls=1500)
+    yield {"demo": demo, "port": port, "output": output, "dir": folder}
+    for pid, _ in session_processes(demo.pid):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:               # gone with its parent meanwhile
+            pass
+    demo.wait(10)
+
+
+def test_the_demo_walks_from_the_marketplace_to_the_history_page(running):
+    port, output, folder = running["port"], running["output"], running["dir"]
+    text = "".join(output)
+    assert all(step in text for step in STORY), text
+    admin = Browser(f"http://127.0.0.1:{port}")
+    admin.login("admin", "admin")
+    status, _, page = admin.request(PREFIX)
+    assert status == 200 and "Extended call history" in page
+    since = (date.today() - timedelta(days=30)).isoformat()
+    assert len(admin.calls(PREFIX, **{"from": since})) > 0
+    status, _, page = admin.request(PREFIX + "reports")
+    assert status == 200 and "Missed calls every morning" in page
+    status, _, page = admin.request("/admin-cabinet/pbx-extension-modules/index/")
+    assert status == 200 and "MIKOUPD-*****-*****-*****-R0001" in page
+    # Live calls: seen in progress first, then finished, in the PBX's time throughout.
+    seen, deadline = {}, time.monotonic() + 180
+    while time.monotonic() < deadline:
+        status, _, body = admin.request(PREFIX + "api/v1/calls/in-progress")
+        assert status == 200
+        seen.update((c["linkedid"], c) for c in json.loads(body)["calls"])
+        finished = [c for c in admin.calls(PREFIX, period="today") if c["linkedid"] in seen]
+        if finished:
+            break
+        time.sleep(1)
+    assert finished, f"no call seen in progress finished ({len(seen)} seen)"
+    call = finished[0]
+    assert call["start"][19:] == seen[call["linkedid"]]["start"][19:] == DEMO_OFFSET
+    # The live calls reach the demo's CRM as webhooks, their signatures verified.
+    crm = re.search(r"as webhooks: (http://127\.0\.0\.1:\d+/)", text).group(1)
+    received, deadline = [], time.monotonic() + 90
+    while not received and time.monotonic() < deadline:
+        received = [entry for entry in DeliveryLog(folder / "demo" / "crm").newest()
+                    if entry["verified"]]
+        time.sleep(1)
+    assert received, "the demo's CRM got no verified delivery"
+    status, _, page = Browser(crm.rstrip("/")).request("/")
+    assert status == 200 and received[0]["idempotency_key"] in page
 
 
 def session_processes(session: int) -> list[tuple[int, str]]:
@@ -88,31 +96,25 @@ def session_processes(session: int) -> list[tuple[int, str]]:
     return found
 
 
-def test_sigterm_to_the_demo_stops_everything_it_started(tmp_path):
-    nginx_binary()
-    demo, port, _ = start_demo(tmp_path, calls=300)
-    try:
-        status, _, _ = Browser(f"http://127.0.0.1:{port}").request(PREFIX)
-        assert status in (200, 302)
-        started = session_processes(demo.pid)
-        assert len(started) >= 8, started    # bash, 4 programs, nginx, the module's 2 workers
-        os.kill(demo.pid, signal.SIGTERM)    # as `kill <pid>` does: the script alone
-        demo.wait(60)
-        deadline = time.monotonic() + 15
-        while session_processes(demo.pid) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert session_processes(demo.pid) == [], f"left running of {started}"
-        with socket.socket() as listener:             # nothing holds the admin panel's port
-            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)   # as nginx does
-            listener.bind(("127.0.0.1", port))
-            listener.listen()
-    finally:
-        for pid, _ in session_processes(demo.pid):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:               # gone with its parent meanwhile
-                pass
-        demo.wait(10)
+def test_sigterm_to_the_demo_stops_everything_it_started(running):
+    """`kill <pid>` of the script alone (after the story above, on the same demo): every
+    program it started stops, the module's workers too, and its port is free again."""
+    demo, port = running["demo"], running["port"]
+    status, _, _ = Browser(f"http://127.0.0.1:{port}").request(PREFIX)
+    assert status in (200, 302)
+    started = session_processes(demo.pid)
+    assert len(started) >= 8, started    # bash, 4 programs, nginx, the module's 2 workers
+    os.kill(demo.pid, signal.SIGTERM)    # as `kill <pid>` does: the script alone
+    demo.wait(60)
+    deadline = time.monotonic() + 15
+    while session_processes(demo.pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert session_processes(demo.pid) == [], f"left running of {started}"
+    assert not list((running["dir"] / "demo" / "pbx" / "run").glob("*.pid"))
+    with socket.socket() as listener:             # nothing holds the admin panel's port
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)   # as nginx does
+        listener.bind(("127.0.0.1", port))
+        listener.listen()
 
 
 def start_demo(tmp_path: Path, calls: int) -> tuple[subprocess.Popen, int, list[str]]:
