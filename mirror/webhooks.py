@@ -73,7 +73,7 @@ class WebhookError(ValueError):
 # end, answered) and of the missed calls whose callback links `{relinked}` just returned: one
 # grouped statement each, over rows `s`; an event due at once is due at 0 (a zero takes no
 # byte in the row, and no entry in outbox_due). ?1 hook, ?2 now, ?3 the wait for unreturned,
-# ?5 created. Queued once per hook, event and call: the outbox's UNIQUE key ignores the rest
+# ?4 created. Queued once per hook, event and call: the outbox's UNIQUE key ignores the rest
 # (the WHERE lets SQLite read `ON CONFLICT` as the upsert's, not the join's).
 _INSERT = "INSERT INTO outbox (hook_id, event, linkedid, created_ms, due_ms) "
 _IGNORED = " ON CONFLICT DO NOTHING"
@@ -85,10 +85,10 @@ _OF_STAGED = {MISSED: ("0", "status = 'missed'"),
 _STAGED = (_INSERT + "SELECT ?1, s.event, s.linkedid, ?2, s.due_ms FROM ({events}) AS s "
            "WHERE true")
 _BRANCH = ("SELECT {code} AS event, linkedid, {due} AS due_ms FROM {calls} "
-           "WHERE {holds} AND end_ms >= ?5")
+           "WHERE {holds} AND end_ms >= ?4")
 _RETURNED = (_INSERT + f"SELECT ?1, {CALLBACK}, s.linkedid, ?2, 0 "
              "FROM {relinked} r JOIN call s ON s.linkedid = r.linkedid "
-             "WHERE r.returned_by IS NOT NULL AND r.status = 'missed' AND s.end_ms >= ?5")
+             "WHERE r.returned_by IS NOT NULL AND r.status = 'missed' AND s.end_ms >= ?4")
 
 
 def queue_events(db: Database, schemas: list[str], relinked: str, now_ms: int) -> int:
@@ -103,7 +103,7 @@ def queue_events(db: Database, schemas: list[str], relinked: str, now_ms: int) -
     statements = []
     for hook_id, events, filters, after_min, created_ms, forgotten_ms in hooks:
         codes = [EVENTS.index(event) for event in json.loads(events)]
-        params = [hook_id, now_ms, after_min * 60_000, None, max(created_ms, forgotten_ms)]
+        params = [hook_id, now_ms, after_min * 60_000, max(created_ms, forgotten_ms)]
         branches = [_BRANCH.format(code=code, due=_OF_STAGED[code][0], holds=_OF_STAGED[code][1],
                                    calls=staged(db, schema, "call"))
                     for schema in schemas for code in codes if code in _OF_STAGED]
