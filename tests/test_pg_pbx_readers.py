@@ -7,7 +7,10 @@ the app over real HTTP with the admin shell's headers, the CLI in-process.
 """
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
+import re
 import sqlite3
 import time
 import urllib.error
@@ -139,6 +142,7 @@ def web(central, tmp_path):
                     return reply.status, reply.read().decode()
             except urllib.error.HTTPError as error:
                 return error.code, error.read().decode()
+        get.base = base
         yield get
 
 
@@ -365,3 +369,105 @@ def test_a_callback_attempt_is_named_by_its_own_pbx(central, cli, web):
     attempts = {(c["pbx"], c["last_attempt"]["by"], c["last_attempt"]["by_name"])
                 for c in json.loads(body)["calls"]}
     assert status == 200 and attempts == {("office", "201", BORIS), ("branch", "201", BORIS)}
+
+
+def _token_page(web, pbxs: str, form: dict | None = None) -> tuple[int, str]:
+    """The API tokens page (GET, or POST of `form` with the page's CSRF token) as an admin
+    limited to `pbxs` (comma-separated; '' for none)."""
+    user = f"admin-{pbxs or 'all'}"
+    key = hashlib.sha256(b"extcdr:proxy-secret").digest()
+    headers = {"X-Extcdr-User": user, "X-Extcdr-Role": "admin", "X-Extcdr-Pbxs": pbxs,
+               "X-Extcdr-Proxy-Token": "proxy-secret"}
+    data = None
+    if form is not None:
+        csrf = hmac.new(key, f"csrf:{user}".encode(), hashlib.sha256).hexdigest()
+        data = urllib.parse.urlencode({**form, "csrf_token": csrf}, doseq=True).encode()
+    request = urllib.request.Request(web.base + "/settings/tokens", data=data, headers=headers)
+    try:
+        with urllib.request.urlopen(request) as reply:
+            return reply.status, reply.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+def _created_token(page: str) -> str:
+    return re.search(r'class="token-value" value="(extcdr_[^"]+)"', page).group(1)
+
+
+def test_a_token_limited_to_a_pbx_reads_only_its_calls(central, web, cli):
+    """A token limited to the branch — made on the page by an admin limited to the branch, or
+    by the CLI's --pbxs — sees only the branch's calls in every API call: the list (whatever
+    its pbx filter), a call's details, the stats, the worklist, comments; an unlimited token
+    sees both PBXs'."""
+    day, branch = central["day"], _of(central["calls"], "branch")
+    office_call = sorted(_of(central["calls"], "office"))[0]
+    status, page = _token_page(web, "branch", {"name": "branch CRM", "role": "admin"})
+    assert status == 200, page
+    by_page = _created_token(page)
+    code, out, err = cli("token", "create", "--db", central["url"], "--name", "branch script",
+                         "--role", "operator", "--extensions", "201,202,203", "--pbxs", "branch")
+    assert code == 0, err
+    by_cli = out.strip()
+    code, out, err = cli("token", "create", "--db", central["url"], "--name", "all",
+                         "--role", "admin")
+    assert code == 0, err
+    every = out.strip()
+    query = urllib.parse.urlencode({"from": day, "to": day})
+    for token in (by_page, by_cli):
+        status, body = web(f"/api/v1/calls?{query}", token=token)
+        assert status == 200 and {c["linkedid"] for c in json.loads(body)["calls"]} == branch
+        status, body = web(f"/api/v1/calls?{query}&pbx=office", token=token)
+        assert status == 200 and json.loads(body)["calls"] == []
+        for path in (f"/api/v1/calls/{urllib.parse.quote(office_call)}",
+                     f"/api/v1/calls/{urllib.parse.quote(office_call)}/comments"):
+            assert web(path, token=token)[0] == 404, path
+        status, body = web(f"/api/v1/stats/traffic?{query}", token=token)
+        assert status == 200 and json.loads(body)["totals"]["calls"] == len(branch)
+        status, body = web(f"/api/v1/worklist/unreturned?{query}", token=token)
+        assert status == 200 and {c["pbx"] for c in json.loads(body)["calls"]} == {"branch"}
+    status, body = web(f"/api/v1/calls?{query}", token=every)
+    assert {c["linkedid"] for c in json.loads(body)["calls"]} == set(central["calls"])
+    status, body = web(f"/api/v1/stats/traffic?{query}", token=every)
+    assert json.loads(body)["totals"]["calls"] == len(central["calls"])
+    code, out, _ = cli("token", "list", "--db", central["url"])
+    assert code == 0 and "branch CRM | admin | every call of PBX branch" in out
+    assert "branch script | operator | 201,202,203 of PBX branch" in out
+
+
+def test_an_admin_limited_to_pbxs_manages_only_tokens_within_them(central, web):
+    """The tokens page of an admin limited to the branch: no PBX choice, only the tokens
+    limited to the branch listed and revocable (another's is 404), a token for the office
+    refused with what is wrong; an unlimited admin chooses among the PBXs, and sees every
+    token with its PBXs."""
+    db = open_module_db(central["url"])
+    try:
+        office_id, _ = create_token(db, "office CRM", "admin", [], "admin", 1, pbxs=["office"])
+        every_id, _ = create_token(db, "every CRM", "admin", [], "admin", 1)
+    finally:
+        db.close()
+    status, page = _token_page(web, "branch", {"name": "branch desk", "role": "admin"})
+    assert status == 200
+    status, page = _token_page(web, "branch")
+    assert status == 200 and 'name="pbxs"' not in page
+    assert "branch desk" in page and "office CRM" not in page and "every CRM" not in page
+    status, page = _token_page(web, "branch", {"name": "theirs", "role": "admin",
+                                               "pbxs": ["office"]})
+    assert status == 400 and "only the PBXs whose calls you see" in page
+    assert "theirs" not in page.split("new-token-form")[0]
+    for token_id in (office_id, every_id):
+        request = urllib.request.Request(
+            f"{web.base}/settings/tokens/{token_id}/revoke", method="POST", headers={
+                "X-Extcdr-User": "admin-branch", "X-Extcdr-Role": "admin",
+                "X-Extcdr-Pbxs": "branch", "X-Extcdr-Proxy-Token": "proxy-secret",
+                "X-CSRF-Token": hmac.new(hashlib.sha256(b"extcdr:proxy-secret").digest(),
+                                         b"csrf:admin-branch", hashlib.sha256).hexdigest()})
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request)
+        assert refused.value.code == 404
+    status, page = _token_page(web, "")
+    assert '<select id="token-pbxs" name="pbxs"' in page
+    assert '<td class="pbxs">office</td>' in page and '<td class="pbxs">branch</td>' in page
+    assert page.count('class="ui small green label"') == 3      # none was revoked
+    status, page = _token_page(web, "", {"name": "bad", "role": "admin", "pbxs": ["Office!"]})
+    assert status == 400 and "bad PBX" in page
+
