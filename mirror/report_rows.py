@@ -25,8 +25,8 @@ def link_secret(db: Database) -> bytes:
 
 @dataclass(frozen=True)
 class Owner:
-    """Who a report belongs to and what they may see: the role and extensions of their last
-    visit (the admin shell's word), applied to every send."""
+    """Who a report belongs to and what they may see: the role, extensions and PBXs of their
+    last visit (the admin shell's word), applied to every send."""
     name: str
     role: str
     extensions: tuple[str, ...]
@@ -38,23 +38,22 @@ class Owner:
         return Visibility.of(self.role, self.extensions, self.scope, self.pbxs)
 
     def kept(self) -> dict:
-        """The report's owner columns for this owner. They have no place for PBXs: an owner
-        limited to some PBXs is kept as one who sees no call, so that no report of theirs
-        mails another PBX's calls (`store_report` refuses new ones)."""
-        if self.pbxs:
-            return {"owner_role": "operator", "owner_extensions": "[]",
-                    "owner_scope": "involved"}
+        """The report's owner columns for this owner."""
         return {"owner_role": self.role, "owner_extensions": json.dumps(self.extensions),
-                "owner_scope": self.scope}
+                "owner_scope": self.scope, "owner_pbxs": json.dumps(self.pbxs)}
+
+    @classmethod
+    def of_report(cls, report: dict) -> "Owner":
+        """The owner a report's row keeps: what each of its sends may show."""
+        return cls(report["owner"], report["owner_role"],
+                   tuple(json.loads(report["owner_extensions"])), report["owner_scope"],
+                   tuple(json.loads(report["owner_pbxs"])))
 
 
 def store_report(db: Database, owner: Owner, values: dict, filter_id: int, name: str,
                  report_id: int | None = None) -> int:
     """Create the owner's report with the columns `values`, or change their report
     `report_id`; returns its id. The saved filter must be theirs, the name not yet taken."""
-    if owner.pbxs:
-        raise ReportError("mailed reports are not yet kept for a user limited to some PBXs; "
-                          "ask an administrator")
     with write_transaction(db):
         if filter_id and not SavedFilter.select().where(
                 SavedFilter.id == filter_id, SavedFilter.user == owner.name).bind(db).exists():
@@ -131,7 +130,7 @@ def reports_using(db: Database, owner: str, filter_id: int) -> list[str]:
 
 
 def remember_owner(db: Database, owner: Owner) -> None:
-    """The owner's role, extensions and scope as the admin shell says now: their reports
+    """The owner's role, extensions, scope and PBXs as the admin shell says now: their reports
     follow."""
     kept = owner.kept()
     with write_transaction(db):
@@ -139,7 +138,8 @@ def remember_owner(db: Database, owner: Owner) -> None:
             (Report.owner == owner.name)
             & ((Report.owner_role != kept["owner_role"])
                | (Report.owner_extensions != kept["owner_extensions"])
-               | (Report.owner_scope != kept["owner_scope"]))
+               | (Report.owner_scope != kept["owner_scope"])
+               | (Report.owner_pbxs != kept["owner_pbxs"]))
         ).bind(db).execute()
 
 

@@ -128,8 +128,7 @@ class ReportScheduler(Worker):
     def _send(self, report: dict, send_row: dict, now_s: float) -> str | None:
         """Build (or reuse) the file and mail it; returns a note for the log (refusals)."""
         clock = self._clock()
-        owner = Owner(report["owner"], report["owner_role"],
-                      tuple(json.loads(report["owner_extensions"])), report["owner_scope"])
+        owner = Owner.of_report(report)
         own, analytics = split_filters(json.loads(report["filters"]))
         params = self._filter_params(report, own)
         try:

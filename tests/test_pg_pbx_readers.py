@@ -23,15 +23,18 @@ import pytest
 
 from mirror.analytics import tab_counts
 from mirror.database import open_module_db
+from mirror.dialect import run
 from mirror.queries import CallFilter, Visibility, call_rows, calls_query, names_by_pbx
 from mirror.settings import load
 from mirror.tokens import create_token
 from mirror.userdata import set_supervisor_groups
 from pbx import tables as pbxschema
 from pbx.config import GROUPS_DB_BESIDE_CONFIG
+from reports.scheduler import ReportScheduler
 from standin.shell import load_users
 from tests.pbxfixture import DID, Pbx
 from tests.stack import serving
+from tests.test_reports import set_pbx_mail, smtp  # noqa: F401  (a fixture)
 from web import create_app
 
 BORIS = "Борис Орлов"          # the branch's 201; the office's is Иван Петров (tests.pbxfixture)
@@ -471,3 +474,67 @@ def test_an_admin_limited_to_pbxs_manages_only_tokens_within_them(central, web):
     status, page = _token_page(web, "", {"name": "bad", "role": "admin", "pbxs": ["Office!"]})
     assert status == 400 and "bad PBX" in page
 
+
+def _as_olga(web, path: str, pbxs: str, form: dict | None = None) -> int:
+    """The status of a request of olga, an operator of 201-203 limited to `pbxs`: GET, or a
+    POST of `form` with her CSRF token; redirects not followed."""
+    headers = {"X-Extcdr-User": "olga", "X-Extcdr-Role": "operator",
+               "X-Extcdr-Extensions": "201,202,203", "X-Extcdr-Pbxs": pbxs,
+               "X-Extcdr-Proxy-Token": "proxy-secret"}
+    data = None
+    if form is not None:
+        key = hashlib.sha256(b"extcdr:proxy-secret").digest()
+        csrf = hmac.new(key, b"csrf:olga", hashlib.sha256).hexdigest()
+        data = urllib.parse.urlencode({**form, "csrf_token": csrf}).encode()
+    no_redirect = type("NoRedirect", (urllib.request.HTTPRedirectHandler,),
+                       {"redirect_request": lambda *a, **k: None})
+    request = urllib.request.Request(web.base + path, data=data, headers=headers)
+    try:
+        with urllib.request.build_opener(no_redirect).open(request) as reply:
+            return reply.status
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
+def test_a_report_of_a_user_limited_to_a_pbx_mails_only_its_calls(central, web, smtp):
+    """Olga, limited to the branch, creates a mailed report on the page: its send mails the
+    branch's calls she may see, never the office's; limited to the office at her next visit,
+    the next send mails the office's calls only."""
+    branch = central["branch"]
+    set_pbx_mail(branch.pbx_db.parent, MailSMTPHost="127.0.0.1", MailSMTPPort=str(smtp.port),
+                 MailSMTPUseTLS="none", MailSMTPSenderAddress="pbx@example.com")
+    smtp.mails.clear()
+    status = _as_olga(web, "/reports", "branch", {
+        "name": "Yesterday", "period": "yesterday", "frequency": "daily", "at": "08:00",
+        "format": "csv", "delivery": "attach", "link_hours": "72",
+        "recipients": "olga@example.com", "enabled": "on"})
+    assert status == 302
+    due_s = datetime.fromisoformat(central["day"]).replace(
+        hour=8, tzinfo=ZoneInfo("Europe/Moscow")).timestamp() + 86_400
+    settings = load(None, {"module.db": central["url"], "pbx.config_db": branch.pbx_db,
+                           "reports.dir": str(central["tmp"] / "reports")})
+
+    def mailed(pbx_limit: str) -> str:
+        db = open_module_db(central["url"])
+        try:
+            run(db, "UPDATE report SET requested_ms = ?", (int(due_s * 1000),))
+            assert json.loads(run(db, "SELECT owner_pbxs FROM report").fetchone()[0]) == [
+                pbx_limit]
+        finally:
+            db.close()
+        scheduler = ReportScheduler(settings)
+        try:
+            scheduler.step(due_s)
+        finally:
+            scheduler.close()
+        [mail] = smtp.take()
+        [part] = list(mail.iter_attachments())
+        return part.get_content()
+
+    for pbx in ("branch", "office"):
+        assert _as_olga(web, "/reports", pbx) == 200       # her visit: the owner follows
+        sent = mailed(pbx)
+        mine = [c for c in _of(central["calls"], pbx) if c in sent]
+        assert mine, (pbx, sent)
+        others = _of(central["calls"], "office" if pbx == "branch" else "branch")
+        assert not any(c in sent for c in others), (pbx, sent)
