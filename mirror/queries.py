@@ -92,6 +92,13 @@ class Visibility:
         return not self.pbxs or pbx in self.pbxs
 
 
+def within_pbxs(pbxs, limited_to) -> bool:
+    """Whether what is limited to the PBXs `pbxs` (a token, a report's owner; none: every
+    PBX's) is within the PBXs `limited_to` of an admin limited to some (none: not limited):
+    what such an admin may see and manage of others'."""
+    return not limited_to or bool(pbxs) and set(pbxs) <= set(limited_to)
+
+
 @dataclass
 class CallFilter:
     start_ms: int

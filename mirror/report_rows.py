@@ -10,7 +10,7 @@ from peewee import Database
 
 from mirror.dialect import claim_rows, hold, inserted_id, let_go, write_transaction
 from mirror.models import ModuleSecret, Report, ReportSend, SavedFilter
-from mirror.queries import Visibility
+from mirror.queries import Visibility, within_pbxs
 
 
 class ReportError(ValueError):
@@ -69,12 +69,15 @@ def store_report(db: Database, owner: Owner, values: dict, filter_id: int, name:
         return report_id
 
 
-def reports_of(db: Database, owner: str | None) -> list[dict]:
-    """The owner's reports (everyone's for None) by owner and name, each with its last send."""
+def reports_of(db: Database, owner: str | None, limited_to=()) -> list[dict]:
+    """The owner's reports (everyone's for None; for an admin limited to the PBXs
+    `limited_to`, those of owners limited to some of them) by owner and name, each with its
+    last send."""
     query = Report.select().order_by(Report.owner, Report.name)
     if owner is not None:
         query = query.where(Report.owner == owner)
-    rows = list(query.bind(db).dicts())
+    rows = [row for row in query.bind(db).dicts()
+            if within_pbxs(json.loads(row["owner_pbxs"]), limited_to)]
     for row in rows:
         row["recipients"] = json.loads(row["recipients"])
         row["last_send"] = (ReportSend.select().where(ReportSend.report_id == row["id"])
@@ -114,11 +117,12 @@ def request_send(db: Database, owner: str, report_id: int, now_s: float) -> None
             .bind(db).execute()
 
 
-def delete_report(db: Database, owner: str | None, report_id: int) -> None:
+def delete_report(db: Database, owner: str | None, report_id: int, limited_to=()) -> None:
     """The report and its log go; the scheduler removes files no send refers to. `owner`
-    None: any user's (an admin stopping the reports of someone who left)."""
+    None: any user's (an admin stopping the reports of someone who left; one limited to the
+    PBXs `limited_to`: of someone limited to some of them)."""
     with write_transaction(db):
-        _owned(db, owner, report_id)
+        _owned(db, owner, report_id, limited_to)
         ReportSend.delete().where(ReportSend.report_id == report_id).bind(db).execute()
         Report.delete().where(Report.id == report_id).bind(db).execute()
 
@@ -143,11 +147,12 @@ def remember_owner(db: Database, owner: Owner) -> None:
         ).bind(db).execute()
 
 
-def _owned(db: Database, owner: str | None, report_id: int) -> None:
-    query = Report.select().where(Report.id == report_id)
+def _owned(db: Database, owner: str | None, report_id: int, limited_to=()) -> None:
+    query = Report.select(Report.owner_pbxs).where(Report.id == report_id)
     if owner is not None:
         query = query.where(Report.owner == owner)
-    if not query.bind(db).exists():
+    pbxs = query.bind(db).scalar()
+    if pbxs is None or not within_pbxs(json.loads(pbxs), limited_to):
         raise LookupError(report_id)
 
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from peewee import Database, OperationalError
 
 from mirror.dialect import run, write_transaction, write_transaction_at_once
-from mirror.queries import group_names
+from mirror.queries import group_names, within_pbxs
 from mirror.settings import PBX_ID
 
 PREFIX = "extcdr_"                  # recognisable in logs and by secret scanners
@@ -114,12 +114,6 @@ def token_pbxs(chosen, limited_to=()) -> list[str]:
     return chosen or sorted(limited_to)
 
 
-def within_pbxs(token: dict, limited_to=()) -> bool:
-    """Whether an admin limited to the PBXs `limited_to` (none: not limited) may see and
-    revoke the token: one limited to some of their PBXs."""
-    return not limited_to or bool(token["pbxs"]) and set(token["pbxs"]) <= set(limited_to)
-
-
 def _known_groups(db: Database, groups: list[str]) -> None:
     known = set(group_names(db))
     unknown = [g for g in groups if g not in known]
@@ -161,7 +155,7 @@ def token_list(db: Database, limited_to=()) -> list[dict]:
     rows = run(db, f"SELECT {', '.join(_COLUMNS)} FROM api_token ORDER BY id DESC")
     tokens = [{**dict(zip(_COLUMNS, row)), "extensions": json.loads(row[3]),
                "groups": json.loads(row[4]), "pbxs": json.loads(row[5])} for row in rows]
-    return [token for token in tokens if within_pbxs(token, limited_to)]
+    return [token for token in tokens if within_pbxs(token["pbxs"], limited_to)]
 
 
 def revoke_token(db: Database, token_id: int, now_ms: int, limited_to=()) -> None:
@@ -169,7 +163,7 @@ def revoke_token(db: Database, token_id: int, now_ms: int, limited_to=()) -> Non
     one not within the PBXs `limited_to` of an admin limited to some)."""
     with write_transaction(db):
         row = run(db, "SELECT pbxs FROM api_token WHERE id = ?", (token_id,)).fetchone()
-        if row is None or not within_pbxs({"pbxs": json.loads(row[0])}, limited_to):
+        if row is None or not within_pbxs(json.loads(row[0]), limited_to):
             raise LookupError(token_id)
         run(db, "UPDATE api_token SET revoked_ms = ? WHERE id = ? AND revoked_ms IS NULL",
             (now_ms, token_id))

@@ -374,23 +374,32 @@ def test_a_callback_attempt_is_named_by_its_own_pbx(central, cli, web):
     assert status == 200 and attempts == {("office", "201", BORIS), ("branch", "201", BORIS)}
 
 
-def _token_page(web, pbxs: str, form: dict | None = None) -> tuple[int, str]:
-    """The API tokens page (GET, or POST of `form` with the page's CSRF token) as an admin
-    limited to `pbxs` (comma-separated; '' for none)."""
-    user = f"admin-{pbxs or 'all'}"
-    key = hashlib.sha256(b"extcdr:proxy-secret").digest()
-    headers = {"X-Extcdr-User": user, "X-Extcdr-Role": "admin", "X-Extcdr-Pbxs": pbxs,
-               "X-Extcdr-Proxy-Token": "proxy-secret"}
+def _as(web, path: str, pbxs: str, form: dict | None = None, *, user: str = "",
+        role: str = "admin", extensions: str = "") -> tuple[int, str]:
+    """(status, body) of a request of `user` (default: `<role>-<pbxs>`) limited to `pbxs`
+    (comma-separated; '' for none) through the admin shell: GET, or a POST of `form` with
+    the user's CSRF token; redirects not followed."""
+    user = user or f"{role}-{pbxs or 'all'}"
+    headers = {"X-Extcdr-User": user, "X-Extcdr-Role": role, "X-Extcdr-Pbxs": pbxs,
+               "X-Extcdr-Extensions": extensions, "X-Extcdr-Proxy-Token": "proxy-secret"}
     data = None
     if form is not None:
+        key = hashlib.sha256(b"extcdr:proxy-secret").digest()
         csrf = hmac.new(key, f"csrf:{user}".encode(), hashlib.sha256).hexdigest()
         data = urllib.parse.urlencode({**form, "csrf_token": csrf}, doseq=True).encode()
-    request = urllib.request.Request(web.base + "/settings/tokens", data=data, headers=headers)
+    no_redirect = type("NoRedirect", (urllib.request.HTTPRedirectHandler,),
+                       {"redirect_request": lambda *a, **k: None})
+    request = urllib.request.Request(web.base + path, data=data, headers=headers)
     try:
-        with urllib.request.urlopen(request) as reply:
+        with urllib.request.build_opener(no_redirect).open(request) as reply:
             return reply.status, reply.read().decode()
     except urllib.error.HTTPError as error:
         return error.code, error.read().decode()
+
+
+def _token_page(web, pbxs: str, form: dict | None = None) -> tuple[int, str]:
+    """The API tokens page as an admin limited to `pbxs`."""
+    return _as(web, "/settings/tokens", pbxs, form)
 
 
 def _created_token(page: str) -> str:
@@ -458,15 +467,7 @@ def test_an_admin_limited_to_pbxs_manages_only_tokens_within_them(central, web):
     assert status == 400 and "only the PBXs whose calls you see" in page
     assert "theirs" not in page.split("new-token-form")[0]
     for token_id in (office_id, every_id):
-        request = urllib.request.Request(
-            f"{web.base}/settings/tokens/{token_id}/revoke", method="POST", headers={
-                "X-Extcdr-User": "admin-branch", "X-Extcdr-Role": "admin",
-                "X-Extcdr-Pbxs": "branch", "X-Extcdr-Proxy-Token": "proxy-secret",
-                "X-CSRF-Token": hmac.new(hashlib.sha256(b"extcdr:proxy-secret").digest(),
-                                         b"csrf:admin-branch", hashlib.sha256).hexdigest()})
-        with pytest.raises(urllib.error.HTTPError) as refused:
-            urllib.request.urlopen(request)
-        assert refused.value.code == 404
+        assert _as(web, f"/settings/tokens/{token_id}/revoke", "branch", {})[0] == 404
     status, page = _token_page(web, "")
     assert '<select id="token-pbxs" name="pbxs"' in page
     assert '<td class="pbxs">office</td>' in page and '<td class="pbxs">branch</td>' in page
@@ -476,30 +477,16 @@ def test_an_admin_limited_to_pbxs_manages_only_tokens_within_them(central, web):
 
 
 def _as_olga(web, path: str, pbxs: str, form: dict | None = None) -> int:
-    """The status of a request of olga, an operator of 201-203 limited to `pbxs`: GET, or a
-    POST of `form` with her CSRF token; redirects not followed."""
-    headers = {"X-Extcdr-User": "olga", "X-Extcdr-Role": "operator",
-               "X-Extcdr-Extensions": "201,202,203", "X-Extcdr-Pbxs": pbxs,
-               "X-Extcdr-Proxy-Token": "proxy-secret"}
-    data = None
-    if form is not None:
-        key = hashlib.sha256(b"extcdr:proxy-secret").digest()
-        csrf = hmac.new(key, b"csrf:olga", hashlib.sha256).hexdigest()
-        data = urllib.parse.urlencode({**form, "csrf_token": csrf}).encode()
-    no_redirect = type("NoRedirect", (urllib.request.HTTPRedirectHandler,),
-                       {"redirect_request": lambda *a, **k: None})
-    request = urllib.request.Request(web.base + path, data=data, headers=headers)
-    try:
-        with urllib.request.build_opener(no_redirect).open(request) as reply:
-            return reply.status
-    except urllib.error.HTTPError as error:
-        return error.code
+    """The status of a request of olga, an operator of 201-203 limited to `pbxs`."""
+    return _as(web, path, pbxs, form, user="olga", role="operator",
+               extensions="201,202,203")[0]
 
 
 def test_a_report_of_a_user_limited_to_a_pbx_mails_only_its_calls(central, web, smtp):
     """Olga, limited to the branch, creates a mailed report on the page: its send mails the
     branch's calls she may see, never the office's; limited to the office at her next visit,
-    the next send mails the office's calls only."""
+    the next send mails the office's calls only. An admin limited to the branch then neither
+    sees nor deletes her report; one limited to the office does."""
     branch = central["branch"]
     set_pbx_mail(branch.pbx_db.parent, MailSMTPHost="127.0.0.1", MailSMTPPort=str(smtp.port),
                  MailSMTPUseTLS="none", MailSMTPSenderAddress="pbx@example.com")
@@ -538,3 +525,8 @@ def test_a_report_of_a_user_limited_to_a_pbx_mails_only_its_calls(central, web, 
         assert mine, (pbx, sent)
         others = _of(central["calls"], "office" if pbx == "branch" else "branch")
         assert not any(c in sent for c in others), (pbx, sent)
+    status, page = _as(web, "/reports", "office")
+    [report_id] = re.findall(r'data-owner="olga".*?/reports/(\d+)/delete', page, re.S)
+    assert 'data-owner="olga"' not in _as(web, "/reports", "branch")[1]
+    assert _as(web, f"/reports/{report_id}/delete", "branch", {})[0] == 404
+    assert _as(web, f"/reports/{report_id}/delete", "office", {})[0] == 302
