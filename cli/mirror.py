@@ -194,7 +194,8 @@ def add_filter_arguments(parser) -> None:
                         "client_called_back, we_called_back, application (comma-separated)")
     parser.add_argument("--number", help="digits of a number, two numbers, a part of a name, a "
                         "linkedid, or linkedid:/src:/dst:/did:")
-    parser.add_argument("--employee", help="extension(s), comma-separated")
+    parser.add_argument("--employee", help="extension(s), comma-separated (several PBXs: "
+                                           "office:201 is that PBX's 201, 201 every PBX's)")
     parser.add_argument("--group", help="employee group name(s), comma-separated")
     parser.add_argument("--min-talk", type=int, metavar="SECONDS")
     parser.add_argument("--max-talk", type=int, metavar="SECONDS")

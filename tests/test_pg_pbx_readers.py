@@ -21,9 +21,11 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from exports.writers import about
 from mirror.analytics import tab_counts
 from mirror.database import open_module_db
 from mirror.dialect import run
+from mirror.pbxtime import PbxClock
 from mirror.queries import CallFilter, Visibility, call_rows, calls_query, names_by_pbx
 from mirror.settings import load
 from mirror.tokens import create_token
@@ -296,7 +298,7 @@ def test_employee_names_and_groups_are_each_pbxs_own(central, web, cli):
     """Extension 201 is Иван Петров on the office and Борис Орлов on the branch: each call
     shows its PBX's name, a name search finds only that person's calls, the group 'Продажи'
     (201 on the office, 202 on the branch) selects each member's calls on their own PBX, and
-    the employee choice offers 201 once."""
+    the employee choice offers each PBX's 201 (by PBX and extension)."""
     db = open_module_db(central["url"], readonly=True)
     try:
         names = names_by_pbx(db)
@@ -305,7 +307,9 @@ def test_employee_names_and_groups_are_each_pbxs_own(central, web, cli):
     assert names["office"]["201"] == IVAN and names["branch"]["201"] == BORIS
     day = central["day"]
     status, page = web(f"/?from={day}&to={day}")
-    assert status == 200 and page.count('<option value="201"') == 1
+    assert status == 200 and '<option value="201"' not in page
+    assert f'<option value="office:201">office:201 {IVAN}</option>' in page
+    assert f'<option value="branch:201">branch:201 {BORIS}</option>' in page
     code, every, err = _cli_calls(cli, central)
     assert code == 0, err
     for record in every:
@@ -530,3 +534,44 @@ def test_a_report_of_a_user_limited_to_a_pbx_mails_only_its_calls(central, web, 
     assert 'data-owner="olga"' not in _as(web, "/reports", "branch")[1]
     assert _as(web, f"/reports/{report_id}/delete", "branch", {})[0] == 404
     assert _as(web, f"/reports/{report_id}/delete", "office", {})[0] == 302
+
+
+def test_an_employee_is_chosen_by_pbx_and_extension(central, web, cli):
+    """`employee=branch:201` (what the select offers) is Борис Орлов's calls only — on the
+    page, the API, the CLI, the export and the Analytics choices; a bare `201` stays every
+    PBX's 201; a malformed PBX part is a readable 400 or one CLI line."""
+    day = central["day"]
+    code, every, err = _cli_calls(cli, central)
+    assert code == 0, err
+    of_201 = {pbx: {r["linkedid"] for r in every if r["pbx"] == pbx and "201" in r["employees"]}
+              for pbx in ("office", "branch")}
+    assert of_201["office"] and of_201["branch"]
+    for pbx in ("office", "branch"):
+        code, records, err = _cli_calls(cli, central, "--employee", f"{pbx}:201")
+        assert code == 0 and {r["linkedid"] for r in records} == of_201[pbx], err
+        status, body = _api_calls(web, central, employee=f"{pbx}:201")
+        assert status == 200 and {c["linkedid"] for c in body["calls"]} == of_201[pbx]
+        status, csv = web(f"/export?format=csv&from={day}&to={day}&employee={pbx}:201")
+        assert status == 200 and all(c in csv for c in of_201[pbx])
+        assert not any(c in csv for c in of_201["office" if pbx == "branch" else "branch"])
+    status, page = web(f"/?from={day}&to={day}&employee=branch:201")
+    assert status == 200 and '<option value="branch:201" selected>' in page
+    assert {c for c in central["calls"] if f'data-linkedid="{c}"' in page} == of_201["branch"]
+    status, body = _api_calls(web, central, employee="201")
+    assert {c["linkedid"] for c in body["calls"]} == of_201["office"] | of_201["branch"]
+    status, body = _api_calls(web, central, employee="Branch 2:201")
+    assert status == 400 and "office:201" in body["error"], body
+    code, _, err = cli("calls", "--db", central["url"], "--from", day, "--employee", "B!:201")
+    assert code == 2 and "PBX's extension" in err and len(err.strip().splitlines()) == 1
+    start_ms, end_ms = _period(day)
+    db = open_module_db(central["url"], readonly=True)
+    try:
+        heading = dict(about("admin", {}, CallFilter(start_ms, end_ms, employees=[
+            "branch:201", "office:201"]), PbxClock("Europe/Moscow"), "en", db))
+    finally:
+        db.close()
+    assert heading["Employees"] == f"branch:201 {BORIS}, office:201 {IVAN}"
+    status, page = web(f"/analytics?from={day}&to={day}", role="operator", pbxs="branch",
+                       extensions="201")
+    assert status == 200 and '<option value="branch:201"' in page
+    assert '<option value="office:' not in page
