@@ -575,3 +575,32 @@ def test_an_employee_is_chosen_by_pbx_and_extension(central, web, cli):
                        extensions="201")
     assert status == 200 and '<option value="branch:201"' in page
     assert '<option value="office:' not in page
+
+
+def test_the_employees_report_has_a_row_per_pbx_and_extension(central, web, cli):
+    """Analytics of two PBXs: the office's 201 (Иван Петров) and the branch's (Борис Орлов)
+    are two rows naming their PBX — in the API, the CLI and the report's CSV — each with its
+    own PBX's calls; a user limited to the branch gets the branch's rows only."""
+    day = central["day"]
+    code, every, err = _cli_calls(cli, central)
+    assert code == 0, err
+    answered = {pbx: sum(r["answered_by"] == "201" and r["pbx"] == pbx and
+                         r["direction"] != "outgoing" for r in every)
+                for pbx in ("office", "branch")}
+    assert answered["office"] != answered["branch"]
+    status, body = web(f"/api/v1/stats/employees?from={day}&to={day}")
+    report = json.loads(body)
+    assert status == 200 and report["columns"][0]["key"] == "pbx"
+    rows = {(r["pbx"], r["extension"]): r for r in report["rows"]}
+    assert rows["office", "201"]["name"] == IVAN and rows["branch", "201"]["name"] == BORIS
+    assert {pbx: rows[pbx, "201"]["answered"] for pbx in answered} == answered
+    assert f"office:201 {IVAN}" in report["chart"]["labels"]
+    code, out, err = cli("stats", "--db", central["url"], "--report", "employees", "--from",
+                         day, "--to", day, "--format", "csv")
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0].startswith("PBX,Extension,Employee")
+    assert any(line.startswith(f"branch,201,{BORIS},{answered['branch']},") for line in lines)
+    status, body = web(f"/api/v1/stats/employees?from={day}&to={day}", pbxs="branch")
+    assert {r["pbx"] for r in json.loads(body)["rows"]} == {"branch"}
+
