@@ -24,6 +24,7 @@ from mirror.models import (Call, CallEmployee, CallGone, CallHandled, CallHangup
                            SyncState)
 from mirror.pbxtime import linkedid_epoch_ms
 from mirror.settings import PBX_ID
+from mirror.store import state_key
 
 LIST_FIELDS = ("missed_by", "transferred_to", "employees", "recordings")
 
@@ -826,6 +827,20 @@ def state_value(db: Database, key: str) -> str | None:
     SQL, without building the query each time (a third of a cached ask's time)."""
     row = run(db, "SELECT value FROM sync_state WHERE key = ?", (key,)).fetchone()
     return row[0] if row else None
+
+
+def pbx_state_value(db: Database, name: str, pbx: str) -> str | None:
+    """A PBX's own sync state `name` (mirror.store.PBX_STATE: its timezone, its number
+    matching) as its daemon wrote it; else as a daemon of an older version wrote it for all;
+    else, for a reader that names no PBX on a central history, the first PBX's."""
+    found = state_value(db, state_key(name, pbx)) if pbx else None
+    if found is None:
+        found = state_value(db, name)
+    if found is None and not pbx:
+        row = run(db, "SELECT value FROM sync_state WHERE key LIKE ? ORDER BY key LIMIT 1",
+                  (f"{name}:%",)).fetchone()
+        found = row[0] if row else None
+    return found
 
 
 def legs_of_call(linkedid: str, db: Database) -> list[dict]:

@@ -604,3 +604,41 @@ def test_the_employees_report_has_a_row_per_pbx_and_extension(central, web, cli)
     status, body = web(f"/api/v1/stats/employees?from={day}&to={day}", pbxs="branch")
     assert {r["pbx"] for r in json.loads(body)["rows"]} == {"branch"}
 
+
+def test_each_pbxs_timezone_and_number_matching_are_its_own(tmp_path, capsys, pg_schema_url,
+                                                            cli):
+    """The office (Moscow) and the branch (Yekaterinburg, UTC+5) sync one after the other:
+    each keeps its own timezone and number matching in the sync state; each PBX's pages (its
+    pbx.id) show times in its own timezone, not in the last PBX's to sync."""
+    pbxs = {"office": Pbx(tmp_path / "office", capsys),
+            "branch": Pbx(tmp_path / "branch", capsys, tz="Asia/Yekaterinburg")}
+    for name, pbx in pbxs.items():
+        pbx.call(MISSED, did=DID)
+        code, _, err = cli("sync", "--cdr-db", pbx.cdr_db, "--pbx-db", pbx.pbx_db, "--db",
+                           pg_schema_url, "--pbx-id", name, "--once")
+        assert code == 0, err
+    db = open_module_db(pg_schema_url, readonly=True)
+    try:
+        state = dict(run(db, "SELECT key, value FROM sync_state").fetchall())
+    finally:
+        db.close()
+    assert state["timezone:office"] == "Europe/Moscow"
+    assert state["timezone:branch"] == "Asia/Yekaterinburg"
+    assert "timezone" not in state and "number_match_digits" not in state
+    assert state["number_match_digits:office"] == state["number_match_digits:branch"]
+    config = tmp_path / "extcdr.toml"
+    config.write_text('[web]\nproxy_token = "proxy-secret"\n')
+    for name, offset in (("office", "+03:00"), ("branch", "+05:00")):
+        settings = load(config, {"module.db": pg_schema_url, "pbx.id": name})
+        with serving(create_app(settings)) as http:
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{http.effective_port}{settings['web.prefix'].rstrip('/')}"
+                f"/api/v1/calls?from=2024-03-05&to=2024-03-05&pbx={name}", headers={
+                    "X-Extcdr-User": "anna", "X-Extcdr-Role": "admin",
+                    "X-Extcdr-Proxy-Token": "proxy-secret"})
+            with urllib.request.urlopen(request) as reply:
+                [record] = json.loads(reply.read())["calls"]
+        assert record["start"] == f"2024-03-05T10:00:00{offset}", (name, record)
+        code, out, err = cli("status", "--db", pg_schema_url, "--pbx-id", name, "--format",
+                             "json")
+        assert code == 0 and json.loads(out)["timezone"] == pbxs[name].tz_name, err
