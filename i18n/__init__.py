@@ -466,6 +466,13 @@ _RUSSIAN_ERRORS = tuple((re.compile(pattern), russian) for pattern, russian in (
     (r"a token name is plain text: .*",
      "название токена — простой текст, без символов < > & \" ' `"),
     (r"unknown role (.*); use one of: (.*)", "нет такой роли: {0}; допустимы: {1}"),
+    (r"bad PBX (.*): give PBX ids \(pbx.id: 1-32 of a-z, 0-9 and '-'\), comma-separated",
+     "неверная АТС {0}: укажите идентификаторы АТС (pbx.id: 1-32 символа a-z, 0-9 и '-') "
+     "через запятую"),
+    (r"you may give a token only the PBXs whose calls you see, not (.*)",
+     "токену можно дать только те АТС, звонки которых видите вы, а не {0}"),
+    (r"employee must be an extension \(201\) or a PBX's extension \(office:201\), not (.*)",
+     "сотрудник — это внутренний номер (201) или номер на АТС (office:201), а не {0}"),
     (r"bad extension (.*): give extension numbers, comma-separated",
      "неверный номер {0}: укажите внутренние номера через запятую"),
     (r"an operator's token needs the extensions whose calls it may see",
