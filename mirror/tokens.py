@@ -7,10 +7,11 @@ supervisor an admin limited to groups on the settings page) took part in — nev
 a supervisor's token names the groups or extensions it is for, and one that names neither
 opens nothing. In a history several PBXs write, a token may be limited to some PBXs (`pbxs`):
 it sees only their calls, whatever its role; one made by an admin limited to PBXs is limited to
-theirs, and such an admin sees and revokes only tokens within them. The token is shown once: only its SHA-256 digest is kept, so a copy of
-module.db opens nothing. A token is revoked, never deleted (its name stays in the list, and in
-what it marked handled). The web process and the CLI write the table in
-short transactions; a token's last use is written at most once a minute.
+theirs, and such an admin sees and revokes only tokens within them. The token is shown once:
+only its SHA-256 digest is kept, so a copy of module.db opens nothing. A token is revoked,
+never deleted (its name stays in the list, and in what it marked handled). The web process and
+the CLI write the table in short transactions; a token's last use is written at most once a
+minute.
 """
 from __future__ import annotations
 

@@ -130,10 +130,11 @@ class CheckTest extends TestCase
             $this->assertSame('', $this->check('anna', 'UsersUIRoleID3')['X-Extcdr-Pbxs'],
                 'no settings: the only PBX of its history');
             file_put_contents($modules . '/ModuleExtendedCDR/db/extcdr.toml',
-                "[module]\ndb = \"postgresql://extcdr@10.0.0.5/calls\"\n\n[pbx]\nid = \"office\"\n");
+                "[module]\ndb = \"postgresql://extcdr@10.0.0.5/calls\"\n[pbx]\nid = \"office\"\n");
             $this->assertSame(['operator', 'office'], $this->roleAndPbxs('anna', 'UsersUIRoleID3'));
             $this->assertSame(['operator', 'office'], $this->roleAndPbxs('gleb', 'UsersUIRoleID6'));
-            $this->assertSame(['supervisor', 'office'], $this->roleAndPbxs('dina', 'UsersUIRoleID7'));
+            $this->assertSame(['supervisor', 'office'],
+                $this->roleAndPbxs('dina', 'UsersUIRoleID7'));
             $this->assertSame(['admin', ''], $this->roleAndPbxs('admin', 'admins'));
         } finally {
             exec('rm -rf ' . escapeshellarg($modules));

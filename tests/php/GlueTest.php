@@ -51,7 +51,8 @@ class GlueTest extends TestCase
         $this->assertSame('', $side->pbxId(), 'no settings file');
         foreach ([
             "[pbx]\nid = \"office\"\n" => 'office',
-            "[web]\nport = 8087\n\n[ pbx ]  # this PBX\ntimezone = \"\"\nid='branch-2' # ours\n" => 'branch-2',
+            "[web]\nport = 8087\n[ pbx ]  # this PBX\ntimezone = \"\"\nid='branch-2' # ours\n"
+                => 'branch-2',
             "pbx.id = \"msk\"\n[web]\nid = \"other\"\n" => 'msk',
             "[web]\nid = \"office\"\n" => '',
             "[pbx]\nid = \"Office 2\"\n" => '',
