@@ -128,26 +128,36 @@ def _period(day: str) -> tuple[int, int]:
 
 @pytest.fixture
 def web(central, tmp_path):
-    """get(path, role=…, pbxs=…, extensions=…) -> (status, body) against the app over HTTP,
-    with the headers the admin shell's nginx sets (or, given `token`, an API token's)."""
+    """get(path, role=…, pbxs=…, extensions=…, user=…) -> (status, body) against the app over
+    HTTP, with the headers the admin shell's nginx sets for `user` (default `<role>-<pbxs>`),
+    or, given `token`, an API token's; given `form`, a POST of it with the user's CSRF token.
+    Redirects are not followed."""
     config = tmp_path / "extcdr.toml"
     config.write_text('[web]\nproxy_token = "proxy-secret"\n')
+    no_redirect = urllib.request.build_opener(type(
+        "NoRedirect", (urllib.request.HTTPRedirectHandler,),
+        {"redirect_request": lambda *a, **k: None}))
     with serving(create_app(load(config, {"module.db": central["url"]}))) as http:
         base = f"http://127.0.0.1:{http.effective_port}{load()['web.prefix'].rstrip('/')}"
 
         def get(path: str, *, role: str = "admin", pbxs: str = "", extensions: str = "",
-                token: str | None = None):
-            request = urllib.request.Request(base + path, headers={
-                "X-Extcdr-User": f"{role}-{pbxs or 'all'}", "X-Extcdr-Role": role,
+                token: str | None = None, user: str = "", form: dict | None = None):
+            user = user or f"{role}-{pbxs or 'all'}"
+            data = None
+            if form is not None:
+                key = hashlib.sha256(b"extcdr:proxy-secret").digest()
+                csrf = hmac.new(key, f"csrf:{user}".encode(), hashlib.sha256).hexdigest()
+                data = urllib.parse.urlencode({**form, "csrf_token": csrf}, doseq=True).encode()
+            request = urllib.request.Request(base + path, data=data, headers={
+                "X-Extcdr-User": user, "X-Extcdr-Role": role,
                 "X-Extcdr-Extensions": extensions, "X-Extcdr-Pbxs": pbxs,
                 "X-Extcdr-Proxy-Token": "proxy-secret"} if token is None else {
                 "Authorization": f"Bearer {token}"})
             try:
-                with urllib.request.urlopen(request) as reply:
+                with no_redirect.open(request) as reply:
                     return reply.status, reply.read().decode()
             except urllib.error.HTTPError as error:
                 return error.code, error.read().decode()
-        get.base = base
         yield get
 
 
@@ -378,32 +388,9 @@ def test_a_callback_attempt_is_named_by_its_own_pbx(central, cli, web):
     assert status == 200 and attempts == {("office", "201", BORIS), ("branch", "201", BORIS)}
 
 
-def _as(web, path: str, pbxs: str, form: dict | None = None, *, user: str = "",
-        role: str = "admin", extensions: str = "") -> tuple[int, str]:
-    """(status, body) of a request of `user` (default: `<role>-<pbxs>`) limited to `pbxs`
-    (comma-separated; '' for none) through the admin shell: GET, or a POST of `form` with
-    the user's CSRF token; redirects not followed."""
-    user = user or f"{role}-{pbxs or 'all'}"
-    headers = {"X-Extcdr-User": user, "X-Extcdr-Role": role, "X-Extcdr-Pbxs": pbxs,
-               "X-Extcdr-Extensions": extensions, "X-Extcdr-Proxy-Token": "proxy-secret"}
-    data = None
-    if form is not None:
-        key = hashlib.sha256(b"extcdr:proxy-secret").digest()
-        csrf = hmac.new(key, f"csrf:{user}".encode(), hashlib.sha256).hexdigest()
-        data = urllib.parse.urlencode({**form, "csrf_token": csrf}, doseq=True).encode()
-    no_redirect = type("NoRedirect", (urllib.request.HTTPRedirectHandler,),
-                       {"redirect_request": lambda *a, **k: None})
-    request = urllib.request.Request(web.base + path, data=data, headers=headers)
-    try:
-        with urllib.request.build_opener(no_redirect).open(request) as reply:
-            return reply.status, reply.read().decode()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read().decode()
-
-
 def _token_page(web, pbxs: str, form: dict | None = None) -> tuple[int, str]:
     """The API tokens page as an admin limited to `pbxs`."""
-    return _as(web, "/settings/tokens", pbxs, form)
+    return web("/settings/tokens", pbxs=pbxs, form=form)
 
 
 def _created_token(page: str) -> str:
@@ -471,7 +458,7 @@ def test_an_admin_limited_to_pbxs_manages_only_tokens_within_them(central, web):
     assert status == 400 and "only the PBXs whose calls you see" in page
     assert "theirs" not in page.split("new-token-form")[0]
     for token_id in (office_id, every_id):
-        assert _as(web, f"/settings/tokens/{token_id}/revoke", "branch", {})[0] == 404
+        assert web(f"/settings/tokens/{token_id}/revoke", pbxs="branch", form={})[0] == 404
     status, page = _token_page(web, "")
     assert '<select id="token-pbxs" name="pbxs"' in page
     assert '<td class="pbxs">office</td>' in page and '<td class="pbxs">branch</td>' in page
@@ -482,7 +469,7 @@ def test_an_admin_limited_to_pbxs_manages_only_tokens_within_them(central, web):
 
 def _as_olga(web, path: str, pbxs: str, form: dict | None = None) -> int:
     """The status of a request of olga, an operator of 201-203 limited to `pbxs`."""
-    return _as(web, path, pbxs, form, user="olga", role="operator",
+    return web(path, pbxs=pbxs, form=form, user="olga", role="operator",
                extensions="201,202,203")[0]
 
 
@@ -529,11 +516,11 @@ def test_a_report_of_a_user_limited_to_a_pbx_mails_only_its_calls(central, web, 
         assert mine, (pbx, sent)
         others = _of(central["calls"], "office" if pbx == "branch" else "branch")
         assert not any(c in sent for c in others), (pbx, sent)
-    status, page = _as(web, "/reports", "office")
+    status, page = web("/reports", pbxs="office")
     [report_id] = re.findall(r'data-owner="olga".*?/reports/(\d+)/delete', page, re.S)
-    assert 'data-owner="olga"' not in _as(web, "/reports", "branch")[1]
-    assert _as(web, f"/reports/{report_id}/delete", "branch", {})[0] == 404
-    assert _as(web, f"/reports/{report_id}/delete", "office", {})[0] == 302
+    assert 'data-owner="olga"' not in web("/reports", pbxs="branch")[1]
+    assert web(f"/reports/{report_id}/delete", pbxs="branch", form={})[0] == 404
+    assert web(f"/reports/{report_id}/delete", pbxs="office", form={})[0] == 302
 
 
 def test_an_employee_is_chosen_by_pbx_and_extension(central, web, cli):
