@@ -27,6 +27,13 @@ class MirrorContext:
         """The PBX's clock: the same object until the PBX's timezone changes."""
         return self.zone.clock()
 
+    def clock_of(self, pbx: str) -> PbxClock:
+        """The clock of PBX `pbx` of a central history (its timezone as its daemon wrote it);
+        this PBX's own for '', itself, or a PBX that has not synced yet."""
+        other = pbx_state_value(self.db, "timezone", pbx) \
+            if pbx not in ("", self.pbx) and self.db is not None else None
+        return PbxClock(other) if other else self.clock()
+
     def match_digits(self) -> int:
         """As the mirror was built; until the first sync, the `calls.number_match_digits`
         setting."""

@@ -27,11 +27,14 @@ from mirror.database import open_module_db
 from mirror.dialect import run
 from mirror.pbxtime import PbxClock
 from mirror.queries import CallFilter, Visibility, call_rows, calls_query, names_by_pbx
+from mirror.report_rows import Owner
 from mirror.settings import load
 from mirror.tokens import create_token
 from mirror.userdata import set_supervisor_groups
 from pbx import tables as pbxschema
 from pbx.config import GROUPS_DB_BESIDE_CONFIG
+from pbx.mirror_context import MirrorContext
+from reports.definitions import report_form, save_report
 from reports.scheduler import ReportScheduler
 from standin.shell import load_users
 from tests.pbxfixture import DID, Pbx
@@ -629,3 +632,50 @@ def test_each_pbxs_timezone_and_number_matching_are_its_own(tmp_path, capsys, pg
         code, out, err = cli("status", "--db", pg_schema_url, "--pbx-id", name, "--format",
                              "json")
         assert code == 0 and json.loads(out)["timezone"] == pbxs[name].tz_name, err
+
+
+def test_a_report_keeps_the_time_of_the_pbx_whose_page_made_it(tmp_path, capsys, pg_schema_url,
+                                                                cli, smtp):
+    """A daily 08:00 report made on the office's page (Moscow) of a history the branch
+    (Yekaterinburg, UTC+5) writes too, sent by the branch's daemon: its next run is 08:00
+    in Moscow the next day, not 08:00 in Yekaterinburg, and it mails the Moscow day."""
+    pbxs = {"office": Pbx(tmp_path / "office", capsys),
+            "branch": Pbx(tmp_path / "branch", capsys, tz="Asia/Yekaterinburg")}
+    for name, pbx in pbxs.items():
+        pbx.call(MISSED, did=DID)
+        code, _, err = cli("sync", "--cdr-db", pbx.cdr_db, "--pbx-db", pbx.pbx_db, "--db",
+                           pg_schema_url, "--pbx-id", name, "--once")
+        assert code == 0, err
+    office = load(None, {"module.db": pg_schema_url, "pbx.id": "office"})
+    db = open_module_db(pg_schema_url)
+    try:
+        form = report_form({"name": "Missed", "period": "yesterday", "frequency": "daily",
+                            "at": "08:00", "format": "csv", "delivery": "attach",
+                            "link_hours": "72", "recipients": "boss@example.com"}, "en")
+        moscow = MirrorContext(office, db).clock()
+        assert moscow.tz_name == "Europe/Moscow"
+        due_s = datetime(2024, 3, 6, 8, tzinfo=ZoneInfo("Europe/Moscow")).timestamp()
+        save_report(db, Owner("boss", "admin", ()), form, link_base="http://127.0.0.1",
+                    clock=moscow, now_s=due_s - 3600, pbx="office")
+        assert run(db, "SELECT next_run_ms FROM report").fetchone()[0] == due_s * 1000
+    finally:
+        db.close()
+    branch = pbxs["branch"]
+    set_pbx_mail(branch.pbx_db.parent, MailSMTPHost="127.0.0.1", MailSMTPPort=str(smtp.port),
+                 MailSMTPUseTLS="none", MailSMTPSenderAddress="pbx@example.com")
+    smtp.mails.clear()
+    scheduler = ReportScheduler(load(None, {
+        "module.db": pg_schema_url, "pbx.id": "branch", "pbx.config_db": branch.pbx_db,
+        "reports.dir": str(tmp_path / "reports")}))
+    try:
+        scheduler.step(due_s)
+    finally:
+        scheduler.close()
+    [mail] = smtp.take()
+    [part] = list(mail.iter_attachments())
+    assert part.get_filename() == "Missed_2024-03-05.csv"
+    db = open_module_db(pg_schema_url, readonly=True)
+    try:
+        assert run(db, "SELECT next_run_ms FROM report").fetchone()[0] == (due_s + 86_400) * 1000
+    finally:
+        db.close()

@@ -145,8 +145,9 @@ def _save(report_id: int | None):
                 visible_to=g.user.visible_to), mirror())
         except QueryError as exc:
             raise ReportError(str(exc)) from None
-        saved = save_report(user_db(), g.user.owner,
-                            form, link_base=_link_base(), clock=clock(), report_id=report_id)
+        saved = save_report(user_db(), g.user.owner, form, link_base=_link_base(),
+                            clock=clock(), report_id=report_id,
+                            pbx=current_app.config["EXTCDR_CONTEXT"].pbx)
     except ReportError as exc:
         return _form(report_id, _form_values(), error=say_error(str(exc), language),
                      status=400)
