@@ -13,6 +13,9 @@ class PythonSide
     /** What the Python side prepares for Core, written by `extcdr` into the data folder. */
     public const GLUE_FILE = 'db/glue.json';
 
+    /** The module's settings, which the Python side reads (and an admin edits). */
+    public const SETTINGS_FILE = 'db/extcdr.toml';
+
     /** The worker's own pid, so that a stop before Core's `kill -9` can reach it. */
     public const WORKER_PID_FILE = 'db/worker.pid';
 
@@ -87,6 +90,29 @@ class PythonSide
         }
         $lines = $errors === '' ? ['extcdr prepare failed'] : explode("\n", $errors);
         return [false, (string)end($lines)];
+    }
+
+    /**
+     * This PBX's id in a central history of several PBXs (the settings' `[pbx]` `id`, or a
+     * top-level `pbx.id`), '' when it has none (the only PBX of its history). Read as TOML
+     * writes such a line: `id = "office"`; only an id of the form the Python side accepts
+     * (1-32 of a-z, 0-9 and '-'), which refuses to start with any other.
+     */
+    public function pbxId(): string
+    {
+        $path = $this->moduleDir . '/' . self::SETTINGS_FILE;
+        $lines = is_file($path) ? file($path, FILE_IGNORE_NEW_LINES) : false;
+        $table = '';
+        foreach ($lines ?: [] as $line) {
+            $line = trim($line);
+            if (preg_match('/^\[\s*([A-Za-z0-9_.-]+)\s*\]\s*(#.*)?$/', $line, $header) === 1) {
+                $table = $header[1];
+            } elseif (preg_match('/^(pbx\.)?id\s*=\s*(["\'])([a-z0-9][a-z0-9-]{0,31})\2\s*(#.*)?$/',
+                    $line, $found) === 1 && ($table === 'pbx') === ($found[1] === '')) {
+                return $found[3];
+            }
+        }
+        return '';
     }
 
     public function workerPidFile(): string

@@ -84,15 +84,19 @@ class Viewer
 
     /**
      * The headers nginx's lua block passes to the pages: user, role (admin / supervisor /
-     * operator), the extensions and scope that limit an operator, language.
+     * operator), the extensions and scope that limit an operator, language, and the PBXs
+     * whose calls they see. `$pbx`: this PBX's id in a central history of several PBXs (''
+     * for the only PBX of its history): there, anyone but Core's admins sees this PBX's
+     * calls only — its access groups name its own employees — and admins every PBX's.
      */
-    public function headers(): array
+    public function headers(string $pbx = ''): array
     {
         $headers = ['X-Extcdr-User' => $this->name, 'X-Extcdr-Language' => $this->language,
-            'X-Extcdr-Extensions' => '', 'X-Extcdr-Scope' => ''];
+            'X-Extcdr-Extensions' => '', 'X-Extcdr-Scope' => '', 'X-Extcdr-Pbxs' => ''];
         if ($this->coreRole === self::CORE_ADMINS) {
             return $headers + ['X-Extcdr-Role' => 'admin'];
         }
+        $headers['X-Extcdr-Pbxs'] = $pbx;
         $limit = $this->cdrLimit();
         if ($limit === null) {
             return $headers + ['X-Extcdr-Role' => 'supervisor'];

@@ -30,6 +30,9 @@ def add_commands(sub) -> dict:
     create.add_argument("--groups", default="",
                         help="a supervisor's token: the employee groups whose members' calls "
                              "it sees too (Sales,Support)")
+    create.add_argument("--pbxs", default="",
+                        help="a history several PBXs write: the PBXs whose calls it sees "
+                             "(office,branch-2; default: every PBX's)")
     create.add_argument("--expires-days", type=int, metavar="N",
                         help=f"expires after N days (1 to {MAX_EXPIRY_DAYS}; default: never)")
     listing = actions.add_parser("list", help="the tokens (never the tokens themselves)")
@@ -60,7 +63,8 @@ def _create(db, args) -> int:
         raise CliError(f"--expires-days: from 1 to {MAX_EXPIRY_DAYS}")
     token_id, token = create_token(db, args.name, args.role, args.extensions.split(","),
                                    f"{getpass.getuser()} (command line)", _now(),
-                                   args.expires_days, groups=args.groups.split(","))
+                                   args.expires_days, groups=args.groups.split(","),
+                                   pbxs=args.pbxs.split(","))
     print(token)
     print(f"token {token_id} created: shown this once, keep it now (only its digest is kept)",
           file=sys.stderr)
@@ -88,10 +92,10 @@ def _list(db, args) -> int:
 
 
 def _scope(token: dict) -> str:
-    """What the token sees, in words: its extensions, then its groups."""
-    if token["role"] == "admin":
-        return "every call"
-    return ",".join(token["extensions"] + [f"group {g}" for g in token["groups"]])
+    """What the token sees, in words: its extensions, then its groups; then its PBXs."""
+    seen = "every call" if token["role"] == "admin" else ",".join(
+        token["extensions"] + [f"group {g}" for g in token["groups"]])
+    return seen + (f" of PBX {','.join(token['pbxs'])}" if token["pbxs"] else "")
 
 
 def _when(epoch_ms: int | None, tz) -> str:

@@ -22,7 +22,7 @@ from mirror.database import open_module_db
 from mirror.dialect import run
 from mirror.pbxtime import PbxClock
 from mirror.queries import (PERIODS, call_rows, calls_in_progress, calls_query,
-                            counts_by_direction_and_status, sync_state)
+                            counts_by_direction_and_status, pbx_state_value, sync_state)
 from mirror.records import call_record, live_record
 from mirror.store import state_key
 from pbx.cdr import CdrSource, SourceBusy
@@ -194,7 +194,8 @@ def add_filter_arguments(parser) -> None:
                         "client_called_back, we_called_back, application (comma-separated)")
     parser.add_argument("--number", help="digits of a number, two numbers, a part of a name, a "
                         "linkedid, or linkedid:/src:/dst:/did:")
-    parser.add_argument("--employee", help="extension(s), comma-separated")
+    parser.add_argument("--employee", help="extension(s), comma-separated (several PBXs: "
+                                           "office:201 is that PBX's 201, 201 every PBX's)")
     parser.add_argument("--group", help="employee group name(s), comma-separated")
     parser.add_argument("--min-talk", type=int, metavar="SECONDS")
     parser.add_argument("--max-talk", type=int, metavar="SECONDS")
@@ -358,7 +359,7 @@ def cmd_status(args) -> int:
             "legs": run(db, f"SELECT count(*) FROM leg {mine}", ids).fetchone()[0],
             "size_bytes": _size_bytes(args.db, db),
             "cursor": int(state.get(state_key("cursor", pbx), 0)),
-            "timezone": state.get("timezone"),
+            "timezone": pbx_state_value(db, "timezone", pbx),
             "resyncs": int(state.get(state_key("resyncs", pbx), 0)),
         }
         named = sorted(key.partition(":")[2] for key in state if key.startswith("cursor:"))

@@ -22,7 +22,8 @@ from openpyxl.utils import get_column_letter
 from i18n import PERIOD_LABELS, STATUS_LABELS, TAB_LABELS, translator
 from i18n.hangup_words import hangup_words, side_words
 from mirror.contacts import contact_label, with_contacts
-from mirror.queries import CallFilter, QueryError, call_rows, calls_query, employee_names, pbx_ids
+from mirror.queries import (CallFilter, QueryError, call_rows, calls_query, employee_member,
+                            employee_names, names_by_pbx, pbx_ids)
 from mirror.records import call_record
 
 FORMATS = ("xlsx", "csv", "pdf", "jsonl")
@@ -184,9 +185,13 @@ def about(exported_by: str, params: dict[str, object], flt: CallFilter, clock, l
     if flt.number:
         lines.append(("Search", flt.number))
     if flt.employees:
-        names = employee_names(db, flt.pbx)
-        lines.append(("Employees", ", ".join(f"{ext} {names.get(ext, '')}".strip()
-                                             for ext in flt.employees)))
+        names, by_pbx = employee_names(db, flt.pbx), names_by_pbx(db)
+
+        def named(employee: str) -> str:        # `201`, or `office:201` (that PBX's 201)
+            pbx, extension = employee_member(employee)
+            name = by_pbx.get(pbx, {}).get(extension) if pbx else names.get(extension)
+            return f"{employee} {name or ''}".strip()
+        lines.append(("Employees", ", ".join(named(e) for e in flt.employees)))
     if flt.groups:
         lines.append(("Groups", ", ".join(flt.groups)))
     if flt.min_talk:

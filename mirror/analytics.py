@@ -16,10 +16,11 @@ from datetime import date, datetime, timedelta
 
 from peewee import Database
 
+from mirror.calls import qualified
 from mirror.dialect import dialect_of, run
 from mirror.models import Call
 from mirror.queries import (TABS, CallFilter, QueryError, calls_query, counted_by_the_hour,
-                            employee_names, handled_unreturned)
+                            employee_names, handled_unreturned, names_by_pbx, pbx_ids)
 from mirror.rollups import CALLBACKS, CALLS, EMPLOYEES, LINES, MENUS, QUEUES, Rollup
 
 REPORTS = ("employees", "traffic", "lines", "menus", "queues", "callbacks")
@@ -215,39 +216,51 @@ def _worst(*origins: str) -> str:
 # --- 1. employees ---------------------------------------------------------------------------------
 
 def _employees(f, db, clock, options) -> Report:
-    rows, origin = figures(EMPLOYEES, f, db, ("extension", "role"), source=options.source)
-    names = employee_names(db, f.pbx)
-    people: dict[str, dict] = defaultdict(lambda: dict.fromkeys(
+    """A row per employee: by extension; in a history several PBXs write, by PBX and
+    extension (two PBXs' 201 are two people), each PBX's counted from its calls (the daily
+    counters know no PBX)."""
+    several = len(pbx_ids(db)) > 1
+    pbxs = ([f.pbx] if f.pbx else pbx_ids(db, f.visible_to)) if several else [""]
+    names = names_by_pbx(db) if several else {"": employee_names(db, f.pbx)}
+    people: dict[tuple[str, str], dict] = defaultdict(lambda: dict.fromkeys(
         ("answered", "missed", "returned", "outgoing", "outgoing_answered", "talk_s",
          "answered_wait_s"), 0))
-    for extension, role, calls, answered, talk_s, wait_s, returned in rows:
-        p = people[extension]
-        if role == "answered":
-            p["answered"] += calls
-            p["talk_s"] += talk_s
-            p["answered_wait_s"] += wait_s
-        elif role == "missed":
-            p["missed"] += calls
-            p["returned"] += returned
-        else:
-            p["outgoing"] += calls
-            p["outgoing_answered"] += answered
-            p["talk_s"] += talk_s
-    shown = [ext for ext, p in people.items() if any(p.values()) and (
-        f.visible_to is None or f.visible_to.shows_employee(ext))]
+    origins = []
+    for pbx in pbxs:
+        rows, origin = figures(EMPLOYEES, replace(f, pbx=pbx or f.pbx), db,
+                               ("extension", "role"), source=options.source)
+        origins.append(origin)
+        for extension, role, calls, answered, talk_s, wait_s, returned in rows:
+            p = people[pbx, extension]
+            if role == "answered":
+                p["answered"] += calls
+                p["talk_s"] += talk_s
+                p["answered_wait_s"] += wait_s
+            elif role == "missed":
+                p["missed"] += calls
+                p["returned"] += returned
+            else:
+                p["outgoing"] += calls
+                p["outgoing_answered"] += answered
+                p["talk_s"] += talk_s
+    shown = [key for key, p in people.items() if any(p.values()) and (
+        f.visible_to is None or f.visible_to.shows_employee(key[1], key[0]))]
     table = []
-    for ext in sorted(shown, key=lambda e: (-(people[e]["answered"] + people[e]["outgoing"]), e)):
-        p = people[ext]
+    for key in sorted(shown, key=lambda k: (-(people[k]["answered"] + people[k]["outgoing"]), k)):
+        p, (pbx, ext) = people[key], key
         table.append({
-            "extension": ext, "name": names.get(ext, ""), "answered": p["answered"],
+            **({"pbx": pbx} if several else {}),
+            "extension": ext, "name": names.get(pbx, {}).get(ext, ""), "answered": p["answered"],
             "missed": p["missed"], "outgoing": p["outgoing"], "talk_s": p["talk_s"],
             "average_talk_s": _average(p["talk_s"], p["answered"] + p["outgoing_answered"]),
             "average_wait_s": _average(p["answered_wait_s"], p["answered"]),
             "callback_rate": _rate(p["returned"], p["missed"])})
-    labels = [f"{r['extension']} {r['name']}".strip() for r in table]
+    labels = [f"{qualified(r.get('pbx', ''), r['extension'])} {r['name']}".strip()
+              for r in table]
     return Report(
         "employees",
-        [("extension", "Extension", TEXT), ("name", "Employee", TEXT),
+        [*([("pbx", "PBX", TEXT)] if several else []),
+         ("extension", "Extension", TEXT), ("name", "Employee", TEXT),
          ("answered", "Answered", COUNT), ("missed", "Missed", COUNT),
          ("outgoing", "Outgoing", COUNT), ("talk_s", "Talk time", SECONDS),
          ("average_talk_s", "Average talk", SECONDS), ("average_wait_s", "Average wait", SECONDS),
@@ -259,7 +272,7 @@ def _employees(f, db, clock, options) -> Report:
                                ("outgoing", "Outgoing"))]},
         totals={key: sum(r[key] for r in table) for key in ("answered", "missed", "outgoing",
                                                             "talk_s")},
-        source=origin)
+        source=_worst(*origins))
 
 
 # --- 2. traffic -----------------------------------------------------------------------------------

@@ -226,6 +226,8 @@ class Report(Base):
     owner_role = TextField()
     owner_extensions = TextField()       # JSON list: the owner's extensions (operators)
     owner_scope = TextField()            # how those limit what they see (Visibility.scope)
+    owner_pbxs = TextField(default="[]")  # JSON list: the PBXs whose calls they see ([]: all)
+    pbx = TextField(default="")          # the PBX whose time it keeps ('': the only one)
     name = TextField()
     filter_id = IntegerField()           # the owner's saved filter; 0: none
     filters = TextField(default="{}")    # JSON: the report's own filter parameters

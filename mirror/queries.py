@@ -24,6 +24,7 @@ from mirror.models import (Call, CallEmployee, CallGone, CallHandled, CallHangup
                            SyncState)
 from mirror.pbxtime import linkedid_epoch_ms
 from mirror.settings import PBX_ID
+from mirror.store import state_key
 
 LIST_FIELDS = ("missed_by", "transferred_to", "employees", "recordings")
 
@@ -80,16 +81,26 @@ class Visibility:
         return cls(tuple(extensions), "involved" if scope == GROUPS_SCOPE else scope,
                    tuple(pbxs))
 
-    def shows_employee(self, extension: str) -> bool:
-        """Whether the employee's calls may be among those visible (the page's choices)."""
+    def shows_employee(self, extension: str, pbx: str = "") -> bool:
+        """Whether the employee's calls may be among those visible (the page's choices): the
+        extension of PBX `pbx` ('': of any PBX)."""
+        if pbx and not self.shows_pbx(pbx):
+            return False
         if self.scope == EVERY_EXTENSION:
             return True
-        mine = {member.rpartition(":")[2] for member in self.extensions}
-        return (extension in mine) != (self.scope == "except")
+        mine = {member if pbx else member.rpartition(":")[2] for member in self.extensions}
+        return bool(mine & {extension, qualified(pbx, extension)}) != (self.scope == "except")
 
     def shows_pbx(self, pbx: str) -> bool:
         """Whether the PBX's calls may be among those visible (the page's choices)."""
         return not self.pbxs or pbx in self.pbxs
+
+
+def within_pbxs(pbxs, limited_to) -> bool:
+    """Whether what is limited to the PBXs `pbxs` (a token, a report's owner; none: every
+    PBX's) is within the PBXs `limited_to` of an admin limited to some (none: not limited):
+    what such an admin may see and manage of others'."""
+    return not limited_to or bool(pbxs) and set(pbxs) <= set(limited_to)
 
 
 @dataclass
@@ -144,6 +155,21 @@ class CallFilter:
         if self.pbx is not None and not PBX_ID.fullmatch(self.pbx):
             raise QueryError(f"pbx must be a PBX's id (1-32 of a-z, 0-9 and '-'), "
                              f"not {_shown(self.pbx)!r}")
+        for employee in self.employees:
+            employee_member(employee)                   # validate early
+
+
+def employee_member(employee: str) -> tuple[str, str]:
+    """(pbx, extension) of an employee filter's value: `office:201`, that PBX's 201 (what the
+    choices offer in a history several PBXs write); `201`, extension 201 on every PBX (pbx
+    '') — the only PBX's, or each PBX's 201 of a central history."""
+    pbx, sep, extension = employee.partition(":")
+    if not sep:
+        return "", employee
+    if not PBX_ID.fullmatch(pbx) or not extension:
+        raise QueryError(f"employee must be an extension (201) or a PBX's extension "
+                         f"(office:201), not {_shown(employee)!r}")
+    return pbx, extension
 
 
 def _check_choice(name: str, values: list[str], allowed: tuple[str, ...]) -> None:
@@ -561,10 +587,11 @@ def counted_by_the_hour(f: CallFilter) -> bool:
 
 def _employee_condition(f: CallFilter, db: Database, call_id):
     """The calls the employee and group filters select (None: no such filter): an
-    extension's on every PBX, a group's members' each on the member's PBX."""
+    extension's on its PBX (`office:201`) or on every PBX (`201`), a group's members' each on
+    the member's PBX."""
     if not f.employees and not f.groups:
         return None
-    members = [("", extension) for extension in f.employees]
+    members = [employee_member(employee) for employee in f.employees]
     if f.groups:
         rows = GroupMember.select(GroupMember.group_name, GroupMember.pbx,
                                   GroupMember.extension).where(
@@ -629,10 +656,15 @@ def names_by_pbx(db: Database) -> dict[str, dict[str, str]]:
 
 
 def employee_choices(db: Database, visible_to: Visibility | None) -> list[tuple[str, str]]:
-    """(extension, name) of the employees whose calls may be among those a user sees, by
-    extension: what a filter offers them."""
-    return [(ext, name) for ext, name in sorted(employee_names(db).items())
-            if visible_to is None or visible_to.shows_employee(ext)]
+    """(value, name) of the employees whose calls may be among those a user sees: what a
+    filter offers them. The only PBX's by extension (`201`); in a history several PBXs write,
+    each PBX's own (`office:201`, by PBX and extension): two PBXs' 201 are two people."""
+    names = names_by_pbx(db)
+    return [(qualified(pbx, ext) if len(names) > 1 else ext, name)
+            for pbx, employees in sorted(names.items())
+            for ext, name in sorted(employees.items())
+            if visible_to is None or visible_to.shows_employee(ext, pbx if len(names) > 1
+                                                               else "")]
 
 
 def group_names(db: Database) -> list[str]:
@@ -795,6 +827,20 @@ def state_value(db: Database, key: str) -> str | None:
     SQL, without building the query each time (a third of a cached ask's time)."""
     row = run(db, "SELECT value FROM sync_state WHERE key = ?", (key,)).fetchone()
     return row[0] if row else None
+
+
+def pbx_state_value(db: Database, name: str, pbx: str) -> str | None:
+    """A PBX's own sync state `name` (mirror.store.PBX_STATE: its timezone, its number
+    matching) as its daemon wrote it; else as a daemon of an older version wrote it for all;
+    else, for a reader that names no PBX on a central history, the first PBX's."""
+    found = state_value(db, state_key(name, pbx)) if pbx else None
+    if found is None:
+        found = state_value(db, name)
+    if found is None and not pbx:
+        row = run(db, "SELECT value FROM sync_state WHERE key LIKE ? ORDER BY key LIMIT 1",
+                  (f"{name}:%",)).fetchone()
+        found = row[0] if row else None
+    return found
 
 
 def legs_of_call(linkedid: str, db: Database) -> list[dict]:

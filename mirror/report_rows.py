@@ -10,7 +10,7 @@ from peewee import Database
 
 from mirror.dialect import claim_rows, hold, inserted_id, let_go, write_transaction
 from mirror.models import ModuleSecret, Report, ReportSend, SavedFilter
-from mirror.queries import Visibility
+from mirror.queries import Visibility, within_pbxs
 
 
 class ReportError(ValueError):
@@ -25,8 +25,8 @@ def link_secret(db: Database) -> bytes:
 
 @dataclass(frozen=True)
 class Owner:
-    """Who a report belongs to and what they may see: the role and extensions of their last
-    visit (the admin shell's word), applied to every send."""
+    """Who a report belongs to and what they may see: the role, extensions and PBXs of their
+    last visit (the admin shell's word), applied to every send."""
     name: str
     role: str
     extensions: tuple[str, ...]
@@ -38,23 +38,22 @@ class Owner:
         return Visibility.of(self.role, self.extensions, self.scope, self.pbxs)
 
     def kept(self) -> dict:
-        """The report's owner columns for this owner. They have no place for PBXs: an owner
-        limited to some PBXs is kept as one who sees no call, so that no report of theirs
-        mails another PBX's calls (`store_report` refuses new ones)."""
-        if self.pbxs:
-            return {"owner_role": "operator", "owner_extensions": "[]",
-                    "owner_scope": "involved"}
+        """The report's owner columns for this owner."""
         return {"owner_role": self.role, "owner_extensions": json.dumps(self.extensions),
-                "owner_scope": self.scope}
+                "owner_scope": self.scope, "owner_pbxs": json.dumps(self.pbxs)}
+
+    @classmethod
+    def of_report(cls, report: dict) -> "Owner":
+        """The owner a report's row keeps: what each of its sends may show."""
+        return cls(report["owner"], report["owner_role"],
+                   tuple(json.loads(report["owner_extensions"])), report["owner_scope"],
+                   tuple(json.loads(report["owner_pbxs"])))
 
 
 def store_report(db: Database, owner: Owner, values: dict, filter_id: int, name: str,
                  report_id: int | None = None) -> int:
     """Create the owner's report with the columns `values`, or change their report
     `report_id`; returns its id. The saved filter must be theirs, the name not yet taken."""
-    if owner.pbxs:
-        raise ReportError("mailed reports are not yet kept for a user limited to some PBXs; "
-                          "ask an administrator")
     with write_transaction(db):
         if filter_id and not SavedFilter.select().where(
                 SavedFilter.id == filter_id, SavedFilter.user == owner.name).bind(db).exists():
@@ -70,12 +69,15 @@ def store_report(db: Database, owner: Owner, values: dict, filter_id: int, name:
         return report_id
 
 
-def reports_of(db: Database, owner: str | None) -> list[dict]:
-    """The owner's reports (everyone's for None) by owner and name, each with its last send."""
+def reports_of(db: Database, owner: str | None, limited_to=()) -> list[dict]:
+    """The owner's reports (everyone's for None; for an admin limited to the PBXs
+    `limited_to`, those of owners limited to some of them) by owner and name, each with its
+    last send."""
     query = Report.select().order_by(Report.owner, Report.name)
     if owner is not None:
         query = query.where(Report.owner == owner)
-    rows = list(query.bind(db).dicts())
+    rows = [row for row in query.bind(db).dicts()
+            if within_pbxs(json.loads(row["owner_pbxs"]), limited_to)]
     for row in rows:
         row["recipients"] = json.loads(row["recipients"])
         row["last_send"] = (ReportSend.select().where(ReportSend.report_id == row["id"])
@@ -115,11 +117,12 @@ def request_send(db: Database, owner: str, report_id: int, now_s: float) -> None
             .bind(db).execute()
 
 
-def delete_report(db: Database, owner: str | None, report_id: int) -> None:
+def delete_report(db: Database, owner: str | None, report_id: int, limited_to=()) -> None:
     """The report and its log go; the scheduler removes files no send refers to. `owner`
-    None: any user's (an admin stopping the reports of someone who left)."""
+    None: any user's (an admin stopping the reports of someone who left; one limited to the
+    PBXs `limited_to`: of someone limited to some of them)."""
     with write_transaction(db):
-        _owned(db, owner, report_id)
+        _owned(db, owner, report_id, limited_to)
         ReportSend.delete().where(ReportSend.report_id == report_id).bind(db).execute()
         Report.delete().where(Report.id == report_id).bind(db).execute()
 
@@ -131,7 +134,7 @@ def reports_using(db: Database, owner: str, filter_id: int) -> list[str]:
 
 
 def remember_owner(db: Database, owner: Owner) -> None:
-    """The owner's role, extensions and scope as the admin shell says now: their reports
+    """The owner's role, extensions, scope and PBXs as the admin shell says now: their reports
     follow."""
     kept = owner.kept()
     with write_transaction(db):
@@ -139,15 +142,17 @@ def remember_owner(db: Database, owner: Owner) -> None:
             (Report.owner == owner.name)
             & ((Report.owner_role != kept["owner_role"])
                | (Report.owner_extensions != kept["owner_extensions"])
-               | (Report.owner_scope != kept["owner_scope"]))
+               | (Report.owner_scope != kept["owner_scope"])
+               | (Report.owner_pbxs != kept["owner_pbxs"]))
         ).bind(db).execute()
 
 
-def _owned(db: Database, owner: str | None, report_id: int) -> None:
-    query = Report.select().where(Report.id == report_id)
+def _owned(db: Database, owner: str | None, report_id: int, limited_to=()) -> None:
+    query = Report.select(Report.owner_pbxs).where(Report.id == report_id)
     if owner is not None:
         query = query.where(Report.owner == owner)
-    if not query.bind(db).exists():
+    pbxs = query.bind(db).scalar()
+    if pbxs is None or not within_pbxs(json.loads(pbxs), limited_to):
         raise LookupError(report_id)
 
 

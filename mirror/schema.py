@@ -84,6 +84,10 @@ ROLLUP_OF_CALLS = (
 PBX_COLUMNS = tuple(f"ALTER TABLE {table} ADD COLUMN pbx TEXT NOT NULL DEFAULT ''"
                     for table in ("call", "leg", "live_call", "employee", "group_member"))
 
+PBX_LIMITS = ("ALTER TABLE api_token ADD COLUMN pbxs TEXT NOT NULL DEFAULT '[]'",
+              "ALTER TABLE report ADD COLUMN owner_pbxs TEXT NOT NULL DEFAULT '[]'",
+              "ALTER TABLE report ADD COLUMN pbx TEXT NOT NULL DEFAULT ''")
+
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
     # 1: legs, calls, employees of calls, number search, sync state, employees and groups.
     (
@@ -572,6 +576,11 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE outbox_16 RENAME TO outbox",
         "CREATE INDEX outbox_due ON outbox (due_ms) WHERE state = 0 AND due_ms > 0",
     ),
+    # 18: limits to PBXs (issue 22): an API token and a mailed report's owner may be limited
+    # to some PBXs of a central history (`pbxs`, `owner_pbxs`: JSON lists; []: every PBX's);
+    # a report keeps the PBX whose page made it (`pbx`; '': the only one), whose time its
+    # schedule and periods are in, whichever PBX's daemon sends it.
+    PBX_LIMITS,
 )
 
 LATEST = len(MIGRATIONS)
@@ -990,6 +999,7 @@ PG_MIGRATIONS: tuple[tuple[int, tuple], ...] = (
         "ALTER TABLE webhook ADD COLUMN next_id bigint NOT NULL DEFAULT 0",
         "DROP INDEX outbox_due",
         "CREATE INDEX outbox_due ON outbox (hook_id, due_ms, id) WHERE state = 0")),
+    (18, PBX_LIMITS),
 )
 
 

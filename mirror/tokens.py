@@ -5,10 +5,13 @@ token every call; an operator's the calls its extensions took part in; a supervi
 calls its extensions or the members of its employee groups (as they are at each request, as a
 supervisor an admin limited to groups on the settings page) took part in — never every call:
 a supervisor's token names the groups or extensions it is for, and one that names neither
-opens nothing. The token is shown once: only its SHA-256 digest is kept, so a copy of
-module.db opens nothing. A token is revoked, never deleted (its name stays in the list, and in
-what it marked handled). The web process and the CLI write the table in
-short transactions; a token's last use is written at most once a minute.
+opens nothing. In a history several PBXs write, a token may be limited to some PBXs (`pbxs`):
+it sees only their calls, whatever its role; one made by an admin limited to PBXs is limited to
+theirs, and such an admin sees and revokes only tokens within them. The token is shown once:
+only its SHA-256 digest is kept, so a copy of module.db opens nothing. A token is revoked,
+never deleted (its name stays in the list, and in what it marked handled). The web process and
+the CLI write the table in short transactions; a token's last use is written at most once a
+minute.
 """
 from __future__ import annotations
 
@@ -23,7 +26,8 @@ from dataclasses import dataclass
 from peewee import Database, OperationalError
 
 from mirror.dialect import run, write_transaction, write_transaction_at_once
-from mirror.queries import group_names
+from mirror.queries import group_names, within_pbxs
+from mirror.settings import PBX_ID
 
 PREFIX = "extcdr_"                  # recognisable in logs and by secret scanners
 _TOKEN = re.compile(r"extcdr_[A-Za-z0-9_-]{43}")    # 32 random bytes, base64url
@@ -51,6 +55,7 @@ class TokenHolder:
     role: str
     extensions: tuple[str, ...]
     groups: tuple[str, ...] = ()
+    pbxs: tuple[str, ...] = ()      # the PBXs whose calls it sees (): every PBX's
 
 
 def digest(token: str) -> str:
@@ -95,6 +100,21 @@ def token_fields(name: str, role: str, extensions,
     return name, role, extensions, groups
 
 
+def token_pbxs(chosen, limited_to=()) -> list[str]:
+    """The PBXs a new token is limited to: those `chosen` (PBX ids; none: every PBX's), within
+    `limited_to`, the PBXs of an admin limited to some (none chosen: all of theirs)."""
+    chosen = sorted({str(p).strip() for p in chosen if str(p).strip()})
+    bad = [p for p in chosen if not PBX_ID.fullmatch(p)]
+    if bad:
+        raise TokenError(f"bad PBX {bad[0][:40]!r}: give PBX ids (pbx.id: 1-32 of a-z, 0-9 "
+                         f"and '-'), comma-separated")
+    outside = [p for p in chosen if limited_to and p not in limited_to]
+    if outside:
+        raise TokenError(f"you may give a token only the PBXs whose calls you see, not "
+                         f"{outside[0]!r}")
+    return chosen or sorted(limited_to)
+
+
 def _known_groups(db: Database, groups: list[str]) -> None:
     known = set(group_names(db))
     unknown = [g for g in groups if g not in known]
@@ -104,10 +124,12 @@ def _known_groups(db: Database, groups: list[str]) -> None:
 
 def create_token(db: Database, name: str, role: str, extensions, created_by: str,
                  now_ms: int, expires_days: int | None = None,
-                 groups=()) -> tuple[int, str]:
+                 groups=(), pbxs=()) -> tuple[int, str]:
     """A new token: (its id, the token itself — shown once, never kept). `groups`: the
-    employee groups a supervisor's token is for (each one the PBX has)."""
+    employee groups a supervisor's token is for (each one the PBX has); `pbxs`: the PBXs
+    whose calls it sees (`token_pbxs`; none: every PBX's)."""
     name, role, extensions, groups = token_fields(name, role, extensions, groups)
+    pbxs = token_pbxs(pbxs)
     _known_groups(db, groups)
     if expires_days is not None and not 1 <= expires_days <= MAX_EXPIRY_DAYS:
         raise TokenError(f"a token expires after 1 to {MAX_EXPIRY_DAYS} days")
@@ -115,29 +137,34 @@ def create_token(db: Database, name: str, role: str, extensions, created_by: str
     expires_ms = now_ms + expires_days * 86_400_000 if expires_days else None
     with write_transaction(db):
         token_id = run(
-            db, "INSERT INTO api_token (name, digest, role, extensions, groups, created_by, "
-            "created_ms, expires_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            db, "INSERT INTO api_token (name, digest, role, extensions, groups, pbxs, "
+            "created_by, created_ms, expires_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
             (name, digest(token), role, json.dumps(extensions),
-             json.dumps(groups, ensure_ascii=False), created_by, now_ms, expires_ms)
+             json.dumps(groups, ensure_ascii=False), json.dumps(pbxs), created_by, now_ms,
+             expires_ms)
         ).fetchone()[0]
     return token_id, token
 
 
-_COLUMNS = ("id", "name", "role", "extensions", "groups", "created_by", "created_ms",
+_COLUMNS = ("id", "name", "role", "extensions", "groups", "pbxs", "created_by", "created_ms",
             "expires_ms", "revoked_ms", "last_used_ms")
 
 
-def token_list(db: Database) -> list[dict]:
-    """Every token, newest first, without its digest."""
+def token_list(db: Database, limited_to=()) -> list[dict]:
+    """Every token (of an admin limited to the PBXs `limited_to`: those within them), newest
+    first, without its digest."""
     rows = run(db, f"SELECT {', '.join(_COLUMNS)} FROM api_token ORDER BY id DESC")
-    return [{**dict(zip(_COLUMNS, row)), "extensions": json.loads(row[3]),
-             "groups": json.loads(row[4])} for row in rows]
+    tokens = [{**dict(zip(_COLUMNS, row)), "extensions": json.loads(row[3]),
+               "groups": json.loads(row[4]), "pbxs": json.loads(row[5])} for row in rows]
+    return [token for token in tokens if within_pbxs(token["pbxs"], limited_to)]
 
 
-def revoke_token(db: Database, token_id: int, now_ms: int) -> None:
-    """Revoke a token from now on (again: nothing changes); LookupError for an unknown id."""
+def revoke_token(db: Database, token_id: int, now_ms: int, limited_to=()) -> None:
+    """Revoke a token from now on (again: nothing changes); LookupError for an unknown id (or
+    one not within the PBXs `limited_to` of an admin limited to some)."""
     with write_transaction(db):
-        if run(db, "SELECT 1 FROM api_token WHERE id = ?", (token_id,)).fetchone() is None:
+        row = run(db, "SELECT pbxs FROM api_token WHERE id = ?", (token_id,)).fetchone()
+        if row is None or not within_pbxs(json.loads(row[0]), limited_to):
             raise LookupError(token_id)
         run(db, "UPDATE api_token SET revoked_ms = ? WHERE id = ? AND revoked_ms IS NULL",
             (now_ms, token_id))
@@ -150,12 +177,12 @@ def token_holder(db: Database, token: str, now_ms: int) -> TokenHolder:
     wanted = digest(token)
     row = run(
         db, "SELECT id, name, role, extensions, digest, expires_ms, revoked_ms, last_used_ms, "
-        "groups FROM api_token WHERE digest = ?", (wanted,)).fetchone()
+        "groups, pbxs FROM api_token WHERE digest = ?", (wanted,)).fetchone()
     # The lookup is by the digest (what a timing could reveal is of the digest, not the
     # token); the comparison itself takes the same time wherever the strings differ.
     if row is None or not hmac.compare_digest(row[4], wanted):
         raise TokenRefused("unknown API token")
-    token_id, name, role, extensions, _, expires_ms, revoked_ms, last_used_ms, groups = row
+    token_id, name, role, extensions, _, expires_ms, revoked_ms, last_used_ms, groups, pbxs = row
     extensions, groups = tuple(json.loads(extensions)), tuple(json.loads(groups))
     if revoked_ms is not None:
         raise TokenRefused("this API token was revoked")
@@ -166,7 +193,7 @@ def token_holder(db: Database, token: str, now_ms: int) -> TokenHolder:
                            "(made before they were required): create another")
     if last_used_ms is None or now_ms - last_used_ms >= LAST_USED_EVERY_MS:
         _note_use(db, token_id, now_ms)
-    return TokenHolder(token_id, name, role, extensions, groups)
+    return TokenHolder(token_id, name, role, extensions, groups, tuple(json.loads(pbxs)))
 
 
 def _note_use(db: Database, token_id: int, now_ms: int) -> None:

@@ -275,8 +275,10 @@ def split_filters(stored: dict[str, str]) -> tuple[dict[str, str], dict[str, str
 
 
 def save_report(db, owner: Owner, form: ReportForm, *, link_base: str,
-                clock, report_id: int | None = None, now_s: float | None = None) -> int:
-    """Create the owner's report, or change their report `report_id`; returns its id."""
+                clock, report_id: int | None = None, now_s: float | None = None,
+                pbx: str = "") -> int:
+    """Create the owner's report, or change their report `report_id`; returns its id. `pbx`:
+    the PBX of a central history whose time `clock` keeps (its page's)."""
     now_s = time.time() if now_s is None else now_s
     next_run = form.timing.next_after(now_s, clock) if form.enabled else None
     if form.timing.frequency == "once" and next_run is None and form.enabled:
@@ -290,7 +292,7 @@ def save_report(db, owner: Owner, form: ReportForm, *, link_base: str,
         "format": form.format, "delivery": form.delivery, "link_hours": form.link_hours,
         "recipients": json.dumps(form.recipients, ensure_ascii=False),
         "subject": form.subject, "body": form.body, "language": form.language,
-        "link_base": link_base, "enabled": int(form.enabled),
+        "link_base": link_base, "enabled": int(form.enabled), "pbx": pbx,
         "next_run_ms": None if next_run is None else int(next_run * 1000),
     }
     return report_rows.store_report(db, owner, values, form.filter_id, form.name, report_id)

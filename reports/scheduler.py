@@ -79,7 +79,7 @@ class ReportScheduler(Worker):
         def following_run(report: dict) -> int | None:
             timing = Timing(report["frequency"], report["at_time"], report["on_day"],
                             report["on_date"])
-            following = timing.next_after(now_s, self._clock())
+            following = timing.next_after(now_s, self._clock(report))
             return None if following is None else int(following * 1000)
         return [_Due(*due) for due in report_rows.claim_due(self.db, int(now_s * 1000),
                                                            following_run)]
@@ -127,9 +127,8 @@ class ReportScheduler(Worker):
 
     def _send(self, report: dict, send_row: dict, now_s: float) -> str | None:
         """Build (or reuse) the file and mail it; returns a note for the log (refusals)."""
-        clock = self._clock()
-        owner = Owner(report["owner"], report["owner_role"],
-                      tuple(json.loads(report["owner_extensions"])), report["owner_scope"])
+        clock = self._clock(report)
+        owner = Owner.of_report(report)
         own, analytics = split_filters(json.loads(report["filters"]))
         params = self._filter_params(report, own)
         try:
@@ -257,8 +256,10 @@ class ReportScheduler(Worker):
                         and not report_rows.sending(self.db, int(entry.name)):
                     shutil.rmtree(entry, ignore_errors=True)
 
-    def _clock(self) -> PbxClock:
-        return self.context.clock()
+    def _clock(self, report: dict) -> PbxClock:
+        """The time of the PBX whose page made the report (a central history's reports are
+        sent by whichever PBX's daemon claims them)."""
+        return self.context.clock_of(report["pbx"])
 
 
 def _file_name(report: str, clock, start_ms: int, end_ms: int, fmt: str) -> str:

@@ -7,6 +7,8 @@ import re
 import subprocess
 import urllib.parse
 import urllib.request
+from contextlib import contextmanager
+from typing import Iterator
 
 import pytest
 
@@ -88,6 +90,41 @@ GROUPS = {"3": {"cdrFilterMode": "selected", "fullAccess": "0", "extensions": ["
           "6": {"cdrFilterMode": "all", "fullAccess": "0", "extensions": ["201"]}}
 
 
+@contextmanager
+def modules_own_check(profile: str, folder, modules=None) -> Iterator[str]:
+    """The address of an admin cabinet (tests/php/cabinet.php under `php -S`) that logs in as
+    Core does (session on 2024.1, refresh token on 2025+) and answers the access check with
+    the module's own PHP controller, a ModuleUsersUI-shaped module with GROUPS beside it;
+    `modules`: Core's modules folder (the module's settings in ModuleExtendedCDR/db)."""
+    from tests.stack import free_port
+    from tests.test_php import tool
+    (folder / "groups.json").write_text(json.dumps(GROUPS))
+    port = free_port()
+    cabinet = subprocess.Popen(
+        [tool("php"), "-d", f"session.save_path={folder}", "-S", f"127.0.0.1:{port}",
+         ROOT / "tests/php/cabinet.php"],
+        env={**os.environ, "EXTCDR_CORE_PROFILE": profile, "PHP_CLI_SERVER_WORKERS": "4",
+             "EXTCDR_GROUPS": str(folder / "groups.json"),
+             "EXTCDR_TOKENS": str(folder / "tokens.json"),
+             **({"EXTCDR_MODULES": str(modules)} if modules else {})},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert wait_for(lambda: _listening(port), 10)
+        yield f"127.0.0.1:{port}"
+    finally:
+        cabinet.terminate()
+        cabinet.wait(10)
+
+
+def logged_in(base: str, user: str, role: str) -> Browser:
+    """A browser logged in to the cabinet as `user` with Core's `role`."""
+    browser = Browser(base)
+    status, _, _ = browser.request("/login?" + urllib.parse.urlencode({"user": user,
+                                                                       "role": role}))
+    assert status == 302
+    return browser
+
+
 @pytest.mark.parametrize("profile", ["2024.1", "2026.1"])
 def test_modules_users_ui_access_groups_end_to_end_through_the_modules_own_check(
         demo_mirror, demo_pbx, tmp_path, profile):
@@ -95,34 +132,14 @@ def test_modules_users_ui_access_groups_end_to_end_through_the_modules_own_check
     logs in as Core does: session on 2024.1, refresh token on 2025+), which asks a
     ModuleUsersUI-shaped module enabled beside it: each access group sees what its CDR filter
     mode says, not a call more."""
-    from tests.stack import free_port
-    from tests.test_php import tool
-    (tmp_path / "groups.json").write_text(json.dumps(GROUPS))
-    port = free_port()
-    cabinet = subprocess.Popen(
-        [tool("php"), "-d", f"session.save_path={tmp_path}", "-S", f"127.0.0.1:{port}",
-         ROOT / "tests/php/cabinet.php"],
-        env={**os.environ, "EXTCDR_CORE_PROFILE": profile, "PHP_CLI_SERVER_WORKERS": "4",
-             "EXTCDR_GROUPS": str(tmp_path / "groups.json"),
-             "EXTCDR_TOKENS": str(tmp_path / "tokens.json")},
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        assert wait_for(lambda: _listening(port), 10)
-        with admin_shell(demo_mirror, demo_pbx / "monitor", tmp_path / "nginx",
-                         cabinet=f"127.0.0.1:{port}") as stack:
-            assert api(Browser(stack["base"]))[0] == 401              # nobody logged in
-            seen = {}
-            for user, role in (("admin", "admins"), ("anna", "UsersUIRoleID3"),
-                               ("boris", "UsersUIRoleID4"), ("vera", "UsersUIRoleID5"),
-                               ("dina", "UsersUIRoleID6"), ("gleb", "UsersUIRoleID9")):
-                browser = Browser(stack["base"])
-                status, _, _ = browser.request(
-                    "/login?" + urllib.parse.urlencode({"user": user, "role": role}))
-                assert status == 302
-                seen[user] = every_call(browser)
-    finally:
-        cabinet.terminate()
-        cabinet.wait(10)
+    with modules_own_check(profile, tmp_path) as cabinet, \
+            admin_shell(demo_mirror, demo_pbx / "monitor", tmp_path / "nginx",
+                        cabinet=cabinet) as stack:
+        assert api(Browser(stack["base"]))[0] == 401              # nobody logged in
+        seen = {user: every_call(logged_in(stack["base"], user, role))
+                for user, role in (("admin", "admins"), ("anna", "UsersUIRoleID3"),
+                                   ("boris", "UsersUIRoleID4"), ("vera", "UsersUIRoleID5"),
+                                   ("dina", "UsersUIRoleID6"), ("gleb", "UsersUIRoleID9"))}
     everyone = seen["admin"]
     of_201 = {k for k, c in everyone.items() if "201" in c["employees"]}
     assert set(seen["anna"]) == {k for k, c in everyone.items()
@@ -133,11 +150,44 @@ def test_modules_users_ui_access_groups_end_to_end_through_the_modules_own_check
     assert set(seen["gleb"]) == set(everyone)         # no such group: ModuleUsersUI filters nothing
 
 
-def every_call(browser) -> dict[str, dict]:
+def test_on_a_pbx_of_a_central_history_only_admins_see_the_other_pbxs_calls(
+        tmp_path, capsys, pg_schema_url, cli):
+    """Two PBXs in one central history; the access check of the branch (its module's settings
+    say `[pbx] id = "branch"`): Core's admin sees both PBXs' calls through nginx, an access
+    group (201 and 202 selected) and one without a CDR filter only the branch's."""
+    from tests.pbxfixture import DID, Pbx
+    calls = {}
+    for name in ("office", "branch"):
+        pbx = Pbx(tmp_path / name, capsys)
+        ids = [pbx.call("""
+            start    | end      | src          | dst | dialstatus
+            10:00:00 | 10:00:25 | +79161234567 | 201 | CANCEL
+            """, did=DID), pbx.call("""
+            start    | answer   | end      | src | dst
+            15:00:00 | 15:00:05 | 15:01:05 | 202 | 203
+            """)]
+        calls.update({f"{name}:{linkedid}": name for linkedid in ids})
+        code, _, err = cli("sync", "--cdr-db", pbx.cdr_db, "--pbx-db", pbx.pbx_db, "--db",
+                           pg_schema_url, "--pbx-id", name, "--once")
+        assert code == 0, err
+    settings = tmp_path / "modules" / "ModuleExtendedCDR" / "db" / "extcdr.toml"
+    settings.parent.mkdir(parents=True)
+    settings.write_text('[module]\ndb = "postgresql://…"\n\n[pbx]\nid = "branch"\n')
+    day = {"from": "2024-03-05", "to": "2024-03-05", "limit": 500}
+    with modules_own_check("2026.1", tmp_path, tmp_path / "modules") as cabinet, \
+            admin_shell(pg_schema_url, tmp_path, tmp_path / "nginx", cabinet=cabinet) as stack:
+        seen = {user: set(every_call(logged_in(stack["base"], user, role), day))
+                for user, role in (("admin", "admins"), ("anna", "UsersUIRoleID3"),
+                                   ("dina", "UsersUIRoleID6"))}
+    branch = {linkedid for linkedid, pbx in calls.items() if pbx == "branch"}
+    assert seen == {"admin": set(calls), "anna": branch, "dina": branch}
+
+
+def every_call(browser, period: dict = PERIOD) -> dict[str, dict]:
     calls, cursor = {}, ""
     while cursor is not None:
         status, _, body = browser.request(f"{PREFIX}api/v1/calls?" + urllib.parse.urlencode(
-            {**PERIOD, **({"cursor": cursor} if cursor else {})}))
+            {**period, **({"cursor": cursor} if cursor else {})}))
         assert status == 200, body
         page = json.loads(body)
         calls.update((c["linkedid"], c) for c in page["calls"])

@@ -7,7 +7,10 @@ the app over real HTTP with the admin shell's headers, the CLI in-process.
 """
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
+import re
 import sqlite3
 import time
 import urllib.error
@@ -18,17 +21,25 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from exports.writers import about
 from mirror.analytics import tab_counts
 from mirror.database import open_module_db
+from mirror.dialect import run
+from mirror.pbxtime import PbxClock
 from mirror.queries import CallFilter, Visibility, call_rows, calls_query, names_by_pbx
+from mirror.report_rows import Owner
 from mirror.settings import load
 from mirror.tokens import create_token
 from mirror.userdata import set_supervisor_groups
 from pbx import tables as pbxschema
 from pbx.config import GROUPS_DB_BESIDE_CONFIG
+from pbx.mirror_context import MirrorContext
+from reports.definitions import report_form, save_report
+from reports.scheduler import ReportScheduler
 from standin.shell import load_users
 from tests.pbxfixture import DID, Pbx
 from tests.stack import serving
+from tests.test_reports import set_pbx_mail, smtp  # noqa: F401  (a fixture)
 from web import create_app
 
 BORIS = "Борис Орлов"          # the branch's 201; the office's is Иван Петров (tests.pbxfixture)
@@ -120,22 +131,33 @@ def _period(day: str) -> tuple[int, int]:
 
 @pytest.fixture
 def web(central, tmp_path):
-    """get(path, role=…, pbxs=…, extensions=…) -> (status, body) against the app over HTTP,
-    with the headers the admin shell's nginx sets (or, given `token`, an API token's)."""
+    """get(path, role=…, pbxs=…, extensions=…, user=…) -> (status, body) against the app over
+    HTTP, with the headers the admin shell's nginx sets for `user` (default `<role>-<pbxs>`),
+    or, given `token`, an API token's; given `form`, a POST of it with the user's CSRF token.
+    Redirects are not followed."""
     config = tmp_path / "extcdr.toml"
     config.write_text('[web]\nproxy_token = "proxy-secret"\n')
+    no_redirect = urllib.request.build_opener(type(
+        "NoRedirect", (urllib.request.HTTPRedirectHandler,),
+        {"redirect_request": lambda *a, **k: None}))
     with serving(create_app(load(config, {"module.db": central["url"]}))) as http:
         base = f"http://127.0.0.1:{http.effective_port}{load()['web.prefix'].rstrip('/')}"
 
         def get(path: str, *, role: str = "admin", pbxs: str = "", extensions: str = "",
-                token: str | None = None):
-            request = urllib.request.Request(base + path, headers={
-                "X-Extcdr-User": f"{role}-{pbxs or 'all'}", "X-Extcdr-Role": role,
+                token: str | None = None, user: str = "", form: dict | None = None):
+            user = user or f"{role}-{pbxs or 'all'}"
+            data = None
+            if form is not None:
+                key = hashlib.sha256(b"extcdr:proxy-secret").digest()
+                csrf = hmac.new(key, f"csrf:{user}".encode(), hashlib.sha256).hexdigest()
+                data = urllib.parse.urlencode({**form, "csrf_token": csrf}, doseq=True).encode()
+            request = urllib.request.Request(base + path, data=data, headers={
+                "X-Extcdr-User": user, "X-Extcdr-Role": role,
                 "X-Extcdr-Extensions": extensions, "X-Extcdr-Pbxs": pbxs,
                 "X-Extcdr-Proxy-Token": "proxy-secret"} if token is None else {
                 "Authorization": f"Bearer {token}"})
             try:
-                with urllib.request.urlopen(request) as reply:
+                with no_redirect.open(request) as reply:
                     return reply.status, reply.read().decode()
             except urllib.error.HTTPError as error:
                 return error.code, error.read().decode()
@@ -289,7 +311,7 @@ def test_employee_names_and_groups_are_each_pbxs_own(central, web, cli):
     """Extension 201 is Иван Петров on the office and Борис Орлов on the branch: each call
     shows its PBX's name, a name search finds only that person's calls, the group 'Продажи'
     (201 on the office, 202 on the branch) selects each member's calls on their own PBX, and
-    the employee choice offers 201 once."""
+    the employee choice offers each PBX's 201 (by PBX and extension)."""
     db = open_module_db(central["url"], readonly=True)
     try:
         names = names_by_pbx(db)
@@ -298,7 +320,9 @@ def test_employee_names_and_groups_are_each_pbxs_own(central, web, cli):
     assert names["office"]["201"] == IVAN and names["branch"]["201"] == BORIS
     day = central["day"]
     status, page = web(f"/?from={day}&to={day}")
-    assert status == 200 and page.count('<option value="201"') == 1
+    assert status == 200 and '<option value="201"' not in page
+    assert f'<option value="office:201">office:201 {IVAN}</option>' in page
+    assert f'<option value="branch:201">branch:201 {BORIS}</option>' in page
     code, every, err = _cli_calls(cli, central)
     assert code == 0, err
     for record in every:
@@ -365,3 +389,293 @@ def test_a_callback_attempt_is_named_by_its_own_pbx(central, cli, web):
     attempts = {(c["pbx"], c["last_attempt"]["by"], c["last_attempt"]["by_name"])
                 for c in json.loads(body)["calls"]}
     assert status == 200 and attempts == {("office", "201", BORIS), ("branch", "201", BORIS)}
+
+
+def _token_page(web, pbxs: str, form: dict | None = None) -> tuple[int, str]:
+    """The API tokens page as an admin limited to `pbxs`."""
+    return web("/settings/tokens", pbxs=pbxs, form=form)
+
+
+def _created_token(page: str) -> str:
+    return re.search(r'class="token-value" value="(extcdr_[^"]+)"', page).group(1)
+
+
+def test_a_token_limited_to_a_pbx_reads_only_its_calls(central, web, cli):
+    """A token limited to the branch — made on the page by an admin limited to the branch, or
+    by the CLI's --pbxs — sees only the branch's calls in every API call: the list (whatever
+    its pbx filter), a call's details, the stats, the worklist, comments; an unlimited token
+    sees both PBXs'."""
+    day, branch = central["day"], _of(central["calls"], "branch")
+    office_call = sorted(_of(central["calls"], "office"))[0]
+    status, page = _token_page(web, "branch", {"name": "branch CRM", "role": "admin"})
+    assert status == 200, page
+    by_page = _created_token(page)
+    code, out, err = cli("token", "create", "--db", central["url"], "--name", "branch script",
+                         "--role", "operator", "--extensions", "201,202,203", "--pbxs", "branch")
+    assert code == 0, err
+    by_cli = out.strip()
+    code, out, err = cli("token", "create", "--db", central["url"], "--name", "all",
+                         "--role", "admin")
+    assert code == 0, err
+    every = out.strip()
+    query = urllib.parse.urlencode({"from": day, "to": day})
+    for token in (by_page, by_cli):
+        status, body = web(f"/api/v1/calls?{query}", token=token)
+        assert status == 200 and {c["linkedid"] for c in json.loads(body)["calls"]} == branch
+        status, body = web(f"/api/v1/calls?{query}&pbx=office", token=token)
+        assert status == 200 and json.loads(body)["calls"] == []
+        for path in (f"/api/v1/calls/{urllib.parse.quote(office_call)}",
+                     f"/api/v1/calls/{urllib.parse.quote(office_call)}/comments"):
+            assert web(path, token=token)[0] == 404, path
+        status, body = web(f"/api/v1/stats/traffic?{query}", token=token)
+        assert status == 200 and json.loads(body)["totals"]["calls"] == len(branch)
+        status, body = web(f"/api/v1/worklist/unreturned?{query}", token=token)
+        assert status == 200 and {c["pbx"] for c in json.loads(body)["calls"]} == {"branch"}
+    status, body = web(f"/api/v1/calls?{query}", token=every)
+    assert {c["linkedid"] for c in json.loads(body)["calls"]} == set(central["calls"])
+    status, body = web(f"/api/v1/stats/traffic?{query}", token=every)
+    assert json.loads(body)["totals"]["calls"] == len(central["calls"])
+    code, out, _ = cli("token", "list", "--db", central["url"])
+    assert code == 0 and "branch CRM | admin | every call of PBX branch" in out
+    assert "branch script | operator | 201,202,203 of PBX branch" in out
+
+
+def test_an_admin_limited_to_pbxs_manages_only_tokens_within_them(central, web):
+    """The tokens page of an admin limited to the branch: no PBX choice, only the tokens
+    limited to the branch listed and revocable (another's is 404), a token for the office
+    refused with what is wrong; an unlimited admin chooses among the PBXs, and sees every
+    token with its PBXs."""
+    db = open_module_db(central["url"])
+    try:
+        office_id, _ = create_token(db, "office CRM", "admin", [], "admin", 1, pbxs=["office"])
+        every_id, _ = create_token(db, "every CRM", "admin", [], "admin", 1)
+    finally:
+        db.close()
+    status, page = _token_page(web, "branch", {"name": "branch desk", "role": "admin"})
+    assert status == 200
+    status, page = _token_page(web, "branch")
+    assert status == 200 and 'name="pbxs"' not in page
+    assert "branch desk" in page and "office CRM" not in page and "every CRM" not in page
+    status, page = _token_page(web, "branch", {"name": "theirs", "role": "admin",
+                                               "pbxs": ["office"]})
+    assert status == 400 and "only the PBXs whose calls you see" in page
+    assert "theirs" not in page.split("new-token-form")[0]
+    for token_id in (office_id, every_id):
+        assert web(f"/settings/tokens/{token_id}/revoke", pbxs="branch", form={})[0] == 404
+    status, page = _token_page(web, "")
+    assert '<select id="token-pbxs" name="pbxs"' in page
+    assert '<td class="pbxs">office</td>' in page and '<td class="pbxs">branch</td>' in page
+    assert page.count('class="ui small green label"') == 3      # none was revoked
+    status, page = _token_page(web, "", {"name": "bad", "role": "admin", "pbxs": ["Office!"]})
+    assert status == 400 and "bad PBX" in page
+
+
+def _as_olga(web, path: str, pbxs: str, form: dict | None = None) -> int:
+    """The status of a request of olga, an operator of 201-203 limited to `pbxs`."""
+    return web(path, pbxs=pbxs, form=form, user="olga", role="operator",
+               extensions="201,202,203")[0]
+
+
+def test_a_report_of_a_user_limited_to_a_pbx_mails_only_its_calls(central, web, smtp):
+    """Olga, limited to the branch, creates a mailed report on the page: its send mails the
+    branch's calls she may see, never the office's; limited to the office at her next visit,
+    the next send mails the office's calls only. An admin limited to the branch then neither
+    sees nor deletes her report; one limited to the office does."""
+    branch = central["branch"]
+    set_pbx_mail(branch.pbx_db.parent, MailSMTPHost="127.0.0.1", MailSMTPPort=str(smtp.port),
+                 MailSMTPUseTLS="none", MailSMTPSenderAddress="pbx@example.com")
+    smtp.mails.clear()
+    status = _as_olga(web, "/reports", "branch", {
+        "name": "Yesterday", "period": "yesterday", "frequency": "daily", "at": "08:00",
+        "format": "csv", "delivery": "attach", "link_hours": "72",
+        "recipients": "olga@example.com", "enabled": "on"})
+    assert status == 302
+    due_s = datetime.fromisoformat(central["day"]).replace(
+        hour=8, tzinfo=ZoneInfo("Europe/Moscow")).timestamp() + 86_400
+    settings = load(None, {"module.db": central["url"], "pbx.config_db": branch.pbx_db,
+                           "reports.dir": str(central["tmp"] / "reports")})
+
+    def mailed(pbx_limit: str) -> str:
+        db = open_module_db(central["url"])
+        try:
+            run(db, "UPDATE report SET requested_ms = ?", (int(due_s * 1000),))
+            assert json.loads(run(db, "SELECT owner_pbxs FROM report").fetchone()[0]) == [
+                pbx_limit]
+        finally:
+            db.close()
+        scheduler = ReportScheduler(settings)
+        try:
+            scheduler.step(due_s)
+        finally:
+            scheduler.close()
+        [mail] = smtp.take()
+        [part] = list(mail.iter_attachments())
+        return part.get_content()
+
+    for pbx in ("branch", "office"):
+        assert _as_olga(web, "/reports", pbx) == 200       # her visit: the owner follows
+        sent = mailed(pbx)
+        mine = [c for c in _of(central["calls"], pbx) if c in sent]
+        assert mine, (pbx, sent)
+        others = _of(central["calls"], "office" if pbx == "branch" else "branch")
+        assert not any(c in sent for c in others), (pbx, sent)
+    status, page = web("/reports", pbxs="office")
+    [report_id] = re.findall(r'data-owner="olga".*?/reports/(\d+)/delete', page, re.S)
+    assert 'data-owner="olga"' not in web("/reports", pbxs="branch")[1]
+    assert web(f"/reports/{report_id}/delete", pbxs="branch", form={})[0] == 404
+    assert web(f"/reports/{report_id}/delete", pbxs="office", form={})[0] == 302
+
+
+def test_an_employee_is_chosen_by_pbx_and_extension(central, web, cli):
+    """`employee=branch:201` (what the select offers) is Борис Орлов's calls only — on the
+    page, the API, the CLI, the export and the Analytics choices; a bare `201` stays every
+    PBX's 201; a malformed PBX part is a readable 400 or one CLI line."""
+    day = central["day"]
+    code, every, err = _cli_calls(cli, central)
+    assert code == 0, err
+    of_201 = {pbx: {r["linkedid"] for r in every if r["pbx"] == pbx and "201" in r["employees"]}
+              for pbx in ("office", "branch")}
+    assert of_201["office"] and of_201["branch"]
+    for pbx in ("office", "branch"):
+        code, records, err = _cli_calls(cli, central, "--employee", f"{pbx}:201")
+        assert code == 0 and {r["linkedid"] for r in records} == of_201[pbx], err
+        status, body = _api_calls(web, central, employee=f"{pbx}:201")
+        assert status == 200 and {c["linkedid"] for c in body["calls"]} == of_201[pbx]
+        status, csv = web(f"/export?format=csv&from={day}&to={day}&employee={pbx}:201")
+        assert status == 200 and all(c in csv for c in of_201[pbx])
+        assert not any(c in csv for c in of_201["office" if pbx == "branch" else "branch"])
+    status, page = web(f"/?from={day}&to={day}&employee=branch:201")
+    assert status == 200 and '<option value="branch:201" selected>' in page
+    assert {c for c in central["calls"] if f'data-linkedid="{c}"' in page} == of_201["branch"]
+    status, body = _api_calls(web, central, employee="201")
+    assert {c["linkedid"] for c in body["calls"]} == of_201["office"] | of_201["branch"]
+    status, body = _api_calls(web, central, employee="Branch 2:201")
+    assert status == 400 and "office:201" in body["error"], body
+    code, _, err = cli("calls", "--db", central["url"], "--from", day, "--employee", "B!:201")
+    assert code == 2 and "PBX's extension" in err and len(err.strip().splitlines()) == 1
+    start_ms, end_ms = _period(day)
+    db = open_module_db(central["url"], readonly=True)
+    try:
+        heading = dict(about("admin", {}, CallFilter(start_ms, end_ms, employees=[
+            "branch:201", "office:201"]), PbxClock("Europe/Moscow"), "en", db))
+    finally:
+        db.close()
+    assert heading["Employees"] == f"branch:201 {BORIS}, office:201 {IVAN}"
+    status, page = web(f"/analytics?from={day}&to={day}", role="operator", pbxs="branch",
+                       extensions="201")
+    assert status == 200 and '<option value="branch:201"' in page
+    assert '<option value="office:' not in page
+
+
+def test_the_employees_report_has_a_row_per_pbx_and_extension(central, web, cli):
+    """Analytics of two PBXs: the office's 201 (Иван Петров) and the branch's (Борис Орлов)
+    are two rows naming their PBX — in the API, the CLI and the report's CSV — each with its
+    own PBX's calls; a user limited to the branch gets the branch's rows only."""
+    day = central["day"]
+    code, every, err = _cli_calls(cli, central)
+    assert code == 0, err
+    answered = {pbx: sum(r["answered_by"] == "201" and r["pbx"] == pbx and
+                         r["direction"] != "outgoing" for r in every)
+                for pbx in ("office", "branch")}
+    assert answered["office"] != answered["branch"]
+    status, body = web(f"/api/v1/stats/employees?from={day}&to={day}")
+    report = json.loads(body)
+    assert status == 200 and report["columns"][0]["key"] == "pbx"
+    rows = {(r["pbx"], r["extension"]): r for r in report["rows"]}
+    assert rows["office", "201"]["name"] == IVAN and rows["branch", "201"]["name"] == BORIS
+    assert {pbx: rows[pbx, "201"]["answered"] for pbx in answered} == answered
+    assert f"office:201 {IVAN}" in report["chart"]["labels"]
+    code, out, err = cli("stats", "--db", central["url"], "--report", "employees", "--from",
+                         day, "--to", day, "--format", "csv")
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0].startswith("PBX,Extension,Employee")
+    assert any(line.startswith(f"branch,201,{BORIS},{answered['branch']},") for line in lines)
+    status, body = web(f"/api/v1/stats/employees?from={day}&to={day}", pbxs="branch")
+    assert {r["pbx"] for r in json.loads(body)["rows"]} == {"branch"}
+
+
+def test_each_pbxs_timezone_and_number_matching_are_its_own(tmp_path, capsys, pg_schema_url,
+                                                            cli):
+    """The office (Moscow) and the branch (Yekaterinburg, UTC+5) sync one after the other:
+    each keeps its own timezone and number matching in the sync state; each PBX's pages (its
+    pbx.id) show times in its own timezone, not in the last PBX's to sync."""
+    pbxs = {"office": Pbx(tmp_path / "office", capsys),
+            "branch": Pbx(tmp_path / "branch", capsys, tz="Asia/Yekaterinburg")}
+    for name, pbx in pbxs.items():
+        pbx.call(MISSED, did=DID)
+        code, _, err = cli("sync", "--cdr-db", pbx.cdr_db, "--pbx-db", pbx.pbx_db, "--db",
+                           pg_schema_url, "--pbx-id", name, "--once")
+        assert code == 0, err
+    db = open_module_db(pg_schema_url, readonly=True)
+    try:
+        state = dict(run(db, "SELECT key, value FROM sync_state").fetchall())
+    finally:
+        db.close()
+    assert state["timezone:office"] == "Europe/Moscow"
+    assert state["timezone:branch"] == "Asia/Yekaterinburg"
+    assert "timezone" not in state and "number_match_digits" not in state
+    assert state["number_match_digits:office"] == state["number_match_digits:branch"]
+    config = tmp_path / "extcdr.toml"
+    config.write_text('[web]\nproxy_token = "proxy-secret"\n')
+    for name, offset in (("office", "+03:00"), ("branch", "+05:00")):
+        settings = load(config, {"module.db": pg_schema_url, "pbx.id": name})
+        with serving(create_app(settings)) as http:
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{http.effective_port}{settings['web.prefix'].rstrip('/')}"
+                f"/api/v1/calls?from=2024-03-05&to=2024-03-05&pbx={name}", headers={
+                    "X-Extcdr-User": "anna", "X-Extcdr-Role": "admin",
+                    "X-Extcdr-Proxy-Token": "proxy-secret"})
+            with urllib.request.urlopen(request) as reply:
+                [record] = json.loads(reply.read())["calls"]
+        assert record["start"] == f"2024-03-05T10:00:00{offset}", (name, record)
+        code, out, err = cli("status", "--db", pg_schema_url, "--pbx-id", name, "--format",
+                             "json")
+        assert code == 0 and json.loads(out)["timezone"] == pbxs[name].tz_name, err
+
+
+def test_a_report_keeps_the_time_of_the_pbx_whose_page_made_it(tmp_path, capsys, pg_schema_url,
+                                                                cli, smtp):
+    """A daily 08:00 report made on the office's page (Moscow) of a history the branch
+    (Yekaterinburg, UTC+5) writes too, sent by the branch's daemon: its next run is 08:00
+    in Moscow the next day, not 08:00 in Yekaterinburg, and it mails the Moscow day."""
+    pbxs = {"office": Pbx(tmp_path / "office", capsys),
+            "branch": Pbx(tmp_path / "branch", capsys, tz="Asia/Yekaterinburg")}
+    for name, pbx in pbxs.items():
+        pbx.call(MISSED, did=DID)
+        code, _, err = cli("sync", "--cdr-db", pbx.cdr_db, "--pbx-db", pbx.pbx_db, "--db",
+                           pg_schema_url, "--pbx-id", name, "--once")
+        assert code == 0, err
+    office = load(None, {"module.db": pg_schema_url, "pbx.id": "office"})
+    db = open_module_db(pg_schema_url)
+    try:
+        form = report_form({"name": "Missed", "period": "yesterday", "frequency": "daily",
+                            "at": "08:00", "format": "csv", "delivery": "attach",
+                            "link_hours": "72", "recipients": "boss@example.com"}, "en")
+        moscow = MirrorContext(office, db).clock()
+        assert moscow.tz_name == "Europe/Moscow"
+        due_s = datetime(2024, 3, 6, 8, tzinfo=ZoneInfo("Europe/Moscow")).timestamp()
+        save_report(db, Owner("boss", "admin", ()), form, link_base="http://127.0.0.1",
+                    clock=moscow, now_s=due_s - 3600, pbx="office")
+        assert run(db, "SELECT next_run_ms FROM report").fetchone()[0] == due_s * 1000
+    finally:
+        db.close()
+    branch = pbxs["branch"]
+    set_pbx_mail(branch.pbx_db.parent, MailSMTPHost="127.0.0.1", MailSMTPPort=str(smtp.port),
+                 MailSMTPUseTLS="none", MailSMTPSenderAddress="pbx@example.com")
+    smtp.mails.clear()
+    scheduler = ReportScheduler(load(None, {
+        "module.db": pg_schema_url, "pbx.id": "branch", "pbx.config_db": branch.pbx_db,
+        "reports.dir": str(tmp_path / "reports")}))
+    try:
+        scheduler.step(due_s)
+    finally:
+        scheduler.close()
+    [mail] = smtp.take()
+    [part] = list(mail.iter_attachments())
+    assert part.get_filename() == "Missed_2024-03-05.csv"
+    db = open_module_db(pg_schema_url, readonly=True)
+    try:
+        assert run(db, "SELECT next_run_ms FROM report").fetchone()[0] == (due_s + 86_400) * 1000
+    finally:
+        db.close()

@@ -145,8 +145,9 @@ def _token_user(token: str):
 def token_user(holder: TokenHolder, db) -> User:
     """Whom a token speaks for. A supervisor's token is limited as a supervisor an admin
     limited to groups (`within_groups`): to the calls its extensions and its groups' members
-    now took part in — never every call."""
-    user = User(f"token:{holder.name}", holder.role, holder.extensions, token=holder.name)
+    now took part in — never every call. A token limited to some PBXs sees only their calls."""
+    user = User(f"token:{holder.name}", holder.role, holder.extensions, token=holder.name,
+                pbxs=holder.pbxs)
     if holder.role != "supervisor":
         return user
     return replace(user, extensions=tuple(sorted(

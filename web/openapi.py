@@ -153,7 +153,8 @@ _FILTER = _PERIOD + [
     _query("direction", "comma-separated: " + ", ".join(DIRECTIONS)),
     _query("number", "≥ 3 digits of a number, two numbers, ≥ 3 letters of a name, a linkedid, "
            "or linkedid: / src: / dst: / did: prefixes"),
-    _query("employee", "comma-separated extensions: calls they took part in"),
+    _query("employee", "comma-separated extensions: calls they took part in (`office:201`: "
+                       "that PBX's 201; `201`: every PBX's)"),
     _query("group", "comma-separated employee groups (ModuleUsersGroups)"),
     _query("min_talk", "seconds", _WHOLE), _query("max_talk", "seconds", _WHOLE),
     _query("recording", "yes: with a recording, no: without"),

@@ -38,8 +38,10 @@ WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", 
 
 @reports.get("/reports")
 def page():
-    """The user's reports; an admin also sees everyone else's (and may delete them)."""
-    everyone = reports_of(user_db(), None if g.user.role == "admin" else g.user.name)
+    """The user's reports; an admin also sees everyone else's (and may delete them) — one
+    limited to some PBXs, those of users limited to some of theirs."""
+    everyone = reports_of(user_db(), None if g.user.role == "admin" else g.user.name,
+                          g.user.pbxs)
     for report in everyone:
         report["own_filters"], report["analytics"] = split_filters(json.loads(report["filters"]))
     return render_template(
@@ -88,7 +90,8 @@ def send_now(report_id: int):
 def delete(report_id: int):
     check_csrf()
     try:
-        delete_report(user_db(), None if g.user.role == "admin" else g.user.name, report_id)
+        delete_report(user_db(), None if g.user.role == "admin" else g.user.name, report_id,
+                      g.user.pbxs)
     except LookupError:
         abort(404)
     return redirect(url_for("reports.page"))
@@ -142,8 +145,9 @@ def _save(report_id: int | None):
                 visible_to=g.user.visible_to), mirror())
         except QueryError as exc:
             raise ReportError(str(exc)) from None
-        saved = save_report(user_db(), g.user.owner,
-                            form, link_base=_link_base(), clock=clock(), report_id=report_id)
+        saved = save_report(user_db(), g.user.owner, form, link_base=_link_base(),
+                            clock=clock(), report_id=report_id,
+                            pbx=current_app.config["EXTCDR_CONTEXT"].pbx)
     except ReportError as exc:
         return _form(report_id, _form_values(), error=say_error(str(exc), language),
                      status=400)

@@ -9,8 +9,10 @@
 namespace Modules\ModuleExtendedCDR\App\Controllers;
 
 use MikoPBX\AdminCabinet\Controllers\BaseController;
+use Modules\ModuleExtendedCDR\Lib\PythonSide;
 use Modules\ModuleExtendedCDR\Lib\Viewer;
 
+require_once dirname(__DIR__, 2) . '/Lib/PythonSide.php';
 require_once dirname(__DIR__, 2) . '/Lib/Viewer.php';
 
 class ModuleExtendedCDRController extends BaseController
@@ -24,8 +26,12 @@ class ModuleExtendedCDRController extends BaseController
         $this->response->redirect(self::PAGES, true);
     }
 
+    /** The module's folder under Core's modules (its settings: this PBX's id). */
+    public const MODULE = 'ModuleExtendedCDR';
+
     /**
-     * 200 with who the user is and which calls they may see (Lib/Viewer), or 401. nginx's lua
+     * 200 with who the user is and which calls they may see (Lib/Viewer; in a central history
+     * of several PBXs, a user who is no admin sees this PBX's only), or 401. nginx's lua
      * block copies the headers onto the request to the pages.
      */
     public function checkAction(): void
@@ -39,7 +45,10 @@ class ModuleExtendedCDRController extends BaseController
             return;
         }
         $this->response->setStatusCode(200, 'OK');
-        foreach ($viewer->headers() as $name => $value) {
+        $modules = $di->has('config')
+            ? (string)$di->getShared('config')->path('core.modulesDir') : '';
+        $pbx = $modules === '' ? '' : (new PythonSide($modules . '/' . self::MODULE))->pbxId();
+        foreach ($viewer->headers($pbx) as $name => $value) {
             $this->response->setHeader($name, $value);
         }
         $this->response->send();

@@ -37,14 +37,15 @@ class CheckTest extends TestCase
     public function testTheAdminSeesEverything(): void
     {
         $this->assertSame(['X-Extcdr-User' => 'admin', 'X-Extcdr-Role' => 'admin',
-            'X-Extcdr-Extensions' => '', 'X-Extcdr-Scope' => ''], $this->check('admin', 'admins'));
+            'X-Extcdr-Extensions' => '', 'X-Extcdr-Scope' => '', 'X-Extcdr-Pbxs' => ''],
+            $this->check('admin', 'admins'));
     }
 
     public function testAnAccessGroupOfSelectedEmployeesSeesTheirCalls(): void
     {
         $this->assertSame(['X-Extcdr-User' => 'anna', 'X-Extcdr-Role' => 'operator',
-            'X-Extcdr-Extensions' => '201,202', 'X-Extcdr-Scope' => 'involved'],
-            $this->check('anna', 'UsersUIRoleID3'));
+            'X-Extcdr-Extensions' => '201,202', 'X-Extcdr-Scope' => 'involved',
+            'X-Extcdr-Pbxs' => ''], $this->check('anna', 'UsersUIRoleID3'));
     }
 
     public function testOutgoingSelectedSeesTheCallsTheyPlaced(): void
@@ -120,12 +121,38 @@ class CheckTest extends TestCase
             $controller->response->headers['X-Extcdr-Language']]);
     }
 
+    public function testOnAPbxOfACentralHistoryOnlyAdminsSeeTheOtherPbxsCalls(): void
+    {
+        $modules = sys_get_temp_dir() . '/extcdr-check-' . getmypid() . '-' . mt_rand();
+        mkdir($modules . '/ModuleExtendedCDR/db', 0755, true);
+        $this->di->set('config', new StubConfig(['core.modulesDir' => $modules]));
+        try {
+            $this->assertSame('', $this->check('anna', 'UsersUIRoleID3')['X-Extcdr-Pbxs'],
+                'no settings: the only PBX of its history');
+            file_put_contents($modules . '/ModuleExtendedCDR/db/extcdr.toml',
+                "[module]\ndb = \"postgresql://extcdr@10.0.0.5/calls\"\n[pbx]\nid = \"office\"\n");
+            $this->assertSame(['operator', 'office'], $this->roleAndPbxs('anna', 'UsersUIRoleID3'));
+            $this->assertSame(['operator', 'office'], $this->roleAndPbxs('gleb', 'UsersUIRoleID6'));
+            $this->assertSame(['supervisor', 'office'],
+                $this->roleAndPbxs('dina', 'UsersUIRoleID7'));
+            $this->assertSame(['admin', ''], $this->roleAndPbxs('admin', 'admins'));
+        } finally {
+            exec('rm -rf ' . escapeshellarg($modules));
+        }
+    }
+
     public function testTheSidebarPageLeadsToTheCalls(): void
     {
         $controller = new ModuleExtendedCDRController();
         $controller->indexAction();
         $this->assertTrue($controller->view->disabled);
         $this->assertSame('/admin-cabinet/module-extended-c-d-r/calls/', $controller->response->redirect);
+    }
+
+    private function roleAndPbxs(string $name, string $role): array
+    {
+        $headers = $this->check($name, $role);
+        return [$headers['X-Extcdr-Role'], $headers['X-Extcdr-Pbxs']];
     }
 
     /** The check's headers for a user logged in as this platform logs in (not the language). */
@@ -145,9 +172,11 @@ class CheckTest extends TestCase
         $headers = $controller->response->headers;
         unset($headers['X-Extcdr-Language']);
         ksort($headers);
-        $expected = ['X-Extcdr-Extensions', 'X-Extcdr-Role', 'X-Extcdr-Scope', 'X-Extcdr-User'];
+        $expected = ['X-Extcdr-Extensions', 'X-Extcdr-Pbxs', 'X-Extcdr-Role', 'X-Extcdr-Scope',
+            'X-Extcdr-User'];
         $this->assertSame($expected, array_keys($headers));
-        return array_merge(array_flip(['X-Extcdr-User', 'X-Extcdr-Role', 'X-Extcdr-Extensions', 'X-Extcdr-Scope']), $headers);
+        return array_merge(array_flip(['X-Extcdr-User', 'X-Extcdr-Role', 'X-Extcdr-Extensions',
+            'X-Extcdr-Scope', 'X-Extcdr-Pbxs']), $headers);
     }
 }
 

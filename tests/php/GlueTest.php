@@ -5,6 +5,7 @@
 
 use Modules\ModuleExtendedCDR\Lib\ExtendedCDRConf;
 use Modules\ModuleExtendedCDR\Lib\ProcessKeeper;
+use Modules\ModuleExtendedCDR\Lib\PythonSide;
 use Modules\ModuleExtendedCDR\Lib\WorkerExtendedCDR;
 use Modules\ModuleExtendedCDR\Setup\PbxExtensionSetup;
 use PHPUnit\Framework\TestCase;
@@ -41,6 +42,26 @@ class GlueTest extends TestCase
             @posix_kill($pid, SIGKILL);
         }
         exec('rm -rf ' . escapeshellarg($this->modules));
+    }
+
+    public function testThePbxIdIsReadFromTheSettingsAsTomlWritesIt(): void
+    {
+        $side = new PythonSide($this->module);
+        $settings = $this->module . '/db/extcdr.toml';
+        $this->assertSame('', $side->pbxId(), 'no settings file');
+        foreach ([
+            "[pbx]\nid = \"office\"\n" => 'office',
+            "[web]\nport = 8087\n[ pbx ]  # this PBX\ntimezone = \"\"\nid='branch-2' # ours\n"
+                => 'branch-2',
+            "pbx.id = \"msk\"\n[web]\nid = \"other\"\n" => 'msk',
+            "[web]\nid = \"office\"\n" => '',
+            "[pbx]\nid = \"Office 2\"\n" => '',
+            "[pbx]\n# id = \"office\"\n" => '',
+            "[module]\ndb = \"module.db\"\n" => '',
+        ] as $text => $id) {
+            file_put_contents($settings, $text);
+            $this->assertSame($id, $side->pbxId(), $text);
+        }
     }
 
     public function testCoreRunsOneWorkerCheckedByItsPid(): void

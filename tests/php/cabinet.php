@@ -4,7 +4,8 @@
  * `php -S`): a login as Core keeps it (2024.1: the PHP session's authAdminCabinet; 2025+: a
  * refreshToken cookie whose session the JWT service knows), and the module's own controller
  * answering the access check nginx's lua block captures, with a ModuleUsersUI-shaped module
- * enabled beside it whose access groups are in EXTCDR_GROUPS (JSON).
+ * enabled beside it whose access groups are in EXTCDR_GROUPS (JSON); EXTCDR_MODULES: Core's
+ * modules folder, where the module's settings are (this PBX's id in a central history).
  *
  *   GET /login?user=<name>&role=<Core role>   log in (302 to /)
  *   GET /auth                                 the module's check (nginx proxies its URL here)
@@ -54,6 +55,9 @@ if ($profile === '2024.1') {
     $jwt = new StubJwt();
     $jwt->refreshTokens = json_decode((string)@file_get_contents($tokens), true) ?: [];
     $di->set('jwt', $jwt);
+}
+if (getenv('EXTCDR_MODULES')) {                // Core's modules folder: the module's settings
+    $di->set('config', new StubConfig(['core.modulesDir' => getenv('EXTCDR_MODULES')]));
 }
 UsersUIShaped::$groups = json_decode((string)file_get_contents(getenv('EXTCDR_GROUPS')), true);
 StubCore::$modules = [new UsersUIConf()];
