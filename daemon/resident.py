@@ -48,6 +48,7 @@ _RETRY_BUSY_S = 1.0      # PBX DB locked by a writer
 _RETRY_WRITE_S = 5.0     # module.db could not be written (disk full, ...)
 _LICENCE_RECHECK_S = 5.0  # while paused for want of a licence
 _DB_RECHECK_S = 30.0      # while module.db is damaged or another program's file
+_RETENTION_CHECK_S = 3600.0  # between looks at the history's retention (cheap when not due)
 _NEW_ROWS = object()     # queue item: "read new rows"
 _HANGUPS_HELD = 10_000   # who hung up, waiting for module.db to be writable again (at most)
 DAEMON_LOCK = APPLICATION_ID + 2    # advisory lock key (mirror.schema has +0 and +1)
@@ -150,6 +151,7 @@ class Daemon:
         self.event_rows: list[tuple] = []           # legs from AMI `Cdr` events, not yet mirrored
         self.hangups: list[CallHangup] = []         # who ended calls AMI saw, not yet written
         self.next_poll = 0.0
+        self.next_retention = 0.0                   # at start, then every _RETENTION_CHECK_S
         self.backfilled = False
         self._complaint: str | None = None        # the last problem logged (logged once)
         self.db = open_module_db(settings["module.db"])
@@ -215,6 +217,9 @@ class Daemon:
                 self.event_rows.append(item)
             else:
                 self.refresh_due.setdefault(item, now + debounce)
+        if now >= self.next_retention:            # before a catch-up: its cutoff applies
+            self.next_retention = now + _RETENTION_CHECK_S
+            self._guarded(now, self._retain)
         if now >= self.next_poll:
             self.new_rows_due = now
         if self.new_rows_due is not None and now >= self.new_rows_due:
@@ -310,6 +315,14 @@ class Daemon:
         self.sync.record_hangups(self.hangups)
         self.hangups = []
 
+    def _retain(self) -> None:
+        """Drop the months the history no longer keeps (`history.keep_months`): a log line
+        each."""
+        retained = self.sync.retain(int(time.time() * 1000))
+        for month in retained.dropped:
+            log.info("retention: dropped %s (%d calls); the history keeps calls from %s UTC",
+                     month.name, month.calls, _utc_day(retained.cutoff_ms))
+
     def _refresh(self, linkedids: list[str]) -> None:
         for linkedid in linkedids:
             del self.refresh_due[linkedid]
@@ -353,10 +366,14 @@ class Daemon:
             self._complaint = message
 
     def _next_due(self, now: float) -> float:
-        times = [self.next_poll, *self.refresh_due.values()]
+        times = [self.next_poll, self.next_retention, *self.refresh_due.values()]
         if self.new_rows_due is not None:
             times.append(self.new_rows_due)
         return max(0.0, min(times) - now)
+
+
+def _utc_day(ms: int) -> str:
+    return time.strftime("%Y-%m-%d", time.gmtime(ms / 1000))
 
 
 def serve(settings: Settings) -> int:

@@ -48,6 +48,9 @@ _PG_LINKING_DDL = ("CREATE TABLE IF NOT EXISTS {window} (ext_key text PRIMARY KE
 # The sync state that belongs to one PBX's history (its reading position, its file, its longest
 # call): kept as `<name>:<pbx id>` in a central history, as `<name>` for the only PBX.
 PBX_STATE = frozenset({"cursor", "cursor_uniqueid", "resyncs", "cdr_db", "longest_call_ms"})
+# The first instant the history keeps (`mirror.retention`): calls starting before it are not
+# written, whatever the PBX still has. The history's, shared by every PBX.
+RETAINED_FROM = "retained_from_ms"
 
 
 def state_key(name: str, pbx: str) -> str:
@@ -149,6 +152,7 @@ class Store:
         """Upsert the staged legs and calls (with their employees, numbers and names); returns
         linkedid -> (ext_key, start, end) of the calls it replaced, as they were."""
         leg, call, employee, number = (staged(self.db, schema, table) for table in staging.TABLES)
+        self._drop_unretained(leg, call, employee, number)
         replaced = f"SELECT c.id FROM {call} s JOIN call c ON c.linkedid = s.linkedid"
         before = {linkedid: tuple(span) for linkedid, *span in self._run(
             f"SELECT c.linkedid, c.ext_key, c.start_ms, c.end_ms FROM {call} s "
@@ -193,6 +197,17 @@ class Store:
                       + CALL_NAMES.format(calls=staged_calls))
         return before
 
+    def _drop_unretained(self, leg: str, call: str, employee: str, number: str) -> None:
+        """Drop the staged calls that started before the retained history (with all their
+        legs): a resync or a late leg of an old call does not bring a dropped month back."""
+        retained = retained_from_ms(self.db)
+        if not retained:
+            return
+        old = (f"SELECT linkedid FROM {leg} WHERE start_ms < {retained} "
+               f"UNION SELECT linkedid FROM {call} WHERE start_ms < {retained}")
+        for table in (employee, number, call, leg):        # legs last: `old` reads them
+            self._run(f"DELETE FROM {table} WHERE linkedid IN ({old})")
+
     def _write_calls(self, call: str, number: str) -> None:
         """Upsert the staged calls (their rollups kept around it by the caller)."""
         columns = (*CALL_COLUMNS, *CALL_EXTRAS)
@@ -222,12 +237,14 @@ class Store:
         """Before a batch: make the months' partitions rows starting at `starts_ms` go to
         (PostgreSQL; in a transaction of their own, see `mirror.schema.month_partitions`)."""
         if self.postgresql:
-            month_partitions(self.db, starts_ms)
+            retained = retained_from_ms(self.db)
+            month_partitions(self.db, [start for start in starts_ms if start >= retained])
 
     def _partitions(self, leg: str, call: str) -> None:
         """Make the months' partitions the staged rows go to (PostgreSQL)."""
         days = self._run(f"SELECT DISTINCT start_ms / {_DAY_MS} FROM (SELECT start_ms FROM {leg} "
-                         f"UNION ALL SELECT start_ms FROM {call}) AS s")
+                         f"UNION ALL SELECT start_ms FROM {call}) AS s WHERE start_ms >= ?",
+                         (retained_from_ms(self.db),))
         month_partitions(self.db, [day * _DAY_MS for (day,) in days])
 
     def _deleted(self) -> set[str]:
@@ -352,6 +369,15 @@ class Store:
             out.setdefault(key, []).append((facts, links))
         return out
 
+    def returning_the_dropped(self, cutoff: int, reach_ms: int) -> list[tuple[str, int, int]]:
+        """(ext_key, start, end) of the calls that start within `reach_ms` of the retained
+        history's first instant and return a call that is no longer there (retention dropped
+        it): their callbacks are linked again among the calls kept."""
+        return self._run(
+            "SELECT c.ext_key, c.start_ms, c.end_ms FROM call c WHERE c.start_ms BETWEEN ? AND ? "
+            "AND c.callback_of IS NOT NULL AND NOT EXISTS (SELECT 1 FROM call m "
+            "WHERE m.linkedid = c.callback_of)", (cutoff, cutoff + reach_ms)).fetchall()
+
     def update_links(self, changed: dict[str, CallbackLinks]) -> None:
         if not changed:
             return
@@ -418,6 +444,12 @@ class Store:
         return max((int(value) for key, value in self._run(
             "SELECT key, value FROM sync_state WHERE key LIKE 'longest_call_ms%'")
             if key.partition(":")[0] == "longest_call_ms"), default=0)
+
+
+def retained_from_ms(db: Database) -> int:
+    """The writer's cutoff (`RETAINED_FROM`); 0: the whole history is kept."""
+    row = run(db, "SELECT value FROM sync_state WHERE key = ?", (RETAINED_FROM,)).fetchone()
+    return int(row[0]) if row else 0
 
 
 def next_revision(db: Database) -> int:

@@ -1,0 +1,191 @@
+"""Retention (issue 22): `history.keep_months` keeps the current month and the N before it;
+older months go whole — on PostgreSQL their partitions dropped, on SQLite their calls deleted a
+chunk per transaction — with the notes, events and counters of their calls, and do not come
+back on a resync. The months kept are exactly what a mirror synced with the cutoff in place
+from the start holds.
+
+Real parts: a demo PBX's SQLite files (September and October 2024), SQLite mirrors, the
+session's PostgreSQL, `extcdr` processes.
+"""
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+from datetime import date, datetime, timezone
+
+import pytest
+
+from cli import main
+from daemon.sync import Sync, SyncOptions
+from mirror import retention
+from mirror.database import open_module_db
+from mirror.dialect import run
+from mirror.pbxtime import PbxClock
+from mirror.rollups import ROLLUPS
+from mirror.store import Store
+from pbx.cdr import CdrSource
+from pbx.config import read_pbx_config
+from tests.conftest import ROOT
+from tests.mirror import dump, rollups_off
+
+SEPTEMBER_2024 = 1_725_148_800_000       # 2024-09-01 00:00 UTC
+OCTOBER_2024 = 1_727_740_800_000         # 2024-10-01 00:00 UTC
+MID_NOVEMBER_2024 = 1_731_628_800_000    # 2024-11-15 00:00 UTC: keeping 1 month keeps October
+
+
+@pytest.fixture(scope="module")
+def two_months(tmp_path_factory):
+    """A demo PBX whose calls run from late September to 2 October 2024 (Berlin)."""
+    from standin import demo
+    out = tmp_path_factory.mktemp("two-months")
+    demo.generate(out, 3_000, seed=11, end_day=date(2024, 10, 2), timezone="Europe/Berlin")
+    return out
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def target(request, tmp_path):
+    """module.db on either engine."""
+    if request.param == "sqlite":
+        return tmp_path / "module.db"
+    return request.getfixturevalue("pg_schema_url")
+
+
+def writer(pbx, db, pbx_id: str = "") -> Sync:
+    config = read_pbx_config(pbx / "mikopbx.db")
+    return Sync(Store(db, pbx_id), CdrSource(pbx / "cdr.db"), config, PbxClock(config.timezone),
+                SyncOptions(batch_rows=700))
+
+
+def synced(pbx, target, *, keep_months: int = 0, pbx_id: str = "") -> None:
+    """Sync `pbx` into `target` with the retention `keep_months` (applied mid-November)
+    before the first row."""
+    db = open_module_db(target)
+    try:
+        sync = writer(pbx, db, pbx_id)
+        if keep_months:
+            retention.set_keep_months(db, keep_months)
+            sync.retain(MID_NOVEMBER_2024)
+        sync.catch_up()
+    finally:
+        db.close()
+
+
+def of_month(rows, lo: int, hi: int) -> list:
+    return [row for row in rows if lo <= row[1] < hi]
+
+
+def test_older_months_go_and_the_kept_are_as_if_never_mirrored(two_months, target, tmp_path):
+    synced(two_months, target)
+    db = open_module_db(target)
+    try:
+        september, october = (run(db, "SELECT linkedid FROM call WHERE start_ms >= ? "
+                                      "AND start_ms < ? ORDER BY start_ms LIMIT 1", span
+                                  ).fetchone()[0]
+                              for span in ((SEPTEMBER_2024, OCTOBER_2024),
+                                           (OCTOBER_2024, OCTOBER_2024 + 86_400_000)))
+        full = dump_db_calls(db)
+        assert of_month(full, SEPTEMBER_2024, OCTOBER_2024) and of_month(full, OCTOBER_2024,
+                                                                         2 * 10**12)
+    finally:
+        db.close()
+    for linkedid in (september, october):
+        assert main(["comment", "--db", str(target), linkedid, "called about the invoice"]) == 0
+        assert main(["tag", "--db", str(target), "--create", f"t{linkedid[-3:]}"]) == 0
+        assert main(["tag", "--db", str(target), linkedid, "--add", f"t{linkedid[-3:]}"]) == 0
+
+    db = open_module_db(target)
+    try:
+        sync = writer(two_months, db)
+        retention.set_keep_months(db, 1)
+        assert sync.retain(MID_NOVEMBER_2024 - 40 * 86_400_000).dropped == []   # October: none
+        done = sync.retain(MID_NOVEMBER_2024)
+        assert [month.name for month in done.dropped] == ["2024-09"]
+        assert done.dropped[0].calls == len(of_month(full, SEPTEMBER_2024, OCTOBER_2024))
+        assert done.cutoff_ms == OCTOBER_2024
+        assert sync.retain(MID_NOVEMBER_2024).dropped == []                  # once
+        notes = {linkedid: [run(db, f"SELECT count(*) FROM {table} WHERE linkedid = ?",
+                                (linkedid,)).fetchone()[0] for table in ("comment", "call_tag")]
+                 for linkedid in (september, october)}
+        assert notes == {september: [0, 0], october: [1, 1]}
+        if target != tmp_path / "module.db":            # PostgreSQL: the month's tables went
+            assert run(db, "SELECT relname FROM pg_class WHERE relname LIKE '%2024_09' "
+                           "AND relnamespace = current_schema()::regnamespace").fetchall() == []
+            assert run(db, "SELECT count(*) FROM pg_class WHERE relname IN "
+                           "('call_2024_10', 'leg_2024_10', 'call_employee_2024_10') "
+                           "AND relnamespace = current_schema()::regnamespace").fetchone()[0] == 3
+    finally:
+        db.close()
+
+    reference = tmp_path / "reference.db"          # October synced with the cutoff in place
+    synced(two_months, reference, keep_months=1)
+    expected = dump(reference)
+    kept = dump(target)
+    assert kept["rollups_off"] == [] and expected["rollups_off"] == []
+    for part in ("calls", "legs", "employees", "numbers", "names"):
+        assert kept[part] == expected[part], part
+    assert kept["calls"] and all(row[1] >= OCTOBER_2024 for row in kept["calls"])
+    changed = [row for row in kept["calls"] if (row[0], row[1], row[4], row[23]) not in full]
+    assert changed and all(row[23] is None for row in changed), "callbacks of dropped calls"
+
+    db = open_module_db(target)              # a resync (a replaced PBX file) brings none back
+    try:
+        run(db, "UPDATE sync_state SET value = '0' WHERE key = 'cursor'")
+        writer(two_months, db).catch_up()
+        assert rollups_before(db, OCTOBER_2024) == 0
+    finally:
+        db.close()
+    assert dump(target)["calls"] == kept["calls"]
+
+    assert cli_calls(target, "--from", "2024-09-01", "--to", "2024-09-30") == ""
+    october = cli_calls(target, "--from", "2024-09-01", "--to", "2024-10-02")
+    assert len(october.splitlines()) == len(kept["calls"])
+    assert without_notes(october) == without_notes(
+        cli_calls(reference, "--from", "2024-09-01", "--to", "2024-10-02"))
+    for args in (("--format", "summary", "--from", "2024-09-01", "--to", "2024-10-02"),):
+        assert cli_calls(target, *args) == cli_calls(reference, *args)
+    for report in ("employees", "callbacks", "traffic"):
+        for period in (("2024-09-01", "2024-09-30"), ("2024-09-01", "2024-10-02")):
+            assert stats_json(target, report, *period) == stats_json(reference, report, *period)
+
+
+def without_notes(jsonl: str) -> list[dict]:
+    """Call records but their notes (the kept October call has some, the reference none)."""
+    return [{k: v for k, v in json.loads(line).items() if k not in ("tags", "comments")}
+            for line in jsonl.splitlines()]
+
+
+def dump_db_calls(db) -> list[tuple]:
+    return [tuple(row) for row in run(db, "SELECT linkedid, start_ms, status, callback_of "
+                                          "FROM call ORDER BY linkedid")]
+
+
+def rollups_before(db, before: int) -> int:
+    """Rows of any counter before `before` (none once dropped)."""
+    return sum(run(db, f"SELECT count(*) FROM {r.table} WHERE {r.slot} < ?",
+                   (before // r.grain_ms,)).fetchone()[0] for r in ROLLUPS)
+
+
+def cli_calls(target, *args) -> str:
+    """`extcdr calls` (JSON lines unless `args` say otherwise), what a user reads."""
+    code, out = extcdr("calls", "--db", str(target), "--format", "jsonl", "--limit", "100000",
+                       *args)
+    assert code == 0
+    return out
+
+
+def stats_json(target, report: str, day_from: str, day_to: str) -> dict:
+    code, out = extcdr("stats", "--db", str(target), "--report", report, "--from", day_from,
+                       "--to", day_to, "--format", "json")
+    assert code == 0
+    return json.loads(out)
+
+
+def extcdr(*args: str) -> tuple[int, str]:
+    result = subprocess.run([sys.executable, "-m", "cli", *args], capture_output=True,
+                            text=True, cwd=ROOT, timeout=300)
+    assert not result.stderr.count("Traceback"), result.stderr
+    return result.returncode, result.stdout
