@@ -10,12 +10,9 @@ session's PostgreSQL, `extcdr` processes.
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import sys
-import threading
-import time
-from datetime import date, datetime, timezone
+from datetime import date
 
 import pytest
 
@@ -26,11 +23,15 @@ from mirror.database import open_module_db
 from mirror.dialect import run
 from mirror.pbxtime import PbxClock
 from mirror.rollups import ROLLUPS
+from mirror.settings import load
 from mirror.store import Store
 from pbx.cdr import CdrSource
 from pbx.config import read_pbx_config
 from tests.conftest import ROOT
-from tests.mirror import dump, rollups_off
+from tests.mirror import dump
+from tests.stack import serving
+from tests.test_supervisor_groups import PREFIX, TOKEN, request
+from web import create_app
 
 SEPTEMBER_2024 = 1_725_148_800_000       # 2024-09-01 00:00 UTC
 OCTOBER_2024 = 1_727_740_800_000         # 2024-10-01 00:00 UTC
@@ -189,3 +190,53 @@ def extcdr(*args: str) -> tuple[int, str]:
                             text=True, cwd=ROOT, timeout=300)
     assert not result.stderr.count("Traceback"), result.stderr
     return result.returncode, result.stdout
+
+
+def test_the_settings_page_keeps_the_months_and_refuses_what_is_not_a_number(two_months,
+                                                                              target, tmp_path):
+    synced(two_months, target)
+    config = tmp_path / "extcdr.toml"
+    config.write_text(f'[web]\nproxy_token = "{TOKEN}"\n')
+    app = create_app(load(config, {"module.db": target}))
+    with serving(app, threads=2) as http:
+        base = f"http://127.0.0.1:{http.effective_port}{PREFIX}"
+        for typed in ("abc", "601", "-1", "1.5", "١"):
+            status, body = request(base, "/settings/retention", user="anna", role="admin",
+                                   data={"keep_months": typed})
+            assert status == 400, typed
+            assert b"months of history to keep must be a whole number from 1 to 600" in body
+        status, _ = request(base, "/settings/retention", user="olga", role="supervisor",
+                            data={"keep_months": "1"})
+        assert status == 403
+        status, _ = request(base, "/settings/retention", user="anna", role="admin",
+                            data={"keep_months": " 1 "})
+        assert status == 302
+        status, body = request(base, "/settings", user="anna", role="admin")
+        assert status == 200 and b'name="keep_months"' in body and b'value="1"' in body
+        september = {"from": "2024-09-01", "to": "2024-09-30", "limit": 500}
+        assert calls_of(base, september)
+        db = open_module_db(target)
+        try:
+            done = writer(two_months, db).retain(MID_NOVEMBER_2024)      # the daemon's hour
+        finally:
+            db.close()
+        assert [month.name for month in done.dropped] == ["2024-09"]
+        assert calls_of(base, september) == []
+        status, body = request(base, "/api/v1/stats/traffic", user="anna", role="admin",
+                               params={"from": "2024-09-01", "to": "2024-09-30"})
+        assert status == 200 and json.loads(body)["totals"]["calls"] == 0
+        status, _ = request(base, "/settings/retention", user="anna", role="admin",
+                            data={"keep_months": ""})
+        assert status == 302
+    db = open_module_db(target)
+    try:
+        assert retention.keep_months(db) == 0
+        assert writer(two_months, db).retain(MID_NOVEMBER_2024).cutoff_ms is None
+    finally:
+        db.close()
+
+
+def calls_of(base, params) -> list:
+    status, body = request(base, "/api/v1/calls", user="anna", role="admin", params=params)
+    assert status == 200, body
+    return json.loads(body)["calls"]
