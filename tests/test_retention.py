@@ -10,8 +10,13 @@ session's PostgreSQL, `extcdr` processes.
 from __future__ import annotations
 
 import json
+import shutil
+import signal
+import sqlite3
 import subprocess
 import sys
+import time
+from contextlib import closing
 from datetime import date
 
 import pytest
@@ -27,8 +32,8 @@ from mirror.settings import load
 from mirror.store import Store
 from pbx.cdr import CdrSource
 from pbx.config import read_pbx_config
-from tests.conftest import ROOT
-from tests.mirror import dump
+from tests.conftest import ROOT, wait_for
+from tests.mirror import dump, rollups_off
 from tests.stack import serving
 from tests.test_supervisor_groups import PREFIX, TOKEN, request
 from web import create_app
@@ -186,10 +191,8 @@ def stats_json(target, report: str, day_from: str, day_to: str) -> dict:
 
 
 def extcdr(*args: str) -> tuple[int, str]:
-    result = subprocess.run([sys.executable, "-m", "cli", *args], capture_output=True,
-                            text=True, cwd=ROOT, timeout=300)
-    assert not result.stderr.count("Traceback"), result.stderr
-    return result.returncode, result.stdout
+    code, out, _ = extcdr_run(*args)
+    return code, out
 
 
 def test_the_settings_page_keeps_the_months_and_refuses_what_is_not_a_number(two_months,
@@ -240,3 +243,104 @@ def calls_of(base, params) -> list:
     status, body = request(base, "/api/v1/calls", user="anna", role="admin", params=params)
     assert status == 200, body
     return json.loads(body)["calls"]
+
+
+def months_back_to(year: int, month: int) -> int:
+    """The keep-months value that keeps calls from that month on, today."""
+    today = date.today()
+    return today.year * 12 + today.month - (year * 12 + month)
+
+
+def test_the_command_line_shows_sets_and_applies_the_months_kept(two_months, target):
+    synced(two_months, target)
+    for typed in ("abc", "601", "-3"):
+        code, out, err = extcdr_run("retention", "--db", str(target), "--keep-months", typed)
+        assert code == 2 and out == ""
+        assert err.startswith("extcdr: months of history to keep must be a whole number") \
+            and len(err.splitlines()) == 1, err
+    code, out, _ = extcdr_run("retention", "--db", str(target))
+    assert code == 0 and out == "keeps: every month (history.keep_months is not set)\n"
+    keep = months_back_to(2024, 10)
+    code, out, _ = extcdr_run("retention", "--db", str(target), "--keep-months", str(keep))
+    assert code == 0
+    first, to_drop = out.splitlines()
+    assert first == f"keeps: {keep} months, calls from 2024-10-01 (UTC)"
+    assert to_drop.startswith("to drop 2024-09: ") and " calls (--apply" in to_drop
+    code, out, _ = extcdr_run("retention", "--db", str(target), "--apply", "--format", "json")
+    report = json.loads(out)
+    assert code == 0 and report["kept_from"] == "2024-10-01" and report["to_drop"] == []
+    assert [month["month"] for month in report["dropped"]] == ["2024-09"]
+    assert f"{report['dropped'][0]['calls']:,} calls" in to_drop
+    assert cli_calls(target, "--from", "2024-09-01", "--to", "2024-09-30") == ""
+    code, out, _ = extcdr_run("retention", "--db", str(target), "--apply")
+    assert (code, out) == (0, f"keeps: {keep} months, calls from 2024-10-01 (UTC)\n")
+
+
+@pytest.fixture(scope="module")
+def september_mirror(tmp_path_factory):
+    """A demo PBX with some ten thousand September calls, and its SQLite mirror."""
+    from standin import demo
+    out = tmp_path_factory.mktemp("september")
+    demo.generate(out, 12_000, seed=12, end_day=date(2024, 10, 2), timezone="Europe/Berlin")
+    synced(out, out / "module.db")
+    return out
+
+
+def test_kill_9_while_dropping_leaves_a_consistent_mirror_and_the_next_run_goes_on(
+        september_mirror, tmp_path):
+    db_path = tmp_path / "module.db"
+    shutil.copy(september_mirror / "module.db", db_path)
+    before = september_calls(db_path)
+    assert before > 3 * retention.CHUNK_CALLS
+    keep = str(months_back_to(2024, 10))
+    process = subprocess.Popen([sys.executable, "-m", "cli", "retention", "--db", str(db_path),
+                                "--keep-months", keep, "--apply"], cwd=ROOT,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert wait_for(lambda: september_calls(db_path) < before or process.poll() is not None,
+                        timeout=120)
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.wait()
+    left = september_calls(db_path)
+    assert 0 < left < before, "the kill landed while months were being dropped"
+    with closing(sqlite3.connect(db_path)) as conn:
+        assert rollups_off(conn) == []
+        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        assert orphans(conn) == (0, 0, 0, 0)
+    db = open_module_db(db_path)              # the daemon's next look goes on from there
+    try:
+        writer(september_mirror, db).catch_up()    # and the PBX's rows do not come back
+        assert september_calls(db_path) == left
+        assert retention.keep_months(db) == int(keep)
+        assert writer(september_mirror, db).retain(int(time.time() * 1000)).dropped
+        assert rollups_before(db, OCTOBER_2024) == 0
+    finally:
+        db.close()
+    assert september_calls(db_path) == 0
+    reference = tmp_path / "reference.db"
+    synced(september_mirror, reference, keep_months=1)
+    assert dump(db_path)["calls"] == dump(reference)["calls"]
+
+
+def september_calls(db_path) -> int:
+    with closing(sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)) as conn:
+        return conn.execute("SELECT count(*) FROM call WHERE start_ms < ?",
+                            (OCTOBER_2024,)).fetchone()[0]
+
+
+def orphans(conn) -> tuple[int, ...]:
+    """Rows of calls no longer there: employees, numbers, names, legs of finished calls."""
+    return tuple(conn.execute(sql).fetchone()[0] for sql in (
+        "SELECT count(*) FROM call_employee WHERE call_id NOT IN (SELECT id FROM call)",
+        "SELECT count(*) FROM call_number WHERE rowid NOT IN (SELECT id FROM call)",
+        "SELECT count(*) FROM call_name WHERE rowid NOT IN (SELECT id FROM call)",
+        "SELECT count(*) FROM leg WHERE linkedid NOT IN (SELECT linkedid FROM call) "
+        "AND linkedid NOT IN (SELECT linkedid FROM live_call)"))
+
+
+def extcdr_run(*args: str) -> tuple[int, str, str]:
+    result = subprocess.run([sys.executable, "-m", "cli", *args], capture_output=True,
+                            text=True, cwd=ROOT, timeout=300)
+    assert "Traceback" not in result.stderr, result.stderr
+    return result.returncode, result.stdout, result.stderr
