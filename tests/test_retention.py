@@ -15,6 +15,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from contextlib import closing
 from datetime import date
@@ -344,3 +345,65 @@ def extcdr_run(*args: str) -> tuple[int, str, str]:
                             text=True, cwd=ROOT, timeout=300)
     assert "Traceback" not in result.stderr, result.stderr
     return result.returncode, result.stdout, result.stderr
+
+
+def test_two_pbxs_of_one_central_history_drop_its_old_months_once(two_months, pg_schema_url,
+                                                                 tmp_path):
+    """Both PBXs' daemons look at the history's retention at once, while one of them resyncs:
+    the month goes once, nobody waits for ever, and no PBX brings it back."""
+    other = tmp_path / "pbx-b"
+    other.mkdir()
+    for name in ("cdr.db", "mikopbx.db"):
+        shutil.copy(two_months / name, other / name)
+    folders = {"a": two_months, "b": other}
+    for pbx_id, folder in folders.items():
+        synced(folder, pg_schema_url, pbx_id=pbx_id)
+    connections = {name: open_module_db(pg_schema_url) for name in ("a", "b", "resync")}
+    try:
+        retention.set_keep_months(connections["a"], 1)
+        run(connections["a"], "UPDATE sync_state SET value = '0' WHERE key = 'cursor:b'")
+        dropped, failed = {}, []
+
+        def retain(pbx_id: str) -> None:
+            try:
+                sync = writer(folders[pbx_id], connections[pbx_id], pbx_id)
+                dropped[pbx_id] = sync.retain(MID_NOVEMBER_2024).dropped
+            except Exception as exc:        # reported by the test's thread
+                failed.append(exc)
+
+        def resync() -> None:
+            try:
+                writer(other, connections["resync"], "b").catch_up()
+            except Exception as exc:
+                failed.append(exc)
+
+        threads = [threading.Thread(target=work, args=args)
+                   for work, args in ((resync, ()), (retain, ("a",)), (retain, ("b",)))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(300)
+        assert not any(thread.is_alive() for thread in threads), "a writer waits for ever"
+        assert failed == []
+        assert sorted(month.name for months in dropped.values() for month in months) == \
+            ["2024-09"]
+        # A resync that read the history's cutoff before it moved may have written September
+        # again: the daemon's next look drops it (nothing is due otherwise).
+        writer(two_months, connections["a"], "a").retain(MID_NOVEMBER_2024)
+        writer(other, connections["resync"], "b").catch_up()
+        assert writer(other, connections["b"], "b").retain(MID_NOVEMBER_2024).dropped == []
+        db = connections["a"]
+        assert run(db, "SELECT count(*) FROM call WHERE start_ms < ?",
+                   (OCTOBER_2024,)).fetchone()[0] == 0
+        assert run(db, "SELECT count(*) FROM pg_class WHERE relname LIKE '%2024_09' "
+                       "AND relnamespace = current_schema()::regnamespace").fetchone()[0] == 0
+        reference = tmp_path / "reference.db"
+        synced(two_months, reference, keep_months=1)
+        october = sorted(row[0] for row in dump(reference)["calls"])
+        for pbx_id in folders:
+            assert sorted(linkedid.split(":", 1)[1] for (linkedid,) in run(
+                db, "SELECT linkedid FROM call WHERE pbx = ?", (pbx_id,))) == october
+        assert rollups_off(db) == []
+    finally:
+        for db in connections.values():
+            db.close()
