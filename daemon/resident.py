@@ -1,7 +1,8 @@
 """`extcdr daemon`: one resident process that keeps the mirror up to date, forever.
 
 A loop of one step: `Daemon.step(now)` does whatever is due (read new rows, refresh calls an
-AMI event named, who hung up the calls AMI saw end, the safety-net poll) and says when it next
+AMI event named, who hung up the calls AMI saw end, the safety-net poll, the history's retention
+at start and hourly) and says when it next
 has work; `run()` only calls it and sleeps until then or until a trigger wakes it. Triggers come
 from other threads — the AMI link (`refresh`, `hung_up`) and the file watcher (`changed`) —
 through a queue; signals only set flags.

@@ -10,6 +10,7 @@ session's PostgreSQL, `extcdr` processes.
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import signal
 import sqlite3
@@ -23,6 +24,7 @@ from datetime import date
 import pytest
 
 from cli import main
+from daemon.resident import Daemon
 from daemon.sync import Sync, SyncOptions
 from mirror import retention
 from mirror.database import open_module_db
@@ -407,3 +409,29 @@ def test_two_pbxs_of_one_central_history_drop_its_old_months_once(two_months, pg
     finally:
         for db in connections.values():
             db.close()
+
+
+def test_the_daemon_drops_the_months_at_start_with_a_line_each_then_looks_hourly(
+        two_months, tmp_path, caplog):
+    db_path = tmp_path / "module.db"
+    synced(two_months, db_path)
+    before = september_calls(db_path)
+    db = open_module_db(db_path)
+    try:
+        retention.set_keep_months(db, months_back_to(2024, 10))
+    finally:
+        db.close()
+    daemon = Daemon(load(None, {"pbx.cdr_db": two_months / "cdr.db",
+                                "pbx.config_db": two_months / "mikopbx.db",
+                                "module.db": db_path, "ami.enabled": "false"}))
+    try:
+        with caplog.at_level(logging.INFO, logger="extcdr.daemon"):
+            daemon.step(0.0)
+            assert september_calls(db_path) == 0
+            daemon.step(3_600.0)                       # the next look: nothing is due
+        lines = [r.getMessage() for r in caplog.records if "retention" in r.getMessage()]
+        assert lines == [f"retention: dropped 2024-09 ({before} calls); the history keeps "
+                         f"calls from 2024-10-01 UTC"]
+        assert daemon.next_retention == 7_200.0
+    finally:
+        daemon.db.close()
