@@ -26,13 +26,14 @@ import pytest
 from cli import main
 from daemon.resident import Daemon
 from daemon.sync import Sync, SyncOptions
-from mirror import retention
+from mirror import retention, webhooks
 from mirror.database import open_module_db
 from mirror.dialect import run
 from mirror.pbxtime import PbxClock
 from mirror.rollups import ROLLUPS
 from mirror.settings import load
 from mirror.store import Store
+from mirror.worklist import mark_handled
 from pbx.cdr import CdrSource
 from pbx.config import read_pbx_config
 from tests.conftest import ROOT, wait_for
@@ -88,14 +89,26 @@ def of_month(rows, lo: int, hi: int) -> list:
 
 
 def test_older_months_go_and_the_kept_are_as_if_never_mirrored(two_months, target, tmp_path):
+    db = open_module_db(target)
+    try:                # a CRM's hook older than the history: every call queues its events
+        webhooks.create_hook(db, {"name": "CRM", "url": "http://127.0.0.1:9/hook",
+                                  "events": '["missed", "answered"]', "filters": "{}",
+                                  "unreturned_after_min": 30, "enabled": 1}, "anna", now_ms=0)
+    finally:
+        db.close()
     synced(two_months, target)
     db = open_module_db(target)
     try:
         september, october = (run(db, "SELECT linkedid FROM call WHERE start_ms >= ? "
-                                      "AND start_ms < ? ORDER BY start_ms LIMIT 1", span
+                                      "AND start_ms < ? AND status = 'missed' "
+                                      "AND returned_by IS NULL ORDER BY start_ms LIMIT 1", span
                                   ).fetchone()[0]
                               for span in ((SEPTEMBER_2024, OCTOBER_2024),
                                            (OCTOBER_2024, OCTOBER_2024 + 86_400_000)))
+        for linkedid in (september, october):
+            mark_handled(db, linkedid, "anna", "no answer", MID_NOVEMBER_2024)
+            run(db, "INSERT INTO delivery (outbox_id, at_ms, status, duration_ms) SELECT id, 1, "
+                    "200, 5 FROM outbox WHERE linkedid = ?", (linkedid,))
         full = dump_db_calls(db)
         assert of_month(full, SEPTEMBER_2024, OCTOBER_2024) and of_month(full, OCTOBER_2024,
                                                                          2 * 10**12)
@@ -117,9 +130,13 @@ def test_older_months_go_and_the_kept_are_as_if_never_mirrored(two_months, targe
         assert done.cutoff_ms == OCTOBER_2024
         assert sync.retain(MID_NOVEMBER_2024).dropped == []                  # once
         notes = {linkedid: [run(db, f"SELECT count(*) FROM {table} WHERE linkedid = ?",
-                                (linkedid,)).fetchone()[0] for table in ("comment", "call_tag")]
+                                (linkedid,)).fetchone()[0]
+                            for table in ("comment", "call_tag", "call_handled", "outbox")]
                  for linkedid in (september, october)}
-        assert notes == {september: [0, 0], october: [1, 1]}
+        assert notes == {september: [0, 0, 0, 0], october: [1, 1, 1, 1]}
+        assert run(db, "SELECT count(*) FROM outbox o JOIN call c ON c.linkedid = o.linkedid"
+                   ).fetchone()[0] == run(db, "SELECT count(*) FROM outbox").fetchone()[0]
+        assert run(db, "SELECT count(*) FROM delivery").fetchone()[0] == 1
         if target != tmp_path / "module.db":            # PostgreSQL: the month's tables went
             assert run(db, "SELECT relname FROM pg_class WHERE relname LIKE '%2024_09' "
                            "AND relnamespace = current_schema()::regnamespace").fetchall() == []
