@@ -170,8 +170,8 @@ def _forget_notes(db: Database, linkedids: str, params: tuple = ()) -> None:
     for table in ("comment", "comment_audit", "call_tag", "call_hangup", "call_handled"):
         run(db, f"DELETE FROM {table} WHERE linkedid IN ({linkedids})", params)
     # by the outbox's key (hook, linkedid, event): its hooks are few
-    events = f"SELECT id FROM outbox WHERE hook_id IN (SELECT id FROM webhook) " \
-             f"AND linkedid IN ({linkedids})"
+    events = (f"SELECT id FROM outbox WHERE hook_id IN (SELECT id FROM webhook) "
+              f"AND linkedid IN ({linkedids})")
     run(db, f"DELETE FROM delivery WHERE outbox_id IN ({events})", params)
     run(db, f"DELETE FROM outbox WHERE id IN ({events})", params)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 import signal
 import sqlite3
@@ -26,6 +27,7 @@ import pytest
 from cli import main
 from daemon.resident import Daemon
 from daemon.sync import Sync, SyncOptions
+from i18n import RUSSIAN, say_error
 from mirror import retention, webhooks
 from mirror.database import open_module_db
 from mirror.dialect import run
@@ -452,3 +454,13 @@ def test_the_daemon_drops_the_months_at_start_with_a_line_each_then_looks_hourly
         assert daemon.next_retention == 7_200.0
     finally:
         daemon.db.close()
+
+
+def test_every_word_of_the_settings_page_has_its_russian():
+    page = (ROOT / "web" / "templates" / "settings" / "page.html").read_text()
+    words = ["".join(quoted) for quoted in re.findall(r"""_\((?:"([^"]+)"|'([^']+)')\)""", page)]
+    assert "History kept" in words and [word for word in words if word not in RUSSIAN] == []
+    refusal = say_error(str(pytest.raises(retention.RetentionError,
+                                          retention.keep_months_value, "x").value), "ru")
+    assert refusal == "сколько месяцев хранить — целое число от 1 до 600 (пусто: хранить всё), " \
+                      "а не 'x'"
