@@ -240,6 +240,7 @@ def test_the_settings_page_keeps_the_months_and_refuses_what_is_not_a_number(two
         assert status == 200 and b'name="keep_months"' in body and b'value="1"' in body
         september = {"from": "2024-09-01", "to": "2024-09-30", "limit": 500}
         assert calls_of(base, september)
+        assert page_of(base, "2024-09-01", "2024-09-30") > (500, 49)
         db = open_module_db(target)
         try:
             done = writer(two_months, db).retain(MID_NOVEMBER_2024)      # the daemon's hour
@@ -247,6 +248,8 @@ def test_the_settings_page_keeps_the_months_and_refuses_what_is_not_a_number(two
             db.close()
         assert [month.name for month in done.dropped] == ["2024-09"]
         assert calls_of(base, september) == []
+        assert page_of(base, "2024-09-01", "2024-09-30") == (0, 0)
+        assert page_of(base, "2024-09-01", "2024-10-02") == (kept_calls(target), 50)
         status, body = request(base, "/api/v1/stats/traffic", user="anna", role="admin",
                                params={"from": "2024-09-01", "to": "2024-09-30"})
         assert status == 200 and json.loads(body)["totals"]["calls"] == 0
@@ -259,6 +262,24 @@ def test_the_settings_page_keeps_the_months_and_refuses_what_is_not_a_number(two
         assert writer(two_months, db).retain(MID_NOVEMBER_2024).cutoff_ms is None
     finally:
         db.close()
+
+
+def kept_calls(target) -> int:
+    db = open_module_db(target)
+    try:
+        return run(db, "SELECT count(*) FROM call").fetchone()[0]
+    finally:
+        db.close()
+
+
+def page_of(base, day_from: str, day_to: str) -> tuple[int, int]:
+    """(the count the history page shows for the period, the rows it lists)."""
+    status, body = request(base, "/", user="anna", role="admin",
+                           params={"from": day_from, "to": day_to})
+    assert status == 200
+    html = body.decode()
+    count = re.search(r'class="ui mini basic buttons export" data-count="(\d+)"', html)
+    return int(count[1]), html.count('<tr class="call ')
 
 
 def calls_of(base, params) -> list:
