@@ -84,12 +84,7 @@ def set_keep_months(db: Database, raw) -> int:
     """Change the history's setting (applied by the daemon within the hour, or by
     `extcdr retention --apply`); returns the value kept."""
     months = keep_months_value(raw)
-    with write_transaction(db):
-        if months:
-            run(db, "INSERT INTO sync_state (key, value) VALUES (?, ?) ON CONFLICT (key) "
-                    "DO UPDATE SET value = excluded.value", (KEEP_MONTHS, str(months)))
-        else:
-            run(db, "DELETE FROM sync_state WHERE key = ?", (KEEP_MONTHS,))
+    _set_state(db, KEEP_MONTHS, months or None)
     return months
 
 
@@ -154,14 +149,18 @@ def apply_retention(db: Database, now_ms: int) -> Retained:
 
 def _move_cutoff(db: Database, cutoff: int | None) -> None:
     """The writer's cutoff follows the setting (written only when it changes)."""
-    if retained_from_ms(db) == (cutoff or 0):
-        return
+    if retained_from_ms(db) != (cutoff or 0):
+        _set_state(db, RETAINED_FROM, cutoff)
+
+
+def _set_state(db: Database, key: str, value: int | None) -> None:
+    """A history-wide `sync_state` value, or none (one short transaction)."""
     with write_transaction(db):
-        if cutoff is None:
-            run(db, "DELETE FROM sync_state WHERE key = ?", (RETAINED_FROM,))
+        if value is None:
+            run(db, "DELETE FROM sync_state WHERE key = ?", (key,))
         else:
             run(db, "INSERT INTO sync_state (key, value) VALUES (?, ?) ON CONFLICT (key) "
-                    "DO UPDATE SET value = excluded.value", (RETAINED_FROM, str(cutoff)))
+                    "DO UPDATE SET value = excluded.value", (key, str(value)))
 
 
 def _forget_notes(db: Database, linkedids: str, params: tuple = ()) -> None:
