@@ -11,6 +11,9 @@ writer's to keep (SQLite: triggers, idle while the writer keeps them for a batch
 A central history (PostgreSQL) has one writer per PBX, at the same time: each stamps its calls,
 legs, calls in progress and employees with its `pbx` id and keeps its own sync state; what
 they all change is written under `mirror.dialect.lock_shared_rows`.
+
+A history that keeps only some months (`mirror.retention`) has a cutoff, `RETAINED_FROM`: a
+staged call that started before it is not written, with all its legs.
 """
 from __future__ import annotations
 
