@@ -30,6 +30,7 @@ from mirror.dialect import (dialect_of, emptied, insert_rows, lock_shared_rows, 
                             staged, write_transaction)
 from mirror.hangups import CallHangup
 from mirror.live import LiveCall
+from mirror.pbxtime import linkedid_epoch_ms
 from mirror.rollups import kept_by_writer
 from mirror.schema import (CALL_MENUS, CALL_NAMES, CALL_QUEUES, PG_CALL_MENUS, PG_CALL_NAMES,
                            PG_CALL_QUEUES, month_partitions)
@@ -202,14 +203,24 @@ class Store:
 
     def _drop_unretained(self, leg: str, call: str, employee: str, number: str) -> None:
         """Drop the staged calls that started before the retained history (with all their
-        legs): a resync or a late leg of an old call does not bring a dropped month back."""
+        legs): a resync or a late leg of an old call does not bring a dropped month back. A
+        call whose first legs came in an earlier batch (and were left out) is known by the
+        start its linkedid carries (`mikopbx-<unix>.<n>`), a whole second before the cutoff (looked
+        at for the calls starting within a day, or the longest call, after it)."""
         retained = retained_from_ms(self.db)
         if not retained:
             return
+        begun = [linkedid for (linkedid,) in self._run(
+            f"SELECT linkedid FROM {call} WHERE start_ms < ?",
+            (retained + max(self.longest_call_ms(), _DAY_MS),))
+            if (linkedid_epoch_ms(linkedid.rpartition(":")[2]) or retained) < retained - 1000]
         old = (f"SELECT linkedid FROM {leg} WHERE start_ms < {retained} "
                f"UNION SELECT linkedid FROM {call} WHERE start_ms < {retained}")
         for table in (employee, number, call, leg):        # legs last: `old` reads them
             self._run(f"DELETE FROM {table} WHERE linkedid IN ({old})")
+            for chunk in _chunks(begun):
+                self._run(f"DELETE FROM {table} WHERE linkedid IN "
+                          f"({','.join('?' * len(chunk))})", chunk)
 
     def _write_calls(self, call: str, number: str) -> None:
         """Upsert the staged calls (their rollups kept around it by the caller)."""

@@ -40,6 +40,7 @@ from pbx.cdr import CdrSource
 from pbx.config import read_pbx_config
 from tests.conftest import ROOT, wait_for
 from tests.mirror import dump, rollups_off
+from tests.pbxfixture import Pbx
 from tests.stack import serving
 from tests.test_supervisor_groups import PREFIX, TOKEN, request
 from web import create_app
@@ -485,3 +486,30 @@ def test_every_word_of_the_settings_page_has_its_russian():
                                           retention.keep_months_value, "x").value), "ru")
     assert refusal == "сколько месяцев хранить — целое число от 1 до 600 (пусто: хранить всё), " \
                       "а не 'x'"
+
+
+def test_a_call_begun_before_the_cutoff_is_not_written_from_its_later_legs(tmp_path, capsys):
+    """Its first leg came in one batch and was left out; its last, after the cutoff, comes in
+    the next one: the start its linkedid carries leaves it out too."""
+    pbx = Pbx(tmp_path / "pbx", capsys, tz="UTC", day="2024-09-30")
+    pbx.call("""
+        start               | answer              | end                 | src          | dst
+        23:59:50            | 23:59:50            | 2024-10-01 00:00:20 | +79161234567 | 2020
+        2024-10-01 00:00:20 | 2024-10-01 00:00:25 | 2024-10-01 00:03:00 | +79161234567 | 202
+        """)
+    kept = pbx.call("""
+        start    | answer   | end      | src          | dst
+        10:00:00 | 10:00:05 | 10:01:00 | +79161234567 | 202
+        """, day="2024-10-01")
+    config = read_pbx_config(pbx.pbx_db)
+    db = open_module_db(pbx.module_db)
+    try:
+        sync = Sync(Store(db), CdrSource(pbx.cdr_db), config, PbxClock("UTC"),
+                    SyncOptions(batch_rows=1, workers=1))
+        retention.set_keep_months(db, 1)
+        sync.retain(MID_NOVEMBER_2024)
+        sync.catch_up()
+        assert [tuple(row) for row in run(db, "SELECT linkedid FROM call")] == [(kept,)]
+        assert run(db, "SELECT count(*) FROM leg").fetchone()[0] == 1
+    finally:
+        db.close()
