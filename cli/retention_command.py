@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 from cli.base import add_db_argument
@@ -13,6 +12,7 @@ from daemon.sync import mirror_sync
 from mirror import retention
 from mirror import settings as settings_module
 from mirror.database import open_module_db
+from mirror.retention import utc_day
 from pbx.mirror_context import MirrorContext
 
 
@@ -48,7 +48,7 @@ def cmd_retention(args) -> int:
             dropped, held = [], retention.old_months(db, cutoff) if cutoff else []
     finally:
         db.close()
-    report = {"keep_months": months, "kept_from": _day(cutoff),
+    report = {"keep_months": months, "kept_from": utc_day(cutoff) if cutoff else None,
               "dropped": [{"month": m.name, "calls": m.calls} for m in dropped],
               "to_drop": [{"month": m.name, "calls": m.calls} for m in held]}
     if args.format == "json":
@@ -62,8 +62,3 @@ def cmd_retention(args) -> int:
         print(f"to drop {month['month']}: {month['calls']:,} calls (--apply, or the daemon "
               f"within the hour)")
     return 0
-
-
-def _day(ms: int | None) -> str | None:
-    return None if ms is None else \
-        datetime.fromtimestamp(ms / 1000, timezone.utc).strftime("%Y-%m-%d")

@@ -35,6 +35,7 @@ from mirror.database import ModuleDbError, open_module_db, readable_error
 from mirror.dialect import run
 from mirror.hangups import CallHangup, HangupTracker
 from mirror.live import ChannelTable
+from mirror.retention import utc_day
 from mirror.schema import APPLICATION_ID
 from mirror.settings import Settings, SettingsError, is_database_url, load, shown_target
 from pbx.cdr import LEG_SOURCE_COLUMNS, SourceBusy, SourceError
@@ -322,7 +323,7 @@ class Daemon:
         retained = self.sync.retain(int(time.time() * 1000))
         for month in retained.dropped:
             log.info("retention: dropped %s (%d calls); the history keeps calls from %s UTC",
-                     month.name, month.calls, _utc_day(retained.cutoff_ms))
+                     month.name, month.calls, utc_day(retained.cutoff_ms))
 
     def _refresh(self, linkedids: list[str]) -> None:
         for linkedid in linkedids:
@@ -371,10 +372,6 @@ class Daemon:
         if self.new_rows_due is not None:
             times.append(self.new_rows_due)
         return max(0.0, min(times) - now)
-
-
-def _utc_day(ms: int) -> str:
-    return time.strftime("%Y-%m-%d", time.gmtime(ms / 1000))
 
 
 def serve(settings: Settings) -> int:

@@ -62,6 +62,11 @@ class Retained:
     dropped: list[Month]
 
 
+def utc_day(ms: int) -> str:
+    """The UTC day of an instant (the first day a history keeps), `YYYY-MM-DD`."""
+    return datetime.fromtimestamp(ms / 1000, timezone.utc).strftime("%Y-%m-%d")
+
+
 def keep_months_value(raw) -> int:
     """A keep-months value as typed (form, command line): empty or 0 (keep everything), else
     a whole number of months, 1..MAX_KEEP_MONTHS."""

@@ -318,6 +318,9 @@ def test_the_command_line_shows_sets_and_applies_the_months_kept(two_months, tar
     assert cli_calls(target, "--from", "2024-09-01", "--to", "2024-09-30") == ""
     code, out, _ = extcdr_run("retention", "--db", str(target), "--apply")
     assert (code, out) == (0, f"keeps: {keep} months, calls from 2024-10-01 (UTC)\n")
+    code, out, _ = extcdr_run("status", "--db", str(target), "--format", "json")
+    status = json.loads(out)
+    assert (status["keep_months"], status["kept_from"]) == (keep, "2024-10-01")
 
 
 @pytest.fixture(scope="module")
