@@ -2,10 +2,9 @@
 
 A loop of one step: `Daemon.step(now)` does whatever is due (read new rows, refresh calls an
 AMI event named, who hung up the calls AMI saw end, the safety-net poll, the history's retention
-at start and hourly) and says when it next
-has work; `run()` only calls it and sleeps until then or until a trigger wakes it. Triggers come
-from other threads — the AMI link (`refresh`, `hung_up`) and the file watcher (`changed`) —
-through a queue; signals only set flags.
+at start and hourly) and says when it next has work; `run()` only calls it and sleeps until then
+or until a trigger wakes it. Triggers come from other threads — the AMI link (`refresh`,
+`hung_up`) and the file watcher (`changed`) — through a queue; signals only set flags.
 Only this loop writes the mirror; the mailed reports' scheduler (`reports.scheduler`, its own
 thread) writes only the reports' rows, and the webhooks' sender (`daemon.deliverer`, its own
 thread, woken after each step) only the outbox's states and the log of deliveries.

@@ -205,8 +205,8 @@ class Store:
         """Drop the staged calls that started before the retained history (with all their
         legs): a resync or a late leg of an old call does not bring a dropped month back. A
         call whose first legs came in an earlier batch (and were left out) is known by the
-        start its linkedid carries (`mikopbx-<unix>.<n>`), a whole second before the cutoff (looked
-        at for the calls starting within a day, or the longest call, after it)."""
+        start its linkedid carries (`mikopbx-<unix>.<n>`), a whole second before the cutoff
+        (looked at for the calls starting within a day, or the longest call, after it)."""
         retained = retained_from_ms(self.db)
         if not retained:
             return
