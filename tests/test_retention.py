@@ -38,7 +38,7 @@ from mirror.store import Store
 from mirror.worklist import mark_handled
 from pbx.cdr import CdrSource
 from pbx.config import read_pbx_config
-from tests.conftest import ROOT, wait_for
+from tests.conftest import ROOT, run_extcdr, wait_for
 from tests.mirror import dump, rollups_off
 from tests.pbxfixture import Pbx
 from tests.stack import serving
@@ -387,8 +387,7 @@ def orphans(conn) -> tuple[int, ...]:
 
 
 def extcdr_run(*args: str) -> tuple[int, str, str]:
-    result = subprocess.run([sys.executable, "-m", "cli", *args], capture_output=True,
-                            text=True, cwd=ROOT, timeout=300)
+    result = run_extcdr(*args)
     assert "Traceback" not in result.stderr, result.stderr
     return result.returncode, result.stdout, result.stderr
 
