@@ -2,9 +2,10 @@
 `cli.mirror` (the mirror: sync, calls, export, status, migrate), `cli.stats` (analytics
 reports), `cli.work` (working with calls: comment, tag, delete), `cli.contact_commands`
 (contacts: import, list), `cli.api_tokens` (API tokens), `cli.hooks` (webhooks: list, log),
-`cli.serve` (the module's processes: daemon, web), `cli.module` (the module on a PBX: package,
-install … uninstall, licence). Another group plugs in through `main(groups=…)` (the
-development tree's stand-in PBX: `python -m standin`). Errors are one line on stderr."""
+`cli.retention_command` (months of history kept), `cli.serve` (the module's processes: daemon,
+web), `cli.module` (the module on a PBX: package, install … uninstall, licence). Another group
+plugs in through `main(groups=…)` (the development tree's stand-in PBX: `python -m standin`).
+Errors are one line on stderr."""
 from __future__ import annotations
 
 import sqlite3
@@ -13,7 +14,8 @@ from types import ModuleType
 
 import peewee
 
-from cli import api_tokens, contact_commands, hooks, mirror, module, serve, stats, work
+from cli import (api_tokens, contact_commands, hooks, mirror, module, retention_command, serve,
+                 stats, work)
 from cli.base import CliError, Parser
 from mirror.database import ModuleDbError, readable_error
 from mirror.queries import QueryError
@@ -23,7 +25,7 @@ from pbxmodule.errors import LifecycleError, MarketplaceError
 # Each group: `add_commands(subparsers) -> {name: command}`; a later group may add to the
 # commands of an earlier one (their parsers are in `subparsers.choices`).
 GROUPS: tuple[ModuleType, ...] = (mirror, stats, work, contact_commands, api_tokens, hooks,
-                                  serve, module)
+                                  retention_command, serve, module)
 
 
 def main(argv: list[str] | None = None, groups: tuple[ModuleType, ...] = GROUPS) -> int:

@@ -24,7 +24,8 @@ from mirror.pbxtime import PbxClock
 from mirror.queries import (PERIODS, call_rows, calls_in_progress, calls_query,
                             counts_by_direction_and_status, pbx_state_value, sync_state)
 from mirror.records import call_record, live_record
-from mirror.store import state_key
+from mirror.retention import KEEP_MONTHS, utc_day
+from mirror.store import RETAINED_FROM, state_key
 from pbx.cdr import CdrSource, SourceBusy
 from pbx.config import groups_db_beside
 from pbx.mirror_context import MirrorContext
@@ -361,6 +362,10 @@ def cmd_status(args) -> int:
             "cursor": int(state.get(state_key("cursor", pbx), 0)),
             "timezone": pbx_state_value(db, "timezone", pbx),
             "resyncs": int(state.get(state_key("resyncs", pbx), 0)),
+            # the months of history kept (0: all) and the first day kept (see `retention`)
+            "keep_months": int(state.get(KEEP_MONTHS, 0)),
+            "kept_from": utc_day(int(state[RETAINED_FROM])) if RETAINED_FROM in state
+            else None,
         }
         named = sorted(key.partition(":")[2] for key in state if key.startswith("cursor:"))
         if named and not pbx:                  # a central history: which PBXs write it

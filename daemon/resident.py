@@ -1,10 +1,10 @@
 """`extcdr daemon`: one resident process that keeps the mirror up to date, forever.
 
 A loop of one step: `Daemon.step(now)` does whatever is due (read new rows, refresh calls an
-AMI event named, who hung up the calls AMI saw end, the safety-net poll) and says when it next
-has work; `run()` only calls it and sleeps until then or until a trigger wakes it. Triggers come
-from other threads — the AMI link (`refresh`, `hung_up`) and the file watcher (`changed`) —
-through a queue; signals only set flags.
+AMI event named, who hung up the calls AMI saw end, the safety-net poll, the history's retention
+at start and hourly) and says when it next has work; `run()` only calls it and sleeps until then
+or until a trigger wakes it. Triggers come from other threads — the AMI link (`refresh`,
+`hung_up`) and the file watcher (`changed`) — through a queue; signals only set flags.
 Only this loop writes the mirror; the mailed reports' scheduler (`reports.scheduler`, its own
 thread) writes only the reports' rows, and the webhooks' sender (`daemon.deliverer`, its own
 thread, woken after each step) only the outbox's states and the log of deliveries.
@@ -34,6 +34,7 @@ from mirror.database import ModuleDbError, open_module_db, readable_error
 from mirror.dialect import run
 from mirror.hangups import CallHangup, HangupTracker
 from mirror.live import ChannelTable
+from mirror.retention import utc_day
 from mirror.schema import APPLICATION_ID
 from mirror.settings import Settings, SettingsError, is_database_url, load, shown_target
 from pbx.cdr import LEG_SOURCE_COLUMNS, SourceBusy, SourceError
@@ -48,6 +49,7 @@ _RETRY_BUSY_S = 1.0      # PBX DB locked by a writer
 _RETRY_WRITE_S = 5.0     # module.db could not be written (disk full, ...)
 _LICENCE_RECHECK_S = 5.0  # while paused for want of a licence
 _DB_RECHECK_S = 30.0      # while module.db is damaged or another program's file
+_RETENTION_CHECK_S = 3600.0  # between looks at the history's retention (cheap when not due)
 _NEW_ROWS = object()     # queue item: "read new rows"
 _HANGUPS_HELD = 10_000   # who hung up, waiting for module.db to be writable again (at most)
 DAEMON_LOCK = APPLICATION_ID + 2    # advisory lock key (mirror.schema has +0 and +1)
@@ -150,6 +152,7 @@ class Daemon:
         self.event_rows: list[tuple] = []           # legs from AMI `Cdr` events, not yet mirrored
         self.hangups: list[CallHangup] = []         # who ended calls AMI saw, not yet written
         self.next_poll = 0.0
+        self.next_retention = 0.0                   # at start, then every _RETENTION_CHECK_S
         self.backfilled = False
         self._complaint: str | None = None        # the last problem logged (logged once)
         self.db = open_module_db(settings["module.db"])
@@ -215,6 +218,9 @@ class Daemon:
                 self.event_rows.append(item)
             else:
                 self.refresh_due.setdefault(item, now + debounce)
+        if now >= self.next_retention:            # before a catch-up: its cutoff applies
+            self.next_retention = now + _RETENTION_CHECK_S
+            self._guarded(now, self._retain)
         if now >= self.next_poll:
             self.new_rows_due = now
         if self.new_rows_due is not None and now >= self.new_rows_due:
@@ -310,6 +316,14 @@ class Daemon:
         self.sync.record_hangups(self.hangups)
         self.hangups = []
 
+    def _retain(self) -> None:
+        """Drop the months the history no longer keeps (`history.keep_months`): a log line
+        each."""
+        retained = self.sync.retain(int(time.time() * 1000))
+        for month in retained.dropped:
+            log.info("retention: dropped %s (%d calls); the history keeps calls from %s UTC",
+                     month.name, month.calls, utc_day(retained.cutoff_ms))
+
     def _refresh(self, linkedids: list[str]) -> None:
         for linkedid in linkedids:
             del self.refresh_due[linkedid]
@@ -353,7 +367,7 @@ class Daemon:
             self._complaint = message
 
     def _next_due(self, now: float) -> float:
-        times = [self.next_poll, *self.refresh_due.values()]
+        times = [self.next_poll, self.next_retention, *self.refresh_due.values()]
         if self.new_rows_due is not None:
             times.append(self.new_rows_due)
         return max(0.0, min(times) - now)

@@ -32,6 +32,7 @@ from mirror.dialect import run
 from mirror.hangups import CallHangup
 from mirror.live import live_calls
 from mirror.pbxtime import PbxClock
+from mirror.retention import Retained, apply_retention
 from mirror.settings import Settings
 from mirror.store import Store
 from pbx.cdr import CdrReader, CdrSource, legs_from_rows
@@ -180,6 +181,19 @@ class Sync:
             return
         with self.source.reading() as reader:
             self._follow(self._live(reader))
+
+    def retain(self, now_ms: int) -> Retained:
+        """Apply the history's retention at `now_ms` (`mirror.retention`); then the kept calls
+        that returned a dropped missed call are linked among the calls kept, as if the dropped
+        months had never been mirrored (also after another PBX's writer dropped them)."""
+        retained = apply_retention(self.store.db, now_ms)
+        if retained.cutoff_ms is not None:
+            spans = self.store.returning_the_dropped(retained.cutoff_ms, self._reach_ms())
+            if spans:
+                with self.store.batch():
+                    self._relink(spans, self._reach_ms())
+                    self._queue_events([])
+        return retained
 
     # --- internals -----------------------------------------------------------------------------
 

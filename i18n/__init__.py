@@ -213,6 +213,12 @@ RUSSIAN = {
     "No supervisor is limited: each sees every call.":
         "Ни один руководитель не ограничен: каждый видит все звонки.",
     "Supervisor login": "Логин руководителя", "Limit": "Ограничить",
+    "History kept": "Сколько хранить историю",
+    "Calls of older months are dropped whole, with their comments, tags and counters, within "
+    "the hour (recording files are the PBX's and stay). Empty: every month is kept.":
+        "Звонки более старых месяцев удаляются целиком, с комментариями, тегами и счётчиками, "
+        "в течение часа (файлы записей принадлежат АТС и остаются). Пусто: хранятся все месяцы.",
+    "Months kept before the current one": "Месяцев хранить кроме текущего", "all": "все",
     "— none: the calls chosen below": "— нет: звонки, выбранные ниже",
     "(over the saved filter, if one is chosen; nothing chosen: every call you may see)":
         "(поверх сохранённого отбора, если он выбран; ничего не выбрано — все ваши звонки)",
@@ -534,6 +540,9 @@ _RUSSIAN_ERRORS = tuple((re.compile(pattern), russian) for pattern, russian in (
     (r"choose a CSV or vCard file to import", "выберите файл CSV или vCard для импорта"),
     (r"the preview expired: choose the file again",
      "просмотр устарел: выберите файл ещё раз"),
+    (r"months of history to keep must be a whole number from 1 to (\d+) \(empty: keep "
+     r"everything\), not (.*)",
+     "сколько месяцев хранить — целое число от 1 до {0} (пусто: хранить всё), а не {1}"),
 ))
 
 

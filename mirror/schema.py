@@ -1064,8 +1064,8 @@ def month_partitions(db: Database, starts_ms: Iterable[int]) -> list[str]:
         lock_shared_rows(db)
         run(db, "SELECT pg_advisory_xact_lock(?)", (PG_PARTITION_LOCK,))
         for name, table, year, month in missing:
-            start = _month_start_ms(year, month)
-            end = _month_start_ms(year + month // 12, month % 12 + 1)
+            start = month_start_ms(year, month)
+            end = month_start_ms(year + month // 12, month % 12 + 1)
             if not _table_exists(db, name):     # another writer may have made it meanwhile
                 # Made, then attached: CREATE TABLE … PARTITION OF would lock the whole table
                 # against every reader and writer (waiting for each transaction that touched
@@ -1093,5 +1093,5 @@ def _month_of(start_ms: int) -> tuple[int, int]:
     return moment.year, moment.month
 
 
-def _month_start_ms(year: int, month: int) -> int:
+def month_start_ms(year: int, month: int) -> int:
     return int(datetime(year, month, 1, tzinfo=timezone.utc).timestamp()) * 1000

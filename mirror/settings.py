@@ -3,7 +3,9 @@
 Read from one TOML file (`extcdr daemon --config FILE`); command-line flags override single
 keys. The README's configuration section is generated from `SETTINGS` (and a test keeps it in
 step). A wrong key or value stops start-up with one line naming the key and what is allowed.
-Secrets never appear in logs: `Settings.describe()` masks them.
+Secrets never appear in logs: `Settings.describe()` masks them. The months of history kept
+(`history.keep_months`) are not a key of this file but the history's own, kept in module.db so
+that a central history of several PBXs has one (`mirror.retention`).
 """
 from __future__ import annotations
 

@@ -11,6 +11,9 @@ writer's to keep (SQLite: triggers, idle while the writer keeps them for a batch
 A central history (PostgreSQL) has one writer per PBX, at the same time: each stamps its calls,
 legs, calls in progress and employees with its `pbx` id and keeps its own sync state; what
 they all change is written under `mirror.dialect.lock_shared_rows`.
+
+A history that keeps only some months (`mirror.retention`) has a cutoff, `RETAINED_FROM`: a
+staged call that started before it is not written, with all its legs.
 """
 from __future__ import annotations
 
@@ -27,6 +30,7 @@ from mirror.dialect import (dialect_of, emptied, insert_rows, lock_shared_rows, 
                             staged, write_transaction)
 from mirror.hangups import CallHangup
 from mirror.live import LiveCall
+from mirror.pbxtime import linkedid_epoch_ms
 from mirror.rollups import kept_by_writer
 from mirror.schema import (CALL_MENUS, CALL_NAMES, CALL_QUEUES, PG_CALL_MENUS, PG_CALL_NAMES,
                            PG_CALL_QUEUES, month_partitions)
@@ -50,6 +54,9 @@ _PG_LINKING_DDL = ("CREATE TABLE IF NOT EXISTS {window} (ext_key text PRIMARY KE
 # PBX's daemon never changes another's), as `<name>` for the only PBX.
 PBX_STATE = frozenset({"cursor", "cursor_uniqueid", "resyncs", "cdr_db", "longest_call_ms",
                        "timezone", "number_match_digits"})
+# The first instant the history keeps (`mirror.retention`): calls starting before it are not
+# written, whatever the PBX still has. The history's, shared by every PBX.
+RETAINED_FROM = "retained_from_ms"
 
 
 def state_key(name: str, pbx: str) -> str:
@@ -151,6 +158,7 @@ class Store:
         """Upsert the staged legs and calls (with their employees, numbers and names); returns
         linkedid -> (ext_key, start, end) of the calls it replaced, as they were."""
         leg, call, employee, number = (staged(self.db, schema, table) for table in staging.TABLES)
+        self._drop_unretained(leg, call, employee, number)
         replaced = f"SELECT c.id FROM {call} s JOIN call c ON c.linkedid = s.linkedid"
         before = {linkedid: tuple(span) for linkedid, *span in self._run(
             f"SELECT c.linkedid, c.ext_key, c.start_ms, c.end_ms FROM {call} s "
@@ -195,6 +203,27 @@ class Store:
                       + CALL_NAMES.format(calls=staged_calls))
         return before
 
+    def _drop_unretained(self, leg: str, call: str, employee: str, number: str) -> None:
+        """Drop the staged calls that started before the retained history (with all their
+        legs): a resync or a late leg of an old call does not bring a dropped month back. A
+        call whose first legs came in an earlier batch (and were left out) is known by the
+        start its linkedid carries (`mikopbx-<unix>.<n>`), a whole second before the cutoff
+        (looked at for the calls starting within a day, or the longest call, after it)."""
+        retained = retained_from_ms(self.db)
+        if not retained:
+            return
+        begun = [linkedid for (linkedid,) in self._run(
+            f"SELECT linkedid FROM {call} WHERE start_ms < ?",
+            (retained + max(self.longest_call_ms(), _DAY_MS),))
+            if (linkedid_epoch_ms(linkedid.rpartition(":")[2]) or retained) < retained - 1000]
+        old = (f"SELECT linkedid FROM {leg} WHERE start_ms < {retained} "
+               f"UNION SELECT linkedid FROM {call} WHERE start_ms < {retained}")
+        for table in (employee, number, call, leg):        # legs last: `old` reads them
+            self._run(f"DELETE FROM {table} WHERE linkedid IN ({old})")
+            for chunk in _chunks(begun):
+                self._run(f"DELETE FROM {table} WHERE linkedid IN "
+                          f"({','.join('?' * len(chunk))})", chunk)
+
     def _write_calls(self, call: str, number: str) -> None:
         """Upsert the staged calls (their rollups kept around it by the caller)."""
         columns = (*CALL_COLUMNS, *CALL_EXTRAS)
@@ -224,12 +253,14 @@ class Store:
         """Before a batch: make the months' partitions rows starting at `starts_ms` go to
         (PostgreSQL; in a transaction of their own, see `mirror.schema.month_partitions`)."""
         if self.postgresql:
-            month_partitions(self.db, starts_ms)
+            retained = retained_from_ms(self.db)
+            month_partitions(self.db, [start for start in starts_ms if start >= retained])
 
     def _partitions(self, leg: str, call: str) -> None:
         """Make the months' partitions the staged rows go to (PostgreSQL)."""
         days = self._run(f"SELECT DISTINCT start_ms / {_DAY_MS} FROM (SELECT start_ms FROM {leg} "
-                         f"UNION ALL SELECT start_ms FROM {call}) AS s")
+                         f"UNION ALL SELECT start_ms FROM {call}) AS s WHERE start_ms >= ?",
+                         (retained_from_ms(self.db),))
         month_partitions(self.db, [day * _DAY_MS for (day,) in days])
 
     def _deleted(self) -> set[str]:
@@ -354,6 +385,15 @@ class Store:
             out.setdefault(key, []).append((facts, links))
         return out
 
+    def returning_the_dropped(self, cutoff: int, reach_ms: int) -> list[tuple[str, int, int]]:
+        """(ext_key, start, end) of the calls that start within `reach_ms` of the retained
+        history's first instant and return a call that is no longer there (retention dropped
+        it): their callbacks are linked again among the calls kept."""
+        return self._run(
+            "SELECT c.ext_key, c.start_ms, c.end_ms FROM call c WHERE c.start_ms BETWEEN ? AND ? "
+            "AND c.callback_of IS NOT NULL AND NOT EXISTS (SELECT 1 FROM call m "
+            "WHERE m.linkedid = c.callback_of)", (cutoff, cutoff + reach_ms)).fetchall()
+
     def update_links(self, changed: dict[str, CallbackLinks]) -> None:
         if not changed:
             return
@@ -420,6 +460,12 @@ class Store:
         return max((int(value) for key, value in self._run(
             "SELECT key, value FROM sync_state WHERE key LIKE 'longest_call_ms%'")
             if key.partition(":")[0] == "longest_call_ms"), default=0)
+
+
+def retained_from_ms(db: Database) -> int:
+    """The writer's cutoff (`RETAINED_FROM`); 0: the whole history is kept."""
+    row = run(db, "SELECT value FROM sync_state WHERE key = ?", (RETAINED_FROM,)).fetchone()
+    return int(row[0]) if row else 0
 
 
 def next_revision(db: Database) -> int:

@@ -277,7 +277,7 @@ def test_on_a_pbx_the_command_line_has_no_stand_in(tmp_path):
     assert production.returncode == 0
     commands = set(re.search(r"\{([a-z,-]+)\}", production.stdout).group(1).split(","))
     assert commands == {"sync", "calls", "export", "stats", "status", "migrate", "comment", "tag",
-                        "delete", "contacts", "token", "webhooks", "daemon", "web",
+                        "delete", "contacts", "token", "webhooks", "retention", "daemon", "web",
                         "package", "install", "upgrade", "enable", "disable", "uninstall",
                         "licence", "prepare"}
     refused = subprocess.run([sys.executable, "-m", "cli", "web", "--standin"], cwd=ROOT,

@@ -1,11 +1,12 @@
 """The module's settings page, for admins: the list of tags people set on calls (name, colour),
-and the supervisors limited to the calls of some employee groups. Each change is a form post with the page's CSRF token; a bad value shows the page again with
-what is wrong, nothing changed."""
+the supervisors limited to the calls of some employee groups, and the months of history kept
+(`mirror.retention`). Each change is a form post with the page's CSRF token; a bad value shows
+the page again with what is wrong, nothing changed."""
 from __future__ import annotations
 
 from flask import Blueprint, abort, g, redirect, render_template, request, url_for
 
-from mirror import annotations
+from mirror import annotations, retention
 from mirror.annotations import Actor, AnnotationError
 from mirror.queries import group_names
 from mirror.userdata import UserDataError, set_supervisor_groups, supervisor_groups
@@ -30,7 +31,9 @@ def page(error: str | None = None, status: int = 200):
     return render_template("settings/page.html", tags=annotations.tag_list(mirror()),
                            colours=annotations.TAG_COLOURS, error=error,
                            groups=group_names(mirror()),
-                           supervisors=supervisor_groups(user_db())), status
+                           supervisors=supervisor_groups(user_db()),
+                           keep_months=retention.keep_months(user_db()),
+                           max_keep_months=retention.MAX_KEEP_MONTHS), status
 
 
 @admin.post("/settings/tags")
@@ -70,5 +73,15 @@ def limit_supervisor():
             raise UserDataError(f"unknown employee group {unknown[0][:40]!r}")
         set_supervisor_groups(user_db(), request.form.get("user", ""), groups)
     except UserDataError as error:
+        return page(error=str(error), status=400)
+    return redirect(url_for("admin.page"))
+
+
+@admin.post("/settings/retention")
+def keep_months():
+    """The months of history kept (empty: all); the daemon drops older ones within the hour."""
+    try:
+        retention.set_keep_months(user_db(), request.form.get("keep_months", ""))
+    except retention.RetentionError as error:
         return page(error=str(error), status=400)
     return redirect(url_for("admin.page"))
