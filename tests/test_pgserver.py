@@ -118,7 +118,7 @@ def test_missing_postgresql_fails_under_ci_else_skips(monkeypatch, ci, outcome):
     """The CI image must have PostgreSQL: there its absence fails the tests that need it."""
     monkeypatch.setenv("CI", ci)
     monkeypatch.setenv("PATH", "/nonexistent")
-    monkeypatch.setattr(pgserver.glob, "glob", lambda pattern: [])
+    monkeypatch.setattr("glob.glob", lambda pattern: [])
     with pytest.raises(outcome, match="initdb"):
         pgserver.server_binaries()
 
