@@ -1181,6 +1181,13 @@ def allow_demo_crm(module_dir: pathlib.Path) -> None:
     update_settings(module_dir, "webhooks", {"allowed_hosts": DEMO_CRM_HOST})
 
 
+def join_central_history(module_dir: pathlib.Path, url: str, pbx_id: str) -> None:
+    """The module writes and shows the central history at `url` as PBX `pbx_id`, as an admin
+    sets `module.db` and `pbx.id` in its settings file (README: Many PBXs)."""
+    update_settings(module_dir, "module", {"db": url})
+    update_settings(module_dir, "pbx", {"id": pbx_id})
+
+
 def add_demo_webhook(module_db: pathlib.Path, url: str) -> str:
     """The demo's webhook to its CRM receiver at `url` (events missed, answered, callback and
     unreturned after 2 minutes), as an admin saves it in Settings -> Webhooks; made once, its
