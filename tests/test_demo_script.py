@@ -134,15 +134,16 @@ def free_ports(count: int) -> int:
             continue
 
 
-def start_demo(tmp_path: Path, calls: int, *args: str,
-               ports: int = 1) -> tuple[subprocess.Popen, int, list[str]]:
+def start_demo(tmp_path: Path, calls: int, *args: str, ports: int = 1,
+               archive: Path | None = None) -> tuple[subprocess.Popen, int, list[str]]:
     """`./bin/demo ARGS` in a session of its own (what it started can be found), on free ports
-    (its admin panels'), once it says it is ready: (process, port, its output so far and to
-    come)."""
+    (its admin panels'), publishing `archive` if given, once it says it is ready: (process,
+    port, its output so far and to come)."""
     port = free_ports(ports)
     env = {**os.environ, "EXTCDR_DEMO_DIR": str(tmp_path / "demo"),
            "EXTCDR_DEMO_PORT": str(port), "EXTCDR_DEMO_CALLS": str(calls),
-           "EXTCDR_DEMO_SPEED": "4"}      # live calls of a minute last 15 s
+           "EXTCDR_DEMO_SPEED": "4",      # live calls of a minute last 15 s
+           **({"EXTCDR_DEMO_ARCHIVE": str(archive)} if archive else {})}
     demo = subprocess.Popen(["bash", str(ROOT / "bin" / "demo"), *args], cwd=ROOT, env=env,
                             text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             start_new_session=True)
@@ -163,17 +164,18 @@ def start_demo(tmp_path: Path, calls: int, *args: str,
 
 
 @pytest.fixture(scope="module")
-def central():
+def central(archive):
     """One `./bin/demo --central` for what a visitor sees and then for stopping it: PBXs msk
-    (600 calls, its admin panel on the port) and spb (300, on the next port). Its folder is
-    one PostgreSQL's `postgres` user reaches when the tests run as root (a pytest folder is
-    closed to others)."""
+    (600 calls, its admin panel on the port) and spb (300, on the next port), the module from
+    the session's archive (the demo's own packaging is the test above's). Its folder is one
+    PostgreSQL's `postgres` user reaches when the tests run as root (a pytest folder is closed
+    to others)."""
     nginx_binary()
     pgserver.driver()
     pgserver.server_binaries()
     folder = Path(tempfile.mkdtemp(prefix="extcdr-central-"))
     folder.chmod(0o755)
-    demo, port, output = start_demo(folder, 600, "--central", ports=2)
+    demo, port, output = start_demo(folder, 600, "--central", ports=2, archive=archive)
     postgres = folder / "demo" / "postgres"
     postmaster = int((postgres / "data" / "postmaster.pid").read_text().split()[0])
     yield {"demo": demo, "port": port, "output": output, "postgres": postgres,
