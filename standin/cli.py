@@ -1,7 +1,7 @@
 """The stand-in PBX's commands, a group the development tree adds to `extcdr`
 (`python -m standin`, `./bin/extcdr`): `demo-data`, `ami-emulator`, `marketplace`,
-`mail-catcher`, `crm-receiver`, `admin-shell`; it also plugs the stand-in shell's users into
-`web --standin` and `export --user`."""
+`mail-catcher`, `crm-receiver`, `pg-server`, `admin-shell`; it also plugs the stand-in shell's
+users into `web --standin` and `export --user`."""
 from __future__ import annotations
 
 import os
@@ -20,7 +20,7 @@ from cli.base import CliError
 from mirror import settings as settings_module
 from mirror.pbxtime import PbxClock
 from pbxmodule.lifecycle import PbxTree
-from standin import amiemu, crm_receiver, demo, mailcatcher, marketplace_server
+from standin import amiemu, crm_receiver, demo, mailcatcher, marketplace_server, pgserver
 from standin.admin_panel import create_shell_app
 from standin.coreshim import PROFILES, CoreShimError, install_core
 from standin.shell import (StandinLogin, load_users, missing_nginx_modules, nginx_config,
@@ -65,6 +65,9 @@ def add_commands(sub) -> dict:
     catcher = sub.add_parser("mail-catcher", help="demo/development: an SMTP server that keeps "
                              "every mail as an .eml file")
     mailcatcher.add_arguments(catcher)
+    central = sub.add_parser("pg-server", help="demo: a private PostgreSQL server (Debian's "
+                             "postgresql) on loopback, the central history of the demo's PBXs")
+    pgserver.add_arguments(central)
     receiver = sub.add_parser("crm-receiver", help="demo/development: a stand-in CRM that takes "
                               "webhooks, verifies their signatures and lists them on a page")
     crm_receiver.add_arguments(receiver)
@@ -81,7 +84,7 @@ def add_commands(sub) -> dict:
                            help="the MikoPBX Core the PBX's stubs declare (default 2026.1)")
     return {"admin-shell": cmd_admin_shell, "ami-emulator": amiemu.run,
             "marketplace": marketplace_server.run, "mail-catcher": mailcatcher.run,
-            "crm-receiver": crm_receiver.run,
+            "crm-receiver": crm_receiver.run, "pg-server": pgserver.run,
             "demo-data": cmd_demo_data}
 
 

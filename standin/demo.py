@@ -22,6 +22,7 @@ import pathlib
 import random
 import shutil
 import sqlite3
+import time
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -30,13 +31,17 @@ from operator import itemgetter
 from typing import Callable, Iterable, Iterator, NamedTuple
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import peewee
+
 from mirror import webhooks
 from mirror.annotations import Actor, create_tag, tag_list
-from mirror.database import open_module_db
+from mirror.database import ModuleDbError, open_module_db
 from mirror.pbxtime import PbxClock
 from mirror.queries import sync_state
 from mirror.report_rows import reports_of
+from mirror.store import state_key
 from mirror.userdata import save_filter
+from pbx.cdr import CdrSource
 from pbx.tables import (PBX_CONFIG_DDL, PHONEBOOK_DDL, USERS_GROUPS_DDL, cdr_column_names, cdr_ddl,
                         create)
 from pbxmodule.prepare import update_settings
@@ -1179,6 +1184,38 @@ def allow_demo_crm(module_dir: pathlib.Path) -> None:
     """Let the module's webhooks reach the demo's CRM on this machine (an admin lists such a
     host in webhooks.allowed_hosts: by default a hook is never sent to the PBX itself)."""
     update_settings(module_dir, "webhooks", {"allowed_hosts": DEMO_CRM_HOST})
+
+
+def join_central_history(module_dir: pathlib.Path, url: str, pbx_id: str) -> None:
+    """The module writes and shows the central history at `url` as PBX `pbx_id`, as an admin
+    sets `module.db` and `pbx.id` in its settings file (README: Many PBXs)."""
+    update_settings(module_dir, "module", {"db": url})
+    update_settings(module_dir, "pbx", {"id": pbx_id})
+
+
+def wait_for_central_history(url: str, *pbxs: str, timeout_s: float = 300) -> str:
+    """Wait until the central history at `url` holds the calls of each PBX (`ID=CDR_DB`: its
+    id and call history) up to a few legs of its newest, as its daemon writes them; the ids
+    of the PBXs still behind after `timeout_s`, space-separated."""
+    behind = dict(pbx.split("=", 1) for pbx in pbxs)
+    deadline = time.monotonic() + timeout_s
+    while behind and time.monotonic() < deadline:
+        try:
+            db = open_module_db(url, readonly=True)
+        except (ModuleDbError, peewee.DatabaseError):   # no tables yet: no daemon has begun
+            db = None
+        if db is not None:
+            try:
+                state = sync_state(db)
+            finally:
+                db.close()
+            for pbx, cdr_db in list(behind.items()):
+                with CdrSource(cdr_db).reading() as reader:
+                    newest = reader.max_id()
+                if newest - int(state.get(state_key("cursor", pbx), 0)) < 50:
+                    del behind[pbx]
+        time.sleep(0.5 if behind else 0)
+    return " ".join(behind)
 
 
 def add_demo_webhook(module_db: pathlib.Path, url: str) -> str:

@@ -43,6 +43,15 @@ DEMO_USERS = (
 )
 
 
+
+def write_central_users(path: Path, pbx: str) -> None:
+    """The central demo's users file: the demo users, and `pbx`/`pbx`, a supervisor who sees
+    only PBX `pbx`'s calls."""
+    limited = {"name": pbx, "password": pbx, "role": "supervisor", "extensions": [],
+               "pbxs": [pbx]}
+    path.write_text(json.dumps([*DEMO_USERS, limited], indent=1) + "\n")
+
+
 class UsersFileError(ValueError):
     """A users file that cannot be used; the message says why."""
 

@@ -146,7 +146,7 @@ def reload_nginx(master: subprocess.Popen, patience_s: float = 5.0) -> None:
     """Make nginx re-read its configuration, and return once no worker with the old one takes
     connections (each has exited or says it is shutting down, which it does when it closes
     its listening sockets), so the next request sees the change."""
-    before = _children(master.pid)
+    before = child_processes(master.pid)
     master.send_signal(signal.SIGHUP)
     deadline = time.monotonic() + patience_s
     while time.monotonic() < deadline and any(_accepting(pid) for pid in before):
@@ -161,7 +161,8 @@ def _accepting(pid: int) -> bool:
     return bool(title) and b"shutting down" not in title
 
 
-def _children(pid: int) -> set[int]:
+def child_processes(pid: int) -> set[int]:
+    """The processes whose parent is `pid` (/proc)."""
     found = set()
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:

@@ -1,13 +1,16 @@
 """`./bin/demo` as a user runs it: the marketplace-to-history story on a fresh demo PBX, then
-the admin panel and the module's pages served through nginx by the module's own workers."""
+the admin panel and the module's pages served through nginx by the module's own workers; and
+`./bin/demo --central`: two demo PBXs writing one PostgreSQL history."""
 from __future__ import annotations
 
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 from datetime import date, timedelta
@@ -16,6 +19,8 @@ from pathlib import Path
 import pytest
 
 from standin.crm_receiver import DeliveryLog
+from standin.supervisor import child_processes
+from tests import pgserver
 from tests.conftest import ROOT
 from tests.stack import PREFIX, free_port, nginx_binary
 from tests.webclient import Browser
@@ -117,15 +122,31 @@ def test_sigterm_to_the_demo_stops_everything_it_started(running):
         listener.listen()
 
 
-def start_demo(tmp_path: Path, calls: int) -> tuple[subprocess.Popen, int, list[str]]:
-    """`./bin/demo` in a session of its own (what it started can be found), on a free port,
-    once it says it is ready: (process, port, its output so far and to come)."""
-    port = free_port()
+def free_ports(count: int) -> int:
+    """The first of `count` free loopback ports in a row."""
+    while True:
+        first = free_port()
+        try:
+            for port in range(first + 1, first + count):
+                with socket.socket() as taken:
+                    taken.bind(("127.0.0.1", port))
+            return first
+        except OSError:
+            continue
+
+
+def start_demo(tmp_path: Path, calls: int, *args: str, ports: int = 1,
+               archive: Path | None = None) -> tuple[subprocess.Popen, int, list[str]]:
+    """`./bin/demo ARGS` in a session of its own (what it started can be found), on free ports
+    (its admin panels'), publishing `archive` if given, once it says it is ready: (process,
+    port, its output so far and to come)."""
+    port = free_ports(ports)
     env = {**os.environ, "EXTCDR_DEMO_DIR": str(tmp_path / "demo"),
            "EXTCDR_DEMO_PORT": str(port), "EXTCDR_DEMO_CALLS": str(calls),
-           "EXTCDR_DEMO_SPEED": "4"}      # live calls of a minute last 15 s
-    demo = subprocess.Popen(["bash", str(ROOT / "bin" / "demo")], cwd=ROOT, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+           "EXTCDR_DEMO_SPEED": "4",      # live calls of a minute last 15 s
+           **({"EXTCDR_DEMO_ARCHIVE": str(archive)} if archive else {})}
+    demo = subprocess.Popen(["bash", str(ROOT / "bin" / "demo"), *args], cwd=ROOT, env=env,
+                            text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             start_new_session=True)
     output: list[str] = []
     ready = threading.Event()
@@ -141,3 +162,110 @@ def start_demo(tmp_path: Path, calls: int) -> tuple[subprocess.Popen, int, list[
         os.killpg(demo.pid, signal.SIGKILL)
         raise AssertionError("".join(output)[-3000:])
     return demo, port, output
+
+
+@pytest.fixture(scope="module")
+def central(archive):
+    """One `./bin/demo --central` for what a visitor sees and then for stopping it: PBXs msk
+    (600 calls, its admin panel on the port) and spb (300, on the next port), the module from
+    the session's archive (the demo's own packaging is the test above's). Its folder is one
+    PostgreSQL's `postgres` user reaches when the tests run as root (a pytest folder is closed
+    to others)."""
+    nginx_binary()
+    pgserver.driver()
+    pgserver.server_binaries()
+    folder = Path(tempfile.mkdtemp(prefix="extcdr-central-"))
+    folder.chmod(0o755)
+    demo, port, output = start_demo(folder, 600, "--central", ports=2, archive=archive)
+    postgres = folder / "demo" / "postgres"
+    postmaster = int((postgres / "data" / "postmaster.pid").read_text().split()[0])
+    yield {"demo": demo, "port": port, "output": output, "postgres": postgres,
+           "url": (postgres / "url").read_text().strip(), "postmaster": postmaster}
+    left = [pid for pid, _ in session_processes(demo.pid)]
+    try:      # the postmaster, unless gone (and its number another program's by now)
+        if str(postgres).encode() in Path(f"/proc/{postmaster}/cmdline").read_bytes():
+            left.append(postmaster)
+    except OSError:
+        pass
+    for pid in left:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    demo.wait(10)
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_the_central_demo_shows_both_pbxs_calls_and_each_user_its_own(central):
+    """msk's admin panel shows the calls of both PBXs, with the PBX select and column; the PBX
+    filter narrows them to one PBX's; spb/spb sees only spb's; spb's panel shows the same
+    history; both PBXs' live calls come in."""
+    text, port = "".join(central["output"]), central["port"]
+    assert text.count("ModuleExtendedCDR is enabled") == 2, text
+    assert "pbx.id = msk" in text and "pbx.id = spb" in text
+    assert "spb/spb is a supervisor who sees" in text
+    since = (date.today() - timedelta(days=30)).isoformat()
+    admin = Browser(f"http://127.0.0.1:{port}")
+    admin.login("admin", "admin")
+    calls = admin.calls(PREFIX, **{"from": since})
+    by_pbx = {pbx: {c["linkedid"] for c in calls if c["pbx"] == pbx} for pbx in ("msk", "spb")}
+    assert len(by_pbx["msk"]) >= 600 and len(by_pbx["spb"]) >= 300
+    assert {c["pbx"] for c in calls} == {"msk", "spb"}
+    status, _, page = admin.request(f"{PREFIX}?from={since}")
+    assert status == 200 and '<select name="pbx"' in page
+    assert '<td class="collapsing pbx">msk</td>' in page
+    assert '<td class="collapsing pbx">spb</td>' in page
+    status, _, page = admin.request(f"{PREFIX}?from={since}&pbx=spb")
+    assert status == 200 and '<td class="collapsing pbx">spb</td>' in page
+    assert 'class="collapsing pbx">msk<' not in page
+    only_spb = admin.calls(PREFIX, **{"from": since, "pbx": "spb"})
+    assert {c["linkedid"] for c in only_spb} >= by_pbx["spb"]
+    assert {c["pbx"] for c in only_spb} == {"spb"}
+    limited = Browser(f"http://127.0.0.1:{port}")
+    limited.login("spb", "spb")
+    seen = limited.calls(PREFIX, **{"from": since})
+    assert {c["pbx"] for c in seen} == {"spb"} and {c["linkedid"] for c in seen} >= by_pbx["spb"]
+    status, _, page = limited.request(f"{PREFIX}?from={since}")
+    assert status == 200 and 'class="collapsing pbx">msk<' not in page
+    other = Browser(f"http://127.0.0.1:{port + 1}")      # spb's admin panel: the same history
+    other.login("admin", "admin")
+    assert {c["pbx"] for c in other.calls(PREFIX, **{"from": since})} == {"msk", "spb"}
+    live, deadline = set(), time.monotonic() + 90
+    while live != {"msk", "spb"} and time.monotonic() < deadline:
+        live = {c["pbx"] for c in admin.calls(PREFIX, period="today")}
+        time.sleep(1)
+    assert live == {"msk", "spb"}, "the live calls of both PBXs reach the central history"
+
+
+def test_sigterm_to_the_central_demo_stops_everything_with_postgresql(central):
+    """`kill <pid>` of the script: every program it started stops, the PostgreSQL server with
+    all its processes too (its cluster kept for the next run), and the ports are free."""
+    demo, postmaster = central["demo"], central["postmaster"]
+    servers = [postmaster, *child_processes(postmaster)]   # each in a session of its own
+    assert len(servers) >= 3, servers           # the postmaster, its workers, the daemons' links
+    started = session_processes(demo.pid)
+    assert postmaster in {pid for pid, _ in started}
+    os.kill(demo.pid, signal.SIGTERM)
+    demo.wait(60)
+    deadline = time.monotonic() + 15
+    while (session_processes(demo.pid) or _alive(servers)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert session_processes(demo.pid) == [], f"left running of {started}"
+    assert not _alive(servers), "PostgreSQL's processes are left running"
+    assert not (central["postgres"] / "data" / "postmaster.pid").exists()
+    assert (central["postgres"] / "data" / "PG_VERSION").exists()     # kept for the next run
+    port = int(central["url"].rsplit(":", 1)[1].split("/")[0])
+    for taken in (port, central["port"], central["port"] + 1):
+        with socket.socket() as listener:
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.bind(("127.0.0.1", taken))
+
+
+def _alive(pids: list[int]) -> bool:
+    for pid in pids:
+        try:
+            if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+                return True
+        except OSError:
+            continue
+    return False

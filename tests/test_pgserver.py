@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 
@@ -17,6 +19,7 @@ import pytest
 from peewee import BigIntegerField, Model, PostgresqlDatabase, TextField
 from playhouse.db_url import parse
 
+from standin import pgserver as kept
 from tests import pgserver
 from tests.conftest import ROOT, wait_for
 
@@ -118,7 +121,7 @@ def test_missing_postgresql_fails_under_ci_else_skips(monkeypatch, ci, outcome):
     """The CI image must have PostgreSQL: there its absence fails the tests that need it."""
     monkeypatch.setenv("CI", ci)
     monkeypatch.setenv("PATH", "/nonexistent")
-    monkeypatch.setattr(pgserver.glob, "glob", lambda pattern: [])
+    monkeypatch.setattr("glob.glob", lambda pattern: [])
     with pytest.raises(outcome, match="initdb"):
         pgserver.server_binaries()
 
@@ -197,3 +200,49 @@ def test_a_killed_session_leaves_no_server_behind(tmp_path):
     session.send_signal(signal.SIGKILL)
     session.wait(10)
     assert wait_for(lambda: server_gone(seen), timeout=30)
+
+
+def test_a_kept_cluster_serves_the_same_database_again():
+    """The demo's server (`extcdr pg-server --dir`) keeps its cluster: the next start serves the
+    same database to the same role, what was written there still there."""
+    pgserver.driver()
+    pgserver.server_binaries()
+    folder = Path(tempfile.mkdtemp(prefix="extcdr-pg-kept-"))
+    folder.chmod(0o755)                       # reached by the `postgres` user when root
+    try:
+        with kept.running(folder / "postgres", options=pgserver.SERVER_OPTIONS) as first:
+            db = PostgresqlDatabase(**parse(first.url))
+            db.execute_sql("CREATE TABLE kept (note text)")
+            db.execute_sql("INSERT INTO kept VALUES ('before the restart')")
+            db.close()
+        assert not server_alive(first.pid, folder)
+        with kept.running(folder / "postgres", options=pgserver.SERVER_OPTIONS) as second:
+            assert parse(second.url)["password"] == parse(first.url)["password"]
+            db = PostgresqlDatabase(**parse(second.url))
+            assert db.execute_sql("SELECT note FROM kept").fetchall() == [("before the restart",)]
+            db.close()
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="as root only: the server runs as `postgres`")
+def test_a_folder_the_server_user_cannot_reach_is_one_line(tmp_path):
+    """As root the server runs as `postgres`; a folder it cannot reach (pytest's, under a
+    folder closed to others) is refused in one line, exit 2, no server started."""
+    pgserver.server_binaries()
+    done = subprocess.run([sys.executable, "-m", "standin", "pg-server", "--dir",
+                           str(tmp_path / "postgres")], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 2 and done.stdout == "", done
+    assert done.stderr.startswith("extcdr: PostgreSQL runs as the user postgres, who cannot "
+                                  f"reach {tmp_path / 'postgres'}"), done.stderr
+    assert done.stderr.count("\n") == 1
+    assert not (tmp_path / "postgres" / "data").exists()
+
+
+def server_alive(pid: int, folder: Path) -> bool:
+    """The postmaster `pid` of the cluster in `folder` still runs."""
+    try:
+        return str(folder).encode() in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
