@@ -3,7 +3,8 @@ install of the module calls it through the module's Setup (`Setup/PbxExtensionSe
 `installFiles()` → `extcdr prepare`) with the PBX's own paths, after Core copied back the data
 an uninstall kept. It writes the settings for this PBX (`db/extcdr.toml`), migrates the module's
 DB to this code's schema, and prepares what Core asks the PHP glue for (`db/glue.json`). Values
-an earlier install chose (the pages' port, the proxy token, the AMI secret) and the
+an earlier install chose (the pages' port, the proxy token, the AMI secret), a central history
+the module writes (`module.db` a `postgresql://` URL; a file is always this install's) and the
 administrator's own keys are kept.
 """
 from __future__ import annotations
@@ -66,7 +67,9 @@ def prepare(module_dir: Path, pbx: PbxPaths, *, core_licence: bool) -> settings.
         groups_db=str(module_dir.parent / "ModuleUsersGroups" / "db" / "module.db"),
         phonebook_db=str(module_dir.parent / "ModulePhoneBook" / "db" / "module.db"),
         recordings_root=str(pbx.recordings))
-    current.setdefault("module", {})["db"] = str(module_dir / "db" / "module.db")
+    module = current.setdefault("module", {})
+    if not settings.is_database_url(module.get("db", "")):  # a central history: the admin's
+        module["db"] = str(module_dir / "db" / "module.db")
     if core_licence:
         port = _pbx_setting(pbx, "WEBPort") or "80"
         current.setdefault("licence", {})["core_url"] = (

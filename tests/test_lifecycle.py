@@ -17,8 +17,12 @@ import pytest
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from mirror import schema
+from mirror.database import open_module_db
+from mirror.dialect import run
+from mirror.settings import load as load_settings
 from pbxmodule import package
 from pbxmodule.licence import Grant, LicenceCheck
+from pbxmodule.prepare import update_settings
 from standin.amiemu import manager_users
 from standin.marketplace_server import serve as serve_marketplace
 from standin.marketplace_server import sign
@@ -443,20 +447,22 @@ def test_uninstall_keeping_settings_then_install_restores_history_filters_and_re
 # --- upgrade -----------------------------------------------------------------------------------
 
 def _without_last_migration(code: str) -> str:
+    """The schema file without its last step, on both engines."""
     return code.replace("LATEST = len(MIGRATIONS)",
-                        "MIGRATIONS = MIGRATIONS[:-1]\nLATEST = len(MIGRATIONS)")
+                        "MIGRATIONS = MIGRATIONS[:-1]\nLATEST = len(MIGRATIONS)").replace(
+        "\ndef postgresql_version(", "\nPG_MIGRATIONS = PG_MIGRATIONS[:-1]\n\n\n"
+                                     "def postgresql_version(")
 
 
-# The code of the release before the last schema step (17: the outbox's index holds only the
-# rows that wait for a time; a hook's rows due at once are walked from its `next_id`), as it
-# used the tables then. Whoever adds a step puts its code here.
+# The code of the release before the last schema step (18: API tokens and mailed reports
+# limited to PBXs of a central history), as it used the tables then. Whoever adds a step puts
+# its code here.
 BEFORE_LAST_STEP: dict[str, list[tuple[str, str]]] = {
-    # every pending row was in outbox_due; the hook had no next_id
-    "daemon/deliverer.py": [
-        ('    at_once = (f"SELECT id FROM outbox WHERE id >= w.next_id AND {hook} = w.id "\n',
-         '    at_once = (f"SELECT id FROM outbox WHERE {hook} = w.id "\n'),
-        ('            if send["due_ms"] == 0 and not dialect_of(self.db).postgresql:\n',
-         "            if False:\n")],
+    # a report had no owner's PBXs nor a PBX of its own; a token had no PBXs
+    "mirror/models.py": [
+        ('    owner_pbxs = TextField(default="[]")', "    # owner_pbxs"),
+        ('    pbx = TextField(default="")          # the PBX whose', "    # pbx, the PBX whose")],
+    "mirror/tokens.py": [('"groups", "pbxs", "created_by"', '"groups", "\'[]\'", "created_by"')],
 }
 
 
@@ -473,25 +479,17 @@ def _columns(conn: sqlite3.Connection, table: str) -> set[str]:
     return {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
 
 
-def _outbox_sql(conn: sqlite3.Connection) -> str:
-    return conn.execute("SELECT sql FROM sqlite_master WHERE name = 'outbox'").fetchone()[0]
-
-
 def test_upgrade_from_the_previous_schema_version_keeps_everything(tmp_path, pbx, archive, cli):
     previous = build_variant(tmp_path, "0.0.9", _without_last_migration, BEFORE_LAST_STEP)
     assert cli("install", "--pbx", pbx, "--archive", previous)[0] == 0
     with sqlite3.connect(module_db(pbx)) as conn:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == schema.LATEST - 1
-        # The last step (17) gives hooks their next_id and the outbox ids never used again.
-        assert "next_id" not in _columns(conn, "webhook")
-        assert "AUTOINCREMENT" not in _outbox_sql(conn)
-        hook = conn.execute("INSERT INTO webhook (name, url, secret, events, created_ms, "
-                            "created_by) VALUES ('crm', 'https://crm.example.com/', 's', "
-                            "'[\"missed\"]', 0, 'admin')").lastrowid
-        conn.execute("INSERT INTO outbox (hook_id, event, linkedid, created_ms, due_ms, state) "
-                     "VALUES (?, 0, 'mikopbx-1.1', 1, 0, 1), (?, 1, 'mikopbx-1.1', 1, 5, 0)",
-                     (hook, hook))
-        outbox = conn.execute("SELECT * FROM outbox WHERE linkedid = 'mikopbx-1.1'").fetchall()
+        # The last step (18) gives tokens and reports their PBXs, and a report its PBX.
+        assert "pbxs" not in _columns(conn, "api_token")
+        assert not {"owner_pbxs", "pbx"} & _columns(conn, "report")
+        conn.execute("INSERT INTO api_token (name, digest, role, extensions, groups, created_by, "
+                     "created_ms) VALUES ('crm', 'd1', 'operator', '[\"201\"]', '[]', 'admin', 1)")
+        tokens = conn.execute("SELECT * FROM api_token").fetchall()
     calls, before, settings_before = in_use(pbx, cli)
 
     code, out, err = cli("upgrade", "--pbx", pbx, "--archive", archive)
@@ -499,9 +497,10 @@ def test_upgrade_from_the_previous_schema_version_keeps_everything(tmp_path, pbx
     assert out.strip() == f"upgraded {MODULE} 0.0.9 -> 0.1.0, data kept"
     with sqlite3.connect(module_db(pbx)) as conn:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == schema.LATEST
-        assert "next_id" in _columns(conn, "webhook") and "AUTOINCREMENT" in _outbox_sql(conn)
-        assert conn.execute("SELECT * FROM outbox WHERE linkedid = 'mikopbx-1.1'"
-                            ).fetchall() == outbox
+        # kept, limited to no PBX (every PBX's calls, as before)
+        assert conn.execute("SELECT * FROM api_token").fetchall() == [
+            (*token, "[]") for token in tokens]
+        assert {"owner_pbxs", "pbx"} <= _columns(conn, "report")
         # the rollups, kept through the upgrade
         assert rollups_off(conn) == [] and conn.execute(
             "SELECT sum(calls) FROM call_rollup").fetchone()[0] == calls
@@ -519,6 +518,39 @@ def test_upgrade_from_the_previous_schema_version_keeps_everything(tmp_path, pbx
         f"{MODULE} is already at version 0.1.0"
     code, _, err = cli("upgrade", "--pbx", pbx, "--archive", previous)
     assert code == 2 and "0.0.9 is older" in err
+
+
+def test_an_upgrade_keeps_a_pbx_writing_its_central_history(tmp_path, pbx, archive, cli,
+                                                           pg_schema_url):
+    """A PBX pointed at a central PostgreSQL history (README "Many PBXs") stays pointed at it
+    through an upgrade, which migrates that history, not a new local file."""
+    previous = build_variant(tmp_path, "0.0.9", _without_last_migration, BEFORE_LAST_STEP)
+    assert cli("install", "--pbx", pbx, "--archive", previous)[0] == 0
+    module_dir = pbx / "custom_modules" / MODULE
+    update_settings(module_dir, "module", {"db": pg_schema_url})
+    update_settings(module_dir, "pbx", {"id": "msk"})
+    synced = subprocess.run(                                # by the installed release
+        [sys.executable, "-m", "cli", "sync", "--cdr-db", pbx / "cdr.db", "--pbx-db",
+         pbx / "mikopbx.db", "--db", pg_schema_url, "--pbx-id", "msk", "--once"],
+        cwd=module_dir, capture_output=True, text=True)
+    assert synced.returncode == 0, synced.stderr
+    central = open_module_db(pg_schema_url, readonly=True)
+    try:
+        calls = run(central, "SELECT count(*) FROM call WHERE pbx = 'msk'").fetchone()[0]
+        assert calls > 0 and schema.postgresql_version(central) == schema.LATEST - 1
+    finally:
+        central.close()
+
+    code, _, err = cli("upgrade", "--pbx", pbx, "--archive", archive)
+    assert code == 0, err
+    kept = load_settings(module_dir / "db" / "extcdr.toml")
+    assert (kept["module.db"], kept["pbx.id"]) == (pg_schema_url, "msk")
+    central = open_module_db(pg_schema_url, readonly=True)
+    try:
+        assert schema.postgresql_version(central) == schema.LATEST
+        assert run(central, "SELECT count(*) FROM call").fetchone()[0] == calls
+    finally:
+        central.close()
 
 
 def test_a_failing_migration_fails_the_upgrade_and_the_previous_version_comes_back_whole(
