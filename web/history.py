@@ -59,7 +59,7 @@ def page():
             params = restored["params"] if restored else params
         except QueryError:      # a saved filter that no longer opens (a group was removed)
             restored, flt = None, page_filter(params)
-        revision = mirror_revision(mirror())          # before the reads: nothing is missed
+        revision = _revision()                        # before the reads: nothing is missed
         counts = counts_at(revision, flt)
         rows, next_cursor = _rows(flt, request.args.get("cursor"))
     except QueryError as error:
@@ -268,10 +268,20 @@ def page_columns() -> tuple[str, ...]:
 
 
 def _pbxs() -> list[str]:
-    """The PBXs whose calls the user sees, once per request."""
+    """The PBXs whose calls the user sees, once per request (the history's, once per revision:
+    a look at every month's partition of a central history)."""
     if "pbxs" not in g:
-        g.pbxs = pbx_ids(mirror(), g.user.visible_to)
+        every = shared_answers().get(("pbxs", _revision()), lambda: pbx_ids(mirror()))
+        visible = g.user.visible_to
+        g.pbxs = [pbx for pbx in every if visible is None or visible.shows_pbx(pbx)]
     return g.pbxs
+
+
+def _revision() -> int:
+    """The history's revision, once per request."""
+    if "revision" not in g:
+        g.revision = mirror_revision(mirror())
+    return g.revision
 
 
 def _employee_names() -> dict[str, dict[str, str]]:
@@ -280,11 +290,12 @@ def _employee_names() -> dict[str, dict[str, str]]:
 
 
 def _queues() -> list[str]:
-    """The queues calls went through (one index seek per queue)."""
-    return [queue for (queue,) in mirror().execute_sql(
-        "WITH RECURSIVE q (queue) AS (SELECT min(queue) FROM call WHERE queue IS NOT NULL "
-        "UNION ALL SELECT (SELECT min(queue) FROM call WHERE queue > q.queue) FROM q "
-        "WHERE q.queue IS NOT NULL) SELECT queue FROM q WHERE queue IS NOT NULL")]
+    """The queues calls went through (one index seek per queue, and month: once a revision)."""
+    return shared_answers().get(("queues", _revision()), lambda: [
+        queue for (queue,) in mirror().execute_sql(
+            "WITH RECURSIVE q (queue) AS (SELECT min(queue) FROM call WHERE queue IS NOT NULL "
+            "UNION ALL SELECT (SELECT min(queue) FROM call WHERE queue > q.queue) FROM q "
+            "WHERE q.queue IS NOT NULL) SELECT queue FROM q WHERE queue IS NOT NULL")])
 
 
 def query_args(query: str) -> MultiDict:
