@@ -214,9 +214,10 @@ def sqlite_only(reason: str):
 
 
 def new_mirror_target(request, engine: str, folder: Path, cleanup: ExitStack) -> Path | str:
-    """A new, empty module.db on `engine`: `folder/module.db`, or a PostgreSQL schema of its
-    own that `cleanup` drops."""
+    """A new, empty module.db on `engine`: `folder/module.db` (the folder made), or a
+    PostgreSQL schema of its own that `cleanup` drops."""
     if engine == "sqlite":
+        folder.mkdir(parents=True, exist_ok=True)
         return folder / "module.db"
     return cleanup.enter_context(pg_schema(request))
 

@@ -1,6 +1,8 @@
 """The writer on PostgreSQL (issue 22): the demo PBX's history synced into a central module.db
 gives the same calls, legs, employees, numbers, names and counters as into SQLite — in one
-batch, in many, with worker processes, and after calls are deleted.
+batch, by the daemon, and after calls are deleted. (Many batches, shuffled arrivals, worker
+processes and `kill -9` run on both engines in tests/test_sync_properties.py and
+tests/test_sync_faults.py.)
 
 Each test writes into a fresh schema of the session's real PostgreSQL server (pg_schema_url).
 """
@@ -32,7 +34,7 @@ from pbx.cdr import CdrSource
 from pbx.config import read_pbx_config
 from pbx.recording_files import RecordingFiles
 from tests.conftest import ROOT, run_extcdr
-from tests.mirror import append_rows, dump, dump_db, rollups_off, shuffled, sync_once
+from tests.mirror import append_rows, dump, dump_db, rollups_off, sync_once
 from tests.pbxfixture import DID, Pbx
 from tests.test_in_progress import IVR_QUEUE_ANSWERED, move, under_way
 from tests.test_pg_schema import password
@@ -94,26 +96,6 @@ def test_calls_go_to_the_partitions_of_their_months(demo_pbx, pg_schema_url):
     assert sum(months.values()) == len(dump(pg_schema_url)["calls"])
     assert int(state["cursor"]) > 0 and int(state["revision"]) > 0
     assert first < OCTOBER_2024 or "call_2024_09" not in months
-
-
-def test_many_batches_shuffled_give_the_one_batch_mirror(demo_pbx, demo_reference,
-                                                          pg_schema_url, tmp_path):
-    cols, rows = demo_reference["rows"]
-    cdr = tmp_path / "cdr.db"
-    arrival = shuffled(rows, 11)
-    size = -(-len(arrival) // 4)
-    for i in range(0, len(arrival), size):        # the PBX moves legs in, we sync in between
-        append_rows(cdr, cols, arrival[i:i + size])
-        sync_once(cdr, demo_pbx / "mikopbx.db", pg_schema_url, batch_rows=353)
-    mirrored = dump(pg_schema_url)
-    assert mirrored == {**demo_reference["dump"], "rollups_off": []}
-
-
-def test_worker_processes_stage_for_the_postgresql_writer(demo_pbx, demo_reference,
-                                                          pg_schema_url):
-    sync_once(demo_pbx / "cdr.db", demo_pbx / "mikopbx.db", pg_schema_url, batch_rows=97,
-              workers=2)
-    assert dump(pg_schema_url) == demo_reference["dump"]
 
 
 def test_a_call_whose_start_moved_moves_to_its_new_month(demo_pbx, demo_reference,
