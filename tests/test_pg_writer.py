@@ -9,13 +9,8 @@ Each test writes into a fresh schema of the session's real PostgreSQL server (pg
 from __future__ import annotations
 
 import logging
-import random
 import shutil
-import signal
 import sqlite3
-import subprocess
-import sys
-import time
 from dataclasses import replace
 
 import pytest
@@ -23,7 +18,7 @@ import pytest
 from cli import main
 from daemon.resident import AlreadyRunning, CentralLock, Daemon
 from daemon.sync import Sync
-from mirror.database import ModuleDbError, open_module_db
+from mirror.database import open_module_db
 from mirror.deletions import delete_call
 from mirror.dialect import run
 from mirror.hangups import CallHangup
@@ -33,7 +28,6 @@ from mirror.store import Store
 from pbx.cdr import CdrSource
 from pbx.config import read_pbx_config
 from pbx.recording_files import RecordingFiles
-from tests.conftest import ROOT, run_extcdr
 from tests.mirror import append_rows, dump, dump_db, rollups_off, sync_once
 from tests.pbxfixture import DID, Pbx
 from tests.test_in_progress import IVR_QUEUE_ANSWERED, move, under_way
@@ -164,53 +158,6 @@ def test_deletions_stay_deleted_and_relink_callbacks_as_on_sqlite(demo_pbx, pg_s
     on_sqlite, on_postgresql = mirrors.values()
     assert on_postgresql["rollups_off"] == [] == on_sqlite["rollups_off"]
     assert on_postgresql == on_sqlite
-
-
-def _cursor(url: str) -> int:
-    """The central mirror's committed sync cursor (0 before the first commit)."""
-    try:
-        db = open_module_db(url, readonly=True)
-    except ModuleDbError:
-        return 0                                   # not migrated yet
-    try:
-        row = run(db, "SELECT value FROM sync_state WHERE key = 'cursor'").fetchone()
-        return int(row[0]) if row else 0
-    finally:
-        db.close()
-
-
-def test_kill_9_mid_backfill_then_resync_gives_the_clean_mirror(pg_schema_url, tmp_path):
-    """A sync into PostgreSQL killed at random moments (the server rolls its transaction
-    back), then run to the end: the calls of an uninterrupted run."""
-    from standin import demo
-    pbx = tmp_path / "pbx"
-    demo.generate(pbx, 5_000, seed=99, recordings_limit=0)
-
-    def command(db):
-        return [sys.executable, "-m", "cli", "sync", "--cdr-db", str(pbx / "cdr.db"),
-                "--pbx-db", str(pbx / "mikopbx.db"), "--db", str(db), "--once",
-                "--batch-rows", "200"]
-
-    clean = tmp_path / "clean.db"
-    subprocess.run(command(clean), cwd=ROOT, check=True)
-    rng = random.Random(20261206)
-    cursors = []
-    while len(cursors) < 6:
-        before = _cursor(pg_schema_url)
-        proc = subprocess.Popen(command(pg_schema_url), cwd=ROOT, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.PIPE)
-        # Once this run has committed something, kill it a random moment later: mid-batch.
-        while proc.poll() is None and _cursor(pg_schema_url) == before:
-            time.sleep(0.01)
-        time.sleep(rng.uniform(0, 0.1))
-        if proc.poll() is not None:
-            break                                      # it finished: the backfill is done
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        cursors.append(_cursor(pg_schema_url))
-    assert len(set(cursors)) >= 4, f"only {len(set(cursors))} kills landed mid-backfill"
-    assert run_extcdr(*command(pg_schema_url)[3:]).returncode == 0
-    assert dump(pg_schema_url) == dump(clean)
 
 
 def test_the_daemon_mirrors_into_postgresql_step_by_step(demo_pbx, demo_reference,
