@@ -89,24 +89,16 @@ def mirror(pbx, target, rows=None, batch_rows=500):
     daemon.db.close()
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def target(request, tmp_path):
-    """module.db on each engine: a file, or a fresh schema of the session's server."""
-    if request.param == "sqlite":
-        return tmp_path / "module.db"
-    return request.getfixturevalue("pg_schema_url")
-
-
 def outbox(target) -> list[tuple]:
     return query(target, f"SELECT o.hook_id, {EVENT}, o.linkedid, o.due_ms, {STATE} "
                          "FROM outbox o ORDER BY 2, 3, 1")
 
 
-def test_numbered_marks_mean_the_same_on_both_engines(target):
+def test_numbered_marks_mean_the_same_on_both_engines(mirror_target):
     """`?N` is the N-th value, used as often as it is written; a bare `?` after them is one
     past the largest number so far (peewee's marks after a statement's own): SQLite's rule."""
-    open_module_db(target).close()
-    assert query(target, "SELECT ?2, ?1, ?2 || '?1', ?, ?", ("a", "b", "c", "d")) == [
+    open_module_db(mirror_target).close()
+    assert query(mirror_target, "SELECT ?2, ?1, ?2 || '?1', ?, ?", ("a", "b", "c", "d")) == [
         ("b", "a", "b?1", "c", "d")]
 
 
