@@ -64,6 +64,15 @@ def dump_db(db: Database) -> dict:
     }
 
 
+def query(target: Path | str, sql: str, params=()) -> list[tuple]:
+    """The rows of one statement (`mirror.dialect.run`'s marks) on a mirror of either engine."""
+    db = open_module_db(target)
+    try:
+        return [tuple(row) for row in run(db, sql, params).fetchall()]
+    finally:
+        db.close()
+
+
 def committed_cursor(target: Path | str) -> int:
     """A mirror's committed sync cursor (0 before its first commit, or before it exists)."""
     try:

@@ -29,7 +29,7 @@ from mirror.worklist import mark_handled
 from reports.definitions import report_form, save_report
 from reports.scheduler import ReportScheduler
 from tests.conftest import wait_for
-from tests.mirror import append_rows, pbx_rows
+from tests.mirror import append_rows, pbx_rows, query
 from tests.test_daemon import start_daemon
 from tests.test_reports import DUE, set_pbx_mail, smtp  # noqa: F401  (fixtures)
 from tests.test_webhooks import LOOPBACK, deliver_due, receiver  # noqa: F401  (fixtures)
@@ -51,14 +51,6 @@ def settings_for(pbx, target, **extra):
                        "sync.poll_interval": "30", "sync.debounce": "0.05",
                        "webhooks.retry_delay": "0.01", "webhooks.check_interval": "0.05",
                        "webhooks.allowed_hosts": LOOPBACK, **extra})
-
-
-def query(target, sql, params=()):
-    db = open_module_db(target)
-    try:
-        return [tuple(row) for row in run(db, sql, params).fetchall()]
-    finally:
-        db.close()
 
 
 def run_sql(target, sql, params=()):

@@ -1,4 +1,9 @@
-"""A faulty PBX source or a killed sync never crashes, corrupts or silently empties the mirror."""
+"""A faulty PBX source or a killed sync never crashes, corrupts or silently empties the mirror.
+
+What the writer does (kill -9, a restored backup's resync, rewritten rows re-merged) runs on
+both engines (conftest's `engine`); a faulty or pruned PBX file (locked, missing, garbage,
+retention: the PBX's cdr.db is always SQLite) is the reader's business, the same for either,
+and runs on an SQLite mirror."""
 import os
 import random
 import shutil
@@ -14,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from pbxmodule.pids import alive
-from tests.conftest import ROOT, run_extcdr
-from tests.mirror import append_rows, committed_cursor, damage, dump, pbx_rows
+from tests.conftest import ROOT, run_extcdr, sqlite_only
+from tests.mirror import append_rows, committed_cursor, damage, dump, pbx_rows, query
 
 
 def sync_args(pbx_dir, db, *extra):
@@ -141,11 +146,12 @@ def test_pbx_db_replaced_by_garbage_keeps_the_mirror(pbx_copy, tmp_path):
     assert dump(db) == before
 
 
-def test_restored_backup_is_detected_and_nothing_is_lost(pbx_copy, tmp_path, demo_reference):
+def test_restored_backup_is_detected_and_nothing_is_lost(pbx_copy, mirror_target,
+                                                        demo_reference):
     """A backup with the older half of the rows replaces the file; new calls arrive after it."""
     cols, rows = pbx_rows(pbx_copy / "cdr.db")
     half = len(rows) // 2
-    db = tmp_path / "module.db"
+    db = mirror_target
     assert run_extcdr(*sync_args(pbx_copy, db)).returncode == 0
     for leftover in pbx_copy.glob("cdr.db*"):
         leftover.unlink()
@@ -178,9 +184,9 @@ def test_retention_deleting_old_rows_loses_nothing(pbx_copy, tmp_path, demo_refe
     assert dump(db) == demo_reference["dump"]
 
 
-def test_rows_updated_after_insert_are_picked_up(pbx_copy, tmp_path):
+def test_rows_updated_after_insert_are_picked_up(pbx_copy, mirror_target):
     """The PBX rewrites rows it already moved (e.g. a recording file name)."""
-    db = tmp_path / "module.db"
+    db = mirror_target
     assert run_extcdr(*sync_args(pbx_copy, db)).returncode == 0
     cdr = pbx_copy / "cdr.db"
     with sqlite3.connect(cdr) as conn:
@@ -190,13 +196,13 @@ def test_rows_updated_after_insert_are_picked_up(pbx_copy, tmp_path):
         conn.execute("UPDATE cdr_general SET recordingfile = ? WHERE id = ?",
                      ("/storage/usbdisk1/mikopbx/astspool/monitor/rewritten.mp3", row_id))
     assert run_extcdr(*sync_args(pbx_copy, db)).returncode == 0
-    recordings = sqlite3.connect(db).execute(
-        "SELECT recordings FROM call WHERE linkedid = ?", (linkedid,)).fetchone()[0]
+    [(recordings,)] = query(db, "SELECT recordings FROM call WHERE linkedid = ?", (linkedid,))
     assert "rewritten.mp3" in recordings
 
 
-def test_module_db_that_is_not_a_mirror_is_refused(pbx_copy, tmp_path):
-    db = tmp_path / "module.db"
+@sqlite_only("a module.db file of garbage (PostgreSQL's foreign database: test_pg_schema)")
+def test_module_db_that_is_not_a_mirror_is_refused(pbx_copy, mirror_target):
+    db = mirror_target
     db.write_bytes(b"not a database" * 1000)
     done = run_extcdr(*sync_args(pbx_copy, db))
     assert done.returncode != 0 and "module.db" in done.stderr
