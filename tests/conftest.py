@@ -99,6 +99,20 @@ def demo_mirror(demo_pbx, tmp_path_factory) -> Path:
     return db
 
 
+@pytest.fixture(scope="module")
+def demo_module_db(engine, demo_pbx, tmp_path_factory, request) -> Iterator[Path | str]:
+    """The demo PBX's mirror on the module's engine (read-only use only): the session's
+    SQLite one, or synced once into a PostgreSQL schema of the module's own."""
+    if engine == "sqlite":
+        yield request.getfixturevalue("demo_mirror")
+        return
+    with ExitStack() as cleanup:
+        target = new_mirror_target(request, engine, tmp_path_factory.mktemp("mirror"), cleanup)
+        assert main(["sync", "--cdr-db", str(demo_pbx / "cdr.db"), "--pbx-db",
+                     str(demo_pbx / "mikopbx.db"), "--db", target, "--once"]) == 0
+        yield target
+
+
 @pytest.fixture(scope="session")
 def demo_reference(demo_pbx, tmp_path_factory) -> dict:
     """The demo PBX's rows and the mirror a clean one-batch sync makes of them."""
