@@ -5,7 +5,7 @@ import logging
 import subprocess
 import sys
 import time
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from datetime import date
 from itertools import count
 from pathlib import Path
@@ -99,6 +99,20 @@ def demo_mirror(demo_pbx, tmp_path_factory) -> Path:
     return db
 
 
+@pytest.fixture(scope="module")
+def demo_module_db(engine, demo_pbx, tmp_path_factory, request) -> Iterator[Path | str]:
+    """The demo PBX's mirror on the module's engine (read-only use only): the session's
+    SQLite one, or synced once into a PostgreSQL schema of the module's own."""
+    if engine == "sqlite":
+        yield request.getfixturevalue("demo_mirror")
+        return
+    with ExitStack() as cleanup:
+        target = new_mirror_target(request, engine, tmp_path_factory.mktemp("mirror"), cleanup)
+        assert main(["sync", "--cdr-db", str(demo_pbx / "cdr.db"), "--pbx-db",
+                     str(demo_pbx / "mikopbx.db"), "--db", target, "--once"]) == 0
+        yield target
+
+
 @pytest.fixture(scope="session")
 def demo_reference(demo_pbx, tmp_path_factory) -> dict:
     """The demo PBX's rows and the mirror a clean one-batch sync makes of them."""
@@ -176,11 +190,60 @@ def pg_admin(postgresql_url):
     db.close()
 
 
-@pytest.fixture
-def pg_schema_url(postgresql_url, pg_admin) -> Iterator[str]:
-    """A `postgresql://` URL whose search path is an empty schema of this test's own (dropped
-    after): module.db on PostgreSQL, as fresh as a new file."""
+@contextmanager
+def pg_schema(request) -> Iterator[str]:
+    """A `postgresql://` URL whose search path is an empty schema of its own, dropped on
+    leaving: module.db on PostgreSQL, as fresh as a new file."""
+    postgresql_url = request.getfixturevalue("postgresql_url")
+    admin = request.getfixturevalue("pg_admin")
     name = f"t_{next(_pg_schemas)}"
-    pg_admin.execute_sql(f"CREATE SCHEMA {name}")
-    yield postgresql_url + "?options=" + quote(f"-csearch_path={name},public")
-    pg_admin.execute_sql(f"DROP SCHEMA {name} CASCADE")
+    admin.execute_sql(f"CREATE SCHEMA {name}")
+    try:
+        yield postgresql_url + "?options=" + quote(f"-csearch_path={name},public")
+    finally:
+        admin.execute_sql(f"DROP SCHEMA {name} CASCADE")
+
+
+@pytest.fixture
+def pg_schema_url(request) -> Iterator[str]:
+    """A fresh schema of the session's PostgreSQL server for this test (pg_schema)."""
+    with pg_schema(request) as url:
+        yield url
+
+
+# The mirror's suite runs on both engines: a test (or a module-scoped fixture) that asks for
+# `engine`, or for a module.db through `mirror_target(s)`, runs once with an SQLite file and
+# once with a PostgreSQL schema. Module-scoped, so a module's fixtures can build on it.
+ENGINES = ("sqlite", "postgresql")
+
+
+@pytest.fixture(scope="module", params=ENGINES)
+def engine(request) -> str:
+    return request.param
+
+
+def sqlite_only(reason: str):
+    """A test of something only an SQLite file has (`reason`: what): run on SQLite alone."""
+    return pytest.mark.parametrize("engine", ["sqlite"], ids=[f"sqlite only: {reason}"])
+
+
+def new_mirror_target(request, engine: str, folder: Path, cleanup: ExitStack) -> Path | str:
+    """A new, empty module.db on `engine`: `folder/module.db` (the folder made), or a
+    PostgreSQL schema of its own that `cleanup` drops."""
+    if engine == "sqlite":
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder / "module.db"
+    return cleanup.enter_context(pg_schema(request))
+
+
+@pytest.fixture
+def mirror_targets(request, engine) -> Iterator:
+    """mirror_targets(folder) -> a new module.db on the test's engine (new_mirror_target)."""
+    with ExitStack() as cleanup:
+        yield lambda folder: new_mirror_target(request, engine, Path(folder), cleanup)
+
+
+@pytest.fixture
+def mirror_target(mirror_targets, tmp_path) -> Path | str:
+    """module.db on the test's engine: a file's path, or a `postgresql://` URL."""
+    return mirror_targets(tmp_path)

@@ -9,7 +9,7 @@ from pathlib import Path
 from peewee import Database
 
 from daemon.sync import Sync, SyncOptions
-from mirror.database import open_module_db
+from mirror.database import ModuleDbError, open_module_db
 from mirror.dialect import SQLITE, dialect_of, run
 from mirror.pbxtime import PbxClock
 from mirror.rollups import RETURNED_AFTER, ROLLUPS
@@ -62,6 +62,40 @@ def dump_db(db: Database) -> dict:
         "names": rows(names),
         "rollups_off": rollups_off(db),
     }
+
+
+def query(target: Path | str, sql: str, params=()) -> list[tuple]:
+    """The rows of one statement (`mirror.dialect.run`'s marks) on a mirror of either engine."""
+    db = open_module_db(target)
+    try:
+        return [tuple(row) for row in run(db, sql, params).fetchall()]
+    finally:
+        db.close()
+
+
+def committed_cursor(target: Path | str) -> int:
+    """A mirror's committed sync cursor (0 before its first commit, or before it exists)."""
+    try:
+        db = open_module_db(target, readonly=True)
+    except ModuleDbError:
+        return 0
+    try:
+        row = run(db, "SELECT value FROM sync_state WHERE key = 'cursor'").fetchone()
+        return int(row[0]) if row else 0
+    finally:
+        db.close()
+
+
+def damage(target: Path | str) -> list:
+    """What is wrong with a mirror as committed (none: sound): an SQLite file's integrity
+    check's findings, then counters that differ from the calls (`rollups_off`)."""
+    db = open_module_db(target, readonly=True)
+    try:
+        found = [] if dialect_of(db).postgresql else [
+            row[0] for row in run(db, "PRAGMA integrity_check") if row[0] != "ok"]
+        return found + rollups_off(db)
+    finally:
+        db.close()
 
 
 def pbx_rows(cdr: Path) -> tuple[list[str], list[tuple]]:

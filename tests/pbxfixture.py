@@ -136,10 +136,11 @@ def _whole_seconds(later: str, earlier: str) -> int:
 
 
 class Pbx:
-    """One PBX: its `cdr.db`, its config DB and the module DB the CLI builds from them."""
+    """One PBX: its `cdr.db`, its config DB and the module DB the CLI builds from them
+    (`module_db`: a path or a `postgresql://` URL; default `module.db` beside them)."""
 
     def __init__(self, root: Path, capsys, *, tz: str = "Europe/Moscow", older: bool = False,
-                 config: bool = True, day: str = "2024-03-05"):
+                 config: bool = True, day: str = "2024-03-05", module_db: Path | str = ""):
         root.mkdir(parents=True, exist_ok=True)
         self.root = root
         self.capsys = capsys
@@ -148,7 +149,7 @@ class Pbx:
         self.day = day
         self.cdr_db = root / "cdr.db"
         self.pbx_db = root / "mikopbx.db" if config else None
-        self.module_db = root / "module.db"
+        self.module_db = module_db or root / "module.db"
         self.columns = pbxschema.cdr_column_names(older=older)
         pbxschema.create(str(self.cdr_db), pbxschema.cdr_ddl(older=older)).close()
         if config:

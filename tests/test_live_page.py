@@ -5,11 +5,13 @@ its own row, a late-finishing one goes where its start puts it, a call that leav
 leaves the list, and the counters follow. At 1024 px and 1440 px, in English and Russian.
 
 Calls are written as the PBX writes them (legs under way in `cdr`, moved to `cdr_general` when
-they end) at times around now, and the mirror is synced as the daemon would after each write.
+they end) at times around now, and the mirror is synced as the daemon would after each write
+— into an SQLite file and into a PostgreSQL schema (conftest's `engine`).
 """
 from __future__ import annotations
 
 import sqlite3
+from contextlib import ExitStack
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -17,6 +19,7 @@ import pytest
 
 from standin.shell import DEMO_USERS
 from tests.browser import ARTIFACTS, UserPage, chromium_binary, login
+from tests.conftest import new_mirror_target
 from tests.mirror import sync_once
 from tests.pbxfixture import DID, Pbx
 from tests.stack import admin_shell
@@ -27,9 +30,9 @@ TZ = "Europe/Moscow"
 class LivePbx:
     """A PBX whose calls happen now: legs under way in `cdr`, ended legs in `cdr_general`."""
 
-    def __init__(self, root):
+    def __init__(self, root, module_db):
         self.pbx = Pbx(root, None, tz=TZ)
-        self.module_db = root / "module.db"
+        self.module_db = module_db
         self.now = datetime.now(ZoneInfo(TZ)).replace(tzinfo=None, microsecond=0)
         self.sync()
 
@@ -73,8 +76,12 @@ class LivePbx:
 
 
 @pytest.fixture(scope="module")
-def live(tmp_path_factory):
-    return LivePbx(tmp_path_factory.mktemp("live-page") / "pbx")
+def live(engine, tmp_path_factory, request):
+    """The PBX of now, its mirror on the engine: an SQLite file, or a PostgreSQL schema whose
+    history revision the page follows through nginx just the same."""
+    root = tmp_path_factory.mktemp("live-page") / "pbx"
+    with ExitStack() as cleanup:
+        yield LivePbx(root, new_mirror_target(request, engine, root, cleanup))
 
 
 @pytest.fixture(scope="module")

@@ -152,17 +152,10 @@ def _write_history(db) -> None:
                 run(db, rollup.add(rollup.afresh("call", dialect_of(db))))
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def target(request, tmp_path):
-    """module.db on either engine: a file's path, or a `postgresql://` URL (a fresh schema)."""
-    return (tmp_path / "module.db" if request.param == "sqlite"
-            else request.getfixturevalue("pg_schema_url"))
-
-
 @pytest.fixture
-def history(target):
-    """The opened module.db of `target`, holding CALLS."""
-    db = open_module_db(target)
+def history(mirror_target):
+    """The opened module.db on the test's engine (conftest's `engine`), holding CALLS."""
+    db = open_module_db(mirror_target)
     _write_history(db)
     yield db
     db.close()
@@ -445,11 +438,11 @@ PREFIX = "/admin-cabinet/module-extended-c-d-r/calls"
 
 
 @pytest.fixture
-def web(target, history, tmp_path):
+def web(mirror_target, history, tmp_path):
     """The module's web process on the history's module.db (either engine): its base URL."""
     config = tmp_path / "extcdr.toml"
     config.write_text(f'[web]\nproxy_token = "{PROXY_TOKEN}"\n')
-    app = create_app(load(config, {"module.db": target}))
+    app = create_app(load(config, {"module.db": mirror_target}))
     with serving(app, threads=2) as http:
         yield f"http://127.0.0.1:{http.effective_port}{PREFIX}"
 
@@ -492,38 +485,39 @@ def test_a_calls_details_panel(web):
 
 # --- the command line ---------------------------------------------------------------------------
 
-def test_the_command_line_reads_and_annotates_either_engine(target, history, cli, tmp_path):
+def test_the_command_line_reads_and_annotates_either_engine(mirror_target, history, cli, tmp_path):
     config = tmp_path / "extcdr.toml"
     config.write_text('[pbx]\ntimezone = "UTC"\n')
     period = ("--from", "2024-10-04", "--to", "2024-10-05", "--config", config)
-    code, out, err = cli("calls", "--db", target, *period, "--number", "smirn", "--format",
+    code, out, err = cli("calls", "--db", mirror_target, *period, "--number", "smirn", "--format",
                          "jsonl")
     assert (code, err) == (0, "")
     assert [json.loads(line)["linkedid"] for line in out.splitlines()] == [
         "mikopbx-1728039600.2"]
-    assert cli("tag", "--db", target, "--create", "VIP")[0] == 0
-    assert cli("tag", "--db", target, "mikopbx-1728039600.2", "--add", "vip")[0] == 0
-    assert cli("comment", "--db", target, "mikopbx-1728039600.2", "call back at 5")[0] == 0
-    code, out, _ = cli("calls", "--db", target, *period, "--format", "jsonl")
+    assert cli("tag", "--db", mirror_target, "--create", "VIP")[0] == 0
+    assert cli("tag", "--db", mirror_target, "mikopbx-1728039600.2", "--add", "vip")[0] == 0
+    assert cli("comment", "--db", mirror_target, "mikopbx-1728039600.2", "call back at 5")[0] == 0
+    code, out, _ = cli("calls", "--db", mirror_target, *period, "--format", "jsonl")
     tagged = {call["linkedid"]: (call["tags"], [c["text"] for c in call["comments"]])
               for call in map(json.loads, out.splitlines())}
     assert tagged["mikopbx-1728039600.2"] == (["VIP"], ["call back at 5"])
-    code, out, err = cli("token", "create", "--db", target, "--name", "CRM", "--role",
+    code, out, err = cli("token", "create", "--db", mirror_target, "--name", "CRM", "--role",
                          "operator", "--extensions", "201")
     assert code == 0 and "extcdr_" in out, err
-    code, out, _ = cli("token", "list", "--db", target, "--format", "json")
+    code, out, _ = cli("token", "list", "--db", mirror_target, "--format", "json")
     assert [json.loads(line)["name"] for line in out.splitlines()] == ["CRM"]
     contacts = tmp_path / "contacts.csv"
     contacts.write_text("name,company,phone\nOlga Smirnova,Acme,+7 916 999-00-00\n")
-    code, out, err = cli("contacts", "import", "--db", target, contacts)
+    code, out, err = cli("contacts", "import", "--db", mirror_target, contacts)
     assert code == 0, err
-    code, out, _ = cli("contacts", "list", "--db", target, "--search", "acme")
+    code, out, _ = cli("contacts", "list", "--db", mirror_target, "--search", "acme")
     assert "Olga Smirnova" in out
     csv_file = tmp_path / "calls.csv"
-    code, _, err = cli("export", "--db", target, *period, "--format", "csv", "--out", csv_file)
+    code, _, err = cli("export", "--db", mirror_target, *period, "--format", "csv", "--out",
+                       csv_file)
     assert code == 0, err
     assert len(list(csv.reader(csv_file.open(encoding="utf-8")))) == 1 + 7
-    code, _, err = cli("calls", "--db", target, *period, "--direction", "sideways")
+    code, _, err = cli("calls", "--db", mirror_target, *period, "--direction", "sideways")
     assert code == 2 and err.count("\n") == 1 and "sideways" in err
 
 

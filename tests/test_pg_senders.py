@@ -29,7 +29,7 @@ from mirror.worklist import mark_handled
 from reports.definitions import report_form, save_report
 from reports.scheduler import ReportScheduler
 from tests.conftest import wait_for
-from tests.mirror import append_rows, pbx_rows
+from tests.mirror import append_rows, pbx_rows, query
 from tests.test_daemon import start_daemon
 from tests.test_reports import DUE, set_pbx_mail, smtp  # noqa: F401  (fixtures)
 from tests.test_webhooks import LOOPBACK, deliver_due, receiver  # noqa: F401  (fixtures)
@@ -51,14 +51,6 @@ def settings_for(pbx, target, **extra):
                        "sync.poll_interval": "30", "sync.debounce": "0.05",
                        "webhooks.retry_delay": "0.01", "webhooks.check_interval": "0.05",
                        "webhooks.allowed_hosts": LOOPBACK, **extra})
-
-
-def query(target, sql, params=()):
-    db = open_module_db(target)
-    try:
-        return [tuple(row) for row in run(db, sql, params).fetchall()]
-    finally:
-        db.close()
 
 
 def run_sql(target, sql, params=()):
@@ -89,24 +81,16 @@ def mirror(pbx, target, rows=None, batch_rows=500):
     daemon.db.close()
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def target(request, tmp_path):
-    """module.db on each engine: a file, or a fresh schema of the session's server."""
-    if request.param == "sqlite":
-        return tmp_path / "module.db"
-    return request.getfixturevalue("pg_schema_url")
-
-
 def outbox(target) -> list[tuple]:
     return query(target, f"SELECT o.hook_id, {EVENT}, o.linkedid, o.due_ms, {STATE} "
                          "FROM outbox o ORDER BY 2, 3, 1")
 
 
-def test_numbered_marks_mean_the_same_on_both_engines(target):
+def test_numbered_marks_mean_the_same_on_both_engines(mirror_target):
     """`?N` is the N-th value, used as often as it is written; a bare `?` after them is one
     past the largest number so far (peewee's marks after a statement's own): SQLite's rule."""
-    open_module_db(target).close()
-    assert query(target, "SELECT ?2, ?1, ?2 || '?1', ?, ?", ("a", "b", "c", "d")) == [
+    open_module_db(mirror_target).close()
+    assert query(mirror_target, "SELECT ?2, ?1, ?2 || '?1', ?, ?", ("a", "b", "c", "d")) == [
         ("b", "a", "b?1", "c", "d")]
 
 

@@ -1,19 +1,16 @@
 """The writer on PostgreSQL (issue 22): the demo PBX's history synced into a central module.db
 gives the same calls, legs, employees, numbers, names and counters as into SQLite — in one
-batch, in many, with worker processes, and after calls are deleted.
+batch, by the daemon, and after calls are deleted. (Many batches, shuffled arrivals, worker
+processes and `kill -9` run on both engines in tests/test_sync_properties.py and
+tests/test_sync_faults.py.)
 
 Each test writes into a fresh schema of the session's real PostgreSQL server (pg_schema_url).
 """
 from __future__ import annotations
 
 import logging
-import random
 import shutil
-import signal
 import sqlite3
-import subprocess
-import sys
-import time
 from dataclasses import replace
 
 import pytest
@@ -21,7 +18,7 @@ import pytest
 from cli import main
 from daemon.resident import AlreadyRunning, CentralLock, Daemon
 from daemon.sync import Sync
-from mirror.database import ModuleDbError, open_module_db
+from mirror.database import open_module_db
 from mirror.deletions import delete_call
 from mirror.dialect import run
 from mirror.hangups import CallHangup
@@ -31,8 +28,7 @@ from mirror.store import Store
 from pbx.cdr import CdrSource
 from pbx.config import read_pbx_config
 from pbx.recording_files import RecordingFiles
-from tests.conftest import ROOT, run_extcdr
-from tests.mirror import append_rows, dump, dump_db, rollups_off, shuffled, sync_once
+from tests.mirror import append_rows, dump, dump_db, rollups_off, sync_once
 from tests.pbxfixture import DID, Pbx
 from tests.test_in_progress import IVR_QUEUE_ANSWERED, move, under_way
 from tests.test_pg_schema import password
@@ -94,26 +90,6 @@ def test_calls_go_to_the_partitions_of_their_months(demo_pbx, pg_schema_url):
     assert sum(months.values()) == len(dump(pg_schema_url)["calls"])
     assert int(state["cursor"]) > 0 and int(state["revision"]) > 0
     assert first < OCTOBER_2024 or "call_2024_09" not in months
-
-
-def test_many_batches_shuffled_give_the_one_batch_mirror(demo_pbx, demo_reference,
-                                                          pg_schema_url, tmp_path):
-    cols, rows = demo_reference["rows"]
-    cdr = tmp_path / "cdr.db"
-    arrival = shuffled(rows, 11)
-    size = -(-len(arrival) // 4)
-    for i in range(0, len(arrival), size):        # the PBX moves legs in, we sync in between
-        append_rows(cdr, cols, arrival[i:i + size])
-        sync_once(cdr, demo_pbx / "mikopbx.db", pg_schema_url, batch_rows=353)
-    mirrored = dump(pg_schema_url)
-    assert mirrored == {**demo_reference["dump"], "rollups_off": []}
-
-
-def test_worker_processes_stage_for_the_postgresql_writer(demo_pbx, demo_reference,
-                                                          pg_schema_url):
-    sync_once(demo_pbx / "cdr.db", demo_pbx / "mikopbx.db", pg_schema_url, batch_rows=97,
-              workers=2)
-    assert dump(pg_schema_url) == demo_reference["dump"]
 
 
 def test_a_call_whose_start_moved_moves_to_its_new_month(demo_pbx, demo_reference,
@@ -182,53 +158,6 @@ def test_deletions_stay_deleted_and_relink_callbacks_as_on_sqlite(demo_pbx, pg_s
     on_sqlite, on_postgresql = mirrors.values()
     assert on_postgresql["rollups_off"] == [] == on_sqlite["rollups_off"]
     assert on_postgresql == on_sqlite
-
-
-def _cursor(url: str) -> int:
-    """The central mirror's committed sync cursor (0 before the first commit)."""
-    try:
-        db = open_module_db(url, readonly=True)
-    except ModuleDbError:
-        return 0                                   # not migrated yet
-    try:
-        row = run(db, "SELECT value FROM sync_state WHERE key = 'cursor'").fetchone()
-        return int(row[0]) if row else 0
-    finally:
-        db.close()
-
-
-def test_kill_9_mid_backfill_then_resync_gives_the_clean_mirror(pg_schema_url, tmp_path):
-    """A sync into PostgreSQL killed at random moments (the server rolls its transaction
-    back), then run to the end: the calls of an uninterrupted run."""
-    from standin import demo
-    pbx = tmp_path / "pbx"
-    demo.generate(pbx, 5_000, seed=99, recordings_limit=0)
-
-    def command(db):
-        return [sys.executable, "-m", "cli", "sync", "--cdr-db", str(pbx / "cdr.db"),
-                "--pbx-db", str(pbx / "mikopbx.db"), "--db", str(db), "--once",
-                "--batch-rows", "200"]
-
-    clean = tmp_path / "clean.db"
-    subprocess.run(command(clean), cwd=ROOT, check=True)
-    rng = random.Random(20261206)
-    cursors = []
-    while len(cursors) < 6:
-        before = _cursor(pg_schema_url)
-        proc = subprocess.Popen(command(pg_schema_url), cwd=ROOT, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.PIPE)
-        # Once this run has committed something, kill it a random moment later: mid-batch.
-        while proc.poll() is None and _cursor(pg_schema_url) == before:
-            time.sleep(0.01)
-        time.sleep(rng.uniform(0, 0.1))
-        if proc.poll() is not None:
-            break                                      # it finished: the backfill is done
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        cursors.append(_cursor(pg_schema_url))
-    assert len(set(cursors)) >= 4, f"only {len(set(cursors))} kills landed mid-backfill"
-    assert run_extcdr(*command(pg_schema_url)[3:]).returncode == 0
-    assert dump(pg_schema_url) == dump(clean)
 
 
 def test_the_daemon_mirrors_into_postgresql_step_by_step(demo_pbx, demo_reference,

@@ -1,7 +1,8 @@
 """Black-box scenarios: legs in `cdr_general` → `extcdr sync` → `extcdr calls` → call records.
 
 Each test writes the legs of a real-looking call into a real PBX `cdr.db` (see pbxfixture.py for
-the table notation), runs the CLI in-process and checks the fields a supervisor reads. The spec
+the table notation), runs the CLI in-process and checks the fields a supervisor reads, with
+module.db on each engine: an SQLite file and a PostgreSQL schema (conftest's `engine`). The spec
 is ../shared/design/call-semantics.md; where it is silent the expected value is what a call-centre
 supervisor would call correct, and a comment says so.
 """
@@ -28,11 +29,13 @@ REC = f"{MONITOR}/2024/03/05/10"
 
 
 @pytest.fixture
-def make_pbx(tmp_path, capsys):
+def make_pbx(tmp_path, capsys, mirror_targets):
+    """make_pbx(**kwargs) -> a new PBX whose module.db is on the test's engine."""
     made = []
 
     def make(**kwargs) -> Pbx:
-        made.append(Pbx(tmp_path / f"pbx{len(made)}", capsys, **kwargs))
+        root = tmp_path / f"pbx{len(made)}"
+        made.append(Pbx(root, capsys, module_db=mirror_targets(root), **kwargs))
         return made[-1]
     return make
 
@@ -1020,7 +1023,7 @@ def test_calls_refuses_a_bad_date(pbx, when):
     assert out.strip() == ""
 
 
-def test_calls_refuses_a_missing_module_db(pbx, tmp_path):
-    rc, _, err = pbx.cli("calls", "--db", tmp_path / "missing.db", "--format", "jsonl",
+def test_calls_refuses_a_missing_module_db(cli, tmp_path):
+    rc, _, err = cli("calls", "--db", tmp_path / "missing.db", "--format", "jsonl",
                          "--from", "2024-03-05", "--to", "2024-03-05")
     assert rc != 0 and one_readable_line(err), err

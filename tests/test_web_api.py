@@ -1,5 +1,6 @@
 """The JSON API over real HTTP (waitress): filters, keyset paging, roles enforced in the
-query, readable 4xx for bad input, and no trust in requests that bypassed the admin shell."""
+query, readable 4xx for bad input, and no trust in requests that bypassed the admin shell —
+over the demo's mirror on each engine (conftest's `engine`, `demo_module_db`)."""
 import json
 import urllib.error
 import urllib.parse
@@ -8,6 +9,7 @@ import urllib.request
 import pytest
 
 from mirror.settings import load
+from tests.mirror import query
 from tests.stack import serving
 from web import create_app
 
@@ -17,10 +19,10 @@ PERIOD = {"from": "2024-10-20", "to": "2024-10-28"}
 
 
 @pytest.fixture(scope="module")
-def server(demo_mirror, tmp_path_factory):
+def server(demo_module_db, tmp_path_factory):
     config = tmp_path_factory.mktemp("web") / "extcdr.toml"
     config.write_text(f'[web]\nproxy_token = "{TOKEN}"\n')
-    app = create_app(load(config, {"module.db": demo_mirror}))
+    app = create_app(load(config, {"module.db": demo_module_db}))
     with serving(app, threads=4) as http:
         yield f"http://127.0.0.1:{http.effective_port}{PREFIX}"
 
@@ -65,10 +67,10 @@ def test_filters_and_keyset_pages_cover_the_period_exactly_once(server):
     assert starts == sorted(starts, reverse=True)
 
 
-def test_the_api_uses_the_cli_filters(server, demo_mirror, cli):
+def test_the_api_uses_the_cli_filters(server, demo_module_db, cli):
     params = {**PERIOD, "direction": "incoming", "status": "missed", "limit": 500}
     status, body = get(server, "/api/v1/calls", params)
-    code, out, _ = cli("calls", "--db", demo_mirror, "--from", PERIOD["from"], "--to",
+    code, out, _ = cli("calls", "--db", demo_module_db, "--from", PERIOD["from"], "--to",
                        PERIOD["to"], "--direction", "incoming", "--status", "missed",
                        "--limit", 500, "--format", "jsonl")
     assert status == 200 and code == 0
@@ -107,18 +109,16 @@ def all_calls(server, **who) -> dict[str, dict]:
             return calls
 
 
-def test_access_groups_limit_operators_as_modules_users_ui_does(server, demo_mirror):
+def test_access_groups_limit_operators_as_modules_users_ui_does(server, demo_module_db):
     """ModuleUsersUI's CDR filter modes, passed by the access check as a scope: 'selected'
     (involved), 'outgoing-selected' (placed), 'not-selected' (except); a detail, too, is 404
     outside the scope."""
-    import sqlite3
     everyone = all_calls(server)
     involved = all_calls(server, role="operator", extensions="201,202")
     placed = all_calls(server, role="operator", extensions="201,202", scope="placed")
     others = all_calls(server, role="operator", extensions="201,202", scope="except")
-    with sqlite3.connect(demo_mirror) as db:
-        callers = {linkedid for (linkedid,) in db.execute(
-            "SELECT DISTINCT linkedid FROM leg WHERE src_num IN ('201', '202')")}
+    callers = {linkedid for (linkedid,) in query(
+        demo_module_db, "SELECT DISTINCT linkedid FROM leg WHERE src_num IN ('201', '202')")}
     assert involved and placed and others
     assert set(involved) == {k for k, c in everyone.items() if {"201", "202"} & set(c["employees"])}
     assert set(placed) == set(everyone) & callers

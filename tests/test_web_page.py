@@ -1,12 +1,13 @@
 """The history page over real HTTP (waitress, stand-in shell in process): what it shows agrees
 with the JSON API, bad input gets a readable 4xx, state changes need the CSRF token, saved
-filters and settings belong to their user, and live updates stream new calls."""
+filters and settings belong to their user — on a module.db of each engine (conftest's
+`engine`: an SQLite file, a PostgreSQL schema)."""
 import html
 import json
 import re
 import shutil
-import time
 import urllib.parse
+from contextlib import ExitStack
 
 import pytest
 from markupsafe import escape
@@ -14,8 +15,7 @@ from markupsafe import escape
 from mirror.settings import load
 from standin.cli import main
 from standin.shell import StandinLogin
-from tests.conftest import wait_for
-from tests.mirror import append_rows, pbx_rows
+from tests.conftest import new_mirror_target
 from tests.stack import serving
 from tests.webclient import Browser
 from web import create_app
@@ -26,23 +26,23 @@ TABS = ("all", "incoming", "missed", "outgoing", "internal", "unreturned")
 
 
 @pytest.fixture(scope="module")
-def site(demo_pbx, tmp_path_factory):
-    """A copy of the demo PBX and its mirror, served with the stand-in shell."""
+def site(engine, demo_pbx, tmp_path_factory, request):
+    """A copy of the demo PBX and its mirror on the engine, served with the stand-in shell."""
     root = tmp_path_factory.mktemp("page")
     pbx = root / "pbx"
     shutil.copytree(demo_pbx, pbx)
-    sync(pbx, root / "module.db")
     users = root / "users.json"
     users.write_text(json.dumps([
         {"name": "boss", "password": "b0ss", "role": "admin", "extensions": []},
         {"name": "chief", "password": "ch1ef", "role": "supervisor", "extensions": []},
         {"name": "olga", "password": "o1ga", "role": "operator", "extensions": ["202"]}]))
-    app = create_app(load(None, {"module.db": root / "module.db",
-                                 "pbx.recordings_root": pbx / "monitor"}),
-                     login=StandinLogin.from_file(users))
-    with serving(app, threads=8) as server:
-        yield {"base": f"http://127.0.0.1:{server.effective_port}", "pbx": pbx,
-               "db": root / "module.db"}
+    with ExitStack() as cleanup:
+        db = new_mirror_target(request, engine, root, cleanup)
+        sync(pbx, db)
+        app = create_app(load(None, {"module.db": db, "pbx.recordings_root": pbx / "monitor"}),
+                         login=StandinLogin.from_file(users))
+        server = cleanup.enter_context(serving(app, threads=8))
+        yield {"base": f"http://127.0.0.1:{server.effective_port}", "pbx": pbx, "db": db}
 
 
 def sync(pbx, db):
@@ -347,6 +347,4 @@ def test_chosen_columns_are_remembered_per_user(site):
         "language": "en", "csrf_token": token, "back": "https://evil.example/"})
     assert status == 302 and headers["Location"].endswith(PREFIX)
 
-
-# --- live -----------------------------------------------------------------------------------
 
