@@ -119,14 +119,24 @@ def mirrored_demo(directory: Path, calls: int, seed: int) -> Path:
 
 
 def sync_once(cdr: Path, pbx: Path, db: Path, batch_rows: int = 20_000,
-              workers: int = SyncOptions.workers) -> None:
+              workers: int = SyncOptions.workers, range_rows: int = SyncOptions.range_rows,
+              should_stop=lambda: False) -> None:
+    """One catch-up; `range_rows` small enough sends a small history to the worker
+    processes (and into an empty mirror, to a bulk load), `should_stop` stops it early."""
     config = read_pbx_config(pbx)
     database = open_module_db(db)
     try:
         Sync(Store(database), CdrSource(cdr), config, PbxClock(config.timezone or "UTC"),
-             SyncOptions(batch_rows=batch_rows, workers=workers)).catch_up()
+             SyncOptions(batch_rows=batch_rows, workers=workers, range_rows=range_rows)
+             ).catch_up(should_stop=should_stop)
     finally:
         database.close()
+
+
+def schema(db: Path) -> list[tuple]:
+    """The tables, indexes and triggers of a SQLite mirror, with their SQL."""
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+        return sorted(conn.execute("SELECT type, name, tbl_name, sql FROM sqlite_master"))
 
 
 def shuffled(rows: list, seed: int) -> list:
