@@ -13,9 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from mirror import bulk
+from mirror.database import open_module_db
 from pbxmodule.pids import alive
 from tests.conftest import ROOT, run_extcdr
-from tests.mirror import append_rows, dump, pbx_rows
+from tests.mirror import append_rows, dump, pbx_rows, schema, sync_once
 
 
 def sync_args(pbx_dir, db, *extra):
@@ -31,15 +33,20 @@ def pbx_copy(demo_pbx, tmp_path):
     return target
 
 
-def _cursor(db) -> int:
-    """The mirror's committed sync cursor (0 before the first commit)."""
+def _state(db, key: str) -> str | None:
+    """A committed sync state of the mirror (None before it is written)."""
     try:
         conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-        row = conn.execute("SELECT value FROM sync_state WHERE key = 'cursor'").fetchone()
+        row = conn.execute("SELECT value FROM sync_state WHERE key = ?", (key,)).fetchone()
         conn.close()
-        return int(row[0]) if row else 0
+        return row[0] if row else None
     except sqlite3.Error:
-        return 0
+        return None
+
+
+def _cursor(db) -> int:
+    """The mirror's committed sync cursor (0 before the first commit)."""
+    return int(_state(db, "cursor") or 0)
 
 
 def test_kill_9_at_random_moments_then_restart_gives_the_clean_mirror(tmp_path):
@@ -55,7 +62,7 @@ def test_kill_9_at_random_moments_then_restart_gives_the_clean_mirror(tmp_path):
     subprocess.run(command(clean), cwd=ROOT, check=True)
     db = tmp_path / "module.db"
     rng = random.Random(20261123)
-    cursors = []
+    cursors, loading = [], []
     while len(cursors) < 12:
         before = _cursor(db)
         proc = subprocess.Popen(command(db), cwd=ROOT, stdout=subprocess.DEVNULL,
@@ -69,13 +76,18 @@ def test_kill_9_at_random_moments_then_restart_gives_the_clean_mirror(tmp_path):
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         cursors.append(_cursor(db))
+        loading.append(_state(db, bulk.LOADING) is not None)
         # The mirror is a valid database after every kill.
         conn = sqlite3.connect(db)
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         conn.close()
     assert len(set(cursors)) >= 10, f"only {len(set(cursors))} kills landed mid-backfill"
+    # The first sync into the empty mirror loads in bulk: the kills interrupted the load.
+    assert sum(loading) >= 5, f"only {sum(loading)} kills landed in the bulk load"
     assert run_extcdr(*sync_args(pbx, db)).returncode == 0
     assert dump(db) == dump(clean)
+    open_module_db(tmp_path / "empty.db").close()     # built: the schema of a fresh mirror
+    assert schema(db) == schema(tmp_path / "empty.db") == schema(clean)
     # The killed syncs' worker processes died with them (they would hold files open forever).
     time.sleep(0.5)
     leftovers = subprocess.run(["pgrep", "-f", str(db)], capture_output=True, text=True)
@@ -84,6 +96,33 @@ def test_kill_9_at_random_moments_then_restart_gives_the_clean_mirror(tmp_path):
     orphans = [path for path in Path(tempfile.gettempdir()).glob("extcdr-backfill-*")
                if not alive(int(path.name.split("-")[2]))]
     assert not orphans, "scratch left over"
+
+
+def test_a_bulk_load_whose_build_fails_is_built_by_the_next_sync(demo_pbx, demo_reference,
+                                                                 tmp_path, monkeypatch):
+    """The build at the end of a bulk load is one transaction: failing at its last statement
+    (as a kill would) it leaves the load as it was, resumed and built by the next sync."""
+    db, pbx = tmp_path / "module.db", demo_pbx / "mikopbx.db"
+    real_run = bulk.run
+
+    def failing_at_the_triggers(database, sql, params=()):
+        if sql.startswith("CREATE TRIGGER"):
+            raise sqlite3.OperationalError("disk I/O error")
+        return real_run(database, sql, params)
+
+    monkeypatch.setattr(bulk, "run", failing_at_the_triggers)
+    with pytest.raises(sqlite3.OperationalError):
+        sync_once(demo_pbx / "cdr.db", pbx, db, batch_rows=500, range_rows=500)
+    assert _state(db, bulk.LOADING) == "1"
+    indexes = sqlite3.connect(db).execute(
+        "SELECT count(*) FROM sqlite_master WHERE name = 'call_period'").fetchone()[0]
+    assert indexes == 0                      # nothing of the build was kept
+    monkeypatch.setattr(bulk, "run", real_run)
+    sync_once(demo_pbx / "cdr.db", pbx, db, batch_rows=500, range_rows=500)
+    assert _state(db, bulk.LOADING) is None
+    assert dump(db) == demo_reference["dump"]
+    open_module_db(tmp_path / "empty.db").close()
+    assert schema(db) == schema(tmp_path / "empty.db")
 
 
 def test_pbx_db_locked_by_a_writer_is_waited_for(pbx_copy, tmp_path, demo_reference):
