@@ -263,7 +263,7 @@ class Sync:
     def _finish_bulk(self) -> None:
         """Build what a bulk load left out (one transaction), once it has every row."""
         if self.store.bulk:
-            with self.store.batch():
+            with bulk.sorting_on_disk(self.store.db), self.store.batch():
                 bulk.finish(self.store.db)
             self.store.bulk = False
 

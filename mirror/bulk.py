@@ -11,6 +11,8 @@ only what is indexed so far. PostgreSQL keeps its indexes: it never loads in bul
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 from peewee import Database
 
 from mirror.dialect import dialect_of, run
@@ -52,6 +54,18 @@ def begin(db: Database) -> None:
         run(db, f'DROP {kind.upper()} "{name}"')
     run(db, f"CREATE TABLE {NUMBERS} (id INTEGER PRIMARY KEY, numbers TEXT)")
     run(db, "INSERT INTO sync_state (key, value) VALUES (?, '1')", (LOADING,))
+
+
+@contextmanager
+def sorting_on_disk(db: Database):
+    """Around the build's transaction: its sorts (an index of millions of calls) spill to
+    temporary files, not to the writer's memory (`temp_store`, set outside transactions)."""
+    kept = int(run(db, "PRAGMA temp_store").fetchone()[0])
+    run(db, "PRAGMA temp_store = FILE")
+    try:
+        yield
+    finally:
+        run(db, f"PRAGMA temp_store = {kept}")
 
 
 def finish(db: Database) -> None:
