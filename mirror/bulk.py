@@ -1,5 +1,5 @@
 """Bulk load: the first sync of a long history into an empty SQLite mirror writes calls and legs
-without what only readers need — the secondary indexes of calls, the triggers that keep the
+without what only readers need — the indexes of calls by filter, the triggers that keep the
 rollups, the FTS5 rows of numbers and names — and builds all of it once, set-wise, at the end.
 
 The load's state is in `sync_state`, committed with the batches: `bulk_load` while it is under
@@ -23,11 +23,12 @@ LOADING = "bulk_load"
 _SET_ASIDE = "bulk_sql:"
 # The calls' numbers as the batches staged them (rowid: the call's id), for `call_number`.
 NUMBERS = "bulk_number"
-# What the writer's merge does not need: indexes that serve pages (the merge's look-ups use the
-# keys, `leg_linkedid`, `call_ext_key`, `call_returned_by` and `call_employee_call`), and every
-# trigger on calls (rollups and each returned call's wait, filled from the calls at the end).
-DEFERRED_INDEXES = ("call_period", "call_direction", "call_status", "call_revision",
-                    "call_queue", "call_recorded", "call_unrecorded")
+# What the writer's merge does not need: indexes of filters (its look-ups use the keys,
+# `leg_linkedid`, `call_ext_key`, `call_returned_by` and `call_employee_call`; the page's
+# `call_period` and `call_revision`, appended to in time order, keep the page quick meanwhile),
+# and every trigger on calls (rollups and each returned call's wait, filled at the end).
+DEFERRED_INDEXES = ("call_direction", "call_status", "call_queue", "call_recorded",
+                    "call_unrecorded")
 
 
 def loading(db: Database) -> bool:

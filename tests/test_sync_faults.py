@@ -115,7 +115,7 @@ def test_a_bulk_load_whose_build_fails_is_built_by_the_next_sync(demo_pbx, demo_
         sync_once(demo_pbx / "cdr.db", pbx, db, batch_rows=500, range_rows=500)
     assert _state(db, bulk.LOADING) == "1"
     indexes = sqlite3.connect(db).execute(
-        "SELECT count(*) FROM sqlite_master WHERE name = 'call_period'").fetchone()[0]
+        "SELECT count(*) FROM sqlite_master WHERE name = 'call_status'").fetchone()[0]
     assert indexes == 0                      # nothing of the build was kept
     monkeypatch.setattr(bulk, "run", real_run)
     sync_once(demo_pbx / "cdr.db", pbx, db, batch_rows=500, range_rows=500)

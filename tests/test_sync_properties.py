@@ -133,7 +133,7 @@ def test_a_history_still_loading_is_counted_from_its_calls_and_not_searched(
     database = open_module_db(db)
     try:
         assert bulk.loading(database)
-        assert not run(database, "SELECT 1 FROM sqlite_master WHERE name = 'call_period'"
+        assert not run(database, "SELECT 1 FROM sqlite_master WHERE name = 'call_status'"
                        ).fetchall()
         loaded = run(database, "SELECT count(*), min(start_ms), max(start_ms) FROM call"
                      ).fetchone()
