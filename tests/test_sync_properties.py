@@ -71,7 +71,7 @@ def test_parallel_backfill_equals_one_process(demo_pbx, demo_reference, tmp_path
     for workers in (1, 2, 3):
         db = tmp_path / f"workers-{workers}.db"
         sync_once(demo_pbx / "cdr.db", demo_pbx / "mikopbx.db", db, batch_rows=97,
-                  workers=workers)
+                  workers=workers, range_rows=97)
         assert dump(db) == demo_reference["dump"], f"{workers} workers"
 
 
