@@ -13,6 +13,7 @@ from mirror.database import open_module_db
 from mirror.dialect import run
 from mirror.queries import DAY_MS, CallFilter, QueryError, calls_query
 from mirror.rollups import CALLS
+from tests.conftest import run_extcdr
 from tests.mirror import append_rows, dump, schema, shuffled, sync_once
 
 
@@ -146,6 +147,12 @@ def test_a_history_still_loading_is_counted_from_its_calls_and_not_searched(
             calls_query(replace(everything, number="4930"), database).count()
     finally:
         database.close()
+    searched = run_extcdr("calls", "--db", db, "--from", "2000-01-01", "--to", "2100-01-01",
+                          "--number", "4930")
+    assert searched.returncode != 0 and "Traceback" not in searched.stderr
+    assert searched.stderr.strip().endswith(
+        "the history is still loading: search by number or name works once it is loaded")
+    assert '"loading": true' in run_extcdr("status", "--db", db, "--format", "json").stdout
     sync_once(demo_pbx / "cdr.db", pbx, db, batch_rows=500, range_rows=500)
     database = open_module_db(db)
     try:
