@@ -173,9 +173,13 @@ class Store:
             (self.pbx,))
         if before:
             self._forget_indexes(replaced)
-        extras = (PG_CALL_QUEUES, PG_CALL_MENUS) if self.postgresql else (CALL_QUEUES, CALL_MENUS)
-        for statement in extras:                # from all the calls' legs, before writing
-            self._run(statement.format(table=call, calls="true"))
+        if self.postgresql:                     # from all the calls' legs, before writing
+            extras = ((PG_CALL_QUEUES, "true"), (PG_CALL_MENUS, "true"))
+        else:                                   # a leg at a time: only where one can match
+            extras = ((CALL_QUEUES, self._with_leg(leg, "queue:%")),
+                      (CALL_MENUS, self._with_leg(leg, "app:%")))
+        for statement, calls in extras:
+            self._run(statement.format(table=call, calls=calls))
         with self._rollups_kept(f"SELECT linkedid FROM {call}"):
             self._write_calls(call, number)
         staged_calls = f"linkedid IN (SELECT linkedid FROM {call})"
@@ -196,6 +200,14 @@ class Store:
                 self._run(f"INSERT INTO {table} (rowid, numbers) SELECT c.id, n.numbers "
                           f"FROM {number} n JOIN call c ON c.linkedid = n.linkedid")
         return before
+
+    @staticmethod
+    def _with_leg(leg: str, channel: str) -> str:
+        """The staged calls with a leg to `channel` (a LIKE pattern) among their staged legs:
+        a call staged with only some of its legs is completed by the caller (`spanning`) from
+        all of them, staged without legs — then every staged call may have one."""
+        return (f"linkedid IN (SELECT linkedid FROM {leg} WHERE dst_chan LIKE '{channel}') "
+                f"OR NOT EXISTS (SELECT 1 FROM {leg})")
 
     def _write_calls(self, call: str, number: str) -> None:
         """Upsert the staged calls (their rollups kept around it by the caller)."""
