@@ -90,4 +90,3 @@ def finish(db: Database) -> None:
     for _key, sql in set_aside:
         run(db, sql)
     run(db, "DELETE FROM sync_state WHERE key = ? OR key LIKE ?", (LOADING, _SET_ASIDE + "%"))
-

@@ -203,9 +203,10 @@ class Store:
 
     @staticmethod
     def _with_leg(leg: str, channel: str) -> str:
-        """The staged calls with a leg to `channel` (a LIKE pattern) among their staged legs:
-        a call staged with only some of its legs is completed by the caller (`spanning`) from
-        all of them, staged without legs — then every staged call may have one."""
+        """The staged calls that may have a leg to `channel` (a LIKE pattern): those with one
+        among their staged legs. A call staged with only some of its legs is completed from all
+        of them by the caller (`spanning`); in a batch staged without legs (the completed
+        calls) any call may have one."""
         return (f"linkedid IN (SELECT linkedid FROM {leg} WHERE dst_chan LIKE '{channel}') "
                 f"OR NOT EXISTS (SELECT 1 FROM {leg})")
 
