@@ -14,7 +14,7 @@ from cli.base import CliError, add_db_argument, add_user_arguments, chosen_user
 from daemon.resident import AlreadyRunning, CentralLock
 from daemon.sync import mirror_sync
 from i18n import STATUS_LABELS, TAB_LABELS
-from mirror import schema
+from mirror import bulk, schema
 from mirror import settings as settings_module
 from mirror.calls import DIRECTIONS, STATUSES
 from mirror.contacts import contact_label, with_contacts
@@ -370,6 +370,8 @@ def cmd_status(args) -> int:
         named = sorted(key.partition(":")[2] for key in state if key.startswith("cursor:"))
         if named and not pbx:                  # a central history: which PBXs write it
             info["pbxs"] = named
+        if bulk.LOADING in state:              # a first sync's bulk load, not built yet
+            info["loading"] = True
         newest = run(db, f"SELECT max(start_ms) FROM call {mine}", ids).fetchone()[0]
         info["newest_call"] = (datetime.fromtimestamp(
             newest / 1000, MirrorContext(settings_module.load(), db).clock().tz

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Callable
 
 from daemon import backfill
-from mirror import webhooks
+from mirror import bulk, webhooks
 from mirror.calls import Leg, calls_of, classify, link_callbacks, qualified, qualified_legs
 from mirror.dialect import run
 from mirror.hangups import CallHangup
@@ -109,8 +109,10 @@ class Sync:
         """Read every new row, then re-check the trailing window; returns rows read.
 
         Many pending rows are classified by worker processes in parallel (see `backfill`);
-        the last few batches, and every live update, go through `step()`. `should_stop` is
-        asked between batches: a stopping daemon leaves after the batch it is committing.
+        the last few batches, and every live update, go through `step()`. Into an empty
+        mirror they load in bulk (`mirror.bulk`), built when the catch-up is complete.
+        `should_stop` is asked between batches: a stopping daemon leaves after the batch it
+        is committing (a bulk load it leaves is resumed by the next catch-up).
         """
         with self.store.batch():
             self.store.replace_directory(self.config.directory.employees, self.config.groups)
@@ -123,6 +125,7 @@ class Sync:
             with self.source.reading() as reader:
                 cursor, last = self._cursor(reader), reader.max_id()
             if self.options.workers > 1 and last - cursor > 2 * self.options.range_rows:
+                self._begin_bulk()
                 total += self._parallel(cursor, last, progress, should_stop)
                 continue
             read, pending = self.step()
@@ -132,6 +135,7 @@ class Sync:
             if not read:
                 break
         if not should_stop():
+            self._finish_bulk()
             self.recheck_tail()
         return total
 
@@ -262,6 +266,20 @@ class Sync:
             self.store.set_state(cursor=0, cursor_uniqueid="",
                                  resyncs=int(state.get("resyncs", 0)) + 1)
         return 0
+
+    def _begin_bulk(self) -> None:
+        """A long catch-up into an empty mirror loads in bulk (`mirror.bulk`)."""
+        if not self.store.bulk and bulk.can_begin(self.store.db):
+            with self.store.batch():
+                bulk.begin(self.store.db)
+            self.store.bulk = True
+
+    def _finish_bulk(self) -> None:
+        """Build what a bulk load left out (one transaction), once it has every row."""
+        if self.store.bulk:
+            with bulk.sorting_on_disk(self.store.db), self.store.batch():
+                bulk.finish(self.store.db)
+            self.store.bulk = False
 
     def _parallel(self, cursor: int, last: int, progress, should_stop) -> int:
         """Catch up to row `last` with worker processes; returns rows read."""

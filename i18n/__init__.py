@@ -415,6 +415,9 @@ _RUSSIAN_ERRORS = tuple((re.compile(pattern), russian) for pattern, russian in (
     (r"search (.*): (\w+): takes digits .*",
      "поиск {0}: после «{1}:» нужны цифры (номер или его часть)"),
     (r"nothing after '(\w+):'", "после «{0}:» ничего не указано"),
+    (r"the history is still loading: search by number or name works once it is loaded",
+     "история звонков ещё загружается: поиск по номеру или имени заработает, когда она "
+     "загрузится"),
     (r"min_talk must be a whole number from ([\d,]+) to ([\d,]+), not (.*)",
      "«Разговор от» — целое число секунд от {0} до {1}, а не {2}"),
     (r"(\w+) must be a whole number from ([\d,]+) to ([\d,]+), not (.*)",

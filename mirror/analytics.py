@@ -16,6 +16,7 @@ from datetime import date, datetime, timedelta
 
 from peewee import Database
 
+from mirror import bulk
 from mirror.calls import qualified
 from mirror.dialect import dialect_of, run
 from mirror.models import Call
@@ -128,10 +129,11 @@ def answers(rollup: Rollup, f: CallFilter) -> bool:
 def figures(rollup: Rollup, f: CallFilter, db: Database, by: tuple[str, ...], *,
             per_slot: bool = False, source: str = "auto") -> tuple[list[tuple], str]:
     """The rollup's measures summed by the keys `by` (and by slot start, epoch ms, with
-    `per_slot`) over the filter's calls; and where they came from ('rollups' or 'calls')."""
+    `per_slot`) over the filter's calls; and where they came from ('rollups' or 'calls'). While
+    the history loads in bulk the rollups are not built yet: the calls are counted."""
     sums: dict[tuple, list[int]] = {}
     first, last = -(-f.start_ms // rollup.grain_ms), f.end_ms // rollup.grain_ms
-    if source == "auto" and answers(rollup, f) and first < last:
+    if source == "auto" and answers(rollup, f) and first < last and not bulk.loading(db):
         rows = _from_table(rollup, f, first, last, by, per_slot, db)
         for start, end in ((f.start_ms, first * rollup.grain_ms),
                            (last * rollup.grain_ms, f.end_ms)):

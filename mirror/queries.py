@@ -15,6 +15,7 @@ from typing import Mapping
 
 from peewee import SQL, Column, Database, Tuple, fn
 
+from mirror import bulk
 from mirror.annotations import AnnotationError, notes_read, tag_ids, with_notes
 from mirror.calls import DIRECTIONS, NUMBER_MATCH_DIGITS, STATUSES, qualified
 from mirror.contacts import keys_named
@@ -31,6 +32,11 @@ LIST_FIELDS = ("missed_by", "transferred_to", "employees", "recordings")
 
 class QueryError(ValueError):
     """A filter value users can correct; the message says how."""
+
+
+# A search while the first sync loads the history in bulk (`mirror.bulk`): it would find only
+# some of the calls.
+LOADING_SEARCH = "the history is still loading: search by number or name works once it is loaded"
 
 
 SCOPES = ("involved", "placed", "except")
@@ -704,6 +710,8 @@ def _number_condition(query, search: NumberSearch, db, period, of_employees=None
         return query.where(Call.linkedid.in_(_linkedid_forms(search.value)))
     terms = (search.value,) if search.prefix else search.substrings
     in_columns = searched_in_call_columns(db)
+    if not in_columns and bulk.loading(db):     # its FTS5 rows are built at the end
+        raise QueryError(LOADING_SEARCH)
     ids = None if in_columns else _id_range(period, db)
     if search.name:
         if in_columns:

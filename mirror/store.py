@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from contextlib import closing, contextmanager
+from contextlib import closing, contextmanager, nullcontext
 from typing import Iterable
 
 from peewee import Database
 
-from mirror import staging
+from mirror import bulk, staging
 from mirror.calls import Call, CallbackFacts, CallbackLinks, Leg
 from mirror.dialect import (dialect_of, emptied, insert_rows, lock_shared_rows, ordered_join, run,
                             staged, write_transaction)
@@ -78,6 +78,8 @@ class Store:
         self.pbx = pbx
         self.postgresql = dialect_of(db).postgresql
         self._revision: int | None = None
+        # A bulk load in progress (`mirror.bulk`): no FTS5 rows, no rollups until it is built.
+        self.bulk = not self.postgresql and bulk.loading(db)
         self.relinked = staged(db, "scratch", "relinked")
         self._window = staged(db, "scratch", "relink_window")
         if self.postgresql or not run(
@@ -181,10 +183,14 @@ class Store:
             (self.pbx,))
         if before:
             self._forget_indexes(replaced)
-        extras = (PG_CALL_QUEUES, PG_CALL_MENUS) if self.postgresql else (CALL_QUEUES, CALL_MENUS)
-        for statement in extras:                # from all the calls' legs, before writing
-            self._run(statement.format(table=call, calls="true"))
-        with kept_by_writer(self.db, f"SELECT linkedid FROM {call}", "scratch"):
+        if self.postgresql:                     # from all the calls' legs, before writing
+            extras = ((PG_CALL_QUEUES, "true"), (PG_CALL_MENUS, "true"))
+        else:                                   # a leg at a time: only where one can match
+            extras = ((CALL_QUEUES, self._with_leg(leg, "queue:%")),
+                      (CALL_MENUS, self._with_leg(leg, "app:%")))
+        for statement, calls in extras:
+            self._run(statement.format(table=call, calls=calls))
+        with self._rollups_kept(f"SELECT linkedid FROM {call}"):
             self._write_calls(call, number)
         staged_calls = f"linkedid IN (SELECT linkedid FROM {call})"
         if "recordings" in deleted:            # deleted recordings are not listed again
@@ -196,11 +202,13 @@ class Store:
             f"INSERT INTO call_employee (extension, start_ms, call_id, placed) "
             f"SELECT e.extension, e.start_ms, c.id, e.placed FROM {employee} e "
             f"JOIN call c ON c.linkedid = e.linkedid WHERE true ON CONFLICT DO NOTHING")
-        if not self.postgresql:
-            self._run(f"INSERT INTO call_number (rowid, numbers) SELECT c.id, n.numbers "
-                      f"FROM {number} n JOIN call c ON c.linkedid = n.linkedid")
-            self._run("INSERT INTO call_name (rowid, names) "
-                      + CALL_NAMES.format(calls=staged_calls))
+        for table in self._search_tables:
+            if table == "call_name":
+                self._run("INSERT INTO call_name (rowid, names) "
+                          + CALL_NAMES.format(calls=staged_calls))
+            else:
+                self._run(f"INSERT INTO {table} (rowid, numbers) SELECT c.id, n.numbers "
+                          f"FROM {number} n JOIN call c ON c.linkedid = n.linkedid")
         return before
 
     def _drop_unretained(self, leg: str, call: str, employee: str, number: str) -> None:
@@ -224,6 +232,15 @@ class Store:
                 self._run(f"DELETE FROM {table} WHERE linkedid IN "
                           f"({','.join('?' * len(chunk))})", chunk)
 
+    @staticmethod
+    def _with_leg(leg: str, channel: str) -> str:
+        """The staged calls that may have a leg to `channel` (a LIKE pattern): those with one
+        among their staged legs. A call staged with only some of its legs is completed from all
+        of them by the caller (`spanning`); in a batch staged without legs (the completed
+        calls) any call may have one."""
+        return (f"linkedid IN (SELECT linkedid FROM {leg} WHERE dst_chan LIKE '{channel}') "
+                f"OR NOT EXISTS (SELECT 1 FROM {leg})")
+
     def _write_calls(self, call: str, number: str) -> None:
         """Upsert the staged calls (their rollups kept around it by the caller)."""
         columns = (*CALL_COLUMNS, *CALL_EXTRAS)
@@ -243,6 +260,19 @@ class Store:
             f"ON CONFLICT ({self._key('linkedid')}) DO UPDATE SET "
             + ", ".join(f"{c} = excluded.{c}" for c in updated if c != "linkedid"),
             (self._stamp(), self.pbx))
+
+    @property
+    def _search_tables(self) -> tuple[str, ...]:
+        """Where the calls' numbers and names go as they are written (SQLite's FTS5 tables;
+        while loading in bulk only the numbers, kept aside; PostgreSQL: columns of the call)."""
+        if self.postgresql:
+            return ()
+        return (bulk.NUMBERS,) if self.bulk else ("call_number", "call_name")
+
+    def _rollups_kept(self, linkedids: str):
+        """The rollups kept around statements writing these calls; nothing while a bulk load
+        leaves them to its build."""
+        return nullcontext() if self.bulk else kept_by_writer(self.db, linkedids, "scratch")
 
     def _key(self, column: str) -> str:
         """The unique key of calls (linkedid) or legs (uniqueid) an upsert meets: on
@@ -284,9 +314,8 @@ class Store:
         number and name, before they are written again or removed (on PostgreSQL numbers and
         names are columns of the call row)."""
         self._run(f"DELETE FROM call_employee WHERE call_id IN ({call_ids})", params)
-        if not self.postgresql:
-            for table in ("call_number", "call_name"):
-                self._run(f"DELETE FROM {table} WHERE rowid IN ({call_ids})", params)
+        for table in self._search_tables:
+            self._run(f"DELETE FROM {table} WHERE rowid IN ({call_ids})", params)
 
     # --- calls in progress --------------------------------------------------------------------
 
@@ -319,7 +348,7 @@ class Store:
                 f"employees = excluded.employees", (self._stamp(), *chunk))
             # the calls just listed as gone (by this revision, a whole number: no mark needed)
             gone = f"SELECT linkedid FROM call_gone WHERE revision = {int(self._stamp())}"
-            with kept_by_writer(self.db, gone, "scratch"):
+            with self._rollups_kept(gone):
                 self._run(f"DELETE FROM call WHERE linkedid IN ({marks})", chunk)
             spans += [tuple(row[1:]) for row in found]
         return spans
@@ -403,7 +432,7 @@ class Store:
             self.db, self.relinked, 5,
             ((linkedid, l.callback_of, l.returned_by, l.callback_attempts, l.status)
              for linkedid, l in changed.items()))
-        with kept_by_writer(self.db, f"SELECT linkedid FROM {self.relinked}", "scratch"):
+        with self._rollups_kept(f"SELECT linkedid FROM {self.relinked}"):
             self._run(
                 "UPDATE call SET callback_of = r.callback_of, returned_by = r.returned_by, "
                 "callback_attempts = r.callback_attempts, status = r.status, revision = ? "

@@ -9,6 +9,7 @@ from pathlib import Path
 from peewee import Database
 
 from daemon.sync import Sync, SyncOptions
+from mirror import bulk
 from mirror.database import ModuleDbError, open_module_db
 from mirror.dialect import SQLITE, dialect_of, run
 from mirror.pbxtime import PbxClock
@@ -75,25 +76,31 @@ def query(target: Path | str, sql: str, params=()) -> list[tuple]:
 
 def committed_cursor(target: Path | str) -> int:
     """A mirror's committed sync cursor (0 before its first commit, or before it exists)."""
+    return int(committed_state(target, "cursor") or 0)
+
+
+def committed_state(target: Path | str, key: str) -> str | None:
+    """A mirror's committed sync state (None before it is written, or the mirror exists)."""
     try:
         db = open_module_db(target, readonly=True)
     except ModuleDbError:
-        return 0
+        return None
     try:
-        row = run(db, "SELECT value FROM sync_state WHERE key = 'cursor'").fetchone()
-        return int(row[0]) if row else 0
+        row = run(db, "SELECT value FROM sync_state WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
     finally:
         db.close()
 
 
 def damage(target: Path | str) -> list:
     """What is wrong with a mirror as committed (none: sound): an SQLite file's integrity
-    check's findings, then counters that differ from the calls (`rollups_off`)."""
+    check's findings, then counters that differ from the calls (`rollups_off`; none yet while
+    it loads in bulk: they are built at its end)."""
     db = open_module_db(target, readonly=True)
     try:
         found = [] if dialect_of(db).postgresql else [
             row[0] for row in run(db, "PRAGMA integrity_check") if row[0] != "ok"]
-        return found + rollups_off(db)
+        return found + ([] if bulk.loading(db) else rollups_off(db))
     finally:
         db.close()
 
@@ -153,14 +160,24 @@ def mirrored_demo(directory: Path, calls: int, seed: int) -> Path:
 
 
 def sync_once(cdr: Path, pbx: Path, db: Path, batch_rows: int = 20_000,
-              workers: int = SyncOptions.workers) -> None:
+              workers: int = SyncOptions.workers, range_rows: int = SyncOptions.range_rows,
+              should_stop=lambda: False) -> None:
+    """One catch-up; `range_rows` small enough sends a small history to the worker
+    processes (and into an empty mirror, to a bulk load), `should_stop` stops it early."""
     config = read_pbx_config(pbx)
     database = open_module_db(db)
     try:
         Sync(Store(database), CdrSource(cdr), config, PbxClock(config.timezone or "UTC"),
-             SyncOptions(batch_rows=batch_rows, workers=workers)).catch_up()
+             SyncOptions(batch_rows=batch_rows, workers=workers, range_rows=range_rows)
+             ).catch_up(should_stop=should_stop)
     finally:
         database.close()
+
+
+def schema(db: Path) -> list[tuple]:
+    """The tables, indexes and triggers of a SQLite mirror, with their SQL."""
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+        return sorted(conn.execute("SELECT type, name, tbl_name, sql FROM sqlite_master"))
 
 
 def shuffled(rows: list, seed: int) -> list:

@@ -85,7 +85,8 @@ def test_install_activate_enable_then_the_history_page_opens(pbx_shell):
         assert "Disabled by licence" in row.locator(".disabled-reason").inner_text()
         assert page.locator("a.module-entry").count() == 0
 
-        page.click("text=Licence management")
+        with page.expect_navigation():
+            page.click("text=Licence management")
         page.fill("#key", "MIKO-123")
         with page.expect_navigation():
             page.click("form.activate button[type=submit]")
@@ -98,7 +99,8 @@ def test_install_activate_enable_then_the_history_page_opens(pbx_shell):
         assert "activated for this PBX until" in page.locator(".message.done").inner_text()
         assert "valid until" in page.locator(".licence-state").inner_text()
 
-        page.click("text=Module marketplace")
+        with page.expect_navigation():
+            page.click("text=Module marketplace")
         with page.expect_navigation():
             row.locator("button.module-switch").click()
         assert f"{MODULE} is enabled" in page.locator(".message.done").inner_text()

@@ -18,9 +18,12 @@ from pathlib import Path
 
 import pytest
 
+from mirror import bulk
+from mirror.database import open_module_db
 from pbxmodule.pids import alive
 from tests.conftest import ROOT, run_extcdr, sqlite_only
-from tests.mirror import append_rows, committed_cursor, damage, dump, pbx_rows, query
+from tests.mirror import (append_rows, committed_cursor, committed_state, damage, dump, pbx_rows,
+                          query, schema, sync_once)
 
 
 def sync_args(pbx_dir, db, *extra):
@@ -59,7 +62,7 @@ def test_kill_9_at_random_moments_then_restart_gives_the_clean_mirror(engine, mi
     subprocess.run(command(clean), cwd=ROOT, check=True)
     db = mirror_target
     rng = random.Random(20261123)
-    cursors = []
+    cursors, loading = [], []
     while len(cursors) < kills:
         before = committed_cursor(db)
         proc = subprocess.Popen(command(db), cwd=ROOT, stdout=subprocess.DEVNULL,
@@ -73,11 +76,18 @@ def test_kill_9_at_random_moments_then_restart_gives_the_clean_mirror(engine, mi
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         cursors.append(committed_cursor(db))
+        loading.append(committed_state(db, bulk.LOADING) is not None)
         # The mirror is sound after every kill: a valid database, its counters exact.
         assert damage(db) == []
     assert len(set(cursors)) >= distinct, f"only {len(set(cursors))} kills landed mid-backfill"
+    if engine == "sqlite":
+        # The first sync into an empty SQLite mirror loads in bulk: the kills interrupted it.
+        assert sum(loading) >= 5, f"only {sum(loading)} kills landed in the bulk load"
     assert run_extcdr(*sync_args(pbx, db)).returncode == 0
     assert dump(db) == dump(clean)
+    if engine == "sqlite":
+        open_module_db(tmp_path / "empty.db").close()     # built: the schema of a fresh mirror
+        assert schema(db) == schema(tmp_path / "empty.db") == schema(clean)
     # The killed syncs' worker processes died with them (they would hold files open forever).
     time.sleep(0.5)
     leftovers = subprocess.run(["pgrep", "-f", str(db)], capture_output=True, text=True)
@@ -86,6 +96,33 @@ def test_kill_9_at_random_moments_then_restart_gives_the_clean_mirror(engine, mi
     orphans = [path for path in Path(tempfile.gettempdir()).glob("extcdr-backfill-*")
                if not alive(int(path.name.split("-")[2]))]
     assert not orphans, "scratch left over"
+
+
+def test_a_bulk_load_whose_build_fails_is_built_by_the_next_sync(demo_pbx, demo_reference,
+                                                                 tmp_path, monkeypatch):
+    """The build at the end of a bulk load is one transaction: failing at its last statement
+    (as a kill would) it leaves the load as it was, resumed and built by the next sync."""
+    db, pbx = tmp_path / "module.db", demo_pbx / "mikopbx.db"
+    real_run = bulk.run
+
+    def failing_at_the_triggers(database, sql, params=()):
+        if sql.startswith("CREATE TRIGGER"):
+            raise sqlite3.OperationalError("disk I/O error")
+        return real_run(database, sql, params)
+
+    monkeypatch.setattr(bulk, "run", failing_at_the_triggers)
+    with pytest.raises(sqlite3.OperationalError):
+        sync_once(demo_pbx / "cdr.db", pbx, db, batch_rows=500, range_rows=500)
+    assert committed_state(db, bulk.LOADING) == "1"
+    indexes = sqlite3.connect(db).execute(
+        "SELECT count(*) FROM sqlite_master WHERE name = 'call_status'").fetchone()[0]
+    assert indexes == 0                      # nothing of the build was kept
+    monkeypatch.setattr(bulk, "run", real_run)
+    sync_once(demo_pbx / "cdr.db", pbx, db, batch_rows=500, range_rows=500)
+    assert committed_state(db, bulk.LOADING) is None
+    assert dump(db) == demo_reference["dump"]
+    open_module_db(tmp_path / "empty.db").close()
+    assert schema(db) == schema(tmp_path / "empty.db")
 
 
 def test_pbx_db_locked_by_a_writer_is_waited_for(pbx_copy, tmp_path, demo_reference):
