@@ -187,7 +187,15 @@
     template.innerHTML = call.html.trim();
     var row = template.querySelector("tr.call");
     if (!row) { return; }
-    var details = removeRow(rowOf(call.linkedid));
+    var shown = rowOf(call.linkedid);
+    if (shown && Number(shown.dataset.start) === call.start && Number(shown.dataset.id) === call.id) {
+      // Where it was: replaced in place, its open details untouched (moving them would close
+      // a tag menu someone is choosing from).
+      shown.replaceWith(row);
+      row.classList.add("fresh");
+      return;
+    }
+    var details = removeRow(shown);
     var rows = body.querySelectorAll("tr.call"), before = null;
     for (var i = 0; i < rows.length && !before; i++) {
       if (newer(call.start, call.id, rows[i])) { before = rows[i]; }
@@ -279,14 +287,15 @@
 
   // After a change: the row and its open details as the server shows them now.
   function refresh(linkedid) {
-    var row = rowOf(linkedid);
-    if (!row) { return Promise.resolve(); }
+    if (!rowOf(linkedid)) { return Promise.resolve(); }
     var query = new URLSearchParams(body.dataset.query);
     var rowReply = fetch(base + "calls/" + encodeURIComponent(linkedid) + "/row?" + query,
                          { credentials: "same-origin" }).then(function (r) { return r.json(); });
     var detailsReply = fetch(base + "calls/" + encodeURIComponent(linkedid) + "/details",
                              { credentials: "same-origin" }).then(function (r) { return r.text(); });
     return Promise.all([rowReply, detailsReply]).then(function (replies) {
+      var row = rowOf(linkedid);                // now: a live update may have replaced it
+      if (!row) { return; }
       var holder = document.createElement("tbody");
       holder.innerHTML = replies[0].html.trim();
       var fresh = holder.querySelector("tr.call"), details = row.nextElementSibling;
@@ -320,16 +329,15 @@
     } });
   }
   function refreshRow(linkedid) {
-    var row = rowOf(linkedid);
-    if (!row) { return Promise.resolve(); }
+    if (!rowOf(linkedid)) { return Promise.resolve(); }
     var query = new URLSearchParams(body.dataset.query);
     return fetch(base + "calls/" + encodeURIComponent(linkedid) + "/row?" + query,
                  { credentials: "same-origin" }).then(function (r) { return r.json(); })
       .then(function (reply) {
-        var holder = document.createElement("tbody");
+        var row = rowOf(linkedid), holder = document.createElement("tbody");
         holder.innerHTML = reply.html.trim();
         var fresh = holder.querySelector("tr.call");
-        if (fresh) { row.replaceWith(fresh); }
+        if (row && fresh) { row.replaceWith(fresh); }
       });
   }
   new MutationObserver(function (changes) {
