@@ -373,7 +373,8 @@ class Sync:
         if not windows:
             return
         context = self.store.callback_context(
-            {key: (lo - 2 * reach_ms, hi + 2 * reach_ms) for key, (lo, hi) in windows.items()})
+            {key: (lo - 2 * reach_ms, hi + 2 * reach_ms) for key, (lo, hi) in windows.items()},
+            reach_ms)
         changed = {}
         for key, entries in context.items():
             key_lo, key_hi = windows[key][0] - reach_ms, windows[key][1] + reach_ms
@@ -381,5 +382,5 @@ class Sync:
             for facts, current in entries:
                 new = links[facts.linkedid]
                 if key_lo <= facts.start <= key_hi and new != current:
-                    changed[facts.linkedid] = new
+                    changed[facts.linkedid] = (facts.start, new)
         self.store.update_links(changed)

@@ -23,6 +23,7 @@ from peewee import Database
 
 from mirror.dialect import (SQLITE, Dialect, dialect_of, emptied, json_items, lock_shared_rows, run,
                             staged)
+from mirror.stamps import EVERYWHERE, Span, link_reach
 
 HOUR_MS = 3_600_000
 DAY_MS = 86_400_000
@@ -227,24 +228,30 @@ _ROLLED = "rolled_call"
 
 
 @contextmanager
-def kept_by_writer(db: Database, linkedids: str, schema: str):
+def kept_by_writer(db: Database, linkedids: str, schema: str, within: Span = EVERYWHERE):
     """Around statements (in one transaction) that write only the calls whose linkedids the
     query `linkedids` selects: their old figures leave every rollup before, the new come after,
     grouped; the triggers (SQLite's; PostgreSQL has none) stand idle in between. With them go
     the calls they returned, whose wait for it (`returned_after_s`) follows their times: worked
     out here for all of them. The figures are read from a copy of those calls in the writer's
-    staging area `schema`: one pass over the mirror's calls for all the rollups' parts."""
+    staging area `schema`: one pass over the mirror's calls for all the rollups' parts.
+    On PostgreSQL only the months of `within` (where the calls start, `mirror.stamps`) and
+    those of the calls a callback away are read."""
     dialect = dialect_of(db)
     lock_shared_rows(db)       # the counters are every PBX's (a central history)
     copy = staged(db, schema, _ROLLED)
     columns = ", ".join(ROLLED_COLUMNS)
     if dialect.postgresql:
+        linked = link_reach(db)
+        returned = within.widened(linked, linked)     # the calls they returned, and those
+        returners = returned.widened(linked, linked)  # that returned those
         run(db, f"CREATE TEMP TABLE IF NOT EXISTS {copy} AS SELECT id, {columns} FROM call "
                 "WITH NO DATA")
         # the calls by their linkedid (call ids are unique only with start_ms, the partition key)
         chosen = (f"INSERT INTO {copy} SELECT id, {columns} FROM call "
-                  f"WHERE linkedid IN ({linkedids}) UNION "
-                  f"SELECT id, {columns} FROM call WHERE returned_by IN ({linkedids})")
+                  f"WHERE linkedid IN ({linkedids}){within.within('start_ms')} UNION "
+                  f"SELECT id, {columns} FROM call WHERE returned_by IN ({linkedids})"
+                  + returned.within("start_ms"))
         chosen_now = (chosen, f"ANALYZE {copy}")     # a temporary table: no statistics else
     else:
         run(db, f"CREATE TABLE IF NOT EXISTS {copy} (id INTEGER PRIMARY KEY, {columns})")
@@ -267,17 +274,21 @@ def kept_by_writer(db: Database, linkedids: str, schema: str):
         # The copy's few returned calls (or no longer returned): their wait worked out in the
         # copy and written back (SQLite: written back, then copied; PostgreSQL would work it
         # out once per partition of `call` in the first statement).
-        returned = "returned_by IS NOT NULL OR returned_after_s IS NOT NULL"
+        waited = "returned_by IS NOT NULL OR returned_after_s IS NOT NULL"
         after = RETURNED_AFTER.format(m=copy.rsplit(".", 1)[-1])
-        copied = f"UPDATE {copy} SET returned_after_s = {after} WHERE {returned}"
+        if dialect.postgresql:
+            # the returning call in its months: `after` with one more condition
+            after = after.removesuffix(")") + returners.within("r.start_ms") + ")"
+        copied = f"UPDATE {copy} SET returned_after_s = {after} WHERE {waited}"
         if dialect.postgresql:
             run(db, copied)
             run(db, f"UPDATE call SET returned_after_s = r.returned_after_s FROM {copy} AS r "
                     "WHERE call.linkedid = r.linkedid AND call.start_ms = r.start_ms "
-                    "AND call.returned_after_s IS DISTINCT FROM r.returned_after_s")
+                    f"AND call.returned_after_s IS DISTINCT FROM r.returned_after_s"
+                    + returned.within("call.start_ms"))
         else:
             run(db, f"UPDATE call SET returned_after_s = r.s FROM (SELECT id, {after} AS s "
-                    f"FROM {copy} WHERE {returned}) AS r "
+                    f"FROM {copy} WHERE {waited}) AS r "
                     "WHERE call.id = r.id AND call.returned_after_s IS DISTINCT FROM r.s")
             run(db, copied)
     finally:

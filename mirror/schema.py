@@ -646,21 +646,22 @@ class NotOurSchema(Exception):
 # there (`Queue:<n>`, `App:<n>` legs), 0/1 columns are integers, not booleans, and a call's
 # `names` column is computed from its row `{c}` (CALL_NAMES' expression, with a regex for GLOB).
 # Set-based (one join of the staged calls' legs, the first matching leg of each call) where
-# SQLite looks each call's legs up: the staged calls' columns are empty until these fill them.
+# SQLite looks each call's legs up: the staged calls' columns are empty until these fill them;
+# `{within_l}`, `{within_n}`: the months their legs can be in (`mirror.stamps`).
 PG_CALL_QUEUES = ("UPDATE {table} SET queue = q.queue, queue_wait_s = q.wait_s FROM ("
                   "SELECT DISTINCT ON (l.linkedid) l.linkedid, substr(l.dst_chan, 7) AS queue, "
                   "(coalesce(l.answer_ms, l.end_ms, l.start_ms) - l.start_ms) / 1000 AS wait_s "
                   "FROM leg l WHERE l.linkedid IN (SELECT linkedid FROM {table} WHERE {calls}) "
-                  "AND lower(l.dst_chan) LIKE 'queue:%' "
+                  "AND lower(l.dst_chan) LIKE 'queue:%'{within_l} "
                   "ORDER BY l.linkedid, l.start_ms, l.source_id) AS q "
                   "WHERE {table}.linkedid = q.linkedid")
 PG_CALL_MENUS = ("UPDATE {table} SET ivr = m.ivr, ivr_digits = m.digits, ivr_left = CASE WHEN "
                  "{table}.answered = 0 AND NOT EXISTS (SELECT 1 FROM leg n WHERE n.linkedid = "
-                 "m.linkedid AND n.start_ms > m.start_ms) THEN 1 ELSE 0 END FROM ("
+                 "m.linkedid AND n.start_ms > m.start_ms{within_n}) THEN 1 ELSE 0 END FROM ("
                  "SELECT DISTINCT ON (l.linkedid) l.linkedid, substr(l.dst_chan, 5) AS ivr, "
                  "l.dtmf_digits AS digits, l.start_ms FROM leg l WHERE l.linkedid IN (SELECT "
                  "linkedid FROM {table} WHERE {calls} AND direction = 'incoming') "
-                 "AND lower(l.dst_chan) LIKE 'app:%' "
+                 "AND lower(l.dst_chan) LIKE 'app:%'{within_l} "
                  "ORDER BY l.linkedid, l.start_ms, l.source_id) AS m "
                  "WHERE {table}.linkedid = m.linkedid")
 _PG_NAMED = "~ '[^0-9+ ()-]'"

@@ -12,6 +12,9 @@ A central history (PostgreSQL) has one writer per PBX, at the same time: each st
 legs, calls in progress and employees with its `pbx` id and keeps its own sync state; what
 they all change is written under `mirror.dialect.lock_shared_rows`.
 
+On PostgreSQL the writer looks a batch's calls up by linkedid only in the months they can be
+in (`mirror.stamps`), not in every month's partition.
+
 A history that keeps only some months (`mirror.retention`) has a cutoff, `RETAINED_FROM`: a
 staged call that started before it is not written, with all its legs.
 """
@@ -24,7 +27,7 @@ from typing import Iterable
 
 from peewee import Database
 
-from mirror import bulk, staging
+from mirror import bulk, staging, stamps
 from mirror.calls import Call, CallbackFacts, CallbackLinks, Leg
 from mirror.dialect import (dialect_of, emptied, insert_rows, lock_shared_rows, ordered_join, run,
                             staged, write_transaction)
@@ -35,25 +38,27 @@ from mirror.rollups import kept_by_writer
 from mirror.schema import (CALL_MENUS, CALL_NAMES, CALL_QUEUES, PG_CALL_MENUS, PG_CALL_NAMES,
                            PG_CALL_QUEUES, month_partitions)
 from mirror.staging import CALL_COLUMNS, CALL_EXTRAS, LEG_COLUMNS
+from mirror.stamps import ANYWHERE, EVERYWHERE, Span
 
 _CHUNK = 900  # stays under SQLite's bound-parameter limit
 _DAY_MS = 86_400_000
 # The writer's own tables beside the staged batches: the windows of external keys whose
 # callbacks are re-linked, and the links that changed (read by the webhooks' queue too).
 _LINKING_DDL = ("CREATE TABLE {window} (ext_key PRIMARY KEY, lo, hi) WITHOUT ROWID",
-                "CREATE TABLE {relinked} (linkedid PRIMARY KEY, callback_of, returned_by, "
-                "callback_attempts, status) WITHOUT ROWID")
+                "CREATE TABLE {relinked} (linkedid PRIMARY KEY, start_ms, callback_of, "
+                "returned_by, callback_attempts, status) WITHOUT ROWID")
 _PG_LINKING_DDL = ("CREATE TABLE IF NOT EXISTS {window} (ext_key text PRIMARY KEY, lo bigint, "
                    "hi bigint)",
                    "CREATE TABLE IF NOT EXISTS {relinked} (linkedid text PRIMARY KEY, "
-                   "callback_of text, returned_by text, callback_attempts integer, status text)")
+                   "start_ms bigint, callback_of text, returned_by text, "
+                   "callback_attempts integer, status text)")
 
 
 # The sync state that belongs to one PBX's history (its reading position, its file, its longest
-# call, its timezone and number matching): kept as `<name>:<pbx id>` in a central history (one
+# call, its timezone and number matching, how far its calls start from their stamps): kept as `<name>:<pbx id>` in a central history (one
 # PBX's daemon never changes another's), as `<name>` for the only PBX.
 PBX_STATE = frozenset({"cursor", "cursor_uniqueid", "resyncs", "cdr_db", "longest_call_ms",
-                       "timezone", "number_match_digits"})
+                       "timezone", "number_match_digits", stamps.REACH})
 # The first instant the history keeps (`mirror.retention`): calls starting before it are not
 # written, whatever the PBX still has. The history's, shared by every PBX.
 RETAINED_FROM = "retained_from_ms"
@@ -78,6 +83,7 @@ class Store:
         self.pbx = pbx
         self.postgresql = dialect_of(db).postgresql
         self._revision: int | None = None
+        self._span = EVERYWHERE     # the months of the batch being merged (`mirror.stamps`)
         # A bulk load in progress (`mirror.bulk`): no FTS5 rows, no rollups until it is built.
         self.bulk = not self.postgresql and bulk.loading(db)
         self.relinked = staged(db, "scratch", "relinked")
@@ -120,7 +126,9 @@ class Store:
         cols = ", ".join(LEG_COLUMNS)
         for chunk in _chunks(list(linkedids)):
             marks = ",".join("?" * len(chunk))
-            for row in self._run(f"SELECT {cols} FROM leg WHERE linkedid IN ({marks})", chunk):
+            within = self._span_of(chunk).within("start_ms")
+            for row in self._run(f"SELECT {cols} FROM leg WHERE linkedid IN ({marks}){within}",
+                                 chunk):
                 leg = Leg(*row[:19], bool(row[19]), *row[20:])
                 found.setdefault(leg.linkedid, []).append(leg)
         return found
@@ -161,10 +169,12 @@ class Store:
         linkedid -> (ext_key, start, end) of the calls it replaced, as they were."""
         leg, call, employee, number = (staged(self.db, schema, table) for table in staging.TABLES)
         self._drop_unretained(leg, call, employee, number)
-        replaced = f"SELECT c.id FROM {call} s JOIN call c ON c.linkedid = s.linkedid"
+        self._span = self._reaching(leg, call)
+        mirrored = self._span.within("c.start_ms")
+        replaced = f"SELECT c.id FROM {call} s JOIN call c ON c.linkedid = s.linkedid{mirrored}"
         before = {linkedid: tuple(span) for linkedid, *span in self._run(
             f"SELECT c.linkedid, c.ext_key, c.start_ms, c.end_ms FROM {call} s "
-            f"JOIN call c ON c.linkedid = s.linkedid")}
+            f"JOIN call c ON c.linkedid = s.linkedid{mirrored}")}
         deleted = self._deleted()
         if "call" in deleted:                  # deleted calls stay deleted (tombstones)
             for table in (leg, call, employee, number):
@@ -174,7 +184,8 @@ class Store:
             self._partitions(leg, call)
             # A leg whose start moved moves to its month's partition (its key has start_ms).
             self._run(f"UPDATE leg SET start_ms = s.start_ms FROM {leg} s "
-                      "WHERE leg.uniqueid = s.uniqueid AND leg.start_ms <> s.start_ms")
+                      "WHERE leg.uniqueid = s.uniqueid AND leg.start_ms <> s.start_ms"
+                      + self._span.within("leg.start_ms"))
         leg_cols = ", ".join(LEG_COLUMNS)
         self._run(
             f"INSERT INTO leg ({leg_cols}, pbx) SELECT {leg_cols}, ? FROM {leg} WHERE true "
@@ -182,15 +193,17 @@ class Store:
             + ", ".join(f"{c} = excluded.{c}" for c in LEG_COLUMNS if c != "uniqueid"),
             (self.pbx,))
         if before:
-            self._forget_indexes(replaced)
+            self._forget_indexes(replaced, within=self._span)
         if self.postgresql:                     # from all the calls' legs, before writing
             extras = ((PG_CALL_QUEUES, "true"), (PG_CALL_MENUS, "true"))
         else:                                   # a leg at a time: only where one can match
             extras = ((CALL_QUEUES, self._with_leg(leg, "queue:%")),
                       (CALL_MENUS, self._with_leg(leg, "app:%")))
         for statement, calls in extras:
-            self._run(statement.format(table=call, calls=calls))
-        with self._rollups_kept(f"SELECT linkedid FROM {call}"):
+            self._run(statement.format(table=call, calls=calls,
+                                       within_l=self._span.within("l.start_ms"),
+                                       within_n=self._span.within("n.start_ms")))
+        with self._rollups_kept(f"SELECT linkedid FROM {call}", self._span):
             self._write_calls(call, number)
         staged_calls = f"linkedid IN (SELECT linkedid FROM {call})"
         if "recordings" in deleted:            # deleted recordings are not listed again
@@ -201,7 +214,8 @@ class Store:
         self._run(
             f"INSERT INTO call_employee (extension, start_ms, call_id, placed) "
             f"SELECT e.extension, e.start_ms, c.id, e.placed FROM {employee} e "
-            f"JOIN call c ON c.linkedid = e.linkedid WHERE true ON CONFLICT DO NOTHING")
+            f"JOIN call c ON c.linkedid = e.linkedid{self._span.within('c.start_ms')} "
+            f"WHERE true ON CONFLICT DO NOTHING")
         for table in self._search_tables:
             if table == "call_name":
                 self._run("INSERT INTO call_name (rowid, names) "
@@ -248,7 +262,8 @@ class Store:
         if self.postgresql:
             # A call whose start moved moves to its month's partition, keeping its id and links.
             self._run(f"UPDATE call SET start_ms = s.start_ms FROM {call} s "
-                      "WHERE call.linkedid = s.linkedid AND call.start_ms <> s.start_ms")
+                      "WHERE call.linkedid = s.linkedid AND call.start_ms <> s.start_ms"
+                      + self._span.within("call.start_ms"))
             values = (", ".join(f"s.{c}" for c in columns) + ", ?, ?, coalesce(n.numbers, ''), "
                       + PG_CALL_NAMES.format(c="s"))
             source = f"{call} s LEFT JOIN {number} n ON n.linkedid = s.linkedid"
@@ -269,10 +284,11 @@ class Store:
             return ()
         return (bulk.NUMBERS,) if self.bulk else ("call_number", "call_name")
 
-    def _rollups_kept(self, linkedids: str):
-        """The rollups kept around statements writing these calls; nothing while a bulk load
-        leaves them to its build."""
-        return nullcontext() if self.bulk else kept_by_writer(self.db, linkedids, "scratch")
+    def _rollups_kept(self, linkedids: str, within: Span):
+        """The rollups kept around statements writing these calls (starting `within`);
+        nothing while a bulk load leaves them to its build."""
+        return nullcontext() if self.bulk else kept_by_writer(self.db, linkedids, "scratch",
+                                                               within)
 
     def _key(self, column: str) -> str:
         """The unique key of calls (linkedid) or legs (uniqueid) an upsert meets: on
@@ -285,6 +301,37 @@ class Store:
         if self.postgresql:
             retained = retained_from_ms(self.db)
             month_partitions(self.db, [start for start in starts_ms if start >= retained])
+
+    def _reaching(self, *tables: str) -> Span:
+        """Where the calls of these staged tables (linkedid, start_ms) are, staged or mirrored
+        (PostgreSQL): this PBX's reach raised first when one of them starts farther from its
+        stamp than any before (`mirror.stamps`)."""
+        if not self.postgresql:
+            return EVERYWHERE
+        lowest, highest, farthest = stamps.measure(
+            self.db, " UNION ALL ".join(f"SELECT linkedid, start_ms FROM {t}" for t in tables))
+        reach = self._reach()
+        if reach != ANYWHERE and (farthest == ANYWHERE or farthest > reach):
+            reach = farthest
+            self.set_state(**{stamps.REACH: reach})
+        return stamps.span(lowest, highest, reach)
+
+    def _reach(self) -> int:
+        """This PBX's `stamps.REACH`: measured from its rows the first time (a history
+        written before it was kept)."""
+        row = self._run("SELECT value FROM sync_state WHERE key = ?",
+                        (state_key(stamps.REACH, self.pbx),)).fetchone()
+        if row:
+            return int(row[0])
+        *_, reach = stamps.measure(self.db, "SELECT linkedid, start_ms FROM leg WHERE pbx = ? "
+                                   "UNION ALL SELECT linkedid, start_ms FROM call WHERE pbx = ?",
+                                   (self.pbx, self.pbx))
+        self.set_state(**{stamps.REACH: reach})
+        return reach
+
+    def _span_of(self, linkedids) -> Span:
+        """Where the rows of these calls of this PBX are (PostgreSQL)."""
+        return stamps.span_of(linkedids, self._reach()) if self.postgresql else EVERYWHERE
 
     def _partitions(self, leg: str, call: str) -> None:
         """Make the months' partitions the staged rows go to (PostgreSQL)."""
@@ -309,11 +356,12 @@ class Store:
             self._run("UPDATE deletion SET relinked = 1 WHERE relinked = 0")
         return spans
 
-    def _forget_indexes(self, call_ids: str, params=()) -> None:
-        """Remove what indexes these calls (`call_ids`: SQL giving their ids) by employee,
-        number and name, before they are written again or removed (on PostgreSQL numbers and
-        names are columns of the call row)."""
-        self._run(f"DELETE FROM call_employee WHERE call_id IN ({call_ids})", params)
+    def _forget_indexes(self, call_ids: str, params=(), within: Span = EVERYWHERE) -> None:
+        """Remove what indexes these calls (`call_ids`: SQL giving their ids; starting
+        `within`) by employee, number and name, before they are written again or removed (on
+        PostgreSQL numbers and names are columns of the call row)."""
+        self._run(f"DELETE FROM call_employee WHERE call_id IN ({call_ids})"
+                  + within.within("start_ms"), params)
         for table in self._search_tables:
             self._run(f"DELETE FROM {table} WHERE rowid IN ({call_ids})", params)
 
@@ -333,23 +381,24 @@ class Store:
         spans = []
         for chunk in _chunks(list(linkedids)):
             marks = ",".join("?" * len(chunk))
-            found = self._run(
-                f"SELECT id, ext_key, start_ms, end_ms FROM call WHERE linkedid IN ({marks})",
-                chunk).fetchall()
+            span = self._span_of(chunk)
+            within = span.within("start_ms")
+            found = self._run(f"SELECT id, ext_key, start_ms, end_ms FROM call "
+                              f"WHERE linkedid IN ({marks}){within}", chunk).fetchall()
             if not found:
                 continue
             ids = [row[0] for row in found]
             id_marks = ",".join("?" * len(ids))
-            self._forget_indexes(id_marks, ids)
+            self._forget_indexes(id_marks, ids, span)
             self._run(
                 f"INSERT INTO call_gone (linkedid, revision, employees) "
-                f"SELECT linkedid, ?, employees FROM call WHERE linkedid IN ({marks}) "
+                f"SELECT linkedid, ?, employees FROM call WHERE linkedid IN ({marks}){within} "
                 f"ON CONFLICT (linkedid) DO UPDATE SET revision = excluded.revision, "
                 f"employees = excluded.employees", (self._stamp(), *chunk))
             # the calls just listed as gone (by this revision, a whole number: no mark needed)
             gone = f"SELECT linkedid FROM call_gone WHERE revision = {int(self._stamp())}"
-            with self._rollups_kept(gone):
-                self._run(f"DELETE FROM call WHERE linkedid IN ({marks})", chunk)
+            with self._rollups_kept(gone, span):
+                self._run(f"DELETE FROM call WHERE linkedid IN ({marks}){within}", chunk)
             spans += [tuple(row[1:]) for row in found]
         return spans
 
@@ -374,10 +423,11 @@ class Store:
         earlier batch: a call that was not mirrored yet had no other legs to miss)."""
         partial = []
         for chunk in _chunks(list(replaced)):
+            within = self._span_of(chunk).within("l.start_ms")
             partial += [lid for (lid,) in self._run(
                 f"SELECT s.linkedid FROM {staged(self.db, schema, 'call')} s WHERE s.linkedid IN "
                 f"({','.join('?' * len(chunk))}) AND s.leg_count < "
-                f"(SELECT count(*) FROM leg l WHERE l.linkedid = s.linkedid)", chunk)]
+                f"(SELECT count(*) FROM leg l WHERE l.linkedid = s.linkedid{within})", chunk)]
         return partial
 
     def spans(self, schema: str) -> list[tuple[str | None, int, int]]:
@@ -385,13 +435,18 @@ class Store:
         return self._run(f"SELECT ext_key, start_ms, end_ms FROM {staged(self.db, schema, 'call')}"
                          ).fetchall()
 
-    def callback_context(self, windows: dict[str, tuple[int, int]]):
-        """(facts, current links) of the calls of each external key starting in its window.
+    def callback_context(self, windows: dict[str, tuple[int, int]], reach_ms: int):
+        """(facts, current links) of the calls of each external key starting in its window,
+        to link callbacks over `reach_ms` (the callback window and the longest call).
 
         Only keys where linking can matter: with a missed call, or with links to clear.
         Read under `lock_shared_rows`: the calls of every PBX committed before, its own.
         """
         lock_shared_rows(self.db)
+        if self.postgresql:
+            stamps.keep_link_reach(self.db, reach_ms)
+        months = Span(min(lo for lo, _ in windows.values()),
+                      max(hi for _, hi in windows.values())) if windows else EVERYWHERE
         self._run(emptied(self.db, self._window))
         insert_rows(self.db, self._window, 3,
                     ((key, lo, hi) for key, (lo, hi) in windows.items()))
@@ -400,9 +455,11 @@ class Store:
             "c.status, c.transferred_to, c.callback_of, c.returned_by, c.callback_attempts "
             f"FROM {self._window} w "  # the windows drive the loop
             f"{ordered_join(self.db)} call c "
-            "ON c.ext_key = w.ext_key AND c.start_ms BETWEEN w.lo AND w.hi "
+            f"ON c.ext_key = w.ext_key AND c.start_ms BETWEEN w.lo AND w.hi"
+            f"{months.within('c.start_ms')} "
             "WHERE EXISTS (SELECT 1 FROM call m WHERE m.ext_key = w.ext_key "
-            "  AND m.start_ms BETWEEN w.lo AND w.hi AND (m.status = 'missed' "
+            f"  AND m.start_ms BETWEEN w.lo AND w.hi{months.within('m.start_ms')} "
+            "  AND (m.status = 'missed' "
             "  OR m.callback_of IS NOT NULL OR m.returned_by IS NOT NULL "
             "  OR m.callback_attempts > 0))")
         out: dict[str, list[tuple[CallbackFacts, CallbackLinks]]] = {}
@@ -423,20 +480,24 @@ class Store:
             "AND c.callback_of IS NOT NULL AND NOT EXISTS (SELECT 1 FROM call m "
             "WHERE m.linkedid = c.callback_of)", (cutoff, cutoff + reach_ms)).fetchall()
 
-    def update_links(self, changed: dict[str, CallbackLinks]) -> None:
+    def update_links(self, changed: dict[str, tuple[int, CallbackLinks]]) -> None:
+        """Write the callback links that changed: linkedid -> (the call's start, its links)."""
         if not changed:
             return
         revision = self._stamp()
         self._run(emptied(self.db, self.relinked))
         insert_rows(
-            self.db, self.relinked, 5,
-            ((linkedid, l.callback_of, l.returned_by, l.callback_attempts, l.status)
-             for linkedid, l in changed.items()))
-        with self._rollups_kept(f"SELECT linkedid FROM {self.relinked}"):
+            self.db, self.relinked, 6,
+            ((linkedid, start, l.callback_of, l.returned_by, l.callback_attempts, l.status)
+             for linkedid, (start, l) in changed.items()))
+        starts = [start for start, _ in changed.values()]
+        months = Span(min(starts), max(starts))
+        with self._rollups_kept(f"SELECT linkedid FROM {self.relinked}", months):
             self._run(
                 "UPDATE call SET callback_of = r.callback_of, returned_by = r.returned_by, "
                 "callback_attempts = r.callback_attempts, status = r.status, revision = ? "
-                f"FROM {self.relinked} r WHERE call.linkedid = r.linkedid", (revision,))
+                f"FROM {self.relinked} r WHERE call.linkedid = r.linkedid "
+                "AND call.start_ms = r.start_ms" + months.within("call.start_ms"), (revision,))
 
     def replace_directory(self, employees: dict[str, str], groups: dict[str, list[str]]) -> None:
         """The PBX's employees and groups as of this sync (another PBX's stay)."""
@@ -459,10 +520,11 @@ class Store:
             (h.linkedid, h.side, h.channel, h.number, h.cause, h.cause_txt, h.at_ms)).rowcount]
         for chunk in _chunks(added):
             marks = ",".join("?" * len(chunk))
-            if self._run(f"SELECT EXISTS (SELECT 1 FROM call WHERE linkedid IN ({marks}))",
-                                 chunk).fetchone()[0]:
-                self._run(f"UPDATE call SET revision = ? WHERE linkedid IN ({marks})",
-                                  (self._stamp(), *chunk))
+            within = self._span_of(chunk).within("start_ms")
+            if self._run(f"SELECT EXISTS (SELECT 1 FROM call WHERE linkedid IN ({marks})"
+                         f"{within})", chunk).fetchone()[0]:
+                self._run(f"UPDATE call SET revision = ? WHERE linkedid IN ({marks}){within}",
+                          (self._stamp(), *chunk))
         return len(added)
 
     # --- sync state ----------------------------------------------------------------------------

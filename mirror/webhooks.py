@@ -88,6 +88,7 @@ _BRANCH = ("SELECT {code} AS event, linkedid, {due} AS due_ms FROM {calls} "
            "WHERE {holds} AND end_ms >= ?4")
 _RETURNED = (_INSERT + f"SELECT ?1, {CALLBACK}, s.linkedid, ?2, 0 "
              "FROM {relinked} r JOIN call s ON s.linkedid = r.linkedid "
+             "AND s.start_ms = r.start_ms "
              "WHERE r.returned_by IS NOT NULL AND r.status = 'missed' AND s.end_ms >= ?4")
 
 
@@ -151,7 +152,7 @@ def _filter_sql(db: Database, filters: dict, schemas: list[str],
         [f"SELECT min(start_ms) AS lo, max(start_ms) AS hi FROM {staged(db, schema, 'call')}"
          for schema in schemas]
         + [f"SELECT min(c.start_ms), max(c.start_ms) FROM {relinked} r "
-           f"JOIN call c ON c.linkedid = r.linkedid"])
+           f"JOIN call c ON c.linkedid = r.linkedid AND c.start_ms = r.start_ms"])
     low, high = run(db, f"SELECT min(lo), max(hi) FROM ({starts}) AS batch").fetchone()
     if low is None:
         return "SELECT NULL WHERE false", []
