@@ -55,8 +55,9 @@ _PG_LINKING_DDL = ("CREATE TABLE IF NOT EXISTS {window} (ext_key text PRIMARY KE
 
 
 # The sync state that belongs to one PBX's history (its reading position, its file, its longest
-# call, its timezone and number matching, how far its calls start from their stamps): kept as `<name>:<pbx id>` in a central history (one
-# PBX's daemon never changes another's), as `<name>` for the only PBX.
+# call, its timezone and number matching, how far its calls start from their stamps): kept as
+# `<name>:<pbx id>` in a central history (one PBX's daemon never changes another's), as
+# `<name>` for the only PBX.
 PBX_STATE = frozenset({"cursor", "cursor_uniqueid", "resyncs", "cdr_db", "longest_call_ms",
                        "timezone", "number_match_digits", stamps.REACH})
 # The first instant the history keeps (`mirror.retention`): calls starting before it are not
