@@ -20,6 +20,8 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 import pytest
+from openpyxl import load_workbook
+from pypdf import PdfReader
 
 from exports.writers import about
 from mirror.analytics import build_report, tab_counts
@@ -661,11 +663,20 @@ def _stats(web, name: str, **headers) -> dict:
     return json.loads(body)
 
 
+def _written(cli, central, name: str, fmt: str):
+    """The file `extcdr stats --out` writes of a report of NEXT_DAY in `fmt`."""
+    out = central["tmp"] / f"{name}.{fmt}"
+    code, _, err = cli("stats", "--db", central["url"], "--report", name, "--from", NEXT_DAY,
+                       "--to", NEXT_DAY, "--format", fmt, "--out", out)
+    assert code == 0, err
+    return out
+
+
 def test_lines_menus_and_queues_have_a_row_per_pbx(queues_and_menus, web, cli):
     """Two PBXs' queue 2000, menu 2020 and trunk are two queues, menus and lines: a row each
     with its PBX's own calls (never summed into one), a PBX column first — in the API, the
-    page and the CLI's CSV — and the chart's labels by PBX; who answered the branch's queue
-    is its 201, Борис Орлов, with the branch's count only."""
+    page and the report's CSV, Excel and PDF — and the chart's labels by PBX; who answered
+    the branch's queue is its 201, Борис Орлов, with the branch's count only."""
     queues = _stats(web, "queues")
     assert queues["columns"][0]["key"] == "pbx"
     assert [(r["pbx"], r["queue"], r["offered"], r["answered"], r["abandoned"],
@@ -699,6 +710,12 @@ def test_lines_menus_and_queues_have_a_row_per_pbx(queues_and_menus, web, cli):
         code, out, err = cli("stats", "--db", queues_and_menus["url"], "--report", name,
                              "--from", NEXT_DAY, "--to", NEXT_DAY, "--format", "csv")
         assert code == 0 and out.startswith(first), (name, err, out)
+        shown = [r["pbx"] for r in _stats(web, name)["rows"]]
+        sheet = load_workbook(_written(cli, queues_and_menus, name, "xlsx")).worksheets[0]
+        assert [sheet.cell(row, 1).value for row in range(1, len(shown) + 2)] == [
+            "PBX", *shown], name
+        pdf = PdfReader(_written(cli, queues_and_menus, name, "pdf"))
+        assert "PBX" in "".join(page.extract_text() for page in pdf.pages), name
     assert f"branch,2000,3,1,2,0,0.0%,0:00:40,0:00:40,0:00:28,201 {BORIS} (1)" in out.splitlines()
 
 
