@@ -1,6 +1,7 @@
 """Several PBXs in one central history (issue 22, the readers' side): the `pbx` filter of the
 page, the API and the CLI, the page's PBX select and column, employees per PBX (two PBXs'
-extension 201 are two people), and users limited to some PBXs.
+extension 201 are two people), Analytics' rows per PBX (two PBXs' queue 2000 are two queues),
+and users limited to some PBXs.
 
 Real parts: two small PBXs' SQLite files synced with their ids into the session's PostgreSQL,
 the app over real HTTP with the admin shell's headers, the CLI in-process.
