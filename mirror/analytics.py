@@ -4,6 +4,8 @@ Every figure is a sum over the rollups (mirror.rollups) of the period's whole sl
 calls of its partial slots, when the filter is one their keys answer (an unrestricted user,
 the period and directions); otherwise the same sums over the filter's calls (`figures`). Both
 ways give the same numbers: tests compare them over random periods, filters and histories.
+In a history several PBXs write, the Employees, Lines, Menus and Queues reports have a row per
+PBX and employee, line, menu or queue, each PBX's counted from its own calls (`_per_pbx`).
 A report is plain data (JSON for the API, rows for the CLI and the exports); its titles are
 English, translated where they are shown. Nothing here imports Flask.
 """
@@ -215,7 +217,7 @@ def _worst(*origins: str) -> str:
     return "calls" if "calls" in origins else "rollups"
 
 
-# --- per PBX: in a history several PBXs write, two PBXs' 201, queue 2001 or line are two things
+# --- per PBX: two PBXs' extension 201, queue 2001 or line of one name are two things --------------
 
 def _pbxs(f: CallFilter, db: Database) -> list[str] | None:
     """The PBXs a report has rows of in a history several PBXs write: each the user sees, or
