@@ -4,6 +4,8 @@ Every figure is a sum over the rollups (mirror.rollups) of the period's whole sl
 calls of its partial slots, when the filter is one their keys answer (an unrestricted user,
 the period and directions); otherwise the same sums over the filter's calls (`figures`). Both
 ways give the same numbers: tests compare them over random periods, filters and histories.
+In a history several PBXs write, the Employees, Lines, Menus and Queues reports have a row per
+PBX and employee, line, menu or queue, each PBX's counted from its own calls (`_per_pbx`).
 A report is plain data (JSON for the API, rows for the CLI and the exports); its titles are
 English, translated where they are shown. Nothing here imports Flask.
 """
@@ -215,45 +217,79 @@ def _worst(*origins: str) -> str:
     return "calls" if "calls" in origins else "rollups"
 
 
+# --- per PBX: two PBXs' extension 201, queue 2001 or line of one name are two things --------------
+
+def _pbxs(f: CallFilter, db: Database) -> list[str] | None:
+    """The PBXs a report has rows of in a history several PBXs write: each the user sees, or
+    the one the filter chose. None for the only PBX: its rows name no PBX."""
+    if len(pbx_ids(db)) < 2:
+        return None
+    return [f.pbx] if f.pbx else pbx_ids(db, f.visible_to)
+
+
+def _per_pbx(rollup: Rollup, f: CallFilter, db: Database, pbxs: list[str] | None,
+             by: tuple[str, ...], options: Options) -> tuple[list[tuple], str]:
+    """`figures` by `by`, each row led by its PBX (of `_pbxs`; '' for the only one), and where
+    they came from: each PBX's counted from its own calls (the counters know no PBX)."""
+    rows, origins = [], []
+    for pbx in [""] if pbxs is None else pbxs:
+        found, origin = figures(rollup, replace(f, pbx=pbx) if pbx else f, db, by,
+                                source=options.source)
+        rows += [(pbx, *row) for row in found]
+        origins.append(origin)
+    return rows, _worst(*origins)
+
+
+def _names(f: CallFilter, db: Database, pbxs: list[str] | None) -> dict[str, dict[str, str]]:
+    """The employees' names: pbx -> extension -> name, each PBX's own ('' the only PBX's)."""
+    return {"": employee_names(db, f.pbx)} if pbxs is None else names_by_pbx(db)
+
+
+def _led_by_pbx(pbxs: list[str] | None, columns: list[tuple[str, str, str]]
+                ) -> list[tuple[str, str, str]]:
+    """A report's columns, the PBX's first in a history several PBXs write."""
+    return columns if pbxs is None else [("pbx", "PBX", TEXT), *columns]
+
+
+def _pbx_cell(pbxs: list[str] | None, pbx: str) -> dict:
+    """A row's PBX cell: none for the only PBX."""
+    return {} if pbxs is None else {"pbx": pbx}
+
+
 # --- 1. employees ---------------------------------------------------------------------------------
 
 def _employees(f, db, clock, options) -> Report:
     """A row per employee: by extension; in a history several PBXs write, by PBX and
     extension (two PBXs' 201 are two people), each PBX's counted from its calls (the daily
     counters know no PBX)."""
-    several = len(pbx_ids(db)) > 1
-    pbxs = ([f.pbx] if f.pbx else pbx_ids(db, f.visible_to)) if several else [""]
-    names = names_by_pbx(db) if several else {"": employee_names(db, f.pbx)}
+    pbxs = _pbxs(f, db)
+    names = _names(f, db, pbxs)
+    rows, origin = _per_pbx(EMPLOYEES, f, db, pbxs, ("extension", "role"), options)
     people: dict[tuple[str, str], dict] = defaultdict(lambda: dict.fromkeys(
         ("answered", "missed", "returned", "outgoing", "outgoing_answered", "talk_s",
          "answered_wait_s"), 0))
-    origins = []
-    for pbx in pbxs:
-        rows, origin = figures(EMPLOYEES, replace(f, pbx=pbx or f.pbx), db,
-                               ("extension", "role"), source=options.source)
-        origins.append(origin)
-        for extension, role, calls, answered, talk_s, wait_s, returned in rows:
-            p = people[pbx, extension]
-            if role == "answered":
-                p["answered"] += calls
-                p["talk_s"] += talk_s
-                p["answered_wait_s"] += wait_s
-            elif role == "missed":
-                p["missed"] += calls
-                p["returned"] += returned
-            else:
-                p["outgoing"] += calls
-                p["outgoing_answered"] += answered
-                p["talk_s"] += talk_s
+    for pbx, extension, role, calls, answered, talk_s, wait_s, returned in rows:
+        p = people[pbx, extension]
+        if role == "answered":
+            p["answered"] += calls
+            p["talk_s"] += talk_s
+            p["answered_wait_s"] += wait_s
+        elif role == "missed":
+            p["missed"] += calls
+            p["returned"] += returned
+        else:
+            p["outgoing"] += calls
+            p["outgoing_answered"] += answered
+            p["talk_s"] += talk_s
     shown = [key for key, p in people.items() if any(p.values()) and (
         f.visible_to is None or f.visible_to.shows_employee(key[1], key[0]))]
     table = []
     for key in sorted(shown, key=lambda k: (-(people[k]["answered"] + people[k]["outgoing"]), k)):
         p, (pbx, ext) = people[key], key
         table.append({
-            **({"pbx": pbx} if several else {}),
-            "extension": ext, "name": names.get(pbx, {}).get(ext, ""), "answered": p["answered"],
-            "missed": p["missed"], "outgoing": p["outgoing"], "talk_s": p["talk_s"],
+            **_pbx_cell(pbxs, pbx), "extension": ext, "name": names.get(pbx, {}).get(ext, ""),
+            "answered": p["answered"], "missed": p["missed"], "outgoing": p["outgoing"],
+            "talk_s": p["talk_s"],
             "average_talk_s": _average(p["talk_s"], p["answered"] + p["outgoing_answered"]),
             "average_wait_s": _average(p["answered_wait_s"], p["answered"]),
             "callback_rate": _rate(p["returned"], p["missed"])})
@@ -261,12 +297,13 @@ def _employees(f, db, clock, options) -> Report:
               for r in table]
     return Report(
         "employees",
-        [*([("pbx", "PBX", TEXT)] if several else []),
-         ("extension", "Extension", TEXT), ("name", "Employee", TEXT),
-         ("answered", "Answered", COUNT), ("missed", "Missed", COUNT),
-         ("outgoing", "Outgoing", COUNT), ("talk_s", "Talk time", SECONDS),
-         ("average_talk_s", "Average talk", SECONDS), ("average_wait_s", "Average wait", SECONDS),
-         ("callback_rate", "Missed called back", PERCENT)],
+        _led_by_pbx(pbxs, [
+            ("extension", "Extension", TEXT), ("name", "Employee", TEXT),
+            ("answered", "Answered", COUNT), ("missed", "Missed", COUNT),
+            ("outgoing", "Outgoing", COUNT), ("talk_s", "Talk time", SECONDS),
+            ("average_talk_s", "Average talk", SECONDS),
+            ("average_wait_s", "Average wait", SECONDS),
+            ("callback_rate", "Missed called back", PERCENT)]),
         table,
         {"type": "bar", "stacked": True, "labels": labels, "series": [
             {"key": key, "title": title, "values": [r[key] for r in table]}
@@ -274,7 +311,7 @@ def _employees(f, db, clock, options) -> Report:
                                ("outgoing", "Outgoing"))]},
         totals={key: sum(r[key] for r in table) for key in ("answered", "missed", "outgoing",
                                                             "talk_s")},
-        source=_worst(*origins))
+        source=origin)
 
 
 # --- 2. traffic -----------------------------------------------------------------------------------
@@ -372,31 +409,36 @@ def _label(b: date, grain: str) -> str:
 # --- 3. lines -------------------------------------------------------------------------------------
 
 def _lines(f, db, clock, options) -> Report:
-    rows, origin = figures(LINES, f, db, ("line", "did", "direction"), source=options.source)
-    lines: dict[tuple[str, str], dict] = defaultdict(lambda: dict.fromkeys(
+    """A row per line and DID; in a history several PBXs write, per PBX (two PBXs' trunks of
+    one name are two lines)."""
+    pbxs = _pbxs(f, db)
+    rows, origin = _per_pbx(LINES, f, db, pbxs, ("line", "did", "direction"), options)
+    lines: dict[tuple[str, str, str], dict] = defaultdict(lambda: dict.fromkeys(
         ("incoming", "outgoing", "answered", "missed", "talk_s", "wait_s"), 0))
-    for line, did, direction, calls, answered, missed, talk_s, wait_s in rows:
-        row = lines[(line, did)]
+    for pbx, line, did, direction, calls, answered, missed, talk_s, wait_s in rows:
+        row = lines[(pbx, line, did)]
         row[direction] += calls
         row["answered"] += answered
         row["missed"] += missed
         row["talk_s"] += talk_s
         row["wait_s"] += wait_s if direction == "incoming" else 0
-    table = [{"line": line, "did": did, "incoming": r["incoming"], "outgoing": r["outgoing"],
-              "answered": r["answered"], "missed": r["missed"], "talk_s": r["talk_s"],
-              "average_wait_s": _average(r["wait_s"], r["incoming"])}
-             for (line, did), r in sorted(lines.items(), key=lambda kv: (
+    table = [{**_pbx_cell(pbxs, pbx), "line": line, "did": did, "incoming": r["incoming"],
+              "outgoing": r["outgoing"], "answered": r["answered"], "missed": r["missed"],
+              "talk_s": r["talk_s"], "average_wait_s": _average(r["wait_s"], r["incoming"])}
+             for (pbx, line, did), r in sorted(lines.items(), key=lambda kv: (
                  -(kv[1]["incoming"] + kv[1]["outgoing"]), kv[0])) if r["incoming"] + r["outgoing"]]
     per_line: dict[str, dict] = defaultdict(lambda: {"incoming": 0, "outgoing": 0})
     for r in table:
-        per_line[r["line"]]["incoming"] += r["incoming"]
-        per_line[r["line"]]["outgoing"] += r["outgoing"]
+        line = qualified(r.get("pbx", ""), r["line"])
+        per_line[line]["incoming"] += r["incoming"]
+        per_line[line]["outgoing"] += r["outgoing"]
     return Report(
         "lines",
-        [("line", "Line", TEXT), ("did", "DID", TEXT), ("incoming", "Incoming", COUNT),
-         ("outgoing", "Outgoing", COUNT), ("answered", "Answered", COUNT),
-         ("missed", "Missed", COUNT), ("talk_s", "Talk time", SECONDS),
-         ("average_wait_s", "Average wait", SECONDS)],
+        _led_by_pbx(pbxs, [
+            ("line", "Line", TEXT), ("did", "DID", TEXT), ("incoming", "Incoming", COUNT),
+            ("outgoing", "Outgoing", COUNT), ("answered", "Answered", COUNT),
+            ("missed", "Missed", COUNT), ("talk_s", "Talk time", SECONDS),
+            ("average_wait_s", "Average wait", SECONDS)]),
         table,
         {"type": "bar", "stacked": True, "labels": list(per_line), "series": [
             {"key": key, "title": title, "values": [v[key] for v in per_line.values()]}
@@ -409,17 +451,22 @@ def _lines(f, db, clock, options) -> Report:
 # --- 4. menus -------------------------------------------------------------------------------------
 
 def _menus(f, db, clock, options) -> Report:
-    rows, origin = figures(MENUS, f, db, ("menu", "digits"), source=options.source)
-    table = [{"menu": menu, "option": digits, "calls": calls, "answered": answered,
-              "left_in_menu": left}
-             for menu, digits, calls, answered, left in sorted(rows) if calls]
-    menus = sorted({r["menu"] for r in table})
-    options_seen = sorted({r["option"] for r in table})
-    by = {(r["menu"], r["option"]): r["calls"] for r in table}
+    """A row per menu and option pressed; in a history several PBXs write, per PBX (the
+    chart's menus named by PBX too: `office:2000`)."""
+    pbxs = _pbxs(f, db)
+    rows, origin = _per_pbx(MENUS, f, db, pbxs, ("menu", "digits"), options)
+    table = [{**_pbx_cell(pbxs, pbx), "menu": menu, "option": digits, "calls": calls,
+              "answered": answered, "left_in_menu": left}
+             for pbx, menu, digits, calls, answered, left in sorted(rows) if calls]
+    by = {(qualified(r.get("pbx", ""), r["menu"]), r["option"]): r["calls"] for r in table}
+    menus = sorted({menu for menu, _ in by})
+    options_seen = sorted({option for _, option in by})
     return Report(
         "menus",
-        [("menu", "Menu", TEXT), ("option", "Option pressed", TEXT), ("calls", "Calls", COUNT),
-         ("answered", "Answered", COUNT), ("left_in_menu", "Hung up in the menu", COUNT)],
+        _led_by_pbx(pbxs, [
+            ("menu", "Menu", TEXT), ("option", "Option pressed", TEXT),
+            ("calls", "Calls", COUNT), ("answered", "Answered", COUNT),
+            ("left_in_menu", "Hung up in the menu", COUNT)]),
         table,
         {"type": "bar", "stacked": True, "labels": menus, "series": [
             {"key": option or "none", "title": option or "No choice",
@@ -432,49 +479,55 @@ def _menus(f, db, clock, options) -> Report:
 # --- 5. queues ------------------------------------------------------------------------------------
 
 def _queues(f, db, clock, options) -> Report:
-    rows, origin = figures(QUEUES, f, db, ("queue", "answered", "wait_s"), source=options.source)
-    agents, origin_agents = figures(EMPLOYEES, f, db, ("queue", "role", "extension"),
-                                    source=options.source)
-    names = employee_names(db, f.pbx)
-    waits: dict[str, dict[int, dict[int, int]]] = defaultdict(lambda: {0: {}, 1: {}})
-    for queue, answered, wait_s, calls in rows:
+    """A row per queue; in a history several PBXs write, per PBX (two PBXs' queue 2001 are
+    two queues), who answered named as their own PBX names them."""
+    pbxs = _pbxs(f, db)
+    rows, origin = _per_pbx(QUEUES, f, db, pbxs, ("queue", "answered", "wait_s"), options)
+    agents, origin_agents = _per_pbx(EMPLOYEES, f, db, pbxs, ("queue", "role", "extension"),
+                                     options)
+    names = _names(f, db, pbxs)
+    waits: dict[tuple[str, str], dict[int, dict[int, int]]] = defaultdict(lambda: {0: {}, 1: {}})
+    for pbx, queue, answered, wait_s, calls in rows:
         if calls:
-            histogram = waits[queue][answered]
+            histogram = waits[pbx, queue][answered]
             histogram[wait_s] = histogram.get(wait_s, 0) + calls
-    who: dict[str, list[tuple[int, str]]] = defaultdict(list)
-    for queue, role, extension, calls, *_ in agents:
+    who: dict[tuple[str, str], list[tuple[int, str]]] = defaultdict(list)
+    for pbx, queue, role, extension, calls, *_ in agents:
         if role == "answered" and queue and calls:
-            who[queue].append((calls, extension))
+            who[pbx, queue].append((calls, extension))
     level = options.service_level_s
     table = []
-    for queue in sorted(waits):
-        taken, dropped = waits[queue][1], waits[queue][0]
+    for pbx, queue in sorted(waits):
+        taken, dropped = waits[pbx, queue][1], waits[pbx, queue][0]
         answered, abandoned = sum(taken.values()), sum(dropped.values())
         within = sum(n for w, n in taken.items() if w <= level)
+        mine = names.get(pbx, {})
         table.append({
-            "queue": queue, "offered": answered + abandoned, "answered": answered,
-            "abandoned": abandoned, "answered_within": within,
+            **_pbx_cell(pbxs, pbx), "queue": queue, "offered": answered + abandoned,
+            "answered": answered, "abandoned": abandoned, "answered_within": within,
             "service_level": _rate(within, answered + abandoned),
             "average_wait_s": _average(sum(w * n for w, n in taken.items()), answered),
             "p90_wait_s": _rank(taken, 0.9),
             "average_abandon_s": _average(sum(w * n for w, n in dropped.items()), abandoned),
             "answered_by": ", ".join(
-                f"{ext}{' ' + names[ext] if names.get(ext) else ''} ({n})"
-                for n, ext in sorted(who[queue], key=lambda t: (-t[0], t[1])))})
+                f"{ext}{' ' + mine[ext] if mine.get(ext) else ''} ({n})"
+                for n, ext in sorted(who[pbx, queue], key=lambda t: (-t[0], t[1])))})
     return Report(
         "queues",
-        [("queue", "Queue", TEXT), ("offered", "Offered", COUNT), ("answered", "Answered", COUNT),
-         ("abandoned", "Abandoned", COUNT),
-         ("answered_within", f"Answered within {level} s", COUNT),
-         ("service_level", "Service level", PERCENT),
-         ("average_wait_s", "Average wait", SECONDS), ("p90_wait_s", "90% waited at most", SECONDS),
-         ("average_abandon_s", "Average wait before hanging up", SECONDS),
-         ("answered_by", "Who answered", TEXT)],
+        _led_by_pbx(pbxs, [
+            ("queue", "Queue", TEXT), ("offered", "Offered", COUNT),
+            ("answered", "Answered", COUNT), ("abandoned", "Abandoned", COUNT),
+            ("answered_within", f"Answered within {level} s", COUNT),
+            ("service_level", "Service level", PERCENT),
+            ("average_wait_s", "Average wait", SECONDS),
+            ("p90_wait_s", "90% waited at most", SECONDS),
+            ("average_abandon_s", "Average wait before hanging up", SECONDS),
+            ("answered_by", "Who answered", TEXT)]),
         table,
-        {"type": "bar", "labels": [r["queue"] for r in table], "series": [
-            {"key": key, "title": title, "values": [r[key] for r in table]}
-            for key, title in (("answered", "Answered"), ("abandoned", "Abandoned"),
-                               ("answered_within", f"Answered within {level} s"))]},
+        {"type": "bar", "labels": [qualified(r.get("pbx", ""), r["queue"]) for r in table],
+         "series": [{"key": key, "title": title, "values": [r[key] for r in table]}
+                    for key, title in (("answered", "Answered"), ("abandoned", "Abandoned"),
+                                       ("answered_within", f"Answered within {level} s"))]},
         totals={k: sum(r[k] for r in table) for k in ("offered", "answered", "abandoned",
                                                       "answered_within")},
         extra={"service_level_s": level},

@@ -1,6 +1,7 @@
 """Several PBXs in one central history (issue 22, the readers' side): the `pbx` filter of the
 page, the API and the CLI, the page's PBX select and column, employees per PBX (two PBXs'
-extension 201 are two people), and users limited to some PBXs.
+extension 201 are two people), Analytics' rows per PBX (two PBXs' queue 2000 are two queues),
+and users limited to some PBXs.
 
 Real parts: two small PBXs' SQLite files synced with their ids into the session's PostgreSQL,
 the app over real HTTP with the admin shell's headers, the CLI in-process.
@@ -20,9 +21,11 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 import pytest
+from openpyxl import load_workbook
+from pypdf import PdfReader
 
 from exports.writers import about
-from mirror.analytics import tab_counts
+from mirror.analytics import build_report, tab_counts
 from mirror.database import open_module_db
 from mirror.dialect import run
 from mirror.pbxtime import PbxClock
@@ -102,7 +105,7 @@ def central(tmp_path, capsys, pg_schema_url, cli) -> dict:
                            pg_schema_url, "--pbx-id", name, "--once")
         assert code == 0, err
     return {"url": pg_schema_url, "calls": calls, "day": office.day, "tmp": tmp_path,
-            "branch": branch}
+            "office": office, "branch": branch}
 
 
 def _named_as_configured(branch: Pbx) -> None:
@@ -593,6 +596,172 @@ def test_the_employees_report_has_a_row_per_pbx_and_extension(central, web, cli)
     assert any(line.startswith(f"branch,201,{BORIS},{answered['branch']},") for line in lines)
     status, body = web(f"/api/v1/stats/employees?from={day}&to={day}", pbxs="branch")
     assert {r["pbx"] for r in json.loads(body)["rows"]} == {"branch"}
+
+
+NEXT_DAY = "2024-03-06"        # the day after the central fixture's: queues and menus
+QUEUED = """
+    start      | answer     | end      | src       | dst  | dialstatus
+    {at}       | {answer}   | {answer} | {caller}  | 2000 | ANSWER
+    {at}       | {answer}   | {end}    | {caller}  | 201  | ANSWER
+    """
+GAVE_UP = """
+    start      | end        | src      | dst  | dialstatus
+    {at}       | {answer}   | {caller} | 2000 | NOANSWER
+    {at}       | {answer}   | {caller} | 201  | CANCEL
+    """
+IN_MENU = """
+    start      | answer     | end      | src       | dst  | dialstatus | dtmf_digits
+    {at}       | {at}       | {answer} | {caller}  | 2020 | ANSWER     | {digits}
+    """
+MENU_THEN_203 = IN_MENU + """
+    {answer}   | {answer}   | {end}    | {caller}  | 203  | ANSWER     | ''
+    """
+
+
+def _queued(pbx: Pbx, hour: int, wait_s: int, answered: bool) -> None:
+    """At `hour` a caller on the DID waits `wait_s` (< 60) seconds in queue 2000, which rings
+    201; then 201 answers and talks 5 minutes, or the caller hangs up."""
+    pbx.call((QUEUED if answered else GAVE_UP).format(
+        at=f"{hour:02d}:00:00", answer=f"{hour:02d}:00:{wait_s:02d}",
+        end=f"{hour:02d}:05:{wait_s:02d}", caller=f"+7903555{hour:04d}"), day=NEXT_DAY, did=DID)
+
+
+def _in_menu(pbx: Pbx, hour: int, digits: str) -> None:
+    """At `hour` a caller on the DID hears menu 2020 for 10 s and presses `digits` (then 203
+    answers), or hangs up there pressing nothing."""
+    pbx.call((MENU_THEN_203 if digits else IN_MENU).format(
+        at=f"{hour:02d}:30:00", answer=f"{hour:02d}:30:10", end=f"{hour:02d}:32:00",
+        caller=f"+7905111{hour:04d}", digits=digits or "''"), day=NEXT_DAY, did=DID)
+
+
+@pytest.fixture
+def queues_and_menus(central, cli) -> dict:
+    """The central fixture's PBXs the next day, every call on their trunk's DID: queue 2000
+    (the office's 201 answers three callers, who waited 10, 15 and 25 s, and one gives up; the
+    branch's 201 answers one, who waited 40 s, and two give up) and menu 2020 (the office's
+    callers press 1, 1 and 2, the branch's 1 and nothing)."""
+    office, branch = central["office"], central["branch"]
+    for hour, (wait_s, answered) in enumerate(((10, True), (15, True), (25, True),
+                                                (30, False)), start=9):
+        _queued(office, hour, wait_s, answered)
+    for hour, (wait_s, answered) in enumerate(((40, True), (5, False), (50, False)), start=9):
+        _queued(branch, hour, wait_s, answered)
+    for hour, digits in enumerate(("1", "1", "2"), start=14):
+        _in_menu(office, hour, digits)
+    for hour, digits in enumerate(("1", ""), start=14):
+        _in_menu(branch, hour, digits)
+    _named_as_configured(branch)
+    for pbx, name in ((office, "office"), (branch, "branch")):
+        code, _, err = cli("sync", "--cdr-db", pbx.cdr_db, "--pbx-db", pbx.pbx_db, "--db",
+                           central["url"], "--pbx-id", name, "--once")
+        assert code == 0, err
+    return central
+
+
+def _stats(web, name: str, **headers) -> dict:
+    status, body = web(f"/api/v1/stats/{name}?from={NEXT_DAY}&to={NEXT_DAY}", **headers)
+    assert status == 200, body
+    return json.loads(body)
+
+
+def _written(cli, central, name: str, fmt: str):
+    """The file `extcdr stats --out` writes of a report of NEXT_DAY in `fmt`."""
+    out = central["tmp"] / f"{name}.{fmt}"
+    code, _, err = cli("stats", "--db", central["url"], "--report", name, "--from", NEXT_DAY,
+                       "--to", NEXT_DAY, "--format", fmt, "--out", out)
+    assert code == 0, err
+    return out
+
+
+def test_lines_menus_and_queues_have_a_row_per_pbx(queues_and_menus, web, cli):
+    """Two PBXs' queue 2000, menu 2020 and trunk are two queues, menus and lines: a row each
+    with its PBX's own calls (never summed into one), a PBX column first — in the API, the
+    page and the report's CSV, Excel and PDF — and the chart's labels by PBX; who answered
+    the branch's queue is its 201, Борис Орлов, with the branch's count only."""
+    queues = _stats(web, "queues")
+    assert queues["columns"][0]["key"] == "pbx"
+    assert [(r["pbx"], r["queue"], r["offered"], r["answered"], r["abandoned"],
+             r["answered_within"], r["answered_by"]) for r in queues["rows"]] == [
+        ("branch", "2000", 3, 1, 2, 0, f"201 {BORIS} (1)"),
+        ("office", "2000", 4, 3, 1, 2, f"201 {IVAN} (3)")]
+    assert queues["chart"]["labels"] == ["branch:2000", "office:2000"]
+    menus = _stats(web, "menus")
+    assert menus["columns"][0]["key"] == "pbx"
+    assert [(r["pbx"], r["menu"], r["option"], r["calls"], r["answered"], r["left_in_menu"])
+            for r in menus["rows"]] == [("branch", "2020", "", 1, 0, 1),
+                                        ("branch", "2020", "1", 1, 1, 0),
+                                        ("office", "2020", "1", 2, 2, 0),
+                                        ("office", "2020", "2", 1, 1, 0)]
+    assert menus["chart"]["labels"] == ["branch:2020", "office:2020"]
+    assert {s["key"]: s["values"] for s in menus["chart"]["series"]} == {
+        "none": [1, 0], "1": [1, 2], "2": [0, 1]}
+    lines = _stats(web, "lines")
+    assert lines["columns"][0]["key"] == "pbx"
+    rows = {r["pbx"]: r for r in lines["rows"]}
+    assert len(lines["rows"]) == 2 and rows["office"]["line"] == rows["branch"]["line"]
+    assert {pbx: (r["did"], r["incoming"], r["outgoing"]) for pbx, r in rows.items()} == {
+        "office": (DID, 4 + 3, 0), "branch": (DID, 3 + 2, 0)}
+    line = rows["office"]["line"]
+    assert lines["chart"]["labels"] == [f"office:{line}", f"branch:{line}"]
+    for name, first in (("lines", "PBX,Line,DID"), ("menus", "PBX,Menu,Option pressed"),
+                        ("queues", "PBX,Queue,Offered")):
+        status, page = web(f"/analytics?report={name}&from={NEXT_DAY}&to={NEXT_DAY}")
+        assert status == 200 and '<th scope="col" data-key="pbx">PBX</th>' in page, name
+        assert page.count('<td data-key="pbx">branch</td>') == (2 if name == "menus" else 1)
+        code, out, err = cli("stats", "--db", queues_and_menus["url"], "--report", name,
+                             "--from", NEXT_DAY, "--to", NEXT_DAY, "--format", "csv")
+        assert code == 0 and out.startswith(first), (name, err, out)
+        shown = [r["pbx"] for r in _stats(web, name)["rows"]]
+        sheet = load_workbook(_written(cli, queues_and_menus, name, "xlsx")).worksheets[0]
+        assert [sheet.cell(row, 1).value for row in range(1, len(shown) + 2)] == [
+            "PBX", *shown], name
+        pdf = PdfReader(_written(cli, queues_and_menus, name, "pdf"))
+        assert "PBX" in "".join(page.extract_text() for page in pdf.pages), name
+    assert f"branch,2000,3,1,2,0,0.0%,0:00:40,0:00:40,0:00:28,201 {BORIS} (1)" in out.splitlines()
+
+
+def test_a_user_limited_to_a_pbx_sees_only_its_lines_menus_and_queues(queues_and_menus, web):
+    """An admin limited to the branch: the Lines, Menus and Queues reports and their exports
+    have the branch's rows only, as an unlimited admin sees them."""
+    for name in ("lines", "menus", "queues"):
+        every = _stats(web, name)["rows"]
+        assert {r["pbx"] for r in every} == {"office", "branch"}, name
+        mine = _stats(web, name, pbxs="branch")["rows"]
+        assert mine == [r for r in every if r["pbx"] == "branch"], name
+        status, csv = web(f"/analytics/export?report={name}&format=csv&from={NEXT_DAY}"
+                          f"&to={NEXT_DAY}", pbxs="branch")
+        assert status == 200 and "branch," in csv and "office," not in csv, (name, csv)
+
+
+def test_the_only_pbxs_reports_name_no_pbx(tmp_path, capsys, pg_schema_url, cli):
+    """The only PBX (no pbx.id) on PostgreSQL, and a SQLite history: the Employees, Lines,
+    Menus and Queues reports have neither a PBX column nor PBX cells, their chart labels name
+    no PBX, and both engines' reports are the same."""
+    only = Pbx(tmp_path / "only", capsys)
+    _queued(only, 9, 10, True)
+    _in_menu(only, 10, "1")
+    only.sync()
+    code, _, err = cli("sync", "--cdr-db", only.cdr_db, "--pbx-db", only.pbx_db, "--db",
+                       pg_schema_url, "--once")
+    assert code == 0, err
+    reports = {}
+    for url in (pg_schema_url, str(only.module_db)):
+        db = open_module_db(url, readonly=True)
+        try:
+            reports[url] = {name: build_report(name, CallFilter(*_period(NEXT_DAY)), db,
+                                               PbxClock("Europe/Moscow"))
+                            for name in ("employees", "lines", "menus", "queues")}
+        finally:
+            db.close()
+        for name, report in reports[url].items():
+            assert report.rows and "pbx" not in [key for key, _, _ in report.columns], name
+            assert not any("pbx" in row for row in report.rows), (name, url)
+        assert reports[url]["queues"].rows[0]["answered_by"] == f"201 {IVAN} (1)"
+        assert reports[url]["queues"].chart["labels"] == ["2000"]
+        assert reports[url]["menus"].chart["labels"] == ["2020"]
+    pg, lite = reports.values()
+    assert {name: (r.columns, r.rows, r.chart) for name, r in pg.items()} == {
+        name: (r.columns, r.rows, r.chart) for name, r in lite.items()}
 
 
 def test_each_pbxs_timezone_and_number_matching_are_its_own(tmp_path, capsys, pg_schema_url,
