@@ -54,6 +54,9 @@ class SyncOptions:
     range_rows: int = 10_000
     # A leg in the PBX's in-progress table longer than this is a leftover (a crash), not a call.
     live_max_age_s: int = 12 * 3600
+    # A catch-up of this many rows or more ends with fresh statistics of a central history's
+    # partitioned tables (`Store.analyze`).
+    analyze_rows: int = 100_000
 
 
 def mirror_sync(settings: Settings, db, clock: PbxClock, *, busy_timeout_ms: int = 1_000,
@@ -137,6 +140,8 @@ class Sync:
         if not should_stop():
             self._finish_bulk()
             self.recheck_tail()
+        if total >= self.options.analyze_rows:
+            self.store.analyze()
         return total
 
     def step(self) -> tuple[int, int]:

@@ -334,6 +334,14 @@ class Store:
         """Where the rows of these calls of this PBX are (PostgreSQL)."""
         return stamps.span_of(linkedids, self._reach()) if self.postgresql else EVERYWHERE
 
+    def analyze(self) -> None:
+        """After a large catch-up, the statistics of the partitioned tables afresh
+        (PostgreSQL): the server's autovacuum analyses each month's partition, never the
+        tables they are partitions of, whose statistics plan the queries of several months."""
+        if self.postgresql:
+            with self.db.atomic():
+                self._run("ANALYZE call, leg, call_employee")
+
     def _partitions(self, leg: str, call: str) -> None:
         """Make the months' partitions the staged rows go to (PostgreSQL)."""
         days = self._run(f"SELECT DISTINCT start_ms / {_DAY_MS} FROM (SELECT start_ms FROM {leg} "

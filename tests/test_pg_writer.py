@@ -391,3 +391,28 @@ def test_a_call_far_from_the_moment_in_its_id_is_found_in_its_month(
         assert dump_db(db)["rollups_off"] == []
     finally:
         db.close()
+
+
+def test_a_large_catch_up_ends_with_statistics_of_the_partitioned_tables(
+        demo_pbx, demo_reference, pg_schema_url, tmp_path):
+    """PostgreSQL's autovacuum analyses each month's partition, never the tables they are
+    partitions of (whose statistics plan the queries of several months): a catch-up of
+    `analyze_rows` rows or more ends by analysing them, a smaller one leaves them be."""
+    cols, rows = demo_reference["rows"]
+    cdr = tmp_path / "cdr.db"
+    config = read_pbx_config(demo_pbx / "mikopbx.db")
+    db = open_module_db(pg_schema_url)
+    try:
+        def catch_up(new_rows: list[tuple], analyze_rows: int) -> set[str]:
+            append_rows(cdr, cols, new_rows)
+            Sync(Store(db), CdrSource(cdr), config, PbxClock(config.timezone or "UTC"),
+                 SyncOptions(workers=1, analyze_rows=analyze_rows)).catch_up()
+            return {table for (table,) in run(
+                db, "SELECT DISTINCT tablename FROM pg_stats WHERE schemaname = "
+                    "current_schema() AND tablename IN ('call', 'leg', 'call_employee')")}
+        half = len(rows) // 2
+        assert catch_up(rows[:half], analyze_rows=half + 1) == set()
+        assert catch_up(rows[half:], analyze_rows=len(rows) - half) == {
+            "call", "leg", "call_employee"}
+    finally:
+        db.close()
