@@ -397,7 +397,8 @@ def test_a_large_catch_up_ends_with_statistics_of_the_partitioned_tables(
         demo_pbx, demo_reference, pg_schema_url, tmp_path):
     """PostgreSQL's autovacuum analyses each month's partition, never the tables they are
     partitions of (whose statistics plan the queries of several months): a catch-up of
-    `analyze_rows` rows or more ends by analysing them, a smaller one leaves them be."""
+    `analyze_rows` rows or more ends by analysing those the pages read, a smaller one leaves
+    them be."""
     cols, rows = demo_reference["rows"]
     cdr = tmp_path / "cdr.db"
     config = read_pbx_config(demo_pbx / "mikopbx.db")
@@ -412,7 +413,6 @@ def test_a_large_catch_up_ends_with_statistics_of_the_partitioned_tables(
                     "current_schema() AND tablename IN ('call', 'leg', 'call_employee')")}
         half = len(rows) // 2
         assert catch_up(rows[:half], analyze_rows=half + 1) == set()
-        assert catch_up(rows[half:], analyze_rows=len(rows) - half) == {
-            "call", "leg", "call_employee"}
+        assert catch_up(rows[half:], analyze_rows=len(rows) - half) == {"call", "call_employee"}
     finally:
         db.close()
