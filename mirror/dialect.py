@@ -169,6 +169,19 @@ def write_transaction_at_once(db: Database):
         conn.execute(f"PRAGMA busy_timeout = {int(waited)}")
 
 
+@contextmanager
+def in_one_process(db: Database):
+    """Queries (in a transaction of their own) that PostgreSQL plans without parallel workers:
+    for a join of many rows with a small table, each worker would build the same hash of it
+    and the whole take longer (SQLite has no workers)."""
+    if not dialect_of(db).postgresql:
+        yield
+        return
+    with db.atomic():
+        db.execute_sql("SET LOCAL max_parallel_workers_per_gather = 0")
+        yield
+
+
 def larger(db: Database) -> str:
     """The SQL function of the larger of two values (SQLite's two-argument `max`)."""
     return "greatest" if dialect_of(db).postgresql else "max"

@@ -19,7 +19,8 @@ from mirror import bulk
 from mirror.annotations import AnnotationError, notes_read, tag_ids, with_notes
 from mirror.calls import DIRECTIONS, NUMBER_MATCH_DIGITS, STATUSES, qualified
 from mirror.contacts import keys_named
-from mirror.dialect import dialect_of, ordered_join, position, run, searched_in_call_columns
+from mirror.dialect import (dialect_of, in_one_process, ordered_join, position, run,
+                            searched_in_call_columns)
 from mirror.models import (Call, CallEmployee, CallGone, CallHandled, CallHangup, CallName,
                            CallNumber, CallTag, Comment, Employee, GroupMember, Leg, LiveCall,
                            SyncState)
@@ -524,13 +525,15 @@ def tag_counts(f: CallFilter, db: Database, period_calls: int) -> dict[int, int]
     tagged call looked up in the filter."""
     calls, params = (calls_query(replace(f, after=None, limit=None), db, counting=True)
                      .select(Call.linkedid).order_by().sql())
-    tagged = db.execute_sql("SELECT count(*) FROM call_tag").fetchone()[0]
-    # CROSS JOIN: SQLite reads the left side first and looks each row up on the right.
-    join = ordered_join(db)
-    joined = (f"({calls}) AS c {join} call_tag ct" if period_calls <= tagged
-              else f"call_tag ct {join} ({calls}) AS c")
-    return dict(db.execute_sql(f"SELECT ct.tag_id, count(*) FROM {joined} "
-                               f"ON ct.linkedid = c.linkedid GROUP BY ct.tag_id", params))
+    if dialect_of(db).postgresql:          # its planner chooses the side itself
+        joined = f"({calls}) AS c JOIN call_tag ct"
+    else:                                  # CROSS JOIN: SQLite reads the left side first
+        tagged = db.execute_sql("SELECT count(*) FROM call_tag").fetchone()[0]
+        joined = (f"({calls}) AS c CROSS JOIN call_tag ct" if period_calls <= tagged
+                  else f"call_tag ct CROSS JOIN ({calls}) AS c")
+    with in_one_process(db):               # one hash of the tagged calls, not one a worker
+        return dict(db.execute_sql(f"SELECT ct.tag_id, count(*) FROM {joined} "
+                                   f"ON ct.linkedid = c.linkedid GROUP BY ct.tag_id", params))
 
 
 def handled_unreturned(f: CallFilter, db: Database) -> dict[tuple[str, str], int]:
