@@ -4,8 +4,9 @@ row, and by the daemon's writer for a whole batch at once (`kept_by_writer`).
 
 A rollup is declared once here, as what each call adds to it (`Part`s: its keys and measures as
 SQL over the call row). From that one declaration come the table and its triggers (migrations
-12 and 13), the writer's grouped upkeep, the same figures computed afresh from any set of calls (the scan that serves a
-filter the keys cannot, and what tests check the tables against), and `figures`, which reads a
+12 and 13), the writer's grouped upkeep, the same figures computed afresh from any set of
+calls (the scan that serves a filter the keys cannot, and what tests check the tables
+against), and `figures`, which reads a
 period's whole slots from the table and counts the calls of its partial slots at each end: exact
 in any timezone and across DST changes, with no per-PBX days. A released rollup is never edited:
 a change is a new table in a new migration.
