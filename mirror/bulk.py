@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from peewee import Database
 
 from mirror.dialect import dialect_of, run
-from mirror.rollups import RETURNED_AFTER, ROLLUPS
+from mirror.rollups import ROLLUPS, returned_after
 from mirror.schema import CALL_NAMES
 
 LOADING = "bulk_load"
@@ -73,7 +73,7 @@ def finish(db: Database) -> None:
     """Build what the load left out, from the calls (inside the caller's transaction): each
     returned call's wait, the rollups, the FTS5 rows, then the indexes and triggers as they
     were. The triggers come last: the build itself must not fire them."""
-    returned = RETURNED_AFTER.format(m="call")
+    returned = returned_after("call")
     run(db, f"UPDATE call SET returned_after_s = {returned} WHERE returned_by IS NOT NULL")
     for rollup in ROLLUPS:
         run(db, f"DELETE FROM {rollup.table}")

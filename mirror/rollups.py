@@ -24,7 +24,7 @@ from peewee import Database
 
 from mirror.dialect import (SQLITE, Dialect, dialect_of, emptied, json_items, lock_shared_rows, run,
                             staged)
-from mirror.stamps import EVERYWHERE, Span, link_reach
+from mirror.stamps import EVERYWHERE, Span
 
 HOUR_MS = 3_600_000
 DAY_MS = 86_400_000
@@ -34,9 +34,15 @@ DAY_MS = 86_400_000
 PAUSE = "rollup_pause"
 UNPAUSED = f"NOT EXISTS (SELECT 1 FROM {PAUSE})"
 # The seconds from a returned missed call's end to the start of the call that returned it
-# (`call.returned_after_s`, what the callbacks' rollup counts).
+# (`call.returned_after_s`, what the callbacks' rollup counts): see `returned_after`.
 RETURNED_AFTER = ("(SELECT (r.start_ms - {m}.end_ms) / 1000 FROM call r "
-                  "WHERE r.linkedid = {m}.returned_by)")
+                  "WHERE r.linkedid = {m}.returned_by{within})")
+
+
+def returned_after(m: str, returners: Span = EVERYWHERE) -> str:
+    """SQL: `returned_after_s` of the call row `m`, its returning call looked up where it
+    starts (`returners`: on PostgreSQL, its months)."""
+    return RETURNED_AFTER.format(m=m, within=returners.within("r.start_ms"))
 
 
 @dataclass(frozen=True)
@@ -229,7 +235,8 @@ _ROLLED = "rolled_call"
 
 
 @contextmanager
-def kept_by_writer(db: Database, linkedids: str, schema: str, within: Span = EVERYWHERE):
+def kept_by_writer(db: Database, linkedids: str, schema: str, within: Span = EVERYWHERE,
+                   link_ms: int | None = None):
     """Around statements (in one transaction) that write only the calls whose linkedids the
     query `linkedids` selects: their old figures leave every rollup before, the new come after,
     grouped; the triggers (SQLite's; PostgreSQL has none) stand idle in between. With them go
@@ -237,15 +244,14 @@ def kept_by_writer(db: Database, linkedids: str, schema: str, within: Span = EVE
     out here for all of them. The figures are read from a copy of those calls in the writer's
     staging area `schema`: one pass over the mirror's calls for all the rollups' parts.
     On PostgreSQL only the months of `within` (where the calls start, `mirror.stamps`) and
-    those of the calls a callback away are read."""
+    those of the calls a callback away (`link_ms`; None: any) are read."""
     dialect = dialect_of(db)
     lock_shared_rows(db)       # the counters are every PBX's (a central history)
     copy = staged(db, schema, _ROLLED)
     columns = ", ".join(ROLLED_COLUMNS)
     if dialect.postgresql:
-        linked = link_reach(db)
-        returned = within.widened(linked, linked)     # the calls they returned, and those
-        returners = returned.widened(linked, linked)  # that returned those
+        returned = within.widened(link_ms, link_ms)      # the calls they returned, and those
+        returners = returned.widened(link_ms, link_ms)   # that returned those
         run(db, f"CREATE TEMP TABLE IF NOT EXISTS {copy} AS SELECT id, {columns} FROM call "
                 "WITH NO DATA")
         # the calls by their linkedid (call ids are unique only with start_ms, the partition key)
@@ -276,10 +282,8 @@ def kept_by_writer(db: Database, linkedids: str, schema: str, within: Span = EVE
         # copy and written back (SQLite: written back, then copied; PostgreSQL would work it
         # out once per partition of `call` in the first statement).
         waited = "returned_by IS NOT NULL OR returned_after_s IS NOT NULL"
-        after = RETURNED_AFTER.format(m=copy.rsplit(".", 1)[-1])
-        if dialect.postgresql:
-            # the returning call in its months: `after` with one more condition
-            after = after.removesuffix(")") + returners.within("r.start_ms") + ")"
+        after = returned_after(copy.rsplit(".", 1)[-1],
+                               returners if dialect.postgresql else EVERYWHERE)
         copied = f"UPDATE {copy} SET returned_after_s = {after} WHERE {waited}"
         if dialect.postgresql:
             run(db, copied)

@@ -21,8 +21,8 @@ from typing import Callable, Iterable
 from peewee import Database
 
 from mirror.dialect import POSTGRESQL, lock_shared_rows, run, write_transaction
-from mirror.rollups import (CALLBACKS, CALLS, EMPLOYEES, LINES, MENUS, PAUSE, QUEUES,
-                            RETURNED_AFTER, ROLLUPS, UNPAUSED)
+from mirror.rollups import (CALLBACKS, CALLS, EMPLOYEES, LINES, MENUS, PAUSE, QUEUES, ROLLUPS,
+                            UNPAUSED, returned_after)
 
 # What `call_name` holds of a call row: its caller's and callee's names on separate lines (a
 # search never matches across them), each once; a "name" of digits only is left out (a search
@@ -379,7 +379,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         END""",
     ),
     # 13: analytics (mirror.rollups). The digits callers press in menus; a call's first menu
-    # (CALL_MENUS) and how long its caller waited to be called back (RETURNED_AFTER, kept by
+    # (CALL_MENUS) and how long its caller waited to be called back (returned_after, kept by
     # triggers whichever of the two calls changes); per UTC day, what employees, lines, queues,
     # callbacks and menus did, kept by triggers like the hourly counters.
     (
@@ -392,7 +392,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE call ADD COLUMN ivr_left INTEGER",
         "ALTER TABLE call ADD COLUMN returned_after_s INTEGER",
         CALL_MENUS.format(table="call", calls="true"),
-        "UPDATE call SET returned_after_s = " + RETURNED_AFTER.format(m="call")
+        "UPDATE call SET returned_after_s = " + returned_after("call")
         + " WHERE returned_by IS NOT NULL",
         "CREATE INDEX call_returned_by ON call (returned_by) WHERE returned_by IS NOT NULL",
         # Has a row only inside the writer's transaction, while it keeps what the triggers
@@ -401,7 +401,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         f"""CREATE TRIGGER call_returned_after_linked AFTER UPDATE OF returned_by, end_ms ON call
             WHEN {UNPAUSED} AND (OLD.returned_by IS NOT NEW.returned_by
                 OR (NEW.returned_by IS NOT NULL AND OLD.end_ms IS NOT NEW.end_ms))
-            BEGIN UPDATE call SET returned_after_s = {RETURNED_AFTER.format(m="NEW")}
+            BEGIN UPDATE call SET returned_after_s = {returned_after("NEW")}
             WHERE id = NEW.id; END""",
         f"""CREATE TRIGGER call_returned_after_moved AFTER UPDATE OF start_ms ON call
             WHEN {UNPAUSED} AND OLD.start_ms IS NOT NEW.start_ms
@@ -410,7 +410,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         f"""CREATE TRIGGER call_returned_after_written AFTER INSERT ON call WHEN {UNPAUSED} BEGIN
             UPDATE call SET returned_after_s = (NEW.start_ms - end_ms) / 1000
             WHERE returned_by = NEW.linkedid;
-            UPDATE call SET returned_after_s = {RETURNED_AFTER.format(m="NEW")}
+            UPDATE call SET returned_after_s = {returned_after("NEW")}
             WHERE id = NEW.id AND NEW.returned_by IS NOT NULL; END""",
         f"""CREATE TRIGGER call_returned_after_gone AFTER DELETE ON call WHEN {UNPAUSED} BEGIN
             UPDATE call SET returned_after_s = NULL WHERE returned_by = OLD.linkedid; END""",

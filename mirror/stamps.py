@@ -30,6 +30,7 @@ from mirror.dialect import run
 # `<pbx>:`) or `-` (`mikopbx-`), before its `.<n>`. One pattern for Python and PostgreSQL.
 STAMP = r"(?:^|[:-])([0-9]{9,})(?:\.[^:-]*)?$"
 _STAMP = re.compile(STAMP)
+# Kept by the writer in `sync_state` (mirror.store.Store):
 REACH = "stamp_reach_ms"        # per PBX (mirror.store.PBX_STATE)
 LINK_REACH = "link_reach_ms"    # the history's
 ANYWHERE = -1                   # a REACH: some row has no stamp
@@ -91,22 +92,3 @@ def measure(db: Database, rows: str, params: tuple = ()) -> tuple[int | None, in
     if unstamped:
         return None, None, ANYWHERE
     return lowest, highest, int(farthest)
-
-
-def link_reach(db: Database) -> int | None:
-    """`LINK_REACH` (None: not known, any)."""
-    row = run(db, "SELECT value FROM sync_state WHERE key = ?", (LINK_REACH,)).fetchone()
-    return int(row[0]) if row else None
-
-
-def keep_link_reach(db: Database, reach_ms: int) -> None:
-    """Before callbacks are linked over `reach_ms`: `LINK_REACH` reaches that far (the first
-    time, also as far as the links already there: a history written before it was kept)."""
-    known = link_reach(db)
-    if known is None:
-        known = run(db, "SELECT coalesce(max(abs(r.start_ms - m.start_ms)), 0) FROM call m "
-                        "JOIN call r ON r.linkedid = m.returned_by").fetchone()[0]
-    elif reach_ms <= known:
-        return
-    run(db, "INSERT INTO sync_state (key, value) VALUES (?, ?) ON CONFLICT (key) "
-            "DO UPDATE SET value = excluded.value", (LINK_REACH, str(max(int(known), reach_ms))))

@@ -13,7 +13,7 @@ from mirror import bulk
 from mirror.database import ModuleDbError, open_module_db
 from mirror.dialect import SQLITE, dialect_of, run
 from mirror.pbxtime import PbxClock
-from mirror.rollups import RETURNED_AFTER, ROLLUPS
+from mirror.rollups import ROLLUPS, returned_after
 from mirror.staging import LEG_COLUMNS
 from mirror.store import Store
 from pbx import tables as pbxschema
@@ -142,7 +142,7 @@ def rollups_off(db: Database | sqlite3.Connection) -> list[tuple]:
                       for key in kept.keys() | counted.keys() if kept.get(key) != counted.get(key))
     off += [tuple(row) for row in execute(
         f"SELECT 'returned_after_s', linkedid, returned_after_s, afresh FROM (SELECT linkedid, "
-        f"returned_after_s, {RETURNED_AFTER.format(m='call')} AS afresh FROM call) AS c "
+        f"returned_after_s, {returned_after('call')} AS afresh FROM call) AS c "
         "WHERE returned_after_s IS DISTINCT FROM afresh")]
     return off
 

@@ -39,7 +39,7 @@ from mirror.queries import (CallFilter, QueryError, Visibility, call_filter, cal
                             changes_since, counts_by_direction_and_status, find_call,
                             handled_unreturned, mirror_revision, tag_counts)
 from mirror.report_rows import Owner, claim_due, link_secret, store_report
-from mirror.rollups import RETURNED_AFTER, ROLLUPS
+from mirror.rollups import ROLLUPS, returned_after
 from mirror.settings import load
 from mirror.staging import searchable_numbers
 from mirror.tokens import TokenRefused, create_token, revoke_token, token_holder, token_list
@@ -146,7 +146,7 @@ def _write_history(db) -> None:
         GroupMember.insert_many([("Sales", "201"), ("Support", "202")]).execute()
         SyncState.insert(key="revision", value="1").execute()
         if dialect_of(db).postgresql:       # SQLite's triggers keep them; there, the writer
-            run(db, f"UPDATE call SET returned_after_s = {RETURNED_AFTER.format(m='call')} "
+            run(db, f"UPDATE call SET returned_after_s = {returned_after('call')} "
                     "WHERE returned_by IS NOT NULL")
             for rollup in ROLLUPS:
                 run(db, rollup.add(rollup.afresh("call", dialect_of(db))))
