@@ -186,6 +186,14 @@ class Call:
     returned_by: str | None = None
     callback_attempts: int = 0
     callers: list[str] = field(default_factory=list)   # employees who placed a leg of it
+    # Its first queue (`Queue:<n>` leg) and the seconds its caller waited there (until an
+    # agent answered, or until they gave up); an incoming call's first menu (`App:<n>` leg),
+    # the digits pressed there and whether an unanswered caller left in it (no leg after it).
+    queue: str | None = None
+    queue_wait_s: int | None = None
+    ivr: str | None = None
+    ivr_digits: str | None = None
+    ivr_left: int | None = None
 
 
 def classify(legs: list[Leg], directory: Directory) -> Call:
@@ -203,6 +211,7 @@ def classify(legs: list[Leg], directory: Directory) -> Call:
     callers: dict[str, None] = {}
     rang: dict[str, None] = {}
     talkers: set[str] = set()
+    queue_leg = menu_leg = None
     end = first.start
     for leg in legs:
         leg_end = leg.end if leg.end is not None else (leg.answer or leg.start)
@@ -212,6 +221,11 @@ def classify(legs: list[Leg], directory: Directory) -> Call:
             employees[caller] = None
             callers[caller] = None
         if leg.app:
+            kind = leg.dst_chan[:6].lower()
+            if kind == "queue:":
+                queue_leg = queue_leg or leg
+            elif kind[:4] == "app:":
+                menu_leg = menu_leg or leg
             continue
         human.append(leg)
         callee = employee_of(leg.dst_num, leg.dst_chan)
@@ -260,7 +274,31 @@ def classify(legs: list[Leg], directory: Directory) -> Call:
         duration_s=max(0, round((end - start) / 1000)),
         recordings=_unique(leg.recordingfile for leg in talked if leg.recordingfile != "-"),
         leg_count=len(legs),
+        **_queue(queue_leg), **_menu(menu_leg if direction == "incoming" else None, legs,
+                                     answered),
     )
+
+
+def _queue(leg: Leg | None) -> dict:
+    """The call's queue from its first `Queue:` leg, and the whole seconds waited there."""
+    if leg is None:
+        return {}
+    until = next(t for t in (leg.answer, leg.end, leg.start) if t is not None)
+    waited = until - leg.start
+    return {"queue": leg.dst_chan[6:], "queue_wait_s": _whole_seconds(waited)}
+
+
+def _menu(leg: Leg | None, legs: list[Leg], answered: bool) -> dict:
+    """An incoming call's first menu from its first `App:` leg (`legs` in start order)."""
+    if leg is None:
+        return {}
+    left = not answered and legs[-1].start <= leg.start
+    return {"ivr": leg.dst_chan[4:], "ivr_digits": leg.dtmf_digits, "ivr_left": int(left)}
+
+
+def _whole_seconds(ms: int) -> int:
+    """Milliseconds as whole seconds, truncated toward zero (as SQL's integer division)."""
+    return ms // 1000 if ms >= 0 else -(-ms // 1000)
 
 
 class _Party:

@@ -37,7 +37,7 @@ CALL_NAMES = (f"SELECT id, names FROM (SELECT id, trim("
 
 # A call's queue (`Queue:<n>` leg, the first if it went through several) and the seconds its
 # caller waited there (until an agent answered, or until they gave up). Migration 10 fills the
-# columns and the writer's merge keeps them up to date: a change is a new migration.
+# columns; the classifier computes them for every call it writes (`mirror.calls.Call`).
 CALL_QUEUES = ("UPDATE {table} SET (queue, queue_wait_s) = (SELECT substr(l.dst_chan, 7), "
                "(coalesce(l.answer_ms, l.end_ms, l.start_ms) - l.start_ms) / 1000 FROM leg l "
                "WHERE l.linkedid = {table}.linkedid AND l.dst_chan LIKE 'queue:%' "
@@ -45,7 +45,7 @@ CALL_QUEUES = ("UPDATE {table} SET (queue, queue_wait_s) = (SELECT substr(l.dst_
 # An incoming call's first menu (`App:<n>` leg: an IVR or another dialplan application), the
 # digits its caller pressed there (`dtmf_digits`, recorded by MikoPBX 2026.1 and later) and
 # whether an unanswered caller left in it (no leg of the call started after it). Migration 13
-# fills the columns; the writer's merge computes both for the staged calls before writing them.
+# fills the columns; the classifier computes them for every call it writes.
 CALL_MENUS = ("UPDATE {table} SET (ivr, ivr_digits, ivr_left) = (SELECT substr(l.dst_chan, 5), "
               "l.dtmf_digits, NOT {table}.answered AND NOT EXISTS (SELECT 1 FROM leg n "
               "WHERE n.linkedid = l.linkedid AND n.start_ms > l.start_ms) FROM leg l "
@@ -642,28 +642,8 @@ class NotOurSchema(Exception):
     """A PostgreSQL database (its current schema) that holds tables, but not a module's."""
 
 
-# The writer's per-call SQL, as PostgreSQL reads it (SQLite's above): LIKE is case-sensitive
-# there (`Queue:<n>`, `App:<n>` legs), 0/1 columns are integers, not booleans, and a call's
-# `names` column is computed from its row `{c}` (CALL_NAMES' expression, with a regex for GLOB).
-# Set-based (one join of the staged calls' legs, the first matching leg of each call) where
-# SQLite looks each call's legs up: the staged calls' columns are empty until these fill them;
-# `{within_l}`, `{within_n}`: the months their legs can be in (`mirror.stamps`).
-PG_CALL_QUEUES = ("UPDATE {table} SET queue = q.queue, queue_wait_s = q.wait_s FROM ("
-                  "SELECT DISTINCT ON (l.linkedid) l.linkedid, substr(l.dst_chan, 7) AS queue, "
-                  "(coalesce(l.answer_ms, l.end_ms, l.start_ms) - l.start_ms) / 1000 AS wait_s "
-                  "FROM leg l WHERE l.linkedid IN (SELECT linkedid FROM {table} WHERE {calls}) "
-                  "AND lower(l.dst_chan) LIKE 'queue:%'{within_l} "
-                  "ORDER BY l.linkedid, l.start_ms, l.source_id) AS q "
-                  "WHERE {table}.linkedid = q.linkedid")
-PG_CALL_MENUS = ("UPDATE {table} SET ivr = m.ivr, ivr_digits = m.digits, ivr_left = CASE WHEN "
-                 "{table}.answered = 0 AND NOT EXISTS (SELECT 1 FROM leg n WHERE n.linkedid = "
-                 "m.linkedid AND n.start_ms > m.start_ms{within_n}) THEN 1 ELSE 0 END FROM ("
-                 "SELECT DISTINCT ON (l.linkedid) l.linkedid, substr(l.dst_chan, 5) AS ivr, "
-                 "l.dtmf_digits AS digits, l.start_ms FROM leg l WHERE l.linkedid IN (SELECT "
-                 "linkedid FROM {table} WHERE {calls} AND direction = 'incoming') "
-                 "AND lower(l.dst_chan) LIKE 'app:%'{within_l} "
-                 "ORDER BY l.linkedid, l.start_ms, l.source_id) AS m "
-                 "WHERE {table}.linkedid = m.linkedid")
+# A call's `names` column on PostgreSQL, computed from its row `{c}` (CALL_NAMES' expression,
+# with a regex for GLOB).
 _PG_NAMED = "~ '[^0-9+ ()-]'"
 PG_CALL_NAMES = (f"btrim(CASE WHEN {{c}}.src_name {_PG_NAMED} THEN {{c}}.src_name ELSE '' END "
                  f"|| chr(10) || CASE WHEN {{c}}.dst_name {_PG_NAMED} AND {{c}}.dst_name <> "

@@ -25,16 +25,15 @@ CALL_COLUMNS = ("linkedid", "start_ms", "end_ms", "direction", "status", "reason
                 "src", "src_name", "dst", "dst_name", "external_number", "ext_key", "did",
                 "line", "answered_by", "missed_by", "transferred_to", "employees", "wait_s",
                 "talk_s", "duration_s", "recordings", "leg_count")
-# What the writer works out for the staged calls from all of their legs in the mirror, just
-# before it writes them (mirror.schema CALL_QUEUES, CALL_MENUS): empty when staged.
+# A call's queue and first menu (`mirror.calls.Call`; migrations 10 and 13 filled them in SQL).
 CALL_EXTRAS = ("queue", "queue_wait_s", "ivr", "ivr_digits", "ivr_left")
 
 EMPLOYEE_COLUMNS = ("linkedid", "extension", "start_ms", "placed")
 NUMBER_COLUMNS = ("linkedid", "numbers")
 TABLES = ("leg", "call", "employee", "number")
-# What a batch stages in each table (the calls' CALL_EXTRAS are the writer's to fill).
-STAGED_COLUMNS = {"leg": tuple(LEG_COLUMNS), "call": CALL_COLUMNS, "employee": EMPLOYEE_COLUMNS,
-                  "number": NUMBER_COLUMNS}
+# What a batch stages in each table.
+STAGED_COLUMNS = {"leg": tuple(LEG_COLUMNS), "call": CALL_COLUMNS + CALL_EXTRAS,
+                  "employee": EMPLOYEE_COLUMNS, "number": NUMBER_COLUMNS}
 STAGING_DDL = (
     f"CREATE TABLE {{schema}}.leg ({', '.join(LEG_COLUMNS)})",
     f"CREATE TABLE {{schema}}.call ({', '.join(CALL_COLUMNS + CALL_EXTRAS)})",
@@ -118,13 +117,14 @@ def _json_list(values: list[str]) -> str:
 
 
 def call_row(call: Call) -> tuple:
-    """A call as a row of CALL_COLUMNS."""
+    """A call as a row of CALL_COLUMNS + CALL_EXTRAS."""
     return (call.linkedid, call.start, call.end, call.direction, call.status, call.reason,
             int(call.answered), call.src, call.src_name, call.dst, call.dst_name,
             call.external_number, call.ext_key, call.did, call.line, call.answered_by,
             _json_list(call.missed_by), _json_list(call.transferred_to),
             _json_list(call.employees), call.wait_s, call.talk_s, call.duration_s,
-            _json_list(call.recordings), call.leg_count)
+            _json_list(call.recordings), call.leg_count, call.queue, call.queue_wait_s, call.ivr,
+        call.ivr_digits, call.ivr_left)
 
 
 _DIGITS_ONLY = str.maketrans("", "", "+-() .#*")

@@ -35,8 +35,7 @@ from mirror.hangups import CallHangup
 from mirror.live import LiveCall
 from mirror.pbxtime import linkedid_epoch_ms
 from mirror.rollups import kept_by_writer
-from mirror.schema import (CALL_MENUS, CALL_NAMES, CALL_QUEUES, PG_CALL_MENUS, PG_CALL_NAMES,
-                           PG_CALL_QUEUES, month_partitions)
+from mirror.schema import CALL_NAMES, PG_CALL_NAMES, month_partitions
 from mirror.staging import CALL_COLUMNS, CALL_EXTRAS, LEG_COLUMNS
 from mirror.stamps import ANYWHERE, EVERYWHERE, Span
 
@@ -202,15 +201,6 @@ class Store:
             (self.pbx,))
         if before:
             self._forget_indexes(replaced, within=months)
-        if self.postgresql:                     # from all the calls' legs, before writing
-            extras = ((PG_CALL_QUEUES, "true"), (PG_CALL_MENUS, "true"))
-        else:                                   # a leg at a time: only where one can match
-            extras = ((CALL_QUEUES, self._with_leg(leg, "queue:%")),
-                      (CALL_MENUS, self._with_leg(leg, "app:%")))
-        for statement, calls in extras:
-            self._run(statement.format(table=call, calls=calls,
-                                       within_l=months.within("l.start_ms"),
-                                       within_n=months.within("n.start_ms")))
         with self._rollups_kept(f"SELECT linkedid FROM {call}", months):
             self._write_calls(call, number, months)
         staged_calls = f"linkedid IN (SELECT linkedid FROM {call})"
@@ -253,15 +243,6 @@ class Store:
             for chunk in _chunks(begun):
                 self._run(f"DELETE FROM {table} WHERE linkedid IN "
                           f"({','.join('?' * len(chunk))})", chunk)
-
-    @staticmethod
-    def _with_leg(leg: str, channel: str) -> str:
-        """The staged calls that may have a leg to `channel` (a LIKE pattern): those with one
-        among their staged legs. A call staged with only some of its legs is completed from all
-        of them by the caller (`spanning`); in a batch staged without legs (the completed
-        calls) any call may have one."""
-        return (f"linkedid IN (SELECT linkedid FROM {leg} WHERE dst_chan LIKE '{channel}') "
-                f"OR NOT EXISTS (SELECT 1 FROM {leg})")
 
     def _write_calls(self, call: str, number: str, months: Span) -> None:
         """Upsert the staged calls (their rollups kept around it by the caller; mirrored in
