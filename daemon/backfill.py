@@ -36,10 +36,10 @@ class StagedRange(NamedTuple):
 
 
 def _start_worker(cdr_path: str, busy_timeout_ms: int, tz_name: str,
-                  directory: Directory, pbx: str, parent: int) -> None:
+                  directory: Directory, window_ms: int, pbx: str, parent: int) -> None:
     _die_with(parent)
     _worker.update(source=CdrSource(cdr_path, busy_timeout_ms), clock=PbxClock(tz_name),
-                   directory=directory, pbx=pbx)
+                   directory=directory, window_ms=window_ms, pbx=pbx)
 
 
 def _die_with(parent: int) -> None:
@@ -59,7 +59,7 @@ def _stage_range(first_id: int, last_id: int, scratch_dir: str) -> StagedRange:
     if not rows:
         return StagedRange(None, 0, None)
     legs = legs_from_rows(rows, _worker["clock"], _worker["pbx"])
-    calls = calls_of(legs, _worker["directory"])
+    calls = calls_of(legs, _worker["directory"], _worker["window_ms"])
     path = str(Path(scratch_dir) / f"batch-{first_id}.db")
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA journal_mode = OFF")
@@ -72,11 +72,12 @@ def _stage_range(first_id: int, last_id: int, scratch_dir: str) -> StagedRange:
     return StagedRange(path, len(rows), (rows[-1][0], rows[-1][1] or ""))
 
 
-def staged_ranges(source: CdrSource, clock: PbxClock, directory: Directory, after: int,
-                  last: int, batch_rows: int, workers: int,
+def staged_ranges(source: CdrSource, clock: PbxClock, directory: Directory, window_ms: int,
+                  after: int, last: int, batch_rows: int, workers: int,
                   pbx: str = "") -> Iterator[StagedRange]:
     """Stage the rows with `after < id <= last`, in id order, `workers` ranges at a time
-    (their ids qualified with the PBX's id `pbx`, see `mirror.calls.qualified`).
+    (their ids qualified with the PBX's id `pbx`, see `mirror.calls.qualified`; callbacks
+    linked over `window_ms` among each range's calls).
 
     The scratch files live in a temporary directory removed when the generator ends.
     """
@@ -86,7 +87,7 @@ def staged_ranges(source: CdrSource, clock: PbxClock, directory: Directory, afte
     with tempfile.TemporaryDirectory(prefix=f"{_SCRATCH_PREFIX}{os.getpid()}-") as scratch, \
             ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker,
                                 initargs=(str(source.path), source.busy_timeout_ms,
-                                          clock.tz_name, directory, pbx,
+                                          clock.tz_name, directory, window_ms, pbx,
                                           os.getpid())) as pool:
         pending: deque = deque()
         try:

@@ -292,7 +292,7 @@ class Sync:
         with self.source.reading() as reader:
             live = self._live(reader)
         with _no_cycle_collection(), closing(backfill.staged_ranges(
-                self.source, self.clock, self.config.directory, cursor, last,
+                self.source, self.clock, self.config.directory, self.window_ms, cursor, last,
                 self._range_rows(last - cursor), self.options.workers, self.pbx)) as ranges:
             for staged in ranges:
                 if staged.path is not None:
@@ -326,7 +326,8 @@ class Sync:
         """Classify and stage legs in this process, then merge them: one transaction."""
         self.store.months(leg.start for leg in legs)
         with self.store.batch():
-            schema = self.store.stage(legs, calls_of(legs, self.config.directory))
+            schema = self.store.stage(legs, calls_of(legs, self.config.directory,
+                                                     self.window_ms))
             self._merge(schema, live, cursor_row)
         self._live_shown = self._live_key(live)
 
@@ -342,44 +343,57 @@ class Sync:
         (inside the caller's transaction)."""
         store = self.store
         directory = self.config.directory
+        arrived = store.spans(schema)
         in_progress = {leg.linkedid for leg in live}
         store.hold_back(schema, in_progress)
         reopened = store.reopen(in_progress)
         before = store.merge(schema)
-        after = store.spans(schema)
+        written = store.spans(schema)
         ended = store.live_ids() - in_progress
         partial = set(store.spanning(schema, before.keys())) | ended
+        fixed = []
         if partial:
             complete = [classify(legs, directory) for legs in store.legs_of(partial).values()]
             store.merge(store.stage([], complete, "fixup"))
-            after += store.spans("fixup")  # a superseded span only widens the windows
+            fixed = store.spans("fixup").values()  # a superseded span only widens the windows
         store.replace_live(live_calls(live, store.legs_of(in_progress), directory))
-        spans = [*before.values(), *after, *reopened, *store.unsettled_deletions()]
+        # The batch came linked among its own calls (`calls_of`): what it replaced or completed,
+        # and the calls it left out (in progress, deleted, before the retained history), whose
+        # links its calls may name, are linked again; its other calls only where they meet the
+        # calls around them.
+        left_out = [span for linkedid, span in arrived.items() if linkedid not in written]
+        spans = [*before.values(), *fixed, *left_out, *reopened, *store.unsettled_deletions()]
         longest = max([int(store.state().get("longest_call_ms", 0))]
-                      + [end - start for _, start, end in spans])
+                      + [end - start for _, start, end in [*spans, *written.values()]])
         store.set_state(longest_call_ms=longest)
-        self._relink(spans, reach_ms=self.window_ms + max(longest, store.longest_call_ms()))
+        self._relink(spans, reach_ms=self.window_ms + max(longest, store.longest_call_ms()),
+                     batch=(schema, list(written.values())))
         self._queue_events([schema, "fixup"] if partial else [schema])
         if cursor_row is not None:
             store.set_state(cursor=cursor_row[0], cursor_uniqueid=cursor_row[1])
 
-    def _relink(self, spans: list[tuple[str | None, int, int]], reach_ms: int) -> None:
-        """Recompute callback links near every touched call (old and new number and time).
+    def _relink(self, spans: list[tuple[str | None, int, int]], reach_ms: int,
+                batch: tuple[str, list[tuple[str | None, int, int]]] | None = None) -> None:
+        """Recompute callback links near every touched call (old and new number and time),
+        and near the calls of a `batch` (staged schema, spans of its calls) linked among
+        themselves where other calls are near them.
 
         A call's links depend on calls starting within the window plus a call's length of it
         (`reach_ms`, from the longest call mirrored): links are recomputed for calls within
         that reach of a touched call, from the calls within twice that reach.
         """
+        schema, linked = batch or ("", [])
         windows: dict[str, tuple[int, int]] = {}
-        for key, start, end in spans:
+        for key, start, end in [*spans, *linked]:
             if key:
                 lo, hi = windows.get(key, (start, end))
                 windows[key] = (min(lo, start), max(hi, end))
         if not windows:
             return
+        touched = {key for key, _, _ in spans}
         context = self.store.callback_context(
             {key: (lo - 2 * reach_ms, hi + 2 * reach_ms) for key, (lo, hi) in windows.items()},
-            reach_ms)
+            reach_ms, schema, alone=windows.keys() - touched)
         changed = {}
         for key, entries in context.items():
             key_lo, key_hi = windows[key][0] - reach_ms, windows[key][1] + reach_ms

@@ -327,12 +327,27 @@ class _Party:
         return self.directory.employee_of(leg.src_num, leg.src_chan)
 
 
-def calls_of(legs: list[Leg], directory: Directory) -> list[Call]:
-    """Classify legs grouped by linkedid (a call per linkedid, from these legs only)."""
+def calls_of(legs: list[Leg], directory: Directory, window_ms: int) -> list[Call]:
+    """A batch's calls: legs grouped by linkedid, classified (a call per linkedid, from these
+    legs only), their callbacks linked among them (`link_callbacks` over `window_ms`). The
+    writer links them with the calls around them where the batch meets those."""
     by_call: dict[str, list[Leg]] = {}
     for leg in legs:
         by_call.setdefault(leg.linkedid, []).append(leg)
-    return [classify(call_legs, directory) for call_legs in by_call.values()]
+    calls = [classify(call_legs, directory) for call_legs in by_call.values()]
+    missed = {call.ext_key for call in calls if call.status == "missed" and call.ext_key}
+    by_number: dict[str, list[Call]] = {}
+    for call in calls:
+        if call.ext_key in missed:
+            by_number.setdefault(call.ext_key, []).append(call)
+    for group in by_number.values():
+        links = link_callbacks([CallbackFacts(c.linkedid, c.start, c.end, c.direction,
+                                              c.answered, c.status) for c in group], window_ms)
+        for call in group:
+            link = links[call.linkedid]
+            call.callback_of, call.returned_by = link.callback_of, link.returned_by
+            call.callback_attempts, call.status = link.callback_attempts, link.status
+    return calls
 
 
 def direction_of(first: Leg, directory: Directory) -> str:

@@ -21,10 +21,12 @@ from mirror.dialect import dialect_of, emptied, insert_rows, run, staged
 LEG_FIELDS = [f.name for f in fields(Leg) if f.init]
 LEG_COLUMNS = [name if name not in ("start", "answer", "end") else f"{name}_ms"
                for name in LEG_FIELDS]
+# A staged call's callback links, among the calls of its batch (`mirror.calls.calls_of`).
+CALLBACK_COLUMNS = ("callback_of", "returned_by", "callback_attempts")
 CALL_COLUMNS = ("linkedid", "start_ms", "end_ms", "direction", "status", "reason", "answered",
                 "src", "src_name", "dst", "dst_name", "external_number", "ext_key", "did",
                 "line", "answered_by", "missed_by", "transferred_to", "employees", "wait_s",
-                "talk_s", "duration_s", "recordings", "leg_count")
+                "talk_s", "duration_s", "recordings", "leg_count", *CALLBACK_COLUMNS)
 # A call's queue and first menu (`mirror.calls.Call`; migrations 10 and 13 filled them in SQL).
 CALL_EXTRAS = ("queue", "queue_wait_s", "ivr", "ivr_digits", "ivr_left")
 
@@ -123,8 +125,9 @@ def call_row(call: Call) -> tuple:
             call.external_number, call.ext_key, call.did, call.line, call.answered_by,
             _json_list(call.missed_by), _json_list(call.transferred_to),
             _json_list(call.employees), call.wait_s, call.talk_s, call.duration_s,
-            _json_list(call.recordings), call.leg_count, call.queue, call.queue_wait_s, call.ivr,
-        call.ivr_digits, call.ivr_left)
+            _json_list(call.recordings), call.leg_count, call.callback_of, call.returned_by,
+            call.callback_attempts, call.queue, call.queue_wait_s, call.ivr, call.ivr_digits,
+            call.ivr_left)
 
 
 _DIGITS_ONLY = str.maketrans("", "", "+-() .#*")

@@ -36,18 +36,18 @@ from mirror.live import LiveCall
 from mirror.pbxtime import linkedid_epoch_ms
 from mirror.rollups import kept_by_writer
 from mirror.schema import CALL_NAMES, PG_CALL_NAMES, month_partitions
-from mirror.staging import CALL_COLUMNS, CALL_EXTRAS, LEG_COLUMNS
+from mirror.staging import CALL_COLUMNS, CALL_EXTRAS, CALLBACK_COLUMNS, LEG_COLUMNS
 from mirror.stamps import ANYWHERE, EVERYWHERE, Span
 
 _CHUNK = 900  # stays under SQLite's bound-parameter limit
 _DAY_MS = 86_400_000
 # The writer's own tables beside the staged batches: the windows of external keys whose
 # callbacks are re-linked, and the links that changed (read by the webhooks' queue too).
-_LINKING_DDL = ("CREATE TABLE {window} (ext_key PRIMARY KEY, lo, hi) WITHOUT ROWID",
+_LINKING_DDL = ("CREATE TABLE {window} (ext_key PRIMARY KEY, lo, hi, alone) WITHOUT ROWID",
                 "CREATE TABLE {relinked} (linkedid PRIMARY KEY, start_ms, callback_of, "
                 "returned_by, callback_attempts, status) WITHOUT ROWID")
 _PG_LINKING_DDL = ("CREATE TABLE IF NOT EXISTS {window} (ext_key text PRIMARY KEY, lo bigint, "
-                   "hi bigint)",
+                   "hi bigint, alone integer)",
                    "CREATE TABLE IF NOT EXISTS {relinked} (linkedid text PRIMARY KEY, "
                    "start_ms bigint, callback_of text, returned_by text, "
                    "callback_attempts integer, status text)")
@@ -260,10 +260,11 @@ class Store:
             updated += ["numbers", "names"]
         else:
             values, source = f"{', '.join(columns)}, ?, ?", call
+        kept = ("linkedid", *CALLBACK_COLUMNS)    # a call written again keeps its links
         self._run(
             f"INSERT INTO call ({', '.join(updated)}) SELECT {values} FROM {source} WHERE true "
             f"ON CONFLICT ({self._key('linkedid')}) DO UPDATE SET "
-            + ", ".join(f"{c} = excluded.{c}" for c in updated if c != "linkedid"),
+            + ", ".join(f"{c} = excluded.{c}" for c in updated if c not in kept),
             (self._stamp(), self.pbx))
 
     @property
@@ -452,16 +453,19 @@ class Store:
                 f"(SELECT count(*) FROM leg l WHERE l.linkedid = s.linkedid{within})", chunk)]
         return partial
 
-    def spans(self, schema: str) -> list[tuple[str | None, int, int]]:
-        """(ext_key, start, end) of the staged calls."""
-        return self._run(f"SELECT ext_key, start_ms, end_ms FROM {staged(self.db, schema, 'call')}"
-                         ).fetchall()
+    def spans(self, schema: str) -> dict[str, tuple[str | None, int, int]]:
+        """linkedid -> (ext_key, start, end) of the staged calls."""
+        return {linkedid: tuple(span) for linkedid, *span in self._run(
+            f"SELECT linkedid, ext_key, start_ms, end_ms FROM {staged(self.db, schema, 'call')}")}
 
-    def callback_context(self, windows: dict[str, tuple[int, int]], reach_ms: int):
+    def callback_context(self, windows: dict[str, tuple[int, int]], reach_ms: int,
+                         schema: str = "", alone=frozenset()):
         """(facts, current links) of the calls of each external key starting in its window,
         to link callbacks over `reach_ms` (the callback window and the longest call).
 
-        Only keys where linking can matter: with a missed call, or with links to clear.
+        Only keys where linking can matter: with a missed call, or with links to clear; and
+        of the keys `alone` (whose calls here are all of the batch staged in `schema`, linked
+        among themselves), only those with a call of another batch in the window.
         Read under `lock_shared_rows`: the calls of every PBX committed before, its own.
         """
         lock_shared_rows(self.db)
@@ -470,8 +474,15 @@ class Store:
         months = Span(min(lo for lo, _ in windows.values()),
                       max(hi for _, hi in windows.values())) if windows else EVERYWHERE
         self._run(emptied(self.db, self._window))
-        insert_rows(self.db, self._window, 3,
-                    ((key, lo, hi) for key, (lo, hi) in windows.items()))
+        insert_rows(self.db, self._window, 4,
+                    ((key, lo, hi, int(key in alone)) for key, (lo, hi) in windows.items()))
+        if alone:
+            batch = staged(self.db, schema, "call")
+            self._run(
+                f"DELETE FROM {self._window} WHERE alone = 1 AND NOT EXISTS (SELECT 1 FROM call o "
+                f"WHERE o.ext_key = {self._window}.ext_key AND o.start_ms BETWEEN "
+                f"{self._window}.lo AND {self._window}.hi{months.within('o.start_ms')} "
+                f"AND o.linkedid NOT IN (SELECT linkedid FROM {batch}))")
         rows = self._run(
             "SELECT c.ext_key, c.linkedid, c.start_ms, c.end_ms, c.direction, c.answered, "
             "c.status, c.transferred_to, c.callback_of, c.returned_by, c.callback_attempts "

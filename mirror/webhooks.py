@@ -90,6 +90,11 @@ _RETURNED = (_INSERT + f"SELECT ?1, {CALLBACK}, s.linkedid, ?2, 0 "
              "FROM {relinked} r JOIN call s ON s.linkedid = r.linkedid "
              "AND s.start_ms = r.start_ms "
              "WHERE r.returned_by IS NOT NULL AND r.status = 'missed' AND s.end_ms >= ?4")
+# ... and of the staged missed calls `{calls}` written returned (linked within their batch).
+_RETURNED_STAGED = (_INSERT + f"SELECT ?1, {CALLBACK}, s.linkedid, ?2, 0 "
+                    "FROM {calls} b JOIN call s ON s.linkedid = b.linkedid "
+                    "AND s.start_ms = b.start_ms "
+                    "WHERE s.returned_by IS NOT NULL AND s.status = 'missed' AND s.end_ms >= ?4")
 
 
 def queue_events(db: Database, schemas: list[str], relinked: str, now_ms: int) -> int:
@@ -109,7 +114,9 @@ def queue_events(db: Database, schemas: list[str], relinked: str, now_ms: int) -
                                    calls=staged(db, schema, "call"))
                     for schema in schemas for code in codes if code in _OF_STAGED]
         sources = [_STAGED.format(events=" UNION ALL ".join(branches))] if branches else []
-        sources += [_RETURNED.format(relinked=relinked)] if CALLBACK in codes else []
+        if CALLBACK in codes:
+            sources += [_RETURNED.format(relinked=relinked)] + [
+                _RETURNED_STAGED.format(calls=staged(db, schema, "call")) for schema in schemas]
         statements += [(sql, params, json.loads(filters)) for sql in sources]
     queued = 0
     for sql, params, filters in statements:
