@@ -20,6 +20,7 @@ import gc
 import logging
 import os
 import time
+from collections import Counter
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -367,22 +368,22 @@ class Sync:
                       + [end - start for _, start, end in [*spans, *written.values()]])
         store.set_state(longest_call_ms=longest)
         self._relink(spans, reach_ms=self.window_ms + max(longest, store.longest_call_ms()),
-                     batch=(schema, list(written.values())))
+                     batch=list(written.values()))
         self._queue_events([schema, "fixup"] if partial else [schema])
         if cursor_row is not None:
             store.set_state(cursor=cursor_row[0], cursor_uniqueid=cursor_row[1])
 
     def _relink(self, spans: list[tuple[str | None, int, int]], reach_ms: int,
-                batch: tuple[str, list[tuple[str | None, int, int]]] | None = None) -> None:
+                batch: list[tuple[str | None, int, int]] | None = None) -> None:
         """Recompute callback links near every touched call (old and new number and time),
-        and near the calls of a `batch` (staged schema, spans of its calls) linked among
-        themselves where other calls are near them.
+        and near the calls of a `batch` just written (their spans), linked among themselves,
+        where other calls are near them.
 
         A call's links depend on calls starting within the window plus a call's length of it
         (`reach_ms`, from the longest call mirrored): links are recomputed for calls within
         that reach of a touched call, from the calls within twice that reach.
         """
-        schema, linked = batch or ("", [])
+        linked = batch or []
         windows: dict[str, tuple[int, int]] = {}
         for key, start, end in [*spans, *linked]:
             if key:
@@ -391,9 +392,10 @@ class Sync:
         if not windows:
             return
         touched = {key for key, _, _ in spans}
+        alone = Counter(key for key, _, _ in linked if key not in touched)
         context = self.store.callback_context(
             {key: (lo - 2 * reach_ms, hi + 2 * reach_ms) for key, (lo, hi) in windows.items()},
-            reach_ms, schema, alone=windows.keys() - touched)
+            reach_ms, alone)
         changed = {}
         for key, entries in context.items():
             key_lo, key_hi = windows[key][0] - reach_ms, windows[key][1] + reach_ms

@@ -208,7 +208,8 @@ class Store:
             gone = "linkedid IN (SELECT linkedid FROM deletion WHERE what = 'recordings')"
             self._run(f"UPDATE call SET recordings = '[]' WHERE {staged_calls} AND {gone}")
             self._run(f"UPDATE leg SET recordingfile = '' WHERE {staged_calls} AND {gone}")
-        self._run(f"DELETE FROM call_gone WHERE {staged_calls}")
+        if self._run("SELECT EXISTS (SELECT 1 FROM call_gone)").fetchone()[0]:
+            self._run(f"DELETE FROM call_gone WHERE {staged_calls}")
         self._run(
             f"INSERT INTO call_employee (extension, start_ms, call_id, placed) "
             f"SELECT e.extension, e.start_ms, c.id, e.placed FROM {employee} e "
@@ -459,13 +460,13 @@ class Store:
             f"SELECT linkedid, ext_key, start_ms, end_ms FROM {staged(self.db, schema, 'call')}")}
 
     def callback_context(self, windows: dict[str, tuple[int, int]], reach_ms: int,
-                         schema: str = "", alone=frozenset()):
+                         alone: dict[str, int] | None = None):
         """(facts, current links) of the calls of each external key starting in its window,
         to link callbacks over `reach_ms` (the callback window and the longest call).
 
         Only keys where linking can matter: with a missed call, or with links to clear; and
-        of the keys `alone` (whose calls here are all of the batch staged in `schema`, linked
-        among themselves), only those with a call of another batch in the window.
+        of the keys `alone` (key -> the calls of a batch just written, linked among
+        themselves, all of its calls in the window), only those with any other call there.
         Read under `lock_shared_rows`: the calls of every PBX committed before, its own.
         """
         lock_shared_rows(self.db)
@@ -474,15 +475,15 @@ class Store:
         months = Span(min(lo for lo, _ in windows.values()),
                       max(hi for _, hi in windows.values())) if windows else EVERYWHERE
         self._run(emptied(self.db, self._window))
+        alone = alone or {}
         insert_rows(self.db, self._window, 4,
-                    ((key, lo, hi, int(key in alone)) for key, (lo, hi) in windows.items()))
+                    ((key, lo, hi, alone.get(key, 0)) for key, (lo, hi) in windows.items()))
         if alone:
-            batch = staged(self.db, schema, "call")
+            window = self._window
             self._run(
-                f"DELETE FROM {self._window} WHERE alone = 1 AND NOT EXISTS (SELECT 1 FROM call o "
-                f"WHERE o.ext_key = {self._window}.ext_key AND o.start_ms BETWEEN "
-                f"{self._window}.lo AND {self._window}.hi{months.within('o.start_ms')} "
-                f"AND o.linkedid NOT IN (SELECT linkedid FROM {batch}))")
+                f"DELETE FROM {window} WHERE alone > 0 AND (SELECT count(*) FROM call o "
+                f"WHERE o.ext_key = {window}.ext_key AND o.start_ms BETWEEN {window}.lo AND "
+                f"{window}.hi{months.within('o.start_ms')}) = alone")
         rows = self._run(
             "SELECT c.ext_key, c.linkedid, c.start_ms, c.end_ms, c.direction, c.answered, "
             "c.status, c.transferred_to, c.callback_of, c.returned_by, c.callback_attempts "
