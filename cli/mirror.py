@@ -11,7 +11,7 @@ from datetime import datetime
 from pathlib import Path
 
 from cli.base import CliError, add_db_argument, add_user_arguments, chosen_user
-from daemon.resident import AlreadyRunning, CentralLock
+from daemon.locks import AlreadyRunning, CentralLock
 from daemon.sync import mirror_sync
 from i18n import STATUS_LABELS, TAB_LABELS
 from mirror import bulk, schema

@@ -45,7 +45,7 @@ def add_commands(sub) -> dict:
 def cmd_daemon(args) -> int:
     settings = daemon_settings(args)
     setup_logging(settings["log.level"], args.syslog)
-    from daemon.resident import AlreadyRunning
+    from daemon.locks import AlreadyRunning
     from daemon.resident import serve as serve_daemon
     try:
         return serve_daemon(settings)

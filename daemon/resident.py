@@ -12,16 +12,13 @@ thread, woken after each step) only the outbox's states and the log of deliverie
 from __future__ import annotations
 
 import faulthandler
-import fcntl
 import io
 import logging
-import os
 import queue
 import signal
 import sqlite3
 import threading
 import time
-from pathlib import Path
 from typing import Callable
 
 import peewee
@@ -29,13 +26,12 @@ import peewee
 from daemon import watch
 from daemon.ami import AmiLink, cdr_event_to_row, linkedid_of_event
 from daemon.deliverer import Deliverer
+from daemon.locks import instance_lock
 from daemon.sync import Sync, mirror_sync
 from mirror.database import ModuleDbError, open_module_db, readable_error
-from mirror.dialect import run
 from mirror.hangups import CallHangup, HangupTracker
 from mirror.live import ChannelTable
 from mirror.retention import utc_day
-from mirror.schema import APPLICATION_ID
 from mirror.settings import Settings, SettingsError, is_database_url, load, shown_target
 from pbx.cdr import LEG_SOURCE_COLUMNS, SourceBusy, SourceError
 from pbx.mirror_context import MirrorContext
@@ -52,86 +48,6 @@ _DB_RECHECK_S = 30.0      # while module.db is damaged or another program's file
 _RETENTION_CHECK_S = 3600.0  # between looks at the history's retention (cheap when not due)
 _NEW_ROWS = object()     # queue item: "read new rows"
 _HANGUPS_HELD = 10_000   # who hung up, waiting for module.db to be writable again (at most)
-DAEMON_LOCK = APPLICATION_ID + 2    # advisory lock key (mirror.schema has +0 and +1)
-
-
-class AlreadyRunning(Exception):
-    """Another daemon holds the mirror."""
-
-
-class InstanceLock:
-    """One daemon per module.db: an exclusive flock on `<module.db>.lock`, holding our pid."""
-
-    def __init__(self, db_path: Path):
-        self.path = Path(f"{db_path}.lock")
-        self.file = None
-
-    def __enter__(self):
-        self.file = open(self.path, "a+")
-        try:
-            fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self.file.seek(0)
-            holder = self.file.read().strip() or "?"
-            self.file.close()
-            raise AlreadyRunning(f"another extcdr daemon (pid {holder}) is running on "
-                                 f"{self.path.with_suffix('')}") from None
-        self.file.truncate(0)
-        self.file.write(str(os.getpid()))
-        self.file.flush()
-        return self
-
-    def __exit__(self, *exc):
-        self.file.close()  # closing releases the lock
-
-
-class CentralLock:
-    """One writer per PBX of a central module.db (a `postgresql://` URL), each PBX's at the
-    same time as the others': a session advisory lock of its schema and PBX id (`pbx.id`),
-    held by a connection of its own for the writer's life (the server releases it when that
-    connection ends, a kill -9 included)."""
-
-    def __init__(self, url: str, pbx: str = ""):
-        self.url = url
-        self.pbx = pbx
-        self.db = None
-
-    def __enter__(self):
-        self.db = open_module_db(self.url)
-        if not run(self.db, "SELECT pg_try_advisory_lock(?, hashtext(current_schema() || ?))",
-                   (DAEMON_LOCK, f"/{self.pbx}" if self.pbx else "")).fetchone()[0]:
-            self.db.close()
-            of = f" for PBX '{self.pbx}'" if self.pbx else ""
-            raise AlreadyRunning(f"another extcdr daemon is running{of} on "
-                                 f"{shown_target(self.url)} (or an extcdr sync)")
-        problem = self._other_pbxs()
-        if problem:
-            self.db.close()
-            raise AlreadyRunning(f"{shown_target(self.url)}: {problem}")
-        return self
-
-    def _other_pbxs(self) -> str | None:
-        """Why this PBX may not write the history: the only PBX's (no `pbx.id`) beside others,
-        or one PBX's without an id among those with one (their calls' ids would collide)."""
-        others = "pbx = ''" if self.pbx else "pbx > ''"
-        for table in ("employee", "call"):
-            found = run(self.db, f"SELECT pbx FROM {table} WHERE {others} LIMIT 1").fetchone()
-            if found and self.pbx:
-                return ("it holds the history of a PBX without a pbx.id; a history shared by "
-                        "several PBXs is written by PBXs with ids only")
-            if found:
-                return (f"it holds the history of PBX '{found[0]}'; each PBX writing a shared "
-                        "history needs its own pbx.id")
-        return None
-
-    def __exit__(self, *exc):
-        self.db.close()      # closing the session releases the lock
-
-
-def instance_lock(target, pbx: str = "") -> InstanceLock | CentralLock:
-    """The lock that keeps a second daemon off this module.db (a file), or off this PBX's
-    history in it (a URL)."""
-    return CentralLock(target, pbx) if is_database_url(target) else InstanceLock(target)
 
 
 class Daemon:

@@ -21,7 +21,7 @@ from datetime import date
 
 import pytest
 
-from daemon.resident import CentralLock
+from daemon.locks import CentralLock
 from daemon.sync import Sync, SyncOptions
 from mirror.calls import CallbackFacts, link_callbacks
 from mirror.database import ModuleDbError, open_module_db

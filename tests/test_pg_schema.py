@@ -17,7 +17,7 @@ import peewee
 import pytest
 from playhouse.db_url import parse
 
-from daemon.resident import CentralLock
+from daemon.locks import CentralLock
 from mirror import schema
 from mirror.database import ModuleDbError, open_module_db, readable_error
 from mirror.dialect import POSTGRESQL, SQLITE, dialect_of, run, write_transaction

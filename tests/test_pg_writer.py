@@ -20,7 +20,8 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from cli import main
-from daemon.resident import AlreadyRunning, CentralLock, Daemon
+from daemon.locks import AlreadyRunning, CentralLock
+from daemon.resident import Daemon
 from daemon.sync import Sync, SyncOptions
 from mirror.database import open_module_db
 from mirror.deletions import delete_call
