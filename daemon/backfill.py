@@ -13,11 +13,12 @@ import signal
 import sqlite3
 import tempfile
 from collections import deque
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, NamedTuple
 
-from mirror import staging
+from mirror import bulk, staging
 from mirror.calls import Directory, calls_of
 from mirror.pbxtime import PbxClock
 from pbx.cdr import CdrSource, legs_from_rows
@@ -101,6 +102,18 @@ def staged_ranges(source: CdrSource, clock: PbxClock, directory: Directory, wind
         finally:  # stopped early: drop the ranges not started, wait for the running ones
             for future in pending:
                 future.cancel()
+
+
+@contextmanager
+def rolled_up(mirror: str) -> Iterator[Future]:
+    """The rollups of the calls committed in the mirror file `mirror` (`mirror.bulk.roll_up`),
+    worked out by a helper process while the writer builds the rest of a bulk load: a future
+    of the scratch file holding them, removed when the block ends."""
+    context = multiprocessing.get_context("fork")
+    with tempfile.TemporaryDirectory(prefix=f"{_SCRATCH_PREFIX}{os.getpid()}-") as scratch, \
+            ProcessPoolExecutor(1, mp_context=context, initializer=_die_with,
+                                initargs=(os.getpid(),)) as pool:
+        yield pool.submit(bulk.roll_up, mirror, str(Path(scratch) / "rollups.db"))
 
 
 def remove_orphaned_scratch() -> None:

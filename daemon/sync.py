@@ -281,10 +281,15 @@ class Sync:
             self.store.bulk = True
 
     def _finish_bulk(self) -> None:
-        """Build what a bulk load left out (one transaction), once it has every row."""
+        """Build what a bulk load left out (one transaction, its rollups worked out meanwhile
+        by a helper process), once it has every row."""
         if self.store.bulk:
-            with bulk.sorting_on_disk(self.store.db), self.store.batch():
-                bulk.finish(self.store.db)
+            db = self.store.db
+            with self.store.batch():
+                bulk.wait_for_callbacks(db)
+            with backfill.rolled_up(db.database) as rollups, bulk.sorting_on_disk(db), \
+                    self.store.batch():
+                bulk.finish(db, rollups.result)
             self.store.bulk = False
 
     def _parallel(self, cursor: int, last: int, progress, should_stop) -> int:

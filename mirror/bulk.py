@@ -11,11 +11,14 @@ only what is indexed so far. PostgreSQL keeps its indexes: it never loads in bul
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
+import sqlite3
+from contextlib import closing, contextmanager
+from pathlib import Path
+from typing import Callable
 
 from peewee import Database
 
-from mirror.dialect import dialect_of, run
+from mirror.dialect import dialect_of, insert_rows, run
 from mirror.rollups import ROLLUPS, returned_after
 from mirror.schema import CALL_NAMES
 
@@ -69,21 +72,43 @@ def sorting_on_disk(db: Database):
         run(db, f"PRAGMA temp_store = {kept}")
 
 
-def finish(db: Database) -> None:
-    """Build what the load left out, from the calls (inside the caller's transaction): each
-    returned call's wait, the rollups, the FTS5 rows, then the indexes and triggers as they
-    were. The triggers come last: the build itself must not fire them."""
+def wait_for_callbacks(db: Database) -> None:
+    """Each returned call's wait for its callback (inside the caller's transaction; committed
+    before the build, which reads the calls as committed)."""
     returned = returned_after("call")
     run(db, f"UPDATE call SET returned_after_s = {returned} WHERE returned_by IS NOT NULL")
-    for rollup in ROLLUPS:
-        run(db, f"DELETE FROM {rollup.table}")
-        run(db, rollup.add(rollup.afresh("call")))
+
+
+def roll_up(mirror: str, target: str) -> str:
+    """The rollups of the calls committed in the mirror file `mirror`, written as tables of a
+    new SQLite file `target` (returned): a helper process works them out while the writer
+    builds the rest (`finish`)."""
+    with closing(sqlite3.connect(target, isolation_level=None, uri=True)) as conn:
+        conn.execute("PRAGMA journal_mode = OFF")
+        conn.execute("ATTACH DATABASE ? AS m", (Path(mirror).resolve().as_uri() + "?mode=ro",))
+        conn.execute("BEGIN")             # one snapshot of the calls for every rollup
+        for rollup in ROLLUPS:
+            conn.execute(f"CREATE TABLE {rollup.table} AS {rollup.afresh('m.call')}")
+        conn.execute("COMMIT")
+    return target
+
+
+def finish(db: Database, rolled_up: Callable[[], str]) -> None:
+    """Build what the load left out, from the calls (inside the caller's transaction): the
+    FTS5 rows, the rollups (`rolled_up` waits for the file of `roll_up`), then the indexes and
+    triggers as they were. The triggers come last: the build itself must not fire them."""
     for table in ("call_number", "call_name"):
         run(db, f"DELETE FROM {table}")
     run(db, "INSERT INTO call_name (rowid, names) " + CALL_NAMES.format(calls="true"))
     run(db, f"INSERT INTO call_number (rowid, numbers) SELECT n.id, n.numbers FROM {NUMBERS} n "
             "JOIN call c ON c.id = n.id ORDER BY n.id")
     run(db, f"DROP TABLE {NUMBERS}")
+    with closing(sqlite3.connect(rolled_up())) as rolled:
+        for rollup in ROLLUPS:
+            columns = (rollup.slot, *rollup.key_names, *rollup.measures)
+            run(db, f"DELETE FROM {rollup.table}")
+            insert_rows(db, f"{rollup.table} ({', '.join(columns)})", len(columns),
+                        rolled.execute(f"SELECT * FROM {rollup.table}"))
     set_aside = run(db, "SELECT key, value FROM sync_state WHERE key LIKE ? "
                         "ORDER BY value LIKE 'CREATE TRIGGER%', key",
                     (_SET_ASIDE + "%",)).fetchall()

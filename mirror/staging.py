@@ -115,7 +115,7 @@ def batch_rows(legs: list[Leg], calls: list[Call]
 
 def _json_list(values: list[str]) -> str:
     """JSON array of strings (the C string encoder, without json.dumps' per-call overhead)."""
-    return "[" + ",".join(map(encode_basestring_ascii, values)) + "]"
+    return "[" + ",".join(map(encode_basestring_ascii, values)) + "]" if values else "[]"
 
 
 def call_row(call: Call) -> tuple:
