@@ -105,15 +105,17 @@ def staged_ranges(source: CdrSource, clock: PbxClock, directory: Directory, wind
 
 
 @contextmanager
-def rolled_up(mirror: str) -> Iterator[Future]:
-    """The rollups of the calls committed in the mirror file `mirror` (`mirror.bulk.roll_up`),
-    worked out by a helper process while the writer builds the rest of a bulk load: a future
-    of the scratch file holding them, removed when the block ends."""
+def built_aside(mirror: str, window_ms: int) -> Iterator[Future]:
+    """The callback links across a bulk load's batches and the rollups, worked out from the
+    calls committed in the mirror file `mirror` (`mirror.bulk.link_and_roll_up`) by a helper
+    process while the writer builds the rest: a future of the scratch file holding them,
+    removed when the block ends."""
     context = multiprocessing.get_context("fork")
     with tempfile.TemporaryDirectory(prefix=f"{_SCRATCH_PREFIX}{os.getpid()}-") as scratch, \
             ProcessPoolExecutor(1, mp_context=context, initializer=_die_with,
                                 initargs=(os.getpid(),)) as pool:
-        yield pool.submit(bulk.roll_up, mirror, str(Path(scratch) / "rollups.db"))
+        yield pool.submit(bulk.link_and_roll_up, mirror, str(Path(scratch) / "built.db"),
+                          window_ms)
 
 
 def remove_orphaned_scratch() -> None:

@@ -281,15 +281,18 @@ class Sync:
             self.store.bulk = True
 
     def _finish_bulk(self) -> None:
-        """Build what a bulk load left out (one transaction, its rollups worked out meanwhile
-        by a helper process), once it has every row."""
+        """Build what a bulk load left out (one transaction; the callback links across its
+        batches and the rollups worked out meanwhile by a helper process), once it has every
+        row."""
         if self.store.bulk:
             db = self.store.db
-            with self.store.batch():
-                bulk.wait_for_callbacks(db)
-            with backfill.rolled_up(db.database) as rollups, bulk.sorting_on_disk(db), \
-                    self.store.batch():
-                bulk.finish(db, rollups.result)
+            with backfill.built_aside(db.database, self.window_ms) as helper, \
+                    bulk.sorting_on_disk(db), self.store.batch():
+                bulk.search_rows(db)
+                built = helper.result()
+                self.store.update_links(bulk.links(built))
+                bulk.finish(db, built)
+                self._queue_events([])
             self.store.bulk = False
 
     def _parallel(self, cursor: int, last: int, progress, should_stop) -> int:
@@ -386,8 +389,11 @@ class Sync:
 
         A call's links depend on calls starting within the window plus a call's length of it
         (`reach_ms`, from the longest call mirrored): links are recomputed for calls within
-        that reach of a touched call, from the calls within twice that reach.
+        that reach of a touched call, from the calls within twice that reach. While a bulk
+        load is under way its build links them (`mirror.bulk`): nothing to do here.
         """
+        if self.store.bulk:
+            return
         linked = batch or []
         windows: dict[str, tuple[int, int]] = {}
         for key, start, end in [*spans, *linked]:

@@ -407,6 +407,27 @@ class CallbackLinks:
     status: str
 
 
+# What linking reads of a mirrored call (`linking`), its external key first; and the calls
+# whose numbers linking can matter for (SQL over the call row `m`): a missed call, or links.
+LINKED_COLUMNS = ("ext_key", "linkedid", "start_ms", "end_ms", "direction", "answered",
+                  "status", "transferred_to", "callback_of", "returned_by", "callback_attempts")
+LINKABLE = ("({m}.status = 'missed' OR {m}.callback_of IS NOT NULL "
+            "OR {m}.returned_by IS NOT NULL OR {m}.callback_attempts > 0)")
+
+
+def linking(row: tuple) -> tuple[str, CallbackFacts, CallbackLinks]:
+    """A mirrored call's row of LINKED_COLUMNS: its key, what linking needs of it, its links
+    now (its status before callbacks: a callback's status goes back to answered or
+    transferred)."""
+    (key, linkedid, start, end, direction, answered, status, transferred,
+     callback_of, returned_by, attempts) = row
+    base = status
+    if status in ("client_called_back", "we_called_back"):
+        base = "transferred" if transferred != "[]" else "answered"
+    return (key, CallbackFacts(linkedid, start, end, direction, bool(answered), base),
+            CallbackLinks(callback_of, returned_by, attempts, status))
+
+
 def link_callbacks(calls: list[CallbackFacts], window_ms: int) -> dict[str, CallbackLinks]:
     """Which missed call each later answered call returns (calls of one external number).
 

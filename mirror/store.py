@@ -28,7 +28,7 @@ from typing import Iterable
 from peewee import Database
 
 from mirror import bulk, staging, stamps
-from mirror.calls import Call, CallbackFacts, CallbackLinks, Leg
+from mirror.calls import LINKABLE, LINKED_COLUMNS, Call, CallbackFacts, CallbackLinks, Leg, linking
 from mirror.dialect import (dialect_of, emptied, insert_rows, lock_shared_rows, ordered_join, run,
                             staged, write_transaction)
 from mirror.hangups import CallHangup
@@ -485,23 +485,16 @@ class Store:
                 f"WHERE o.ext_key = {window}.ext_key AND o.start_ms BETWEEN {window}.lo AND "
                 f"{window}.hi{months.within('o.start_ms')}) = alone")
         rows = self._run(
-            "SELECT c.ext_key, c.linkedid, c.start_ms, c.end_ms, c.direction, c.answered, "
-            "c.status, c.transferred_to, c.callback_of, c.returned_by, c.callback_attempts "
+            f"SELECT {', '.join('c.' + column for column in LINKED_COLUMNS)} "
             f"FROM {self._window} w "  # the windows drive the loop
             f"{ordered_join(self.db)} call c "
             f"ON c.ext_key = w.ext_key AND c.start_ms BETWEEN w.lo AND w.hi"
             f"{months.within('c.start_ms')} "
             "WHERE EXISTS (SELECT 1 FROM call m WHERE m.ext_key = w.ext_key "
             f"  AND m.start_ms BETWEEN w.lo AND w.hi{months.within('m.start_ms')} "
-            "  AND (m.status = 'missed' "
-            "  OR m.callback_of IS NOT NULL OR m.returned_by IS NOT NULL "
-            "  OR m.callback_attempts > 0))")
+            f"  AND {LINKABLE.format(m='m')})")
         out: dict[str, list[tuple[CallbackFacts, CallbackLinks]]] = {}
-        for (key, linkedid, start, end, direction, answered, status, transferred,
-             callback_of, returned_by, attempts) in rows:
-            facts = CallbackFacts(linkedid, start, end, direction, bool(answered),
-                                  _base_status(direction, bool(answered), status, transferred))
-            links = CallbackLinks(callback_of, returned_by, attempts, status)
+        for key, facts, links in map(linking, rows):
             out.setdefault(key, []).append((facts, links))
         return out
 
@@ -600,10 +593,3 @@ def next_revision(db: Database) -> int:
     db.execute_sql("INSERT INTO sync_state (key, value) VALUES ('revision', 1) "
                    "ON CONFLICT (key) DO UPDATE SET value = CAST(sync_state.value AS INTEGER) + 1")
     return int(db.execute_sql("SELECT value FROM sync_state WHERE key = 'revision'").fetchone()[0])
-
-
-def _base_status(direction: str, answered: bool, status: str, transferred_to: str) -> str:
-    """The status a call has before callbacks (callback statuses replace answered/transferred)."""
-    if status in ("client_called_back", "we_called_back"):
-        return "transferred" if transferred_to != "[]" else "answered"
-    return status
