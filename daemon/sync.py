@@ -288,7 +288,7 @@ class Sync:
             db = self.store.db
             with backfill.built_aside(db.database, self.window_ms) as helper, \
                     bulk.sorting_on_disk(db), self.store.batch():
-                bulk.search_rows(db)
+                bulk.build_indexes(db)
                 built = helper.result()
                 self.store.update_links(bulk.links(built))
                 bulk.finish(db, built)

@@ -125,21 +125,23 @@ def links(built: str) -> dict[str, tuple[int, CallbackLinks]]:
                 in conn.execute("SELECT * FROM links")}
 
 
-def search_rows(db: Database) -> None:
-    """The FTS5 rows of the calls' numbers and names (inside the caller's transaction)."""
+def build_indexes(db: Database) -> None:
+    """The FTS5 rows of the calls' numbers and names and the indexes set aside (inside the
+    caller's transaction)."""
     for table in ("call_number", "call_name"):
         run(db, f"DELETE FROM {table}")
     run(db, "INSERT INTO call_name (rowid, names) " + CALL_NAMES.format(calls="true"))
     run(db, f"INSERT INTO call_number (rowid, numbers) SELECT n.id, n.numbers FROM {NUMBERS} n "
             "JOIN call c ON c.id = n.id ORDER BY n.id")
     run(db, f"DROP TABLE {NUMBERS}")
+    _restore(db, "index")
 
 
 def finish(db: Database, built: str) -> None:
     """Build the rest of what the load left out (inside the caller's transaction, after
-    `search_rows` and the links of `links`): each returned call's wait, the rollups (from
-    `link_and_roll_up`'s file `built`), then the indexes and triggers as they were. The
-    triggers come last: the build itself must not fire them."""
+    `build_indexes` and the links of `links`): each returned call's wait, the rollups (from
+    `link_and_roll_up`'s file `built`), then the triggers as they were. The triggers come
+    last: the build itself must not fire them."""
     returned = returned_after("call")
     run(db, f"UPDATE call SET returned_after_s = {returned} WHERE returned_by IS NOT NULL")
     with closing(sqlite3.connect(built)) as rolled:
@@ -148,9 +150,14 @@ def finish(db: Database, built: str) -> None:
             run(db, f"DELETE FROM {rollup.table}")
             insert_rows(db, f"{rollup.table} ({', '.join(columns)})", len(columns),
                         rolled.execute(f"SELECT * FROM {rollup.table}"))
-    set_aside = run(db, "SELECT key, value FROM sync_state WHERE key LIKE ? "
-                        "ORDER BY value LIKE 'CREATE TRIGGER%', key",
-                    (_SET_ASIDE + "%",)).fetchall()
-    for _key, sql in set_aside:
+    _restore(db, "trigger")
+    run(db, "DELETE FROM sync_state WHERE key = ?", (LOADING,))
+
+
+def _restore(db: Database, kind: str) -> None:
+    """Put the indexes or the triggers set aside back, with their own SQL."""
+    for key, sql in run(db, "SELECT key, value FROM sync_state WHERE key LIKE ? "
+                            "AND value LIKE ? ORDER BY key",
+                        (_SET_ASIDE + "%", f"CREATE {kind.upper()}%")).fetchall():
         run(db, sql)
-    run(db, "DELETE FROM sync_state WHERE key = ? OR key LIKE ?", (LOADING, _SET_ASIDE + "%"))
+        run(db, "DELETE FROM sync_state WHERE key = ?", (key,))

@@ -7,6 +7,7 @@ missed call was returned by which later call. Times are UTC epoch milliseconds.
 from __future__ import annotations
 
 import re
+from bisect import bisect_left
 from dataclasses import dataclass, field, replace
 
 APP_CHANNEL_PREFIXES = ("app:", "queue:", "voicemail")
@@ -436,18 +437,24 @@ def link_callbacks(calls: list[CallbackFacts], window_ms: int) -> dict[str, Call
     """
     calls = sorted(calls, key=lambda c: (c.start, c.linkedid))
     answered = [c for c in calls if c.answered and c.direction != "internal"]
-    attempts = [c for c in calls if c.direction == "outgoing" and not c.answered]
+    answered_starts = [c.start for c in answered]
+    attempts = [c.start for c in calls if c.direction == "outgoing" and not c.answered]
     returned_by: dict[str, str] = {}
     callback_attempts: dict[str, int] = {}
     latest_returned: dict[str, str] = {}
     for missed in (c for c in calls if c.base_status == "missed"):
         limit = missed.end + window_ms
-        returner = next((c for c in answered
-                         if missed.end <= c.start <= limit and c.linkedid != missed.linkedid),
-                        None)
+        returner = None
+        for i in range(bisect_left(answered_starts, missed.end), len(answered)):
+            c = answered[i]
+            if c.start > limit:
+                break
+            if c.linkedid != missed.linkedid:
+                returner = c
+                break
         until = returner.start if returner else limit + 1
-        callback_attempts[missed.linkedid] = sum(
-            1 for a in attempts if missed.end <= a.start < until)
+        callback_attempts[missed.linkedid] = (bisect_left(attempts, until)
+                                              - bisect_left(attempts, missed.end))
         if returner:
             returned_by[missed.linkedid] = returner.linkedid
             latest_returned[returner.linkedid] = missed.linkedid   # calls are in start order
