@@ -138,7 +138,7 @@ class Directory:
         if key is None:
             digits = _NON_DIGITS.sub("", number)
             key = digits[-self.number_match_digits:] if digits else ""
-            if len(self._keys) > 200_000:
+            if len(self._keys) > 50_000:       # a few batches' numbers: bounded memory
                 self._keys.clear()
             self._keys[number] = key
         return key or None
