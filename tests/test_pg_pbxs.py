@@ -23,14 +23,14 @@ import pytest
 
 from daemon.locks import CentralLock
 from daemon.sync import Sync, SyncOptions
-from mirror.calls import CallbackFacts, link_callbacks
+from mirror.calls import LINKED_COLUMNS, link_callbacks, linking
 from mirror.database import ModuleDbError, open_module_db
 from mirror.dialect import SHARED_ROWS_LOCK, run
 from mirror.pbxtime import PbxClock
 from mirror.queries import mirror_revision
 from mirror.schema import month_partitions
 from mirror.settings import load
-from mirror.store import Store, _base_status
+from mirror.store import Store
 from pbx.cdr import CdrSource
 from pbx.config import read_pbx_config
 from tests.conftest import ROOT, wait_for
@@ -101,15 +101,11 @@ def links_afresh(db, window_ms: int = 86_400_000) -> tuple[dict, dict]:
     """(the links the central history holds, those every PBX's calls give worked out at once)
     by linkedid: callback_of, returned_by, callback_attempts, status."""
     held, facts = {}, {}
-    for (linkedid, key, start, end, direction, answered, status, transferred, callback_of,
-         returned_by, attempts) in run(db, "SELECT linkedid, ext_key, start_ms, end_ms, "
-                                           "direction, answered, status, transferred_to, "
-                                           "callback_of, returned_by, callback_attempts "
-                                           "FROM call WHERE ext_key IS NOT NULL"):
-        held[linkedid] = (callback_of, returned_by, attempts, status)
-        facts.setdefault(key, []).append(CallbackFacts(
-            linkedid, start, end, direction, bool(answered),
-            _base_status(direction, bool(answered), status, transferred)))
+    for key, fact, links in map(linking, run(db, f"SELECT {', '.join(LINKED_COLUMNS)} FROM call "
+                                                "WHERE ext_key IS NOT NULL")):
+        held[fact.linkedid] = (links.callback_of, links.returned_by, links.callback_attempts,
+                               links.status)
+        facts.setdefault(key, []).append(fact)
     afresh = {}
     for calls in facts.values():
         for linkedid, links in link_callbacks(calls, window_ms).items():
