@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 import sqlite3
 from collections import Counter
+from contextlib import closing
 from dataclasses import replace
 from datetime import date, timedelta
 
@@ -20,6 +22,7 @@ from mirror.deletions import delete_call
 from mirror.pbxtime import PbxClock
 from mirror.queries import CallFilter, Visibility, calls_query
 from mirror.rollups import DAY_MS, HOUR_MS
+from mirror.schema import CALL_MENUS, CALL_QUEUES
 from pbx.recording_files import RecordingFiles
 from tests.mirror import append_rows, dump, mirrored_demo, pbx_rows, rollups_off, sync_once
 from tests.pbxfixture import DID, Pbx
@@ -420,3 +423,24 @@ def test_figures_of_a_small_history_checked_by_hand(small):
     bands = {b["band"]: b["calls"] for b in callbacks["rows"]}
     assert bands == {"Within 5 min": 1, "5 to 15 min": 1, "15 to 60 min": 0, "1 to 4 hours": 1,
                      "4 to 24 hours": 0, "Later": 0, "Not called back": 1}
+
+
+def test_each_calls_queue_and_menu_are_what_the_migrations_work_out_from_its_legs(demo_mirror,
+                                                                                 tmp_path):
+    """The queue, the wait there, the first menu, its digits and whether the caller left in
+    it, as the classifier writes them, are what migrations 10 and 13 work out in SQL from the
+    call's legs: an upgraded mirror and one synced afresh agree."""
+    db = tmp_path / "module.db"
+    shutil.copy(demo_mirror, db)
+    columns = "linkedid, queue, queue_wait_s, ivr, ivr_digits, ivr_left"
+    with closing(sqlite3.connect(db)) as conn, conn:
+        written = conn.execute(f"SELECT {columns} FROM call ORDER BY linkedid").fetchall()
+        assert sum(row[1] is not None for row in written) > 50            # through a queue
+        assert sum(row[3] is not None for row in written) > 50            # through a menu
+        assert {row[5] for row in written} == {None, 0, 1}
+        assert any(row[4] for row in written)                             # digits pressed
+        conn.execute("UPDATE call SET queue = NULL, queue_wait_s = NULL, ivr = NULL, "
+                     "ivr_digits = NULL, ivr_left = NULL")
+        conn.execute(CALL_QUEUES.format(table="call", calls="true"))
+        conn.execute(CALL_MENUS.format(table="call", calls="true"))
+        assert conn.execute(f"SELECT {columns} FROM call ORDER BY linkedid").fetchall() == written
