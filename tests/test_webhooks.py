@@ -22,7 +22,7 @@ from mirror.dialect import run
 from mirror.settings import load
 from mirror.worklist import mark_handled
 from tests.conftest import wait_for
-from tests.mirror import append_rows, pbx_rows
+from tests.mirror import append_rows, pbx_rows, sync_once
 from tests.pbxfixture import DID, Pbx
 from tests.test_daemon import start_daemon
 
@@ -178,6 +178,22 @@ def test_the_writer_queues_each_event_once_per_hook_and_call(pbx):
     daemon.sync.refresh([lid for (lid,) in query(pbx, "SELECT linkedid FROM call")])
     daemon.db.close()
     assert query(pbx, "SELECT * FROM outbox ORDER BY id") == before
+
+
+def test_a_bulk_load_queues_the_callbacks_of_every_batch_and_across_them(demo_pbx, tmp_path):
+    """A first backfill in bulk: each batch links the callbacks among its own calls, its build
+    those across batches; a hook of every event gets each returned missed call's callback."""
+    target = {"db": tmp_path / "module.db"}
+    open_module_db(target["db"]).close()
+    add_hook(target, "http://127.0.0.1:9/")
+    sync_once(demo_pbx / "cdr.db", demo_pbx / "mikopbx.db", target["db"], batch_rows=300,
+              range_rows=300)
+    returned = {lid for (lid,) in query(target, "SELECT linkedid FROM call WHERE status = "
+                                                "'missed' AND returned_by IS NOT NULL")}
+    called_back = {lid for (lid,) in query(target, "SELECT linkedid FROM outbox "
+                                                   f"WHERE event = {webhooks.CALLBACK}")}
+    assert len(returned) > 20 and returned <= called_back
+    assert len(called_back) <= len(returned) * 1.05     # a few of calls first seen in part
 
 
 def test_a_hooks_filter_narrows_its_calls(pbx):
