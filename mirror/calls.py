@@ -409,11 +409,13 @@ class CallbackLinks:
 
 
 # What linking reads of a mirrored call (`linking`), its external key first; and the calls
-# whose numbers linking can matter for (SQL over the call row `m`): a missed call, or links.
+# whose numbers linking can matter for (SQL over the call row `m`): a missed call, a
+# callback, or links.
 LINKED_COLUMNS = ("ext_key", "linkedid", "start_ms", "end_ms", "direction", "answered",
                   "status", "transferred_to", "callback_of", "returned_by", "callback_attempts")
-LINKABLE = ("({m}.status = 'missed' OR {m}.callback_of IS NOT NULL "
-            "OR {m}.returned_by IS NOT NULL OR {m}.callback_attempts > 0)")
+LINKABLE = ("({m}.status IN ('missed', 'client_called_back', 'we_called_back') "
+            "OR {m}.callback_of IS NOT NULL OR {m}.returned_by IS NOT NULL "
+            "OR {m}.callback_attempts > 0)")
 
 
 def linking(row: tuple) -> tuple[str, CallbackFacts, CallbackLinks]:

@@ -36,7 +36,7 @@ from mirror.live import LiveCall
 from mirror.pbxtime import linkedid_epoch_ms
 from mirror.rollups import kept_by_writer
 from mirror.schema import CALL_NAMES, PG_CALL_NAMES, month_partitions
-from mirror.staging import CALL_COLUMNS, CALL_EXTRAS, CALLBACK_COLUMNS, LEG_COLUMNS
+from mirror.staging import CALL_COLUMNS, CALL_EXTRAS, LEG_COLUMNS
 from mirror.stamps import ANYWHERE, EVERYWHERE, Span
 
 _CHUNK = 900  # stays under SQLite's bound-parameter limit
@@ -261,11 +261,10 @@ class Store:
             updated += ["numbers", "names"]
         else:
             values, source = f"{', '.join(columns)}, ?, ?", call
-        kept = ("linkedid", *CALLBACK_COLUMNS)    # a call written again keeps its links
         self._run(
             f"INSERT INTO call ({', '.join(updated)}) SELECT {values} FROM {source} WHERE true "
             f"ON CONFLICT ({self._key('linkedid')}) DO UPDATE SET "
-            + ", ".join(f"{c} = excluded.{c}" for c in updated if c not in kept),
+            + ", ".join(f"{c} = excluded.{c}" for c in updated if c != "linkedid"),
             (self._stamp(), self.pbx))
 
     @property
