@@ -81,7 +81,7 @@ def link_and_roll_up(mirror: str, target: str, window_ms: int) -> str:
     load's batches could not see (each batch linked only its own calls): table `links`
     (linkedid, start_ms and the links of each call whose links change); then the rollups of
     the calls so linked, a table each. Written into a new SQLite file `target` (returned) by a
-    helper process while the writer builds the search rows and indexes (`finish`)."""
+    helper process while the writer builds the search rows and indexes (`build_indexes`)."""
     with closing(sqlite3.connect(target, isolation_level=None, uri=True)) as conn:
         conn.execute("PRAGMA journal_mode = OFF")
         conn.execute("ATTACH DATABASE ? AS m", (Path(mirror).resolve().as_uri() + "?mode=ro",))
