@@ -28,7 +28,7 @@ from typing import Callable
 
 from daemon import backfill
 from mirror import bulk, webhooks
-from mirror.calls import Leg, calls_of, classify, link_callbacks, qualified, qualified_legs
+from mirror.calls import Leg, calls_of, changed_links, classify, qualified, qualified_legs
 from mirror.dialect import run
 from mirror.hangups import CallHangup
 from mirror.live import live_calls
@@ -409,10 +409,6 @@ class Sync:
             reach_ms, alone)
         changed = {}
         for key, entries in context.items():
-            key_lo, key_hi = windows[key][0] - reach_ms, windows[key][1] + reach_ms
-            links = link_callbacks([facts for facts, _ in entries], self.window_ms)
-            for facts, current in entries:
-                new = links[facts.linkedid]
-                if key_lo <= facts.start <= key_hi and new != current:
-                    changed[facts.linkedid] = (facts.start, new)
+            changed.update(changed_links(entries, self.window_ms,
+                                         windows[key][0] - reach_ms, windows[key][1] + reach_ms))
         self.store.update_links(changed)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from peewee import Database
 
-from mirror.calls import LINKABLE, LINKED_COLUMNS, CallbackLinks, link_callbacks, linking
+from mirror.calls import LINKABLE, LINKED_COLUMNS, CallbackLinks, changed_links, linking
 from mirror.dialect import dialect_of, insert_rows, run
 from mirror.rollups import ROLLED_COLUMNS, ROLLUPS, returned_after
 from mirror.schema import CALL_NAMES
@@ -93,11 +93,10 @@ def link_and_roll_up(mirror: str, target: str, window_ms: int) -> str:
             f"(SELECT ext_key FROM m.call c WHERE {LINKABLE.format(m='c')}) "
             "ORDER BY ext_key, start_ms")
         for _key, group in groupby(map(linking, rows), key=itemgetter(0)):
-            calls = [(facts, links) for _, facts, links in group]
-            linked = link_callbacks([facts for facts, _ in calls], window_ms)
+            entries = [(facts, links) for _, facts, links in group]
             conn.executemany("INSERT INTO links VALUES (?, ?, ?, ?, ?, ?)", (
-                (f.linkedid, f.start, new.callback_of, new.returned_by, new.callback_attempts,
-                 new.status) for f, now in calls if (new := linked[f.linkedid]) != now))
+                (linkedid, start, new.callback_of, new.returned_by, new.callback_attempts,
+                 new.status) for linkedid, (start, new) in changed_links(entries, window_ms)))
         conn.execute(f"CREATE TEMP VIEW linked_call AS {_LINKED_CALLS}")
         for rollup in ROLLUPS:
             conn.execute(f"CREATE TABLE {rollup.table} AS {rollup.afresh('linked_call')}")

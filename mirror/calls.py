@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from bisect import bisect_left
 from dataclasses import dataclass, field, replace
+from typing import Iterator
 
 APP_CHANNEL_PREFIXES = ("app:", "queue:", "voicemail")
 _PEER_CHANNEL = re.compile(r"^[A-Za-z0-9]+/(\d+)-[0-9a-fA-F]+")
@@ -429,6 +430,18 @@ def linking(row: tuple) -> tuple[str, CallbackFacts, CallbackLinks]:
         base = "transferred" if transferred != "[]" else "answered"
     return (key, CallbackFacts(linkedid, start, end, direction, bool(answered), base),
             CallbackLinks(callback_of, returned_by, attempts, status))
+
+
+def changed_links(entries: list[tuple[CallbackFacts, CallbackLinks]], window_ms: int,
+                  lo: float = float("-inf"), hi: float = float("inf")
+                  ) -> Iterator[tuple[str, tuple[int, CallbackLinks]]]:
+    """Link the calls of one number (each with its links now) afresh: (linkedid, (start, new
+    links)) of those starting within [lo, hi] whose links change."""
+    linked = link_callbacks([facts for facts, _ in entries], window_ms)
+    for facts, now in entries:
+        new = linked[facts.linkedid]
+        if lo <= facts.start <= hi and new != now:
+            yield facts.linkedid, (facts.start, new)
 
 
 def link_callbacks(calls: list[CallbackFacts], window_ms: int) -> dict[str, CallbackLinks]:

@@ -6,9 +6,9 @@ A rollup is declared once here, as what each call adds to it (`Part`s: its keys 
 SQL over the call row). From that one declaration come the table and its triggers (migrations
 12 and 13), the writer's grouped upkeep, the same figures computed afresh from any set of
 calls (the scan that serves a filter the keys cannot, and what tests check the tables
-against), and `figures`, which reads a
-period's whole slots from the table and counts the calls of its partial slots at each end: exact
-in any timezone and across DST changes, with no per-PBX days. A released rollup is never edited:
+against), and `figures`, which reads a period's whole slots from the table and counts the
+calls of its partial slots at each end: exact in any timezone and across DST changes, with no
+per-PBX days. A released rollup is never edited:
 a change is a new table in a new migration.
 
 On PostgreSQL (a central history) there are no triggers: the writer's grouped upkeep is the only

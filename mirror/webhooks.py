@@ -86,15 +86,12 @@ _STAGED = (_INSERT + "SELECT ?1, s.event, s.linkedid, ?2, s.due_ms FROM ({events
            "WHERE true")
 _BRANCH = ("SELECT {code} AS event, linkedid, {due} AS due_ms FROM {calls} "
            "WHERE {holds} AND end_ms >= ?4")
+# `{calls}`: the links that changed, or a batch's staged calls (linked within their batch);
+# the calls as written.
 _RETURNED = (_INSERT + f"SELECT ?1, {CALLBACK}, s.linkedid, ?2, 0 "
-             "FROM {relinked} r JOIN call s ON s.linkedid = r.linkedid "
+             "FROM {calls} r JOIN call s ON s.linkedid = r.linkedid "
              "AND s.start_ms = r.start_ms "
-             "WHERE r.returned_by IS NOT NULL AND r.status = 'missed' AND s.end_ms >= ?4")
-# ... and of the staged missed calls `{calls}` written returned (linked within their batch).
-_RETURNED_STAGED = (_INSERT + f"SELECT ?1, {CALLBACK}, s.linkedid, ?2, 0 "
-                    "FROM {calls} b JOIN call s ON s.linkedid = b.linkedid "
-                    "AND s.start_ms = b.start_ms "
-                    "WHERE s.returned_by IS NOT NULL AND s.status = 'missed' AND s.end_ms >= ?4")
+             "WHERE s.returned_by IS NOT NULL AND s.status = 'missed' AND s.end_ms >= ?4")
 
 
 def queue_events(db: Database, schemas: list[str], relinked: str, now_ms: int) -> int:
@@ -115,8 +112,8 @@ def queue_events(db: Database, schemas: list[str], relinked: str, now_ms: int) -
                     for schema in schemas for code in codes if code in _OF_STAGED]
         sources = [_STAGED.format(events=" UNION ALL ".join(branches))] if branches else []
         if CALLBACK in codes:
-            sources += [_RETURNED.format(relinked=relinked)] + [
-                _RETURNED_STAGED.format(calls=staged(db, schema, "call")) for schema in schemas]
+            sources += [_RETURNED.format(calls=calls) for calls in
+                        (relinked, *(staged(db, schema, "call") for schema in schemas))]
         statements += [(sql, params, json.loads(filters)) for sql in sources]
     queued = 0
     for sql, params, filters in statements:
