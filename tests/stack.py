@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
-from waitress import create_server
+from waitress import create_server, wasyncore
 
 from mirror.settings import load
 from standin.admin_panel import create_shell_app
@@ -70,17 +70,26 @@ def serving(app, threads: int = 4) -> Iterator:
     """A WSGI app (waitress) on a free loopback port for the `with` block; `address(server)`
     says where. Stopped after: its workers first — each holds its own connection to
     module.db, closed with the thread (servers left running piled up descriptors until a new
-    one's got a number past select()'s 1024 and its loop died) — then the server is closed by
-    its own loop thread, so no select() sees its descriptors closed under it."""
+    one's got a number past select()'s 1024 and its loop died) — then its loop, which looks
+    for a stop every 20 ms, and only then every socket it had is closed: nothing is closed
+    under a running select(), and no thread writes to the loop's wake-up pipe (waitress's
+    trigger) while the loop may be closing it."""
     server = create_server(app, host=LOOPBACK, port=0, threads=threads)
-    loop = threading.Thread(target=server.run, daemon=True)
+    stop = threading.Event()
+
+    def run():
+        while not stop.is_set() and server._map:
+            wasyncore.loop(timeout=0.02, map=server._map, count=1)
+
+    loop = threading.Thread(target=run, daemon=True)
     loop.start()
     try:
         yield server
     finally:
         server.task_dispatcher.shutdown()
-        server.trigger.pull_trigger(server.close)
+        stop.set()
         loop.join(10)
+        wasyncore.close_all(server._map)
 
 
 def address(server) -> str:
