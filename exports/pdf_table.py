@@ -1,27 +1,40 @@
-"""A long table in a PDF (fpdf2): rows of wrapped text in ruled cells, the headings on a shaded
-row repeated at the top of every page. Drawn with fpdf2's text and rectangle primitives over a
-table of character widths kept per font: fpdf2's own `table()` measures every character of
-every cell again while it breaks lines (20,000 calls took minutes)."""
+"""A long table in a PDF (fpdf2): rows of wrapped text, ruled, the headings on a shaded row
+repeated at the top of every page.
+
+Drawn with fpdf2's text and line primitives over a table of character widths kept per font:
+fpdf2's own `table()` measures every character of every cell again while it breaks lines
+(20,000 calls took minutes), and a rectangle around every cell cost as much as its text. So
+the rules go a page at a time: a line under each row, and each column's edges from the
+headings down to the page's last row."""
 from __future__ import annotations
+
+from itertools import accumulate
 
 HEADING_FILL = (235, 238, 242)
 _PAD = 0.6                  # mm above and below a cell's lines
 
 
 class RuledTable:
-    """`add(cells)` draws a row under the last (a new page first when it does not fit)."""
+    """`add(cells)` draws a row under the last (a new page first when it does not fit);
+    `close()` rules the columns of the last page."""
 
     def __init__(self, pdf, widths: list[float], headings: list[str], size: float,
                  line_height: float, font: str):
         self.pdf, self.widths, self.headings = pdf, widths, headings
         self.size, self.line_height, self.font = size, line_height, font
-        self._widths: dict[tuple[str, str], float] = {}
+        self._edges = list(accumulate(widths, initial=pdf.l_margin))
+        self._widths = {style: _CharWidths(pdf) for style in ("", "B")}
+        self._top = pdf.get_y()          # where the table begins on this page
         self._heading_row()
 
     def add(self, cells: list[str]) -> None:
         self._row(cells, "")
 
+    def close(self) -> None:
+        self._rule_columns()
+
     def _heading_row(self) -> None:
+        self._top = self.pdf.get_y()
         self._row(self.headings, "B", heading=True)
 
     def _row(self, cells: list[str], style: str, heading: bool = False) -> None:
@@ -31,26 +44,40 @@ class RuledTable:
                  for text, width in zip(cells, self.widths)]
         height = max(len(cell) for cell in lines) * self.line_height + 2 * _PAD
         if not heading and pdf.get_y() + height > pdf.page_break_trigger:
+            self._rule_columns()
             pdf.add_page()
             self._heading_row()
             pdf.set_font(self.font, style, self.size)
-        x, y = pdf.l_margin, pdf.get_y()
+        left, right, y = self._edges[0], self._edges[-1], pdf.get_y()
         if heading:
             pdf.set_fill_color(*HEADING_FILL)
-        for cell, width in zip(lines, self.widths):
-            pdf.rect(x, y, width, height, style="DF" if heading else "D")
+            pdf.rect(left, y, right - left, height, style="DF")
+        else:
+            pdf.line(left, y + height, right, y + height)
+        for cell, x in zip(lines, self._edges):
             for number, line in enumerate(cell, start=1):
-                # the baseline a fifth of a line above the line's bottom
-                pdf.text(x + pdf.c_margin, y + _PAD + (number - 0.2) * self.line_height, line)
-            x += width
+                if line:  # the baseline a fifth of a line above the line's bottom
+                    pdf.text(x + pdf.c_margin, y + _PAD + (number - 0.2) * self.line_height,
+                             line)
         pdf.set_xy(pdf.l_margin, y + height)
+
+    def _rule_columns(self) -> None:
+        """Each column's edges, from the page's headings down to its last row."""
+        bottom = self.pdf.get_y()
+        for x in self._edges:
+            self.pdf.line(x, self._top, x, bottom)
 
     def _wrapped(self, text: str, room: float, style: str) -> list[str]:
         """`text` in lines at most `room` wide: broken at spaces, a longer word by characters."""
+        width = self._widths[style]
+        words = text.split()
+        whole = " ".join(words)
+        if sum(map(width.__getitem__, whole)) <= room:
+            return [whole]                      # most cells: one line
         lines, line, used = [], "", 0.0
-        space = self._width(" ", style)
-        for word in text.split():
-            size = sum(self._width(ch, style) for ch in word)
+        space = width[" "]
+        for word in words:
+            size = sum(map(width.__getitem__, word))
             if line and used + space + size <= room:
                 line, used = f"{line} {word}", used + space + size
                 continue
@@ -58,15 +85,22 @@ class RuledTable:
                 lines.append(line)
             line, used = "", 0.0
             for ch in word:                    # a word wider than the cell: by characters
-                step = self._width(ch, style)
+                step = width[ch]
                 if line and used + step > room:
                     lines.append(line)
                     line, used = "", 0.0
                 line, used = line + ch, used + step
         return lines + [line] if line or not lines else lines
 
-    def _width(self, ch: str, style: str) -> float:
-        key = (style, ch)
-        if key not in self._widths:
-            self._widths[key] = self.pdf.get_string_width(ch)
-        return self._widths[key]
+
+class _CharWidths(dict):
+    """Width of each character in the PDF's current font, measured once (a font and style
+    per table)."""
+
+    def __init__(self, pdf):
+        super().__init__()
+        self.pdf = pdf
+
+    def __missing__(self, ch: str) -> float:
+        self[ch] = width = self.pdf.get_string_width(ch)
+        return width

@@ -400,6 +400,7 @@ def write_pdf(out: Path, rows: Iterable[dict], cells: CallCells,
         values = cells.values(row)
         table.add([_text(values[i]) for i in shown])
         totals.add(row)
+    table.close()
     pdf.ln(3)
     pdf.set_font("DejaVu", "B", 9)
     for line in totals.lines(cells):

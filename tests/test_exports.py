@@ -397,6 +397,48 @@ def test_pdf_headings_do_not_wrap(cli, demo_mirror, tmp_path, language, headings
     assert headings in text, text[:600]
 
 
+def test_every_row_and_column_of_a_pdf_is_ruled(cli, demo_mirror, tmp_path):
+    """On every page a line under each row and the headings, the column edges from the
+    headings down to the last row: every cell boxed, however the rules are drawn."""
+    from pypdf import PdfReader
+    from pypdf.generic import ContentStream
+    out = tmp_path / "calls.pdf"
+    code, _, err = cli("export", "--db", demo_mirror, "--format", "pdf", "--out", out,
+                       "--from", "2024-10-21", "--to", "2024-10-23")
+    assert code == 0, err
+    reader = PdfReader(out)
+    assert len(reader.pages) > 1
+
+    def near(a: float, b: float) -> bool:               # PDF points, written to 2 decimals
+        return abs(a - b) < 0.1
+
+    for page in reader.pages:
+        rows = len(re.findall(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", page.extract_text()))
+        segments, start, left = [], None, None
+        for operands, operator in ContentStream(page.get_contents(), reader).operations:
+            if operator == b"re":                        # the headings' shaded row
+                x, y, width, height = map(float, operands)
+                left, right = x, x + width
+                top, heading_bottom = max(y, y + height), min(y, y + height)
+            elif operator == b"m":
+                start = tuple(map(float, operands))
+            elif operator == b"l":
+                segments.append((start, tuple(map(float, operands))))
+        if left is None:                                 # the totals alone
+            assert rows == 0 and not segments
+            continue
+        across = [a[1] for a, b in segments
+                  if a[1] == b[1] and near(a[0], left) and near(b[0], right)]
+        assert rows > 0 and len(set(across)) == rows, (rows, across)  # a line under each row
+        assert all(y < heading_bottom for y in across)
+        bottom = min(across)
+        down = [(a, b) for a, b in segments if a[0] == b[0]]
+        assert all(near(max(a[1], b[1]), top) and near(min(a[1], b[1]), bottom)
+                   for a, b in down), down        # from the headings to the last row
+        edges = sorted(a[0] for a, _ in down)
+        assert near(edges[0], left) and near(edges[-1], right) and len(edges) >= 15, edges
+
+
 def test_every_pdf_page_starts_with_the_headings_and_long_cells_wrap_whole(
         cli, demo_mirror, tmp_path):
     """Many pages of calls: each page repeats the headings; a cell's text is wrapped onto

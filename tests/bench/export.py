@@ -24,8 +24,8 @@ After one unmeasured pass of the query and cell values (page cache, imports), th
 export and the baseline run in turn `--runs` times; the fastest of each counts.
 Nothing fails on time: the figures and ratios are for reading.
 
-Run: ./bin/bench export [--calls 1000000] [--xlsx-calls 100000] [--rss-calls 10000,200000]
-                        [--runs 2] [--keep DIR]
+Run: ./bin/bench export [--calls 1000000] [--xlsx-calls 100000] [--pdf-calls 20000]
+                        [--rss-calls 10000,200000] [--runs 2] [--keep DIR]
 `--keep DIR` builds the PBX and mirror in DIR and reuses them in later runs with the same
 --calls and --seed on the same day (1,000,000 calls take a minute or two to generate and sync).
 """
@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import csv
 import hashlib
+import importlib.util
 import subprocess
 import sys
 import tempfile
@@ -42,6 +43,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from itertools import chain
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, TypeVar
 from urllib.parse import urlencode
@@ -50,7 +52,7 @@ from zoneinfo import ZoneInfo
 from openpyxl import Workbook
 from waitress import create_server
 
-from exports.writers import CallCells, export_columns, export_file, rows_of
+from exports.writers import FONTS, PDF_LIMIT, CallCells, export_columns, export_file, rows_of
 from mirror.database import open_module_db
 from mirror.pbxtime import PbxClock
 from mirror.queries import CallFilter, call_filter, call_rows, calls_query, sync_state
@@ -61,7 +63,7 @@ ROOT = Path(__file__).resolve().parents[2]
 ALL_FROM, PERIOD_END = "2000-01-01", "2099-12-31"     # whole days, PBX time
 ABOUT = [("Exported by", "bench"), ("Exported at", "now"), ("Period", "the newest calls")]
 LANGUAGE = "en"                                      # "," as the CSV delimiter
-XLSX_RATIO, CSV_RATIO, RSS_GROWTH_MB, FIRST_BYTE_S = 1.3, 1.5, 30, 1.0
+XLSX_RATIO, PDF_RATIO, CSV_RATIO, RSS_GROWTH_MB, FIRST_BYTE_S = 1.3, 1.3, 1.5, 30, 1.0
 DOWNLOAD_CHUNK = 256 * 1024
 T = TypeVar("T")
 # `python -m cli ARGS`, then the process's own peak RSS (VmHWM, kB) on stderr.
@@ -127,6 +129,7 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=1_000_000, help="calls of the demo PBX")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--xlsx-calls", type=int, default=100_000)
+    parser.add_argument("--pdf-calls", type=int, default=PDF_LIMIT)
     parser.add_argument("--rss-calls", default="10000,200000", metavar="SMALL,LARGE")
     parser.add_argument("--runs", type=int, default=2, help="timed passes per side; fastest counts")
     parser.add_argument("--keep", type=Path, metavar="DIR",
@@ -144,14 +147,15 @@ def main() -> None:
 
 def run(root: Path, args, end_day) -> None:
     """Build (or reuse) the PBX and mirror in root, measure every case, print the table."""
-    prepare(root, args.calls, args.seed, end_day)
-    annotate(root / "module.db")
+    prepare(root, str(root / "module.db"), args.calls, args.seed, end_day, reuse=True)
+    annotate(str(root / "module.db"))
     mirror = Mirror(root / "module.db")
     notes_case(mirror, args.runs)
     cells = CallCells(export_columns(None), mirror.clock, LANGUAGE)
     with tempfile.TemporaryDirectory(prefix="extcdr-export-out-") as tmp:
         out = Path(tmp)
         results = [xlsx_case(mirror, cells, out, args.xlsx_calls, args.runs),
+                   pdf_case(mirror, cells, out, args.pdf_calls, args.runs),
                    rss_case(mirror, out, args.rss_calls)]
         csv_result = csv_case(mirror, cells, out, args.runs)
         results += [csv_result, *http_cases(root, csv_result)]
@@ -172,6 +176,28 @@ def xlsx_case(mirror: Mirror, cells: CallCells, out: Path, calls: int, runs: int
     print_pair(pair, out / "calls.xlsx", out / "bare.xlsx")
     return Result("XLSX export_file vs bare write_only", pair.calls, pair.export_s,
                   pair.baseline_s, "s", "ratio", XLSX_RATIO)
+
+
+def pdf_case(mirror: Mirror, cells: CallCells, out: Path, calls: int, runs: int) -> Result:
+    """`export_file` pdf of the newest `calls` calls against a bare fpdf2 table (and, for
+    reading only, the same bare table on reportlab's canvas when it is installed)."""
+    start = mirror.newest_from(calls)
+    print(f"\nPDF of the calls from {start}:", flush=True)
+    pair = compare(
+        lambda: values_pass(mirror.rows(start), cells),
+        lambda: export_file(out / "calls.pdf", "pdf", mirror.filter(start), mirror.db,
+                            mirror.clock, LANGUAGE, ABOUT),
+        lambda: bare_pdf(out / "bare.pdf", mirror.rows(start), cells), runs)
+    print_pair(pair, out / "calls.pdf", out / "bare.pdf")
+    if importlib.util.find_spec("reportlab") is None:
+        print("  reportlab is not installed: no comparison with its canvas")
+    else:
+        seconds = min(timed(lambda: bare_reportlab(out / "reportlab.pdf", mirror.rows(start),
+                                                   cells))[0] for _ in range(runs))
+        print(f"  the same bare table on reportlab's canvas: {seconds:.2f} s "
+              f"({seconds / pair.baseline_s:.2f}x fpdf2's)", flush=True)
+    return Result("PDF export_file vs bare fpdf2", pair.calls, pair.export_s, pair.baseline_s,
+                  "s", "ratio", PDF_RATIO)
 
 
 def notes_case(mirror: Mirror, runs: int) -> None:
@@ -222,7 +248,7 @@ def http_cases(root: Path, csv_result: Result) -> list[Result]:
     print("\nCSV over HTTP (waitress, 4 threads, in this process; admin via the stand-in):",
           flush=True)
     url = f"{PREFIX}/export?" + urlencode({"format": "csv", "from": ALL_FROM, "to": PERIOD_END})
-    with serving(make_app(root)) as base:
+    with serving(make_app(root, str(root / "module.db"))) as base:
         browser = Browser(base)
         status, _, body = browser.login("admin", "admin")
         if status != 302:
@@ -279,6 +305,90 @@ def bare_csv(out: Path, rows: Iterable[dict], cells: CallCells) -> int:
         writer.writerow(cells.titles())
         for count, row in enumerate(rows, start=1):
             writer.writerow(cells.values(row))
+    return count
+
+
+# The bare PDF tables: A4 landscape in mm, 10 mm margins, rows of 4.6 mm in 7-point type.
+_PAGE_W, _PAGE_H, _MARGIN, _ROW_H, _TYPE = 297.0, 210.0, 10.0, 4.6, 7
+
+
+def _bare_rows(rows: Iterable[dict], cells: CallCells
+               ) -> Iterator[tuple[bool, float, list[tuple[float, str]]]]:
+    """Where each bare row goes: (a new page first?, its top, (left, text) of each cell), the
+    titles first; equal widths across the page. Texts as the export's: no tabs or breaks."""
+    titles = cells.titles()
+    lefts = _bare_edges(len(titles))[:-1]
+    texts = ([" ".join(str(value).split()) if value is not None else "" for value in
+              cells.values(row)] for row in rows)
+    top = _MARGIN
+    for row in chain([titles], texts):
+        new_page = top + _ROW_H > _PAGE_H - _MARGIN
+        top = _MARGIN if new_page else top
+        yield new_page, top, list(zip(lefts, row))
+        top += _ROW_H
+
+
+def _bare_edges(columns: int) -> list[float]:
+    width = (_PAGE_W - 2 * _MARGIN) / columns
+    return [_MARGIN + i * width for i in range(columns + 1)]
+
+
+def bare_pdf(out: Path, rows: Iterable[dict], cells: CallCells) -> int:
+    """The same header and cell values as a bare fpdf2 table, ruled as fast as fpdf2 rules
+    (a line atop each page and under each row, the column edges once a page; no text for an
+    empty cell); returns the calls."""
+    from fpdf import FPDF
+    pdf = FPDF(orientation="L", format="A4")
+    pdf.set_auto_page_break(False)
+    pdf.add_font("DejaVu", "", FONTS / "DejaVuSansCondensed.ttf")
+    pdf.set_font("DejaVu", "", _TYPE)
+    edges = _bare_edges(len(cells.titles()))
+    left, right = edges[0], edges[-1]
+    count, bottom = -1, _PAGE_H
+    for count, (new_page, top, row) in enumerate(_bare_rows(rows, cells)):
+        if new_page or count == 0:
+            for x in edges if count else ():
+                pdf.line(x, _MARGIN, x, bottom)
+            pdf.add_page()
+            pdf.line(left, top, right, top)
+        bottom = top + _ROW_H
+        pdf.line(left, bottom, right, bottom)
+        for x, text in row:
+            if text:
+                pdf.text(x + 1, bottom - 1.2, text)
+    for x in edges:
+        pdf.line(x, _MARGIN, x, bottom)
+    pdf.output(str(out))
+    return count
+
+
+def bare_reportlab(out: Path, rows: Iterable[dict], cells: CallCells) -> int:
+    """The same bare table drawn on reportlab's canvas (points, from the page's bottom)."""
+    from reportlab.lib.units import mm
+    from reportlab.pdfbase import pdfmetrics
+    from reportlab.pdfbase.ttfonts import TTFont
+    from reportlab.pdfgen.canvas import Canvas
+    pdfmetrics.registerFont(TTFont("DejaVu", str(FONTS / "DejaVuSansCondensed.ttf")))
+    canvas = Canvas(str(out), pagesize=(_PAGE_W * mm, _PAGE_H * mm))
+    edges = [x * mm for x in _bare_edges(len(cells.titles()))]
+    left, right = edges[0], edges[-1]
+    count, bottom = -1, 0.0
+    for count, (new_page, top, row) in enumerate(_bare_rows(rows, cells)):
+        if new_page:
+            for x in edges:
+                canvas.line(x, (_PAGE_H - _MARGIN) * mm, x, bottom)
+            canvas.showPage()
+        if new_page or count == 0:
+            canvas.setFont("DejaVu", _TYPE)
+            canvas.line(left, (_PAGE_H - top) * mm, right, (_PAGE_H - top) * mm)
+        bottom = (_PAGE_H - top - _ROW_H) * mm
+        canvas.line(left, bottom, right, bottom)
+        for x, text in row:
+            if text:
+                canvas.drawString(x * mm + mm, bottom + 1.2 * mm, text)
+    for x in edges:
+        canvas.line(x, (_PAGE_H - _MARGIN) * mm, x, bottom)
+    canvas.save()
     return count
 
 

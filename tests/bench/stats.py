@@ -64,7 +64,7 @@ def main() -> None:
 
 
 def run(root: Path, args, end_day: date) -> None:
-    prepare(root, args.calls, args.seed, end_day)
+    prepare(root, str(root / "module.db"), args.calls, args.seed, end_day, reuse=True)
     open_module_db(root / "module.db").close()        # the writer brings it to the schema
     db = open_module_db(root / "module.db", readonly=True)
     clock = PbxClock(TIMEZONE)
