@@ -16,11 +16,13 @@ _PAD = 0.6                  # mm above and below a cell's lines
 
 class RuledTable:
     """`add(cells)` draws a row under the last (a new page first when it does not fit);
-    `close()` rules the columns of the last page."""
+    `close()` rules the columns of the last page. Cells are single-spaced text (no tabs or
+    line breaks)."""
 
     def __init__(self, pdf, widths: list[float], headings: list[str], size: float,
                  line_height: float, font: str):
-        self.pdf, self.widths, self.headings = pdf, widths, headings
+        self.pdf, self.widths = pdf, widths
+        self.headings = [" ".join(heading.split()) for heading in headings]
         self.size, self.line_height, self.font = size, line_height, font
         self._edges = list(accumulate(widths, initial=pdf.l_margin))
         self._widths = {style: _CharWidths(pdf) for style in ("", "B")}
@@ -70,13 +72,11 @@ class RuledTable:
     def _wrapped(self, text: str, room: float, style: str) -> list[str]:
         """`text` in lines at most `room` wide: broken at spaces, a longer word by characters."""
         width = self._widths[style]
-        words = text.split()
-        whole = " ".join(words)
-        if sum(map(width.__getitem__, whole)) <= room:
-            return [whole]                      # most cells: one line
+        if sum(map(width.__getitem__, text)) <= room:
+            return [text]                       # most cells: one line
         lines, line, used = [], "", 0.0
         space = width[" "]
-        for word in words:
+        for word in text.split():
             size = sum(map(width.__getitem__, word))
             if line and used + space + size <= room:
                 line, used = f"{line} {word}", used + space + size

@@ -44,7 +44,7 @@ class Column:
     key: str
     title: str         # English; translated for the file's language
     width: int
-    kind: str = "text"  # text | time | duration | count
+    kind: str = "text"  # text | time | duration | count | number (a phone number, as text)
 
 
 # Export columns in order; the page's column choice selects among them (see COLUMNS_OF_PAGE).
@@ -52,16 +52,16 @@ EXPORT_COLUMNS = (
     Column("time", "Date", 20, "time"),
     Column("pbx", "PBX", 12),               # a history of several PBXs only
     Column("direction", "Direction", 12),
-    Column("src", "Who", 18), Column("src_name", "Who (name)", 22),
-    Column("dst", "Whom", 18), Column("dst_name", "Whom (name)", 22),
+    Column("src", "Who", 18, "number"), Column("src_name", "Who (name)", 22),
+    Column("dst", "Whom", 18, "number"), Column("dst_name", "Whom (name)", 22),
     Column("contact", "Contact", 26),
-    Column("line", "Line", 16), Column("did", "DID", 16),
+    Column("line", "Line", 16), Column("did", "DID", 16, "number"),
     Column("status", "Status", 18),
     Column("answered_by", "Answered by", 14), Column("missed_by", "Missed by", 18),
     Column("wait", "Wait", 9, "duration"), Column("talk", "Talk", 9, "duration"),
     Column("recordings", "Records", 8, "count"),
     Column("queue", "Queue", 10), Column("queue_wait", "Wait in queue", 9, "duration"),
-    Column("hangup", "Hung up", 20),
+    Column("hangup", "Hung up", 30),
     Column("tags", "Tags", 17), Column("comments", "Comments", 28),
     Column("linkedid", "Call ID", 26),
 )
@@ -383,18 +383,9 @@ def write_pdf(out: Path, rows: Iterable[dict], cells: CallCells,
     pdf.ln(2)
     shown = [i for i, c in enumerate(cells.columns) if c.key != "linkedid"]
     titles = [cells.titles()[i] for i in shown]
-    # Every heading fits on one line (its bold width and the cell's padding); the widths are
-    # then stretched to the page's, never narrowed. Columns wider than the page together (all
-    # of them chosen) take a smaller type instead, so a heading or a time still never wraps.
-    pdf.set_font("DejaVu", "B", 7)
-    widths = [max({"time": 27, "duration": 12, "count": 9}.get(cells.columns[i].kind,
-                                                               max(cells.columns[i].width, 17)),
-                  pdf.get_string_width(title) + 2 * pdf.c_margin + 1)
-              for i, title in zip(shown, titles)]
-    scale = min(1.0, pdf.epw / sum(widths))
-    widths = [width * pdf.epw / sum(widths) for width in widths]    # the page's width
+    widths, size = _pdf_widths(pdf, [cells.columns[i] for i in shown], titles)
     totals = _Totals()
-    table = RuledTable(pdf, widths, titles, 7 * scale, 3.8 * scale, "DejaVu")
+    table = RuledTable(pdf, widths, titles, size, size * _PDF_LINE, "DejaVu")
     for count, row in enumerate(rows, start=1):
         check_pdf_size(count)
         values = cells.values(row)
@@ -406,6 +397,34 @@ def write_pdf(out: Path, rows: Iterable[dict], cells: CallCells,
     for line in totals.lines(cells):
         pdf.cell(0, 5, line, new_x="LMARGIN", new_y="NEXT")
     pdf.output(str(out))
+
+
+# The PDF table's type (points) and its lines (mm a point); what the widest value of a kind
+# of column looks like: a time, a duration, a count or a phone number is never broken.
+_PDF_TYPE, _PDF_LINE = 7.0, 3.8 / 7
+_PDF_WHOLE = {"time": "0000-00-00 00:00:00", "duration": "00:00:00", "count": "000",
+              "number": "+000000000000"}
+
+
+def _pdf_widths(pdf, columns: list[Column], titles: list[str]) -> tuple[list[float], float]:
+    """The columns' widths across the page and the table's type size. A column is as wide as
+    its bold heading and its kind's widest value (`_PDF_WHOLE`), which never wrap; one of free
+    text at least its spreadsheet width in mm (17 at least), and the room left is theirs in
+    proportion. Columns wider than the page together (all of them chosen) take a smaller
+    type instead."""
+    pad = 2 * pdf.c_margin + 0.5
+    pdf.set_font("DejaVu", "B", _PDF_TYPE)
+    headings = [pdf.get_string_width(title) for title in titles]
+    pdf.set_font("DejaVu", "", _PDF_TYPE)
+    wanted = [max(heading, pdf.get_string_width(_PDF_WHOLE[column.kind])
+                  if column.kind in _PDF_WHOLE else max(column.width, 17) - pad)
+              for heading, column in zip(headings, columns)]
+    room = pdf.epw - pad * len(columns)
+    scale = min(1.0, room / sum(wanted))
+    free = [column.width if column.kind not in _PDF_WHOLE else 0 for column in columns]
+    spare = (room - scale * sum(wanted)) / (sum(free) or 1)
+    return ([width * scale + pad + spare * share for width, share in zip(wanted, free)],
+            _PDF_TYPE * scale)
 
 
 class _Totals:

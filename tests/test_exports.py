@@ -439,6 +439,29 @@ def test_every_row_and_column_of_a_pdf_is_ruled(cli, demo_mirror, tmp_path):
         assert near(edges[0], left) and near(edges[-1], right) and len(edges) >= 15, edges
 
 
+@pytest.mark.parametrize("language", ["en", "ru"])
+def test_pdf_times_durations_and_numbers_are_never_broken(cli, demo_mirror, tmp_path, language):
+    """Every column (the widest table): a call's time, its numbers and its talk stay on one
+    line of their cells; only free text wraps."""
+    from pypdf import PdfReader
+    out = tmp_path / "calls.pdf"
+    period = ("--from", "2024-10-21", "--to", "2024-10-23")
+    code, _, err = cli("export", "--db", demo_mirror, "--format", "pdf", "--out", out,
+                       "--language", language, *period)
+    assert code == 0, err
+    lines = {line for page in PdfReader(out).pages for line in page.extract_text().split("\n")}
+    text = "\n".join(lines)
+    code, calls, _ = cli("calls", "--db", demo_mirror, *period, "--format", "jsonl",
+                         "--limit", "100000")
+    calls = [json.loads(line) for line in calls.splitlines()]
+    numbers = {n for c in calls for n in (c["src"], c["dst"], c["did"]) if n and len(n) > 6}
+    assert len(numbers) > 20 and [n for n in numbers if n not in text] == []
+    times = {datetime.fromisoformat(c["start"]).strftime("%Y-%m-%d %H:%M:%S") for c in calls}
+    assert [t for t in times if t not in text] == []
+    talks = {str(timedelta(seconds=c["talk_s"])) for c in calls}
+    assert len(talks) > 20 and [t for t in talks if t not in text] == []
+
+
 def test_every_pdf_page_starts_with_the_headings_and_long_cells_wrap_whole(
         cli, demo_mirror, tmp_path):
     """Many pages of calls: each page repeats the headings; a cell's text is wrapped onto
