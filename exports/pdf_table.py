@@ -25,6 +25,8 @@ class RuledTable:
         self.headings = [" ".join(heading.split()) for heading in headings]
         self.size, self.line_height, self.font = size, line_height, font
         self._edges = list(accumulate(widths, initial=pdf.l_margin))
+        self._lefts = [x + pdf.c_margin for x in self._edges]        # where a cell's text starts
+        self._rooms = [width - 2 * pdf.c_margin for width in widths]  # and how wide it may be
         self._widths = {style: _CharWidths(pdf) for style in ("", "B")}
         self._top = pdf.get_y()          # where the table begins on this page
         self._heading_row()
@@ -42,9 +44,10 @@ class RuledTable:
     def _row(self, cells: list[str], style: str, heading: bool = False) -> None:
         pdf = self.pdf
         pdf.set_font(self.font, style, self.size)
-        lines = [self._wrapped(text, width - 2 * pdf.c_margin, style)
-                 for text, width in zip(cells, self.widths)]
-        height = max(len(cell) for cell in lines) * self.line_height + 2 * _PAD
+        wrapped = self._wrapped
+        lines = [wrapped(text, room, style) if text else ()
+                 for text, room in zip(cells, self._rooms)]
+        height = max(1, *map(len, lines)) * self.line_height + 2 * _PAD
         if not heading and pdf.get_y() + height > pdf.page_break_trigger:
             self._rule_columns()
             pdf.add_page()
@@ -56,11 +59,10 @@ class RuledTable:
             pdf.rect(left, y, right - left, height, style="DF")
         else:
             pdf.line(left, y + height, right, y + height)
-        for cell, x in zip(lines, self._edges):
-            for number, line in enumerate(cell, start=1):
-                if line:  # the baseline a fifth of a line above the line's bottom
-                    pdf.text(x + pdf.c_margin, y + _PAD + (number - 0.2) * self.line_height,
-                             line)
+        first = y + _PAD + 0.8 * self.line_height  # a baseline: a fifth of a line above its bottom
+        for cell, x in zip(lines, self._lefts):
+            for number, line in enumerate(cell):
+                pdf.text(x, first + number * self.line_height, line)
         pdf.set_xy(pdf.l_margin, y + height)
 
     def _rule_columns(self) -> None:
