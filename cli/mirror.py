@@ -23,7 +23,7 @@ from mirror.dialect import run
 from mirror.pbxtime import PbxClock
 from mirror.queries import (PERIODS, call_rows, calls_in_progress, calls_query,
                             counts_by_direction_and_status, pbx_state_value, sync_state)
-from mirror.records import call_record, live_record
+from mirror.records import call_record, json_line, live_record
 from mirror.retention import KEEP_MONTHS, utc_day
 from mirror.store import RETAINED_FROM, state_key
 from pbx.cdr import CdrSource, SourceBusy
@@ -253,7 +253,7 @@ def cmd_calls(args) -> int:
         rows = with_contacts(call_rows(calls_query(flt, db)), db, flt.phonebook)
         if args.format == "jsonl":
             for row in rows:
-                sys.stdout.write(json.dumps(call_record(row, clock.tz), ensure_ascii=False) + "\n")
+                sys.stdout.write(json_line(call_record(row, clock.tz)))
             return 0
         shown = _print_table((call_record(row, clock.tz) for row in rows))
         if flt.limit is not None and shown == flt.limit:
@@ -313,7 +313,7 @@ def _print_in_progress(db, fmt: str, clock: PbxClock) -> int:
     records = [live_record(row, clock.tz) for row in calls_in_progress(db)]
     if fmt == "jsonl":
         for record in records:
-            sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
+            sys.stdout.write(json_line(record))
         return 0
     print(f"{'since':<8}  {'state':<9}  {'direction':<9}  who")
     for record in records:

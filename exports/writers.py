@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import re
 import time
 from collections import Counter
@@ -24,7 +23,7 @@ from i18n.hangup_words import hangup_words, side_words
 from mirror.contacts import contact_label, with_contacts
 from mirror.queries import (CallFilter, QueryError, call_rows, calls_query, employee_member,
                             employee_names, names_by_pbx, pbx_ids)
-from mirror.records import call_record
+from mirror.records import call_record, json_line
 
 FORMATS = ("xlsx", "csv", "pdf", "jsonl")
 PDF_LIMIT = 20_000       # a PDF is a printable list (about 500 pages); Excel and CSV have no limit
@@ -497,7 +496,7 @@ def _csv_value(value):
 def jsonl_chunks(rows: Iterable[dict], tz) -> Iterator[str]:
     """The call record contract, one JSON object per line."""
     for batch in _batches(rows, 500):
-        yield "".join(json.dumps(call_record(row, tz), ensure_ascii=False) + "\n" for row in batch)
+        yield "".join(json_line(call_record(row, tz)) for row in batch)
 
 
 def _batches(rows: Iterable[dict], size: int) -> Iterator[list[dict]]:

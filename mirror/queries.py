@@ -5,7 +5,6 @@ keyset on (start_ms, id), never OFFSET.
 """
 from __future__ import annotations
 
-import json
 import operator
 import re
 from dataclasses import dataclass, field, replace
@@ -13,6 +12,7 @@ from datetime import date, datetime, timedelta
 from functools import reduce
 from typing import Mapping
 
+import orjson
 from peewee import SQL, Column, Database, Tuple, fn
 
 from mirror import bulk
@@ -757,7 +757,7 @@ def find_call(linkedid: str, db: Database) -> dict | None:
 
 def _decoded(row: dict) -> dict:
     for name in LIST_FIELDS:
-        row[name] = json.loads(row[name])
+        row[name] = orjson.loads(row[name])
     return row
 
 
@@ -766,8 +766,8 @@ def calls_in_progress(db: Database, visible_to: Visibility | None = None) -> lis
     visible to them. A handful at a time: filtered here rather than indexed."""
     rows = []
     for row in LiveCall.select().order_by(LiveCall.start_ms.desc()).bind(db).dicts():
-        row["employees"] = json.loads(row["employees"])
-        row["parties"] = json.loads(row["parties"])
+        row["employees"] = orjson.loads(row["employees"])
+        row["parties"] = orjson.loads(row["parties"])
         callers = [party["from"] for party in row["parties"]]
         if visible_to is None or visible_to.admits(row["employees"], callers, row["pbx"]):
             rows.append(row)
@@ -817,7 +817,8 @@ def changes_since(f: CallFilter, revision: int,
             [(linkedid, employees) for _, linkedid, employees in written] + taken_out
             if linkedid not in kept
             and (visible is None
-                 or visible.admits(json.loads(employees), (), pbx_of_linkedid(linkedid)))]
+                 or visible.admits(orjson.loads(employees), (),
+                                   pbx_of_linkedid(linkedid)))]
     return rows, gone
 
 
