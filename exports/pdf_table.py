@@ -15,21 +15,22 @@ _PAD = 0.6                  # mm above and below a cell's lines
 
 
 class RuledTable:
-    """`add(cells)` draws a row under the last (a new page first when it does not fit);
-    `close()` rules the columns of the last page. Cells are single-spaced text (no tabs or
-    line breaks)."""
+    """`add(cells)` draws a row under the last (a new page first when it does not fit; a cell
+    longer than a page is cut there, marked "…"); `close()` rules the columns of the last page.
+    Cells are single-spaced text (no tabs or line breaks)."""
 
     def __init__(self, pdf, widths: list[float], headings: list[str], size: float,
                  line_height: float, font: str):
-        self.pdf, self.widths = pdf, widths
+        self.pdf = pdf
         self.headings = [" ".join(heading.split()) for heading in headings]
         self.size, self.line_height, self.font = size, line_height, font
         self._edges = list(accumulate(widths, initial=pdf.l_margin))
         self._lefts = [x + pdf.c_margin for x in self._edges]        # where a cell's text starts
         self._rooms = [width - 2 * pdf.c_margin for width in widths]  # and how wide it may be
         self._widths = {style: _CharWidths(pdf) for style in ("", "B")}
-        self._top = pdf.get_y()          # where the table begins on this page
+        self._most_lines = 0                  # of a cell: what a page holds under its headings
         self._heading_row()
+        self._most_lines = int((pdf.page_break_trigger - pdf.get_y() - 2 * _PAD) / line_height)
 
     def add(self, cells: list[str]) -> None:
         self._row(cells, "")
@@ -47,6 +48,8 @@ class RuledTable:
         wrapped = self._wrapped
         lines = [wrapped(text, room, style) if text else ()
                  for text, room in zip(cells, self._rooms)]
+        if self._most_lines and max(map(len, lines)) > self._most_lines:
+            lines = [self._cut(cell, room, style) for cell, room in zip(lines, self._rooms)]
         height = max(1, *map(len, lines)) * self.line_height + 2 * _PAD
         if not heading and pdf.get_y() + height > pdf.page_break_trigger:
             self._rule_columns()
@@ -64,6 +67,15 @@ class RuledTable:
             for number, line in enumerate(cell):
                 pdf.text(x, first + number * self.line_height, line)
         pdf.set_xy(pdf.l_margin, y + height)
+
+    def _cut(self, lines, room: float, style: str):
+        """A cell longer than a page: the lines a page holds, the last one ending in "…"."""
+        if len(lines) <= self._most_lines:
+            return lines
+        width, kept = self._widths[style], lines[self._most_lines - 1]
+        while kept and sum(map(width.__getitem__, kept + "…")) > room:
+            kept = kept[:-1]
+        return [*lines[:self._most_lines - 1], kept + "…"]
 
     def _rule_columns(self) -> None:
         """Each column's edges, from the page's headings down to its last row."""

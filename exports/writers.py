@@ -380,7 +380,9 @@ def write_pdf(out: Path, rows: Iterable[dict], cells: CallCells,
     for name, value in about:
         pdf.cell(0, 4.5, f"{say(name)}: {value}", new_x="LMARGIN", new_y="NEXT")
     pdf.ln(2)
-    shown = [i for i, c in enumerate(cells.columns) if c.key != "linkedid"]
+    # The call id is left out (an Excel or CSV file has it), unless it is all that is chosen.
+    shown = [i for i, c in enumerate(cells.columns) if c.key != "linkedid"] or [
+        i for i, c in enumerate(cells.columns)]
     titles = [cells.titles()[i] for i in shown]
     widths, size = _pdf_widths(pdf, [cells.columns[i] for i in shown], titles)
     totals = _Totals()
@@ -399,30 +401,33 @@ def write_pdf(out: Path, rows: Iterable[dict], cells: CallCells,
 
 
 # The PDF table's type (points) and its lines (mm a point); what the widest value of a kind
-# of column looks like: a time, a duration, a count or a phone number is never broken.
+# of column looks like (a time, a duration, a count, a phone number of 13 digits), never
+# broken; how narrow a column of free text may be (mm at that type) before the type shrinks:
+# every column (20) then takes 5.5-point type (Russian headings: 5.1), numbers whole.
 _PDF_TYPE, _PDF_LINE = 7.0, 3.8 / 7
 _PDF_WHOLE = {"time": "0000-00-00 00:00:00", "duration": "00:00:00", "count": "000",
-              "number": "+000000000000"}
+              "number": "+0000000000000"}
+_PDF_NARROWEST = 12.0
 
 
 def _pdf_widths(pdf, columns: list[Column], titles: list[str]) -> tuple[list[float], float]:
-    """The columns' widths across the page and the table's type size. A column is as wide as
-    its bold heading and its kind's widest value (`_PDF_WHOLE`), which never wrap; one of free
-    text at least its spreadsheet width in mm (17 at least), and the room left is theirs in
-    proportion. Columns wider than the page together (all of them chosen) take a smaller
-    type instead."""
+    """The columns' widths across the page and the table's type size. A column is at least
+    as wide as its bold heading and as its kind's widest value (`_PDF_WHOLE`), which never
+    wrap; one of free text at least `_PDF_NARROWEST`, and the room left is theirs in proportion
+    to their widths in a spreadsheet. Columns wider than the page together (all of them
+    chosen) take a smaller type instead."""
     pad = 2 * pdf.c_margin + 0.5
     pdf.set_font("DejaVu", "B", _PDF_TYPE)
     headings = [pdf.get_string_width(title) for title in titles]
     pdf.set_font("DejaVu", "", _PDF_TYPE)
-    wanted = [max(heading, pdf.get_string_width(_PDF_WHOLE[column.kind])
-                  if column.kind in _PDF_WHOLE else max(column.width, 17) - pad)
-              for heading, column in zip(headings, columns)]
+    least = [max(heading, pdf.get_string_width(_PDF_WHOLE[column.kind])
+                 if column.kind in _PDF_WHOLE else _PDF_NARROWEST)
+             for heading, column in zip(headings, columns)]
     room = pdf.epw - pad * len(columns)
-    scale = min(1.0, room / sum(wanted))
-    free = [column.width if column.kind not in _PDF_WHOLE else 0 for column in columns]
-    spare = (room - scale * sum(wanted)) / (sum(free) or 1)
-    return ([width * scale + pad + spare * share for width, share in zip(wanted, free)],
+    scale = min(1.0, room / sum(least))
+    free = [0 if column.kind in _PDF_WHOLE else column.width for column in columns]
+    spare = max(0.0, room - scale * sum(least)) / (sum(free) or 1)
+    return ([width * scale + pad + spare * share for width, share in zip(least, free)],
             _PDF_TYPE * scale)
 
 

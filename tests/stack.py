@@ -89,6 +89,7 @@ def serving(app, threads: int = 4) -> Iterator:
         server.task_dispatcher.shutdown()
         stop.set()
         loop.join(10)
+        assert not loop.is_alive(), "the served app's loop did not stop within 10 s"
         wasyncore.close_all(server._map)
 
 

@@ -5,6 +5,7 @@ import csv
 import io
 import json
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -17,7 +18,7 @@ from pathlib import Path
 import pytest
 from openpyxl import load_workbook
 
-from exports.writers import neutralised
+from exports.writers import export_columns, neutralised
 from i18n import STATUS_LABELS, translator
 from mirror.settings import load
 from standin.shell import StandinLogin
@@ -398,8 +399,8 @@ def test_pdf_headings_do_not_wrap(cli, demo_mirror, tmp_path, language, headings
 
 
 def test_every_row_and_column_of_a_pdf_is_ruled(cli, demo_mirror, tmp_path):
-    """On every page a line under each row and the headings, the column edges from the
-    headings down to the last row: every cell boxed, however the rules are drawn."""
+    """On every page a line under each row and the headings (a shaded rectangle), the column
+    edges from the headings down to the last row: every cell boxed."""
     from pypdf import PdfReader
     from pypdf.generic import ContentStream
     out = tmp_path / "calls.pdf"
@@ -436,7 +437,8 @@ def test_every_row_and_column_of_a_pdf_is_ruled(cli, demo_mirror, tmp_path):
         assert all(near(max(a[1], b[1]), top) and near(min(a[1], b[1]), bottom)
                    for a, b in down), down        # from the headings to the last row
         edges = sorted(a[0] for a, _ in down)
-        assert near(edges[0], left) and near(edges[-1], right) and len(edges) >= 15, edges
+        columns = len(export_columns(None)) - 1                       # the call id is left out
+        assert near(edges[0], left) and near(edges[-1], right) and len(edges) == columns + 1
 
 
 @pytest.mark.parametrize("language", ["en", "ru"])
@@ -453,6 +455,7 @@ def test_pdf_times_durations_and_numbers_are_never_broken(cli, demo_mirror, tmp_
     text = "\n".join(lines)
     code, calls, _ = cli("calls", "--db", demo_mirror, *period, "--format", "jsonl",
                          "--limit", "100000")
+    assert code == 0
     calls = [json.loads(line) for line in calls.splitlines()]
     numbers = {n for c in calls for n in (c["src"], c["dst"], c["did"]) if n and len(n) > 6}
     assert len(numbers) > 20 and [n for n in numbers if n not in text] == []
@@ -460,6 +463,56 @@ def test_pdf_times_durations_and_numbers_are_never_broken(cli, demo_mirror, tmp_
     assert [t for t in times if t not in text] == []
     talks = {str(timedelta(seconds=c["talk_s"])) for c in calls}
     assert len(talks) > 20 and [t for t in talks if t not in text] == []
+
+
+@pytest.mark.parametrize("language", ["en", "ru"])
+def test_a_pdf_of_every_column_keeps_long_numbers_and_times_whole(language):
+    """The widest table (every column, two PBXs): a German mobile number, the longest time and
+    duration fit their cells on one line, in type no smaller than before they did (4.9 points
+    with Russian headings)."""
+    from fpdf import FPDF
+
+    from exports.pdf_table import RuledTable
+    from exports.writers import FONTS, _pdf_widths
+    pdf = FPDF(orientation="L", format="A4")
+    pdf.add_font("DejaVu", "", FONTS / "DejaVuSansCondensed.ttf")
+    pdf.add_font("DejaVu", "B", FONTS / "DejaVuSansCondensed-Bold.ttf")
+    pdf.add_page()
+    columns = [c for c in export_columns(None, several_pbxs=True) if c.key != "linkedid"]
+    titles = [translator(language)(c.title) for c in columns]
+    widths, size = _pdf_widths(pdf, columns, titles)
+    assert 4.8 <= size <= 7 and abs(sum(widths) - pdf.epw) < 0.01
+    table = RuledTable(pdf, widths, titles, size, size * 3.8 / 7, "DejaVu")
+    pdf.set_font("DejaVu", "", size)
+    whole = {"number": "+4915123456789", "time": "2026-12-31 23:59:59",
+             "duration": "99:59:59", "count": "100"}
+    for column, room in zip(columns, table._rooms):
+        if column.kind in whole:
+            assert table._wrapped(whole[column.kind], room, "") == [whole[column.kind]], column
+
+
+def test_a_cell_longer_than_a_page_is_cut_at_the_page(cli, demo_mirror, tmp_path):
+    """A call with comment after comment: its row ends on its page, the cell cut with "…"."""
+    from pypdf import PdfReader
+    from pypdf.generic import ContentStream
+    mirror = tmp_path / "module.db"
+    shutil.copy(demo_mirror, mirror)
+    period = ("--from", "2024-10-22", "--to", "2024-10-22")
+    code, calls, _ = cli("calls", "--db", mirror, *period, "--format", "jsonl", "--limit", "3")
+    linkedid = json.loads(calls.splitlines()[1])["linkedid"]
+    for n in range(12):
+        assert cli("comment", "--db", mirror, linkedid, f"{n} " + "word " * 39)[0] == 0
+    out = tmp_path / "calls.pdf"
+    code, _, err = cli("export", "--db", mirror, "--format", "pdf", "--out", out, *period)
+    assert code == 0, err
+    reader = PdfReader(out)
+    text = "".join(page.extract_text() for page in reader.pages)
+    assert "…" in text and "0 word" in text and "11 word" not in text
+    for page in reader.pages:
+        height = float(page.mediabox.height)
+        lows = [float(operands[1]) for operands, operator
+                in ContentStream(page.get_contents(), reader).operations if operator == b"Td"]
+        assert lows and min(lows) > 0 and max(lows) < height       # every line on its page
 
 
 def test_every_pdf_page_starts_with_the_headings_and_long_cells_wrap_whole(

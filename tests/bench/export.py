@@ -1,16 +1,25 @@
-"""Export benchmark: Excel and CSV exports (`exports.writers.export_file`) on a mirror of a generated
-~1,000,000-call PBX, each against a bare writer of the same cells measured in the same run.
+"""Export benchmark: Excel, PDF and CSV exports (`exports.writers.export_file`) on a mirror of
+a generated ~1,000,000-call PBX, each against a bare writer of the same cells measured in the
+same run.
 
 The PBX and mirror are built (or reused) exactly as `./bin/bench page` builds them (with a busy
 office's tags, comments and hang-ups), so one `--keep DIR` serves both benchmarks; what reading
-those costs the export's rows is printed first. Subsets are the newest calls: the period starts at the
-start second of the Nth newest call (a few more calls share that second) and ends 2099-12-31.
+those costs the export's rows is printed first. Subsets are the newest calls: the period starts
+at the start second of the Nth newest call (a few more calls share that second) and ends
+2099-12-31.
 
 * XLSX of `--xlsx-calls` calls: `export_file(…, "xlsx", …)` against a bare openpyxl
   `Workbook(write_only=True)` fed by the same query and the same `CallCells.values` (one sheet,
   header and rows; no filter sheet, styles, number formats, widths or autofilter). Both sides
   include the query, the row decoding and the cell values; a separate pass of those alone is
   printed so that the writers' own share can be read off. Budget: <= 1.3x.
+* PDF of `--pdf-calls` calls (at most 100 under the most a PDF holds, as calls may share the
+  first one's second): `export_file(…, "pdf", …)` against a bare fpdf2 document of the same
+  cells (A4 landscape, the same DejaVu font, equal widths, one text per cell that has one, a
+  line under each row and the column edges once a page, a new page when one is full; no
+  headings on later pages, wrapping or totals), the fastest way fpdf2 draws a ruled table.
+  Budget: <= 1.3x. If reportlab is installed (it is not a dependency) the same bare table
+  drawn on its canvas is printed beside it: is fpdf2 the faster writer?
 * Peak RSS of `extcdr export --format xlsx` of `--rss-calls` SMALL,LARGE calls, a fresh
   process each (its own VmHWM, read by the child at its end). Budget: LARGE - SMALL <= 30 MB.
 * CSV of every call (2000-01-01 to 2099-12-31): `export_file(…, "csv", …)` against a bare
@@ -38,9 +47,7 @@ import importlib.util
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from itertools import chain
@@ -50,13 +57,13 @@ from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
 from openpyxl import Workbook
-from waitress import create_server
 
 from exports.writers import FONTS, PDF_LIMIT, CallCells, export_columns, export_file, rows_of
 from mirror.database import open_module_db
 from mirror.pbxtime import PbxClock
 from mirror.queries import CallFilter, call_filter, call_rows, calls_query, sync_state
 from tests.bench.page import PREFIX, TIMEZONE, annotate, make_app, prepare
+from tests.stack import address, serving
 from tests.webclient import Browser
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -181,7 +188,7 @@ def xlsx_case(mirror: Mirror, cells: CallCells, out: Path, calls: int, runs: int
 def pdf_case(mirror: Mirror, cells: CallCells, out: Path, calls: int, runs: int) -> Result:
     """`export_file` pdf of the newest `calls` calls against a bare fpdf2 table (and, for
     reading only, the same bare table on reportlab's canvas when it is installed)."""
-    start = mirror.newest_from(calls)
+    start = mirror.newest_from(min(calls, PDF_LIMIT - 100))
     print(f"\nPDF of the calls from {start}:", flush=True)
     pair = compare(
         lambda: values_pass(mirror.rows(start), cells),
@@ -192,8 +199,9 @@ def pdf_case(mirror: Mirror, cells: CallCells, out: Path, calls: int, runs: int)
     if importlib.util.find_spec("reportlab") is None:
         print("  reportlab is not installed: no comparison with its canvas")
     else:
-        seconds = min(timed(lambda: bare_reportlab(out / "reportlab.pdf", mirror.rows(start),
-                                                   cells))[0] for _ in range(runs))
+        seconds = min([timed(lambda: bare_reportlab(out / "reportlab.pdf", mirror.rows(start),
+                                                    cells))[0]
+                       for _ in range(runs + 1)][1:])            # the first: its imports
         print(f"  the same bare table on reportlab's canvas: {seconds:.2f} s "
               f"({seconds / pair.baseline_s:.2f}x fpdf2's)", flush=True)
     return Result("PDF export_file vs bare fpdf2", pair.calls, pair.export_s, pair.baseline_s,
@@ -248,8 +256,8 @@ def http_cases(root: Path, csv_result: Result) -> list[Result]:
     print("\nCSV over HTTP (waitress, 4 threads, in this process; admin via the stand-in):",
           flush=True)
     url = f"{PREFIX}/export?" + urlencode({"format": "csv", "from": ALL_FROM, "to": PERIOD_END})
-    with serving(make_app(root, str(root / "module.db"))) as base:
-        browser = Browser(base)
+    with serving(make_app(root, str(root / "module.db"))) as server:
+        browser = Browser(f"http://{address(server)}")
         status, _, body = browser.login("admin", "admin")
         if status != 302:
             raise SystemExit(f"login as admin failed: HTTP {status} {body[:300]!r}")
@@ -260,19 +268,6 @@ def http_cases(root: Path, csv_result: Result) -> list[Result]:
                    FIRST_BYTE_S),
             Result("CSV over HTTP, whole vs export_file", lines - 1, total_s, csv_result.value,
                    "s", "none")]
-
-
-@contextmanager
-def serving(app) -> Iterator[str]:
-    """The app served by waitress (4 threads) in a thread of this process; yields its base URL.
-    On the way out the request threads finish before the server closes."""
-    server = create_server(app, host="127.0.0.1", port=0, threads=4)
-    threading.Thread(target=server.run, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.effective_port}"
-    finally:
-        server.task_dispatcher.shutdown(cancel_pending=False)
-        server.close()
 
 
 # -- the work measured ----------------------------------------------------------------------------
@@ -315,11 +310,13 @@ _PAGE_W, _PAGE_H, _MARGIN, _ROW_H, _TYPE = 297.0, 210.0, 10.0, 4.6, 7
 def _bare_rows(rows: Iterable[dict], cells: CallCells
                ) -> Iterator[tuple[bool, float, list[tuple[float, str]]]]:
     """Where each bare row goes: (a new page first?, its top, (left, text) of each cell), the
-    titles first; equal widths across the page. Texts as the export's: no tabs or breaks."""
-    titles = cells.titles()
+    titles first; equal widths across the page. The export's cells: no call id, no tabs or
+    line breaks."""
+    shown = [i for i, column in enumerate(cells.columns) if column.key != "linkedid"]
+    titles = [cells.titles()[i] for i in shown]        # as the export: no call id
     lefts = _bare_edges(len(titles))[:-1]
     texts = ([" ".join(str(value).split()) if value is not None else "" for value in
-              cells.values(row)] for row in rows)
+              map(cells.values(row).__getitem__, shown)] for row in rows)
     top = _MARGIN
     for row in chain([titles], texts):
         new_page = top + _ROW_H > _PAGE_H - _MARGIN
@@ -342,7 +339,7 @@ def bare_pdf(out: Path, rows: Iterable[dict], cells: CallCells) -> int:
     pdf.set_auto_page_break(False)
     pdf.add_font("DejaVu", "", FONTS / "DejaVuSansCondensed.ttf")
     pdf.set_font("DejaVu", "", _TYPE)
-    edges = _bare_edges(len(cells.titles()))
+    edges = _bare_edges(len(cells.titles()) - 1)
     left, right = edges[0], edges[-1]
     count, bottom = -1, _PAGE_H
     for count, (new_page, top, row) in enumerate(_bare_rows(rows, cells)):
@@ -370,7 +367,7 @@ def bare_reportlab(out: Path, rows: Iterable[dict], cells: CallCells) -> int:
     from reportlab.pdfgen.canvas import Canvas
     pdfmetrics.registerFont(TTFont("DejaVu", str(FONTS / "DejaVuSansCondensed.ttf")))
     canvas = Canvas(str(out), pagesize=(_PAGE_W * mm, _PAGE_H * mm))
-    edges = [x * mm for x in _bare_edges(len(cells.titles()))]
+    edges = [x * mm for x in _bare_edges(len(cells.titles()) - 1)]
     left, right = edges[0], edges[-1]
     count, bottom = -1, 0.0
     for count, (new_page, top, row) in enumerate(_bare_rows(rows, cells)):
