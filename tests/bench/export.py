@@ -175,12 +175,7 @@ def xlsx_case(mirror: Mirror, cells: CallCells, out: Path, calls: int, runs: int
     """`export_file` xlsx of the newest `calls` calls against a bare write_only workbook."""
     start = mirror.newest_from(calls)
     print(f"\nXLSX of the calls from {start}:", flush=True)
-    pair = compare(
-        lambda: values_pass(mirror.rows(start), cells),
-        lambda: export_file(out / "calls.xlsx", "xlsx", mirror.filter(start), mirror.db,
-                            mirror.clock, LANGUAGE, ABOUT),
-        lambda: bare_xlsx(out / "bare.xlsx", mirror.rows(start), cells), runs)
-    print_pair(pair, out / "calls.xlsx", out / "bare.xlsx")
+    pair = export_pair(mirror, cells, out, "xlsx", start, bare_xlsx, runs)
     return Result("XLSX export_file vs bare write_only", pair.calls, pair.export_s,
                   pair.baseline_s, "s", "ratio", XLSX_RATIO)
 
@@ -190,12 +185,7 @@ def pdf_case(mirror: Mirror, cells: CallCells, out: Path, calls: int, runs: int)
     reading only, the same bare table on reportlab's canvas when it is installed)."""
     start = mirror.newest_from(min(calls, PDF_LIMIT - 100))
     print(f"\nPDF of the calls from {start}:", flush=True)
-    pair = compare(
-        lambda: values_pass(mirror.rows(start), cells),
-        lambda: export_file(out / "calls.pdf", "pdf", mirror.filter(start), mirror.db,
-                            mirror.clock, LANGUAGE, ABOUT),
-        lambda: bare_pdf(out / "bare.pdf", mirror.rows(start), cells), runs)
-    print_pair(pair, out / "calls.pdf", out / "bare.pdf")
+    pair = export_pair(mirror, cells, out, "pdf", start, bare_pdf, runs)
     if importlib.util.find_spec("reportlab") is None:
         print("  reportlab is not installed: no comparison with its canvas")
     else:
@@ -206,6 +196,19 @@ def pdf_case(mirror: Mirror, cells: CallCells, out: Path, calls: int, runs: int)
               f"({seconds / pair.baseline_s:.2f}x fpdf2's)", flush=True)
     return Result("PDF export_file vs bare fpdf2", pair.calls, pair.export_s, pair.baseline_s,
                   "s", "ratio", PDF_RATIO)
+
+
+def export_pair(mirror: Mirror, cells: CallCells, out: Path, fmt: str, start: str,
+                bare: Callable[[Path, Iterable[dict], CallCells], int], runs: int) -> Pair:
+    """`export_file` in `fmt` of the calls from `start` (out/calls.FMT) against `bare` of the
+    same rows (out/bare.FMT), and the query with the cell values alone; printed."""
+    pair = compare(
+        lambda: values_pass(mirror.rows(start), cells),
+        lambda: export_file(out / f"calls.{fmt}", fmt, mirror.filter(start), mirror.db,
+                            mirror.clock, LANGUAGE, ABOUT),
+        lambda: bare(out / f"bare.{fmt}", mirror.rows(start), cells), runs)
+    print_pair(pair, out / f"calls.{fmt}", out / f"bare.{fmt}")
+    return pair
 
 
 def notes_case(mirror: Mirror, runs: int) -> None:
@@ -238,12 +241,7 @@ def rss_case(mirror: Mirror, out: Path, sizes: tuple[int, int]) -> Result:
 def csv_case(mirror: Mirror, cells: CallCells, out: Path, runs: int) -> Result:
     """`export_file` csv of every call against a bare csv.writer of the same values."""
     print(f"\nCSV of every call ({ALL_FROM} to {PERIOD_END}):", flush=True)
-    pair = compare(
-        lambda: values_pass(mirror.rows(ALL_FROM), cells),
-        lambda: export_file(out / "calls.csv", "csv", mirror.filter(ALL_FROM), mirror.db,
-                            mirror.clock, LANGUAGE, ABOUT),
-        lambda: bare_csv(out / "bare.csv", mirror.rows(ALL_FROM), cells), runs)
-    print_pair(pair, out / "calls.csv", out / "bare.csv")
+    pair = export_pair(mirror, cells, out, "csv", ALL_FROM, bare_csv, runs)
     same = sha256(out / "calls.csv", skip=len("\ufeff".encode())) == sha256(out / "bare.csv")
     print(f"  same bytes as the bare writer's (BOM aside): {'yes' if same else 'NO'}")
     return Result("CSV export_file vs bare csv.writer", pair.calls, pair.export_s,
