@@ -5,13 +5,14 @@ import csv
 import io
 import json
 import re
-import shutil
+import sqlite3
 import subprocess
 import sys
 import tempfile
 import threading
 import urllib.parse
 import urllib.request
+from contextlib import closing
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -496,10 +497,15 @@ def test_a_cell_longer_than_a_page_is_cut_at_the_page(cli, demo_mirror, tmp_path
     from pypdf import PdfReader
     from pypdf.generic import ContentStream
     mirror = tmp_path / "module.db"
-    shutil.copy(demo_mirror, mirror)
-    period = ("--from", "2024-10-22", "--to", "2024-10-22")
-    code, calls, _ = cli("calls", "--db", mirror, *period, "--format", "jsonl", "--limit", "3")
-    linkedid = json.loads(calls.splitlines()[1])["linkedid"]
+    with closing(sqlite3.connect(demo_mirror)) as source, \
+            closing(sqlite3.connect(mirror)) as copy:
+        source.backup(copy)                  # with what is still in its WAL
+    code, calls, err = cli("calls", "--db", mirror, "--from", "2024-10-21", "--to", "2024-10-27",
+                           "--format", "jsonl", "--limit", "3")
+    assert code == 0 and len(calls.splitlines()) == 3, (calls, err)
+    call = json.loads(calls.splitlines()[1])
+    linkedid, day = call["linkedid"], call["start"][:10]
+    period = ("--from", day, "--to", day)
     for n in range(12):
         assert cli("comment", "--db", mirror, linkedid, f"{n} " + "word " * 39)[0] == 0
     out = tmp_path / "calls.pdf"
